@@ -1,0 +1,768 @@
+//! The operator's configuration: `sluice.toml`, parsed with serde.
+//!
+//! Every table denies unknown keys, so a typo is an error that names the line
+//! and column instead of a setting silently ignored. Secrets never live in the
+//! config text: the upstream password is named by an environment variable or
+//! a file, and client tokens are stored as SCRAM-SHA-256 verifiers.
+//!
+//! Loading happens in two steps: [`Config::from_toml`] parses and checks the
+//! text, and [`Config::resolve`] turns it into the [`Settings`] the gateway
+//! runs with (paths made relative to the config file, the upstream URL split,
+//! command-line overrides applied, the secret read).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::scram::Verifier;
+
+/// Port sluice listens on when the config names none.
+pub const DEFAULT_PORT: u16 = 6432;
+
+/// Startup parameters a client may pass upstream without asking anyone:
+/// presentation settings that change how values are rendered, nothing that
+/// changes what a statement is allowed to do.
+pub const DEFAULT_STARTUP_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+];
+
+/// Errors from reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::Invalid(message.into())
+}
+
+/// The whole file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub startup: StartupConfig,
+    #[serde(default)]
+    pub principals: Vec<PrincipalConfig>,
+}
+
+/// `[listen]`: where clients connect.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address and port, e.g. `127.0.0.1:6432`.
+    pub address: Option<String>,
+    /// PEM certificate chain; with `tls_key`, clients may negotiate TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse plaintext clients (they get an error asking for TLS).
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Most client sessions served at once; more are refused with 53300.
+    pub max_connections: Option<usize>,
+}
+
+/// `[upstream]`: the PostgreSQL server sluice fronts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `postgres://user@host:port/database`; a password here is accepted
+    /// for local use only (sluice warns).
+    pub url: String,
+    /// Environment variable holding the service password.
+    pub password_env: Option<String>,
+    /// File holding the service password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Databases clients may ask for; default: the URL's database.
+    pub databases: Option<Vec<String>>,
+    /// `disable`, `require` or `verify-full`.
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    /// CA bundle (PEM) for `verify-full`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How long to wait for the server to accept and log in.
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// How sluice protects its connection to PostgreSQL.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, certificate not checked (protects against passive sniffing only).
+    Require,
+    /// TLS, certificate chain and host name checked against `tls_ca_file`.
+    VerifyFull,
+}
+
+/// `[limits]`: bounds that keep one session from hurting the others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest message a client may send (bytes).
+    pub max_message_bytes: Option<usize>,
+    /// Largest server message sluice holds whole to inspect (bytes); rows and
+    /// COPY data stream through and are not bound by this.
+    pub max_held_server_message_bytes: Option<usize>,
+    /// Time a client has from connecting to finishing its login.
+    pub login_timeout_ms: Option<u64>,
+    /// Time a client may leave a message half-sent.
+    pub message_stall_timeout_ms: Option<u64>,
+    /// On SIGTERM, how long busy sessions may run before they are closed.
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// `[startup]`: what a client may set when it connects.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupConfig {
+    /// Parameters allowed in addition to the default allowlist.
+    #[serde(default)]
+    pub extra_allowed_parameters: Vec<String>,
+}
+
+/// `[[principals]]`: a client identity (until identity plugins replace it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The startup `user` the client connects as.
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// SCRAM-SHA-256 verifier in PostgreSQL's format, made with
+    /// `sluice hash-token`.
+    pub token_verifier: String,
+}
+
+/// Command-line values that replace what the file says.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+}
+
+/// Everything the gateway needs, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls: Option<ListenTls>,
+    pub require_tls: bool,
+    pub max_connections: usize,
+    pub upstream: UpstreamSettings,
+    pub limits: Limits,
+    pub allowed_startup_parameters: BTreeSet<String>,
+    pub principals: Vec<Principal>,
+}
+
+/// Certificate and key files for client-facing TLS.
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where and how to reach PostgreSQL.
+#[derive(Clone)]
+pub struct UpstreamSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The database asked for when a client names none of its own.
+    pub database: String,
+    pub databases: BTreeSet<String>,
+    pub password: Option<Secret>,
+    pub tls: UpstreamTlsMode,
+    pub tls_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("databases", &self.databases)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// A secret value that never prints itself.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Bounds applied to every session.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_held_server_message_bytes: usize,
+    pub login_timeout: Duration,
+    pub message_stall_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 << 20,
+            max_held_server_message_bytes: 16 << 20,
+            login_timeout: Duration::from_secs(15),
+            message_stall_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A client identity sluice authenticates itself.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub verifier: Verifier,
+}
+
+/// Smallest limit on held messages: PostgreSQL's own messages that sluice
+/// must see whole (RowDescription of 1,664 columns, an 8,000-byte NOTIFY
+/// payload) always fit in this.
+const MIN_HELD_SERVER_MESSAGE_BYTES: usize = 256 << 10;
+/// Smallest client message limit: enough for any startup-sized message and
+/// an ordinary query.
+const MIN_MESSAGE_BYTES: usize = 64 << 10;
+/// PostgreSQL refuses messages of 1 GiB and more itself.
+const MAX_MESSAGE_BYTES: usize = (1 << 30) - 1;
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, Error> {
+        toml::from_str(text).map_err(|error: toml::de::Error| {
+            let offset = error.span().map(|span| span.start).unwrap_or(0);
+            let (line, column) = line_and_column(text, offset);
+            Error::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: error.message().to_owned(),
+            }
+        })
+    }
+
+    /// Checks the config and resolves it into [`Settings`]. `base_dir` is the
+    /// directory of the config file: relative paths in it are relative to it.
+    pub fn resolve(
+        &self,
+        base_dir: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Error> {
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or_else(|| self.listen.address.clone())
+            .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_PORT}"));
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid(format!("listen address {listen_text:?} is not HOST:PORT")))?;
+
+        let tls = match (&self.listen.tls_cert, &self.listen.tls_key) {
+            (Some(cert), Some(key)) => Some(ListenTls {
+                cert: base_dir.join(cert),
+                key: base_dir.join(key),
+            }),
+            (None, None) => None,
+            _ => return Err(invalid("[listen] tls_cert and tls_key go together")),
+        };
+        if self.listen.require_tls && tls.is_none() {
+            return Err(invalid("[listen] require_tls needs tls_cert and tls_key"));
+        }
+
+        let upstream = self.resolve_upstream(base_dir, overrides, env)?;
+        let limits = self.limits.resolve()?;
+
+        let mut allowed_startup_parameters: BTreeSet<String> = DEFAULT_STARTUP_PARAMETERS
+            .iter()
+            .map(|name| name.to_ascii_lowercase())
+            .collect();
+        for name in &self.startup.extra_allowed_parameters {
+            let lower = name.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "options" | "replication" | "user" | "database"
+            ) || lower.starts_with("_pq_.")
+            {
+                return Err(invalid(format!(
+                    "[startup] extra_allowed_parameters: {name:?} cannot be allowed"
+                )));
+            }
+            allowed_startup_parameters.insert(lower);
+        }
+
+        let mut principals = Vec::with_capacity(self.principals.len());
+        let mut names = BTreeSet::new();
+        for principal in &self.principals {
+            if principal.name.is_empty() {
+                return Err(invalid("[[principals]] name must not be empty"));
+            }
+            if !names.insert(principal.name.clone()) {
+                return Err(invalid(format!(
+                    "[[principals]] {:?} is defined twice",
+                    principal.name
+                )));
+            }
+            let verifier = principal.token_verifier.parse::<Verifier>().map_err(|e| {
+                invalid(format!(
+                    "[[principals]] {:?}: token_verifier: {e}",
+                    principal.name
+                ))
+            })?;
+            principals.push(Principal {
+                name: principal.name.clone(),
+                groups: principal.groups.clone(),
+                verifier,
+            });
+        }
+
+        Ok(Settings {
+            listen,
+            tls,
+            require_tls: self.listen.require_tls,
+            max_connections: self.listen.max_connections.unwrap_or(10_000),
+            upstream,
+            limits,
+            allowed_startup_parameters,
+            principals,
+        })
+    }
+
+    fn resolve_upstream(
+        &self,
+        base_dir: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<UpstreamSettings, Error> {
+        let section = self.upstream.as_ref();
+        let url_text = overrides
+            .upstream
+            .clone()
+            .or_else(|| section.map(|s| s.url.clone()))
+            .ok_or_else(|| invalid("no upstream: set [upstream] url or pass --upstream"))?;
+        let url = UpstreamUrl::parse(&url_text)?;
+
+        let configured_password = match section {
+            Some(s) => read_password(s, base_dir, env)?,
+            None => None,
+        };
+        let password = match (configured_password, url.password) {
+            (Some(configured), _) => Some(configured),
+            (None, Some(inline)) => {
+                tracing::warn!(
+                    "the upstream URL carries a password: fine for local use, \
+                     use [upstream] password_env or password_file in production"
+                );
+                Some(inline)
+            }
+            (None, None) => None,
+        };
+
+        let databases: BTreeSet<String> = match section.and_then(|s| s.databases.clone()) {
+            // An --upstream override names the database to serve.
+            Some(list) if overrides.upstream.is_none() => list.into_iter().collect(),
+            _ => BTreeSet::from([url.database.clone()]),
+        };
+        if databases.is_empty() {
+            return Err(invalid("[upstream] databases must name at least one"));
+        }
+
+        let tls = section.map(|s| s.tls).unwrap_or_default();
+        let tls_ca_file = section
+            .and_then(|s| s.tls_ca_file.as_ref())
+            .map(|p| base_dir.join(p));
+        if tls == UpstreamTlsMode::VerifyFull && tls_ca_file.is_none() {
+            return Err(invalid(
+                "[upstream] tls = \"verify-full\" needs tls_ca_file (the CA that signed the server's certificate)",
+            ));
+        }
+
+        Ok(UpstreamSettings {
+            host: url.host,
+            port: url.port,
+            user: url.user,
+            database: url.database,
+            databases,
+            password,
+            tls,
+            tls_ca_file,
+            connect_timeout: Duration::from_millis(
+                section.and_then(|s| s.connect_timeout_ms).unwrap_or(5_000),
+            ),
+        })
+    }
+}
+
+fn read_password(
+    section: &UpstreamConfig,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, Error> {
+    match (&section.password_env, &section.password_file) {
+        (Some(_), Some(_)) => Err(invalid(
+            "[upstream] password_env and password_file: set one, not both",
+        )),
+        (Some(var), None) => match env(var) {
+            Some(value) => Ok(Some(Secret(value))),
+            None => Err(invalid(format!(
+                "[upstream] password_env names {var}, which is not set"
+            ))),
+        },
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl LimitsConfig {
+    fn resolve(&self) -> Result<Limits, Error> {
+        let defaults = Limits::default();
+        let max_message_bytes = self.max_message_bytes.unwrap_or(defaults.max_message_bytes);
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&max_message_bytes) {
+            return Err(invalid(format!(
+                "[limits] max_message_bytes must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}"
+            )));
+        }
+        let max_held = self
+            .max_held_server_message_bytes
+            .unwrap_or(defaults.max_held_server_message_bytes);
+        if !(MIN_HELD_SERVER_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&max_held) {
+            return Err(invalid(format!(
+                "[limits] max_held_server_message_bytes must be between {MIN_HELD_SERVER_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}"
+            )));
+        }
+        let millis = |value: Option<u64>, default: Duration, name: &str| match value {
+            Some(0) => Err(invalid(format!("[limits] {name} must be above 0"))),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok(default),
+        };
+        Ok(Limits {
+            max_message_bytes,
+            max_held_server_message_bytes: max_held,
+            login_timeout: millis(
+                self.login_timeout_ms,
+                defaults.login_timeout,
+                "login_timeout_ms",
+            )?,
+            message_stall_timeout: millis(
+                self.message_stall_timeout_ms,
+                defaults.message_stall_timeout,
+                "message_stall_timeout_ms",
+            )?,
+            shutdown_grace: millis(
+                self.shutdown_grace_ms,
+                defaults.shutdown_grace,
+                "shutdown_grace_ms",
+            )?,
+        })
+    }
+}
+
+/// The parts of a `postgres://` URL sluice uses.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: Option<Secret>,
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Secret {}
+
+impl UpstreamUrl {
+    /// Parses `postgres://[user[:password]@]host[:port][/database]`.
+    /// Query parameters are refused rather than ignored: an operator who
+    /// writes `?sslmode=verify-full` must not silently get a plain connection.
+    pub fn parse(text: &str) -> Result<UpstreamUrl, Error> {
+        // Never echo the URL itself: it may carry a password.
+        let url = url::Url::parse(text)
+            .map_err(|e| invalid(format!("upstream URL is not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(
+                "upstream URL must start with postgres:// or postgresql://",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                "upstream URL takes no query parameters: use the [upstream] table for TLS and timeouts",
+            ));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("upstream URL names no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| invalid("upstream URL has bad percent-encoding"))
+        };
+        let user = match url.username() {
+            "" => "postgres".to_owned(),
+            name => decode(name)?,
+        };
+        let password = match url.password() {
+            Some(p) => Some(Secret(decode(p)?)),
+            None => None,
+        };
+        let database = match url.path().trim_start_matches('/') {
+            "" => user.clone(),
+            path => decode(path)?,
+        };
+        Ok(UpstreamUrl {
+            host,
+            port: url.port().unwrap_or(5432),
+            user,
+            database,
+            password,
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// 1-based line and column of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn resolve(text: &str) -> Result<Settings, Error> {
+        Config::from_toml(text, Path::new("sluice.toml"))?.resolve(
+            Path::new("/etc/sluice"),
+            &Overrides::default(),
+            &no_env,
+        )
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = "[listen]\naddress = \"127.0.0.1:6432\"\n\n[upstream]\nurl = \"postgres://a@b/c\"\nsslmode = \"x\"\n";
+        let error = Config::from_toml(text, Path::new("sluice.toml")).unwrap_err();
+        match &error {
+            Error::Parse {
+                line,
+                column,
+                message,
+                ..
+            } => {
+                assert_eq!((*line, *column), (6, 1), "{error}");
+                assert!(message.contains("sslmode"), "{message}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let settings =
+            resolve("[upstream]\nurl = \"postgres://svc@db.internal/payments\"\n").unwrap();
+        assert_eq!(settings.listen.port(), DEFAULT_PORT);
+        assert_eq!(settings.upstream.host, "db.internal");
+        assert_eq!(settings.upstream.port, 5432);
+        assert_eq!(settings.upstream.user, "svc");
+        assert_eq!(
+            settings.upstream.databases,
+            BTreeSet::from(["payments".to_owned()])
+        );
+        assert!(settings.upstream.password.is_none());
+        assert!(settings.allowed_startup_parameters.contains("datestyle"));
+    }
+
+    #[test]
+    fn overrides_replace_listen_and_upstream() {
+        let config = Config::from_toml(
+            "[listen]\naddress = \"0.0.0.0:1\"\n[upstream]\nurl = \"postgres://a@b/c\"\ndatabases = [\"c\", \"d\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".into()),
+            upstream: Some("postgres://other@10.0.0.1:5433/ledger".into()),
+        };
+        let settings = config.resolve(Path::new("/"), &overrides, &no_env).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.upstream.host, "10.0.0.1");
+        assert_eq!(settings.upstream.port, 5433);
+        assert_eq!(settings.upstream.user, "other");
+        assert_eq!(
+            settings.upstream.databases,
+            BTreeSet::from(["ledger".to_owned()])
+        );
+    }
+
+    #[test]
+    fn password_comes_from_the_named_environment_variable() {
+        let config = Config::from_toml(
+            "[upstream]\nurl = \"postgres://a@b/c\"\npassword_env = \"PGPASS_TEST\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let env = |name: &str| (name == "PGPASS_TEST").then(|| "s3cret".to_owned());
+        let settings = config
+            .resolve(Path::new("/"), &Overrides::default(), &env)
+            .unwrap();
+        assert_eq!(settings.upstream.password.unwrap().expose(), "s3cret");
+        let missing = config
+            .resolve(Path::new("/"), &Overrides::default(), &no_env)
+            .unwrap_err();
+        assert!(missing.to_string().contains("PGPASS_TEST"), "{missing}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings = resolve("[upstream]\nurl = \"postgres://a:hunter2@b/c\"\n").unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert_eq!(settings.upstream.password.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_url() {
+        let error = UpstreamUrl::parse("mysql://u:hunter2@h/d").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"));
+        assert!(UpstreamUrl::parse("postgres://u@h/d?sslmode=require").is_err());
+        let url = UpstreamUrl::parse("postgresql://we%40ird:p%3Ass@[::1]:6000/my%20db").unwrap();
+        assert_eq!(url.host, "::1");
+        assert_eq!(url.user, "we@ird");
+        assert_eq!(url.password.unwrap().expose(), "p:ss");
+        assert_eq!(url.database, "my db");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, needle) in [
+            (
+                "[listen]\naddress = \"nope\"\n[upstream]\nurl=\"postgres://a@b/c\"",
+                "listen address",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\ntls=\"verify-full\"",
+                "tls_ca_file",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[limits]\nmax_message_bytes = 10",
+                "max_message_bytes",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[startup]\nextra_allowed_parameters=[\"options\"]",
+                "options",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[[principals]]\nname=\"x\"\ntoken_verifier=\"plain\"",
+                "token_verifier",
+            ),
+            (
+                "[listen]\ntls_cert = \"a.pem\"\n[upstream]\nurl=\"postgres://a@b/c\"",
+                "go together",
+            ),
+        ] {
+            let error = resolve(text).unwrap_err().to_string();
+            assert!(error.contains(needle), "{text:?} gave {error:?}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `sluice demo`: the quickstart. A throwaway PostgreSQL from the machine's
+//! binaries, seeded with fake cards, and sluice in front of it, so gated and
+//! raw results can be compared side by side. Ctrl-C stops both and removes
+//! the cluster.
+//!
+//! The quickstart files are compiled into the binary, so this works from any
+//! directory.
+
+use std::path::Path;
+
+use anyhow::Context;
+use sluice::config::{Config, Overrides};
+use sluice::gateway::Gateway;
+use sluice::pg_cluster::{HostAuth, PgCluster};
+
+const QUICKSTART_CONFIG: &str = include_str!("../../examples/quickstart/sluice.toml");
+const SEED_SQL: &str = include_str!("../../examples/quickstart/seed.sql");
+const DATABASE: &str = "payments";
+/// The role sluice logs in upstream with; demo principals never see it.
+const SERVICE_ROLE: &str = "sluice_gateway";
+const PRINCIPALS: &[(&str, &str)] = &[
+    ("agent", "agent-demo-token"),
+    ("analyst", "analyst-demo-token"),
+    ("admin", "admin-demo-token"),
+];
+
+pub async fn run(first_port: u16) -> anyhow::Result<()> {
+    println!("starting a throwaway PostgreSQL ...");
+    let service_password = random_secret();
+    let cluster = {
+        let service_password = service_password.clone();
+        tokio::task::spawn_blocking(move || start_cluster(&service_password))
+            .await
+            .context("starting the cluster")??
+    };
+
+    let config = Config::from_toml(
+        QUICKSTART_CONFIG,
+        Path::new("examples/quickstart/sluice.toml"),
+    )?;
+    let mut gateway = None;
+    for port in first_port..first_port.saturating_add(50) {
+        let overrides = Overrides {
+            listen: Some(format!("127.0.0.1:{port}")),
+            upstream: Some(format!(
+                "postgres://{SERVICE_ROLE}@127.0.0.1:{}/{DATABASE}",
+                cluster.port()
+            )),
+        };
+        let password = service_password.clone();
+        let settings = config.resolve(Path::new("."), &overrides, &move |name| {
+            (name == "SLUICE_UPSTREAM_PASSWORD").then(|| password.clone())
+        })?;
+        match Gateway::bind(settings).await {
+            Ok(bound) => {
+                gateway = Some(bound);
+                break;
+            }
+            Err(sluice::gateway::Error::Bind { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let gateway = gateway.context("no free port for sluice near the one asked for")?;
+    let addr = gateway.local_addr();
+
+    println!();
+    println!(
+        "sluice is serving {DATABASE} on {addr}, in front of PostgreSQL on 127.0.0.1:{}.",
+        cluster.port()
+    );
+    println!("Demo principals (demo-only tokens, published in examples/quickstart/sluice.toml):");
+    for (name, token) in PRINCIPALS {
+        println!(
+            "  PGPASSWORD={token} psql \"host=127.0.0.1 port={} dbname={DATABASE} user={name}\"",
+            addr.port()
+        );
+    }
+    println!("Straight to PostgreSQL, bypassing sluice (to compare):");
+    println!(
+        "  PGPASSWORD={} psql \"host=127.0.0.1 port={} dbname={DATABASE} user=postgres\"",
+        cluster.superuser_password(),
+        cluster.port()
+    );
+    println!();
+    println!("Press Ctrl-C to stop both and remove the cluster.");
+
+    gateway
+        .serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    println!("stopping PostgreSQL and removing the cluster ...");
+    tokio::task::spawn_blocking(move || cluster.shutdown())
+        .await
+        .context("stopping the cluster")??;
+    Ok(())
+}
+
+fn start_cluster(service_password: &str) -> anyhow::Result<PgCluster> {
+    let cluster = PgCluster::builder()
+        .auth(HostAuth::ScramSha256)
+        .start()
+        .context("the quickstart needs PostgreSQL's server binaries")?;
+    cluster.create_database(DATABASE)?;
+    let seed = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .join("seed.sql");
+    std::fs::write(&seed, SEED_SQL).with_context(|| format!("writing {}", seed.display()))?;
+    cluster.run_sql_file(DATABASE, &seed)?;
+    // A service role with just the rights the demo needs: sluice logs in as
+    // it, so the demo shows the credential split a production setup uses.
+    let password = service_password.replace('\'', "''");
+    cluster.psql(
+        DATABASE,
+        &format!(
+            "CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{password}';\n\
+             GRANT USAGE ON SCHEMA public TO {SERVICE_ROLE};\n\
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {SERVICE_ROLE};\n\
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {SERVICE_ROLE};"
+        ),
+    )?;
+    Ok(cluster)
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}

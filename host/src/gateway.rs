@@ -1,0 +1,284 @@
+//! The gateway: accept connections, run a session for each, and shut down
+//! gracefully.
+//!
+//! On shutdown sluice stops accepting at once, closes sessions as they go
+//! idle (no statement running, no transaction open), and after the grace
+//! period closes the rest with 57P01, as PostgreSQL's own smart-then-fast
+//! shutdown does.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Principal, Settings};
+use crate::protocol::reply::{self, Severity};
+use crate::protocol::sqlstate;
+use crate::session::{self, cancel};
+use crate::transport;
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] transport::TlsError),
+}
+
+/// Where the gateway is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// Not accepting; idle sessions close.
+    Draining,
+    /// Every session closes now.
+    Closing,
+}
+
+/// Counters operators and tests read.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sessions_accepted: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub failed_logins: AtomicU64,
+    pub active_sessions: AtomicUsize,
+}
+
+/// State every session shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub principals: HashMap<String, Principal>,
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub cancel: cancel::Registry,
+    pub counters: Counters,
+    pub phase: watch::Receiver<Phase>,
+    sessions_done: Notify,
+}
+
+/// A bound, not yet serving, gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    phase: watch::Sender<Phase>,
+}
+
+/// A gateway serving in the background (tests, `sluice demo`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Checks the TLS files and binds the listening socket.
+    pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
+        let tls_acceptor = match &settings.tls {
+            Some(files) => Some(transport::server_acceptor(files)?),
+            None => None,
+        };
+        // Fail at startup, not at the first session, on a bad CA file.
+        transport::upstream_connector(
+            settings.upstream.tls,
+            settings.upstream.tls_ca_file.as_deref(),
+        )?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let principals = settings
+            .principals
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                settings,
+                principals,
+                tls_acceptor,
+                cancel: cancel::Registry::default(),
+                counters: Counters::default(),
+                phase: phase_rx,
+                sessions_done: Notify::new(),
+            }),
+            listener,
+            phase,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` resolves, then drains: returns when every
+    /// session has ended.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Gateway {
+            shared,
+            listener,
+            phase,
+        } = self;
+        tokio::select! {
+            () = accept_loop(&shared, &listener) => {}
+            () = shutdown => {}
+        }
+        drop(listener);
+        drain(&shared, &phase).await;
+    }
+
+    /// Serves in a background task.
+    pub fn spawn(self) -> Running {
+        let addr = self.local_addr();
+        let shared = self.shared.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+impl Running {
+    /// Shuts down gracefully (as on SIGTERM) and waits until every session
+    /// has ended.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    let mut phase = shared.phase.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = phase.wait_for(|p| *p != Phase::Serving) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly
+                // rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let active = shared
+            .counters
+            .active_sessions
+            .fetch_add(1, Ordering::AcqRel);
+        let guard = SessionGuard(shared.clone());
+        if active >= shared.settings.max_connections {
+            shared
+                .counters
+                .sessions_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _guard = guard;
+                refuse(tcp).await;
+            });
+            continue;
+        }
+        shared
+            .counters
+            .sessions_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            session::run(shared, tcp, peer).await;
+        });
+    }
+}
+
+/// Counts a session out when its task ends, however it ends.
+struct SessionGuard(Arc<Shared>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .counters
+            .active_sessions
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            self.0.sessions_done.notify_waiters();
+        }
+    }
+}
+
+async fn refuse(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    reply::error(
+        &mut out,
+        Severity::Fatal,
+        sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&out)).await;
+}
+
+async fn wait_for_sessions(shared: &Shared) {
+    loop {
+        let notified = shared.sessions_done.notified();
+        if shared.counters.active_sessions.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
+async fn drain(shared: &Arc<Shared>, phase: &watch::Sender<Phase>) {
+    let _ = phase.send(Phase::Draining);
+    let active = shared.counters.active_sessions.load(Ordering::Acquire);
+    tracing::info!(active, "draining sessions");
+    let grace = shared.settings.limits.shutdown_grace;
+    if tokio::time::timeout(grace, wait_for_sessions(shared))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            active = shared.counters.active_sessions.load(Ordering::Acquire),
+            "grace period over: closing the remaining sessions"
+        );
+        let _ = phase.send(Phase::Closing);
+        wait_for_sessions(shared).await;
+    }
+    tracing::info!("all sessions ended");
+}

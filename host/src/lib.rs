@@ -1,0 +1,24 @@
+//! sluice: a PostgreSQL wire-protocol gateway that enforces PCI DSS controls
+//! on the data path between SQL clients and a database holding card data.
+//!
+//! The modules follow the data path:
+//!
+//! - [`config`]: the operator's `sluice.toml`, checked and resolved.
+//! - [`gateway`]: the listener, one task per session, graceful shutdown.
+//! - [`transport`]: plain TCP or TLS to clients and to PostgreSQL.
+//! - [`session`]: one client, from startup and authentication through the
+//!   statement loop to its end; cancel keys.
+//! - [`protocol`]: framing, the startup packets, and the messages sluice
+//!   writes itself; decoding with `pgwire`'s message types.
+//! - [`auth`]: SCRAM-SHA-256 for clients, against stored verifiers.
+//! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
+//! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
+
+pub mod auth;
+pub mod config;
+pub mod gateway;
+pub mod pg_cluster;
+pub mod protocol;
+pub mod session;
+pub mod transport;
+pub mod upstream;

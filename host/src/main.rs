@@ -1,0 +1,164 @@
+//! The `sluice` command: serve, check a config, make token verifiers, and
+//! run the quickstart demo.
+
+mod demo;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use sluice::auth::scram;
+use sluice::config::{Config, Overrides, Settings};
+use sluice::gateway::Gateway;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A PostgreSQL gateway that enforces PCI DSS controls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients with the given config.
+    Serve {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Listen here instead (HOST:PORT).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Front this server instead (postgres://user@host:port/database).
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
+    },
+    /// Check a config file (and the files it names) without serving.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Make a SCRAM-SHA-256 verifier for a principal's token (read from
+    /// standard input), for `token_verifier` in the config.
+    HashToken {
+        /// PBKDF2 iterations.
+        #[arg(long, default_value_t = scram::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+    /// Start a throwaway PostgreSQL with example data and sluice in front of
+    /// it (demo credentials: never use them elsewhere).
+    Demo {
+        /// First port to try for sluice.
+        #[arg(long, default_value_t = sluice::config::DEFAULT_PORT)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+        } => {
+            let overrides = Overrides { listen, upstream };
+            let settings = load_settings(config.as_deref(), &overrides)?;
+            runtime()?.block_on(serve(settings))
+        }
+        Command::Check { config } => {
+            let settings = load_settings(Some(&config), &Overrides::default())?;
+            runtime()?.block_on(async {
+                // Binding checks the TLS files and that the address is free.
+                Gateway::bind(settings.clone())
+                    .await
+                    .with_context(|| format!("checking {}", config.display()))?;
+                anyhow::Ok(())
+            })?;
+            println!(
+                "{}: ok ({} principals, upstream {}:{}, listening on {})",
+                config.display(),
+                settings.principals.len(),
+                settings.upstream.host,
+                settings.upstream.port,
+                settings.listen
+            );
+            Ok(())
+        }
+        Command::HashToken { iterations } => {
+            let mut token = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut token)
+                .context("reading the token from standard input")?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                bail!("no token on standard input");
+            }
+            println!("{}", scram::make_verifier(token, iterations));
+            Ok(())
+        }
+        Command::Demo { port } => runtime()?.block_on(demo::run(port)),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+    let (config, base_dir) = match path {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let base = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (config, base)
+        }
+        None => (Config::default(), PathBuf::from(".")),
+    };
+    let settings = config.resolve(&base_dir, overrides, &|name| std::env::var(name).ok())?;
+    Ok(settings)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let gateway = Gateway::bind(settings).await?;
+    tracing::info!(address = %gateway.local_addr(), "sluice is serving");
+    gateway.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down gracefully"),
+    }
+}

@@ -1,0 +1,66 @@
+//! The PostgreSQL v3 wire protocol, as far as sluice needs it.
+//!
+//! sluice frames every message itself ([`frame`]) with a checked length and
+//! decodes only what a hook must see, with the `pgwire` crate's message
+//! types. Everything else passes as the bytes it came in. [`reply`] builds the
+//! messages sluice writes on its own behalf (errors, authentication, its own
+//! BackendKeyData); [`startup`] reads the untagged packets that open a
+//! connection.
+
+pub mod frame;
+pub mod reply;
+pub mod startup;
+
+pub use frame::{Frame, FrameError};
+
+/// Message type bytes sluice acts on (PostgreSQL's names).
+pub mod tag {
+    // Frontend (client to server).
+    pub const QUERY: u8 = b'Q';
+    pub const PARSE: u8 = b'P';
+    pub const BIND: u8 = b'B';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const CLOSE: u8 = b'C';
+    pub const SYNC: u8 = b'S';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const TERMINATE: u8 = b'X';
+    pub const PASSWORD: u8 = b'p';
+    pub const COPY_FAIL: u8 = b'f';
+    // Both directions.
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    // Backend (server to client).
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const DATA_ROW: u8 = b'D';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+}
+
+/// SQLSTATE codes sluice answers with.
+pub mod sqlstate {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const CONNECTION_REJECTED: &str = "08004";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}

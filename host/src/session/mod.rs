@@ -1,0 +1,89 @@
+//! One client session, from its first byte to its last:
+//! startup ([`startup`]: TLS, the StartupMessage, authentication, the
+//! upstream login), then the statement loop ([`proxy`]).
+//!
+//! This module is the one place that turns a failure into an ErrorResponse
+//! with a SQLSTATE for the client.
+
+pub mod cancel;
+mod proxy;
+mod startup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::gateway::Shared;
+use crate::protocol::reply::{self, Severity};
+use crate::transport::Stream;
+
+/// Something the client is told before its session ends.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Fatal {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Serves one client connection until it ends.
+pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut client = Stream::Plain(tcp);
+    let mut client_buf = BytesMut::with_capacity(1024);
+    let login_timeout = shared.settings.limits.login_timeout;
+    let started = tokio::time::timeout(
+        login_timeout,
+        startup::establish(&shared, &mut client, &mut client_buf, peer),
+    )
+    .await;
+    let established = match started {
+        Ok(Ok(Some(established))) => established,
+        // A cancel request, or a client that left during startup.
+        Ok(Ok(None)) => return,
+        Ok(Err(fatal)) => {
+            send_fatal(&mut client, &fatal).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "client did not finish logging in within {login_timeout:?}");
+            let fatal = Fatal::new(
+                crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                "login timed out",
+            );
+            send_fatal(&mut client, &fatal).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "sluice.session",
+        principal = %established.principal.name,
+        database = %established.database,
+        %peer
+    );
+    proxy::run(&shared, client, client_buf, established)
+        .instrument(span)
+        .await;
+}
+
+/// Writes a FATAL ErrorResponse, best effort: the client may be gone.
+async fn send_fatal(stream: &mut Stream, fatal: &Fatal) {
+    let mut out = BytesMut::new();
+    reply::error(&mut out, Severity::Fatal, fatal.code, &fatal.message);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,859 @@
+//! The statement loop: client messages go up, server messages come down,
+//! and sluice sees each one on the way.
+//!
+//! One task drives both sockets. Each turn it writes what is pending, then
+//! reads whichever side has data, frames what it read and decides per
+//! message: pass it on as the bytes it came in, rewrite it, or refuse it.
+//! Writes are coalesced (everything decided from one read goes out in one
+//! write), and each direction stops reading while the other side is slow to
+//! take what it already has, so a slow client slows the reading of its
+//! results and memory per session stays bounded whatever the result size.
+//!
+//! Rows (DataRow) and COPY data are not held: they stream through, a large
+//! one in pieces. Messages sluice must read whole (errors, notices, status)
+//! are held up to `max_held_server_message_bytes`.
+//!
+//! ## Cycles
+//! The client's stream divides into cycles, each ended by a message the
+//! server answers with ReadyForQuery: Query, Sync, and FunctionCall. sluice
+//! keeps the cycles it has forwarded in order, so it knows when the server
+//! is idle, which ErrorResponse belongs to a statement it refused, and when
+//! a draining gateway may close the session.
+//!
+//! ## Refusals
+//! When sluice refuses a whole cycle (today: FunctionCall, which calls
+//! server functions by OID with no SQL to judge) it does not answer on its
+//! own. It sends the server a statement that fails to parse in its place and
+//! rewrites the server's error into its own. The server thereby produces the
+//! ErrorResponse and ReadyForQuery at the right place among the replies it
+//! still owes, and a refusal inside a transaction block aborts the
+//! transaction on both sides, exactly as a failing statement would.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use pgwire::messages::extendedquery::Parse;
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::ParameterStatus;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Fatal;
+use super::cancel::UpstreamKey;
+use super::startup::Established;
+use crate::gateway::{Phase, Shared};
+use crate::protocol::frame::{self, Frame, Header, take_cstr};
+use crate::protocol::reply::{self, Severity};
+use crate::protocol::{sqlstate, tag};
+use crate::transport::Stream;
+
+/// Stop reading one side while this much waits to be written to the other.
+const HIGH_WATER: usize = 256 << 10;
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 32 << 10;
+/// Buffers that grew past this for a large message are given back once
+/// empty, so idle sessions stay small.
+const KEEP_CAPACITY: usize = 128 << 10;
+
+/// The query sent upstream in place of a refused cycle. It fails to parse,
+/// so it runs nothing, and its text explains itself in the server's log.
+const REFUSAL_STAND_IN: &str = "sluice refused this statement";
+
+/// A cycle forwarded to the server and not yet answered with ReadyForQuery.
+#[derive(Debug)]
+enum Cycle {
+    /// The client's own messages.
+    Forwarded,
+    /// A stand-in for a refused cycle: its ErrorResponse is replaced by
+    /// this one.
+    Refused(Fatal),
+}
+
+/// What woke the loop.
+enum Event {
+    ClientData,
+    ServerData,
+    ClientClosed,
+    ServerClosed,
+    ClientStalled,
+    PhaseChanged,
+}
+
+/// How the session ends.
+enum End {
+    /// The client said Terminate or went away.
+    ClientGone,
+    /// The server went away; the client has been told.
+    ServerGone,
+    /// sluice ends the session with this error to the client.
+    Fatal(Fatal),
+}
+
+/// Where the reader of the server's stream is.
+#[derive(Debug, Default)]
+enum ServerReader {
+    /// At a message boundary.
+    #[default]
+    Boundary,
+    /// Inside a streamed message: this many bytes of it still to pass on.
+    Streaming(usize),
+    /// Inside a message too large to hold: this many bytes still to drop.
+    Discarding(usize),
+}
+
+struct Proxy<'a> {
+    shared: &'a Shared,
+    client: Stream,
+    server: Stream,
+    client_in: BytesMut,
+    server_in: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    reader: ServerReader,
+    cycles: VecDeque<Cycle>,
+    /// Transaction status from the server's last ReadyForQuery.
+    transaction: u8,
+    /// Set while the client has sent part of a message: it must finish it
+    /// before this deadline.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    phase: tokio::sync::watch::Receiver<Phase>,
+    /// Alternates which side is read first, so neither starves the other.
+    client_first: bool,
+    upstream_key: Option<UpstreamKey>,
+}
+
+/// Runs the session's statement loop until it ends.
+pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, session: Established) {
+    let Established {
+        principal,
+        database,
+        peer,
+        upstream,
+        upstream_key,
+    } = session;
+    tracing::debug!(%database, "statement loop starts");
+    let registration = upstream_key.map(|key| shared.cancel.register(key));
+
+    let mut to_client = BytesMut::with_capacity(1024);
+    // The startup reply: server parameters, then sluice's own cancel key.
+    reply::authentication(
+        &mut to_client,
+        pgwire::messages::startup::Authentication::Ok,
+    );
+    for status in &upstream.parameter_status {
+        to_client.extend_from_slice(status.as_bytes());
+    }
+    let (pid, secret) = match &registration {
+        Some(r) => (r.pid, r.secret),
+        // A server that sent no key (a pooler in front of PostgreSQL, say)
+        // gets no cancel support: hand out a key nothing matches.
+        None => (0, 0),
+    };
+    reply::backend_key_data(&mut to_client, pid, secret);
+    reply::ready_for_query(&mut to_client, upstream.ready_status);
+    if let Err(error) = client.write_all(&to_client).await {
+        tracing::debug!(%peer, %error, "client left before the session began");
+        return;
+    }
+    to_client.clear();
+
+    let mut proxy = Proxy {
+        shared,
+        client,
+        server: upstream.stream,
+        client_in: client_buf,
+        server_in: upstream.read_buf,
+        to_client,
+        to_server: BytesMut::with_capacity(1024),
+        reader: ServerReader::Boundary,
+        cycles: VecDeque::new(),
+        transaction: upstream.ready_status,
+        stall: None,
+        phase: shared.phase.clone(),
+        client_first: true,
+        upstream_key,
+    };
+    let end = proxy.serve().await;
+    proxy.finish(end, &principal.name, peer).await;
+    drop(registration);
+}
+
+impl Proxy<'_> {
+    async fn serve(&mut self) -> End {
+        // Bytes that arrived with the last startup message.
+        if !self.client_in.is_empty()
+            && let Err(end) = self.on_client_data()
+        {
+            return end;
+        }
+        if !self.server_in.is_empty()
+            && let Err(end) = self.on_server_data()
+        {
+            return end;
+        }
+        loop {
+            if let Some(end) = self.end_for_phase() {
+                return end;
+            }
+            let event = match self.pump().await {
+                Ok(event) => event,
+                Err(end) => return end,
+            };
+            let handled = match event {
+                Event::ClientData => self.on_client_data(),
+                Event::ServerData => self.on_server_data(),
+                Event::ClientClosed => Err(End::ClientGone),
+                Event::ServerClosed => Err(End::ServerGone),
+                Event::ClientStalled => Err(End::Fatal(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "client stalled in the middle of a message",
+                ))),
+                Event::PhaseChanged => Ok(()),
+            };
+            if let Err(end) = handled {
+                return end;
+            }
+        }
+    }
+
+    /// During shutdown: idle sessions close now, busy ones when idle or
+    /// when the grace period ends.
+    fn end_for_phase(&self) -> Option<End> {
+        let phase = *self.phase.borrow();
+        let idle = self.cycles.is_empty()
+            && self.transaction == b'I'
+            && self.client_in.is_empty()
+            && matches!(self.reader, ServerReader::Boundary);
+        match phase {
+            Phase::Serving => None,
+            Phase::Draining if !idle => None,
+            Phase::Draining | Phase::Closing => Some(End::Fatal(Fatal::new(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection: sluice is shutting down",
+            ))),
+        }
+    }
+
+    /// Writes what is pending and waits for the next thing to handle.
+    async fn pump(&mut self) -> Result<Event, End> {
+        let mut phase = self.phase.clone();
+        let phase_changed = phase.changed();
+        let mut phase_changed = pin!(phase_changed);
+        poll_fn(|cx| {
+            if let Poll::Ready(end) = self.poll_writes(cx) {
+                return Poll::Ready(Err(end));
+            }
+            self.client_first = !self.client_first;
+            let order = if self.client_first {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for from_client in order {
+                let event = if from_client {
+                    self.poll_client_read(cx)
+                } else {
+                    self.poll_server_read(cx)
+                };
+                if let Poll::Ready(event) = event {
+                    return Poll::Ready(Ok(event));
+                }
+            }
+            if let Some(stall) = self.stall.as_mut()
+                && stall.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(Event::ClientStalled));
+            }
+            if phase_changed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::PhaseChanged));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes as much as the sockets take without waiting. Ready only on a
+    /// failed write.
+    fn poll_writes(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        if let Err(error) = poll_write_all(&mut self.server, &mut self.to_server, cx) {
+            tracing::debug!(%error, "writing to the server failed");
+            return Poll::Ready(End::ServerGone);
+        }
+        if let Err(error) = poll_write_all(&mut self.client, &mut self.to_client, cx) {
+            tracing::debug!(%error, "writing to the client failed");
+            return Poll::Ready(End::ClientGone);
+        }
+        Poll::Pending
+    }
+
+    fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.to_server.len() >= HIGH_WATER {
+            return Poll::Pending;
+        }
+        // Room for the rest of a message whose header has arrived (already
+        // checked against the limit), or a chunk.
+        let want = match frame::peek_header(
+            &self.client_in,
+            self.shared.settings.limits.max_message_bytes,
+        ) {
+            Ok(Some(header)) => header
+                .total()
+                .saturating_sub(self.client_in.len())
+                .max(1024),
+            _ => READ_CHUNK / 4,
+        };
+        self.client_in.reserve(want);
+        match poll_read(&mut self.client, &mut self.client_in, cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Event::ClientClosed),
+            Poll::Ready(Ok(_)) => Poll::Ready(Event::ClientData),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_server_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.to_client.len() >= HIGH_WATER {
+            return Poll::Pending;
+        }
+        self.server_in.reserve(READ_CHUNK);
+        match poll_read(&mut self.server, &mut self.server_in, cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Event::ServerClosed),
+            Poll::Ready(Ok(_)) => Poll::Ready(Event::ServerData),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    // ---- client to server -------------------------------------------
+
+    fn on_client_data(&mut self) -> Result<(), End> {
+        let max = self.shared.settings.limits.max_message_bytes;
+        loop {
+            let frame = match Frame::split_from(&mut self.client_in, max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        error.to_string(),
+                    )));
+                }
+            };
+            self.on_client_message(frame)?;
+        }
+        self.arm_stall_timer();
+        shrink_if_idle(&mut self.client_in);
+        Ok(())
+    }
+
+    /// A client that leaves half a message in the buffer has this long to
+    /// send the rest.
+    fn arm_stall_timer(&mut self) {
+        if self.client_in.is_empty() {
+            self.stall = None;
+        } else if self.stall.is_none() {
+            let timeout = self.shared.settings.limits.message_stall_timeout;
+            self.stall = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+    }
+
+    fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
+        let malformed = |what: &str| {
+            End::Fatal(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid {what} message"),
+            ))
+        };
+        match frame.tag() {
+            tag::QUERY => {
+                let _query: Query = check_query(&frame)
+                    .then(|| frame.decode())
+                    .flatten()
+                    .ok_or_else(|| malformed("Query"))?;
+                self.cycles.push_back(Cycle::Forwarded);
+            }
+            tag::PARSE => {
+                let _parse: Parse = check_parse(&frame)
+                    .then(|| frame.decode())
+                    .flatten()
+                    .ok_or_else(|| malformed("Parse"))?;
+            }
+            tag::BIND => {
+                if !check_bind(frame.body()) {
+                    return Err(malformed("Bind"));
+                }
+            }
+            tag::DESCRIBE | tag::CLOSE => {
+                let mut body = frame.body();
+                let kind_ok = matches!(body.first(), Some(b'S' | b'P'));
+                body = body.get(1..).unwrap_or_default();
+                if !kind_ok || take_cstr(&mut body).is_none() || !body.is_empty() {
+                    return Err(malformed(if frame.tag() == tag::CLOSE {
+                        "Close"
+                    } else {
+                        "Describe"
+                    }));
+                }
+            }
+            tag::EXECUTE => {
+                let mut body = frame.body();
+                if take_cstr(&mut body).is_none() || body.len() != 4 {
+                    return Err(malformed("Execute"));
+                }
+            }
+            tag::SYNC => {
+                if !frame.body().is_empty() {
+                    return Err(malformed("Sync"));
+                }
+                self.cycles.push_back(Cycle::Forwarded);
+            }
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
+            tag::FUNCTION_CALL => {
+                tracing::warn!("FunctionCall refused: the fastpath bypasses SQL analysis");
+                self.refuse_cycle(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "sluice does not allow the fastpath function call interface; call the function in SQL",
+                ));
+                return Ok(());
+            }
+            tag::TERMINATE => {
+                self.to_server.extend_from_slice(frame.as_bytes());
+                return Err(End::ClientGone);
+            }
+            other => {
+                return Err(End::Fatal(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid frontend message type {}", other),
+                )));
+            }
+        }
+        self.to_server.extend_from_slice(frame.as_bytes());
+        Ok(())
+    }
+
+    /// Sends the refusal stand-in in place of a whole cycle.
+    fn refuse_cycle(&mut self, refusal: Fatal) {
+        let mut stand_in = BytesMut::new();
+        pgwire::messages::Message::encode(&Query::new(REFUSAL_STAND_IN.to_owned()), &mut stand_in)
+            .expect("a short query encodes");
+        self.to_server.extend_from_slice(&stand_in);
+        self.cycles.push_back(Cycle::Refused(refusal));
+    }
+
+    // ---- server to client -------------------------------------------
+
+    fn on_server_data(&mut self) -> Result<(), End> {
+        let max_held = self.shared.settings.limits.max_held_server_message_bytes;
+        loop {
+            match self.reader {
+                ServerReader::Streaming(remaining) => {
+                    let n = remaining.min(self.server_in.len());
+                    self.to_client.extend_from_slice(&self.server_in[..n]);
+                    self.server_in.advance(n);
+                    self.reader = next_reader(remaining - n, ServerReader::Streaming);
+                    if n < remaining {
+                        break;
+                    }
+                }
+                ServerReader::Discarding(remaining) => {
+                    let n = remaining.min(self.server_in.len());
+                    self.server_in.advance(n);
+                    self.reader = next_reader(remaining - n, ServerReader::Discarding);
+                    if n < remaining {
+                        break;
+                    }
+                }
+                ServerReader::Boundary => {
+                    // Pass a run of whole streamed messages in one copy.
+                    let run = streamed_run(&self.server_in);
+                    if run > 0 {
+                        self.to_client.extend_from_slice(&self.server_in[..run]);
+                        self.server_in.advance(run);
+                        continue;
+                    }
+                    let header = match frame::peek_header(&self.server_in, usize::MAX) {
+                        Ok(Some(header)) => header,
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::error!(%error, "malformed message from the server");
+                            return Err(End::Fatal(Fatal::new(
+                                sqlstate::PROTOCOL_VIOLATION,
+                                "the upstream server sent a malformed message",
+                            )));
+                        }
+                    };
+                    if is_streamed(header.tag) {
+                        // A streamed message larger than what has arrived:
+                        // pass on the part we have.
+                        let n = self.server_in.len();
+                        self.to_client.extend_from_slice(&self.server_in);
+                        self.server_in.clear();
+                        self.reader = ServerReader::Streaming(header.total() - n);
+                        break;
+                    }
+                    if header.total() > max_held {
+                        self.on_oversized_server_message(header)?;
+                        continue;
+                    }
+                    match Frame::split_from(&mut self.server_in, usize::MAX) {
+                        Ok(Some(frame)) => self.on_server_message(frame)?,
+                        _ => {
+                            self.server_in
+                                .reserve(header.total() - self.server_in.len());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        shrink_if_idle(&mut self.server_in);
+        Ok(())
+    }
+
+    fn on_server_message(&mut self, frame: Frame) -> Result<(), End> {
+        match frame.tag() {
+            tag::READY_FOR_QUERY => {
+                let status = match frame.body() {
+                    [status @ (b'I' | b'T' | b'E')] => *status,
+                    _ => {
+                        return Err(End::Fatal(Fatal::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "the upstream server sent a malformed ReadyForQuery",
+                        )));
+                    }
+                };
+                self.transaction = status;
+                self.cycles.pop_front();
+            }
+            tag::ERROR_RESPONSE => {
+                if let Some(Cycle::Refused(refusal)) = self.cycles.front() {
+                    let fields = frame
+                        .decode::<ErrorResponse>()
+                        .map(|e| e.fields)
+                        .unwrap_or_default();
+                    // In an aborted transaction the server says so (25P02)
+                    // before it looks at any statement: keep its answer, as
+                    // PostgreSQL would give it for the refused one too.
+                    let aborted = fields.iter().any(|(t, v)| *t == b'C' && v == "25P02");
+                    if !aborted {
+                        reply::error(
+                            &mut self.to_client,
+                            Severity::Error,
+                            refusal.code,
+                            &refusal.message,
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            tag::PARAMETER_STATUS => {
+                let status: Option<ParameterStatus> = frame.decode();
+                if let Some(status) = status
+                    && status.name == "client_encoding"
+                    && status.value != "UTF8"
+                {
+                    // Someone ran SET client_encoding: sluice reads every
+                    // session as UTF-8 and will not guess at another.
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "client_encoding was changed away from UTF8, which sluice does not support",
+                    )));
+                }
+            }
+            // The server's cancel key never reaches the client.
+            tag::BACKEND_KEY_DATA => return Ok(()),
+            _ => {}
+        }
+        self.to_client.extend_from_slice(frame.as_bytes());
+        Ok(())
+    }
+
+    /// A message sluice must read whole is larger than it may hold. Errors
+    /// and notices are replaced by sluice's own, with the same effect on the
+    /// statement; anything else cannot be passed on safely.
+    fn on_oversized_server_message(&mut self, header: Header) -> Result<(), End> {
+        let limit = self.shared.settings.limits.max_held_server_message_bytes;
+        let message = format!(
+            "a {} byte message from the server exceeded max_held_server_message_bytes ({limit}) and was dropped",
+            header.total()
+        );
+        tracing::warn!(tag = %(header.tag as char), size = header.total(), "oversized server message dropped");
+        match header.tag {
+            tag::ERROR_RESPONSE => reply::error(
+                &mut self.to_client,
+                Severity::Error,
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                &message,
+            ),
+            tag::NOTICE_RESPONSE => reply::notice(
+                &mut self.to_client,
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                &message,
+            ),
+            _ => {
+                return Err(End::Fatal(Fatal::new(
+                    sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    message,
+                )));
+            }
+        }
+        let n = header.total().min(self.server_in.len());
+        self.server_in.advance(n);
+        self.reader = next_reader(header.total() - n, ServerReader::Discarding);
+        Ok(())
+    }
+
+    // ---- the end ------------------------------------------------------
+
+    async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
+        let busy = !self.cycles.is_empty();
+        match &end {
+            End::ClientGone => {
+                if busy && let Some(key) = self.upstream_key {
+                    // The client left mid-statement: stop the statement so
+                    // the server backend does not run on for nobody.
+                    if let Err(error) =
+                        crate::upstream::cancel(&self.shared.settings.upstream, key.pid, key.secret)
+                            .await
+                    {
+                        tracing::warn!(%error, "could not cancel the abandoned statement");
+                    }
+                }
+                tracing::info!(%peer, principal, busy, "session ended by the client");
+            }
+            End::ServerGone => {
+                tracing::warn!(%peer, principal, "upstream connection lost");
+                reply::error(
+                    &mut self.to_client,
+                    Severity::Fatal,
+                    sqlstate::CONNECTION_FAILURE,
+                    "the upstream database connection was lost",
+                );
+            }
+            End::Fatal(fatal) => {
+                tracing::info!(%peer, principal, code = fatal.code, reason = %fatal.message, "session closed by sluice");
+                reply::error(
+                    &mut self.to_client,
+                    Severity::Fatal,
+                    fatal.code,
+                    &fatal.message,
+                );
+            }
+        }
+        let deadline = std::time::Duration::from_secs(2);
+        if !matches!(end, End::ServerGone) {
+            // Say goodbye so the backend exits at once.
+            self.to_server.clear();
+            self.to_server
+                .extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+            let _ = tokio::time::timeout(deadline, async {
+                let _ = self.server.write_all(&self.to_server).await;
+                let _ = self.server.shutdown().await;
+            })
+            .await;
+        }
+        if !matches!(end, End::ClientGone) {
+            let _ = tokio::time::timeout(deadline, async {
+                let _ = self.client.write_all(&self.to_client).await;
+                let _ = self.client.shutdown().await;
+            })
+            .await;
+        }
+    }
+}
+
+/// Message types that stream through without being held: rows and COPY
+/// data, and anything sluice does not model (passed on as it came).
+fn is_streamed(tag: u8) -> bool {
+    !matches!(
+        tag,
+        tag::READY_FOR_QUERY
+            | tag::ERROR_RESPONSE
+            | tag::NOTICE_RESPONSE
+            | tag::NOTIFICATION_RESPONSE
+            | tag::PARAMETER_STATUS
+            | tag::BACKEND_KEY_DATA
+            | tag::ROW_DESCRIPTION
+            | tag::AUTHENTICATION
+            | tag::NEGOTIATE_PROTOCOL_VERSION
+    )
+}
+
+/// Length of the run of whole streamed messages at the start of `buf`.
+fn streamed_run(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
+        if !is_streamed(header.tag) || buf.len() - at < header.total() {
+            break;
+        }
+        at += header.total();
+    }
+    at
+}
+
+fn next_reader(remaining: usize, state: fn(usize) -> ServerReader) -> ServerReader {
+    if remaining == 0 {
+        ServerReader::Boundary
+    } else {
+        state(remaining)
+    }
+}
+
+fn shrink_if_idle(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Query: one NUL-terminated UTF-8 string filling the body.
+fn check_query(frame: &Frame) -> bool {
+    let mut body = frame.body();
+    take_cstr(&mut body).is_some() && body.is_empty()
+}
+
+/// Parse: name, query, then a count of parameter type OIDs and the OIDs.
+fn check_parse(frame: &Frame) -> bool {
+    let mut body = frame.body();
+    if take_cstr(&mut body).is_none() || take_cstr(&mut body).is_none() {
+        return false;
+    }
+    let Some(count) = read_i16(&mut body) else {
+        return false;
+    };
+    count >= 0 && body.len() == count as usize * 4
+}
+
+/// Bind: portal, statement, parameter formats, parameters, result formats,
+/// every length within the message.
+fn check_bind(mut body: &[u8]) -> bool {
+    fn formats(body: &mut &[u8]) -> Option<()> {
+        let count = read_i16(body)?;
+        let bytes = usize::try_from(count).ok()? * 2;
+        *body = body.get(bytes..)?;
+        Some(())
+    }
+    fn parameters(body: &mut &[u8]) -> Option<()> {
+        let count = read_i16(body)?;
+        for _ in 0..usize::try_from(count).ok()? {
+            let len = read_i32(body)?;
+            if len >= 0 {
+                *body = body.get(len as usize..)?;
+            } else if len != -1 {
+                return None;
+            }
+        }
+        Some(())
+    }
+    take_cstr(&mut body).is_some()
+        && take_cstr(&mut body).is_some()
+        && formats(&mut body).is_some()
+        && parameters(&mut body).is_some()
+        && formats(&mut body).is_some()
+        && body.is_empty()
+}
+
+fn read_i16(body: &mut &[u8]) -> Option<i16> {
+    let bytes: [u8; 2] = body.get(..2)?.try_into().ok()?;
+    *body = &body[2..];
+    Some(i16::from_be_bytes(bytes))
+}
+
+fn read_i32(body: &mut &[u8]) -> Option<i32> {
+    let bytes: [u8; 4] = body.get(..4)?.try_into().ok()?;
+    *body = &body[4..];
+    Some(i32::from_be_bytes(bytes))
+}
+
+/// Polls one read into `buf` (cancel-safe: a read that is not ready reads
+/// nothing).
+fn poll_read(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let read = stream.read_buf(buf);
+    pin!(read).poll(cx)
+}
+
+/// Writes from `buf` until it is empty or the socket would block.
+fn poll_write_all(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Err(error)) => return Err(error),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    // TLS buffers records until flushed; plain TCP's flush is free.
+    match Pin::new(&mut *stream).poll_flush(cx) {
+        Poll::Ready(Err(error)) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&[tag]);
+        bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        Frame::from_encoded(bytes)
+    }
+
+    #[test]
+    fn bind_shapes_are_checked() {
+        // portal "", statement "s", 1 format (binary), 2 params (NULL, 'ab'), 0 result formats
+        let good = b"\0s\0\x00\x01\x00\x01\x00\x02\xff\xff\xff\xff\x00\x00\x00\x02ab\x00\x00";
+        assert!(check_bind(good));
+        assert!(!check_bind(&good[..good.len() - 1]));
+        let mut long = good.to_vec();
+        long.push(0);
+        assert!(!check_bind(&long));
+        // A parameter length running past the end.
+        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\x7f\xff\xff\xff\x00\x00"));
+        // A negative count.
+        assert!(!check_bind(b"\0\0\xff\xff\x00\x00\x00\x00"));
+        // A length of -2.
+        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"));
+    }
+
+    #[test]
+    fn parse_and_query_shapes_are_checked() {
+        assert!(check_query(&frame(b'Q', b"SELECT 1\0")));
+        assert!(!check_query(&frame(b'Q', b"SELECT 1")));
+        assert!(!check_query(&frame(b'Q', b"SELECT 1\0; DROP TABLE x\0")));
+        assert!(!check_query(&frame(b'Q', b"SELECT '\xff'\0")));
+        assert!(check_parse(&frame(
+            b'P',
+            b"s1\0SELECT $1\0\x00\x01\x00\x00\x00\x17"
+        )));
+        assert!(!check_parse(&frame(
+            b'P',
+            b"s1\0SELECT $1\0\x00\x02\x00\x00\x00\x17"
+        )));
+        assert!(!check_parse(&frame(b'P', b"s1\0SELECT $1\0\xff\xff")));
+    }
+
+    #[test]
+    fn streamed_runs_stop_at_held_or_partial_messages() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(frame(b'D', b"\x00\x00").as_bytes());
+        buf.extend_from_slice(frame(b'D', b"\x00\x01\x00\x00\x00\x01x").as_bytes());
+        let two_rows = buf.len();
+        buf.extend_from_slice(frame(b'C', b"SELECT 2\0").as_bytes());
+        let with_complete = buf.len();
+        buf.extend_from_slice(frame(b'Z', b"I").as_bytes());
+        assert_eq!(streamed_run(&buf), with_complete);
+        assert_eq!(streamed_run(&buf[..two_rows + 3]), two_rows);
+        assert_eq!(streamed_run(&buf[with_complete..]), 0);
+    }
+}

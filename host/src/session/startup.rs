@@ -1,0 +1,504 @@
+//! Startup: from a new connection to a session ready for its first
+//! statement.
+//!
+//! In order: SSLRequest / GSSENCRequest negotiation, the StartupMessage
+//! (protocol 3.0 only; parameters from an allowlist; `options` and
+//! replication refused), SCRAM-SHA-256 authentication of the client against
+//! its principal's verifier, then the upstream login with sluice's own
+//! credential. The client sees AuthenticationOk only once the upstream
+//! session exists, then the server's ParameterStatus messages, sluice's own
+//! BackendKeyData and ReadyForQuery.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::startup::Authentication;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Fatal;
+use super::cancel::UpstreamKey;
+use crate::auth::scram::{self, ScramServer};
+use crate::config::Principal;
+use crate::gateway::Shared;
+use crate::protocol::frame::{Frame, read_frame};
+use crate::protocol::reply;
+use crate::protocol::sqlstate;
+use crate::protocol::startup::{self as packet, Packet, StartupMessage};
+use crate::protocol::tag;
+use crate::transport::Stream;
+use crate::upstream;
+
+/// Largest authentication message accepted from a client.
+const MAX_AUTH_MESSAGE: usize = 8 << 10;
+
+/// A logged-in session, ready for the statement loop.
+pub struct Established {
+    pub principal: Principal,
+    pub database: String,
+    pub peer: SocketAddr,
+    pub upstream: upstream::Connection,
+    pub upstream_key: Option<UpstreamKey>,
+}
+
+/// Runs the startup phase. `Ok(None)` means the connection ended without a
+/// session (a cancel request, or a client that left).
+pub async fn establish(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Result<Option<Established>, Fatal> {
+    let Some(startup) = negotiate(shared, client, buf, peer).await? else {
+        return Ok(None);
+    };
+
+    if shared.settings.require_tls && !client.is_tls() {
+        return Err(Fatal::new(
+            sqlstate::INVALID_AUTHORIZATION,
+            "sluice requires a TLS connection (sslmode=require)",
+        ));
+    }
+
+    let mut out = BytesMut::new();
+    let unsupported: Vec<String> = startup
+        .parameters
+        .iter()
+        .filter(|(name, _)| name.starts_with("_pq_."))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if startup.minor_version > 0 || !unsupported.is_empty() {
+        // A client asking for 3.2 (or with protocol options) is told sluice
+        // speaks 3.0, and carries on at 3.0.
+        reply::negotiate_protocol_version(&mut out, unsupported);
+    }
+
+    let request = check_parameters(shared, &startup)?;
+    if !out.is_empty() {
+        write(client, &out).await?;
+        out.clear();
+    }
+
+    let principal = authenticate(shared, client, buf, &request.user, peer).await?;
+
+    let connection = upstream::connect(
+        &shared.settings.upstream,
+        upstream::StartupRequest {
+            database: &request.database,
+            parameters: &request.forwarded,
+        },
+    )
+    .await
+    .map_err(|error| upstream_refusal(error, &request.database))?;
+
+    let upstream_key = connection
+        .backend_key
+        .map(|(pid, secret)| UpstreamKey { pid, secret });
+    tracing::info!(
+        %peer,
+        principal = %principal.name,
+        database = %request.database,
+        tls = client.is_tls(),
+        "session started"
+    );
+    Ok(Some(Established {
+        principal,
+        database: request.database,
+        peer,
+        upstream: connection,
+        upstream_key,
+    }))
+}
+
+/// Handles SSLRequest and GSSENCRequest until the StartupMessage arrives.
+async fn negotiate(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Result<Option<StartupMessage>, Fatal> {
+    let mut asked_tls = false;
+    let mut asked_gss = false;
+    loop {
+        let Some(packet) = read_packet(client, buf).await? else {
+            return Ok(None);
+        };
+        match packet {
+            Packet::SslRequest if !asked_tls => {
+                asked_tls = true;
+                let Some(acceptor) = shared.tls_acceptor.as_ref() else {
+                    write(client, b"N").await?;
+                    continue;
+                };
+                if !buf.is_empty() {
+                    // Bytes sent after SSLRequest but before the handshake
+                    // would be read as if they came over TLS.
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                write(client, b"S").await?;
+                let plain = std::mem::replace(client, Stream::Plain(placeholder_stream()?));
+                let Stream::Plain(tcp) = plain else {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "duplicate SSL negotiation",
+                    ));
+                };
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => *client = Stream::ServerTls(Box::new(tls)),
+                    Err(error) => {
+                        tracing::info!(%peer, %error, "tls handshake failed");
+                        return Ok(None);
+                    }
+                }
+            }
+            Packet::GssEncRequest if !asked_gss && !asked_tls => {
+                // No GSSAPI: decline, the client may go on in plaintext or ask
+                // for TLS.
+                asked_gss = true;
+                write(client, b"N").await?;
+            }
+            Packet::SslRequest | Packet::GssEncRequest => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "duplicate encryption negotiation",
+                ));
+            }
+            Packet::Cancel { pid, secret } => {
+                forward_cancel(shared, pid, secret, peer).await;
+                return Ok(None);
+            }
+            Packet::Startup(message) => return Ok(Some(message)),
+        }
+    }
+}
+
+/// A stand-in while the real socket is moved into the TLS acceptor. Never
+/// read or written.
+fn placeholder_stream() -> Result<tokio::net::TcpStream, Fatal> {
+    // A TcpStream cannot be made without a socket; swapping through an
+    // Option would spread through every use of the client stream, so the
+    // placeholder is a socket of a throwaway pair.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| {
+            let addr = listener.local_addr()?;
+            let stream = std::net::TcpStream::connect(addr)?;
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        })
+        .and_then(tokio::net::TcpStream::from_std)
+        .map_err(|e| Fatal::new(sqlstate::INTERNAL_ERROR, format!("tls setup: {e}")))?;
+    Ok(socket)
+}
+
+async fn read_packet(client: &mut Stream, buf: &mut BytesMut) -> Result<Option<Packet>, Fatal> {
+    loop {
+        match packet::split_packet(buf) {
+            Ok(Some(packet)) => return Ok(Some(packet)),
+            Ok(None) => {}
+            Err(error) => return Err(Fatal::new(sqlstate::PROTOCOL_VIOLATION, error.to_string())),
+        }
+        buf.reserve(1024);
+        match client.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "incomplete startup packet",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+async fn write(client: &mut Stream, bytes: &[u8]) -> Result<(), Fatal> {
+    client
+        .write_all(bytes)
+        .await
+        .map_err(|e| Fatal::new(sqlstate::CONNECTION_FAILURE, e.to_string()))
+}
+
+async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: SocketAddr) {
+    let Some(target) = shared.cancel.lookup(pid, secret) else {
+        // As PostgreSQL does, say nothing to the sender either way.
+        tracing::info!(%peer, "cancel request with an unknown key ignored");
+        return;
+    };
+    if let Err(error) = upstream::cancel(&shared.settings.upstream, target.pid, target.secret).await
+    {
+        tracing::warn!(%peer, %error, "could not forward a cancel request");
+    }
+}
+
+/// What the client asked for, checked.
+struct Request {
+    user: String,
+    database: String,
+    /// Parameters passed on to the server, in the order sent.
+    forwarded: Vec<(String, String)>,
+}
+
+fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request, Fatal> {
+    let user = startup
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?
+        .to_owned();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+
+    let mut forwarded = Vec::new();
+    for (name, value) in &startup.parameters {
+        match name.as_str() {
+            "user" | "database" => {}
+            _ if name.starts_with("_pq_.") => {}
+            "replication" => {
+                return Err(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "replication connections are not allowed through sluice",
+                ));
+            }
+            "options" => {
+                return Err(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "startup parameter \"options\" is not allowed through sluice; use SET after connecting",
+                ));
+            }
+            _ if name.eq_ignore_ascii_case("client_encoding") => {
+                if !is_utf8_name(value) {
+                    return Err(Fatal::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "client_encoding {value:?} is not supported: sluice serves UTF8 sessions only (set PGCLIENTENCODING=UTF8)"
+                        ),
+                    ));
+                }
+                // sluice always asks the server for UTF8 itself.
+            }
+            _ if shared
+                .settings
+                .allowed_startup_parameters
+                .contains(&name.to_ascii_lowercase()) =>
+            {
+                forwarded.push((name.clone(), value.clone()));
+            }
+            _ => {
+                return Err(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("startup parameter {name:?} is not allowed through sluice"),
+                ));
+            }
+        }
+    }
+
+    if !shared.settings.upstream.databases.contains(&database) {
+        return Err(Fatal::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database {database:?} is not served by this gateway"),
+        ));
+    }
+    Ok(Request {
+        user,
+        database,
+        forwarded,
+    })
+}
+
+/// PostgreSQL's spellings of UTF-8 (`UTF8`, `UTF-8`, `unicode`), any case.
+fn is_utf8_name(value: &str) -> bool {
+    let normalised: String = value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(normalised.as_str(), "utf8" | "unicode")
+}
+
+/// SCRAM-SHA-256 against the principal's stored verifier. An unknown user
+/// runs the same exchange against a made-up verifier, so the two failures
+/// look alike on the wire.
+async fn authenticate(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    peer: SocketAddr,
+) -> Result<Principal, Fatal> {
+    let principal = shared.principals.get(user);
+    let mut server = match principal {
+        Some(p) => ScramServer::new(p.verifier.clone()),
+        None => ScramServer::for_unknown_user(user),
+    };
+    let failed = || {
+        tracing::warn!(%peer, user, "authentication failed");
+        shared
+            .counters
+            .failed_logins
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Fatal::new(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user {user:?}"),
+        )
+    };
+
+    let mut out = BytesMut::new();
+    reply::authentication(
+        &mut out,
+        Authentication::SASL(vec!["SCRAM-SHA-256".to_owned()]),
+    );
+    write(client, &out).await?;
+
+    let initial = read_password_message(client, buf).await?;
+    let (mechanism, data) = parse_sasl_initial(initial.body()).ok_or_else(|| {
+        Fatal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "malformed SASLInitialResponse message",
+        )
+    })?;
+    if mechanism != "SCRAM-SHA-256" {
+        return Err(Fatal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    let server_first = server
+        .server_first(data)
+        .map_err(|e| scram_error(e, &failed))?;
+    out.clear();
+    reply::authentication(
+        &mut out,
+        Authentication::SASLContinue(Bytes::from(server_first)),
+    );
+    write(client, &out).await?;
+
+    let response = read_password_message(client, buf).await?;
+    let server_final = server
+        .server_final(response.body())
+        .map_err(|e| scram_error(e, &failed))?;
+    match principal {
+        Some(principal) => {
+            out.clear();
+            reply::authentication(
+                &mut out,
+                Authentication::SASLFinal(Bytes::from(server_final)),
+            );
+            write(client, &out).await?;
+            Ok(principal.clone())
+        }
+        None => Err(failed()),
+    }
+}
+
+fn scram_error(error: scram::Error, failed: &dyn Fn() -> Fatal) -> Fatal {
+    match error {
+        scram::Error::WrongProof => failed(),
+        other => Fatal::new(sqlstate::PROTOCOL_VIOLATION, other.to_string()),
+    }
+}
+
+async fn read_password_message(client: &mut Stream, buf: &mut BytesMut) -> Result<Frame, Fatal> {
+    let frame = read_frame(client, buf, MAX_AUTH_MESSAGE)
+        .await
+        .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?
+        .ok_or_else(|| {
+            Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client closed the connection during authentication",
+            )
+        })?;
+    if frame.tag() != tag::PASSWORD {
+        return Err(Fatal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "expected SASL response, got message type {:?}",
+                frame.tag() as char
+            ),
+        ));
+    }
+    Ok(frame)
+}
+
+/// SASLInitialResponse body: mechanism name, then a length-prefixed
+/// initial response. Parsed here with bounds checks; pgwire's decoder
+/// trusts the length it reads.
+fn parse_sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
+    let mut rest = body;
+    let mechanism = crate::protocol::frame::take_cstr(&mut rest)?;
+    let len_bytes: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+    let len = i32::from_be_bytes(len_bytes);
+    let data = &rest[4..];
+    (usize::try_from(len).ok()? == data.len()).then_some((mechanism, data))
+}
+
+/// Turns an upstream failure into what the client is told. Details stay in
+/// sluice's log: the client learns nothing about the service credential.
+fn upstream_refusal(error: upstream::Error, database: &str) -> Fatal {
+    match &error {
+        upstream::Error::Refused { code, fields, .. } if !code.starts_with("28") => {
+            tracing::warn!(database, %code, "upstream refused the session");
+            let message = fields
+                .iter()
+                .find(|(t, _)| *t == b'M')
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| "the upstream server refused the session".to_owned());
+            let code = match code.as_str() {
+                "53300" => sqlstate::TOO_MANY_CONNECTIONS,
+                "3D000" => sqlstate::INVALID_CATALOG_NAME,
+                "57P03" => sqlstate::CANNOT_CONNECT_NOW,
+                _ => sqlstate::CONNECTION_REJECTED,
+            };
+            Fatal::new(code, message)
+        }
+        _ => {
+            tracing::error!(database, %error, "cannot open an upstream session");
+            Fatal::new(
+                sqlstate::CONNECTION_FAILURE,
+                "sluice cannot reach the upstream database; try again later",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_spellings_are_recognised() {
+        for name in ["UTF8", "utf-8", "Unicode", "'utf8'"] {
+            assert!(is_utf8_name(name), "{name}");
+        }
+        for name in ["LATIN1", "SQL_ASCII", "WIN1252", "", "utf16"] {
+            assert!(!is_utf8_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn sasl_initial_response_is_bounds_checked() {
+        assert_eq!(
+            parse_sasl_initial(b"SCRAM-SHA-256\0\0\0\0\x03abc"),
+            Some(("SCRAM-SHA-256", &b"abc"[..]))
+        );
+        for bad in [
+            &b""[..],
+            b"SCRAM-SHA-256",
+            b"SCRAM-SHA-256\0\0\0",
+            b"SCRAM-SHA-256\0\x7f\xff\xff\xff",
+            b"SCRAM-SHA-256\0\xff\xff\xff\xff",
+            b"SCRAM-SHA-256\0\0\0\0\x04abc",
+        ] {
+            assert_eq!(parse_sasl_initial(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The connection to PostgreSQL: connect, negotiate TLS, log in with
+//! sluice's own service credential, and collect what the server says before
+//! its first ReadyForQuery.
+//!
+//! The client never sees this login: it authenticated to sluice, and the
+//! service secret stays here. Authentication methods: trust, cleartext
+//! password, md5 and SCRAM-SHA-256.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::Message;
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, Password, SASLInitialResponse, SASLResponse, Startup,
+};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::config::{Secret, UpstreamSettings};
+use crate::protocol::frame::{Frame, read_frame};
+use crate::protocol::tag;
+use crate::transport::{self, Stream};
+
+/// Largest message accepted from the server while logging in.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// Why a connection to PostgreSQL could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to the upstream server: {0}")]
+    Connect(io::Error),
+    #[error("the upstream server did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream tls: {0}")]
+    Tls(String),
+    #[error("the upstream server does not offer tls")]
+    TlsRefused,
+    #[error("upstream connection lost during login: {0}")]
+    Io(#[from] io::Error),
+    #[error("the upstream server asks for a password and none is configured")]
+    PasswordRequired,
+    #[error("the upstream server asks for an unsupported authentication method ({0})")]
+    UnsupportedAuthentication(String),
+    #[error("upstream scram exchange failed: {0}")]
+    Scram(io::Error),
+    #[error("unexpected message {0:?} from the upstream server during login")]
+    Unexpected(char),
+    /// The server refused the login; the fields are its ErrorResponse.
+    #[error("the upstream server refused the session: {code}")]
+    Refused {
+        code: String,
+        fields: Vec<(u8, String)>,
+        frame: BytesMut,
+    },
+}
+
+/// A logged-in connection to PostgreSQL, at its first ReadyForQuery.
+pub struct Connection {
+    pub stream: Stream,
+    /// Bytes read past the first ReadyForQuery (normally none).
+    pub read_buf: BytesMut,
+    /// The server's ParameterStatus messages, as sent, in order.
+    pub parameter_status: Vec<Frame>,
+    /// The server's own BackendKeyData, kept to forward cancel requests.
+    pub backend_key: Option<(i32, i32)>,
+    /// Transaction status of the first ReadyForQuery.
+    pub ready_status: u8,
+}
+
+/// What to send in the StartupMessage besides user and database.
+pub struct StartupRequest<'a> {
+    pub database: &'a str,
+    pub parameters: &'a [(String, String)],
+}
+
+/// Opens a TCP (and, if configured, TLS) connection to the server.
+pub async fn open_stream(settings: &UpstreamSettings) -> Result<Stream, Error> {
+    let tcp = TcpStream::connect((settings.host.as_str(), settings.port))
+        .await
+        .map_err(Error::Connect)?;
+    tcp.set_nodelay(true).map_err(Error::Connect)?;
+    let connector = transport::upstream_connector(settings.tls, settings.tls_ca_file.as_deref())
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let Some(connector) = connector else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    // SSLRequest: length 8, code 80877103.
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(Error::TlsRefused);
+    }
+    let name = transport::server_name(&settings.host).map_err(|e| Error::Tls(e.to_string()))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(Stream::ClientTls(Box::new(tls)))
+}
+
+/// Connects and logs in, within the configured connect timeout.
+pub async fn connect(
+    settings: &UpstreamSettings,
+    request: StartupRequest<'_>,
+) -> Result<Connection, Error> {
+    tokio::time::timeout(settings.connect_timeout, async {
+        let mut stream = open_stream(settings).await?;
+        login(&mut stream, settings, request).await.map(
+            |(read_buf, parameter_status, backend_key, ready_status)| Connection {
+                stream,
+                read_buf,
+                parameter_status,
+                backend_key,
+                ready_status,
+            },
+        )
+    })
+    .await
+    .map_err(|_| Error::Timeout(settings.connect_timeout))?
+}
+
+type LoginOutcome = (BytesMut, Vec<Frame>, Option<(i32, i32)>, u8);
+
+async fn login(
+    stream: &mut Stream,
+    settings: &UpstreamSettings,
+    request: StartupRequest<'_>,
+) -> Result<LoginOutcome, Error> {
+    let mut startup = Startup::new();
+    let mut parameters = BTreeMap::new();
+    for (name, value) in request.parameters {
+        parameters.insert(name.clone(), value.clone());
+    }
+    parameters.insert("user".to_owned(), settings.user.clone());
+    parameters.insert("database".to_owned(), request.database.to_owned());
+    // sluice reads every session as UTF-8; the server converts for us.
+    parameters.insert("client_encoding".to_owned(), "UTF8".to_owned());
+    startup.parameters = parameters;
+    let mut out = BytesMut::new();
+    encode(&startup, &mut out);
+    stream.write_all(&out).await?;
+
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut scram: Option<ScramSha256> = None;
+    let mut parameter_status = Vec::new();
+    let mut backend_key = None;
+    loop {
+        let frame = read_frame(stream, &mut buf, MAX_LOGIN_MESSAGE)
+            .await?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match frame.tag() {
+            tag::AUTHENTICATION => {
+                let auth = decode_authentication(&frame)?;
+                authenticate(stream, settings, auth, &mut scram).await?;
+            }
+            tag::PARAMETER_STATUS => parameter_status.push(frame),
+            tag::BACKEND_KEY_DATA => {
+                if frame.body().len() == 8 {
+                    let key: Option<BackendKeyData> = frame.decode();
+                    backend_key =
+                        key.and_then(|k| k.secret_key.as_i32().map(|secret| (k.pid, secret)));
+                }
+            }
+            tag::READY_FOR_QUERY => {
+                let status = match frame.body() {
+                    [status @ (b'I' | b'T' | b'E')] => *status,
+                    _ => return Err(Error::Unexpected('Z')),
+                };
+                return Ok((buf, parameter_status, backend_key, status));
+            }
+            tag::ERROR_RESPONSE => {
+                let fields = frame
+                    .decode::<ErrorResponse>()
+                    .map(|e| e.fields)
+                    .unwrap_or_default();
+                let code = fields
+                    .iter()
+                    .find(|(t, _)| *t == b'C')
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| "XX000".to_owned());
+                return Err(Error::Refused {
+                    code,
+                    fields,
+                    frame: frame.into_bytes(),
+                });
+            }
+            // Notices during login carry nothing the client needs.
+            tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+            other => return Err(Error::Unexpected(other as char)),
+        }
+    }
+}
+
+fn decode_authentication(frame: &Frame) -> Result<Authentication, Error> {
+    // pgwire subtracts 8 from the length for SASL data without checking it.
+    if frame.body().len() < 4 {
+        return Err(Error::Unexpected('R'));
+    }
+    let code = i32::from_be_bytes([
+        frame.body()[0],
+        frame.body()[1],
+        frame.body()[2],
+        frame.body()[3],
+    ]);
+    if code == 5 && frame.body().len() != 8 {
+        return Err(Error::Unexpected('R'));
+    }
+    frame
+        .decode::<Authentication>()
+        .ok_or_else(|| Error::UnsupportedAuthentication(format!("code {code}")))
+}
+
+async fn authenticate(
+    stream: &mut Stream,
+    settings: &UpstreamSettings,
+    auth: Authentication,
+    scram: &mut Option<ScramSha256>,
+) -> Result<(), Error> {
+    let password = || settings.password.as_ref().ok_or(Error::PasswordRequired);
+    let mut out = BytesMut::new();
+    match auth {
+        Authentication::Ok => return Ok(()),
+        Authentication::CleartextPassword => {
+            encode(&Password::new(password()?.expose().to_owned()), &mut out);
+        }
+        Authentication::MD5Password(salt) => {
+            let salt: [u8; 4] = salt.try_into().map_err(|_| Error::Unexpected('R'))?;
+            let hashed = postgres_protocol::authentication::md5_hash(
+                settings.user.as_bytes(),
+                password()?.expose().as_bytes(),
+                salt,
+            );
+            encode(&Password::new(hashed), &mut out);
+        }
+        Authentication::SASL(mechanisms) => {
+            if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                return Err(Error::UnsupportedAuthentication(mechanisms.join(", ")));
+            }
+            let secret: &Secret = password()?;
+            // No channel binding: sluice checks the server with TLS itself,
+            // and 'n' is honest about not binding.
+            let client =
+                ScramSha256::new(secret.expose().as_bytes(), ChannelBinding::unsupported());
+            let initial = SASLInitialResponse::new(
+                "SCRAM-SHA-256".to_owned(),
+                Some(Bytes::copy_from_slice(client.message())),
+            );
+            encode(&initial, &mut out);
+            *scram = Some(client);
+        }
+        Authentication::SASLContinue(data) => {
+            let client = scram.as_mut().ok_or(Error::Unexpected('R'))?;
+            client.update(&data).map_err(Error::Scram)?;
+            encode(
+                &SASLResponse::new(Bytes::copy_from_slice(client.message())),
+                &mut out,
+            );
+        }
+        Authentication::SASLFinal(data) => {
+            let client = scram.as_mut().ok_or(Error::Unexpected('R'))?;
+            // Proves the server knew the verifier: a server that merely
+            // says "ok" without it is refused.
+            client.finish(&data).map_err(Error::Scram)?;
+            return Ok(());
+        }
+        Authentication::KerberosV5 => {
+            return Err(Error::UnsupportedAuthentication("kerberos".to_owned()));
+        }
+        other => {
+            return Err(Error::UnsupportedAuthentication(format!("{other:?}")));
+        }
+    }
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+fn encode(message: &impl Message, out: &mut BytesMut) {
+    message
+        .encode(out)
+        .expect("login messages are within pgwire's limits");
+}
+
+/// Sends a CancelRequest for the server's backend `pid` over a fresh
+/// connection, as PostgreSQL expects.
+pub async fn cancel(settings: &UpstreamSettings, pid: i32, secret: i32) -> Result<(), Error> {
+    tokio::time::timeout(settings.connect_timeout, async {
+        let mut stream = open_stream(settings).await?;
+        let mut packet = Vec::with_capacity(16);
+        packet.extend_from_slice(&16i32.to_be_bytes());
+        packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+        packet.extend_from_slice(&pid.to_be_bytes());
+        packet.extend_from_slice(&secret.to_be_bytes());
+        stream.write_all(&packet).await?;
+        stream.flush().await?;
+        // The server closes the connection when it has acted on it.
+        let mut sink = [0u8; 1];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
+        Ok(())
+    })
+    .await
+    .map_err(|_| Error::Timeout(settings.connect_timeout))?
+}
