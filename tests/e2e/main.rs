@@ -1,1 +1,4 @@
-fn main() {}
+//! End-to-end tests: real PostgreSQL, real sluice, real clients. One test
+//! binary, so the shared cluster starts once per run.
+
+mod protocol;

@@ -1,1 +1,343 @@
+//! The end-to-end test harness: a real PostgreSQL, a real sluice, real
+//! clients.
+//!
+//! - One throwaway cluster per test process ([`shared_cluster`]), started on
+//!   first use from the machine's binaries and stopped when the process
+//!   exits. It holds a seeded `payments` template; every test gets its own
+//!   copy of it ([`TestEnv::start`]), so tests run in parallel without
+//!   seeing each other's writes.
+//! - Tests that need a cluster of their own (an authentication method, TLS,
+//!   a server that goes down) start one with [`sluice::pg_cluster`].
+//! - sluice runs in-process on port 0 ([`Gateway`]), configured from TOML
+//!   text like an operator's.
+//! - [`raw`] speaks the wire protocol byte by byte, for the malformed input
+//!   no real driver sends.
 
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use sluice::config::{Config, Overrides, Settings};
+use sluice::gateway::{Gateway, Running};
+use sluice::pg_cluster::{HostAuth, PgCluster};
+
+/// The seed data of the quickstart, used by every test.
+pub const SEED_SQL: &str = include_str!("../../examples/quickstart/seed.sql");
+/// The role sluice logs in upstream as.
+pub const SERVICE_ROLE: &str = "sluice_gateway";
+/// Its password (test-only).
+pub const SERVICE_PASSWORD: &str = "service-test-password";
+/// Principals every test gateway knows: (name, groups, token).
+pub const PRINCIPALS: &[(&str, &str, &str)] = &[
+    ("agent", "agents", "agent-demo-token"),
+    ("analyst", "analysts", "analyst-demo-token"),
+    ("admin", "admins", "admin-demo-token"),
+];
+const TEMPLATE_DB: &str = "payments_template";
+
+/// The process-wide cluster.
+pub struct SharedCluster {
+    cluster: Mutex<Option<PgCluster>>,
+    pub port: u16,
+    pub superuser_password: String,
+    pub socket_dir: std::path::PathBuf,
+}
+
+static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn stop_shared_cluster() {
+    if let Some(shared) = CLUSTER.get()
+        && let Ok(mut slot) = shared.cluster.lock()
+        && let Some(cluster) = slot.take()
+    {
+        let _ = cluster.shutdown();
+    }
+}
+
+/// The cluster shared by this test process, started and seeded on first
+/// use. It stops when the process exits, whether tests passed or not.
+pub fn shared_cluster() -> &'static SharedCluster {
+    CLUSTER.get_or_init(|| {
+        let cluster = start_seeded_cluster(HostAuth::ScramSha256, &[])
+            .expect("start the shared test cluster");
+        // SAFETY: registering a plain extern "C" function with atexit.
+        unsafe {
+            libc::atexit(stop_shared_cluster);
+        }
+        SharedCluster {
+            port: cluster.port(),
+            superuser_password: cluster.superuser_password().to_owned(),
+            socket_dir: cluster.socket_dir().to_owned(),
+            cluster: Mutex::new(Some(cluster)),
+        }
+    })
+}
+
+impl SharedCluster {
+    /// Runs SQL as the superuser over the socket.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let slot = self.cluster.lock().expect("cluster lock");
+        slot.as_ref()
+            .expect("cluster running")
+            .psql(database, sql)
+            .unwrap_or_else(|e| panic!("psql failed: {e}"))
+    }
+}
+
+/// Starts a cluster with the seeded template database and the service
+/// role. `settings` are extra postgresql.conf lines.
+pub fn start_seeded_cluster(
+    auth: HostAuth,
+    settings: &[(&str, &str)],
+) -> Result<PgCluster, sluice::pg_cluster::Error> {
+    let mut builder = PgCluster::builder().auth(auth);
+    for (name, value) in settings {
+        builder = builder.setting(*name, *value);
+    }
+    let cluster = builder.start()?;
+    seed(&cluster, TEMPLATE_DB)?;
+    Ok(cluster)
+}
+
+/// Creates `database` with the quickstart's data and grants the service
+/// role what the tests need.
+pub fn seed(cluster: &PgCluster, database: &str) -> Result<(), sluice::pg_cluster::Error> {
+    cluster.create_database(database)?;
+    let seed_file = cluster.log_path().with_file_name("seed.sql");
+    std::fs::write(&seed_file, SEED_SQL).expect("write the seed file");
+    cluster.run_sql_file(database, &seed_file)?;
+    cluster.psql(
+        database,
+        &format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
+                 CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_PASSWORD}';
+               END IF;
+             END $$;
+             GRANT ALL ON SCHEMA public TO {SERVICE_ROLE};
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {SERVICE_ROLE};
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {SERVICE_ROLE};
+             GRANT CREATE, TEMPORARY ON DATABASE \"{database}\" TO {SERVICE_ROLE};"
+        ),
+    )?;
+    Ok(())
+}
+
+/// The config text every test gateway starts from: an operator's file with
+/// the three principals. `extra` is appended (more tables or keys).
+pub fn config_text(upstream_port: u16, database: &str, extra: &str) -> String {
+    let mut text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n\
+         [upstream]\nurl = \"postgres://{SERVICE_ROLE}@127.0.0.1:{upstream_port}/{database}\"\n\
+         password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n\n"
+    );
+    for (name, group, token) in PRINCIPALS {
+        // Few iterations: these are test tokens, and logins are many.
+        let verifier = sluice::auth::scram::make_verifier(token, 64);
+        text.push_str(&format!(
+            "[[principals]]\nname = \"{name}\"\ngroups = [\"{group}\"]\ntoken_verifier = \"{verifier}\"\n\n"
+        ));
+    }
+    text.push_str(extra);
+    text
+}
+
+/// Resolves config text as `sluice serve` would, with the service password
+/// in the environment variable it names.
+pub fn settings_from(text: &str) -> Settings {
+    Config::from_toml(text, Path::new("test.toml"))
+        .expect("test config parses")
+        .resolve(Path::new("."), &Overrides::default(), &|name| {
+            (name == "SLUICE_TEST_UPSTREAM_PASSWORD").then(|| SERVICE_PASSWORD.to_owned())
+        })
+        .expect("test config resolves")
+}
+
+/// A test's own database in the shared cluster, and a sluice in front of it.
+pub struct TestEnv {
+    pub database: String,
+    pub gateway: Running,
+    pub cluster: &'static SharedCluster,
+}
+
+impl TestEnv {
+    /// A fresh copy of the seeded database and a gateway with the default
+    /// test config.
+    pub async fn start() -> TestEnv {
+        TestEnv::start_with(|_| {}).await
+    }
+
+    /// Like [`TestEnv::start`], letting the test change the settings.
+    pub async fn start_with(customize: impl FnOnce(&mut Settings)) -> TestEnv {
+        let cluster = tokio::task::spawn_blocking(shared_cluster)
+            .await
+            .expect("cluster start");
+        let database = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        {
+            let database = database.clone();
+            tokio::task::spawn_blocking(move || {
+                cluster.psql(
+                    "postgres",
+                    &format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE_DB};"),
+                )
+            })
+            .await
+            .expect("create database");
+        }
+        let mut settings = settings_from(&config_text(cluster.port, &database, ""));
+        customize(&mut settings);
+        let gateway = Gateway::bind(settings)
+            .await
+            .expect("gateway binds")
+            .spawn();
+        TestEnv {
+            database,
+            gateway,
+            cluster,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway.addr
+    }
+
+    /// A tokio-postgres config for `user` through sluice.
+    pub fn config(&self, user: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.addr().port())
+            .user(user)
+            .password(token_of(user))
+            .dbname(&self.database)
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// Connects as `user` through sluice.
+    pub async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        connect(&self.config(user)).await.expect("connect through sluice")
+    }
+
+    /// Connects straight to PostgreSQL as the superuser, bypassing sluice.
+    pub async fn connect_direct(&self) -> tokio_postgres::Client {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.cluster.port)
+            .user("postgres")
+            .password(self.cluster.superuser_password.as_str())
+            .dbname(&self.database);
+        connect(&config).await.expect("connect directly")
+    }
+
+    /// A libpq connection string for `user` through sluice (psql, pgbench,
+    /// psycopg). The token goes in PGPASSWORD, not here.
+    pub fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={} user={user} sslmode=disable",
+            self.addr().port(),
+            self.database
+        )
+    }
+}
+
+/// The demo token of a principal; unknown names get a token nothing
+/// accepts.
+pub fn token_of(user: &str) -> &'static str {
+    PRINCIPALS
+        .iter()
+        .find(|(name, _, _)| *name == user)
+        .map(|(_, _, token)| *token)
+        .unwrap_or("no-such-token")
+}
+
+/// Connects and drives the connection in the background.
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of an error, if it came from the server (or sluice).
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
+    error.code().map(|c| c.code())
+}
+
+/// Waits for `condition` to hold, polling, up to `deadline`.
+pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a program with PGPASSWORD set, returns (success, stdout, stderr).
+pub async fn run_with_password(
+    program: &str,
+    args: &[&str],
+    password: &str,
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env_remove("PGSSLMODE")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut child_stdin = child.stdin.take().expect("stdin piped");
+    if let Some(input) = stdin {
+        child_stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("write stdin");
+    }
+    drop(child_stdin);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not finish within 120 s"))
+        .expect("wait for child");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The directory with pgbench and the server binaries.
+pub fn pg_bin(program: &str) -> String {
+    sluice::pg_cluster::find_bin_dir()
+        .map(|dir| dir.join(program).to_string_lossy().into_owned())
+        .unwrap_or_else(|_| program.to_owned())
+}

@@ -1,0 +1,213 @@
+//! A byte-level PostgreSQL client for the inputs no real driver sends:
+//! garbage, truncated and oversized messages, unknown types, stalls.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// One message from the server.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// The fields of an ErrorResponse or NoticeResponse.
+    pub fn fields(&self) -> HashMap<u8, String> {
+        let mut fields = HashMap::new();
+        let mut rest = &self.body[..];
+        while let Some((&kind, tail)) = rest.split_first() {
+            if kind == 0 {
+                break;
+            }
+            let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+            fields.insert(kind, String::from_utf8_lossy(&tail[..end]).into_owned());
+            rest = tail.get(end + 1..).unwrap_or_default();
+        }
+        fields
+    }
+
+    pub fn code(&self) -> String {
+        self.fields().get(&b'C').cloned().unwrap_or_default()
+    }
+}
+
+/// A raw connection.
+pub struct RawConn {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Encodes a tagged message.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A simple Query message.
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// A StartupMessage for protocol 3.`minor`.
+pub fn startup_message(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_u16(3);
+    body.put_u16(minor);
+    for (k, v) in params {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).await.expect("connect to sluice");
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects, logs in with SCRAM as `user`, and reads up to the first
+    /// ReadyForQuery.
+    pub async fn login(addr: SocketAddr, database: &str, user: &str, token: &str) -> RawConn {
+        let mut conn = RawConn::connect(addr).await;
+        conn.send(&startup_message(0, &[("user", user), ("database", database)]))
+            .await;
+        conn.authenticate(token).await;
+        let messages = conn.until_ready().await;
+        assert!(
+            messages.iter().any(|m| m.tag == b'K'),
+            "no BackendKeyData in {messages:?}"
+        );
+        conn
+    }
+
+    /// Runs the SCRAM exchange (after the StartupMessage) up to
+    /// AuthenticationOk.
+    pub async fn authenticate(&mut self, token: &str) {
+        let sasl = self.recv().await.expect("AuthenticationSASL");
+        assert_eq!(sasl.tag, b'R', "expected authentication, got {sasl:?}");
+        let mut scram = ScramSha256::new(token.as_bytes(), ChannelBinding::unsupported());
+        let mut initial = b"SCRAM-SHA-256\0".to_vec();
+        initial.extend_from_slice(&(scram.message().len() as i32).to_be_bytes());
+        initial.extend_from_slice(scram.message());
+        self.send(&message(b'p', &initial)).await;
+        let cont = self.recv().await.expect("SASLContinue");
+        assert_eq!(&cont.body[..4], &11i32.to_be_bytes(), "{cont:?}");
+        scram.update(&cont.body[4..]).expect("server-first");
+        self.send(&message(b'p', scram.message())).await;
+        let fin = self.recv().await.expect("SASLFinal");
+        assert_eq!(&fin.body[..4], &12i32.to_be_bytes(), "{fin:?}");
+        scram.finish(&fin.body[4..]).expect("server signature");
+        let ok = self.recv().await.expect("AuthenticationOk");
+        assert_eq!((ok.tag, &ok.body[..]), (b'R', &[0u8, 0, 0, 0][..]));
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send to sluice");
+    }
+
+    /// Sends, ignoring errors (the peer may already have closed).
+    pub async fn send_lossy(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next message, or `None` when the connection closed. Fails the
+    /// test if nothing arrives within [`WAIT`].
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .expect("sluice answered within the wait")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Message> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf.len() > len {
+                    let tag = self.buf[0];
+                    self.buf.advance(5);
+                    let body = self.buf.split_to(len - 4).to_vec();
+                    return Some(Message { tag, body });
+                }
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads one raw byte (SSLRequest answers are a single byte).
+    pub async fn recv_byte(&mut self) -> Option<u8> {
+        if let Some(&b) = self.buf.first() {
+            self.buf.advance(1);
+            return Some(b);
+        }
+        let mut byte = [0u8];
+        match tokio::time::timeout(WAIT, self.stream.read_exact(&mut byte)).await {
+            Ok(Ok(_)) => Some(byte[0]),
+            _ => None,
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<Message> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("connection closed; got {messages:?}"));
+            let done = message.tag == b'Z';
+            messages.push(message);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    /// Reads until an ErrorResponse and returns it.
+    pub async fn expect_error(&mut self) -> Message {
+        loop {
+            match self.recv().await {
+                Some(m) if m.tag == b'E' => return m,
+                Some(_) => {}
+                None => panic!("connection closed without an ErrorResponse"),
+            }
+        }
+    }
+
+    /// True when the peer closes the connection within [`WAIT`] (messages
+    /// before the close are skipped).
+    pub async fn closed(&mut self) -> bool {
+        tokio::time::timeout(WAIT, async {
+            while self.recv_inner().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    }
+}
