@@ -1,4 +1,6 @@
 //! End-to-end tests: real PostgreSQL, real sluice, real clients. One test
 //! binary, so the shared cluster starts once per run.
 
+mod bad_input;
 mod protocol;
+mod startup;

@@ -43,7 +43,13 @@ async fn extended_query_binary_parameters_and_results() {
     let statement = client
         .prepare_typed(
             "SELECT $1::int8 + 1, $2::text || '!', $3::float8 * 2, $4::bytea, $5::bool",
-            &[Type::INT8, Type::TEXT, Type::FLOAT8, Type::BYTEA, Type::BOOL],
+            &[
+                Type::INT8,
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::BYTEA,
+                Type::BOOL,
+            ],
         )
         .await
         .unwrap();
@@ -63,7 +69,10 @@ async fn extended_query_binary_parameters_and_results() {
     }
     // Rows of the seeded table, in binary.
     let rows = client
-        .query("SELECT id, pan, expiry FROM cards WHERE id <= $1 ORDER BY id", &[&3i64])
+        .query(
+            "SELECT id, pan, expiry FROM cards WHERE id <= $1 ORDER BY id",
+            &[&3i64],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 3);
@@ -79,7 +88,12 @@ async fn pipelined_extended_queries() {
     let futures = (0..50i32).map(|i| {
         let client = &client;
         let statement = &statement;
-        async move { client.query_one(statement, &[&i]).await.map(|r| r.get::<_, i32>(0)) }
+        async move {
+            client
+                .query_one(statement, &[&i])
+                .await
+                .map(|r| r.get::<_, i32>(0))
+        }
     });
     let results = futures_util::future::join_all(futures).await;
     for (i, result) in results.into_iter().enumerate() {
@@ -94,28 +108,40 @@ async fn errors_inside_transactions() {
     let env = TestEnv::start().await;
     let mut client = env.connect("agent").await;
     let tx = client.transaction().await.unwrap();
-    tx.execute("INSERT INTO customers (name, email) VALUES ('t', 't@example.com')", &[])
-        .await
-        .unwrap();
+    tx.execute(
+        "INSERT INTO customers (name, email) VALUES ('t', 't@example.com')",
+        &[],
+    )
+    .await
+    .unwrap();
     let error = tx.execute("SELECT 1/0", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&error), Some("22012"));
     let error = tx.execute("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&error), Some("25P02"));
     tx.rollback().await.unwrap();
     let count: i64 = client
-        .query_one("SELECT count(*) FROM customers WHERE email = 't@example.com'", &[])
+        .query_one(
+            "SELECT count(*) FROM customers WHERE email = 't@example.com'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(count, 0, "the rolled-back insert is gone");
     // Committed work stays.
     let tx = client.transaction().await.unwrap();
-    tx.execute("INSERT INTO customers (name, email) VALUES ('u', 'u@example.com')", &[])
-        .await
-        .unwrap();
+    tx.execute(
+        "INSERT INTO customers (name, email) VALUES ('u', 'u@example.com')",
+        &[],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let count: i64 = client
-        .query_one("SELECT count(*) FROM customers WHERE email = 'u@example.com'", &[])
+        .query_one(
+            "SELECT count(*) FROM customers WHERE email = 'u@example.com'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -158,7 +184,9 @@ async fn copy_in_and_out() {
     // A COPY the server fails mid-stream leaves the session usable.
     let sink = client.copy_in("COPY copied (id) FROM STDIN").await.unwrap();
     let mut sink = std::pin::pin!(sink);
-    sink.send(Bytes::from_static(b"not a number\n")).await.unwrap();
+    sink.send(Bytes::from_static(b"not a number\n"))
+        .await
+        .unwrap();
     let error = sink.finish().await.unwrap_err();
     assert_eq!(sqlstate(&error), Some("22P02"));
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
@@ -184,7 +212,10 @@ async fn listen_notify() {
             }
         }
     });
-    client.batch_execute("LISTEN payments_events").await.unwrap();
+    client
+        .batch_execute("LISTEN payments_events")
+        .await
+        .unwrap();
     let other = env.connect("analyst").await;
     other
         .batch_execute("NOTIFY payments_events, 'order 42 shipped'")
@@ -227,7 +258,10 @@ async fn notices_and_parameter_status() {
     assert_eq!(notice, "hello from plpgsql");
     // The server's parameters arrived at startup (tokio-postgres reads
     // server_version from ParameterStatus to decide on some features).
-    client.batch_execute("SET application_name = 'reporting'").await.unwrap();
+    client
+        .batch_execute("SET application_name = 'reporting'")
+        .await
+        .unwrap();
     let name: String = client
         .query_one("SHOW application_name", &[])
         .await

@@ -225,7 +225,9 @@ impl TestEnv {
 
     /// Connects as `user` through sluice.
     pub async fn connect(&self, user: &str) -> tokio_postgres::Client {
-        connect(&self.config(user)).await.expect("connect through sluice")
+        connect(&self.config(user))
+            .await
+            .expect("connect through sluice")
     }
 
     /// Connects straight to PostgreSQL as the superuser, bypassing sluice.

@@ -93,8 +93,11 @@ impl RawConn {
     /// ReadyForQuery.
     pub async fn login(addr: SocketAddr, database: &str, user: &str, token: &str) -> RawConn {
         let mut conn = RawConn::connect(addr).await;
-        conn.send(&startup_message(0, &[("user", user), ("database", database)]))
-            .await;
+        conn.send(&startup_message(
+            0,
+            &[("user", user), ("database", database)],
+        ))
+        .await;
         conn.authenticate(token).await;
         let messages = conn.until_ready().await;
         assert!(
@@ -204,10 +207,8 @@ impl RawConn {
     /// True when the peer closes the connection within [`WAIT`] (messages
     /// before the close are skipped).
     pub async fn closed(&mut self) -> bool {
-        tokio::time::timeout(WAIT, async {
-            while self.recv_inner().await.is_some() {}
-        })
-        .await
-        .is_ok()
+        tokio::time::timeout(WAIT, async { while self.recv_inner().await.is_some() {} })
+            .await
+            .is_ok()
     }
 }

@@ -269,6 +269,8 @@ fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request
                     "replication connections are not allowed through sluice",
                 ));
             }
+            // An empty `options` (some drivers always send one) sets nothing.
+            "options" if value.trim().is_empty() => {}
             "options" => {
                 return Err(Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,

@@ -1,0 +1,240 @@
+//! Startup: who may log in, with what, to which database, and what a
+//! client may set on the way in.
+
+use sluice_tests::raw::{RawConn, startup_message};
+use sluice_tests::{TestEnv, connect, run_with_password, sqlstate};
+
+/// A wrong token and an unknown user both get 28P01 with the same
+/// message shape, never a silent close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_and_unknown_user_get_28p01() {
+    let env = TestEnv::start().await;
+    let mut config = env.config("agent");
+    config.password("not-the-token");
+    let error = connect(&config).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+
+    let mut config = env.config("mallory");
+    config.password("anything");
+    let error = connect(&config).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+    let message = error.as_db_error().unwrap().message();
+    assert!(message.contains("mallory"), "{message}");
+
+    let failed = env
+        .gateway
+        .shared
+        .counters
+        .failed_logins
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failed, 2);
+}
+
+/// Each principal logs in with its own token; the upstream session runs
+/// as sluice's service role, not as the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_log_in_and_run_as_the_service_role() {
+    let env = TestEnv::start().await;
+    for user in ["agent", "analyst", "admin"] {
+        let client = env.connect(user).await;
+        let role: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(role, sluice_tests::SERVICE_ROLE);
+    }
+}
+
+/// A database the config does not route is 3D000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_database_is_3d000() {
+    let env = TestEnv::start().await;
+    let mut config = env.config("agent");
+    config.dbname("postgres");
+    let error = connect(&config).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("3D000"), "{error}");
+}
+
+/// Startup parameters outside the allowlist are refused by name;
+/// `options` and replication are refused; allowed ones reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_are_allowlisted() {
+    let env = TestEnv::start().await;
+    let base = [("user", "agent"), ("database", env.database.as_str())];
+    for (extra, needle) in [
+        (("search_path", "evil"), "search_path"),
+        (("options", "-c statement_timeout=0"), "options"),
+        (("replication", "database"), "replication"),
+        (
+            ("session_authorization", "postgres"),
+            "session_authorization",
+        ),
+    ] {
+        let mut conn = RawConn::connect(env.addr()).await;
+        let mut params = base.to_vec();
+        params.push(extra);
+        conn.send(&startup_message(0, &params)).await;
+        let error = conn.expect_error().await;
+        assert_eq!(error.code(), "42501", "{extra:?}");
+        assert!(
+            error.fields()[&b'M'].contains(needle),
+            "{:?}",
+            error.fields()
+        );
+        assert!(conn.closed().await);
+    }
+
+    // Allowed parameters pass through to the server.
+    let mut config = env.config("agent");
+    config.application_name("nightly-report");
+    // An empty `options` carries nothing and is accepted.
+    config.options("");
+    let client = connect(&config).await.unwrap();
+    let name: String = client
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "nightly-report");
+}
+
+/// Operators may extend the allowlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_can_extend_the_allowlist() {
+    let env = TestEnv::start_with(|settings| {
+        settings
+            .allowed_startup_parameters
+            .insert("search_path".to_owned());
+    })
+    .await;
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&startup_message(
+        0,
+        &[
+            ("user", "agent"),
+            ("database", &env.database),
+            ("search_path", "pg_catalog"),
+        ],
+    ))
+    .await;
+    conn.authenticate("agent-demo-token").await;
+    conn.until_ready().await;
+}
+
+/// Only UTF-8 sessions: another client_encoding is refused at startup,
+/// and switching away with SET ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_client_encodings_are_refused() {
+    let env = TestEnv::start().await;
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&startup_message(
+        0,
+        &[
+            ("user", "agent"),
+            ("database", &env.database),
+            ("client_encoding", "LATIN1"),
+        ],
+    ))
+    .await;
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "0A000");
+    assert!(error.fields()[&b'M'].contains("UTF8"));
+
+    let client = env.connect("agent").await;
+    // The SET itself may report success before sluice sees the server's
+    // new client_encoding; the session ends right after.
+    let _ = client.batch_execute("SET client_encoding = 'LATIN1'").await;
+    assert!(client.simple_query("SELECT 1").await.is_err());
+}
+
+/// A client asking for protocol 3.2 is told 3.0 and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_3_2_is_negotiated_down_to_3_0() {
+    let env = TestEnv::start().await;
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&startup_message(
+        2,
+        &[
+            ("user", "agent"),
+            ("database", &env.database),
+            ("_pq_.some_option", "on"),
+        ],
+    ))
+    .await;
+    let negotiate = conn.recv().await.unwrap();
+    assert_eq!(negotiate.tag, b'v');
+    assert_eq!(&negotiate.body[..4], &196608i32.to_be_bytes());
+    assert_eq!(&negotiate.body[4..8], &1i32.to_be_bytes());
+    assert_eq!(&negotiate.body[8..], b"_pq_.some_option\0");
+    conn.authenticate("agent-demo-token").await;
+    let messages = conn.until_ready().await;
+    // A 3.0 BackendKeyData: pid and a 4-byte key.
+    let key = messages.iter().find(|m| m.tag == b'K').unwrap();
+    assert_eq!(key.body.len(), 8);
+}
+
+/// Without a certificate, SSLRequest is answered 'N' and the client may
+/// go on in plaintext; GSSENCRequest is always declined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_and_gss_requests_are_declined_without_tls() {
+    let env = TestEnv::start().await;
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&[0, 0, 0, 8, 4, 210, 22, 48]).await; // GSSENCRequest
+    assert_eq!(conn.recv_byte().await, Some(b'N'));
+    conn.send(&[0, 0, 0, 8, 4, 210, 22, 47]).await; // SSLRequest
+    assert_eq!(conn.recv_byte().await, Some(b'N'));
+    conn.send(&startup_message(
+        0,
+        &[("user", "agent"), ("database", &env.database)],
+    ))
+    .await;
+    conn.authenticate("agent-demo-token").await;
+    conn.until_ready().await;
+}
+
+/// TLS with a configured certificate: psql negotiates it, and
+/// `require_tls` refuses plaintext clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_terminated_and_can_be_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_for_env, key_for_env) = (cert_path.clone(), key_path.clone());
+    let env = TestEnv::start_with(move |settings| {
+        settings.tls = Some(sluice::config::ListenTls {
+            cert: cert_for_env,
+            key: key_for_env,
+        });
+        settings.require_tls = true;
+    })
+    .await;
+
+    let conninfo = env
+        .conninfo("agent")
+        .replace("sslmode=disable", "sslmode=require");
+    let (ok, stdout, stderr) = run_with_password(
+        "psql",
+        &[&conninfo, "-XAtc", "SELECT count(*) FROM cards"],
+        "agent-demo-token",
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "26");
+
+    let (ok, _, stderr) = run_with_password(
+        "psql",
+        &[&env.conninfo("agent"), "-XAtc", "SELECT 1"],
+        "agent-demo-token",
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("requires a TLS connection"), "{stderr}");
+}
