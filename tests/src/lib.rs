@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use sluice::config::{Config, Overrides, Settings};
 use sluice::gateway::{Gateway, Running};
-use sluice::pg_cluster::{HostAuth, PgCluster};
+use sluice::pg_cluster::{HostAuth, PgCluster, PgClusterBuilder};
 
 /// The seed data of the quickstart, used by every test.
 pub const SEED_SQL: &str = include_str!("../../examples/quickstart/seed.sql");
@@ -63,7 +63,7 @@ extern "C" fn stop_shared_cluster() {
 /// use. It stops when the process exits, whether tests passed or not.
 pub fn shared_cluster() -> &'static SharedCluster {
     CLUSTER.get_or_init(|| {
-        let cluster = start_seeded_cluster(HostAuth::ScramSha256, &[])
+        let cluster = start_seeded_cluster(|builder| builder.auth(HostAuth::ScramSha256))
             .expect("start the shared test cluster");
         // SAFETY: registering a plain extern "C" function with atexit.
         unsafe {
@@ -89,19 +89,55 @@ impl SharedCluster {
     }
 }
 
-/// Starts a cluster with the seeded template database and the service
-/// role. `settings` are extra postgresql.conf lines.
+/// Starts a cluster of a test's own (`configure` picks the authentication
+/// method, TLS, settings) with the seeded `payments_template` database and
+/// the service role.
 pub fn start_seeded_cluster(
-    auth: HostAuth,
-    settings: &[(&str, &str)],
+    configure: impl FnOnce(PgClusterBuilder) -> PgClusterBuilder,
 ) -> Result<PgCluster, sluice::pg_cluster::Error> {
-    let mut builder = PgCluster::builder().auth(auth);
-    for (name, value) in settings {
-        builder = builder.setting(*name, *value);
-    }
-    let cluster = builder.start()?;
+    let cluster = configure(PgCluster::builder()).start()?;
     seed(&cluster, TEMPLATE_DB)?;
     Ok(cluster)
+}
+
+/// The seeded database in clusters from [`start_seeded_cluster`].
+pub const SEEDED_DB: &str = TEMPLATE_DB;
+
+/// A test certificate authority and a server certificate it signed for
+/// `localhost` and 127.0.0.1, as PEM files in a temporary directory.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sluice test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let server = server_params.signed_by(&server_key, &ca).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        TestCerts {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("server.pem", server.pem()),
+            key: write("server.key", server_key.serialize_pem()),
+            dir,
+        }
+    }
 }
 
 /// Creates `database` with the quickstart's data and grants the service

@@ -1,0 +1,223 @@
+//! sluice's own connection to PostgreSQL: every authentication method,
+//! TLS modes, and a server that is down or restarts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice::config::{Config, Overrides};
+use sluice::gateway::{Gateway, Running};
+use sluice::pg_cluster::{HostAuth, PgCluster};
+use sluice_tests::{
+    PRINCIPALS, SEEDED_DB, SERVICE_PASSWORD, TestCerts, config_text, connect, settings_from,
+    sqlstate, start_seeded_cluster,
+};
+
+async fn cluster(
+    configure: impl FnOnce(sluice::pg_cluster::PgClusterBuilder) -> sluice::pg_cluster::PgClusterBuilder
+    + Send
+    + 'static,
+) -> PgCluster {
+    tokio::task::spawn_blocking(move || start_seeded_cluster(configure))
+        .await
+        .unwrap()
+        .expect("start a cluster")
+}
+
+async fn gateway(config: &str) -> Running {
+    Gateway::bind(settings_from(config)).await.unwrap().spawn()
+}
+
+fn client_config(gateway: &Running) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(gateway.addr.port())
+        .user(PRINCIPALS[0].0)
+        .password(PRINCIPALS[0].2)
+        .dbname(SEEDED_DB)
+        .connect_timeout(Duration::from_secs(10));
+    config
+}
+
+async fn select_one(gateway: &Running) -> Result<i32, tokio_postgres::Error> {
+    let client = connect(&client_config(gateway)).await?;
+    Ok(client.query_one("SELECT 1", &[]).await?.get(0))
+}
+
+/// sluice logs in upstream with each method PostgreSQL offers for
+/// passwords: trust, cleartext, md5 and SCRAM-SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_upstream_with_every_password_method() {
+    for auth in HostAuth::ALL {
+        let pg = cluster(move |b| b.auth(auth)).await;
+        // The service role's stored secret matches the method, so the
+        // method really is the one exercised (PostgreSQL would switch md5
+        // to SCRAM for a SCRAM-stored secret).
+        let stored = pg
+            .psql(
+                "postgres",
+                "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'sluice_gateway'",
+            )
+            .unwrap();
+        let expected = if auth == HostAuth::Md5 { "md5" } else { "SCR" };
+        assert_eq!(stored, expected, "{auth}");
+        let gateway = gateway(&config_text(pg.port(), SEEDED_DB, "")).await;
+        assert_eq!(select_one(&gateway).await.unwrap(), 1, "{auth}");
+        let log = std::fs::read_to_string(pg.log_path()).unwrap_or_default();
+        assert!(
+            !log.contains("password authentication failed"),
+            "{auth}: {log}"
+        );
+    }
+}
+
+/// With no password anywhere, sluice still starts; a session fails only
+/// when the server asks for one, and the client is not told the service
+/// credential's details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_password_fails_only_when_the_server_asks() {
+    let no_password = |port: u16| {
+        config_text(port, SEEDED_DB, "")
+            .replace("password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n", "")
+    };
+    let trusting = cluster(|b| b.auth(HostAuth::Trust)).await;
+    let gateway_trusting = gateway(&no_password(trusting.port())).await;
+    assert_eq!(select_one(&gateway_trusting).await.unwrap(), 1);
+
+    let demanding = cluster(|b| b.auth(HostAuth::ScramSha256)).await;
+    let gateway_demanding = gateway(&no_password(demanding.port())).await;
+    let error = select_one(&gateway_demanding).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"), "{error:?}");
+    let message = error.as_db_error().unwrap().message().to_owned();
+    assert!(!message.contains(sluice_tests::SERVICE_ROLE), "{message}");
+
+    // A wrong service password is the same to the client.
+    let wrong = config_text(demanding.port(), SEEDED_DB, "");
+    let settings = Config::from_toml(&wrong, Path::new("t.toml"))
+        .unwrap()
+        .resolve(Path::new("."), &Overrides::default(), &|_| {
+            Some("not-the-password".to_owned())
+        })
+        .unwrap();
+    let gateway_wrong = Gateway::bind(settings).await.unwrap().spawn();
+    let error = select_one(&gateway_wrong).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"));
+}
+
+/// `--upstream` style overrides: a URL with an inline password works (for
+/// local use) and replaces host, port, database and user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_url_override_with_inline_password() {
+    let pg = cluster(|b| b.auth(HostAuth::Md5)).await;
+    let text = config_text(1, "elsewhere", "")
+        .replace("password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n", "");
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".to_owned()),
+        upstream: Some(format!(
+            "postgres://{}:{SERVICE_PASSWORD}@127.0.0.1:{}/{SEEDED_DB}",
+            sluice_tests::SERVICE_ROLE,
+            pg.port()
+        )),
+    };
+    let settings = Config::from_toml(&text, Path::new("t.toml"))
+        .unwrap()
+        .resolve(Path::new("."), &overrides, &|_| None)
+        .unwrap();
+    let gateway = Gateway::bind(settings).await.unwrap().spawn();
+    assert_eq!(select_one(&gateway).await.unwrap(), 1);
+}
+
+/// TLS to the server: `require` encrypts, `verify-full` also checks the
+/// certificate against the configured CA and refuses a stranger's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_require_and_verify_full() {
+    let certs = TestCerts::generate();
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
+    let pg = cluster(move |b| b.auth(HostAuth::ScramSha256).ssl(cert, key)).await;
+
+    let require = format!("{}", config_text(pg.port(), SEEDED_DB, ""))
+        .replace("password_env", "tls = \"require\"\npassword_env");
+    let gateway_require = gateway(&require).await;
+    let client = connect(&client_config(&gateway_require)).await.unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the upstream session is encrypted");
+
+    let verify = config_text(pg.port(), SEEDED_DB, "").replace(
+        "password_env",
+        &format!(
+            "tls = \"verify-full\"\ntls_ca_file = \"{}\"\npassword_env",
+            certs.ca.display()
+        ),
+    );
+    let gateway_verify = gateway(&verify).await;
+    assert_eq!(select_one(&gateway_verify).await.unwrap(), 1);
+
+    // A CA that did not sign the server's certificate: refused.
+    let strangers = TestCerts::generate();
+    let wrong_ca = config_text(pg.port(), SEEDED_DB, "").replace(
+        "password_env",
+        &format!(
+            "tls = \"verify-full\"\ntls_ca_file = \"{}\"\npassword_env",
+            strangers.ca.display()
+        ),
+    );
+    let gateway_wrong = gateway(&wrong_ca).await;
+    let error = select_one(&gateway_wrong).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"));
+
+    // `require` against a server without TLS: refused, not downgraded.
+    let plain = cluster(|b| b.auth(HostAuth::ScramSha256)).await;
+    let require_plain = config_text(plain.port(), SEEDED_DB, "")
+        .replace("password_env", "tls = \"require\"\npassword_env");
+    let gateway_plain = gateway(&require_plain).await;
+    let error = select_one(&gateway_plain).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"));
+}
+
+/// An upstream that is down gives a clean error, not a hang; sessions open
+/// during a restart end with an error; later sessions work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_and_restarting() {
+    let mut pg = cluster(|b| b.auth(HostAuth::ScramSha256)).await;
+    let gateway = gateway(&config_text(pg.port(), SEEDED_DB, "")).await;
+    let open = connect(&client_config(&gateway)).await.unwrap();
+    assert_eq!(
+        open.query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+
+    let mut pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    // The open session learns its server is gone.
+    let error = open.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(error.is_closed() || sqlstate(&error).is_some(), "{error:?}");
+    // New sessions get a clean error while the server is down.
+    let error = tokio::time::timeout(Duration::from_secs(15), select_one(&gateway))
+        .await
+        .expect("no hang while the upstream is down")
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"), "{error:?}");
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(select_one(&gateway).await.unwrap(), 1);
+    drop(pg);
+}
