@@ -2,6 +2,8 @@
 //! binary, so the shared cluster starts once per run.
 
 mod bad_input;
+mod clients;
+mod gateway;
 mod protocol;
 mod startup;
 mod upstream;

@@ -28,15 +28,7 @@ async fn gateway(config: &str) -> Running {
 }
 
 fn client_config(gateway: &Running) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(gateway.addr.port())
-        .user(PRINCIPALS[0].0)
-        .password(PRINCIPALS[0].2)
-        .dbname(SEEDED_DB)
-        .connect_timeout(Duration::from_secs(10));
-    config
+    sluice_tests::client_config(gateway.addr, SEEDED_DB, PRINCIPALS[0].0)
 }
 
 async fn select_one(gateway: &Running) -> Result<i32, tokio_postgres::Error> {
@@ -135,7 +127,7 @@ async fn upstream_tls_require_and_verify_full() {
     let (cert, key) = (certs.cert.clone(), certs.key.clone());
     let pg = cluster(move |b| b.auth(HostAuth::ScramSha256).ssl(cert, key)).await;
 
-    let require = format!("{}", config_text(pg.port(), SEEDED_DB, ""))
+    let require = config_text(pg.port(), SEEDED_DB, "")
         .replace("password_env", "tls = \"require\"\npassword_env");
     let gateway_require = gateway(&require).await;
     let client = connect(&client_config(&gateway_require)).await.unwrap();

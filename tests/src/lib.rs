@@ -248,15 +248,7 @@ impl TestEnv {
 
     /// A tokio-postgres config for `user` through sluice.
     pub fn config(&self, user: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.addr().port())
-            .user(user)
-            .password(token_of(user))
-            .dbname(&self.database)
-            .connect_timeout(Duration::from_secs(10));
-        config
+        client_config(self.addr(), &self.database, user)
     }
 
     /// Connects as `user` through sluice.
@@ -287,6 +279,20 @@ impl TestEnv {
             self.database
         )
     }
+}
+
+/// A tokio-postgres config for `user` (with its demo token) through the
+/// gateway at `addr`.
+pub fn client_config(addr: SocketAddr, database: &str, user: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(addr.port())
+        .user(user)
+        .password(token_of(user))
+        .dbname(database)
+        .connect_timeout(Duration::from_secs(30));
+    config
 }
 
 /// The demo token of a principal; unknown names get a token nothing
