@@ -78,17 +78,29 @@ pub struct Running {
 }
 
 impl Gateway {
-    /// Checks the TLS files and binds the listening socket.
-    pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
-        let tls_acceptor = match &settings.tls {
-            Some(files) => Some(transport::server_acceptor(files)?),
-            None => None,
-        };
+    /// Checks what the settings name beyond the config text (certificate,
+    /// key and CA files), as `sluice check` does, without binding anything.
+    pub fn check(settings: &Settings) -> Result<(), Error> {
+        Self::tls_acceptor(settings)?;
         // Fail at startup, not at the first session, on a bad CA file.
         transport::upstream_connector(
             settings.upstream.tls,
             settings.upstream.tls_ca_file.as_deref(),
         )?;
+        Ok(())
+    }
+
+    fn tls_acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, Error> {
+        Ok(match &settings.tls {
+            Some(files) => Some(transport::server_acceptor(files)?),
+            None => None,
+        })
+    }
+
+    /// Checks the settings and binds the listening socket.
+    pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
+        Self::check(&settings)?;
+        let tls_acceptor = Self::tls_acceptor(&settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Bind {

@@ -73,13 +73,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let settings = load_settings(Some(&config), &Overrides::default())?;
-            runtime()?.block_on(async {
-                // Binding checks the TLS files and that the address is free.
-                Gateway::bind(settings.clone())
-                    .await
-                    .with_context(|| format!("checking {}", config.display()))?;
-                anyhow::Ok(())
-            })?;
+            Gateway::check(&settings).with_context(|| format!("checking {}", config.display()))?;
             println!(
                 "{}: ok ({} principals, upstream {}:{}, listening on {})",
                 config.display(),

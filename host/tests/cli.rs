@@ -1,0 +1,252 @@
+//! The `sluice` command as operators run it: `check`, `hash-token`,
+//! `serve` with overrides and SIGTERM, and the quickstart `demo`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(SLUICE)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Kills the child if a test fails before it is waited for.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// `sluice check` accepts the quickstart config, and names the line and
+/// column of an unknown key.
+#[test]
+fn check_validates_configs() {
+    let quickstart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/quickstart/sluice.toml"
+    );
+    let (ok, _, stderr) = run(&["check", "-c", quickstart], "");
+    // The quickstart names its password by environment variable.
+    assert!(!ok);
+    assert!(stderr.contains("SLUICE_UPSTREAM_PASSWORD"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"postgres://svc@127.0.0.1:5432/payments\"\n",
+    )
+    .unwrap();
+    let (ok, stdout_good, stderr_good) = run(&["check", "-c", good.to_str().unwrap()], "");
+    assert!(ok, "{stderr_good}");
+    assert!(stdout_good.contains("ok"), "{stdout_good}");
+
+    // Files the config names are checked too, relative to the config.
+    let tls = dir.path().join("tls.toml");
+    std::fs::write(
+        &tls,
+        "[listen]\ntls_cert = \"missing-cert.pem\"\ntls_key = \"missing-key.pem\"\n[upstream]\nurl = \"postgres://svc@h/db\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(&["check", "-c", tls.to_str().unwrap()], "");
+    assert!(!ok);
+    assert!(
+        stderr.contains(&dir.path().join("missing-cert.pem").display().to_string()),
+        "{stderr}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"postgres://svc@h/db\"\nsslmode = \"require\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(&["check", "-c", bad.to_str().unwrap()], "");
+    assert!(!ok);
+    assert!(stderr.contains("line 6, column 1"), "{stderr}");
+    assert!(stderr.contains("sslmode"), "{stderr}");
+}
+
+/// `sluice hash-token` makes a verifier in PostgreSQL's format that
+/// PostgreSQL's own client library accepts.
+#[test]
+fn hash_token_makes_a_scram_verifier() {
+    let (ok, stdout, stderr) = run(&["hash-token"], "a-long-random-token\n");
+    assert!(ok, "{stderr}");
+    let verifier = stdout.trim();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+    assert!(!verifier.contains("a-long-random-token"));
+    let parsed: sluice::auth::scram::Verifier = verifier.parse().unwrap();
+    assert_eq!(parsed.iterations(), 4096);
+
+    let (ok, _, stderr) = run(&["hash-token"], "");
+    assert!(!ok);
+    assert!(stderr.contains("no token"), "{stderr}");
+}
+
+/// The quickstart: `sluice demo` starts PostgreSQL and sluice, prints a
+/// psql line per principal that works, and Ctrl-C removes everything.
+#[test]
+fn demo_serves_the_quickstart_and_cleans_up() {
+    let port = free_port();
+    let mut child = Reaped(
+        Command::new(SLUICE)
+            .args(["demo", "--port", &port.to_string()])
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let analyst = printed
+        .iter()
+        .find(|l| l.contains("user=analyst"))
+        .unwrap_or_else(|| panic!("no analyst line in {printed:?}"));
+    let conninfo = analyst.split('"').nth(1).unwrap();
+    assert!(analyst.contains(&format!("port={port}")), "{analyst}");
+    let output = Command::new("psql")
+        .args([conninfo, "-XAtc", "SELECT count(*) FROM cards"])
+        .env("PGPASSWORD", "analyst-demo-token")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "26");
+
+    let direct = printed
+        .iter()
+        .find(|l| l.contains("user=postgres"))
+        .expect("a direct line");
+    let password = direct
+        .trim()
+        .strip_prefix("PGPASSWORD=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap();
+    let direct_conninfo = direct.split('"').nth(1).unwrap();
+    let output = Command::new("psql")
+        .args([
+            direct_conninfo,
+            "-XAtc",
+            "SELECT current_setting('data_directory')",
+        ])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let data_dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(std::path::Path::new(&data_dir).exists());
+
+    signal(&child.0, libc::SIGINT);
+    let status = wait_exit(&mut child.0, Duration::from_secs(60)).expect("demo stops on Ctrl-C");
+    assert!(status.success());
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "the cluster is removed"
+    );
+}
+
+/// `sluice serve --listen --upstream` overrides the file, and SIGTERM
+/// drains and exits cleanly.
+#[test]
+fn serve_with_overrides_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[listen]\naddress = \"127.0.0.1:1\"\n[upstream]\nurl = \"postgres://svc@192.0.2.1:5432/other\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Reaped(
+        Command::new(SLUICE)
+            .args([
+                "serve",
+                "-c",
+                config.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                "postgres://svc@127.0.0.1:9/payments",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sluice did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
+    assert!(status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
