@@ -19,6 +19,7 @@ use crate::protocol::reply::{self, Severity};
 use crate::protocol::sqlstate;
 use crate::session::{self, cancel};
 use crate::transport;
+use crate::upstream::Upstream;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ pub struct Shared {
     pub settings: Settings,
     pub principals: HashMap<String, Principal>,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub upstream: Upstream,
     pub cancel: cancel::Registry,
     pub counters: Counters,
     pub phase: watch::Receiver<Phase>,
@@ -83,10 +85,7 @@ impl Gateway {
     pub fn check(settings: &Settings) -> Result<(), Error> {
         Self::tls_acceptor(settings)?;
         // Fail at startup, not at the first session, on a bad CA file.
-        transport::upstream_connector(
-            settings.upstream.tls,
-            settings.upstream.tls_ca_file.as_deref(),
-        )?;
+        Upstream::new(settings.upstream.clone())?;
         Ok(())
     }
 
@@ -99,8 +98,8 @@ impl Gateway {
 
     /// Checks the settings and binds the listening socket.
     pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
-        Self::check(&settings)?;
         let tls_acceptor = Self::tls_acceptor(&settings)?;
+        let upstream = Upstream::new(settings.upstream.clone())?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -118,6 +117,7 @@ impl Gateway {
                 settings,
                 principals,
                 tls_acceptor,
+                upstream,
                 cancel: cancel::Registry::default(),
                 counters: Counters::default(),
                 phase: phase_rx,

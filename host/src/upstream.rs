@@ -76,52 +76,84 @@ pub struct StartupRequest<'a> {
     pub parameters: &'a [(String, String)],
 }
 
-/// Opens a TCP (and, if configured, TLS) connection to the server.
-pub async fn open_stream(settings: &UpstreamSettings) -> Result<Stream, Error> {
-    let tcp = TcpStream::connect((settings.host.as_str(), settings.port))
-        .await
-        .map_err(Error::Connect)?;
-    tcp.set_nodelay(true).map_err(Error::Connect)?;
-    let connector = transport::upstream_connector(settings.tls, settings.tls_ca_file.as_deref())
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let Some(connector) = connector else {
-        return Ok(Stream::Plain(tcp));
-    };
-    let mut tcp = tcp;
-    // SSLRequest: length 8, code 80877103.
-    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
-    let mut answer = [0u8; 1];
-    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut answer).await?;
-    if answer[0] != b'S' {
-        return Err(Error::TlsRefused);
-    }
-    let name = transport::server_name(&settings.host).map_err(|e| Error::Tls(e.to_string()))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    Ok(Stream::ClientTls(Box::new(tls)))
+/// How to reach PostgreSQL: the settings, and the TLS connector built
+/// once from them (reading the CA file once, not per session).
+pub struct Upstream {
+    pub settings: UpstreamSettings,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
-/// Connects and logs in, within the configured connect timeout.
-pub async fn connect(
-    settings: &UpstreamSettings,
-    request: StartupRequest<'_>,
-) -> Result<Connection, Error> {
-    tokio::time::timeout(settings.connect_timeout, async {
-        let mut stream = open_stream(settings).await?;
-        login(&mut stream, settings, request).await.map(
-            |(read_buf, parameter_status, backend_key, ready_status)| Connection {
-                stream,
-                read_buf,
-                parameter_status,
-                backend_key,
-                ready_status,
-            },
-        )
-    })
-    .await
-    .map_err(|_| Error::Timeout(settings.connect_timeout))?
+impl Upstream {
+    pub fn new(settings: UpstreamSettings) -> Result<Upstream, transport::TlsError> {
+        let tls = transport::upstream_connector(settings.tls, settings.tls_ca_file.as_deref())?;
+        Ok(Upstream { settings, tls })
+    }
+
+    /// Opens a TCP (and, if configured, TLS) connection to the server.
+    async fn open_stream(&self) -> Result<Stream, Error> {
+        let settings = &self.settings;
+        let tcp = TcpStream::connect((settings.host.as_str(), settings.port))
+            .await
+            .map_err(Error::Connect)?;
+        tcp.set_nodelay(true).map_err(Error::Connect)?;
+        let Some(connector) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let mut tcp = tcp;
+        // SSLRequest: length 8, code 80877103.
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+        let mut answer = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut answer).await?;
+        if answer[0] != b'S' {
+            return Err(Error::TlsRefused);
+        }
+        let name = transport::server_name(&settings.host).map_err(|e| Error::Tls(e.to_string()))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Stream::ClientTls(Box::new(tls)))
+    }
+
+    /// Connects and logs in, within the configured connect timeout.
+    pub async fn connect(&self, request: StartupRequest<'_>) -> Result<Connection, Error> {
+        let settings = &self.settings;
+        tokio::time::timeout(settings.connect_timeout, async {
+            let mut stream = self.open_stream().await?;
+            login(&mut stream, settings, request).await.map(
+                |(read_buf, parameter_status, backend_key, ready_status)| Connection {
+                    stream,
+                    read_buf,
+                    parameter_status,
+                    backend_key,
+                    ready_status,
+                },
+            )
+        })
+        .await
+        .map_err(|_| Error::Timeout(settings.connect_timeout))?
+    }
+
+    /// Sends a CancelRequest for the server's backend `pid` over a fresh
+    /// connection, as PostgreSQL expects.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> Result<(), Error> {
+        tokio::time::timeout(self.settings.connect_timeout, async {
+            let mut stream = self.open_stream().await?;
+            let mut packet = Vec::with_capacity(16);
+            packet.extend_from_slice(&16i32.to_be_bytes());
+            packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+            packet.extend_from_slice(&pid.to_be_bytes());
+            packet.extend_from_slice(&secret.to_be_bytes());
+            stream.write_all(&packet).await?;
+            stream.flush().await?;
+            // The server closes the connection when it has acted on it.
+            let mut sink = [0u8; 1];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
+            Ok(())
+        })
+        .await
+        .map_err(|_| Error::Timeout(self.settings.connect_timeout))?
+    }
 }
 
 type LoginOutcome = (BytesMut, Vec<Frame>, Option<(i32, i32)>, u8);
@@ -283,25 +315,4 @@ fn encode(message: &impl Message, out: &mut BytesMut) {
     message
         .encode(out)
         .expect("login messages are within pgwire's limits");
-}
-
-/// Sends a CancelRequest for the server's backend `pid` over a fresh
-/// connection, as PostgreSQL expects.
-pub async fn cancel(settings: &UpstreamSettings, pid: i32, secret: i32) -> Result<(), Error> {
-    tokio::time::timeout(settings.connect_timeout, async {
-        let mut stream = open_stream(settings).await?;
-        let mut packet = Vec::with_capacity(16);
-        packet.extend_from_slice(&16i32.to_be_bytes());
-        packet.extend_from_slice(&80_877_102i32.to_be_bytes());
-        packet.extend_from_slice(&pid.to_be_bytes());
-        packet.extend_from_slice(&secret.to_be_bytes());
-        stream.write_all(&packet).await?;
-        stream.flush().await?;
-        // The server closes the connection when it has acted on it.
-        let mut sink = [0u8; 1];
-        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
-        Ok(())
-    })
-    .await
-    .map_err(|_| Error::Timeout(settings.connect_timeout))?
 }

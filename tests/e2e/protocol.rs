@@ -323,3 +323,34 @@ async fn large_rows_and_results_stream_through() {
         .count();
     assert_eq!(count, 200_000);
 }
+
+/// Terminate right behind a statement: the statement still runs (as it
+/// would on PostgreSQL), then the upstream session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_after_a_statement_runs_it_then_ends_the_backend() {
+    use sluice_tests::raw::{RawConn, message, query};
+    let env = TestEnv::start().await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let mut bytes = query(
+        "INSERT INTO customers (name, email) VALUES ('bye', 'bye@example.com') /* terminating */",
+    );
+    bytes.extend_from_slice(&message(b'X', b""));
+    conn.send(&bytes).await;
+    assert!(conn.closed().await);
+    let direct = env.connect_direct().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            direct
+                .query_one(
+                    "SELECT (SELECT count(*) FROM customers WHERE name = 'bye') = 1 \
+                     AND (SELECT count(*) FROM pg_stat_activity \
+                          WHERE query LIKE '%/* terminating */' AND pid <> pg_backend_pid()) = 0",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        })
+        .await
+    );
+}

@@ -84,7 +84,9 @@ enum Event {
 
 /// How the session ends.
 enum End {
-    /// The client said Terminate or went away.
+    /// The client said Terminate: what it sent before goes upstream first.
+    ClientTerminated,
+    /// The client went away without a word.
     ClientGone,
     /// The server went away; the client has been told.
     ServerGone,
@@ -262,7 +264,11 @@ impl Proxy<'_> {
                     return Poll::Ready(Ok(event));
                 }
             }
-            if let Some(stall) = self.stall.as_mut()
+            // While sluice itself is not reading the client (the server is
+            // slow to take what it has), the client cannot be stalling.
+            let reading_client = self.to_server.len() < HIGH_WATER;
+            if reading_client
+                && let Some(stall) = self.stall.as_mut()
                 && stall.as_mut().poll(cx).is_ready()
             {
                 return Poll::Ready(Ok(Event::ClientStalled));
@@ -347,14 +353,19 @@ impl Proxy<'_> {
         Ok(())
     }
 
-    /// A client that leaves half a message in the buffer has this long to
-    /// send the rest.
+    /// A client that leaves half a message in the buffer must make progress
+    /// on it within the stall timeout: every read that brings more of it
+    /// restarts the clock.
     fn arm_stall_timer(&mut self) {
         if self.client_in.is_empty() {
             self.stall = None;
-        } else if self.stall.is_none() {
-            let timeout = self.shared.settings.limits.message_stall_timeout;
-            self.stall = Some(Box::pin(tokio::time::sleep(timeout)));
+            return;
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.shared.settings.limits.message_stall_timeout;
+        match &mut self.stall {
+            Some(stall) => stall.as_mut().reset(deadline),
+            None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
 
@@ -419,7 +430,7 @@ impl Proxy<'_> {
             }
             tag::TERMINATE => {
                 self.to_server.extend_from_slice(frame.as_bytes());
-                return Err(End::ClientGone);
+                return Err(End::ClientTerminated);
             }
             other => {
                 return Err(End::Fatal(Fatal::new(
@@ -609,14 +620,14 @@ impl Proxy<'_> {
     async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
         let busy = !self.cycles.is_empty();
         match &end {
+            End::ClientTerminated => {
+                tracing::info!(%peer, principal, "session ended by the client");
+            }
             End::ClientGone => {
                 if busy && let Some(key) = self.upstream_key {
                     // The client left mid-statement: stop the statement so
                     // the server backend does not run on for nobody.
-                    if let Err(error) =
-                        crate::upstream::cancel(&self.shared.settings.upstream, key.pid, key.secret)
-                            .await
-                    {
+                    if let Err(error) = self.shared.upstream.cancel(key.pid, key.secret).await {
                         tracing::warn!(%error, "could not cancel the abandoned statement");
                     }
                 }
@@ -643,17 +654,20 @@ impl Proxy<'_> {
         }
         let deadline = std::time::Duration::from_secs(2);
         if !matches!(end, End::ServerGone) {
-            // Say goodbye so the backend exits at once.
-            self.to_server.clear();
-            self.to_server
-                .extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+            // Say goodbye so the backend exits at once. After the client's
+            // own Terminate, what it sent before goes first, in order.
+            if !matches!(end, End::ClientTerminated) {
+                self.to_server.clear();
+                self.to_server
+                    .extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+            }
             let _ = tokio::time::timeout(deadline, async {
                 let _ = self.server.write_all(&self.to_server).await;
                 let _ = self.server.shutdown().await;
             })
             .await;
         }
-        if !matches!(end, End::ClientGone) {
+        if !matches!(end, End::ClientGone | End::ClientTerminated) {
             let _ = tokio::time::timeout(deadline, async {
                 let _ = self.client.write_all(&self.to_client).await;
                 let _ = self.client.shutdown().await;

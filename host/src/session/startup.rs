@@ -80,15 +80,14 @@ pub async fn establish(
 
     let principal = authenticate(shared, client, buf, &request.user, peer).await?;
 
-    let connection = upstream::connect(
-        &shared.settings.upstream,
-        upstream::StartupRequest {
+    let connection = shared
+        .upstream
+        .connect(upstream::StartupRequest {
             database: &request.database,
             parameters: &request.forwarded,
-        },
-    )
-    .await
-    .map_err(|error| upstream_refusal(error, &request.database))?;
+        })
+        .await
+        .map_err(|error| upstream_refusal(error, &request.database))?;
 
     let upstream_key = connection
         .backend_key
@@ -227,8 +226,7 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: SocketAddr
         tracing::info!(%peer, "cancel request with an unknown key ignored");
         return;
     };
-    if let Err(error) = upstream::cancel(&shared.settings.upstream, target.pid, target.secret).await
-    {
+    if let Err(error) = shared.upstream.cancel(target.pid, target.secret).await {
         tracing::warn!(%peer, %error, "could not forward a cancel request");
     }
 }
