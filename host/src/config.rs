@@ -714,6 +714,33 @@ mod tests {
     }
 
     #[test]
+    fn password_comes_from_the_named_file_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("upstream.pass"), "from-a-file\n").unwrap();
+        let config = Config::from_toml(
+            "[upstream]\nurl = \"postgres://a@b/c\"\npassword_file = \"upstream.pass\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let settings = config
+            .resolve(dir.path(), &Overrides::default(), &no_env)
+            .unwrap();
+        assert_eq!(settings.upstream.password.unwrap().expose(), "from-a-file");
+        let missing = config
+            .resolve(Path::new("/nonexistent"), &Overrides::default(), &no_env)
+            .unwrap_err();
+        assert!(missing.to_string().contains("upstream.pass"), "{missing}");
+        let both = Config::from_toml(
+            "[upstream]\nurl = \"postgres://a@b/c\"\npassword_file = \"f\"\npassword_env = \"E\"\n",
+            Path::new("x"),
+        )
+        .unwrap()
+        .resolve(dir.path(), &Overrides::default(), &no_env)
+        .unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let settings = resolve("[upstream]\nurl = \"postgres://a:hunter2@b/c\"\n").unwrap();
         let printed = format!("{settings:?}");

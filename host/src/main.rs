@@ -101,13 +101,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Structured logs on standard error: `SLUICE_LOG` filters them (as
+/// `RUST_LOG` would, default `info`), `SLUICE_LOG_FORMAT=json` makes them
+/// one JSON object a line for log shippers. Query text, parameters and
+/// server messages are never logged: they may hold card numbers.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
