@@ -354,3 +354,30 @@ async fn terminate_after_a_statement_runs_it_then_ends_the_backend() {
         .await
     );
 }
+
+/// When the server ends a session (an administrator terminated it), the
+/// client gets the server's own FATAL error, and the gateway carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_termination_reaches_the_client() {
+    use sluice_tests::raw::{RawConn, query};
+    let env = TestEnv::start().await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.send(&query("SELECT pg_backend_pid()")).await;
+    let replies = conn.until_ready().await;
+    let row = replies.iter().find(|m| m.tag == b'D').unwrap();
+    let pid: i32 = std::str::from_utf8(&row.body[6..])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let direct = env.connect_direct().await;
+    direct
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "57P01");
+    assert!(error.fields()[&b'M'].contains("administrator command"));
+    assert!(conn.recv().await.is_none(), "one FATAL, then the close");
+    let client = env.connect("agent").await;
+    client.simple_query("SELECT 1").await.unwrap();
+}

@@ -124,6 +124,8 @@ struct Proxy<'a> {
     phase: tokio::sync::watch::Receiver<Phase>,
     /// Alternates which side is read first, so neither starves the other.
     client_first: bool,
+    /// The server sent a FATAL error: it has told the client why it ends.
+    server_said_fatal: bool,
     upstream_key: Option<UpstreamKey>,
 }
 
@@ -176,6 +178,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         stall: None,
         phase: shared.phase.clone(),
         client_first: true,
+        server_said_fatal: false,
         upstream_key,
     };
     let end = proxy.serve().await;
@@ -538,11 +541,17 @@ impl Proxy<'_> {
                 self.cycles.pop_front();
             }
             tag::ERROR_RESPONSE => {
+                let fields = frame
+                    .decode::<ErrorResponse>()
+                    .map(|e| e.fields)
+                    .unwrap_or_default();
+                if fields
+                    .iter()
+                    .any(|(t, v)| *t == b'V' && matches!(v.as_str(), "FATAL" | "PANIC"))
+                {
+                    self.server_said_fatal = true;
+                }
                 if let Some(Cycle::Refused(refusal)) = self.cycles.front() {
-                    let fields = frame
-                        .decode::<ErrorResponse>()
-                        .map(|e| e.fields)
-                        .unwrap_or_default();
                     // In an aborted transaction the server says so (25P02)
                     // before it looks at any statement: keep its answer, as
                     // PostgreSQL would give it for the refused one too.
@@ -632,6 +641,9 @@ impl Proxy<'_> {
                     }
                 }
                 tracing::info!(%peer, principal, busy, "session ended by the client");
+            }
+            End::ServerGone if self.server_said_fatal => {
+                tracing::info!(%peer, principal, "the server ended the session");
             }
             End::ServerGone => {
                 tracing::warn!(%peer, principal, "upstream connection lost");

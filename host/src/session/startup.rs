@@ -137,12 +137,9 @@ async fn negotiate(
                     ));
                 }
                 write(client, b"S").await?;
-                let plain = std::mem::replace(client, Stream::Plain(placeholder_stream()?));
-                let Stream::Plain(tcp) = plain else {
-                    return Err(Fatal::new(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "duplicate SSL negotiation",
-                    ));
+                let Stream::Plain(tcp) = std::mem::replace(client, Stream::Detached) else {
+                    // Only a plain stream reaches here: `asked_tls` is set.
+                    return Ok(None);
                 };
                 match acceptor.accept(tcp).await {
                     Ok(tls) => *client = Stream::ServerTls(Box::new(tls)),
@@ -171,24 +168,6 @@ async fn negotiate(
             Packet::Startup(message) => return Ok(Some(message)),
         }
     }
-}
-
-/// A stand-in while the real socket is moved into the TLS acceptor. Never
-/// read or written.
-fn placeholder_stream() -> Result<tokio::net::TcpStream, Fatal> {
-    // A TcpStream cannot be made without a socket; swapping through an
-    // Option would spread through every use of the client stream, so the
-    // placeholder is a socket of a throwaway pair.
-    let socket = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| {
-            let addr = listener.local_addr()?;
-            let stream = std::net::TcpStream::connect(addr)?;
-            stream.set_nonblocking(true)?;
-            Ok(stream)
-        })
-        .and_then(tokio::net::TcpStream::from_std)
-        .map_err(|e| Fatal::new(sqlstate::INTERNAL_ERROR, format!("tls setup: {e}")))?;
-    Ok(socket)
 }
 
 async fn read_packet(client: &mut Stream, buf: &mut BytesMut) -> Result<Option<Packet>, Fatal> {
