@@ -87,6 +87,8 @@ pub struct ListenConfig {
     pub require_tls: bool,
     /// Most client sessions served at once; more are refused with 53300.
     pub max_connections: Option<usize>,
+    /// Threads serving sessions; default: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// `[upstream]`: the PostgreSQL server sluice fronts.
@@ -177,6 +179,8 @@ pub struct Settings {
     pub tls: Option<ListenTls>,
     pub require_tls: bool,
     pub max_connections: usize,
+    /// Threads serving sessions (`sluice serve`).
+    pub worker_threads: usize,
     pub upstream: UpstreamSettings,
     pub limits: Limits,
     pub allowed_startup_parameters: BTreeSet<String>,
@@ -381,6 +385,11 @@ impl Config {
             tls,
             require_tls: self.listen.require_tls,
             max_connections: self.listen.max_connections.unwrap_or(10_000),
+            worker_threads: match self.listen.worker_threads {
+                Some(0) => return Err(invalid("[listen] worker_threads must be above 0")),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             upstream,
             limits,
             allowed_startup_parameters,

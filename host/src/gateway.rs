@@ -139,15 +139,27 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then drains: returns when every
-    /// session has ended.
+    /// session has ended. Sessions run on the current runtime.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        self.serve_on(&[], shutdown).await
+    }
+
+    /// Like [`Gateway::serve`], running sessions on the given single-threaded
+    /// runtimes (one per core), round robin. A session stays on its runtime
+    /// for life, so its two sockets are served by one thread with no
+    /// wake-ups across threads.
+    pub async fn serve_on(
+        self,
+        workers: &[tokio::runtime::Handle],
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let Gateway {
             shared,
             listener,
             phase,
         } = self;
         tokio::select! {
-            () = accept_loop(&shared, &listener) => {}
+            () = accept_loop(&shared, &listener, workers) => {}
             () = shutdown => {}
         }
         drop(listener);
@@ -192,8 +204,13 @@ impl Drop for Running {
     }
 }
 
-async fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+async fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    workers: &[tokio::runtime::Handle],
+) {
     let mut phase = shared.phase.clone();
+    let mut next_worker = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -230,9 +247,28 @@ async fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
             .sessions_accepted
             .fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
-        tokio::spawn(async move {
+        if workers.is_empty() {
+            tokio::spawn(async move {
+                let _guard = guard;
+                session::run(shared, tcp, peer).await;
+            });
+            continue;
+        }
+        // Move the socket to the worker's reactor.
+        let socket = match tcp.into_std() {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        next_worker = (next_worker + 1) % workers.len();
+        workers[next_worker].spawn(async move {
             let _guard = guard;
-            session::run(shared, tcp, peer).await;
+            match tokio::net::TcpStream::from_std(socket) {
+                Ok(tcp) => session::run(shared, tcp, peer).await,
+                Err(error) => tracing::warn!(%peer, %error, "cannot adopt a connection"),
+            }
         });
     }
 }

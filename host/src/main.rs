@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let overrides = Overrides { listen, upstream };
             let settings = load_settings(config.as_deref(), &overrides)?;
-            runtime()?.block_on(serve(settings))
+            serve(settings)
         }
         Command::Check { config } => {
             let settings = load_settings(Some(&config), &Overrides::default())?;
@@ -141,11 +141,70 @@ fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<S
     Ok(settings)
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let gateway = Gateway::bind(settings).await?;
-    tracing::info!(address = %gateway.local_addr(), "sluice is serving");
-    gateway.serve(shutdown_signal()).await;
-    Ok(())
+/// Serves on one single-threaded runtime per worker thread; the main
+/// thread accepts connections and handles signals.
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let workers = Workers::start(settings.worker_threads)?;
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served = main.block_on(async {
+        let gateway = Gateway::bind(settings).await?;
+        tracing::info!(
+            address = %gateway.local_addr(),
+            workers = workers.handles.len(),
+            "sluice is serving"
+        );
+        gateway.serve_on(&workers.handles, shutdown_signal()).await;
+        anyhow::Ok(())
+    });
+    workers.stop();
+    served
+}
+
+/// Threads each running a single-threaded runtime until stopped.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> anyhow::Result<Workers> {
+        let mut workers = Workers {
+            handles: Vec::with_capacity(count),
+            stop: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+        };
+        for index in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a worker runtime")?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.handles.push(runtime.handle().clone());
+            workers.stop.push(stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("sluice-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })
+                .context("starting a worker thread")?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Stops the runtimes (the gateway has drained its sessions by now).
+    fn stop(self) {
+        drop(self.stop);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use crate::gateway::Shared;
 use crate::protocol::reply::{self, Severity};
@@ -66,15 +65,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let span = tracing::info_span!(
-        "sluice.session",
-        principal = %established.principal.name,
-        database = %established.database,
-        %peer
-    );
-    proxy::run(&shared, client, client_buf, established)
-        .instrument(span)
-        .await;
+    // No span around the statement loop: entering one on every poll costs
+    // more than the rest of a round trip's own work. Log lines carry the
+    // session's fields themselves.
+    proxy::run(&shared, client, client_buf, established).await;
 }
 
 /// Writes a FATAL ErrorResponse, best effort: the client may be gone.

@@ -122,6 +122,9 @@ struct Proxy<'a> {
     /// before this deadline.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     phase: tokio::sync::watch::Receiver<Phase>,
+    /// Resolves when the gateway's phase changes. Kept across turns of the
+    /// loop so it registers its waker once, not on every turn.
+    phase_changed: PhaseChanged,
     /// Alternates which side is read first, so neither starves the other.
     client_first: bool,
     /// The server sent a FATAL error: it has told the client why it ends.
@@ -177,6 +180,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         transaction: upstream.ready_status,
         stall: None,
         phase: shared.phase.clone(),
+        phase_changed: watch_phase(shared.phase.clone()),
         client_first: true,
         server_said_fatal: false,
         upstream_key,
@@ -244,9 +248,6 @@ impl Proxy<'_> {
 
     /// Writes what is pending and waits for the next thing to handle.
     async fn pump(&mut self) -> Result<Event, End> {
-        let mut phase = self.phase.clone();
-        let phase_changed = phase.changed();
-        let mut phase_changed = pin!(phase_changed);
         poll_fn(|cx| {
             if let Poll::Ready(end) = self.poll_writes(cx) {
                 return Poll::Ready(Err(end));
@@ -276,7 +277,8 @@ impl Proxy<'_> {
             {
                 return Poll::Ready(Ok(Event::ClientStalled));
             }
-            if phase_changed.as_mut().poll(cx).is_ready() {
+            if let Poll::Ready(receiver) = self.phase_changed.as_mut().poll(cx) {
+                self.phase_changed = watch_phase(receiver);
                 return Poll::Ready(Ok(Event::PhaseChanged));
             }
             Poll::Pending
@@ -687,6 +689,20 @@ impl Proxy<'_> {
             .await;
         }
     }
+}
+
+type PhaseChanged =
+    Pin<Box<dyn Future<Output = tokio::sync::watch::Receiver<Phase>> + Send + Sync>>;
+
+/// A future that resolves, handing back its receiver (now up to date), when
+/// the gateway's phase changes; never, if the gateway is gone.
+fn watch_phase(mut receiver: tokio::sync::watch::Receiver<Phase>) -> PhaseChanged {
+    Box::pin(async move {
+        if receiver.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        receiver
+    })
 }
 
 /// Message types that stream through without being held: rows and COPY
