@@ -10,7 +10,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use sluice::config::{Config, Overrides};
-use sluice::gateway::Gateway;
 use sluice::pg_cluster::{HostAuth, PgCluster};
 
 const QUICKSTART_CONFIG: &str = include_str!("../../examples/quickstart/sluice.toml");
@@ -24,76 +23,65 @@ const PRINCIPALS: &[(&str, &str)] = &[
     ("admin", "admin-demo-token"),
 ];
 
-pub async fn run(first_port: u16) -> anyhow::Result<()> {
+pub fn run(first_port: u16) -> anyhow::Result<()> {
     println!("starting a throwaway PostgreSQL ...");
     let service_password = random_secret();
-    let cluster = {
-        let service_password = service_password.clone();
-        tokio::task::spawn_blocking(move || start_cluster(&service_password))
-            .await
-            .context("starting the cluster")??
-    };
+    let cluster = start_cluster(&service_password)?;
+    let served = serve_in_front_of(&cluster, first_port, service_password);
+    println!("stopping PostgreSQL and removing the cluster ...");
+    cluster.shutdown().context("stopping the cluster")?;
+    served
+}
 
+fn serve_in_front_of(
+    cluster: &PgCluster,
+    first_port: u16,
+    service_password: String,
+) -> anyhow::Result<()> {
+    let port = (first_port..first_port.saturating_add(50))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .context("no free port for sluice near the one asked for")?;
     let config = Config::from_toml(
         QUICKSTART_CONFIG,
         Path::new("examples/quickstart/sluice.toml"),
     )?;
-    let mut gateway = None;
-    for port in first_port..first_port.saturating_add(50) {
-        let overrides = Overrides {
-            listen: Some(format!("127.0.0.1:{port}")),
-            upstream: Some(format!(
-                "postgres://{SERVICE_ROLE}@127.0.0.1:{}/{DATABASE}",
-                cluster.port()
-            )),
-        };
-        let password = service_password.clone();
-        let settings = config.resolve(Path::new("."), &overrides, &move |name| {
-            (name == "SLUICE_UPSTREAM_PASSWORD").then(|| password.clone())
-        })?;
-        match Gateway::bind(settings).await {
-            Ok(bound) => {
-                gateway = Some(bound);
-                break;
-            }
-            Err(sluice::gateway::Error::Bind { .. }) => continue,
-            Err(other) => return Err(other.into()),
-        }
-    }
-    let gateway = gateway.context("no free port for sluice near the one asked for")?;
-    let addr = gateway.local_addr();
+    let overrides = Overrides {
+        listen: Some(format!("127.0.0.1:{port}")),
+        upstream: Some(format!(
+            "postgres://{SERVICE_ROLE}@127.0.0.1:{}/{DATABASE}",
+            cluster.port()
+        )),
+    };
+    let settings = config.resolve(Path::new("."), &overrides, &move |name| {
+        (name == "SLUICE_UPSTREAM_PASSWORD").then(|| service_password.clone())
+    })?;
 
-    println!();
-    println!(
-        "sluice is serving {DATABASE} on {addr}, in front of PostgreSQL on 127.0.0.1:{}.",
-        cluster.port()
-    );
-    println!("Demo principals (demo-only tokens, published in examples/quickstart/sluice.toml):");
-    for (name, token) in PRINCIPALS {
+    let announce = |_| {
+        println!();
         println!(
-            "  PGPASSWORD={token} psql \"host=127.0.0.1 port={} dbname={DATABASE} user={name}\"",
-            addr.port()
+            "sluice is serving {DATABASE} on 127.0.0.1:{port}, in front of PostgreSQL on 127.0.0.1:{}.",
+            cluster.port()
         );
-    }
-    println!("Straight to PostgreSQL, bypassing sluice (to compare):");
-    println!(
-        "  PGPASSWORD={} psql \"host=127.0.0.1 port={} dbname={DATABASE} user=postgres\"",
-        cluster.superuser_password(),
-        cluster.port()
-    );
-    println!();
-    println!("Press Ctrl-C to stop both and remove the cluster.");
-
-    gateway
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
-    println!("stopping PostgreSQL and removing the cluster ...");
-    tokio::task::spawn_blocking(move || cluster.shutdown())
-        .await
-        .context("stopping the cluster")??;
-    Ok(())
+        println!(
+            "Demo principals (demo-only tokens, published in examples/quickstart/sluice.toml):"
+        );
+        for (name, token) in PRINCIPALS {
+            println!(
+                "  PGPASSWORD={token} psql \"host=127.0.0.1 port={port} dbname={DATABASE} user={name}\""
+            );
+        }
+        println!("Straight to PostgreSQL, bypassing sluice (to compare):");
+        println!(
+            "  PGPASSWORD={} psql \"host=127.0.0.1 port={} dbname={DATABASE} user=postgres\"",
+            cluster.superuser_password(),
+            cluster.port()
+        );
+        println!();
+        println!("Press Ctrl-C to stop both and remove the cluster.");
+    };
+    crate::serve(settings, announce, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn start_cluster(service_password: &str) -> anyhow::Result<PgCluster> {

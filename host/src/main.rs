@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let overrides = Overrides { listen, upstream };
             let settings = load_settings(config.as_deref(), &overrides)?;
-            serve(settings)
+            serve(settings, |_| {}, shutdown_signal())
         }
         Command::Check { config } => {
             let settings = load_settings(Some(&config), &Overrides::default())?;
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", scram::make_verifier(token, iterations));
             Ok(())
         }
-        Command::Demo { port } => runtime()?.block_on(demo::run(port)),
+        Command::Demo { port } => demo::run(port),
     }
 }
 
@@ -118,13 +118,6 @@ fn init_logging() {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
     let (config, base_dir) = match path {
         Some(path) => {
@@ -142,8 +135,13 @@ fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<S
 }
 
 /// Serves on one single-threaded runtime per worker thread; the main
-/// thread accepts connections and handles signals.
-fn serve(settings: Settings) -> anyhow::Result<()> {
+/// thread accepts connections and waits for `shutdown`. `on_ready` runs
+/// once the listening socket is bound.
+fn serve(
+    settings: Settings,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let workers = Workers::start(settings.worker_threads)?;
     let main = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,7 +154,8 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             workers = workers.handles.len(),
             "sluice is serving"
         );
-        gateway.serve_on(&workers.handles, shutdown_signal()).await;
+        on_ready(gateway.local_addr());
+        gateway.serve_on(&workers.handles, shutdown).await;
         anyhow::Ok(())
     });
     workers.stop();

@@ -235,6 +235,22 @@ fn serve_with_overrides_and_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A session runs on a worker thread and is answered properly there.
+    let output = Command::new("psql")
+        .args([
+            &format!("host=127.0.0.1 port={port} user=nobody dbname=payments sslmode=disable"),
+            "-XAtc",
+            "SELECT 1",
+        ])
+        .env("PGPASSWORD", "whatever")
+        .output()
+        .unwrap();
+    let psql_stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        psql_stderr.contains("password authentication failed"),
+        "{psql_stderr}"
+    );
+
     signal(&child.0, libc::SIGTERM);
     let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
     assert!(status.success());
