@@ -1437,14 +1437,36 @@ mod tests {
 
     #[test]
     fn startup_timeout_kills_the_server() {
+        // A `postgres` that never becomes ready, beside the real initdb and
+        // psql, so the timeout is certain to be what ends the start.
+        let real = find_bin_dir().unwrap();
+        let fake = tempfile::tempdir().unwrap();
+        fs::set_permissions(fake.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        for tool in ["initdb", "psql"] {
+            std::os::unix::fs::symlink(real.join(tool), fake.path().join(tool)).unwrap();
+        }
+        let script = fake.path().join("postgres");
+        fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         let err = PgCluster::builder()
-            .startup_timeout(Duration::from_millis(1))
+            .bin_dir(fake.path())
+            .startup_timeout(Duration::from_millis(300))
             .start()
             .unwrap_err();
         let Error::Startup { reason, log, .. } = &err else {
             panic!("{err}");
         };
         assert!(reason.contains("not accepting connections"), "{err}");
+        // The server process itself was stopped and reaped.
+        let pid = reason
+            .rsplit("pid ")
+            .next()
+            .and_then(|rest| rest.trim_end_matches(')').parse::<u32>().ok())
+            .expect("the reason names the pid");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} leaked"
+        );
         let root = log.parent().unwrap().to_string_lossy().into_owned();
         assert!(!Path::new(&root).exists());
         // No process still runs on that directory.

@@ -121,7 +121,8 @@ struct Proxy<'a> {
     /// Set while the client has sent part of a message: it must finish it
     /// before this deadline.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    phase: tokio::sync::watch::Receiver<Phase>,
+    /// The gateway's phase, as of the last change seen.
+    phase: Phase,
     /// Resolves when the gateway's phase changes. Kept across turns of the
     /// loop so it registers its waker once, not on every turn.
     phase_changed: PhaseChanged,
@@ -179,7 +180,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         cycles: VecDeque::new(),
         transaction: upstream.ready_status,
         stall: None,
-        phase: shared.phase.clone(),
+        phase: *shared.phase.borrow(),
         phase_changed: watch_phase(shared.phase.clone()),
         client_first: true,
         server_said_fatal: false,
@@ -231,7 +232,7 @@ impl Proxy<'_> {
     /// During shutdown: idle sessions close now, busy ones when idle or
     /// when the grace period ends.
     fn end_for_phase(&self) -> Option<End> {
-        let phase = *self.phase.borrow();
+        let phase = self.phase;
         let idle = self.cycles.is_empty()
             && self.transaction == b'I'
             && self.client_in.is_empty()
@@ -278,6 +279,7 @@ impl Proxy<'_> {
                 return Poll::Ready(Ok(Event::ClientStalled));
             }
             if let Poll::Ready(receiver) = self.phase_changed.as_mut().poll(cx) {
+                self.phase = *receiver.borrow();
                 self.phase_changed = watch_phase(receiver);
                 return Poll::Ready(Ok(Event::PhaseChanged));
             }
