@@ -2,12 +2,15 @@
 //!
 //! sluice frames every message itself ([`frame`]) with a checked length and
 //! decodes only what a hook must see, with the `pgwire` crate's message
-//! types. Everything else passes as the bytes it came in. [`reply`] builds the
+//! types ([`frontend`], [`backend`]). Everything else passes as the bytes
+//! it came in. [`reply`] builds the
 //! messages sluice writes on its own behalf (errors, authentication, its own
 //! BackendKeyData); [`startup`] reads the untagged packets that open a
 //! connection.
 
+pub mod backend;
 pub mod frame;
+pub mod frontend;
 pub mod reply;
 pub mod startup;
 

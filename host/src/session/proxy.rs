@@ -36,17 +36,16 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use pgwire::messages::extendedquery::Parse;
-use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::startup::ParameterStatus;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::startup::Established;
 use crate::gateway::{Phase, Shared};
-use crate::protocol::frame::{self, Frame, Header, take_cstr};
+use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
+use crate::protocol::{backend, frontend};
 use crate::protocol::{sqlstate, tag};
 use crate::transport::Stream;
 
@@ -377,56 +376,22 @@ impl Proxy<'_> {
     }
 
     fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
-        let malformed = |what: &str| {
-            End::Fatal(Fatal::new(
+        if let Err(error) = frontend::check(&frame) {
+            return Err(End::Fatal(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,
-                format!("invalid {what} message"),
-            ))
-        };
+                error.to_string(),
+            )));
+        }
         match frame.tag() {
             tag::QUERY => {
-                let _query: Query = check_query(&frame)
-                    .then(|| frame.decode())
-                    .flatten()
-                    .ok_or_else(|| malformed("Query"))?;
+                // The statement, decoded: what the policy hooks will judge.
+                let _statement: Option<Query> = frame.decode();
                 self.cycles.push_back(Cycle::Forwarded);
             }
             tag::PARSE => {
-                let _parse: Parse = check_parse(&frame)
-                    .then(|| frame.decode())
-                    .flatten()
-                    .ok_or_else(|| malformed("Parse"))?;
+                let _statement: Option<Parse> = frame.decode();
             }
-            tag::BIND => {
-                if !check_bind(frame.body()) {
-                    return Err(malformed("Bind"));
-                }
-            }
-            tag::DESCRIBE | tag::CLOSE => {
-                let mut body = frame.body();
-                let kind_ok = matches!(body.first(), Some(b'S' | b'P'));
-                body = body.get(1..).unwrap_or_default();
-                if !kind_ok || take_cstr(&mut body).is_none() || !body.is_empty() {
-                    return Err(malformed(if frame.tag() == tag::CLOSE {
-                        "Close"
-                    } else {
-                        "Describe"
-                    }));
-                }
-            }
-            tag::EXECUTE => {
-                let mut body = frame.body();
-                if take_cstr(&mut body).is_none() || body.len() != 4 {
-                    return Err(malformed("Execute"));
-                }
-            }
-            tag::SYNC => {
-                if !frame.body().is_empty() {
-                    return Err(malformed("Sync"));
-                }
-                self.cycles.push_back(Cycle::Forwarded);
-            }
-            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
+            tag::SYNC => self.cycles.push_back(Cycle::Forwarded),
             tag::FUNCTION_CALL => {
                 tracing::warn!("FunctionCall refused: the fastpath bypasses SQL analysis");
                 self.refuse_cycle(Fatal::new(
@@ -439,12 +404,7 @@ impl Proxy<'_> {
                 self.to_server.extend_from_slice(frame.as_bytes());
                 return Err(End::ClientTerminated);
             }
-            other => {
-                return Err(End::Fatal(Fatal::new(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    format!("invalid frontend message type {}", other),
-                )));
-            }
+            _ => {}
         }
         self.to_server.extend_from_slice(frame.as_bytes());
         Ok(())
@@ -545,22 +505,18 @@ impl Proxy<'_> {
                 self.cycles.pop_front();
             }
             tag::ERROR_RESPONSE => {
-                let fields = frame
-                    .decode::<ErrorResponse>()
-                    .map(|e| e.fields)
-                    .unwrap_or_default();
-                if fields
-                    .iter()
-                    .any(|(t, v)| *t == b'V' && matches!(v.as_str(), "FATAL" | "PANIC"))
-                {
+                let fields = match backend::decode(&frame) {
+                    Some(backend::Message::ErrorResponse(error)) => error.fields,
+                    _ => Vec::new(),
+                };
+                if matches!(backend::field(&fields, b'V'), Some("FATAL" | "PANIC")) {
                     self.server_said_fatal = true;
                 }
                 if let Some(Cycle::Refused(refusal)) = self.cycles.front() {
                     // In an aborted transaction the server says so (25P02)
                     // before it looks at any statement: keep its answer, as
                     // PostgreSQL would give it for the refused one too.
-                    let aborted = fields.iter().any(|(t, v)| *t == b'C' && v == "25P02");
-                    if !aborted {
+                    if backend::field(&fields, b'C') != Some("25P02") {
                         reply::error(
                             &mut self.to_client,
                             Severity::Error,
@@ -572,8 +528,7 @@ impl Proxy<'_> {
                 }
             }
             tag::PARAMETER_STATUS => {
-                let status: Option<ParameterStatus> = frame.decode();
-                if let Some(status) = status
+                if let Some(backend::Message::ParameterStatus(status)) = backend::decode(&frame)
                     && status.name == "client_encoding"
                     && status.value != "UTF8"
                 {
@@ -750,65 +705,6 @@ fn shrink_if_idle(buf: &mut BytesMut) {
     }
 }
 
-/// Query: one NUL-terminated UTF-8 string filling the body.
-fn check_query(frame: &Frame) -> bool {
-    let mut body = frame.body();
-    take_cstr(&mut body).is_some() && body.is_empty()
-}
-
-/// Parse: name, query, then a count of parameter type OIDs and the OIDs.
-fn check_parse(frame: &Frame) -> bool {
-    let mut body = frame.body();
-    if take_cstr(&mut body).is_none() || take_cstr(&mut body).is_none() {
-        return false;
-    }
-    let Some(count) = read_i16(&mut body) else {
-        return false;
-    };
-    count >= 0 && body.len() == count as usize * 4
-}
-
-/// Bind: portal, statement, parameter formats, parameters, result formats,
-/// every length within the message.
-fn check_bind(mut body: &[u8]) -> bool {
-    fn formats(body: &mut &[u8]) -> Option<()> {
-        let count = read_i16(body)?;
-        let bytes = usize::try_from(count).ok()? * 2;
-        *body = body.get(bytes..)?;
-        Some(())
-    }
-    fn parameters(body: &mut &[u8]) -> Option<()> {
-        let count = read_i16(body)?;
-        for _ in 0..usize::try_from(count).ok()? {
-            let len = read_i32(body)?;
-            if len >= 0 {
-                *body = body.get(len as usize..)?;
-            } else if len != -1 {
-                return None;
-            }
-        }
-        Some(())
-    }
-    take_cstr(&mut body).is_some()
-        && take_cstr(&mut body).is_some()
-        && formats(&mut body).is_some()
-        && parameters(&mut body).is_some()
-        && formats(&mut body).is_some()
-        && body.is_empty()
-}
-
-fn read_i16(body: &mut &[u8]) -> Option<i16> {
-    let bytes: [u8; 2] = body.get(..2)?.try_into().ok()?;
-    *body = &body[2..];
-    Some(i16::from_be_bytes(bytes))
-}
-
-fn read_i32(body: &mut &[u8]) -> Option<i32> {
-    let bytes: [u8; 4] = body.get(..4)?.try_into().ok()?;
-    *body = &body[4..];
-    Some(i32::from_be_bytes(bytes))
-}
-
 /// Polls one read into `buf` (cancel-safe: a read that is not ready reads
 /// nothing).
 fn poll_read(
@@ -851,40 +747,6 @@ mod tests {
         bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         bytes.extend_from_slice(body);
         Frame::from_encoded(bytes)
-    }
-
-    #[test]
-    fn bind_shapes_are_checked() {
-        // portal "", statement "s", 1 format (binary), 2 params (NULL, 'ab'), 0 result formats
-        let good = b"\0s\0\x00\x01\x00\x01\x00\x02\xff\xff\xff\xff\x00\x00\x00\x02ab\x00\x00";
-        assert!(check_bind(good));
-        assert!(!check_bind(&good[..good.len() - 1]));
-        let mut long = good.to_vec();
-        long.push(0);
-        assert!(!check_bind(&long));
-        // A parameter length running past the end.
-        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\x7f\xff\xff\xff\x00\x00"));
-        // A negative count.
-        assert!(!check_bind(b"\0\0\xff\xff\x00\x00\x00\x00"));
-        // A length of -2.
-        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"));
-    }
-
-    #[test]
-    fn parse_and_query_shapes_are_checked() {
-        assert!(check_query(&frame(b'Q', b"SELECT 1\0")));
-        assert!(!check_query(&frame(b'Q', b"SELECT 1")));
-        assert!(!check_query(&frame(b'Q', b"SELECT 1\0; DROP TABLE x\0")));
-        assert!(!check_query(&frame(b'Q', b"SELECT '\xff'\0")));
-        assert!(check_parse(&frame(
-            b'P',
-            b"s1\0SELECT $1\0\x00\x01\x00\x00\x00\x17"
-        )));
-        assert!(!check_parse(&frame(
-            b'P',
-            b"s1\0SELECT $1\0\x00\x02\x00\x00\x00\x17"
-        )));
-        assert!(!check_parse(&frame(b'P', b"s1\0SELECT $1\0\xff\xff")));
     }
 
     #[test]

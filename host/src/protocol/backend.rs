@@ -1,0 +1,216 @@
+//! Messages from the server that sluice reads.
+//!
+//! Most server messages pass through as the bytes they came in; the ones
+//! sluice (or a hook) must read are decoded here with `pgwire`'s types.
+//! Message types pgwire does not model (FunctionCallResponse, future
+//! additions) are not an error: they are simply never decoded, and stream
+//! through untouched.
+
+use pgwire::messages::data::{DataRow, RowDescription};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, NotificationResponse, ReadyForQuery,
+};
+use pgwire::messages::startup::{BackendKeyData, ParameterStatus};
+
+use super::frame::{Frame, take_cstr};
+use super::tag;
+
+/// A server message sluice reads, decoded.
+#[derive(Debug)]
+pub enum Message {
+    RowDescription(RowDescription),
+    DataRow(DataRow),
+    CommandComplete(CommandComplete),
+    ErrorResponse(ErrorResponse),
+    NoticeResponse(NoticeResponse),
+    NotificationResponse(NotificationResponse),
+    ParameterStatus(ParameterStatus),
+    BackendKeyData(BackendKeyData),
+    ReadyForQuery(ReadyForQuery),
+}
+
+/// Decodes a server message sluice reads; `None` for other types and for
+/// a message that is not what its type says.
+pub fn decode(frame: &Frame) -> Option<Message> {
+    let body = frame.body();
+    Some(match frame.tag() {
+        tag::ROW_DESCRIPTION if row_description_fits(body) => {
+            Message::RowDescription(frame.decode()?)
+        }
+        tag::DATA_ROW if data_row_fits(body) => Message::DataRow(frame.decode()?),
+        b'C' => Message::CommandComplete(frame.decode()?),
+        tag::ERROR_RESPONSE => Message::ErrorResponse(frame.decode()?),
+        tag::NOTICE_RESPONSE => Message::NoticeResponse(frame.decode()?),
+        tag::NOTIFICATION_RESPONSE if body.len() >= 6 => {
+            Message::NotificationResponse(frame.decode()?)
+        }
+        tag::PARAMETER_STATUS => Message::ParameterStatus(frame.decode()?),
+        tag::BACKEND_KEY_DATA if body.len() == 8 => Message::BackendKeyData(frame.decode()?),
+        tag::READY_FOR_QUERY if matches!(body, [b'I' | b'T' | b'E']) => {
+            Message::ReadyForQuery(frame.decode()?)
+        }
+        _ => return None,
+    })
+}
+
+/// The fields of an ErrorResponse or NoticeResponse, by their type byte.
+pub fn field(fields: &[(u8, String)], kind: u8) -> Option<&str> {
+    fields
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v.as_str())
+}
+
+/// RowDescription: a field count, then per field a name and 18 bytes.
+fn row_description_fits(body: &[u8]) -> bool {
+    let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+        return false;
+    };
+    let Ok(count) = usize::try_from(i16::from_be_bytes(*count)) else {
+        return false;
+    };
+    for _ in 0..count {
+        if take_cstr(&mut rest).is_none() || rest.len() < 18 {
+            return false;
+        }
+        rest = &rest[18..];
+    }
+    rest.is_empty()
+}
+
+/// DataRow: a column count, then length-prefixed values inside the body.
+fn data_row_fits(body: &[u8]) -> bool {
+    let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+        return false;
+    };
+    let Ok(count) = usize::try_from(i16::from_be_bytes(*count)) else {
+        return false;
+    };
+    for _ in 0..count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        rest = match i32::from_be_bytes(*len) {
+            -1 => tail,
+            len if len >= 0 => match tail.get(len as usize..) {
+                Some(after) => after,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use pgwire::messages::data::FieldDescription;
+    use pgwire::messages::response::TransactionStatus;
+    use pgwire::messages::startup::SecretKey;
+
+    fn frame_of(message: &impl pgwire::messages::Message) -> Frame {
+        let mut bytes = BytesMut::new();
+        message.encode(&mut bytes).unwrap();
+        Frame::from_encoded(bytes)
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let description = RowDescription::new(vec![
+            FieldDescription::new("pan".into(), 16384, 2, 25, -1, -1, 0),
+            FieldDescription::new("id".into(), 16384, 1, 20, 8, -1, 1),
+        ]);
+        let Some(Message::RowDescription(decoded)) = decode(&frame_of(&description)) else {
+            panic!()
+        };
+        assert_eq!(decoded, description);
+
+        let mut cells = BytesMut::new();
+        cells.extend_from_slice(&4i32.to_be_bytes());
+        cells.extend_from_slice(b"4111");
+        cells.extend_from_slice(&(-1i32).to_be_bytes());
+        let row = DataRow::new(cells, 2);
+        let Some(Message::DataRow(decoded)) = decode(&frame_of(&row)) else {
+            panic!()
+        };
+        assert_eq!(decoded, row);
+
+        let complete = CommandComplete::new("SELECT 2".into());
+        let Some(Message::CommandComplete(decoded)) = decode(&frame_of(&complete)) else {
+            panic!()
+        };
+        assert_eq!(decoded, complete);
+
+        let fields = vec![
+            (b'S', "ERROR".into()),
+            (b'C', "22012".into()),
+            (b'M', "division by zero".into()),
+        ];
+        let error = ErrorResponse::new(fields.clone());
+        let Some(Message::ErrorResponse(decoded)) = decode(&frame_of(&error)) else {
+            panic!()
+        };
+        assert_eq!(field(&decoded.fields, b'C'), Some("22012"));
+        let notice = NoticeResponse::new(fields);
+        let Some(Message::NoticeResponse(decoded)) = decode(&frame_of(&notice)) else {
+            panic!()
+        };
+        assert_eq!(field(&decoded.fields, b'M'), Some("division by zero"));
+
+        let notification = NotificationResponse::new(7, "orders".into(), "shipped".into());
+        let Some(Message::NotificationResponse(decoded)) = decode(&frame_of(&notification)) else {
+            panic!()
+        };
+        assert_eq!(decoded, notification);
+
+        let status = ParameterStatus::new("application_name".into(), "psql".into());
+        let Some(Message::ParameterStatus(decoded)) = decode(&frame_of(&status)) else {
+            panic!()
+        };
+        assert_eq!(decoded, status);
+
+        let key = BackendKeyData::new(42, SecretKey::I32(-5));
+        let Some(Message::BackendKeyData(decoded)) = decode(&frame_of(&key)) else {
+            panic!()
+        };
+        assert_eq!(decoded, key);
+
+        let ready = ReadyForQuery::new(TransactionStatus::Error);
+        let Some(Message::ReadyForQuery(decoded)) = decode(&frame_of(&ready)) else {
+            panic!()
+        };
+        assert_eq!(decoded, ready);
+    }
+
+    #[test]
+    fn truncated_messages_decode_to_nothing_without_panicking() {
+        let description = frame_of(&RowDescription::new(vec![FieldDescription::new(
+            "pan".into(),
+            1,
+            1,
+            25,
+            -1,
+            -1,
+            0,
+        )]));
+        let mut cells = BytesMut::new();
+        cells.extend_from_slice(&3i32.to_be_bytes());
+        cells.extend_from_slice(b"abc");
+        let row = frame_of(&DataRow::new(cells, 1));
+        for frame in [description, row] {
+            for cut in 0..frame.body().len() {
+                let mut bytes = BytesMut::new();
+                bytes.extend_from_slice(&[frame.tag()]);
+                bytes.extend_from_slice(&((cut + 4) as i32).to_be_bytes());
+                bytes.extend_from_slice(&frame.body()[..cut]);
+                assert!(decode(&Frame::from_encoded(bytes)).is_none(), "cut {cut}");
+            }
+        }
+        // Types sluice does not model are not decoded, and not an error.
+        let mut unknown = BytesMut::from(&b"V\0\0\0\x08\0\0\0\0"[..]);
+        let frame = Frame::split_from(&mut unknown, 1024).unwrap().unwrap();
+        assert!(decode(&frame).is_none());
+    }
+}

@@ -1,0 +1,335 @@
+//! Messages from the client, after startup.
+//!
+//! [`check`] validates a message's shape without allocating: every string
+//! NUL-terminated and UTF-8, every count and length inside the message,
+//! nothing left over. The statement loop runs it on every message, so a
+//! malformed one is refused before anything is forwarded. [`decode`] then
+//! turns a checked message into `pgwire`'s type for the hooks that read it;
+//! the check comes first because several of pgwire's body decoders index
+//! without bounds checks.
+
+use pgwire::messages::copy::{CopyData, CopyFail};
+use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
+use pgwire::messages::simplequery::Query;
+
+use super::frame::{Frame, take_cstr};
+use super::tag;
+
+/// A client message that is not what its type says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {0} message")]
+    Malformed(&'static str),
+    #[error("invalid frontend message type {0}")]
+    UnknownType(u8),
+}
+
+/// A client message, decoded.
+#[derive(Debug)]
+pub enum Message {
+    Query(Query),
+    Parse(Parse),
+    Bind(Bind),
+    Describe(Describe),
+    Execute(Execute),
+    Close(Close),
+    Sync,
+    Flush,
+    CopyData(CopyData),
+    CopyDone,
+    CopyFail(CopyFail),
+    /// The fastpath: sluice refuses it, so its body is never decoded.
+    FunctionCall,
+    Terminate,
+}
+
+/// Checks the shape of a client message of any type sluice accepts.
+pub fn check(frame: &Frame) -> Result<(), Error> {
+    let body = frame.body();
+    let ok = match frame.tag() {
+        tag::QUERY => check_query(body),
+        tag::PARSE => check_parse(body),
+        tag::BIND => check_bind(body),
+        tag::DESCRIBE | tag::CLOSE => check_target(body),
+        tag::EXECUTE => check_execute(body),
+        tag::SYNC | tag::FLUSH | tag::COPY_DONE | tag::TERMINATE => body.is_empty(),
+        tag::COPY_FAIL => check_single_cstr(body),
+        tag::COPY_DATA | tag::FUNCTION_CALL => true,
+        other => return Err(Error::UnknownType(other)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Malformed(name(frame.tag())))
+    }
+}
+
+/// Checks and decodes a client message.
+pub fn decode(frame: &Frame) -> Result<Message, Error> {
+    check(frame)?;
+    let malformed = || Error::Malformed(name(frame.tag()));
+    Ok(match frame.tag() {
+        tag::QUERY => Message::Query(frame.decode().ok_or_else(malformed)?),
+        tag::PARSE => Message::Parse(frame.decode().ok_or_else(malformed)?),
+        tag::BIND => Message::Bind(frame.decode().ok_or_else(malformed)?),
+        tag::DESCRIBE => Message::Describe(frame.decode().ok_or_else(malformed)?),
+        tag::EXECUTE => Message::Execute(frame.decode().ok_or_else(malformed)?),
+        tag::CLOSE => Message::Close(frame.decode().ok_or_else(malformed)?),
+        tag::COPY_DATA => Message::CopyData(frame.decode().ok_or_else(malformed)?),
+        tag::COPY_FAIL => Message::CopyFail(frame.decode().ok_or_else(malformed)?),
+        tag::SYNC => Message::Sync,
+        tag::FLUSH => Message::Flush,
+        tag::COPY_DONE => Message::CopyDone,
+        tag::FUNCTION_CALL => Message::FunctionCall,
+        tag::TERMINATE => Message::Terminate,
+        other => return Err(Error::UnknownType(other)),
+    })
+}
+
+/// The statement text of a checked Query message, without copying.
+pub fn query_text(frame: &Frame) -> Option<&str> {
+    let mut body = frame.body();
+    take_cstr(&mut body)
+}
+
+fn name(tag: u8) -> &'static str {
+    match tag {
+        tag::QUERY => "Query",
+        tag::PARSE => "Parse",
+        tag::BIND => "Bind",
+        tag::DESCRIBE => "Describe",
+        tag::CLOSE => "Close",
+        tag::EXECUTE => "Execute",
+        tag::SYNC => "Sync",
+        tag::FLUSH => "Flush",
+        tag::COPY_DONE => "CopyDone",
+        tag::COPY_FAIL => "CopyFail",
+        tag::TERMINATE => "Terminate",
+        _ => "frontend",
+    }
+}
+
+/// Query: one NUL-terminated UTF-8 string filling the body.
+fn check_query(body: &[u8]) -> bool {
+    check_single_cstr(body)
+}
+
+fn check_single_cstr(mut body: &[u8]) -> bool {
+    take_cstr(&mut body).is_some() && body.is_empty()
+}
+
+/// Parse: name, query, then a count of parameter type OIDs and the OIDs.
+fn check_parse(mut body: &[u8]) -> bool {
+    if take_cstr(&mut body).is_none() || take_cstr(&mut body).is_none() {
+        return false;
+    }
+    let Some(count) = read_i16(&mut body) else {
+        return false;
+    };
+    count >= 0 && body.len() == count as usize * 4
+}
+
+/// Bind: portal, statement, parameter formats, parameters, result formats,
+/// every length within the message.
+fn check_bind(mut body: &[u8]) -> bool {
+    fn formats(body: &mut &[u8]) -> Option<()> {
+        let count = read_i16(body)?;
+        let bytes = usize::try_from(count).ok()? * 2;
+        *body = body.get(bytes..)?;
+        Some(())
+    }
+    fn parameters(body: &mut &[u8]) -> Option<()> {
+        let count = read_i16(body)?;
+        for _ in 0..usize::try_from(count).ok()? {
+            let len = read_i32(body)?;
+            if len >= 0 {
+                *body = body.get(len as usize..)?;
+            } else if len != -1 {
+                return None;
+            }
+        }
+        Some(())
+    }
+    take_cstr(&mut body).is_some()
+        && take_cstr(&mut body).is_some()
+        && formats(&mut body).is_some()
+        && parameters(&mut body).is_some()
+        && formats(&mut body).is_some()
+        && body.is_empty()
+}
+
+/// Describe and Close: `S` (statement) or `P` (portal), then a name.
+fn check_target(body: &[u8]) -> bool {
+    match body.split_first() {
+        Some((b'S' | b'P', mut rest)) => take_cstr(&mut rest).is_some() && rest.is_empty(),
+        _ => false,
+    }
+}
+
+/// Execute: portal name, then a row limit.
+fn check_execute(mut body: &[u8]) -> bool {
+    take_cstr(&mut body).is_some() && body.len() == 4
+}
+
+fn read_i16(body: &mut &[u8]) -> Option<i16> {
+    let bytes: [u8; 2] = body.get(..2)?.try_into().ok()?;
+    *body = &body[2..];
+    Some(i16::from_be_bytes(bytes))
+}
+
+fn read_i32(body: &mut &[u8]) -> Option<i32> {
+    let bytes: [u8; 4] = body.get(..4)?.try_into().ok()?;
+    *body = &body[4..];
+    Some(i32::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+
+    fn frame_of(message: &impl pgwire::messages::Message) -> Frame {
+        let mut bytes = BytesMut::new();
+        message.encode(&mut bytes).unwrap();
+        Frame::from_encoded(bytes)
+    }
+
+    fn raw(tag: u8, body: &[u8]) -> Frame {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&[tag]);
+        bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        Frame::from_encoded(bytes)
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let query = Query::new("SELECT 1; SELECT 'two'".into());
+        let Message::Query(decoded) = decode(&frame_of(&query)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, query);
+        assert_eq!(
+            query_text(&frame_of(&query)),
+            Some("SELECT 1; SELECT 'two'")
+        );
+
+        let parse = Parse::new(Some("s1".into()), "SELECT $1".into(), vec![23]);
+        let Message::Parse(decoded) = decode(&frame_of(&parse)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, parse);
+
+        let bind = Bind::new(
+            Some("p".into()),
+            Some("s1".into()),
+            vec![1],
+            vec![Some(Bytes::from_static(b"\0\0\0\x2a")), None],
+            vec![0, 1],
+        );
+        let Message::Bind(decoded) = decode(&frame_of(&bind)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, bind);
+
+        let describe = Describe::new(b'S', Some("s1".into()));
+        let Message::Describe(decoded) = decode(&frame_of(&describe)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, describe);
+
+        let execute = Execute::new(Some("p".into()), 100);
+        let Message::Execute(decoded) = decode(&frame_of(&execute)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, execute);
+
+        let close = Close::new(b'P', None);
+        let Message::Close(decoded) = decode(&frame_of(&close)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, close);
+
+        let data = CopyData::new(Bytes::from_static(b"1\tone\n"));
+        let Message::CopyData(decoded) = decode(&frame_of(&data)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, data);
+
+        let fail = CopyFail::new("client gave up".into());
+        let Message::CopyFail(decoded) = decode(&frame_of(&fail)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(decoded, fail);
+
+        for (tag, expected) in [
+            (b'S', "Sync"),
+            (b'H', "Flush"),
+            (b'c', "CopyDone"),
+            (b'X', "Terminate"),
+        ] {
+            let decoded = decode(&raw(tag, b"")).unwrap();
+            assert!(format!("{decoded:?}").starts_with(expected));
+        }
+    }
+
+    #[test]
+    fn bind_shapes_are_checked() {
+        // portal "", statement "s", 1 format (binary), 2 params (NULL, 'ab'), 0 result formats
+        let good = b"\0s\0\x00\x01\x00\x01\x00\x02\xff\xff\xff\xff\x00\x00\x00\x02ab\x00\x00";
+        assert!(check_bind(good));
+        assert!(!check_bind(&good[..good.len() - 1]));
+        let mut long = good.to_vec();
+        long.push(0);
+        assert!(!check_bind(&long));
+        // A parameter length running past the end.
+        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\x7f\xff\xff\xff\x00\x00"));
+        // A negative count.
+        assert!(!check_bind(b"\0\0\xff\xff\x00\x00\x00\x00"));
+        // A length of -2.
+        assert!(!check_bind(b"\0\0\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"));
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_without_panicking() {
+        let cases: &[(u8, &[u8])] = &[
+            (b'Q', b"SELECT 1"),
+            (b'Q', b"SELECT 1\0; DROP TABLE x\0"),
+            (b'Q', b"SELECT '\xff'\0"),
+            (b'P', b"s1\0SELECT $1\0\x00\x02\x00\x00\x00\x17"),
+            (b'P', b"s1\0SELECT $1\0\xff\xff"),
+            (b'P', b"s1\0SELECT $1\0"),
+            (b'B', b"\0"),
+            (b'D', b"X\0"),
+            (b'D', b"S"),
+            (b'C', b""),
+            (b'E', b"\0\0\0"),
+            (b'S', b"x"),
+            (b'f', b"no terminator"),
+        ];
+        for (tag, body) in cases {
+            let frame = raw(*tag, body);
+            assert!(
+                matches!(check(&frame), Err(Error::Malformed(_))),
+                "{:?} {body:?}",
+                *tag as char
+            );
+            assert!(decode(&frame).is_err());
+        }
+        assert_eq!(check(&raw(b'!', b"")), Err(Error::UnknownType(b'!')));
+        // Every truncation of a valid Bind is refused, none panics.
+        let bind = frame_of(&Bind::new(
+            None,
+            Some("s".into()),
+            vec![0, 1],
+            vec![Some(Bytes::from_static(b"abc")), None],
+            vec![1],
+        ));
+        for cut in 0..bind.body().len() {
+            assert!(
+                decode(&raw(b'B', &bind.body()[..cut])).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+}
