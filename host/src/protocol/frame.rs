@@ -86,6 +86,25 @@ impl Frame {
         }
     }
 
+    /// A message of type `tag` with `body`.
+    pub fn new(tag: u8, body: &[u8]) -> Frame {
+        let mut bytes = BytesMut::with_capacity(HEADER_LEN + body.len());
+        bytes.extend_from_slice(&[tag]);
+        bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        Frame { bytes }
+    }
+
+    /// Encodes a `pgwire` message (only sluice's own, which fit pgwire's
+    /// limits).
+    pub fn encode(message: &impl pgwire::messages::Message) -> Frame {
+        let mut bytes = BytesMut::new();
+        message
+            .encode(&mut bytes)
+            .expect("sluice's own messages are within pgwire's limits");
+        Frame { bytes }
+    }
+
     /// Wraps bytes that already hold exactly one message.
     pub fn from_encoded(bytes: BytesMut) -> Frame {
         debug_assert!(bytes.len() >= HEADER_LEN);

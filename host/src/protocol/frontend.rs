@@ -186,36 +186,22 @@ fn read_i32(body: &mut &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-
-    fn frame_of(message: &impl pgwire::messages::Message) -> Frame {
-        let mut bytes = BytesMut::new();
-        message.encode(&mut bytes).unwrap();
-        Frame::from_encoded(bytes)
-    }
-
-    fn raw(tag: u8, body: &[u8]) -> Frame {
-        let mut bytes = BytesMut::new();
-        bytes.extend_from_slice(&[tag]);
-        bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        bytes.extend_from_slice(body);
-        Frame::from_encoded(bytes)
-    }
+    use bytes::Bytes;
 
     #[test]
     fn every_message_round_trips() {
         let query = Query::new("SELECT 1; SELECT 'two'".into());
-        let Message::Query(decoded) = decode(&frame_of(&query)).unwrap() else {
+        let Message::Query(decoded) = decode(&Frame::encode(&query)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, query);
         assert_eq!(
-            query_text(&frame_of(&query)),
+            query_text(&Frame::encode(&query)),
             Some("SELECT 1; SELECT 'two'")
         );
 
         let parse = Parse::new(Some("s1".into()), "SELECT $1".into(), vec![23]);
-        let Message::Parse(decoded) = decode(&frame_of(&parse)).unwrap() else {
+        let Message::Parse(decoded) = decode(&Frame::encode(&parse)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, parse);
@@ -227,37 +213,37 @@ mod tests {
             vec![Some(Bytes::from_static(b"\0\0\0\x2a")), None],
             vec![0, 1],
         );
-        let Message::Bind(decoded) = decode(&frame_of(&bind)).unwrap() else {
+        let Message::Bind(decoded) = decode(&Frame::encode(&bind)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, bind);
 
         let describe = Describe::new(b'S', Some("s1".into()));
-        let Message::Describe(decoded) = decode(&frame_of(&describe)).unwrap() else {
+        let Message::Describe(decoded) = decode(&Frame::encode(&describe)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, describe);
 
         let execute = Execute::new(Some("p".into()), 100);
-        let Message::Execute(decoded) = decode(&frame_of(&execute)).unwrap() else {
+        let Message::Execute(decoded) = decode(&Frame::encode(&execute)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, execute);
 
         let close = Close::new(b'P', None);
-        let Message::Close(decoded) = decode(&frame_of(&close)).unwrap() else {
+        let Message::Close(decoded) = decode(&Frame::encode(&close)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, close);
 
         let data = CopyData::new(Bytes::from_static(b"1\tone\n"));
-        let Message::CopyData(decoded) = decode(&frame_of(&data)).unwrap() else {
+        let Message::CopyData(decoded) = decode(&Frame::encode(&data)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, data);
 
         let fail = CopyFail::new("client gave up".into());
-        let Message::CopyFail(decoded) = decode(&frame_of(&fail)).unwrap() else {
+        let Message::CopyFail(decoded) = decode(&Frame::encode(&fail)).unwrap() else {
             panic!()
         };
         assert_eq!(decoded, fail);
@@ -268,7 +254,7 @@ mod tests {
             (b'c', "CopyDone"),
             (b'X', "Terminate"),
         ] {
-            let decoded = decode(&raw(tag, b"")).unwrap();
+            let decoded = decode(&Frame::new(tag, b"")).unwrap();
             assert!(format!("{decoded:?}").starts_with(expected));
         }
     }
@@ -308,7 +294,7 @@ mod tests {
             (b'f', b"no terminator"),
         ];
         for (tag, body) in cases {
-            let frame = raw(*tag, body);
+            let frame = Frame::new(*tag, body);
             assert!(
                 matches!(check(&frame), Err(Error::Malformed(_))),
                 "{:?} {body:?}",
@@ -316,9 +302,9 @@ mod tests {
             );
             assert!(decode(&frame).is_err());
         }
-        assert_eq!(check(&raw(b'!', b"")), Err(Error::UnknownType(b'!')));
+        assert_eq!(check(&Frame::new(b'!', b"")), Err(Error::UnknownType(b'!')));
         // Every truncation of a valid Bind is refused, none panics.
-        let bind = frame_of(&Bind::new(
+        let bind = Frame::encode(&Bind::new(
             None,
             Some("s".into()),
             vec![0, 1],
@@ -327,7 +313,7 @@ mod tests {
         ));
         for cut in 0..bind.body().len() {
             assert!(
-                decode(&raw(b'B', &bind.body()[..cut])).is_err(),
+                decode(&Frame::new(b'B', &bind.body()[..cut])).is_err(),
                 "cut {cut}"
             );
         }

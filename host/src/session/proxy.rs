@@ -741,23 +741,15 @@ fn poll_write_all(
 mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Frame {
-        let mut bytes = BytesMut::new();
-        bytes.extend_from_slice(&[tag]);
-        bytes.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        bytes.extend_from_slice(body);
-        Frame::from_encoded(bytes)
-    }
-
     #[test]
     fn streamed_runs_stop_at_held_or_partial_messages() {
         let mut buf = Vec::new();
-        buf.extend_from_slice(frame(b'D', b"\x00\x00").as_bytes());
-        buf.extend_from_slice(frame(b'D', b"\x00\x01\x00\x00\x00\x01x").as_bytes());
+        buf.extend_from_slice(Frame::new(b'D', b"\x00\x00").as_bytes());
+        buf.extend_from_slice(Frame::new(b'D', b"\x00\x01\x00\x00\x00\x01x").as_bytes());
         let two_rows = buf.len();
-        buf.extend_from_slice(frame(b'C', b"SELECT 2\0").as_bytes());
+        buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
-        buf.extend_from_slice(frame(b'Z', b"I").as_bytes());
+        buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
         assert_eq!(streamed_run(&buf), with_complete);
         assert_eq!(streamed_run(&buf[..two_rows + 3]), two_rows);
         assert_eq!(streamed_run(&buf[with_complete..]), 0);
