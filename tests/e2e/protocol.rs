@@ -381,3 +381,29 @@ async fn server_side_termination_reaches_the_client() {
     let client = env.connect("agent").await;
     client.simple_query("SELECT 1").await.unwrap();
 }
+
+/// Named portals fetched in batches (Execute with a row limit, answered by
+/// PortalSuspended) inside a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_portals_fetch_in_batches() {
+    let env = TestEnv::start().await;
+    let mut client = env.connect("agent").await;
+    let tx = client.transaction().await.unwrap();
+    let statement = tx
+        .prepare("SELECT g FROM generate_series(1, $1::int4) g")
+        .await
+        .unwrap();
+    let portal = tx.bind(&statement, &[&25i32]).await.unwrap();
+    let mut batches = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, 10).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        batches.push(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>());
+    }
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[0], (1..=10).collect::<Vec<_>>());
+    assert_eq!(batches[2], (21..=25).collect::<Vec<_>>());
+    tx.commit().await.unwrap();
+}
