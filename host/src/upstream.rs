@@ -11,7 +11,6 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::Message;
-use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, Password, SASLInitialResponse, SASLResponse, Startup,
 };
@@ -21,7 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{Secret, UpstreamSettings};
 use crate::protocol::frame::{Frame, read_frame};
-use crate::protocol::tag;
+use crate::protocol::{backend, tag};
 use crate::transport::{self, Stream};
 
 /// Largest message accepted from the server while logging in.
@@ -206,15 +205,11 @@ async fn login(
                 return Ok((buf, parameter_status, backend_key, status));
             }
             tag::ERROR_RESPONSE => {
-                let fields = frame
-                    .decode::<ErrorResponse>()
-                    .map(|e| e.fields)
-                    .unwrap_or_default();
-                let code = fields
-                    .iter()
-                    .find(|(t, _)| *t == b'C')
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_else(|| "XX000".to_owned());
+                let fields = match backend::decode(&frame) {
+                    Some(backend::Message::ErrorResponse(error)) => error.fields,
+                    _ => Vec::new(),
+                };
+                let code = backend::field(&fields, b'C').unwrap_or("XX000").to_owned();
                 return Err(Error::Refused {
                     code,
                     fields,

@@ -39,8 +39,8 @@ pub fn decode(frame: &Frame) -> Option<Message> {
         }
         tag::DATA_ROW if data_row_fits(body) => Message::DataRow(frame.decode()?),
         b'C' => Message::CommandComplete(frame.decode()?),
-        tag::ERROR_RESPONSE => Message::ErrorResponse(frame.decode()?),
-        tag::NOTICE_RESPONSE => Message::NoticeResponse(frame.decode()?),
+        tag::ERROR_RESPONSE if fields_fit(body) => Message::ErrorResponse(frame.decode()?),
+        tag::NOTICE_RESPONSE if fields_fit(body) => Message::NoticeResponse(frame.decode()?),
         tag::NOTIFICATION_RESPONSE if body.len() >= 6 => {
             Message::NotificationResponse(frame.decode()?)
         }
@@ -59,6 +59,23 @@ pub fn field(fields: &[(u8, String)], kind: u8) -> Option<&str> {
         .iter()
         .find(|(k, _)| *k == kind)
         .map(|(_, v)| v.as_str())
+}
+
+/// ErrorResponse and NoticeResponse: fields of a type byte and a
+/// NUL-terminated value, then a final NUL. Values are not required to be
+/// UTF-8 (a SQL_ASCII database sends what it has); they are read lossily
+/// and forwarded as they came.
+fn fields_fit(mut body: &[u8]) -> bool {
+    loop {
+        match body.split_first() {
+            Some((0, rest)) => return rest.is_empty(),
+            Some((_, rest)) => match rest.iter().position(|&b| b == 0) {
+                Some(end) => body = &rest[end + 1..],
+                None => return false,
+            },
+            None => return false,
+        }
+    }
 }
 
 /// RowDescription: a field count, then per field a name and 18 bytes.

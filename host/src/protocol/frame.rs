@@ -139,7 +139,14 @@ impl Frame {
         let ctx = decode_context();
         let decoded =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| M::decode(&mut copy, &ctx)));
-        match decoded.ok()? {
+        let Ok(decoded) = decoded else {
+            // A shape sluice should have checked and did not: count it, so
+            // the gap is seen and closed.
+            DECODER_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(tag = %(self.tag() as char), "pgwire decoder panicked on a message");
+            return None;
+        };
+        match decoded {
             // A decoder that left bytes behind read a different message
             // than the one framed: treat it as malformed.
             Ok(Some(message)) if !copy.has_remaining() => Some(message),
@@ -147,6 +154,10 @@ impl Frame {
         }
     }
 }
+
+/// Times a `pgwire` decoder panicked on a message sluice had let through
+/// its shape checks (should stay zero).
+pub static DECODER_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Reads until one whole message is in `buf` and splits it off. `Ok(None)`
 /// means the peer closed the connection between messages.

@@ -426,11 +426,9 @@ fn upstream_refusal(error: upstream::Error, database: &str) -> Fatal {
     match &error {
         upstream::Error::Refused { code, fields, .. } if !code.starts_with("28") => {
             tracing::warn!(database, %code, "upstream refused the session");
-            let message = fields
-                .iter()
-                .find(|(t, _)| *t == b'M')
-                .map(|(_, m)| m.clone())
-                .unwrap_or_else(|| "the upstream server refused the session".to_owned());
+            let message = crate::protocol::backend::field(fields, b'M')
+                .unwrap_or("the upstream server refused the session")
+                .to_owned();
             let code = match code.as_str() {
                 "53300" => sqlstate::TOO_MANY_CONNECTIONS,
                 "3D000" => sqlstate::INVALID_CATALOG_NAME,
