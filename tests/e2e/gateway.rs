@@ -88,6 +88,16 @@ async fn slow_client_backpressures_the_server() {
         eventually(Duration::from_secs(15), waiting_to_write).await,
         "the server blocks writing to sluice while the client does not read"
     );
+    // Meanwhile other sessions are served as usual.
+    let other = env.connect("analyst").await;
+    for _ in 0..20 {
+        let cards: i64 = other
+            .query_one("SELECT count(*) FROM cards", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(cards, 26);
+    }
     let mut rows = 0;
     loop {
         let message = conn.recv().await.expect("results");
