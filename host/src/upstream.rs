@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use pgwire::messages::Message;
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, Password, SASLInitialResponse, SASLResponse, Startup,
 };
@@ -20,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{Secret, UpstreamSettings};
 use crate::protocol::frame::{Frame, read_frame};
+use crate::protocol::reply::encode;
 use crate::protocol::{backend, tag};
 use crate::transport::{self, Stream};
 
@@ -304,10 +304,4 @@ async fn authenticate(
     }
     stream.write_all(&out).await?;
     Ok(())
-}
-
-fn encode(message: &impl Message, out: &mut BytesMut) {
-    message
-        .encode(out)
-        .expect("login messages are within pgwire's limits");
 }

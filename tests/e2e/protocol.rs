@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use futures_util::{SinkExt, TryStreamExt};
 use sluice_tests::{TestEnv, eventually, sqlstate};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::Type;
@@ -198,20 +198,7 @@ async fn copy_in_and_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify() {
     let env = TestEnv::start().await;
-    let (client, mut connection) = env
-        .config("agent")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
-    });
+    let (client, mut messages) = env.connect_with_async_messages("agent").await;
     client
         .batch_execute("LISTEN payments_events")
         .await
@@ -221,10 +208,14 @@ async fn listen_notify() {
         .batch_execute("NOTIFY payments_events, 'order 42 shipped'")
         .await
         .unwrap();
-    let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
         .await
         .expect("notification within 10 s")
         .unwrap();
+    let tokio_postgres::AsyncMessage::Notification(notification) = message else {
+        panic!("expected a notification, got {message:?}");
+    };
+    let (channel, payload) = (notification.channel(), notification.payload());
     assert_eq!(channel, "payments_events");
     assert_eq!(payload, "order 42 shipped");
 }
@@ -233,29 +224,19 @@ async fn listen_notify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_and_parameter_status() {
     let env = TestEnv::start().await;
-    let (client, mut connection) = env
-        .config("agent")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            if let Ok(tokio_postgres::AsyncMessage::Notice(n)) = message {
-                let _ = tx.send(n.message().to_owned());
-            }
-        }
-    });
+    let (client, mut messages) = env.connect_with_async_messages("agent").await;
     client
         .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$")
         .await
         .unwrap();
-    let notice = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
         .await
-        .unwrap()
+        .expect("notice within 10 s")
         .unwrap();
-    assert_eq!(notice, "hello from plpgsql");
+    let tokio_postgres::AsyncMessage::Notice(notice) = message else {
+        panic!("expected a notice, got {message:?}");
+    };
+    assert_eq!(notice.message(), "hello from plpgsql");
     // The server's parameters arrived at startup (tokio-postgres reads
     // server_version from ParameterStatus to decide on some features).
     client

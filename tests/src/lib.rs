@@ -258,6 +258,31 @@ impl TestEnv {
             .expect("connect through sluice")
     }
 
+    /// Connects as `user` through sluice and hands over what the server sends
+    /// unasked (notices, notifications) as it arrives.
+    pub async fn connect_with_async_messages(
+        &self,
+        user: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    ) {
+        use futures_util::StreamExt;
+        let (client, mut connection) = self
+            .config(user)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect through sluice");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                let _ = tx.send(message);
+            }
+        });
+        (client, rx)
+    }
+
     /// Connects straight to PostgreSQL as the superuser, bypassing sluice.
     pub async fn connect_direct(&self) -> tokio_postgres::Client {
         let mut config = tokio_postgres::Config::new();

@@ -47,7 +47,7 @@ pub enum Message {
 pub fn check(frame: &Frame) -> Result<(), Error> {
     let body = frame.body();
     let ok = match frame.tag() {
-        tag::QUERY => check_query(body),
+        tag::QUERY => check_single_cstr(body),
         tag::PARSE => check_parse(body),
         tag::BIND => check_bind(body),
         tag::DESCRIBE | tag::CLOSE => check_target(body),
@@ -109,11 +109,7 @@ fn name(tag: u8) -> &'static str {
     }
 }
 
-/// Query: one NUL-terminated UTF-8 string filling the body.
-fn check_query(body: &[u8]) -> bool {
-    check_single_cstr(body)
-}
-
+/// Query and CopyFail: one NUL-terminated UTF-8 string filling the body.
 fn check_single_cstr(mut body: &[u8]) -> bool {
     take_cstr(&mut body).is_some() && body.is_empty()
 }

@@ -28,9 +28,9 @@ impl Severity {
     }
 }
 
-fn encode(message: &impl Message, out: &mut BytesMut) {
-    // Encoding into a BytesMut fails only for messages over pgwire's size
-    // limits; everything sluice builds is small.
+/// Appends a message sluice builds itself. Encoding into a BytesMut fails
+/// only for messages over pgwire's size limits; sluice's own are small.
+pub fn encode(message: &impl Message, out: &mut BytesMut) {
     message
         .encode(out)
         .expect("sluice's own messages are within pgwire's limits");

@@ -35,7 +35,6 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use pgwire::messages::extendedquery::Parse;
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -383,15 +382,10 @@ impl Proxy<'_> {
             )));
         }
         match frame.tag() {
-            tag::QUERY => {
-                // The statement, decoded: what the policy hooks will judge.
-                let _statement: Option<Query> = frame.decode();
-                self.cycles.push_back(Cycle::Forwarded);
-            }
-            tag::PARSE => {
-                let _statement: Option<Parse> = frame.decode();
-            }
-            tag::SYNC => self.cycles.push_back(Cycle::Forwarded),
+            // The shape check above has already read the statement text as
+            // UTF-8; hooks decode what they judge with `frontend::decode`.
+            // Nothing here consumes a decoded copy yet, so none is made.
+            tag::QUERY | tag::SYNC => self.cycles.push_back(Cycle::Forwarded),
             tag::FUNCTION_CALL => {
                 tracing::warn!("FunctionCall refused: the fastpath bypasses SQL analysis");
                 self.refuse_cycle(Fatal::new(
@@ -412,10 +406,10 @@ impl Proxy<'_> {
 
     /// Sends the refusal stand-in in place of a whole cycle.
     fn refuse_cycle(&mut self, refusal: Fatal) {
-        let mut stand_in = BytesMut::new();
-        pgwire::messages::Message::encode(&Query::new(REFUSAL_STAND_IN.to_owned()), &mut stand_in)
-            .expect("a short query encodes");
-        self.to_server.extend_from_slice(&stand_in);
+        reply::encode(
+            &Query::new(REFUSAL_STAND_IN.to_owned()),
+            &mut self.to_server,
+        );
         self.cycles.push_back(Cycle::Refused(refusal));
     }
 
