@@ -70,6 +70,8 @@ pub struct Config {
     pub startup: StartupConfig,
     #[serde(default)]
     pub principals: Vec<PrincipalConfig>,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
 }
 
 /// `[listen]`: where clients connect.
@@ -165,6 +167,117 @@ pub struct PrincipalConfig {
     pub token_verifier: String,
 }
 
+/// `[[plugins]]`: a WebAssembly component that makes one kind of decision.
+/// Plugins of one hook run in the order they are listed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Names the plugin in logs, metrics and errors; unique.
+    pub name: String,
+    /// Which hook it serves: `identity`, `policy`, `masking` or `approval`.
+    pub hook: Hook,
+    /// `builtin:NAME` for a plugin shipped inside sluice, or the path of a
+    /// component file, relative to this config file.
+    pub path: String,
+    /// Longest a single call may run before it is stopped and fails closed.
+    pub deadline_ms: Option<u64>,
+    /// Most linear memory one instance may grow to (MiB).
+    pub memory_mb: Option<u64>,
+    /// The plugin's own settings, handed to it as JSON by `config.get`.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Data files the host reads and watches for the plugin, by the key the
+    /// plugin asks `config.file` for; paths relative to this config file.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, PathBuf>,
+    /// WASI capabilities granted beyond none.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+/// `[plugins.grants]`: what a plugin may reach through WASI. Nothing by
+/// default; prefer `files`, which the host reads and watches for it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Environment variables the plugin may read (names; values are read
+    /// from sluice's environment when the plugin is loaded).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Directories the plugin may read, visible to it under the same path.
+    #[serde(default)]
+    pub read_dirs: Vec<PathBuf>,
+}
+
+/// The decision a plugin makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Identity,
+    Policy,
+    Masking,
+    Approval,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [Hook::Identity, Hook::Policy, Hook::Masking, Hook::Approval];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Identity => "identity",
+            Hook::Policy => "policy",
+            Hook::Masking => "masking",
+            Hook::Approval => "approval",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Shipped inside the sluice binary.
+    Builtin(String),
+    /// A component file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A plugin entry, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub name: String,
+    pub hook: Hook,
+    pub source: PluginSource,
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    /// The plugin's config table as JSON text.
+    pub config_json: String,
+    pub files: std::collections::BTreeMap<String, PathBuf>,
+    /// Environment variables granted, with their values.
+    pub env: Vec<(String, String)>,
+    pub read_dirs: Vec<PathBuf>,
+}
+
+/// Default per-call deadline: plugins decide on the data path, where a
+/// well-behaved one answers in microseconds. Only time the call runs counts.
+pub const DEFAULT_PLUGIN_DEADLINE: Duration = Duration::from_millis(50);
+/// Default memory cap per plugin instance.
+pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
+
 /// Command-line values that replace what the file says.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -185,6 +298,8 @@ pub struct Settings {
     pub limits: Limits,
     pub allowed_startup_parameters: BTreeSet<String>,
     pub principals: Vec<Principal>,
+    /// Plugins in config order.
+    pub plugins: Vec<PluginSettings>,
 }
 
 /// Certificate and key files for client-facing TLS.
@@ -380,6 +495,8 @@ impl Config {
             });
         }
 
+        let plugins = self.resolve_plugins(base_dir, env)?;
+
         Ok(Settings {
             listen,
             tls,
@@ -394,7 +511,94 @@ impl Config {
             limits,
             allowed_startup_parameters,
             principals,
+            plugins,
         })
+    }
+
+    /// Checks the `[[plugins]]` entries. Whether the component exists and
+    /// is of the right kind is checked when it is loaded.
+    pub fn resolve_plugins(
+        &self,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<PluginSettings>, Error> {
+        let mut names = BTreeSet::new();
+        let mut plugins = Vec::with_capacity(self.plugins.len());
+        for plugin in &self.plugins {
+            let name = &plugin.name;
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(invalid(format!(
+                    "[[plugins]] name {name:?}: use 1 to 64 letters, digits, '-' or '_'"
+                )));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(format!("[[plugins]] {name:?} is defined twice")));
+            }
+            let source = match plugin.path.strip_prefix("builtin:") {
+                Some(builtin) => PluginSource::Builtin(builtin.to_owned()),
+                None if plugin.path.is_empty() => {
+                    return Err(invalid(format!("[[plugins]] {name:?}: path is empty")));
+                }
+                None => PluginSource::File(base_dir.join(&plugin.path)),
+            };
+            let deadline = match plugin.deadline_ms {
+                None => DEFAULT_PLUGIN_DEADLINE,
+                Some(ms @ 1..=60_000) => Duration::from_millis(ms),
+                Some(ms) => {
+                    return Err(invalid(format!(
+                        "[[plugins]] {name:?}: deadline_ms {ms} is not between 1 and 60000"
+                    )));
+                }
+            };
+            let memory_mb = plugin.memory_mb.unwrap_or(DEFAULT_PLUGIN_MEMORY_MB);
+            if !(1..=4096).contains(&memory_mb) {
+                return Err(invalid(format!(
+                    "[[plugins]] {name:?}: memory_mb {memory_mb} is not between 1 and 4096"
+                )));
+            }
+            let config_json = serde_json::to_string(&plugin.config).map_err(|e| {
+                invalid(format!(
+                    "[[plugins]] {name:?}: config cannot be passed on: {e}"
+                ))
+            })?;
+            let mut granted_env = Vec::with_capacity(plugin.grants.env.len());
+            for variable in &plugin.grants.env {
+                match env(variable) {
+                    Some(value) => granted_env.push((variable.clone(), value)),
+                    None => {
+                        return Err(invalid(format!(
+                            "[[plugins]] {name:?}: granted environment variable {variable} is not set"
+                        )));
+                    }
+                }
+            }
+            plugins.push(PluginSettings {
+                name: name.clone(),
+                hook: plugin.hook,
+                source,
+                deadline,
+                memory_bytes: (memory_mb as usize) << 20,
+                config_json,
+                files: plugin
+                    .files
+                    .iter()
+                    .map(|(key, path)| (key.clone(), base_dir.join(path)))
+                    .collect(),
+                env: granted_env,
+                read_dirs: plugin
+                    .grants
+                    .read_dirs
+                    .iter()
+                    .map(|dir| base_dir.join(dir))
+                    .collect(),
+            });
+        }
+        Ok(plugins)
     }
 
     fn resolve_upstream(

@@ -79,7 +79,7 @@ fn serve_in_front_of(
         println!();
         println!("Press Ctrl-C to stop both and remove the cluster.");
     };
-    crate::serve(settings, announce, async {
+    crate::serve(settings, None, announce, async {
         let _ = tokio::signal::ctrl_c().await;
     })
 }

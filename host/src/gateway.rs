@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Principal, Settings};
+use crate::plugin::{self, Plugins};
 use crate::protocol::reply::{self, Severity};
 use crate::protocol::sqlstate;
 use crate::session::{self, cancel};
@@ -31,6 +32,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Tls(#[from] transport::TlsError),
+    #[error(transparent)]
+    Plugin(#[from] plugin::LoadError),
 }
 
 /// Where the gateway is in its life.
@@ -58,6 +61,7 @@ pub struct Shared {
     pub principals: HashMap<String, Principal>,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub upstream: Upstream,
+    pub plugins: Arc<Plugins>,
     pub cancel: cancel::Registry,
     pub counters: Counters,
     pub phase: watch::Receiver<Phase>,
@@ -69,6 +73,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listener: TcpListener,
     phase: watch::Sender<Phase>,
+    /// The config file to watch for plugin changes, if any.
+    config_path: Option<std::path::PathBuf>,
 }
 
 /// A gateway serving in the background (tests, `sluice demo`).
@@ -79,13 +85,24 @@ pub struct Running {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Gateway {
     /// Checks what the settings name beyond the config text (certificate,
     /// key and CA files), as `sluice check` does, without binding anything.
-    pub fn check(settings: &Settings) -> Result<(), Error> {
+    /// Plugins are loaded and their configuration checked too.
+    pub async fn check(settings: &Settings) -> Result<(), Error> {
         Self::tls_acceptor(settings)?;
         // Fail at startup, not at the first session, on a bad CA file.
         Upstream::new(settings.upstream.clone())?;
+        Plugins::load(&settings.plugins).await?;
         Ok(())
     }
 
@@ -100,6 +117,7 @@ impl Gateway {
     pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
         let tls_acceptor = Self::tls_acceptor(&settings)?;
         let upstream = Upstream::new(settings.upstream.clone())?;
+        let plugins = Arc::new(Plugins::load(&settings.plugins).await?);
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -118,6 +136,7 @@ impl Gateway {
                 principals,
                 tls_acceptor,
                 upstream,
+                plugins,
                 cancel: cancel::Registry::default(),
                 counters: Counters::default(),
                 phase: phase_rx,
@@ -125,7 +144,15 @@ impl Gateway {
             }),
             listener,
             phase,
+            config_path: None,
         })
+    }
+
+    /// Reload the plugins when this config file, or a file it names for
+    /// them, changes, and on SIGHUP.
+    pub fn watch_config(mut self, path: impl Into<std::path::PathBuf>) -> Gateway {
+        self.config_path = Some(path.into());
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -157,7 +184,14 @@ impl Gateway {
             shared,
             listener,
             phase,
+            config_path,
         } = self;
+        let _watcher = config_path.map(|path| {
+            AbortOnDrop(tokio::spawn(plugin::reload::watch(
+                shared.plugins.clone(),
+                path,
+            )))
+        });
         tokio::select! {
             () = accept_loop(&shared, &listener, workers) => {}
             () = shutdown => {}

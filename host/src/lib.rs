@@ -13,12 +13,15 @@
 //! - [`auth`]: SCRAM-SHA-256 for clients, against stored verifiers.
 //! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
+//! - [`scaffold`]: `sluice plugin new`, a plugin crate from the template.
 
 pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod pg_cluster;
+pub mod plugin;
 pub mod protocol;
+pub mod scaffold;
 pub mod session;
 pub mod transport;
 pub mod upstream;

@@ -1,5 +1,5 @@
-//! The `sluice` command: serve, check a config, make token verifiers, and
-//! run the quickstart demo.
+//! The `sluice` command: serve, check a config, make token verifiers, run
+//! the quickstart demo, and start a new plugin.
 
 mod demo;
 
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use sluice::auth::scram;
 use sluice::config::{Config, Overrides, Settings};
 use sluice::gateway::Gateway;
+use sluice::scaffold::PluginKind;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,26 @@ enum Command {
         #[arg(long, default_value_t = sluice::config::DEFAULT_PORT)]
         port: u16,
     },
+    /// Work on plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Make a new plugin crate from the template, in DIR/NAME.
+    New {
+        /// The plugin's name: lowercase letters, digits and '-'.
+        name: String,
+        /// Which hook the plugin serves.
+        #[arg(long, value_enum, default_value_t = PluginKind::Policy)]
+        kind: PluginKind,
+        /// Where to make the crate's directory.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,15 +90,21 @@ fn main() -> anyhow::Result<()> {
         } => {
             let overrides = Overrides { listen, upstream };
             let settings = load_settings(config.as_deref(), &overrides)?;
-            serve(settings, |_| {}, shutdown_signal())
+            serve(settings, config, |_| {}, shutdown_signal())
         }
         Command::Check { config } => {
             let settings = load_settings(Some(&config), &Overrides::default())?;
-            Gateway::check(&settings).with_context(|| format!("checking {}", config.display()))?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(Gateway::check(&settings))
+                .with_context(|| format!("checking {}", config.display()))?;
             println!(
-                "{}: ok ({} principals, upstream {}:{}, listening on {})",
+                "{}: ok ({} principals, {} plugins, upstream {}:{}, listening on {})",
                 config.display(),
                 settings.principals.len(),
+                settings.plugins.len(),
                 settings.upstream.host,
                 settings.upstream.port,
                 settings.listen
@@ -98,6 +125,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { port } => demo::run(port),
+        Command::Plugin {
+            command: PluginCommand::New { name, kind, dir },
+        } => {
+            let made = sluice::scaffold::new_plugin(&name, kind, &dir)?;
+            println!(
+                "made the {kind} plugin {name} in {}\n\
+                 test it:  cd {0} && cargo test\n\
+                 build it: cargo build --release --target wasm32-wasip2\n\
+                 README.md says how to load it into sluice",
+                made.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -135,10 +175,12 @@ fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<S
 }
 
 /// Serves on one single-threaded runtime per worker thread; the main
-/// thread accepts connections and waits for `shutdown`. `on_ready` runs
-/// once the listening socket is bound.
+/// thread accepts connections, reloads plugins when `config` or the files
+/// it names change, and waits for `shutdown`. `on_ready` runs once the
+/// listening socket is bound.
 fn serve(
     settings: Settings,
+    config: Option<PathBuf>,
     on_ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -148,7 +190,10 @@ fn serve(
         .build()
         .context("starting the async runtime")?;
     let served = main.block_on(async {
-        let gateway = Gateway::bind(settings).await?;
+        let mut gateway = Gateway::bind(settings).await?;
+        if let Some(config) = config {
+            gateway = gateway.watch_config(config);
+        }
         tracing::info!(
             address = %gateway.local_addr(),
             workers = workers.handles.len(),

@@ -4,6 +4,7 @@
 mod bad_input;
 mod clients;
 mod gateway;
+mod plugins;
 mod protocol;
 mod startup;
 mod upstream;

@@ -194,11 +194,25 @@ pub fn settings_from(text: &str) -> Settings {
         .expect("test config resolves")
 }
 
+/// Resolves a config file as `sluice serve -c FILE` would (relative paths
+/// from its directory), with the test service password.
+pub fn settings_from_file(path: &Path) -> Result<Settings, sluice::config::Error> {
+    Config::load(path)?.resolve(
+        path.parent().expect("a config file has a directory"),
+        &Overrides::default(),
+        &|name| (name == "SLUICE_TEST_UPSTREAM_PASSWORD").then(|| SERVICE_PASSWORD.to_owned()),
+    )
+}
+
 /// A test's own database in the shared cluster, and a sluice in front of it.
 pub struct TestEnv {
     pub database: String,
     pub gateway: Running,
     pub cluster: &'static SharedCluster,
+    /// The config file the gateway was started from (in a directory of its
+    /// own, removed with the env), for tests that edit and reload it.
+    pub config_path: std::path::PathBuf,
+    _config_dir: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -210,6 +224,24 @@ impl TestEnv {
 
     /// Like [`TestEnv::start`], letting the test change the settings.
     pub async fn start_with(customize: impl FnOnce(&mut Settings)) -> TestEnv {
+        TestEnv::start_configured("", false, customize)
+            .await
+            .expect("the test gateway starts")
+    }
+
+    /// A gateway whose config file has `extra` appended (`[[plugins]]`
+    /// tables, say); with `watch`, it reloads its plugins when the file or
+    /// what it names changes. Fails as `sluice serve` would on a config or
+    /// plugin it cannot load.
+    pub async fn start_with_config(extra: &str, watch: bool) -> Result<TestEnv, String> {
+        TestEnv::start_configured(extra, watch, |_| {}).await
+    }
+
+    async fn start_configured(
+        extra: &str,
+        watch: bool,
+        customize: impl FnOnce(&mut Settings),
+    ) -> Result<TestEnv, String> {
         let cluster = tokio::task::spawn_blocking(shared_cluster)
             .await
             .expect("cluster start");
@@ -229,17 +261,33 @@ impl TestEnv {
             .await
             .expect("create database");
         }
-        let mut settings = settings_from(&config_text(cluster.port, &database, ""));
+        let config_dir = tempfile::tempdir().expect("a config directory");
+        let config_path = config_dir.path().join("sluice.toml");
+        std::fs::write(&config_path, config_text(cluster.port, &database, extra))
+            .expect("write the config");
+        let mut settings = settings_from_file(&config_path).map_err(|e| e.to_string())?;
         customize(&mut settings);
-        let gateway = Gateway::bind(settings)
-            .await
-            .expect("gateway binds")
-            .spawn();
-        TestEnv {
-            database,
-            gateway,
-            cluster,
+        let mut gateway = Gateway::bind(settings).await.map_err(|e| e.to_string())?;
+        if watch {
+            gateway = gateway.watch_config(&config_path);
         }
+        Ok(TestEnv {
+            database,
+            gateway: gateway.spawn(),
+            cluster,
+            config_path,
+            _config_dir: config_dir,
+        })
+    }
+
+    /// Rewrites the config file with `extra` appended to the base config.
+    pub fn rewrite_config(&self, extra: &str) {
+        let text = config_text(self.cluster.port, &self.database, extra);
+        // Write then rename, as an editor or a deploy tool does, so a
+        // reader never sees half a file.
+        let temp = self.config_path.with_extension("toml.new");
+        std::fs::write(&temp, text).expect("write the config");
+        std::fs::rename(&temp, &self.config_path).expect("replace the config");
     }
 
     pub fn addr(&self) -> SocketAddr {

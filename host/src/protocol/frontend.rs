@@ -92,6 +92,27 @@ pub fn query_text(frame: &Frame) -> Option<&str> {
     take_cstr(&mut body)
 }
 
+/// Parse: the statement's name and text.
+pub fn parse_statement(frame: &Frame) -> Option<(&str, &str)> {
+    let mut body = frame.body();
+    let name = take_cstr(&mut body)?;
+    let text = take_cstr(&mut body)?;
+    Some((name, text))
+}
+
+/// Describe: whether it names a portal (rather than a statement), and the
+/// name.
+pub fn describe_target(frame: &Frame) -> Option<(bool, &str)> {
+    let (&kind, mut rest) = frame.body().split_first()?;
+    Some((kind == b'P', take_cstr(&mut rest)?))
+}
+
+/// Execute: the portal's name.
+pub fn execute_portal(frame: &Frame) -> Option<&str> {
+    let mut body = frame.body();
+    take_cstr(&mut body)
+}
+
 fn name(tag: u8) -> &'static str {
     match tag {
         tag::QUERY => "Query",

@@ -43,6 +43,11 @@ pub mod tag {
     pub const NOTICE_RESPONSE: u8 = b'N';
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
     pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const NO_DATA: u8 = b'n';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
     pub const DATA_ROW: u8 = b'D';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const COPY_IN_RESPONSE: u8 = b'G';

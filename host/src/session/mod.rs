@@ -6,8 +6,10 @@
 //! with a SQLSTATE for the client.
 
 pub mod cancel;
+mod masking;
 mod proxy;
 mod startup;
+mod statement;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,13 @@ impl Fatal {
             message: message.into(),
         }
     }
+}
+
+/// Numbers sessions for logs, hooks and (later) the audit trail.
+static SESSION_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_session_id() -> u64 {
+    SESSION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Serves one client connection until it ends.

@@ -20,11 +20,20 @@
 //! is idle, which ErrorResponse belongs to a statement it refused, and when
 //! a draining gateway may close the session.
 //!
+//! ## Hooks
+//! Every statement (a Query's text, a Parse's) goes to the policy plugins
+//! before it is forwarded. Result rows go to the masking plugins before
+//! the client sees them, and so do the texts of errors and notices. To mask
+//! rows the proxy must know their columns: a simple query's RowDescription
+//! says, and for an Execute sluice asks the server itself (a Describe of the
+//! portal sent just before, its answer kept from the client) unless the
+//! client just asked the same.
+//!
 //! ## Refusals
-//! When sluice refuses a whole cycle (today: FunctionCall, which calls
-//! server functions by OID with no SQL to judge) it does not answer on its
-//! own. It sends the server a statement that fails to parse in its place and
-//! rewrites the server's error into its own. The server thereby produces the
+//! When sluice refuses a whole cycle (a statement a policy denies, or a
+//! FunctionCall, which calls server functions by OID with no SQL to judge)
+//! it does not answer on its own. It sends the server a statement that fails
+//! to parse in its place and rewrites the server's error into its own. The server thereby produces the
 //! ErrorResponse and ReadyForQuery at the right place among the replies it
 //! still owes, and a refusal inside a transaction block aborts the
 //! transaction on both sides, exactly as a failing statement would.
@@ -34,14 +43,21 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
+use pgwire::messages::extendedquery::{Describe, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
+use super::masking::{self, ResultMask};
 use super::startup::Established;
+use super::statement;
 use crate::gateway::{Phase, Shared};
+use crate::plugin::Verdict;
+use crate::plugin::bindings::types::SessionInfo;
 use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
 use crate::protocol::{backend, frontend};
@@ -62,12 +78,36 @@ const REFUSAL_STAND_IN: &str = "sluice refused this statement";
 
 /// A cycle forwarded to the server and not yet answered with ReadyForQuery.
 #[derive(Debug)]
-enum Cycle {
-    /// The client's own messages.
-    Forwarded,
-    /// A stand-in for a refused cycle: its ErrorResponse is replaced by
-    /// this one.
-    Refused(Fatal),
+struct Cycle {
+    /// A simple Query (rather than extended-protocol messages ending in Sync).
+    simple: bool,
+    /// Set when sluice refused a statement of the cycle: the server's first
+    /// error in it is replaced by this one.
+    refusal: Option<Fatal>,
+}
+
+/// A Describe sent upstream whose answer (RowDescription or NoData) has not
+/// come back yet.
+#[derive(Debug)]
+struct PendingDescribe {
+    /// Number of the cycle it belongs to.
+    cycle: u64,
+    /// Of a portal (whose answer describes the rows an Execute returns), or
+    /// of a prepared statement.
+    portal: bool,
+    /// Sent by sluice, not the client: the answer is not passed on.
+    injected: bool,
+}
+
+/// What sluice knows about the rows arriving now.
+#[derive(Debug, Clone, Default)]
+enum Rows {
+    /// No description in force: a DataRow now is described as unknown.
+    #[default]
+    Undescribed,
+    /// Described; masked with this, or streamed when no plugin wants any
+    /// column.
+    Described(Option<Arc<ResultMask>>),
 }
 
 /// What woke the loop.
@@ -129,17 +169,32 @@ struct Proxy<'a> {
     /// The server sent a FATAL error: it has told the client why it ends.
     server_said_fatal: bool,
     upstream_key: Option<UpstreamKey>,
+    /// Who this session is, as hooks are told.
+    session: SessionInfo,
+    /// Cycles sent upstream, and cycles answered: the number of the cycle
+    /// whose replies arrive now is `cycles_done`.
+    cycles_sent: u64,
+    cycles_done: u64,
+    /// A refusal in the extended-protocol cycle not yet closed by Sync.
+    refusing: Option<Fatal>,
+    describes: VecDeque<PendingDescribe>,
+    /// The portal the client's last message described, if it was a
+    /// Describe: an Execute of it right after needs no describe of ours.
+    just_described: Option<String>,
+    rows: Rows,
 }
 
 /// Runs the session's statement loop until it ends.
 pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, session: Established) {
     let Established {
         principal,
-        database,
+        connection,
+        session_id,
         peer,
         upstream,
         upstream_key,
     } = session;
+    let database = connection.database.clone();
     tracing::debug!(%database, "statement loop starts");
     let registration = upstream_key.map(|key| shared.cancel.register(key));
 
@@ -183,9 +238,21 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         client_first: true,
         server_said_fatal: false,
         upstream_key,
+        session: SessionInfo {
+            session_id,
+            principal,
+            connection,
+        },
+        cycles_sent: 0,
+        cycles_done: 0,
+        refusing: None,
+        describes: VecDeque::new(),
+        just_described: None,
+        rows: Rows::Undescribed,
     };
     let end = proxy.serve().await;
-    proxy.finish(end, &principal.name, peer).await;
+    let principal = proxy.session.principal.id.clone();
+    proxy.finish(end, &principal, peer).await;
     drop(registration);
 }
 
@@ -193,12 +260,12 @@ impl Proxy<'_> {
     async fn serve(&mut self) -> End {
         // Bytes that arrived with the last startup message.
         if !self.client_in.is_empty()
-            && let Err(end) = self.on_client_data()
+            && let Err(end) = self.on_client_data().await
         {
             return end;
         }
         if !self.server_in.is_empty()
-            && let Err(end) = self.on_server_data()
+            && let Err(end) = self.on_server_data().await
         {
             return end;
         }
@@ -211,8 +278,8 @@ impl Proxy<'_> {
                 Err(end) => return end,
             };
             let handled = match event {
-                Event::ClientData => self.on_client_data(),
-                Event::ServerData => self.on_server_data(),
+                Event::ClientData => self.on_client_data().await,
+                Event::ServerData => self.on_server_data().await,
                 Event::ClientClosed => Err(End::ClientGone),
                 Event::ServerClosed => Err(End::ServerGone),
                 Event::ClientStalled => Err(End::Fatal(Fatal::new(
@@ -338,7 +405,7 @@ impl Proxy<'_> {
 
     // ---- client to server -------------------------------------------
 
-    fn on_client_data(&mut self) -> Result<(), End> {
+    async fn on_client_data(&mut self) -> Result<(), End> {
         let max = self.shared.settings.limits.max_message_bytes;
         loop {
             let frame = match Frame::split_from(&mut self.client_in, max) {
@@ -351,7 +418,7 @@ impl Proxy<'_> {
                     )));
                 }
             };
-            self.on_client_message(frame)?;
+            self.on_client_message(frame).await?;
         }
         self.arm_stall_timer();
         shrink_if_idle(&mut self.client_in);
@@ -374,18 +441,74 @@ impl Proxy<'_> {
         }
     }
 
-    fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
+    async fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
         if let Err(error) = frontend::check(&frame) {
             return Err(End::Fatal(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,
                 error.to_string(),
             )));
         }
+        let just_described = self.just_described.take();
         match frame.tag() {
             // The shape check above has already read the statement text as
-            // UTF-8; hooks decode what they judge with `frontend::decode`.
-            // Nothing here consumes a decoded copy yet, so none is made.
-            tag::QUERY | tag::SYNC => self.cycles.push_back(Cycle::Forwarded),
+            // UTF-8.
+            tag::QUERY => {
+                let text = frontend::query_text(&frame).unwrap_or_default();
+                if let Some(refusal) = self.judge(text).await {
+                    self.refuse_cycle(refusal);
+                    return Ok(());
+                }
+                self.push_cycle(true, None);
+            }
+            tag::PARSE => {
+                let Some((name, text)) = frontend::parse_statement(&frame) else {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "malformed Parse message",
+                    )));
+                };
+                if let Some(refusal) = self.judge(text).await {
+                    // The stand-in fails to parse in the statement's place;
+                    // the server then skips the cycle's rest up to Sync.
+                    let name = (!name.is_empty()).then(|| name.to_owned());
+                    reply::encode(
+                        &Parse::new(name, REFUSAL_STAND_IN.to_owned(), Vec::new()),
+                        &mut self.to_server,
+                    );
+                    self.refusing.get_or_insert(refusal);
+                    return Ok(());
+                }
+            }
+            tag::DESCRIBE => {
+                let (portal, name) = frontend::describe_target(&frame).unwrap_or_default();
+                self.describes.push_back(PendingDescribe {
+                    cycle: self.cycles_sent,
+                    portal,
+                    injected: false,
+                });
+                if portal {
+                    self.just_described = Some(name.to_owned());
+                }
+            }
+            tag::EXECUTE => {
+                let portal = frontend::execute_portal(&frame).unwrap_or_default();
+                if just_described.as_deref() != Some(portal)
+                    && self.shared.plugins.current().masks()
+                {
+                    // Learn the columns the rows will have, for masking.
+                    let name = (!portal.is_empty()).then(|| portal.to_owned());
+                    reply::encode(&Describe::new(b'P', name), &mut self.to_server);
+                    self.describes.push_back(PendingDescribe {
+                        cycle: self.cycles_sent,
+                        portal: true,
+                        injected: true,
+                    });
+                }
+            }
+            tag::SYNC => {
+                let refusal = self.refusing.take();
+                self.push_cycle(false, refusal);
+            }
             tag::FUNCTION_CALL => {
                 tracing::warn!("FunctionCall refused: the fastpath bypasses SQL analysis");
                 self.refuse_cycle(Fatal::new(
@@ -410,12 +533,78 @@ impl Proxy<'_> {
             &Query::new(REFUSAL_STAND_IN.to_owned()),
             &mut self.to_server,
         );
-        self.cycles.push_back(Cycle::Refused(refusal));
+        self.push_cycle(true, Some(refusal));
+    }
+
+    fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
+        self.cycles.push_back(Cycle { simple, refusal });
+        self.cycles_sent += 1;
+    }
+
+    /// Runs the policy plugins on a statement: `None` lets it through, a
+    /// refusal says why not. A plugin that fails refuses the statement.
+    async fn judge(&self, text: &str) -> Option<Fatal> {
+        let plugins = self.shared.plugins.current();
+        if plugins.chain(crate::config::Hook::Policy).is_empty() {
+            return None;
+        }
+        let statement = statement::summarize(text);
+        let kind = statement.kind;
+        let session = self.session.session_id;
+        match plugins.evaluate(&self.session, &statement).await {
+            Ok(Verdict::Allow) => None,
+            Ok(Verdict::Deny {
+                plugin,
+                rule,
+                reason,
+            }) => {
+                tracing::info!(session, %plugin, %rule, ?kind, "statement denied");
+                Some(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("sluice denied this statement: {reason} (rule {rule})"),
+                ))
+            }
+            Ok(Verdict::RequireApproval {
+                plugin,
+                reason,
+                approver_group,
+            }) => {
+                tracing::info!(session, %plugin, ?kind, "statement needs approval; no approval path is configured");
+                Some(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
+                    ),
+                ))
+            }
+            Err(fault) => Some(Fatal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "sluice refused this statement: its policy check failed ({} in plugin {})",
+                    fault.kind(),
+                    fault_plugin(&fault)
+                ),
+            )),
+        }
+    }
+
+    /// The refusal the server's next error is to be replaced with: the
+    /// front cycle's, or, while no cycle is waiting, the open one's.
+    fn pending_refusal(&self) -> Option<&Fatal> {
+        match self.cycles.front() {
+            Some(cycle) => cycle.refusal.as_ref(),
+            None => self.refusing.as_ref(),
+        }
+    }
+
+    /// Whether the replies arriving now belong to a simple Query.
+    fn replying_to_simple_query(&self) -> bool {
+        self.cycles.front().is_some_and(|cycle| cycle.simple)
     }
 
     // ---- server to client -------------------------------------------
 
-    fn on_server_data(&mut self) -> Result<(), End> {
+    async fn on_server_data(&mut self) -> Result<(), End> {
         let max_held = self.shared.settings.limits.max_held_server_message_bytes;
         loop {
             match self.reader {
@@ -438,7 +627,8 @@ impl Proxy<'_> {
                 }
                 ServerReader::Boundary => {
                     // Pass a run of whole streamed messages in one copy.
-                    let run = streamed_run(&self.server_in);
+                    let rows_stream = matches!(self.rows, Rows::Described(None));
+                    let run = streamed_run(&self.server_in, rows_stream);
                     if run > 0 {
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
@@ -455,6 +645,25 @@ impl Proxy<'_> {
                             )));
                         }
                     };
+                    if header.tag == tag::DATA_ROW && !rows_stream {
+                        if header.total() > max_held {
+                            return Err(End::Fatal(Fatal::new(
+                                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                                format!(
+                                    "a {} byte result row is larger than sluice may hold to mask it (max_held_server_message_bytes)",
+                                    header.total()
+                                ),
+                            )));
+                        }
+                        let rows = row_run(&self.server_in);
+                        if rows == 0 {
+                            self.server_in
+                                .reserve(header.total() - self.server_in.len());
+                            break;
+                        }
+                        self.mask_rows(rows).await?;
+                        continue;
+                    }
                     if is_streamed(header.tag) {
                         // A streamed message larger than what has arrived:
                         // pass on the part we have.
@@ -469,7 +678,7 @@ impl Proxy<'_> {
                         continue;
                     }
                     match Frame::split_from(&mut self.server_in, usize::MAX) {
-                        Ok(Some(frame)) => self.on_server_message(frame)?,
+                        Ok(Some(frame)) => self.on_server_message(frame).await?,
                         _ => {
                             self.server_in
                                 .reserve(header.total() - self.server_in.len());
@@ -483,8 +692,108 @@ impl Proxy<'_> {
         Ok(())
     }
 
-    fn on_server_message(&mut self, frame: Frame) -> Result<(), End> {
+    /// Masks the first `len` bytes of the server's buffer, whole DataRows,
+    /// into the client's.
+    async fn mask_rows(&mut self, len: usize) -> Result<(), End> {
+        let mask = match &self.rows {
+            Rows::Described(mask) => mask.clone(),
+            Rows::Undescribed => {
+                let columns = masking::row_width(&self.server_in).unwrap_or(0);
+                let mask = self
+                    .result_mask(masking::undescribed_columns(columns))
+                    .await?;
+                self.rows = Rows::Described(mask.clone());
+                mask
+            }
+        };
+        let rows = self.server_in.split_to(len);
+        match mask {
+            None => self.to_client.extend_from_slice(&rows),
+            Some(mask) => {
+                if let Err(error) = mask
+                    .mask_rows(&self.session, &rows, &mut self.to_client)
+                    .await
+                {
+                    tracing::error!(session = self.session.session_id, %error, "result rows could not be masked; ending the session");
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::INTERNAL_ERROR,
+                        format!("sluice could not mask a result and ended the session: {error}"),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the masking plugins want of a result with these columns.
+    async fn result_mask(
+        &self,
+        columns: Vec<crate::plugin::bindings::types::Column>,
+    ) -> Result<Option<Arc<ResultMask>>, End> {
+        let plugins = self.shared.plugins.current();
+        if !plugins.masks() {
+            return Ok(None);
+        }
+        ResultMask::for_columns(&plugins, &self.session, columns)
+            .await
+            .map_err(|fault| {
+                End::Fatal(Fatal::new(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("sluice could not mask a result and ended the session: {fault}"),
+                ))
+            })
+    }
+
+    /// A RowDescription or NoData arrived: whose answer is it, and what
+    /// does it say about the rows to come? Returns whether to pass it on.
+    async fn on_description(&mut self, frame: &Frame) -> Result<bool, End> {
+        let describe = if self.replying_to_simple_query() {
+            None
+        } else {
+            match self.describes.pop_front() {
+                Some(describe) => Some(describe),
+                None => {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "the upstream server sent a row description nobody asked for",
+                    )));
+                }
+            }
+        };
+        if describe.as_ref().is_some_and(|d| !d.portal) {
+            // A prepared statement's description: its formats are not yet
+            // chosen, so it says nothing certain about rows.
+            return Ok(true);
+        }
+        if frame.tag() == tag::ROW_DESCRIPTION {
+            let columns = match backend::decode(frame) {
+                Some(backend::Message::RowDescription(description)) => {
+                    masking::columns_of(&description)
+                }
+                _ => {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "the upstream server sent a malformed RowDescription",
+                    )));
+                }
+            };
+            self.rows = Rows::Described(self.result_mask(columns).await?);
+        } else {
+            self.rows = Rows::Described(None);
+        }
+        Ok(!describe.is_some_and(|d| d.injected))
+    }
+
+    async fn on_server_message(&mut self, frame: Frame) -> Result<(), End> {
         match frame.tag() {
+            tag::ROW_DESCRIPTION | tag::NO_DATA if !self.on_description(&frame).await? => {
+                // sluice's own describe: the client did not ask.
+                return Ok(());
+            }
+            tag::BIND_COMPLETE
+            | tag::COMMAND_COMPLETE
+            | tag::EMPTY_QUERY_RESPONSE
+            | tag::PORTAL_SUSPENDED => self.rows = Rows::Undescribed,
             tag::READY_FOR_QUERY => {
                 let status = match frame.body() {
                     [status @ (b'I' | b'T' | b'E')] => *status,
@@ -497,6 +806,10 @@ impl Proxy<'_> {
                 };
                 self.transaction = status;
                 self.cycles.pop_front();
+                self.cycles_done += 1;
+                self.rows = Rows::Undescribed;
+                let done = self.cycles_done;
+                self.describes.retain(|d| d.cycle >= done);
             }
             tag::ERROR_RESPONSE => {
                 let fields = match backend::decode(&frame) {
@@ -506,20 +819,34 @@ impl Proxy<'_> {
                 if matches!(backend::field(&fields, b'V'), Some("FATAL" | "PANIC")) {
                     self.server_said_fatal = true;
                 }
-                if let Some(Cycle::Refused(refusal)) = self.cycles.front() {
+                // The server skips the rest of an extended cycle after an
+                // error: the describes it held will not be answered.
+                self.rows = Rows::Undescribed;
+                let current = self.cycles_done;
+                self.describes.retain(|d| d.cycle != current);
+                if let Some(refusal) = self.pending_refusal() {
                     // In an aborted transaction the server says so (25P02)
                     // before it looks at any statement: keep its answer, as
                     // PostgreSQL would give it for the refused one too.
                     if backend::field(&fields, b'C') != Some("25P02") {
-                        reply::error(
-                            &mut self.to_client,
-                            Severity::Error,
-                            refusal.code,
-                            &refusal.message,
-                        );
+                        let (code, message) = (refusal.code, refusal.message.clone());
+                        if let Some(cycle) = self.cycles.front_mut() {
+                            cycle.refusal = None;
+                        } else {
+                            self.refusing = None;
+                        }
+                        reply::error(&mut self.to_client, Severity::Error, code, &message);
                         return Ok(());
                     }
                 }
+                return self.pass_fields(frame, fields).await;
+            }
+            tag::NOTICE_RESPONSE => {
+                let fields = match backend::decode(&frame) {
+                    Some(backend::Message::NoticeResponse(notice)) => notice.fields,
+                    _ => Vec::new(),
+                };
+                return self.pass_fields(frame, fields).await;
             }
             tag::PARAMETER_STATUS => {
                 if let Some(backend::Message::ParameterStatus(status)) = backend::decode(&frame)
@@ -537,6 +864,30 @@ impl Proxy<'_> {
             // The server's cancel key never reaches the client.
             tag::BACKEND_KEY_DATA => return Ok(()),
             _ => {}
+        }
+        self.to_client.extend_from_slice(frame.as_bytes());
+        Ok(())
+    }
+
+    /// Passes an ErrorResponse or NoticeResponse on, its text masked.
+    async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
+        let plugins = self.shared.plugins.current();
+        if plugins.masks() {
+            match masking::mask_fields(&plugins, &fields).await {
+                Ok(None) => {}
+                Ok(Some(masked)) => {
+                    masking::encode_fields(frame.tag(), masked, &mut self.to_client);
+                    return Ok(());
+                }
+                Err(fault) => {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::INTERNAL_ERROR,
+                        format!(
+                            "sluice could not mask a server message and ended the session: {fault}"
+                        ),
+                    )));
+                }
+            }
         }
         self.to_client.extend_from_slice(frame.as_bytes());
         Ok(())
@@ -657,7 +1008,8 @@ fn watch_phase(mut receiver: tokio::sync::watch::Receiver<Phase>) -> PhaseChange
 }
 
 /// Message types that stream through without being held: rows and COPY
-/// data, and anything sluice does not model (passed on as it came).
+/// data, and anything sluice does not model (passed on as it came). Rows
+/// are held instead while they must be masked.
 fn is_streamed(tag: u8) -> bool {
     !matches!(
         tag,
@@ -668,21 +1020,50 @@ fn is_streamed(tag: u8) -> bool {
             | tag::PARAMETER_STATUS
             | tag::BACKEND_KEY_DATA
             | tag::ROW_DESCRIPTION
+            | tag::NO_DATA
+            | tag::BIND_COMPLETE
+            | tag::COMMAND_COMPLETE
+            | tag::EMPTY_QUERY_RESPONSE
+            | tag::PORTAL_SUSPENDED
             | tag::AUTHENTICATION
             | tag::NEGOTIATE_PROTOCOL_VERSION
     )
 }
 
-/// Length of the run of whole streamed messages at the start of `buf`.
-fn streamed_run(buf: &[u8]) -> usize {
+/// Length of the run of whole streamed messages at the start of `buf`;
+/// DataRows count only if `rows_stream`.
+fn streamed_run(buf: &[u8], rows_stream: bool) -> usize {
     let mut at = 0;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
-        if !is_streamed(header.tag) || buf.len() - at < header.total() {
+        let streamed = is_streamed(header.tag) && (rows_stream || header.tag != tag::DATA_ROW);
+        if !streamed || buf.len() - at < header.total() {
             break;
         }
         at += header.total();
     }
     at
+}
+
+/// Length of the run of whole DataRows at the start of `buf`.
+fn row_run(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
+        if header.tag != tag::DATA_ROW || buf.len() - at < header.total() {
+            break;
+        }
+        at += header.total();
+    }
+    at
+}
+
+fn fault_plugin(fault: &crate::plugin::Fault) -> &str {
+    use crate::plugin::Fault;
+    match fault {
+        Fault::Trap { plugin, .. }
+        | Fault::Deadline { plugin, .. }
+        | Fault::Memory { plugin, .. }
+        | Fault::InvalidAnswer { plugin, .. } => plugin,
+    }
 }
 
 fn next_reader(remaining: usize, state: fn(usize) -> ServerReader) -> ServerReader {
@@ -744,8 +1125,19 @@ mod tests {
         buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
         buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
-        assert_eq!(streamed_run(&buf), with_complete);
-        assert_eq!(streamed_run(&buf[..two_rows + 3]), two_rows);
-        assert_eq!(streamed_run(&buf[with_complete..]), 0);
+        // CommandComplete is held: sluice tracks where results end.
+        assert_eq!(streamed_run(&buf, true), two_rows);
+        assert_eq!(streamed_run(&buf[..two_rows + 3], true), two_rows);
+        assert_eq!(streamed_run(&buf[with_complete..], true), 0);
+        // While rows are masked they are held too.
+        assert_eq!(streamed_run(&buf, false), 0);
+        assert_eq!(row_run(&buf), two_rows);
+        assert_eq!(
+            row_run(&buf[..two_rows - 1]),
+            two_rows
+                - Frame::new(b'D', b"\x00\x01\x00\x00\x00\x01x")
+                    .as_bytes()
+                    .len()
+        );
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! In order: SSLRequest / GSSENCRequest negotiation, the StartupMessage
 //! (protocol 3.0 only; parameters from an allowlist; `options` and
-//! replication refused), SCRAM-SHA-256 authentication of the client against
-//! its principal's verifier, then the upstream login with sluice's own
+//! replication refused), authentication of the client — SCRAM-SHA-256
+//! against a stored verifier, from the identity plugins or else the config's
+//! static principals, or a bearer token an identity plugin checks — then
+//! the upstream login with sluice's own
 //! credential. The client sees AuthenticationOk only once the upstream
 //! session exists, then the server's ParameterStatus messages, sluice's own
 //! BackendKeyData and ReadyForQuery.
@@ -17,9 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
-use crate::auth::scram::{self, ScramServer};
-use crate::config::Principal;
+use crate::auth::scram::{self, ScramServer, Verifier};
 use crate::gateway::Shared;
+use crate::plugin::bindings::identity::exports::sluice::gateway::identity::AuthError;
+use crate::plugin::bindings::types::{ConnectionInfo, Principal};
 use crate::protocol::frame::{Frame, read_frame};
 use crate::protocol::reply;
 use crate::protocol::sqlstate;
@@ -34,7 +37,9 @@ const MAX_AUTH_MESSAGE: usize = 8 << 10;
 /// A logged-in session, ready for the statement loop.
 pub struct Established {
     pub principal: Principal,
-    pub database: String,
+    pub connection: ConnectionInfo,
+    /// Unique for the life of the process.
+    pub session_id: u64,
     pub peer: SocketAddr,
     pub upstream: upstream::Connection,
     pub upstream_key: Option<UpstreamKey>,
@@ -78,9 +83,15 @@ pub async fn establish(
         out.clear();
     }
 
-    let principal = authenticate(shared, client, buf, &request.user, peer).await?;
+    let connection = ConnectionInfo {
+        client_address: peer.to_string(),
+        tls: client.is_tls(),
+        database: request.database.clone(),
+        application_name: startup.get("application_name").map(str::to_owned),
+    };
+    let principal = authenticate(shared, client, buf, &request.user, &connection, peer).await?;
 
-    let connection = shared
+    let server = shared
         .upstream
         .connect(upstream::StartupRequest {
             database: &request.database,
@@ -89,21 +100,24 @@ pub async fn establish(
         .await
         .map_err(|error| upstream_refusal(error, &request.database))?;
 
-    let upstream_key = connection
+    let upstream_key = server
         .backend_key
         .map(|(pid, secret)| UpstreamKey { pid, secret });
+    let session_id = super::next_session_id();
     tracing::info!(
+        session = session_id,
         %peer,
-        principal = %principal.name,
+        principal = %principal.id,
         database = %request.database,
         tls = client.is_tls(),
         "session started"
     );
     Ok(Some(Established {
         principal,
-        database: request.database,
+        connection,
+        session_id,
         peer,
-        upstream: connection,
+        upstream: server,
         upstream_key,
     }))
 }
@@ -304,23 +318,21 @@ fn is_utf8_name(value: &str) -> bool {
     matches!(normalised.as_str(), "utf8" | "unicode")
 }
 
-/// SCRAM-SHA-256 against the principal's stored verifier. An unknown user
-/// runs the same exchange against a made-up verifier, so the two failures
-/// look alike on the wire.
+/// Who the client is. With identity plugins, they answer: a stored
+/// verifier for a SCRAM-SHA-256 exchange, or, when none has one, a bearer
+/// token the client sends as its password (only over TLS or loopback).
+/// Without, the config's static principals do. Every failure looks the same
+/// to the client (28P01); the log says which it was.
 async fn authenticate(
     shared: &Shared,
     client: &mut Stream,
     buf: &mut BytesMut,
     user: &str,
+    connection: &ConnectionInfo,
     peer: SocketAddr,
 ) -> Result<Principal, Fatal> {
-    let principal = shared.principals.get(user);
-    let mut server = match principal {
-        Some(p) => ScramServer::new(p.verifier.clone()),
-        None => ScramServer::for_unknown_user(user),
-    };
-    let failed = || {
-        tracing::warn!(%peer, user, "authentication failed");
+    let failed = |why: &str| {
+        tracing::warn!(%peer, user, reason = why, "authentication failed");
         shared
             .counters
             .failed_logins
@@ -330,6 +342,93 @@ async fn authenticate(
             format!("password authentication failed for user {user:?}"),
         )
     };
+
+    let plugins = shared.plugins.current();
+    if !plugins.identifies() {
+        let principal = shared.principals.get(user);
+        let verifier = principal.map(|p| p.verifier.clone());
+        scram_exchange(client, buf, user, verifier, &failed).await?;
+        return match principal {
+            Some(p) => Ok(Principal {
+                id: p.name.clone(),
+                groups: p.groups.clone(),
+                attributes: Vec::new(),
+            }),
+            None => Err(failed("unknown user")),
+        };
+    }
+
+    let stored = match plugins.scram_verifier(user, connection).await {
+        Ok(stored) => stored,
+        Err(fault) => {
+            // Fail closed: run no exchange, admit nobody.
+            return Err(failed(&format!("identity plugin failed: {fault}")));
+        }
+    };
+    if let Some((plugin, secret)) = stored {
+        let verifier = match secret.scram_verifier.parse::<Verifier>() {
+            Ok(verifier) if secret.principal.id == user => Some(verifier),
+            Ok(_) => {
+                tracing::error!(%plugin, "identity plugin answered with another user's principal");
+                None
+            }
+            Err(error) => {
+                tracing::error!(%plugin, %error, "identity plugin returned an unusable verifier");
+                None
+            }
+        };
+        // Without a usable verifier the exchange runs to its end and fails,
+        // like an unknown user's.
+        scram_exchange(client, buf, user, verifier, &failed).await?;
+        return Ok(secret.principal);
+    }
+
+    // A bearer token travels as a cleartext password: never in the open.
+    if !(client.is_tls() || peer.ip().is_loopback()) {
+        return Err(failed(
+            "bearer tokens are accepted only over TLS or loopback",
+        ));
+    }
+    let mut out = BytesMut::new();
+    reply::authentication(&mut out, Authentication::CleartextPassword);
+    write(client, &out).await?;
+    let password = read_password_message(client, buf).await?;
+    let mut body = password.body();
+    let token = crate::protocol::frame::take_cstr(&mut body)
+        .filter(|_| body.is_empty())
+        .ok_or_else(|| Fatal::new(sqlstate::PROTOCOL_VIOLATION, "malformed password message"))?;
+    match plugins.authenticate(user, token, connection).await {
+        Ok(Ok(principal)) => Ok(principal),
+        Ok(Err(error)) => Err(failed(&describe_auth_error(&error))),
+        Err(fault) => Err(failed(&format!("identity plugin failed: {fault}"))),
+    }
+}
+
+fn describe_auth_error(error: &AuthError) -> String {
+    match error {
+        AuthError::UnknownUser => "unknown user".to_owned(),
+        AuthError::InvalidToken(why) => format!("invalid token: {why}"),
+        AuthError::Expired => "token expired".to_owned(),
+        AuthError::WrongUser => "token belongs to another user".to_owned(),
+    }
+}
+
+/// Runs a SCRAM-SHA-256 exchange with the client. Without a verifier (an
+/// unknown user) it runs against a made-up one and fails at the end, so the
+/// two failures look alike on the wire.
+async fn scram_exchange(
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    verifier: Option<Verifier>,
+    failed: &(dyn Fn(&str) -> Fatal + Sync),
+) -> Result<(), Fatal> {
+    let known = verifier.is_some();
+    let mut server = match verifier {
+        Some(verifier) => ScramServer::new(verifier),
+        None => ScramServer::for_unknown_user(user),
+    };
+    let wrong_proof = || failed("wrong token");
 
     let mut out = BytesMut::new();
     reply::authentication(
@@ -353,7 +452,7 @@ async fn authenticate(
     }
     let server_first = server
         .server_first(data)
-        .map_err(|e| scram_error(e, &failed))?;
+        .map_err(|e| scram_error(e, &wrong_proof))?;
     out.clear();
     reply::authentication(
         &mut out,
@@ -364,19 +463,16 @@ async fn authenticate(
     let response = read_password_message(client, buf).await?;
     let server_final = server
         .server_final(response.body())
-        .map_err(|e| scram_error(e, &failed))?;
-    match principal {
-        Some(principal) => {
-            out.clear();
-            reply::authentication(
-                &mut out,
-                Authentication::SASLFinal(Bytes::from(server_final)),
-            );
-            write(client, &out).await?;
-            Ok(principal.clone())
-        }
-        None => Err(failed()),
+        .map_err(|e| scram_error(e, &wrong_proof))?;
+    if known {
+        out.clear();
+        reply::authentication(
+            &mut out,
+            Authentication::SASLFinal(Bytes::from(server_final)),
+        );
+        write(client, &out).await?;
     }
+    Ok(())
 }
 
 fn scram_error(error: scram::Error, failed: &dyn Fn() -> Fatal) -> Fatal {
@@ -400,7 +496,7 @@ async fn read_password_message(client: &mut Stream, buf: &mut BytesMut) -> Resul
         return Err(Fatal::new(
             sqlstate::PROTOCOL_VIOLATION,
             format!(
-                "expected SASL response, got message type {:?}",
+                "expected a password or SASL response, got message type {:?}",
                 frame.tag() as char
             ),
         ));

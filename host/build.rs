@@ -1,0 +1,107 @@
+//! Builds the plugins (`../plugins`, a workspace of its own) for
+//! `wasm32-wasip2` with a nested cargo, into a target directory of their own
+//! (a nested cargo on the outer target directory would wait forever on its
+//! lock). It writes `$OUT_DIR/builtin_plugins.rs`, the shipped plugins
+//! (`plugins/builtin/*`) embedded in the binary, and `$OUT_DIR/test_guests.rs`,
+//! the paths of the test plugins (`plugins/guests/*`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let plugins = manifest_dir.join("../plugins");
+    println!("cargo:rerun-if-changed={}", plugins.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../wit").display()
+    );
+
+    let out_dir = PathBuf::from(env("OUT_DIR"));
+    // <target>/<profile>/build/sluice-<hash>/out -> <target>/<profile>/plugins
+    let target_dir = out_dir
+        .ancestors()
+        .nth(3)
+        .expect("OUT_DIR is inside the target directory")
+        .join("plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host build must not reach the wasm one.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_MAKEFLAGS")
+        .status()
+        .expect("run cargo for the plugins");
+    if !status.success() {
+        panic!(
+            "building the plugins for wasm32-wasip2 failed; if the target is missing, \
+             install it with `rustup target add wasm32-wasip2` (tests/run does)"
+        );
+    }
+
+    let built = target_dir.join("wasm32-wasip2/release");
+    let component = |stem: &str| built.join(format!("{stem}.wasm")).display().to_string();
+
+    // Shipped plugins: one per directory under plugins/builtin, embedded.
+    let mut builtins: Vec<String> = std::fs::read_dir(plugins.join("builtin"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .filter(|entry| entry.path().join("Cargo.toml").is_file())
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    builtins.sort();
+    let mut table = String::from(
+        "/// Builtin plugins: name and component bytes.\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
+    for name in &builtins {
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            component(&name.replace('-', "_"))
+        ));
+    }
+    table.push_str("];\n");
+    write_if_changed(&out_dir.join("builtin_plugins.rs"), &table);
+
+    // Test plugins (plugins/guests/guest-*): paths only, never embedded.
+    let mut guests: Vec<String> = std::fs::read_dir(&built)
+        .expect("the plugins' output directory")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|file| Some(file.strip_suffix(".wasm")?.to_owned()))
+        .filter(|stem| stem.starts_with("guest_"))
+        .collect();
+    guests.sort();
+    let mut paths = String::new();
+    for stem in guests {
+        paths.push_str(&format!(
+            "/// Path of the `{stem}` test component.\npub const {}: &str = {:?};\n",
+            stem.to_ascii_uppercase(),
+            component(&stem)
+        ));
+    }
+    write_if_changed(&out_dir.join("test_guests.rs"), &paths);
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by cargo"))
+}
+
+fn write_if_changed(path: &Path, contents: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {
+        std::fs::write(path, contents).expect("write the plugin constants");
+    }
+}

@@ -1,0 +1,105 @@
+//! Plugins: every decision sluice makes is a WebAssembly component behind
+//! the `sluice:gateway` WIT contract (`wit/` at the top of the repository).
+//!
+//! The data path asks [`Plugins::current`] for the loaded [`PluginSet`] and
+//! calls its hooks; a reload builds a new set off the data path and swaps it
+//! in whole, so a statement runs on one version from start to end.
+//!
+//! - [`runtime`]: the process-wide wasmtime engine, linkers, epoch ticker.
+//! - [`cache`]: compiled components on disk, MAC-checked before loading.
+//! - [`host_api`]: what a plugin may import (log, config, clock, slack) and
+//!   the sandbox around it.
+//! - [`instance`]: one loaded plugin, its warm instances and the guarded call.
+//! - [`set`]: the chains per hook and how their answers combine.
+//! - [`masking`]: value batches and the edits masking plugins return.
+//! - [`reload`]: watching files and SIGHUP.
+
+pub mod bindings;
+pub mod builtin;
+pub mod cache;
+pub mod host_api;
+pub mod instance;
+pub mod masking;
+pub mod reload;
+pub mod runtime;
+pub mod set;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+pub use instance::{Fault, PluginStats};
+pub use runtime::Runtime;
+pub use set::{PluginSet, Selection, Verdict};
+
+use crate::config::PluginSettings;
+
+/// A plugin that cannot be loaded, and why. At startup sluice refuses to
+/// start; on a reload the loaded version keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin {plugin}: {reason}")]
+pub struct LoadError {
+    pub plugin: String,
+    pub reason: String,
+}
+
+/// The gateway's plugins: the set in force, replaced atomically on reload.
+pub struct Plugins {
+    current: ArcSwap<PluginSet>,
+    generation: AtomicU64,
+    /// Reloads run one at a time, so two cannot interleave their swaps.
+    reloading: tokio::sync::Mutex<()>,
+    pub reloads_applied: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+}
+
+impl Plugins {
+    /// Loads the configured plugins (compiling them, or taking them from
+    /// the compile cache) and checks each one's configuration.
+    pub async fn load(settings: &[PluginSettings]) -> Result<Plugins, LoadError> {
+        let set = if settings.is_empty() {
+            PluginSet::default()
+        } else {
+            PluginSet::load(Runtime::shared(), settings, None).await?
+        };
+        Ok(Plugins {
+            current: ArcSwap::from_pointee(set),
+            generation: AtomicU64::new(1),
+            reloading: tokio::sync::Mutex::new(()),
+            reloads_applied: AtomicU64::new(0),
+            reloads_rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// The set in force now. Hold it for the length of one decision.
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.current.load_full()
+    }
+
+    /// Counts swaps: 1 for the set loaded at startup.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Builds a set from `settings` off the data path and swaps it in. On
+    /// any error the set in force stays, and the error says why.
+    pub async fn reload(&self, settings: &[PluginSettings]) -> Result<u64, LoadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.current();
+        match PluginSet::load(Runtime::shared(), settings, Some(&previous)).await {
+            Ok(set) => {
+                self.current.store(Arc::new(set));
+                let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                self.reloads_applied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(generation, plugins = settings.len(), "plugins reloaded");
+                Ok(generation)
+            }
+            Err(error) => {
+                self.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "plugin reload rejected; the loaded plugins keep serving");
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Hot reload: sluice.toml, every plugin component file and every data
+//! file a plugin's config names are watched; a change (or SIGHUP) reloads
+//! the plugins from the config as it is now.
+//!
+//! Only the `[[plugins]]` entries are applied by a reload; other settings
+//! (listen address, upstream, limits) take a restart. A reload that fails —
+//! a config that does not parse, a file that is not a component of the
+//! right world, a plugin that rejects its configuration or traps loading it
+//! — changes nothing, and the log says why.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+
+use super::{LoadError, Plugins};
+use crate::config::{Config, PluginSettings, PluginSource};
+
+/// Changes closer together than this are one reload: an editor's save is
+/// several filesystem events.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+}
+
+/// Reads the plugins' entries from the config file.
+pub fn plugin_settings(config_path: &Path) -> Result<Vec<PluginSettings>, crate::config::Error> {
+    let config = Config::load(config_path)?;
+    config.resolve_plugins(&base_dir(config_path), &|name| std::env::var(name).ok())
+}
+
+fn base_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reloads the plugins from the config file now.
+pub async fn reload_from(plugins: &Plugins, config_path: &Path) -> Result<u64, ReloadError> {
+    let settings = match plugin_settings(config_path) {
+        Ok(settings) => settings,
+        Err(error) => {
+            plugins
+                .reloads_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(%error, "plugin reload rejected: the config does not load; the loaded plugins keep serving");
+            return Err(error.into());
+        }
+    };
+    Ok(plugins.reload(&settings).await?)
+}
+
+/// The files whose change reloads the plugins.
+fn watched_files(config_path: &Path, settings: &[PluginSettings]) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::from([config_path.to_owned()]);
+    for plugin in settings {
+        if let PluginSource::File(path) = &plugin.source {
+            files.insert(path.clone());
+        }
+        files.extend(plugin.files.values().cloned());
+    }
+    files.into_iter().map(|path| absolute(&path)).collect()
+}
+
+/// An absolute path with its directory resolved, as the watcher reports
+/// events (the file itself may not exist at the moment).
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or(path),
+        _ => path,
+    }
+}
+
+/// Watches the config and the plugins' files and listens for SIGHUP until
+/// the task is dropped, reloading on every change.
+pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf) {
+    let config_path = absolute(&config_path);
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            let _ = changed_tx.send(events.into_iter().map(|event| event.path).collect());
+        }
+        Err(error) => tracing::warn!(%error, "watching the plugin files failed"),
+    });
+    let mut debouncer = match debouncer {
+        Ok(debouncer) => Some(debouncer),
+        Err(error) => {
+            tracing::error!(%error, "cannot watch files for changes; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP");
+            None
+        }
+    };
+
+    let mut files = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    let initial = plugin_settings(&config_path).unwrap_or_default();
+    rewatch(
+        &mut debouncer,
+        &mut files,
+        &mut dirs,
+        watched_files(&config_path, &initial),
+    );
+
+    loop {
+        let cause = tokio::select! {
+            Some(paths) = changed.recv() => {
+                let Some(path) = paths.into_iter().find(|p| files.contains(&absolute(p))) else {
+                    continue;
+                };
+                format!("{} changed", path.display())
+            }
+            Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP".to_owned(),
+            else => return,
+        };
+        tracing::info!(%cause, "reloading plugins");
+        let _ = reload_from(&plugins, &config_path).await;
+        // Paths may have changed with the config; watch what it names now.
+        if let Ok(settings) = plugin_settings(&config_path) {
+            rewatch(
+                &mut debouncer,
+                &mut files,
+                &mut dirs,
+                watched_files(&config_path, &settings),
+            );
+        }
+    }
+}
+
+/// Watches the directories holding `wanted` (editors replace files by
+/// renaming, which a watch on the file itself would lose).
+fn rewatch(
+    debouncer: &mut Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
+    files: &mut BTreeSet<PathBuf>,
+    dirs: &mut BTreeSet<PathBuf>,
+    wanted: BTreeSet<PathBuf>,
+) {
+    let Some(debouncer) = debouncer else {
+        *files = wanted;
+        return;
+    };
+    let wanted_dirs: BTreeSet<PathBuf> = wanted
+        .iter()
+        .filter_map(|file| file.parent().map(Path::to_path_buf))
+        .collect();
+    for gone in dirs.difference(&wanted_dirs) {
+        let _ = debouncer.watcher().unwatch(gone);
+    }
+    for new in wanted_dirs.difference(dirs) {
+        if let Err(error) = debouncer.watcher().watch(new, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %new.display(), %error, "cannot watch for plugin changes");
+        }
+    }
+    *dirs = wanted_dirs;
+    *files = wanted;
+}

@@ -1,0 +1,146 @@
+//! The wasmtime engine every plugin runs in: one per process, with an epoch
+//! ticker for deadlines, a linker per world, and the compile cache.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings;
+use super::cache::{self, CompileCache};
+use super::host_api::State;
+use crate::config::Hook;
+
+/// How often the engine's epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The process-wide engine and what goes with it.
+pub struct Runtime {
+    engine: Engine,
+    cache: Option<CompileCache>,
+    identity: Linker<State>,
+    policy: Linker<State>,
+    masking: Linker<State>,
+    approval: Linker<State>,
+}
+
+static SHARED: OnceLock<Runtime> = OnceLock::new();
+
+impl Runtime {
+    /// The process's runtime, built on first use with the default cache
+    /// directory (see [`cache::default_dir`]).
+    pub fn shared() -> &'static Runtime {
+        SHARED.get_or_init(|| {
+            Runtime::new(cache::default_dir().as_deref())
+                .expect("the WebAssembly engine's fixed configuration is valid")
+        })
+    }
+
+    fn new(cache_dir: Option<&Path>) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
+
+        let cache = match cache_dir.map(CompileCache::open) {
+            Some(Ok(cache)) => Some(cache),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "plugins will be compiled at every start");
+                None
+            }
+            None => None,
+        };
+
+        Ok(Runtime {
+            identity: linker(&engine, |l| {
+                bindings::identity::IdentityPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            })?,
+            policy: linker(&engine, |l| {
+                bindings::policy::PolicyPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            })?,
+            masking: linker(&engine, |l| {
+                bindings::masking::MaskingPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            })?,
+            approval: linker(&engine, |l| {
+                bindings::approval::ApprovalPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            })?,
+            engine,
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker for one world: WASI (empty unless granted) plus the host
+    /// capabilities that world may import.
+    pub fn linker(&self, hook: Hook) -> &Linker<State> {
+        match hook {
+            Hook::Identity => &self.identity,
+            Hook::Policy => &self.policy,
+            Hook::Masking => &self.masking,
+            Hook::Approval => &self.approval,
+        }
+    }
+
+    /// Compiles a component, or loads it from the cache. Blocking and
+    /// CPU-heavy on a miss: call it off the data path.
+    pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(cache) = &self.cache else {
+            return Component::new(&self.engine, wasm);
+        };
+        let key = CompileCache::key_for(&self.engine, wasm);
+        if let Some(compiled) = cache.get(&key) {
+            // SAFETY: deserialising runs these bytes as native code. They
+            // come from a directory only this user may write, and their MAC
+            // under a key only this user may read verified just now (see
+            // the cache module); wasmtime checks they fit this engine.
+            match unsafe { Component::deserialize(&self.engine, &compiled) } {
+                Ok(component) => return Ok(component),
+                Err(error) => {
+                    tracing::warn!(%error, "plugin cache entry not loadable; compiling afresh");
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        match component.serialize() {
+            Ok(bytes) => {
+                if let Err(error) = cache.put(&key, &bytes) {
+                    tracing::warn!(%error, dir = %cache.dir().display(), "could not store a compiled plugin");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not serialise a compiled plugin"),
+        }
+        Ok(component)
+    }
+}
+
+fn linker(
+    engine: &Engine,
+    add_world: impl FnOnce(&mut Linker<State>) -> wasmtime::Result<()>,
+) -> wasmtime::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    add_world(&mut linker)?;
+    Ok(linker)
+}
+
+/// Advances the epoch every tick for as long as the engine lives. A call
+/// past its deadline is stopped at the next tick.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sluice-epoch".to_owned())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch ticker thread");
+}

@@ -1,0 +1,485 @@
+//! The configured plugins as chains, one per hook, in config order, and
+//! the calls the data path makes on them.
+//!
+//! Chaining rules: policies — any deny wins, then any require-approval,
+//! else allow; masking — each plugin sees what the ones before it left;
+//! identity — the first plugin that knows the user answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::bindings::identity::exports::sluice::gateway::identity::{AuthError, StoredSecret};
+use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, SessionInfo, Statement};
+use super::host_api::{PluginContext, read_files};
+use super::instance::{Exports, Fault, Plugin, PluginStats};
+use super::runtime::Runtime;
+use super::{LoadError, builtin};
+use crate::config::{Hook, PluginSettings, PluginSource};
+
+/// One consistent set of loaded plugins. Swapped whole on reload; a
+/// statement keeps the set it started with.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    identity: Vec<Arc<Plugin>>,
+    policy: Vec<Arc<Plugin>>,
+    masking: Vec<Arc<Plugin>>,
+    approval: Vec<Arc<Plugin>>,
+}
+
+/// What the policy chain decided.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Allow,
+    Deny {
+        plugin: String,
+        rule: String,
+        reason: String,
+    },
+    RequireApproval {
+        plugin: String,
+        reason: String,
+        approver_group: String,
+    },
+}
+
+impl PluginSet {
+    /// Loads `settings`, reusing from `previous` every plugin whose
+    /// component, config and files are unchanged (with its warm instances).
+    pub async fn load(
+        runtime: &'static Runtime,
+        settings: &[PluginSettings],
+        previous: Option<&PluginSet>,
+    ) -> Result<PluginSet, LoadError> {
+        let mut set = PluginSet::default();
+        for plugin_settings in settings {
+            let plugin = load_one(runtime, plugin_settings, previous).await?;
+            set.chain_mut(plugin.hook).push(plugin);
+        }
+        Ok(set)
+    }
+
+    fn chain_mut(&mut self, hook: Hook) -> &mut Vec<Arc<Plugin>> {
+        match hook {
+            Hook::Identity => &mut self.identity,
+            Hook::Policy => &mut self.policy,
+            Hook::Masking => &mut self.masking,
+            Hook::Approval => &mut self.approval,
+        }
+    }
+
+    pub fn chain(&self, hook: Hook) -> &[Arc<Plugin>] {
+        match hook {
+            Hook::Identity => &self.identity,
+            Hook::Policy => &self.policy,
+            Hook::Masking => &self.masking,
+            Hook::Approval => &self.approval,
+        }
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        Hook::ALL.into_iter().flat_map(|hook| self.chain(hook))
+    }
+
+    fn find(&self, name: &str, fingerprint: &str) -> Option<&Arc<Plugin>> {
+        self.plugins()
+            .find(|p| p.name == name && p.fingerprint == fingerprint)
+    }
+
+    fn stats(&self, name: &str) -> Option<Arc<PluginStats>> {
+        self.plugins()
+            .find(|p| p.name == name)
+            .map(|p| p.stats.clone())
+    }
+
+    // ---- policy -----------------------------------------------------
+
+    /// Runs the policy chain on one statement. With no policy plugin,
+    /// everything is allowed (the foundation's behaviour).
+    pub async fn evaluate(
+        &self,
+        session: &SessionInfo,
+        statement: &Statement,
+    ) -> Result<Verdict, Fault> {
+        let mut verdict = Verdict::Allow;
+        for plugin in &self.policy {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Policy(e) => {
+                    e.sluice_gateway_policy()
+                        .call_evaluate(&mut warm.store, session, statement)
+                        .await
+                }
+                _ => unreachable!("policy chains hold policy plugins"),
+            };
+            match plugin.checkin(warm, result)? {
+                Decision::Allow => {}
+                Decision::Deny(denial) => {
+                    return Ok(Verdict::Deny {
+                        plugin: plugin.name.clone(),
+                        rule: denial.rule,
+                        reason: denial.reason,
+                    });
+                }
+                Decision::RequireApproval(requirement) => {
+                    if matches!(verdict, Verdict::Allow) {
+                        verdict = Verdict::RequireApproval {
+                            plugin: plugin.name.clone(),
+                            reason: requirement.reason,
+                            approver_group: requirement.approver_group,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(verdict)
+    }
+
+    // ---- masking ----------------------------------------------------
+
+    pub fn masks(&self) -> bool {
+        !self.masking.is_empty()
+    }
+
+    /// Asks each masking plugin which columns of a result set it wants.
+    pub async fn select_columns(
+        &self,
+        session: &SessionInfo,
+        columns: &[Column],
+    ) -> Result<Selection, Fault> {
+        let mut plugins = Vec::new();
+        let mut any = vec![false; columns.len()];
+        for plugin in &self.masking {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Masking(e) => {
+                    e.sluice_gateway_masking()
+                        .call_select_columns(&mut warm.store, session, columns)
+                        .await
+                }
+                _ => unreachable!("masking chains hold masking plugins"),
+            };
+            let selected = plugin.checkin(warm, result)?;
+            if selected.len() != columns.len() {
+                return Err(plugin.invalid_answer(format!(
+                    "select-columns returned {} flags for {} columns",
+                    selected.len(),
+                    columns.len()
+                )));
+            }
+            if selected.iter().any(|s| *s) {
+                for (any, selected) in any.iter_mut().zip(&selected) {
+                    *any |= *selected;
+                }
+                plugins.push((plugin.clone(), selected));
+            }
+        }
+        Ok(Selection { any, plugins })
+    }
+
+    /// Runs the masking chain over free text (error fields, notices,
+    /// column names). `None` when nothing changed.
+    pub async fn mask_text(&self, text: &str) -> Result<Option<String>, Fault> {
+        let mut current: Option<String> = None;
+        for plugin in &self.masking {
+            let input = current.as_deref().unwrap_or(text);
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Masking(e) => {
+                    e.sluice_gateway_masking()
+                        .call_mask_text(&mut warm.store, input)
+                        .await
+                }
+                _ => unreachable!("masking chains hold masking plugins"),
+            };
+            let edits = plugin.checkin(warm, result)?;
+            if edits.is_empty() {
+                continue;
+            }
+            let spans = edits
+                .into_iter()
+                .map(|e| (e.start, e.end, e.replacement.into_bytes()));
+            let masked = super::masking::apply_spans(input.as_bytes(), spans)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| "the edited text is not UTF-8".to_owned())
+                })
+                .map_err(|detail| plugin.invalid_answer(format!("mask-text: {detail}")))?;
+            current = Some(masked);
+        }
+        Ok(current)
+    }
+
+    // ---- identity ---------------------------------------------------
+
+    pub fn identifies(&self) -> bool {
+        !self.identity.is_empty()
+    }
+
+    /// The first stored secret an identity plugin has for `user`.
+    pub async fn scram_verifier(
+        &self,
+        user: &str,
+        connection: &ConnectionInfo,
+    ) -> Result<Option<(String, StoredSecret)>, Fault> {
+        for plugin in &self.identity {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Identity(e) => {
+                    e.sluice_gateway_identity()
+                        .call_scram_verifier(&mut warm.store, user, connection)
+                        .await
+                }
+                _ => unreachable!("identity chains hold identity plugins"),
+            };
+            if let Some(secret) = plugin.checkin(warm, result)? {
+                return Ok(Some((plugin.name.clone(), secret)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a bearer token with each identity plugin until one knows the
+    /// user. The principal must be the startup user.
+    pub async fn authenticate(
+        &self,
+        user: &str,
+        token: &str,
+        connection: &ConnectionInfo,
+    ) -> Result<Result<Principal, AuthError>, Fault> {
+        for plugin in &self.identity {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Identity(e) => {
+                    e.sluice_gateway_identity()
+                        .call_authenticate(&mut warm.store, user, token, connection)
+                        .await
+                }
+                _ => unreachable!("identity chains hold identity plugins"),
+            };
+            match plugin.checkin(warm, result)? {
+                Err(AuthError::UnknownUser) => continue,
+                Ok(principal) if principal.id != user => return Ok(Err(AuthError::WrongUser)),
+                answer => return Ok(answer),
+            }
+        }
+        Ok(Err(AuthError::UnknownUser))
+    }
+}
+
+/// Which masking plugins want which columns of one result set.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Per column: whether any plugin wants it.
+    pub any: Vec<bool>,
+    /// The plugins that want at least one column, with their flags.
+    pub plugins: Vec<(Arc<Plugin>, Vec<bool>)>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+}
+
+async fn load_one(
+    runtime: &'static Runtime,
+    settings: &PluginSettings,
+    previous: Option<&PluginSet>,
+) -> Result<Arc<Plugin>, LoadError> {
+    let fail = |reason: String| LoadError {
+        plugin: settings.name.clone(),
+        reason,
+    };
+    let wasm: Arc<[u8]> = match &settings.source {
+        PluginSource::Builtin(name) => match builtin::get(name) {
+            Some(bytes) => Arc::from(bytes),
+            None => {
+                return Err(fail(format!(
+                    "there is no builtin plugin {name:?} (builtins: {})",
+                    builtin::names().join(", ")
+                )));
+            }
+        },
+        PluginSource::File(path) => std::fs::read(path)
+            .map(Arc::from)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
+    };
+    let files = read_files(settings).map_err(fail)?;
+    let fingerprint = fingerprint(settings, &wasm, &files);
+    if let Some(unchanged) = previous.and_then(|set| set.find(&settings.name, &fingerprint)) {
+        return Ok(unchanged.clone());
+    }
+
+    let bytes = wasm.clone();
+    let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+        .await
+        .map_err(|e| fail(format!("compiling was interrupted: {e}")))?
+        .map_err(|e| {
+            fail(format!(
+                "not a loadable WebAssembly component ({}): {e:#}",
+                settings.source
+            ))
+        })?;
+    let context = Arc::new(PluginContext {
+        name: settings.name.clone(),
+        config_json: settings.config_json.clone(),
+        files,
+        memory_bytes: settings.memory_bytes,
+        env: settings.env.clone(),
+        read_dirs: settings.read_dirs.clone(),
+    });
+    let stats = previous
+        .and_then(|set| set.stats(&settings.name))
+        .unwrap_or_default();
+    let plugin =
+        Plugin::link(runtime, settings, &component, context, fingerprint, stats).map_err(|e| {
+            fail(format!(
+                "{} is not a {} plugin (the {}-plugin world): {e:#}",
+                settings.source, settings.hook, settings.hook
+            ))
+        })?;
+    plugin
+        .check_config()
+        .await
+        .map_err(|reason| fail(format!("rejected its configuration: {reason}")))?;
+    Ok(Arc::new(plugin))
+}
+
+/// A digest of everything a plugin version is made of.
+fn fingerprint(
+    settings: &PluginSettings,
+    wasm: &[u8],
+    files: &BTreeMap<String, Arc<[u8]>>,
+) -> String {
+    let mut digest = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        digest.update((bytes.len() as u64).to_le_bytes());
+        digest.update(bytes);
+    };
+    field(wasm);
+    field(settings.hook.name().as_bytes());
+    field(settings.config_json.as_bytes());
+    field(&settings.deadline.as_nanos().to_le_bytes());
+    field(&settings.memory_bytes.to_le_bytes());
+    for (key, contents) in files {
+        field(key.as_bytes());
+        field(contents);
+    }
+    for (name, value) in &settings.env {
+        field(name.as_bytes());
+        field(value.as_bytes());
+    }
+    for dir in &settings.read_dirs {
+        field(dir.as_os_str().as_encoded_bytes());
+    }
+    digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One masking plugin's edits for a batch.
+pub async fn mask_batch(
+    plugin: &Plugin,
+    session: &SessionInfo,
+    batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
+) -> Result<Vec<super::bindings::masking::exports::sluice::gateway::masking::ValueEdit>, Fault> {
+    let mut warm = plugin.checkout().await?;
+    let result = match &warm.exports {
+        Exports::Masking(e) => {
+            e.sluice_gateway_masking()
+                .call_mask_batch(&mut warm.store, session, batch)
+                .await
+        }
+        _ => unreachable!("masking chains hold masking plugins"),
+    };
+    plugin.checkin(warm, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::bindings::types::StatementKind;
+    use crate::plugin::builtin::test_guests;
+    use std::time::{Duration, Instant};
+
+    fn settings(name: &str, path: &str, deadline_ms: u64, memory_mb: usize) -> PluginSettings {
+        PluginSettings {
+            name: name.to_owned(),
+            hook: Hook::Policy,
+            source: PluginSource::File(path.into()),
+            deadline: Duration::from_millis(deadline_ms),
+            memory_bytes: memory_mb << 20,
+            config_json: "{}".to_owned(),
+            files: Default::default(),
+            env: Vec::new(),
+            read_dirs: Vec::new(),
+        }
+    }
+
+    fn session() -> SessionInfo {
+        SessionInfo {
+            session_id: 1,
+            principal: Principal {
+                id: "agent".into(),
+                groups: vec![],
+                attributes: vec![],
+            },
+            connection: ConnectionInfo {
+                client_address: "127.0.0.1:1".into(),
+                tls: false,
+                database: "payments".into(),
+                application_name: None,
+            },
+        }
+    }
+
+    fn statement(text: &str) -> Statement {
+        Statement {
+            text: text.into(),
+            kind: StatementKind::Select,
+            tables: vec![],
+            columns: vec![],
+            functions: vec![],
+            has_where: false,
+            is_multi: false,
+            params: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_are_classified_and_the_next_call_gets_a_fresh_instance() {
+        let runtime = Runtime::shared();
+        for (path, text, deadline_ms, memory_mb, kind) in [
+            (test_guests::GUEST_TRAP, "trap", 1000, 64, "trap"),
+            (test_guests::GUEST_LOOP, "loop", 30, 64, "deadline"),
+            (test_guests::GUEST_ALLOC, "alloc", 5000, 16, "memory"),
+        ] {
+            let set = PluginSet::load(
+                runtime,
+                &[settings(kind, path, deadline_ms, memory_mb)],
+                None,
+            )
+            .await
+            .unwrap();
+            let started = Instant::now();
+            let fault = set
+                .evaluate(&session(), &statement(text))
+                .await
+                .unwrap_err();
+            assert_eq!(fault.kind(), kind, "{fault} after {:?}", started.elapsed());
+            let verdict = set.evaluate(&session(), &statement("fine")).await.unwrap();
+            assert!(matches!(verdict, Verdict::Allow));
+            let stats = &set.policy[0].stats;
+            assert_eq!(stats.faults(), 1);
+            assert_eq!(
+                stats
+                    .instances_created
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                2
+            );
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Masking what the server returns: result rows and the text of errors
+//! and notices go through the masking plugins before the client sees them.
+//!
+//! Rows are masked a run at a time: every whole DataRow that one read
+//! brought becomes one value batch (only the columns some plugin selected),
+//! one call per plugin, and only rows with edits are rebuilt.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::data::RowDescription;
+use pgwire::messages::response::{ErrorResponse, NoticeResponse};
+
+use crate::plugin::bindings::types::{Column, SessionInfo, ValueFormat};
+use crate::plugin::masking::Batch;
+use crate::plugin::{Fault, PluginSet, Selection};
+use crate::protocol::reply;
+use crate::protocol::tag;
+
+/// PostgreSQL's `unknown` type: what a column of a result sluice could not
+/// describe is said to be.
+const UNKNOWN_TYPE: u32 = 705;
+
+/// What the masking plugins want of one result set.
+#[derive(Debug)]
+pub struct ResultMask {
+    pub columns: Vec<Column>,
+    pub selection: Selection,
+    /// Per column: values must stay valid UTF-8 after edits.
+    must_be_utf8: Vec<bool>,
+}
+
+/// Why rows could not be masked: the session cannot go on safely.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error(transparent)]
+    Plugin(#[from] Fault),
+    #[error("the server sent a malformed DataRow")]
+    MalformedRow,
+}
+
+impl ResultMask {
+    /// Asks the plugins about a result set's columns. `None` when no plugin
+    /// wants any of them: its rows then stream through untouched.
+    pub async fn for_columns(
+        plugins: &PluginSet,
+        session: &SessionInfo,
+        columns: Vec<Column>,
+    ) -> Result<Option<Arc<ResultMask>>, Fault> {
+        let selection = plugins.select_columns(session, &columns).await?;
+        if selection.is_empty() {
+            return Ok(None);
+        }
+        let must_be_utf8 = columns
+            .iter()
+            .map(|c| c.format == ValueFormat::Text)
+            .collect();
+        Ok(Some(Arc::new(ResultMask {
+            columns,
+            selection,
+            must_be_utf8,
+        })))
+    }
+
+    /// Masks a run of whole DataRow messages (`rows`, back to back) into
+    /// `out`.
+    pub async fn mask_rows(
+        &self,
+        session: &SessionInfo,
+        rows: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), MaskError> {
+        let mut batch = Batch::default();
+        each_value(rows, self.columns.len(), |_, column, value| {
+            // The row header comes with no value, and NULLs are not sent.
+            if let Some(value) = value
+                && self.selection.any[column]
+            {
+                batch.push(column as u16, value);
+            }
+        })?;
+        if batch.is_empty() {
+            out.extend_from_slice(rows);
+            return Ok(());
+        }
+        let mut edited = false;
+        for (plugin, wanted) in &self.selection.plugins {
+            let (input, origin) = if *wanted == self.selection.any {
+                (batch.to_wit(), None)
+            } else {
+                let (subset, origin) = batch.subset(wanted);
+                if subset.is_empty() {
+                    continue;
+                }
+                (subset.to_wit(), Some(origin))
+            };
+            let edits = crate::plugin::set::mask_batch(plugin, session, &input).await?;
+            if edits.is_empty() {
+                continue;
+            }
+            batch = batch
+                .apply(edits, origin.as_deref(), &self.must_be_utf8)
+                .map_err(|detail| plugin.invalid_answer(format!("mask-batch: {detail}")))?;
+            edited = true;
+        }
+        if !edited {
+            out.extend_from_slice(rows);
+            return Ok(());
+        }
+        self.rebuild(rows, &batch, out)
+    }
+
+    /// Writes the rows again with the selected values taken from `batch`.
+    fn rebuild(&self, rows: &[u8], batch: &Batch, out: &mut BytesMut) -> Result<(), MaskError> {
+        let mut next = 0usize;
+        let mut row_start = None;
+        each_value(rows, self.columns.len(), |event, column, value| {
+            if let Some(count) = event {
+                // A new row: its header, with the length patched at the end.
+                if let Some(start) = row_start.replace(out.len()) {
+                    patch_length(out, start);
+                }
+                out.put_u8(tag::DATA_ROW);
+                out.put_i32(0);
+                out.put_i16(count);
+            }
+            if column == usize::MAX {
+                return;
+            }
+            let value = if self.selection.any[column] && value.is_some() {
+                let masked = batch.value(next);
+                next += 1;
+                Some(masked)
+            } else {
+                value
+            };
+            match value {
+                Some(bytes) => {
+                    out.put_i32(bytes.len() as i32);
+                    out.extend_from_slice(bytes);
+                }
+                None => out.put_i32(-1),
+            }
+        })
+        .map(|()| {
+            if let Some(start) = row_start {
+                patch_length(out, start);
+            }
+        })
+    }
+}
+
+fn patch_length(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Walks the values of back-to-back DataRow messages with bounds checks.
+/// For each row, `visit` is called first with `Some(column count)` and
+/// column `usize::MAX`, then once per column with `None` and the value
+/// (`None` for NULL).
+fn each_value<'a>(
+    mut rows: &'a [u8],
+    expected_columns: usize,
+    mut visit: impl FnMut(Option<i16>, usize, Option<&'a [u8]>),
+) -> Result<(), MaskError> {
+    while !rows.is_empty() {
+        let (tag, len) = match rows {
+            [tag, a, b, c, d, ..] => (*tag, i32::from_be_bytes([*a, *b, *c, *d])),
+            _ => return Err(MaskError::MalformedRow),
+        };
+        let len = usize::try_from(len).map_err(|_| MaskError::MalformedRow)?;
+        if tag != tag::DATA_ROW || len < 6 || rows.len() < 1 + len {
+            return Err(MaskError::MalformedRow);
+        }
+        let mut body = &rows[5..1 + len];
+        rows = &rows[1 + len..];
+        let count = i16::from_be_bytes([body[0], body[1]]);
+        body = &body[2..];
+        if usize::try_from(count).ok() != Some(expected_columns) {
+            return Err(MaskError::MalformedRow);
+        }
+        visit(Some(count), usize::MAX, None);
+        for column in 0..expected_columns {
+            let [a, b, c, d, ..] = *body else {
+                return Err(MaskError::MalformedRow);
+            };
+            let value_len = i32::from_be_bytes([a, b, c, d]);
+            body = &body[4..];
+            if value_len == -1 {
+                visit(None, column, None);
+                continue;
+            }
+            let value_len = usize::try_from(value_len).map_err(|_| MaskError::MalformedRow)?;
+            if body.len() < value_len {
+                return Err(MaskError::MalformedRow);
+            }
+            visit(None, column, Some(&body[..value_len]));
+            body = &body[value_len..];
+        }
+        if !body.is_empty() {
+            return Err(MaskError::MalformedRow);
+        }
+    }
+    Ok(())
+}
+
+/// The column count of the DataRow at the start of `buf`.
+pub fn row_width(buf: &[u8]) -> Option<usize> {
+    let count = buf.get(5..7)?;
+    usize::try_from(i16::from_be_bytes([count[0], count[1]])).ok()
+}
+
+/// The columns of a RowDescription, as plugins see them.
+pub fn columns_of(description: &RowDescription) -> Vec<Column> {
+    description
+        .fields
+        .iter()
+        .map(|field| Column {
+            name: field.name.clone(),
+            table_oid: field.table_id as u32,
+            column_number: field.column_id,
+            type_oid: field.type_id,
+            type_modifier: field.type_modifier,
+            format: if field.format_code == 1 {
+                ValueFormat::Binary
+            } else {
+                ValueFormat::Text
+            },
+        })
+        .collect()
+}
+
+/// Columns for rows sluice has no description of: their type is
+/// `unknown`, their format binary (the format that claims least).
+pub fn undescribed_columns(count: usize) -> Vec<Column> {
+    (0..count)
+        .map(|_| Column {
+            name: "?column?".to_owned(),
+            table_oid: 0,
+            column_number: 0,
+            type_oid: UNKNOWN_TYPE,
+            type_modifier: -1,
+            format: ValueFormat::Binary,
+        })
+        .collect()
+}
+
+/// Masks the text fields of an ErrorResponse or NoticeResponse (everything
+/// but severity and SQLSTATE). `None` when nothing changed.
+pub async fn mask_fields(
+    plugins: &PluginSet,
+    fields: &[(u8, String)],
+) -> Result<Option<Vec<(u8, String)>>, Fault> {
+    let mut masked: Option<Vec<(u8, String)>> = None;
+    for (index, (kind, value)) in fields.iter().enumerate() {
+        if matches!(kind, b'S' | b'V' | b'C') {
+            continue;
+        }
+        if let Some(replacement) = plugins.mask_text(value).await? {
+            masked.get_or_insert_with(|| fields.to_vec())[index].1 = replacement;
+        }
+    }
+    Ok(masked)
+}
+
+/// Re-encodes an ErrorResponse (`E`) or NoticeResponse (`N`).
+pub fn encode_fields(tag_byte: u8, fields: Vec<(u8, String)>, out: &mut BytesMut) {
+    if tag_byte == tag::ERROR_RESPONSE {
+        reply::encode(&ErrorResponse::new(fields), out);
+    } else {
+        reply::encode(&NoticeResponse::new(fields), out);
+    }
+}

@@ -1,0 +1,158 @@
+//! `sluice plugin new` as a plugin author runs it: the crate it makes
+//! builds to a component and its unit tests pass natively; bad names and
+//! existing directories are refused with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// The header of a WebAssembly component (not a core module).
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// The plugin's name: distinct from every crate of `plugins/`, whose
+/// target directory the build below shares.
+const NAME: &str = "scaffolded-policy";
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .output()
+        .expect("run sluice")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The target directory the host's build script builds the plugins in
+/// (`<target>/<profile>/plugins`): the SDK's dependencies are already
+/// compiled there, so the new crate's build only compiles the crate.
+fn shared_target_dir() -> PathBuf {
+    Path::new(SLUICE)
+        .parent()
+        .expect("the sluice binary is in the profile directory")
+        .join("plugins")
+}
+
+/// Runs cargo in `dir` as a plugin author would, without the flags of the
+/// build running this test.
+fn cargo(dir: &Path, args: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    Command::new(cargo)
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", shared_target_dir())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_MAKEFLAGS")
+        .output()
+        .expect("run cargo")
+}
+
+/// Removes what the test built from the shared output directory (the
+/// component, the rlib, their dep-info), so the host's build script never
+/// finds it there.
+struct RemoveBuilt(PathBuf);
+
+impl Drop for RemoveBuilt {
+    fn drop(&mut self) {
+        let wasm = &self.0;
+        let rlib = wasm.with_file_name(format!(
+            "lib{}.rlib",
+            wasm.file_stem().unwrap().to_str().unwrap()
+        ));
+        for built in [wasm, &rlib] {
+            let _ = std::fs::remove_file(built);
+            let _ = std::fs::remove_file(built.with_extension("d"));
+        }
+    }
+}
+
+/// The promise of the template: a new plugin builds to a component and
+/// its unit test passes natively, with no edit.
+#[test]
+fn new_plugin_builds_to_a_component_and_passes_its_tests() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir_arg = parent.path().to_str().unwrap();
+    let made = sluice(&["plugin", "new", NAME, "--dir", dir_arg]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let crate_dir = parent.path().join(NAME);
+    assert!(
+        text(&made.stdout).contains(&crate_dir.display().to_string()),
+        "{}",
+        text(&made.stdout)
+    );
+
+    let wasm = shared_target_dir().join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        NAME.replace('-', "_")
+    ));
+    let _remove = RemoveBuilt(wasm.clone());
+    let build = cargo(
+        &crate_dir,
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let component = std::fs::read(&wasm).expect("the component was built");
+    assert!(
+        component.starts_with(&COMPONENT_HEADER),
+        "{} is not a component",
+        wasm.display()
+    );
+
+    let test = cargo(&crate_dir, &["test"]);
+    assert!(
+        test.status.success(),
+        "{}\n{}",
+        text(&test.stdout),
+        text(&test.stderr)
+    );
+    assert!(
+        text(&test.stdout).contains("test result: ok. 2 passed"),
+        "{}",
+        text(&test.stdout)
+    );
+}
+
+/// A name cargo or sluice would refuse is refused up front, saying why.
+#[test]
+fn invalid_name_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir_arg = parent.path().to_str().unwrap();
+    for name in ["Bad_Name", "9lives", "../escape"] {
+        let out = sluice(&["plugin", "new", name, "--dir", dir_arg]);
+        assert!(!out.status.success(), "{name} was accepted");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("invalid plugin name"), "{name}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+}
+
+/// An existing directory is never written into.
+#[test]
+fn existing_directory_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir_arg = parent.path().to_str().unwrap();
+    let existing = parent.path().join("taken");
+    std::fs::create_dir(&existing).unwrap();
+    let out = sluice(&[
+        "plugin", "new", "taken", "--kind", "masking", "--dir", dir_arg,
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+}
+
+/// Only the four hooks are kinds of plugin.
+#[test]
+fn unknown_kind_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir_arg = parent.path().to_str().unwrap();
+    let out = sluice(&["plugin", "new", "x", "--kind", "audit", "--dir", dir_arg]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("possible values"), "{stderr}");
+}

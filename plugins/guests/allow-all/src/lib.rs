@@ -1,0 +1,14 @@
+//! Test plugin (policy): allows every statement.
+
+use sluice_plugin::policy::Policy;
+use sluice_plugin::types::{Decision, SessionInfo, Statement};
+
+struct AllowAll;
+
+impl Policy for AllowAll {
+    fn evaluate(_session: &SessionInfo, _statement: &Statement) -> Decision {
+        Decision::Allow
+    }
+}
+
+sluice_plugin::register_policy!(AllowAll);

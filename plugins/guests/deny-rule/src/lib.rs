@@ -1,0 +1,161 @@
+//! Test plugin (policy): denies statements by kind or by word, as its
+//! configuration says.
+//!
+//! ```json
+//! {"deny_kinds": ["delete", "copy-out"], "deny_words": ["forbidden_table"]}
+//! ```
+//!
+//! plus, optionally, a data file under the key `words` with one more word
+//! per line. A statement is denied (rule `deny-rule`) when its kind is one
+//! of `deny_kinds` or its text contains one of the words, ignoring case.
+//! `check_config` refuses invalid JSON, unknown keys or kinds, and
+//! `"reject": true`, so a test can load an invalid configuration.
+
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use sluice_plugin::config;
+use sluice_plugin::policy::Policy;
+use sluice_plugin::types::{Decision, SessionInfo, Statement, StatementKind};
+
+const RULE: &str = "deny-rule";
+
+struct DenyRule;
+
+impl Policy for DenyRule {
+    fn check_config() -> Result<(), String> {
+        rules().as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+        match rules() {
+            Ok(rules) => rules.judge(statement),
+            Err(error) => Decision::deny(RULE, format!("invalid configuration: {error}")),
+        }
+    }
+}
+
+sluice_plugin::register_policy!(DenyRule);
+
+/// The rules, read once per instance.
+fn rules() -> &'static Result<Rules, String> {
+    static RULES: OnceLock<Result<Rules, String>> = OnceLock::new();
+    RULES.get_or_init(|| Rules::parse(&config::get(), config::file("words").as_deref()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    deny_kinds: Vec<String>,
+    #[serde(default)]
+    deny_words: Vec<String>,
+    #[serde(default)]
+    reject: bool,
+}
+
+#[derive(Debug)]
+struct Rules {
+    kinds: Vec<StatementKind>,
+    /// Lower-cased.
+    words: Vec<String>,
+}
+
+impl Rules {
+    fn parse(json: &str, words_file: Option<&[u8]>) -> Result<Rules, String> {
+        let config: Config = serde_json::from_str(json).map_err(|error| error.to_string())?;
+        if config.reject {
+            return Err("the configuration says \"reject\": true".to_owned());
+        }
+        let kinds = config
+            .deny_kinds
+            .iter()
+            .map(|name| {
+                StatementKind::from_name(name)
+                    .ok_or_else(|| format!("unknown statement kind {name:?} in deny_kinds"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut words: Vec<String> = config.deny_words;
+        if let Some(file) = words_file {
+            let file =
+                std::str::from_utf8(file).map_err(|_| "the words file is not UTF-8".to_owned())?;
+            words.extend(file.lines().map(str::trim).map(str::to_owned));
+        }
+        words.retain(|word| !word.is_empty());
+        for word in &mut words {
+            *word = word.to_lowercase();
+        }
+        Ok(Rules { kinds, words })
+    }
+
+    fn judge(&self, statement: &Statement) -> Decision {
+        if self.kinds.contains(&statement.kind) {
+            let kind = statement.kind.name();
+            return Decision::deny(RULE, format!("{kind} statements are denied"));
+        }
+        let text = statement.text.to_lowercase();
+        match self.words.iter().find(|word| text.contains(word.as_str())) {
+            Some(word) => Decision::deny(RULE, format!("the statement mentions {word:?}")),
+            None => Decision::Allow,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(json: &str, words: Option<&str>, kind: StatementKind, text: &str) -> Decision {
+        Rules::parse(json, words.map(str::as_bytes))
+            .unwrap()
+            .judge(&Statement::new(kind, text))
+    }
+
+    #[test]
+    fn denies_by_kind_and_by_word_ignoring_case() {
+        let json = r#"{"deny_kinds": ["delete"], "deny_words": ["Forbidden_Table"]}"#;
+        assert_eq!(
+            judge(json, None, StatementKind::Delete, "DELETE FROM t"),
+            Decision::deny(RULE, "delete statements are denied")
+        );
+        assert_eq!(
+            judge(
+                json,
+                None,
+                StatementKind::Select,
+                "SELECT * FROM FORBIDDEN_TABLE"
+            ),
+            Decision::deny(RULE, "the statement mentions \"forbidden_table\"")
+        );
+        assert_eq!(
+            judge(json, None, StatementKind::Select, "SELECT 1"),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn words_file_adds_words() {
+        assert_eq!(
+            judge(
+                "{}",
+                Some("\nsecret\n"),
+                StatementKind::Select,
+                "select secret"
+            ),
+            Decision::deny(RULE, "the statement mentions \"secret\"")
+        );
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused() {
+        for json in [
+            "not json",
+            r#"{"deny_kind": []}"#,
+            r#"{"deny_kinds": ["drop"]}"#,
+            r#"{"reject": true}"#,
+        ] {
+            assert!(Rules::parse(json, None).is_err(), "{json}");
+        }
+        assert!(Rules::parse(r#"{"reject": false}"#, None).is_ok());
+    }
+}

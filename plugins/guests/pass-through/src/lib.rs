@@ -1,0 +1,19 @@
+//! Test plugin (masking): selects every column and edits nothing, to
+//! measure what the masking path itself costs.
+
+use sluice_plugin::masking::{Masking, ValueBatch, ValueEdit};
+use sluice_plugin::types::{Column, SessionInfo};
+
+struct PassThrough;
+
+impl Masking for PassThrough {
+    fn select_columns(_session: &SessionInfo, columns: &[Column]) -> Vec<bool> {
+        vec![true; columns.len()]
+    }
+
+    fn mask_batch(_session: &SessionInfo, _batch: &ValueBatch) -> Vec<ValueEdit> {
+        Vec::new()
+    }
+}
+
+sluice_plugin::register_masking!(PassThrough);

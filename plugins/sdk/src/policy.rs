@@ -1,0 +1,99 @@
+//! Policy plugins: whether a statement may run.
+//!
+//! sluice analyses every statement before forwarding it (its kind, the
+//! tables, columns and functions it touches, whether a DELETE or UPDATE
+//! has a real WHERE) and asks each configured policy for a [`Decision`].
+//! When several policies are configured, any deny wins, then any
+//! require-approval; the statement runs only if all allow it.
+//!
+//! [`Decision`]: crate::types::Decision
+
+use std::marker::PhantomData;
+
+use crate::types::{Decision, SessionInfo, Statement};
+use crate::wit::plugin::exports::sluice::gateway::plugin;
+use crate::wit::policy::exports::sluice::gateway::policy;
+
+/// A policy: decides whether each statement may run.
+///
+/// Implement it for a type of your own and register that type with
+/// [`register_policy!`](crate::register_policy).
+pub trait Policy {
+    /// Checks the plugin's configuration ([`crate::config`]).
+    ///
+    /// Called once on a fresh instance whenever the plugin is loaded or
+    /// reloaded, before it serves any call. An error (saying what is
+    /// wrong) rejects this version: at startup sluice refuses to start, on
+    /// a reload the version already loaded keeps serving. A panic or a
+    /// timeout counts as an error. The default accepts any configuration.
+    fn check_config() -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Decides on one statement.
+    ///
+    /// Called for every statement before it is forwarded: each statement
+    /// of a multi-statement string (with `is_multi` set), each Parse of the
+    /// extended protocol, and again at Bind/Execute (with the parameters)
+    /// against the policy in force then. A panic or a timeout denies the
+    /// statement.
+    fn evaluate(session: &SessionInfo, statement: &Statement) -> Decision;
+}
+
+/// Registers a type implementing [`Policy`] as the plugin's policy.
+///
+/// Call it once per crate, at the top level:
+///
+/// ```
+/// # use sluice_plugin::policy::Policy;
+/// # use sluice_plugin::types::{Decision, SessionInfo, Statement};
+/// struct AllowAll;
+///
+/// impl Policy for AllowAll {
+///     fn evaluate(_session: &SessionInfo, _statement: &Statement) -> Decision {
+///         Decision::Allow
+///     }
+/// }
+///
+/// sluice_plugin::register_policy!(AllowAll);
+/// ```
+#[macro_export]
+macro_rules! register_policy {
+    ($plugin:ty) => {
+        // Checked on every target, so a native `cargo test` catches a
+        // plugin type that does not implement the trait.
+        const _: fn() = || {
+            fn registered<T: $crate::policy::Policy>() {}
+            registered::<$plugin>();
+        };
+        // Exported for wasm only: the export names are not symbols a
+        // native linker takes.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type SluicePolicyAdapter = $crate::policy::Adapter<$plugin>;
+            $crate::wit::plugin::__export_plugin!(
+                SluicePolicyAdapter with_types_in $crate::wit::plugin
+            );
+            $crate::wit::policy::__export_policy!(
+                SluicePolicyAdapter with_types_in $crate::wit::policy
+            );
+        };
+    };
+}
+
+/// Connects a [`Policy`] to the generated bindings; used by
+/// [`register_policy!`](crate::register_policy).
+#[doc(hidden)]
+pub struct Adapter<T>(PhantomData<T>);
+
+impl<T: Policy> plugin::Guest for Adapter<T> {
+    fn check_config() -> Result<(), String> {
+        T::check_config()
+    }
+}
+
+impl<T: Policy> policy::Guest for Adapter<T> {
+    fn evaluate(session: SessionInfo, statement: Statement) -> Decision {
+        T::evaluate(&session, &statement)
+    }
+}

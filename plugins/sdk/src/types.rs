@@ -1,0 +1,178 @@
+//! The values every hook speaks about: who is asking, over which
+//! connection, what statement, which result columns, and what a policy
+//! decides.
+//!
+//! These are the `sluice:gateway/types` records of the WIT contract, one
+//! set of Rust types for all four kinds of plugin. The field docs are the
+//! WIT's; what follows in this module adds constructors that make answers
+//! (and test inputs) short to write.
+
+pub use crate::wit::host::sluice::gateway::types::{
+    ApprovalRequirement, Column, ColumnRef, ConnectionInfo, Decision, Denial, Principal,
+    SessionInfo, Statement, StatementKind, TableRef, ValueFormat,
+};
+
+impl Decision {
+    /// Refuses the statement. `rule` names the rule that refused, for
+    /// operators; `reason` says why. Both reach the client and the audit
+    /// trail, so neither may hold card numbers or secrets.
+    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        Decision::Deny(Denial {
+            reason: reason.into(),
+            rule: rule.into(),
+        })
+    }
+
+    /// Holds the statement until a member of `approver_group` approves it;
+    /// `reason` is shown to the approver.
+    pub fn require_approval(reason: impl Into<String>, approver_group: impl Into<String>) -> Self {
+        Decision::RequireApproval(ApprovalRequirement {
+            reason: reason.into(),
+            approver_group: approver_group.into(),
+        })
+    }
+}
+
+impl Statement {
+    /// A statement of `kind` with `text`, touching no tables, columns or
+    /// functions, without WHERE, alone in its query and without
+    /// parameters: a starting point for tests, to be filled in with struct
+    /// update syntax where a test needs more.
+    ///
+    /// ```
+    /// use sluice_plugin::types::{Statement, StatementKind, TableRef};
+    ///
+    /// let statement = Statement {
+    ///     tables: vec![TableRef { schema: None, name: "cards".into() }],
+    ///     ..Statement::new(StatementKind::Select, "SELECT * FROM cards")
+    /// };
+    /// assert_eq!(statement.tables.len(), 1);
+    /// ```
+    pub fn new(kind: StatementKind, text: impl Into<String>) -> Self {
+        Statement {
+            text: text.into(),
+            kind,
+            tables: Vec::new(),
+            columns: Vec::new(),
+            functions: Vec::new(),
+            has_where: false,
+            is_multi: false,
+            params: Vec::new(),
+        }
+    }
+}
+
+impl StatementKind {
+    /// The kind's name as the WIT spells it (`select`, `copy-out`, ...),
+    /// for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::CopyIn => "copy-in",
+            StatementKind::CopyOut => "copy-out",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Privilege => "privilege",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Setting => "setting",
+            StatementKind::Prepared => "prepared",
+            StatementKind::Procedural => "procedural",
+            StatementKind::Explain => "explain",
+            StatementKind::Notification => "notification",
+            StatementKind::Utility => "utility",
+            StatementKind::Unparsed => "unparsed",
+            StatementKind::Other => "other",
+        }
+    }
+
+    /// Every kind, in the WIT's order: handy to validate names in a
+    /// configuration against [`StatementKind::name`].
+    pub const ALL: [StatementKind; 18] = [
+        StatementKind::Select,
+        StatementKind::Insert,
+        StatementKind::Update,
+        StatementKind::Delete,
+        StatementKind::Merge,
+        StatementKind::CopyIn,
+        StatementKind::CopyOut,
+        StatementKind::Ddl,
+        StatementKind::Privilege,
+        StatementKind::Transaction,
+        StatementKind::Setting,
+        StatementKind::Prepared,
+        StatementKind::Procedural,
+        StatementKind::Explain,
+        StatementKind::Notification,
+        StatementKind::Utility,
+        StatementKind::Unparsed,
+        StatementKind::Other,
+    ];
+
+    /// The kind named `name` as the WIT spells it, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+impl Default for Principal {
+    /// A principal with an empty id, no groups and no attributes.
+    fn default() -> Self {
+        Principal {
+            id: String::new(),
+            groups: Vec::new(),
+            attributes: Vec::new(),
+        }
+    }
+}
+
+impl Default for ConnectionInfo {
+    /// A plain-TCP connection from an empty address to an empty database
+    /// name, without `application_name`.
+    fn default() -> Self {
+        ConnectionInfo {
+            client_address: String::new(),
+            tls: false,
+            database: String::new(),
+            application_name: None,
+        }
+    }
+}
+
+impl Default for SessionInfo {
+    /// Session 0 of the default principal over the default connection:
+    /// an input for tests whose logic ignores the session.
+    fn default() -> Self {
+        SessionInfo {
+            session_id: 0,
+            principal: Principal::default(),
+            connection: ConnectionInfo::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in StatementKind::ALL {
+            assert_eq!(StatementKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(StatementKind::from_name("drop"), None);
+    }
+
+    #[test]
+    fn deny_names_rule_and_reason() {
+        assert_eq!(
+            Decision::deny("rule", "why"),
+            Decision::Deny(Denial {
+                reason: "why".into(),
+                rule: "rule".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,624 @@
+//! Plugins on the data path: policy answers reach the client, faulty
+//! plugins fail closed for one statement only, masking edits what the
+//! client sees, identity plugins decide who logs in, broken plugins are
+//! refused at load and at reload, and reloads under load lose nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sluice::plugin::builtin::test_guests as guest;
+use sluice::plugin::reload;
+use sluice_tests::{TestEnv, eventually, sqlstate};
+
+/// A `[[plugins]]` table.
+fn plugin(name: &str, hook: &str, path: &str, rest: &str) -> String {
+    format!("[[plugins]]\nname = \"{name}\"\nhook = \"{hook}\"\npath = \"{path}\"\n{rest}\n\n")
+}
+
+/// The deny-rule test policy, denying statements that contain `words`.
+fn deny_words(words: &[&str]) -> String {
+    let list: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    plugin(
+        "rules",
+        "policy",
+        guest::GUEST_DENY_RULE,
+        &format!(
+            "[plugins.config]\ndeny_words = [{}]\ndeny_kinds = [\"delete\", \"unparsed\"]",
+            list.join(", ")
+        ),
+    )
+}
+
+/// The first value of the first row a simple query returns.
+async fn first_value(client: &tokio_postgres::Client, query: &str) -> String {
+    let messages = client
+        .simple_query(query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)?.to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{query}: no value in {messages:?}"))
+}
+
+async fn start(extra: &str) -> TestEnv {
+    TestEnv::start_with_config(extra, false)
+        .await
+        .expect("the gateway starts with these plugins")
+}
+
+/// The message of a database error, or a panic naming what came instead.
+fn denial(result: Result<impl std::fmt::Debug, tokio_postgres::Error>) -> (String, String) {
+    let error = result.expect_err("the statement is refused");
+    let code = sqlstate(&error).unwrap_or("none").to_owned();
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| error.to_string());
+    (code, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_answers_reach_the_client() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let client = env.connect("analyst").await;
+
+    // Allowed statements run, in both protocols.
+    assert_eq!(first_value(&client, "SELECT 'fine'").await, "fine");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM cards WHERE id > $1", &[&0i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(count > 0);
+
+    // Denied in the simple protocol, with the rule's reason.
+    let (code, message) = denial(client.simple_query("SELECT 'forbidden'").await);
+    assert_eq!(code, "42501");
+    assert!(message.contains("rule deny-rule"), "{message}");
+    assert!(message.contains("forbidden"), "{message}");
+
+    // Denied at Parse in the extended protocol.
+    let (code, _) = denial(
+        client
+            .query("SELECT $1::text || 'forbidden'", &[&"x"])
+            .await,
+    );
+    assert_eq!(code, "42501");
+
+    // A denied DELETE deletes nothing.
+    let (code, _) = denial(client.execute("DELETE FROM orders", &[]).await);
+    assert_eq!(code, "42501");
+    let direct = env.connect_direct().await;
+    let left: i64 = direct
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(left > 0);
+
+    // Inside a transaction the denial aborts it, as a failing statement
+    // would: nothing before it commits.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("UPDATE customers SET name = 'changed' WHERE id = 1")
+        .await
+        .unwrap();
+    denial(client.simple_query("SELECT 'forbidden'").await);
+    let (code, _) = denial(client.simple_query("SELECT 1").await);
+    assert_eq!(code, "25P02");
+    client.batch_execute("COMMIT").await.unwrap();
+    let name: String = direct
+        .query_one("SELECT name FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(name, "changed");
+
+    // Several statements in one string cannot smuggle one past the policy.
+    let (code, _) = denial(client.simple_query("SELECT 1; DELETE FROM orders").await);
+    assert_eq!(code, "42501");
+
+    // The session carries on.
+    assert_eq!(first_value(&client, "SELECT 2").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_chain_in_config_order_and_any_deny_wins() {
+    let env = start(&format!(
+        "{}{}",
+        plugin("allow", "policy", guest::GUEST_ALLOW_ALL, ""),
+        deny_words(&["forbidden"])
+    ))
+    .await;
+    let client = env.connect("agent").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let (code, _) = denial(client.simple_query("SELECT 'forbidden'").await);
+    assert_eq!(code, "42501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_read_only_policy_is_builtin() {
+    let env = start(&plugin("read-only", "policy", "builtin:read-only", "")).await;
+    let client = env.connect("agent").await;
+    client
+        .simple_query("SELECT count(*) FROM cards")
+        .await
+        .unwrap();
+    client.simple_query("SHOW server_version").await.unwrap();
+    for text in [
+        "DELETE FROM orders",
+        "UPDATE cards SET pan = ''",
+        "DROP TABLE cards",
+        "SELECT 1; DELETE FROM orders",
+    ] {
+        let (code, message) = denial(client.simple_query(text).await);
+        assert_eq!(code, "42501", "{text}");
+        assert!(message.contains("read-only"), "{text}: {message}");
+    }
+}
+
+/// Trap, endless loop and memory blow-up each deny only their statement,
+/// while other sessions keep working throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_plugins_deny_only_that_statement() {
+    let env = start(&format!(
+        "{}{}{}",
+        plugin("trap", "policy", guest::GUEST_TRAP, ""),
+        plugin("loop", "policy", guest::GUEST_LOOP, "deadline_ms = 50"),
+        plugin("alloc", "policy", guest::GUEST_ALLOC, "memory_mb = 16"),
+    ))
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let client = env.connect("analyst").await;
+        let stop = stop.clone();
+        others.push(tokio::spawn(async move {
+            let mut served = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let row = client.query_one("SELECT 40 + 2", &[]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), 42);
+                served += 1;
+            }
+            served
+        }));
+    }
+
+    let client = env.connect("agent").await;
+    for (text, expected) in [
+        ("SELECT 'trap'", "trap in plugin trap"),
+        ("SELECT 'loop'", "deadline in plugin loop"),
+        ("SELECT 'alloc'", "memory in plugin alloc"),
+    ] {
+        let (code, message) = denial(client.simple_query(text).await);
+        assert_eq!(code, "42501", "{text}");
+        assert!(message.contains(expected), "{text}: {message}");
+        // The same session goes on, on a fresh instance.
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for other in others {
+        assert!(other.await.unwrap() > 0, "other sessions were served");
+    }
+    let plugins = env.gateway.shared.plugins.current();
+    let stats = |name: &str| {
+        plugins
+            .plugins()
+            .find(|p| p.name == name)
+            .map(|p| p.stats.clone())
+            .unwrap()
+    };
+    assert_eq!(stats("trap").traps.load(Ordering::Relaxed), 1);
+    assert_eq!(stats("loop").deadlines.load(Ordering::Relaxed), 1);
+    assert_eq!(stats("alloc").memory.load(Ordering::Relaxed), 1);
+}
+
+/// What cannot be loaded stops the gateway from starting, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_plugins_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x0d\0\x01\0 and then nonsense").unwrap();
+    let cases = [
+        (
+            plugin("p", "policy", guest::GUEST_PASS_THROUGH, ""),
+            "is not a policy plugin",
+        ),
+        (
+            plugin("p", "masking", guest::GUEST_ALLOW_ALL, ""),
+            "is not a masking plugin",
+        ),
+        (
+            plugin("p", "policy", &garbage.display().to_string(), ""),
+            "not a loadable WebAssembly component",
+        ),
+        (
+            plugin("p", "policy", "/nonexistent/plugin.wasm", ""),
+            "cannot read /nonexistent/plugin.wasm",
+        ),
+        (
+            plugin("p", "policy", "builtin:no-such-plugin", ""),
+            "there is no builtin plugin",
+        ),
+        (
+            plugin("p", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
+            "rejected its configuration",
+        ),
+        (
+            plugin(
+                "p",
+                "policy",
+                guest::GUEST_DENY_RULE,
+                "[plugins.config]\nreject = true",
+            ),
+            "\"reject\": true",
+        ),
+        (
+            plugin(
+                "p",
+                "policy",
+                guest::GUEST_DENY_RULE,
+                "[plugins.files]\nwords = \"/nonexistent/words\"",
+            ),
+            "file \"words\"",
+        ),
+        (
+            plugin("p", "policy", guest::GUEST_ALLOW_ALL, "deadline_ms = 0"),
+            "deadline_ms 0 is not between",
+        ),
+        (
+            plugin("p", "firewall", guest::GUEST_ALLOW_ALL, ""),
+            "unknown variant",
+        ),
+    ];
+    for (config, expected) in cases {
+        let error = match TestEnv::start_with_config(&config, false).await {
+            Ok(_) => panic!("started with {config}"),
+            Err(error) => error,
+        };
+        assert!(error.contains(expected), "{config}\n=> {error}");
+    }
+}
+
+/// A broken replacement is rejected at reload and the loaded version keeps
+/// serving; a good one takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rejects_broken_replacements() {
+    let env = start(&deny_words(&["old"])).await;
+    let client = env.connect("analyst").await;
+    let plugins = &env.gateway.shared.plugins;
+    let before = plugins.generation();
+
+    for broken in [
+        plugin("rules", "policy", guest::GUEST_PASS_THROUGH, ""),
+        plugin("rules", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
+        plugin(
+            "rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\nreject = true",
+        ),
+        "[[plugins]]\nname = \"rules\"\nhook = \"policy\"\n".to_owned(),
+        "this is not toml".to_owned(),
+    ] {
+        env.rewrite_config(&broken);
+        let error = reload::reload_from(plugins, &env.config_path)
+            .await
+            .expect_err("a broken replacement is rejected");
+        assert!(!error.to_string().is_empty());
+        assert_eq!(plugins.generation(), before);
+        denial(client.simple_query("SELECT 'old'").await);
+    }
+    assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 5);
+
+    env.rewrite_config(&deny_words(&["new"]));
+    reload::reload_from(plugins, &env.config_path)
+        .await
+        .unwrap();
+    client.simple_query("SELECT 'old'").await.unwrap();
+    denial(client.simple_query("SELECT 'new'").await);
+}
+
+/// 50 reloads while clients run statements back to back: no statement is
+/// lost or fails, and every statement after a reload sees the new rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_lose_no_statement() {
+    let env = start(&deny_words(&["w0"])).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let client = env.connect("analyst").await;
+        let (stop, served) = (stop.clone(), served.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                // Alternate protocols; every statement must succeed.
+                let value: i64 = if i % 2 == 0 {
+                    client
+                        .query_one("SELECT $1::int8 * 2", &[&i])
+                        .await
+                        .unwrap_or_else(|e| panic!("worker {worker}: {e}"))
+                        .get(0)
+                } else {
+                    first_value(&client, &format!("SELECT {i} * 2"))
+                        .await
+                        .parse()
+                        .unwrap()
+                };
+                assert_eq!(value, i * 2);
+                served.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+
+    let checker = env.connect("agent").await;
+    let plugins = &env.gateway.shared.plugins;
+    for round in 1..=50 {
+        env.rewrite_config(&deny_words(&[&format!("w{round}")]));
+        let generation = reload::reload_from(plugins, &env.config_path)
+            .await
+            .unwrap();
+        assert_eq!(generation, 1 + round);
+        denial(checker.simple_query(&format!("SELECT 'w{round}'")).await);
+        checker
+            .simple_query(&format!("SELECT 'w{}'", round - 1))
+            .await
+            .unwrap();
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("no worker statement failed");
+    }
+    assert!(served.load(Ordering::Relaxed) >= 50);
+}
+
+/// Editing a data file the plugin's config names reloads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_data_file_reloads_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "alpha\n").unwrap();
+    let env = TestEnv::start_with_config(
+        &plugin(
+            "rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            &format!("[plugins.files]\nwords = \"{}\"", words.display()),
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    let client = env.connect("analyst").await;
+    denial(client.simple_query("SELECT 'alpha'").await);
+    client.simple_query("SELECT 'beta'").await.unwrap();
+
+    std::fs::write(&words, "beta\n").unwrap();
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        client.simple_query("SELECT 'beta'").await.is_err()
+    })
+    .await;
+    assert!(reloaded, "the words file change was not picked up");
+    client.simple_query("SELECT 'alpha'").await.unwrap();
+
+    // So does the config file itself.
+    env.rewrite_config(&deny_words(&["gamma"]));
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        client.simple_query("SELECT 'gamma'").await.is_err()
+    })
+    .await;
+    assert!(reloaded, "the config change was not picked up");
+}
+
+/// Masking plugins edit rows (text and binary format), error and notice
+/// text; everything else arrives as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_plugins_edit_what_the_client_sees() {
+    let direct_env = start(&plugin(
+        "needle",
+        "masking",
+        guest::GUEST_MASK_NEEDLE,
+        "[plugins.config]\nneedle = \"4111111111111111\"\nmask = \"#\"",
+    ))
+    .await;
+    let env = &direct_env;
+    let direct = env.connect_direct().await;
+    let pans: Vec<String> = direct
+        .query("SELECT pan FROM cards ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(pans.iter().any(|p| p == "4111111111111111"), "{pans:?}");
+    let expected: Vec<String> = pans
+        .iter()
+        .map(|p| p.replace("4111111111111111", "################"))
+        .collect();
+
+    let client = env.connect("analyst").await;
+    // Extended protocol: tokio-postgres asks for binary results.
+    let binary: Vec<String> = client
+        .query("SELECT pan FROM cards ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(binary, expected);
+    // Simple protocol: text results, several columns, NULLs.
+    let rows = client
+        .simple_query("SELECT id, pan, NULL::text AS nothing FROM cards ORDER BY id")
+        .await
+        .unwrap();
+    let text: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                assert_eq!(row.get(2), None);
+                Some(row.get(1).unwrap().to_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, expected);
+    // A named portal fetched in pieces.
+    let transaction_client = env.connect("analyst").await;
+    let mut tx_client = transaction_client;
+    let tx = tx_client.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT pan FROM cards ORDER BY id", &[])
+        .await
+        .unwrap();
+    let mut fetched = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, 2).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        fetched.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    assert_eq!(fetched, expected);
+    tx.rollback().await.unwrap();
+
+    // Errors and notices are masked too.
+    let error = client
+        .simple_query("SELECT '4111111111111111'::int4")
+        .await
+        .unwrap_err();
+    let message = error.as_db_error().unwrap().message().to_owned();
+    assert!(!message.contains("4111111111111111"), "{message}");
+    assert!(message.contains("################"), "{message}");
+    let (client, mut messages) = env.connect_with_async_messages("analyst").await;
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'card 4111111111111111 seen'; END $$")
+        .await
+        .unwrap();
+    match messages.recv().await {
+        Some(tokio_postgres::AsyncMessage::Notice(notice)) => {
+            assert_eq!(notice.message(), "card ################ seen");
+        }
+        other => panic!("expected a notice, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_masking_changes_nothing() {
+    let env = start(&plugin("noop", "masking", guest::GUEST_PASS_THROUGH, "")).await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("analyst").await;
+    let query =
+        "SELECT c.*, o.* FROM cards c LEFT JOIN orders o ON o.card_id = c.id ORDER BY c.id, o.id";
+    let through: Vec<String> = client
+        .query(query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    let raw: Vec<String> = direct
+        .query(query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert_eq!(through, raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_plugins_decide_who_logs_in() {
+    let alice = sluice::auth::scram::make_verifier("alice-token", 64);
+    let env = start(&plugin(
+        "idp",
+        "identity",
+        guest::GUEST_IDENTITY,
+        &format!(
+            "[plugins.config.users.alice]\nverifier = \"{alice}\"\ngroups = [\"analysts\"]\n\
+             [plugins.config.tokens.tok-bob]\nuser = \"bob\"\ngroups = [\"ops\"]\n"
+        ),
+    ))
+    .await;
+    let login = |user: &str, password: &str| {
+        let mut config = env.config(user);
+        config.password(password);
+        async move { sluice_tests::connect(&config).await }
+    };
+
+    // A stored secret: SCRAM-SHA-256, the token never on the wire.
+    let client = login("alice", "alice-token").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(
+        sqlstate(&login("alice", "wrong").await.unwrap_err()),
+        Some("28P01")
+    );
+    // A bearer token (loopback here), mapped to its user only.
+    let client = login("bob", "tok-bob").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    for (user, token) in [("bob", "tok-nope"), ("carol", "tok-bob")] {
+        assert_eq!(
+            sqlstate(&login(user, token).await.unwrap_err()),
+            Some("28P01"),
+            "{user}"
+        );
+    }
+    // With identity plugins, the config's static principals are not used.
+    assert_eq!(
+        sqlstate(&login("agent", "agent-demo-token").await.unwrap_err()),
+        Some("28P01")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_cannot_read_host_files_unless_granted() {
+    let granted = tempfile::tempdir().unwrap();
+    let secret = granted.path().join("allowed.txt");
+    std::fs::write(&secret, "twelve bytes").unwrap();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), "not for plugins").unwrap();
+
+    let ungranted = start(&plugin("reader", "policy", guest::GUEST_READ_FILE, "")).await;
+    let client = ungranted.connect("agent").await;
+    for path in [secret.as_path(), outside.path()] {
+        let (_, message) = denial(
+            client
+                .simple_query(&format!("read {}", path.display()))
+                .await,
+        );
+        assert!(message.contains("cannot read"), "{message}");
+    }
+
+    let env = start(&plugin(
+        "reader",
+        "policy",
+        guest::GUEST_READ_FILE,
+        &format!(
+            "[plugins.grants]\nread_dirs = [\"{}\"]",
+            granted.path().display()
+        ),
+    ))
+    .await;
+    let client = env.connect("agent").await;
+    let (_, message) = denial(
+        client
+            .simple_query(&format!("read {}", secret.display()))
+            .await,
+    );
+    assert!(message.contains("read 12 bytes"), "{message}");
+    let (_, message) = denial(
+        client
+            .simple_query(&format!("read {}", outside.path().display()))
+            .await,
+    );
+    assert!(message.contains("cannot read"), "{message}");
+}
