@@ -72,6 +72,16 @@ pub struct Config {
     pub principals: Vec<PrincipalConfig>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: statements held for a human's approval.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long a held statement waits for an answer before it is refused.
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[listen]`: where clients connect.
@@ -300,6 +310,8 @@ pub struct Settings {
     pub principals: Vec<Principal>,
     /// Plugins in config order.
     pub plugins: Vec<PluginSettings>,
+    /// How long a statement held for approval waits.
+    pub approval_timeout: Duration,
 }
 
 /// Certificate and key files for client-facing TLS.
@@ -512,6 +524,15 @@ impl Config {
             allowed_startup_parameters,
             principals,
             plugins,
+            approval_timeout: match self.approvals.timeout_ms {
+                None => Duration::from_secs(300),
+                Some(ms @ 1..=86_400_000) => Duration::from_millis(ms),
+                Some(ms) => {
+                    return Err(invalid(format!(
+                        "[approvals] timeout_ms {ms} is not between 1 and 86400000 (a day)"
+                    )));
+                }
+            },
         })
     }
 

@@ -1,5 +1,5 @@
 //! The `sluice` command as operators run it: `check`, `hash-token`,
-//! `serve` with overrides and SIGTERM, and the quickstart `demo`.
+//! `serve` with overrides, SIGHUP and SIGTERM, and the quickstart `demo`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -105,6 +105,22 @@ fn check_validates_configs() {
     assert!(!ok);
     assert!(stderr.contains("line 6, column 1"), "{stderr}");
     assert!(stderr.contains("sslmode"), "{stderr}");
+
+    // Plugins are loaded and checked: a builtin of the right kind passes,
+    // one configured for the wrong hook is refused with the reason.
+    let base = "[upstream]\nurl = \"postgres://svc@h/db\"\n[[plugins]]\nname = \"ro\"\npath = \"builtin:read-only\"\n";
+    let plugins = dir.path().join("plugins.toml");
+    std::fs::write(&plugins, format!("{base}hook = \"policy\"\n")).unwrap();
+    let (ok, stdout, stderr) = run(&["check", "-c", plugins.to_str().unwrap()], "");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 plugins"), "{stdout}");
+    std::fs::write(&plugins, format!("{base}hook = \"masking\"\n")).unwrap();
+    let (ok, _, stderr) = run(&["check", "-c", plugins.to_str().unwrap()], "");
+    assert!(!ok);
+    assert!(
+        stderr.contains("plugin ro: builtin:read-only is not a masking plugin"),
+        "{stderr}"
+    );
 }
 
 /// `sluice hash-token` makes a verifier in PostgreSQL's format that
@@ -199,15 +215,16 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     );
 }
 
-/// `sluice serve --listen --upstream` overrides the file, and SIGTERM
-/// drains and exits cleanly.
+/// `sluice serve --listen --upstream` overrides the file, SIGHUP reloads
+/// the plugins, and SIGTERM drains and exits cleanly.
 #[test]
-fn serve_with_overrides_and_sigterm() {
+fn serve_with_overrides_sighup_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
-        "[listen]\naddress = \"127.0.0.1:1\"\n[upstream]\nurl = \"postgres://svc@192.0.2.1:5432/other\"\n",
+        "[listen]\naddress = \"127.0.0.1:1\"\n[upstream]\nurl = \"postgres://svc@192.0.2.1:5432/other\"\n\
+         [[plugins]]\nname = \"ro\"\nhook = \"policy\"\npath = \"builtin:read-only\"\n",
     )
     .unwrap();
     let port = free_port();
@@ -251,12 +268,38 @@ fn serve_with_overrides_and_sigterm() {
         "{psql_stderr}"
     );
 
+    // Log lines, as they come.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    signal(&child.0, libc::SIGHUP);
+    wait_for_line(&lines, &mut log, "plugins reloaded");
+    assert!(log.contains("SIGHUP"), "{log}");
+
     signal(&child.0, libc::SIGTERM);
     let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
     assert!(status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    wait_for_line(&lines, &mut log, "SIGTERM");
+}
+
+/// Collects log lines into `log` until one contains `needle`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, log: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(_) => panic!("no {needle:?} in the log:\n{log}"),
+        }
+    }
 }
 
 fn free_port() -> u16 {

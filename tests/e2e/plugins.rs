@@ -82,7 +82,7 @@ async fn policy_answers_reach_the_client() {
     assert!(message.contains("rule deny-rule"), "{message}");
     assert!(message.contains("forbidden"), "{message}");
 
-    // Denied at Parse in the extended protocol.
+    // Denied at Bind in the extended protocol.
     let (code, _) = denial(
         client
             .query("SELECT $1::text || 'forbidden'", &[&"x"])
@@ -197,7 +197,8 @@ async fn faulty_plugins_deny_only_that_statement() {
         ("SELECT 'alloc'", "memory in plugin alloc"),
     ] {
         let (code, message) = denial(client.simple_query(text).await);
-        assert_eq!(code, "42501", "{text}");
+        // A plugin failure is a system error, not a policy's denial.
+        assert_eq!(code, "58000", "{text}");
         assert!(message.contains(expected), "{text}: {message}");
         // The same session goes on, on a fresh instance.
         client.simple_query("SELECT 1").await.unwrap();
@@ -621,4 +622,169 @@ async fn plugins_cannot_read_host_files_unless_granted() {
             .await,
     );
     assert!(message.contains("cannot read"), "{message}");
+}
+
+/// A statement prepared while the policy allowed it is judged again at
+/// every Bind: after a reload that forbids it, it no longer runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_are_judged_by_the_policy_in_force_at_bind() {
+    let env = start(&deny_words(&["nothing-yet"])).await;
+    let client = env.connect("analyst").await;
+    let statement = client
+        .prepare("SELECT count(*) FROM cards WHERE id > $1")
+        .await
+        .unwrap();
+    client.query_one(&statement, &[&0i64]).await.unwrap();
+
+    env.rewrite_config(&deny_words(&["cards"]));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .unwrap();
+    let (code, message) = denial(client.query_one(&statement, &[&0i64]).await);
+    assert_eq!(code, "42501");
+    assert!(message.contains("cards"), "{message}");
+    // Refusing the Bind left the client's other statements alone.
+    let other = client.prepare("SELECT 1").await.unwrap();
+    client.query_one(&other, &[]).await.unwrap();
+}
+
+/// A statement a policy holds for approval waits, unforwarded, until an
+/// approver answers through the approval plugin: approved it runs, denied
+/// or expired it is refused; nobody approves their own request, and the
+/// approver sees the statement with card numbers masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_statements_wait_for_an_approver() {
+    let env = start(&format!(
+        "{}{}{}[approvals]\ntimeout_ms = 3000\n",
+        plugin(
+            "rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]",
+        ),
+        plugin(
+            "needle",
+            "masking",
+            guest::GUEST_MASK_NEEDLE,
+            "[plugins.config]\nneedle = \"4111111111111111\"",
+        ),
+        plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
+    ))
+    .await;
+    let shared = env.gateway.shared.clone();
+    let direct = env.connect_direct().await;
+    let next_ticket = || async {
+        let mut found = None;
+        let appeared = eventually(Duration::from_secs(10), || {
+            let tickets = shared.approvals.pending();
+            found = tickets.into_iter().next();
+            std::future::ready(found.is_some())
+        })
+        .await;
+        assert!(appeared, "no ticket was opened");
+        found.unwrap()
+    };
+    let answer = |payload: String| {
+        let shared = shared.clone();
+        async move {
+            let plugins = shared.plugins.current();
+            shared.approvals.interaction(&plugins, &payload).await
+        }
+    };
+
+    // Approved: the statement runs after the answer, not before.
+    let client = Arc::new(env.connect("agent").await);
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .simple_query("UPDATE orders SET note = 'card 4111111111111111' WHERE id = 1")
+                .await
+        })
+    };
+    let ticket = next_ticket().await;
+    assert_eq!(ticket.requester.id, "agent");
+    assert_eq!(ticket.approver_group, "dba");
+    assert!(
+        ticket.statement_text.contains("card ****************"),
+        "{}",
+        ticket.statement_text
+    );
+    let note = |id: i64| {
+        let direct = &direct;
+        async move {
+            direct
+                .query_one(
+                    "SELECT coalesce(note, '') FROM orders WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_ne!(
+        note(1).await,
+        "card 4111111111111111",
+        "ran before approval"
+    );
+    let own = answer(format!("approve {} agent", ticket.id)).await;
+    assert!(own.unwrap_err().to_string().contains("may not approve"));
+    answer(format!("approve {} alice", ticket.id))
+        .await
+        .unwrap();
+    held.await.unwrap().expect("the approved statement runs");
+    assert_eq!(note(1).await, "card 4111111111111111");
+    // A ticket is answered once.
+    assert!(answer(format!("deny {} bob", ticket.id)).await.is_err());
+
+    // Denied: refused with the approver's name; the session carries on.
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .simple_query("UPDATE orders SET note = 'denied' WHERE id = 2")
+                .await
+        })
+    };
+    let ticket = next_ticket().await;
+    answer(format!("deny {} bob", ticket.id)).await.unwrap();
+    let (code, message) = denial(held.await.unwrap());
+    assert_eq!(code, "42501");
+    assert!(message.contains("bob denied"), "{message}");
+    assert_ne!(note(2).await, "denied");
+
+    // Unanswered: refused when the ticket expires.
+    let (code, message) = denial(
+        client
+            .simple_query("UPDATE orders SET note = 'late' WHERE id = 3")
+            .await,
+    );
+    assert_eq!(code, "57014");
+    assert!(message.contains("approval ticket"), "{message}");
+    assert!(shared.approvals.pending().is_empty());
+
+    // Approvers that cannot be told: refused at once.
+    let (code, _) = denial(client.simple_query("SELECT 'unreachable'").await);
+    assert_eq!(code, "58000");
+    assert_eq!(
+        first_value(&client, "SELECT 'still here'").await,
+        "still here"
+    );
+}
+
+/// Without an approval plugin, a statement that needs approval is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_without_an_approval_plugin_is_refused() {
+    let env = start(&plugin(
+        "rules",
+        "policy",
+        guest::GUEST_DENY_RULE,
+        "[plugins.config]\napproval_words = [\"orders\"]",
+    ))
+    .await;
+    let client = env.connect("agent").await;
+    let (code, message) = denial(client.simple_query("SELECT count(*) FROM orders").await);
+    assert_eq!(code, "42501");
+    assert!(message.contains("no approval plugin"), "{message}");
 }

@@ -36,6 +36,16 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The plugin that failed.
+    pub fn plugin(&self) -> &str {
+        match self {
+            Fault::Trap { plugin, .. }
+            | Fault::Deadline { plugin, .. }
+            | Fault::Memory { plugin, .. }
+            | Fault::InvalidAnswer { plugin, .. } => plugin,
+        }
+    }
+
     /// A short name for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -23,6 +23,8 @@ pub mod masking;
 pub mod reload;
 pub mod runtime;
 pub mod set;
+#[doc(hidden)]
+pub mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

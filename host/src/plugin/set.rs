@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::bindings::approval::exports::sluice::gateway::approval::{Answer, Ticket};
 use super::bindings::identity::exports::sluice::gateway::identity::{AuthError, StoredSecret};
 use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, SessionInfo, Statement};
 use super::host_api::{PluginContext, read_files};
@@ -210,6 +211,72 @@ impl PluginSet {
         Ok(current)
     }
 
+    // ---- approval ---------------------------------------------------
+
+    pub fn approves(&self) -> bool {
+        !self.approval.is_empty()
+    }
+
+    /// Tells every approval plugin about a held statement. The first that
+    /// cannot (an error it returns) refuses the statement.
+    pub async fn request_approval(&self, ticket: &Ticket) -> Result<Result<(), String>, Fault> {
+        for plugin in &self.approval {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Approval(e) => {
+                    e.sluice_gateway_approval()
+                        .call_request(&mut warm.store, ticket)
+                        .await
+                }
+                _ => unreachable!("approval chains hold approval plugins"),
+            };
+            if let Err(error) = plugin.checkin(warm, result)? {
+                return Ok(Err(format!("{}: {error}", plugin.name)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The answer the first approval plugin reads in an interaction.
+    pub async fn on_interaction(&self, payload: &str) -> Result<Option<Answer>, Fault> {
+        for plugin in &self.approval {
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::Approval(e) => {
+                    e.sluice_gateway_approval()
+                        .call_on_interaction(&mut warm.store, payload)
+                        .await
+                }
+                _ => unreachable!("approval chains hold approval plugins"),
+            };
+            if let Some(answer) = plugin.checkin(warm, result)? {
+                return Ok(Some(answer));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tells the approval plugins how a ticket ended, so they can update
+    /// what approvers see. Failures are logged: the outcome stands.
+    pub async fn approval_outcome(&self, ticket: &Ticket, outcome: &str) {
+        for plugin in &self.approval {
+            let Ok(mut warm) = plugin.checkout().await else {
+                continue;
+            };
+            let result = match &warm.exports {
+                Exports::Approval(e) => {
+                    e.sluice_gateway_approval()
+                        .call_on_outcome(&mut warm.store, ticket, outcome)
+                        .await
+                }
+                _ => unreachable!("approval chains hold approval plugins"),
+            };
+            if let Ok(Err(error)) = plugin.checkin(warm, result) {
+                tracing::warn!(plugin = %plugin.name, ticket = %ticket.id, %error, "approval plugin could not record an outcome");
+            }
+        }
+    }
+
     // ---- identity ---------------------------------------------------
 
     pub fn identifies(&self) -> bool {
@@ -403,50 +470,23 @@ mod tests {
     use super::*;
     use crate::plugin::bindings::types::StatementKind;
     use crate::plugin::builtin::test_guests;
+    use crate::plugin::testing;
     use std::time::{Duration, Instant};
 
     fn settings(name: &str, path: &str, deadline_ms: u64, memory_mb: usize) -> PluginSettings {
         PluginSettings {
-            name: name.to_owned(),
-            hook: Hook::Policy,
-            source: PluginSource::File(path.into()),
             deadline: Duration::from_millis(deadline_ms),
             memory_bytes: memory_mb << 20,
-            config_json: "{}".to_owned(),
-            files: Default::default(),
-            env: Vec::new(),
-            read_dirs: Vec::new(),
+            ..testing::plugin_settings(name, Hook::Policy, path, "{}")
         }
     }
 
     fn session() -> SessionInfo {
-        SessionInfo {
-            session_id: 1,
-            principal: Principal {
-                id: "agent".into(),
-                groups: vec![],
-                attributes: vec![],
-            },
-            connection: ConnectionInfo {
-                client_address: "127.0.0.1:1".into(),
-                tls: false,
-                database: "payments".into(),
-                application_name: None,
-            },
-        }
+        testing::session()
     }
 
     fn statement(text: &str) -> Statement {
-        Statement {
-            text: text.into(),
-            kind: StatementKind::Select,
-            tables: vec![],
-            columns: vec![],
-            functions: vec![],
-            has_where: false,
-            is_multi: false,
-            params: vec![],
-        }
+        testing::statement(StatementKind::Select, text)
     }
 
     #[tokio::test]

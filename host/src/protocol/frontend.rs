@@ -100,7 +100,14 @@ pub fn parse_statement(frame: &Frame) -> Option<(&str, &str)> {
     Some((name, text))
 }
 
-/// Describe: whether it names a portal (rather than a statement), and the
+/// Bind: the name of the statement it binds.
+pub fn bind_statement(frame: &Frame) -> Option<&str> {
+    let mut body = frame.body();
+    take_cstr(&mut body)?;
+    take_cstr(&mut body)
+}
+
+/// Describe (and Close): whether it names a portal (rather than a statement), and the
 /// name.
 pub fn describe_target(frame: &Frame) -> Option<(bool, &str)> {
     let (&kind, mut rest) = frame.body().split_first()?;

@@ -71,6 +71,10 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const INTERNAL_ERROR: &str = "XX000";
+    /// An error outside PostgreSQL: a plugin that failed.
+    pub const SYSTEM_ERROR: &str = "58000";
+    /// A statement given up on: here, one whose approval did not come.
+    pub const QUERY_CANCELED: &str = "57014";
 }
 
 #[cfg(test)]

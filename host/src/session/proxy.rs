@@ -21,8 +21,11 @@
 //! a draining gateway may close the session.
 //!
 //! ## Hooks
-//! Every statement (a Query's text, a Parse's) goes to the policy plugins
-//! before it is forwarded. Result rows go to the masking plugins before
+//! Every statement goes to the policy plugins before it can run: a Query's
+//! text when it arrives, a prepared statement's at each Bind (so the policy
+//! in force at the time decides, even for a statement prepared before a
+//! reload). sluice keeps the text of each statement the client parsed for
+//! that. Result rows go to the masking plugins before
 //! the client sees them, and so do the texts of errors and notices. To mask
 //! rows the proxy must know their columns: a simple query's RowDescription
 //! says, and for an Execute sluice asks the server itself (a Describe of the
@@ -55,9 +58,13 @@ use super::cancel::UpstreamKey;
 use super::masking::{self, ResultMask};
 use super::startup::Established;
 use super::statement;
+use crate::approval::{self, Approvals, Resolution};
+use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
-use crate::plugin::Verdict;
+use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
 use crate::plugin::bindings::types::SessionInfo;
+use crate::plugin::bindings::types::Statement;
+use crate::plugin::{Fault, PluginSet, Verdict};
 use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
 use crate::protocol::{backend, frontend};
@@ -75,6 +82,13 @@ const KEEP_CAPACITY: usize = 128 << 10;
 /// The query sent upstream in place of a refused cycle. It fails to parse,
 /// so it runs nothing, and its text explains itself in the server's log.
 const REFUSAL_STAND_IN: &str = "sluice refused this statement";
+/// The name the stand-in is parsed under in place of a refused Bind: the
+/// Parse fails whether or not a statement of that name exists, and leaves
+/// the client's own statements (the unnamed one included) untouched.
+const REFUSAL_STATEMENT: &str = "sluice_refused";
+/// Most prepared statements sluice remembers for one session; a client
+/// that keeps more open gets its statements refused, never unjudged.
+const MAX_PREPARED_STATEMENTS: usize = 10_000;
 
 /// A cycle forwarded to the server and not yet answered with ReadyForQuery.
 #[derive(Debug)]
@@ -182,6 +196,9 @@ struct Proxy<'a> {
     /// Describe: an Execute of it right after needs no describe of ours.
     just_described: Option<String>,
     rows: Rows,
+    /// The text of each statement the client parsed, by name (`""` is the
+    /// unnamed one), judged at Bind.
+    prepared: std::collections::HashMap<String, Box<str>>,
 }
 
 /// Runs the session's statement loop until it ends.
@@ -249,6 +266,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         describes: VecDeque::new(),
         just_described: None,
         rows: Rows::Undescribed,
+        prepared: std::collections::HashMap::new(),
     };
     let end = proxy.serve().await;
     let principal = proxy.session.principal.id.clone();
@@ -461,22 +479,46 @@ impl Proxy<'_> {
                 self.push_cycle(true, None);
             }
             tag::PARSE => {
-                let Some((name, text)) = frontend::parse_statement(&frame) else {
-                    return Err(End::Fatal(Fatal::new(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "malformed Parse message",
-                    )));
-                };
-                if let Some(refusal) = self.judge(text).await {
-                    // The stand-in fails to parse in the statement's place;
-                    // the server then skips the cycle's rest up to Sync.
-                    let name = (!name.is_empty()).then(|| name.to_owned());
-                    reply::encode(
-                        &Parse::new(name, REFUSAL_STAND_IN.to_owned(), Vec::new()),
-                        &mut self.to_server,
-                    );
-                    self.refusing.get_or_insert(refusal);
+                // Parsing runs nothing: the statement is judged when bound.
+                let (name, text) = frontend::parse_statement(&frame).unwrap_or_default();
+                if self.prepared.len() >= MAX_PREPARED_STATEMENTS
+                    && !self.prepared.contains_key(name)
+                {
+                    self.refuse_extended(Fatal::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        format!(
+                            "more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"
+                        ),
+                    ));
                     return Ok(());
+                }
+                self.prepared.insert(name.to_owned(), text.into());
+            }
+            tag::BIND => {
+                let statement = frontend::bind_statement(&frame).unwrap_or_default();
+                let refusal = match self.prepared.get(statement) {
+                    Some(text) => {
+                        let text = text.clone();
+                        self.judge(&text).await
+                    }
+                    // Prepared some other way (SQL PREPARE): not judged
+                    // here, so not run here.
+                    None if self.judges() => Some(Fatal::new(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!(
+                            "sluice cannot judge prepared statement {statement:?}: it was not parsed through this session's protocol messages"
+                        ),
+                    )),
+                    None => None,
+                };
+                if let Some(refusal) = refusal {
+                    self.refuse_extended(refusal);
+                    return Ok(());
+                }
+            }
+            tag::CLOSE => {
+                if let Some((false, name)) = frontend::describe_target(&frame) {
+                    self.prepared.remove(name);
                 }
             }
             tag::DESCRIBE => {
@@ -536,6 +578,21 @@ impl Proxy<'_> {
         self.push_cycle(true, Some(refusal));
     }
 
+    /// Refuses the extended-protocol message at hand: a stand-in that fails
+    /// to parse goes in its place, the server skips the cycle's rest up to
+    /// Sync, and its error is replaced by `refusal`.
+    fn refuse_extended(&mut self, refusal: Fatal) {
+        reply::encode(
+            &Parse::new(
+                Some(REFUSAL_STATEMENT.to_owned()),
+                REFUSAL_STAND_IN.to_owned(),
+                Vec::new(),
+            ),
+            &mut self.to_server,
+        );
+        self.refusing.get_or_insert(refusal);
+    }
+
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
         self.cycles.push_back(Cycle { simple, refusal });
         self.cycles_sent += 1;
@@ -543,9 +600,9 @@ impl Proxy<'_> {
 
     /// Runs the policy plugins on a statement: `None` lets it through, a
     /// refusal says why not. A plugin that fails refuses the statement.
-    async fn judge(&self, text: &str) -> Option<Fatal> {
+    async fn judge(&mut self, text: &str) -> Option<Fatal> {
         let plugins = self.shared.plugins.current();
-        if plugins.chain(crate::config::Hook::Policy).is_empty() {
+        if plugins.chain(Hook::Policy).is_empty() {
             return None;
         }
         let statement = statement::summarize(text);
@@ -568,8 +625,8 @@ impl Proxy<'_> {
                 plugin,
                 reason,
                 approver_group,
-            }) => {
-                tracing::info!(session, %plugin, ?kind, "statement needs approval; no approval path is configured");
+            }) if !plugins.approves() => {
+                tracing::info!(session, %plugin, ?kind, "statement needs approval; no approval plugin is configured");
                 Some(Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
@@ -577,15 +634,109 @@ impl Proxy<'_> {
                     ),
                 ))
             }
-            Err(fault) => Some(Fatal::new(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!(
-                    "sluice refused this statement: its policy check failed ({} in plugin {})",
-                    fault.kind(),
-                    fault_plugin(&fault)
-                ),
-            )),
+            Ok(Verdict::RequireApproval {
+                plugin,
+                reason,
+                approver_group,
+            }) => {
+                tracing::info!(session, %plugin, ?kind, "statement held for approval");
+                self.hold_for_approval(&plugins, statement, reason, approver_group)
+                    .await
+            }
+            Err(fault) => Some(plugin_failed("policy", &fault)),
         }
+    }
+
+    /// Holds a statement until an approver answers, its ticket expires or
+    /// the gateway closes; `None` releases it. What was already decided is
+    /// written out first, so the client has every earlier reply while it
+    /// waits; nothing it sends behind the statement is read meanwhile.
+    async fn hold_for_approval(
+        &mut self,
+        plugins: &PluginSet,
+        statement: Statement,
+        reason: String,
+        approver_group: String,
+    ) -> Option<Fatal> {
+        let statement_text = match plugins.mask_text(&statement.text).await {
+            Ok(masked) => masked.unwrap_or(statement.text),
+            Err(fault) => return Some(plugin_failed("masking", &fault)),
+        };
+        let timeout = self.shared.settings.approval_timeout;
+        let ticket = Ticket {
+            id: Approvals::new_ticket_id(),
+            requester: self.session.principal.clone(),
+            statement_text,
+            tables: statement.tables,
+            reason,
+            approver_group: approver_group.clone(),
+            expires_at: approval::now_ms() + timeout.as_millis() as u64,
+        };
+        match plugins.request_approval(&ticket).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(ticket = %ticket.id, %error, "approval request failed");
+                return Some(Fatal::new(
+                    sqlstate::SYSTEM_ERROR,
+                    format!(
+                        "this statement needs approval from {approver_group}, and asking for it failed: refused"
+                    ),
+                ));
+            }
+            Err(fault) => return Some(plugin_failed("approval", &fault)),
+        }
+        let answer = self.shared.approvals.open(ticket.clone());
+        let _ = self.flush().await;
+        let mut phase = self.shared.phase.clone();
+        let outcome = tokio::select! {
+            answer = answer => answer.ok(),
+            () = tokio::time::sleep(timeout) => None,
+            _ = phase.wait_for(|p| *p == Phase::Closing) => None,
+        };
+        self.shared.approvals.close(&ticket.id);
+        let (label, refusal) = match outcome {
+            Some(Resolution::Approved { approver }) => {
+                tracing::info!(ticket = %ticket.id, %approver, "statement approved");
+                ("approved", None)
+            }
+            Some(Resolution::Denied { approver }) => (
+                "denied",
+                Some(Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "{approver} denied this statement (approval ticket {})",
+                        ticket.id
+                    ),
+                )),
+            ),
+            None => (
+                "expired",
+                Some(Fatal::new(
+                    sqlstate::QUERY_CANCELED,
+                    format!(
+                        "no approval within {}s (approval ticket {}): refused",
+                        timeout.as_secs(),
+                        ticket.id
+                    ),
+                )),
+            ),
+        };
+        plugins.approval_outcome(&ticket, label).await;
+        refusal
+    }
+
+    /// Writes everything pending to both sides.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.server.write_all(&self.to_server).await?;
+        self.to_server.clear();
+        self.client.write_all(&self.to_client).await?;
+        self.to_client.clear();
+        Ok(())
+    }
+
+    /// Whether policy plugins are in force.
+    fn judges(&self) -> bool {
+        !self.shared.plugins.current().chain(Hook::Policy).is_empty()
     }
 
     /// The refusal the server's next error is to be replaced with: the
@@ -1056,14 +1207,17 @@ fn row_run(buf: &[u8]) -> usize {
     at
 }
 
-fn fault_plugin(fault: &crate::plugin::Fault) -> &str {
-    use crate::plugin::Fault;
-    match fault {
-        Fault::Trap { plugin, .. }
-        | Fault::Deadline { plugin, .. }
-        | Fault::Memory { plugin, .. }
-        | Fault::InvalidAnswer { plugin, .. } => plugin,
-    }
+/// The refusal of a statement whose check failed: a system error, naming
+/// the hook, the kind of fault and the plugin (details are in the log).
+fn plugin_failed(hook: &str, fault: &Fault) -> Fatal {
+    Fatal::new(
+        sqlstate::SYSTEM_ERROR,
+        format!(
+            "sluice refused this statement: its {hook} check failed ({} in plugin {})",
+            fault.kind(),
+            fault.plugin()
+        ),
+    )
 }
 
 fn next_reader(remaining: usize, state: fn(usize) -> ServerReader) -> ServerReader {

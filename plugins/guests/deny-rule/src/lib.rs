@@ -7,7 +7,9 @@
 //!
 //! plus, optionally, a data file under the key `words` with one more word
 //! per line. A statement is denied (rule `deny-rule`) when its kind is one
-//! of `deny_kinds` or its text contains one of the words, ignoring case.
+//! of `deny_kinds` or its text contains one of the words, ignoring case;
+//! one containing a word of `approval_words` needs the approval of group
+//! `dba`.
 //! `check_config` refuses invalid JSON, unknown keys or kinds, and
 //! `"reject": true`, so a test can load an invalid configuration.
 
@@ -51,6 +53,8 @@ struct Config {
     #[serde(default)]
     deny_words: Vec<String>,
     #[serde(default)]
+    approval_words: Vec<String>,
+    #[serde(default)]
     reject: bool,
 }
 
@@ -59,6 +63,8 @@ struct Rules {
     kinds: Vec<StatementKind>,
     /// Lower-cased.
     words: Vec<String>,
+    /// Lower-cased.
+    approval_words: Vec<String>,
 }
 
 impl Rules {
@@ -85,7 +91,16 @@ impl Rules {
         for word in &mut words {
             *word = word.to_lowercase();
         }
-        Ok(Rules { kinds, words })
+        let approval_words = config
+            .approval_words
+            .iter()
+            .map(|word| word.to_lowercase())
+            .collect();
+        Ok(Rules {
+            kinds,
+            words,
+            approval_words,
+        })
     }
 
     fn judge(&self, statement: &Statement) -> Decision {
@@ -94,8 +109,17 @@ impl Rules {
             return Decision::deny(RULE, format!("{kind} statements are denied"));
         }
         let text = statement.text.to_lowercase();
-        match self.words.iter().find(|word| text.contains(word.as_str())) {
-            Some(word) => Decision::deny(RULE, format!("the statement mentions {word:?}")),
+        if let Some(word) = self.words.iter().find(|word| text.contains(word.as_str())) {
+            return Decision::deny(RULE, format!("the statement mentions {word:?}"));
+        }
+        match self
+            .approval_words
+            .iter()
+            .find(|word| text.contains(word.as_str()))
+        {
+            Some(word) => {
+                Decision::require_approval(format!("the statement mentions {word:?}"), "dba")
+            }
             None => Decision::Allow,
         }
     }

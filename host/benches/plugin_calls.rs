@@ -1,0 +1,112 @@
+//! What a plugin call costs on the data path: a trivial policy decision,
+//! and masking batches of 1, 100 and 1,000 values through a plugin that
+//! looks at every value and edits none (the boundary's cost) and one that
+//! edits every value.
+//!
+//! `cargo bench -p sluice --bench plugin_calls`; results in BENCHMARKS.md.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluice::config::Hook;
+use sluice::plugin::bindings::types::StatementKind;
+use sluice::plugin::builtin::test_guests;
+use sluice::plugin::masking::Batch;
+use sluice::plugin::testing::{plugin_settings as settings, session, statement};
+use sluice::plugin::{PluginSet, Runtime, set};
+
+/// `n` card-number-like text values, as a result column's would be.
+fn batch(n: usize, with_pan: bool) -> Batch {
+    let mut batch = Batch::default();
+    for i in 0..n {
+        let value = if with_pan {
+            format!("card 4111111111111111 order {i:08}")
+        } else {
+            format!("card 5500-0000-0000-{i:04} order")
+        };
+        batch.push((i % 4) as u16, value.as_bytes());
+    }
+    batch
+}
+
+fn plugin_calls(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plugins = runtime
+        .block_on(PluginSet::load(
+            Runtime::shared(),
+            &[
+                settings(
+                    "allow-all",
+                    Hook::Policy,
+                    test_guests::GUEST_ALLOW_ALL,
+                    "{}",
+                ),
+                settings(
+                    "pass-through",
+                    Hook::Masking,
+                    test_guests::GUEST_PASS_THROUGH,
+                    "{}",
+                ),
+                settings(
+                    "needle",
+                    Hook::Masking,
+                    test_guests::GUEST_MASK_NEEDLE,
+                    r#"{"needle":"4111111111111111"}"#,
+                ),
+            ],
+            None,
+        ))
+        .expect("the test plugins load");
+    let session = session();
+    let statement = statement(
+        StatementKind::Select,
+        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+    );
+
+    c.bench_function("policy/allow-all", |b| {
+        b.to_async(&runtime).iter(|| async {
+            plugins.evaluate(&session, &statement).await.unwrap();
+        })
+    });
+
+    let masking = plugins.chain(Hook::Masking);
+    let (pass_through, needle) = (&masking[0], &masking[1]);
+    let mut group = c.benchmark_group("masking");
+    for n in [1usize, 100, 1000] {
+        group.throughput(Throughput::Elements(n as u64));
+        let clean = batch(n, false);
+        group.bench_with_input(BenchmarkId::new("pass-through", n), &clean, |b, batch| {
+            b.to_async(&runtime).iter(|| async {
+                let edits = set::mask_batch(pass_through, &session, &batch.to_wit())
+                    .await
+                    .unwrap();
+                assert!(edits.is_empty());
+            })
+        });
+        let dirty = batch(n, true);
+        group.bench_with_input(
+            BenchmarkId::new("edit-every-value", n),
+            &dirty,
+            |b, batch| {
+                b.to_async(&runtime).iter(|| async {
+                    let edits = set::mask_batch(needle, &session, &batch.to_wit())
+                        .await
+                        .unwrap();
+                    let masked = batch.apply(edits, None, &[true; 4]).unwrap();
+                    assert_eq!(masked.len(), batch.len());
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = plugin_calls
+}
+criterion_main!(benches);
