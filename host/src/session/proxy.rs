@@ -198,7 +198,7 @@ struct Proxy<'a> {
     rows: Rows,
     /// The text of each statement the client parsed, by name (`""` is the
     /// unnamed one), judged at Bind.
-    prepared: std::collections::HashMap<String, Box<str>>,
+    prepared: std::collections::HashMap<String, Arc<str>>,
 }
 
 /// Runs the session's statement loop until it ends.
@@ -496,11 +496,8 @@ impl Proxy<'_> {
             }
             tag::BIND => {
                 let statement = frontend::bind_statement(&frame).unwrap_or_default();
-                let refusal = match self.prepared.get(statement) {
-                    Some(text) => {
-                        let text = text.clone();
-                        self.judge(&text).await
-                    }
+                let refusal = match self.prepared.get(statement).cloned() {
+                    Some(text) => self.judge(&text).await,
                     // Prepared some other way (SQL PREPARE): not judged
                     // here, so not run here.
                     None if self.judges() => Some(Fatal::new(

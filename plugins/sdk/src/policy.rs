@@ -32,11 +32,11 @@ pub trait Policy {
 
     /// Decides on one statement.
     ///
-    /// Called for every statement before it is forwarded: each statement
-    /// of a multi-statement string (with `is_multi` set), each Parse of the
-    /// extended protocol, and again at Bind/Execute (with the parameters)
-    /// against the policy in force then. A panic or a timeout denies the
-    /// statement.
+    /// Called for every statement before it can run: a simple query's text
+    /// when it arrives (several statements in one string are judged one by
+    /// one, with `is_multi` set, or whole as `Unparsed` when they cannot be
+    /// split), and a prepared statement at each Bind, against the policies
+    /// in force then. A panic or a timeout fails the statement closed.
     fn evaluate(session: &SessionInfo, statement: &Statement) -> Decision;
 }
 
