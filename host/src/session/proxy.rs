@@ -471,10 +471,12 @@ impl Proxy<'_> {
             // The shape check above has already read the statement text as
             // UTF-8.
             tag::QUERY => {
-                let text = frontend::query_text(&frame).unwrap_or_default();
-                if let Some(refusal) = self.judge(text).await {
-                    self.refuse_cycle(refusal);
-                    return Ok(());
+                if self.judges() {
+                    let text = frontend::query_text(&frame).unwrap_or_default();
+                    if let Some(refusal) = self.judge(text).await {
+                        self.refuse_cycle(refusal);
+                        return Ok(());
+                    }
                 }
                 self.push_cycle(true, None);
             }
@@ -776,10 +778,13 @@ impl Proxy<'_> {
                 ServerReader::Boundary => {
                     // Pass a run of whole streamed messages in one copy.
                     let rows_stream = matches!(self.rows, Rows::Described(None));
-                    let run = streamed_run(&self.server_in, rows_stream);
+                    let (run, result_ended) = streamed_run(&self.server_in, rows_stream);
                     if run > 0 {
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
+                        if result_ended {
+                            self.rows = Rows::Undescribed;
+                        }
                         continue;
                     }
                     let header = match frame::peek_header(&self.server_in, usize::MAX) {
@@ -812,7 +817,7 @@ impl Proxy<'_> {
                         self.mask_rows(rows).await?;
                         continue;
                     }
-                    if is_streamed(header.tag) {
+                    if is_streamed(header.tag) && !ends_result(header.tag) {
                         // A streamed message larger than what has arrived:
                         // pass on the part we have.
                         let n = self.server_in.len();
@@ -913,7 +918,8 @@ impl Proxy<'_> {
             // chosen, so it says nothing certain about rows.
             return Ok(true);
         }
-        if frame.tag() == tag::ROW_DESCRIPTION {
+        // Columns are read only when some plugin may want them.
+        if frame.tag() == tag::ROW_DESCRIPTION && self.shared.plugins.current().masks() {
             let columns = match backend::decode(frame) {
                 Some(backend::Message::RowDescription(description)) => {
                     masking::columns_of(&description)
@@ -938,10 +944,6 @@ impl Proxy<'_> {
                 // sluice's own describe: the client did not ask.
                 return Ok(());
             }
-            tag::BIND_COMPLETE
-            | tag::COMMAND_COMPLETE
-            | tag::EMPTY_QUERY_RESPONSE
-            | tag::PORTAL_SUSPENDED => self.rows = Rows::Undescribed,
             tag::READY_FOR_QUERY => {
                 let status = match frame.body() {
                     [status @ (b'I' | b'T' | b'E')] => *status,
@@ -1169,27 +1171,49 @@ fn is_streamed(tag: u8) -> bool {
             | tag::BACKEND_KEY_DATA
             | tag::ROW_DESCRIPTION
             | tag::NO_DATA
-            | tag::BIND_COMPLETE
-            | tag::COMMAND_COMPLETE
-            | tag::EMPTY_QUERY_RESPONSE
-            | tag::PORTAL_SUSPENDED
             | tag::AUTHENTICATION
             | tag::NEGOTIATE_PROTOCOL_VERSION
     )
 }
 
-/// Length of the run of whole streamed messages at the start of `buf`;
-/// DataRows count only if `rows_stream`.
-fn streamed_run(buf: &[u8], rows_stream: bool) -> usize {
+/// Messages after which the rows that come belong to another result (or
+/// portal), whose description sluice has yet to see. They pass through
+/// whole, with the streamed ones.
+fn ends_result(tag: u8) -> bool {
+    matches!(
+        tag,
+        tag::BIND_COMPLETE
+            | tag::COMMAND_COMPLETE
+            | tag::EMPTY_QUERY_RESPONSE
+            | tag::PORTAL_SUSPENDED
+    )
+}
+
+/// Length of the run of whole streamed messages at the start of `buf`, and
+/// whether a result ended in it. DataRows count only while `rows_stream`,
+/// which a result's end revokes.
+fn streamed_run(buf: &[u8], mut rows_stream: bool) -> (usize, bool) {
     let mut at = 0;
+    let mut result_ended = false;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
-        let streamed = is_streamed(header.tag) && (rows_stream || header.tag != tag::DATA_ROW);
-        if !streamed || buf.len() - at < header.total() {
+        if buf.len() - at < header.total() {
+            break;
+        }
+        let streamed = match header.tag {
+            tag::DATA_ROW => rows_stream,
+            tag if ends_result(tag) => {
+                result_ended = true;
+                rows_stream = false;
+                true
+            }
+            tag => is_streamed(tag),
+        };
+        if !streamed {
             break;
         }
         at += header.total();
     }
-    at
+    (at, result_ended)
 }
 
 /// Length of the run of whole DataRows at the start of `buf`.
@@ -1276,12 +1300,15 @@ mod tests {
         buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
         buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
-        // CommandComplete is held: sluice tracks where results end.
-        assert_eq!(streamed_run(&buf, true), two_rows);
-        assert_eq!(streamed_run(&buf[..two_rows + 3], true), two_rows);
-        assert_eq!(streamed_run(&buf[with_complete..], true), 0);
-        // While rows are masked they are held too.
-        assert_eq!(streamed_run(&buf, false), 0);
+        assert_eq!(streamed_run(&buf, true), (with_complete, true));
+        assert_eq!(streamed_run(&buf[..two_rows + 3], true), (two_rows, false));
+        assert_eq!(streamed_run(&buf[with_complete..], true), (0, false));
+        // While rows are masked they are held.
+        assert_eq!(streamed_run(&buf, false), (0, false));
+        // Rows after a result's end wait for their own description.
+        let mut next = buf[two_rows..with_complete].to_vec();
+        next.extend_from_slice(&buf[..two_rows]);
+        assert_eq!(streamed_run(&next, true), (with_complete - two_rows, true));
         assert_eq!(row_run(&buf), two_rows);
         assert_eq!(
             row_run(&buf[..two_rows - 1]),
