@@ -18,9 +18,23 @@ use super::host_api::{MemoryCapExceeded, PluginContext, State};
 use super::runtime::{EPOCH_TICK, Runtime};
 use crate::config::{Hook, PluginSettings};
 
-/// Warm instances kept per plugin; more are created under load and dropped
-/// when they come back to a full pool.
-const POOL_SIZE: usize = 16;
+/// Warm instances kept per plugin and pool shard; more are created under
+/// load and dropped when they come back to a full shard.
+const SHARD_SIZE: usize = 4;
+/// Pool shards per plugin. Each thread that calls plugins sticks to one
+/// shard, so sessions on different worker threads never contend for (or
+/// bounce the cache line of) the same lock.
+const SHARDS: usize = 8;
+
+/// The pool shard of the current thread.
+fn shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
 
 /// Why a call failed. Every fault fails closed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,7 +74,6 @@ impl Fault {
 /// Calls and faults of one plugin name, kept across reloads.
 #[derive(Debug, Default)]
 pub struct PluginStats {
-    pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub deadlines: AtomicU64,
     pub memory: AtomicU64,
@@ -119,7 +132,7 @@ pub struct Plugin {
     context: Arc<PluginContext>,
     engine: wasmtime::Engine,
     pre: Pre,
-    pool: std::sync::Mutex<Vec<Warm>>,
+    pool: [std::sync::Mutex<Vec<Warm>>; SHARDS],
     pub stats: Arc<PluginStats>,
 }
 
@@ -159,15 +172,17 @@ impl Plugin {
             context,
             engine: runtime.engine().clone(),
             pre,
-            pool: std::sync::Mutex::new(Vec::new()),
+            pool: Default::default(),
             stats,
         })
     }
 
     /// Takes a warm instance from the pool, or makes one.
     pub async fn checkout(&self) -> Result<Warm, Fault> {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self.pool[shard()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         let mut warm = match pooled {
             Some(warm) => warm,
             None => self.instantiate().await?,
@@ -182,8 +197,10 @@ impl Plugin {
         store.set_epoch_deadline(1);
     }
 
+    /// The deadline in ticks, rounded up, plus one: the first tick may come
+    /// a moment after the call starts.
     fn deadline_ticks(&self) -> u64 {
-        (self.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+        self.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
     }
 
     /// Ends a call: a healthy instance goes back to the pool, a faulted one
@@ -191,8 +208,8 @@ impl Plugin {
     pub fn checkin<R>(&self, warm: Warm, result: wasmtime::Result<R>) -> Result<R, Fault> {
         match result {
             Ok(value) => {
-                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < POOL_SIZE {
+                let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < SHARD_SIZE {
                     pool.push(warm);
                 }
                 Ok(value)

@@ -199,6 +199,16 @@ struct Proxy<'a> {
     /// The text of each statement the client parsed, by name (`""` is the
     /// unnamed one), judged at Bind.
     prepared: std::collections::HashMap<String, Arc<str>>,
+    /// The plugin set this session last looked at, and its generation: the
+    /// session checks the generation (a plain read) instead of loading the
+    /// shared set for every message.
+    plugins: Arc<PluginSet>,
+    plugins_generation: u64,
+    /// The last RowDescription masked, and what the plugins wanted of it:
+    /// a plugin's answer depends only on the session, the columns and its
+    /// configuration, so the same description under the same plugins gets
+    /// the same answer without asking again.
+    last_description: Option<(u64, bytes::Bytes, Option<Arc<ResultMask>>)>,
 }
 
 /// Runs the session's statement loop until it ends.
@@ -267,6 +277,9 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         just_described: None,
         rows: Rows::Undescribed,
         prepared: std::collections::HashMap::new(),
+        plugins: shared.plugins.current(),
+        plugins_generation: shared.plugins.generation(),
+        last_description: None,
     };
     let end = proxy.serve().await;
     let principal = proxy.session.principal.id.clone();
@@ -533,9 +546,7 @@ impl Proxy<'_> {
             }
             tag::EXECUTE => {
                 let portal = frontend::execute_portal(&frame).unwrap_or_default();
-                if just_described.as_deref() != Some(portal)
-                    && self.shared.plugins.current().masks()
-                {
+                if just_described.as_deref() != Some(portal) && self.current_plugins().masks() {
                     // Learn the columns the rows will have, for masking.
                     let name = (!portal.is_empty()).then(|| portal.to_owned());
                     reply::encode(&Describe::new(b'P', name), &mut self.to_server);
@@ -600,13 +611,13 @@ impl Proxy<'_> {
     /// Runs the policy plugins on a statement: `None` lets it through, a
     /// refusal says why not. A plugin that fails refuses the statement.
     async fn judge(&mut self, text: &str) -> Option<Fatal> {
-        let plugins = self.shared.plugins.current();
-        if plugins.chain(Hook::Policy).is_empty() {
+        if self.current_plugins().chain(Hook::Policy).is_empty() {
             return None;
         }
         let statement = statement::summarize(text);
         let kind = statement.kind;
         let session = self.session.session_id;
+        let plugins = &self.plugins;
         match plugins.evaluate(&self.session, &statement).await {
             Ok(Verdict::Allow) => None,
             Ok(Verdict::Deny {
@@ -639,6 +650,7 @@ impl Proxy<'_> {
                 approver_group,
             }) => {
                 tracing::info!(session, %plugin, ?kind, "statement held for approval");
+                let plugins = plugins.clone();
                 self.hold_for_approval(&plugins, statement, reason, approver_group)
                     .await
             }
@@ -734,8 +746,19 @@ impl Proxy<'_> {
     }
 
     /// Whether policy plugins are in force.
-    fn judges(&self) -> bool {
-        !self.shared.plugins.current().chain(Hook::Policy).is_empty()
+    fn judges(&mut self) -> bool {
+        !self.current_plugins().chain(Hook::Policy).is_empty()
+    }
+
+    /// The plugin set in force, refreshed if a reload swapped it since this
+    /// session last looked.
+    fn current_plugins(&mut self) -> &Arc<PluginSet> {
+        let generation = self.shared.plugins.generation();
+        if generation != self.plugins_generation {
+            self.plugins = self.shared.plugins.current();
+            self.plugins_generation = generation;
+        }
+        &self.plugins
     }
 
     /// The refusal the server's next error is to be replaced with: the
@@ -880,14 +903,13 @@ impl Proxy<'_> {
 
     /// What the masking plugins want of a result with these columns.
     async fn result_mask(
-        &self,
+        &mut self,
         columns: Vec<crate::plugin::bindings::types::Column>,
     ) -> Result<Option<Arc<ResultMask>>, End> {
-        let plugins = self.shared.plugins.current();
-        if !plugins.masks() {
+        if !self.current_plugins().masks() {
             return Ok(None);
         }
-        ResultMask::for_columns(&plugins, &self.session, columns)
+        ResultMask::for_columns(&self.plugins, &self.session, columns)
             .await
             .map_err(|fault| {
                 End::Fatal(Fatal::new(
@@ -919,7 +941,15 @@ impl Proxy<'_> {
             return Ok(true);
         }
         // Columns are read only when some plugin may want them.
-        if frame.tag() == tag::ROW_DESCRIPTION && self.shared.plugins.current().masks() {
+        if frame.tag() == tag::ROW_DESCRIPTION && self.current_plugins().masks() {
+            let generation = self.plugins_generation;
+            if let Some((seen, body, mask)) = &self.last_description
+                && *seen == generation
+                && body.as_ref() == frame.body()
+            {
+                self.rows = Rows::Described(mask.clone());
+                return Ok(!describe.is_some_and(|d| d.injected));
+            }
             let columns = match backend::decode(frame) {
                 Some(backend::Message::RowDescription(description)) => {
                     masking::columns_of(&description)
@@ -931,7 +961,13 @@ impl Proxy<'_> {
                     )));
                 }
             };
-            self.rows = Rows::Described(self.result_mask(columns).await?);
+            let mask = self.result_mask(columns).await?;
+            self.last_description = Some((
+                generation,
+                bytes::Bytes::copy_from_slice(frame.body()),
+                mask.clone(),
+            ));
+            self.rows = Rows::Described(mask);
         } else {
             self.rows = Rows::Described(None);
         }
@@ -1021,9 +1057,8 @@ impl Proxy<'_> {
 
     /// Passes an ErrorResponse or NoticeResponse on, its text masked.
     async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
-        let plugins = self.shared.plugins.current();
-        if plugins.masks() {
-            match masking::mask_fields(&plugins, &fields).await {
+        if self.current_plugins().masks() {
+            match masking::mask_fields(&self.plugins, &fields).await {
                 Ok(None) => {}
                 Ok(Some(masked)) => {
                     masking::encode_fields(frame.tag(), masked, &mut self.to_client);
