@@ -19,6 +19,27 @@ use super::runtime::Runtime;
 use super::{LoadError, builtin};
 use crate::config::{Hook, PluginSettings, PluginSource};
 
+/// One guarded call: a warm instance of `$plugin` (of `$world`, which
+/// its chain guarantees), the call, and the instance back to its pool, or
+/// dropped with the fault counted. Evaluates to `Result<_, Fault>`.
+macro_rules! call {
+    ($plugin:expr, $world:ident, |$exports:ident, $store:ident| $call:expr) => {
+        async {
+            let plugin: &Plugin = &$plugin;
+            let mut warm = plugin.checkout().await?;
+            let result = match &warm.exports {
+                Exports::$world($exports) => {
+                    let $store = &mut warm.store;
+                    $call.await
+                }
+                _ => unreachable!("a hook's chain holds only plugins of its world"),
+            };
+            plugin.checkin(warm, result)
+        }
+        .await
+    };
+}
+
 /// One consistent set of loaded plugins. Swapped whole on reload; a
 /// statement keeps the set it started with.
 #[derive(Debug, Default)]
@@ -105,16 +126,10 @@ impl PluginSet {
     ) -> Result<Verdict, Fault> {
         let mut verdict = Verdict::Allow;
         for plugin in &self.policy {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Policy(e) => {
-                    e.sluice_gateway_policy()
-                        .call_evaluate(&mut warm.store, session, statement)
-                        .await
-                }
-                _ => unreachable!("policy chains hold policy plugins"),
-            };
-            match plugin.checkin(warm, result)? {
+            match call!(plugin, Policy, |e, store| e
+                .sluice_gateway_policy()
+                .call_evaluate(store, session, statement))?
+            {
                 Decision::Allow => {}
                 Decision::Deny(denial) => {
                     return Ok(Verdict::Deny {
@@ -152,16 +167,9 @@ impl PluginSet {
         let mut plugins = Vec::new();
         let mut any = vec![false; columns.len()];
         for plugin in &self.masking {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Masking(e) => {
-                    e.sluice_gateway_masking()
-                        .call_select_columns(&mut warm.store, session, columns)
-                        .await
-                }
-                _ => unreachable!("masking chains hold masking plugins"),
-            };
-            let selected = plugin.checkin(warm, result)?;
+            let selected = call!(plugin, Masking, |e, store| e
+                .sluice_gateway_masking()
+                .call_select_columns(store, session, columns))?;
             if selected.len() != columns.len() {
                 return Err(plugin.invalid_answer(format!(
                     "select-columns returned {} flags for {} columns",
@@ -185,16 +193,9 @@ impl PluginSet {
         let mut current: Option<String> = None;
         for plugin in &self.masking {
             let input = current.as_deref().unwrap_or(text);
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Masking(e) => {
-                    e.sluice_gateway_masking()
-                        .call_mask_text(&mut warm.store, input)
-                        .await
-                }
-                _ => unreachable!("masking chains hold masking plugins"),
-            };
-            let edits = plugin.checkin(warm, result)?;
+            let edits = call!(plugin, Masking, |e, store| e
+                .sluice_gateway_masking()
+                .call_mask_text(store, input))?;
             if edits.is_empty() {
                 continue;
             }
@@ -221,16 +222,10 @@ impl PluginSet {
     /// cannot (an error it returns) refuses the statement.
     pub async fn request_approval(&self, ticket: &Ticket) -> Result<Result<(), String>, Fault> {
         for plugin in &self.approval {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Approval(e) => {
-                    e.sluice_gateway_approval()
-                        .call_request(&mut warm.store, ticket)
-                        .await
-                }
-                _ => unreachable!("approval chains hold approval plugins"),
-            };
-            if let Err(error) = plugin.checkin(warm, result)? {
+            if let Err(error) = call!(plugin, Approval, |e, store| e
+                .sluice_gateway_approval()
+                .call_request(store, ticket))?
+            {
                 return Ok(Err(format!("{}: {error}", plugin.name)));
             }
         }
@@ -240,16 +235,10 @@ impl PluginSet {
     /// The answer the first approval plugin reads in an interaction.
     pub async fn on_interaction(&self, payload: &str) -> Result<Option<Answer>, Fault> {
         for plugin in &self.approval {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Approval(e) => {
-                    e.sluice_gateway_approval()
-                        .call_on_interaction(&mut warm.store, payload)
-                        .await
-                }
-                _ => unreachable!("approval chains hold approval plugins"),
-            };
-            if let Some(answer) = plugin.checkin(warm, result)? {
+            if let Some(answer) = call!(plugin, Approval, |e, store| e
+                .sluice_gateway_approval()
+                .call_on_interaction(store, payload))?
+            {
                 return Ok(Some(answer));
             }
         }
@@ -260,18 +249,10 @@ impl PluginSet {
     /// what approvers see. Failures are logged: the outcome stands.
     pub async fn approval_outcome(&self, ticket: &Ticket, outcome: &str) {
         for plugin in &self.approval {
-            let Ok(mut warm) = plugin.checkout().await else {
-                continue;
-            };
-            let result = match &warm.exports {
-                Exports::Approval(e) => {
-                    e.sluice_gateway_approval()
-                        .call_on_outcome(&mut warm.store, ticket, outcome)
-                        .await
-                }
-                _ => unreachable!("approval chains hold approval plugins"),
-            };
-            if let Ok(Err(error)) = plugin.checkin(warm, result) {
+            if let Ok(Err(error)) = call!(plugin, Approval, |e, store| e
+                .sluice_gateway_approval()
+                .call_on_outcome(store, ticket, outcome))
+            {
                 tracing::warn!(plugin = %plugin.name, ticket = %ticket.id, %error, "approval plugin could not record an outcome");
             }
         }
@@ -290,16 +271,10 @@ impl PluginSet {
         connection: &ConnectionInfo,
     ) -> Result<Option<(String, StoredSecret)>, Fault> {
         for plugin in &self.identity {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Identity(e) => {
-                    e.sluice_gateway_identity()
-                        .call_scram_verifier(&mut warm.store, user, connection)
-                        .await
-                }
-                _ => unreachable!("identity chains hold identity plugins"),
-            };
-            if let Some(secret) = plugin.checkin(warm, result)? {
+            if let Some(secret) = call!(plugin, Identity, |e, store| e
+                .sluice_gateway_identity()
+                .call_scram_verifier(store, user, connection))?
+            {
                 return Ok(Some((plugin.name.clone(), secret)));
             }
         }
@@ -315,16 +290,10 @@ impl PluginSet {
         connection: &ConnectionInfo,
     ) -> Result<Result<Principal, AuthError>, Fault> {
         for plugin in &self.identity {
-            let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::Identity(e) => {
-                    e.sluice_gateway_identity()
-                        .call_authenticate(&mut warm.store, user, token, connection)
-                        .await
-                }
-                _ => unreachable!("identity chains hold identity plugins"),
-            };
-            match plugin.checkin(warm, result)? {
+            match call!(plugin, Identity, |e, store| e
+                .sluice_gateway_identity()
+                .call_authenticate(store, user, token, connection))?
+            {
                 Err(AuthError::UnknownUser) => continue,
                 Ok(principal) if principal.id != user => return Ok(Err(AuthError::WrongUser)),
                 answer => return Ok(answer),
@@ -453,16 +422,9 @@ pub async fn mask_batch(
     session: &SessionInfo,
     batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
 ) -> Result<Vec<super::bindings::masking::exports::sluice::gateway::masking::ValueEdit>, Fault> {
-    let mut warm = plugin.checkout().await?;
-    let result = match &warm.exports {
-        Exports::Masking(e) => {
-            e.sluice_gateway_masking()
-                .call_mask_batch(&mut warm.store, session, batch)
-                .await
-        }
-        _ => unreachable!("masking chains hold masking plugins"),
-    };
-    plugin.checkin(warm, result)
+    call!(plugin, Masking, |e, store| e
+        .sluice_gateway_masking()
+        .call_mask_batch(store, session, batch))
 }
 
 #[cfg(test)]
