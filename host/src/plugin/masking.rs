@@ -61,8 +61,17 @@ impl Batch {
         (subset, origin)
     }
 
-    /// The WIT record for a call. Copies: the canonical ABI copies the
-    /// buffer into the guest anyway.
+    /// The WIT record for a call, taking the batch.
+    pub fn into_wit(self) -> ValueBatch {
+        ValueBatch {
+            data: self.data,
+            ends: self.ends,
+            columns: self.columns,
+        }
+    }
+
+    /// The WIT record for a call, keeping the batch (to apply the edits
+    /// to).
     pub fn to_wit(&self) -> ValueBatch {
         ValueBatch {
             data: self.data.clone(),

@@ -92,7 +92,7 @@ impl ResultMask {
                 if subset.is_empty() {
                     continue;
                 }
-                (subset.to_wit(), Some(origin))
+                (subset.into_wit(), Some(origin))
             };
             let edits = crate::plugin::set::mask_batch(plugin, session, &input).await?;
             if edits.is_empty() {
