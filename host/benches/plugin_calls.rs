@@ -1,4 +1,5 @@
-//! What a plugin call costs on the data path: a trivial policy decision,
+//! What a plugin call costs on the data path: a trivial policy decision
+//! (and the same with the principal read through the session handle),
 //! and masking batches of 1, 100 and 1,000 values through a plugin that
 //! looks at every value and edits none (the boundary's cost) and one that
 //! edits every value.
@@ -74,13 +75,24 @@ fn plugin_calls(c: &mut Criterion) {
 
     // The same call with nothing to copy but the statement: what lowering
     // the session's strings into the guest costs on every call.
-    let mut bare = session.clone();
-    bare.principal.groups.clear();
-    bare.connection.application_name = None;
-    let bare_query = statement(StatementKind::Select, "");
-    c.bench_function("policy/allow-all, bare arguments", |b| {
+    // The same trivial decision, by a policy that reads the principal
+    // through its session handle on every call: what reading it costs.
+    let reads_session = runtime
+        .block_on(PluginSet::load(
+            Runtime::shared(),
+            &[settings(
+                "group-rule",
+                Hook::Policy,
+                test_guests::GUEST_DENY_RULE,
+                r#"{"deny_groups":["nobody"]}"#,
+            )],
+            None,
+        ))
+        .expect("the deny-rule plugin loads");
+    c.bench_function("policy/reads the principal", |b| {
         b.to_async(&runtime).iter(|| async {
-            plugins.evaluate(&bare, &bare_query).await.unwrap();
+            let verdict = reads_session.evaluate(&session, &query).await.unwrap();
+            assert!(matches!(verdict, sluice::plugin::Verdict::Allow));
         })
     });
 
@@ -92,7 +104,7 @@ fn plugin_calls(c: &mut Criterion) {
         let clean = batch(n, false);
         group.bench_with_input(BenchmarkId::new("pass-through", n), &clean, |b, batch| {
             b.to_async(&runtime).iter(|| async {
-                let edits = set::mask_batch(pass_through, &session, &batch.to_wit())
+                let edits = set::mask_batch(pass_through, &session, batch.as_wit())
                     .await
                     .unwrap();
                 assert!(edits.is_empty());
@@ -104,7 +116,7 @@ fn plugin_calls(c: &mut Criterion) {
             &dirty,
             |b, batch| {
                 b.to_async(&runtime).iter(|| async {
-                    let edits = set::mask_batch(needle, &session, &batch.to_wit())
+                    let edits = set::mask_batch(needle, &session, batch.as_wit())
                         .await
                         .unwrap();
                     let masked = batch.apply(edits, None, &[true; 4]).unwrap();

@@ -141,6 +141,43 @@ async fn policies_chain_in_config_order_and_any_deny_wins() {
     assert_eq!(code, "42501");
 }
 
+/// A policy reads who asks through its session handle, and each call's
+/// handle answers for that call's session, though the sessions share the
+/// plugin's warm instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_see_the_session_they_judge() {
+    let env = start(&plugin(
+        "no-agents",
+        "policy",
+        guest::GUEST_DENY_RULE,
+        "[plugins.config]\ndeny_groups = [\"agents\"]",
+    ))
+    .await;
+    let agent = env.connect("agent").await;
+    let analyst = env.connect("analyst").await;
+    for round in 0..5 {
+        assert_eq!(
+            first_value(&analyst, "SELECT 'ok'").await,
+            "ok",
+            "round {round}"
+        );
+        let (code, message) = denial(agent.simple_query("SELECT 'ok'").await);
+        assert_eq!(code, "42501");
+        assert!(
+            message.contains("agent is in group agents"),
+            "round {round}: {message}"
+        );
+        let value: i32 = analyst
+            .query_one("SELECT $1::int4", &[&round])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, round);
+        let (code, _) = denial(agent.query_one("SELECT $1::int4", &[&round]).await);
+        assert_eq!(code, "42501");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_read_only_policy_is_builtin() {
     let env = start(&plugin("read-only", "policy", "builtin:read-only", "")).await;

@@ -1,15 +1,24 @@
 //! Rust bindings of the `sluice:gateway` WIT package, one set per world.
 //!
 //! The policy world's bindings own the shared types and the host
-//! capabilities (log, config, clock); the other worlds reuse them, so a
-//! `Principal` or a `Column` is one Rust type whichever hook it goes to.
+//! capabilities (session, log, config, clock); the other worlds reuse them,
+//! so a `Principal` or a `Column` is one Rust type whichever hook it goes
+//! to.
 
 /// The policy world: its bindings also define the shared interfaces.
 pub mod policy {
     wasmtime::component::bindgen!({
         world: "policy-plugin",
         path: "../wit",
-        imports: { default: async },
+        // A session handle is lent only for the length of a call; a method
+        // called without one traps rather than answer for another session.
+        // They answer from memory, so they are plain (not async) calls.
+        imports: {
+            "sluice:gateway/session.[method]session.id": trappable,
+            "sluice:gateway/session.[method]session.principal": trappable,
+            "sluice:gateway/session.[method]session.connection": trappable,
+            default: async,
+        },
         exports: { default: async },
     });
 }
@@ -39,6 +48,7 @@ pub mod masking {
         exports: { default: async },
         with: {
             "sluice:gateway/types": super::policy::sluice::gateway::types,
+            "sluice:gateway/session": super::policy::sluice::gateway::session,
             "sluice:gateway/log": super::policy::sluice::gateway::log,
             "sluice:gateway/config": super::policy::sluice::gateway::config,
             "sluice:gateway/clock": super::policy::sluice::gateway::clock,
@@ -62,4 +72,4 @@ pub mod approval {
     });
 }
 
-pub use policy::sluice::gateway::{clock, config, log, types};
+pub use policy::sluice::gateway::{clock, config, log, session, types};

@@ -1,5 +1,6 @@
 //! What a plugin instance's store holds, and the host capabilities the WIT
-//! worlds import: log, config, clock and (for approval plugins) slack.
+//! worlds import: the session handle (policy and masking plugins), log,
+//! config, clock and (for approval plugins) slack.
 //!
 //! A plugin reaches nothing else. Its WASI context has no preopened
 //! directories, no environment, no arguments, closed stdio and no network
@@ -9,11 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::approval::sluice::gateway::slack;
-use super::bindings::{clock, config, log, types};
+use super::bindings::types::{ConnectionInfo, Principal};
+use super::bindings::{clock, config, log, session, types};
 use crate::config::PluginSettings;
 
 /// Longest line a plugin may log; the rest is cut.
@@ -43,11 +45,23 @@ pub struct MemoryCapExceeded {
     pub cap: usize,
 }
 
+/// A logged-in session: what a plugin's session handle answers from.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Unique for the life of the process; logs and the audit trail use it.
+    pub session_id: u64,
+    pub principal: Principal,
+    pub connection: ConnectionInfo,
+}
+
 /// The data of one instance's store.
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub context: Arc<PluginContext>,
+    /// The session of the running call, while a handle on it is lent to
+    /// the plugin; `None` between calls.
+    pub session: Option<Arc<SessionInfo>>,
     /// Epoch ticks the running call may still run for. Ticks spent
     /// suspended (yielded to other sessions) are not counted.
     pub ticks_left: u64,
@@ -71,6 +85,7 @@ impl State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             context,
+            session: None,
             ticks_left: 0,
         })
     }
@@ -114,6 +129,40 @@ impl ResourceLimiter for State {
 }
 
 impl types::Host for State {}
+
+impl State {
+    /// The session whose handle the running call holds. Every handle is
+    /// lent for one call, so without a session there is no valid handle.
+    fn lent_session(&self) -> wasmtime::Result<&SessionInfo> {
+        self.session
+            .as_deref()
+            .ok_or_else(|| wasmtime::format_err!("a session handle was used outside its call"))
+    }
+}
+
+impl session::Host for State {}
+
+impl session::HostSession for State {
+    fn id(&mut self, _handle: Resource<session::Session>) -> wasmtime::Result<u64> {
+        Ok(self.lent_session()?.session_id)
+    }
+
+    fn principal(&mut self, _handle: Resource<session::Session>) -> wasmtime::Result<Principal> {
+        Ok(self.lent_session()?.principal.clone())
+    }
+
+    fn connection(
+        &mut self,
+        _handle: Resource<session::Session>,
+    ) -> wasmtime::Result<ConnectionInfo> {
+        Ok(self.lent_session()?.connection.clone())
+    }
+
+    async fn drop(&mut self, _handle: Resource<session::Session>) -> wasmtime::Result<()> {
+        // Handles are lent, never owned by the plugin: nothing to free.
+        Ok(())
+    }
+}
 
 impl log::Host for State {
     async fn write(&mut self, level: log::Level, message: String) {

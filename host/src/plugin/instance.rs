@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use super::bindings::session::Session;
 use super::bindings::{approval, identity, masking, policy};
-use super::host_api::{MemoryCapExceeded, PluginContext, State};
+use super::host_api::{MemoryCapExceeded, PluginContext, SessionInfo, State};
 use super::runtime::{EPOCH_TICK, Runtime};
 use crate::config::{Hook, PluginSettings};
 
@@ -122,6 +123,14 @@ pub struct Warm {
     pub exports: Exports,
 }
 
+/// Lends the plugin a handle on `session` for the next call. The handle's
+/// number means nothing: its methods answer from the session kept in the
+/// store, which `Plugin::checkin` takes back.
+pub fn lend(store: &mut Store<State>, session: &Arc<SessionInfo>) -> Resource<Session> {
+    store.data_mut().session = Some(session.clone());
+    Resource::new_borrow(0)
+}
+
 /// One version of one configured plugin.
 pub struct Plugin {
     pub name: String,
@@ -205,9 +214,10 @@ impl Plugin {
 
     /// Ends a call: a healthy instance goes back to the pool, a faulted one
     /// is dropped and the fault counted and logged.
-    pub fn checkin<R>(&self, warm: Warm, result: wasmtime::Result<R>) -> Result<R, Fault> {
+    pub fn checkin<R>(&self, mut warm: Warm, result: wasmtime::Result<R>) -> Result<R, Fault> {
         match result {
             Ok(value) => {
+                warm.store.data_mut().session = None;
                 let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
                 if pool.len() < SHARD_SIZE {
                     pool.push(warm);

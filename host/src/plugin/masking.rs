@@ -8,42 +8,54 @@
 
 use super::bindings::masking::exports::sluice::gateway::masking::{ValueBatch, ValueEdit};
 
-/// Values of one result set's selected columns.
-#[derive(Debug, Default, Clone)]
+/// Values of one result set's selected columns, kept in the WIT record's
+/// own shape so a call borrows it as it is.
+#[derive(Debug, Clone)]
 pub struct Batch {
-    pub data: Vec<u8>,
-    pub ends: Vec<u32>,
-    pub columns: Vec<u16>,
+    values: ValueBatch,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            values: ValueBatch {
+                data: Vec::new(),
+                ends: Vec::new(),
+                columns: Vec::new(),
+            },
+        }
+    }
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.values.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-        self.columns.clear();
+        self.values.ends.is_empty()
     }
 
     pub fn push(&mut self, column: u16, value: &[u8]) {
-        self.data.extend_from_slice(value);
-        self.ends.push(self.data.len() as u32);
-        self.columns.push(column);
+        let values = &mut self.values;
+        values.data.extend_from_slice(value);
+        values.ends.push(values.data.len() as u32);
+        values.columns.push(column);
     }
 
     pub fn value(&self, index: usize) -> &[u8] {
+        let ends = &self.values.ends;
         let start = if index == 0 {
             0
         } else {
-            self.ends[index - 1] as usize
+            ends[index - 1] as usize
         };
-        &self.data[start..self.ends[index] as usize]
+        &self.values.data[start..ends[index] as usize]
+    }
+
+    /// The column of each value, in order.
+    pub fn columns(&self) -> &[u16] {
+        &self.values.columns
     }
 
     /// The values whose column `wanted` flags, as a batch of their own,
@@ -51,8 +63,7 @@ impl Batch {
     pub fn subset(&self, wanted: &[bool]) -> (Batch, Vec<u32>) {
         let mut subset = Batch::default();
         let mut origin = Vec::new();
-        for index in 0..self.len() {
-            let column = self.columns[index];
+        for (index, &column) in self.values.columns.iter().enumerate() {
             if wanted.get(column as usize).copied().unwrap_or(false) {
                 subset.push(column, self.value(index));
                 origin.push(index as u32);
@@ -61,23 +72,9 @@ impl Batch {
         (subset, origin)
     }
 
-    /// The WIT record for a call, taking the batch.
-    pub fn into_wit(self) -> ValueBatch {
-        ValueBatch {
-            data: self.data,
-            ends: self.ends,
-            columns: self.columns,
-        }
-    }
-
-    /// The WIT record for a call, keeping the batch (to apply the edits
-    /// to).
-    pub fn to_wit(&self) -> ValueBatch {
-        ValueBatch {
-            data: self.data.clone(),
-            ends: self.ends.clone(),
-            columns: self.columns.clone(),
-        }
+    /// The WIT record a call borrows.
+    pub fn as_wit(&self) -> &ValueBatch {
+        &self.values
     }
 
     /// Applies a plugin's edits. `origin` maps the edited batch's value
@@ -108,10 +105,10 @@ impl Batch {
             }
         }
         edits.sort_by_key(|e| (e.value, e.start));
-        let mut out = Batch {
-            data: Vec::with_capacity(self.data.len()),
+        let mut out = ValueBatch {
+            data: Vec::with_capacity(self.values.data.len()),
             ends: Vec::with_capacity(self.len()),
-            columns: self.columns.clone(),
+            columns: self.values.columns.clone(),
         };
         let mut edits = edits.into_iter().peekable();
         for index in 0..self.len() {
@@ -124,7 +121,7 @@ impl Batch {
                 out.data.extend_from_slice(value);
             } else {
                 let edited = apply_spans(value, spans)?;
-                let column = self.columns[index] as usize;
+                let column = self.values.columns[index] as usize;
                 if must_be_utf8.get(column).copied().unwrap_or(true)
                     && std::str::from_utf8(&edited).is_err()
                 {
@@ -134,7 +131,7 @@ impl Batch {
             }
             out.ends.push(out.data.len() as u32);
         }
-        Ok(out)
+        Ok(Batch { values: out })
     }
 }
 
@@ -200,7 +197,7 @@ mod tests {
         assert_eq!(edited.value(0), b"card ****");
         assert_eq!(edited.value(1), b"none");
         assert_eq!(edited.value(2), b"# and ****");
-        assert_eq!(edited.columns, b.columns);
+        assert_eq!(edited.columns(), b.columns());
     }
 
     #[test]

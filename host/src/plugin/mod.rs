@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+pub use host_api::SessionInfo;
 pub use instance::{Fault, PluginStats};
 pub use runtime::Runtime;
 pub use set::{PluginSet, Selection, Verdict};

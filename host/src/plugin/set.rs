@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::bindings::approval::exports::sluice::gateway::approval::{Answer, Ticket};
 use super::bindings::identity::exports::sluice::gateway::identity::{AuthError, StoredSecret};
-use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, SessionInfo, Statement};
-use super::host_api::{PluginContext, read_files};
-use super::instance::{Exports, Fault, Plugin, PluginStats};
+use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, Statement};
+use super::host_api::{PluginContext, SessionInfo, read_files};
+use super::instance::{Exports, Fault, Plugin, PluginStats, lend};
 use super::runtime::Runtime;
 use super::{LoadError, builtin};
 use crate::config::{Hook, PluginSettings, PluginSource};
@@ -121,15 +121,16 @@ impl PluginSet {
     /// everything is allowed (the foundation's behaviour).
     pub async fn evaluate(
         &self,
-        session: &SessionInfo,
+        session: &Arc<SessionInfo>,
         statement: &Statement,
     ) -> Result<Verdict, Fault> {
         let mut verdict = Verdict::Allow;
         for plugin in &self.policy {
-            match call!(plugin, Policy, |e, store| e
-                .sluice_gateway_policy()
-                .call_evaluate(store, session, statement))?
-            {
+            match call!(plugin, Policy, |e, store| {
+                let session = lend(store, session);
+                e.sluice_gateway_policy()
+                    .call_evaluate(store, session, statement)
+            })? {
                 Decision::Allow => {}
                 Decision::Deny(denial) => {
                     return Ok(Verdict::Deny {
@@ -161,15 +162,17 @@ impl PluginSet {
     /// Asks each masking plugin which columns of a result set it wants.
     pub async fn select_columns(
         &self,
-        session: &SessionInfo,
+        session: &Arc<SessionInfo>,
         columns: &[Column],
     ) -> Result<Selection, Fault> {
         let mut plugins = Vec::new();
         let mut any = vec![false; columns.len()];
         for plugin in &self.masking {
-            let selected = call!(plugin, Masking, |e, store| e
-                .sluice_gateway_masking()
-                .call_select_columns(store, session, columns))?;
+            let selected = call!(plugin, Masking, |e, store| {
+                let session = lend(store, session);
+                e.sluice_gateway_masking()
+                    .call_select_columns(store, session, columns)
+            })?;
             if selected.len() != columns.len() {
                 return Err(plugin.invalid_answer(format!(
                     "select-columns returned {} flags for {} columns",
@@ -419,12 +422,14 @@ fn fingerprint(
 /// One masking plugin's edits for a batch.
 pub async fn mask_batch(
     plugin: &Plugin,
-    session: &SessionInfo,
+    session: &Arc<SessionInfo>,
     batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
 ) -> Result<Vec<super::bindings::masking::exports::sluice::gateway::masking::ValueEdit>, Fault> {
-    call!(plugin, Masking, |e, store| e
-        .sluice_gateway_masking()
-        .call_mask_batch(store, session, batch))
+    call!(plugin, Masking, |e, store| {
+        let session = lend(store, session);
+        e.sluice_gateway_masking()
+            .call_mask_batch(store, session, batch)
+    })
 }
 
 #[cfg(test)]
@@ -443,7 +448,7 @@ mod tests {
         }
     }
 
-    fn session() -> SessionInfo {
+    fn session() -> Arc<SessionInfo> {
         testing::session()
     }
 

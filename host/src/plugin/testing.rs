@@ -1,7 +1,10 @@
 //! Values for exercising plugins outside a session: the runtime's unit
 //! tests and the plugin-call benchmark. Not part of the gateway's API.
 
-use super::bindings::types::{ConnectionInfo, Principal, SessionInfo, Statement, StatementKind};
+use std::sync::Arc;
+
+use super::bindings::types::{ConnectionInfo, Principal, Statement, StatementKind};
+use super::host_api::SessionInfo;
 use crate::config::{
     DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_MEMORY_MB, Hook, PluginSettings, PluginSource,
 };
@@ -22,8 +25,8 @@ pub fn plugin_settings(name: &str, hook: Hook, path: &str, config_json: &str) ->
 }
 
 /// A session as a loopback client `agent` would have.
-pub fn session() -> SessionInfo {
-    SessionInfo {
+pub fn session() -> Arc<SessionInfo> {
+    Arc::new(SessionInfo {
         session_id: 1,
         principal: Principal {
             id: "agent".into(),
@@ -36,7 +39,7 @@ pub fn session() -> SessionInfo {
             database: "payments".into(),
             application_name: None,
         },
-    }
+    })
 }
 
 /// A statement of `kind` with nothing but its text analysed.

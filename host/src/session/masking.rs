@@ -11,7 +11,8 @@ use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 
-use crate::plugin::bindings::types::{Column, SessionInfo, ValueFormat};
+use crate::plugin::SessionInfo;
+use crate::plugin::bindings::types::{Column, ValueFormat};
 use crate::plugin::masking::Batch;
 use crate::plugin::{Fault, PluginSet, Selection};
 use crate::protocol::reply;
@@ -44,7 +45,7 @@ impl ResultMask {
     /// wants any of them: its rows then stream through untouched.
     pub async fn for_columns(
         plugins: &PluginSet,
-        session: &SessionInfo,
+        session: &Arc<SessionInfo>,
         columns: Vec<Column>,
     ) -> Result<Option<Arc<ResultMask>>, Fault> {
         let selection = plugins.select_columns(session, &columns).await?;
@@ -66,7 +67,7 @@ impl ResultMask {
     /// `out`.
     pub async fn mask_rows(
         &self,
-        session: &SessionInfo,
+        session: &Arc<SessionInfo>,
         rows: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), MaskError> {
@@ -85,16 +86,18 @@ impl ResultMask {
         }
         let mut edited = false;
         for (plugin, wanted) in &self.selection.plugins {
+            let subset;
             let (input, origin) = if *wanted == self.selection.any {
-                (batch.to_wit(), None)
+                (&batch, None)
             } else {
-                let (subset, origin) = batch.subset(wanted);
-                if subset.is_empty() {
+                let (values, origin) = batch.subset(wanted);
+                if values.is_empty() {
                     continue;
                 }
-                (subset.into_wit(), Some(origin))
+                subset = values;
+                (&subset, Some(origin))
             };
-            let edits = crate::plugin::set::mask_batch(plugin, session, &input).await?;
+            let edits = crate::plugin::set::mask_batch(plugin, session, input.as_wit()).await?;
             if edits.is_empty() {
                 continue;
             }

@@ -61,8 +61,8 @@ use super::statement;
 use crate::approval::{self, Approvals, Resolution};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
+use crate::plugin::SessionInfo;
 use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
-use crate::plugin::bindings::types::SessionInfo;
 use crate::plugin::bindings::types::Statement;
 use crate::plugin::{Fault, PluginSet, Verdict};
 use crate::protocol::frame::{self, Frame, Header};
@@ -184,7 +184,7 @@ struct Proxy<'a> {
     server_said_fatal: bool,
     upstream_key: Option<UpstreamKey>,
     /// Who this session is, as hooks are told.
-    session: SessionInfo,
+    session: Arc<SessionInfo>,
     /// Cycles sent upstream, and cycles answered: the number of the cycle
     /// whose replies arrive now is `cycles_done`.
     cycles_sent: u64,
@@ -265,11 +265,11 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         client_first: true,
         server_said_fatal: false,
         upstream_key,
-        session: SessionInfo {
+        session: Arc::new(SessionInfo {
             session_id,
             principal,
             connection,
-        },
+        }),
         cycles_sent: 0,
         cycles_done: 0,
         refusing: None,

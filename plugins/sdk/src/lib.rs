@@ -14,13 +14,14 @@
 //!
 //! ```
 //! use sluice_plugin::policy::Policy;
-//! use sluice_plugin::types::{Decision, SessionInfo, Statement, StatementKind};
+//! use sluice_plugin::session::Session;
+//! use sluice_plugin::types::{Decision, Statement, StatementKind};
 //!
 //! /// Refuses DELETE without a real WHERE.
 //! struct NoBlindDeletes;
 //!
 //! impl Policy for NoBlindDeletes {
-//!     fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+//!     fn evaluate(_session: &Session, statement: &Statement) -> Decision {
 //!         if statement.kind == StatementKind::Delete && !statement.has_where {
 //!             return Decision::deny("no-blind-deletes", "DELETE needs a WHERE clause");
 //!         }
@@ -82,6 +83,7 @@ pub mod identity;
 pub mod log;
 pub mod masking;
 pub mod policy;
+pub mod session;
 pub mod slack;
 pub mod types;
 
@@ -111,6 +113,7 @@ pub mod wit {
                     /// The types and imports every kind of plugin shares.
                     world host {
                         import sluice:gateway/types@0.1.0;
+                        import sluice:gateway/session@0.1.0;
                         import sluice:gateway/log@0.1.0;
                         import sluice:gateway/config@0.1.0;
                         import sluice:gateway/clock@0.1.0;
@@ -150,6 +153,7 @@ pub mod wit {
     pub mod host {
         bindings!("host", generate_unused_types: true, with: {
             "sluice:gateway/types@0.1.0": generate,
+            "sluice:gateway/session@0.1.0": generate,
             "sluice:gateway/log@0.1.0": generate,
             "sluice:gateway/config@0.1.0": generate,
             "sluice:gateway/clock@0.1.0": generate,
@@ -170,7 +174,10 @@ pub mod wit {
     pub mod policy {
         bindings!(
             "policy",
-            with: { "sluice:gateway/types@0.1.0": crate::wit::host::sluice::gateway::types },
+            with: {
+                "sluice:gateway/types@0.1.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.1.0": crate::wit::host::sluice::gateway::session,
+            },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::policy",
             export_macro_name: "__export_policy",
@@ -181,7 +188,10 @@ pub mod wit {
     pub mod masking {
         bindings!(
             "masking",
-            with: { "sluice:gateway/types@0.1.0": crate::wit::host::sluice::gateway::types },
+            with: {
+                "sluice:gateway/types@0.1.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.1.0": crate::wit::host::sluice::gateway::session,
+            },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::masking",
             export_macro_name: "__export_masking",

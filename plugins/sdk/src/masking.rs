@@ -20,7 +20,9 @@ use std::marker::PhantomData;
 
 pub use crate::wit::masking::exports::sluice::gateway::masking::{TextEdit, ValueBatch, ValueEdit};
 
-use crate::types::{Column, SessionInfo};
+use crate::session::Session;
+use crate::types::Column;
+use crate::wit::host::sluice::gateway::session::Session as LentSession;
 use crate::wit::masking::exports::sluice::gateway::masking;
 use crate::wit::plugin::exports::sluice::gateway::plugin;
 
@@ -48,7 +50,7 @@ pub trait Masking {
     /// never pays for integers; one that selects nothing costs nothing
     /// more for that result set. An answer of the wrong length fails the
     /// statement.
-    fn select_columns(session: &SessionInfo, columns: &[Column]) -> Vec<bool>;
+    fn select_columns(session: &Session, columns: &[Column]) -> Vec<bool>;
 
     /// The edits to make to a batch of the selected columns' values.
     ///
@@ -56,7 +58,7 @@ pub trait Masking {
     /// names a value by its index in the batch and a span of it by offsets
     /// relative to the value's start. Edits of one value must come in
     /// order and not overlap, and a text value must stay valid UTF-8.
-    fn mask_batch(session: &SessionInfo, batch: &ValueBatch) -> Vec<ValueEdit>;
+    fn mask_batch(session: &Session, batch: &ValueBatch) -> Vec<ValueEdit>;
 
     /// The edits to make to free text: error and notice fields,
     /// notification payloads, column names, and the query text and
@@ -109,12 +111,12 @@ impl<T: Masking> plugin::Guest for Adapter<T> {
 }
 
 impl<T: Masking> masking::Guest for Adapter<T> {
-    fn select_columns(session: SessionInfo, columns: Vec<Column>) -> Vec<bool> {
-        T::select_columns(&session, &columns)
+    fn select_columns(session: &LentSession, columns: Vec<Column>) -> Vec<bool> {
+        T::select_columns(&Session::lent(session), &columns)
     }
 
-    fn mask_batch(session: SessionInfo, batch: ValueBatch) -> Vec<ValueEdit> {
-        T::mask_batch(&session, &batch)
+    fn mask_batch(session: &LentSession, batch: ValueBatch) -> Vec<ValueEdit> {
+        T::mask_batch(&Session::lent(session), &batch)
     }
 
     fn mask_text(text: String) -> Vec<TextEdit> {

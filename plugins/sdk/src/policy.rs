@@ -10,7 +10,9 @@
 
 use std::marker::PhantomData;
 
-use crate::types::{Decision, SessionInfo, Statement};
+use crate::session::Session;
+use crate::types::{Decision, Statement};
+use crate::wit::host::sluice::gateway::session::Session as LentSession;
 use crate::wit::plugin::exports::sluice::gateway::plugin;
 use crate::wit::policy::exports::sluice::gateway::policy;
 
@@ -36,8 +38,10 @@ pub trait Policy {
     /// when it arrives (several statements in one string are judged one by
     /// one, with `is_multi` set, or whole as `Unparsed` when they cannot be
     /// split), and a prepared statement at each Bind, against the policies
-    /// in force then. A panic or a timeout fails the statement closed.
-    fn evaluate(session: &SessionInfo, statement: &Statement) -> Decision;
+    /// in force then. `session` says who asks (read it only if the rule
+    /// needs it: each fact is fetched from sluice on first use). A panic or
+    /// a timeout fails the statement closed.
+    fn evaluate(session: &Session, statement: &Statement) -> Decision;
 }
 
 /// Registers a type implementing [`Policy`] as the plugin's policy.
@@ -46,11 +50,12 @@ pub trait Policy {
 ///
 /// ```
 /// # use sluice_plugin::policy::Policy;
-/// # use sluice_plugin::types::{Decision, SessionInfo, Statement};
+/// # use sluice_plugin::session::Session;
+/// # use sluice_plugin::types::{Decision, Statement};
 /// struct AllowAll;
 ///
 /// impl Policy for AllowAll {
-///     fn evaluate(_session: &SessionInfo, _statement: &Statement) -> Decision {
+///     fn evaluate(_session: &Session, _statement: &Statement) -> Decision {
 ///         Decision::Allow
 ///     }
 /// }
@@ -93,7 +98,7 @@ impl<T: Policy> plugin::Guest for Adapter<T> {
 }
 
 impl<T: Policy> policy::Guest for Adapter<T> {
-    fn evaluate(session: SessionInfo, statement: Statement) -> Decision {
-        T::evaluate(&session, &statement)
+    fn evaluate(session: &LentSession, statement: Statement) -> Decision {
+        T::evaluate(&Session::lent(session), &statement)
     }
 }

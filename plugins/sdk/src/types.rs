@@ -8,8 +8,8 @@
 //! (and test inputs) short to write.
 
 pub use crate::wit::host::sluice::gateway::types::{
-    ApprovalRequirement, Column, ColumnRef, ConnectionInfo, Decision, Denial, Principal,
-    SessionInfo, Statement, StatementKind, TableRef, ValueFormat,
+    ApprovalRequirement, Column, ColumnRef, ConnectionInfo, Decision, Denial, Principal, Statement,
+    StatementKind, TableRef, ValueFormat,
 };
 
 impl Decision {
@@ -137,18 +137,6 @@ impl Default for ConnectionInfo {
             tls: false,
             database: String::new(),
             application_name: None,
-        }
-    }
-}
-
-impl Default for SessionInfo {
-    /// Session 0 of the default principal over the default connection:
-    /// an input for tests whose logic ignores the session.
-    fn default() -> Self {
-        SessionInfo {
-            session_id: 0,
-            principal: Principal::default(),
-            connection: ConnectionInfo::default(),
         }
     }
 }

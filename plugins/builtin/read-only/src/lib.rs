@@ -13,7 +13,8 @@
 
 use sluice_plugin::config;
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement, StatementKind};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement, StatementKind};
 
 struct ReadOnly;
 
@@ -22,7 +23,7 @@ impl Policy for ReadOnly {
         check_config_text(&config::get())
     }
 
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         judge(statement.kind)
     }
 }

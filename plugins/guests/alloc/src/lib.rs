@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement};
 
 struct Alloc;
 
@@ -13,7 +14,7 @@ struct Alloc;
 const CHUNK: usize = 1 << 20;
 
 impl Policy for Alloc {
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         if statement.text.contains("alloc") {
             let mut kept: Vec<Vec<u8>> = Vec::new();
             loop {

@@ -2,12 +2,15 @@
 //! configuration says.
 //!
 //! ```json
-//! {"deny_kinds": ["delete", "copy-out"], "deny_words": ["forbidden_table"]}
+//! {"deny_kinds": ["delete", "copy-out"], "deny_words": ["forbidden_table"],
+//!  "deny_groups": ["interns"]}
 //! ```
 //!
 //! plus, optionally, a data file under the key `words` with one more word
-//! per line. A statement is denied (rule `deny-rule`) when its kind is one
-//! of `deny_kinds` or its text contains one of the words, ignoring case;
+//! per line. A statement is denied (rule `deny-rule`) when the session's
+//! principal is in one of `deny_groups` (read through the session handle),
+//! its kind is one of `deny_kinds` or its text contains one of the words,
+//! ignoring case;
 //! one containing a word of `approval_words` needs the approval of group
 //! `dba`.
 //! `check_config` refuses invalid JSON, unknown keys or kinds, and
@@ -18,7 +21,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use sluice_plugin::config;
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement, StatementKind};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement, StatementKind};
 
 const RULE: &str = "deny-rule";
 
@@ -29,9 +33,9 @@ impl Policy for DenyRule {
         rules().as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(session: &Session, statement: &Statement) -> Decision {
         match rules() {
-            Ok(rules) => rules.judge(statement),
+            Ok(rules) => rules.judge(session, statement),
             Err(error) => Decision::deny(RULE, format!("invalid configuration: {error}")),
         }
     }
@@ -55,6 +59,8 @@ struct Config {
     #[serde(default)]
     approval_words: Vec<String>,
     #[serde(default)]
+    deny_groups: Vec<String>,
+    #[serde(default)]
     reject: bool,
 }
 
@@ -65,6 +71,7 @@ struct Rules {
     words: Vec<String>,
     /// Lower-cased.
     approval_words: Vec<String>,
+    groups: Vec<String>,
 }
 
 impl Rules {
@@ -100,10 +107,24 @@ impl Rules {
             kinds,
             words,
             approval_words,
+            groups: config.deny_groups,
         })
     }
 
-    fn judge(&self, statement: &Statement) -> Decision {
+    fn judge(&self, session: &Session, statement: &Statement) -> Decision {
+        // The principal is fetched from sluice only when a group rule needs it.
+        if !self.groups.is_empty() {
+            let principal = session.principal();
+            if let Some(group) = principal.groups.iter().find(|g| self.groups.contains(g)) {
+                return Decision::deny(
+                    RULE,
+                    format!(
+                        "{} is in group {group}, which may not run statements",
+                        principal.id
+                    ),
+                );
+            }
+        }
         if self.kinds.contains(&statement.kind) {
             let kind = statement.kind.name();
             return Decision::deny(RULE, format!("{kind} statements are denied"));
@@ -128,11 +149,38 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_plugin::session::SessionInfo;
+    use sluice_plugin::types::Principal;
 
     fn judge(json: &str, words: Option<&str>, kind: StatementKind, text: &str) -> Decision {
-        Rules::parse(json, words.map(str::as_bytes))
-            .unwrap()
-            .judge(&Statement::new(kind, text))
+        Rules::parse(json, words.map(str::as_bytes)).unwrap().judge(
+            &Session::new(SessionInfo::default()),
+            &Statement::new(kind, text),
+        )
+    }
+
+    #[test]
+    fn denies_members_of_denied_groups() {
+        let rules = Rules::parse(r#"{"deny_groups": ["interns"]}"#, None).unwrap();
+        let session = |groups: &[&str]| {
+            Session::new(SessionInfo {
+                principal: Principal {
+                    id: "kim".into(),
+                    groups: groups.iter().map(|g| g.to_string()).collect(),
+                    attributes: vec![],
+                },
+                ..SessionInfo::default()
+            })
+        };
+        let select = Statement::new(StatementKind::Select, "SELECT 1");
+        assert_eq!(
+            rules.judge(&session(&["staff", "interns"]), &select),
+            Decision::deny(
+                RULE,
+                "kim is in group interns, which may not run statements"
+            )
+        );
+        assert_eq!(rules.judge(&session(&["staff"]), &select), Decision::Allow);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use std::hint::black_box;
 
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement};
 
 struct Loop;
 
 impl Policy for Loop {
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         if statement.text.contains("loop") {
             // `black_box` keeps the optimiser from proving the loop does
             // nothing.

@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use sluice_plugin::config;
 use sluice_plugin::masking::{Masking, TextEdit, ValueBatch, ValueEdit};
-use sluice_plugin::types::{Column, SessionInfo};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::Column;
 
 struct MaskNeedle;
 
@@ -23,11 +24,11 @@ impl Masking for MaskNeedle {
         needle().as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
-    fn select_columns(_session: &SessionInfo, columns: &[Column]) -> Vec<bool> {
+    fn select_columns(_session: &Session, columns: &[Column]) -> Vec<bool> {
         vec![true; columns.len()]
     }
 
-    fn mask_batch(_session: &SessionInfo, batch: &ValueBatch) -> Vec<ValueEdit> {
+    fn mask_batch(_session: &Session, batch: &ValueBatch) -> Vec<ValueEdit> {
         configured().mask_batch(batch)
     }
 

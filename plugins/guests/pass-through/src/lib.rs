@@ -2,16 +2,17 @@
 //! measure what the masking path itself costs.
 
 use sluice_plugin::masking::{Masking, ValueBatch, ValueEdit};
-use sluice_plugin::types::{Column, SessionInfo};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::Column;
 
 struct PassThrough;
 
 impl Masking for PassThrough {
-    fn select_columns(_session: &SessionInfo, columns: &[Column]) -> Vec<bool> {
+    fn select_columns(_session: &Session, columns: &[Column]) -> Vec<bool> {
         vec![true; columns.len()]
     }
 
-    fn mask_batch(_session: &SessionInfo, _batch: &ValueBatch) -> Vec<ValueEdit> {
+    fn mask_batch(_session: &Session, _batch: &ValueBatch) -> Vec<ValueEdit> {
         Vec::new()
     }
 }

@@ -4,12 +4,13 @@
 //! filesystem unless granted one. Allows every other statement.
 
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement};
 
 struct ReadFile;
 
 impl Policy for ReadFile {
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         let Some(path) = statement.text.strip_prefix("read ") else {
             return Decision::Allow;
         };

@@ -2,7 +2,8 @@
 //! be loaded; it would allow every statement.
 
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement};
 
 struct TrapOnLoad;
 
@@ -11,7 +12,7 @@ impl Policy for TrapOnLoad {
         panic!("guest-trap-on-load: trapping while loading");
     }
 
-    fn evaluate(_session: &SessionInfo, _statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, _statement: &Statement) -> Decision {
         Decision::Allow
     }
 }

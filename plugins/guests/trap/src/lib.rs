@@ -4,12 +4,13 @@
 //! again.
 
 use sluice_plugin::policy::Policy;
-use sluice_plugin::types::{Decision, SessionInfo, Statement};
+use sluice_plugin::session::Session;
+use sluice_plugin::types::{Decision, Statement};
 
 struct Trap;
 
 impl Policy for Trap {
-    fn evaluate(_session: &SessionInfo, statement: &Statement) -> Decision {
+    fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         if statement.text.contains("trap") {
             panic!("guest-trap: trapping as the statement asks");
         }
