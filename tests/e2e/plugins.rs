@@ -207,7 +207,14 @@ async fn faulty_plugins_deny_only_that_statement() {
         "{}{}{}",
         plugin("trap", "policy", guest::GUEST_TRAP, ""),
         plugin("loop", "policy", guest::GUEST_LOOP, "deadline_ms = 50"),
-        plugin("alloc", "policy", guest::GUEST_ALLOC, "memory_mb = 16"),
+        // A long deadline, so the memory cap is what stops it even on a
+        // loaded machine (filling 16 MiB of fresh pages can take a while).
+        plugin(
+            "alloc",
+            "policy",
+            guest::GUEST_ALLOC,
+            "memory_mb = 16\ndeadline_ms = 10000"
+        ),
     ))
     .await;
 
