@@ -72,9 +72,12 @@ impl ResultMask {
         out: &mut BytesMut,
     ) -> Result<(), MaskError> {
         let mut batch = Batch::default();
-        each_value(rows, self.columns.len(), |_, column, value| {
-            // The row header comes with no value, and NULLs are not sent.
-            if let Some(value) = value
+        each_value(rows, self.columns.len(), |part| {
+            // NULLs are not sent.
+            if let RowPart::Value {
+                column,
+                value: Some(value),
+            } = part
                 && self.selection.any[column]
             {
                 batch.push(column as u16, value);
@@ -117,19 +120,21 @@ impl ResultMask {
     fn rebuild(&self, rows: &[u8], batch: &Batch, out: &mut BytesMut) -> Result<(), MaskError> {
         let mut next = 0usize;
         let mut row_start = None;
-        each_value(rows, self.columns.len(), |event, column, value| {
-            if let Some(count) = event {
-                // A new row: its header, with the length patched at the end.
-                if let Some(start) = row_start.replace(out.len()) {
-                    patch_length(out, start);
+        each_value(rows, self.columns.len(), |part| {
+            let (column, value) = match part {
+                RowPart::Row { columns } => {
+                    // A new row: its header, with the length patched at the
+                    // end.
+                    if let Some(start) = row_start.replace(out.len()) {
+                        patch_length(out, start);
+                    }
+                    out.put_u8(tag::DATA_ROW);
+                    out.put_i32(0);
+                    out.put_i16(columns);
+                    return;
                 }
-                out.put_u8(tag::DATA_ROW);
-                out.put_i32(0);
-                out.put_i16(count);
-            }
-            if column == usize::MAX {
-                return;
-            }
+                RowPart::Value { column, value } => (column, value),
+            };
             let value = if self.selection.any[column] && value.is_some() {
                 let masked = batch.value(next);
                 next += 1;
@@ -158,14 +163,23 @@ fn patch_length(out: &mut BytesMut, start: usize) {
     out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Walks the values of back-to-back DataRow messages with bounds checks.
-/// For each row, `visit` is called first with `Some(column count)` and
-/// column `usize::MAX`, then once per column with `None` and the value
-/// (`None` for NULL).
+/// What [`each_value`] meets in a DataRow, in order.
+enum RowPart<'a> {
+    /// The start of a row of this many columns.
+    Row { columns: i16 },
+    /// One column's value; `None` is NULL.
+    Value {
+        column: usize,
+        value: Option<&'a [u8]>,
+    },
+}
+
+/// Walks the values of back-to-back DataRow messages with bounds checks:
+/// for each row, `visit` gets the row's start, then each of its values.
 fn each_value<'a>(
     mut rows: &'a [u8],
     expected_columns: usize,
-    mut visit: impl FnMut(Option<i16>, usize, Option<&'a [u8]>),
+    mut visit: impl FnMut(RowPart<'a>),
 ) -> Result<(), MaskError> {
     while !rows.is_empty() {
         let (tag, len) = match rows {
@@ -183,7 +197,7 @@ fn each_value<'a>(
         if usize::try_from(count).ok() != Some(expected_columns) {
             return Err(MaskError::MalformedRow);
         }
-        visit(Some(count), usize::MAX, None);
+        visit(RowPart::Row { columns: count });
         for column in 0..expected_columns {
             let [a, b, c, d, ..] = *body else {
                 return Err(MaskError::MalformedRow);
@@ -191,14 +205,20 @@ fn each_value<'a>(
             let value_len = i32::from_be_bytes([a, b, c, d]);
             body = &body[4..];
             if value_len == -1 {
-                visit(None, column, None);
+                visit(RowPart::Value {
+                    column,
+                    value: None,
+                });
                 continue;
             }
             let value_len = usize::try_from(value_len).map_err(|_| MaskError::MalformedRow)?;
             if body.len() < value_len {
                 return Err(MaskError::MalformedRow);
             }
-            visit(None, column, Some(&body[..value_len]));
+            visit(RowPart::Value {
+                column,
+                value: Some(&body[..value_len]),
+            });
             body = &body[value_len..];
         }
         if !body.is_empty() {
@@ -273,5 +293,80 @@ pub fn encode_fields(tag_byte: u8, fields: Vec<(u8, String)>, out: &mut BytesMut
         reply::encode(&ErrorResponse::new(fields), out);
     } else {
         reply::encode(&NoticeResponse::new(fields), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DataRow message with these values (`None` for NULL).
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = (values.len() as i16).to_be_bytes().to_vec();
+        for value in values {
+            match value {
+                Some(bytes) => {
+                    body.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                    body.extend_from_slice(bytes);
+                }
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let mut message = vec![tag::DATA_ROW];
+        message.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        message.extend_from_slice(&body);
+        message
+    }
+
+    /// What `each_value` reports, as text.
+    fn walk(rows: &[u8], columns: usize) -> Result<Vec<String>, MaskError> {
+        let mut seen = Vec::new();
+        each_value(rows, columns, |part| {
+            seen.push(match part {
+                RowPart::Row { columns } => format!("row of {columns}"),
+                RowPart::Value { column, value } => match value {
+                    Some(bytes) => format!("{column}={}", String::from_utf8_lossy(bytes)),
+                    None => format!("{column}=NULL"),
+                },
+            })
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn rows_are_walked_value_by_value() {
+        let mut rows = data_row(&[Some(b"a"), None]);
+        rows.extend(data_row(&[Some(b""), Some(b"bc")]));
+        assert_eq!(
+            walk(&rows, 2).unwrap(),
+            ["row of 2", "0=a", "1=NULL", "row of 2", "0=", "1=bc"]
+        );
+    }
+
+    #[test]
+    fn malformed_rows_are_refused() {
+        let row = data_row(&[Some(b"abc"), Some(b"de")]);
+        let mut wrong_tag = row.clone();
+        wrong_tag[0] = b'C';
+        let mut value_too_long = row.clone();
+        value_too_long[7..11].copy_from_slice(&100i32.to_be_bytes());
+        let mut negative_length = row.clone();
+        negative_length[7..11].copy_from_slice(&(-5i32).to_be_bytes());
+        let mut trailing_bytes = data_row(&[Some(b"abc"), Some(b"de"), Some(b"f")]);
+        trailing_bytes[5..7].copy_from_slice(&2i16.to_be_bytes());
+        for (name, rows, columns) in [
+            ("truncated", &row[..row.len() - 1], 2),
+            ("header only", &row[..3], 2),
+            ("wrong tag", &wrong_tag[..], 2),
+            ("column count differs", &row[..], 3),
+            ("value longer than its row", &value_too_long[..], 2),
+            ("negative value length", &negative_length[..], 2),
+            ("bytes after the last value", &trailing_bytes[..], 2),
+        ] {
+            assert!(
+                matches!(walk(rows, columns), Err(MaskError::MalformedRow)),
+                "{name}"
+            );
+        }
     }
 }
