@@ -66,24 +66,7 @@ pub trait Approval {
 #[macro_export]
 macro_rules! register_approval {
     ($plugin:ty) => {
-        // Checked on every target, so a native `cargo test` catches a
-        // plugin type that does not implement the trait.
-        const _: fn() = || {
-            fn registered<T: $crate::approval::Approval>() {}
-            registered::<$plugin>();
-        };
-        // Exported for wasm only: the export names are not symbols a
-        // native linker takes.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type SluiceApprovalAdapter = $crate::approval::Adapter<$plugin>;
-            $crate::wit::plugin::__export_plugin!(
-                SluiceApprovalAdapter with_types_in $crate::wit::plugin
-            );
-            $crate::wit::approval::__export_approval!(
-                SluiceApprovalAdapter with_types_in $crate::wit::approval
-            );
-        };
+        $crate::__register!($plugin, approval, Approval, __export_approval);
     };
 }
 

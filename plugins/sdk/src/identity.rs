@@ -75,24 +75,7 @@ pub trait Identity {
 #[macro_export]
 macro_rules! register_identity {
     ($plugin:ty) => {
-        // Checked on every target, so a native `cargo test` catches a
-        // plugin type that does not implement the trait.
-        const _: fn() = || {
-            fn registered<T: $crate::identity::Identity>() {}
-            registered::<$plugin>();
-        };
-        // Exported for wasm only: the export names are not symbols a
-        // native linker takes.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type SluiceIdentityAdapter = $crate::identity::Adapter<$plugin>;
-            $crate::wit::plugin::__export_plugin!(
-                SluiceIdentityAdapter with_types_in $crate::wit::plugin
-            );
-            $crate::wit::identity::__export_identity!(
-                SluiceIdentityAdapter with_types_in $crate::wit::identity
-            );
-        };
+        $crate::__register!($plugin, identity, Identity, __export_identity);
     };
 }
 

@@ -87,6 +87,28 @@ pub mod session;
 pub mod slack;
 pub mod types;
 
+/// What every `register_*!` macro expands to: a check, on every target,
+/// that the type implements the kind's trait (so a native `cargo test`
+/// catches a wrong type), and for wasm only the exports of the `plugin`
+/// interface and the kind's hook (export names are not symbols a native
+/// linker takes).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register {
+    ($plugin:ty, $kind:ident, $Trait:ident, $export:ident) => {
+        const _: fn() = || {
+            fn registered<T: $crate::$kind::$Trait>() {}
+            registered::<$plugin>();
+        };
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type SluiceAdapter = $crate::$kind::Adapter<$plugin>;
+    $crate::wit::plugin::__export_plugin!(SluiceAdapter with_types_in $crate::wit::plugin);
+    $crate::wit::$kind::$export!(SluiceAdapter with_types_in $crate::wit::$kind);
+        };
+    };
+}
+
 /// Generated bindings. Not part of the API: the modules above re-export
 /// what plugins use, under stable names.
 ///

@@ -78,24 +78,7 @@ pub trait Masking {
 #[macro_export]
 macro_rules! register_masking {
     ($plugin:ty) => {
-        // Checked on every target, so a native `cargo test` catches a
-        // plugin type that does not implement the trait.
-        const _: fn() = || {
-            fn registered<T: $crate::masking::Masking>() {}
-            registered::<$plugin>();
-        };
-        // Exported for wasm only: the export names are not symbols a
-        // native linker takes.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type SluiceMaskingAdapter = $crate::masking::Adapter<$plugin>;
-            $crate::wit::plugin::__export_plugin!(
-                SluiceMaskingAdapter with_types_in $crate::wit::plugin
-            );
-            $crate::wit::masking::__export_masking!(
-                SluiceMaskingAdapter with_types_in $crate::wit::masking
-            );
-        };
+        $crate::__register!($plugin, masking, Masking, __export_masking);
     };
 }
 

@@ -65,24 +65,7 @@ pub trait Policy {
 #[macro_export]
 macro_rules! register_policy {
     ($plugin:ty) => {
-        // Checked on every target, so a native `cargo test` catches a
-        // plugin type that does not implement the trait.
-        const _: fn() = || {
-            fn registered<T: $crate::policy::Policy>() {}
-            registered::<$plugin>();
-        };
-        // Exported for wasm only: the export names are not symbols a
-        // native linker takes.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type SluicePolicyAdapter = $crate::policy::Adapter<$plugin>;
-            $crate::wit::plugin::__export_plugin!(
-                SluicePolicyAdapter with_types_in $crate::wit::plugin
-            );
-            $crate::wit::policy::__export_policy!(
-                SluicePolicyAdapter with_types_in $crate::wit::policy
-            );
-        };
+        $crate::__register!($plugin, policy, Policy, __export_policy);
     };
 }
 
