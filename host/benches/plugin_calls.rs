@@ -73,8 +73,6 @@ fn plugin_calls(c: &mut Criterion) {
         })
     });
 
-    // The same call with nothing to copy but the statement: what lowering
-    // the session's strings into the guest costs on every call.
     // The same trivial decision, by a policy that reads the principal
     // through its session handle on every call: what reading it costs.
     let reads_session = runtime

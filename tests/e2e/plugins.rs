@@ -16,18 +16,19 @@ fn plugin(name: &str, hook: &str, path: &str, rest: &str) -> String {
     format!("[[plugins]]\nname = \"{name}\"\nhook = \"{hook}\"\npath = \"{path}\"\n{rest}\n\n")
 }
 
+/// The deny-rule test policy, named `rules`, with `rest` (its config and
+/// files tables).
+fn deny_rule(rest: &str) -> String {
+    plugin("rules", "policy", guest::GUEST_DENY_RULE, rest)
+}
+
 /// The deny-rule test policy, denying statements that contain `words`.
 fn deny_words(words: &[&str]) -> String {
     let list: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
-    plugin(
-        "rules",
-        "policy",
-        guest::GUEST_DENY_RULE,
-        &format!(
-            "[plugins.config]\ndeny_words = [{}]\ndeny_kinds = [\"delete\", \"unparsed\"]",
-            list.join(", ")
-        ),
-    )
+    deny_rule(&format!(
+        "[plugins.config]\ndeny_words = [{}]\ndeny_kinds = [\"delete\", \"unparsed\"]",
+        list.join(", ")
+    ))
 }
 
 /// The first value of the first row a simple query returns.
@@ -146,13 +147,7 @@ async fn policies_chain_in_config_order_and_any_deny_wins() {
 /// plugin's warm instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_see_the_session_they_judge() {
-    let env = start(&plugin(
-        "no-agents",
-        "policy",
-        guest::GUEST_DENY_RULE,
-        "[plugins.config]\ndeny_groups = [\"agents\"]",
-    ))
-    .await;
+    let env = start(&deny_rule("[plugins.config]\ndeny_groups = [\"agents\"]")).await;
     let agent = env.connect("agent").await;
     let analyst = env.connect("analyst").await;
     for round in 0..5 {
@@ -344,12 +339,7 @@ async fn reload_rejects_broken_replacements() {
     for broken in [
         plugin("rules", "policy", guest::GUEST_PASS_THROUGH, ""),
         plugin("rules", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
-        plugin(
-            "rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\nreject = true",
-        ),
+        deny_rule("[plugins.config]\nreject = true"),
         "[[plugins]]\nname = \"rules\"\nhook = \"policy\"\n".to_owned(),
         "this is not toml".to_owned(),
     ] {
@@ -434,12 +424,7 @@ async fn a_changed_data_file_reloads_the_plugin() {
     let words = dir.path().join("words.txt");
     std::fs::write(&words, "alpha\n").unwrap();
     let env = TestEnv::start_with_config(
-        &plugin(
-            "rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            &format!("[plugins.files]\nwords = \"{}\"", words.display()),
-        ),
+        &deny_rule(&format!("[plugins.files]\nwords = \"{}\"", words.display())),
         true,
     )
     .await
@@ -700,12 +685,7 @@ async fn prepared_statements_are_judged_by_the_policy_in_force_at_bind() {
 async fn held_statements_wait_for_an_approver() {
     let env = start(&format!(
         "{}{}{}[approvals]\ntimeout_ms = 3000\n",
-        plugin(
-            "rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]",
-        ),
+        deny_rule("[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]"),
         plugin(
             "needle",
             "masking",
@@ -820,10 +800,7 @@ async fn held_statements_wait_for_an_approver() {
 /// Without an approval plugin, a statement that needs approval is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_without_an_approval_plugin_is_refused() {
-    let env = start(&plugin(
-        "rules",
-        "policy",
-        guest::GUEST_DENY_RULE,
+    let env = start(&deny_rule(
         "[plugins.config]\napproval_words = [\"orders\"]",
     ))
     .await;

@@ -19,6 +19,7 @@ use crate::wit::host::sluice::gateway::session as host;
 /// A logged-in session, as a policy or masking method is given it.
 pub struct Session<'a> {
     source: Source<'a>,
+    id: OnceCell<u64>,
     principal: OnceCell<Principal>,
     connection: OnceCell<ConnectionInfo>,
 }
@@ -50,6 +51,7 @@ impl Session<'static> {
     pub fn new(info: SessionInfo) -> Self {
         Session {
             source: Source::Given(info),
+            id: OnceCell::new(),
             principal: OnceCell::new(),
             connection: OnceCell::new(),
         }
@@ -61,15 +63,16 @@ impl<'a> Session<'a> {
     pub fn lent(handle: &'a host::Session) -> Self {
         Session {
             source: Source::Host(handle),
+            id: OnceCell::new(),
             principal: OnceCell::new(),
             connection: OnceCell::new(),
         }
     }
 
-    /// sluice's id for the session.
+    /// sluice's id for the session: fetched from sluice on first use.
     pub fn id(&self) -> u64 {
         match &self.source {
-            Source::Host(handle) => handle.id(),
+            Source::Host(handle) => *self.id.get_or_init(|| handle.id()),
             Source::Given(info) => info.session_id,
         }
     }
