@@ -4,15 +4,33 @@
 //! the cluster.
 //!
 //! The quickstart files are compiled into the binary, so this works from any
-//! directory.
-
-use std::path::Path;
+//! directory: the demo writes them to a directory of its own, serves from
+//! there and watches them, so a newcomer can edit the rules and see the next
+//! statement obey.
 
 use anyhow::Context;
 use sluice::config::{Config, Overrides};
 use sluice::pg_cluster::{HostAuth, PgCluster};
 
-const QUICKSTART_CONFIG: &str = include_str!("../../examples/quickstart/sluice.toml");
+/// The quickstart's files, as `examples/quickstart/` has them.
+const QUICKSTART_FILES: &[(&str, &str)] = &[
+    (
+        "sluice.toml",
+        include_str!("../../examples/quickstart/sluice.toml"),
+    ),
+    (
+        "principals.toml",
+        include_str!("../../examples/quickstart/principals.toml"),
+    ),
+    (
+        "guard.toml",
+        include_str!("../../examples/quickstart/guard.toml"),
+    ),
+    (
+        "access.toml",
+        include_str!("../../examples/quickstart/access.toml"),
+    ),
+];
 const SEED_SQL: &str = include_str!("../../examples/quickstart/seed.sql");
 const DATABASE: &str = "payments";
 /// The role sluice logs in upstream with; demo principals never see it.
@@ -41,10 +59,16 @@ fn serve_in_front_of(
     let port = (first_port..first_port.saturating_add(50))
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .context("no free port for sluice near the one asked for")?;
-    let config = Config::from_toml(
-        QUICKSTART_CONFIG,
-        Path::new("examples/quickstart/sluice.toml"),
-    )?;
+    let files = tempfile::Builder::new()
+        .prefix("sluice-demo-")
+        .tempdir()
+        .context("a directory for the quickstart's files")?;
+    for (name, text) in QUICKSTART_FILES {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let config_path = files.path().join("sluice.toml");
+    let config = Config::load(&config_path)?;
     let overrides = Overrides {
         listen: Some(format!("127.0.0.1:{port}")),
         upstream: Some(format!(
@@ -52,10 +76,11 @@ fn serve_in_front_of(
             cluster.port()
         )),
     };
-    let settings = config.resolve(Path::new("."), &overrides, &move |name| {
+    let settings = config.resolve(files.path(), &overrides, &move |name| {
         (name == "SLUICE_UPSTREAM_PASSWORD").then(|| service_password.clone())
     })?;
 
+    let files_path = files.path().to_owned();
     let announce = |_| {
         println!();
         println!(
@@ -63,7 +88,7 @@ fn serve_in_front_of(
             cluster.port()
         );
         println!(
-            "Demo principals (demo-only tokens, published in examples/quickstart/sluice.toml):"
+            "Demo principals (demo-only tokens, published in examples/quickstart/principals.toml):"
         );
         for (name, token) in PRINCIPALS {
             println!(
@@ -77,9 +102,17 @@ fn serve_in_front_of(
             cluster.port()
         );
         println!();
+        println!(
+            "The rules are in {}: edit guard.toml or access.toml and the next statement obeys them.",
+            files_path.display()
+        );
+        println!(
+            "Try, as agent:  DELETE FROM orders;   SELECT pan FROM cards;   SELECT id, status FROM orders;"
+        );
+        println!();
         println!("Press Ctrl-C to stop both and remove the cluster.");
     };
-    crate::serve(settings, None, announce, async {
+    crate::serve(settings, Some(config_path), announce, async {
         let _ = tokio::signal::ctrl_c().await;
     })
 }
@@ -97,15 +130,16 @@ fn start_cluster(service_password: &str) -> anyhow::Result<PgCluster> {
         .join("seed.sql");
     std::fs::write(&seed, SEED_SQL).with_context(|| format!("writing {}", seed.display()))?;
     cluster.run_sql_file(DATABASE, &seed)?;
-    // A service role with just the rights the demo needs: sluice logs in as
-    // it, so the demo shows the credential split a production setup uses.
+    // A service role, not a superuser, with the rights of the most
+    // privileged demo group (admins run DDL): sluice logs in as it, so the
+    // demo shows the credential split a production setup uses.
     let password = service_password.replace('\'', "''");
     cluster.psql(
         DATABASE,
         &format!(
             "CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{password}';\n\
-             GRANT USAGE ON SCHEMA public TO {SERVICE_ROLE};\n\
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {SERVICE_ROLE};\n\
+             GRANT USAGE, CREATE ON SCHEMA public TO {SERVICE_ROLE};\n\
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {SERVICE_ROLE};\n\
              GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {SERVICE_ROLE};"
         ),
     )?;

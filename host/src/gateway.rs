@@ -65,6 +65,9 @@ pub struct Shared {
     pub approvals: crate::approval::Approvals,
     pub cancel: cancel::Registry,
     pub counters: Counters,
+    /// Failed logins per principal and per address, and the lockouts
+    /// they start.
+    pub lockouts: crate::auth::lockout::Lockouts,
     pub phase: watch::Receiver<Phase>,
     sessions_done: Notify,
 }
@@ -141,6 +144,7 @@ impl Gateway {
                 approvals: Default::default(),
                 cancel: cancel::Registry::default(),
                 counters: Counters::default(),
+                lockouts: Default::default(),
                 phase: phase_rx,
                 sessions_done: Notify::new(),
             }),

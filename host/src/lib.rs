@@ -15,6 +15,7 @@
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
 //! - [`scaffold`]: `sluice plugin new`, a plugin crate from the template.
 
+pub mod analysis;
 pub mod approval;
 pub mod auth;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Real client programs through sluice: psql, pgbench and Python's
 //! psycopg 3. None of them is told it is not talking to PostgreSQL.
 
-use sluice_tests::{TestEnv, pg_bin, run_with_password, token_of};
+use sluice_tests::{TestEnv, run_with_password, token_of};
 
 /// psql: a multi-statement string, a transaction with an error, and
 /// `\copy` both ways.
@@ -66,41 +66,7 @@ async fn psql_multi_statement_and_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_init_and_every_query_mode() {
     let env = TestEnv::start().await;
-    let pgbench = pg_bin("pgbench");
-    // pgbench takes the database as its last argument; the rest from env.
-    let common = [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &env.addr().port().to_string(),
-        "-U",
-        "admin",
-    ]
-    .map(str::to_owned);
-    let mut init: Vec<String> = common.to_vec();
-    init.extend(["-i", "-s", "1", "-q"].map(str::to_owned));
-    init.push(env.database.clone());
-    let args: Vec<&str> = init.iter().map(String::as_str).collect();
-    let (ok, _, stderr) = run_with_password(&pgbench, &args, token_of("admin"), None).await;
-    assert!(ok, "pgbench -i through sluice failed: {stderr}");
-
-    for mode in ["simple", "extended", "prepared"] {
-        let mut run: Vec<String> = common.to_vec();
-        run.extend(["-M", mode, "-c", "4", "-j", "2", "-t", "200", "-n"].map(str::to_owned));
-        run.push(env.database.clone());
-        let args: Vec<&str> = run.iter().map(String::as_str).collect();
-        let (ok, stdout, stderr) =
-            run_with_password(&pgbench, &args, token_of("admin"), None).await;
-        assert!(ok, "pgbench -M {mode}: {stderr}");
-        assert!(
-            stdout.contains("number of transactions actually processed: 800/800"),
-            "-M {mode}: {stdout}"
-        );
-        assert!(
-            stdout.contains("number of failed transactions: 0"),
-            "-M {mode}: {stdout}"
-        );
-    }
+    sluice_tests::pgbench_init_and_every_query_mode(&env, &[]).await;
 }
 
 /// Python's psycopg 3: text and binary results, parameters, a

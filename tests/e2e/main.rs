@@ -4,6 +4,8 @@
 mod bad_input;
 mod clients;
 mod gateway;
+mod identity;
+mod least_privilege;
 mod plugins;
 mod protocol;
 mod startup;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice::plugin::builtin::test_guests as guest;
 use sluice::plugin::reload;
-use sluice_tests::{TestEnv, eventually, sqlstate};
+use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
 
 /// A `[[plugins]]` table.
 fn plugin(name: &str, hook: &str, path: &str, rest: &str) -> String {
@@ -54,13 +54,7 @@ async fn start(extra: &str) -> TestEnv {
 
 /// The message of a database error, or a panic naming what came instead.
 fn denial(result: Result<impl std::fmt::Debug, tokio_postgres::Error>) -> (String, String) {
-    let error = result.expect_err("the statement is refused");
-    let code = sqlstate(&error).unwrap_or("none").to_owned();
-    let message = error
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_else(|| error.to_string());
-    (code, message)
+    code_and_message(&result.expect_err("the statement is refused"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,15 +56,17 @@ async fn unrouted_database_is_3d000() {
     assert_eq!(sqlstate(&error), Some("3D000"), "{error}");
 }
 
-/// Startup parameters outside the allowlist are refused by name;
-/// `options` and replication are refused; allowed ones reach the server.
+/// Startup parameters outside the allowlist are refused by name; so are
+/// replication and `options` that are not settings; allowed ones reach the
+/// server, and the session is tagged with its principal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_are_allowlisted() {
     let env = TestEnv::start().await;
     let base = [("user", "agent"), ("database", env.database.as_str())];
     for (extra, needle) in [
         (("search_path", "evil"), "search_path"),
-        (("options", "-c statement_timeout=0"), "options"),
+        (("options", "-d 5"), "options"),
+        (("options", "-c sluice.principal=admin"), "sluice.principal"),
         (("replication", "database"), "replication"),
         (
             ("session_authorization", "postgres"),
@@ -85,18 +87,36 @@ async fn startup_parameters_are_allowlisted() {
         assert!(conn.closed().await);
     }
 
-    // Allowed parameters pass through to the server.
+    // Allowed parameters pass through to the server, behind sluice's tag.
     let mut config = env.config("agent");
     config.application_name("nightly-report");
     // An empty `options` carries nothing and is accepted.
     config.options("");
     let client = connect(&config).await.unwrap();
-    let name: String = client
-        .query_one("SELECT current_setting('application_name')", &[])
+    let row = client
+        .query_one(
+            "SELECT current_setting('application_name'), current_setting('sluice.principal')",
+            &[],
+        )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(name, "nightly-report");
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "sluice:agent:nightly-report");
+    assert_eq!(row.get::<_, String>(1), "agent");
+
+    // Settings in `options` pass as the SET would (no policy here refuses
+    // one), and sluice's tag still wins.
+    let mut config = env.config("analyst");
+    config.options(r"-c statement_timeout=5s -c application_name=two\ words");
+    let client = connect(&config).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('sluice.principal')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "5s");
+    assert_eq!(row.get::<_, String>(1), "analyst");
 }
 
 /// Operators may extend the allowlist.
@@ -237,4 +257,42 @@ async fn tls_is_terminated_and_can_be_required() {
     .await;
     assert!(!ok);
     assert!(stderr.contains("requires a TLS connection"), "{stderr}");
+}
+
+/// Ten failed logins lock the principal and the address out (PCI DSS
+/// 8.3.4): even the right token is refused, with the same 28P01, and the
+/// gateway says why in its log. Other gateways' ledgers are their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_out() {
+    let env = TestEnv::start().await;
+    for attempt in 0..10 {
+        let mut config = env.config("agent");
+        config.password("a wrong guess");
+        let error = connect(&config).await.unwrap_err();
+        assert_eq!(
+            sqlstate(&error),
+            Some("28P01"),
+            "attempt {attempt}: {error}"
+        );
+    }
+    // The right token no longer helps the agent ...
+    let error = connect(&env.config("agent")).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+    // ... and the address that guessed is locked too, whoever it claims.
+    let error = connect(&env.config("analyst")).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+    let locked = env.gateway.shared.lockouts.active();
+    assert_eq!(locked.len(), 2, "{locked:?}");
+
+    // Fewer failures lock nothing, and a success clears the principal's.
+    let env = TestEnv::start().await;
+    for _ in 0..5 {
+        let mut config = env.config("agent");
+        config.password("a wrong guess");
+        connect(&config).await.unwrap_err();
+    }
+    connect(&env.config("agent"))
+        .await
+        .expect("nine failures or fewer lock nothing");
+    assert!(env.gateway.shared.lockouts.active().is_empty());
 }

@@ -389,6 +389,17 @@ pub async fn connect(
     Ok(client)
 }
 
+/// An error's SQLSTATE (`none` when it is not a database error) and its
+/// message.
+pub fn code_and_message(error: &tokio_postgres::Error) -> (String, String) {
+    let code = sqlstate(error).unwrap_or("none").to_owned();
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| error.to_string());
+    (code, message)
+}
+
 /// The SQLSTATE of an error, if it came from the server (or sluice).
 pub fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
     error.code().map(|c| c.code())
@@ -457,4 +468,35 @@ pub fn pg_bin(program: &str) -> String {
     sluice::pg_cluster::find_bin_dir()
         .map(|dir| dir.join(program).to_string_lossy().into_owned())
         .unwrap_or_else(|_| program.to_owned())
+}
+
+/// pgbench as `admin`: `pgbench -i` through the gateway, then a short run
+/// in each query mode (`script` adds options such as `-S`), each with no
+/// failed transaction.
+pub async fn pgbench_init_and_every_query_mode(env: &TestEnv, script: &[&str]) {
+    let pgbench = pg_bin("pgbench");
+    // pgbench takes the database as its last argument; the rest from env.
+    let port = env.addr().port().to_string();
+    let common = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "admin"];
+    let mut init: Vec<&str> = common.to_vec();
+    init.extend(["-i", "-s", "1", "-q", env.database.as_str()]);
+    let (ok, _, stderr) = run_with_password(&pgbench, &init, token_of("admin"), None).await;
+    assert!(ok, "pgbench -i through sluice failed: {stderr}");
+
+    for mode in ["simple", "extended", "prepared"] {
+        let mut run: Vec<&str> = common.to_vec();
+        run.extend(["-M", mode, "-c", "4", "-j", "2", "-t", "200", "-n"]);
+        run.extend(script);
+        run.push(env.database.as_str());
+        let (ok, stdout, stderr) = run_with_password(&pgbench, &run, token_of("admin"), None).await;
+        assert!(ok, "pgbench -M {mode}: {stderr}");
+        assert!(
+            stdout.contains("number of transactions actually processed: 800/800"),
+            "-M {mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "-M {mode}: {stdout}"
+        );
+    }
 }

@@ -20,6 +20,8 @@ pub mod policy {
             default: async,
         },
         exports: { default: async },
+        // The analysis compares and deduplicates what it reports.
+        additional_derives: [PartialEq, Eq],
     });
 }
 

@@ -47,10 +47,18 @@ pub fn statement(kind: StatementKind, text: &str) -> Statement {
     Statement {
         text: text.into(),
         kind,
+        command: text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
         tables: vec![],
         columns: vec![],
         functions: vec![],
-        has_where: false,
+        has_where: true,
+        settings: vec![],
+        copy_endpoint: None,
+        wrappers: vec![],
         is_multi: false,
         params: vec![],
     }

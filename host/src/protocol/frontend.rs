@@ -107,6 +107,54 @@ pub fn bind_statement(frame: &Frame) -> Option<&str> {
     take_cstr(&mut body)
 }
 
+/// Bind: its parameters in text form, as policies see them: `None` for
+/// NULL, for a value sent in binary format and for text that is not UTF-8.
+pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
+    let mut body = frame.body();
+    take_cstr(&mut body)?;
+    take_cstr(&mut body)?;
+    let format_count = usize::try_from(take_i16(&mut body)?).ok()?;
+    let mut formats = Vec::with_capacity(format_count.min(body.len() / 2));
+    for _ in 0..format_count {
+        formats.push(take_i16(&mut body)?);
+    }
+    let count = usize::try_from(take_i16(&mut body)?).ok()?;
+    let mut parameters = Vec::with_capacity(count.min(body.len() / 4));
+    for index in 0..count {
+        let len = take_i32(&mut body)?;
+        let format = match formats.as_slice() {
+            [] => 0,
+            [only] => *only,
+            all => *all.get(index)?,
+        };
+        if len < 0 {
+            parameters.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = body.get(..len)?;
+        body = &body[len..];
+        parameters.push(if format == 0 {
+            std::str::from_utf8(value).ok().map(str::to_owned)
+        } else {
+            None
+        });
+    }
+    Some(parameters)
+}
+
+fn take_i16(body: &mut &[u8]) -> Option<i16> {
+    let (bytes, rest) = body.split_first_chunk::<2>()?;
+    *body = rest;
+    Some(i16::from_be_bytes(*bytes))
+}
+
+fn take_i32(body: &mut &[u8]) -> Option<i32> {
+    let (bytes, rest) = body.split_first_chunk::<4>()?;
+    *body = rest;
+    Some(i32::from_be_bytes(*bytes))
+}
+
 /// Describe (and Close): whether it names a portal (rather than a statement), and the
 /// name.
 pub fn describe_target(frame: &Frame) -> Option<(bool, &str)> {

@@ -75,6 +75,8 @@ pub mod sqlstate {
     pub const SYSTEM_ERROR: &str = "58000";
     /// A statement given up on: here, one whose approval did not come.
     pub const QUERY_CANCELED: &str = "57014";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 
 pub mod cancel;
 mod masking;
+mod options;
+mod prepared;
 mod proxy;
 mod startup;
-mod statement;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -24,8 +24,10 @@
 //! Every statement goes to the policy plugins before it can run: a Query's
 //! text when it arrives, a prepared statement's at each Bind (so the policy
 //! in force at the time decides, even for a statement prepared before a
-//! reload). sluice keeps the text of each statement the client parsed for
-//! that. Result rows go to the masking plugins before
+//! reload). Each statement is first analysed (see [`crate::analysis`]); a
+//! string of several statements runs only if every one of them may, and an
+//! `EXECUTE` or a Bind is judged as the prepared statement it runs (see
+//! [`super::prepared`]). Result rows go to the masking plugins before
 //! the client sees them, and so do the texts of errors and notices. To mask
 //! rows the proxy must know their columns: a simple query's RowDescription
 //! says, and for an Execute sluice asks the server itself (a Describe of the
@@ -56,14 +58,15 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::masking::{self, ResultMask};
+use super::prepared::Prepared;
 use super::startup::Established;
-use super::statement;
+use crate::analysis::{self, Analysed};
 use crate::approval::{self, Approvals, Resolution};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
 use crate::plugin::SessionInfo;
 use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
-use crate::plugin::bindings::types::Statement;
+use crate::plugin::bindings::types::TableRef;
 use crate::plugin::{Fault, PluginSet, Verdict};
 use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
@@ -86,9 +89,6 @@ const REFUSAL_STAND_IN: &str = "sluice refused this statement";
 /// Parse fails whether or not a statement of that name exists, and leaves
 /// the client's own statements (the unnamed one included) untouched.
 const REFUSAL_STATEMENT: &str = "sluice_refused";
-/// Most prepared statements sluice remembers for one session; a client
-/// that keeps more open gets its statements refused, never unjudged.
-const MAX_PREPARED_STATEMENTS: usize = 10_000;
 
 /// A cycle forwarded to the server and not yet answered with ReadyForQuery.
 #[derive(Debug)]
@@ -196,9 +196,11 @@ struct Proxy<'a> {
     /// Describe: an Execute of it right after needs no describe of ours.
     just_described: Option<String>,
     rows: Rows,
-    /// The text of each statement the client parsed, by name (`""` is the
-    /// unnamed one), judged at Bind.
-    prepared: std::collections::HashMap<String, Arc<str>>,
+    /// The session's prepared statements, judged at each Bind or EXECUTE.
+    prepared: Prepared,
+    /// How the server reads a backslash in a plain string literal, as it
+    /// last reported: the statement splitter must read text the same way.
+    standard_conforming_strings: bool,
     /// The plugin set this session last looked at, and its generation: the
     /// session checks the generation (a plain read) instead of loading the
     /// shared set for every message.
@@ -276,7 +278,23 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         describes: VecDeque::new(),
         just_described: None,
         rows: Rows::Undescribed,
-        prepared: std::collections::HashMap::new(),
+        prepared: Prepared::default(),
+        standard_conforming_strings: upstream
+            .parameter_status
+            .iter()
+            .filter_map(|frame| match backend::decode(frame) {
+                Some(backend::Message::ParameterStatus(status))
+                    if status.name == "standard_conforming_strings" =>
+                {
+                    Some(status.value == "on")
+                }
+                _ => None,
+            })
+            .next_back()
+            // Every PostgreSQL since 9.1 reports it; without a report, the
+            // reading that splits fewer statements is the wrong guess, so
+            // assume the server's default.
+            .unwrap_or(true),
         plugins: shared.plugins.current(),
         plugins_generation: shared.plugins.generation(),
         last_description: None,
@@ -486,7 +504,8 @@ impl Proxy<'_> {
             tag::QUERY => {
                 if self.judges() {
                     let text = frontend::query_text(&frame).unwrap_or_default();
-                    if let Some(refusal) = self.judge(text).await {
+                    let statements = analysis::analyse(text, self.standard_conforming_strings);
+                    if let Some(refusal) = self.judge(text, statements).await {
                         self.refuse_cycle(refusal);
                         return Ok(());
                     }
@@ -496,32 +515,43 @@ impl Proxy<'_> {
             tag::PARSE => {
                 // Parsing runs nothing: the statement is judged when bound.
                 let (name, text) = frontend::parse_statement(&frame).unwrap_or_default();
-                if self.prepared.len() >= MAX_PREPARED_STATEMENTS
-                    && !self.prepared.contains_key(name)
-                {
-                    self.refuse_extended(Fatal::new(
-                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                        format!(
-                            "more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"
-                        ),
-                    ));
+                if let Err(refusal) = self.prepared.parsed(name, text) {
+                    self.refuse_extended(refusal);
                     return Ok(());
                 }
-                self.prepared.insert(name.to_owned(), text.into());
             }
             tag::BIND => {
-                let statement = frontend::bind_statement(&frame).unwrap_or_default();
-                let refusal = match self.prepared.get(statement).cloned() {
-                    Some(text) => self.judge(&text).await,
-                    // Prepared some other way (SQL PREPARE): not judged
-                    // here, so not run here.
-                    None if self.judges() => Some(Fatal::new(
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        format!(
-                            "sluice cannot judge prepared statement {statement:?}: it was not parsed through this session's protocol messages"
-                        ),
-                    )),
-                    None => None,
+                let name = frontend::bind_statement(&frame).unwrap_or_default();
+                let refusal = if !self.judges() {
+                    None
+                } else {
+                    match self
+                        .prepared
+                        .analysis(name, self.standard_conforming_strings)
+                    {
+                        Some(analysed) => {
+                            let params = frontend::bind_parameters(&frame).unwrap_or_default();
+                            let statements = analysed
+                                .iter()
+                                .map(|a| {
+                                    let mut a = a.clone();
+                                    a.statement.params = params.clone();
+                                    a
+                                })
+                                .collect();
+                            let text = analysed
+                                .first()
+                                .map(|a| a.statement.text.clone())
+                                .unwrap_or_default();
+                            self.judge(&text, statements).await
+                        }
+                        None => Some(Fatal::new(
+                            sqlstate::INVALID_SQL_STATEMENT_NAME,
+                            format!(
+                                "sluice cannot judge prepared statement {name:?}: this session did not prepare it"
+                            ),
+                        )),
+                    }
                 };
                 if let Some(refusal) = refusal {
                     self.refuse_extended(refusal);
@@ -530,7 +560,7 @@ impl Proxy<'_> {
             }
             tag::CLOSE => {
                 if let Some((false, name)) = frontend::describe_target(&frame) {
-                    self.prepared.remove(name);
+                    self.prepared.closed(name);
                 }
             }
             tag::DESCRIBE => {
@@ -608,54 +638,76 @@ impl Proxy<'_> {
         self.cycles_sent += 1;
     }
 
-    /// Runs the policy plugins on a statement: `None` lets it through, a
-    /// refusal says why not. A plugin that fails refuses the statement.
-    async fn judge(&mut self, text: &str) -> Option<Fatal> {
+    /// Runs the policy plugins on the statements of one query string (or
+    /// one Bind): `None` lets them through, a refusal says why not. Any
+    /// deny refuses the whole string; a plugin that fails refuses it too.
+    async fn judge(&mut self, text: &str, statements: Vec<Analysed>) -> Option<Fatal> {
         if self.current_plugins().chain(Hook::Policy).is_empty() {
             return None;
         }
-        let statement = statement::summarize(text);
-        let kind = statement.kind;
+        let statements = match self
+            .prepared
+            .resolve(statements, self.standard_conforming_strings)
+            .and_then(|statements| self.prepared.check(&statements).map(|()| statements))
+        {
+            Ok(statements) => statements,
+            Err(refusal) => return Some(refusal),
+        };
         let session = self.session.session_id;
-        let plugins = &self.plugins;
-        match plugins.evaluate(&self.session, &statement).await {
-            Ok(Verdict::Allow) => None,
-            Ok(Verdict::Deny {
-                plugin,
-                rule,
-                reason,
-            }) => {
-                tracing::info!(session, %plugin, %rule, ?kind, "statement denied");
-                Some(Fatal::new(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("sluice denied this statement: {reason} (rule {rule})"),
-                ))
+        let plugins = self.plugins.clone();
+        let mut approval = None;
+        for analysed in &statements {
+            let statement = &analysed.statement;
+            let command = statement.command.as_str();
+            match plugins.evaluate(&self.session, statement).await {
+                Ok(Verdict::Allow) => {}
+                Ok(Verdict::Deny {
+                    plugin,
+                    rule,
+                    reason,
+                }) => {
+                    tracing::info!(session, %plugin, %rule, command, "statement denied");
+                    return Some(Fatal::new(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("sluice denied this statement: {reason} (rule {rule})"),
+                    ));
+                }
+                Ok(Verdict::RequireApproval {
+                    plugin,
+                    reason,
+                    approver_group,
+                }) => {
+                    approval.get_or_insert((plugin, reason, approver_group, command.to_owned()));
+                }
+                Err(fault) => return Some(plugin_failed("policy", &fault)),
             }
-            Ok(Verdict::RequireApproval {
-                plugin,
-                reason,
-                approver_group,
-            }) if !plugins.approves() => {
-                tracing::info!(session, %plugin, ?kind, "statement needs approval; no approval plugin is configured");
-                Some(Fatal::new(
+        }
+        if let Some((plugin, reason, approver_group, command)) = approval {
+            if !plugins.approves() {
+                tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
+                return Some(Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
                     ),
-                ))
+                ));
             }
-            Ok(Verdict::RequireApproval {
-                plugin,
-                reason,
-                approver_group,
-            }) => {
-                tracing::info!(session, %plugin, ?kind, "statement held for approval");
-                let plugins = plugins.clone();
-                self.hold_for_approval(&plugins, statement, reason, approver_group)
-                    .await
+            tracing::info!(session, %plugin, command, "statement held for approval");
+            let mut tables: Vec<TableRef> = Vec::new();
+            for access in statements.iter().flat_map(|a| &a.statement.tables) {
+                if !tables.contains(&access.table) {
+                    tables.push(access.table.clone());
+                }
             }
-            Err(fault) => Some(plugin_failed("policy", &fault)),
+            if let Some(refusal) = self
+                .hold_for_approval(&plugins, text, tables, reason, approver_group)
+                .await
+            {
+                return Some(refusal);
+            }
         }
+        self.prepared.apply(&statements);
+        None
     }
 
     /// Holds a statement until an approver answers, its ticket expires or
@@ -665,12 +717,13 @@ impl Proxy<'_> {
     async fn hold_for_approval(
         &mut self,
         plugins: &PluginSet,
-        statement: Statement,
+        text: &str,
+        tables: Vec<TableRef>,
         reason: String,
         approver_group: String,
     ) -> Option<Fatal> {
-        let statement_text = match plugins.mask_text(&statement.text).await {
-            Ok(masked) => masked.unwrap_or(statement.text),
+        let statement_text = match plugins.mask_text(text).await {
+            Ok(masked) => masked.unwrap_or_else(|| text.to_owned()),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
         };
         let timeout = self.shared.settings.approval_timeout;
@@ -678,7 +731,7 @@ impl Proxy<'_> {
             id: Approvals::new_ticket_id(),
             requester: self.session.principal.clone(),
             statement_text,
-            tables: statement.tables,
+            tables,
             reason,
             approver_group: approver_group.clone(),
             expires_at: approval::now_ms() + timeout.as_millis() as u64,
@@ -1035,10 +1088,19 @@ impl Proxy<'_> {
                 return self.pass_fields(frame, fields).await;
             }
             tag::PARAMETER_STATUS => {
-                if let Some(backend::Message::ParameterStatus(status)) = backend::decode(&frame)
-                    && status.name == "client_encoding"
-                    && status.value != "UTF8"
-                {
+                let status = match backend::decode(&frame) {
+                    Some(backend::Message::ParameterStatus(status)) => status,
+                    _ => {
+                        return Err(End::Fatal(Fatal::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "the upstream server sent a malformed ParameterStatus",
+                        )));
+                    }
+                };
+                if status.name == "standard_conforming_strings" {
+                    self.standard_conforming_strings = status.value == "on";
+                }
+                if status.name == "client_encoding" && status.value != "UTF8" {
                     // Someone ran SET client_encoding: sluice reads every
                     // session as UTF-8 and will not guess at another.
                     return Err(End::Fatal(Fatal::new(

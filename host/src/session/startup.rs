@@ -2,16 +2,19 @@
 //! statement.
 //!
 //! In order: SSLRequest / GSSENCRequest negotiation, the StartupMessage
-//! (protocol 3.0 only; parameters from an allowlist; `options` and
-//! replication refused), authentication of the client — SCRAM-SHA-256
-//! against a stored verifier, from the identity plugins or else the config's
-//! static principals, or a bearer token an identity plugin checks — then
-//! the upstream login with sluice's own
-//! credential. The client sees AuthenticationOk only once the upstream
+//! (protocol 3.0 only; parameters from an allowlist; replication refused),
+//! authentication of the client — SCRAM-SHA-256 against a stored verifier,
+//! from the identity plugins or else the config's static principals, or a
+//! bearer token an identity plugin checks; a principal or address locked
+//! out after repeated failures is refused before any of it — then the
+//! client's `options` judged as the SET they amount to, and the upstream
+//! login with sluice's own credential, the session tagged with its
+//! principal. The client sees AuthenticationOk only once the upstream
 //! session exists, then the server's ParameterStatus messages, sluice's own
 //! BackendKeyData and ReadyForQuery.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
@@ -19,10 +22,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
+use super::options;
 use crate::auth::scram::{self, ScramServer, Verifier};
+use crate::config::Hook;
 use crate::gateway::Shared;
 use crate::plugin::bindings::identity::exports::sluice::gateway::identity::AuthError;
 use crate::plugin::bindings::types::{ConnectionInfo, Principal};
+use crate::plugin::{SessionInfo, Verdict};
 use crate::protocol::frame::{Frame, read_frame};
 use crate::protocol::reply;
 use crate::protocol::sqlstate;
@@ -89,13 +95,28 @@ pub async fn establish(
         database: request.database.clone(),
         application_name: startup.get("application_name").map(str::to_owned),
     };
-    let principal = authenticate(shared, client, buf, &request.user, &connection, peer).await?;
+    let principal =
+        authenticate_counted(shared, client, buf, &request.user, &connection, peer).await?;
+    let session_id = super::next_session_id();
+
+    // The client's own `-c name=value` options run only where the same SET
+    // would, judged as that SET for this principal.
+    if !request.options.is_empty() {
+        let session = Arc::new(SessionInfo {
+            session_id,
+            principal: principal.clone(),
+            connection: connection.clone(),
+        });
+        judge_options(shared, &session, &request.options).await?;
+    }
+    let mut parameters = request.forwarded.clone();
+    tag_upstream(&mut parameters, &principal.id, &request.options);
 
     let server = shared
         .upstream
         .connect(upstream::StartupRequest {
             database: &request.database,
-            parameters: &request.forwarded,
+            parameters: &parameters,
         })
         .await
         .map_err(|error| upstream_refusal(error, &request.database))?;
@@ -103,7 +124,6 @@ pub async fn establish(
     let upstream_key = server
         .backend_key
         .map(|(pid, secret)| UpstreamKey { pid, secret });
-    let session_id = super::next_session_id();
     tracing::info!(
         session = session_id,
         %peer,
@@ -230,6 +250,8 @@ struct Request {
     database: String,
     /// Parameters passed on to the server, in the order sent.
     forwarded: Vec<(String, String)>,
+    /// The settings of the client's `options` parameter, to be judged.
+    options: Vec<(String, String)>,
 }
 
 fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request, Fatal> {
@@ -250,6 +272,7 @@ fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request
         .to_owned();
 
     let mut forwarded = Vec::new();
+    let mut options = Vec::new();
     for (name, value) in &startup.parameters {
         match name.as_str() {
             "user" | "database" => {}
@@ -260,13 +283,19 @@ fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request
                     "replication connections are not allowed through sluice",
                 ));
             }
-            // An empty `options` (some drivers always send one) sets nothing.
-            "options" if value.trim().is_empty() => {}
             "options" => {
-                return Err(Fatal::new(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    "startup parameter \"options\" is not allowed through sluice; use SET after connecting",
-                ));
+                let refused = |why: String| {
+                    Fatal::new(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("startup parameter \"options\" refused: {why}"),
+                    )
+                };
+                options = options::parse(value).map_err(refused)?;
+                if let Some((name, _)) = options.iter().find(|(n, _)| n.starts_with("sluice.")) {
+                    return Err(refused(format!(
+                        "{name:?} is sluice's own setting and no client may set it"
+                    )));
+                }
             }
             _ if name.eq_ignore_ascii_case("client_encoding") => {
                 if !is_utf8_name(value) {
@@ -305,7 +334,65 @@ fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request
         user,
         database,
         forwarded,
+        options,
     })
+}
+
+/// Judges the settings of the client's startup `options` as the SET
+/// statement they amount to: with no policy plugin they pass as a SET
+/// would. (sluice's own `sluice.*` settings were refused on arrival.)
+async fn judge_options(
+    shared: &Shared,
+    session: &Arc<SessionInfo>,
+    settings: &[(String, String)],
+) -> Result<(), Fatal> {
+    let plugins = shared.plugins.current();
+    if plugins.chain(Hook::Policy).is_empty() {
+        return Ok(());
+    }
+    let statement = options::as_statement(settings);
+    let refusal = |why: String| {
+        tracing::info!(session = session.session_id, reason = %why, "startup options refused");
+        Fatal::new(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("startup parameter \"options\" refused: {why}"),
+        )
+    };
+    match plugins.evaluate(session, &statement).await {
+        Ok(Verdict::Allow) => Ok(()),
+        Ok(Verdict::Deny { rule, reason, .. }) => Err(refusal(format!("{reason} (rule {rule})"))),
+        // Nobody can approve a login while it waits.
+        Ok(Verdict::RequireApproval { reason, .. }) => {
+            Err(refusal(format!("it would need approval ({reason})")))
+        }
+        Err(fault) => Err(refusal(format!("a policy plugin failed: {fault}"))),
+    }
+}
+
+/// Tags the upstream session with its principal, so PostgreSQL's own logs
+/// and views attribute it: `application_name` becomes
+/// `sluice:PRINCIPAL` (then `:` and the client's own name, if it sent
+/// one), and the setting `sluice.principal` holds the principal (which no
+/// client may set or change: the guard refuses it). The client's judged
+/// options go first, sluice's last, so sluice's win.
+fn tag_upstream(
+    parameters: &mut Vec<(String, String)>,
+    principal: &str,
+    options: &[(String, String)],
+) {
+    let client_name = parameters
+        .iter()
+        .position(|(name, _)| name.eq_ignore_ascii_case("application_name"))
+        .map(|at| parameters.remove(at).1);
+    let mut tag = format!("sluice:{principal}");
+    if let Some(client_name) = client_name.filter(|n| !n.is_empty()) {
+        tag.push(':');
+        tag.push_str(&client_name);
+    }
+    parameters.push(("application_name".to_owned(), tag));
+    let mut all: Vec<(String, String)> = options.to_vec();
+    all.push(("sluice.principal".to_owned(), principal.to_owned()));
+    parameters.push(("options".to_owned(), options::render(&all)));
 }
 
 /// PostgreSQL's spellings of UTF-8 (`UTF8`, `UTF-8`, `unicode`), any case.
@@ -316,6 +403,59 @@ fn is_utf8_name(value: &str) -> bool {
         .collect::<String>()
         .to_ascii_lowercase();
     matches!(normalised.as_str(), "utf8" | "unicode")
+}
+
+/// Counts a failed login and tells the client, always in the same words:
+/// which check failed is for the log, not for someone guessing.
+fn login_failed(shared: &Shared, user: &str) -> Fatal {
+    shared
+        .counters
+        .failed_logins
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Fatal::new(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user {user:?}"),
+    )
+}
+
+/// Authenticates, refusing a principal or an address locked out after
+/// repeated failures before any token is checked, and counting this
+/// attempt's outcome toward lockouts.
+async fn authenticate_counted(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+    connection: &ConnectionInfo,
+    peer: SocketAddr,
+) -> Result<Principal, Fatal> {
+    if let Some(lockout) = shared.lockouts.check(user, peer.ip()) {
+        tracing::warn!(
+            %peer,
+            user,
+            locked = %lockout.subject,
+            remaining_s = lockout.remaining.as_secs(),
+            "login refused: locked out after repeated failed logins"
+        );
+        return Err(login_failed(shared, user));
+    }
+    let result = authenticate(shared, client, buf, user, connection, peer).await;
+    match &result {
+        Ok(_) => shared.lockouts.succeeded(user),
+        Err(fatal) if fatal.code == sqlstate::INVALID_PASSWORD => {
+            for lockout in shared.lockouts.failed(user, peer.ip()) {
+                tracing::warn!(
+                    locked = %lockout.subject,
+                    failures = lockout.failures,
+                    minutes = crate::auth::lockout::LOCKOUT.as_secs() / 60,
+                    "locked out after repeated failed logins"
+                );
+            }
+        }
+        // The client left or broke the protocol: not a guess at a token.
+        Err(_) => {}
+    }
+    result
 }
 
 /// Who the client is. With identity plugins, they answer: a stored
@@ -333,14 +473,7 @@ async fn authenticate(
 ) -> Result<Principal, Fatal> {
     let failed = |why: &str| {
         tracing::warn!(%peer, user, reason = why, "authentication failed");
-        shared
-            .counters
-            .failed_logins
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Fatal::new(
-            sqlstate::INVALID_PASSWORD,
-            format!("password authentication failed for user {user:?}"),
-        )
+        login_failed(shared, user)
     };
 
     let plugins = shared.plugins.current();

@@ -15,14 +15,15 @@
 //! ```
 //! use sluice_plugin::policy::Policy;
 //! use sluice_plugin::session::Session;
-//! use sluice_plugin::types::{Decision, Statement, StatementKind};
+//! use sluice_plugin::types::{Decision, Statement, TableAction};
 //!
-//! /// Refuses DELETE without a real WHERE.
+//! /// Refuses DELETE without a real WHERE (a data-modifying CTE's too).
 //! struct NoBlindDeletes;
 //!
 //! impl Policy for NoBlindDeletes {
 //!     fn evaluate(_session: &Session, statement: &Statement) -> Decision {
-//!         if statement.kind == StatementKind::Delete && !statement.has_where {
+//!         let deletes = statement.tables.iter().any(|t| t.action == TableAction::Delete);
+//!         if deletes && !statement.has_where {
 //!             return Decision::deny("no-blind-deletes", "DELETE needs a WHERE clause");
 //!         }
 //!         Decision::Allow

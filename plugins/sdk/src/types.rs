@@ -8,8 +8,9 @@
 //! (and test inputs) short to write.
 
 pub use crate::wit::host::sluice::gateway::types::{
-    ApprovalRequirement, Column, ColumnRef, ConnectionInfo, Decision, Denial, Principal, Statement,
-    StatementKind, TableRef, ValueFormat,
+    ApprovalRequirement, Column, ColumnAccess, ColumnRef, ConnectionInfo, CopyEndpoint, Decision,
+    Denial, FunctionRef, Principal, SettingChange, Statement, StatementKind, TableAccess,
+    TableAction, TableRef, ValueFormat, Wrapper,
 };
 
 impl Decision {
@@ -34,31 +35,125 @@ impl Decision {
 }
 
 impl Statement {
-    /// A statement of `kind` with `text`, touching no tables, columns or
-    /// functions, without WHERE, alone in its query and without
-    /// parameters: a starting point for tests, to be filled in with struct
-    /// update syntax where a test needs more.
+    /// A statement of `kind` with `text`, its command the text's first
+    /// word upper-cased, touching no tables, columns or functions, changing
+    /// no settings, deleting and updating nothing (so `has_where` holds),
+    /// unwrapped, alone in its query and without parameters: a starting
+    /// point for tests, to be filled in with struct update syntax where a
+    /// test needs more.
     ///
     /// ```
-    /// use sluice_plugin::types::{Statement, StatementKind, TableRef};
+    /// use sluice_plugin::types::{Statement, StatementKind, TableAccess, TableAction, TableRef};
     ///
     /// let statement = Statement {
-    ///     tables: vec![TableRef { schema: None, name: "cards".into() }],
+    ///     tables: vec![TableAccess {
+    ///         table: TableRef { schema: None, name: "cards".into() },
+    ///         action: TableAction::Read,
+    ///     }],
     ///     ..Statement::new(StatementKind::Select, "SELECT * FROM cards")
     /// };
-    /// assert_eq!(statement.tables.len(), 1);
+    /// assert_eq!(statement.command, "SELECT");
     /// ```
     pub fn new(kind: StatementKind, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let command = text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         Statement {
-            text: text.into(),
+            text,
             kind,
+            command,
             tables: Vec::new(),
             columns: Vec::new(),
             functions: Vec::new(),
-            has_where: false,
+            has_where: true,
+            settings: Vec::new(),
+            copy_endpoint: None,
+            wrappers: Vec::new(),
             is_multi: false,
             params: Vec::new(),
         }
+    }
+
+    /// Whether the statement changes anything: a table touched other than
+    /// by reading, a function that is not built in (its body may write), a
+    /// setting, or a kind that is not a read.
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self.kind,
+            StatementKind::Select | StatementKind::Explain | StatementKind::CopyOut
+        ) || self.tables.iter().any(|t| t.action != TableAction::Read)
+            || self.functions.iter().any(|f| !f.builtin)
+            || !self.settings.is_empty()
+    }
+}
+
+impl SettingChange {
+    /// For a change of `search_path` to a value: the schemas it names, as
+    /// PostgreSQL reads the list (comma-separated; unquoted names folded to
+    /// lower case, double-quoted ones kept exactly, `""` inside them a
+    /// quote). `None` for other settings and for a reset to the default.
+    pub fn search_path(&self) -> Option<Vec<String>> {
+        if self.name != "search_path" {
+            return None;
+        }
+        let value = self.value.as_deref()?;
+        let schemas = value
+            .split(',')
+            .map(|part| {
+                let part = part.trim();
+                match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                    Some(quoted) => quoted.replace("\"\"", "\""),
+                    None => part.to_ascii_lowercase(),
+                }
+            })
+            .filter(|schema| !schema.is_empty())
+            .collect();
+        Some(schemas)
+    }
+}
+
+impl TableRef {
+    /// `schema.name`, or `name` when the statement relied on the search
+    /// path.
+    pub fn qualified(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl TableAction {
+    /// The action's name as the WIT spells it (`read`, `insert`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TableAction::Read => "read",
+            TableAction::Insert => "insert",
+            TableAction::Update => "update",
+            TableAction::Delete => "delete",
+            TableAction::Truncate => "truncate",
+            TableAction::Define => "define",
+            TableAction::Maintain => "maintain",
+        }
+    }
+
+    /// Every action, in the WIT's order.
+    pub const ALL: [TableAction; 7] = [
+        TableAction::Read,
+        TableAction::Insert,
+        TableAction::Update,
+        TableAction::Delete,
+        TableAction::Truncate,
+        TableAction::Define,
+        TableAction::Maintain,
+    ];
+
+    /// The action a name (as [`TableAction::name`] gives it) stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.name() == name)
     }
 }
 

@@ -2,19 +2,19 @@
 //! allows only statements that read, denies every other kind with rule
 //! `read-only`.
 //!
-//! Allowed: SELECT, EXPLAIN, SET/RESET/SHOW of settings, and transaction
-//! control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT). EXPLAIN is allowed with or
-//! without ANALYZE, which the statement kind does not tell apart: EXPLAIN
-//! ANALYZE of a write runs it, so pair this policy with a database role
-//! that cannot write where that matters. Everything else is denied —
-//! writes, COPY in either direction, DDL, privileges, prepared-statement
-//! commands, procedural code, LISTEN/NOTIFY, utilities, and statements the
-//! parser could not read. It takes no configuration.
+//! Allowed: SELECT (and EXPLAIN of one, which the host reports as the
+//! statement it explains), SET/RESET/SHOW of settings, and transaction
+//! control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) — provided the statement
+//! only reads the tables it touches (a data-modifying CTE inside a SELECT
+//! is a write) and calls no function that is not built in (its body could
+//! write). Everything else is denied — writes, COPY in either direction,
+//! DDL, privileges, SET ROLE, procedural code, LISTEN/NOTIFY, utilities,
+//! and statements the parser could not read. It takes no configuration.
 
 use sluice_plugin::config;
 use sluice_plugin::policy::Policy;
 use sluice_plugin::session::Session;
-use sluice_plugin::types::{Decision, Statement, StatementKind};
+use sluice_plugin::types::{Decision, Statement, StatementKind, TableAction};
 
 struct ReadOnly;
 
@@ -24,27 +24,54 @@ impl Policy for ReadOnly {
     }
 
     fn evaluate(_session: &Session, statement: &Statement) -> Decision {
-        judge(statement.kind)
+        judge(statement)
     }
 }
 
 sluice_plugin::register_policy!(ReadOnly);
 
-/// Whether statements of `kind` may run.
-fn judge(kind: StatementKind) -> Decision {
-    match kind {
+/// Whether a statement may run.
+fn judge(statement: &Statement) -> Decision {
+    let kind = statement.kind;
+    if !matches!(
+        kind,
         StatementKind::Select
-        | StatementKind::Explain
-        | StatementKind::Setting
-        | StatementKind::Transaction => Decision::Allow,
-        _ => Decision::deny(
+            | StatementKind::Explain
+            | StatementKind::Setting
+            | StatementKind::Transaction
+    ) {
+        return Decision::deny(
             "read-only",
             format!(
                 "read-only access: {} statements are not allowed",
                 kind.name()
             ),
-        ),
+        );
     }
+    if let Some(write) = statement
+        .tables
+        .iter()
+        .find(|t| t.action != TableAction::Read)
+    {
+        return Decision::deny(
+            "read-only",
+            format!(
+                "read-only access: this statement would {} {}",
+                write.action.name(),
+                write.table.qualified()
+            ),
+        );
+    }
+    if let Some(function) = statement.functions.iter().find(|f| !f.builtin) {
+        return Decision::deny(
+            "read-only",
+            format!(
+                "read-only access: {} is not a built-in function and may write",
+                function.name
+            ),
+        );
+    }
+    Decision::Allow
 }
 
 /// Accepts only an empty configuration table.
@@ -61,6 +88,8 @@ fn check_config_text(json: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    use sluice_plugin::types::{FunctionRef, TableAccess, TableRef};
+
     #[test]
     fn only_reads_are_allowed() {
         for kind in StatementKind::ALL {
@@ -71,15 +100,50 @@ mod tests {
                     | StatementKind::Setting
                     | StatementKind::Transaction
             );
-            assert_eq!(judge(kind) == Decision::Allow, allowed, "{kind:?}");
+            let statement = Statement::new(kind, "x");
+            assert_eq!(judge(&statement) == Decision::Allow, allowed, "{kind:?}");
         }
         assert_eq!(
-            judge(StatementKind::CopyOut),
+            judge(&Statement::new(StatementKind::CopyOut, "COPY t TO STDOUT")),
             Decision::deny(
                 "read-only",
                 "read-only access: copy-out statements are not allowed"
             )
         );
+    }
+
+    #[test]
+    fn a_select_that_writes_is_denied() {
+        let orders = TableRef {
+            schema: None,
+            name: "orders".into(),
+        };
+        let cte_delete = Statement {
+            tables: vec![TableAccess {
+                table: orders,
+                action: TableAction::Delete,
+            }],
+            ..Statement::new(
+                StatementKind::Select,
+                "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+            )
+        };
+        assert_eq!(
+            judge(&cte_delete),
+            Decision::deny(
+                "read-only",
+                "read-only access: this statement would delete orders"
+            )
+        );
+        let user_function = Statement {
+            functions: vec![FunctionRef {
+                schema: None,
+                name: "purge".into(),
+                builtin: false,
+            }],
+            ..Statement::new(StatementKind::Select, "SELECT purge()")
+        };
+        assert!(matches!(judge(&user_function), Decision::Deny(_)));
     }
 
     #[test]

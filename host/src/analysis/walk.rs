@@ -1,0 +1,568 @@
+//! The walk over a parsed statement that finds what it touches: tables
+//! and how, columns, functions.
+//!
+//! Two passes make one walk. A hand-written pass follows the parts of the
+//! tree that carry meaning — CTEs in their order of visibility, FROM lists
+//! that open a scope, the target of a write — so that names resolve as
+//! PostgreSQL resolves them. Underneath, sqlparser's generic visitor runs
+//! over every node of each scope, so any expression, subquery or relation
+//! in a place the hand-written pass does not name (and sqlparser's tree
+//! has many) is still seen: a relation nobody claimed counts as read, a
+//! query nobody walked is walked with the scopes around it. Missing a
+//! table is the failure that matters here; over-reporting one only makes a
+//! policy stricter.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
+    TableWithJoins, Visit, Visitor,
+};
+
+use super::builtins;
+use crate::plugin::bindings::types::{
+    ColumnAccess, ColumnRef, FunctionRef, TableAccess, TableAction, TableRef,
+};
+
+/// An identifier as PostgreSQL reads it: unquoted ones fold to lower
+/// case (ASCII letters only, as in a UTF-8 database), quoted ones stay,
+/// and either is cut to PostgreSQL's 63 bytes (a longer name reaches the
+/// object named by its first 63).
+pub fn fold(ident: &Ident) -> String {
+    let mut name = if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    };
+    if name.len() > super::lexer::MAX_IDENTIFIER_BYTES {
+        let mut end = super::lexer::MAX_IDENTIFIER_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
+/// The table an object name names: `name`, `schema.name` or
+/// `database.schema.name` (the database can only be the current one).
+pub fn table_ref(name: &ObjectName) -> TableRef {
+    let mut parts = name.0.iter().rev().map(|part| match part {
+        ObjectNamePart::Identifier(ident) => fold(ident),
+        // Not PostgreSQL syntax; kept visible rather than dropped.
+        ObjectNamePart::Function(function) => function.name.value.clone(),
+    });
+    let table = parts.next().unwrap_or_default();
+    TableRef {
+        schema: parts.next(),
+        name: table,
+    }
+}
+
+/// Something a FROM list makes nameable.
+#[derive(Debug, Clone)]
+struct Source {
+    /// The name it is referred to by: its alias, or the table's own name.
+    reference: String,
+    /// The table behind it, when it is one (not a subquery, a CTE or a
+    /// function).
+    table: Option<TableRef>,
+}
+
+/// One level of name resolution: a SELECT's FROM list, or the target (and
+/// USING/FROM list) of a DELETE, UPDATE or INSERT.
+#[derive(Debug, Default)]
+struct Scope {
+    sources: Vec<Source>,
+}
+
+/// What a statement touches, accumulated as the walk goes.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub tables: Vec<TableAccess>,
+    pub columns: Vec<ColumnRef>,
+    pub functions: Vec<FunctionRef>,
+}
+
+impl Touched {
+    pub fn table(&mut self, table: TableRef, action: TableAction) {
+        let seen = self
+            .tables
+            .iter()
+            .any(|t| t.action == action && t.table == table);
+        if !seen {
+            self.tables.push(TableAccess { table, action });
+        }
+    }
+
+    /// Records a column read.
+    pub fn column(&mut self, table: Option<TableRef>, column: Option<String>) {
+        self.use_column(table, column, ColumnAccess::Read);
+    }
+
+    /// Records a column written (INSERT's list, UPDATE's SET, COPY FROM).
+    pub fn written(&mut self, table: Option<TableRef>, column: Option<String>) {
+        self.use_column(table, column, ColumnAccess::Write);
+    }
+
+    fn use_column(
+        &mut self,
+        table: Option<TableRef>,
+        column: Option<String>,
+        access: ColumnAccess,
+    ) {
+        let seen = self
+            .columns
+            .iter()
+            .any(|c| c.access == access && c.table == table && c.column == column);
+        if !seen {
+            self.columns.push(ColumnRef {
+                table,
+                column,
+                access,
+            });
+        }
+    }
+
+    fn function(&mut self, name: &ObjectName) {
+        let TableRef { schema, name } = table_ref(name);
+        let builtin = match schema.as_deref() {
+            None | Some("pg_catalog") => builtins::is_builtin(&name),
+            Some(_) => false,
+        };
+        if !self
+            .functions
+            .iter()
+            .any(|f| f.name == name && f.schema == schema)
+        {
+            self.functions.push(FunctionRef {
+                schema,
+                name,
+                builtin,
+            });
+        }
+    }
+}
+
+/// The walker: scopes, visible CTE names, and what has been claimed.
+pub struct Walker {
+    pub touched: Touched,
+    scopes: Vec<Scope>,
+    /// CTE names visible at this point, innermost last.
+    ctes: Vec<String>,
+    /// Queries already walked (by address), so the generic pass does not
+    /// walk them again in the wrong scope.
+    walked: HashSet<usize>,
+    /// Relations already claimed by the hand-written pass (by address).
+    claimed: HashSet<usize>,
+    /// What a relation nobody claimed is taken to be: read, unless the
+    /// statement is DDL (defined), TRUNCATE or maintenance.
+    pub unclaimed: TableAction,
+    /// Whether some DELETE or UPDATE in the statement lacks a real WHERE.
+    pub bulk_write: bool,
+}
+
+impl Default for Walker {
+    fn default() -> Self {
+        Walker {
+            touched: Touched::default(),
+            scopes: Vec::new(),
+            ctes: Vec::new(),
+            walked: HashSet::new(),
+            claimed: HashSet::new(),
+            unclaimed: TableAction::Read,
+            bulk_write: false,
+        }
+    }
+}
+
+fn address<T>(node: &T) -> usize {
+    std::ptr::from_ref(node) as usize
+}
+
+impl Walker {
+    /// Records a relation named in a FROM list or as a statement's target,
+    /// unless it is a visible CTE; returns the table, if it is one.
+    pub fn relation(&mut self, name: &ObjectName, action: TableAction) -> Option<TableRef> {
+        self.claimed.insert(address(name));
+        let table = table_ref(name);
+        if table.schema.is_none() && self.ctes.iter().rev().any(|cte| *cte == table.name) {
+            return None;
+        }
+        self.touched.table(table.clone(), action);
+        Some(table)
+    }
+
+    /// Opens a scope for a statement's target and the tables it lists.
+    pub fn open_scope(&mut self) {
+        self.scopes.push(Scope::default());
+    }
+
+    pub fn close_scope(&mut self) {
+        self.scopes.pop();
+    }
+
+    /// Makes a table nameable in the innermost scope.
+    pub fn add_source(&mut self, reference: String, table: Option<TableRef>) {
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.sources.push(Source { reference, table });
+        }
+    }
+
+    /// Walks a query: its CTEs (each visible to the ones after it, and to
+    /// itself only under RECURSIVE), its body, then its ORDER BY and LIMIT.
+    pub fn query(&mut self, query: &Query) {
+        self.walked.insert(address(query));
+        let visible_before = self.ctes.len();
+        if let Some(with) = &query.with {
+            if with.recursive {
+                self.ctes
+                    .extend(with.cte_tables.iter().map(|cte| fold(&cte.alias.name)));
+            }
+            for cte in &with.cte_tables {
+                self.query(&cte.query);
+                if !with.recursive {
+                    self.ctes.push(fold(&cte.alias.name));
+                }
+            }
+        }
+        self.set_expr(&query.body);
+        // ORDER BY, LIMIT and the rest: names there resolve to the body's
+        // output or the scopes around; the generic pass sees them.
+        self.generic(|walker| {
+            let _ = query.order_by.visit(walker);
+            let _ = query.limit_clause.visit(walker);
+            let _ = query.fetch.visit(walker);
+        });
+        self.ctes.truncate(visible_before);
+    }
+
+    fn set_expr(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::Query(query) => self.query(query),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr(left);
+                self.set_expr(right);
+            }
+            // `TABLE name` reads the whole table.
+            SetExpr::Table(table) => {
+                if let Some(name) = &table.table_name {
+                    let table = TableRef {
+                        schema: table.schema_name.as_ref().map(fold),
+                        name: fold(name),
+                    };
+                    let is_cte = table.schema.is_none() && self.ctes.contains(&table.name);
+                    if !is_cte {
+                        self.touched.table(table.clone(), TableAction::Read);
+                        self.touched.column(Some(table), None);
+                    }
+                }
+            }
+            // A data-modifying statement inside a CTE.
+            SetExpr::Insert(statement)
+            | SetExpr::Update(statement)
+            | SetExpr::Delete(statement)
+            | SetExpr::Merge(statement) => super::statement::nested(self, statement),
+            SetExpr::Values(values) => self.generic(|walker| {
+                let _ = values.visit(walker);
+            }),
+        }
+    }
+
+    fn select(&mut self, select: &Select) {
+        self.open_scope();
+        for from in &select.from {
+            self.from(from);
+        }
+        for item in &select.projection {
+            match item {
+                SelectItem::Wildcard(_) => self.every_column_of_scope(),
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => self.whole_row(name),
+                _ => {}
+            }
+        }
+        if let Some(into) = &select.into {
+            // SELECT ... INTO makes a table, as CREATE TABLE AS does.
+            for target in &into.targets {
+                let parts: &[Ident] = match target {
+                    Expr::Identifier(ident) => std::slice::from_ref(ident),
+                    Expr::CompoundIdentifier(parts) => parts,
+                    _ => &[],
+                };
+                if let Some(name) = parts.last() {
+                    let table = TableRef {
+                        schema: parts.len().checked_sub(2).map(|at| fold(&parts[at])),
+                        name: fold(name),
+                    };
+                    self.touched.table(table, TableAction::Define);
+                }
+            }
+        }
+        // Everything else of the SELECT — expressions anywhere in it, join
+        // conditions, subqueries — in this scope.
+        self.generic(|walker| {
+            let _ = select.visit(walker);
+        });
+        self.close_scope();
+    }
+
+    /// Walks one FROM item and its joins, making each nameable.
+    pub fn from(&mut self, from: &TableWithJoins) {
+        self.table_factor(&from.relation);
+        for join in &from.joins {
+            self.table_factor(&join.relation);
+        }
+    }
+
+    pub fn table_factor(&mut self, factor: &TableFactor) {
+        match factor {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                // `FROM f(...)` parses as a table with arguments: a call.
+                if args.is_some() {
+                    self.claimed.insert(address(name));
+                    self.touched.function(name);
+                    self.add_source(alias_or(alias.as_ref(), name), None);
+                    return;
+                }
+                let table = self.relation(name, TableAction::Read);
+                self.add_source(alias_or(alias.as_ref(), name), table);
+            }
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
+                self.query(subquery);
+                if let Some(alias) = alias {
+                    self.add_source(fold(&alias.name), None);
+                }
+            }
+            TableFactor::Function { name, alias, .. } => {
+                self.touched.function(name);
+                if let Some(alias) = alias {
+                    self.add_source(fold(&alias.name), None);
+                }
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                self.from(table_with_joins);
+                if let Some(alias) = alias {
+                    self.add_source(fold(&alias.name), None);
+                }
+            }
+            other => {
+                // Table functions, UNNEST and dialect forms: their
+                // expressions and any relation inside are left to the
+                // generic pass; the alias is nameable.
+                if let Some(alias) = factor_alias(other) {
+                    self.add_source(alias, None);
+                }
+            }
+        }
+    }
+
+    /// `*`: every column of every table in the innermost scope.
+    fn every_column_of_scope(&mut self) {
+        let tables: Vec<TableRef> = self
+            .scopes
+            .last()
+            .map(|scope| {
+                scope
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.table.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for table in tables {
+            self.touched.column(Some(table), None);
+        }
+    }
+
+    /// `c.*`, `row(c.*)`: every column of the table `c` names.
+    fn whole_row(&mut self, name: &ObjectName) {
+        let reference = table_ref(name);
+        match self.lookup(&reference.name) {
+            Some(Some(table)) => self.touched.column(Some(table), None),
+            Some(None) => {}
+            // `schema.table.*` or a name the scopes do not know: the table
+            // itself, as named.
+            None => self.touched.column(Some(reference), None),
+        }
+    }
+
+    /// The source a reference names: `Some(table)` for a table (`None`
+    /// inside for a subquery or CTE), or `None` if no scope has it.
+    fn lookup(&self, reference: &str) -> Option<Option<TableRef>> {
+        self.scopes.iter().rev().find_map(|scope| {
+            scope
+                .sources
+                .iter()
+                .find(|s| s.reference == reference)
+                .map(|s| s.table.clone())
+        })
+    }
+
+    /// A column named without a table. It belongs to the only table of
+    /// the innermost scope when there is no scope around it; inside a
+    /// subquery it may be an outer column (PostgreSQL looks outward when
+    /// the inner tables lack it), so it stays unresolved there.
+    fn bare_column(&mut self, name: String) {
+        // A name that is also a FROM item's name may be a whole-row
+        // reference (`SELECT c FROM cards c`): without the catalog, count
+        // it as both.
+        if let Some(Some(table)) = self.lookup(&name) {
+            self.touched.column(Some(table), None);
+        }
+        let nonempty_scopes = self.scopes.iter().filter(|s| !s.sources.is_empty()).count();
+        let table = match self.scopes.last() {
+            Some(scope) if nonempty_scopes == 1 && scope.sources.len() == 1 => {
+                scope.sources[0].table.clone()
+            }
+            _ => None,
+        };
+        // A column of a subquery or CTE was recorded where it was read.
+        if table.is_none() && self.single_derived_source() {
+            return;
+        }
+        self.touched.column(table, Some(name));
+    }
+
+    fn single_derived_source(&self) -> bool {
+        let nonempty_scopes = self.scopes.iter().filter(|s| !s.sources.is_empty()).count();
+        matches!(self.scopes.last(), Some(scope) if nonempty_scopes == 1
+            && scope.sources.len() == 1
+            && scope.sources[0].table.is_none())
+    }
+
+    /// `a.b`, `s.t.c`: a column of a named source, or of a table named in
+    /// full.
+    fn qualified_column(&mut self, parts: &[Ident]) {
+        let folded: Vec<String> = parts.iter().map(fold).collect();
+        match folded.as_slice() {
+            [] => {}
+            [column] => self.bare_column(column.clone()),
+            [reference, column, ..] => match self.lookup(reference) {
+                Some(Some(table)) => self.touched.column(Some(table), Some(column.clone())),
+                Some(None) => {}
+                None if folded.len() >= 3 => {
+                    let n = folded.len();
+                    let table = TableRef {
+                        schema: Some(folded[n - 3].clone()),
+                        name: folded[n - 2].clone(),
+                    };
+                    self.touched
+                        .column(Some(table), Some(folded[n - 1].clone()));
+                }
+                // `(composite).field` and the like: the first part is a
+                // column of its own.
+                None => self.bare_column(reference.clone()),
+            },
+        }
+    }
+
+    /// One expression node, met by the generic pass.
+    fn expr(&mut self, expr: &Expr) {
+        match expr {
+            Expr::Identifier(ident) => self.bare_column(fold(ident)),
+            Expr::CompoundIdentifier(parts) => self.qualified_column(parts),
+            Expr::Wildcard(_) => self.every_column_of_scope(),
+            Expr::QualifiedWildcard(name, _) => self.whole_row(name),
+            Expr::Function(function) => {
+                self.touched.function(&function.name);
+                if let FunctionArguments::List(list) = &function.args {
+                    for arg in &list.args {
+                        let arg = match arg {
+                            FunctionArg::Named { arg, .. }
+                            | FunctionArg::ExprNamed { arg, .. }
+                            | FunctionArg::Unnamed(arg) => arg,
+                        };
+                        if let FunctionArgExpr::QualifiedWildcard(name) = arg {
+                            self.whole_row(name);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs sqlparser's visitor from inside the current scopes: every
+    /// expression it meets outside a nested query is resolved here, every
+    /// nested query not yet walked is walked with these scopes around it,
+    /// and every relation not yet claimed counts as read.
+    pub fn generic(&mut self, visit: impl FnOnce(&mut Generic<'_>)) {
+        let mut generic = Generic {
+            walker: self,
+            depth: 0,
+        };
+        visit(&mut generic);
+    }
+}
+
+fn alias_or(alias: Option<&sqlparser::ast::TableAlias>, name: &ObjectName) -> String {
+    match alias {
+        Some(alias) => fold(&alias.name),
+        None => table_ref(name).name,
+    }
+}
+
+fn factor_alias(factor: &TableFactor) -> Option<String> {
+    let alias = match factor {
+        TableFactor::TableFunction { alias, .. }
+        | TableFactor::UNNEST { alias, .. }
+        | TableFactor::JsonTable { alias, .. }
+        | TableFactor::OpenJsonTable { alias, .. }
+        | TableFactor::XmlTable { alias, .. } => alias.as_ref(),
+        _ => None,
+    };
+    alias.map(|a| fold(&a.name))
+}
+
+/// sqlparser's visitor, steered by the walker (see [`Walker::generic`]).
+pub struct Generic<'w> {
+    walker: &'w mut Walker,
+    /// How many nested queries deep the visitor is: expressions inside a
+    /// nested query belong to that query's own walk.
+    depth: usize,
+}
+
+impl Visitor for Generic<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if self.depth == 0 && !self.walker.walked.contains(&address(query)) {
+            self.walker.query(query);
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            self.walker.expr(expr);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if self.depth == 0 && !self.walker.claimed.contains(&address(relation)) {
+            let action = self.walker.unclaimed;
+            self.walker.relation(relation, action);
+        }
+        ControlFlow::Continue(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Lockout after repeated failed logins (PCI DSS 8.3.4): ten failures for
+//! one principal, or from one client address, lock it out for thirty
+//! minutes.
+//!
+//! Both keys count, because they stop different attacks: a principal's
+//! count stops guessing one account's token from many addresses; an
+//! address's count stops one client spraying guesses over many accounts,
+//! nine each. A successful login clears its principal's count, not its
+//! address's: a client with one valid account could otherwise reset its
+//! address between sprays.
+//!
+//! While locked, a login is refused before any token is checked, with the
+//! same 28P01 as any failure (a client learns nothing it could probe
+//! with), and the log says why. The state is in memory, per gateway
+//! instance; `sluice` logs every lockout and its end.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures that lock a principal or an address out.
+pub const MAX_FAILURES: u32 = 10;
+/// How long a lockout lasts, and how long a failure is remembered.
+pub const LOCKOUT: Duration = Duration::from_secs(30 * 60);
+/// Most principals and addresses remembered at once: an attacker cycling
+/// through made-up names must not grow the table without bound. When full,
+/// the oldest entries that are not locked go first.
+const MAX_ENTRIES: usize = 100_000;
+
+/// What a lockout is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Principal(String),
+    Address(IpAddr),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Principal(name) => write!(f, "principal {name:?}"),
+            Subject::Address(address) => write!(f, "address {address}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    failures: u32,
+    /// When the count started: failures older than [`LOCKOUT`] are
+    /// forgotten.
+    since: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// A lockout in force, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    pub subject: Subject,
+    pub failures: u32,
+    pub remaining: Duration,
+}
+
+/// The failed-login ledger of one gateway.
+#[derive(Debug, Default)]
+pub struct Lockouts {
+    records: Mutex<HashMap<Subject, Record>>,
+}
+
+impl Lockouts {
+    /// The lockout that refuses a login of `user` from `address` now, if
+    /// one is in force.
+    pub fn check(&self, user: &str, address: IpAddr) -> Option<Lockout> {
+        self.check_at(user, address, Instant::now())
+    }
+
+    /// Counts a failed login; returns the lockouts it starts.
+    pub fn failed(&self, user: &str, address: IpAddr) -> Vec<Lockout> {
+        self.failed_at(user, address, Instant::now())
+    }
+
+    /// A successful login clears its principal's count.
+    pub fn succeeded(&self, user: &str) {
+        let mut records = self.lock();
+        records.remove(&Subject::Principal(user.to_owned()));
+    }
+
+    /// Every lockout in force.
+    pub fn active(&self) -> Vec<Lockout> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter_map(|(subject, record)| {
+                let until = record.locked_until.filter(|until| *until > now)?;
+                Some(Lockout {
+                    subject: subject.clone(),
+                    failures: record.failures,
+                    remaining: until - now,
+                })
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Subject, Record>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_at(&self, user: &str, address: IpAddr, now: Instant) -> Option<Lockout> {
+        let mut records = self.lock();
+        for subject in [
+            Subject::Principal(user.to_owned()),
+            Subject::Address(address),
+        ] {
+            let Some(record) = records.get(&subject) else {
+                continue;
+            };
+            match record.locked_until {
+                Some(until) if until > now => {
+                    return Some(Lockout {
+                        failures: record.failures,
+                        remaining: until - now,
+                        subject,
+                    });
+                }
+                Some(_) => {
+                    tracing::warn!(%subject, "lockout ended");
+                    records.remove(&subject);
+                }
+                None => {}
+            }
+        }
+        None
+    }
+
+    fn failed_at(&self, user: &str, address: IpAddr, now: Instant) -> Vec<Lockout> {
+        let mut records = self.lock();
+        if records.len() >= MAX_ENTRIES {
+            evict(&mut records, now);
+        }
+        let mut started = Vec::new();
+        for subject in [
+            Subject::Principal(user.to_owned()),
+            Subject::Address(address),
+        ] {
+            let record = records.entry(subject.clone()).or_insert(Record {
+                failures: 0,
+                since: now,
+                locked_until: None,
+            });
+            if record.locked_until.is_none() && now.duration_since(record.since) > LOCKOUT {
+                // The earlier failures are too old to count.
+                record.failures = 0;
+                record.since = now;
+            }
+            record.failures = record.failures.saturating_add(1);
+            if record.failures >= MAX_FAILURES && record.locked_until.is_none() {
+                record.locked_until = Some(now + LOCKOUT);
+                started.push(Lockout {
+                    subject,
+                    failures: record.failures,
+                    remaining: LOCKOUT,
+                });
+            }
+        }
+        started
+    }
+}
+
+/// Makes room: forgets expired lockouts and stale counts, then, if still
+/// full, the oldest counts that lock nothing. Lockouts in force are kept.
+fn evict(records: &mut HashMap<Subject, Record>, now: Instant) {
+    records.retain(|_, record| match record.locked_until {
+        Some(until) => until > now,
+        None => now.duration_since(record.since) <= LOCKOUT,
+    });
+    if records.len() < MAX_ENTRIES {
+        return;
+    }
+    let mut unlocked: Vec<(Instant, Subject)> = records
+        .iter()
+        .filter(|(_, r)| r.locked_until.is_none())
+        .map(|(s, r)| (r.since, s.clone()))
+        .collect();
+    unlocked.sort_by_key(|(since, _)| *since);
+    let excess = records.len() + 1 - MAX_ENTRIES;
+    for (_, subject) in unlocked.into_iter().take(excess.max(MAX_ENTRIES / 10)) {
+        records.remove(&subject);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const AWAY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn ten_failures_lock_a_principal_out_for_thirty_minutes() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for n in 1..MAX_FAILURES {
+            // Each from another address: only the principal's count grows.
+            let address = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, n as u8));
+            assert!(ledger.failed_at("alice", address, start).is_empty());
+            assert_eq!(ledger.check_at("alice", HOME, start), None);
+        }
+        let started = ledger.failed_at("alice", AWAY, start);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].subject, Subject::Principal("alice".into()));
+        let locked = ledger
+            .check_at("alice", HOME, start + Duration::from_secs(60))
+            .expect("locked out");
+        assert_eq!(locked.failures, MAX_FAILURES);
+        assert_eq!(locked.remaining, LOCKOUT - Duration::from_secs(60));
+        // Another principal from the same addresses is not locked.
+        assert_eq!(ledger.check_at("bob", HOME, start), None);
+        // Thirty minutes on, the lockout is over.
+        assert_eq!(ledger.check_at("alice", HOME, start + LOCKOUT), None);
+    }
+
+    #[test]
+    fn ten_failures_from_one_address_lock_it_out_whoever_it_claims_to_be() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for n in 0..MAX_FAILURES {
+            ledger.failed_at(&format!("user{n}"), HOME, start);
+        }
+        let locked = ledger.check_at("newcomer", HOME, start).expect("locked");
+        assert_eq!(locked.subject, Subject::Address(HOME));
+        assert_eq!(ledger.check_at("newcomer", AWAY, start), None);
+    }
+
+    #[test]
+    fn success_clears_the_principal_not_the_address() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            ledger.failed_at("alice", HOME, start);
+        }
+        ledger.succeeded("alice");
+        assert!(ledger.failed_at("alice", AWAY, start).is_empty());
+        // The address kept its nine and locks at the tenth.
+        let started = ledger.failed_at("carol", HOME, start);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].subject, Subject::Address(HOME));
+    }
+
+    #[test]
+    fn old_failures_are_forgotten() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            ledger.failed_at("alice", HOME, start);
+        }
+        let later = start + LOCKOUT + Duration::from_secs(1);
+        assert!(ledger.failed_at("alice", HOME, later).is_empty());
+        assert_eq!(ledger.check_at("alice", HOME, later), None);
+    }
+
+    #[test]
+    fn a_flood_of_names_does_not_grow_the_ledger_without_bound_or_free_a_lockout() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            ledger.failed_at("alice", HOME, start);
+        }
+        for n in 0..(MAX_ENTRIES + 10) {
+            let address = IpAddr::V6(std::net::Ipv6Addr::from(n as u128 + 1));
+            ledger.failed_at(&format!("u{n}"), address, start);
+        }
+        assert!(ledger.lock().len() <= MAX_ENTRIES);
+        assert!(ledger.check_at("alice", AWAY, start).is_some());
+    }
+}

@@ -1,0 +1,182 @@
+//! The session's prepared statements, as sluice must know them to judge
+//! what runs.
+//!
+//! PostgreSQL keeps one namespace of prepared statements per session: a
+//! protocol-level Parse with a name and an SQL `PREPARE` both add to it,
+//! and a Bind or an `EXECUTE` may run either. So sluice keeps one map too,
+//! and judges a Bind or an `EXECUTE` as the statement it runs, with the
+//! policy in force at that moment. `DEALLOCATE`, `DISCARD ALL` and Close
+//! take entries out.
+//!
+//! A Parse is analysed at its first Bind, not before: a session that
+//! binds a statement many times (pgbench -M prepared) pays for one
+//! analysis, and one that never binds pays for none.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::analysis::{self, Analysed, Effect};
+use crate::plugin::bindings::types::Wrapper;
+use crate::protocol::sqlstate;
+
+use super::Fatal;
+
+/// Most prepared statements sluice remembers for one session; a client
+/// that keeps more open gets its statements refused, never unjudged.
+pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
+
+/// One prepared statement.
+#[derive(Debug)]
+struct Entry {
+    /// The text the client parsed.
+    text: Arc<str>,
+    /// Its analysis, made at first need (an SQL `PREPARE` comes analysed).
+    analysed: Option<Arc<[Analysed]>>,
+}
+
+/// The session's prepared statements by name (`""` is the unnamed one of
+/// the extended protocol).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    entries: HashMap<String, Entry>,
+}
+
+impl Prepared {
+    /// Remembers a statement the client parsed (replacing the unnamed one,
+    /// or a named one the server will refuse to redefine).
+    pub fn parsed(&mut self, name: &str, text: &str) -> Result<(), Fatal> {
+        if self.entries.len() >= MAX_PREPARED_STATEMENTS && !self.entries.contains_key(name) {
+            return Err(Fatal::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!("more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"),
+            ));
+        }
+        self.entries.insert(
+            name.to_owned(),
+            Entry {
+                text: text.into(),
+                analysed: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets a statement the client closed.
+    pub fn closed(&mut self, name: &str) {
+        self.entries.remove(name);
+    }
+
+    /// The analysis of a prepared statement, made now if not yet; `None`
+    /// if the session has no statement of that name.
+    pub fn analysis(
+        &mut self,
+        name: &str,
+        standard_conforming_strings: bool,
+    ) -> Option<Arc<[Analysed]>> {
+        let entry = self.entries.get_mut(name)?;
+        let analysed = entry.analysed.get_or_insert_with(|| {
+            analysis::analyse(&entry.text, standard_conforming_strings).into()
+        });
+        Some(analysed.clone())
+    }
+
+    /// Replaces each `EXECUTE` among `statements` with the statement it
+    /// runs, as judged: wrapped in `execute`, with the EXECUTE's
+    /// parameters. An EXECUTE of a name the session has not prepared is
+    /// refused: sluice cannot judge what it would run.
+    pub fn resolve(
+        &mut self,
+        statements: Vec<Analysed>,
+        standard_conforming_strings: bool,
+    ) -> Result<Vec<Analysed>, Fatal> {
+        if !statements
+            .iter()
+            .any(|a| matches!(a.effect, Effect::Execute { .. }))
+        {
+            return Ok(statements);
+        }
+        let mut resolved = Vec::with_capacity(statements.len());
+        for outer in statements {
+            let Effect::Execute { name, params } = &outer.effect else {
+                resolved.push(outer);
+                continue;
+            };
+            let Some(inner) = self.analysis(name, standard_conforming_strings) else {
+                return Err(Fatal::new(
+                    sqlstate::INVALID_SQL_STATEMENT_NAME,
+                    format!("prepared statement \"{name}\" does not exist in this session"),
+                ));
+            };
+            for stored in inner.iter() {
+                let mut statement = stored.statement.clone();
+                let mut wrappers = outer.statement.wrappers.clone();
+                wrappers.push(Wrapper::Execute);
+                wrappers.append(&mut statement.wrappers);
+                statement.wrappers = wrappers;
+                statement.params = params.clone();
+                statement.is_multi = outer.statement.is_multi;
+                resolved.push(Analysed {
+                    statement,
+                    // What it runs changes no prepared statement; an
+                    // EXECUTE of a stored PREPARE is refused by PostgreSQL.
+                    effect: Effect::None,
+                });
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Refuses a `PREPARE` of a name already in use, before it runs: the
+    /// server would refuse it too, and sluice must not forget what the
+    /// name really holds.
+    pub fn check(&self, statements: &[Analysed]) -> Result<(), Fatal> {
+        for analysed in statements {
+            if let Effect::Prepare { name } = &analysed.effect
+                && self.entries.contains_key(name)
+            {
+                return Err(Fatal::new(
+                    sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                    format!("prepared statement \"{name}\" already exists"),
+                ));
+            }
+        }
+        if self.entries.len() >= MAX_PREPARED_STATEMENTS
+            && statements
+                .iter()
+                .any(|a| matches!(a.effect, Effect::Prepare { .. }))
+        {
+            return Err(Fatal::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!("more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Follows what allowed statements do to prepared statements.
+    pub fn apply(&mut self, statements: &[Analysed]) {
+        for analysed in statements {
+            match &analysed.effect {
+                Effect::None | Effect::Execute { .. } => {}
+                Effect::Prepare { name } => {
+                    let mut stored = analysed.clone();
+                    stored.effect = Effect::None;
+                    if stored.statement.wrappers.first() == Some(&Wrapper::Prepare) {
+                        stored.statement.wrappers.remove(0);
+                    }
+                    self.entries.insert(
+                        name.clone(),
+                        Entry {
+                            text: analysed.statement.text.as_str().into(),
+                            analysed: Some(Arc::from(vec![stored])),
+                        },
+                    );
+                }
+                Effect::Deallocate(Some(name)) => {
+                    self.entries.remove(name);
+                }
+                Effect::Deallocate(None) => self.entries.clear(),
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The kinds of dangerous statement the guard knows, and how each is
+//! recognised in sluice's analysis of a statement.
+
+use sluice_plugin::types::{CopyEndpoint, Statement, StatementKind, TableAction};
+
+use crate::rules::SettingsPolicy;
+
+/// One kind of dangerous statement a rule can block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// A DELETE or UPDATE (anywhere, CTEs included; a MERGE that updates
+    /// or deletes) without a real WHERE.
+    WriteWithoutWhere,
+    /// TRUNCATE.
+    Truncate,
+    /// DROP of anything.
+    Drop,
+    /// ALTER SYSTEM: rewrites the server's configuration.
+    AlterSystem,
+    /// COPY ... TO STDOUT (and COPY (query) TO STDOUT): a bulk export.
+    CopyToStdout,
+    /// COPY to or from a file on the database server.
+    CopyFile,
+    /// COPY to or from a program the database server runs.
+    CopyProgram,
+    /// DO blocks: procedural code the analysis cannot see into.
+    Do,
+    /// Creating or altering code that runs later or as someone else:
+    /// functions, procedures, aggregates, rules, triggers, languages.
+    CodeDefinition,
+    /// SET ROLE, SET/RESET SESSION AUTHORIZATION.
+    SetRole,
+    /// SET or RESET of a setting that changes security or how SQL is read
+    /// (see [`SettingsPolicy`]).
+    DangerousSetting,
+    /// `set_config()`: SET in a function call.
+    SetConfig,
+    /// Server-side file functions (`pg_read_file`, `pg_ls_dir`, ...) and
+    /// large-object functions (`lo_import`, `lo_export`, ...).
+    ServerFiles,
+}
+
+impl Block {
+    pub const ALL: [Block; 13] = [
+        Block::WriteWithoutWhere,
+        Block::Truncate,
+        Block::Drop,
+        Block::AlterSystem,
+        Block::CopyToStdout,
+        Block::CopyFile,
+        Block::CopyProgram,
+        Block::Do,
+        Block::CodeDefinition,
+        Block::SetRole,
+        Block::DangerousSetting,
+        Block::SetConfig,
+        Block::ServerFiles,
+    ];
+
+    /// The name rules files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Block::WriteWithoutWhere => "write-without-where",
+            Block::Truncate => "truncate",
+            Block::Drop => "drop",
+            Block::AlterSystem => "alter-system",
+            Block::CopyToStdout => "copy-to-stdout",
+            Block::CopyFile => "copy-file",
+            Block::CopyProgram => "copy-program",
+            Block::Do => "do",
+            Block::CodeDefinition => "code-definition",
+            Block::SetRole => "set-role",
+            Block::DangerousSetting => "dangerous-setting",
+            Block::SetConfig => "set-config",
+            Block::ServerFiles => "server-files",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Block> {
+        Block::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Whether `statement` is of this kind; if so, why, for the client.
+    pub fn find(self, statement: &Statement, settings: &SettingsPolicy) -> Option<String> {
+        let command = statement.command.as_str();
+        match self {
+            Block::WriteWithoutWhere => (!statement.has_where).then(|| {
+                "DELETE and UPDATE must say which rows with a real WHERE (a column compared with a value)"
+                    .to_owned()
+            }),
+            Block::Truncate => (command.starts_with("TRUNCATE")
+                || statement
+                    .tables
+                    .iter()
+                    .any(|t| t.action == TableAction::Truncate))
+            .then(|| "TRUNCATE is not allowed".to_owned()),
+            Block::Drop => command
+                .starts_with("DROP ")
+                .then(|| format!("{command} is not allowed")),
+            Block::AlterSystem => {
+                (command == "ALTER SYSTEM").then(|| "ALTER SYSTEM is not allowed".to_owned())
+            }
+            Block::CopyToStdout => (statement.kind == StatementKind::CopyOut
+                && statement.copy_endpoint == Some(CopyEndpoint::Stdio))
+            .then(|| "COPY ... TO STDOUT exports data in bulk and is not allowed".to_owned()),
+            Block::CopyFile => matches!(statement.copy_endpoint, Some(CopyEndpoint::File(_)))
+                .then(|| "COPY to or from a server file is not allowed".to_owned()),
+            Block::CopyProgram => matches!(statement.copy_endpoint, Some(CopyEndpoint::Program(_)))
+                .then(|| "COPY to or from a program is not allowed".to_owned()),
+            Block::Do => (command == "DO").then(|| "DO blocks are not allowed".to_owned()),
+            Block::CodeDefinition => is_code_definition(command)
+                .then(|| format!("{command} is not allowed: it defines code that runs later")),
+            Block::SetRole => (matches!(
+                command,
+                "SET ROLE" | "SET SESSION AUTHORIZATION" | "RESET SESSION AUTHORIZATION"
+            ) || statement
+                .settings
+                .iter()
+                .any(|s| s.name == "role" || s.name == "session_authorization"))
+            .then(|| "changing the session's role is not allowed".to_owned()),
+            Block::DangerousSetting => statement.settings.iter().find_map(|setting| {
+                settings
+                    .refuses(setting)
+                    .then(|| format!("changing {} is not allowed", setting.name))
+            }),
+            Block::SetConfig => statement
+                .functions
+                .iter()
+                .any(|f| f.builtin && f.name == "set_config")
+                .then(|| "set_config() is not allowed; settings are changed with SET".to_owned()),
+            Block::ServerFiles => statement
+                .functions
+                .iter()
+                .find(|f| f.builtin && is_server_file_function(&f.name))
+                .map(|f| format!("{}() reaches the server's files and is not allowed", f.name)),
+        }
+    }
+}
+
+/// Commands that create or change code run later or with another's
+/// rights.
+fn is_code_definition(command: &str) -> bool {
+    let Some(object) = command
+        .strip_prefix("CREATE ")
+        .or_else(|| command.strip_prefix("ALTER "))
+    else {
+        return false;
+    };
+    matches!(
+        object,
+        "FUNCTION"
+            | "PROCEDURE"
+            | "ROUTINE"
+            | "AGGREGATE"
+            | "RULE"
+            | "TRIGGER"
+            | "EVENT TRIGGER"
+            | "LANGUAGE"
+            | "OPERATOR"
+            | "CAST"
+            | "TRANSFORM"
+    )
+}
+
+/// PostgreSQL's functions that read, write or list files on the server,
+/// and its large-object functions (which move data between the server's
+/// files and the database, or hold data outside any table's rules).
+fn is_server_file_function(name: &str) -> bool {
+    matches!(
+        name,
+        "pg_read_file"
+            | "pg_read_binary_file"
+            | "pg_stat_file"
+            | "pg_ls_dir"
+            | "pg_ls_logdir"
+            | "pg_ls_waldir"
+            | "pg_ls_tmpdir"
+            | "pg_ls_archive_statusdir"
+            | "pg_ls_logicalsnapdir"
+            | "pg_ls_logicalmapdir"
+            | "pg_ls_replslotdir"
+            | "pg_file_write"
+            | "pg_file_rename"
+            | "pg_file_unlink"
+            | "pg_file_sync"
+            | "pg_logdir_ls"
+    ) || name.starts_with("lo_")
+        || matches!(name, "loread" | "lowrite")
+}

@@ -1,0 +1,221 @@
+//! The rules file: which blocks apply to whom, which settings are
+//! dangerous, which unparsed commands some groups may still run.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_plugin::types::SettingChange;
+
+use crate::blocks::Block;
+
+/// The parsed rules file.
+#[derive(Debug)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    pub settings: SettingsPolicy,
+    /// Per group: commands of unparsed statements its members may run.
+    unparsed: BTreeMap<String, Vec<String>>,
+}
+
+/// One rule: blocks, and whom they apply to.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub blocks: Vec<Block>,
+    /// Groups the rule applies to; `*` is everyone.
+    groups: Vec<String>,
+    /// Groups exempt from it, even when also in `groups`.
+    except: Vec<String>,
+    /// What the client is told instead of the block's own reason.
+    pub reason: Option<String>,
+}
+
+impl Rule {
+    pub fn applies_to(&self, groups: &[String]) -> bool {
+        let named = self.groups.iter().any(|g| g == "*" || groups.contains(g));
+        named && !self.except.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// Which settings a SET or RESET may not change.
+#[derive(Debug)]
+pub struct SettingsPolicy {
+    /// Schemas `search_path` may name.
+    trusted_schemas: Vec<String>,
+    /// Settings never to be changed, beyond the built-in list.
+    also: Vec<String>,
+}
+
+/// Settings that change security or how SQL is read:
+/// `session_replication_role` turns off triggers and rules (and the
+/// foreign keys they enforce); `standard_conforming_strings`,
+/// `backslash_quote` and `client_encoding` change how the server reads
+/// the text sluice has analysed; `row_security` changes row-level security;
+/// `role` and `session_authorization` are SET ROLE by another name; and
+/// `sluice.*` is where sluice tags the session with its principal.
+const ALWAYS_DANGEROUS: &[&str] = &[
+    "session_replication_role",
+    "standard_conforming_strings",
+    "backslash_quote",
+    "client_encoding",
+    "row_security",
+    "role",
+    "session_authorization",
+];
+
+impl SettingsPolicy {
+    /// Whether the change is refused.
+    pub fn refuses(&self, change: &SettingChange) -> bool {
+        let name = change.name.as_str();
+        if name.starts_with("sluice.")
+            || ALWAYS_DANGEROUS.contains(&name)
+            || self.also.iter().any(|s| s == name)
+        {
+            return true;
+        }
+        // A search_path back to the default is safe; any other must name
+        // only trusted schemas, or a function of an untrusted one could
+        // stand in for a built-in.
+        change.search_path().is_some_and(|schemas| {
+            schemas
+                .iter()
+                .any(|schema| !self.trusted_schemas.contains(schema))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+    #[serde(default)]
+    settings: Option<SettingsEntry>,
+    #[serde(default)]
+    unparsed: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    name: Option<String>,
+    block: Option<String>,
+    #[serde(default)]
+    blocks: Vec<String>,
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    except: Vec<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsEntry {
+    trusted_schemas: Option<Vec<String>>,
+    #[serde(default)]
+    also: Vec<String>,
+}
+
+/// Unparsed commands no rule may allow: a keyword cannot tell `COPY ...
+/// FROM STDIN` from `COPY ... TO PROGRAM`, nor see inside a DO block.
+const NEVER_UNPARSED: &[&str] = &["COPY", "DO", "ALTER SYSTEM"];
+
+impl Rules {
+    pub fn parse(text: &str) -> Result<Rules, String> {
+        let file: File = toml::from_str(text).map_err(|e| format!("rules file: {e}"))?;
+        let mut rules = Vec::new();
+        for (index, entry) in file.rule.into_iter().enumerate() {
+            let names: Vec<&String> = entry.block.iter().chain(&entry.blocks).collect();
+            if names.is_empty() {
+                return Err(format!(
+                    "rule {}: says nothing to block (set `block` or `blocks`)",
+                    index + 1
+                ));
+            }
+            let blocks = names
+                .iter()
+                .map(|name| {
+                    Block::from_name(name).ok_or_else(|| {
+                        format!(
+                            "rule {}: unknown block {name:?} (known: {})",
+                            index + 1,
+                            Block::ALL.map(Block::name).join(", ")
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let groups = entry.groups.unwrap_or_else(|| vec!["*".to_owned()]);
+            if groups.is_empty() || groups.iter().chain(&entry.except).any(|g| g.is_empty()) {
+                return Err(format!(
+                    "rule {}: `groups` must name at least one group (\"*\" for everyone), none empty",
+                    index + 1
+                ));
+            }
+            let name = entry.name.unwrap_or_else(|| blocks[0].name().to_owned());
+            if name.trim().is_empty() {
+                return Err(format!("rule {}: empty name", index + 1));
+            }
+            rules.push(Rule {
+                name,
+                blocks,
+                groups,
+                except: entry.except,
+                reason: entry.reason,
+            });
+        }
+        let mut unparsed = BTreeMap::new();
+        for (group, commands) in file.unparsed {
+            let mut upper = Vec::new();
+            for command in commands {
+                let command = command.split_whitespace().collect::<Vec<_>>().join(" ");
+                let command = command.to_ascii_uppercase();
+                if command.is_empty()
+                    || NEVER_UNPARSED
+                        .iter()
+                        .any(|never| command == *never || command.starts_with(&format!("{never} ")))
+                {
+                    return Err(format!(
+                        "unparsed.{group}: {command:?} may never be allowed unparsed (COPY, DO and ALTER SYSTEM must be read to be judged)"
+                    ));
+                }
+                upper.push(command);
+            }
+            unparsed.insert(group, upper);
+        }
+        let settings = file.settings.unwrap_or(SettingsEntry {
+            trusted_schemas: None,
+            also: Vec::new(),
+        });
+        Ok(Rules {
+            rules,
+            settings: SettingsPolicy {
+                trusted_schemas: settings.trusted_schemas.unwrap_or_else(|| {
+                    ["public", "pg_catalog", "$user"]
+                        .map(str::to_owned)
+                        .to_vec()
+                }),
+                also: settings
+                    .also
+                    .into_iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+            },
+            unparsed,
+        })
+    }
+
+    /// Whether one of `groups` may run an unparsed statement of `command`.
+    pub fn unparsed_allowed(&self, command: &str, groups: &[String]) -> bool {
+        if NEVER_UNPARSED
+            .iter()
+            .any(|never| command == *never || command.starts_with(&format!("{never} ")))
+        {
+            return false;
+        }
+        groups.iter().any(|group| {
+            self.unparsed
+                .get(group)
+                .is_some_and(|commands| commands.iter().any(|c| c == command))
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! The guard against the quickstart's rules.
+
+use sluice_plugin::types::{
+    CopyEndpoint, Decision, FunctionRef, SettingChange, Statement, StatementKind, TableAccess,
+    TableAction, TableRef,
+};
+
+use super::*;
+
+const QUICKSTART: &str = include_str!("../../../../examples/quickstart/guard.toml");
+
+fn rules() -> Rules {
+    Rules::parse(QUICKSTART).expect("the quickstart rules parse")
+}
+
+/// The rule that refuses `statement` for a member of `group`, if any.
+fn refused_by(statement: &Statement, group: &str) -> Option<String> {
+    match judge(&rules(), statement, || vec![group.to_owned()]) {
+        Decision::Allow => None,
+        Decision::Deny(denial) => Some(denial.rule),
+        Decision::RequireApproval(_) => panic!("the guard never asks for approval"),
+    }
+}
+
+fn kind(kind: StatementKind, text: &str) -> Statement {
+    Statement::new(kind, text)
+}
+
+fn with_command(kind: StatementKind, command: &str) -> Statement {
+    Statement {
+        command: command.to_owned(),
+        ..Statement::new(kind, command)
+    }
+}
+
+fn table(name: &str, action: TableAction) -> TableAccess {
+    TableAccess {
+        table: TableRef {
+            schema: None,
+            name: name.to_owned(),
+        },
+        action,
+    }
+}
+
+fn builtin(name: &str) -> FunctionRef {
+    FunctionRef {
+        schema: None,
+        name: name.to_owned(),
+        builtin: true,
+    }
+}
+
+fn setting(name: &str, value: Option<&str>) -> Statement {
+    Statement {
+        settings: vec![SettingChange {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        }],
+        ..Statement::new(StatementKind::Setting, "SET ...")
+    }
+}
+
+fn copy(kind_: StatementKind, endpoint: CopyEndpoint) -> Statement {
+    Statement {
+        copy_endpoint: Some(endpoint),
+        ..kind(kind_, "COPY ...")
+    }
+}
+
+#[test]
+fn ordinary_statements_pass_for_everyone() {
+    for group in ["agents", "analysts", "admins", "nobody"] {
+        for statement in [
+            kind(StatementKind::Select, "SELECT * FROM orders"),
+            Statement {
+                tables: vec![table("orders", TableAction::Delete)],
+                ..kind(StatementKind::Delete, "DELETE FROM orders WHERE id = 1")
+            },
+            kind(StatementKind::Transaction, "BEGIN"),
+            setting("search_path", Some("public, \"$user\"")),
+            setting("search_path", None),
+            setting("application_name", Some("report")),
+            Statement {
+                functions: vec![builtin("lower")],
+                ..kind(StatementKind::Select, "SELECT lower('x')")
+            },
+        ] {
+            assert_eq!(
+                refused_by(&statement, group),
+                None,
+                "{group}: {statement:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bulk_writes_are_refused_for_everyone() {
+    let bulk = Statement {
+        has_where: false,
+        tables: vec![table("orders", TableAction::Delete)],
+        ..kind(
+            StatementKind::Select,
+            "WITH d AS (DELETE FROM orders) SELECT 1",
+        )
+    };
+    for group in ["agents", "analysts", "admins"] {
+        assert_eq!(refused_by(&bulk, group).as_deref(), Some("no-bulk-write"));
+    }
+}
+
+#[test]
+fn admins_are_exempt_where_the_rules_say_so() {
+    let truncate = Statement {
+        tables: vec![table("orders", TableAction::Truncate)],
+        ..with_command(StatementKind::Ddl, "TRUNCATE TABLE")
+    };
+    let drop = with_command(StatementKind::Ddl, "DROP TABLE");
+    for statement in [&truncate, &drop] {
+        assert!(refused_by(statement, "agents").is_some());
+        assert!(refused_by(statement, "analysts").is_some());
+        assert_eq!(refused_by(statement, "admins"), None);
+    }
+    assert_eq!(
+        refused_by(&truncate, "agents").as_deref(),
+        Some("no-truncate")
+    );
+    assert_eq!(refused_by(&drop, "agents").as_deref(), Some("no-drop"));
+}
+
+#[test]
+fn exports_are_refused_to_agents_only() {
+    let export = copy(StatementKind::CopyOut, CopyEndpoint::Stdio);
+    assert_eq!(refused_by(&export, "agents").as_deref(), Some("no-export"));
+    assert_eq!(refused_by(&export, "analysts"), None);
+    let import = copy(StatementKind::CopyIn, CopyEndpoint::Stdio);
+    assert_eq!(refused_by(&import, "agents"), None);
+}
+
+#[test]
+fn server_files_and_programs_are_refused_for_everyone() {
+    for statement in [
+        copy(StatementKind::CopyOut, CopyEndpoint::Program("curl".into())),
+        copy(
+            StatementKind::CopyIn,
+            CopyEndpoint::Program("cat /etc/passwd".into()),
+        ),
+        copy(StatementKind::CopyOut, CopyEndpoint::File("/tmp/x".into())),
+        copy(
+            StatementKind::CopyIn,
+            CopyEndpoint::File("/etc/passwd".into()),
+        ),
+        Statement {
+            functions: vec![builtin("pg_read_file")],
+            ..kind(StatementKind::Select, "SELECT pg_read_file('x')")
+        },
+        Statement {
+            functions: vec![builtin("lo_import")],
+            ..kind(StatementKind::Select, "SELECT lo_import('x')")
+        },
+        Statement {
+            functions: vec![builtin("lo_export")],
+            ..kind(StatementKind::Select, "SELECT lo_export(1, 'x')")
+        },
+    ] {
+        for group in ["agents", "analysts", "admins"] {
+            assert_eq!(
+                refused_by(&statement, group).as_deref(),
+                Some("no-server-files"),
+                "{statement:?}"
+            );
+        }
+    }
+    // A function of the same name that is not PostgreSQL's is not a file
+    // function (the access policy decides about user functions).
+    let lookalike = Statement {
+        functions: vec![FunctionRef {
+            schema: Some("app".into()),
+            name: "pg_read_file".into(),
+            builtin: false,
+        }],
+        ..kind(StatementKind::Select, "SELECT app.pg_read_file()")
+    };
+    assert_eq!(refused_by(&lookalike, "agents"), None);
+}
+
+#[test]
+fn code_role_and_settings_changes_are_refused() {
+    for (statement, rule) in [
+        (
+            with_command(StatementKind::Ddl, "CREATE FUNCTION"),
+            "no-code",
+        ),
+        (
+            with_command(StatementKind::Ddl, "CREATE PROCEDURE"),
+            "no-code",
+        ),
+        (
+            with_command(StatementKind::Ddl, "CREATE TRIGGER"),
+            "no-code",
+        ),
+        (with_command(StatementKind::Ddl, "CREATE RULE"), "no-code"),
+        (
+            with_command(StatementKind::Ddl, "ALTER FUNCTION"),
+            "no-code",
+        ),
+        (
+            with_command(StatementKind::Privilege, "SET ROLE"),
+            "no-privilege-change",
+        ),
+        (
+            with_command(StatementKind::Privilege, "SET SESSION AUTHORIZATION"),
+            "no-privilege-change",
+        ),
+        (setting("role", Some("postgres")), "no-privilege-change"),
+        (
+            setting("session_replication_role", Some("replica")),
+            "no-privilege-change",
+        ),
+        (
+            setting("standard_conforming_strings", Some("off")),
+            "no-privilege-change",
+        ),
+        (
+            setting("sluice.principal", Some("root")),
+            "no-privilege-change",
+        ),
+        (
+            setting("search_path", Some("evil, public")),
+            "no-privilege-change",
+        ),
+        (
+            setting("search_path", Some("\"Evil\"")),
+            "no-privilege-change",
+        ),
+        (
+            Statement {
+                functions: vec![builtin("set_config")],
+                ..kind(
+                    StatementKind::Select,
+                    "SELECT set_config('role', 'x', false)",
+                )
+            },
+            "no-privilege-change",
+        ),
+    ] {
+        for group in ["agents", "analysts", "admins"] {
+            assert_eq!(
+                refused_by(&statement, group).as_deref(),
+                Some(rule),
+                "{statement:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn alter_system_is_refused_parsed_or_not() {
+    let parsed = with_command(StatementKind::Ddl, "ALTER SYSTEM");
+    let unparsed = with_command(StatementKind::Unparsed, "ALTER SYSTEM");
+    for group in ["agents", "admins"] {
+        assert_eq!(
+            refused_by(&parsed, group).as_deref(),
+            Some("no-alter-system")
+        );
+        assert_eq!(refused_by(&unparsed, group).as_deref(), Some("unparsed"));
+    }
+}
+
+#[test]
+fn unparsed_statements_pass_only_where_allowed() {
+    let vacuum = with_command(StatementKind::Unparsed, "VACUUM");
+    assert_eq!(refused_by(&vacuum, "admins"), None);
+    assert_eq!(refused_by(&vacuum, "agents").as_deref(), Some("unparsed"));
+    let several = Statement {
+        is_multi: true,
+        ..vacuum.clone()
+    };
+    assert_eq!(refused_by(&several, "admins").as_deref(), Some("unparsed"));
+    for command in ["DO", "COPY", ""] {
+        let statement = with_command(StatementKind::Unparsed, command);
+        assert_eq!(
+            refused_by(&statement, "admins").as_deref(),
+            Some("unparsed")
+        );
+    }
+}
+
+#[test]
+fn the_principal_is_fetched_only_when_a_rule_might_refuse() {
+    let fetched = std::cell::Cell::new(false);
+    let decision = judge(&rules(), &kind(StatementKind::Select, "SELECT 1"), || {
+        fetched.set(true);
+        vec![]
+    });
+    assert_eq!(decision, Decision::Allow);
+    assert!(!fetched.get());
+}
+
+#[test]
+fn rules_that_would_open_a_hole_are_refused() {
+    for (text, why) in [
+        ("[unparsed]\nadmins = [\"COPY\"]", "may never be allowed"),
+        ("[unparsed]\nadmins = [\"copy\"]", "may never be allowed"),
+        ("[unparsed]\nadmins = [\"DO\"]", "may never be allowed"),
+        (
+            "[unparsed]\nadmins = [\"alter  system\"]",
+            "may never be allowed",
+        ),
+        ("[unparsed]\nadmins = [\"\"]", "may never be allowed"),
+        ("[[rule]]\nname = \"x\"", "says nothing to block"),
+        ("[[rule]]\nblock = \"drop-everything\"", "unknown block"),
+        (
+            "[[rule]]\nblock = \"drop\"\ngroups = []",
+            "at least one group",
+        ),
+        ("[[rule]]\nblock = \"drop\"\nsurprise = 1", "unknown field"),
+        ("[[rule]\nblock = \"drop\"", "rules file"),
+    ] {
+        let error = Rules::parse(text).expect_err(text);
+        assert!(error.contains(why), "{text}: {error}");
+    }
+}
+
+#[test]
+fn a_custom_reason_replaces_the_blocks_own() {
+    let rules = Rules::parse(
+        "[[rule]]\nname = \"ask-dba\"\nblock = \"drop\"\nreason = \"ask the DBA team\"",
+    )
+    .unwrap();
+    let decision = judge(
+        &rules,
+        &with_command(StatementKind::Ddl, "DROP TABLE"),
+        Vec::new,
+    );
+    assert_eq!(decision, Decision::deny("ask-dba", "ask the DBA team"));
+}

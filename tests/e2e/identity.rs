@@ -1,0 +1,227 @@
+//! The shipped identity plugins in a real gateway: static tokens checked
+//! with SCRAM-SHA-256, and IdP-issued JWTs (ES256) checked against a JWKS
+//! file — valid, expired, for another audience, signed by another key, for
+//! another user — and the groups a token carries deciding what its holder
+//! may read.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, SigningKey};
+use sluice_tests::{TestEnv, connect, sqlstate};
+
+const ISSUER: &str = "https://idp.example.test";
+const AUDIENCE: &str = "sluice";
+
+fn quickstart(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/quickstart")
+        .join(file)
+}
+
+/// A fresh P-256 key: the IdP's, or an impostor's.
+fn key() -> KeyPair {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("a P-256 key")
+}
+
+/// The JWKS publishing `idp`'s key.
+fn jwks(path: &Path, idp: &KeyPair) {
+    // An uncompressed point: 0x04, then x and y, 32 bytes each.
+    let point = idp.public_key_raw();
+    assert_eq!(point.len(), 65);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "idp-1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]});
+    std::fs::write(path, jwks.to_string()).unwrap();
+}
+
+/// A DER ECDSA signature (SEQUENCE of two INTEGERs) as JWS wants it: r
+/// and s, 32 bytes each.
+fn raw_signature(der: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(64);
+    // SEQUENCE tag and a one-byte length (a P-256 signature is short).
+    let mut rest = &der[2..];
+    for _ in 0..2 {
+        assert_eq!(rest[0], 0x02, "an INTEGER");
+        let len = rest[1] as usize;
+        let integer = &rest[2..2 + len];
+        let integer = &integer[integer.len().saturating_sub(32)..];
+        raw.extend(std::iter::repeat_n(0, 32 - integer.len()));
+        raw.extend_from_slice(integer);
+        rest = &rest[2 + len..];
+    }
+    raw
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A JWT signed with `signer`, with claims over the defaults.
+fn token(signer: &KeyPair, claims: serde_json::Value) -> String {
+    let mut payload = serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "carol",
+        "iat": now(), "nbf": now() - 10, "exp": now() + 600,
+        "groups": ["analysts"],
+    });
+    for (name, value) in claims.as_object().unwrap() {
+        payload[name] = value.clone();
+    }
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "idp-1"});
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    let der = signer.sign(signing_input.as_bytes()).expect("signs");
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(raw_signature(&der))
+    )
+}
+
+/// Both identity plugins, the quickstart's principals and policies.
+async fn start(dir: &Path, idp: &KeyPair) -> TestEnv {
+    let jwks_path = dir.join("jwks.json");
+    jwks(&jwks_path, idp);
+    let extra = format!(
+        "[[plugins]]\nname = \"tokens\"\nhook = \"identity\"\npath = \"builtin:static-tokens\"\n\
+         [plugins.files]\ntokens = {principals:?}\n\n\
+         [[plugins]]\nname = \"idp\"\nhook = \"identity\"\npath = \"builtin:oidc-jwt\"\n\
+         [plugins.config]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         [plugins.files]\njwks = {jwks_path:?}\n\n\
+         [[plugins]]\nname = \"guard\"\nhook = \"policy\"\npath = \"builtin:command-guard\"\n\
+         [plugins.files]\nrules = {guard:?}\n\n\
+         [[plugins]]\nname = \"access\"\nhook = \"policy\"\npath = \"builtin:access-policy\"\n\
+         [plugins.files]\nrules = {access:?}\n\n",
+        principals = quickstart("principals.toml"),
+        guard = quickstart("guard.toml"),
+        access = quickstart("access.toml"),
+    );
+    TestEnv::start_with_config(&extra, false)
+        .await
+        .expect("the gateway starts with the identity plugins")
+}
+
+/// Connects as `user` with `password` (a token).
+async fn login(
+    env: &TestEnv,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = env.config(user);
+    config.password(password);
+    connect(&config).await
+}
+
+fn refused_login(result: Result<tokio_postgres::Client, tokio_postgres::Error>, what: &str) {
+    match result {
+        Ok(_) => panic!("{what}: logged in, and should not have"),
+        Err(error) => assert_eq!(sqlstate(&error), Some("28P01"), "{what}: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tokens_and_idp_tokens_decide_who_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start(dir.path(), &idp).await;
+
+    // Static tokens: SCRAM against the principals file.
+    let agent = login(&env, "agent", "agent-demo-token")
+        .await
+        .expect("a static token logs in");
+    agent.simple_query("SELECT id FROM orders").await.unwrap();
+    refused_login(
+        login(&env, "agent", "analyst-demo-token").await,
+        "another's token",
+    );
+
+    // A valid IdP token logs carol in, with the token's groups.
+    let carol = login(&env, "carol", &token(&idp, serde_json::json!({})))
+        .await
+        .expect("a valid JWT logs in");
+    let rows = carol
+        .simple_query("SELECT pan FROM cards WHERE id = 1")
+        .await
+        .expect("analysts read card data");
+    assert!(rows.len() > 1);
+
+    // Every bad token gets the same 28P01.
+    for (what, bad) in [
+        (
+            "expired",
+            token(&idp, serde_json::json!({"exp": now() - 3600})),
+        ),
+        (
+            "not yet valid",
+            token(&idp, serde_json::json!({"nbf": now() + 3600})),
+        ),
+        (
+            "wrong audience",
+            token(&idp, serde_json::json!({"aud": "another-app"})),
+        ),
+        (
+            "wrong issuer",
+            token(&idp, serde_json::json!({"iss": "https://evil.test"})),
+        ),
+        (
+            "signed by another key",
+            token(&key(), serde_json::json!({})),
+        ),
+        (
+            "another user's token",
+            token(&idp, serde_json::json!({"sub": "dave"})),
+        ),
+        ("not a token", "carol-password".to_owned()),
+    ] {
+        refused_login(login(&env, "carol", &bad).await, what);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_groups_decide_what_its_holder_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start(dir.path(), &idp).await;
+
+    // As an agent: orders yes, card numbers only with approval.
+    let agent = login(
+        &env,
+        "carol",
+        &token(&idp, serde_json::json!({"groups": ["agents"]})),
+    )
+    .await
+    .expect("logs in");
+    agent.simple_query("SELECT id FROM orders").await.unwrap();
+    let error = agent
+        .simple_query("SELECT pan FROM cards")
+        .await
+        .expect_err("card numbers need approval");
+    assert_eq!(sqlstate(&error), Some("42501"), "{error}");
+
+    // In a group no grant names: nothing but the defaults.
+    let guest = login(
+        &env,
+        "carol",
+        &token(&idp, serde_json::json!({"groups": ["guests"]})),
+    )
+    .await
+    .expect("logs in");
+    let error = guest
+        .simple_query("SELECT id FROM orders")
+        .await
+        .expect_err("guests read nothing");
+    assert_eq!(sqlstate(&error), Some("42501"), "{error}");
+    guest
+        .simple_query("BEGIN; COMMIT")
+        .await
+        .expect("transactions are default kinds");
+}

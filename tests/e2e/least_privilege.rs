@@ -1,0 +1,413 @@
+//! Least privilege end to end: the shipped command guard and access
+//! policy, with the quickstart's rules, in front of a real PostgreSQL.
+//! Attempts to run what the rules forbid — disguised every way we know —
+//! are refused and change nothing; ordinary work passes; pgbench runs as an
+//! admin; rules hot-reload under traffic.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
+use tokio_postgres::SimpleQueryMessage;
+
+/// The quickstart's rule files, where the checkout keeps them.
+fn quickstart(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/quickstart")
+        .join(file)
+}
+
+/// The command guard and the access policy, reading `guard` and `access`.
+fn policies(guard: &std::path::Path, access: &std::path::Path) -> String {
+    format!(
+        "[[plugins]]\nname = \"guard\"\nhook = \"policy\"\npath = \"builtin:command-guard\"\n\
+         [plugins.files]\nrules = {guard:?}\n\n\
+         [[plugins]]\nname = \"access\"\nhook = \"policy\"\npath = \"builtin:access-policy\"\n\
+         [plugins.files]\nrules = {access:?}\n\n"
+    )
+}
+
+async fn start() -> TestEnv {
+    TestEnv::start_with_config(
+        &policies(&quickstart("guard.toml"), &quickstart("access.toml")),
+        false,
+    )
+    .await
+    .expect("the gateway starts with the quickstart's policies")
+}
+
+/// Everything an attempt could have changed, read directly.
+async fn snapshot(direct: &tokio_postgres::Client) -> Vec<String> {
+    let row = direct
+        .query_one(
+            "SELECT (SELECT count(*) FROM orders)::text,
+                    (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o),
+                    (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM cards c),
+                    (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM customers c),
+                    (SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables
+                       WHERE schemaname = 'public'),
+                    (SELECT count(*) FROM pg_proc
+                       WHERE pronamespace = 'public'::regnamespace)::text,
+                    (SELECT count(*) FROM pg_largeobject_metadata)::text",
+            &[],
+        )
+        .await
+        .expect("the snapshot query runs directly");
+    (0..row.len()).map(|i| row.get(i)).collect()
+}
+
+/// The error a statement ended in, or a panic saying it ran.
+fn refusal<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tokio_postgres::Error>,
+) -> (String, String) {
+    match result {
+        Ok(value) => panic!("{what}: ran, and should have been refused: {value:?}"),
+        Err(error) => code_and_message(&error),
+    }
+}
+
+/// Asserts `sql` (simple protocol) is refused by sluice itself, not by
+/// the server.
+async fn assert_refused(client: &tokio_postgres::Client, user: &str, sql: &str) {
+    let (code, message) = refusal(&format!("{user}: {sql}"), client.simple_query(sql).await);
+    let by_sluice = message.starts_with("sluice denied this statement")
+        || message.contains("needs approval")
+        || message.contains("does not exist in this session");
+    assert!(
+        by_sluice && (code == "42501" || code == "26000"),
+        "{user}: {sql}: refused, but not by sluice's policies: {code} {message}"
+    );
+}
+
+/// What an agent must never do, disguised. Each entry is one simple
+/// query; every one must be refused, and none may change anything.
+const AGENT_ATTEMPTS: &[&str] = &[
+    // Bulk deletes and updates, in every spelling.
+    "DELETE FROM orders",
+    "delete from ORDERS",
+    "DeLeTe /* nothing to see */ FROM orders -- trailing",
+    "DELETE FROM public.orders",
+    "DELETE FROM \"orders\"",
+    "DELETE FROM orders WHERE true",
+    "DELETE FROM orders WHERE 1 = 1",
+    "DELETE FROM orders WHERE id = id",
+    "DELETE FROM orders WHERE NOT false",
+    "DELETE FROM orders WHERE id IS NOT NULL",
+    "DELETE FROM orders WHERE id = 1 OR true",
+    "DELETE FROM orders WHERE id IN (SELECT id FROM orders)",
+    "UPDATE orders SET status = 'cancelled'",
+    "UPDATE orders SET amount = 0 WHERE amount = amount",
+    // Hidden behind another statement, a comment or a string.
+    "SELECT 1; DELETE FROM orders",
+    "SELECT 1 /* ; */; DELETE FROM orders",
+    "SELECT '--'; DELETE FROM orders",
+    "SELECT $$;$$; DELETE FROM orders",
+    // Data-modifying CTEs.
+    "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d",
+    "WITH u AS (UPDATE orders SET note = 'x' RETURNING id) SELECT 1",
+    // EXPLAIN ANALYZE runs what it explains.
+    "EXPLAIN ANALYZE DELETE FROM orders",
+    "EXPLAIN (ANALYZE, BUFFERS) UPDATE orders SET amount = 0",
+    // Prepared, to be run later.
+    "PREPARE sneaky AS DELETE FROM orders",
+    "EXECUTE never_prepared",
+    // TRUNCATE, DROP, ALTER SYSTEM.
+    "TRUNCATE orders",
+    "truncate table public.orders cascade",
+    "DROP TABLE orders",
+    "drop table if exists cards cascade",
+    "ALTER SYSTEM SET log_statement = 'none'",
+    // Exports and the server's files and programs.
+    "COPY cards TO STDOUT",
+    "COPY (SELECT id, status FROM orders) TO STDOUT",
+    "COPY orders TO '/tmp/sluice-orders.csv'",
+    "COPY orders TO PROGRAM 'cat > /tmp/sluice-orders'",
+    "copy orders to /* stdout */ program 'id'",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT lo_import('/etc/passwd')",
+    // Code the analysis cannot see into, and code that runs later.
+    "DO $$ BEGIN DELETE FROM orders; END $$",
+    "do language plpgsql $x$begin truncate orders; end$x$",
+    "CREATE FUNCTION wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM orders'",
+    // Privilege and how SQL is read.
+    "SET ROLE postgres",
+    "SET SESSION AUTHORIZATION postgres",
+    "SET session_replication_role = replica",
+    "SET search_path = evil, public",
+    "SELECT set_config('search_path', 'evil', false)",
+    "SET standard_conforming_strings = off",
+    "SET sluice.principal = 'admin'",
+    // Tables and columns the agents' grants do not cover.
+    "INSERT INTO customers (name, email) VALUES ('x', 'x@example.com')",
+    "UPDATE cards SET pan = '0' WHERE id = 1",
+    "SELECT * INTO stolen FROM orders",
+    "CREATE TABLE stolen AS SELECT * FROM orders",
+    "LISTEN card_events",
+    "VACUUM orders",
+    // Cardholder data without approval, read directly or sideways.
+    "SELECT pan FROM cards",
+    "SELECT * FROM cards",
+    "TABLE cards",
+    "SELECT c FROM cards c",
+    "SELECT to_jsonb(c) FROM cards c",
+    "SELECT row(c.*) FROM cards c",
+    "WITH cards AS (SELECT pan FROM cards) SELECT * FROM cards",
+    "SELECT (SELECT pan FROM orders LIMIT 1) FROM cards",
+    "SELECT note FROM orders",
+    "SELECT * FROM orders",
+    "select U&\"p\\0061n\" from cards",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evasion_attempts_are_refused_and_change_nothing() {
+    assert!(AGENT_ATTEMPTS.len() >= 40);
+    let env = start().await;
+    let direct = env.connect_direct().await;
+    let before = snapshot(&direct).await;
+
+    let agent = env.connect("agent").await;
+    for sql in AGENT_ATTEMPTS {
+        assert_refused(&agent, "agent", sql).await;
+    }
+    // What analysts may not do either.
+    let analyst = env.connect("analyst").await;
+    for sql in [
+        "UPDATE orders SET status = 'paid' WHERE id = 1",
+        "DELETE FROM orders WHERE id = 1",
+        "INSERT INTO orders (order_no, customer_id, amount, status) VALUES ('1', 1, 1, 'paid')",
+        "COPY orders FROM STDIN",
+        "CREATE TABLE t (id int)",
+        "DELETE FROM orders",
+    ] {
+        assert_refused(&analyst, "analyst", sql).await;
+    }
+
+    // The extended protocol: parameters cannot make a WHERE real.
+    let (code, _) = refusal(
+        "DELETE ... WHERE $1",
+        agent.execute("DELETE FROM orders WHERE $1", &[&true]).await,
+    );
+    assert_eq!(code, "42501");
+    let (code, _) = refusal(
+        "UPDATE without WHERE, extended",
+        agent
+            .execute("UPDATE orders SET note = $1", &[&"overwritten"])
+            .await,
+    );
+    assert_eq!(code, "42501");
+
+    // Inside a transaction: the refusal aborts it on both sides, and the
+    // COMMIT keeps nothing.
+    agent.simple_query("BEGIN").await.unwrap();
+    agent
+        .simple_query("UPDATE orders SET note = 'touched' WHERE id = 1")
+        .await
+        .expect("a write with a real WHERE is allowed");
+    assert_refused(&agent, "agent", "DELETE FROM orders").await;
+    let (code, _) = refusal(
+        "a statement after the refusal",
+        agent.simple_query("SELECT 1").await,
+    );
+    assert_eq!(code, "25P02");
+    agent.simple_query("COMMIT").await.unwrap();
+
+    // The session is still usable, and nothing changed.
+    let rows = agent
+        .simple_query("SELECT count(*) FROM orders")
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))));
+    assert_eq!(snapshot(&direct).await, before);
+}
+
+/// Ordinary work for each group passes untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legitimate_statements_pass() {
+    let env = start().await;
+    let agent = env.connect("agent").await;
+    let mut passed = 0;
+    for sql in [
+        "SELECT id, status, amount FROM orders ORDER BY id",
+        "SELECT name, email FROM customers WHERE id = 1",
+        "SELECT id, brand, expiry, cardholder_name FROM cards",
+        "SELECT o.id, c.brand FROM orders o JOIN cards c ON c.id = o.card_id",
+        "SELECT count(*) FROM orders WHERE status = 'paid'",
+        "WITH paid AS (SELECT id FROM orders WHERE status = 'paid') SELECT count(*) FROM paid",
+        "EXPLAIN SELECT id FROM orders",
+        "SHOW search_path",
+        "SET search_path = public",
+        "SET application_name = 'agent-run'",
+        "BEGIN",
+        "UPDATE orders SET status = 'paid' WHERE id = 1",
+        "INSERT INTO orders (order_no, customer_id, amount, status) VALUES ('9000000000000001', 1, 10, 'pending')",
+        "DELETE FROM orders WHERE order_no = '9000000000000001'",
+        "COMMIT",
+        "PREPARE recent (int) AS SELECT id, status FROM orders WHERE id > $1",
+        "EXECUTE recent(2)",
+        "DEALLOCATE recent",
+    ] {
+        agent
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("agent: {sql}: {e}"));
+        passed += 1;
+    }
+    // The extended protocol, with parameters.
+    let rows = agent
+        .query("SELECT id, status FROM orders WHERE id = $1", &[&1i64])
+        .await
+        .expect("a parameterised read");
+    assert_eq!(rows.len(), 1);
+    passed += 1;
+
+    let analyst = env.connect("analyst").await;
+    for sql in [
+        "SELECT pan FROM cards WHERE id = 1",
+        "SELECT * FROM orders",
+        "LISTEN card_events",
+        "NOTIFY card_events, 'hello'",
+    ] {
+        analyst
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("analyst: {sql}: {e}"));
+        passed += 1;
+    }
+    let copied = analyst
+        .copy_out("COPY (SELECT id FROM cards) TO STDOUT")
+        .await
+        .expect("analysts may export");
+    drop(copied);
+    passed += 1;
+
+    let admin = env.connect("admin").await;
+    for sql in [
+        "CREATE TABLE scratch (id int)",
+        "INSERT INTO scratch VALUES (1)",
+        "TRUNCATE scratch",
+        "VACUUM scratch",
+        "ANALYZE scratch",
+        "DROP TABLE scratch",
+    ] {
+        admin
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("admin: {sql}: {e}"));
+        passed += 1;
+    }
+    assert!(passed >= 20);
+}
+
+/// pgbench initialises and runs in every query mode as an admin, through
+/// both policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_as_an_admin() {
+    let env = start().await;
+    sluice_tests::pgbench_init_and_every_query_mode(&env, &["-S"]).await;
+}
+
+/// An operator edits the rules while statements flow: the next statement
+/// obeys the new rules, none fails for the swap, and a broken file is
+/// refused while the old rules keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hot_reload_under_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = dir.path().join("guard.toml");
+    let access = dir.path().join("access.toml");
+    std::fs::copy(quickstart("guard.toml"), &guard).unwrap();
+    std::fs::copy(quickstart("access.toml"), &access).unwrap();
+    let env = TestEnv::start_with_config(&policies(&guard, &access), true)
+        .await
+        .expect("the gateway starts");
+
+    // Traffic that the old and the new rules both allow.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let client = env.connect("agent").await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ran = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .query("SELECT id FROM orders WHERE id = $1", &[&1i64])
+                    .await
+                    .expect("no statement fails for a reload");
+                ran += 1;
+            }
+            ran
+        })
+    };
+
+    let agent = env.connect("agent").await;
+    agent
+        .simple_query("SELECT count(*) FROM customers")
+        .await
+        .expect("agents read customers");
+
+    // Take customers away from agents.
+    let rules = std::fs::read_to_string(&access).unwrap().replace(
+        "tables = [\"customers\", \"orders\", \"cards\"]",
+        "tables = [\"orders\", \"cards\"]",
+    );
+    write_atomically(&access, &rules);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            agent
+                .simple_query("SELECT count(*) FROM customers")
+                .await
+                .is_err()
+        })
+        .await,
+        "the new rules took effect"
+    );
+
+    // A broken rules file is refused; the last good rules keep serving.
+    write_atomically(&access, "[[grant]\nthis is not toml");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_refused(&agent, "agent", "SELECT count(*) FROM customers").await;
+    agent
+        .simple_query("SELECT count(*) FROM orders")
+        .await
+        .expect("the old rules still serve");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ran = traffic.await.expect("the traffic task ends cleanly");
+    assert!(ran > 0);
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let temp = path.with_extension("toml.new");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// A client's startup `options` pass only where the same SET would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_are_judged_as_the_set_they_amount_to() {
+    let env = start().await;
+    let mut config = env.config("agent");
+    config.options("-c search_path=public -c statement_timeout=5s");
+    let client = sluice_tests::connect(&config)
+        .await
+        .expect("harmless settings pass");
+    let rows = client.simple_query("SHOW statement_timeout").await.unwrap();
+    assert!(
+        rows.iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("5s")))
+    );
+
+    for options in [
+        "-c session_replication_role=replica",
+        "-c search_path=evil,public",
+        "--role=postgres",
+    ] {
+        let mut config = env.config("agent");
+        config.options(options);
+        let error = sluice_tests::connect(&config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{options}: logged in"));
+        assert_eq!(sqlstate(&error), Some("42501"), "{options}: {error}");
+    }
+}
