@@ -1,6 +1,7 @@
 //! What judging a statement costs before any plugin runs, and what the
 //! shipped policies add: the SQL analysis of a pgbench -S query and of a
-//! typical 200-byte SELECT (with the lexer's split alone, for scale), then
+//! typical 200-byte SELECT (with the lexer's split alone, for scale, and
+//! with a session's memory of statement shapes, as sluice runs it), then
 //! the command guard, the access policy and both in a chain, with the
 //! quickstart's rules, deciding on that SELECT.
 //!
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice::analysis::{self, lexer};
+use sluice::analysis::{self, Analyser, lexer};
 use sluice::config::{Hook, PluginSource};
 use sluice::plugin::testing::{plugin_settings, session};
 use sluice::plugin::{PluginSet, Runtime, Verdict};
@@ -43,6 +44,33 @@ fn analysis(c: &mut Criterion) {
     c.bench_function("analysis/lexer split only, 200-byte select", |b| {
         b.iter(|| lexer::split(std::hint::black_box(TYPICAL_SELECT), true))
     });
+    // A session's analyser remembers statement shapes: the same statement
+    // with other values skips the parser.
+    for (name, template) in [
+        (
+            "analysis/pgbench -S select, shape remembered",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+        ),
+        (
+            "analysis/typical 200-byte select, shape remembered",
+            "SELECT o.id, o.order_no, o.amount, o.status, c.name, c.email \
+             FROM orders o JOIN customers c ON c.id = o.customer_id \
+             WHERE o.status = 'paid' AND o.amount > {} \
+             ORDER BY o.created_at DESC LIMIT 50",
+        ),
+    ] {
+        let texts: Vec<String> = (0..1000)
+            .map(|i| template.replace("{}", &(i * 7919 % 100_000).to_string()))
+            .collect();
+        let mut analyser = Analyser::default();
+        let mut next = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % texts.len();
+                analyser.analyse(&texts[next], true)
+            })
+        });
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

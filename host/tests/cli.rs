@@ -183,6 +183,32 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "26");
 
+    // The quickstart's policies are on: an agent's bulk delete is refused,
+    // naming the rule, in the newcomer's first minute.
+    let agent = printed
+        .iter()
+        .find(|l| l.contains("user=agent"))
+        .unwrap_or_else(|| panic!("no agent line in {printed:?}"));
+    let output = Command::new("psql")
+        .args([
+            agent.split('"').nth(1).unwrap(),
+            "-XAtc",
+            "DELETE FROM orders",
+        ])
+        .env("PGPASSWORD", "agent-demo-token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the bulk delete ran");
+    assert!(stderr.contains("no-bulk-write"), "{stderr}");
+    let rules_dir = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("The rules are in "))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no rules line in {printed:?}"))
+        .to_owned();
+    assert!(std::path::Path::new(&rules_dir).join("guard.toml").exists());
+
     let direct = printed
         .iter()
         .find(|l| l.contains("user=postgres"))
@@ -212,6 +238,10 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     assert!(
         !std::path::Path::new(&data_dir).exists(),
         "the cluster is removed"
+    );
+    assert!(
+        !std::path::Path::new(&rules_dir).exists(),
+        "the quickstart's files are removed"
     );
 }
 

@@ -411,3 +411,60 @@ async fn startup_options_are_judged_as_the_set_they_amount_to() {
         assert_eq!(sqlstate(&error), Some("42501"), "{options}: {error}");
     }
 }
+
+/// Policies that decide on the analysis alone (both shipped ones say so)
+/// are asked once per statement shape in a session: the same statement
+/// with other values gets the remembered verdict, allowed or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_are_reused_for_statements_of_the_same_shape() {
+    let env = start().await;
+    let calls = || -> u64 {
+        env.gateway
+            .shared
+            .plugins
+            .current()
+            .chain(sluice::config::Hook::Policy)
+            .iter()
+            .map(|p| p.stats.calls.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let agent = env.connect("agent").await;
+    agent
+        .simple_query("SELECT status FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    let asked = calls();
+    for id in 2..12 {
+        agent
+            .simple_query(&format!("SELECT status FROM orders WHERE id = {id}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls(), asked, "the same shape is not asked again");
+    agent
+        .simple_query("SELECT amount FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(),
+        asked + 2,
+        "another shape is asked, by both policies"
+    );
+    // A refusal is remembered too, and still refuses.
+    for id in 1..4 {
+        assert_refused(
+            &agent,
+            "agent",
+            &format!("UPDATE cards SET pan = 'x' WHERE id = {id}"),
+        )
+        .await;
+    }
+    assert!(calls() <= asked + 4, "one refusal asked, not three");
+    // Another session asks for itself.
+    let other = env.connect("agent").await;
+    other
+        .simple_query("SELECT status FROM orders WHERE id = 99")
+        .await
+        .unwrap();
+    assert!(calls() > asked + 4);
+}

@@ -103,6 +103,9 @@ async fn policy_answers_reach_the_client() {
         .batch_execute("UPDATE customers SET name = 'changed' WHERE id = 1")
         .await
         .unwrap();
+    // The same shape as `SELECT 'fine'` above: a policy that reads the
+    // text (this one says its verdicts are not for the shape) is asked
+    // every time.
     denial(client.simple_query("SELECT 'forbidden'").await);
     let (code, _) = denial(client.simple_query("SELECT 1").await);
     assert_eq!(code, "25P02");

@@ -197,31 +197,42 @@ pub struct SpannedToken {
 /// one place the grammar takes `;` inside a statement is a `BEGIN ATOMIC`
 /// function body, which is an error here ([`LexError::BeginAtomic`]).
 pub fn split(text: &str, standard_conforming_strings: bool) -> Result<Vec<Piece<'_>>, LexError> {
+    Ok(statements(text, standard_conforming_strings)?
+        .into_iter()
+        .map(|(piece, _)| piece)
+        .collect())
+}
+
+/// [`split`], with each statement's tokens: the text is lexed once.
+pub fn statements(
+    text: &str,
+    standard_conforming_strings: bool,
+) -> Result<Vec<(Piece<'_>, Vec<Token>)>, LexError> {
     let tokens = spanned_tokens(text, standard_conforming_strings)?;
-    let mut pieces = Vec::new();
+    let mut statements = Vec::new();
     let mut statement_start = 0;
-    let mut statement_has_tokens = false;
-    let mut previous: Option<&Token> = None;
-    for spanned in &tokens {
+    let mut current: Vec<Token> = Vec::new();
+    for spanned in tokens {
         if is_symbol(&spanned.token, ";") {
-            if statement_has_tokens {
-                pieces.push(piece(text, statement_start, spanned.start));
+            if !current.is_empty() {
+                statements.push((
+                    piece(text, statement_start, spanned.start),
+                    std::mem::take(&mut current),
+                ));
             }
             statement_start = spanned.end;
-            statement_has_tokens = false;
-            previous = None;
             continue;
         }
-        if is_word(&spanned.token, "atomic") && previous.is_some_and(|p| is_word(p, "begin")) {
+        if is_word(&spanned.token, "atomic") && current.last().is_some_and(|p| is_word(p, "begin"))
+        {
             return Err(LexError::BeginAtomic { at: spanned.start });
         }
-        statement_has_tokens = true;
-        previous = Some(&spanned.token);
+        current.push(spanned.token);
     }
-    if statement_has_tokens {
-        pieces.push(piece(text, statement_start, text.len()));
+    if !current.is_empty() {
+        statements.push((piece(text, statement_start, text.len()), current));
     }
-    Ok(pieces)
+    Ok(statements)
 }
 
 /// Tokens of one statement (comments and whitespace skipped).

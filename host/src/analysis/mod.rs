@@ -30,6 +30,7 @@ use sqlparser::parser::Parser;
 use crate::plugin::bindings::types::{
     CopyEndpoint, SettingChange, Statement, StatementKind, TableAction, TableRef, Wrapper,
 };
+use lexer::Token;
 pub use statement::leading_command;
 use walk::Touched;
 
@@ -59,6 +60,10 @@ pub struct Analysed {
     pub statement: Statement,
     /// What it does to the session's prepared statements, if it runs.
     pub effect: Effect,
+    /// The statement's shape, when its analysis holds for every statement
+    /// of that shape (see [`Analyser`]): a policy decision that follows
+    /// from the analysis alone may be reused for them.
+    pub shape: Option<std::sync::Arc<str>>,
 }
 
 /// The facts about one statement, before they become its summary.
@@ -112,50 +117,138 @@ impl Facts {
 /// `standard_conforming_strings` is the session's setting, as the server
 /// last reported it: it decides whether a backslash escapes a quote.
 pub fn analyse(text: &str, standard_conforming_strings: bool) -> Vec<Analysed> {
-    let pieces = match lexer::split(text, standard_conforming_strings) {
-        Ok(pieces) => pieces,
-        Err(error) => {
-            // Where the statements end is unknown: the string is judged
-            // whole, as something nobody may run unknowingly.
-            tracing::debug!(%error, "query text could not be split into statements");
-            let facts = Facts::new(StatementKind::Unparsed, String::new());
-            return vec![Analysed {
-                statement: facts.into_statement(text, true),
-                effect: Effect::None,
-            }];
-        }
-    };
-    let is_multi = pieces.len() > 1;
-    pieces
-        .iter()
-        .map(|piece| {
-            let mut facts = one(piece.text, standard_conforming_strings);
-            let effect = std::mem::replace(&mut facts.effect, Effect::None);
-            Analysed {
-                statement: facts.into_statement(piece.text, is_multi),
-                effect,
-            }
-        })
-        .collect()
+    Analyser::default().analyse(text, standard_conforming_strings)
 }
 
-/// Analyses the text of exactly one statement.
-fn one(text: &str, standard_conforming_strings: bool) -> Facts {
-    if let Some(ast) = canonical(text, standard_conforming_strings).and_then(|c| parse_one(&c)) {
-        let facts = statement::summarise(&ast, text, standard_conforming_strings);
+/// Most statement shapes an [`Analyser`] remembers.
+const SHAPES: usize = 256;
+
+/// Analyses statements, remembering the analysis of each statement shape
+/// it has parsed: a session sends the same statements over and over with
+/// different values (`... WHERE aid = 48213`, then `= 9071`), and parsing
+/// is most of an analysis.
+///
+/// A shape is the statement's tokens with every string and number
+/// replaced by a placeholder. Only shapes whose analysis cannot depend on
+/// a literal's value are remembered: SELECT, INSERT, UPDATE, DELETE and
+/// MERGE, not wrapped, with no LIKE or ILIKE (whose pattern decides whether
+/// a WHERE is real). Settings, COPY endpoints, EXPLAIN options and EXECUTE
+/// parameters all carry values, and are analysed every time.
+#[derive(Default)]
+pub struct Analyser {
+    shapes: std::collections::HashMap<std::sync::Arc<str>, Statement>,
+}
+
+impl Analyser {
+    /// [`analyse`], with this analyser's memory of shapes.
+    pub fn analyse(&mut self, text: &str, standard_conforming_strings: bool) -> Vec<Analysed> {
+        let statements = match lexer::statements(text, standard_conforming_strings) {
+            Ok(statements) => statements,
+            Err(error) => {
+                // Where the statements end is unknown: the string is judged
+                // whole, as something nobody may run unknowingly.
+                tracing::debug!(%error, "query text could not be split into statements");
+                let facts = Facts::new(StatementKind::Unparsed, String::new());
+                return vec![Analysed {
+                    statement: facts.into_statement(text, true),
+                    effect: Effect::None,
+                    shape: None,
+                }];
+            }
+        };
+        let is_multi = statements.len() > 1;
+        statements
+            .iter()
+            .map(|(piece, tokens)| {
+                self.one(piece.text, tokens, standard_conforming_strings, is_multi)
+            })
+            .collect()
+    }
+
+    fn one(&mut self, text: &str, tokens: &[Token], scs: bool, is_multi: bool) -> Analysed {
+        let shape = shape_of(tokens);
+        if let Some((shape, known)) = shape
+            .as_deref()
+            .and_then(|shape| self.shapes.get_key_value(shape))
+        {
+            let mut statement = known.clone();
+            statement.text = text.to_owned();
+            statement.is_multi = is_multi;
+            return Analysed {
+                statement,
+                effect: Effect::None,
+                shape: Some(shape.clone()),
+            };
+        }
+        let mut facts = one(text, tokens, scs);
+        let effect = std::mem::replace(&mut facts.effect, Effect::None);
+        let statement = facts.into_statement(text, is_multi);
+        let shape = shape.filter(|_| {
+            effect == Effect::None
+                && statement.wrappers.is_empty()
+                && matches!(
+                    statement.kind,
+                    StatementKind::Select
+                        | StatementKind::Insert
+                        | StatementKind::Update
+                        | StatementKind::Delete
+                        | StatementKind::Merge
+                )
+        });
+        let shape = shape.map(|shape| {
+            if self.shapes.len() >= SHAPES {
+                // A session that never repeats itself gains nothing from
+                // remembering; start over rather than grow.
+                self.shapes.clear();
+            }
+            let shape: std::sync::Arc<str> = shape.into();
+            self.shapes.insert(shape.clone(), statement.clone());
+            shape
+        });
+        Analysed {
+            statement,
+            effect,
+            shape,
+        }
+    }
+}
+
+/// A statement's shape: its tokens, literals replaced by a placeholder no
+/// token can be (a NUL, which PostgreSQL's lexer refuses in SQL text), or
+/// `None` when its analysis may depend on a literal (LIKE, ILIKE).
+fn shape_of(tokens: &[Token]) -> Option<String> {
+    use std::fmt::Write;
+    let mut shape = String::with_capacity(tokens.len() * 6);
+    for token in tokens {
+        match token {
+            Token::Word(word) if word == "like" || word == "ilike" => return None,
+            Token::String(_) | Token::Number(_) | Token::BitString(_) => shape.push('\0'),
+            token => {
+                let _ = write!(shape, "{token}");
+            }
+        }
+        shape.push(' ');
+    }
+    Some(shape)
+}
+
+/// Analyses the text of exactly one statement, given its tokens.
+fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts {
+    if let Some(ast) = parse_one(&canonical(tokens)) {
+        let facts = statement::summarise(&ast, tokens);
         // sqlparser reads text with a lexer of its own. Should it ever read
         // a different statement than PostgreSQL's rules find, the two
         // disagree on the first keyword: trust neither.
-        let first = lexer::first_keyword(text, standard_conforming_strings);
-        if agrees(first.as_deref(), &facts) {
+        let first = match tokens.first() {
+            Some(Token::Word(word)) => Some(word.as_str()),
+            _ => None,
+        };
+        if agrees(first, &facts) {
             return facts;
         }
-        return Facts::new(
-            StatementKind::Unparsed,
-            leading_command(text, standard_conforming_strings),
-        );
+        return Facts::new(StatementKind::Unparsed, leading_command(tokens));
     }
-    let command = leading_command(text, standard_conforming_strings);
+    let command = leading_command(tokens);
     if command == "COPY"
         && let Some(copy) = copy::read(text, standard_conforming_strings)
         && let Some(facts) = copy_facts(text, &copy, standard_conforming_strings)
@@ -177,26 +270,25 @@ fn one(text: &str, standard_conforming_strings: bool) -> Facts {
 /// name and string reaches the parser decoded, quoted plainly, with
 /// nothing left for its lexer to read differently. Comments go; values
 /// stay.
-fn canonical(text: &str, standard_conforming_strings: bool) -> Option<String> {
+fn canonical(tokens: &[Token]) -> String {
     use std::fmt::Write;
-    let tokens = lexer::tokens(text, standard_conforming_strings).ok()?;
-    let mut out = String::with_capacity(text.len() + tokens.len());
-    for token in &tokens {
+    let mut out = String::with_capacity(tokens.len() * 8);
+    for token in tokens {
         if !out.is_empty() {
             out.push(' ');
         }
         match token {
             // Keywords are ASCII: a word that is not is a name, and quoted
             // it stays one name whatever sqlparser takes for whitespace.
-            lexer::Token::Word(word) if !word.is_ascii() => {
-                let _ = write!(out, "{}", lexer::Token::QuotedIdentifier(word.clone()));
+            Token::Word(word) if !word.is_ascii() => {
+                let _ = write!(out, "{}", Token::QuotedIdentifier(word.clone()));
             }
             token => {
                 let _ = write!(out, "{token}");
             }
         }
     }
-    Some(out)
+    out
 }
 
 /// Whether the statement's first keyword (by PostgreSQL's rules) fits what
@@ -279,8 +371,9 @@ fn copy_facts(text: &str, copy: &copy::CopyCommand, scs: bool) -> Option<Facts> 
             // `COPY (query) TO ...`: the query is analysed as a statement
             // of its own, and must be one the parser reads.
             let inner = text.get(*text_offset..text_offset + text_len)?;
-            let ast = parse_one(inner)?;
-            let mut facts = statement::summarise(&ast, inner, scs);
+            let tokens = lexer::tokens(inner, scs).ok()?;
+            let ast = parse_one(&canonical(&tokens))?;
+            let mut facts = statement::summarise(&ast, &tokens);
             facts.kind = kind;
             facts.command = "COPY".to_owned();
             facts

@@ -7,6 +7,7 @@ use sqlparser::ast::{
     UpdateTableFromKind, UtilityOption, Value, Visit,
 };
 
+use super::lexer::Token;
 use super::walk::{Walker, fold, table_ref};
 use super::where_clause::{self, Target};
 use super::{Effect, Facts};
@@ -14,24 +15,18 @@ use crate::plugin::bindings::types::{
     CopyEndpoint, SettingChange, StatementKind, TableAction, TableRef, Wrapper,
 };
 
-/// Summarises one parsed statement; `text` is its source, for the
+/// Summarises one parsed statement; `tokens` are its source's, for the
 /// command names sqlparser's tree does not keep.
-pub fn summarise(ast: &Ast, text: &str, standard_conforming_strings: bool) -> Facts {
+pub fn summarise(ast: &Ast, tokens: &[Token]) -> Facts {
     let mut facts = Facts::new(StatementKind::Other, String::new());
     let mut walker = Walker::default();
-    describe(
-        ast,
-        text,
-        standard_conforming_strings,
-        &mut facts,
-        &mut walker,
-    );
+    describe(ast, tokens, &mut facts, &mut walker);
     facts.has_where = !walker.bulk_write;
     facts.touched = walker.touched;
     facts
 }
 
-fn describe(ast: &Ast, text: &str, scs: bool, facts: &mut Facts, walker: &mut Walker) {
+fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker) {
     use StatementKind as K;
     // What a relation the generic pass meets unclaimed is taken to be.
     let mut unclaimed = TableAction::Read;
@@ -105,14 +100,14 @@ fn describe(ast: &Ast, text: &str, scs: bool, facts: &mut Facts, walker: &mut Wa
             } else {
                 Wrapper::Explain
             });
-            return describe(statement, text, scs, facts, walker);
+            return describe(statement, tokens, facts, walker);
         }
         Ast::Prepare {
             name, statement, ..
         } => {
             facts.wrappers.push(Wrapper::Prepare);
             facts.effect = Effect::Prepare { name: fold(name) };
-            return describe(statement, text, scs, facts, walker);
+            return describe(statement, tokens, facts, walker);
         }
         Ast::Execute {
             name: Some(name),
@@ -199,7 +194,7 @@ fn describe(ast: &Ast, text: &str, scs: bool, facts: &mut Facts, walker: &mut Wa
         | Ast::CreatePolicy(_)
         | Ast::AlterPolicy(_)
         | Ast::DropPolicy(_) => {
-            mark(facts, K::Privilege, &leading_command(text, scs));
+            mark(facts, K::Privilege, &leading_command(tokens));
             unclaimed = TableAction::Define;
         }
         Ast::Drop {
@@ -244,7 +239,7 @@ fn describe(ast: &Ast, text: &str, scs: bool, facts: &mut Facts, walker: &mut Wa
             unclaimed = TableAction::Define;
         }
         other => {
-            let command = leading_command(text, scs);
+            let command = leading_command(tokens);
             let (kind, action) = match command.split(' ').next().unwrap_or_default() {
                 "CREATE" | "ALTER" | "DROP" | "COMMENT" | "SECURITY" | "REFRESH" => {
                     (K::Ddl, TableAction::Define)
@@ -595,28 +590,26 @@ fn analyze_option(options: &[UtilityOption]) -> bool {
 
 /// The command a statement's leading keywords name, upper case: `CREATE
 /// INDEX`, `ALTER SYSTEM`, `CREATE MATERIALIZED VIEW`, `VACUUM`.
-pub fn leading_command(text: &str, standard_conforming_strings: bool) -> String {
-    use super::lexer::Token;
-    let words: Vec<String> = super::lexer::tokens(text, standard_conforming_strings)
-        .unwrap_or_default()
-        .into_iter()
+pub fn leading_command(tokens: &[Token]) -> String {
+    let words: Vec<&str> = tokens
+        .iter()
         .map_while(|token| match token {
-            Token::Word(word) => Some(word),
+            Token::Word(word) => Some(word.as_str()),
             _ => None,
         })
         .take(8)
         .collect();
-    let Some(first) = words.first() else {
+    let Some(&first) = words.first() else {
         return String::new();
     };
-    let mut command = vec![first.as_str()];
+    let mut command = vec![first];
     if matches!(
-        first.as_str(),
+        first,
         "create" | "alter" | "drop" | "comment" | "security" | "grant" | "revoke" | "refresh"
     ) {
         // Skip modifiers to reach the object type (`CREATE OR REPLACE
         // TEMP VIEW` is a CREATE VIEW).
-        let mut rest = words[1..].iter().map(String::as_str).filter(|word| {
+        let mut rest = words[1..].iter().copied().filter(|word| {
             !matches!(
                 *word,
                 "or" | "replace"

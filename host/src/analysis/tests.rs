@@ -512,6 +512,41 @@ fn names_are_read_as_postgresql_reads_them() {
 }
 
 #[test]
+fn remembered_shapes_give_the_analysis_parsing_would() {
+    let mut analyser = Analyser::default();
+    let first = analyser.analyse("SELECT pan FROM cards WHERE id = 1", true);
+    let again = analyser.analyse("SELECT pan FROM cards WHERE id = 2", true);
+    assert_eq!(
+        again[0].statement.text,
+        "SELECT pan FROM cards WHERE id = 2"
+    );
+    assert_eq!(again[0].statement.columns, first[0].statement.columns);
+    assert_eq!(again[0].statement.tables, first[0].statement.tables);
+    // A name is not a value: another column is another shape.
+    let other = analyser.analyse("SELECT holder FROM cards WHERE id = 2", true);
+    assert_eq!(columns(&other[0].statement), ["cards.holder", "cards.id"]);
+    // Where a value decides the analysis, nothing is remembered.
+    let real = analyser.analyse("DELETE FROM orders WHERE note LIKE 'x%'", true);
+    let everything = analyser.analyse("DELETE FROM orders WHERE note LIKE '%'", true);
+    assert!(real[0].statement.has_where);
+    assert!(!everything[0].statement.has_where);
+    let explain = analyser.analyse("EXPLAIN (ANALYZE 0) DELETE FROM orders WHERE id = 1", true);
+    let analyze = analyser.analyse("EXPLAIN (ANALYZE 1) DELETE FROM orders WHERE id = 1", true);
+    assert_eq!(explain[0].statement.wrappers, [Wrapper::Explain]);
+    assert_eq!(analyze[0].statement.wrappers, [Wrapper::ExplainAnalyze]);
+    let quiet = analyser.analyse("SET search_path = 'public'", true);
+    let loud = analyser.analyse("SET search_path = 'evil'", true);
+    assert_eq!(
+        quiet[0].statement.settings[0].value.as_deref(),
+        Some("public")
+    );
+    assert_eq!(loud[0].statement.settings[0].value.as_deref(), Some("evil"));
+    // In a multi-statement string, a remembered shape still says so.
+    let multi = analyser.analyse("SELECT pan FROM cards WHERE id = 3; SELECT 1", true);
+    assert!(multi[0].statement.is_multi);
+}
+
+#[test]
 fn hostile_nesting_does_not_overflow_the_stack() {
     let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
     let all = analyse(&deep, true);

@@ -75,6 +75,8 @@ impl Fault {
 /// Calls and faults of one plugin name, kept across reloads.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    /// Calls made (each checks an instance out of the pool once).
+    pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub deadlines: AtomicU64,
     pub memory: AtomicU64,
@@ -188,6 +190,7 @@ impl Plugin {
 
     /// Takes a warm instance from the pool, or makes one.
     pub async fn checkout(&self) -> Result<Warm, Fault> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let pooled = self.pool[shard()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())

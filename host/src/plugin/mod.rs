@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 pub use host_api::SessionInfo;
 pub use instance::{Fault, PluginStats};
 pub use runtime::Runtime;
-pub use set::{PluginSet, Selection, Verdict};
+pub use set::{Judged, PluginSet, Selection, Verdict};
 
 use crate::config::PluginSettings;
 

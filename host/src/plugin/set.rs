@@ -51,6 +51,14 @@ pub struct PluginSet {
 }
 
 /// What the policy chain decided.
+/// A chain's verdict, and whether it may be reused for the session's
+/// later statements of the same shape.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub same_for_shape: bool,
+}
+
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Allow,
@@ -124,19 +132,37 @@ impl PluginSet {
         session: &Arc<SessionInfo>,
         statement: &Statement,
     ) -> Result<Verdict, Fault> {
+        Ok(self.judge(session, statement).await?.verdict)
+    }
+
+    /// [`PluginSet::evaluate`], saying also whether the verdict holds for
+    /// every statement of the same shape in this session: true only when
+    /// every plugin asked said its decision did (see the WIT's
+    /// `judgement`).
+    pub async fn judge(
+        &self,
+        session: &Arc<SessionInfo>,
+        statement: &Statement,
+    ) -> Result<Judged, Fault> {
         let mut verdict = Verdict::Allow;
+        let mut same_for_shape = true;
         for plugin in &self.policy {
-            match call!(plugin, Policy, |e, store| {
+            let judgement = call!(plugin, Policy, |e, store| {
                 let session = lend(store, session);
                 e.sluice_gateway_policy()
                     .call_evaluate(store, session, statement)
-            })? {
+            })?;
+            same_for_shape &= judgement.same_for_shape;
+            match judgement.decision {
                 Decision::Allow => {}
                 Decision::Deny(denial) => {
-                    return Ok(Verdict::Deny {
-                        plugin: plugin.name.clone(),
-                        rule: denial.rule,
-                        reason: denial.reason,
+                    return Ok(Judged {
+                        verdict: Verdict::Deny {
+                            plugin: plugin.name.clone(),
+                            rule: denial.rule,
+                            reason: denial.reason,
+                        },
+                        same_for_shape,
                     });
                 }
                 Decision::RequireApproval(requirement) => {
@@ -150,7 +176,10 @@ impl PluginSet {
                 }
             }
         }
-        Ok(verdict)
+        Ok(Judged {
+            verdict,
+            same_for_shape,
+        })
     }
 
     // ---- masking ----------------------------------------------------

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::analysis::{self, Analysed, Effect};
+use crate::analysis::{Analysed, Analyser, Effect};
 use crate::plugin::bindings::types::Wrapper;
 use crate::protocol::sqlstate;
 
@@ -71,11 +71,14 @@ impl Prepared {
     pub fn analysis(
         &mut self,
         name: &str,
+        analyser: &mut Analyser,
         standard_conforming_strings: bool,
     ) -> Option<Arc<[Analysed]>> {
         let entry = self.entries.get_mut(name)?;
         let analysed = entry.analysed.get_or_insert_with(|| {
-            analysis::analyse(&entry.text, standard_conforming_strings).into()
+            analyser
+                .analyse(&entry.text, standard_conforming_strings)
+                .into()
         });
         Some(analysed.clone())
     }
@@ -87,6 +90,7 @@ impl Prepared {
     pub fn resolve(
         &mut self,
         statements: Vec<Analysed>,
+        analyser: &mut Analyser,
         standard_conforming_strings: bool,
     ) -> Result<Vec<Analysed>, Fatal> {
         if !statements
@@ -101,7 +105,7 @@ impl Prepared {
                 resolved.push(outer);
                 continue;
             };
-            let Some(inner) = self.analysis(name, standard_conforming_strings) else {
+            let Some(inner) = self.analysis(name, analyser, standard_conforming_strings) else {
                 return Err(Fatal::new(
                     sqlstate::INVALID_SQL_STATEMENT_NAME,
                     format!("prepared statement \"{name}\" does not exist in this session"),
@@ -120,6 +124,8 @@ impl Prepared {
                     // What it runs changes no prepared statement; an
                     // EXECUTE of a stored PREPARE is refused by PostgreSQL.
                     effect: Effect::None,
+                    // Wrapped in EXECUTE: judged afresh every time.
+                    shape: None,
                 });
             }
         }
@@ -161,6 +167,7 @@ impl Prepared {
                 Effect::Prepare { name } => {
                     let mut stored = analysed.clone();
                     stored.effect = Effect::None;
+                    stored.shape = None;
                     if stored.statement.wrappers.first() == Some(&Wrapper::Prepare) {
                         stored.statement.wrappers.remove(0);
                     }

@@ -60,7 +60,7 @@ use super::cancel::UpstreamKey;
 use super::masking::{self, ResultMask};
 use super::prepared::Prepared;
 use super::startup::Established;
-use crate::analysis::{self, Analysed};
+use crate::analysis::{Analysed, Analyser};
 use crate::approval::{self, Approvals, Resolution};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
@@ -81,6 +81,8 @@ const READ_CHUNK: usize = 32 << 10;
 /// Buffers that grew past this for a large message are given back once
 /// empty, so idle sessions stay small.
 const KEEP_CAPACITY: usize = 128 << 10;
+/// Most policy verdicts a session remembers by statement shape.
+const MAX_REMEMBERED_VERDICTS: usize = 256;
 
 /// The query sent upstream in place of a refused cycle. It fails to parse,
 /// so it runs nothing, and its text explains itself in the server's log.
@@ -198,6 +200,13 @@ struct Proxy<'a> {
     rows: Rows,
     /// The session's prepared statements, judged at each Bind or EXECUTE.
     prepared: Prepared,
+    /// Analyses the session's statements, remembering their shapes.
+    analyser: Analyser,
+    /// Verdicts the policies said hold for a statement shape (and whether
+    /// it came with others), under the plugin set of generation
+    /// `verdicts_generation`.
+    verdicts: std::collections::HashMap<(Arc<str>, bool), Verdict>,
+    verdicts_generation: u64,
     /// How the server reads a backslash in a plain string literal, as it
     /// last reported: the statement splitter must read text the same way.
     standard_conforming_strings: bool,
@@ -279,6 +288,9 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         just_described: None,
         rows: Rows::Undescribed,
         prepared: Prepared::default(),
+        analyser: Analyser::default(),
+        verdicts: std::collections::HashMap::new(),
+        verdicts_generation: shared.plugins.generation(),
         standard_conforming_strings: upstream
             .parameter_status
             .iter()
@@ -504,7 +516,9 @@ impl Proxy<'_> {
             tag::QUERY => {
                 if self.judges() {
                     let text = frontend::query_text(&frame).unwrap_or_default();
-                    let statements = analysis::analyse(text, self.standard_conforming_strings);
+                    let statements = self
+                        .analyser
+                        .analyse(text, self.standard_conforming_strings);
                     if let Some(refusal) = self.judge(text, statements).await {
                         self.refuse_cycle(refusal);
                         return Ok(());
@@ -525,10 +539,11 @@ impl Proxy<'_> {
                 let refusal = if !self.judges() {
                     None
                 } else {
-                    match self
-                        .prepared
-                        .analysis(name, self.standard_conforming_strings)
-                    {
+                    match self.prepared.analysis(
+                        name,
+                        &mut self.analyser,
+                        self.standard_conforming_strings,
+                    ) {
                         Some(analysed) => {
                             let params = frontend::bind_parameters(&frame).unwrap_or_default();
                             let statements = analysed
@@ -647,7 +662,11 @@ impl Proxy<'_> {
         }
         let statements = match self
             .prepared
-            .resolve(statements, self.standard_conforming_strings)
+            .resolve(
+                statements,
+                &mut self.analyser,
+                self.standard_conforming_strings,
+            )
             .and_then(|statements| self.prepared.check(&statements).map(|()| statements))
         {
             Ok(statements) => statements,
@@ -659,7 +678,7 @@ impl Proxy<'_> {
         for analysed in &statements {
             let statement = &analysed.statement;
             let command = statement.command.as_str();
-            match plugins.evaluate(&self.session, statement).await {
+            match self.verdict(&plugins, analysed).await {
                 Ok(Verdict::Allow) => {}
                 Ok(Verdict::Deny {
                     plugin,
@@ -708,6 +727,38 @@ impl Proxy<'_> {
         }
         self.prepared.apply(&statements);
         None
+    }
+
+    /// The policies' verdict on one statement: asked, or — for a statement
+    /// of a shape whose verdict every policy said holds for the shape —
+    /// remembered from the session's earlier statement of that shape, as
+    /// long as the same plugins are in force.
+    async fn verdict(
+        &mut self,
+        plugins: &Arc<PluginSet>,
+        analysed: &Analysed,
+    ) -> Result<Verdict, Fault> {
+        let key = analysed
+            .shape
+            .clone()
+            .map(|shape| (shape, analysed.statement.is_multi));
+        if self.verdicts_generation != self.plugins_generation {
+            self.verdicts.clear();
+            self.verdicts_generation = self.plugins_generation;
+        }
+        if let Some(verdict) = key.as_ref().and_then(|key| self.verdicts.get(key)) {
+            return Ok(verdict.clone());
+        }
+        let judged = plugins.judge(&self.session, &analysed.statement).await?;
+        if let Some(key) = key
+            && judged.same_for_shape
+        {
+            if self.verdicts.len() >= MAX_REMEMBERED_VERDICTS {
+                self.verdicts.clear();
+            }
+            self.verdicts.insert(key, judged.verdict.clone());
+        }
+        Ok(judged.verdict)
     }
 
     /// Holds a statement until an approver answers, its ticket expires or

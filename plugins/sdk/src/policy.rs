@@ -42,6 +42,16 @@ pub trait Policy {
     /// needs it: each fact is fetched from sluice on first use). A panic or
     /// a timeout fails the statement closed.
     fn evaluate(session: &Session, statement: &Statement) -> Decision;
+
+    /// Whether every decision of [`Policy::evaluate`] follows from the
+    /// session, the configuration and the statement's analysis alone — not
+    /// from its text, its parameters or the clock. When true, sluice gives
+    /// a session the same decision for a statement that differs from an
+    /// earlier one only in its literal values, without calling again,
+    /// until the plugin reloads: a policy over tables, columns and kinds
+    /// then costs one call per kind of statement, not one per statement.
+    /// The default is false, which is always safe.
+    const SAME_FOR_SHAPE: bool = false;
 }
 
 /// Registers a type implementing [`Policy`] as the plugin's policy.
@@ -81,7 +91,10 @@ impl<T: Policy> plugin::Guest for Adapter<T> {
 }
 
 impl<T: Policy> policy::Guest for Adapter<T> {
-    fn evaluate(session: &LentSession, statement: Statement) -> Decision {
-        T::evaluate(&Session::lent(session), &statement)
+    fn evaluate(session: &LentSession, statement: Statement) -> policy::Judgement {
+        policy::Judgement {
+            decision: T::evaluate(&Session::lent(session), &statement),
+            same_for_shape: T::SAME_FOR_SHAPE,
+        }
     }
 }

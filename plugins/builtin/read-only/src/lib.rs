@@ -23,6 +23,9 @@ impl Policy for ReadOnly {
         check_config_text(&config::get())
     }
 
+    // Decides on the analysis alone: never the text, parameters or clock.
+    const SAME_FOR_SHAPE: bool = true;
+
     fn evaluate(_session: &Session, statement: &Statement) -> Decision {
         judge(statement)
     }
