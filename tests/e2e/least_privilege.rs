@@ -425,7 +425,7 @@ async fn verdicts_are_reused_for_statements_of_the_same_shape() {
             .current()
             .chain(sluice::config::Hook::Policy)
             .iter()
-            .map(|p| p.stats.calls.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|p| p.stats.calls())
             .sum()
     };
     let agent = env.connect("agent").await;

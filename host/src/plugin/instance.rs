@@ -75,8 +75,10 @@ impl Fault {
 /// Calls and faults of one plugin name, kept across reloads.
 #[derive(Debug, Default)]
 pub struct PluginStats {
-    /// Calls made (each checks an instance out of the pool once).
-    pub calls: AtomicU64,
+    /// Calls made (each checks an instance out of the pool once), counted
+    /// per pool shard so that threads calling at once do not contend for
+    /// one cache line; [`PluginStats::calls`] sums them.
+    calls: [ShardCounter; SHARDS],
     pub traps: AtomicU64,
     pub deadlines: AtomicU64,
     pub memory: AtomicU64,
@@ -84,7 +86,20 @@ pub struct PluginStats {
     pub instances_created: AtomicU64,
 }
 
+/// A counter on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ShardCounter(AtomicU64);
+
 impl PluginStats {
+    /// Calls made to the plugin, all versions of it.
+    pub fn calls(&self) -> u64 {
+        self.calls
+            .iter()
+            .map(|counter| counter.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn faults(&self) -> u64 {
         self.traps.load(Ordering::Relaxed)
             + self.deadlines.load(Ordering::Relaxed)
@@ -190,7 +205,7 @@ impl Plugin {
 
     /// Takes a warm instance from the pool, or makes one.
     pub async fn checkout(&self) -> Result<Warm, Fault> {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls[shard()].0.fetch_add(1, Ordering::Relaxed);
         let pooled = self.pool[shard()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
