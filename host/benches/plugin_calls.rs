@@ -1,5 +1,6 @@
 //! What a plugin call costs on the data path: a trivial policy decision
-//! (and the same with the principal read through the session handle),
+//! (with a bare statement and with an analysed one, and with the principal
+//! read through the session handle),
 //! and masking batches of 1, 100 and 1,000 values through a plugin that
 //! looks at every value and edits none (the boundary's cost) and one that
 //! edits every value.
@@ -70,6 +71,20 @@ fn plugin_calls(c: &mut Criterion) {
     c.bench_function("policy/allow-all", |b| {
         b.to_async(&runtime).iter(|| async {
             plugins.evaluate(&session, &query).await.unwrap();
+        })
+    });
+
+    // The same call with the statement as sluice analyses it (a table, two
+    // columns, the command): what a policy is handed on the data path.
+    let analysed = sluice::analysis::analyse(
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213",
+        true,
+    )
+    .remove(0)
+    .statement;
+    c.bench_function("policy/allow-all, analysed pgbench statement", |b| {
+        b.to_async(&runtime).iter(|| async {
+            plugins.evaluate(&session, &analysed).await.unwrap();
         })
     });
 
