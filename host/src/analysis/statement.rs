@@ -238,7 +238,7 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
             mark(facts, K::Ddl, "CREATE RULE");
             unclaimed = TableAction::Define;
         }
-        other => {
+        _ => {
             let command = leading_command(tokens);
             let (kind, action) = match command.split(' ').next().unwrap_or_default() {
                 "CREATE" | "ALTER" | "DROP" | "COMMENT" | "SECURITY" | "REFRESH" => {
@@ -247,7 +247,6 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                 "CLUSTER" | "REINDEX" | "CHECKPOINT" => (K::Utility, TableAction::Maintain),
                 _ => (K::Other, TableAction::Define),
             };
-            let _ = other;
             mark(facts, kind, &command);
             unclaimed = action;
         }
@@ -522,8 +521,10 @@ fn describe_set(set: &Set, facts: &mut Facts) {
             facts.kind = StatementKind::Transaction;
             facts.command = "SET TRANSACTION".to_owned();
         }
-        // Forms PostgreSQL does not have: judged by name only.
-        other => change(other.to_string().to_ascii_lowercase(), None),
+        // `SET NAMES DEFAULT` and forms of other dialects: what they change
+        // is not certain here, so they are refused unless a rule allows an
+        // unparsed SET.
+        _ => facts.kind = StatementKind::Unparsed,
     }
 }
 

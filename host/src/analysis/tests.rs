@@ -381,6 +381,12 @@ fn settings_are_named_with_their_values() {
     assert_eq!(s.settings[0].value, None);
     let s = one("SET standard_conforming_strings TO DEFAULT");
     assert_eq!(s.settings[0].value, None);
+    // A SET whose effect the analysis cannot name is not guessed at.
+    let s = one("SET NAMES DEFAULT");
+    assert_eq!(
+        (s.kind, s.command.as_str()),
+        (StatementKind::Unparsed, "SET")
+    );
 }
 
 #[test]
