@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::config::Hook;
+use sluice::masking::batch::Batch;
+use sluice::masking::codec::PieceKind;
 use sluice::plugin::bindings::types::StatementKind;
 use sluice::plugin::builtin::test_guests;
-use sluice::plugin::masking::Batch;
 use sluice::plugin::testing::{plugin_settings as settings, session, statement};
 use sluice::plugin::{PluginSet, Runtime, set};
 
@@ -26,7 +27,7 @@ fn batch(n: usize, with_pan: bool) -> Batch {
         } else {
             format!("card 5500-0000-0000-{i:04} order")
         };
-        batch.push((i % 4) as u16, value.as_bytes());
+        batch.push((i % 4) as u16, PieceKind::Text, value.as_bytes());
     }
     batch
 }
@@ -132,7 +133,7 @@ fn plugin_calls(c: &mut Criterion) {
                     let edits = set::mask_batch(needle, &session, batch.as_wit())
                         .await
                         .unwrap();
-                    let masked = batch.apply(edits, None, &[true; 4]).unwrap();
+                    let masked = batch.apply(edits, None).unwrap();
                     assert_eq!(masked.len(), batch.len());
                 })
             },

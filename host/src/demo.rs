@@ -109,6 +109,9 @@ fn serve_in_front_of(
         println!(
             "Try, as agent:  DELETE FROM orders;   SELECT pan FROM cards;   SELECT id, status FROM orders;"
         );
+        println!(
+            "Try, as analyst, then straight to PostgreSQL:  SELECT * FROM cards;   (card numbers masked only through sluice)"
+        );
         println!();
         println!("Press Ctrl-C to stop both and remove the cluster.");
     };

@@ -10,6 +10,9 @@
 //!   statement loop to its end; cancel keys.
 //! - [`protocol`]: framing, the startup packets, and the messages sluice
 //!   writes itself; decoding with `pgwire`'s message types.
+//! - [`masking`]: what sluice does with the masking plugins' answers:
+//!   result rows in any format, server messages, and the text sluice
+//!   writes about traffic (logs, audit, traces).
 //! - [`auth`]: SCRAM-SHA-256 for clients, against stored verifiers.
 //! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
@@ -20,6 +23,7 @@ pub mod approval;
 pub mod auth;
 pub mod config;
 pub mod gateway;
+pub mod masking;
 pub mod pg_cluster;
 pub mod plugin;
 pub mod protocol;

@@ -182,6 +182,19 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "26");
+    // The Luhn masker is on: as analyst, card numbers show their first six
+    // and last four digits only.
+    let output = Command::new("psql")
+        .args([conninfo, "-XAtc", "SELECT pan FROM cards WHERE id = 1"])
+        .env("PGPASSWORD", "analyst-demo-token")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "411111******1111",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // The quickstart's policies are on: an agent's bulk delete is refused,
     // naming the rule, in the newcomer's first minute.
@@ -230,6 +243,20 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         .unwrap();
     assert!(output.status.success());
     let data_dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // Straight to PostgreSQL the same card number is raw.
+    let output = Command::new("psql")
+        .args([
+            direct_conninfo,
+            "-XAtc",
+            "SELECT pan FROM cards WHERE id = 1",
+        ])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "4111111111111111"
+    );
     assert!(std::path::Path::new(&data_dir).exists());
 
     signal(&child.0, libc::SIGINT);

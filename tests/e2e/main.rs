@@ -6,6 +6,7 @@ mod clients;
 mod gateway;
 mod identity;
 mod least_privilege;
+mod masking;
 mod plugins;
 mod protocol;
 mod startup;

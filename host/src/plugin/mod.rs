@@ -11,7 +11,6 @@
 //!   the sandbox around it.
 //! - [`instance`]: one loaded plugin, its warm instances and the guarded call.
 //! - [`set`]: the chains per hook and how their answers combine.
-//! - [`masking`]: value batches and the edits masking plugins return.
 //! - [`reload`]: watching files and SIGHUP.
 
 pub mod bindings;
@@ -19,7 +18,6 @@ pub mod builtin;
 pub mod cache;
 pub mod host_api;
 pub mod instance;
-pub mod masking;
 pub mod reload;
 pub mod runtime;
 pub mod set;

@@ -219,8 +219,11 @@ impl PluginSet {
         Ok(Selection { any, plugins })
     }
 
-    /// Runs the masking chain over free text (error fields, notices,
-    /// column names). `None` when nothing changed.
+    /// Runs the masking chain over free text (server message fields, column
+    /// names, the text sluice writes about traffic). `None` when nothing
+    /// changed. Several texts may travel joined by NULs (see
+    /// [`crate::masking::mask_texts`]): an answer that adds or removes one
+    /// is refused.
     pub async fn mask_text(&self, text: &str) -> Result<Option<String>, Fault> {
         let mut current: Option<String> = None;
         for plugin in &self.masking {
@@ -234,9 +237,17 @@ impl PluginSet {
             let spans = edits
                 .into_iter()
                 .map(|e| (e.start, e.end, e.replacement.into_bytes()));
-            let masked = super::masking::apply_spans(input.as_bytes(), spans)
+            let masked = crate::masking::batch::apply_spans(input.as_bytes(), spans)
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| "the edited text is not UTF-8".to_owned())
+                })
+                .and_then(|masked| {
+                    let separators = |text: &str| text.bytes().filter(|b| *b == 0).count();
+                    if separators(&masked) == separators(input) {
+                        Ok(masked)
+                    } else {
+                        Err("an edit added or removed a NUL separator".to_owned())
+                    }
                 })
                 .map_err(|detail| plugin.invalid_answer(format!("mask-text: {detail}")))?;
             current = Some(masked);

@@ -6,7 +6,7 @@
 //! with a SQLSTATE for the client.
 
 pub mod cancel;
-mod masking;
+
 mod options;
 mod prepared;
 mod proxy;

@@ -57,13 +57,14 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
-use super::masking::{self, ResultMask};
 use super::prepared::Prepared;
 use super::startup::Established;
 use crate::analysis::{Analysed, Analyser};
 use crate::approval::{self, Approvals, Resolution};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
+use crate::masking::messages;
+use crate::masking::rows::{self, ResultMask};
 use crate::plugin::SessionInfo;
 use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
 use crate::plugin::bindings::types::TableRef;
@@ -124,6 +125,29 @@ enum Rows {
     /// Described; masked with this, or streamed when no plugin wants any
     /// column.
     Described(Option<Arc<ResultMask>>),
+}
+
+/// A RowDescription the masking plugins have seen, and their answers.
+#[derive(Debug)]
+struct SeenDescription {
+    /// The plugin set's generation when it was seen.
+    generation: u64,
+    /// The message body as the server sent it.
+    body: bytes::Bytes,
+    /// What the plugins want of the rows.
+    mask: Option<Arc<ResultMask>>,
+    /// The message with its column names masked, when a name changed.
+    renamed: Option<bytes::Bytes>,
+}
+
+/// What to do with a RowDescription or NoData from the server.
+enum Description {
+    /// Pass it on as it came.
+    Pass,
+    /// Pass this instead: its column names masked.
+    Renamed(bytes::Bytes),
+    /// Keep it: sluice asked, not the client.
+    Keep,
 }
 
 /// What woke the loop.
@@ -198,6 +222,8 @@ struct Proxy<'a> {
     /// Describe: an Execute of it right after needs no describe of ours.
     just_described: Option<String>,
     rows: Rows,
+    /// A COPY TO STDOUT is sending rows that must be masked.
+    copy_masked: bool,
     /// The session's prepared statements, judged at each Bind or EXECUTE.
     prepared: Prepared,
     /// Analyses the session's statements, remembering their shapes.
@@ -215,11 +241,11 @@ struct Proxy<'a> {
     /// shared set for every message.
     plugins: Arc<PluginSet>,
     plugins_generation: u64,
-    /// The last RowDescription masked, and what the plugins wanted of it:
+    /// The last RowDescription masked, and what the plugins made of it:
     /// a plugin's answer depends only on the session, the columns and its
     /// configuration, so the same description under the same plugins gets
     /// the same answer without asking again.
-    last_description: Option<(u64, bytes::Bytes, Option<Arc<ResultMask>>)>,
+    last_description: Option<SeenDescription>,
 }
 
 /// Runs the session's statement loop until it ends.
@@ -242,8 +268,25 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         &mut to_client,
         pgwire::messages::startup::Authentication::Ok,
     );
+    let plugins = shared.plugins.current();
     for status in &upstream.parameter_status {
-        to_client.extend_from_slice(status.as_bytes());
+        // The client's own application_name comes back in one of these.
+        match masked_parameter_status(&plugins, status).await {
+            Ok(Some(masked)) => to_client.extend_from_slice(&masked),
+            Ok(None) => to_client.extend_from_slice(status.as_bytes()),
+            Err(fault) => {
+                tracing::error!(%fault, "a server parameter could not be masked; ending the session");
+                let message = format!("sluice could not mask a server parameter: {fault}");
+                reply::error(
+                    &mut to_client,
+                    Severity::Fatal,
+                    sqlstate::INTERNAL_ERROR,
+                    &message,
+                );
+                let _ = client.write_all(&to_client).await;
+                return;
+            }
+        }
     }
     let (pid, secret) = match &registration {
         Some(r) => (r.pid, r.secret),
@@ -287,6 +330,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         describes: VecDeque::new(),
         just_described: None,
         rows: Rows::Undescribed,
+        copy_masked: false,
         prepared: Prepared::default(),
         analyser: Analyser::default(),
         verdicts: std::collections::HashMap::new(),
@@ -657,7 +701,12 @@ impl Proxy<'_> {
     /// one Bind): `None` lets them through, a refusal says why not. Any
     /// deny refuses the whole string; a plugin that fails refuses it too.
     async fn judge(&mut self, text: &str, statements: Vec<Analysed>) -> Option<Fatal> {
-        if self.current_plugins().chain(Hook::Policy).is_empty() {
+        let plugins = self.current_plugins().clone();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let statement = crate::masking::for_log(&plugins, text).await;
+            tracing::debug!(session = self.session.session_id, %statement, "statement");
+        }
+        if plugins.chain(Hook::Policy).is_empty() {
             return None;
         }
         let statements = match self
@@ -673,7 +722,6 @@ impl Proxy<'_> {
             Err(refusal) => return Some(refusal),
         };
         let session = self.session.session_id;
-        let plugins = self.plugins.clone();
         let mut approval = None;
         for analysed in &statements {
             let statement = &analysed.statement;
@@ -685,7 +733,8 @@ impl Proxy<'_> {
                     rule,
                     reason,
                 }) => {
-                    tracing::info!(session, %plugin, %rule, command, "statement denied");
+                    let statement = crate::masking::for_log(&plugins, text).await;
+                    tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
                     return Some(Fatal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         format!("sluice denied this statement: {reason} (rule {rule})"),
@@ -905,12 +954,14 @@ impl Proxy<'_> {
                 ServerReader::Boundary => {
                     // Pass a run of whole streamed messages in one copy.
                     let rows_stream = matches!(self.rows, Rows::Described(None));
-                    let (run, result_ended) = streamed_run(&self.server_in, rows_stream);
+                    let (run, result_ended) =
+                        streamed_run(&self.server_in, rows_stream, !self.copy_masked);
                     if run > 0 {
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
                         if result_ended {
                             self.rows = Rows::Undescribed;
+                            self.copy_masked = false;
                         }
                         continue;
                     }
@@ -925,23 +976,33 @@ impl Proxy<'_> {
                             )));
                         }
                     };
-                    if header.tag == tag::DATA_ROW && !rows_stream {
+                    // Rows to mask are held, a run of whole ones at a time.
+                    let held = match header.tag {
+                        tag::DATA_ROW if !rows_stream => Some("result row"),
+                        tag::COPY_DATA if self.copy_masked => Some("COPY row"),
+                        _ => None,
+                    };
+                    if let Some(what) = held {
                         if header.total() > max_held {
                             return Err(End::Fatal(Fatal::new(
                                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                                 format!(
-                                    "a {} byte result row is larger than sluice may hold to mask it (max_held_server_message_bytes)",
+                                    "a {} byte {what} is larger than sluice may hold to mask it (max_held_server_message_bytes)",
                                     header.total()
                                 ),
                             )));
                         }
-                        let rows = row_run(&self.server_in);
-                        if rows == 0 {
+                        let len = run_of(&self.server_in, header.tag);
+                        if len == 0 {
                             self.server_in
                                 .reserve(header.total() - self.server_in.len());
                             break;
                         }
-                        self.mask_rows(rows).await?;
+                        if header.tag == tag::DATA_ROW {
+                            self.mask_rows(len).await?;
+                        } else {
+                            self.mask_copy_rows(len).await?;
+                        }
                         continue;
                     }
                     if is_streamed(header.tag) && !ends_result(header.tag) {
@@ -978,10 +1039,8 @@ impl Proxy<'_> {
         let mask = match &self.rows {
             Rows::Described(mask) => mask.clone(),
             Rows::Undescribed => {
-                let columns = masking::row_width(&self.server_in).unwrap_or(0);
-                let mask = self
-                    .result_mask(masking::undescribed_columns(columns))
-                    .await?;
+                let columns = rows::row_width(&self.server_in).unwrap_or(0);
+                let mask = self.result_mask(rows::undescribed_columns(columns)).await?;
                 self.rows = Rows::Described(mask.clone());
                 mask
             }
@@ -990,15 +1049,42 @@ impl Proxy<'_> {
         match mask {
             None => self.to_client.extend_from_slice(&rows),
             Some(mask) => {
-                if let Err(error) = mask
-                    .mask_rows(&self.session, &rows, &mut self.to_client)
+                mask.mask_rows(&self.session, &rows, &mut self.to_client)
                     .await
-                {
-                    tracing::error!(session = self.session.session_id, %error, "result rows could not be masked; ending the session");
-                    return Err(End::Fatal(Fatal::new(
-                        sqlstate::INTERNAL_ERROR,
-                        format!("sluice could not mask a result and ended the session: {error}"),
-                    )));
+                    .map_err(|error| masking_failed("a result", &error))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Masks the first `len` bytes of the server's buffer, whole CopyData
+    /// messages of a COPY TO STDOUT in text or csv format, into the
+    /// client's. Each row is free text to the plugins; a run of rows goes
+    /// in one call.
+    async fn mask_copy_rows(&mut self, len: usize) -> Result<(), End> {
+        let run = self.server_in.split_to(len);
+        let mut rows = Vec::new();
+        let mut at = 0;
+        while at < run.len() {
+            let total = 1
+                + u32::from_be_bytes([run[at + 1], run[at + 2], run[at + 3], run[at + 4]]) as usize;
+            rows.push(
+                std::str::from_utf8(&run[at + 5..at + total])
+                    .map_err(|_| masking_failed("COPY data", &"a row is not UTF-8 text"))?,
+            );
+            at += total;
+        }
+        let masked = crate::masking::mask_texts(&self.plugins, &rows)
+            .await
+            .map_err(|fault| masking_failed("COPY data", &fault))?;
+        match masked {
+            None => self.to_client.extend_from_slice(&run),
+            Some(masked) => {
+                for row in masked {
+                    self.to_client.extend_from_slice(&[tag::COPY_DATA]);
+                    self.to_client
+                        .extend_from_slice(&((row.len() + 4) as u32).to_be_bytes());
+                    self.to_client.extend_from_slice(row.as_bytes());
                 }
             }
         }
@@ -1015,17 +1101,12 @@ impl Proxy<'_> {
         }
         ResultMask::for_columns(&self.plugins, &self.session, columns)
             .await
-            .map_err(|fault| {
-                End::Fatal(Fatal::new(
-                    sqlstate::INTERNAL_ERROR,
-                    format!("sluice could not mask a result and ended the session: {fault}"),
-                ))
-            })
+            .map_err(|fault| masking_failed("a result", &fault))
     }
 
     /// A RowDescription or NoData arrived: whose answer is it, and what
-    /// does it say about the rows to come? Returns whether to pass it on.
-    async fn on_description(&mut self, frame: &Frame) -> Result<bool, End> {
+    /// does it say about the rows to come? Returns what to pass on.
+    async fn on_description(&mut self, frame: &Frame) -> Result<Description, End> {
         let describe = if self.replying_to_simple_query() {
             None
         } else {
@@ -1039,51 +1120,77 @@ impl Proxy<'_> {
                 }
             }
         };
-        if describe.as_ref().is_some_and(|d| !d.portal) {
-            // A prepared statement's description: its formats are not yet
-            // chosen, so it says nothing certain about rows.
-            return Ok(true);
-        }
-        // Columns are read only when some plugin may want them.
-        if frame.tag() == tag::ROW_DESCRIPTION && self.current_plugins().masks() {
-            let generation = self.plugins_generation;
-            if let Some((seen, body, mask)) = &self.last_description
-                && *seen == generation
-                && body.as_ref() == frame.body()
-            {
-                self.rows = Rows::Described(mask.clone());
-                return Ok(!describe.is_some_and(|d| d.injected));
+        let injected = describe.as_ref().is_some_and(|d| d.injected);
+        let of_statement = describe.as_ref().is_some_and(|d| !d.portal);
+        if frame.tag() != tag::ROW_DESCRIPTION || !self.current_plugins().masks() {
+            if !of_statement {
+                self.rows = Rows::Described(None);
             }
-            let columns = match backend::decode(frame) {
-                Some(backend::Message::RowDescription(description)) => {
-                    masking::columns_of(&description)
-                }
-                _ => {
-                    return Err(End::Fatal(Fatal::new(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "the upstream server sent a malformed RowDescription",
-                    )));
-                }
-            };
-            let mask = self.result_mask(columns).await?;
-            self.last_description = Some((
-                generation,
-                bytes::Bytes::copy_from_slice(frame.body()),
-                mask.clone(),
-            ));
-            self.rows = Rows::Described(mask);
-        } else {
-            self.rows = Rows::Described(None);
+            return Ok(if injected {
+                Description::Keep
+            } else {
+                Description::Pass
+            });
         }
-        Ok(!describe.is_some_and(|d| d.injected))
+        let generation = self.plugins_generation;
+        let seen = match &self.last_description {
+            Some(seen) if seen.generation == generation && seen.body.as_ref() == frame.body() => {
+                (seen.mask.clone(), seen.renamed.clone())
+            }
+            _ => {
+                let description = match backend::decode(frame) {
+                    Some(backend::Message::RowDescription(description)) => description,
+                    _ => {
+                        return Err(End::Fatal(Fatal::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "the upstream server sent a malformed RowDescription",
+                        )));
+                    }
+                };
+                let renamed = messages::mask_column_names(&self.plugins, &description)
+                    .await
+                    .map_err(|fault| masking_failed("a result's column names", &fault))?
+                    .map(BytesMut::freeze);
+                // A prepared statement's description: its formats are not
+                // yet chosen, so it says nothing certain about rows.
+                let mask = if of_statement {
+                    None
+                } else {
+                    self.result_mask(rows::columns_of(&description)).await?
+                };
+                if !of_statement {
+                    self.last_description = Some(SeenDescription {
+                        generation,
+                        body: bytes::Bytes::copy_from_slice(frame.body()),
+                        mask: mask.clone(),
+                        renamed: renamed.clone(),
+                    });
+                }
+                (mask, renamed)
+            }
+        };
+        let (mask, renamed) = seen;
+        if !of_statement {
+            self.rows = Rows::Described(mask);
+        }
+        Ok(match (injected, renamed) {
+            (true, _) => Description::Keep,
+            (false, Some(renamed)) => Description::Renamed(renamed),
+            (false, None) => Description::Pass,
+        })
     }
 
     async fn on_server_message(&mut self, frame: Frame) -> Result<(), End> {
         match frame.tag() {
-            tag::ROW_DESCRIPTION | tag::NO_DATA if !self.on_description(&frame).await? => {
+            tag::ROW_DESCRIPTION | tag::NO_DATA => match self.on_description(&frame).await? {
+                Description::Pass => {}
+                Description::Renamed(renamed) => {
+                    self.to_client.extend_from_slice(&renamed);
+                    return Ok(());
+                }
                 // sluice's own describe: the client did not ask.
-                return Ok(());
-            }
+                Description::Keep => return Ok(()),
+            },
             tag::READY_FOR_QUERY => {
                 let status = match frame.body() {
                     [status @ (b'I' | b'T' | b'E')] => *status,
@@ -1098,6 +1205,7 @@ impl Proxy<'_> {
                 self.cycles.pop_front();
                 self.cycles_done += 1;
                 self.rows = Rows::Undescribed;
+                self.copy_masked = false;
                 let done = self.cycles_done;
                 self.describes.retain(|d| d.cycle >= done);
             }
@@ -1112,6 +1220,7 @@ impl Proxy<'_> {
                 // The server skips the rest of an extended cycle after an
                 // error: the describes it held will not be answered.
                 self.rows = Rows::Undescribed;
+                self.copy_masked = false;
                 let current = self.cycles_done;
                 self.describes.retain(|d| d.cycle != current);
                 if let Some(refusal) = self.pending_refusal() {
@@ -1159,6 +1268,45 @@ impl Proxy<'_> {
                         "client_encoding was changed away from UTF8, which sluice does not support",
                     )));
                 }
+                if self.current_plugins().masks() {
+                    // `SET application_name = '4111...'` is reported back.
+                    let masked = messages::mask_parameter_status(&self.plugins, &status)
+                        .await
+                        .map_err(|fault| masking_failed("a reported parameter", &fault))?;
+                    if let Some(masked) = masked {
+                        self.to_client.extend_from_slice(&masked);
+                        return Ok(());
+                    }
+                }
+            }
+            tag::COPY_OUT_RESPONSE if self.current_plugins().masks() => {
+                // Text and csv rows are masked as text. Binary COPY data
+                // carries no types to read its values by: it is not passed
+                // on unmasked.
+                if frame.body().first() != Some(&0) {
+                    return Err(masking_failed(
+                        "COPY data",
+                        &"binary COPY TO STDOUT cannot be masked; use text or csv format",
+                    ));
+                }
+                self.copy_masked = true;
+            }
+            tag::NOTIFICATION_RESPONSE if self.current_plugins().masks() => {
+                let Some(backend::Message::NotificationResponse(notification)) =
+                    backend::decode(&frame)
+                else {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "the upstream server sent a malformed NotificationResponse",
+                    )));
+                };
+                let masked = messages::mask_notification(&self.plugins, &notification)
+                    .await
+                    .map_err(|fault| masking_failed("a notification", &fault))?;
+                if let Some(masked) = masked {
+                    self.to_client.extend_from_slice(&masked);
+                    return Ok(());
+                }
             }
             // The server's cancel key never reaches the client.
             tag::BACKEND_KEY_DATA => return Ok(()),
@@ -1171,20 +1319,12 @@ impl Proxy<'_> {
     /// Passes an ErrorResponse or NoticeResponse on, its text masked.
     async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
         if self.current_plugins().masks() {
-            match masking::mask_fields(&self.plugins, &fields).await {
-                Ok(None) => {}
-                Ok(Some(masked)) => {
-                    masking::encode_fields(frame.tag(), masked, &mut self.to_client);
-                    return Ok(());
-                }
-                Err(fault) => {
-                    return Err(End::Fatal(Fatal::new(
-                        sqlstate::INTERNAL_ERROR,
-                        format!(
-                            "sluice could not mask a server message and ended the session: {fault}"
-                        ),
-                    )));
-                }
+            let masked = messages::mask_fields(&self.plugins, &fields)
+                .await
+                .map_err(|fault| masking_failed("a server message", &fault))?;
+            if let Some(masked) = masked {
+                messages::encode_fields(frame.tag(), masked, &mut self.to_client);
+                return Ok(());
             }
         }
         self.to_client.extend_from_slice(frame.as_bytes());
@@ -1291,6 +1431,23 @@ impl Proxy<'_> {
     }
 }
 
+/// A ParameterStatus from the server with its text masked, when a masking
+/// plugin changed it.
+async fn masked_parameter_status(
+    plugins: &PluginSet,
+    frame: &Frame,
+) -> Result<Option<BytesMut>, Fault> {
+    if !plugins.masks() {
+        return Ok(None);
+    }
+    match backend::decode(frame) {
+        Some(backend::Message::ParameterStatus(status)) => {
+            messages::mask_parameter_status(plugins, &status).await
+        }
+        _ => Ok(None),
+    }
+}
+
 type PhaseChanged =
     Pin<Box<dyn Future<Output = tokio::sync::watch::Receiver<Phase>> + Send + Sync>>;
 
@@ -1319,6 +1476,7 @@ fn is_streamed(tag: u8) -> bool {
             | tag::BACKEND_KEY_DATA
             | tag::ROW_DESCRIPTION
             | tag::NO_DATA
+            | tag::COPY_OUT_RESPONSE
             | tag::AUTHENTICATION
             | tag::NEGOTIATE_PROTOCOL_VERSION
     )
@@ -1340,7 +1498,7 @@ fn ends_result(tag: u8) -> bool {
 /// Length of the run of whole streamed messages at the start of `buf`, and
 /// whether a result ended in it. DataRows count only while `rows_stream`,
 /// which a result's end revokes.
-fn streamed_run(buf: &[u8], mut rows_stream: bool) -> (usize, bool) {
+fn streamed_run(buf: &[u8], mut rows_stream: bool, copy_streams: bool) -> (usize, bool) {
     let mut at = 0;
     let mut result_ended = false;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
@@ -1349,6 +1507,7 @@ fn streamed_run(buf: &[u8], mut rows_stream: bool) -> (usize, bool) {
         }
         let streamed = match header.tag {
             tag::DATA_ROW => rows_stream,
+            tag::COPY_DATA => copy_streams,
             tag if ends_result(tag) => {
                 result_ended = true;
                 rows_stream = false;
@@ -1365,15 +1524,26 @@ fn streamed_run(buf: &[u8], mut rows_stream: bool) -> (usize, bool) {
 }
 
 /// Length of the run of whole DataRows at the start of `buf`.
-fn row_run(buf: &[u8]) -> usize {
+fn run_of(buf: &[u8], message_tag: u8) -> usize {
     let mut at = 0;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
-        if header.tag != tag::DATA_ROW || buf.len() - at < header.total() {
+        if header.tag != message_tag || buf.len() - at < header.total() {
             break;
         }
         at += header.total();
     }
     at
+}
+
+/// Something from the server could not be masked: it is not passed on,
+/// and the session ends (a result cannot resume after a value is
+/// dropped), with the client told why.
+fn masking_failed(what: &str, error: &dyn std::fmt::Display) -> End {
+    tracing::error!(%error, "{what} could not be masked; ending the session");
+    End::Fatal(Fatal::new(
+        sqlstate::INTERNAL_ERROR,
+        format!("sluice could not mask {what} and ended the session: {error}"),
+    ))
 }
 
 /// The refusal of a statement whose check failed: a system error, naming
@@ -1448,18 +1618,24 @@ mod tests {
         buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
         buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
-        assert_eq!(streamed_run(&buf, true), (with_complete, true));
-        assert_eq!(streamed_run(&buf[..two_rows + 3], true), (two_rows, false));
-        assert_eq!(streamed_run(&buf[with_complete..], true), (0, false));
+        assert_eq!(streamed_run(&buf, true, true), (with_complete, true));
+        assert_eq!(
+            streamed_run(&buf[..two_rows + 3], true, true),
+            (two_rows, false)
+        );
+        assert_eq!(streamed_run(&buf[with_complete..], true, true), (0, false));
         // While rows are masked they are held.
-        assert_eq!(streamed_run(&buf, false), (0, false));
+        assert_eq!(streamed_run(&buf, false, true), (0, false));
         // Rows after a result's end wait for their own description.
         let mut next = buf[two_rows..with_complete].to_vec();
         next.extend_from_slice(&buf[..two_rows]);
-        assert_eq!(streamed_run(&next, true), (with_complete - two_rows, true));
-        assert_eq!(row_run(&buf), two_rows);
         assert_eq!(
-            row_run(&buf[..two_rows - 1]),
+            streamed_run(&next, true, true),
+            (with_complete - two_rows, true)
+        );
+        assert_eq!(run_of(&buf, tag::DATA_ROW), two_rows);
+        assert_eq!(
+            run_of(&buf[..two_rows - 1], tag::DATA_ROW),
             two_rows
                 - Frame::new(b'D', b"\x00\x01\x00\x00\x00\x01x")
                     .as_bytes()

@@ -58,11 +58,21 @@ pub trait Masking {
     /// names a value by its index in the batch and a span of it by offsets
     /// relative to the value's start. Edits of one value must come in
     /// order and not overlap, and a text value must stay valid UTF-8.
+    ///
+    /// Values are text whatever format the client asked for: sluice sends
+    /// a binary value as the text a text-format result would show (numbers
+    /// as decimal digits, jsonb without its version byte, each element of
+    /// a binary array and each field of a binary record as a value of its
+    /// own). In a number column sluice writes `0` over the digits an edit
+    /// covers instead of its replacement, so the value stays a number.
     fn mask_batch(session: &Session, batch: &ValueBatch) -> Vec<ValueEdit>;
 
     /// The edits to make to free text: error and notice fields,
-    /// notification payloads, column names, and the query text and
-    /// parameters sluice writes to its audit trail, logs and traces.
+    /// notification channels and payloads, column names, reported server
+    /// parameters, and the query text and parameters sluice writes to its
+    /// audit trail, logs and traces. Several short texts may come in one
+    /// call separated by NUL characters; an edit must not remove or add
+    /// one.
     ///
     /// Edits use byte offsets on character boundaries, in order, without
     /// overlap. The default makes none: a plugin masking values that can

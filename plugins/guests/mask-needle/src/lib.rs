@@ -1,12 +1,14 @@
 //! Test plugin (masking): masks every occurrence of a configured needle.
 //!
 //! ```json
-//! {"needle": "4111111111111111", "mask": "*"}
+//! {"needle": "4111111111111111", "mask": "*", "panic_on": "boom"}
 //! ```
 //!
 //! Every column is selected; each occurrence of `needle` in a value or in
 //! free text is replaced with `mask` (one character, `*` by default)
-//! repeated once per character of the needle. The scan allocates nothing
+//! repeated once per character of the needle. A batch or text containing
+//! `panic_on` (if set) makes the plugin panic: a masking plugin failing
+//! mid-result, for tests. The scan allocates nothing
 //! per value: only the edits it returns.
 
 use std::sync::OnceLock;
@@ -60,6 +62,8 @@ struct Config {
     needle: String,
     #[serde(default = "default_mask")]
     mask: String,
+    #[serde(default)]
+    panic_on: Option<String>,
 }
 
 fn default_mask() -> String {
@@ -68,6 +72,7 @@ fn default_mask() -> String {
 
 struct Needle {
     needle: String,
+    panic_on: Option<String>,
     /// The mask repeated once per character of the needle.
     replacement: String,
 }
@@ -85,6 +90,7 @@ impl Needle {
         let replacement = std::iter::repeat_n(mask, config.needle.chars().count()).collect();
         Ok(Needle {
             needle: config.needle,
+            panic_on: config.panic_on.filter(|p| !p.is_empty()),
             replacement,
         })
     }
@@ -92,6 +98,7 @@ impl Needle {
     fn mask_batch(&self, batch: &ValueBatch) -> Vec<ValueEdit> {
         let mut edits = Vec::new();
         for (index, _column, bytes) in batch.values() {
+            self.panic_if_asked(bytes);
             for start in occurrences(bytes, self.needle.as_bytes()) {
                 edits.push(ValueEdit {
                     value: index,
@@ -104,7 +111,16 @@ impl Needle {
         edits
     }
 
+    fn panic_if_asked(&self, bytes: &[u8]) {
+        if let Some(trigger) = &self.panic_on
+            && occurrences(bytes, trigger.as_bytes()).next().is_some()
+        {
+            panic!("guest-mask-needle: asked to fail on {trigger:?}");
+        }
+    }
+
     fn mask_text(&self, text: &str) -> Vec<TextEdit> {
+        self.panic_if_asked(text.as_bytes());
         // A match of a UTF-8 needle in UTF-8 text is on character
         // boundaries.
         occurrences(text.as_bytes(), self.needle.as_bytes())

@@ -1,34 +1,39 @@
-//! Masking what the server returns: result rows and the text of errors
-//! and notices go through the masking plugins before the client sees them.
+//! Result rows: every DataRow goes through the masking plugins before the
+//! client sees it.
 //!
-//! Rows are masked a run at a time: every whole DataRow that one read
-//! brought becomes one value batch (only the columns some plugin selected),
-//! one call per plugin, and only rows with edits are rebuilt.
+//! Rows are masked a run at a time: the selected values of every whole
+//! DataRow that one read brought become one value batch, one call per
+//! plugin. A value reaches the plugins as text whatever its format (a
+//! [`Codec`] per column turns binary values into text pieces and back),
+//! and only rows with edits are rebuilt: the rest pass as the bytes they
+//! came in.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::RowDescription;
-use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 
-use crate::plugin::SessionInfo;
+use super::batch::Batch;
+use super::codec::{Codec, CodecError};
 use crate::plugin::bindings::types::{Column, ValueFormat};
-use crate::plugin::masking::Batch;
-use crate::plugin::{Fault, PluginSet, Selection};
-use crate::protocol::reply;
+use crate::plugin::{Fault, PluginSet, Selection, SessionInfo};
 use crate::protocol::tag;
 
-/// PostgreSQL's `unknown` type: what a column of a result sluice could not
-/// describe is said to be.
-const UNKNOWN_TYPE: u32 = 705;
+/// The type OID sluice gives columns of rows it has no description of:
+/// none, so no codec reads them and a plugin that wants them fails the
+/// statement rather than see bytes it cannot interpret.
+const NO_TYPE: u32 = 0;
 
 /// What the masking plugins want of one result set.
 #[derive(Debug)]
 pub struct ResultMask {
     pub columns: Vec<Column>,
     pub selection: Selection,
-    /// Per column: values must stay valid UTF-8 after edits.
-    must_be_utf8: Vec<bool>,
+    /// Per column: how its values become text for the plugins and back.
+    codecs: Vec<Codec>,
+    /// Per column: its values go into batches (selected, and of a type
+    /// that can show digits).
+    sent: Vec<bool>,
 }
 
 /// Why rows could not be masked: the session cannot go on safely.
@@ -38,6 +43,12 @@ pub enum MaskError {
     Plugin(#[from] Fault),
     #[error("the server sent a malformed DataRow")]
     MalformedRow,
+    #[error("column {column} ({name:?}): {error}")]
+    Value {
+        column: usize,
+        name: String,
+        error: CodecError,
+    },
 }
 
 impl ResultMask {
@@ -52,14 +63,23 @@ impl ResultMask {
         if selection.is_empty() {
             return Ok(None);
         }
-        let must_be_utf8 = columns
+        let codecs: Vec<Codec> = columns
             .iter()
-            .map(|c| c.format == ValueFormat::Text)
+            .map(|c| Codec::for_column(c.type_oid, c.format == ValueFormat::Binary))
             .collect();
+        let sent: Vec<bool> = codecs
+            .iter()
+            .zip(&selection.any)
+            .map(|(codec, selected)| *selected && codec.is_sent())
+            .collect();
+        if !sent.contains(&true) {
+            return Ok(None);
+        }
         Ok(Some(Arc::new(ResultMask {
             columns,
             selection,
-            must_be_utf8,
+            codecs,
+            sent,
         })))
     }
 
@@ -72,17 +92,30 @@ impl ResultMask {
         out: &mut BytesMut,
     ) -> Result<(), MaskError> {
         let mut batch = Batch::default();
+        // Per sent value: the end of its pieces in the batch.
+        let mut piece_ends = Vec::new();
+        let mut failure = None;
         each_value(rows, self.columns.len(), |part| {
             // NULLs are not sent.
             if let RowPart::Value {
                 column,
                 value: Some(value),
             } = part
-                && self.selection.any[column]
+                && self.sent[column]
+                && failure.is_none()
             {
-                batch.push(column as u16, value);
+                let exploded = self.codecs[column].explode(value, &mut |kind, piece| {
+                    batch.push(column as u16, kind, piece)
+                });
+                if let Err(error) = exploded {
+                    failure = Some(self.value_error(column, error));
+                }
+                piece_ends.push(batch.len());
             }
         })?;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         if batch.is_empty() {
             out.extend_from_slice(rows);
             return Ok(());
@@ -105,7 +138,7 @@ impl ResultMask {
                 continue;
             }
             batch = batch
-                .apply(edits, origin.as_deref(), &self.must_be_utf8)
+                .apply(edits, origin.as_deref())
                 .map_err(|detail| plugin.invalid_answer(format!("mask-batch: {detail}")))?;
             edited = true;
         }
@@ -113,13 +146,31 @@ impl ResultMask {
             out.extend_from_slice(rows);
             return Ok(());
         }
-        self.rebuild(rows, &batch, out)
+        self.rebuild(rows, &batch, &piece_ends, out)
     }
 
-    /// Writes the rows again with the selected values taken from `batch`.
-    fn rebuild(&self, rows: &[u8], batch: &Batch, out: &mut BytesMut) -> Result<(), MaskError> {
-        let mut next = 0usize;
+    fn value_error(&self, column: usize, error: CodecError) -> MaskError {
+        MaskError::Value {
+            column: column + 1,
+            name: self.columns[column].name.clone(),
+            error,
+        }
+    }
+
+    /// Writes the rows again, each edited value put back together from its
+    /// pieces in `batch`.
+    fn rebuild(
+        &self,
+        rows: &[u8],
+        batch: &Batch,
+        piece_ends: &[usize],
+        out: &mut BytesMut,
+    ) -> Result<(), MaskError> {
+        let mut sent_values = piece_ends.iter();
+        let mut first_piece = 0usize;
         let mut row_start = None;
+        let mut rebuilt = Vec::new();
+        let mut failure = None;
         each_value(rows, self.columns.len(), |part| {
             let (column, value) = match part {
                 RowPart::Row { columns } => {
@@ -135,26 +186,41 @@ impl ResultMask {
                 }
                 RowPart::Value { column, value } => (column, value),
             };
-            let value = if self.selection.any[column] && value.is_some() {
-                let masked = batch.value(next);
-                next += 1;
-                Some(masked)
-            } else {
-                value
+            let Some(original) = value else {
+                out.put_i32(-1);
+                return;
             };
-            match value {
-                Some(bytes) => {
-                    out.put_i32(bytes.len() as i32);
-                    out.extend_from_slice(bytes);
+            let mut bytes = original;
+            if self.sent[column] {
+                // Every sent value has its entry; a shortfall would be a
+                // bug, and then the row is refused rather than guessed at.
+                let Some(&end) = sent_values.next() else {
+                    failure.get_or_insert(MaskError::MalformedRow);
+                    return;
+                };
+                let pieces = first_piece..end;
+                first_piece = end;
+                if batch.any_edited(pieces.clone()) {
+                    rebuilt.clear();
+                    let mut edited = pieces.map(|index| batch.value(index));
+                    match self.codecs[column].reassemble(original, &mut edited, &mut rebuilt) {
+                        Ok(()) => bytes = &rebuilt,
+                        Err(error) => {
+                            failure.get_or_insert(self.value_error(column, error));
+                        }
+                    }
                 }
-                None => out.put_i32(-1),
             }
-        })
-        .map(|()| {
-            if let Some(start) = row_start {
-                patch_length(out, start);
-            }
-        })
+            out.put_i32(bytes.len() as i32);
+            out.extend_from_slice(bytes);
+        })?;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if let Some(start) = row_start {
+            patch_length(out, start);
+        }
+        Ok(())
     }
 }
 
@@ -254,46 +320,19 @@ pub fn columns_of(description: &RowDescription) -> Vec<Column> {
         .collect()
 }
 
-/// Columns for rows sluice has no description of: their type is
-/// `unknown`, their format binary (the format that claims least).
+/// Columns for rows sluice has no description of: of no type, in binary
+/// format (the format that claims least).
 pub fn undescribed_columns(count: usize) -> Vec<Column> {
     (0..count)
         .map(|_| Column {
             name: "?column?".to_owned(),
             table_oid: 0,
             column_number: 0,
-            type_oid: UNKNOWN_TYPE,
+            type_oid: NO_TYPE,
             type_modifier: -1,
             format: ValueFormat::Binary,
         })
         .collect()
-}
-
-/// Masks the text fields of an ErrorResponse or NoticeResponse (everything
-/// but severity and SQLSTATE). `None` when nothing changed.
-pub async fn mask_fields(
-    plugins: &PluginSet,
-    fields: &[(u8, String)],
-) -> Result<Option<Vec<(u8, String)>>, Fault> {
-    let mut masked: Option<Vec<(u8, String)>> = None;
-    for (index, (kind, value)) in fields.iter().enumerate() {
-        if matches!(kind, b'S' | b'V' | b'C') {
-            continue;
-        }
-        if let Some(replacement) = plugins.mask_text(value).await? {
-            masked.get_or_insert_with(|| fields.to_vec())[index].1 = replacement;
-        }
-    }
-    Ok(masked)
-}
-
-/// Re-encodes an ErrorResponse (`E`) or NoticeResponse (`N`).
-pub fn encode_fields(tag_byte: u8, fields: Vec<(u8, String)>, out: &mut BytesMut) {
-    if tag_byte == tag::ERROR_RESPONSE {
-        reply::encode(&ErrorResponse::new(fields), out);
-    } else {
-        reply::encode(&NoticeResponse::new(fields), out);
-    }
 }
 
 #[cfg(test)]

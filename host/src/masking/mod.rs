@@ -1,0 +1,71 @@
+//! Masking: what sluice does with the masking plugins' answers, on every
+//! path a card number could leave by.
+//!
+//! The plugins decide what to hide; this module does the protocol work
+//! around them:
+//!
+//! - [`rows`]: result rows (DataRow), in text or binary format, through
+//!   [`codec`]s that turn each column's values into text pieces and back,
+//!   batched into [`batch`]es of many rows per call;
+//! - [`messages`]: the text of server messages — error and notice fields,
+//!   column names, reported parameters, notifications;
+//! - [`for_log`] and [`mask_texts`]: the text sluice itself writes about
+//!   traffic (query text and parameters in logs, and later the audit trail
+//!   and traces) goes through the same plugins.
+
+pub mod batch;
+pub mod codec;
+pub mod messages;
+pub mod rows;
+
+use crate::plugin::{Fault, PluginSet};
+
+/// Separates short texts masked in one call: PostgreSQL texts cannot
+/// contain NUL, and the host refuses a plugin answer that adds or removes
+/// one.
+const SEPARATOR: char = '\0';
+
+/// Masks several short texts with one call per plugin. `None` when no
+/// plugin changed any of them; otherwise every text, masked.
+pub async fn mask_texts(plugins: &PluginSet, texts: &[&str]) -> Result<Option<Vec<String>>, Fault> {
+    if texts.iter().any(|text| text.contains(SEPARATOR)) {
+        // Not from PostgreSQL: mask each on its own.
+        let mut masked = Vec::with_capacity(texts.len());
+        let mut changed = false;
+        for text in texts {
+            match plugins.mask_text(text).await? {
+                Some(edited) => {
+                    masked.push(edited);
+                    changed = true;
+                }
+                None => masked.push((*text).to_owned()),
+            }
+        }
+        return Ok(changed.then_some(masked));
+    }
+    let joined = texts.join("\0");
+    let Some(edited) = plugins.mask_text(&joined).await? else {
+        return Ok(None);
+    };
+    let masked: Vec<String> = edited.split(SEPARATOR).map(str::to_owned).collect();
+    // The plugin set refuses an answer that adds or removes a NUL.
+    assert_eq!(masked.len(), texts.len(), "masking kept the separators");
+    Ok(Some(masked))
+}
+
+/// `text` as sluice may write it to its own logs: masked by the masking
+/// plugins, or withheld — never raw — when none is loaded or masking
+/// fails.
+pub async fn for_log(plugins: &PluginSet, text: &str) -> String {
+    if !plugins.masks() {
+        return "[withheld: no masking plugin is loaded]".to_owned();
+    }
+    match plugins.mask_text(text).await {
+        Ok(Some(masked)) => masked,
+        Ok(None) => text.to_owned(),
+        Err(fault) => {
+            tracing::warn!(%fault, "text for a log line could not be masked");
+            "[withheld: masking failed]".to_owned()
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Card numbers never leave unmasked: the shipped Luhn masker
+//! (`builtin:luhn-masker`) on every path out of the gateway — rows in text
+//! and binary format in every column type that can hold one, column names,
+//! errors and notices, notifications, reported parameters — while values
+//! that are not card numbers come back exactly as the server sent them.
+//!
+//! Expected binary values are PostgreSQL's own: the same query run directly
+//! with the masked value in place of the card number must give the very
+//! bytes sluice passed on.
+
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::types::{FromSql, Type};
+
+use sluice_tests::raw::{RawConn, query};
+use sluice_tests::{TestEnv, token_of};
+
+/// The shipped masker, with its defaults: first six and last four digits
+/// shown, `*` for the rest.
+const LUHN_MASKER: &str =
+    "[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n";
+
+/// Test card numbers of every scheme and length; each passes the Luhn
+/// check.
+const PANS: &[(&str, &str)] = &[
+    ("Visa 16", "4111111111111111"),
+    ("Visa 13", "4222222222222"),
+    ("Visa 19", "4111111111111111003"),
+    ("Mastercard 5-series", "5555555555554444"),
+    ("Mastercard 2-series", "2223003122003222"),
+    ("Amex 15", "378282246310005"),
+    ("Discover", "6011111111111117"),
+    ("JCB", "3530111333300000"),
+    ("Diners 14", "30569309025904"),
+];
+
+/// Text that looks a little like a card number and is not one.
+const NEAR_MISSES: &[&str] = &[
+    "4111111111111112",
+    "411111111111",
+    "41111111111111111111",
+    "x 54111111111111111111 y",
+    "+1 555 123 4567",
+    "+49 30 1234 56789",
+    "2026-11-29 03:07:26.123456+00",
+    "1764385646000",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "abcdefab-abcd-abcd-9012-345678901234",
+    "ORD-2024-000123",
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "total 1234.56",
+];
+
+/// A card number as the masker shows it: the first six and the last four
+/// digits, `*` for the digits between, anything else kept.
+fn masked(pan: &str) -> String {
+    hide(pan, '*')
+}
+
+/// A card number in a number column, masked: the hidden digits are 0.
+fn zeroed(pan: &str) -> String {
+    hide(pan, '0')
+}
+
+fn hide(pan: &str, with: char) -> String {
+    let digits = pan.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    pan.chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen <= 6 || seen > digits - 4 {
+                c
+            } else {
+                with
+            }
+        })
+        .collect()
+}
+
+/// A value exactly as the server's binary result carried it.
+#[derive(Debug, PartialEq)]
+struct Raw(Option<Vec<u8>>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A SELECT of one value of each case: `(type, what the table holds, what
+/// the client must see)`, as SQL expressions.
+fn cases_for(pan: &str) -> Vec<(&'static str, String, String)> {
+    let (m, z) = (masked(pan), zeroed(pan));
+    let grouped = |pan: &str| -> String {
+        pan.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut cases = vec![
+        ("text", format!("'card {pan} ok'"), format!("'card {m} ok'")),
+        ("varchar(60)", format!("'{pan}'"), format!("'{m}'")),
+        ("char(25)", format!("'{pan}'"), format!("'{m}'")),
+        ("name", format!("'{pan}'"), format!("'{m}'")),
+        (
+            "xml",
+            format!("'<card>{pan}</card>'"),
+            format!("'<card>{m}</card>'"),
+        ),
+        (
+            "json",
+            format!(r#"'{{"pan": "{pan}", "n": {pan}}}'"#),
+            format!(r#"'{{"pan": "{m}", "n": {z}}}'"#),
+        ),
+        (
+            "jsonb",
+            format!(r#"'{{"pan": "{pan}", "n": {pan}}}'"#),
+            format!(r#"'{{"pan": "{m}", "n": {z}}}'"#),
+        ),
+        ("numeric", format!("{pan}.50"), format!("{z}.50")),
+        (
+            "text[]",
+            format!("ARRAY['a', 'x {pan}', NULL]"),
+            format!("ARRAY['a', 'x {m}', NULL]"),
+        ),
+        (
+            "record",
+            format!("ROW(7, 'pan {pan}'::text, now()::date, NULL::text)"),
+            format!("ROW(7, 'pan {m}'::text, now()::date, NULL::text)"),
+        ),
+        ("bytea", format!("'{pan}'::bytea"), format!("'{m}'::bytea")),
+    ];
+    if pan.len() == 16 {
+        // Grouped as printed on the card.
+        cases.push((
+            "text",
+            format!("'{}'", grouped(pan)),
+            format!("'{}'", grouped(&m)),
+        ));
+    }
+    if pan.len() <= 18 || pan < "9223372036854775807" {
+        cases.push(("int8", pan.to_owned(), z.clone()));
+        cases.push((
+            "int8[]",
+            format!("ARRAY[1, {pan}]"),
+            format!("ARRAY[1, {z}]"),
+        ));
+    }
+    if pan.len() <= 15 {
+        // Exactly representable, and printed without an exponent.
+        cases.push(("float8", pan.to_owned(), z.clone()));
+    }
+    cases
+}
+
+/// One SELECT of every expression, cast to its type.
+fn select(expressions: &[(&str, String)]) -> String {
+    let columns: Vec<String> = expressions
+        .iter()
+        .enumerate()
+        .map(|(i, (ty, expression))| {
+            if *ty == "record" {
+                format!("{expression} AS c{i}")
+            } else {
+                format!("({expression})::{ty} AS c{i}")
+            }
+        })
+        .collect();
+    format!("SELECT {}", columns.join(", "))
+}
+
+async fn binary_values(client: &tokio_postgres::Client, sql: &str) -> Vec<Raw> {
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    (0..row.len()).map(|i| row.get::<_, Raw>(i)).collect()
+}
+
+async fn text_values(client: &tokio_postgres::Client, sql: &str) -> Vec<Option<String>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    (0..row.len())
+        .map(|i| row.get(i).map(str::to_owned))
+        .collect()
+}
+
+async fn start_masked() -> TestEnv {
+    TestEnv::start_with_config(LUHN_MASKER, false)
+        .await
+        .expect("the gateway starts with the Luhn masker")
+}
+
+/// Every scheme in every column type, in binary format (tokio-postgres's
+/// extended protocol) and text format (its simple protocol): what the
+/// client sees through sluice is what PostgreSQL itself sends for the
+/// masked value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_are_masked_in_every_column_type_and_format() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("analyst").await;
+    for (scheme, pan) in PANS {
+        let cases = cases_for(pan);
+        let stored: Vec<(&str, String)> = cases.iter().map(|(t, s, _)| (*t, s.clone())).collect();
+        let shown: Vec<(&str, String)> = cases.iter().map(|(t, _, m)| (*t, m.clone())).collect();
+        let (through, expected) = (select(&stored), select(&shown));
+
+        let binary = binary_values(&client, &through).await;
+        let want = binary_values(&direct, &expected).await;
+        for ((ty, _, _), (got, want)) in cases.iter().zip(binary.iter().zip(&want)) {
+            assert_eq!(got, want, "{scheme} as {ty}, binary format");
+        }
+        let text = text_values(&client, &through).await;
+        let want = text_values(&direct, &expected).await;
+        for ((ty, _, _), (got, want)) in cases.iter().zip(text.iter().zip(&want)) {
+            assert_eq!(got, want, "{scheme} as {ty}, text format");
+        }
+        // And the raw number is nowhere in what the client got.
+        let everything = format!("{binary:?} {text:?}");
+        assert!(!everything.contains(pan), "{scheme}: {everything}");
+    }
+}
+
+/// Near misses come back exactly as the server sent them, in both formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_a_card_number_is_left_alone() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("analyst").await;
+    let mut expressions: Vec<(&str, String)> = Vec::new();
+    for text in NEAR_MISSES {
+        expressions.push(("text", format!("'{text}'")));
+        expressions.push(("jsonb", format!(r#"'{{"v": "{text}"}}'"#)));
+        expressions.push(("text[]", format!("ARRAY['{text}']")));
+    }
+    for number in ["4111111111111112", "411111111111", "1764385646000123"] {
+        expressions.push(("int8", number.to_owned()));
+        expressions.push(("numeric", format!("{number}.25")));
+    }
+    expressions.push(("uuid", "'12345678-1234-1234-1234-123456789012'".to_owned()));
+    expressions.push(("timestamptz", "'2026-11-29 03:07:26.123456+00'".to_owned()));
+    let sql = select(&expressions);
+    assert_eq!(
+        binary_values(&client, &sql).await,
+        binary_values(&direct, &sql).await,
+        "binary format"
+    );
+    assert_eq!(
+        text_values(&client, &sql).await,
+        text_values(&direct, &sql).await,
+        "text format"
+    );
+}
+
+/// The seeded cards table through sluice shows no raw card number, and
+/// direct access shows them: the quickstart's promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cards_table_is_masked_through_sluice_only() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("analyst").await;
+    async fn pans(client: &tokio_postgres::Client) -> Vec<String> {
+        let rows = client
+            .query("SELECT pan FROM cards ORDER BY id", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+    let (pans, through) = (pans(&direct).await, pans(&client).await);
+    assert_eq!(through.len(), pans.len());
+    let mut masked_count = 0;
+    for (raw, shown) in pans.iter().zip(&through) {
+        assert!(
+            !shown.contains(raw.as_str()) || raw == shown,
+            "{raw} shown as {shown}"
+        );
+        if raw != shown {
+            assert_eq!(*shown, masked(raw));
+            masked_count += 1;
+        }
+    }
+    assert!(masked_count >= 10, "only {masked_count} cards masked");
+}
+
+/// Column names, errors with their detail, an echoed bind parameter,
+/// notices and notifications are masked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_in_server_messages_are_masked() {
+    let env = start_masked().await;
+    let (client, mut messages) = env.connect_with_async_messages("admin").await;
+    let pan = "4111111111111111";
+
+    // A column named like a card number, in both protocols.
+    let sql = format!(r#"SELECT 1 AS "{pan}", 2 AS "card {pan}""#);
+    let row = client.query_one(&sql, &[]).await.unwrap();
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, [masked(pan), format!("card {}", masked(pan))]);
+    let statement = client.prepare(&sql).await.unwrap();
+    assert_eq!(statement.columns()[0].name(), masked(pan));
+
+    // An error echoing a value, and a unique violation's DETAIL.
+    let error = client
+        .simple_query(&format!("SELECT '{pan}'::int4"))
+        .await
+        .unwrap_err();
+    let db = error.as_db_error().expect("a server error");
+    assert!(db.message().contains(&masked(pan)), "{}", db.message());
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE vault (pan text UNIQUE); INSERT INTO vault VALUES ('{pan}')"
+        ))
+        .await
+        .unwrap();
+    let error = client
+        .execute(&format!("INSERT INTO vault VALUES ('{pan}')"), &[])
+        .await
+        .unwrap_err();
+    let detail = error
+        .as_db_error()
+        .unwrap()
+        .detail()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(detail.contains(&masked(pan)), "{detail}");
+    assert!(!format!("{error:?}").contains(pan), "{error:?}");
+
+    // A bind parameter the server echoes in its error.
+    let typed = client
+        .prepare_typed("SELECT $1::int4", &[Type::TEXT])
+        .await
+        .unwrap();
+    let error = client
+        .query(&typed, &[&format!("card {pan}")])
+        .await
+        .unwrap_err();
+    let message = error.as_db_error().unwrap().message().to_owned();
+    assert!(
+        message.contains(&masked(pan)) && !message.contains(pan),
+        "{message}"
+    );
+
+    // A notice, and a notification's channel and payload.
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN RAISE NOTICE 'seen %', '{pan}' USING HINT = 'hint {pan}'; END $$"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            r#"LISTEN "{pan}"; NOTIFY "{pan}", 'payload {pan}'"#
+        ))
+        .await
+        .unwrap();
+    let mut seen_notice = false;
+    let mut seen_notification = false;
+    while !(seen_notice && seen_notification) {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), messages.recv()).await {
+            Ok(Some(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                assert_eq!(notice.message(), format!("seen {}", masked(pan)));
+                assert_eq!(
+                    notice.hint(),
+                    Some(format!("hint {}", masked(pan)).as_str())
+                );
+                seen_notice = true;
+            }
+            Ok(Some(tokio_postgres::AsyncMessage::Notification(notification))) => {
+                assert_eq!(notification.channel(), masked(pan));
+                assert_eq!(notification.payload(), format!("payload {}", masked(pan)));
+                seen_notification = true;
+            }
+            other => panic!("expected a notice and a notification, got {other:?}"),
+        }
+    }
+}
+
+/// `SET application_name` is reported back to the client in a
+/// ParameterStatus, at startup and after a SET: masked both times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_parameters_are_masked() {
+    let env = start_masked().await;
+    let pan = "5555555555554444";
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&sluice_tests::raw::startup_message(
+        0,
+        &[
+            ("user", "admin"),
+            ("database", &env.database),
+            ("application_name", &format!("app {pan}")),
+        ],
+    ))
+    .await;
+    conn.authenticate(token_of("admin")).await;
+    let startup = conn.until_ready().await;
+    let reported = |messages: &[sluice_tests::raw::Message]| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .map(|m| String::from_utf8_lossy(&m.body).replace('\0', "="))
+            .filter(|s| s.starts_with("application_name="))
+            .collect()
+    };
+    let names = reported(&startup);
+    assert_eq!(names.len(), 1, "{startup:?}");
+    assert!(
+        names[0].contains(&masked(pan)) && !names[0].contains(pan),
+        "{names:?}"
+    );
+
+    conn.send(&query(&format!("SET application_name = 'now {pan}'")))
+        .await;
+    let answer = conn.until_ready().await;
+    let names = reported(&answer);
+    assert_eq!(names, [format!("application_name=now {}=", masked(pan))]);
+}
+
+/// COPY TO STDOUT in text and csv format is masked row by row; binary
+/// COPY, which carries no types to read its values by, is refused rather
+/// than passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_out_is_masked() {
+    use futures_util::StreamExt;
+    let env = start_masked().await;
+    let client = env.connect("admin").await;
+    let direct = env.connect_direct().await;
+    async fn copy_out(
+        client: &tokio_postgres::Client,
+        sql: &str,
+    ) -> Result<String, tokio_postgres::Error> {
+        let stream = client.copy_out(sql).await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?);
+        }
+        Ok(String::from_utf8(data).expect("COPY text is UTF-8"))
+    }
+    for format in ["text", "csv"] {
+        let sql = format!(
+            "COPY (SELECT id, pan, 'note ' || pan AS note FROM cards ORDER BY id) TO STDOUT (FORMAT {format})"
+        );
+        let raw = copy_out(&direct, &sql).await.unwrap();
+        let through = copy_out(&client, &sql).await.unwrap();
+        assert_eq!(raw.lines().count(), through.lines().count(), "{format}");
+        let mut masked_rows = 0;
+        for (raw, shown) in raw.lines().zip(through.lines()) {
+            if raw != shown {
+                masked_rows += 1;
+            }
+            let pan = raw
+                .split(if format == "csv" { ',' } else { '\t' })
+                .nth(1)
+                .unwrap();
+            assert!(!shown.contains(pan), "{format}: {shown}");
+            assert!(shown.contains(&masked(pan)), "{format}: {shown}");
+        }
+        assert!(masked_rows >= 10, "{format}: {masked_rows} rows masked");
+    }
+    let error = copy_out(&client, "COPY cards TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap_err();
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("binary COPY"), "{error:?}");
+}
+
+/// A masking plugin that fails in the middle of a result fails closed: the
+/// client gets an error, never the rows it could not mask, and other
+/// sessions carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masking_failure_mid_result_fails_closed() {
+    let env = TestEnv::start_with_config(
+        &format!(
+            "[[plugins]]\nname = \"fragile\"\nhook = \"masking\"\npath = \"{}\"\n\
+             [plugins.config]\nneedle = \"4111111111111111\"\npanic_on = \"boom\"\n",
+            sluice::plugin::builtin::test_guests::GUEST_MASK_NEEDLE
+        ),
+        false,
+    )
+    .await
+    .expect("the gateway starts");
+    let bystander = env.connect("analyst").await;
+    for binary in [false, true] {
+        let client = env.connect("analyst").await;
+        // Many rows, the failing one late, so earlier batches were sent.
+        let sql = "SELECT g, CASE WHEN g = 5000 THEN 'boom' ELSE '4111111111111111' END \
+                   FROM generate_series(1, 6000) AS g";
+        let outcome = if binary {
+            client.query(sql, &[]).await.map(|rows| format!("{rows:?}"))
+        } else {
+            client
+                .simple_query(sql)
+                .await
+                .map(|rows| format!("{rows:?}"))
+        };
+        let error = outcome.expect_err("the result is refused");
+        assert!(
+            !format!("{error:?}").contains("4111111111111111"),
+            "{error:?}"
+        );
+        let message = error.as_db_error().map(|e| e.message().to_owned());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("could not mask"))
+                || error.is_closed(),
+            "{error:?}"
+        );
+        assert!(
+            client.simple_query("SELECT 1").await.is_err(),
+            "the session ended"
+        );
+    }
+    let rows = bystander
+        .query("SELECT '4111111111111111 ok'::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "**************** ok");
+}
