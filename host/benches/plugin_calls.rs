@@ -3,7 +3,9 @@
 //! read through the session handle),
 //! and masking batches of 1, 100 and 1,000 values through a plugin that
 //! looks at every value and edits none (the boundary's cost) and one that
-//! edits every value.
+//! edits every value; and the shipped Luhn masker on 16-byte values, alone
+//! (a batch through the boundary) and on the whole row path (DataRows in,
+//! a batch, the edits applied, the rows rebuilt).
 //!
 //! `cargo bench -p sluice --bench plugin_calls`; results in BENCHMARKS.md.
 
@@ -121,7 +123,7 @@ fn plugin_calls(c: &mut Criterion) {
                 let edits = set::mask_batch(pass_through, &session, batch.as_wit())
                     .await
                     .unwrap();
-                assert!(edits.is_empty());
+                assert!(edits.edits.is_empty());
             })
         });
         let dirty = batch(n, true);
@@ -135,6 +137,123 @@ fn plugin_calls(c: &mut Criterion) {
                         .unwrap();
                     let masked = batch.apply(edits, None).unwrap();
                     assert_eq!(masked.len(), batch.len());
+                })
+            },
+        );
+    }
+    group.finish();
+    luhn_masker(c, &runtime);
+}
+
+/// 16-digit values: Luhn-valid test card numbers, or digit strings that
+/// fail the Luhn check (what an order number column looks like to it).
+fn sixteen_digits(n: usize, pans: bool) -> Vec<String> {
+    const PANS: [&str; 4] = [
+        "4111111111111111",
+        "5555555555554444",
+        "6011111111111117",
+        "3530111333300000",
+    ];
+    (0..n)
+        .map(|i| {
+            if pans {
+                PANS[i % PANS.len()].to_owned()
+            } else {
+                // The check digit one off: never Luhn-valid, so the masker
+                // does all its work and finds nothing.
+                let body = format!("41111111{i:07}");
+                format!("{body}{}", (luhn_check_digit(&body) + 1) % 10)
+            }
+        })
+        .collect()
+}
+
+/// The digit that makes `body` followed by it pass the Luhn check.
+fn luhn_check_digit(body: &str) -> u32 {
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// DataRow messages of one text column holding `values`.
+fn data_rows(values: &[String]) -> Vec<u8> {
+    let mut rows = Vec::new();
+    for value in values {
+        rows.push(b'D');
+        rows.extend_from_slice(&(4 + 2 + 4 + value.len() as i32).to_be_bytes());
+        rows.extend_from_slice(&1i16.to_be_bytes());
+        rows.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        rows.extend_from_slice(value.as_bytes());
+    }
+    rows
+}
+
+fn luhn_masker(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    use sluice::config::PluginSource;
+    use sluice::masking::rows::ResultMask;
+    use sluice::plugin::bindings::types::{Column, ValueFormat};
+
+    let mut luhn = settings("pans", Hook::Masking, "", "{}");
+    luhn.source = PluginSource::Builtin("luhn-masker".to_owned());
+    let plugins = runtime
+        .block_on(PluginSet::load(Runtime::shared(), &[luhn], None))
+        .expect("the Luhn masker loads");
+    let session = session();
+    let masker = &plugins.chain(Hook::Masking)[0];
+    let n = 1000usize;
+    let mut group = c.benchmark_group("luhn-masker");
+    group.throughput(Throughput::Elements(n as u64));
+    for pans in [false, true] {
+        let kind = if pans {
+            "card numbers"
+        } else {
+            "no card numbers"
+        };
+        let values = sixteen_digits(n, pans);
+        let mut batch = Batch::default();
+        for value in &values {
+            batch.push(0, PieceKind::Text, value.as_bytes());
+        }
+        group.bench_function(BenchmarkId::new("batch of 16-byte values", kind), |b| {
+            b.to_async(runtime).iter(|| async {
+                let edits = set::mask_batch(masker, &session, batch.as_wit())
+                    .await
+                    .unwrap();
+                assert_eq!(edits.edits.len(), if pans { n } else { 0 });
+            })
+        });
+        let columns = vec![Column {
+            name: "pan".to_owned(),
+            table_oid: 0,
+            column_number: 0,
+            type_oid: 25,
+            type_modifier: -1,
+            format: ValueFormat::Text,
+        }];
+        let mask = runtime
+            .block_on(ResultMask::for_columns(&plugins, &session, columns))
+            .unwrap()
+            .expect("the masker selects text columns");
+        let rows = data_rows(&values);
+        group.bench_function(
+            BenchmarkId::new("DataRows of one 16-byte text column", kind),
+            |b| {
+                b.to_async(runtime).iter(|| async {
+                    let mut out = bytes::BytesMut::with_capacity(rows.len());
+                    mask.mask_rows(&session, &rows, &mut out).await.unwrap();
+                    assert_eq!(out.len(), rows.len());
                 })
             },
         );

@@ -9,7 +9,7 @@
 //! an edit may do to it.
 
 use super::codec::{PieceKind, zero_digits};
-use crate::plugin::bindings::masking::exports::sluice::gateway::masking::{ValueBatch, ValueEdit};
+use crate::plugin::bindings::masking::exports::sluice::gateway::masking::{ValueBatch, ValueEdits};
 
 /// Values of one result set's selected columns, kept in the WIT record's
 /// own shape so a call borrows it as it is.
@@ -96,35 +96,12 @@ impl Batch {
     /// Applies a plugin's edits. `origin` maps the edited batch's value
     /// indexes to this batch's (for a subset). Text that was valid UTF-8
     /// must stay so; in a number, the digits an edit covers become `0`
-    /// whatever its replacement says.
-    pub fn apply(
-        &self,
-        mut edits: Vec<ValueEdit>,
-        origin: Option<&[u32]>,
-    ) -> Result<Batch, String> {
-        for edit in &mut edits {
-            if let Some(origin) = origin {
-                edit.value = *origin.get(edit.value as usize).ok_or_else(|| {
-                    format!(
-                        "an edit names value {} of a batch of {}",
-                        edit.value,
-                        origin.len()
-                    )
-                })?;
-            }
-            if edit.value as usize >= self.len() {
-                return Err(format!(
-                    "an edit names value {} of a batch of {}",
-                    edit.value,
-                    self.len()
-                ));
-            }
-        }
-        // Overlaps are still caught after sorting: spans must not cross.
-        edits.sort_by_key(|e| (e.value, e.start));
+    /// whatever its replacement says; JSON stays JSON.
+    pub fn apply(&self, answer: ValueEdits, origin: Option<&[u32]>) -> Result<Batch, String> {
+        let edits = edit_list(&answer, origin, self.len())?;
         let mut out = Batch {
             values: ValueBatch {
-                data: Vec::with_capacity(self.values.data.len()),
+                data: Vec::with_capacity(self.values.data.len() + answer.replacements.len()),
                 ends: Vec::with_capacity(self.len()),
                 columns: self.values.columns.clone(),
             },
@@ -137,61 +114,108 @@ impl Batch {
             let value = self.value(index);
             spans.clear();
             while let Some(edit) = edits.next_if(|e| e.value as usize == index) {
-                spans.push((edit.start, edit.end, edit.replacement));
+                let replacement = &answer.replacements[edit.replacement.clone()];
+                spans.push((edit.start as usize, edit.end as usize, replacement));
             }
+            let data = &mut out.values.data;
+            let start = data.len();
             if spans.is_empty() {
-                out.values.data.extend_from_slice(value);
+                data.extend_from_slice(value);
             } else {
-                let edited = match self.kinds[index] {
-                    PieceKind::Number => zero_spans(value, &spans)?,
-                    PieceKind::Text => {
-                        let edited = apply_spans(value, spans.drain(..))?;
-                        if std::str::from_utf8(value).is_ok()
-                            && std::str::from_utf8(&edited).is_err()
-                        {
-                            return Err(format!(
-                                "an edit of value {index} leaves it invalid UTF-8"
-                            ));
-                        }
-                        edited
-                    }
-                    PieceKind::Json => json_spans(value, &spans)?,
-                    PieceKind::Bytes => apply_spans(value, spans.drain(..))?,
-                };
+                match self.kinds[index] {
+                    PieceKind::Number => zero_spans(value, &spans, data)?,
+                    PieceKind::Json => json_spans(value, &spans, data)?,
+                    PieceKind::Text | PieceKind::Bytes => apply_spans(value, &spans, data)?,
+                }
+                let edited = &data[start..];
+                if self.kinds[index] == PieceKind::Text
+                    && std::str::from_utf8(edited).is_err()
+                    && std::str::from_utf8(value).is_ok()
+                {
+                    return Err(format!("an edit of value {index} leaves it invalid UTF-8"));
+                }
                 out.edited[index] |= edited != value;
-                out.values.data.extend_from_slice(&edited);
             }
-            out.values.ends.push(out.values.data.len() as u32);
+            out.values.ends.push(data.len() as u32);
         }
         Ok(out)
     }
 }
 
-/// A number with the digits of each span written as `0`: the spans'
-/// replacements are not used, so the value keeps its shape and type.
-fn zero_spans(value: &[u8], spans: &[(u32, u32, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(value.len());
+/// One edit of a plugin's answer, checked to name a value of the batch and
+/// a replacement inside the answer's buffer.
+struct Edit {
+    value: u32,
+    start: u32,
+    end: u32,
+    replacement: std::ops::Range<usize>,
+}
+
+/// A plugin's edits in the order they apply (by value, then by start),
+/// each naming a value of a batch of `len` (after `origin` maps a subset's
+/// indexes back) and a replacement inside the answer.
+fn edit_list(answer: &ValueEdits, origin: Option<&[u32]>, len: usize) -> Result<Vec<Edit>, String> {
+    let mut from = 0usize;
+    let mut edits = Vec::with_capacity(answer.edits.len());
+    for edit in &answer.edits {
+        let to = edit.replacement_end as usize;
+        if to < from || to > answer.replacements.len() {
+            return Err(format!(
+                "an edit's replacement ends at {to}, outside {from}..{} of the replacements",
+                answer.replacements.len()
+            ));
+        }
+        let value = match origin {
+            Some(origin) => *origin.get(edit.value as usize).ok_or_else(|| {
+                format!(
+                    "an edit names value {} of a batch of {}",
+                    edit.value,
+                    origin.len()
+                )
+            })?,
+            None => edit.value,
+        };
+        if value as usize >= len {
+            return Err(format!("an edit names value {value} of a batch of {len}"));
+        }
+        edits.push(Edit {
+            value,
+            start: edit.start,
+            end: edit.end,
+            replacement: from..to,
+        });
+        from = to;
+    }
+    // Overlaps are still caught after sorting: spans must not cross.
+    edits.sort_by_key(|e| (e.value, e.start));
+    Ok(edits)
+}
+
+/// One value's edits: the span of the value each replaces, and with what.
+type Spans<'a> = [(usize, usize, &'a [u8])];
+
+/// A number with the digits of each span written as `0`, appended to
+/// `out`: the spans' replacements are not used, so the value keeps its
+/// shape and type.
+fn zero_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut at = 0usize;
-    for (start, end, _) in spans {
-        let (start, end) = (*start as usize, *end as usize);
+    for &(start, end, _) in spans {
         check_span(start, end, at, value.len())?;
         out.extend_from_slice(&value[at..start]);
-        zero_digits(&value[start..end], &mut out);
+        zero_digits(&value[start..end], out);
         at = end;
     }
     out.extend_from_slice(&value[at..]);
-    Ok(out)
+    Ok(())
 }
 
-/// JSON text with edits made so it stays JSON: an edit inside a string
-/// takes its replacement (which must need no escaping), one elsewhere — in
-/// a number — writes `0` over its digits.
-fn json_spans(value: &[u8], spans: &[(u32, u32, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(value.len());
+/// JSON text with edits made so it stays JSON, appended to `out`: an edit
+/// inside a string takes its replacement (which must need no escaping),
+/// one elsewhere — in a number — writes `0` over its digits.
+fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut reader = JsonStrings::default();
     let mut at = 0usize;
-    for (start, end, replacement) in spans {
-        let (start, end) = (*start as usize, *end as usize);
+    for &(start, end, replacement) in spans {
         check_span(start, end, at, value.len())?;
         reader.read(&value[at..start]);
         out.extend_from_slice(&value[at..start]);
@@ -207,13 +231,13 @@ fn json_spans(value: &[u8], spans: &[(u32, u32, Vec<u8>)]) -> Result<Vec<u8>, St
             }
             out.extend_from_slice(replacement);
         } else {
-            zero_digits(&value[start..end], &mut out);
+            zero_digits(&value[start..end], out);
         }
         reader.read(&value[start..end]);
         at = end;
     }
     out.extend_from_slice(&value[at..]);
-    Ok(out)
+    Ok(())
 }
 
 /// Follows JSON text far enough to know whether a position is inside a
@@ -247,28 +271,24 @@ fn check_span(start: usize, end: usize, after: usize, len: usize) -> Result<(), 
     Ok(())
 }
 
-/// Replaces spans of `input`. Spans must be in order, must not overlap and
-/// must lie within the input.
-pub fn apply_spans(
-    input: &[u8],
-    spans: impl IntoIterator<Item = (u32, u32, Vec<u8>)>,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(input.len());
+/// `input` with its spans replaced, appended to `out`. Spans must be in
+/// order, must not overlap and must lie within the input.
+pub fn apply_spans(input: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut at = 0usize;
-    for (start, end, replacement) in spans {
-        let (start, end) = (start as usize, end as usize);
+    for &(start, end, replacement) in spans {
         check_span(start, end, at, input.len())?;
         out.extend_from_slice(&input[at..start]);
-        out.extend_from_slice(&replacement);
+        out.extend_from_slice(replacement);
         at = end;
     }
     out.extend_from_slice(&input[at..]);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::bindings::masking::exports::sluice::gateway::masking::ValueEdit;
 
     fn batch(values: &[(&str, u16)]) -> Batch {
         let mut batch = Batch::default();
@@ -278,13 +298,22 @@ mod tests {
         batch
     }
 
-    fn edit(value: u32, start: u32, end: u32, replacement: &str) -> ValueEdit {
-        ValueEdit {
-            value,
-            start,
-            end,
-            replacement: replacement.as_bytes().to_vec(),
+    /// A plugin's answer: `(value, start, end, replacement)` per edit.
+    fn answer(edits: &[(u32, u32, u32, &[u8])]) -> ValueEdits {
+        let mut answer = ValueEdits {
+            edits: Vec::new(),
+            replacements: Vec::new(),
+        };
+        for &(value, start, end, replacement) in edits {
+            answer.replacements.extend_from_slice(replacement);
+            answer.edits.push(ValueEdit {
+                value,
+                start,
+                end,
+                replacement_end: answer.replacements.len() as u32,
+            });
         }
+        answer
     }
 
     #[test]
@@ -292,11 +321,7 @@ mod tests {
         let b = batch(&[("card 4111", 0), ("none", 1), ("4111 and 4111", 0)]);
         let edited = b
             .apply(
-                vec![
-                    edit(2, 9, 13, "****"),
-                    edit(0, 5, 9, "****"),
-                    edit(2, 0, 4, "#"),
-                ],
+                answer(&[(2, 9, 13, b"****"), (0, 5, 9, b"****"), (2, 0, 4, b"#")]),
                 None,
             )
             .unwrap();
@@ -309,27 +334,19 @@ mod tests {
     #[test]
     fn bad_edits_are_refused_not_applied() {
         let b = batch(&[("abc", 0)]);
+        let mut beyond = answer(&[(0, 0, 1, b"x")]);
+        beyond.edits[0].replacement_end = 7;
         for (bad, why) in [
-            (vec![edit(1, 0, 1, "x")], "names value 1"),
-            (vec![edit(0, 2, 9, "x")], "outside"),
-            (vec![edit(0, 2, 1, "x")], "outside"),
-            (vec![edit(0, 0, 2, "x"), edit(0, 1, 3, "y")], "overlapping"),
+            (answer(&[(1, 0, 1, b"x")]), "names value 1"),
+            (answer(&[(0, 2, 9, b"x")]), "outside"),
+            (answer(&[(0, 2, 1, b"x")]), "outside"),
+            (answer(&[(0, 0, 2, b"x"), (0, 1, 3, b"y")]), "overlapping"),
+            (beyond, "replacement ends at 7"),
+            (answer(&[(0, 0, 1, &[0xff])]), "UTF-8"),
         ] {
             let error = b.apply(bad, None).unwrap_err();
             assert!(error.contains(why), "{error}");
         }
-        let error = b
-            .apply(
-                vec![ValueEdit {
-                    value: 0,
-                    start: 0,
-                    end: 1,
-                    replacement: vec![0xff],
-                }],
-                None,
-            )
-            .unwrap_err();
-        assert!(error.contains("UTF-8"), "{error}");
     }
 
     #[test]
@@ -338,7 +355,7 @@ mod tests {
         let (subset, origin) = b.subset(&[true, false]);
         assert_eq!(subset.len(), 2);
         assert_eq!(subset.value(1), b"a2");
-        let edited = b.apply(vec![edit(1, 0, 1, "A")], Some(&origin)).unwrap();
+        let edited = b.apply(answer(&[(1, 0, 1, b"A")]), Some(&origin)).unwrap();
         assert_eq!(edited.value(2), b"A2");
         assert_eq!(edited.value(1), b"b1");
     }
@@ -351,16 +368,7 @@ mod tests {
         b.push(2, PieceKind::Bytes, &[0xff, 0x00]);
         let edited = b
             .apply(
-                vec![
-                    edit(0, 7, 17, "******"),
-                    edit(1, 0, 2, "un"),
-                    ValueEdit {
-                        value: 2,
-                        start: 0,
-                        end: 1,
-                        replacement: vec![0xfe],
-                    },
-                ],
+                answer(&[(0, 7, 17, b"******"), (1, 0, 2, b"un"), (2, 0, 1, &[0xfe])]),
                 None,
             )
             .unwrap();
@@ -380,13 +388,17 @@ mod tests {
         let json = r#"{"pan": "4111 \" 4111", "n": 4111, "s": "4111"}"#;
         b.push(0, PieceKind::Json, json.as_bytes());
         let at = |needle: &str, nth: usize| json.match_indices(needle).nth(nth).unwrap().0 as u32;
-        let edits = [0, 1, 2, 3].map(|nth| edit(0, at("4111", nth) + 1, at("4111", nth) + 3, "**"));
-        let edited = b.apply(edits.to_vec(), None).unwrap();
+        let edits =
+            [0, 1, 2, 3].map(|nth| (0, at("4111", nth) + 1, at("4111", nth) + 3, &b"**"[..]));
+        let edited = b.apply(answer(&edits), None).unwrap();
         assert_eq!(
             std::str::from_utf8(edited.value(0)).unwrap(),
             r#"{"pan": "4**1 \" 4**1", "n": 4001, "s": "4**1"}"#
         );
-        let error = b.apply(vec![edit(0, at("4111", 0), at("4111", 0) + 1, "\"")], None);
+        let error = b.apply(
+            answer(&[(0, at("4111", 0), at("4111", 0) + 1, b"\"")]),
+            None,
+        );
         assert!(error.unwrap_err().contains("JSON string"));
     }
 }

@@ -134,7 +134,7 @@ impl ResultMask {
                 (&subset, Some(origin))
             };
             let edits = crate::plugin::set::mask_batch(plugin, session, input.as_wit()).await?;
-            if edits.is_empty() {
+            if edits.edits.is_empty() {
                 continue;
             }
             batch = batch

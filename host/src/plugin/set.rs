@@ -234,10 +234,14 @@ impl PluginSet {
             if edits.is_empty() {
                 continue;
             }
-            let spans = edits
-                .into_iter()
-                .map(|e| (e.start, e.end, e.replacement.into_bytes()));
-            let masked = crate::masking::batch::apply_spans(input.as_bytes(), spans)
+            let mut spans: Vec<(usize, usize, &[u8])> = edits
+                .iter()
+                .map(|e| (e.start as usize, e.end as usize, e.replacement.as_bytes()))
+                .collect();
+            spans.sort_by_key(|&(start, _, _)| start);
+            let mut masked = Vec::with_capacity(input.len());
+            let masked = crate::masking::batch::apply_spans(input.as_bytes(), &spans, &mut masked)
+                .map(|()| masked)
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| "the edited text is not UTF-8".to_owned())
                 })
@@ -464,7 +468,7 @@ pub async fn mask_batch(
     plugin: &Plugin,
     session: &Arc<SessionInfo>,
     batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
-) -> Result<Vec<super::bindings::masking::exports::sluice::gateway::masking::ValueEdit>, Fault> {
+) -> Result<super::bindings::masking::exports::sluice::gateway::masking::ValueEdits, Fault> {
     call!(plugin, Masking, |e, store| {
         let session = lend(store, session);
         e.sluice_gateway_masking()

@@ -4,7 +4,8 @@
 //! which columns the plugin wants to see, then sends the selected columns'
 //! values in batches of many rows to [`Masking::mask_batch`], all in one
 //! buffer ([`ValueBatch`]). The plugin answers with edits only (spans to
-//! replace, [`ValueEdit`]); values it leaves alone cost nothing more.
+//! replace, gathered in one [`ValueEdits`] with [`ValueEdits::push`]);
+//! values it leaves alone cost nothing more.
 //! Free text — error and notice fields, notification payloads, column
 //! names, and the query text sluice writes to its audit trail and logs —
 //! goes to [`Masking::mask_text`].
@@ -18,7 +19,9 @@
 
 use std::marker::PhantomData;
 
-pub use crate::wit::masking::exports::sluice::gateway::masking::{TextEdit, ValueBatch, ValueEdit};
+pub use crate::wit::masking::exports::sluice::gateway::masking::{
+    TextEdit, ValueBatch, ValueEdit, ValueEdits,
+};
 
 use crate::session::Session;
 use crate::types::Column;
@@ -65,7 +68,7 @@ pub trait Masking {
     /// a binary array and each field of a binary record as a value of its
     /// own). In a number column sluice writes `0` over the digits an edit
     /// covers instead of its replacement, so the value stays a number.
-    fn mask_batch(session: &Session, batch: &ValueBatch) -> Vec<ValueEdit>;
+    fn mask_batch(session: &Session, batch: &ValueBatch) -> ValueEdits;
 
     /// The edits to make to free text: error and notice fields,
     /// notification channels and payloads, column names, reported server
@@ -108,7 +111,7 @@ impl<T: Masking> masking::Guest for Adapter<T> {
         T::select_columns(&Session::lent(session), &columns)
     }
 
-    fn mask_batch(session: &LentSession, batch: ValueBatch) -> Vec<ValueEdit> {
+    fn mask_batch(session: &LentSession, batch: ValueBatch) -> ValueEdits {
         T::mask_batch(&Session::lent(session), &batch)
     }
 
@@ -198,42 +201,122 @@ impl<'a> Iterator for Values<'a> {
 
 impl std::iter::FusedIterator for Values<'_> {}
 
+impl Default for ValueEdits {
+    fn default() -> Self {
+        ValueEdits::new()
+    }
+}
+
+impl ValueEdits {
+    /// No edits.
+    pub fn new() -> Self {
+        ValueEdits {
+            edits: Vec::new(),
+            replacements: Vec::new(),
+        }
+    }
+
+    /// Adds an edit: replace bytes `start..end` of value `value` (offsets
+    /// relative to the value's start) with `replacement`.
+    ///
+    /// ```
+    /// use sluice_plugin::masking::ValueEdits;
+    ///
+    /// let mut edits = ValueEdits::new();
+    /// edits.push(0, 6, 12, b"******");
+    /// let all: Vec<_> = edits.iter().collect();
+    /// assert_eq!(all, [(0, 6, 12, &b"******"[..])]);
+    /// ```
+    pub fn push(&mut self, value: u32, start: u32, end: u32, replacement: &[u8]) {
+        self.push_with(value, start, end, |out| out.extend_from_slice(replacement));
+    }
+
+    /// Like [`ValueEdits::push`], with the replacement written by `write`
+    /// straight into the shared buffer: a masker that builds replacements
+    /// allocates nothing per edit.
+    ///
+    /// ```
+    /// use sluice_plugin::masking::ValueEdits;
+    ///
+    /// let mut edits = ValueEdits::new();
+    /// edits.push_with(0, 6, 12, |out| out.extend(std::iter::repeat_n(b'*', 6)));
+    /// assert_eq!(edits.iter().next(), Some((0, 6, 12, &b"******"[..])));
+    /// ```
+    pub fn push_with(
+        &mut self,
+        value: u32,
+        start: u32,
+        end: u32,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        write(&mut self.replacements);
+        let replacement_end =
+            u32::try_from(self.replacements.len()).expect("replacements hold less than 4 GiB");
+        self.edits.push(ValueEdit {
+            value,
+            start,
+            end,
+            replacement_end,
+        });
+    }
+
+    /// How many edits there are.
+    pub fn len(&self) -> usize {
+        self.edits.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// The edits in the order they were pushed, as `(value, start, end,
+    /// replacement)`. Stops early at an edit whose replacement does not fit
+    /// the buffer (never the case for edits made with [`ValueEdits::push`]).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, u32, &[u8])> + '_ {
+        let mut from = 0usize;
+        self.edits.iter().map_while(move |edit| {
+            let to = edit.replacement_end as usize;
+            let replacement = self.replacements.get(from..to)?;
+            from = to;
+            Some((edit.value, edit.start, edit.end, replacement))
+        })
+    }
+}
+
 /// The batch's values with `edits` made, as sluice makes them: a test
 /// helper that also checks the edits are ones sluice accepts (each value
 /// index in the batch, each span inside its value, one value's edits in
 /// order and not overlapping), naming the first that is not.
-pub fn apply_value_edits(batch: &ValueBatch, edits: &[ValueEdit]) -> Result<Vec<Vec<u8>>, String> {
+pub fn apply_value_edits(batch: &ValueBatch, edits: &ValueEdits) -> Result<Vec<Vec<u8>>, String> {
     let mut values: Vec<Vec<u8>> = batch.values().map(|(_, _, bytes)| bytes.to_vec()).collect();
     if values.len() != batch.len() {
         return Err("the batch's offsets do not fit its buffer".to_owned());
     }
+    let listed: Vec<_> = edits.iter().collect();
+    if listed.len() != edits.len() {
+        return Err("an edit's replacement does not fit the replacements buffer".to_owned());
+    }
     // Edits are applied last to first, so earlier offsets stay valid.
     let mut checked_from = vec![u32::MAX; values.len()];
-    for (number, edit) in edits.iter().enumerate().rev() {
+    for (number, (index, start, end, replacement)) in listed.into_iter().enumerate().rev() {
         let value = values
-            .get_mut(edit.value as usize)
-            .ok_or_else(|| format!("edit {number} names value {}, not in the batch", edit.value))?;
-        if edit.start > edit.end || edit.end as usize > value.len() {
+            .get_mut(index as usize)
+            .ok_or_else(|| format!("edit {number} names value {index}, not in the batch"))?;
+        if start > end || end as usize > value.len() {
             return Err(format!(
-                "edit {number} spans {}..{} of value {}, which is {} bytes long",
-                edit.start,
-                edit.end,
-                edit.value,
+                "edit {number} spans {start}..{end} of value {index}, which is {} bytes long",
                 value.len()
             ));
         }
-        let next_start = &mut checked_from[edit.value as usize];
-        if edit.end > *next_start {
+        let next_start = &mut checked_from[index as usize];
+        if end > *next_start {
             return Err(format!(
-                "edit {number} overlaps or follows the next edit of value {}",
-                edit.value
+                "edit {number} overlaps or follows the next edit of value {index}"
             ));
         }
-        *next_start = edit.start;
-        value.splice(
-            edit.start as usize..edit.end as usize,
-            edit.replacement.iter().copied(),
-        );
+        *next_start = start;
+        value.splice(start as usize..end as usize, replacement.iter().copied());
     }
     Ok(values)
 }
@@ -296,20 +379,9 @@ mod tests {
     #[test]
     fn value_edits_apply_per_value() {
         let batch = ValueBatch::from_values([(0, &b"4111 1111"[..]), (0, b"ok")]);
-        let edits = [
-            ValueEdit {
-                value: 0,
-                start: 0,
-                end: 4,
-                replacement: b"****".to_vec(),
-            },
-            ValueEdit {
-                value: 0,
-                start: 5,
-                end: 9,
-                replacement: b"#".to_vec(),
-            },
-        ];
+        let mut edits = ValueEdits::new();
+        edits.push(0, 0, 4, b"****");
+        edits.push(0, 5, 9, b"#");
         let values = apply_value_edits(&batch, &edits).unwrap();
         assert_eq!(values, [b"**** #".to_vec(), b"ok".to_vec()]);
     }
@@ -317,18 +389,21 @@ mod tests {
     #[test]
     fn value_edits_out_of_order_or_range_are_refused() {
         let batch = ValueBatch::from_values([(0, &b"abcdef"[..])]);
-        let edit = |start, end| ValueEdit {
-            value: 0,
-            start,
-            end,
-            replacement: Vec::new(),
+        let edits = |spans: &[(u32, u32, u32)]| {
+            let mut edits = ValueEdits::new();
+            for (value, start, end) in spans {
+                edits.push(*value, *start, *end, b"");
+            }
+            edits
         };
-        assert!(apply_value_edits(&batch, &[edit(3, 4), edit(1, 2)]).is_err());
-        assert!(apply_value_edits(&batch, &[edit(1, 4), edit(3, 5)]).is_err());
-        assert!(apply_value_edits(&batch, &[edit(4, 7)]).is_err());
-        let mut far = edit(0, 1);
-        far.value = 1;
-        assert!(apply_value_edits(&batch, &[far]).is_err());
+        assert!(apply_value_edits(&batch, &edits(&[(0, 3, 4), (0, 1, 2)])).is_err());
+        assert!(apply_value_edits(&batch, &edits(&[(0, 1, 4), (0, 3, 5)])).is_err());
+        assert!(apply_value_edits(&batch, &edits(&[(0, 4, 7)])).is_err());
+        assert!(apply_value_edits(&batch, &edits(&[(1, 0, 1)])).is_err());
+        // A replacement beyond the buffer.
+        let mut broken = edits(&[(0, 0, 1)]);
+        broken.edits[0].replacement_end = 9;
+        assert!(apply_value_edits(&batch, &broken).is_err());
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //!
 //! A card number is a run of 13 to 19 digits (single spaces or dashes
 //! between groups allowed, grouped as cards are printed) that stands alone,
-//! starts with a payment brand's leading digit and passes the Luhn check;
-//! [`scan`] says exactly what that means and why. Nothing else is altered:
-//! the rules are there as much to leave order numbers, phone numbers,
-//! timestamps, UUIDs and hashes alone as to find the cards.
+//! starts with a payment brand's leading digit and passes the Luhn check,
+//! or such a stretch of whole groups of a longer run (a card number and its
+//! expiry, say); [`scan`] says exactly what that means and why. The rules
+//! are there as much to leave order numbers, phone numbers, timestamps,
+//! UUIDs and hashes alone as to find the cards.
 //!
 //! Each digit between the kept ones is replaced by the mask character;
 //! separators stay where they were: `4111 1111 1111 1111` becomes
-//! `4111 11** **** 1111`. One edit per card number.
+//! `4111 11** **** 1111`. One edit per card number, or per stretch of
+//! card numbers (windows) whose hidden digits overlap or touch.
 //!
 //! Every column is looked at except those of types that can never show a
 //! card number ([`columns`]). Values and free text (errors, notices, the
@@ -30,7 +32,7 @@ mod tests;
 
 use std::sync::OnceLock;
 
-use sluice_plugin::masking::{Masking, TextEdit, ValueBatch, ValueEdit};
+use sluice_plugin::masking::{Masking, TextEdit, ValueBatch, ValueEdits};
 use sluice_plugin::session::Session;
 use sluice_plugin::types::Column;
 
@@ -50,7 +52,7 @@ impl Masking for LuhnMasker {
             .collect()
     }
 
-    fn mask_batch(_session: &Session, batch: &ValueBatch) -> Vec<ValueEdit> {
+    fn mask_batch(_session: &Session, batch: &ValueBatch) -> ValueEdits {
         mask_batch(configured(), batch)
     }
 
@@ -82,16 +84,13 @@ fn configured() -> &'static Settings {
 /// The host sends every value as text, whatever its wire format, and
 /// writes zeros itself over a masked span of a number column, so the type
 /// of the column does not matter here.
-fn mask_batch(settings: &Settings, batch: &ValueBatch) -> Vec<ValueEdit> {
-    let mut edits = Vec::new();
+fn mask_batch(settings: &Settings, batch: &ValueBatch) -> ValueEdits {
+    let mut edits = ValueEdits::new();
     for (index, _column, value) in batch.values() {
         scan::scan(value, &settings.rules, |start, end| {
-            edits.push(ValueEdit {
-                value: index,
-                // A value is shorter than the batch, whose offsets are u32.
-                start: start as u32,
-                end: end as u32,
-                replacement: replacement(&value[start..end], &settings.mask),
+            // A value is shorter than the batch, whose offsets are u32.
+            edits.push_with(index, start as u32, end as u32, |out| {
+                write_replacement(&value[start..end], &settings.mask, out)
             });
         });
     }
@@ -105,9 +104,14 @@ fn mask_text(settings: &Settings, text: &str) -> Vec<TextEdit> {
         // The span holds only ASCII digits and separators, and the mask is
         // one character: the replacement is UTF-8, and start and end are
         // character boundaries.
+        let mut replacement = Vec::new();
+        write_replacement(
+            &text.as_bytes()[start..end],
+            &settings.mask,
+            &mut replacement,
+        );
         let replacement =
-            String::from_utf8(replacement(&text.as_bytes()[start..end], &settings.mask))
-                .expect("digits replaced by a character are UTF-8");
+            String::from_utf8(replacement).expect("digits replaced by a character are UTF-8");
         edits.push(TextEdit {
             start: start as u32,
             end: end as u32,
@@ -117,25 +121,15 @@ fn mask_text(settings: &Settings, text: &str) -> Vec<TextEdit> {
     edits
 }
 
-/// `hidden` (digits and separators) with every digit replaced by `mask`
-/// and the separators kept, so the grouping stays readable.
-fn replacement(hidden: &[u8], mask: &str) -> Vec<u8> {
-    let keep_separator = |byte: u8| !byte.is_ascii_digit();
-    match mask.as_bytes() {
-        &[mask] => hidden
-            .iter()
-            .map(|&byte| if keep_separator(byte) { byte } else { mask })
-            .collect(),
-        mask => {
-            let mut out = Vec::with_capacity(hidden.len() * mask.len());
-            for &byte in hidden {
-                if keep_separator(byte) {
-                    out.push(byte);
-                } else {
-                    out.extend_from_slice(mask);
-                }
-            }
-            out
+/// Appends `hidden` (digits and separators) to `out` with every digit
+/// replaced by `mask` and the separators kept, so the grouping stays
+/// readable.
+fn write_replacement(hidden: &[u8], mask: &str, out: &mut Vec<u8>) {
+    for &byte in hidden {
+        if byte.is_ascii_digit() {
+            out.extend_from_slice(mask.as_bytes());
+        } else {
+            out.push(byte);
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 use sluice_plugin::config;
-use sluice_plugin::masking::{Masking, TextEdit, ValueBatch, ValueEdit};
+use sluice_plugin::masking::{Masking, TextEdit, ValueBatch, ValueEdits};
 use sluice_plugin::session::Session;
 use sluice_plugin::types::Column;
 
@@ -30,7 +30,7 @@ impl Masking for MaskNeedle {
         vec![true; columns.len()]
     }
 
-    fn mask_batch(_session: &Session, batch: &ValueBatch) -> Vec<ValueEdit> {
+    fn mask_batch(_session: &Session, batch: &ValueBatch) -> ValueEdits {
         configured().mask_batch(batch)
     }
 
@@ -95,17 +95,17 @@ impl Needle {
         })
     }
 
-    fn mask_batch(&self, batch: &ValueBatch) -> Vec<ValueEdit> {
-        let mut edits = Vec::new();
+    fn mask_batch(&self, batch: &ValueBatch) -> ValueEdits {
+        let mut edits = ValueEdits::new();
         for (index, _column, bytes) in batch.values() {
             self.panic_if_asked(bytes);
             for start in occurrences(bytes, self.needle.as_bytes()) {
-                edits.push(ValueEdit {
-                    value: index,
-                    start: start as u32,
-                    end: (start + self.needle.len()) as u32,
-                    replacement: self.replacement.as_bytes().to_vec(),
-                });
+                edits.push(
+                    index,
+                    start as u32,
+                    (start + self.needle.len()) as u32,
+                    self.replacement.as_bytes(),
+                );
             }
         }
         edits

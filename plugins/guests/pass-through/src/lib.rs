@@ -1,7 +1,7 @@
 //! Test plugin (masking): selects every column and edits nothing, to
 //! measure what the masking path itself costs.
 
-use sluice_plugin::masking::{Masking, ValueBatch, ValueEdit};
+use sluice_plugin::masking::{Masking, ValueBatch, ValueEdits};
 use sluice_plugin::session::Session;
 use sluice_plugin::types::Column;
 
@@ -12,8 +12,8 @@ impl Masking for PassThrough {
         vec![true; columns.len()]
     }
 
-    fn mask_batch(_session: &Session, _batch: &ValueBatch) -> Vec<ValueEdit> {
-        Vec::new()
+    fn mask_batch(_session: &Session, _batch: &ValueBatch) -> ValueEdits {
+        ValueEdits::new()
     }
 }
 
