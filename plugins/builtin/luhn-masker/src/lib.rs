@@ -125,11 +125,22 @@ fn mask_text(settings: &Settings, text: &str) -> Vec<TextEdit> {
 /// replaced by `mask` and the separators kept, so the grouping stays
 /// readable.
 fn write_replacement(hidden: &[u8], mask: &str, out: &mut Vec<u8>) {
-    for &byte in hidden {
-        if byte.is_ascii_digit() {
-            out.extend_from_slice(mask.as_bytes());
-        } else {
-            out.push(byte);
+    match *mask.as_bytes() {
+        // The common case, one byte for one byte: a single pass the
+        // compiler can keep tight.
+        [mask] => out.extend(hidden.iter().map(
+            |&byte| {
+                if byte.is_ascii_digit() { mask } else { byte }
+            },
+        )),
+        _ => {
+            for &byte in hidden {
+                if byte.is_ascii_digit() {
+                    out.extend_from_slice(mask.as_bytes());
+                } else {
+                    out.push(byte);
+                }
+            }
         }
     }
 }
