@@ -71,6 +71,49 @@ pub struct CopyCommand {
     pub endpoint: CopyEndpoint,
 }
 
+/// For a `COPY ... TO STDOUT`, a query that returns the rows it will send,
+/// with the same columns and types: `SELECT cols FROM table` for the table
+/// form (names exact, quoted), the query itself for `COPY (query)`. sluice
+/// describes it upstream to learn the types of binary COPY data. `None`
+/// for any other statement, or one this reader is not certain about.
+pub fn source_query(text: &str, standard_conforming_strings: bool) -> Option<String> {
+    let copy = read(text, standard_conforming_strings)?;
+    if copy.direction != CopyDirection::To || copy.endpoint != CopyEndpoint::Stdio {
+        return None;
+    }
+    Some(match copy.source {
+        CopySource::Table {
+            schema,
+            name,
+            columns,
+        } => {
+            let columns = if columns.is_empty() {
+                "*".to_owned()
+            } else {
+                columns
+                    .iter()
+                    .map(|c| quoted(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let table = match schema {
+                Some(schema) => format!("{}.{}", quoted(&schema), quoted(&name)),
+                None => quoted(&name),
+            };
+            format!("SELECT {columns} FROM {table}")
+        }
+        CopySource::Query {
+            text_offset,
+            text_len,
+        } => text.get(text_offset..text_offset + text_len)?.to_owned(),
+    })
+}
+
+/// `name` as a quoted identifier: exactly this name, whatever its case.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Reads a COPY statement, or None when it is not one this reader is certain
 /// about (the caller then treats the text as unparsed and denies it).
 pub fn read(text: &str, standard_conforming_strings: bool) -> Option<CopyCommand> {
@@ -660,6 +703,34 @@ mod tests {
             "\"copy\" t TO STDOUT",
         ] {
             assert_eq!(read(sql, true), None, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn the_source_of_a_copy_out_is_a_query_with_its_columns() {
+        assert_eq!(
+            source_query("COPY Cards (id, \"PAN\") TO STDOUT (FORMAT binary)", true).as_deref(),
+            Some("SELECT \"id\", \"PAN\" FROM \"cards\"")
+        );
+        assert_eq!(
+            source_query("copy public.cards to stdout binary", true).as_deref(),
+            Some("SELECT * FROM \"public\".\"cards\"")
+        );
+        assert_eq!(
+            source_query(
+                "COPY ( SELECT 1 AS \"a\"\"b\" ) TO STDOUT WITH (FORMAT binary)",
+                true
+            )
+            .as_deref(),
+            Some("SELECT 1 AS \"a\"\"b\"")
+        );
+        for not_out in [
+            "COPY cards FROM STDIN",
+            "COPY cards TO '/tmp/x'",
+            "COPY cards TO PROGRAM 'cat'",
+            "SELECT 1",
+        ] {
+            assert_eq!(source_query(not_out, true), None, "{not_out}");
         }
     }
 }

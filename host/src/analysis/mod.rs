@@ -24,6 +24,8 @@ mod statement;
 mod walk;
 mod where_clause;
 
+pub use copy::source_query as copy_source_query;
+
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 

@@ -7,6 +7,8 @@
 //! - [`rows`]: result rows (DataRow), in text or binary format, through
 //!   [`codec`]s that turn each column's values into text pieces and back,
 //!   batched into [`batch`]es of many rows per call;
+//! - [`copy`]: binary COPY TO STDOUT data, whose tuples are masked as
+//!   rows once sluice has described the COPY's source;
 //! - [`messages`]: the text of server messages — error and notice fields,
 //!   column names, reported parameters, notifications;
 //! - [`for_log`] and [`mask_texts`]: the text sluice itself writes about
@@ -15,6 +17,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod copy;
 pub mod messages;
 pub mod rows;
 

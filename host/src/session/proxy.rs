@@ -101,6 +101,9 @@ struct Cycle {
     /// Set when sluice refused a statement of the cycle: the server's first
     /// error in it is replaced by this one.
     refusal: Option<Fatal>,
+    /// sluice's own cycle (a describe of a COPY's source): its replies are
+    /// read by sluice and never reach the client.
+    injected: bool,
 }
 
 /// A Describe sent upstream whose answer (RowDescription or NoData) has not
@@ -125,6 +128,21 @@ enum Rows {
     /// Described; masked with this, or streamed when no plugin wants any
     /// column.
     Described(Option<Arc<ResultMask>>),
+}
+
+/// What sluice does with the data of a COPY TO STDOUT.
+#[derive(Debug, Default)]
+enum CopyOut {
+    /// Pass it on as it comes (no COPY, or nothing to mask).
+    #[default]
+    Streams,
+    /// Text or csv rows, masked as text.
+    Text,
+    /// Binary tuples, masked as rows of the described columns.
+    Binary {
+        mask: Arc<ResultMask>,
+        header_seen: bool,
+    },
 }
 
 /// A RowDescription the masking plugins have seen, and their answers.
@@ -222,8 +240,15 @@ struct Proxy<'a> {
     /// Describe: an Execute of it right after needs no describe of ours.
     just_described: Option<String>,
     rows: Rows,
-    /// A COPY TO STDOUT is sending rows that must be masked.
-    copy_masked: bool,
+    /// What to do with the data of a COPY TO STDOUT now.
+    copy_out: CopyOut,
+    /// The columns of the COPY source sluice last described, for the COPY
+    /// that follows; and the error the describe met, if it failed.
+    copy_columns: Option<Vec<crate::plugin::bindings::types::Column>>,
+    copy_describe_error: Option<Vec<(u8, String)>>,
+    /// The client has sent extended-protocol messages not yet ended by a
+    /// Sync.
+    extended_open: bool,
     /// The session's prepared statements, judged at each Bind or EXECUTE.
     prepared: Prepared,
     /// Analyses the session's statements, remembering their shapes.
@@ -330,7 +355,10 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         describes: VecDeque::new(),
         just_described: None,
         rows: Rows::Undescribed,
-        copy_masked: false,
+        copy_out: CopyOut::Streams,
+        copy_columns: None,
+        copy_describe_error: None,
+        extended_open: false,
         prepared: Prepared::default(),
         analyser: Analyser::default(),
         verdicts: std::collections::HashMap::new(),
@@ -555,6 +583,13 @@ impl Proxy<'_> {
         }
         let just_described = self.just_described.take();
         match frame.tag() {
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
+                self.extended_open = true;
+            }
+            tag::SYNC => self.extended_open = false,
+            _ => {}
+        }
+        match frame.tag() {
             // The shape check above has already read the statement text as
             // UTF-8.
             tag::QUERY => {
@@ -567,6 +602,9 @@ impl Proxy<'_> {
                         self.refuse_cycle(refusal);
                         return Ok(());
                     }
+                }
+                if let Some(text) = frontend::query_text(&frame) {
+                    self.describe_copy_source(text);
                 }
                 self.push_cycle(true, None);
             }
@@ -693,8 +731,84 @@ impl Proxy<'_> {
     }
 
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
-        self.cycles.push_back(Cycle { simple, refusal });
+        self.cycles.push_back(Cycle {
+            simple,
+            refusal,
+            injected: false,
+        });
         self.cycles_sent += 1;
+    }
+
+    /// Before a `COPY ... TO STDOUT` is forwarded while masking plugins are
+    /// loaded, asks the server what its rows will be — a Parse and Describe
+    /// of its source query into the unnamed statement (which the client's
+    /// Query destroys anyway), then Sync — so binary COPY data can be read
+    /// by type. Not while the client's own extended-protocol messages await
+    /// a Sync, which this one would end.
+    fn describe_copy_source(&mut self, text: &str) {
+        self.copy_columns = None;
+        if self.extended_open || !self.current_plugins().masks() {
+            return;
+        }
+        let Some(query) =
+            crate::analysis::copy_source_query(text, self.standard_conforming_strings)
+        else {
+            return;
+        };
+        reply::encode(&Parse::new(None, query, Vec::new()), &mut self.to_server);
+        reply::encode(&Describe::new(b'S', None), &mut self.to_server);
+        reply::encode(
+            &pgwire::messages::extendedquery::Sync::new(),
+            &mut self.to_server,
+        );
+        self.cycles.push_back(Cycle {
+            simple: false,
+            refusal: None,
+            injected: true,
+        });
+        self.cycles_sent += 1;
+    }
+
+    /// Whether the replies arriving now answer sluice's own describe.
+    fn answering_injected(&self) -> bool {
+        self.cycles.front().is_some_and(|cycle| cycle.injected)
+    }
+
+    /// A reply to sluice's own describe: the source's columns are kept for
+    /// the COPY, an error for the client's statement, the rest dropped.
+    fn on_injected_reply(&mut self, frame: Frame) -> Result<(), End> {
+        match frame.tag() {
+            tag::ROW_DESCRIPTION => match backend::decode(&frame) {
+                Some(backend::Message::RowDescription(description)) => {
+                    let mut columns = rows::columns_of(&description);
+                    // A COPY with FORMAT binary sends every column in binary.
+                    for column in &mut columns {
+                        column.format = crate::plugin::bindings::types::ValueFormat::Binary;
+                    }
+                    self.copy_columns = Some(columns);
+                }
+                _ => {
+                    return Err(End::Fatal(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "the upstream server sent a malformed RowDescription",
+                    )));
+                }
+            },
+            tag::ERROR_RESPONSE => {
+                if let Some(backend::Message::ErrorResponse(error)) = backend::decode(&frame) {
+                    self.copy_describe_error = Some(error.fields);
+                }
+            }
+            tag::READY_FOR_QUERY => {
+                if let [status @ (b'I' | b'T' | b'E')] = frame.body() {
+                    self.transaction = *status;
+                }
+                self.cycles.pop_front();
+                self.cycles_done += 1;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Runs the policy plugins on the statements of one query string (or
@@ -954,14 +1068,19 @@ impl Proxy<'_> {
                 ServerReader::Boundary => {
                     // Pass a run of whole streamed messages in one copy.
                     let rows_stream = matches!(self.rows, Rows::Described(None));
-                    let (run, result_ended) =
-                        streamed_run(&self.server_in, rows_stream, !self.copy_masked);
+                    let copy_streams = matches!(self.copy_out, CopyOut::Streams);
+                    let (run, result_ended) = if self.answering_injected() {
+                        // sluice's own describe: every reply is read.
+                        (0, false)
+                    } else {
+                        streamed_run(&self.server_in, rows_stream, copy_streams)
+                    };
                     if run > 0 {
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
                         if result_ended {
                             self.rows = Rows::Undescribed;
-                            self.copy_masked = false;
+                            self.copy_out = CopyOut::Streams;
                         }
                         continue;
                     }
@@ -979,7 +1098,7 @@ impl Proxy<'_> {
                     // Rows to mask are held, a run of whole ones at a time.
                     let held = match header.tag {
                         tag::DATA_ROW if !rows_stream => Some("result row"),
-                        tag::COPY_DATA if self.copy_masked => Some("COPY row"),
+                        tag::COPY_DATA if !copy_streams => Some("COPY row"),
                         _ => None,
                     };
                     if let Some(what) = held {
@@ -1005,7 +1124,10 @@ impl Proxy<'_> {
                         }
                         continue;
                     }
-                    if is_streamed(header.tag) && !ends_result(header.tag) {
+                    if is_streamed(header.tag)
+                        && !ends_result(header.tag)
+                        && !self.answering_injected()
+                    {
                         // A streamed message larger than what has arrived:
                         // pass on the part we have.
                         let n = self.server_in.len();
@@ -1058,21 +1180,39 @@ impl Proxy<'_> {
     }
 
     /// Masks the first `len` bytes of the server's buffer, whole CopyData
-    /// messages of a COPY TO STDOUT in text or csv format, into the
-    /// client's. Each row is free text to the plugins; a run of rows goes
-    /// in one call.
+    /// messages of a COPY TO STDOUT, into the client's.
     async fn mask_copy_rows(&mut self, len: usize) -> Result<(), End> {
         let run = self.server_in.split_to(len);
+        match &mut self.copy_out {
+            CopyOut::Binary { mask, header_seen } => {
+                let mask = mask.clone();
+                let tuples = crate::masking::copy::read(&run, header_seen)
+                    .map_err(|error| masking_failed("COPY data", &error))?;
+                let mut masked = BytesMut::with_capacity(tuples.rows.len());
+                mask.mask_rows(&self.session, &tuples.rows, &mut masked)
+                    .await
+                    .map_err(|error| masking_failed("COPY data", &error))?;
+                crate::masking::copy::rebuild(&run, &tuples, &masked, &mut self.to_client)
+                    .map_err(|error| masking_failed("COPY data", &error))
+            }
+            _ => self.mask_copy_text(run).await,
+        }
+    }
+
+    /// Masks CopyData messages of a COPY TO STDOUT in text or csv format:
+    /// each row is free text to the plugins; a run of rows goes in one
+    /// call.
+    async fn mask_copy_text(&mut self, run: BytesMut) -> Result<(), End> {
+        // `run_of` found whole messages here, so every header reads.
         let mut rows = Vec::new();
         let mut at = 0;
-        while at < run.len() {
-            let total = 1
-                + u32::from_be_bytes([run[at + 1], run[at + 2], run[at + 3], run[at + 4]]) as usize;
+        while let Ok(Some(header)) = frame::peek_header(&run[at..], usize::MAX) {
+            let body = &run[at + frame::HEADER_LEN..at + header.total()];
             rows.push(
-                std::str::from_utf8(&run[at + 5..at + total])
+                std::str::from_utf8(body)
                     .map_err(|_| masking_failed("COPY data", &"a row is not UTF-8 text"))?,
             );
-            at += total;
+            at += header.total();
         }
         let masked = crate::masking::mask_texts(&self.plugins, &rows)
             .await
@@ -1181,6 +1321,9 @@ impl Proxy<'_> {
     }
 
     async fn on_server_message(&mut self, frame: Frame) -> Result<(), End> {
+        if self.answering_injected() {
+            return self.on_injected_reply(frame);
+        }
         match frame.tag() {
             tag::ROW_DESCRIPTION | tag::NO_DATA => match self.on_description(&frame).await? {
                 Description::Pass => {}
@@ -1205,7 +1348,8 @@ impl Proxy<'_> {
                 self.cycles.pop_front();
                 self.cycles_done += 1;
                 self.rows = Rows::Undescribed;
-                self.copy_masked = false;
+                self.copy_out = CopyOut::Streams;
+                self.copy_describe_error = None;
                 let done = self.cycles_done;
                 self.describes.retain(|d| d.cycle >= done);
             }
@@ -1217,10 +1361,28 @@ impl Proxy<'_> {
                 if matches!(backend::field(&fields, b'V'), Some("FATAL" | "PANIC")) {
                     self.server_said_fatal = true;
                 }
+                if backend::field(&fields, b'C') == Some("25P02")
+                    && let Some(original) = self.copy_describe_error.take()
+                {
+                    // sluice's describe ahead of this COPY failed and, in a
+                    // transaction block, aborted it: the client is told
+                    // what failed, as the COPY itself would have said.
+                    let masked = messages::mask_fields(&self.plugins, &original)
+                        .await
+                        .map_err(|fault| masking_failed("a server message", &fault))?;
+                    messages::encode_fields(
+                        tag::ERROR_RESPONSE,
+                        masked.unwrap_or(original),
+                        &mut self.to_client,
+                    );
+                    self.rows = Rows::Undescribed;
+                    self.copy_out = CopyOut::Streams;
+                    return Ok(());
+                }
                 // The server skips the rest of an extended cycle after an
                 // error: the describes it held will not be answered.
                 self.rows = Rows::Undescribed;
-                self.copy_masked = false;
+                self.copy_out = CopyOut::Streams;
                 let current = self.cycles_done;
                 self.describes.retain(|d| d.cycle != current);
                 if let Some(refusal) = self.pending_refusal() {
@@ -1281,15 +1443,27 @@ impl Proxy<'_> {
             }
             tag::COPY_OUT_RESPONSE if self.current_plugins().masks() => {
                 // Text and csv rows are masked as text. Binary COPY data
-                // carries no types to read its values by: it is not passed
-                // on unmasked.
-                if frame.body().first() != Some(&0) {
-                    return Err(masking_failed(
-                        "COPY data",
-                        &"binary COPY TO STDOUT cannot be masked; use text or csv format",
-                    ));
-                }
-                self.copy_masked = true;
+                // carries no types: it is read by the columns of the
+                // describe sent ahead of the COPY, and without one it is
+                // not passed on unmasked.
+                let described = self.copy_columns.take();
+                self.copy_out = if frame.body().first() == Some(&0) {
+                    CopyOut::Text
+                } else {
+                    let Some(columns) = described else {
+                        return Err(masking_failed(
+                            "COPY data",
+                            &"binary COPY TO STDOUT can be masked only when sent alone in a simple query; use text or csv format",
+                        ));
+                    };
+                    match self.result_mask(columns).await? {
+                        Some(mask) => CopyOut::Binary {
+                            mask,
+                            header_seen: false,
+                        },
+                        None => CopyOut::Streams,
+                    }
+                };
             }
             tag::NOTIFICATION_RESPONSE if self.current_plugins().masks() => {
                 let Some(backend::Message::NotificationResponse(notification)) =
