@@ -9,9 +9,10 @@
 //! take what it already has, so a slow client slows the reading of its
 //! results and memory per session stays bounded whatever the result size.
 //!
-//! Rows (DataRow) and COPY data are not held: they stream through, a large
-//! one in pieces. Messages sluice must read whole (errors, notices, status)
-//! are held up to `max_held_server_message_bytes`.
+//! Rows (DataRow) and COPY data stream through, a large one in pieces,
+//! unless they must be masked: then a run of whole ones is held at a time.
+//! Messages sluice must read whole (errors, notices, status) are held up to
+//! `max_held_server_message_bytes`.
 //!
 //! ## Cycles
 //! The client's stream divides into cycles, each ended by a message the
@@ -32,7 +33,10 @@
 //! rows the proxy must know their columns: a simple query's RowDescription
 //! says, and for an Execute sluice asks the server itself (a Describe of the
 //! portal sent just before, its answer kept from the client) unless the
-//! client just asked the same.
+//! client just asked the same. COPY data carries no description at all:
+//! before a COPY TO STDOUT in a simple query sluice describes what the COPY
+//! reads, in a cycle of its own whose replies it keeps from the client, so
+//! binary COPY data is read by type (see [`crate::masking::copy`]).
 //!
 //! ## Refusals
 //! When sluice refuses a whole cycle (a statement a policy denies, or a
