@@ -751,7 +751,13 @@ impl Proxy<'_> {
     /// a Sync, which this one would end.
     fn describe_copy_source(&mut self, text: &str) {
         self.copy_columns = None;
-        if self.extended_open || !self.current_plugins().masks() {
+        // A COPY spells its keyword out: text without the letters is not
+        // one, and is not lexed again on its way.
+        let mentions_copy = text
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"copy"));
+        if !mentions_copy || self.extended_open || !self.current_plugins().masks() {
             return;
         }
         let Some(query) =
