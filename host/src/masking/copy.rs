@@ -132,8 +132,7 @@ pub fn rebuild(
         if message.trailer {
             out.put_i16(-1);
         }
-        let length = (out.len() - start - 1) as i32;
-        out[start + 1..start + 5].copy_from_slice(&length.to_be_bytes());
+        super::rows::patch_length(out, start);
     }
     Ok(())
 }

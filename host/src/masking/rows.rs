@@ -224,7 +224,9 @@ impl ResultMask {
     }
 }
 
-fn patch_length(out: &mut BytesMut, start: usize) {
+/// Writes the length of the message that starts at `start` of `out` and
+/// ends at its end into the message's header.
+pub(super) fn patch_length(out: &mut BytesMut, start: usize) {
     let len = (out.len() - start - 1) as i32;
     out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }

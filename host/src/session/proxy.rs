@@ -809,15 +809,24 @@ impl Proxy<'_> {
                     self.copy_describe_error = Some(error.fields);
                 }
             }
-            tag::READY_FOR_QUERY => {
-                if let [status @ (b'I' | b'T' | b'E')] = frame.body() {
-                    self.transaction = *status;
-                }
-                self.cycles.pop_front();
-                self.cycles_done += 1;
-            }
+            tag::READY_FOR_QUERY => self.cycle_done(&frame)?,
             _ => {}
         }
+        Ok(())
+    }
+
+    /// A ReadyForQuery ends the cycle at the front: the server's
+    /// transaction status is recorded and the next cycle's replies follow.
+    fn cycle_done(&mut self, frame: &Frame) -> Result<(), End> {
+        let [status @ (b'I' | b'T' | b'E')] = *frame.body() else {
+            return Err(End::Fatal(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "the upstream server sent a malformed ReadyForQuery",
+            )));
+        };
+        self.transaction = status;
+        self.cycles.pop_front();
+        self.cycles_done += 1;
         Ok(())
     }
 
@@ -1345,18 +1354,7 @@ impl Proxy<'_> {
                 Description::Keep => return Ok(()),
             },
             tag::READY_FOR_QUERY => {
-                let status = match frame.body() {
-                    [status @ (b'I' | b'T' | b'E')] => *status,
-                    _ => {
-                        return Err(End::Fatal(Fatal::new(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "the upstream server sent a malformed ReadyForQuery",
-                        )));
-                    }
-                };
-                self.transaction = status;
-                self.cycles.pop_front();
-                self.cycles_done += 1;
+                self.cycle_done(&frame)?;
                 self.rows = Rows::Undescribed;
                 self.copy_out = CopyOut::Streams;
                 self.copy_describe_error = None;
