@@ -243,7 +243,12 @@ fn luhn_masker(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
             format: ValueFormat::Text,
         }];
         let mask = runtime
-            .block_on(ResultMask::for_columns(&plugins, &session, columns))
+            .block_on(ResultMask::for_columns(
+                &plugins,
+                &session,
+                columns,
+                Default::default(),
+            ))
             .unwrap()
             .expect("the masker selects text columns");
         let rows = data_rows(&values);

@@ -68,6 +68,9 @@ pub struct Shared {
     /// Failed logins per principal and per address, and the lockouts
     /// they start.
     pub lockouts: crate::auth::lockout::Lockouts,
+    /// User-defined types looked up so far, per database, for masking
+    /// binary values of them.
+    pub user_types: crate::masking::types::TypeCatalog,
     pub phase: watch::Receiver<Phase>,
     sessions_done: Notify,
 }
@@ -145,6 +148,7 @@ impl Gateway {
                 cancel: cancel::Registry::default(),
                 counters: Counters::default(),
                 lockouts: Default::default(),
+                user_types: Default::default(),
                 phase: phase_rx,
                 sessions_done: Notify::new(),
             }),

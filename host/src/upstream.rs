@@ -133,6 +133,70 @@ impl Upstream {
         .map_err(|_| Error::Timeout(settings.connect_timeout))?
     }
 
+    /// Runs one read-only catalog query of sluice's own on a fresh
+    /// connection to `database` and gives back its rows, each value as text
+    /// (`None` for NULL). For lookups the session's own connection cannot
+    /// make, being in the middle of a result. Bounded by the connect
+    /// timeout, start to finish.
+    pub async fn catalog_query(
+        &self,
+        database: &str,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, Error> {
+        let parameters = [(
+            "application_name".to_owned(),
+            "sluice catalog lookup".to_owned(),
+        )];
+        let timeout = self.settings.connect_timeout;
+        tokio::time::timeout(timeout, async {
+            let mut connection = self
+                .connect(StartupRequest {
+                    database,
+                    parameters: &parameters,
+                })
+                .await?;
+            let mut out = BytesMut::new();
+            encode(
+                &pgwire::messages::simplequery::Query::new(sql.to_owned()),
+                &mut out,
+            );
+            connection.stream.write_all(&out).await?;
+            let mut rows = Vec::new();
+            let mut failure = None;
+            loop {
+                let frame = read_frame(
+                    &mut connection.stream,
+                    &mut connection.read_buf,
+                    MAX_LOGIN_MESSAGE,
+                )
+                .await?
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                match frame.tag() {
+                    tag::DATA_ROW => rows.push(text_values(&frame).ok_or(Error::Unexpected('D'))?),
+                    tag::ERROR_RESPONSE => {
+                        let fields = match backend::decode(&frame) {
+                            Some(backend::Message::ErrorResponse(error)) => error.fields,
+                            _ => Vec::new(),
+                        };
+                        let code = backend::field(&fields, b'C').unwrap_or("XX000").to_owned();
+                        failure = Some(Error::Refused {
+                            code,
+                            fields,
+                            frame: frame.into_bytes(),
+                        });
+                    }
+                    tag::READY_FOR_QUERY => break,
+                    _ => {}
+                }
+            }
+            // Terminate: the server closes the connection.
+            let _ = connection.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+            failure.map_or(Ok(rows), Err)
+        })
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+    }
+
     /// Sends a CancelRequest for the server's backend `pid` over a fresh
     /// connection, as PostgreSQL expects.
     pub async fn cancel(&self, pid: i32, secret: i32) -> Result<(), Error> {
@@ -156,6 +220,28 @@ impl Upstream {
 }
 
 type LoginOutcome = (BytesMut, Vec<Frame>, Option<(i32, i32)>, u8);
+
+/// A text-format DataRow's values; `None` if it is malformed or a value is
+/// not UTF-8.
+fn text_values(frame: &Frame) -> Option<Vec<Option<String>>> {
+    let mut body = frame.body();
+    let count = u16::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    body = &body[2..];
+    let mut values = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        let length = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+        body = &body[4..];
+        if length < 0 {
+            values.push(None);
+            continue;
+        }
+        let length = usize::try_from(length).ok()?;
+        let value = body.get(..length)?;
+        values.push(Some(std::str::from_utf8(value).ok()?.to_owned()));
+        body = &body[length..];
+    }
+    body.is_empty().then_some(values)
+}
 
 async fn login(
     stream: &mut Stream,

@@ -69,19 +69,59 @@ pub struct CopyCommand {
     pub source: CopySource,
     pub direction: CopyDirection,
     pub endpoint: CopyEndpoint,
+    pub format: DataFormat,
+}
+
+/// How the data is written, as the statement's options say: what sluice
+/// needs to read COPY TO STDOUT text and csv rows field by field. Options
+/// are taken as written; PostgreSQL validates them, and refuses the
+/// statement before any data flows if they are wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataFormat {
+    pub kind: FormatKind,
+    pub delimiter: Option<String>,
+    pub null: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    /// A header line comes before the rows.
+    pub header: bool,
+    /// The data is converted to this encoding rather than the client's.
+    pub encoding: Option<String>,
+    /// An option whose value this reader does not interpret (a later
+    /// PostgreSQL's, or one PostgreSQL will refuse): the data's shape is
+    /// not known for certain.
+    pub unrecognised: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FormatKind {
+    #[default]
+    Text,
+    Csv,
+    Binary,
+}
+
+/// The source of a `COPY ... TO STDOUT` and how its data is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyOut {
+    /// A query returning the rows the COPY sends, with the same columns and
+    /// types.
+    pub query: String,
+    pub format: DataFormat,
 }
 
 /// For a `COPY ... TO STDOUT`, a query that returns the rows it will send,
-/// with the same columns and types: `SELECT cols FROM table` for the table
-/// form (names exact, quoted), the query itself for `COPY (query)`. sluice
-/// describes it upstream to learn the types of binary COPY data. `None`
-/// for any other statement, or one this reader is not certain about.
-pub fn source_query(text: &str, standard_conforming_strings: bool) -> Option<String> {
+/// with the same columns and types — `SELECT cols FROM table` for the table
+/// form (names exact, quoted), the query itself for `COPY (query)` — and
+/// the format of its data. sluice describes the query upstream to learn the
+/// types of the COPY's fields. `None` for any other statement, or one this
+/// reader is not certain about.
+pub fn copy_out(text: &str, standard_conforming_strings: bool) -> Option<CopyOut> {
     let copy = read(text, standard_conforming_strings)?;
     if copy.direction != CopyDirection::To || copy.endpoint != CopyEndpoint::Stdio {
         return None;
     }
-    Some(match copy.source {
+    let query = match copy.source {
         CopySource::Table {
             schema,
             name,
@@ -106,6 +146,10 @@ pub fn source_query(text: &str, standard_conforming_strings: bool) -> Option<Str
             text_offset,
             text_len,
         } => text.get(text_offset..text_offset + text_len)?.to_owned(),
+    };
+    Some(CopyOut {
+        query,
+        format: copy.format,
     })
 }
 
@@ -201,16 +245,20 @@ impl Reader<'_> {
                 return None;
             }
             let endpoint = self.endpoint()?;
-            self.options()?;
+            let format = self.options(DataFormat::default())?;
             return Some(CopyCommand {
                 source,
                 direction: CopyDirection::To,
                 endpoint,
+                format,
             });
         }
         // BINARY is not a possible table name, so here it is the old
         // spelling of the binary format.
-        self.eat_word("binary");
+        let mut format = DataFormat::default();
+        if self.eat_word("binary") {
+            format.kind = FormatKind::Binary;
+        }
         let (schema, name) = self.qualified_name()?;
         let columns = if self.eat_symbol("(") {
             let columns = self.column_list()?;
@@ -232,11 +280,11 @@ impl Reader<'_> {
         // The pre-7.3 way to give the delimiter.
         let using = self.eat_word("using");
         if self.eat_word("delimiters") {
-            self.string()?;
+            format.delimiter = Some(self.string()?);
         } else if using {
             return None;
         }
-        self.options()?;
+        let format = self.options(format)?;
         // A WHERE clause filters COPY FROM (and is an error on COPY TO);
         // this reader does not analyse conditions, so it gives up.
         Some(CopyCommand {
@@ -247,6 +295,7 @@ impl Reader<'_> {
             },
             direction,
             endpoint,
+            format,
         })
     }
 
@@ -352,64 +401,96 @@ impl Reader<'_> {
         None
     }
 
-    /// `[WITH] (option [value], ...)` or `[WITH] legacy options`. Options
-    /// shape the data format, never where the data goes, so they are only
-    /// checked for shape; PostgreSQL validates them.
-    fn options(&mut self) -> Option<()> {
+    /// `[WITH] (option [value], ...)` or `[WITH] legacy options`, onto
+    /// `format`. Options shape the data, never where it goes, so any
+    /// option of the right shape is accepted; those that shape the data
+    /// are kept.
+    fn options(&mut self, format: DataFormat) -> Option<DataFormat> {
         self.eat_word("with");
         if self.eat_symbol("(") {
-            return self.generic_options();
+            return self.generic_options(format);
         }
-        self.legacy_options()
+        self.legacy_options(format)
     }
 
     /// The list of `(option [value], ...)` whose `(` has been consumed, up to
     /// its matching `)`: at least one option, each a name and an optional
     /// value that may itself be a parenthesised list.
-    fn generic_options(&mut self) -> Option<()> {
-        let mut depth = 1usize;
-        let mut expect_option_name = true;
-        while depth > 0 {
-            let token = self.advance()?;
-            if expect_option_name {
-                if !matches!(token, Token::Word(_) | Token::QuotedIdentifier(_)) {
-                    return None;
-                }
-                expect_option_name = false;
-                continue;
+    fn generic_options(&mut self, mut format: DataFormat) -> Option<DataFormat> {
+        loop {
+            let name = match self.advance()? {
+                Token::Word(name) | Token::QuotedIdentifier(name) => name.clone(),
+                _ => return None,
+            };
+            let value = self.option_value()?;
+            format.apply(&name, value);
+            if self.eat_symbol(")") {
+                return Some(format);
             }
-            match token {
-                Token::Symbol(s) if s == "(" => depth += 1,
-                Token::Symbol(s) if s == ")" => depth -= 1,
-                Token::Symbol(s) if s == "," && depth == 1 => expect_option_name = true,
-                _ => {}
+            if !self.eat_symbol(",") {
+                return None;
             }
         }
-        Some(())
+    }
+
+    /// An option's value, up to the `,` or `)` after it: `None` (outer)
+    /// when the tokens cannot be one, `Some(None)` when there is none.
+    fn option_value(&mut self) -> Option<Option<OptionValue>> {
+        let first = self.next;
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                Token::Symbol(s) if (s == "," || s == ")") && depth == 0 => break,
+                Token::Symbol(s) if s == "(" => depth += 1,
+                Token::Symbol(s) if s == ")" => depth -= 1,
+                _ => {}
+            }
+            self.next += 1;
+        }
+        Some(match &self.tokens[first..self.next] {
+            [] => None,
+            [single] => Some(match &single.token {
+                Token::Word(word) | Token::QuotedIdentifier(word) => {
+                    OptionValue::Word(word.clone())
+                }
+                Token::String(text) => OptionValue::String(text.clone()),
+                Token::Number(number) => OptionValue::Word(number.clone()),
+                _ => OptionValue::Other,
+            }),
+            _ => Some(OptionValue::Other),
+        })
     }
 
     /// The options before PostgreSQL 9.0's parenthesised syntax, in any
     /// order, possibly none.
-    fn legacy_options(&mut self) -> Option<()> {
+    fn legacy_options(&mut self, mut format: DataFormat) -> Option<DataFormat> {
         loop {
-            if self.eat_word("binary")
-                || self.eat_word("freeze")
-                || self.eat_word("csv")
-                || self.eat_word("header")
-            {
+            if self.eat_word("binary") {
+                format.kind = FormatKind::Binary;
                 continue;
             }
-            if self.eat_word("delimiter")
-                || self.eat_word("null")
-                || self.eat_word("quote")
-                || self.eat_word("escape")
-            {
+            if self.eat_word("csv") {
+                format.kind = FormatKind::Csv;
+                continue;
+            }
+            if self.eat_word("header") {
+                format.header = true;
+                continue;
+            }
+            if self.eat_word("freeze") {
+                continue;
+            }
+            let text_option = ["delimiter", "null", "quote", "escape"]
+                .into_iter()
+                .find(|word| self.eat_word(word));
+            if let Some(name) = text_option {
                 self.eat_word("as");
-                self.string()?;
+                let value = self.string()?;
+                format.apply(name, Some(OptionValue::String(value)));
                 continue;
             }
             if self.eat_word("encoding") {
-                self.string()?;
+                format.encoding = Some(self.string()?);
                 continue;
             }
             if self.eat_word("force") {
@@ -429,8 +510,70 @@ impl Reader<'_> {
                 }
                 continue;
             }
-            return Some(());
+            return Some(format);
         }
+    }
+}
+
+/// The value of a parenthesised option, as far as the format needs it.
+enum OptionValue {
+    /// A keyword, identifier or number (`csv`, `true`, `1`).
+    Word(String),
+    String(String),
+    /// A list, `*`, a signed number: nothing a format option takes.
+    Other,
+}
+
+impl DataFormat {
+    /// Applies option `name` (lower case) with `value`, as PostgreSQL 15's
+    /// `ProcessCopyOptions` reads it.
+    fn apply(&mut self, name: &str, value: Option<OptionValue>) {
+        let text = match &value {
+            Some(OptionValue::Word(text) | OptionValue::String(text)) => Some(text.clone()),
+            _ => None,
+        };
+        match name {
+            "format" => match text.as_deref() {
+                Some("text") => self.kind = FormatKind::Text,
+                Some("csv") => self.kind = FormatKind::Csv,
+                Some("binary") => self.kind = FormatKind::Binary,
+                _ => self.unrecognised = true,
+            },
+            "header" => match value {
+                None => self.header = true,
+                Some(_) => match text.as_deref().and_then(boolean) {
+                    Some(header) => self.header = header,
+                    None => self.unrecognised = true,
+                },
+            },
+            "delimiter" | "null" | "quote" | "escape" | "encoding" => {
+                let Some(text) = text else {
+                    self.unrecognised = true;
+                    return;
+                };
+                let slot = match name {
+                    "delimiter" => &mut self.delimiter,
+                    "null" => &mut self.null,
+                    "quote" => &mut self.quote,
+                    "escape" => &mut self.escape,
+                    _ => &mut self.encoding,
+                };
+                *slot = Some(text);
+            }
+            // These change which columns are quoted or read as NULL on
+            // input, or how rows are loaded: never how a field reads.
+            "force_quote" | "force_not_null" | "force_null" | "freeze" => {}
+            _ => self.unrecognised = true,
+        }
+    }
+}
+
+/// A boolean option value as PostgreSQL's `defGetBoolean` reads it.
+fn boolean(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" => Some(true),
+        "false" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -462,6 +605,7 @@ mod tests {
             source,
             direction,
             endpoint,
+            format: DataFormat::default(),
         }
     }
 
@@ -515,11 +659,18 @@ mod tests {
     fn options_in_parentheses() {
         assert_eq!(
             read_ok("COPY s.t TO STDOUT WITH (FORMAT csv, HEADER)"),
-            command(
-                table(Some("s"), "t", &[]),
-                CopyDirection::To,
-                CopyEndpoint::Stdio
-            )
+            CopyCommand {
+                format: DataFormat {
+                    kind: FormatKind::Csv,
+                    header: true,
+                    ..DataFormat::default()
+                },
+                ..command(
+                    table(Some("s"), "t", &[]),
+                    CopyDirection::To,
+                    CopyEndpoint::Stdio
+                )
+            }
         );
         let sql = "COPY t TO STDOUT (format csv, force_quote *, force_not_null (a, b), delimiter E'\\t', x -1.5)";
         assert_eq!(read_ok(sql).endpoint, CopyEndpoint::Stdio);
@@ -596,11 +747,17 @@ mod tests {
     fn legacy_syntax() {
         assert_eq!(
             read_ok("COPY BINARY t TO STDOUT"),
-            command(
-                table(None, "t", &[]),
-                CopyDirection::To,
-                CopyEndpoint::Stdio
-            )
+            CopyCommand {
+                format: DataFormat {
+                    kind: FormatKind::Binary,
+                    ..DataFormat::default()
+                },
+                ..command(
+                    table(None, "t", &[]),
+                    CopyDirection::To,
+                    CopyEndpoint::Stdio
+                )
+            }
         );
         assert_eq!(
             read_ok("COPY t TO STDOUT CSV HEADER").endpoint,
@@ -708,20 +865,17 @@ mod tests {
 
     #[test]
     fn the_source_of_a_copy_out_is_a_query_with_its_columns() {
+        let query = |sql: &str| copy_out(sql, true).map(|out| out.query);
         assert_eq!(
-            source_query("COPY Cards (id, \"PAN\") TO STDOUT (FORMAT binary)", true).as_deref(),
+            query("COPY Cards (id, \"PAN\") TO STDOUT (FORMAT binary)").as_deref(),
             Some("SELECT \"id\", \"PAN\" FROM \"cards\"")
         );
         assert_eq!(
-            source_query("copy public.cards to stdout binary", true).as_deref(),
+            query("copy public.cards to stdout binary").as_deref(),
             Some("SELECT * FROM \"public\".\"cards\"")
         );
         assert_eq!(
-            source_query(
-                "COPY ( SELECT 1 AS \"a\"\"b\" ) TO STDOUT WITH (FORMAT binary)",
-                true
-            )
-            .as_deref(),
+            query("COPY ( SELECT 1 AS \"a\"\"b\" ) TO STDOUT WITH (FORMAT binary)").as_deref(),
             Some("SELECT 1 AS \"a\"\"b\"")
         );
         for not_out in [
@@ -730,7 +884,72 @@ mod tests {
             "COPY cards TO PROGRAM 'cat'",
             "SELECT 1",
         ] {
-            assert_eq!(source_query(not_out, true), None, "{not_out}");
+            assert_eq!(copy_out(not_out, true), None, "{not_out}");
+        }
+    }
+
+    #[test]
+    fn the_format_of_a_copy_out_is_read_from_either_syntax() {
+        let format = |sql: &str| read_ok(sql).format;
+        let text = DataFormat::default();
+        let csv = DataFormat {
+            kind: FormatKind::Csv,
+            ..DataFormat::default()
+        };
+        assert_eq!(format("COPY t TO STDOUT"), text);
+        assert_eq!(format("COPY t TO STDOUT (FORMAT text)"), text);
+        assert_eq!(format("COPY t TO STDOUT (format 'csv')"), csv);
+        assert_eq!(format("COPY t TO STDOUT CSV"), csv);
+        assert_eq!(
+            format(
+                r"COPY t TO STDOUT (FORMAT csv, DELIMITER ';', NULL 'n/a', QUOTE '''', ESCAPE E'\\', HEADER on, FORCE_QUOTE *, ENCODING 'latin1')"
+            ),
+            DataFormat {
+                kind: FormatKind::Csv,
+                delimiter: Some(";".to_owned()),
+                null: Some("n/a".to_owned()),
+                quote: Some("'".to_owned()),
+                escape: Some("\\".to_owned()),
+                header: true,
+                encoding: Some("latin1".to_owned()),
+                unrecognised: false,
+            }
+        );
+        assert_eq!(
+            format(
+                "COPY t TO STDOUT WITH CSV HEADER DELIMITER AS '|' NULL AS '' QUOTE '\"' FORCE QUOTE a, b"
+            ),
+            DataFormat {
+                kind: FormatKind::Csv,
+                delimiter: Some("|".to_owned()),
+                null: Some(String::new()),
+                quote: Some("\"".to_owned()),
+                header: true,
+                ..DataFormat::default()
+            }
+        );
+        assert_eq!(
+            format("COPY t TO STDOUT USING DELIMITERS '|'")
+                .delimiter
+                .as_deref(),
+            Some("|")
+        );
+        assert!(format("COPY t TO STDOUT (HEADER false, HEADER 1)").header);
+        assert!(!format("COPY t TO STDOUT (HEADER off)").header);
+        assert_eq!(
+            format("COPY t TO STDOUT (FORMAT binary)").kind,
+            FormatKind::Binary
+        );
+        // What this reader cannot interpret is flagged, not guessed at.
+        for unsure in [
+            "COPY t TO STDOUT (FORMAT \"CSV\")",
+            "COPY t TO STDOUT (FORMAT json)",
+            "COPY t TO STDOUT (HEADER match)",
+            "COPY t TO STDOUT (DELIMITER (a))",
+            "COPY t TO STDOUT (NULL)",
+            "COPY t TO STDOUT (new_option 1)",
+        ] {
+            assert!(format(unsure).unrecognised, "{unsure}");
         }
     }
 }

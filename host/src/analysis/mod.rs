@@ -24,7 +24,7 @@ mod statement;
 mod walk;
 mod where_clause;
 
-pub use copy::source_query as copy_source_query;
+pub use copy::{CopyOut, DataFormat, FormatKind, copy_out};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;

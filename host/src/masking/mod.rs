@@ -7,8 +7,11 @@
 //! - [`rows`]: result rows (DataRow), in text or binary format, through
 //!   [`codec`]s that turn each column's values into text pieces and back,
 //!   batched into [`batch`]es of many rows per call;
-//! - [`copy`]: binary COPY TO STDOUT data, whose tuples are masked as
-//!   rows once sluice has described the COPY's source;
+//! - [`copy`] and [`copy_text`]: COPY TO STDOUT data — binary tuples, and
+//!   text and csv rows field by field — masked as rows of the COPY source's
+//!   columns, which sluice describes before the COPY runs;
+//! - [`types`]: user-defined types, looked up in the database's catalog so
+//!   that binary values of them can be read;
 //! - [`messages`]: the text of server messages — error and notice fields,
 //!   column names, reported parameters, notifications;
 //! - [`for_log`] and [`mask_texts`]: the text sluice itself writes about
@@ -18,8 +21,10 @@
 pub mod batch;
 pub mod codec;
 pub mod copy;
+pub mod copy_text;
 pub mod messages;
 pub mod rows;
+pub mod types;
 
 use crate::plugin::{Fault, PluginSet};
 

@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::RowDescription;
 
 use super::batch::Batch;
-use super::codec::{Codec, CodecError};
+use super::codec::{Codec, CodecError, UserTypes};
 use crate::plugin::bindings::types::{Column, ValueFormat};
 use crate::plugin::{Fault, PluginSet, Selection, SessionInfo};
 use crate::protocol::tag;
@@ -34,6 +34,9 @@ pub struct ResultMask {
     /// Per column: its values go into batches (selected, and of a type
     /// that can show digits).
     sent: Vec<bool>,
+    /// The database's user-defined types, as far as they were looked up
+    /// when the result began.
+    types: Arc<UserTypes>,
 }
 
 /// Why rows could not be masked: the session cannot go on safely.
@@ -52,12 +55,14 @@ pub enum MaskError {
 }
 
 impl ResultMask {
-    /// Asks the plugins about a result set's columns. `None` when no plugin
-    /// wants any of them: its rows then stream through untouched.
+    /// Asks the plugins about a result set's columns, whose user-defined
+    /// types are read by `types`. `None` when no plugin wants any of them:
+    /// its rows then stream through untouched.
     pub async fn for_columns(
         plugins: &PluginSet,
         session: &Arc<SessionInfo>,
         columns: Vec<Column>,
+        types: Arc<UserTypes>,
     ) -> Result<Option<Arc<ResultMask>>, Fault> {
         let selection = plugins.select_columns(session, &columns).await?;
         if selection.is_empty() {
@@ -65,12 +70,12 @@ impl ResultMask {
         }
         let codecs: Vec<Codec> = columns
             .iter()
-            .map(|c| Codec::for_column(c.type_oid, c.format == ValueFormat::Binary))
+            .map(|c| Codec::for_column(c.type_oid, c.format == ValueFormat::Binary, &types))
             .collect();
         let sent: Vec<bool> = codecs
             .iter()
             .zip(&selection.any)
-            .map(|(codec, selected)| *selected && codec.is_sent())
+            .map(|(codec, selected)| *selected && codec.is_sent(&types))
             .collect();
         if !sent.contains(&true) {
             return Ok(None);
@@ -80,6 +85,7 @@ impl ResultMask {
             selection,
             codecs,
             sent,
+            types,
         })))
     }
 
@@ -104,9 +110,10 @@ impl ResultMask {
                 && self.sent[column]
                 && failure.is_none()
             {
-                let exploded = self.codecs[column].explode(value, &mut |kind, piece| {
-                    batch.push(column as u16, kind, piece)
-                });
+                let exploded =
+                    self.codecs[column].explode(value, &self.types, &mut |kind, piece| {
+                        batch.push(column as u16, kind, piece)
+                    });
                 if let Err(error) = exploded {
                     failure = Some(self.value_error(column, error));
                 }
@@ -203,7 +210,12 @@ impl ResultMask {
                 if batch.any_edited(pieces.clone()) {
                     rebuilt.clear();
                     let mut edited = pieces.map(|index| batch.value(index));
-                    match self.codecs[column].reassemble(original, &mut edited, &mut rebuilt) {
+                    match self.codecs[column].reassemble(
+                        original,
+                        &self.types,
+                        &mut edited,
+                        &mut rebuilt,
+                    ) {
                         Ok(()) => bytes = &rebuilt,
                         Err(error) => {
                             failure.get_or_insert(self.value_error(column, error));

@@ -36,7 +36,12 @@
 //! client just asked the same. COPY data carries no description at all:
 //! before a COPY TO STDOUT in a simple query sluice describes what the COPY
 //! reads, in a cycle of its own whose replies it keeps from the client, so
-//! binary COPY data is read by type (see [`crate::masking::copy`]).
+//! COPY data is read by type: binary tuples, and text and csv rows field by
+//! field under the statement's options (see [`crate::masking::copy`] and
+//! [`crate::masking::copy_text`]). Binary values of user-defined types are
+//! read through the database's catalog, which sluice looks up on a
+//! connection of its own the first time it meets a type
+//! ([`crate::masking::types`]).
 //!
 //! ## Refusals
 //! When sluice refuses a whole cycle (a statement a policy denies, or a
@@ -67,11 +72,12 @@ use crate::analysis::{Analysed, Analyser};
 use crate::approval::{self, Approvals, Resolution};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
+use crate::masking::copy_text::{self, TextFormat};
 use crate::masking::messages;
 use crate::masking::rows::{self, ResultMask};
 use crate::plugin::SessionInfo;
 use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
-use crate::plugin::bindings::types::TableRef;
+use crate::plugin::bindings::types::{TableRef, ValueFormat};
 use crate::plugin::{Fault, PluginSet, Verdict};
 use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
@@ -140,8 +146,18 @@ enum CopyOut {
     /// Pass it on as it comes (no COPY, or nothing to mask).
     #[default]
     Streams,
-    /// Text or csv rows, masked as text.
+    /// Text or csv rows sluice cannot read by field (their COPY was not
+    /// described, or its options are not ones sluice reads), masked as
+    /// free text.
     Text,
+    /// Text or csv rows read field by field, each value masked by its
+    /// column's type like a DataRow value. The header line, if any, is
+    /// column names, masked as text.
+    Fields {
+        mask: Option<Arc<ResultMask>>,
+        format: TextFormat,
+        header_pending: bool,
+    },
     /// Binary tuples, masked as rows of the described columns.
     Binary {
         mask: Arc<ResultMask>,
@@ -247,8 +263,10 @@ struct Proxy<'a> {
     /// What to do with the data of a COPY TO STDOUT now.
     copy_out: CopyOut,
     /// The columns of the COPY source sluice last described, for the COPY
-    /// that follows; and the error the describe met, if it failed.
+    /// that follows, and the format its statement gives its data; and the
+    /// error the describe met, if it failed.
     copy_columns: Option<Vec<crate::plugin::bindings::types::Column>>,
+    copy_format: Option<crate::analysis::DataFormat>,
     copy_describe_error: Option<Vec<(u8, String)>>,
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
@@ -361,6 +379,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         rows: Rows::Undescribed,
         copy_out: CopyOut::Streams,
         copy_columns: None,
+        copy_format: None,
         copy_describe_error: None,
         extended_open: false,
         prepared: Prepared::default(),
@@ -746,11 +765,12 @@ impl Proxy<'_> {
     /// Before a `COPY ... TO STDOUT` is forwarded while masking plugins are
     /// loaded, asks the server what its rows will be — a Parse and Describe
     /// of its source query into the unnamed statement (which the client's
-    /// Query destroys anyway), then Sync — so binary COPY data can be read
-    /// by type. Not while the client's own extended-protocol messages await
-    /// a Sync, which this one would end.
+    /// Query destroys anyway), then Sync — so its data can be read by type.
+    /// Not while the client's own extended-protocol messages await a Sync,
+    /// which this one would end.
     fn describe_copy_source(&mut self, text: &str) {
         self.copy_columns = None;
+        self.copy_format = None;
         // A COPY spells its keyword out: text without the letters is not
         // one, and is not lexed again on its way.
         let mentions_copy = text
@@ -760,12 +780,14 @@ impl Proxy<'_> {
         if !mentions_copy || self.extended_open || !self.current_plugins().masks() {
             return;
         }
-        let Some(query) =
-            crate::analysis::copy_source_query(text, self.standard_conforming_strings)
-        else {
+        let Some(copy) = crate::analysis::copy_out(text, self.standard_conforming_strings) else {
             return;
         };
-        reply::encode(&Parse::new(None, query, Vec::new()), &mut self.to_server);
+        self.copy_format = Some(copy.format);
+        reply::encode(
+            &Parse::new(None, copy.query, Vec::new()),
+            &mut self.to_server,
+        );
         reply::encode(&Describe::new(b'S', None), &mut self.to_server);
         reply::encode(
             &pgwire::messages::extendedquery::Sync::new(),
@@ -790,12 +812,7 @@ impl Proxy<'_> {
         match frame.tag() {
             tag::ROW_DESCRIPTION => match backend::decode(&frame) {
                 Some(backend::Message::RowDescription(description)) => {
-                    let mut columns = rows::columns_of(&description);
-                    // A COPY with FORMAT binary sends every column in binary.
-                    for column in &mut columns {
-                        column.format = crate::plugin::bindings::types::ValueFormat::Binary;
-                    }
-                    self.copy_columns = Some(columns);
+                    self.copy_columns = Some(rows::columns_of(&description));
                 }
                 _ => {
                     return Err(End::Fatal(Fatal::new(
@@ -1214,6 +1231,38 @@ impl Proxy<'_> {
                 crate::masking::copy::rebuild(&run, &tuples, &masked, &mut self.to_client)
                     .map_err(|error| masking_failed("COPY data", &error))
             }
+            CopyOut::Fields {
+                mask,
+                format,
+                header_pending,
+            } => {
+                let (mask, format) = (mask.clone(), format.clone());
+                let mut run = run;
+                if std::mem::take(header_pending) {
+                    let header = run.split_to(first_message_len(&run));
+                    self.mask_copy_text(header).await?;
+                }
+                let Some(mask) = mask else {
+                    // Only the header was to be masked.
+                    self.copy_out = CopyOut::Streams;
+                    self.to_client.extend_from_slice(&run);
+                    return Ok(());
+                };
+                let fields = match copy_text::read(&run, &format, mask.columns.len()) {
+                    Ok(fields) => fields,
+                    Err(error) => {
+                        // Still masked, as text: never passed on unread.
+                        tracing::debug!(%error, "COPY rows masked as free text");
+                        return self.mask_copy_text(run).await;
+                    }
+                };
+                let mut masked = BytesMut::with_capacity(fields.rows.len());
+                mask.mask_rows(&self.session, &fields.rows, &mut masked)
+                    .await
+                    .map_err(|error| masking_failed("COPY data", &error))?;
+                copy_text::rebuild(&run, &fields, &masked, &format, &mut self.to_client)
+                    .map_err(|error| masking_failed("COPY data", &error))
+            }
             _ => self.mask_copy_text(run).await,
         }
     }
@@ -1258,7 +1307,18 @@ impl Proxy<'_> {
         if !self.current_plugins().masks() {
             return Ok(None);
         }
-        ResultMask::for_columns(&self.plugins, &self.session, columns)
+        // Binary values of user-defined types are read through the
+        // database's catalog: types not seen before are looked up first.
+        let types = self
+            .shared
+            .user_types
+            .resolve(
+                &self.shared.upstream,
+                &self.session.connection.database,
+                columns.iter().map(|column| column.type_oid),
+            )
+            .await;
+        ResultMask::for_columns(&self.plugins, &self.session, columns, types)
             .await
             .map_err(|fault| masking_failed("a result", &fault))
     }
@@ -1450,20 +1510,44 @@ impl Proxy<'_> {
                 }
             }
             tag::COPY_OUT_RESPONSE if self.current_plugins().masks() => {
-                // Text and csv rows are masked as text. Binary COPY data
-                // carries no types: it is read by the columns of the
-                // describe sent ahead of the COPY, and without one it is
-                // not passed on unmasked.
+                // COPY data is read by the columns of the describe sent
+                // ahead of the COPY: text and csv rows by field when their
+                // options are ones sluice reads, else as free text; binary
+                // data carries no types, and without a describe it is not
+                // passed on unmasked.
                 let described = self.copy_columns.take();
+                let format = self.copy_format.take();
                 self.copy_out = if frame.body().first() == Some(&0) {
-                    CopyOut::Text
+                    match (described, format.as_ref().and_then(TextFormat::of)) {
+                        (Some(mut columns), Some(text_format)) => {
+                            for column in &mut columns {
+                                column.format = ValueFormat::Text;
+                            }
+                            let mask = self.result_mask(columns).await?;
+                            let header_pending = format.is_some_and(|format| format.header);
+                            if mask.is_none() && !header_pending {
+                                CopyOut::Streams
+                            } else {
+                                CopyOut::Fields {
+                                    mask,
+                                    format: text_format,
+                                    header_pending,
+                                }
+                            }
+                        }
+                        _ => CopyOut::Text,
+                    }
                 } else {
-                    let Some(columns) = described else {
+                    let Some(mut columns) = described else {
                         return Err(masking_failed(
                             "COPY data",
                             &"binary COPY TO STDOUT can be masked only when sent alone in a simple query; use text or csv format",
                         ));
                     };
+                    // A COPY with FORMAT binary sends every column in binary.
+                    for column in &mut columns {
+                        column.format = ValueFormat::Binary;
+                    }
                     match self.result_mask(columns).await? {
                         Some(mask) => CopyOut::Binary {
                             mask,
@@ -1675,6 +1759,14 @@ fn ends_result(tag: u8) -> bool {
             | tag::EMPTY_QUERY_RESPONSE
             | tag::PORTAL_SUSPENDED
     )
+}
+
+/// The length of the first whole message of `run`.
+fn first_message_len(run: &[u8]) -> usize {
+    match frame::peek_header(run, usize::MAX) {
+        Ok(Some(header)) => header.total().min(run.len()),
+        _ => run.len(),
+    }
 }
 
 /// Length of the run of whole streamed messages at the start of `buf`, and
