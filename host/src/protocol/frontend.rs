@@ -100,6 +100,12 @@ pub fn parse_statement(frame: &Frame) -> Option<(&str, &str)> {
     Some((name, text))
 }
 
+/// Bind: the name of the portal it makes.
+pub fn bind_portal(frame: &Frame) -> Option<&str> {
+    let mut body = frame.body();
+    take_cstr(&mut body)
+}
+
 /// Bind: the name of the statement it binds.
 pub fn bind_statement(frame: &Frame) -> Option<&str> {
     let mut body = frame.body();

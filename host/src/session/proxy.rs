@@ -34,8 +34,9 @@
 //! says, and for an Execute sluice asks the server itself (a Describe of the
 //! portal sent just before, its answer kept from the client) unless the
 //! client just asked the same. COPY data carries no description at all:
-//! before a COPY TO STDOUT in a simple query sluice describes what the COPY
-//! reads, in a cycle of its own whose replies it keeps from the client, so
+//! before a COPY TO STDOUT — in a simple query, or parsed at the start of
+//! an extended-protocol cycle — sluice describes what the COPY reads, in a
+//! cycle of its own whose replies it keeps from the client, so
 //! COPY data is read by type: binary tuples, and text and csv rows field by
 //! field under the statement's options (see [`crate::masking::copy`] and
 //! [`crate::masking::copy_text`]). Binary values of user-defined types are
@@ -111,9 +112,19 @@ struct Cycle {
     /// Set when sluice refused a statement of the cycle: the server's first
     /// error in it is replaced by this one.
     refusal: Option<Fatal>,
-    /// sluice's own cycle (a describe of a COPY's source): its replies are
-    /// read by sluice and never reach the client.
-    injected: bool,
+    /// sluice's own cycle, a describe of a COPY's source: its replies are
+    /// read by sluice (the columns go here) and never reach the client.
+    injected: Option<Arc<CopySource>>,
+}
+
+/// What sluice learns of a COPY TO STDOUT's data before the COPY runs.
+#[derive(Debug)]
+struct CopySource {
+    /// How the statement's options write text and csv data.
+    format: crate::analysis::DataFormat,
+    /// The columns of what the COPY reads, once sluice's describe of it is
+    /// answered (never, if it failed).
+    columns: std::sync::OnceLock<Vec<crate::plugin::bindings::types::Column>>,
 }
 
 /// A Describe sent upstream whose answer (RowDescription or NoData) has not
@@ -139,6 +150,9 @@ enum Rows {
     /// column.
     Described(Option<Arc<ResultMask>>),
 }
+
+/// Most portals bound to COPY statements sluice remembers per session.
+const MAX_COPY_PORTALS: usize = 1_000;
 
 /// What sluice does with the data of a COPY TO STDOUT.
 #[derive(Debug, Default)]
@@ -262,12 +276,18 @@ struct Proxy<'a> {
     rows: Rows,
     /// What to do with the data of a COPY TO STDOUT now.
     copy_out: CopyOut,
-    /// The columns of the COPY source sluice last described, for the COPY
-    /// that follows, and the format its statement gives its data; and the
-    /// error the describe met, if it failed.
-    copy_columns: Option<Vec<crate::plugin::bindings::types::Column>>,
-    copy_format: Option<crate::analysis::DataFormat>,
+    /// The source of the COPY of the simple Query being answered, if
+    /// sluice described it; and the error the describe met, if it failed.
+    copy_query_source: Option<Arc<CopySource>>,
     copy_describe_error: Option<Vec<(u8, String)>>,
+    /// The extended protocol's COPY TO STDOUT statements by name, with
+    /// their sources where sluice described them (a statement parsed at
+    /// the start of a cycle); the portals bound to them; and the Executes
+    /// of those portals whose CopyOutResponse has not come yet, in order,
+    /// with the cycle each belongs to.
+    copy_statements: std::collections::HashMap<String, Option<Arc<CopySource>>>,
+    copy_portals: std::collections::HashMap<String, Option<Arc<CopySource>>>,
+    copy_executes: VecDeque<(u64, Option<Arc<CopySource>>)>,
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
     extended_open: bool,
@@ -378,9 +398,11 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         just_described: None,
         rows: Rows::Undescribed,
         copy_out: CopyOut::Streams,
-        copy_columns: None,
-        copy_format: None,
+        copy_query_source: None,
         copy_describe_error: None,
+        copy_statements: std::collections::HashMap::new(),
+        copy_portals: std::collections::HashMap::new(),
+        copy_executes: VecDeque::new(),
         extended_open: false,
         prepared: Prepared::default(),
         analyser: Analyser::default(),
@@ -605,6 +627,7 @@ impl Proxy<'_> {
             )));
         }
         let just_described = self.just_described.take();
+        let cycle_was_open = self.extended_open;
         match frame.tag() {
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
                 self.extended_open = true;
@@ -626,8 +649,12 @@ impl Proxy<'_> {
                         return Ok(());
                     }
                 }
-                if let Some(text) = frontend::query_text(&frame) {
-                    self.describe_copy_source(text);
+                self.copy_query_source = None;
+                if !self.extended_open
+                    && let Some(copy) =
+                        frontend::query_text(&frame).and_then(|text| self.copy_out_to_mask(text))
+                {
+                    self.copy_query_source = Some(self.describe_copy_source(copy, false));
                 }
                 self.push_cycle(true, None);
             }
@@ -638,9 +665,36 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
+                match self.copy_out_to_mask(text) {
+                    None => {
+                        self.copy_statements.remove(name);
+                    }
+                    Some(copy) => {
+                        // Described when it starts a cycle; its Executes
+                        // are counted either way, to pair each with its
+                        // CopyOutResponse.
+                        let source = (!cycle_was_open)
+                            .then(|| self.describe_copy_source(copy, !name.is_empty()));
+                        self.copy_statements.insert(name.to_owned(), source);
+                    }
+                }
             }
             tag::BIND => {
                 let name = frontend::bind_statement(&frame).unwrap_or_default();
+                let portal = frontend::bind_portal(&frame).unwrap_or_default();
+                match self.copy_statements.get(name) {
+                    Some(source) => {
+                        if self.copy_portals.len() >= MAX_COPY_PORTALS {
+                            // Forgotten portals only lose their describe:
+                            // their data is then refused or read as text.
+                            self.copy_portals.clear();
+                        }
+                        self.copy_portals.insert(portal.to_owned(), source.clone());
+                    }
+                    None => {
+                        self.copy_portals.remove(portal);
+                    }
+                }
                 let refusal = if !self.judges() {
                     None
                 } else {
@@ -678,11 +732,16 @@ impl Proxy<'_> {
                     return Ok(());
                 }
             }
-            tag::CLOSE => {
-                if let Some((false, name)) = frontend::describe_target(&frame) {
+            tag::CLOSE => match frontend::describe_target(&frame) {
+                Some((false, name)) => {
                     self.prepared.closed(name);
+                    self.copy_statements.remove(name);
                 }
-            }
+                Some((true, name)) => {
+                    self.copy_portals.remove(name);
+                }
+                None => {}
+            },
             tag::DESCRIBE => {
                 let (portal, name) = frontend::describe_target(&frame).unwrap_or_default();
                 self.describes.push_back(PendingDescribe {
@@ -696,6 +755,10 @@ impl Proxy<'_> {
             }
             tag::EXECUTE => {
                 let portal = frontend::execute_portal(&frame).unwrap_or_default();
+                if let Some(source) = self.copy_portals.get(portal) {
+                    self.copy_executes
+                        .push_back((self.cycles_sent, source.clone()));
+                }
                 if just_described.as_deref() != Some(portal) && self.current_plugins().masks() {
                     // Learn the columns the rows will have, for masking.
                     let name = (!portal.is_empty()).then(|| portal.to_owned());
@@ -757,53 +820,73 @@ impl Proxy<'_> {
         self.cycles.push_back(Cycle {
             simple,
             refusal,
-            injected: false,
+            injected: None,
         });
         self.cycles_sent += 1;
     }
 
-    /// Before a `COPY ... TO STDOUT` is forwarded while masking plugins are
-    /// loaded, asks the server what its rows will be — a Parse and Describe
-    /// of its source query into the unnamed statement (which the client's
-    /// Query destroys anyway), then Sync — so its data can be read by type.
-    /// Not while the client's own extended-protocol messages await a Sync,
-    /// which this one would end.
-    fn describe_copy_source(&mut self, text: &str) {
-        self.copy_columns = None;
-        self.copy_format = None;
+    /// The COPY TO STDOUT `text` is, if it is one and masking plugins are
+    /// loaded: its data will have to be read by type.
+    fn copy_out_to_mask(&mut self, text: &str) -> Option<crate::analysis::CopyOut> {
         // A COPY spells its keyword out: text without the letters is not
         // one, and is not lexed again on its way.
         let mentions_copy = text
             .as_bytes()
             .windows(4)
             .any(|w| w.eq_ignore_ascii_case(b"copy"));
-        if !mentions_copy || self.extended_open || !self.current_plugins().masks() {
-            return;
+        if !mentions_copy || !self.current_plugins().masks() {
+            return None;
         }
-        let Some(copy) = crate::analysis::copy_out(text, self.standard_conforming_strings) else {
-            return;
-        };
-        self.copy_format = Some(copy.format);
+        crate::analysis::copy_out(text, self.standard_conforming_strings)
+    }
+
+    /// Before a `COPY ... TO STDOUT` is forwarded, asks the server what its
+    /// rows will be, so its data can be read by type: a Parse and Describe
+    /// of its source query, then Sync, in a cycle of sluice's own whose
+    /// replies never reach the client. Only between the client's cycles
+    /// (a Sync of sluice's would end one the client has open). The source
+    /// is parsed into the unnamed statement when the client's own message
+    /// replaces that anyway (a Query, a Parse of the unnamed statement),
+    /// else into one of sluice's, closed in the same cycle.
+    fn describe_copy_source(
+        &mut self,
+        copy: crate::analysis::CopyOut,
+        keep_unnamed: bool,
+    ) -> Arc<CopySource> {
+        let statement = keep_unnamed.then(|| format!("sluice_copy_source_{}", self.cycles_sent));
         reply::encode(
-            &Parse::new(None, copy.query, Vec::new()),
+            &Parse::new(statement.clone(), copy.query, Vec::new()),
             &mut self.to_server,
         );
-        reply::encode(&Describe::new(b'S', None), &mut self.to_server);
+        reply::encode(&Describe::new(b'S', statement.clone()), &mut self.to_server);
+        if let Some(statement) = statement {
+            reply::encode(
+                &pgwire::messages::extendedquery::Close::new(b'S', Some(statement)),
+                &mut self.to_server,
+            );
+        }
         reply::encode(
             &pgwire::messages::extendedquery::Sync::new(),
             &mut self.to_server,
         );
+        let source = Arc::new(CopySource {
+            format: copy.format,
+            columns: std::sync::OnceLock::new(),
+        });
         self.cycles.push_back(Cycle {
             simple: false,
             refusal: None,
-            injected: true,
+            injected: Some(source.clone()),
         });
         self.cycles_sent += 1;
+        source
     }
 
     /// Whether the replies arriving now answer sluice's own describe.
     fn answering_injected(&self) -> bool {
-        self.cycles.front().is_some_and(|cycle| cycle.injected)
+        self.cycles
+            .front()
+            .is_some_and(|cycle| cycle.injected.is_some())
     }
 
     /// A reply to sluice's own describe: the source's columns are kept for
@@ -812,7 +895,9 @@ impl Proxy<'_> {
         match frame.tag() {
             tag::ROW_DESCRIPTION => match backend::decode(&frame) {
                 Some(backend::Message::RowDescription(description)) => {
-                    self.copy_columns = Some(rows::columns_of(&description));
+                    if let Some(source) = self.cycles.front().and_then(|c| c.injected.as_ref()) {
+                        let _ = source.columns.set(rows::columns_of(&description));
+                    }
                 }
                 _ => {
                     return Err(End::Fatal(Fatal::new(
@@ -1420,6 +1505,7 @@ impl Proxy<'_> {
                 self.copy_describe_error = None;
                 let done = self.cycles_done;
                 self.describes.retain(|d| d.cycle >= done);
+                self.copy_executes.retain(|(cycle, _)| *cycle >= done);
             }
             tag::ERROR_RESPONSE => {
                 let fields = match backend::decode(&frame) {
@@ -1453,6 +1539,7 @@ impl Proxy<'_> {
                 self.copy_out = CopyOut::Streams;
                 let current = self.cycles_done;
                 self.describes.retain(|d| d.cycle != current);
+                self.copy_executes.retain(|(cycle, _)| *cycle != current);
                 if let Some(refusal) = self.pending_refusal() {
                     // In an aborted transaction the server says so (25P02)
                     // before it looks at any statement: keep its answer, as
@@ -1515,8 +1602,15 @@ impl Proxy<'_> {
                 // options are ones sluice reads, else as free text; binary
                 // data carries no types, and without a describe it is not
                 // passed on unmasked.
-                let described = self.copy_columns.take();
-                let format = self.copy_format.take();
+                let source = if self.replying_to_simple_query() {
+                    self.copy_query_source.take()
+                } else {
+                    self.copy_executes
+                        .pop_front()
+                        .and_then(|(_, source)| source)
+                };
+                let described = source.as_ref().and_then(|s| s.columns.get().cloned());
+                let format = source.map(|s| s.format.clone());
                 self.copy_out = if frame.body().first() == Some(&0) {
                     match (described, format.as_ref().and_then(TextFormat::of)) {
                         (Some(mut columns), Some(text_format)) => {
@@ -1541,7 +1635,7 @@ impl Proxy<'_> {
                     let Some(mut columns) = described else {
                         return Err(masking_failed(
                             "COPY data",
-                            &"binary COPY TO STDOUT can be masked only when sent alone in a simple query; use text or csv format",
+                            &"binary COPY TO STDOUT can be masked only when sluice can describe it first: send it alone in a simple query, or parse it at the start of an extended-protocol cycle; or use text or csv format",
                         ));
                     };
                     // A COPY with FORMAT binary sends every column in binary.
