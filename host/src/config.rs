@@ -74,6 +74,52 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    pub audit: Option<AuditConfig>,
+}
+
+/// `[audit]`: the tamper-evident audit trail. Without this table (and
+/// without `--audit-file`) nothing is recorded, and sluice says so when it
+/// starts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The active audit file (JSON Lines); rotated files sit next to it.
+    pub file: Option<PathBuf>,
+    /// When a record counts as written: `"always"` (the default: synced to
+    /// disk, survives power loss) or `"batch"` (handed to the OS, survives
+    /// a crash of sluice).
+    pub fsync: Option<AuditFsync>,
+    /// The file holding the chain's key (64 hex characters, not readable by
+    /// group or others). Default: the file `SLUICE_AUDIT_KEY_FILE` names,
+    /// else `FILE.key`, made when missing (demo-grade: it sits next to the
+    /// trail it protects).
+    pub key_file: Option<PathBuf>,
+    /// Where the chain head is kept. Default `FILE.head`; put it where the
+    /// trail's readers cannot write.
+    pub head_file: Option<PathBuf>,
+    /// Rotate the active file once it is this large.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate the active file once it is this old.
+    pub rotate_seconds: Option<u64>,
+    /// Record what statements return (masked), up to `result_bytes` per
+    /// statement. Default false: row counts only.
+    #[serde(default)]
+    pub record_results: bool,
+    pub result_bytes: Option<usize>,
+    /// This gateway's name in the records (several instances each keep a
+    /// chain of their own). Default: the host name.
+    pub instance: Option<String>,
+}
+
+/// When an audit record counts as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    /// fdatasync per group commit, before the statement goes upstream.
+    #[default]
+    Always,
+    /// Written to the OS per group commit; synced by the OS later.
+    Batch,
 }
 
 /// `[approvals]`: statements held for a human's approval.
@@ -293,6 +339,8 @@ pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
 pub struct Overrides {
     pub listen: Option<String>,
     pub upstream: Option<String>,
+    /// `--audit-file`: record here (relative to the working directory).
+    pub audit_file: Option<PathBuf>,
 }
 
 /// Everything the gateway needs, checked and resolved.
@@ -312,6 +360,74 @@ pub struct Settings {
     pub plugins: Vec<PluginSettings>,
     /// How long a statement held for approval waits.
     pub approval_timeout: Duration,
+    /// The audit trail; `None`: nothing is recorded.
+    pub audit: Option<AuditSettings>,
+}
+
+/// Default cap on the masked result data recorded per statement.
+pub const DEFAULT_AUDIT_RESULT_BYTES: usize = 4096;
+
+/// The audit trail, resolved.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub file: PathBuf,
+    pub head_file: PathBuf,
+    pub key: AuditKey,
+    pub fsync: AuditFsync,
+    pub rotate_bytes: Option<u64>,
+    pub rotate_after: Option<Duration>,
+    /// Per statement, at most this many bytes of masked result data are
+    /// recorded; 0 records none.
+    pub result_bytes: usize,
+    pub instance: String,
+}
+
+/// Where the audit chain's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditKey {
+    /// A key file the operator made.
+    File(PathBuf),
+    /// `FILE.key`, made by sluice when missing: demo-grade, since it sits
+    /// next to the trail it protects.
+    NextToTrail(PathBuf),
+}
+
+impl AuditSettings {
+    /// The settings for recording to `file` with nothing else configured:
+    /// the key from `SLUICE_AUDIT_KEY_FILE` or `FILE.key`, the head in
+    /// `FILE.head`, synced per commit.
+    pub fn for_file(file: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> AuditSettings {
+        AuditSettings {
+            head_file: with_suffix(&file, ".head"),
+            key: match env("SLUICE_AUDIT_KEY_FILE") {
+                Some(path) => AuditKey::File(PathBuf::from(path)),
+                None => AuditKey::NextToTrail(with_suffix(&file, ".key")),
+            },
+            file,
+            fsync: AuditFsync::Always,
+            rotate_bytes: None,
+            rotate_after: None,
+            result_bytes: 0,
+            instance: default_instance(),
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`a/audit.jsonl` →
+/// `a/audit.jsonl.head`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The host name, as the kernel has it; `sluice` if it cannot be read.
+fn default_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sluice".to_owned())
 }
 
 /// Certificate and key files for client-facing TLS.
@@ -508,6 +624,7 @@ impl Config {
         }
 
         let plugins = self.resolve_plugins(base_dir, env)?;
+        let audit = self.resolve_audit(base_dir, overrides, env)?;
 
         Ok(Settings {
             listen,
@@ -533,7 +650,72 @@ impl Config {
                     )));
                 }
             },
+            audit,
         })
+    }
+
+    /// Checks `[audit]`, with `--audit-file` in place of its `file`.
+    pub fn resolve_audit(
+        &self,
+        base_dir: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<AuditSettings>, Error> {
+        let configured = self.audit.as_ref();
+        let file = match (
+            &overrides.audit_file,
+            configured.and_then(|a| a.file.as_ref()),
+        ) {
+            (Some(file), _) => file.clone(),
+            (None, Some(file)) => base_dir.join(file),
+            (None, None) if configured.is_some() => {
+                return Err(invalid("[audit] needs file (or --audit-file)"));
+            }
+            (None, None) => return Ok(None),
+        };
+        let mut settings = AuditSettings::for_file(file, env);
+        let Some(audit) = configured else {
+            return Ok(Some(settings));
+        };
+        if let Some(key_file) = &audit.key_file {
+            settings.key = AuditKey::File(base_dir.join(key_file));
+        }
+        if let Some(head_file) = &audit.head_file {
+            settings.head_file = base_dir.join(head_file);
+        }
+        settings.fsync = audit.fsync.unwrap_or_default();
+        settings.rotate_bytes = match audit.rotate_bytes {
+            Some(bytes) if bytes < 4096 => {
+                return Err(invalid(format!(
+                    "[audit] rotate_bytes {bytes} is below 4096"
+                )));
+            }
+            bytes => bytes,
+        };
+        settings.rotate_after = match audit.rotate_seconds {
+            Some(0) => return Err(invalid("[audit] rotate_seconds must be above 0")),
+            seconds => seconds.map(Duration::from_secs),
+        };
+        settings.result_bytes = match (audit.record_results, audit.result_bytes) {
+            (false, Some(_)) => {
+                return Err(invalid("[audit] result_bytes needs record_results = true"));
+            }
+            (false, None) => 0,
+            (true, None) => DEFAULT_AUDIT_RESULT_BYTES,
+            (true, Some(bytes @ 1..=1_048_576)) => bytes,
+            (true, Some(bytes)) => {
+                return Err(invalid(format!(
+                    "[audit] result_bytes {bytes} is not between 1 and 1048576"
+                )));
+            }
+        };
+        if let Some(instance) = &audit.instance {
+            if instance.is_empty() || instance.len() > 128 {
+                return Err(invalid("[audit] instance must be 1 to 128 characters"));
+            }
+            settings.instance = instance.clone();
+        }
+        Ok(Some(settings))
     }
 
     /// Checks the `[[plugins]]` entries. Whether the component exists and
@@ -917,6 +1099,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:7000".into()),
             upstream: Some("postgres://other@10.0.0.1:5433/ledger".into()),
+            audit_file: None,
         };
         let settings = config.resolve(Path::new("/"), &overrides, &no_env).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:7000");

@@ -34,6 +34,8 @@ pub enum Error {
     Tls(#[from] transport::TlsError),
     #[error(transparent)]
     Plugin(#[from] plugin::LoadError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::OpenError),
 }
 
 /// Where the gateway is in its life.
@@ -71,6 +73,8 @@ pub struct Shared {
     /// User-defined types looked up so far, per database, for masking
     /// binary values of them.
     pub user_types: crate::masking::types::TypeCatalog,
+    /// The audit trail every session writes to.
+    pub audit: crate::audit::Audit,
     pub phase: watch::Receiver<Phase>,
     sessions_done: Notify,
 }
@@ -125,6 +129,15 @@ impl Gateway {
         let tls_acceptor = Self::tls_acceptor(&settings)?;
         let upstream = Upstream::new(settings.upstream.clone())?;
         let plugins = Arc::new(Plugins::load(&settings.plugins).await?);
+        let audit = match &settings.audit {
+            Some(audit) => crate::audit::Audit::open(audit)?,
+            None => {
+                tracing::warn!(
+                    "no audit trail is configured: statements are not recorded ([audit] in the config, or --audit-file)"
+                );
+                crate::audit::Audit::disabled()
+            }
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -149,6 +162,7 @@ impl Gateway {
                 counters: Counters::default(),
                 lockouts: Default::default(),
                 user_types: Default::default(),
+                audit,
                 phase: phase_rx,
                 sessions_done: Notify::new(),
             }),
@@ -208,6 +222,8 @@ impl Gateway {
         }
         drop(listener);
         drain(&shared, &phase).await;
+        // The sessions' last outcomes are on the record before sluice exits.
+        shared.audit.clone().close().await;
     }
 
     /// Serves in a background task.

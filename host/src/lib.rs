@@ -14,12 +14,15 @@
 //!   result rows in any format, server messages, and the text sluice
 //!   writes about traffic (logs, audit, traces).
 //! - [`auth`]: SCRAM-SHA-256 for clients, against stored verifiers.
+//! - [`audit`]: the tamper-evident audit trail every session writes, and
+//!   `sluice audit verify|show|tail`.
 //! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
 //! - [`scaffold`]: `sluice plugin new`, a plugin crate from the template.
 
 pub mod analysis;
 pub mod approval;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod gateway;

@@ -37,6 +37,9 @@ enum Command {
         /// Front this server instead (postgres://user@host:port/database).
         #[arg(long, value_name = "URL")]
         upstream: Option<String>,
+        /// Record the audit trail in this file instead.
+        #[arg(long, value_name = "PATH")]
+        audit_file: Option<PathBuf>,
     },
     /// Check a config file (and the files it names) without serving.
     Check {
@@ -61,6 +64,72 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Read and check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Where the trail is: the config's `[audit]`, or `--audit-file`.
+#[derive(clap::Args)]
+struct TrailArgs {
+    /// The config file whose `[audit]` names the trail.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The trail's active file instead (its key from SLUICE_AUDIT_KEY_FILE
+    /// or PATH.key, its head in PATH.head, unless the config says).
+    #[arg(long, value_name = "PATH")]
+    audit_file: Option<PathBuf>,
+}
+
+/// Which records to read.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only this principal's sessions (and failed logins as this user).
+    #[arg(long)]
+    principal: Option<String>,
+    /// From this UTC time (2026-11-29, 2026-11-29T06:30, ...).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Up to this UTC time (a prefix takes in all it names).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only statements with this verdict (allow, deny, error) and their
+    /// outcomes.
+    #[arg(long)]
+    verdict: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the trail's chain and head: exit 0 when intact, 1 with what
+    /// is wrong and where.
+    Verify {
+        #[command(flatten)]
+        trail: TrailArgs,
+    },
+    /// Replay one session: who, each statement with its decision and
+    /// approval, what it returned.
+    Show {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// The session's number (as logs and records give it).
+        #[arg(long)]
+        session: u64,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// The latest records, one a line.
+    Tail {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
 }
 
@@ -87,8 +156,13 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             upstream,
+            audit_file,
         } => {
-            let overrides = Overrides { listen, upstream };
+            let overrides = Overrides {
+                listen,
+                upstream,
+                audit_file,
+            };
             let settings = load_settings(config.as_deref(), &overrides)?;
             serve(settings, config, |_| {}, shutdown_signal())
         }
@@ -125,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { port } => demo::run(port),
+        Command::Audit { command } => audit_command(command),
         Command::Plugin {
             command: PluginCommand::New { name, kind, dir },
         } => {
@@ -138,6 +213,96 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The trail's settings: `--audit-file` over the config's `[audit]`.
+fn trail_settings(trail: &TrailArgs) -> anyhow::Result<sluice::config::AuditSettings> {
+    let env = |name: &str| std::env::var(name).ok();
+    let overrides = Overrides {
+        audit_file: trail.audit_file.clone(),
+        ..Overrides::default()
+    };
+    let (config, base_dir) = load_config(trail.config.as_deref())?;
+    let settings = config.resolve_audit(&base_dir, &overrides, &env)?;
+    settings.context("no audit trail named: give --audit-file PATH, or -c with an [audit] table")
+}
+
+fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    use sluice::audit::read;
+    match command {
+        AuditCommand::Verify { trail } => {
+            let settings = trail_settings(&trail)?;
+            let key = match &settings.key {
+                sluice::config::AuditKey::File(path)
+                | sluice::config::AuditKey::NextToTrail(path) => {
+                    sluice::audit::ChainKey::load(path)
+                        .with_context(|| format!("reading the audit key {}", path.display()))?
+                }
+            };
+            let report =
+                sluice::audit::verify::verify_live(&settings.file, Some(&settings.head_file), &key);
+            println!("{report}");
+            if let sluice::config::AuditKey::NextToTrail(path) = &settings.key {
+                println!(
+                    "note: the key {} sits next to the trail it protects (demo-grade): \
+                     whoever can rewrite the trail can read it; configure [audit] key_file elsewhere",
+                    path.display()
+                );
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Show {
+            trail,
+            session,
+            filter,
+        } => {
+            let settings = trail_settings(&trail)?;
+            let records = read::read(&settings.file)?;
+            let filter = filter.into_filter(Some(session));
+            let picked = filter.apply(&records.records);
+            print!("{}", read::show_session(&picked, session));
+            warn_unreadable(records.unreadable);
+            Ok(())
+        }
+        AuditCommand::Tail {
+            trail,
+            lines,
+            filter,
+        } => {
+            let settings = trail_settings(&trail)?;
+            let records = read::read(&settings.file)?;
+            let filter = filter.into_filter(None);
+            let picked = filter.apply(&records.records);
+            for record in &picked[picked.len().saturating_sub(lines)..] {
+                println!("{}", read::one_line(record));
+            }
+            warn_unreadable(records.unreadable);
+            Ok(())
+        }
+    }
+}
+
+impl FilterArgs {
+    fn into_filter(self, session: Option<u64>) -> sluice::audit::read::Filter {
+        sluice::audit::read::Filter {
+            session,
+            principal: self.principal,
+            since: self.since,
+            until: self.until,
+            verdict: self.verdict,
+        }
+    }
+}
+
+fn warn_unreadable(count: usize) {
+    if count > 0 {
+        eprintln!(
+            "warning: {count} line(s) of the trail are not records (a torn write?): run sluice audit verify"
+        );
     }
 }
 
@@ -158,8 +323,10 @@ fn init_logging() {
     }
 }
 
-fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
-    let (config, base_dir) = match path {
+/// The config file at `path` (or none: all defaults) and the directory its
+/// relative paths start from.
+fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, PathBuf)> {
+    Ok(match path {
         Some(path) => {
             let config = Config::load(path)?;
             let base = path
@@ -169,7 +336,11 @@ fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<S
             (config, base)
         }
         None => (Config::default(), PathBuf::from(".")),
-    };
+    })
+}
+
+fn load_settings(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+    let (config, base_dir) = load_config(path)?;
     let settings = config.resolve(&base_dir, overrides, &|name| std::env::var(name).ok())?;
     Ok(settings)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real sluice, real clients. One test
 //! binary, so the shared cluster starts once per run.
 
+mod audit;
 mod bad_input;
 mod clients;
 mod gateway;

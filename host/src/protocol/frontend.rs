@@ -116,6 +116,46 @@ pub fn bind_statement(frame: &Frame) -> Option<&str> {
 /// Bind: its parameters in text form, as policies see them: `None` for
 /// NULL, for a value sent in binary format and for text that is not UTF-8.
 pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
+    let values = bind_values(frame)?;
+    Some(
+        values
+            .into_iter()
+            .map(|value| match value {
+                Some((0, bytes)) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Bind: its parameters as the audit trail keeps them (before masking):
+/// text as sent; a binary value as its text when it is printable UTF-8 (a
+/// driver sending a string in binary), else withheld — bytes sluice cannot
+/// read as text could hide a card number in any encoding. `None` for NULL.
+pub fn bind_parameters_for_audit(frame: &Frame) -> Option<Vec<Option<String>>> {
+    let values = bind_values(frame)?;
+    Some(
+        values
+            .into_iter()
+            .map(|value| {
+                let (format, bytes) = value?;
+                match std::str::from_utf8(bytes) {
+                    Ok(text) if format == 0 || !text.chars().any(char::is_control) => {
+                        Some(text.to_owned())
+                    }
+                    _ => Some(format!("[binary value withheld: {} bytes]", bytes.len())),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A bound parameter: its format code (0 text, 1 binary) and bytes; `None`
+/// for NULL.
+type BoundValue<'f> = Option<(i16, &'f [u8])>;
+
+/// Bind: each parameter's format and bytes.
+fn bind_values(frame: &Frame) -> Option<Vec<BoundValue<'_>>> {
     let mut body = frame.body();
     take_cstr(&mut body)?;
     take_cstr(&mut body)?;
@@ -125,7 +165,7 @@ pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
         formats.push(take_i16(&mut body)?);
     }
     let count = usize::try_from(take_i16(&mut body)?).ok()?;
-    let mut parameters = Vec::with_capacity(count.min(body.len() / 4));
+    let mut values = Vec::with_capacity(count.min(body.len() / 4));
     for index in 0..count {
         let len = take_i32(&mut body)?;
         let format = match formats.as_slice() {
@@ -134,19 +174,15 @@ pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
             all => *all.get(index)?,
         };
         if len < 0 {
-            parameters.push(None);
+            values.push(None);
             continue;
         }
         let len = usize::try_from(len).ok()?;
         let value = body.get(..len)?;
         body = &body[len..];
-        parameters.push(if format == 0 {
-            std::str::from_utf8(value).ok().map(str::to_owned)
-        } else {
-            None
-        });
+        values.push(Some((format, value)));
     }
-    Some(parameters)
+    Some(values)
 }
 
 fn take_i16(body: &mut &[u8]) -> Option<i16> {

@@ -61,6 +61,11 @@ impl Prepared {
         Ok(())
     }
 
+    /// The text of a prepared statement.
+    pub fn text(&self, name: &str) -> Option<Arc<str>> {
+        self.entries.get(name).map(|entry| entry.text.clone())
+    }
+
     /// Forgets a statement the client closed.
     pub fn closed(&mut self, name: &str) {
         self.entries.remove(name);

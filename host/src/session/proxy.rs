@@ -71,6 +71,7 @@ use super::prepared::Prepared;
 use super::startup::Established;
 use crate::analysis::{Analysed, Analyser};
 use crate::approval::{self, Approvals, Resolution};
+use crate::audit::{self, ApprovalRecord, Decision, Protocol};
 use crate::config::Hook;
 use crate::gateway::{Phase, Shared};
 use crate::masking::copy_text::{self, TextFormat};
@@ -115,6 +116,35 @@ struct Cycle {
     /// sluice's own cycle, a describe of a COPY's source: its replies are
     /// read by sluice (the columns go here) and never reach the client.
     injected: Option<Arc<CopySource>>,
+    /// The recorded statements the cycle runs, and what becomes of them.
+    audit: Option<CycleOutcome>,
+}
+
+/// What the statements of one cycle came to, gathered from the server's
+/// replies for the audit trail's outcome record.
+#[derive(Debug)]
+struct CycleOutcome {
+    /// The statements' numbers in the session.
+    statements: Vec<u64>,
+    started: std::time::Instant,
+    /// CommandComplete tags, in order.
+    tags: Vec<String>,
+    rows: u64,
+    /// The error that ended the cycle: SQLSTATE and message (not yet
+    /// masked).
+    error: Option<(String, String)>,
+}
+
+impl CycleOutcome {
+    fn new() -> CycleOutcome {
+        CycleOutcome {
+            statements: Vec::new(),
+            started: std::time::Instant::now(),
+            tags: Vec::new(),
+            rows: 0,
+            error: None,
+        }
+    }
 }
 
 /// What sluice learns of a COPY TO STDOUT's data before the COPY runs.
@@ -308,6 +338,15 @@ struct Proxy<'a> {
     /// shared set for every message.
     plugins: Arc<PluginSet>,
     plugins_generation: u64,
+    /// Statements recorded in the audit trail so far.
+    statements_recorded: u64,
+    /// What the policies decided about the statement being judged, for
+    /// its audit record.
+    decision: Option<Decision>,
+    /// The outcome of the statements recorded since the last cycle was
+    /// queued: it goes with the next one.
+    pending_outcome: Option<CycleOutcome>,
+    started: std::time::Instant,
     /// The last RowDescription masked, and what the plugins made of it:
     /// a plugin's answer depends only on the session, the columns and its
     /// configuration, so the same description under the same plugins gets
@@ -427,6 +466,10 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         plugins: shared.plugins.current(),
         plugins_generation: shared.plugins.generation(),
         last_description: None,
+        statements_recorded: 0,
+        decision: None,
+        pending_outcome: None,
+        started: std::time::Instant::now(),
     };
     let end = proxy.serve().await;
     let principal = proxy.session.principal.id.clone();
@@ -639,15 +682,28 @@ impl Proxy<'_> {
             // The shape check above has already read the statement text as
             // UTF-8.
             tag::QUERY => {
-                if self.judges() {
-                    let text = frontend::query_text(&frame).unwrap_or_default();
+                let text = frontend::query_text(&frame).unwrap_or_default();
+                self.decision = None;
+                let refusal = if self.judges() {
                     let statements = self
                         .analyser
                         .analyse(text, self.standard_conforming_strings);
-                    if let Some(refusal) = self.judge(text, statements).await {
-                        self.refuse_cycle(refusal);
-                        return Ok(());
-                    }
+                    self.judge(text, statements).await
+                } else {
+                    self.decision = Some(Decision::unjudged());
+                    None
+                };
+                // On the record before it can run, refused or not.
+                let refusal = match self
+                    .record_statement(text, &[], Protocol::Simple, refusal.as_ref())
+                    .await
+                {
+                    Ok(()) => refusal,
+                    Err(unrecorded) => Some(unrecorded),
+                };
+                if let Some(refusal) = refusal {
+                    self.refuse_cycle(refusal);
+                    return Ok(());
                 }
                 self.copy_query_source = None;
                 if !self.extended_open
@@ -695,7 +751,9 @@ impl Proxy<'_> {
                         self.copy_portals.remove(portal);
                     }
                 }
+                self.decision = None;
                 let refusal = if !self.judges() {
+                    self.decision = Some(Decision::unjudged());
                     None
                 } else {
                     match self.prepared.analysis(
@@ -726,6 +784,19 @@ impl Proxy<'_> {
                             ),
                         )),
                     }
+                };
+                let refusal = if self.shared.audit.enabled() {
+                    let text = self.prepared.text(name).unwrap_or_default();
+                    let params = frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
+                    match self
+                        .record_statement(&text, &params, Protocol::Extended, refusal.as_ref())
+                        .await
+                    {
+                        Ok(()) => refusal,
+                        Err(unrecorded) => Some(unrecorded),
+                    }
+                } else {
+                    refusal
                 };
                 if let Some(refusal) = refusal {
                     self.refuse_extended(refusal);
@@ -817,10 +888,12 @@ impl Proxy<'_> {
     }
 
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
+        let audit = self.pending_outcome.take();
         self.cycles.push_back(Cycle {
             simple,
             refusal,
             injected: None,
+            audit,
         });
         self.cycles_sent += 1;
     }
@@ -877,6 +950,7 @@ impl Proxy<'_> {
             simple: false,
             refusal: None,
             injected: Some(source.clone()),
+            audit: None,
         });
         self.cycles_sent += 1;
         source
@@ -911,7 +985,9 @@ impl Proxy<'_> {
                     self.copy_describe_error = Some(error.fields);
                 }
             }
-            tag::READY_FOR_QUERY => self.cycle_done(&frame)?,
+            tag::READY_FOR_QUERY => {
+                self.cycle_done(&frame)?;
+            }
             _ => {}
         }
         Ok(())
@@ -919,7 +995,7 @@ impl Proxy<'_> {
 
     /// A ReadyForQuery ends the cycle at the front: the server's
     /// transaction status is recorded and the next cycle's replies follow.
-    fn cycle_done(&mut self, frame: &Frame) -> Result<(), End> {
+    fn cycle_done(&mut self, frame: &Frame) -> Result<Option<CycleOutcome>, End> {
         let [status @ (b'I' | b'T' | b'E')] = *frame.body() else {
             return Err(End::Fatal(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,
@@ -927,9 +1003,9 @@ impl Proxy<'_> {
             )));
         };
         self.transaction = status;
-        self.cycles.pop_front();
+        let finished = self.cycles.pop_front();
         self.cycles_done += 1;
-        Ok(())
+        Ok(finished.and_then(|cycle| cycle.audit))
     }
 
     /// Runs the policy plugins on the statements of one query string (or
@@ -942,6 +1018,7 @@ impl Proxy<'_> {
             tracing::debug!(session = self.session.session_id, %statement, "statement");
         }
         if plugins.chain(Hook::Policy).is_empty() {
+            self.decision = Some(Decision::unjudged());
             return None;
         }
         let statements = match self
@@ -970,6 +1047,13 @@ impl Proxy<'_> {
                 }) => {
                     let statement = crate::masking::for_log(&plugins, text).await;
                     tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
+                    self.decision = Some(Decision {
+                        verdict: "deny",
+                        plugin: Some(plugin),
+                        rule: Some(rule.clone()),
+                        reason: Some(reason.clone()),
+                        approval: None,
+                    });
                     return Some(Fatal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         format!("sluice denied this statement: {reason} (rule {rule})"),
@@ -1093,6 +1177,12 @@ impl Proxy<'_> {
             _ = phase.wait_for(|p| *p == Phase::Closing) => None,
         };
         self.shared.approvals.close(&ticket.id);
+        let (approver, verdict) = match &outcome {
+            Some(Resolution::Approved { approver }) => (Some(approver.clone()), "allow"),
+            Some(Resolution::Denied { approver }) => (Some(approver.clone()), "deny"),
+            None => (None, "deny"),
+        };
+        let requested_ms = ticket.expires_at - timeout.as_millis() as u64;
         let (label, refusal) = match outcome {
             Some(Resolution::Approved { approver }) => {
                 tracing::info!(ticket = %ticket.id, %approver, "statement approved");
@@ -1121,7 +1211,130 @@ impl Proxy<'_> {
             ),
         };
         plugins.approval_outcome(&ticket, label).await;
+        self.decision = Some(Decision {
+            verdict,
+            plugin: None,
+            rule: None,
+            reason: Some(ticket.reason.clone()),
+            approval: Some(ApprovalRecord {
+                ticket: ticket.id.clone(),
+                approver_group: approver_group.clone(),
+                outcome: label,
+                approver,
+                requested_ms,
+                answered_ms: approval::now_ms(),
+            }),
+        });
         refusal
+    }
+
+    /// Writes the statement's record — who, what (masked), the decision —
+    /// and returns once it is durable: nothing runs upstream unrecorded.
+    /// `refusal` is what the statement met, if it was refused. An error
+    /// says why the statement must be refused after all (the trail cannot
+    /// be written, or its text cannot be masked).
+    async fn record_statement(
+        &mut self,
+        text: &str,
+        params: &[Option<String>],
+        protocol: Protocol,
+        refusal: Option<&Fatal>,
+    ) -> Result<(), Fatal> {
+        if !self.shared.audit.enabled() {
+            return Ok(());
+        }
+        let decision = match (self.decision.take(), refusal) {
+            (Some(decision), None) => decision,
+            (Some(decision), Some(_)) if decision.verdict != "allow" => decision,
+            // Refused after the policies let it through (a limit, a
+            // prepared statement sluice does not know, a failed plugin).
+            (_, Some(refusal)) => Decision::refused(
+                if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
+                    "deny"
+                } else {
+                    "error"
+                },
+                refusal.message.clone(),
+            ),
+            (None, None) => Decision::allowed(),
+        };
+        // The text and every parameter in one masking call.
+        let mut texts: Vec<&str> = Vec::with_capacity(1 + params.len());
+        texts.push(text);
+        texts.extend(params.iter().map(|p| p.as_deref().unwrap_or("")));
+        let masked = crate::masking::mask_texts(&self.plugins, &texts)
+            .await
+            .map_err(|fault| plugin_failed("masking", &fault))?;
+        let (text, params): (String, Vec<Option<String>>) = match masked {
+            None => (text.to_owned(), params.to_vec()),
+            Some(mut masked) => {
+                let params = masked
+                    .drain(1..)
+                    .zip(params)
+                    .map(|(masked, original)| original.as_ref().map(|_| masked))
+                    .collect();
+                (masked.pop().unwrap_or_default(), params)
+            }
+        };
+        self.statements_recorded += 1;
+        let statement = self.statements_recorded;
+        let recorded = self
+            .shared
+            .audit
+            .record(audit::Event::Statement {
+                session: self.session.session_id,
+                principal: &self.session.principal.id,
+                statement,
+                protocol,
+                text: &text,
+                params: &params,
+                decision: &decision,
+            })
+            .await;
+        if let Err(error) = recorded {
+            tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: statement refused");
+            return Err(Fatal::new(
+                sqlstate::SYSTEM_ERROR,
+                "sluice cannot write its audit trail, so it runs no statement: tell the operator",
+            ));
+        }
+        self.pending_outcome
+            .get_or_insert_with(CycleOutcome::new)
+            .statements
+            .push(statement);
+        Ok(())
+    }
+
+    /// The outcome of a finished cycle's recorded statements, appended to
+    /// the trail without making the client wait.
+    async fn record_outcome(&mut self, outcome: CycleOutcome) {
+        let error = match &outcome.error {
+            Some((code, message)) => {
+                let message = crate::masking::for_log(&self.plugins, message).await;
+                Some((code.clone(), message))
+            }
+            None => None,
+        };
+        self.shared.audit.record_later(audit::Event::Outcome {
+            session: self.session.session_id,
+            statements: &outcome.statements,
+            tags: &outcome.tags,
+            rows: outcome.rows,
+            duration_us: outcome.started.elapsed().as_micros() as u64,
+            error: error
+                .as_ref()
+                .map(|(code, message)| (code.as_str(), message.as_str())),
+            data: None,
+        });
+    }
+
+    /// Notes the error that ended the cycle being answered.
+    fn note_error(&mut self, code: &str, message: &str) {
+        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+            outcome
+                .error
+                .get_or_insert_with(|| (code.to_owned(), message.to_owned()));
+        }
     }
 
     /// Writes everything pending to both sides.
@@ -1197,6 +1410,11 @@ impl Proxy<'_> {
                         streamed_run(&self.server_in, rows_stream, copy_streams)
                     };
                     if run > 0 {
+                        if let Some(outcome) =
+                            self.cycles.front_mut().and_then(|c| c.audit.as_mut())
+                        {
+                            note_completions(outcome, &self.server_in[..run]);
+                        }
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
                         if result_ended {
@@ -1499,7 +1717,9 @@ impl Proxy<'_> {
                 Description::Keep => return Ok(()),
             },
             tag::READY_FOR_QUERY => {
-                self.cycle_done(&frame)?;
+                if let Some(outcome) = self.cycle_done(&frame)? {
+                    self.record_outcome(outcome).await;
+                }
                 self.rows = Rows::Undescribed;
                 self.copy_out = CopyOut::Streams;
                 self.copy_describe_error = None;
@@ -1552,9 +1772,14 @@ impl Proxy<'_> {
                             self.refusing = None;
                         }
                         reply::error(&mut self.to_client, Severity::Error, code, &message);
+                        self.note_error(code, &message);
                         return Ok(());
                     }
                 }
+                self.note_error(
+                    backend::field(&fields, b'C').unwrap_or_default(),
+                    backend::field(&fields, b'M').unwrap_or_default(),
+                );
                 return self.pass_fields(frame, fields).await;
             }
             tag::NOTICE_RESPONSE => {
@@ -1730,6 +1955,17 @@ impl Proxy<'_> {
 
     async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
         let busy = !self.cycles.is_empty();
+        self.shared.audit.record_later(audit::Event::SessionEnd {
+            session: self.session.session_id,
+            statements: self.statements_recorded,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            reason: match &end {
+                End::ClientTerminated => "the client ended it",
+                End::ClientGone => "the client left",
+                End::ServerGone => "the server ended it",
+                End::Fatal(_) => "sluice ended it",
+            },
+        });
         match &end {
             End::ClientTerminated => {
                 tracing::info!(%peer, principal, "session ended by the client");
@@ -1853,6 +2089,37 @@ fn ends_result(tag: u8) -> bool {
             | tag::EMPTY_QUERY_RESPONSE
             | tag::PORTAL_SUSPENDED
     )
+}
+
+/// Notes the command tags among `messages` (whole messages from the
+/// server) in the outcome of the cycle they answer.
+fn note_completions(outcome: &mut CycleOutcome, messages: &[u8]) {
+    let mut at = 0;
+    while let Ok(Some(header)) = frame::peek_header(&messages[at..], usize::MAX) {
+        let Some(body) = messages.get(at + frame::HEADER_LEN..at + header.total()) else {
+            break;
+        };
+        if header.tag == tag::COMMAND_COMPLETE {
+            let text = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(body));
+            outcome.rows += rows_of(&text);
+            outcome.tags.push(text.into_owned());
+        }
+        at += header.total();
+    }
+}
+
+/// The row count a command tag reports (`SELECT 3`, `INSERT 0 5`,
+/// `COPY 12`); 0 for a tag without one.
+fn rows_of(tag: &str) -> u64 {
+    match tag.split(' ').next() {
+        Some("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "FETCH" | "MOVE") => {
+            tag.rsplit(' ')
+                .next()
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
 }
 
 /// The length of the first whole message of `run`.

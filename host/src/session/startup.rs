@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::options;
+use crate::audit::Event;
 use crate::auth::scram::{self, ScramServer, Verifier};
 use crate::config::Hook;
 use crate::gateway::Shared;
@@ -109,6 +110,27 @@ pub async fn establish(
         });
         judge_options(shared, &session, &request.options).await?;
     }
+    // The session is on the record before anything reaches the database
+    // on its behalf.
+    let recorded = shared
+        .audit
+        .record(Event::SessionStart {
+            session: session_id,
+            principal: &principal.id,
+            groups: &principal.groups,
+            client: peer,
+            application: connection.application_name.as_deref(),
+            database: &request.database,
+            tls: client.is_tls(),
+        })
+        .await;
+    if let Err(error) = recorded {
+        tracing::error!(alert = true, %error, "the audit trail cannot be written: session refused");
+        return Err(Fatal::new(
+            sqlstate::SYSTEM_ERROR,
+            "sluice cannot write its audit trail, so it serves no session: tell the operator",
+        ));
+    }
     let mut parameters = request.forwarded.clone();
     tag_upstream(&mut parameters, &principal.id, &request.options);
 
@@ -119,7 +141,15 @@ pub async fn establish(
             parameters: &parameters,
         })
         .await
-        .map_err(|error| upstream_refusal(error, &request.database))?;
+        .map_err(|error| {
+            shared.audit.record_later(Event::SessionEnd {
+                session: session_id,
+                statements: 0,
+                duration_ms: 0,
+                reason: "the upstream server refused it",
+            });
+            upstream_refusal(error, &request.database)
+        })?;
 
     let upstream_key = server
         .backend_key
@@ -437,12 +467,22 @@ async fn authenticate_counted(
             remaining_s = lockout.remaining.as_secs(),
             "login refused: locked out after repeated failed logins"
         );
+        shared.audit.record_later(Event::LoginFailed {
+            user,
+            client: peer,
+            reason: "locked out after repeated failed logins",
+        });
         return Err(login_failed(shared, user));
     }
     let result = authenticate(shared, client, buf, user, connection, peer).await;
     match &result {
         Ok(_) => shared.lockouts.succeeded(user),
         Err(fatal) if fatal.code == sqlstate::INVALID_PASSWORD => {
+            shared.audit.record_later(Event::LoginFailed {
+                user,
+                client: peer,
+                reason: "authentication failed",
+            });
             for lockout in shared.lockouts.failed(user, peer.ip()) {
                 tracing::warn!(
                     locked = %lockout.subject,

@@ -1,0 +1,1496 @@
+//! The audit file writer: one thread, group commit, the head, rotation and
+//! recovery after a crash.
+//!
+//! # One writer, many sessions
+//!
+//! Every session must have its statement's record durable before the
+//! statement runs, and a durable write costs an `fdatasync` — milliseconds
+//! on real disks. One sync per statement would cap the gateway at a few
+//! hundred statements a second, so records are written in *group commits*:
+//! a dedicated OS thread (`sluice-audit`) owns the files; sessions hand it
+//! their events through a channel and wait. The thread blocks for the first
+//! request, then takes everything else already queued, seals all of it into
+//! one buffer, writes it with one `write`, syncs once, updates the head and
+//! answers every waiter. While it syncs, the next group gathers in the
+//! channel, so the more sessions wait, the more one sync carries.
+//!
+//! The thread is a plain OS thread rather than a tokio task because `write`
+//! and `fdatasync` block; on a runtime worker they would stall unrelated
+//! sessions. Callers only await a oneshot answer.
+//!
+//! # Durability: the `fsync` setting
+//!
+//! - [`Fsync::Always`] (the default): a record is acknowledged once its
+//!   group's lines are written and `fdatasync`ed, and then the head written
+//!   and `fdatasync`ed. It survives a crash of sluice and a power loss or
+//!   kernel crash (given a disk that honours flushes).
+//! - [`Fsync::Batch`]: a record is acknowledged once `write(2)` of the lines
+//!   and of the head returned. It survives a crash of sluice (the kernel
+//!   holds the data), not of the machine: a power loss may take the last
+//!   seconds.
+//!
+//! Under `Batch` the kernel writes the file and the head back in any order,
+//! so after a power loss the head may name records that never reached the
+//! disk. sluice then refuses to start ("cut short", below): it cannot tell
+//! that from a file cut by hand, and the operator must look. Rotation syncs
+//! the finished file and the directory under both settings (it is rare);
+//! so does opening the log, once.
+//!
+//! # The head
+//!
+//! A keyed chain shows any changed, inserted, deleted or reordered record,
+//! but not a file cut short at a record boundary. So after every group
+//! commit the chain's head (last `seq` and `mac`, MACed with the key; see
+//! [`chain::head_line`]) is written, in the same commit, to a separate head
+//! file. Every head line has the same length and is written in place at
+//! offset 0 with `pwrite`, so a write is never torn into a mixture in
+//! practice. The head is also logged (`tracing::info!`) at most once a
+//! minute: a second anchor, kept wherever the logs go.
+//!
+//! # Rotation
+//!
+//! After a commit, when the active file is larger than `rotate_bytes` or
+//! older than `rotate_after`, it is synced, closed and renamed to
+//! `<path>.NNNNNN` (the next number after the highest there, six digits at
+//! least so names sort), and a fresh active file continues the same chain:
+//! its first record's `prev` is the last `mac` of the rotated file and `seq`
+//! goes on. [`chain_files`] lists a trail's files in chain order.
+//!
+//! # Recovery
+//!
+//! [`AuditLog::open`] continues an existing chain. It reads the head file and
+//! the last complete record (the newest file that has one, read from its
+//! end) and compares them:
+//!
+//! - they agree: the chain continues from there.
+//! - the active file ends in a torn record (a crash in the middle of a
+//!   write), or holds records beyond the head (a crash between writing the
+//!   records and the head; the records verify with the key, so sluice wrote
+//!   them): the evidence is neither truncated nor overwritten. The active
+//!   file is renamed away like a rotated file after a warning that says
+//!   what was found, and a fresh file continues the chain from the last
+//!   complete record. `sluice audit verify` still reports the torn record.
+//! - the last record does not open with the key (a wrong key or a changed
+//!   file), the head names records that are not there (cut short), the head
+//!   does not verify, or the head is missing while records exist: `open`
+//!   refuses with [`AuditError::Untrusted`]. Only an operator can tell a
+//!   crash from tampering there.
+//!
+//! # Failure: fail closed
+//!
+//! If a write, sync, head update or rotation fails (a full disk, an I/O
+//! error), every waiter of that commit gets [`AuditError::Write`], an
+//! alert-level line is logged, and the log is *failed*: every later
+//! [`AuditLog::record`] returns [`AuditError::Failed`] at once, until sluice
+//! restarts, so the gateway refuses statements it cannot record. The writer
+//! never appends to the file again: a half-written line stays the last
+//! thing in it, for recovery to find as a torn record.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::chain::{self, ChainKey, Link, SealError};
+
+/// Most requests one group commit takes, so that one commit's buffer stays
+/// bounded however fast requests arrive.
+const MAX_GROUP: usize = 4096;
+
+/// How often, at most, the head is logged.
+const HEAD_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Size of the first window read from the end of a file to find its last
+/// record; it doubles until a whole line fits.
+const TAIL_WINDOW: u64 = 64 * 1024;
+
+/// When a record counts as durable; see the module documentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fsync {
+    /// `fdatasync` every group commit: records survive a power loss.
+    #[default]
+    Always,
+    /// Written to the operating system: records survive a crash of sluice,
+    /// not of the machine.
+    Batch,
+}
+
+/// Where and how the log writes.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// The active file. Its directory must exist; rotated files go next to
+    /// it as `<path>.NNNNNN`.
+    pub path: PathBuf,
+    /// The head file, rewritten in every group commit. Keep it apart from
+    /// the audit files: someone able to cut the trail and to put an older
+    /// head back would go unseen.
+    pub head_path: PathBuf,
+    /// The key of the chain's MACs.
+    pub key: ChainKey,
+    /// This gateway instance's id, written in every record.
+    pub instance: String,
+    /// When a record counts as durable.
+    pub fsync: Fsync,
+    /// Rotate when the active file grows beyond this many bytes.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate when the active file is older than this.
+    pub rotate_after: Option<Duration>,
+}
+
+/// Counters since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Records written.
+    pub records: u64,
+    /// Group commits (each one write, and one sync under `Always`).
+    pub commits: u64,
+    /// Bytes of record lines written.
+    pub bytes: u64,
+}
+
+/// Why the log cannot be opened or a record not written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The settings name no instance.
+    #[error("audit instance id is empty")]
+    NoInstance,
+    /// Opening or recovering the trail failed at the operating system.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What sluice was doing.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The existing trail cannot be continued without an operator's look.
+    #[error(
+        "audit trail {path} cannot be continued: {reason}; check it with `sluice audit verify` \
+         and move its files away once examined"
+    )]
+    Untrusted {
+        /// The active file.
+        path: PathBuf,
+        /// What was found, in plain words.
+        reason: String,
+    },
+    /// The event cannot be made a record (a reserved or missing field).
+    #[error(transparent)]
+    Event(#[from] SealError),
+    /// This record's group commit failed; the log is now failed.
+    #[error("audit trail cannot be written: cannot {action} {path}: {source}")]
+    Write {
+        /// What the writer was doing.
+        action: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: Arc<io::Error>,
+    },
+    /// An earlier failure stopped the log; it refuses records until sluice
+    /// restarts.
+    #[error("audit trail stopped after a failure and refuses records until sluice restarts: {0}")]
+    Failed(Arc<str>),
+    /// The log was closed.
+    #[error("audit log is closed")]
+    Closed,
+}
+
+/// A handle to the audit log's writer thread. Clones share the writer;
+/// when the last one is dropped, the writer writes what is queued and stops,
+/// and the drop waits for it (in async code, prefer
+/// [`close`](AuditLog::close)).
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("head", &self.head())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handles share: the way to the writer and what it reports back.
+struct Shared {
+    requests: mpsc::Sender<Request>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    state: Arc<State>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A send fails only when the writer has already stopped (after
+        // `close`); then there is nothing left to flush.
+        let _ = self.requests.send(Request::Shutdown { done: None });
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            // A writer that panicked has marked the log failed already.
+            let _ = writer.join();
+        }
+    }
+}
+
+/// What the writer thread publishes to the handles.
+struct State {
+    head: Mutex<Link>,
+    records: AtomicU64,
+    commits: AtomicU64,
+    bytes: AtomicU64,
+    failure: OnceLock<Arc<str>>,
+}
+
+impl State {
+    /// Fails the log (once; later causes are dropped) and raises the alert.
+    fn fail(&self, cause: String) {
+        let cause: Arc<str> = cause.into();
+        if self.failure.set(Arc::clone(&cause)).is_ok() {
+            tracing::error!(
+                alert = true,
+                cause = %cause,
+                "audit trail failed: statements are refused until sluice restarts"
+            );
+        }
+    }
+
+    /// `Err` once the log has failed.
+    fn refuse_if_failed(&self) -> Result<(), AuditError> {
+        match self.failure.get() {
+            Some(cause) => Err(AuditError::Failed(Arc::clone(cause))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A message to the writer thread.
+enum Request {
+    /// Seal and write an event; answer with its `seq` when durable, if
+    /// anyone waits.
+    Record {
+        event: Map<String, Value>,
+        answer: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    },
+    /// Write what came before, then stop.
+    Shutdown { done: Option<oneshot::Sender<()>> },
+}
+
+impl AuditLog {
+    /// Opens the log, continuing the chain already on disk (see "Recovery"
+    /// in the module documentation), and starts its writer thread.
+    ///
+    /// Creates the active and head files (mode 0600) if missing; their
+    /// directory must exist.
+    pub fn open(settings: LogSettings) -> Result<AuditLog, AuditError> {
+        if settings.instance.is_empty() {
+            return Err(AuditError::NoInstance);
+        }
+        let recovered = recover(&settings)?;
+        if let Some(found) = &recovered.set_aside {
+            set_aside_active_file(&settings.path, found, recovered.link)?;
+        }
+        let active = ActiveFile::open(&settings.path).map_err(|source| AuditError::Io {
+            action: "open audit file",
+            path: settings.path.clone(),
+            source,
+        })?;
+        let head_file = open_head_file(&settings.head_path)?;
+        let head = chain::head_line(&settings.key, &recovered.link);
+        write_head(&head_file, &head, Fsync::Always).map_err(|(action, source)| {
+            AuditError::Io {
+                action,
+                path: settings.head_path.clone(),
+                source,
+            }
+        })?;
+        for path in [&settings.path, &settings.head_path] {
+            sync_directory_of(path).map_err(|source| AuditError::Io {
+                action: "sync the directory of",
+                path: path.clone(),
+                source,
+            })?;
+        }
+
+        let state = Arc::new(State {
+            head: Mutex::new(recovered.link),
+            records: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failure: OnceLock::new(),
+        });
+        let writer = Writer {
+            active: Some(active),
+            head_file,
+            link: recovered.link,
+            state: Arc::clone(&state),
+            head_logged_at: None,
+            settings,
+        };
+        let (requests, inbox) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice-audit".to_string())
+            .spawn(move || writer.run(inbox))
+            .map_err(|source| AuditError::Io {
+                action: "start the audit writer thread for",
+                path: PathBuf::from("sluice-audit"),
+                source,
+            })?;
+        Ok(AuditLog {
+            shared: Arc::new(Shared {
+                requests,
+                writer: Mutex::new(Some(thread)),
+                state,
+            }),
+        })
+    }
+
+    /// Records an event and returns its `seq` once it is durable by the
+    /// log's [`Fsync`] setting. The event needs an `event` field and may
+    /// not use the record's own field names.
+    ///
+    /// Errors mean the statement must not run: the record is not durable.
+    /// Dropping the future before it completes does not withdraw the
+    /// record; it may still be written.
+    pub async fn record(&self, event: Map<String, Value>) -> Result<u64, AuditError> {
+        self.shared.state.refuse_if_failed()?;
+        chain::check_event(&event)?;
+        let (answer, answered) = oneshot::channel();
+        let request = Request::Record {
+            event,
+            answer: Some(answer),
+        };
+        self.shared
+            .requests
+            .send(request)
+            .map_err(|_| AuditError::Closed)?;
+        answered.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues an event (a statement's outcome) in the same chain and order
+    /// as [`record`](Self::record), without waiting for it.
+    ///
+    /// Its failures still count: a failed write, or an event that cannot be
+    /// a record, fails the log as any failed write does, so the statements
+    /// after it are refused.
+    pub fn record_later(&self, event: Map<String, Value>) {
+        if self.shared.state.refuse_if_failed().is_err() {
+            return; // The failure has raised its alert already.
+        }
+        if let Err(refused) = chain::check_event(&event) {
+            self.shared
+                .state
+                .fail(format!("an outcome record was refused: {refused}"));
+            return;
+        }
+        let request = Request::Record {
+            event,
+            answer: None,
+        };
+        if self.shared.requests.send(request).is_err() {
+            tracing::error!(
+                alert = true,
+                "audit log is closed: an outcome record was dropped"
+            );
+        }
+    }
+
+    /// Writes what is queued and stops the writer thread. Other handles'
+    /// later records fail with [`AuditError::Closed`].
+    pub async fn close(self) {
+        let (done, finished) = oneshot::channel();
+        let request = Request::Shutdown { done: Some(done) };
+        if self.shared.requests.send(request).is_ok() {
+            // An error means the writer is gone already: nothing to wait for.
+            let _ = finished.await;
+        }
+    }
+
+    /// The head of the chain as of the last group commit.
+    pub fn head(&self) -> Link {
+        *self
+            .shared
+            .state
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records, commits and bytes written since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        let state = &self.shared.state;
+        LogStats {
+            records: state.records.load(Ordering::Relaxed),
+            commits: state.commits.load(Ordering::Relaxed),
+            bytes: state.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread's own state: the files and the chain's head.
+struct Writer {
+    settings: LogSettings,
+    /// `None` once a write failed: nothing is appended after a failure.
+    active: Option<ActiveFile>,
+    head_file: File,
+    link: Link,
+    state: Arc<State>,
+    head_logged_at: Option<Instant>,
+}
+
+/// The file records are appended to.
+struct ActiveFile {
+    file: File,
+    len: u64,
+    since: SystemTime,
+}
+
+impl ActiveFile {
+    /// Opens the active file for appending, creating it (mode 0600) if
+    /// missing.
+    fn open(path: &Path) -> io::Result<ActiveFile> {
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let metadata = file.metadata()?;
+        Ok(ActiveFile {
+            file,
+            len: metadata.len(),
+            // Where the filesystem keeps no birth time, the age counts from
+            // now: a restart then postpones a rotation by age, never hastens it.
+            since: metadata.created().unwrap_or_else(|_| SystemTime::now()),
+        })
+    }
+}
+
+/// Why a group commit failed; copied to every waiter.
+#[derive(Clone)]
+struct WriteFailure {
+    action: &'static str,
+    path: PathBuf,
+    source: Arc<io::Error>,
+}
+
+impl WriteFailure {
+    fn new(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteFailure {
+        move |source| WriteFailure {
+            action,
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<WriteFailure> for AuditError {
+    fn from(failure: WriteFailure) -> AuditError {
+        AuditError::Write {
+            action: failure.action,
+            path: failure.path,
+            source: failure.source,
+        }
+    }
+}
+
+/// Marks the log failed if the writer thread unwinds, so that callers are
+/// refused rather than left to find a closed channel.
+struct FailOnPanic(Arc<State>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail("the audit writer thread panicked".to_string());
+        }
+    }
+}
+
+impl Writer {
+    /// The thread's loop: one group commit per turn, until shut down.
+    fn run(mut self, inbox: mpsc::Receiver<Request>) {
+        let _fail_on_panic = FailOnPanic(Arc::clone(&self.state));
+        while let Ok(first) = inbox.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP && !matches!(group.last(), Some(Request::Shutdown { .. }))
+            {
+                match inbox.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.commit(group) == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    /// Seals, writes and syncs one group, then answers its waiters.
+    fn commit(&mut self, group: Vec<Request>) -> Flow {
+        let mut lines = Vec::new();
+        let mut waiting = Vec::new();
+        let mut shutdowns = Vec::new();
+        let mut link = self.link;
+        for request in group {
+            match request {
+                Request::Shutdown { done } => shutdowns.push(done),
+                Request::Record { event, answer } => {
+                    if let Err(refused) = self.state.refuse_if_failed() {
+                        send(answer, Err(refused));
+                        continue;
+                    }
+                    let now = SystemTime::now();
+                    match chain::seal(
+                        &self.settings.key,
+                        &link,
+                        &self.settings.instance,
+                        now,
+                        &event,
+                    ) {
+                        Ok((line, next)) => {
+                            lines.extend_from_slice(&line);
+                            link = next;
+                            waiting.push((answer, next.seq));
+                        }
+                        Err(refused) if answer.is_some() => send(answer, Err(refused.into())),
+                        Err(refused) => {
+                            self.state
+                                .fail(format!("an outcome record could not be sealed: {refused}"));
+                        }
+                    }
+                }
+            }
+        }
+
+        if !waiting.is_empty() {
+            match self.write_group(&lines, &link) {
+                Ok(()) => {
+                    self.publish(link, waiting.len(), lines.len());
+                    for (answer, seq) in waiting {
+                        send(answer, Ok(seq));
+                    }
+                    if let Err(failure) = self.rotate_if_due() {
+                        self.fail(&failure);
+                    }
+                }
+                Err(failure) => {
+                    self.fail(&failure);
+                    for (answer, _) in waiting {
+                        send(answer, Err(failure.clone().into()));
+                    }
+                }
+            }
+        }
+
+        let stop = !shutdowns.is_empty();
+        for done in shutdowns.into_iter().flatten() {
+            let _ = done.send(()); // The closer may have stopped waiting.
+        }
+        if stop { Flow::Stop } else { Flow::Continue }
+    }
+
+    /// One write of all the group's lines, one sync, then the head.
+    fn write_group(&mut self, lines: &[u8], link: &Link) -> Result<(), WriteFailure> {
+        let path = &self.settings.path;
+        let Some(active) = self.active.as_mut() else {
+            return Err(WriteFailure::new("append to", path)(io::Error::other(
+                "the file was closed after an earlier failure",
+            )));
+        };
+        active
+            .file
+            .write_all(lines)
+            .map_err(WriteFailure::new("append to", path))?;
+        active.len += lines.len() as u64;
+        if self.settings.fsync == Fsync::Always {
+            active
+                .file
+                .sync_data()
+                .map_err(WriteFailure::new("fdatasync", path))?;
+        }
+        let head = chain::head_line(&self.settings.key, link);
+        write_head(&self.head_file, &head, self.settings.fsync)
+            .map_err(|(action, source)| WriteFailure::new(action, &self.settings.head_path)(source))
+    }
+
+    /// Makes a commit visible to the handles, and logs the head now and then.
+    fn publish(&mut self, link: Link, records: usize, bytes: usize) {
+        self.link = link;
+        *self
+            .state
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = link;
+        self.state
+            .records
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.state.commits.fetch_add(1, Ordering::Relaxed);
+        self.state.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if self
+            .head_logged_at
+            .is_none_or(|logged| logged.elapsed() >= HEAD_LOG_INTERVAL)
+        {
+            self.head_logged_at = Some(Instant::now());
+            tracing::info!(
+                instance = %self.settings.instance,
+                seq = link.seq,
+                mac = %chain::encode_hex(&link.mac),
+                "audit chain head"
+            );
+        }
+    }
+
+    /// Fails the log and stops appending to the active file.
+    fn fail(&mut self, failure: &WriteFailure) {
+        self.active = None;
+        self.state.fail(format!(
+            "cannot {} {}: {}",
+            failure.action,
+            failure.path.display(),
+            failure.source
+        ));
+    }
+
+    /// Rotates the active file when it is too big or too old.
+    fn rotate_if_due(&mut self) -> Result<(), WriteFailure> {
+        let Some(active) = &self.active else {
+            return Ok(());
+        };
+        let too_big = self
+            .settings
+            .rotate_bytes
+            .is_some_and(|limit| active.len > limit);
+        let too_old = self.settings.rotate_after.is_some_and(|limit| {
+            SystemTime::now()
+                .duration_since(active.since)
+                .is_ok_and(|age| age >= limit)
+        });
+        if active.len == 0 || !(too_big || too_old) {
+            return Ok(());
+        }
+        let path = &self.settings.path;
+        active
+            .file
+            .sync_data()
+            .map_err(WriteFailure::new("fdatasync", path))?;
+        self.active = None;
+        let rotated = rotate_away(path).map_err(WriteFailure::new("rotate", path))?;
+        self.active = Some(
+            ActiveFile::open(path).map_err(WriteFailure::new("create a fresh audit file", path))?,
+        );
+        sync_directory_of(path).map_err(WriteFailure::new("sync the directory of", path))?;
+        tracing::info!(
+            rotated = %rotated.display(),
+            last_seq = self.link.seq,
+            "audit file rotated"
+        );
+        Ok(())
+    }
+}
+
+/// Whether the writer goes on after a commit.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Answers a waiter, if there is one; one that stopped waiting (a dropped
+/// future) is no error.
+fn send(answer: Option<oneshot::Sender<Result<u64, AuditError>>>, result: Result<u64, AuditError>) {
+    if let Some(answer) = answer {
+        let _ = answer.send(result);
+    }
+}
+
+/// Writes the head line in place at offset 0, and syncs it under `Always`.
+/// An error names the step that failed.
+fn write_head(
+    head_file: &File,
+    head: &[u8],
+    fsync: Fsync,
+) -> Result<(), (&'static str, io::Error)> {
+    head_file
+        .write_all_at(head, 0)
+        .map_err(|error| ("write head file", error))?;
+    if fsync == Fsync::Always {
+        head_file
+            .sync_data()
+            .map_err(|error| ("fdatasync head file", error))?;
+    }
+    Ok(())
+}
+
+/// Opens the head file for writing in place, creating it (mode 0600) if
+/// missing. Not in append mode: `pwrite` on an append-mode file appends.
+fn open_head_file(path: &Path) -> Result<File, AuditError> {
+    let io = |action| {
+        move |source| AuditError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("open head file"))?;
+    // A longer file (from another version) would keep a stale tail.
+    if file.metadata().map_err(io("read the metadata of"))?.len() > chain::HEAD_LEN as u64 {
+        file.set_len(chain::HEAD_LEN as u64)
+            .map_err(io("truncate head file"))?;
+    }
+    Ok(file)
+}
+
+/// Where the chain on disk ends, and what must be set aside first.
+struct Recovered {
+    /// The last complete record, or [`Link::GENESIS`] for a new chain.
+    link: Link,
+    /// What was found at the end of the active file that makes it be
+    /// renamed away before the chain continues.
+    set_aside: Option<String>,
+}
+
+/// Finds where the chain on disk ends and checks it against the head.
+fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
+    let path = &settings.path;
+    let untrusted = |reason: String| AuditError::Untrusted {
+        path: path.clone(),
+        reason,
+    };
+    let io = |action, file: &Path| {
+        let file = file.to_path_buf();
+        move |source| AuditError::Io {
+            action,
+            path: file,
+            source,
+        }
+    };
+    let head = read_head(&settings.head_path, &settings.key)?;
+    let files = chain_files(path).map_err(io("list the files of", path))?;
+
+    let mut last = Link::GENESIS;
+    let mut torn = None;
+    for file in files.iter().rev() {
+        let tail = read_tail(file).map_err(io("read", file))?;
+        if file == path && !tail.torn.is_empty() {
+            torn = Some(tail.torn.clone());
+        }
+        if let Some(line) = tail.last_line {
+            let record = chain::open_line(&settings.key, &line).map_err(|refused| {
+                untrusted(format!(
+                    "the last record of {} does not open with the key ({refused}): \
+                     a wrong key, or the file was changed",
+                    file.display()
+                ))
+            })?;
+            last = record.link();
+            break;
+        }
+    }
+
+    let mut found = Vec::new();
+    match head {
+        None if last.seq == 0 => {}
+        None => {
+            return Err(untrusted(format!(
+                "the head file {} is missing, but the trail holds records up to seq {}",
+                settings.head_path.display(),
+                last.seq
+            )));
+        }
+        Some(head) if head == last => {}
+        Some(head) if head.seq > last.seq => {
+            return Err(untrusted(format!(
+                "the trail was cut short: the head names seq {} but the last record is seq {}",
+                head.seq, last.seq
+            )));
+        }
+        Some(head) if head.seq == last.seq => {
+            return Err(untrusted(format!(
+                "the last record (seq {}) is not the one the head names",
+                last.seq
+            )));
+        }
+        Some(head) => {
+            let mac_at_head =
+                mac_of(&files, head.seq, &settings.key).map_err(io("read the files of", path))?;
+            if mac_at_head != Some(head.mac) {
+                return Err(untrusted(format!(
+                    "the head names seq {} with a MAC that no record of the trail has",
+                    head.seq
+                )));
+            }
+            found.push(format!(
+                "records beyond the head (seq {} to {}; the head names seq {}): \
+                 written, but the head was not updated (a crash between the two?)",
+                head.seq + 1,
+                last.seq,
+                head.seq
+            ));
+        }
+    }
+    if let Some(torn) = torn {
+        let claims = chain::peek_seq(&torn)
+            .map(|seq| format!(", claiming seq {seq}"))
+            .unwrap_or_default();
+        found.push(format!(
+            "a torn record at its end ({} bytes without a newline{claims}): \
+             a crash during a write",
+            torn.len()
+        ));
+    }
+    Ok(Recovered {
+        link: last,
+        set_aside: (!found.is_empty()).then(|| found.join("; ")),
+    })
+}
+
+/// Renames the active file away (as the next rotated file) after a warning
+/// that says why, so that its evidence is kept as it is.
+fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), AuditError> {
+    let io = |action| {
+        move |source| AuditError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let active_len = fs::metadata(path).map_or(0, |metadata| metadata.len());
+    if active_len == 0 {
+        // What was found lies in a rotated file already (the newest one
+        // ends the chain); there is nothing here to set aside.
+        tracing::warn!(
+            file = %path.display(),
+            continues_after_seq = last.seq,
+            "audit trail {} holds {found}; the chain continues after seq {}",
+            path.display(),
+            last.seq,
+        );
+        return Ok(());
+    }
+    let rotated = rotate_away(path).map_err(io("set aside"))?;
+    sync_directory_of(path).map_err(io("sync the directory of"))?;
+    tracing::warn!(
+        file = %path.display(),
+        kept_as = %rotated.display(),
+        continues_after_seq = last.seq,
+        "audit file {} holds {found}; it is kept unchanged as {} and the chain continues \
+         after seq {} in a fresh file",
+        path.display(),
+        rotated.display(),
+        last.seq,
+    );
+    Ok(())
+}
+
+/// Reads the head file: `None` when it is missing or empty (a crash before
+/// its first write); a head that does not parse or verify is refused.
+fn read_head(path: &Path, key: &ChainKey) -> Result<Option<Link>, AuditError> {
+    let mut bytes = Vec::with_capacity(chain::HEAD_LEN + 1);
+    match File::open(path) {
+        Ok(file) => file
+            .take(chain::HEAD_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| AuditError::Io {
+                action: "read head file",
+                path: path.to_path_buf(),
+                source,
+            })?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AuditError::Io {
+                action: "open head file",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    chain::parse_head(key, &bytes)
+        .map(Some)
+        .map_err(|refused| AuditError::Untrusted {
+            path: path.to_path_buf(),
+            reason: format!("the head file {} is refused: {refused}", path.display()),
+        })
+}
+
+/// The end of a file: its last complete line and what follows it.
+struct Tail {
+    /// The last line that ends with a newline (newline included).
+    last_line: Option<Vec<u8>>,
+    /// Bytes after the last newline: a torn record, or empty.
+    torn: Vec<u8>,
+}
+
+/// Reads a file from its end until its last complete line is found, without
+/// reading the whole file.
+fn read_tail(path: &Path) -> io::Result<Tail> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut window = TAIL_WINDOW.min(len);
+    loop {
+        let start = len - window;
+        let mut bytes = vec![0; usize::try_from(window).map_err(io::Error::other)?];
+        file.read_exact_at(&mut bytes, start)?;
+        let Some(last_newline) = bytes.iter().rposition(|&byte| byte == b'\n') else {
+            if start == 0 {
+                return Ok(Tail {
+                    last_line: None,
+                    torn: bytes,
+                });
+            }
+            window = len.min(window * 2);
+            continue;
+        };
+        let line_start = match bytes[..last_newline]
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+        {
+            Some(newline) => newline + 1,
+            None if start == 0 => 0,
+            None => {
+                window = len.min(window * 2);
+                continue;
+            }
+        };
+        return Ok(Tail {
+            torn: bytes[last_newline + 1..].to_vec(),
+            last_line: Some(bytes[line_start..=last_newline].to_vec()),
+        });
+    }
+}
+
+/// The MAC of the record with `seq`, searching the files newest first; the
+/// genesis MAC for seq 0. Only recovery after a crash needs this.
+fn mac_of(files: &[PathBuf], seq: u64, key: &ChainKey) -> io::Result<Option<[u8; 32]>> {
+    if seq == 0 {
+        return Ok(Some(chain::GENESIS_MAC));
+    }
+    for path in files.iter().rev() {
+        for line in RecordLines::new(File::open(path)?) {
+            if let Ok(record) = chain::open_line(key, &line?)
+                && record.seq == seq
+            {
+                return Ok(Some(record.mac));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The lines of a file, each with its newline; the last one lacks it if the
+/// file ends in a torn record.
+pub struct RecordLines {
+    reader: BufReader<File>,
+}
+
+impl RecordLines {
+    /// Reads `file` from its current position.
+    pub fn new(file: File) -> RecordLines {
+        RecordLines {
+            reader: BufReader::new(file),
+        }
+    }
+}
+
+impl Iterator for RecordLines {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(Ok(line)),
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+/// The files of the trail whose active file is `path`, in chain order: the
+/// rotated files `<path>.NNNNNN` by number, then `path` itself if it exists.
+pub fn chain_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = rotated_files(path)?
+        .into_iter()
+        .map(|(_, file)| file)
+        .collect();
+    match fs::symlink_metadata(path) {
+        Ok(_) => files.push(path.to_path_buf()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    Ok(files)
+}
+
+/// The rotated files of the trail whose active file is `path`, with their
+/// numbers, in order.
+pub fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "audit file path has no file name",
+        ));
+    };
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.push(b'.');
+    let mut rotated = Vec::new();
+    for entry in fs::read_dir(directory_of(path))? {
+        let entry = entry?;
+        let entry_name = entry.file_name();
+        let Some(digits) = entry_name.as_bytes().strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        if digits.len() < 6 || !digits.iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let number = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok());
+        if let Some(number) = number {
+            rotated.push((number, path.with_file_name(entry_name)));
+        }
+    }
+    rotated.sort();
+    Ok(rotated)
+}
+
+/// Renames the active file to the next rotated name and returns that name.
+fn rotate_away(path: &Path) -> io::Result<PathBuf> {
+    let next = rotated_files(path)?
+        .last()
+        .map_or(1, |(number, _)| number + 1);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{next:06}"));
+    let rotated = path.with_file_name(name);
+    // Never replace a file: the numbers only grow, so this means someone
+    // else is writing here.
+    if fs::symlink_metadata(&rotated).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists already", rotated.display()),
+        ));
+    }
+    fs::rename(path, &rotated)?;
+    Ok(rotated)
+}
+
+/// The directory a path's file lives in (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Syncs a file's directory, so that a created or renamed name survives a
+/// power loss.
+fn sync_directory_of(path: &Path) -> io::Result<()> {
+    File::open(directory_of(path))?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify::{self, FindingKind};
+    use serde_json::json;
+
+    fn key() -> ChainKey {
+        ChainKey::from_bytes(&[42u8; 32]).expect("long enough")
+    }
+
+    fn settings(dir: &Path) -> LogSettings {
+        LogSettings {
+            path: dir.join("audit.jsonl"),
+            head_path: dir.join("audit.jsonl.head"),
+            key: key(),
+            instance: "gw-test".to_string(),
+            fsync: Fsync::Always,
+            rotate_bytes: None,
+            rotate_after: None,
+        }
+    }
+
+    fn statement(n: u64) -> Map<String, Value> {
+        match json!({"event": "statement", "session": format!("s{}", n % 7), "n": n}) {
+            Value::Object(map) => map,
+            _ => unreachable!("a json object literal"),
+        }
+    }
+
+    fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+        let file = File::open(path).expect("audit file exists");
+        RecordLines::new(file)
+            .collect::<io::Result<_>>()
+            .expect("readable")
+    }
+
+    fn assert_verifies(settings: &LogSettings) -> verify::Report {
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        assert!(report.ok(), "{report}");
+        report
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_from_many_tasks_share_commits_and_form_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for n in 0..25 {
+                    seqs.push(
+                        log.record(statement(task * 100 + n))
+                            .await
+                            .expect("durable"),
+                    );
+                }
+                seqs
+            }));
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.extend(task.await.expect("task ran"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
+
+        let stats = log.stats();
+        assert_eq!(stats.records, 400);
+        assert!(stats.commits < stats.records, "no group commit: {stats:?}");
+        assert_eq!(log.head().seq, 400);
+        let on_disk = fs::metadata(&settings.path).expect("exists").len();
+        assert_eq!(stats.bytes, on_disk);
+        log.close().await;
+
+        let report = assert_verifies(&settings);
+        assert_eq!(report.records, 400);
+        let head = fs::read(&settings.head_path).expect("head exists");
+        assert_eq!(
+            chain::parse_head(&settings.key, &head)
+                .expect("head verifies")
+                .seq,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn record_later_keeps_the_order_and_close_flushes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let first = log.record(statement(0)).await.expect("durable");
+        for n in 1..=50 {
+            log.record_later(statement(n));
+        }
+        log.close().await;
+        assert_eq!(first, 1);
+        let lines = lines_of(&settings.path);
+        assert_eq!(lines.len(), 51);
+        for (index, line) in lines.iter().enumerate() {
+            let record = chain::open_line(&settings.key, line).expect("opens");
+            assert_eq!(record.fields["n"], json!(index));
+        }
+        assert_verifies(&settings);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_flushes_queued_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..10 {
+            log.record_later(statement(n));
+        }
+        drop(log);
+        assert_eq!(lines_of(&settings.path).len(), 10);
+        assert_verifies(&settings);
+    }
+
+    #[tokio::test]
+    async fn reserved_fields_are_refused_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(settings(dir.path())).expect("opens");
+        let mut event = statement(1);
+        event.insert("seq".to_string(), json!(99));
+        let refused = log.record(event).await;
+        assert!(
+            matches!(refused, Err(AuditError::Event(SealError::ReservedField(_)))),
+            "{refused:?}"
+        );
+        assert_eq!(log.record(statement(2)).await.expect("durable"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_outcome_record_fails_the_log_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(settings(dir.path())).expect("opens");
+        let mut event = statement(1);
+        event.insert("mac".to_string(), json!("forged"));
+        log.record_later(event);
+        assert!(matches!(
+            log.record(statement(2)).await,
+            Err(AuditError::Failed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn reopening_continues_the_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..5 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        let head = log.head();
+        log.close().await;
+
+        let log = AuditLog::open(settings.clone()).expect("reopens");
+        assert_eq!(log.head(), head);
+        assert_eq!(log.record(statement(5)).await.expect("durable"), 6);
+        log.close().await;
+
+        let lines = lines_of(&settings.path);
+        assert_eq!(lines.len(), 6);
+        let sixth = chain::open_line(&settings.key, &lines[5]).expect("opens");
+        assert_eq!(sixth.prev, head.mac);
+        assert_eq!(chain_files(&settings.path).expect("lists").len(), 1);
+        assert_verifies(&settings);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_set_aside_and_the_chain_continues() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..3 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+        // A crash in the middle of writing record 4.
+        let torn = b"{\"seq\":4,\"time\":\"2026-11-29T06:30:00.1";
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&settings.path)
+            .expect("opens");
+        file.write_all(torn).expect("appends");
+        let torn_copy = fs::read(&settings.path).expect("readable");
+
+        let log = AuditLog::open(settings.clone()).expect("recovers");
+        assert_eq!(log.head().seq, 3);
+        assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
+        log.close().await;
+
+        let set_aside = dir.path().join("audit.jsonl.000001");
+        assert_eq!(fs::read(&set_aside).expect("kept"), torn_copy);
+        assert_eq!(lines_of(&settings.path).len(), 1);
+
+        let report = assert_verifies(&settings);
+        assert_eq!(report.records, 4);
+        let torn_finding = report
+            .findings
+            .iter()
+            .find(|finding| matches!(finding.kind, FindingKind::Torn { continued: true }))
+            .expect("the torn record is still reported");
+        assert_eq!(torn_finding.file.as_deref(), Some(set_aside.as_path()));
+        assert_eq!(torn_finding.line, Some(4));
+    }
+
+    #[tokio::test]
+    async fn records_beyond_the_head_are_set_aside_and_kept_in_the_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        log.record(statement(0)).await.expect("durable");
+        let old_head = fs::read(&settings.head_path).expect("head");
+        log.record(statement(1)).await.expect("durable");
+        log.close().await;
+        // A crash after the records were written, before the head was.
+        fs::write(&settings.head_path, old_head).expect("writes");
+
+        let log = AuditLog::open(settings.clone()).expect("recovers");
+        assert_eq!(log.head().seq, 2);
+        assert_eq!(log.record(statement(2)).await.expect("durable"), 3);
+        log.close().await;
+        assert_eq!(chain_files(&settings.path).expect("lists").len(), 2);
+        assert_eq!(assert_verifies(&settings).records, 3);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_or_a_cut_file_or_a_lost_head_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..3 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+
+        let mut wrong_key = settings.clone();
+        wrong_key.key = ChainKey::from_bytes(&[1u8; 32]).expect("long enough");
+        let refused = AuditLog::open(wrong_key).map(|_| ());
+        assert!(
+            matches!(refused, Err(AuditError::Untrusted { .. })),
+            "{refused:?}"
+        );
+
+        let original = fs::read(&settings.path).expect("readable");
+        let lines = lines_of(&settings.path);
+        fs::write(&settings.path, lines[..2].concat()).expect("cuts");
+        let refused = AuditLog::open(settings.clone()).map(|_| ());
+        assert!(
+            matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("cut short")),
+            "{refused:?}"
+        );
+        assert_eq!(lines_of(&settings.path).len(), 2, "nothing was changed");
+
+        fs::write(&settings.path, original).expect("restores");
+        fs::remove_file(&settings.head_path).expect("removes");
+        let refused = AuditLog::open(settings.clone()).map(|_| ());
+        assert!(
+            matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("missing")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn small_rotate_bytes_makes_several_files_of_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path());
+        settings.rotate_bytes = Some(1000);
+        settings.fsync = Fsync::Batch;
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..40 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+
+        let files = chain_files(&settings.path).expect("lists");
+        assert!(files.len() > 3, "{files:?}");
+        let names: Vec<_> = files
+            .iter()
+            .filter_map(|file| file.file_name()?.to_str().map(str::to_string))
+            .collect();
+        assert_eq!(names[0], "audit.jsonl.000001");
+        assert_eq!(names[1], "audit.jsonl.000002");
+        assert_eq!(names.last().map(String::as_str), Some("audit.jsonl"));
+        let report = assert_verifies(&settings);
+        assert_eq!(report.records, 40);
+        assert_eq!(report.files.len(), files.len());
+
+        // Reopening after the last commit rotated continues from the newest
+        // rotated file.
+        let log = AuditLog::open(settings.clone()).expect("reopens");
+        assert_eq!(log.record(statement(40)).await.expect("durable"), 41);
+        log.close().await;
+        assert_verifies(&settings);
+    }
+
+    #[tokio::test]
+    async fn rotate_after_rotates_an_old_file_at_the_next_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path());
+        settings.rotate_after = Some(Duration::ZERO);
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..3 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+        assert_eq!(rotated_files(&settings.path).expect("lists").len(), 3);
+        assert_eq!(fs::metadata(&settings.path).expect("exists").len(), 0);
+        assert_verifies(&settings);
+    }
+
+    /// Fail closed: `/dev/full` fails every write with ENOSPC, as a full
+    /// disk does.
+    #[tokio::test]
+    async fn a_full_disk_fails_the_record_and_every_later_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        std::os::unix::fs::symlink("/dev/full", &settings.path).expect("symlink");
+        let log = AuditLog::open(settings.clone()).expect("opens");
+
+        let failed = log.record(statement(0)).await;
+        match failed {
+            Err(AuditError::Write { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
+            }
+            other => panic!("expected a write error, got {other:?}"),
+        }
+        for n in 1..4 {
+            assert!(matches!(
+                log.record(statement(n)).await,
+                Err(AuditError::Failed(_))
+            ));
+        }
+        log.record_later(statement(9));
+        assert_eq!(log.head(), Link::GENESIS);
+        assert_eq!(log.stats().records, 0);
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn created_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        log.close().await;
+        for path in [&settings.path, &settings.head_path] {
+            let mode = fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        assert_eq!(
+            fs::metadata(&settings.head_path).expect("exists").len(),
+            chain::HEAD_LEN as u64
+        );
+    }
+
+    #[test]
+    fn tail_reading_finds_the_last_line_across_window_boundaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tail");
+        let long = vec![b'x'; 200_000];
+        let mut contents = b"first\n".to_vec();
+        contents.extend_from_slice(&long);
+        contents.extend_from_slice(b"\ntorn");
+        fs::write(&path, &contents).expect("writes");
+        let tail = read_tail(&path).expect("reads");
+        let mut expected = long.clone();
+        expected.push(b'\n');
+        assert_eq!(tail.last_line, Some(expected));
+        assert_eq!(tail.torn, b"torn");
+
+        fs::write(&path, b"only\n").expect("writes");
+        let tail = read_tail(&path).expect("reads");
+        assert_eq!(tail.last_line.as_deref(), Some(&b"only\n"[..]));
+        assert!(tail.torn.is_empty());
+
+        fs::write(&path, b"no newline").expect("writes");
+        let tail = read_tail(&path).expect("reads");
+        assert_eq!(tail.last_line, None);
+        assert_eq!(tail.torn, b"no newline");
+    }
+}

@@ -1,0 +1,391 @@
+//! The trail as people read it: `sluice audit show --session ID` replays
+//! one session — who, from where, each statement with its decision and
+//! approval, what it returned — and `sluice audit tail` lists the latest
+//! records. Both read the rotated files and the active one in order, and
+//! take filters by principal, time range and verdict.
+//!
+//! Reading does not vouch for the records: `sluice audit verify` does. A
+//! line that is not a record (a torn last line after a crash) is skipped
+//! here and counted, so the reader is told.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Which records to show.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub session: Option<u64>,
+    pub principal: Option<String>,
+    /// UTC times as records write them, or any prefix of one
+    /// (`2026-11-29`, `2026-11-29T06:30`); a space may stand for the `T`.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// `allow`, `deny` or `error`: statements with that verdict, and what
+    /// belongs to them.
+    pub verdict: Option<String>,
+}
+
+/// The records of a trail, oldest first.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub records: Vec<Value>,
+    /// Lines that were not records.
+    pub unreadable: usize,
+}
+
+/// Why the trail could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no audit trail at {0}")]
+    Missing(PathBuf),
+}
+
+/// Reads every record of the trail at `path`.
+pub fn read(path: &Path) -> Result<Records, ReadError> {
+    let mut records = Records::default();
+    let files = super::log::chain_files(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if files.is_empty() {
+        return Err(ReadError::Missing(path.to_owned()));
+    }
+    for file in files {
+        let text = std::fs::read(&file).map_err(|source| ReadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            match serde_json::from_slice::<Value>(line) {
+                Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => {
+                    records.records.push(record)
+                }
+                _ => records.unreadable += 1,
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn text<'v>(record: &'v Value, field: &str) -> &'v str {
+    record.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn number(record: &Value, field: &str) -> Option<u64> {
+    record.get(field).and_then(Value::as_u64)
+}
+
+/// A time bound as records write times: `2026-11-29 06:30` reads as
+/// `2026-11-29T06:30`.
+fn time_bound(bound: &str) -> String {
+    bound.trim().replacen(' ', "T", 1)
+}
+
+impl Filter {
+    /// Picks the records this filter wants, keeping each session's and
+    /// statement's context: a statement's outcome goes with it.
+    pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<&'r Value> {
+        // Who each session belongs to, and which statements match the
+        // verdict, from the records that say so.
+        let mut principals: HashMap<u64, &str> = HashMap::new();
+        let mut verdicts: HashMap<(u64, u64), &str> = HashMap::new();
+        for record in records {
+            let Some(session) = number(record, "session") else {
+                continue;
+            };
+            match text(record, "event") {
+                "session_start" | "statement" => {
+                    principals.insert(session, text(record, "principal"));
+                }
+                _ => {}
+            }
+            if let (Some(statement), Some(verdict)) = (
+                number(record, "statement"),
+                record
+                    .get("decision")
+                    .and_then(|d| d.get("verdict"))
+                    .and_then(Value::as_str),
+            ) {
+                verdicts.insert((session, statement), verdict);
+            }
+        }
+        let since = self.since.as_deref().map(time_bound);
+        let until = self.until.as_deref().map(time_bound);
+        records
+            .iter()
+            .filter(|record| {
+                let session = number(record, "session");
+                if self.session.is_some() && session != self.session {
+                    return false;
+                }
+                if let Some(principal) = &self.principal {
+                    let of = match text(record, "event") {
+                        "login_failed" => Some(text(record, "user")),
+                        _ => session.and_then(|s| principals.get(&s).copied()),
+                    };
+                    if of != Some(principal.as_str()) {
+                        return false;
+                    }
+                }
+                let time = text(record, "time");
+                if since.as_deref().is_some_and(|since| time < since) {
+                    return false;
+                }
+                // A prefix bound takes in the whole of what it names.
+                if until
+                    .as_deref()
+                    .is_some_and(|until| time > until && !time.starts_with(until))
+                {
+                    return false;
+                }
+                if let Some(verdict) = &self.verdict {
+                    let Some(session) = session else {
+                        return false;
+                    };
+                    let statements: Vec<u64> = match text(record, "event") {
+                        "statement" => number(record, "statement").into_iter().collect(),
+                        "outcome" => record
+                            .get("statements")
+                            .and_then(Value::as_array)
+                            .map(|s| s.iter().filter_map(Value::as_u64).collect())
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    if !statements.iter().any(|statement| {
+                        verdicts.get(&(session, *statement)) == Some(&verdict.as_str())
+                    }) {
+                        return false;
+                    }
+                }
+                true
+            })
+            .collect()
+    }
+}
+
+/// One record as a line of text.
+pub fn one_line(record: &Value) -> String {
+    let time = text(record, "time");
+    let seq = number(record, "seq").unwrap_or(0);
+    let session = number(record, "session")
+        .map(|s| format!(" session {s}"))
+        .unwrap_or_default();
+    let what = match text(record, "event") {
+        "session_start" => format!(
+            "session start: {} from {} ({}), database {}",
+            text(record, "principal"),
+            text(record, "client"),
+            application(record),
+            text(record, "database"),
+        ),
+        "login_failed" => format!(
+            "failed login as {:?} from {}: {}",
+            text(record, "user"),
+            text(record, "client"),
+            text(record, "reason")
+        ),
+        "statement" => format!(
+            "#{} {} by {}: {}",
+            number(record, "statement").unwrap_or(0),
+            decision_summary(record.get("decision")),
+            text(record, "principal"),
+            text(record, "text")
+        ),
+        "outcome" => format!("-> {}", outcome_summary(record)),
+        "session_end" => format!(
+            "session end: {} statements, {} ms, {}",
+            number(record, "statements").unwrap_or(0),
+            number(record, "duration_ms").unwrap_or(0),
+            text(record, "reason")
+        ),
+        other => other.to_owned(),
+    };
+    format!("{time} #{seq}{session} {what}")
+}
+
+fn application(record: &Value) -> String {
+    match record.get("application").and_then(Value::as_str) {
+        Some(name) => format!("application {name:?}"),
+        None => "no application name".to_owned(),
+    }
+}
+
+/// `allow`, `deny (access-policy, rule no-pan: ...)`, with the approval.
+fn decision_summary(decision: Option<&Value>) -> String {
+    let Some(decision) = decision else {
+        return "no decision".to_owned();
+    };
+    let mut out = text(decision, "verdict").to_owned();
+    let plugin = text(decision, "plugin");
+    let rule = text(decision, "rule");
+    let reason = text(decision, "reason");
+    let mut why = Vec::new();
+    if !plugin.is_empty() {
+        why.push(format!("plugin {plugin}"));
+    }
+    if !rule.is_empty() {
+        why.push(format!("rule {rule}"));
+    }
+    if !reason.is_empty() {
+        why.push(reason.to_owned());
+    }
+    if !why.is_empty() {
+        let _ = write!(out, " ({})", why.join(", "));
+    }
+    if let Some(approval) = decision.get("approval") {
+        let approver = approval
+            .get("approver")
+            .and_then(Value::as_str)
+            .unwrap_or("nobody");
+        let _ = write!(
+            out,
+            "; approval from {} {} by {} at {} (ticket {})",
+            text(approval, "approver_group"),
+            text(approval, "outcome"),
+            approver,
+            number(approval, "answered_ms")
+                .map(millis_as_time)
+                .unwrap_or_default(),
+            text(approval, "ticket"),
+        );
+    }
+    out
+}
+
+fn outcome_summary(record: &Value) -> String {
+    let tags: Vec<&str> = record
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| tags.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = if tags.is_empty() {
+        "no command completed".to_owned()
+    } else {
+        tags.join(", ")
+    };
+    let _ = write!(
+        out,
+        "; {} rows in {:.1} ms",
+        number(record, "rows").unwrap_or(0),
+        number(record, "duration_us").unwrap_or(0) as f64 / 1000.0
+    );
+    if let Some(error) = record.get("error") {
+        let _ = write!(
+            out,
+            "; error {}: {}",
+            text(error, "sqlstate"),
+            text(error, "message")
+        );
+    }
+    out
+}
+
+/// Unix milliseconds as a UTC time like the records' own.
+fn millis_as_time(ms: u64) -> String {
+    super::chain::format_utc_micros(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// One session replayed: who initiated it, then each statement — the
+/// exact (masked) text and parameters, whether it needed approval and who
+/// gave or refused it, and what it returned.
+pub fn show_session(records: &[&Value], session: u64) -> String {
+    let mut out = String::new();
+    let mine: Vec<&&Value> = records
+        .iter()
+        .filter(|r| number(r, "session") == Some(session))
+        .collect();
+    if mine.is_empty() {
+        let _ = writeln!(out, "no records of session {session}");
+        return out;
+    }
+    for record in mine {
+        let time = text(record, "time");
+        match text(record, "event") {
+            "session_start" => {
+                let groups: Vec<&str> = record
+                    .get("groups")
+                    .and_then(Value::as_array)
+                    .map(|g| g.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let _ = writeln!(out, "session {session}, started {time}");
+                let _ = writeln!(
+                    out,
+                    "  initiated by {} (groups: {}) from {}, {}, database {}, {}",
+                    text(record, "principal"),
+                    if groups.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        groups.join(", ")
+                    },
+                    text(record, "client"),
+                    application(record),
+                    text(record, "database"),
+                    if record.get("tls").and_then(Value::as_bool) == Some(true) {
+                        "TLS"
+                    } else {
+                        "no TLS"
+                    },
+                );
+            }
+            "statement" => {
+                let _ = writeln!(
+                    out,
+                    "  statement {} at {time} ({}): {}",
+                    number(record, "statement").unwrap_or(0),
+                    text(record, "protocol"),
+                    text(record, "text")
+                );
+                if let Some(params) = record.get("params").and_then(Value::as_array)
+                    && !params.is_empty()
+                {
+                    let shown: Vec<String> = params
+                        .iter()
+                        .map(|p| match p.as_str() {
+                            Some(p) => format!("{p:?}"),
+                            None => "NULL".to_owned(),
+                        })
+                        .collect();
+                    let _ = writeln!(out, "    parameters: {}", shown.join(", "));
+                }
+                let decision = record.get("decision");
+                let approval = decision.and_then(|d| d.get("approval"));
+                let _ = writeln!(out, "    decision: {}", decision_summary(decision));
+                if approval.is_none() {
+                    let _ = writeln!(out, "    approval: not required");
+                }
+            }
+            "outcome" => {
+                let _ = writeln!(out, "    returned: {}", outcome_summary(record));
+                if let Some(rows) = record.get("data").and_then(Value::as_array) {
+                    for row in rows {
+                        let _ = writeln!(out, "      {row}");
+                    }
+                    if record.get("data_truncated").and_then(Value::as_bool) == Some(true) {
+                        let _ = writeln!(out, "      ... (more rows than recorded)");
+                    }
+                }
+            }
+            "session_end" => {
+                let _ = writeln!(
+                    out,
+                    "session {session} ended {time}: {} statements in {} ms, {}",
+                    number(record, "statements").unwrap_or(0),
+                    number(record, "duration_ms").unwrap_or(0),
+                    text(record, "reason")
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "  {}", one_line(record));
+            }
+        }
+    }
+    out
+}

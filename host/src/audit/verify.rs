@@ -1,0 +1,1061 @@
+//! `sluice audit verify`: checks a trail and says, in plain words, where it
+//! was changed.
+//!
+//! [`verify`] reads the rotated files `<path>.NNNNNN` in order, then the
+//! active file, and checks that
+//!
+//! - every line opens with the key (a changed byte breaks its MAC);
+//! - `seq` grows by exactly one from record to record, across files too, and
+//!   each `prev` is the MAC of the record before it (a record inserted,
+//!   deleted or moved breaks this at the place it happened);
+//! - the first record is seq 1 with a `prev` of zeros — or, when the oldest
+//!   rotated files were archived away, that the trail starts later, which
+//!   is reported as a note;
+//! - the head file verifies with the key and names exactly the last record
+//!   (a file cut short at a record boundary leaves a valid chain, and only
+//!   the head shows that records are missing).
+//!
+//! # Problems and notes
+//!
+//! Every [`Finding`] is a [`Severity::Problem`] or a [`Severity::Note`];
+//! [`Report::ok`] holds when there is no problem. Notes are for what sluice
+//! itself does and that loses no record:
+//!
+//! - a trail that starts after seq 1 (rotated files archived or removed:
+//!   verify cannot tell which, so it says so);
+//! - a torn record at the end of a file that the chain continues after.
+//!   When sluice restarts after a crash in the middle of a write, it sets the
+//!   file with the torn record aside unchanged and continues the chain from
+//!   the last complete record in a fresh file. The torn record was never
+//!   acknowledged, so its statement never ran; the chain around it is whole,
+//!   and the note keeps the crash visible.
+//!
+//! A torn record that nothing follows is a problem: the trail ends in a
+//! write that did not finish, and sluice has not recovered from it yet.
+//!
+//! The head shows a cut only as long as it is kept apart from the trail: an
+//! older head put back together with a trail cut to match it verifies. The
+//! head that sluice logs every minute, and the PostgreSQL sink, are the
+//! anchors against that.
+//!
+//! After a changed record, checking goes on with the MAC the changed line
+//! claims, so one edit gives one finding rather than one for every record
+//! after it.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::chain::{self, ChainKey, GENESIS_MAC, HeadError, LineError, Link};
+use super::log::{RecordLines, chain_files};
+
+/// How many findings the human summary lists before it counts the rest.
+const FINDINGS_SHOWN: usize = 50;
+
+/// Times [`verify_live`] looks again before it reports a disagreement
+/// between the trail's end and its head.
+const LIVE_ATTEMPTS: u32 = 5;
+
+/// [`verify`] for a trail sluice may be writing right now. A commit in
+/// flight has its records in the file a moment before the head names
+/// them (and a last line half-written), which a single look would report
+/// as records beyond the head or a torn record: when those are all it
+/// finds, it looks again, a little later, a few times, and reports what
+/// the last look saw. Anything else is reported at once.
+pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
+    let mut report = verify(path, head_path, key);
+    for _ in 1..LIVE_ATTEMPTS {
+        let only_in_flight = report.problems().next().is_some()
+            && report.problems().all(|finding| {
+                matches!(
+                    finding.kind,
+                    FindingKind::BeyondHead { .. }
+                        | FindingKind::CutShort { .. }
+                        | FindingKind::Torn { continued: false }
+                )
+            });
+        if !only_in_flight {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        report = verify(path, head_path, key);
+    }
+    report
+}
+
+/// Checks the trail whose active file is `path` (with its rotated files)
+/// and, if `head_path` is given, its head file.
+pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
+    let mut check = Check::new();
+    let head = read_head(head_path, key, &mut check);
+    let head_link = match &head {
+        HeadStatus::Verified(link) => Some(*link),
+        _ => None,
+    };
+
+    let files = match chain_files(path) {
+        Ok(files) => files,
+        Err(error) => {
+            check.problem(
+                FindingKind::Unreadable(error.to_string()),
+                Some(path),
+                None,
+                None,
+            );
+            Vec::new()
+        }
+    };
+    if files.is_empty() {
+        check.problem(FindingKind::NoFiles, Some(path), None, None);
+    }
+    for file in &files {
+        check.file(file, key, head_link.map(|head| head.seq));
+    }
+    if let Some(head) = head_link {
+        check.compare_head(&head);
+    }
+    Report {
+        path: path.to_path_buf(),
+        files,
+        records: check.records,
+        first_seq: check.first_seq,
+        last_seq: check.last.map(|last| last.seq),
+        head,
+        findings: check.findings,
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The active file named to [`verify`].
+    pub path: PathBuf,
+    /// The files checked, in chain order.
+    pub files: Vec<PathBuf>,
+    /// Record lines checked (those that open and those changed).
+    pub records: u64,
+    /// The first record's seq.
+    pub first_seq: Option<u64>,
+    /// The last record's seq.
+    pub last_seq: Option<u64>,
+    /// What the head file said.
+    pub head: HeadStatus,
+    /// Problems and notes, in the order found.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether the trail is whole: no finding is a problem (notes may be
+    /// there).
+    pub fn ok(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|finding| finding.severity == Severity::Note)
+    }
+
+    /// The findings that are problems.
+    pub fn problems(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|finding| finding.severity == Severity::Problem)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let problems = self.problems().count();
+        match problems {
+            0 => writeln!(f, "audit trail {}: OK", self.path.display())?,
+            1 => writeln!(f, "audit trail {}: FAILED, 1 problem", self.path.display())?,
+            n => writeln!(
+                f,
+                "audit trail {}: FAILED, {n} problems",
+                self.path.display()
+            )?,
+        }
+        match (self.files.first(), self.files.last()) {
+            (Some(first), Some(last)) if self.files.len() > 1 => writeln!(
+                f,
+                "  files: {} ({} … {})",
+                self.files.len(),
+                file_name(first),
+                file_name(last)
+            )?,
+            (Some(only), _) => writeln!(f, "  files: 1 ({})", file_name(only))?,
+            _ => writeln!(f, "  files: none")?,
+        }
+        match (self.first_seq, self.last_seq) {
+            (Some(first), Some(last)) => writeln!(
+                f,
+                "  records: {} checked, seq {first} to {last}",
+                self.records
+            )?,
+            _ => writeln!(f, "  records: {} checked", self.records)?,
+        }
+        writeln!(f, "  head: {}", self.head)?;
+        if !self.findings.is_empty() {
+            writeln!(f, "  findings:")?;
+        }
+        for finding in self.findings.iter().take(FINDINGS_SHOWN) {
+            writeln!(f, "  - {finding}")?;
+        }
+        if self.findings.len() > FINDINGS_SHOWN {
+            writeln!(f, "  … and {} more", self.findings.len() - FINDINGS_SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the head file said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// No head file was given: a file cut short at a record boundary cannot
+    /// be detected.
+    NotChecked,
+    /// The head file is not there.
+    Missing,
+    /// The head file cannot be read.
+    Unreadable(String),
+    /// The head file is not a head, or its MAC does not verify.
+    Refused(HeadError),
+    /// The head verified and names this record.
+    Verified(Link),
+}
+
+impl fmt::Display for HeadStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadStatus::NotChecked => {
+                f.write_str("not checked (a trail cut short at a record boundary goes unseen)")
+            }
+            HeadStatus::Missing => f.write_str("missing"),
+            HeadStatus::Unreadable(error) => write!(f, "unreadable: {error}"),
+            HeadStatus::Refused(refused) => write!(f, "refused: {refused}"),
+            HeadStatus::Verified(link) => write!(f, "verified, names seq {}", link.seq),
+        }
+    }
+}
+
+/// Whether a finding breaks the trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The trail is not whole: records were changed, added or lost, or
+    /// cannot be shown not to have been.
+    Problem,
+    /// Worth knowing, but no record is lost or changed.
+    Note,
+}
+
+/// One thing [`verify`] found, with where it found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Problem or note.
+    pub severity: Severity,
+    /// What was found.
+    pub kind: FindingKind,
+    /// The file, when the finding is about one.
+    pub file: Option<PathBuf>,
+    /// The line in that file, counted from 1.
+    pub line: Option<u64>,
+    /// The seq of the record concerned, where known.
+    pub seq: Option<u64>,
+}
+
+/// What [`verify`] can find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FindingKind {
+    /// A record's MAC does not verify: it was changed, or written under
+    /// another key.
+    Modified,
+    /// A line that is not a record at all.
+    NotARecord(&'static str),
+    /// The record does not follow the one before it (seq or prev): one was
+    /// inserted, deleted or reordered between them.
+    Broken {
+        /// The seq of the record before.
+        after: u64,
+        /// Whether the record is the first of its file (a rotated file may
+        /// be missing).
+        first_of_file: bool,
+    },
+    /// The first record is not seq 1: older records are not here.
+    StartsLate,
+    /// A line without its newline: a write that did not finish.
+    Torn {
+        /// Whether records follow it (sluice recovered and went on).
+        continued: bool,
+    },
+    /// A file cannot be read.
+    Unreadable(String),
+    /// There is no file of the trail at all.
+    NoFiles,
+    /// A head file was named, but is missing.
+    HeadMissing,
+    /// The head file is not a head or does not verify with the key.
+    HeadRefused(HeadError),
+    /// The head names an earlier record than the last one.
+    BeyondHead {
+        /// The seq the head names.
+        head_seq: u64,
+    },
+    /// The head names a later record than the last one: records were cut
+    /// off the end.
+    CutShort {
+        /// The seq the head names.
+        head_seq: u64,
+    },
+    /// The record the head names has another MAC.
+    HeadMismatch,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = Place(self);
+        let record = match self.seq {
+            Some(seq) => format!("record {seq}"),
+            None => "a record".to_string(),
+        };
+        let seq = self.seq.unwrap_or(0);
+        match &self.kind {
+            FindingKind::Modified => {
+                write!(f, "{record}{place} was modified: its MAC does not verify")
+            }
+            FindingKind::NotARecord(reason) => {
+                write!(f, "a line{place} is not an audit record: {reason}")
+            }
+            FindingKind::Broken {
+                after,
+                first_of_file,
+            } => {
+                write!(
+                    f,
+                    "record inserted/deleted/reordered between seq {after} and {seq}{place}: \
+                     prev does not match"
+                )?;
+                if *first_of_file {
+                    f.write_str(" (at the start of a file: is a rotated file missing?)")?;
+                }
+                Ok(())
+            }
+            FindingKind::StartsLate => write!(
+                f,
+                "the trail starts at seq {seq}{place}: the records before it are not here \
+                 (archived or removed)"
+            ),
+            FindingKind::Torn { continued: false } => {
+                write!(f, "torn last record (crash during write?){place}")
+            }
+            FindingKind::Torn { continued: true } => write!(
+                f,
+                "torn record{place}: a crash during a write, after which sluice set the file \
+                 aside and continued the chain"
+            ),
+            FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
+            FindingKind::NoFiles => write!(f, "no audit file{place}"),
+            FindingKind::HeadMissing => write!(f, "the head file{place} is missing"),
+            FindingKind::HeadRefused(refused) => {
+                write!(f, "the head file{place} is refused: {refused}")
+            }
+            FindingKind::BeyondHead { head_seq } => write!(
+                f,
+                "records beyond the head: the head names seq {head_seq}, the trail goes on to \
+                 seq {seq}"
+            ),
+            FindingKind::CutShort { head_seq } => write!(
+                f,
+                "file cut short after seq {seq}{place}: the head names seq {head_seq}"
+            ),
+            FindingKind::HeadMismatch => write!(
+                f,
+                "the head names seq {seq} with a MAC that record {seq} does not have"
+            ),
+        }
+    }
+}
+
+/// " (file x, line n)" for a finding that has a place; nothing otherwise.
+struct Place<'a>(&'a Finding);
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.0.file, self.0.line) {
+            (Some(file), Some(line)) => write!(f, " (file {}, line {line})", file_name(file)),
+            (Some(file), None) => write!(f, " ({})", file.display()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The state of one verification as it walks the files.
+struct Check {
+    findings: Vec<Finding>,
+    records: u64,
+    first_seq: Option<u64>,
+    /// The record before the next one: its seq and the MAC it has (or, when
+    /// it was changed, claims).
+    last: Option<Link>,
+    /// Where the last record is, for findings about the end of the trail.
+    last_place: (Option<PathBuf>, Option<u64>),
+    /// The MAC of the record whose seq the head names, once seen.
+    mac_at_head_seq: Option<[u8; 32]>,
+    /// A torn record not yet followed by another record.
+    open_torn: Option<usize>,
+}
+
+impl Check {
+    fn new() -> Check {
+        Check {
+            findings: Vec::new(),
+            records: 0,
+            first_seq: None,
+            last: None,
+            last_place: (None, None),
+            mac_at_head_seq: None,
+            open_torn: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        severity: Severity,
+        kind: FindingKind,
+        file: Option<&Path>,
+        line: Option<u64>,
+        seq: Option<u64>,
+    ) {
+        self.findings.push(Finding {
+            severity,
+            kind,
+            file: file.map(Path::to_path_buf),
+            line,
+            seq,
+        });
+    }
+
+    fn problem(
+        &mut self,
+        kind: FindingKind,
+        file: Option<&Path>,
+        line: Option<u64>,
+        seq: Option<u64>,
+    ) {
+        self.add(Severity::Problem, kind, file, line, seq);
+    }
+
+    /// Checks every line of one file.
+    fn file(&mut self, path: &Path, key: &ChainKey, head_seq: Option<u64>) {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) => {
+                self.problem(
+                    FindingKind::Unreadable(error.to_string()),
+                    Some(path),
+                    None,
+                    None,
+                );
+                return;
+            }
+        };
+        for (index, line) in RecordLines::new(file).enumerate() {
+            let number = index as u64 + 1;
+            let line = match line {
+                Ok(line) => line,
+                Err(error) => {
+                    let kind = FindingKind::Unreadable(error.to_string());
+                    self.problem(kind, Some(path), Some(number), None);
+                    return;
+                }
+            };
+            let at = (path, number, index == 0);
+            match chain::open_line(key, &line) {
+                Ok(record) => {
+                    self.follow(record.link(), record.prev, at);
+                    if head_seq == Some(record.seq) {
+                        self.mac_at_head_seq = Some(record.mac);
+                    }
+                }
+                Err(LineError::BadMac {
+                    claimed_seq,
+                    claimed_mac,
+                }) => {
+                    // Its place in the chain, rather than the seq it claims:
+                    // the claim may be what was changed.
+                    let seq = self.last.map(|last| last.seq + 1).or(claimed_seq);
+                    self.problem(FindingKind::Modified, Some(path), Some(number), seq);
+                    self.count(seq, path, number);
+                    if let Some(seq) = seq {
+                        self.last = Some(Link {
+                            seq,
+                            mac: claimed_mac,
+                        });
+                        if head_seq == Some(seq) {
+                            self.mac_at_head_seq = Some(claimed_mac);
+                        }
+                    }
+                }
+                Err(LineError::Torn) => {
+                    self.open_torn = Some(self.findings.len());
+                    let kind = FindingKind::Torn { continued: false };
+                    let seq = chain::peek_seq(&line);
+                    self.problem(kind, Some(path), Some(number), seq);
+                }
+                Err(LineError::Malformed(reason)) => {
+                    let kind = FindingKind::NotARecord(reason);
+                    let seq = chain::peek_seq(&line);
+                    self.problem(kind, Some(path), Some(number), seq);
+                }
+            }
+        }
+    }
+
+    /// Checks that a record that opened follows the one before it.
+    fn follow(
+        &mut self,
+        link: Link,
+        prev: [u8; 32],
+        (path, number, first_of_file): (&Path, u64, bool),
+    ) {
+        match self.last {
+            None if link.seq == 1 && prev == GENESIS_MAC => {}
+            None if link.seq == 1 => {
+                let kind = FindingKind::Broken {
+                    after: 0,
+                    first_of_file,
+                };
+                self.problem(kind, Some(path), Some(number), Some(1));
+            }
+            None => {
+                let kind = FindingKind::StartsLate;
+                self.add(
+                    Severity::Note,
+                    kind,
+                    Some(path),
+                    Some(number),
+                    Some(link.seq),
+                );
+            }
+            Some(last) if link.seq == last.seq.wrapping_add(1) && prev == last.mac => {}
+            Some(last) => {
+                let kind = FindingKind::Broken {
+                    after: last.seq,
+                    first_of_file,
+                };
+                self.problem(kind, Some(path), Some(number), Some(link.seq));
+            }
+        }
+        self.last = Some(link);
+        self.count(Some(link.seq), path, number);
+    }
+
+    /// Counts a record line, and turns an earlier torn record into a note:
+    /// the chain went on after it.
+    fn count(&mut self, seq: Option<u64>, path: &Path, number: u64) {
+        self.records += 1;
+        if self.first_seq.is_none() {
+            self.first_seq = seq;
+        }
+        self.last_place = (Some(path.to_path_buf()), Some(number));
+        if let Some(torn) = self.open_torn.take()
+            && let Some(finding) = self.findings.get_mut(torn)
+        {
+            finding.severity = Severity::Note;
+            finding.kind = FindingKind::Torn { continued: true };
+        }
+    }
+
+    /// Checks that the head names exactly the last record.
+    fn compare_head(&mut self, head: &Link) {
+        let last = self.last.unwrap_or(Link::GENESIS);
+        let (file, line) = self.last_place.clone();
+        if head.seq > last.seq {
+            let kind = FindingKind::CutShort { head_seq: head.seq };
+            self.problem(kind, file.as_deref(), line, Some(last.seq));
+            return;
+        }
+        if head.seq < last.seq {
+            let kind = FindingKind::BeyondHead { head_seq: head.seq };
+            self.problem(kind, None, None, Some(last.seq));
+        }
+        let mac_at_head = if head.seq == last.seq {
+            Some(last.mac)
+        } else if head.seq == 0 {
+            Some(GENESIS_MAC)
+        } else {
+            self.mac_at_head_seq
+        };
+        // A head before the first record here (older files archived) cannot
+        // be compared.
+        if mac_at_head.is_some_and(|mac| mac != head.mac) {
+            self.problem(FindingKind::HeadMismatch, None, None, Some(head.seq));
+        }
+    }
+}
+
+/// Reads and checks the head file; a missing or refused head is a problem.
+fn read_head(head_path: Option<&Path>, key: &ChainKey, check: &mut Check) -> HeadStatus {
+    let Some(head_path) = head_path else {
+        return HeadStatus::NotChecked;
+    };
+    let mut bytes = Vec::with_capacity(chain::HEAD_LEN + 1);
+    let read = File::open(head_path).and_then(|file| {
+        file.take(chain::HEAD_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+    });
+    let at = Some(head_path);
+    match read {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            check.problem(FindingKind::HeadMissing, at, None, None);
+            HeadStatus::Missing
+        }
+        Err(error) => {
+            check.problem(FindingKind::Unreadable(error.to_string()), at, None, None);
+            HeadStatus::Unreadable(error.to_string())
+        }
+        Ok(_) => match chain::parse_head(key, &bytes) {
+            Ok(link) => HeadStatus::Verified(link),
+            Err(refused) => {
+                check.problem(FindingKind::HeadRefused(refused.clone()), at, None, None);
+                HeadStatus::Refused(refused)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::log::{AuditLog, Fsync, LogSettings};
+    use serde_json::{Map, Value, json};
+    use std::fs;
+
+    /// A trail written by the real log, and a place to copy it for tampering.
+    struct Trail {
+        dir: tempfile::TempDir,
+        settings: LogSettings,
+    }
+
+    fn key() -> ChainKey {
+        ChainKey::from_bytes(&[9u8; 32]).expect("long enough")
+    }
+
+    fn statement(task: u64, n: u64) -> Map<String, Value> {
+        match json!({"event": "statement", "session": format!("s{task}"), "text": format!("select {n}")})
+        {
+            Value::Object(map) => map,
+            _ => unreachable!("a json object literal"),
+        }
+    }
+
+    /// 8 tasks × 10 records, written at once.
+    async fn write_trail(rotate_bytes: Option<u64>) -> Trail {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = LogSettings {
+            path: dir.path().join("audit.jsonl"),
+            head_path: dir.path().join("audit.head"),
+            key: key(),
+            instance: "gw-1".to_string(),
+            fsync: Fsync::Always,
+            rotate_bytes,
+            rotate_after: None,
+        };
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for n in 0..10 {
+                        log.record(statement(task, n)).await.expect("durable");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task ran");
+        }
+        let stats = log.stats();
+        assert!(stats.commits < stats.records, "{stats:?}");
+        log.close().await;
+        Trail { dir, settings }
+    }
+
+    impl Trail {
+        fn verify(&self) -> Report {
+            verify(
+                &self.settings.path,
+                Some(&self.settings.head_path),
+                &self.settings.key,
+            )
+        }
+
+        fn lines(&self) -> Vec<Vec<u8>> {
+            let file = File::open(&self.settings.path).expect("exists");
+            RecordLines::new(file)
+                .collect::<io::Result<_>>()
+                .expect("readable")
+        }
+
+        fn write_lines(&self, lines: &[Vec<u8>]) {
+            fs::write(&self.settings.path, lines.concat()).expect("writes");
+        }
+
+        /// A fresh copy of the trail (files and head), to tamper with.
+        fn copy(&self) -> Trail {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for entry in fs::read_dir(self.dir.path()).expect("lists") {
+                let entry = entry.expect("entry");
+                fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copies");
+            }
+            let mut settings = self.settings.clone();
+            settings.path = dir.path().join("audit.jsonl");
+            settings.head_path = dir.path().join("audit.head");
+            Trail { dir, settings }
+        }
+    }
+
+    fn kinds(report: &Report) -> Vec<&FindingKind> {
+        report
+            .findings
+            .iter()
+            .map(|finding| &finding.kind)
+            .collect()
+    }
+
+    fn only_problem(report: &Report) -> &Finding {
+        let problems: Vec<_> = report.problems().collect();
+        assert_eq!(problems.len(), 1, "{report}");
+        problems[0]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_catches_every_kind_of_tampering() {
+        let trail = write_trail(None).await;
+        let report = trail.verify();
+        assert!(report.ok(), "{report}");
+        assert!(report.findings.is_empty(), "{report}");
+        assert_eq!(report.records, 80);
+        assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(80)));
+        let last = chain::open_line(&trail.settings.key, &trail.lines()[79]).expect("opens");
+        assert_eq!(report.head, HeadStatus::Verified(last.link()));
+        let summary = report.to_string();
+        assert!(summary.contains(": OK"), "{summary}");
+        assert!(summary.contains("80 checked, seq 1 to 80"), "{summary}");
+
+        // A byte changed inside record 17's JSON.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        let text = String::from_utf8(lines[16].clone()).expect("UTF-8");
+        lines[16] = text.replacen("select ", "selekt ", 1).into_bytes();
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        let finding = only_problem(&report);
+        assert_eq!(finding.kind, FindingKind::Modified);
+        assert_eq!((finding.seq, finding.line), (Some(17), Some(17)));
+        assert_eq!(
+            finding.to_string(),
+            "record 17 (file audit.jsonl, line 17) was modified: its MAC does not verify"
+        );
+
+        // A record copied in after record 30.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        let copied = lines[9].clone();
+        lines.insert(30, copied);
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        assert!(!report.ok());
+        assert!(
+            report
+                .problems()
+                .all(|f| matches!(f.kind, FindingKind::Broken { .. }))
+        );
+        let first = report.problems().next().expect("a problem");
+        assert_eq!(first.line, Some(31));
+        assert!(
+            first
+                .to_string()
+                .starts_with("record inserted/deleted/reordered between seq 30 and 10")
+        );
+
+        // Record 42 deleted.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        lines.remove(41);
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        let problems: Vec<_> = report.problems().collect();
+        assert!(problems[0].to_string().starts_with(
+            "record inserted/deleted/reordered between seq 41 and 43 (file audit.jsonl, line 42): prev does not match"
+        ), "{report}");
+        // The head names seq 80 and the trail ends at 80: the deletion shows
+        // only in the chain.
+        assert_eq!(problems.len(), 1, "{report}");
+
+        // Records 50 and 51 swapped.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        lines.swap(49, 50);
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        assert!(!report.ok());
+        let broken: Vec<_> = report.problems().map(|f| (f.seq, f.kind.clone())).collect();
+        assert_eq!(
+            broken,
+            vec![
+                (
+                    Some(51),
+                    FindingKind::Broken {
+                        after: 49,
+                        first_of_file: false
+                    }
+                ),
+                (
+                    Some(50),
+                    FindingKind::Broken {
+                        after: 51,
+                        first_of_file: false
+                    }
+                ),
+                (
+                    Some(52),
+                    FindingKind::Broken {
+                        after: 50,
+                        first_of_file: false
+                    }
+                ),
+            ]
+        );
+
+        // The whole chain recomputed under another key, head included: a
+        // forger without the key.
+        let copy = trail.copy();
+        let forger = ChainKey::from_bytes(&[66u8; 32]).expect("long enough");
+        let mut link = Link::GENESIS;
+        let mut forged = Vec::new();
+        for line in copy.lines() {
+            let record = chain::open_line(&copy.settings.key, &line).expect("opens");
+            let mut event = record.fields.clone();
+            for field in chain::RESERVED_FIELDS {
+                event.remove(field);
+            }
+            let (line, next) =
+                chain::seal(&forger, &link, "gw-1", std::time::SystemTime::now(), &event)
+                    .expect("seals");
+            forged.push(line);
+            link = next;
+        }
+        copy.write_lines(&forged);
+        fs::write(&copy.settings.head_path, chain::head_line(&forger, &link)).expect("writes");
+        let report = copy.verify();
+        assert_eq!(
+            report
+                .problems()
+                .filter(|f| f.kind == FindingKind::Modified)
+                .count(),
+            80
+        );
+        assert!(kinds(&report).contains(&&FindingKind::HeadRefused(HeadError::BadMac)));
+        assert_eq!(report.head, HeadStatus::Refused(HeadError::BadMac));
+        // Only the lines forged, the real head kept: it names another MAC.
+        fs::copy(&trail.settings.head_path, &copy.settings.head_path).expect("copies");
+        let report = copy.verify();
+        assert!(
+            kinds(&report).contains(&&FindingKind::HeadMismatch),
+            "{report}"
+        );
+
+        // Cut at a record boundary after seq 70.
+        let copy = trail.copy();
+        let lines = copy.lines();
+        copy.write_lines(&lines[..70]);
+        let report = copy.verify();
+        let finding = only_problem(&report);
+        assert_eq!(finding.kind, FindingKind::CutShort { head_seq: 80 });
+        assert_eq!(
+            finding.to_string(),
+            "file cut short after seq 70 (file audit.jsonl, line 70): the head names seq 80"
+        );
+
+        // The head file removed.
+        let copy = trail.copy();
+        fs::remove_file(&copy.settings.head_path).expect("removes");
+        let report = copy.verify();
+        assert_eq!(only_problem(&report).kind, FindingKind::HeadMissing);
+        assert_eq!(report.head, HeadStatus::Missing);
+
+        // The last line torn in the middle.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        let last = lines.len() - 1;
+        lines[last].truncate(100);
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        let torn = report
+            .problems()
+            .find(|f| f.kind == FindingKind::Torn { continued: false })
+            .expect("the torn record is a problem");
+        assert_eq!((torn.seq, torn.line), (Some(80), Some(80)));
+        assert!(
+            torn.to_string()
+                .starts_with("torn last record (crash during write?)")
+        );
+        assert!(kinds(&report).contains(&&FindingKind::CutShort { head_seq: 80 }));
+
+        // A forged record appended: it links to the last record, but its
+        // MAC is made up.
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        let last = chain::open_line(&copy.settings.key, &lines[79]).expect("opens");
+        let forged = format!(
+            "{{\"seq\":81,\"time\":\"2026-11-29T06:30:00.000000Z\",\"instance\":\"gw-1\",\
+             \"prev\":\"{}\",\"event\":\"statement\",\"mac\":\"{}\"}}\n",
+            chain::encode_hex(&last.mac),
+            "ab".repeat(32)
+        );
+        lines.push(forged.into_bytes());
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        let problems: Vec<_> = report.problems().map(|f| (f.seq, f.kind.clone())).collect();
+        assert_eq!(
+            problems,
+            vec![
+                (Some(81), FindingKind::Modified),
+                (Some(81), FindingKind::BeyondHead { head_seq: 80 }),
+            ]
+        );
+    }
+
+    /// Same key, same seq, another chain: only `prev` tells the record
+    /// does not belong.
+    #[tokio::test]
+    async fn a_record_spliced_in_from_another_chain_breaks_prev() {
+        let trail = write_trail(None).await;
+        let other = write_trail(None).await;
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        lines[19] = other.lines()[19].clone();
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        let problems: Vec<_> = report.problems().map(|f| (f.seq, f.kind.clone())).collect();
+        let broken = |after| FindingKind::Broken {
+            after,
+            first_of_file: false,
+        };
+        assert_eq!(
+            problems,
+            vec![(Some(20), broken(19)), (Some(21), broken(20))],
+            "{report}"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotated_files_verify_as_one_chain_and_a_missing_one_is_caught() {
+        let trail = write_trail(Some(2000)).await;
+        let report = trail.verify();
+        assert!(report.ok(), "{report}");
+        assert!(report.files.len() >= 4, "{report}");
+        assert_eq!(report.records, 80);
+
+        let copy = trail.copy();
+        let removed = copy.dir.path().join("audit.jsonl.000002");
+        let first_of_third = {
+            let file = File::open(copy.dir.path().join("audit.jsonl.000003")).expect("exists");
+            let line = RecordLines::new(file)
+                .next()
+                .expect("a line")
+                .expect("readable");
+            chain::open_line(&copy.settings.key, &line)
+                .expect("opens")
+                .seq
+        };
+        fs::remove_file(&removed).expect("removes");
+        let report = copy.verify();
+        let finding = only_problem(&report);
+        assert_eq!(finding.seq, Some(first_of_third));
+        assert!(
+            matches!(
+                finding.kind,
+                FindingKind::Broken {
+                    first_of_file: true,
+                    ..
+                }
+            ),
+            "{report}"
+        );
+        assert!(finding.to_string().contains("is a rotated file missing?"));
+        assert_eq!(
+            finding.file.as_deref(),
+            Some(copy.dir.path().join("audit.jsonl.000003").as_path())
+        );
+
+        // The oldest file archived away: a note, not a problem.
+        let copy = trail.copy();
+        fs::remove_file(copy.dir.path().join("audit.jsonl.000001")).expect("removes");
+        let report = copy.verify();
+        assert!(report.ok(), "{report}");
+        let note = &report.findings[0];
+        assert_eq!(
+            (note.severity, &note.kind),
+            (Severity::Note, &FindingKind::StartsLate)
+        );
+        assert!(note.to_string().starts_with(&format!(
+            "the trail starts at seq {}",
+            report.first_seq.unwrap_or(0)
+        )));
+    }
+
+    #[test]
+    fn an_empty_trail_with_its_head_verifies_and_no_trail_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let head_path = dir.path().join("audit.head");
+        let report = verify(&path, Some(&head_path), &key());
+        assert!(kinds(&report).contains(&&FindingKind::NoFiles));
+        assert!(kinds(&report).contains(&&FindingKind::HeadMissing));
+
+        fs::write(&path, b"").expect("writes");
+        fs::write(&head_path, chain::head_line(&key(), &Link::GENESIS)).expect("writes");
+        let report = verify(&path, Some(&head_path), &key());
+        assert!(report.ok() && report.findings.is_empty(), "{report}");
+
+        let report = verify(&path, None, &key());
+        assert_eq!(report.head, HeadStatus::NotChecked);
+        assert!(report.to_string().contains("head: not checked"));
+    }
+
+    #[test]
+    fn a_line_that_is_no_record_is_reported_with_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let key = key();
+        let event = statement(1, 1);
+        let (first, link) = chain::seal(
+            &key,
+            &Link::GENESIS,
+            "gw",
+            std::time::SystemTime::now(),
+            &event,
+        )
+        .expect("seals");
+        let (second, link) =
+            chain::seal(&key, &link, "gw", std::time::SystemTime::now(), &event).expect("seals");
+        fs::write(&path, [first, b"hello\n".to_vec(), second].concat()).expect("writes");
+        let head_path = dir.path().join("head");
+        fs::write(&head_path, chain::head_line(&key, &link)).expect("writes");
+        let report = verify(&path, Some(&head_path), &key);
+        let finding = only_problem(&report);
+        assert!(matches!(finding.kind, FindingKind::NotARecord(_)));
+        assert_eq!(finding.line, Some(2));
+        assert!(
+            finding
+                .to_string()
+                .starts_with("a line (file audit.jsonl, line 2) is not an audit record")
+        );
+    }
+}

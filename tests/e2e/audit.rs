@@ -1,0 +1,225 @@
+//! The audit trail, read back: a scripted session's statements in order
+//! with principal and decision, denied statements and failed logins,
+//! outcomes, parameters and card numbers masked, the chain intact — and a
+//! trail that cannot be written refuses sessions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::plugin::builtin::test_guests as guest;
+use sluice_tests::{TestEnv, code_and_message, eventually};
+
+/// The trail in the config's directory, synced per commit, with the
+/// shipped Luhn masker and the deny-rule test policy denying `forbidden`.
+fn audited_config() -> String {
+    format!(
+        "[audit]\nfile = \"audit.jsonl\"\nfsync = \"always\"\n\n\
+         [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n\n\
+         [[plugins]]\nname = \"rules\"\nhook = \"policy\"\npath = \"{}\"\n\
+         [plugins.config]\ndeny_words = [\"forbidden\"]\ndeny_kinds = []\n",
+        guest::GUEST_DENY_RULE
+    )
+}
+
+fn trail(env: &TestEnv) -> PathBuf {
+    env.config_path.with_file_name("audit.jsonl")
+}
+
+fn records(env: &TestEnv) -> Vec<Value> {
+    sluice::audit::read::read(&trail(env))
+        .expect("the trail reads")
+        .records
+}
+
+fn of_event<'r>(records: &'r [Value], event: &str) -> Vec<&'r Value> {
+    records.iter().filter(|r| r["event"] == event).collect()
+}
+
+/// Waits until the trail holds a record matching `wanted` (outcomes and
+/// session ends are appended without making anyone wait).
+async fn until_recorded(env: &TestEnv, wanted: impl Fn(&Value) -> bool) {
+    let found = eventually(Duration::from_secs(10), || {
+        let found = records(env).iter().any(&wanted);
+        async move { found }
+    })
+    .await;
+    assert!(found, "not recorded: {:#?}", records(env));
+}
+
+/// A scripted session, read back: who, from where; each statement in order
+/// with its masked text and parameters and the decision (the denied one
+/// with its rule); each outcome with its tag, rows or SQLSTATE; a failed
+/// login; the session's end — the chain verifying with the key, and no card
+/// number anywhere in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_session_is_on_the_record_in_order() {
+    let env = TestEnv::start_with_config(&audited_config(), false)
+        .await
+        .unwrap();
+    let pan = "4111111111111111";
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let rows = client
+        .query("SELECT $1::text AS card", &[&pan])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "411111******1111");
+    let denied = client.simple_query("SELECT 'forbidden'").await.unwrap_err();
+    assert_eq!(code_and_message(&denied).0, "42501");
+    let failed = client
+        .simple_query(&format!("SELECT 1/0 AS \"{pan}\""))
+        .await
+        .unwrap_err();
+    assert_eq!(code_and_message(&failed).0, "22012");
+    drop(client);
+    let mut wrong = env.config("analyst");
+    wrong.password("not-the-token");
+    assert!(sluice_tests::connect(&wrong).await.is_err());
+
+    until_recorded(&env, |r| r["event"] == "session_end").await;
+    until_recorded(&env, |r| r["event"] == "login_failed").await;
+    let records = records(&env);
+
+    let starts = of_event(&records, "session_start");
+    assert_eq!(starts.len(), 1, "{records:#?}");
+    let start = starts[0];
+    assert_eq!(start["principal"], "analyst");
+    assert_eq!(start["groups"], serde_json::json!(["analysts"]));
+    assert_eq!(start["database"], env.database.as_str());
+    assert_eq!(start["tls"], false);
+    assert!(start["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let session = start["session"].as_u64().unwrap();
+
+    // Every statement, in order, after the session's start.
+    let statements = of_event(&records, "statement");
+    let summary: Vec<(u64, &str, &str, &str)> = statements
+        .iter()
+        .map(|r| {
+            assert_eq!(r["session"], session);
+            assert_eq!(r["principal"], "analyst");
+            (
+                r["statement"].as_u64().unwrap(),
+                r["protocol"].as_str().unwrap(),
+                r["text"].as_str().unwrap(),
+                r["decision"]["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "simple", "SELECT 1", "allow"),
+            (2, "extended", "SELECT $1::text AS card", "allow"),
+            (3, "simple", "SELECT 'forbidden'", "deny"),
+            (4, "simple", "SELECT 1/0 AS \"411111******1111\"", "allow"),
+        ]
+    );
+    assert_eq!(
+        statements[1]["params"],
+        serde_json::json!(["411111******1111"])
+    );
+    assert_eq!(statements[2]["decision"]["plugin"], "rules");
+    assert!(
+        statements[2]["decision"]["rule"]
+            .as_str()
+            .is_some_and(|rule| !rule.is_empty()),
+        "{:?}",
+        statements[2]["decision"]
+    );
+    let seq = |r: &Value| r["seq"].as_u64().unwrap();
+    assert!(seq(start) < seq(statements[0]));
+
+    // Each statement's outcome comes after it.
+    let outcomes = of_event(&records, "outcome");
+    let outcome_of = |statement: u64| {
+        outcomes
+            .iter()
+            .find(|r| {
+                r["statements"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&statement.into())
+            })
+            .unwrap_or_else(|| panic!("no outcome of statement {statement}: {records:#?}"))
+    };
+    assert_eq!(outcome_of(1)["tags"], serde_json::json!(["SELECT 1"]));
+    assert_eq!(outcome_of(1)["rows"], 1);
+    assert_eq!(outcome_of(2)["rows"], 1);
+    assert_eq!(outcome_of(3)["error"]["sqlstate"], "42501");
+    assert_eq!(outcome_of(4)["error"]["sqlstate"], "22012");
+    for statement in &statements {
+        let n = statement["statement"].as_u64().unwrap();
+        assert!(seq(outcome_of(n)) > seq(statement));
+    }
+
+    let end = of_event(&records, "session_end")[0];
+    assert_eq!(end["session"], session);
+    assert_eq!(end["statements"], 4);
+    let failed = of_event(&records, "login_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["user"], "analyst");
+
+    // Intact, with the key sluice made next to it, and no card number.
+    let key = sluice::audit::ChainKey::load(&trail(&env).with_extension("jsonl.key")).unwrap();
+    let head = trail(&env).with_extension("jsonl.head");
+    let report = sluice::audit::verify::verify_live(&trail(&env), Some(&head), &key);
+    assert!(report.ok(), "{report}");
+    let text = std::fs::read_to_string(trail(&env)).unwrap();
+    assert!(!text.contains(pan), "a card number in the trail:\n{text}");
+
+    // The session replayed from the record alone.
+    let all: Vec<&Value> = records.iter().collect();
+    let shown = sluice::audit::read::show_session(&all, session);
+    for needle in [
+        "initiated by analyst (groups: analysts)",
+        "statement 3",
+        "SELECT 'forbidden'",
+        "decision: deny (plugin rules",
+        "parameters: \"411111******1111\"",
+        "error 22012",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+    }
+}
+
+/// A trail that cannot be written — here every write fails as on a full
+/// disk — refuses sessions with a clear error: nothing runs unrecorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_that_cannot_be_written_refuses_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let config = format!(
+        "[audit]\nfile = \"{}\"\nkey_file = \"{}\"\nhead_file = \"{}\"\n",
+        full.display(),
+        dir.path().join("key").display(),
+        dir.path().join("head").display()
+    );
+    std::fs::write(dir.path().join("key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    for _ in 0..2 {
+        let error = sluice_tests::connect(&env.config("admin"))
+            .await
+            .expect_err("no session without a trail");
+        let (code, message) = code_and_message(&error);
+        assert_eq!(code, "58000", "{message}");
+        assert!(message.contains("audit trail"), "{message}");
+    }
+    // Nothing reached the database on those sessions' behalf.
+    let direct = env.connect_direct().await;
+    let sessions: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sluice:admin%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 0);
+}
