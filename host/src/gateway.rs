@@ -130,7 +130,14 @@ impl Gateway {
         let upstream = Upstream::new(settings.upstream.clone())?;
         let plugins = Arc::new(Plugins::load(&settings.plugins).await?);
         let audit = match &settings.audit {
-            Some(audit) => crate::audit::Audit::open(audit)?,
+            Some(audit) => {
+                if !plugins.current().masks() {
+                    tracing::warn!(
+                        "the audit trail is on but no masking plugin is loaded: statement text, parameters and client-chosen names are withheld from it (load builtin:luhn-masker)"
+                    );
+                }
+                crate::audit::Audit::open(audit)?
+            }
             None => {
                 tracing::warn!(
                     "no audit trail is configured: statements are not recorded ([audit] in the config, or --audit-file)"

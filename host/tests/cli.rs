@@ -2,10 +2,11 @@
 //! `serve` with overrides, SIGHUP and SIGTERM, and the quickstart `demo`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+mod support;
+use support::{Reaped, SLUICE, free_port, signal, wait_exit, wait_for_port};
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(SLUICE)
@@ -27,34 +28,6 @@ fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// Kills the child if a test fails before it is waited for.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, signal);
-    }
-}
-
-fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// `sluice check` accepts the quickstart config, and names the line and
@@ -301,14 +274,7 @@ fn serve_with_overrides_sighup_and_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "sluice did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "sluice");
     // A session runs on a worker thread and is answered properly there.
     let output = Command::new("psql")
         .args([
@@ -357,12 +323,4 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, log: &mut String, ne
             Err(_) => panic!("no {needle:?} in the log:\n{log}"),
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -19,6 +19,10 @@ use sluice_tests::{TestEnv, token_of};
 const LUHN_MASKER: &str =
     "[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n";
 
+/// The audit trail every masking test writes, in the config's directory:
+/// what sluice records about this traffic must hold no card number either.
+const AUDIT_TRAIL: &str = "[audit]\nfile = \"audit.jsonl\"\nfsync = \"batch\"\n";
+
 /// Test card numbers of every scheme and length; each passes the Luhn
 /// check.
 const PANS: &[(&str, &str)] = &[
@@ -206,9 +210,32 @@ async fn text_values(client: &tokio_postgres::Client, sql: &str) -> Vec<Option<S
 }
 
 async fn start_masked() -> TestEnv {
-    TestEnv::start_with_config(LUHN_MASKER, false)
+    TestEnv::start_with_config(&format!("{AUDIT_TRAIL}\n{LUHN_MASKER}"), false)
         .await
         .expect("the gateway starts with the Luhn masker")
+}
+
+/// Checks that the audit trail of `env` holds no card number of the test
+/// set, raw: statement text, parameters, error messages, column aliases —
+/// everything the tests sent through it is recorded masked.
+async fn assert_trail_holds_no_card_number(env: &TestEnv) {
+    // A statement recorded now is committed after every record queued
+    // before it: the outcomes of the test's own statements are in.
+    env.connect("admin")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    let path = env.config_path.with_file_name("audit.jsonl");
+    let trail = std::fs::read_to_string(&path).expect("the audit trail");
+    let statements = trail.matches("\"event\":\"statement\"").count();
+    assert!(statements >= 2, "the trail holds the statements: {trail}");
+    for (scheme, pan) in PANS {
+        assert!(
+            !trail.contains(pan),
+            "{scheme} {pan} is in the audit trail:\n{trail}"
+        );
+    }
 }
 
 /// Every scheme in every column type, in binary format (tokio-postgres's
@@ -240,6 +267,7 @@ async fn card_numbers_are_masked_in_every_column_type_and_format() {
         let everything = format!("{binary:?} {text:?}");
         assert!(!everything.contains(pan), "{scheme}: {everything}");
     }
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// Near misses come back exactly as the server sent them, in both formats.
@@ -393,6 +421,7 @@ async fn card_numbers_in_server_messages_are_masked() {
             other => panic!("expected a notice and a notification, got {other:?}"),
         }
     }
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// `SET application_name` is reported back to the client in a
@@ -433,6 +462,7 @@ async fn reported_parameters_are_masked() {
     let answer = conn.until_ready().await;
     let names = reported(&answer);
     assert_eq!(names, [format!("application_name=now {}=", masked(pan))]);
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// COPY TO STDOUT through tokio-postgres (the extended protocol) is masked
@@ -514,6 +544,7 @@ async fn copy_out_is_masked() {
         error.fields()
     );
     assert!(replies.iter().all(|m| m.tag != b'd'), "no COPY data passes");
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// A masking plugin that fails in the middle of a result fails closed: the
@@ -653,6 +684,7 @@ async fn binary_copy_out_is_masked_by_type() {
             .await
             .is_ok()
     );
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// COPY TO STDOUT in text and csv format, simple protocol: each field is
@@ -716,6 +748,7 @@ async fn text_and_csv_copy_out_is_masked_by_field() {
         assert!(!through.contains(&pan), "{pan} is in the COPY data");
     }
     assert_eq!(through.lines().count(), rows.len());
+    assert_trail_holds_no_card_number(&env).await;
 }
 
 /// Values of user-defined types — domains (of domains) over text and int8,
@@ -762,4 +795,5 @@ async fn user_defined_types_are_masked() {
     assert_eq!(text, text_values(&direct, &expected).await, "text format");
     let everything = format!("{binary:?} {text:?}");
     assert!(!everything.contains(pan), "{everything}");
+    assert_trail_holds_no_card_number(&env).await;
 }

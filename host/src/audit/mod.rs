@@ -5,8 +5,7 @@
 //! Every session's start and end, every failed login, every statement
 //! with its masked text and parameters and the policy decision (and the
 //! approval, if one was needed), and every outcome (command tags, rows,
-//! duration, SQLSTATE, and — as configured — the returned data, masked) is
-//! an [`Event`]. A statement's record is durable before the statement is
+//! duration, SQLSTATE) is an [`Event`]. A statement's record is durable before the statement is
 //! forwarded upstream; its outcome is appended after, without making the
 //! client wait. If the trail cannot be written, statements are refused.
 //!
@@ -41,8 +40,6 @@ pub use log::{AuditError, AuditLog};
 #[derive(Clone, Default)]
 pub struct Audit {
     log: Option<AuditLog>,
-    /// Masked result data recorded per statement, at most.
-    result_bytes: usize,
 }
 
 impl std::fmt::Debug for Audit {
@@ -111,19 +108,11 @@ impl Audit {
             path: settings.file.clone(),
             source,
         })?;
-        Ok(Audit {
-            log: Some(log),
-            result_bytes: settings.result_bytes,
-        })
+        Ok(Audit { log: Some(log) })
     }
 
     pub fn enabled(&self) -> bool {
         self.log.is_some()
-    }
-
-    /// How many bytes of masked result data to record per statement.
-    pub fn result_bytes(&self) -> usize {
-        self.result_bytes
     }
 
     /// Records `event` and returns once it is durable (its sequence number;

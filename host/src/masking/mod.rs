@@ -61,6 +61,22 @@ pub async fn mask_texts(plugins: &PluginSet, texts: &[&str]) -> Result<Option<Ve
     Ok(Some(masked))
 }
 
+/// `texts` as sluice may write them to its audit trail: masked by the
+/// masking plugins, or withheld — never raw — when none is loaded. A
+/// plugin that fails is an error: the caller refuses what it cannot record.
+pub async fn for_record(plugins: &PluginSet, texts: &[&str]) -> Result<Vec<String>, Fault> {
+    if !plugins.masks() {
+        return Ok(texts
+            .iter()
+            .map(|_| "[withheld: no masking plugin is loaded]".to_owned())
+            .collect());
+    }
+    Ok(match mask_texts(plugins, texts).await? {
+        Some(masked) => masked,
+        None => texts.iter().map(|text| (*text).to_owned()).collect(),
+    })
+}
+
 /// `text` as sluice may write it to its own logs: masked by the masking
 /// plugins, or withheld — never raw — when none is loaded or masking
 /// fails.

@@ -1262,20 +1262,15 @@ impl Proxy<'_> {
         let mut texts: Vec<&str> = Vec::with_capacity(1 + params.len());
         texts.push(text);
         texts.extend(params.iter().map(|p| p.as_deref().unwrap_or("")));
-        let masked = crate::masking::mask_texts(&self.plugins, &texts)
+        let mut masked = crate::masking::for_record(&self.plugins, &texts)
             .await
-            .map_err(|fault| plugin_failed("masking", &fault))?;
-        let (text, params): (String, Vec<Option<String>>) = match masked {
-            None => (text.to_owned(), params.to_vec()),
-            Some(mut masked) => {
-                let params = masked
-                    .drain(1..)
-                    .zip(params)
-                    .map(|(masked, original)| original.as_ref().map(|_| masked))
-                    .collect();
-                (masked.pop().unwrap_or_default(), params)
-            }
-        };
+            .map_err(|fault| plugin_failed("masking", &fault))?
+            .into_iter();
+        let text = masked.next().unwrap_or_default();
+        let params: Vec<Option<String>> = masked
+            .zip(params)
+            .map(|(masked, original)| original.as_ref().map(|_| masked))
+            .collect();
         self.statements_recorded += 1;
         let statement = self.statements_recorded;
         let recorded = self

@@ -111,7 +111,13 @@ pub async fn establish(
         judge_options(shared, &session, &request.options).await?;
     }
     // The session is on the record before anything reaches the database
-    // on its behalf.
+    // on its behalf. The client chose its application name: it is masked.
+    let application = match &connection.application_name {
+        Some(name) if shared.audit.enabled() => {
+            Some(crate::masking::for_log(&shared.plugins.current(), name).await)
+        }
+        _ => None,
+    };
     let recorded = shared
         .audit
         .record(Event::SessionStart {
@@ -119,7 +125,7 @@ pub async fn establish(
             principal: &principal.id,
             groups: &principal.groups,
             client: peer,
-            application: connection.application_name.as_deref(),
+            application: application.as_deref(),
             database: &request.database,
             tls: client.is_tls(),
         })
@@ -448,6 +454,20 @@ fn login_failed(shared: &Shared, user: &str) -> Fatal {
     )
 }
 
+/// Puts a failed login on the record. The user name is whatever the client
+/// sent: it is masked.
+async fn record_failed_login(shared: &Shared, user: &str, peer: SocketAddr, reason: &str) {
+    if !shared.audit.enabled() {
+        return;
+    }
+    let user = crate::masking::for_log(&shared.plugins.current(), user).await;
+    shared.audit.record_later(Event::LoginFailed {
+        user: &user,
+        client: peer,
+        reason,
+    });
+}
+
 /// Authenticates, refusing a principal or an address locked out after
 /// repeated failures before any token is checked, and counting this
 /// attempt's outcome toward lockouts.
@@ -467,22 +487,20 @@ async fn authenticate_counted(
             remaining_s = lockout.remaining.as_secs(),
             "login refused: locked out after repeated failed logins"
         );
-        shared.audit.record_later(Event::LoginFailed {
+        record_failed_login(
+            shared,
             user,
-            client: peer,
-            reason: "locked out after repeated failed logins",
-        });
+            peer,
+            "locked out after repeated failed logins",
+        )
+        .await;
         return Err(login_failed(shared, user));
     }
     let result = authenticate(shared, client, buf, user, connection, peer).await;
     match &result {
         Ok(_) => shared.lockouts.succeeded(user),
         Err(fatal) if fatal.code == sqlstate::INVALID_PASSWORD => {
-            shared.audit.record_later(Event::LoginFailed {
-                user,
-                client: peer,
-                reason: "authentication failed",
-            });
+            record_failed_login(shared, user, peer, "authentication failed").await;
             for lockout in shared.lockouts.failed(user, peer.ip()) {
                 tracing::warn!(
                     locked = %lockout.subject,
