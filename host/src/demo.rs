@@ -113,6 +113,17 @@ fn serve_in_front_of(
         println!(
             "Try, as analyst, then straight to PostgreSQL:  SELECT * FROM cards;   (card numbers masked only through sluice)"
         );
+        let trail = files_path.join("audit").join("audit.jsonl");
+        println!(
+            "Every session and statement is on the record in {} (masked, hash-chained):",
+            trail.display()
+        );
+        println!("  sluice audit tail --audit-file {}", trail.display());
+        println!(
+            "  sluice audit show --audit-file {} --session N   (N from tail)",
+            trail.display()
+        );
+        println!("  sluice audit verify --audit-file {}", trail.display());
         println!();
         println!("Press Ctrl-C to stop both and remove the cluster.");
     };

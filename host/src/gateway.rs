@@ -182,7 +182,20 @@ impl Gateway {
     /// Reload the plugins when this config file, or a file it names for
     /// them, changes, and on SIGHUP.
     pub fn watch_config(mut self, path: impl Into<std::path::PathBuf>) -> Gateway {
-        self.config_path = Some(path.into());
+        let path = path.into();
+        // The watch is on the config's directory: a trail written there
+        // would wake it with every record.
+        if let Some(audit) = &self.shared.settings.audit {
+            let directory = |file: &std::path::Path| {
+                std::path::absolute(file)
+                    .ok()
+                    .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
+            };
+            if directory(&audit.file) == directory(&path) {
+                tracing::warn!(trail = %audit.file.display(), "the audit trail is in the config file's directory, which sluice watches for changes: every record wakes the watcher; put it in a directory of its own (file = \"audit/audit.jsonl\")");
+            }
+        }
+        self.config_path = Some(path);
         self
     }
 

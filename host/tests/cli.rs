@@ -169,6 +169,44 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         String::from_utf8_lossy(&output.stderr)
     );
 
+    // The audit trail is on: the analyst's session is on the record, shown
+    // and verified as the demo says.
+    let trail = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("  sluice audit verify --audit-file "))
+        .unwrap_or_else(|| panic!("no audit verify line in {printed:?}"))
+        .trim()
+        .to_owned();
+    let (ok, tail, stderr) = run(&["audit", "tail", "--audit-file", &trail], "");
+    assert!(ok, "{stderr}");
+    assert!(
+        tail.contains("SELECT pan FROM cards WHERE id = 1"),
+        "{tail}"
+    );
+    let session = tail
+        .lines()
+        .find(|l| l.contains("SELECT pan FROM cards WHERE id = 1"))
+        .and_then(|l| l.split(" session ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no session in {tail}"))
+        .to_owned();
+    let (ok, shown, stderr) = run(
+        &[
+            "audit",
+            "show",
+            "--audit-file",
+            &trail,
+            "--session",
+            &session,
+        ],
+        "",
+    );
+    assert!(ok, "{stderr}");
+    assert!(shown.contains("initiated by analyst"), "{shown}");
+    let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", &trail], "");
+    assert!(ok, "{verified}{stderr}");
+    assert!(!verified.contains("4111111111111111"), "{verified}");
+
     // The quickstart's policies are on: an agent's bulk delete is refused,
     // naming the rule, in the newcomer's first minute.
     let agent = printed

@@ -91,6 +91,25 @@ impl Audit {
 
     /// Opens (or continues) the trail the settings describe.
     pub fn open(settings: &AuditSettings) -> Result<Audit, OpenError> {
+        // The trail's own directory (`audit/audit.jsonl`) is made if
+        // missing, readable by sluice's user alone.
+        if let Some(dir) = settings.file.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(|source| OpenError::Log {
+                path: settings.file.clone(),
+                source: AuditError::Io {
+                    action: "create the directory of",
+                    path: dir.to_owned(),
+                    source,
+                },
+            })?;
+        }
         let key = load_key(&settings.key)?;
         let log = AuditLog::open(log::LogSettings {
             path: settings.file.clone(),
