@@ -14,9 +14,21 @@
 //! answers every waiter. While it syncs, the next group gathers in the
 //! channel, so the more sessions wait, the more one sync carries.
 //!
-//! The thread is a plain OS thread rather than a tokio task because `write`
-//! and `fdatasync` block; on a runtime worker they would stall unrelated
-//! sessions. Callers only await a oneshot answer.
+//! The thread is a plain OS thread rather than a tokio task because
+//! `fdatasync` blocks for as long as the disk takes; on a runtime worker it
+//! would stall unrelated sessions. Callers only await a oneshot answer.
+//!
+//! # Who writes
+//!
+//! Under [`Fsync::Always`] the thread does, as above. Under
+//! [`Fsync::Batch`] there is nothing slow to wait for — a `write(2)` into
+//! the page cache takes microseconds — and handing each record to another
+//! thread and waking the session again cost more than the write (measured:
+//! two futex wake-ups and a runtime park per record were most of the
+//! trail's CPU). So under `Batch` the caller seals and writes its record
+//! itself, under the lock that keeps the chain in order; records from
+//! sessions on other threads queue on the lock, not on a channel. The
+//! thread remains for closing.
 //!
 //! # Durability: the `fsync` setting
 //!
@@ -237,6 +249,11 @@ impl std::fmt::Debug for AuditLog {
 struct Shared {
     requests: mpsc::Sender<Request>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The files, for callers that write themselves (under `Batch`).
+    files: Arc<Mutex<Writer>>,
+    /// Under `Batch`, callers write under the lock instead of handing
+    /// events to the thread (see "Who writes" above).
+    direct: bool,
     state: Arc<State>,
 }
 
@@ -348,12 +365,16 @@ impl AuditLog {
             state: Arc::clone(&state),
             head_logged_at: None,
             head_synced_at: None,
+            closed: false,
             settings,
         };
+        let direct = writer.settings.fsync == Fsync::Batch;
+        let files = Arc::new(Mutex::new(writer));
         let (requests, inbox) = mpsc::channel();
+        let thread_files = Arc::clone(&files);
         let thread = std::thread::Builder::new()
             .name("sluice-audit".to_string())
-            .spawn(move || writer.run(inbox))
+            .spawn(move || Writer::run(&thread_files, inbox))
             .map_err(|source| AuditError::Io {
                 action: "start the audit writer thread for",
                 path: PathBuf::from("sluice-audit"),
@@ -363,6 +384,8 @@ impl AuditLog {
             shared: Arc::new(Shared {
                 requests,
                 writer: Mutex::new(Some(thread)),
+                files,
+                direct,
                 state,
             }),
         })
@@ -383,11 +406,37 @@ impl AuditLog {
             event,
             answer: Some(answer),
         };
-        self.shared
-            .requests
-            .send(request)
-            .map_err(|_| AuditError::Closed)?;
+        if self.shared.direct {
+            self.commit_here(request);
+        } else {
+            self.shared
+                .requests
+                .send(request)
+                .map_err(|_| AuditError::Closed)?;
+        }
         answered.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Writes a request on the caller's thread, under the files' lock.
+    fn commit_here(&self, request: Request) {
+        let mut files = self
+            .shared
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // After `close` the thread has stopped; so does writing here.
+        if files.closed {
+            drop(files);
+            if let Request::Record {
+                answer: Some(answer),
+                ..
+            } = request
+            {
+                let _ = answer.send(Err(AuditError::Closed));
+            }
+            return;
+        }
+        let _ = files.commit(vec![request]);
     }
 
     /// Queues an event (a statement's outcome) in the same chain and order
@@ -410,7 +459,9 @@ impl AuditLog {
             event,
             answer: None,
         };
-        if self.shared.requests.send(request).is_err() {
+        if self.shared.direct {
+            self.commit_here(request);
+        } else if self.shared.requests.send(request).is_err() {
             tracing::error!(
                 alert = true,
                 "audit log is closed: an outcome record was dropped"
@@ -461,6 +512,8 @@ struct Writer {
     head_logged_at: Option<Instant>,
     /// When the head file was last synced (under `Always`).
     head_synced_at: Option<Instant>,
+    /// The log was closed: nothing more is written.
+    closed: bool,
 }
 
 /// The file records are appended to.
@@ -532,8 +585,9 @@ impl Drop for FailOnPanic {
 
 impl Writer {
     /// The thread's loop: one group commit per turn, until shut down.
-    fn run(mut self, inbox: mpsc::Receiver<Request>) {
-        let _fail_on_panic = FailOnPanic(Arc::clone(&self.state));
+    fn run(files: &Mutex<Writer>, inbox: mpsc::Receiver<Request>) {
+        let state = Arc::clone(&files.lock().unwrap_or_else(PoisonError::into_inner).state);
+        let _fail_on_panic = FailOnPanic(state);
         while let Ok(first) = inbox.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP && !matches!(group.last(), Some(Request::Shutdown { .. }))
@@ -543,7 +597,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.commit(group) == Flow::Stop {
+            let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
+            if writer.commit(group) == Flow::Stop {
+                writer.closed = true;
                 return;
             }
         }
@@ -1170,6 +1226,58 @@ mod tests {
         let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
         assert!(report.ok(), "{report}");
         report
+    }
+
+    /// Under `Batch` each caller writes its own record under the lock:
+    /// records and outcomes from tasks on several threads still form one
+    /// chain, each outcome after its statement, and nothing is written
+    /// once the log is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_callers_write_themselves_into_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path());
+        settings.fsync = Fsync::Batch;
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let mut tasks = Vec::new();
+        for task in 0..8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..50 {
+                    let seq = log
+                        .record(statement(task * 100 + n))
+                        .await
+                        .expect("written");
+                    let mut outcome = statement(task * 100 + n);
+                    outcome.insert("event".into(), json!("outcome"));
+                    outcome.insert("of".into(), json!(seq));
+                    log.record_later(outcome);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task ran");
+        }
+        assert_eq!(log.head().seq, 800);
+        let stats = log.stats();
+        assert_eq!(stats.records, 800);
+        let on_disk = fs::metadata(&settings.path).expect("exists").len();
+        assert_eq!(stats.bytes, on_disk);
+        let other = log.clone();
+        log.close().await;
+        assert!(matches!(
+            other.record(statement(1)).await,
+            Err(AuditError::Closed)
+        ));
+
+        let report = assert_verifies(&settings);
+        assert_eq!(report.records, 800);
+        // Each outcome comes after the statement it is of.
+        for line in lines_of(&settings.path) {
+            let record = chain::open_line(&settings.key, &line).expect("opens");
+            if record.fields["event"] == "outcome" {
+                assert!(record.fields["of"].as_u64().expect("of") < record.seq);
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
