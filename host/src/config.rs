@@ -101,6 +101,12 @@ pub struct AuditConfig {
     pub rotate_bytes: Option<u64>,
     /// Rotate the active file once it is this old.
     pub rotate_seconds: Option<u64>,
+    /// Record what statements return — rows as the client got them, after
+    /// masking — up to `result_bytes` per statement. Default false: row
+    /// counts only.
+    #[serde(default)]
+    pub record_results: bool,
+    pub result_bytes: Option<usize>,
     /// This gateway's name in the records (several instances each keep a
     /// chain of their own). Default: the host name.
     pub instance: Option<String>,
@@ -359,6 +365,9 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
 }
 
+/// Default cap on the returned data recorded per statement.
+pub const DEFAULT_AUDIT_RESULT_BYTES: usize = 4096;
+
 /// The audit trail, resolved.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
@@ -368,6 +377,9 @@ pub struct AuditSettings {
     pub fsync: AuditFsync,
     pub rotate_bytes: Option<u64>,
     pub rotate_after: Option<Duration>,
+    /// Per statement, at most this many bytes of returned (masked) data
+    /// are recorded; 0 records none.
+    pub result_bytes: usize,
     pub instance: String,
 }
 
@@ -396,6 +408,7 @@ impl AuditSettings {
             fsync: AuditFsync::Always,
             rotate_bytes: None,
             rotate_after: None,
+            result_bytes: 0,
             instance: default_instance(),
         }
     }
@@ -683,6 +696,19 @@ impl Config {
         settings.rotate_after = match audit.rotate_seconds {
             Some(0) => return Err(invalid("[audit] rotate_seconds must be above 0")),
             seconds => seconds.map(Duration::from_secs),
+        };
+        settings.result_bytes = match (audit.record_results, audit.result_bytes) {
+            (false, Some(_)) => {
+                return Err(invalid("[audit] result_bytes needs record_results = true"));
+            }
+            (false, None) => 0,
+            (true, None) => DEFAULT_AUDIT_RESULT_BYTES,
+            (true, Some(bytes @ 1..=1_048_576)) => bytes,
+            (true, Some(bytes)) => {
+                return Err(invalid(format!(
+                    "[audit] result_bytes {bytes} is not between 1 and 1048576"
+                )));
+            }
         };
         if let Some(instance) = &audit.instance {
             if instance.is_empty() || instance.len() > 128 {

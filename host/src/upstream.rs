@@ -224,23 +224,13 @@ type LoginOutcome = (BytesMut, Vec<Frame>, Option<(i32, i32)>, u8);
 /// A text-format DataRow's values; `None` if it is malformed or a value is
 /// not UTF-8.
 fn text_values(frame: &Frame) -> Option<Vec<Option<String>>> {
-    let mut body = frame.body();
-    let count = u16::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
-    body = &body[2..];
-    let mut values = Vec::with_capacity(usize::from(count).min(64));
-    for _ in 0..count {
-        let length = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
-        body = &body[4..];
-        if length < 0 {
-            values.push(None);
-            continue;
-        }
-        let length = usize::try_from(length).ok()?;
-        let value = body.get(..length)?;
-        values.push(Some(std::str::from_utf8(value).ok()?.to_owned()));
-        body = &body[length..];
-    }
-    body.is_empty().then_some(values)
+    backend::data_row_values(frame.body())?
+        .into_iter()
+        .map(|value| match value {
+            None => Some(None),
+            Some(bytes) => std::str::from_utf8(bytes).ok().map(|t| Some(t.to_owned())),
+        })
+        .collect()
 }
 
 async fn login(

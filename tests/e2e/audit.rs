@@ -223,3 +223,56 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
         .get(0);
     assert_eq!(sessions, 0);
 }
+
+/// With `record_results`, what each statement returned is on the record as
+/// the client got it — card numbers masked — up to the byte cap, and a
+/// result larger than the cap is marked cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_data_is_recorded_masked_up_to_the_cap() {
+    let config = audited_config().replacen(
+        "fsync = \"always\"\n",
+        "fsync = \"always\"\nrecord_results = true\nresult_bytes = 300\n",
+        1,
+    );
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let client = env.connect("admin").await;
+    let pan = "4111111111111111";
+    client
+        .simple_query(&format!(
+            "SELECT 'card {pan}' AS note, 42 AS n, NULL AS nothing"
+        ))
+        .await
+        .unwrap();
+    // Binary format (tokio-postgres's extended protocol), a masked number.
+    client
+        .query_one(&format!("SELECT {pan}::int8 AS n"), &[])
+        .await
+        .unwrap();
+    let all = client.simple_query("SELECT pan FROM cards").await.unwrap();
+    assert!(all.len() > 20);
+    drop(client);
+    until_recorded(&env, |r| r["event"] == "session_end").await;
+
+    let records = records(&env);
+    let outcomes = of_event(&records, "outcome");
+    assert_eq!(
+        outcomes[0]["data"],
+        serde_json::json!([["card 411111******1111", "42", null]])
+    );
+    assert_eq!(outcomes[0]["data_truncated"], false);
+    // The int8 in binary: its bytes as hex, the hidden digits zeroed (the
+    // raw 4111111111111111 would be 0x000e9b08a568f1c7).
+    let binary = outcomes[1]["data"][0][0].as_str().unwrap();
+    assert!(binary.starts_with("\\x"), "{binary}");
+    assert_ne!(binary, "\\x000e9b08a568f1c7");
+    assert_eq!(
+        i64::from_str_radix(&binary[2..], 16).unwrap(),
+        4_111_110_000_001_111
+    );
+    // The whole table does not fit in 300 bytes: cut, and no raw card.
+    let kept = outcomes[2]["data"].as_array().unwrap();
+    assert!(!kept.is_empty() && kept.len() < all.len() - 1, "{kept:?}");
+    assert_eq!(outcomes[2]["data_truncated"], true);
+    let text = std::fs::read_to_string(trail(&env)).unwrap();
+    assert!(!text.contains(pan));
+}

@@ -5,7 +5,8 @@
 //! Every session's start and end, every failed login, every statement
 //! with its masked text and parameters and the policy decision (and the
 //! approval, if one was needed), and every outcome (command tags, rows,
-//! duration, SQLSTATE) is an [`Event`]. A statement's record is durable before the statement is
+//! duration, SQLSTATE, and — as configured — the returned rows as the
+//! client got them, masked, up to a cap) is an [`Event`]. A statement's record is durable before the statement is
 //! forwarded upstream; its outcome is appended after, without making the
 //! client wait. If the trail cannot be written, statements are refused.
 //!
@@ -40,6 +41,8 @@ pub use log::{AuditError, AuditLog};
 #[derive(Clone, Default)]
 pub struct Audit {
     log: Option<AuditLog>,
+    /// Returned data recorded per statement, at most (bytes of text).
+    result_bytes: usize,
 }
 
 impl std::fmt::Debug for Audit {
@@ -127,11 +130,19 @@ impl Audit {
             path: settings.file.clone(),
             source,
         })?;
-        Ok(Audit { log: Some(log) })
+        Ok(Audit {
+            log: Some(log),
+            result_bytes: settings.result_bytes,
+        })
     }
 
     pub fn enabled(&self) -> bool {
         self.log.is_some()
+    }
+
+    /// How much returned data to record per statement (0: none).
+    pub fn result_bytes(&self) -> usize {
+        self.result_bytes
     }
 
     /// Records `event` and returns once it is durable (its sequence number;

@@ -54,6 +54,27 @@ pub fn decode(frame: &Frame) -> Option<Message> {
 }
 
 /// The fields of an ErrorResponse or NoticeResponse, by their type byte.
+/// A DataRow body's values (`None` for NULL), or `None` if the body is not
+/// a well-formed DataRow.
+pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (count, mut rest) = body.split_first_chunk::<2>()?;
+    let count = u16::try_from(i16::from_be_bytes(*count)).ok()?;
+    let mut values = Vec::with_capacity(usize::from(count).min(rest.len() / 4 + 1));
+    for _ in 0..count {
+        let (length, after) = rest.split_first_chunk::<4>()?;
+        rest = after;
+        let length = i32::from_be_bytes(*length);
+        if length < 0 {
+            values.push(None);
+            continue;
+        }
+        let length = usize::try_from(length).ok()?;
+        values.push(Some(rest.get(..length)?));
+        rest = &rest[length..];
+    }
+    rest.is_empty().then_some(values)
+}
+
 pub fn field(fields: &[(u8, String)], kind: u8) -> Option<&str> {
     fields
         .iter()

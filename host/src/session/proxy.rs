@@ -133,18 +133,82 @@ struct CycleOutcome {
     /// The error that ended the cycle: SQLSTATE and message (not yet
     /// masked).
     error: Option<(String, String)>,
+    /// The rows returned, as the client got them (after masking), while
+    /// they fit in `data_room` bytes; whether more came.
+    data: Vec<Vec<Option<String>>>,
+    keep_data: bool,
+    data_room: usize,
+    data_truncated: bool,
 }
 
 impl CycleOutcome {
-    fn new() -> CycleOutcome {
+    /// An outcome to gather, keeping up to `data_room` bytes of rows.
+    fn new(data_room: usize) -> CycleOutcome {
         CycleOutcome {
             statements: Vec::new(),
             started: std::time::Instant::now(),
             tags: Vec::new(),
             rows: 0,
             error: None,
+            data: Vec::new(),
+            keep_data: data_room > 0,
+            data_room,
+            data_truncated: false,
         }
     }
+
+    /// Keeps the rows among `messages` (DataRows as sent to the client)
+    /// while they fit: text values as they are, binary ones as hex.
+    fn keep_rows(&mut self, messages: &[u8]) {
+        if !self.keep_data || self.data_truncated {
+            return;
+        }
+        let mut at = 0;
+        while let Ok(Some(header)) = frame::peek_header(&messages[at..], usize::MAX) {
+            let Some(body) = messages.get(at + frame::HEADER_LEN..at + header.total()) else {
+                break;
+            };
+            if header.tag == tag::DATA_ROW {
+                match row_as_text(body) {
+                    Some((row, size)) if size <= self.data_room => {
+                        self.data_room -= size;
+                        self.data.push(row);
+                    }
+                    _ => {
+                        self.data_room = 0;
+                        self.data_truncated = true;
+                    }
+                }
+            }
+            at += header.total();
+        }
+    }
+}
+
+/// A DataRow body's values as text (valid UTF-8 as it is, anything else
+/// as `\x` hex, as PostgreSQL writes bytea), and their size in bytes.
+fn row_as_text(body: &[u8]) -> Option<(Vec<Option<String>>, usize)> {
+    let values = backend::data_row_values(body)?;
+    let mut size = 0;
+    let row = values
+        .into_iter()
+        .map(|value| {
+            let text = value.map(|bytes| match std::str::from_utf8(bytes) {
+                Ok(text) => text.to_owned(),
+                Err(_) => {
+                    let mut hex = String::with_capacity(2 + bytes.len() * 2);
+                    hex.push_str("\\x");
+                    for byte in bytes {
+                        hex.push_str(&format!("{byte:02x}"));
+                    }
+                    hex
+                }
+            });
+            size += text.as_ref().map_or(4, String::len);
+            text
+        })
+        .collect();
+    Some((row, size))
 }
 
 /// What sluice learns of a COPY TO STDOUT's data before the COPY runs.
@@ -1293,8 +1357,14 @@ impl Proxy<'_> {
                 "sluice cannot write its audit trail, so it runs no statement: tell the operator",
             ));
         }
+        // Returned rows are kept only as the masking plugins left them.
+        let data_room = if self.plugins.masks() {
+            self.shared.audit.result_bytes()
+        } else {
+            0
+        };
         self.pending_outcome
-            .get_or_insert_with(CycleOutcome::new)
+            .get_or_insert_with(|| CycleOutcome::new(data_room))
             .statements
             .push(statement);
         Ok(())
@@ -1319,7 +1389,9 @@ impl Proxy<'_> {
             error: error
                 .as_ref()
                 .map(|(code, message)| (code.as_str(), message.as_str())),
-            data: None,
+            data: outcome
+                .keep_data
+                .then_some((outcome.data.as_slice(), outcome.data_truncated)),
         });
     }
 
@@ -1409,6 +1481,7 @@ impl Proxy<'_> {
                             self.cycles.front_mut().and_then(|c| c.audit.as_mut())
                         {
                             note_completions(outcome, &self.server_in[..run]);
+                            outcome.keep_rows(&self.server_in[..run]);
                         }
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
@@ -1502,6 +1575,7 @@ impl Proxy<'_> {
             }
         };
         let rows = self.server_in.split_to(len);
+        let sent_from = self.to_client.len();
         match mask {
             None => self.to_client.extend_from_slice(&rows),
             Some(mask) => {
@@ -1509,6 +1583,9 @@ impl Proxy<'_> {
                     .await
                     .map_err(|error| masking_failed("a result", &error))?;
             }
+        }
+        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+            outcome.keep_rows(&self.to_client[sent_from..]);
         }
         Ok(())
     }
