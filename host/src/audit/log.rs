@@ -54,6 +54,21 @@
 //! the finished file and the directory under both settings (it is rare);
 //! so does opening the log, once.
 //!
+//! # Preallocation
+//!
+//! An `fdatasync` of a file that grew must also commit the filesystem's
+//! journal (the file's size changed); one that only overwrote allocated
+//! space flushes the data alone — measured here, 531 µs against 125 µs per
+//! synced 700-byte record. So the active file is extended ahead of its
+//! records with `posix_fallocate`, [`PREALLOCATE`] bytes at a time, as
+//! PostgreSQL keeps its WAL segments allocated ahead; records are written
+//! in place at the end of the data. Allocated space reads as zeros, and no
+//! record line holds a NUL byte, so the data ends at the first NUL: readers
+//! ([`RecordLines`], [`data_len`]) stop there, and anything but zeros after
+//! it is reported. A file that is finished — rotated, or closed — is
+//! trimmed to its records. Where space cannot be allocated (a device, a
+//! filesystem without the call), records are appended as they come.
+//!
 //! # The head
 //!
 //! A keyed chain shows any changed, inserted, deleted or reordered record,
@@ -105,7 +120,8 @@
 //! thing in it, for recovery to find as a torn record.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -519,28 +535,94 @@ struct Writer {
 /// The file records are appended to.
 struct ActiveFile {
     file: File,
+    /// Where the records end: the next record is written here.
     len: u64,
+    /// The file's size: space allocated ahead of `len` reads as zeros.
+    allocated: u64,
     since: SystemTime,
 }
 
 impl ActiveFile {
-    /// Opens the active file for appending, creating it (mode 0600) if
-    /// missing.
+    /// Opens the active file for writing at its end of data, creating it
+    /// (mode 0600) if missing.
     fn open(path: &Path) -> io::Result<ActiveFile> {
         let file = fs::OpenOptions::new()
-            .append(true)
+            .read(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(path)?;
         let metadata = file.metadata()?;
         Ok(ActiveFile {
-            file,
-            len: metadata.len(),
+            len: data_len(&file)?,
+            allocated: metadata.len(),
             // Where the filesystem keeps no birth time, the age counts from
             // now: a restart then postpones a rotation by age, never hastens it.
             since: metadata.created().unwrap_or_else(|_| SystemTime::now()),
+            file,
         })
     }
+
+    /// Writes `lines` at the end of data, allocating space ahead first
+    /// when they do not fit (see "Preallocation").
+    fn append(&mut self, lines: &[u8]) -> io::Result<()> {
+        let end = self.len + lines.len() as u64;
+        if end > self.allocated {
+            let grow = end - self.allocated + PREALLOCATE;
+            if allocate(&self.file, self.allocated, grow)? {
+                self.allocated += grow;
+            }
+        }
+        self.file.write_all_at(lines, self.len)?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Gives back the space allocated past the records, so a file that is
+    /// finished (rotated, or closed) holds its records alone.
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated > self.len {
+            self.file.set_len(self.len)?;
+            self.allocated = self.len;
+        }
+        Ok(())
+    }
+}
+
+/// Space allocated ahead of the records at a time.
+const PREALLOCATE: u64 = 16 << 20;
+
+/// Allocates `len` bytes of `file` from `offset` (they read as zeros).
+/// `false` where the file cannot have space allocated ahead (a device, a
+/// filesystem without the call): records are then appended as they come.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: a plain system call on a descriptor this file owns.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) } {
+        0 => Ok(true),
+        libc::EOPNOTSUPP | libc::ENODEV | libc::EINVAL | libc::ESPIPE => Ok(false),
+        error => Err(io::Error::from_raw_os_error(error)),
+    }
+}
+
+/// Where the data of a trail file ends: its length without the zeros of
+/// space allocated ahead (a record line never holds a NUL byte).
+pub fn data_len(file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut window = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(window.len() as u64);
+        let chunk = &mut window[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(last) = chunk.iter().rposition(|&byte| byte != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Why a group commit failed; copied to every waiter.
@@ -663,6 +745,12 @@ impl Writer {
         }
 
         let stop = !shutdowns.is_empty();
+        if stop && let Some(active) = self.active.as_mut() {
+            // A closed file holds its records alone.
+            if let Err(error) = active.trim().and_then(|()| active.file.sync_all()) {
+                tracing::error!(alert = true, %error, path = %self.settings.path.display(), "cannot trim the audit file at close");
+            }
+        }
         if stop && self.settings.fsync == Fsync::Always && self.head_synced_at.is_some() {
             // The head's last sync may be a moment old: bring it level.
             if let Err(error) = self.head_file.sync_data() {
@@ -684,10 +772,8 @@ impl Writer {
             )));
         };
         active
-            .file
-            .write_all(lines)
+            .append(lines)
             .map_err(WriteFailure::new("append to", path))?;
-        active.len += lines.len() as u64;
         if self.settings.fsync == Fsync::Always {
             active
                 .file
@@ -764,10 +850,16 @@ impl Writer {
             return Ok(());
         }
         let path = &self.settings.path;
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
+        active
+            .trim()
+            .map_err(WriteFailure::new("trim the space allocated ahead in", path))?;
         active
             .file
-            .sync_data()
-            .map_err(WriteFailure::new("fdatasync", path))?;
+            .sync_all()
+            .map_err(WriteFailure::new("fsync", path))?;
         self.active = None;
         let rotated = rotate_away(path).map_err(WriteFailure::new("rotate", path))?;
         self.active = Some(
@@ -952,7 +1044,9 @@ fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), Aud
             source,
         }
     };
-    let active_len = fs::metadata(path).map_or(0, |metadata| metadata.len());
+    let active_len = File::open(path)
+        .and_then(|file| data_len(&file))
+        .unwrap_or(0);
     if active_len == 0 {
         // What was found lies in a rotated file already (the newest one
         // ends the chain); there is nothing here to set aside.
@@ -1025,7 +1119,7 @@ struct Tail {
 /// reading the whole file.
 fn read_tail(path: &Path) -> io::Result<Tail> {
     let file = File::open(path)?;
-    let len = file.metadata()?.len();
+    let len = data_len(&file)?;
     let mut window = TAIL_WINDOW.min(len);
     loop {
         let start = len - window;
@@ -1078,9 +1172,13 @@ fn mac_of(files: &[PathBuf], seq: u64, key: &ChainKey) -> io::Result<Option<[u8;
 }
 
 /// The lines of a file, each with its newline; the last one lacks it if the
-/// file ends in a torn record.
+/// file ends in a torn record. The data ends at the first NUL byte (space
+/// allocated ahead reads as zeros, and no record holds one); anything but
+/// zeros after it is an error.
 pub struct RecordLines {
     reader: BufReader<File>,
+    /// The end of the data has been reached.
+    ended: bool,
 }
 
 impl RecordLines {
@@ -1088,6 +1186,19 @@ impl RecordLines {
     pub fn new(file: File) -> RecordLines {
         RecordLines {
             reader: BufReader::new(file),
+            ended: false,
+        }
+    }
+
+    /// After the end of the data: only zeros may follow.
+    fn rest_is_zeros(&mut self) -> io::Result<()> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest)?;
+        match rest.iter().all(|&byte| byte == 0) {
+            true => Ok(()),
+            false => Err(io::Error::other(
+                "bytes other than zeros follow the end of the records",
+            )),
         }
     }
 }
@@ -1096,10 +1207,29 @@ impl Iterator for RecordLines {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
+        if self.ended {
+            return None;
+        }
         let mut line = Vec::new();
         match self.reader.read_until(b'\n', &mut line) {
             Ok(0) => None,
-            Ok(_) => Some(Ok(line)),
+            Ok(_) => {
+                let Some(nul) = line.iter().position(|&byte| byte == 0) else {
+                    return Some(Ok(line));
+                };
+                self.ended = true;
+                let zeros_after = line[nul..].iter().all(|&byte| byte == 0);
+                if let Err(error) = self.rest_is_zeros() {
+                    return Some(Err(error));
+                }
+                if !zeros_after {
+                    return Some(Err(io::Error::other(
+                        "bytes other than zeros follow the end of the records",
+                    )));
+                }
+                line.truncate(nul);
+                (!line.is_empty()).then_some(Ok(line))
+            }
             Err(error) => Some(Err(error)),
         }
     }
@@ -1191,6 +1321,7 @@ mod tests {
     use super::*;
     use crate::audit::verify::{self, FindingKind};
     use serde_json::json;
+    use std::io::Write;
 
     fn key() -> ChainKey {
         ChainKey::from_bytes(&[42u8; 32]).expect("long enough")
@@ -1228,6 +1359,56 @@ mod tests {
         report
     }
 
+    /// A live file has space allocated ahead of its records (zeros); the
+    /// trail still verifies and reads, and a closed file holds its records
+    /// alone.
+    #[tokio::test]
+    async fn space_is_allocated_ahead_and_given_back_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..10 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        let size = fs::metadata(&settings.path).expect("exists").len();
+        let data = data_len(&File::open(&settings.path).expect("opens")).expect("reads");
+        assert!(size >= PREALLOCATE && data < size, "{data} of {size}");
+        assert_eq!(lines_of(&settings.path).len(), 10);
+        assert_verifies(&settings);
+        let read = crate::audit::read::read(&settings.path).expect("reads");
+        assert_eq!((read.records.len(), read.unreadable), (10, 0));
+
+        // Reopened with space allocated (as after a crash: a clean close
+        // gives it back, so it is put back here), the chain goes on after
+        // the data, not after the zeros.
+        drop(log);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&settings.path)
+            .expect("opens");
+        file.set_len(file.metadata().expect("stat").len() + (1 << 20))
+            .expect("extends");
+        let log = AuditLog::open(settings.clone()).expect("reopens");
+        log.record(statement(10)).await.expect("durable");
+        log.close().await;
+        assert_eq!(
+            fs::metadata(&settings.path).expect("exists").len(),
+            data_len(&File::open(&settings.path).expect("opens")).expect("reads")
+        );
+        assert_eq!(assert_verifies(&settings).records, 11);
+
+        // Bytes hidden after the zeros are not taken for the end of data.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&settings.path)
+            .expect("opens");
+        let end = file.metadata().expect("stat").len();
+        file.write_all_at(&[0; 100], end).expect("writes");
+        file.write_all_at(b"x", end + 100).expect("writes");
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        assert!(!report.ok(), "{report}");
+    }
+
     /// Under `Batch` each caller writes its own record under the lock:
     /// records and outcomes from tasks on several threads still form one
     /// chain, each outcome after its statement, and nothing is written
@@ -1260,7 +1441,7 @@ mod tests {
         assert_eq!(log.head().seq, 800);
         let stats = log.stats();
         assert_eq!(stats.records, 800);
-        let on_disk = fs::metadata(&settings.path).expect("exists").len();
+        let on_disk = data_len(&File::open(&settings.path).expect("exists")).expect("reads");
         assert_eq!(stats.bytes, on_disk);
         let other = log.clone();
         log.close().await;
@@ -1311,7 +1492,7 @@ mod tests {
         assert_eq!(stats.records, 400);
         assert!(stats.commits < stats.records, "no group commit: {stats:?}");
         assert_eq!(log.head().seq, 400);
-        let on_disk = fs::metadata(&settings.path).expect("exists").len();
+        let on_disk = data_len(&File::open(&settings.path).expect("exists")).expect("reads");
         assert_eq!(stats.bytes, on_disk);
         log.close().await;
 

@@ -59,10 +59,15 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
         return Err(ReadError::Missing(path.to_owned()));
     }
     for file in files {
-        let text = std::fs::read(&file).map_err(|source| ReadError::Io {
+        let mut text = std::fs::read(&file).map_err(|source| ReadError::Io {
             path: file.clone(),
             source,
         })?;
+        // The active file may have space allocated ahead: zeros after the
+        // records.
+        if let Some(end) = text.iter().position(|&b| b == 0) {
+            text.truncate(end);
+        }
         for line in text.split_inclusive(|&b| b == b'\n') {
             match serde_json::from_slice::<Value>(line) {
                 Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => {
