@@ -33,7 +33,9 @@
 //! # Durability: the `fsync` setting
 //!
 //! - [`Fsync::Always`] (the default): a record is acknowledged once its
-//!   group's lines are written and `fdatasync`ed, and the head written. It
+//!   group's lines are written and `fdatasync`ed, and the head written
+//!   (a group of outcome records alone, which no one waits for, is synced
+//!   by the next commit, or within [`HEAD_SYNC_INTERVAL`]). It
 //!   survives a crash of sluice and a power loss or kernel crash (given a
 //!   disk that honours flushes). The head is synced too, but at most once
 //!   every [`HEAD_SYNC_INTERVAL`] (and when the log closes): a second sync
@@ -381,6 +383,7 @@ impl AuditLog {
             state: Arc::clone(&state),
             head_logged_at: None,
             head_synced_at: None,
+            data_synced_at: None,
             closed: false,
             settings,
         };
@@ -528,6 +531,8 @@ struct Writer {
     head_logged_at: Option<Instant>,
     /// When the head file was last synced (under `Always`).
     head_synced_at: Option<Instant>,
+    /// When the records were last synced (under `Always`).
+    data_synced_at: Option<Instant>,
     /// The log was closed: nothing more is written.
     closed: bool,
 }
@@ -725,7 +730,10 @@ impl Writer {
         }
 
         if !waiting.is_empty() {
-            match self.write_group(&lines, &link) {
+            // Only a record someone waits for must be on disk before the
+            // answer; outcomes alone ride on the next sync.
+            let awaited = waiting.iter().any(|(answer, _)| answer.is_some());
+            match self.write_group(&lines, &link, awaited) {
                 Ok(()) => {
                     self.publish(link, waiting.len(), lines.len());
                     for (answer, seq) in waiting {
@@ -763,8 +771,16 @@ impl Writer {
         if stop { Flow::Stop } else { Flow::Continue }
     }
 
-    /// One write of all the group's lines, one sync, then the head.
-    fn write_group(&mut self, lines: &[u8], link: &Link) -> Result<(), WriteFailure> {
+    /// One write of all the group's lines, one sync, then the head. Under
+    /// `Always` the sync is skipped for a group no one waits for (outcome
+    /// records), unless the data was last synced [`HEAD_SYNC_INTERVAL`] ago:
+    /// each sync costs the disk's latency and, on a VM, much CPU.
+    fn write_group(
+        &mut self,
+        lines: &[u8],
+        link: &Link,
+        awaited: bool,
+    ) -> Result<(), WriteFailure> {
         let path = &self.settings.path;
         let Some(active) = self.active.as_mut() else {
             return Err(WriteFailure::new("append to", path)(io::Error::other(
@@ -774,11 +790,17 @@ impl Writer {
         active
             .append(lines)
             .map_err(WriteFailure::new("append to", path))?;
-        if self.settings.fsync == Fsync::Always {
+        let sync_data = self.settings.fsync == Fsync::Always
+            && (awaited
+                || self
+                    .data_synced_at
+                    .is_none_or(|synced| synced.elapsed() >= HEAD_SYNC_INTERVAL));
+        if sync_data {
             active
                 .file
                 .sync_data()
                 .map_err(WriteFailure::new("fdatasync", path))?;
+            self.data_synced_at = Some(Instant::now());
         }
         let head = chain::head_line(&self.settings.key, link);
         let sync_head = self.settings.fsync == Fsync::Always
