@@ -173,18 +173,7 @@ impl Upstream {
                 .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
                 match frame.tag() {
                     tag::DATA_ROW => rows.push(text_values(&frame).ok_or(Error::Unexpected('D'))?),
-                    tag::ERROR_RESPONSE => {
-                        let fields = match backend::decode(&frame) {
-                            Some(backend::Message::ErrorResponse(error)) => error.fields,
-                            _ => Vec::new(),
-                        };
-                        let code = backend::field(&fields, b'C').unwrap_or("XX000").to_owned();
-                        failure = Some(Error::Refused {
-                            code,
-                            fields,
-                            frame: frame.into_bytes(),
-                        });
-                    }
+                    tag::ERROR_RESPONSE => failure = Some(refused(frame)),
                     tag::READY_FOR_QUERY => break,
                     _ => {}
                 }
@@ -216,6 +205,20 @@ impl Upstream {
         })
         .await
         .map_err(|_| Error::Timeout(self.settings.connect_timeout))?
+    }
+}
+
+/// The server's ErrorResponse as an [`Error::Refused`].
+fn refused(frame: Frame) -> Error {
+    let fields = match backend::decode(&frame) {
+        Some(backend::Message::ErrorResponse(error)) => error.fields,
+        _ => Vec::new(),
+    };
+    let code = backend::field(&fields, b'C').unwrap_or("XX000").to_owned();
+    Error::Refused {
+        code,
+        fields,
+        frame: frame.into_bytes(),
     }
 }
 
@@ -280,18 +283,7 @@ async fn login(
                 };
                 return Ok((buf, parameter_status, backend_key, status));
             }
-            tag::ERROR_RESPONSE => {
-                let fields = match backend::decode(&frame) {
-                    Some(backend::Message::ErrorResponse(error)) => error.fields,
-                    _ => Vec::new(),
-                };
-                let code = backend::field(&fields, b'C').unwrap_or("XX000").to_owned();
-                return Err(Error::Refused {
-                    code,
-                    fields,
-                    frame: frame.into_bytes(),
-                });
-            }
+            tag::ERROR_RESPONSE => return Err(refused(frame)),
             // Notices during login carry nothing the client needs.
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
             other => return Err(Error::Unexpected(other as char)),

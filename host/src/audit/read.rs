@@ -59,17 +59,19 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
         return Err(ReadError::Missing(path.to_owned()));
     }
     for file in files {
-        let mut text = std::fs::read(&file).map_err(|source| ReadError::Io {
+        let opened = std::fs::File::open(&file).map_err(|source| ReadError::Io {
             path: file.clone(),
             source,
         })?;
-        // The active file may have space allocated ahead: zeros after the
-        // records.
-        if let Some(end) = text.iter().position(|&b| b == 0) {
-            text.truncate(end);
-        }
-        for line in text.split_inclusive(|&b| b == b'\n') {
-            match serde_json::from_slice::<Value>(line) {
+        // The trail's own line reader: it stops at the space an active file
+        // has allocated ahead, and leaves a torn last line without its
+        // newline.
+        for line in super::log::RecordLines::new(opened) {
+            let Ok(line) = line else {
+                records.unreadable += 1;
+                break;
+            };
+            match serde_json::from_slice::<Value>(&line) {
                 Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => {
                     records.records.push(record)
                 }

@@ -157,28 +157,35 @@ impl CycleOutcome {
         }
     }
 
-    /// Keeps the rows among `messages` (DataRows as sent to the client)
-    /// while they fit: text values as they are, binary ones as hex.
-    fn keep_rows(&mut self, messages: &[u8]) {
-        if !self.keep_data || self.data_truncated {
-            return;
-        }
+    /// Notes what `messages` (whole messages, as sent to the client) say
+    /// about the cycle, in one pass: command tags and their row counts,
+    /// and the rows themselves while they fit — text values as they are,
+    /// binary ones as hex.
+    fn note_sent(&mut self, messages: &[u8]) {
         let mut at = 0;
         while let Ok(Some(header)) = frame::peek_header(&messages[at..], usize::MAX) {
             let Some(body) = messages.get(at + frame::HEADER_LEN..at + header.total()) else {
                 break;
             };
-            if header.tag == tag::DATA_ROW {
-                match row_as_text(body) {
-                    Some((row, size)) if size <= self.data_room => {
-                        self.data_room -= size;
-                        self.data.push(row);
-                    }
-                    _ => {
-                        self.data_room = 0;
-                        self.data_truncated = true;
+            match header.tag {
+                tag::COMMAND_COMPLETE => {
+                    let text = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(body));
+                    self.rows += rows_of(&text);
+                    self.tags.push(text.into_owned());
+                }
+                tag::DATA_ROW if self.keep_data && !self.data_truncated => {
+                    match row_as_text(body) {
+                        Some((row, size)) if size <= self.data_room => {
+                            self.data_room -= size;
+                            self.data.push(row);
+                        }
+                        _ => {
+                            self.data_room = 0;
+                            self.data_truncated = true;
+                        }
                     }
                 }
+                _ => {}
             }
             at += header.total();
         }
@@ -195,14 +202,7 @@ fn row_as_text(body: &[u8]) -> Option<(Vec<Option<String>>, usize)> {
         .map(|value| {
             let text = value.map(|bytes| match std::str::from_utf8(bytes) {
                 Ok(text) => text.to_owned(),
-                Err(_) => {
-                    let mut hex = String::with_capacity(2 + bytes.len() * 2);
-                    hex.push_str("\\x");
-                    for byte in bytes {
-                        hex.push_str(&format!("{byte:02x}"));
-                    }
-                    hex
-                }
+                Err(_) => format!("\\x{}", crate::audit::chain::encode_hex(bytes)),
             });
             size += text.as_ref().map_or(4, String::len);
             text
@@ -771,8 +771,7 @@ impl Proxy<'_> {
                 }
                 self.copy_query_source = None;
                 if !self.extended_open
-                    && let Some(copy) =
-                        frontend::query_text(&frame).and_then(|text| self.copy_out_to_mask(text))
+                    && let Some(copy) = self.copy_out_to_mask(text)
                 {
                     self.copy_query_source = Some(self.describe_copy_source(copy, false));
                 }
@@ -1480,8 +1479,7 @@ impl Proxy<'_> {
                         if let Some(outcome) =
                             self.cycles.front_mut().and_then(|c| c.audit.as_mut())
                         {
-                            note_completions(outcome, &self.server_in[..run]);
-                            outcome.keep_rows(&self.server_in[..run]);
+                            outcome.note_sent(&self.server_in[..run]);
                         }
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
@@ -1585,7 +1583,7 @@ impl Proxy<'_> {
             }
         }
         if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
-            outcome.keep_rows(&self.to_client[sent_from..]);
+            outcome.note_sent(&self.to_client[sent_from..]);
         }
         Ok(())
     }
@@ -2161,23 +2159,6 @@ fn ends_result(tag: u8) -> bool {
             | tag::EMPTY_QUERY_RESPONSE
             | tag::PORTAL_SUSPENDED
     )
-}
-
-/// Notes the command tags among `messages` (whole messages from the
-/// server) in the outcome of the cycle they answer.
-fn note_completions(outcome: &mut CycleOutcome, messages: &[u8]) {
-    let mut at = 0;
-    while let Ok(Some(header)) = frame::peek_header(&messages[at..], usize::MAX) {
-        let Some(body) = messages.get(at + frame::HEADER_LEN..at + header.total()) else {
-            break;
-        };
-        if header.tag == tag::COMMAND_COMPLETE {
-            let text = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(body));
-            outcome.rows += rows_of(&text);
-            outcome.tags.push(text.into_owned());
-        }
-        at += header.total();
-    }
 }
 
 /// The row count a command tag reports (`SELECT 3`, `INSERT 0 5`,
