@@ -75,6 +75,37 @@ pub struct Config {
     #[serde(default)]
     pub approvals: ApprovalsConfig,
     pub audit: Option<AuditConfig>,
+    pub admin: Option<AdminConfig>,
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `[admin]`: the operators' HTTP port — `/metrics` (Prometheus text),
+/// `/healthz`, `/readyz`. Off without this table (or `--admin-listen`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port, e.g. `127.0.0.1:9187`. Nothing on it needs a
+    /// secret to read, but it tells what the gateway does: keep it off
+    /// networks clients reach.
+    pub listen: String,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP
+/// (protobuf). Off without this table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`
+    /// (spans go to `/v1/traces` under it), or the full traces URL.
+    /// Headers the collector wants (an API key) come from the environment,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, never from this file.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Default `sluice`.
+    pub service_name: Option<String>,
+    /// The share of sessions traced, from 0 to 1. Default 1.
+    pub sample_ratio: Option<f64>,
+    /// How long one export may take. Default 10000.
+    pub export_timeout_ms: Option<u64>,
 }
 
 /// `[audit]`: the tamper-evident audit trail. Without this table (and
@@ -342,6 +373,8 @@ pub struct Overrides {
     pub upstream: Option<String>,
     /// `--audit-file`: record here (relative to the working directory).
     pub audit_file: Option<PathBuf>,
+    /// `--admin-listen`: serve the admin HTTP port here.
+    pub admin_listen: Option<String>,
 }
 
 /// Everything the gateway needs, checked and resolved.
@@ -363,6 +396,10 @@ pub struct Settings {
     pub approval_timeout: Duration,
     /// The audit trail; `None`: nothing is recorded.
     pub audit: Option<AuditSettings>,
+    /// The admin HTTP port; `None`: not served.
+    pub admin: Option<SocketAddr>,
+    /// Trace export; `None`: no spans.
+    pub telemetry: Option<crate::telemetry::TelemetrySettings>,
 }
 
 /// Default cap on the returned data recorded per statement.
@@ -411,6 +448,69 @@ impl AuditSettings {
             result_bytes: 0,
             instance: default_instance(),
         }
+    }
+}
+
+impl TelemetryConfig {
+    fn resolve(&self) -> Result<crate::telemetry::TelemetrySettings, Error> {
+        let endpoint = url::Url::parse(&self.otlp_endpoint).map_err(|error| {
+            invalid(format!(
+                "[telemetry] otlp_endpoint {:?} is not a URL: {error}",
+                self.otlp_endpoint
+            ))
+        })?;
+        // Checked first: the errors below repeat the URL.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(invalid(
+                "[telemetry] otlp_endpoint must not hold credentials (use OTEL_EXPORTER_OTLP_HEADERS)",
+            ));
+        }
+        if endpoint.scheme() != "http" {
+            // The exporter is built without a TLS stack of its own: spans go
+            // to a collector next to the gateway, which forwards them on.
+            return Err(invalid(format!(
+                "[telemetry] otlp_endpoint {:?}: only http:// is supported (send to a local collector)",
+                self.otlp_endpoint
+            )));
+        }
+        let traces_endpoint = if endpoint.path().ends_with("/v1/traces") {
+            endpoint.to_string()
+        } else {
+            format!("{}/v1/traces", endpoint.as_str().trim_end_matches('/'))
+        };
+        let sample_ratio = match self.sample_ratio {
+            None => 1.0,
+            Some(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+            Some(ratio) => {
+                return Err(invalid(format!(
+                    "[telemetry] sample_ratio {ratio} is not between 0 and 1"
+                )));
+            }
+        };
+        let export_timeout = match self.export_timeout_ms {
+            None => Duration::from_secs(10),
+            Some(ms @ 1..=600_000) => Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(invalid(format!(
+                    "[telemetry] export_timeout_ms {ms} is not between 1 and 600000"
+                )));
+            }
+        };
+        let service_name = match &self.service_name {
+            None => "sluice".to_owned(),
+            Some(name) if !name.is_empty() && name.len() <= 255 => name.clone(),
+            Some(_) => {
+                return Err(invalid(
+                    "[telemetry] service_name must be 1 to 255 characters",
+                ));
+            }
+        };
+        Ok(crate::telemetry::TelemetrySettings {
+            traces_endpoint,
+            service_name,
+            sample_ratio,
+            export_timeout,
+        })
     }
 }
 
@@ -626,6 +726,21 @@ impl Config {
 
         let plugins = self.resolve_plugins(base_dir, env)?;
         let audit = self.resolve_audit(base_dir, overrides, env)?;
+        let admin = match overrides
+            .admin_listen
+            .as_ref()
+            .or(self.admin.as_ref().map(|admin| &admin.listen))
+        {
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                invalid(format!("[admin] listen address {text:?} is not HOST:PORT"))
+            })?),
+            None => None,
+        };
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .map(TelemetryConfig::resolve)
+            .transpose()?;
 
         Ok(Settings {
             listen,
@@ -652,6 +767,8 @@ impl Config {
                 }
             },
             audit,
+            admin,
+            telemetry,
         })
     }
 
@@ -1075,6 +1192,73 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_and_admin_are_off_unless_configured() {
+        let settings = resolve("[upstream]\nurl = \"postgres://a@b/c\"\n").unwrap();
+        assert!(settings.admin.is_none());
+        assert!(settings.telemetry.is_none());
+
+        let settings = resolve(
+            "[upstream]\nurl = \"postgres://a@b/c\"\n[admin]\nlisten = \"127.0.0.1:9187\"\n\
+             [telemetry]\notlp_endpoint = \"http://collector:4318/\"\nsample_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(settings.admin, Some("127.0.0.1:9187".parse().unwrap()));
+        let telemetry = settings.telemetry.unwrap();
+        assert_eq!(telemetry.traces_endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(telemetry.service_name, "sluice");
+        assert_eq!(telemetry.sample_ratio, 0.25);
+        assert_eq!(telemetry.export_timeout, Duration::from_secs(10));
+
+        // A full traces URL is kept as it is.
+        let settings = resolve(
+            "[upstream]\nurl = \"postgres://a@b/c\"\n\
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.telemetry.unwrap().traces_endpoint,
+            "http://127.0.0.1:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn bad_telemetry_and_admin_settings_are_refused() {
+        for (table, expected) in [
+            ("[admin]\nlisten = \"localhost\"\n", "is not HOST:PORT"),
+            (
+                "[telemetry]\notlp_endpoint = \"collector\"\n",
+                "is not a URL",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n",
+                "only http://",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://user:secret@collector:4318\"\n",
+                "must not hold credentials",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://c:4318\"\nsample_ratio = 1.5\n",
+                "sample_ratio 1.5",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://c:4318\"\nexport_timeout_ms = 0\n",
+                "export_timeout_ms 0",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://c:4318\"\nservice_name = \"\"\n",
+                "service_name",
+            ),
+        ] {
+            let text = format!("[upstream]\nurl = \"postgres://a@b/c\"\n{table}");
+            let error = resolve(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{table}: {error}");
+            // A password in a refused URL is not repeated back.
+            assert!(!error.contains("secret"), "{error}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let settings =
             resolve("[upstream]\nurl = \"postgres://svc@db.internal/payments\"\n").unwrap();
@@ -1101,6 +1285,7 @@ mod tests {
             listen: Some("127.0.0.1:7000".into()),
             upstream: Some("postgres://other@10.0.0.1:5433/ledger".into()),
             audit_file: None,
+            admin_listen: None,
         };
         let settings = config.resolve(Path::new("/"), &overrides, &no_env).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:7000");

@@ -75,7 +75,7 @@ fn serve_in_front_of(
             "postgres://{SERVICE_ROLE}@127.0.0.1:{}/{DATABASE}",
             cluster.port()
         )),
-        audit_file: None,
+        ..Default::default()
     };
     let settings = config.resolve(files.path(), &overrides, &move |name| {
         (name == "SLUICE_UPSTREAM_PASSWORD").then(|| service_password.clone())

@@ -36,6 +36,13 @@ pub enum Error {
     Plugin(#[from] plugin::LoadError),
     #[error(transparent)]
     Audit(#[from] crate::audit::OpenError),
+    #[error("cannot serve the admin port on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::Error),
 }
 
 /// Where the gateway is in its life.
@@ -55,6 +62,8 @@ pub struct Counters {
     pub sessions_refused: AtomicU64,
     pub failed_logins: AtomicU64,
     pub active_sessions: AtomicUsize,
+    pub statements: crate::metrics::StatementCounters,
+    pub approvals: crate::metrics::ApprovalCounters,
 }
 
 /// State every session shares.
@@ -75,6 +84,8 @@ pub struct Shared {
     pub user_types: crate::masking::types::TypeCatalog,
     /// The audit trail every session writes to.
     pub audit: crate::audit::Audit,
+    /// Where sessions' spans go (nowhere when telemetry is off).
+    pub telemetry: crate::telemetry::Telemetry,
     pub phase: watch::Receiver<Phase>,
     sessions_done: Notify,
 }
@@ -83,6 +94,7 @@ pub struct Shared {
 pub struct Gateway {
     shared: Arc<Shared>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     phase: watch::Sender<Phase>,
     /// The config file to watch for plugin changes, if any.
     config_path: Option<std::path::PathBuf>,
@@ -91,6 +103,8 @@ pub struct Gateway {
 /// A gateway serving in the background (tests, `sluice demo`).
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin port's address, when it is served.
+    pub admin_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -151,6 +165,18 @@ impl Gateway {
                 addr: settings.listen,
                 source,
             })?;
+        let admin = match settings.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Admin { addr, source })?,
+            ),
+            None => None,
+        };
+        let telemetry = match &settings.telemetry {
+            Some(telemetry) => crate::telemetry::Telemetry::start(telemetry)?,
+            None => crate::telemetry::Telemetry::disabled(),
+        };
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let principals = settings
             .principals
@@ -170,10 +196,12 @@ impl Gateway {
                 lockouts: Default::default(),
                 user_types: Default::default(),
                 audit,
+                telemetry,
                 phase: phase_rx,
                 sessions_done: Notify::new(),
             }),
             listener,
+            admin,
             phase,
             config_path: None,
         })
@@ -205,6 +233,11 @@ impl Gateway {
             .expect("a bound listener has an address")
     }
 
+    /// The admin port's address, when it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -227,9 +260,14 @@ impl Gateway {
         let Gateway {
             shared,
             listener,
+            admin,
             phase,
             config_path,
         } = self;
+        // Served through the drain, so that /readyz says it is draining.
+        let _admin = admin.map(|listener| {
+            AbortOnDrop(tokio::spawn(crate::admin::serve(listener, shared.clone())))
+        });
         let _watcher = config_path.map(|path| {
             AbortOnDrop(tokio::spawn(plugin::reload::watch(
                 shared.plugins.clone(),
@@ -242,13 +280,16 @@ impl Gateway {
         }
         drop(listener);
         drain(&shared, &phase).await;
-        // The sessions' last outcomes are on the record before sluice exits.
+        // The sessions' last outcomes are on the record, and their last
+        // spans exported, before sluice exits.
         shared.audit.clone().close().await;
+        shared.telemetry.shutdown().await;
     }
 
     /// Serves in a background task.
     pub fn spawn(self) -> Running {
         let addr = self.local_addr();
+        let admin_addr = self.admin_addr();
         let shared = self.shared.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.serve(async {
@@ -256,6 +297,7 @@ impl Gateway {
         }));
         Running {
             addr,
+            admin_addr,
             shared,
             stop: Some(stop),
             task: Some(task),

@@ -16,10 +16,15 @@
 //! - [`auth`]: SCRAM-SHA-256 for clients, against stored verifiers.
 //! - [`audit`]: the tamper-evident audit trail every session writes, and
 //!   `sluice audit verify|show|tail`.
+//! - [`telemetry`]: OpenTelemetry spans for sessions, statements and the
+//!   decisions made about them.
+//! - [`metrics`] and [`admin`]: the operators' HTTP port — Prometheus
+//!   metrics, health and readiness.
 //! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
 //! - [`scaffold`]: `sluice plugin new`, a plugin crate from the template.
 
+pub mod admin;
 pub mod analysis;
 pub mod approval;
 pub mod audit;
@@ -27,10 +32,12 @@ pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod masking;
+pub mod metrics;
 pub mod pg_cluster;
 pub mod plugin;
 pub mod protocol;
 pub mod scaffold;
 pub mod session;
+pub mod telemetry;
 pub mod transport;
 pub mod upstream;

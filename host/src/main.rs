@@ -40,6 +40,10 @@ enum Command {
         /// Record the audit trail in this file instead.
         #[arg(long, value_name = "PATH")]
         audit_file: Option<PathBuf>,
+        /// Serve the admin HTTP port (/metrics, /healthz, /readyz) here
+        /// (HOST:PORT).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<String>,
     },
     /// Check a config file (and the files it names) without serving.
     Check {
@@ -157,11 +161,13 @@ fn main() -> anyhow::Result<()> {
             listen,
             upstream,
             audit_file,
+            admin_listen,
         } => {
             let overrides = Overrides {
                 listen,
                 upstream,
                 audit_file,
+                admin_listen,
             };
             let settings = load_settings(config.as_deref(), &overrides)?;
             serve(settings, config, |_| {}, shutdown_signal())
@@ -370,6 +376,9 @@ fn serve(
             workers = workers.handles.len(),
             "sluice is serving"
         );
+        if let Some(admin) = gateway.admin_addr() {
+            tracing::info!(address = %admin, "admin port: /metrics /healthz /readyz");
+        }
         on_ready(gateway.local_addr());
         gateway.serve_on(&workers.handles, shutdown).await;
         anyhow::Ok(())

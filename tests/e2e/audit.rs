@@ -191,7 +191,7 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     let full = dir.path().join("full.jsonl");
     std::os::unix::fs::symlink("/dev/full", &full).unwrap();
     let config = format!(
-        "[audit]\nfile = \"{}\"\nkey_file = \"{}\"\nhead_file = \"{}\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[audit]\nfile = \"{}\"\nkey_file = \"{}\"\nhead_file = \"{}\"\n",
         full.display(),
         dir.path().join("key").display(),
         dir.path().join("head").display()
@@ -211,6 +211,20 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
         assert_eq!(code, "58000", "{message}");
         assert!(message.contains("audit trail"), "{message}");
     }
+    // The admin port says so: not ready (a load balancer sends clients
+    // elsewhere), and the failure is in the metrics.
+    let admin = env.gateway.admin_addr.unwrap();
+    let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the audit trail failed"), "{body}");
+    let (_, metrics) = sluice_tests::http_request(admin, "GET", "/metrics").await;
+    assert!(metrics.contains("\nsluice_audit_failed 1\n"), "{metrics}");
+    assert!(metrics.contains("\nsluice_ready 0\n"), "{metrics}");
+    // Alive all the same: the process answers.
+    assert_eq!(
+        sluice_tests::http_request(admin, "GET", "/healthz").await.0,
+        200
+    );
     // Nothing reached the database on those sessions' behalf.
     let direct = env.connect_direct().await;
     let sessions: i64 = direct

@@ -11,4 +11,5 @@ mod masking;
 mod plugins;
 mod protocol;
 mod startup;
+mod telemetry;
 mod upstream;

@@ -110,7 +110,7 @@ async fn upstream_url_override_with_inline_password() {
             sluice_tests::SERVICE_ROLE,
             pg.port()
         )),
-        audit_file: None,
+        ..Default::default()
     };
     let settings = Config::from_toml(&text, Path::new("t.toml"))
         .unwrap()

@@ -500,3 +500,27 @@ pub async fn pgbench_init_and_every_query_mode(env: &TestEnv, script: &[&str]) {
         );
     }
 }
+
+/// A plain HTTP/1.1 GET (or any method) against the admin port: status and
+/// body. Written by hand so the test reads exactly what goes over the wire.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin port");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the admin port answers in time")
+        .unwrap();
+    let response = String::from_utf8(response).expect("a text response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body.to_owned())
+}

@@ -510,6 +510,11 @@ impl AuditLog {
     }
 
     /// Records, commits and bytes written since the log was opened.
+    /// Why the log failed, once it has.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.shared.state.failure.get().cloned()
+    }
+
     pub fn stats(&self) -> LogStats {
         let state = &self.shared.state;
         LogStats {

@@ -29,10 +29,12 @@ pub mod read;
 pub mod verify;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use crate::config::{AuditFsync, AuditKey, AuditSettings};
+use crate::telemetry::TraceIds;
 
 pub use chain::ChainKey;
 pub use log::{AuditError, AuditLog};
@@ -43,6 +45,8 @@ pub struct Audit {
     log: Option<AuditLog>,
     /// Returned data recorded per statement, at most (bytes of text).
     result_bytes: usize,
+    /// Time from a record handed in to its durable commit.
+    write_latency: Arc<crate::metrics::LatencyHistogram>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -133,6 +137,7 @@ impl Audit {
         Ok(Audit {
             log: Some(log),
             result_bytes: settings.result_bytes,
+            write_latency: Default::default(),
         })
     }
 
@@ -148,10 +153,28 @@ impl Audit {
     /// Records `event` and returns once it is durable (its sequence number;
     /// `None` when there is no trail).
     pub async fn record(&self, event: Event<'_>) -> Result<Option<u64>, AuditError> {
-        match &self.log {
-            Some(log) => log.record(event.into_fields()).await.map(Some),
-            None => Ok(None),
-        }
+        let Some(log) = &self.log else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let recorded = log.record(event.into_fields()).await;
+        self.write_latency.observe(started.elapsed());
+        recorded.map(Some)
+    }
+
+    /// Records, commits and bytes written so far; `None` without a trail.
+    pub fn stats(&self) -> Option<log::LogStats> {
+        self.log.as_ref().map(AuditLog::stats)
+    }
+
+    /// Why the trail failed, once it has (every statement is refused).
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.log.as_ref().and_then(AuditLog::failure)
+    }
+
+    /// How long awaited records took to become durable.
+    pub fn write_latency(&self) -> &crate::metrics::LatencyHistogram {
+        &self.write_latency
     }
 
     /// Records `event` in order with the rest, without waiting for it. A
@@ -280,6 +303,8 @@ pub enum Event<'a> {
         application: Option<&'a str>,
         database: &'a str,
         tls: bool,
+        /// The session's span, when traced: its trace holds the session.
+        trace: Option<&'a TraceIds>,
     },
     LoginFailed {
         user: &'a str,
@@ -299,6 +324,8 @@ pub enum Event<'a> {
         /// Masked; `None` for NULL or a value not in text form.
         params: &'a [Option<String>],
         decision: &'a Decision,
+        /// The statement's span, when traced.
+        trace: Option<&'a TraceIds>,
     },
     Outcome {
         session: u64,
@@ -324,6 +351,16 @@ pub enum Event<'a> {
     },
 }
 
+/// Adds the span's W3C ids (`trace_id`, `span_id`) to a record, so that a
+/// trace and the record of the same session or statement can be joined.
+fn with_trace(mut record: Value, trace: Option<&TraceIds>) -> Value {
+    if let (Some(trace), Some(fields)) = (trace, record.as_object_mut()) {
+        fields.insert("trace_id".into(), trace.trace_id.clone().into());
+        fields.insert("span_id".into(), trace.span_id.clone().into());
+    }
+    record
+}
+
 impl Event<'_> {
     /// The event's fields, in the order records show them.
     fn into_fields(self) -> Map<String, Value> {
@@ -336,16 +373,20 @@ impl Event<'_> {
                 application,
                 database,
                 tls,
-            } => json!({
-                "event": "session_start",
-                "session": session,
-                "principal": principal,
-                "groups": groups,
-                "client": client.to_string(),
-                "application": application,
-                "database": database,
-                "tls": tls,
-            }),
+                trace,
+            } => with_trace(
+                json!({
+                    "event": "session_start",
+                    "session": session,
+                    "principal": principal,
+                    "groups": groups,
+                    "client": client.to_string(),
+                    "application": application,
+                    "database": database,
+                    "tls": tls,
+                }),
+                trace,
+            ),
             Event::LoginFailed {
                 user,
                 client,
@@ -364,19 +405,23 @@ impl Event<'_> {
                 text,
                 params,
                 decision,
-            } => json!({
-                "event": "statement",
-                "session": session,
-                "principal": principal,
-                "statement": statement,
-                "protocol": match protocol {
-                    Protocol::Simple => "simple",
-                    Protocol::Extended => "extended",
-                },
-                "text": text,
-                "params": params,
-                "decision": decision.to_json(),
-            }),
+                trace,
+            } => with_trace(
+                json!({
+                    "event": "statement",
+                    "session": session,
+                    "principal": principal,
+                    "statement": statement,
+                    "protocol": match protocol {
+                        Protocol::Simple => "simple",
+                        Protocol::Extended => "extended",
+                    },
+                    "text": text,
+                    "params": params,
+                    "decision": decision.to_json(),
+                }),
+                trace,
+            ),
             Event::Outcome {
                 session,
                 statements,

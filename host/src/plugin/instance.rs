@@ -22,20 +22,10 @@ use crate::config::{Hook, PluginSettings};
 /// Warm instances kept per plugin and pool shard; more are created under
 /// load and dropped when they come back to a full shard.
 const SHARD_SIZE: usize = 4;
-/// Pool shards per plugin. Each thread that calls plugins sticks to one
-/// shard, so sessions on different worker threads never contend for (or
-/// bounce the cache line of) the same lock.
-const SHARDS: usize = 8;
-
-/// The pool shard of the current thread.
-fn shard() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
-}
+/// Pool shards per plugin: each thread that calls plugins sticks to one
+/// shard (the one its metrics count in), so sessions on different worker
+/// threads never contend for (or bounce the cache line of) the same lock.
+use crate::metrics::{SHARDS, shard};
 
 /// Why a call failed. Every fault fails closed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -84,6 +74,10 @@ pub struct PluginStats {
     pub memory: AtomicU64,
     pub invalid_answers: AtomicU64,
     pub instances_created: AtomicU64,
+    /// Time per call, checkout to checkin (faults included).
+    pub latency: crate::metrics::LatencyHistogram,
+    /// Values a masking plugin changed.
+    pub values_masked: AtomicU64,
 }
 
 /// A counter on a cache line of its own.
@@ -138,6 +132,8 @@ pub enum Exports {
 pub struct Warm {
     pub store: Store<State>,
     pub exports: Exports,
+    /// When the call now using it began (for the latency histogram).
+    called_at: std::time::Instant,
 }
 
 /// Lends the plugin a handle on `session` for the next call. The handle's
@@ -205,6 +201,7 @@ impl Plugin {
 
     /// Takes a warm instance from the pool, or makes one.
     pub async fn checkout(&self) -> Result<Warm, Fault> {
+        let called_at = std::time::Instant::now();
         self.stats.calls[shard()].0.fetch_add(1, Ordering::Relaxed);
         let pooled = self.pool[shard()]
             .lock()
@@ -214,6 +211,7 @@ impl Plugin {
             Some(warm) => warm,
             None => self.instantiate().await?,
         };
+        warm.called_at = called_at;
         self.arm(&mut warm.store);
         Ok(warm)
     }
@@ -233,6 +231,7 @@ impl Plugin {
     /// Ends a call: a healthy instance goes back to the pool, a faulted one
     /// is dropped and the fault counted and logged.
     pub fn checkin<R>(&self, mut warm: Warm, result: wasmtime::Result<R>) -> Result<R, Fault> {
+        self.stats.latency.observe(warm.called_at.elapsed());
         match result {
             Ok(value) => {
                 warm.store.data_mut().session = None;
@@ -313,7 +312,11 @@ impl Plugin {
             Pre::Masking(pre) => Exports::Masking(pre.instantiate_async(&mut store).await?),
             Pre::Approval(pre) => Exports::Approval(pre.instantiate_async(&mut store).await?),
         };
-        Ok(Warm { store, exports })
+        Ok(Warm {
+            store,
+            exports,
+            called_at: std::time::Instant::now(),
+        })
     }
 
     /// Calls `check-config` on a fresh instance: the plugin's own verdict

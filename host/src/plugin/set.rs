@@ -469,11 +469,26 @@ pub async fn mask_batch(
     session: &Arc<SessionInfo>,
     batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
 ) -> Result<super::bindings::masking::exports::sluice::gateway::masking::ValueEdits, Fault> {
-    call!(plugin, Masking, |e, store| {
+    let edits = call!(plugin, Masking, |e, store| {
         let session = lend(store, session);
         e.sluice_gateway_masking()
             .call_mask_batch(store, session, batch)
-    })
+    })?;
+    // Edits come in value order: each change of value is one more value
+    // masked.
+    let mut masked = 0u64;
+    let mut last = None;
+    for edit in &edits.edits {
+        if last != Some(edit.value) {
+            masked += 1;
+            last = Some(edit.value);
+        }
+    }
+    plugin
+        .stats
+        .values_masked
+        .fetch_add(masked, std::sync::atomic::Ordering::Relaxed);
+    Ok(edits)
 }
 
 #[cfg(test)]

@@ -52,9 +52,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let mut client = Stream::Plain(tcp);
     let mut client_buf = BytesMut::with_capacity(1024);
     let login_timeout = shared.settings.limits.login_timeout;
+    let trace = session_trace(&shared, peer);
     let started = tokio::time::timeout(
         login_timeout,
-        startup::establish(&shared, &mut client, &mut client_buf, peer),
+        startup::establish(&shared, &mut client, &mut client_buf, peer, trace),
     )
     .await;
     let established = match started {
@@ -79,6 +80,20 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     // more than the rest of a round trip's own work. Log lines carry the
     // session's fields themselves.
     proxy::run(&shared, client, client_buf, established).await;
+}
+
+/// The session's span, from its first byte: who connected from where. The
+/// rest (who they are, which database) is added as it becomes known.
+fn session_trace(shared: &Shared, peer: SocketAddr) -> crate::telemetry::Trace {
+    use crate::telemetry::{KeyValue, attribute};
+    if !shared.telemetry.enabled() {
+        return crate::telemetry::Trace::none();
+    }
+    shared.telemetry.session(vec![
+        KeyValue::new(attribute::DB_SYSTEM_NAME, "postgresql"),
+        KeyValue::new(attribute::CLIENT_ADDRESS, peer.ip().to_string()),
+        KeyValue::new(attribute::CLIENT_PORT, i64::from(peer.port())),
+    ])
 }
 
 /// Writes a FATAL ErrorResponse, best effort: the client may be gone.

@@ -85,6 +85,7 @@ use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
 use crate::protocol::{backend, frontend};
 use crate::protocol::{sqlstate, tag};
+use crate::telemetry::{KeyValue, SpanKind, Trace, attribute};
 use crate::transport::Stream;
 
 /// Stop reading one side while this much waits to be written to the other.
@@ -116,7 +117,8 @@ struct Cycle {
     /// sluice's own cycle, a describe of a COPY's source: its replies are
     /// read by sluice (the columns go here) and never reach the client.
     injected: Option<Arc<CopySource>>,
-    /// The recorded statements the cycle runs, and what becomes of them.
+    /// The recorded (or traced) statements the cycle runs, and what
+    /// becomes of them.
     audit: Option<CycleOutcome>,
 }
 
@@ -139,6 +141,19 @@ struct CycleOutcome {
     keep_data: bool,
     data_room: usize,
     data_truncated: bool,
+    /// The statements' spans (none when not traced), ended with the cycle.
+    traces: Vec<Trace>,
+    /// Time spent masking the cycle's results, for its masking span.
+    masking: Option<MaskingTime>,
+}
+
+/// When a cycle's masking began and last ended, and how long it ran in
+/// all (it runs in bursts, between the server's reads).
+#[derive(Debug)]
+struct MaskingTime {
+    first: std::time::SystemTime,
+    last: std::time::SystemTime,
+    busy: std::time::Duration,
 }
 
 impl CycleOutcome {
@@ -154,7 +169,27 @@ impl CycleOutcome {
             keep_data: data_room > 0,
             data_room,
             data_truncated: false,
+            traces: Vec::new(),
+            masking: None,
         }
+    }
+
+    /// Whether any of the cycle's statements is traced.
+    fn traced(&self) -> bool {
+        !self.traces.is_empty()
+    }
+
+    /// Adds a burst of masking that began at `began` and ends now.
+    fn note_masking(&mut self, began: std::time::Instant) {
+        let busy = began.elapsed();
+        let now = std::time::SystemTime::now();
+        let time = self.masking.get_or_insert(MaskingTime {
+            first: now - busy,
+            last: now,
+            busy: std::time::Duration::ZERO,
+        });
+        time.last = now;
+        time.busy += busy;
     }
 
     /// Notes what `messages` (whole messages, as sent to the client) say
@@ -402,7 +437,11 @@ struct Proxy<'a> {
     /// shared set for every message.
     plugins: Arc<PluginSet>,
     plugins_generation: u64,
-    /// Statements recorded in the audit trail so far.
+    /// The session's span, parent of its statements' spans.
+    trace: Trace,
+    /// The span of the statement being judged, until it is recorded.
+    statement_trace: Trace,
+    /// Statements recorded in the audit trail (or traced) so far.
     statements_recorded: u64,
     /// What the policies decided about the statement being judged, for
     /// its audit record.
@@ -427,6 +466,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         peer,
         upstream,
         upstream_key,
+        trace,
     } = session;
     let database = connection.database.clone();
     tracing::debug!(%database, "statement loop starts");
@@ -530,6 +570,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         plugins: shared.plugins.current(),
         plugins_generation: shared.plugins.generation(),
         last_description: None,
+        trace,
+        statement_trace: Trace::none(),
         statements_recorded: 0,
         decision: None,
         pending_outcome: None,
@@ -748,18 +790,25 @@ impl Proxy<'_> {
             tag::QUERY => {
                 let text = frontend::query_text(&frame).unwrap_or_default();
                 self.decision = None;
+                self.start_statement_trace();
                 let refusal = if self.judges() {
                     let statements = self
                         .analyser
                         .analyse(text, self.standard_conforming_strings);
                     self.judge(text, statements).await
                 } else {
+                    if self.statement_trace.is_recording() {
+                        let statements = self
+                            .analyser
+                            .analyse(text, self.standard_conforming_strings);
+                        describe_statement_span(&self.statement_trace, &statements);
+                    }
                     self.decision = Some(Decision::unjudged());
                     None
                 };
                 // On the record before it can run, refused or not.
                 let refusal = match self
-                    .record_statement(text, &[], Protocol::Simple, refusal.as_ref())
+                    .record_statement(text, Vec::new, Protocol::Simple, refusal.as_ref())
                     .await
                 {
                     Ok(()) => refusal,
@@ -815,7 +864,17 @@ impl Proxy<'_> {
                     }
                 }
                 self.decision = None;
+                self.start_statement_trace();
                 let refusal = if !self.judges() {
+                    if self.statement_trace.is_recording()
+                        && let Some(analysed) = self.prepared.analysis(
+                            name,
+                            &mut self.analyser,
+                            self.standard_conforming_strings,
+                        )
+                    {
+                        describe_statement_span(&self.statement_trace, &analysed);
+                    }
                     self.decision = Some(Decision::unjudged());
                     None
                 } else {
@@ -848,18 +907,14 @@ impl Proxy<'_> {
                         )),
                     }
                 };
-                let refusal = if self.shared.audit.enabled() {
-                    let text = self.prepared.text(name).unwrap_or_default();
-                    let params = frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
-                    match self
-                        .record_statement(&text, &params, Protocol::Extended, refusal.as_ref())
-                        .await
-                    {
-                        Ok(()) => refusal,
-                        Err(unrecorded) => Some(unrecorded),
-                    }
-                } else {
-                    refusal
+                let text = self.prepared.text(name).unwrap_or_default();
+                let params = || frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
+                let refusal = match self
+                    .record_statement(&text, params, Protocol::Extended, refusal.as_ref())
+                    .await
+                {
+                    Ok(()) => refusal,
+                    Err(unrecorded) => Some(unrecorded),
                 };
                 if let Some(refusal) = refusal {
                     self.refuse_extended(refusal);
@@ -1096,42 +1151,31 @@ impl Proxy<'_> {
             Ok(statements) => statements,
             Err(refusal) => return Some(refusal),
         };
-        let session = self.session.session_id;
-        let mut approval = None;
-        for analysed in &statements {
-            let statement = &analysed.statement;
-            let command = statement.command.as_str();
-            match self.verdict(&plugins, analysed).await {
-                Ok(Verdict::Allow) => {}
-                Ok(Verdict::Deny {
-                    plugin,
-                    rule,
-                    reason,
-                }) => {
-                    let statement = crate::masking::for_log(&plugins, text).await;
-                    tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
-                    self.decision = Some(Decision {
-                        verdict: "deny",
-                        plugin: Some(plugin),
-                        rule: Some(rule.clone()),
-                        reason: Some(reason.clone()),
-                        approval: None,
-                    });
-                    return Some(Fatal::new(
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        format!("sluice denied this statement: {reason} (rule {rule})"),
-                    ));
-                }
-                Ok(Verdict::RequireApproval {
-                    plugin,
-                    reason,
-                    approver_group,
-                }) => {
-                    approval.get_or_insert((plugin, reason, approver_group, command.to_owned()));
-                }
-                Err(fault) => return Some(plugin_failed("policy", &fault)),
+        describe_statement_span(&self.statement_trace, &statements);
+        let policy = self
+            .statement_trace
+            .child("policy", SpanKind::Internal, Vec::new());
+        let approval = match self.policy_verdicts(&plugins, text, &statements).await {
+            Ok(approval) => approval,
+            Err(refusal) => {
+                policy.set(KeyValue::new(
+                    attribute::VERDICT,
+                    self.decision.as_ref().map_or("error", |d| d.verdict),
+                ));
+                policy.fail(refusal.message.clone());
+                return Some(refusal);
             }
-        }
+        };
+        policy.set(KeyValue::new(
+            attribute::VERDICT,
+            if approval.is_some() {
+                "require-approval"
+            } else {
+                "allow"
+            },
+        ));
+        policy.end();
+        let session = self.session.session_id;
         if let Some((plugin, reason, approver_group, command)) = approval {
             if !plugins.approves() {
                 tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
@@ -1158,6 +1202,54 @@ impl Proxy<'_> {
         }
         self.prepared.apply(&statements);
         None
+    }
+
+    /// Asks the policies about each statement: a refusal, or whether one
+    /// of them needs approval (the first plugin, reason, approver group and
+    /// command that asked for it).
+    async fn policy_verdicts(
+        &mut self,
+        plugins: &Arc<PluginSet>,
+        text: &str,
+        statements: &[Analysed],
+    ) -> Result<Option<(String, String, String, String)>, Fatal> {
+        let session = self.session.session_id;
+        let mut approval = None;
+        for analysed in statements {
+            let statement = &analysed.statement;
+            let command = statement.command.as_str();
+            match self.verdict(plugins, analysed).await {
+                Ok(Verdict::Allow) => {}
+                Ok(Verdict::Deny {
+                    plugin,
+                    rule,
+                    reason,
+                }) => {
+                    let statement = crate::masking::for_log(plugins, text).await;
+                    tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
+                    self.decision = Some(Decision {
+                        verdict: "deny",
+                        plugin: Some(plugin),
+                        rule: Some(rule.clone()),
+                        reason: Some(reason.clone()),
+                        approval: None,
+                    });
+                    return Err(Fatal::new(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("sluice denied this statement: {reason} (rule {rule})"),
+                    ));
+                }
+                Ok(Verdict::RequireApproval {
+                    plugin,
+                    reason,
+                    approver_group,
+                }) => {
+                    approval.get_or_insert((plugin, reason, approver_group, command.to_owned()));
+                }
+                Err(fault) => return Err(plugin_failed("policy", &fault)),
+            }
+        }
+        Ok(approval)
     }
 
     /// The policies' verdict on one statement: asked, or — for a statement
@@ -1218,6 +1310,15 @@ impl Proxy<'_> {
             approver_group: approver_group.clone(),
             expires_at: approval::now_ms() + timeout.as_millis() as u64,
         };
+        // The wait, as the statement's child: how long a human took.
+        let wait = self.statement_trace.child(
+            "approval wait",
+            SpanKind::Internal,
+            vec![
+                KeyValue::new(attribute::APPROVAL_TICKET, ticket.id.clone()),
+                KeyValue::new(attribute::APPROVER_GROUP, approver_group.clone()),
+            ],
+        );
         match plugins.request_approval(&ticket).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -1274,6 +1375,18 @@ impl Proxy<'_> {
             ),
         };
         plugins.approval_outcome(&ticket, label).await;
+        let approvals = &self.shared.counters.approvals;
+        match label {
+            "approved" => &approvals.approved,
+            "denied" => &approvals.denied,
+            _ => &approvals.expired,
+        }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        wait.set(KeyValue::new(attribute::APPROVAL_OUTCOME, label));
+        if let Some(approver) = &approver {
+            wait.set(KeyValue::new(attribute::APPROVER, approver.clone()));
+        }
+        wait.end();
         self.decision = Some(Decision {
             verdict,
             plugin: None,
@@ -1299,13 +1412,10 @@ impl Proxy<'_> {
     async fn record_statement(
         &mut self,
         text: &str,
-        params: &[Option<String>],
+        params: impl FnOnce() -> Vec<Option<String>>,
         protocol: Protocol,
         refusal: Option<&Fatal>,
     ) -> Result<(), Fatal> {
-        if !self.shared.audit.enabled() {
-            return Ok(());
-        }
         let decision = match (self.decision.take(), refusal) {
             (Some(decision), None) => decision,
             (Some(decision), Some(_)) if decision.verdict != "allow" => decision,
@@ -1321,6 +1431,12 @@ impl Proxy<'_> {
             ),
             (None, None) => Decision::allowed(),
         };
+        self.count_statement(&decision);
+        let trace = std::mem::take(&mut self.statement_trace);
+        if !self.shared.audit.enabled() && !trace.is_recording() {
+            return Ok(());
+        }
+        let params = params();
         // The text and every parameter in one masking call.
         let mut texts: Vec<&str> = Vec::with_capacity(1 + params.len());
         texts.push(text);
@@ -1331,11 +1447,13 @@ impl Proxy<'_> {
             .into_iter();
         let text = masked.next().unwrap_or_default();
         let params: Vec<Option<String>> = masked
-            .zip(params)
+            .zip(&params)
             .map(|(masked, original)| original.as_ref().map(|_| masked))
             .collect();
         self.statements_recorded += 1;
         let statement = self.statements_recorded;
+        describe_decision_span(&trace, statement, &text, &decision);
+        let trace_ids = trace.ids();
         let recorded = self
             .shared
             .audit
@@ -1347,9 +1465,11 @@ impl Proxy<'_> {
                 text: &text,
                 params: &params,
                 decision: &decision,
+                trace: trace_ids.as_ref(),
             })
             .await;
         if let Err(error) = recorded {
+            trace.fail("the audit trail cannot be written");
             tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: statement refused");
             return Err(Fatal::new(
                 sqlstate::SYSTEM_ERROR,
@@ -1362,16 +1482,54 @@ impl Proxy<'_> {
         } else {
             0
         };
-        self.pending_outcome
-            .get_or_insert_with(|| CycleOutcome::new(data_room))
-            .statements
-            .push(statement);
+        let outcome = self
+            .pending_outcome
+            .get_or_insert_with(|| CycleOutcome::new(data_room));
+        outcome.statements.push(statement);
+        if trace.is_recording() {
+            outcome.traces.push(trace);
+        }
         Ok(())
+    }
+
+    /// Counts the statement under its verdict, for the metrics.
+    fn count_statement(&self, decision: &Decision) {
+        let statements = &self.shared.counters.statements;
+        let counter = match decision.verdict {
+            "allow" if self.plugins.chain(Hook::Policy).is_empty() => &statements.unjudged,
+            "allow" => &statements.allowed,
+            "deny" => &statements.denied,
+            _ => &statements.failed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts the span of the statement that just arrived, as a child of
+    /// the session's.
+    fn start_statement_trace(&mut self) {
+        if !self.trace.is_recording() {
+            return;
+        }
+        self.statement_trace = self.trace.child(
+            "postgresql",
+            // sluice runs the statement against PostgreSQL on the client's
+            // behalf: a database client span, as the conventions have it.
+            SpanKind::Client,
+            vec![
+                KeyValue::new(attribute::DB_SYSTEM_NAME, "postgresql"),
+                KeyValue::new(
+                    attribute::DB_NAMESPACE,
+                    self.session.connection.database.clone(),
+                ),
+                KeyValue::new(attribute::ENDUSER_ID, self.session.principal.id.clone()),
+                KeyValue::new(attribute::SESSION_ID, self.session.session_id as i64),
+            ],
+        );
     }
 
     /// The outcome of a finished cycle's recorded statements, appended to
     /// the trail without making the client wait.
-    async fn record_outcome(&mut self, outcome: CycleOutcome) {
+    async fn record_outcome(&mut self, mut outcome: CycleOutcome) {
         let error = match &outcome.error {
             Some((code, message)) => {
                 let message = crate::masking::for_log(&self.plugins, message).await;
@@ -1379,6 +1537,7 @@ impl Proxy<'_> {
             }
             None => None,
         };
+        end_statement_spans(&mut outcome, error.as_ref());
         self.shared.audit.record_later(audit::Event::Outcome {
             session: self.session.session_id,
             statements: &outcome.statements,
@@ -1522,10 +1681,17 @@ impl Proxy<'_> {
                                 .reserve(header.total() - self.server_in.len());
                             break;
                         }
+                        let began = self.traced_cycle().then(std::time::Instant::now);
                         if header.tag == tag::DATA_ROW {
                             self.mask_rows(len).await?;
                         } else {
                             self.mask_copy_rows(len).await?;
+                        }
+                        if let Some(began) = began
+                            && let Some(outcome) =
+                                self.cycles.front_mut().and_then(|c| c.audit.as_mut())
+                        {
+                            outcome.note_masking(began);
                         }
                         continue;
                     }
@@ -1558,6 +1724,14 @@ impl Proxy<'_> {
         }
         shrink_if_idle(&mut self.server_in);
         Ok(())
+    }
+
+    /// Whether the cycle being answered has a statement traced.
+    fn traced_cycle(&self) -> bool {
+        self.cycles
+            .front()
+            .and_then(|c| c.audit.as_ref())
+            .is_some_and(CycleOutcome::traced)
     }
 
     /// Masks the first `len` bytes of the server's buffer, whole DataRows,
@@ -2025,6 +2199,11 @@ impl Proxy<'_> {
 
     async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
         let busy = !self.cycles.is_empty();
+        let trace = std::mem::take(&mut self.trace);
+        if let End::Fatal(fatal) = &end {
+            trace.fail(fatal.message.clone());
+        }
+        trace.end();
         self.shared.audit.record_later(audit::Event::SessionEnd {
             session: self.session.session_id,
             statements: self.statements_recorded,
@@ -2094,6 +2273,111 @@ impl Proxy<'_> {
             })
             .await;
         }
+    }
+}
+
+/// Names the statement's span after what the analysis found: the command,
+/// and the table when there is exactly one.
+fn describe_statement_span(trace: &Trace, statements: &[Analysed]) {
+    if !trace.is_recording() {
+        return;
+    }
+    let Some(first) = statements.first() else {
+        return;
+    };
+    let operation = if statements.len() == 1 {
+        first.statement.command.clone()
+    } else {
+        // Several statements in one string: the conventions' batch form.
+        format!("BATCH {}", first.statement.command)
+    };
+    let tables: Vec<String> = statements
+        .iter()
+        .flat_map(|a| &a.statement.tables)
+        .map(|access| match &access.table.schema {
+            Some(schema) => format!("{schema}.{}", access.table.name),
+            None => access.table.name.clone(),
+        })
+        .collect();
+    // Named only when every access is to the same one table.
+    let collection = match tables.first() {
+        Some(first) if tables.iter().all(|table| table == first) => Some(first.clone()),
+        _ => None,
+    };
+    let summary = crate::telemetry::statement_span_name(&operation, collection.as_deref());
+    trace.rename(summary.clone());
+    trace.set(KeyValue::new(attribute::DB_QUERY_SUMMARY, summary));
+    trace.set(KeyValue::new(attribute::DB_OPERATION_NAME, operation));
+    if let Some(collection) = collection {
+        trace.set(KeyValue::new(attribute::DB_COLLECTION_NAME, collection));
+    }
+}
+
+/// Puts the masked text and the decision on the statement's span.
+fn describe_decision_span(trace: &Trace, statement: u64, text: &str, decision: &Decision) {
+    if !trace.is_recording() {
+        return;
+    }
+    trace.set(KeyValue::new(attribute::STATEMENT, statement as i64));
+    trace.set(KeyValue::new(attribute::DB_QUERY_TEXT, text.to_owned()));
+    trace.set(KeyValue::new(attribute::VERDICT, decision.verdict));
+    if let Some(plugin) = &decision.plugin {
+        trace.set(KeyValue::new(attribute::PLUGIN, plugin.clone()));
+    }
+    if let Some(rule) = &decision.rule {
+        trace.set(KeyValue::new(attribute::RULE, rule.clone()));
+    }
+    if let Some(approval) = &decision.approval {
+        trace.set(KeyValue::new(
+            attribute::APPROVAL_TICKET,
+            approval.ticket.clone(),
+        ));
+        trace.set(KeyValue::new(attribute::APPROVAL_OUTCOME, approval.outcome));
+    }
+    if decision.verdict != "allow" {
+        trace.fail(format!("refused: {}", decision.verdict));
+    }
+}
+
+/// Ends the spans of a finished cycle's statements, with what came of
+/// them: rows, the error's SQLSTATE (masked message), and a child span
+/// for the time masking took.
+fn end_statement_spans(outcome: &mut CycleOutcome, error: Option<&(String, String)>) {
+    let traces = std::mem::take(&mut outcome.traces);
+    let single = traces.len() == 1;
+    for (index, trace) in traces.into_iter().enumerate() {
+        if single {
+            trace.set(KeyValue::new(
+                attribute::DB_RESPONSE_RETURNED_ROWS,
+                outcome.rows as i64,
+            ));
+        }
+        if let Some((code, message)) = error {
+            trace.set(KeyValue::new(
+                attribute::DB_RESPONSE_STATUS_CODE,
+                code.clone(),
+            ));
+            trace.set(KeyValue::new(attribute::ERROR_TYPE, code.clone()));
+            trace.fail(message.clone());
+        }
+        // The cycle's masking is one burst or many, timed as it ran; it
+        // goes under the first statement's span.
+        if index == 0
+            && let Some(time) = outcome.masking.take()
+        {
+            trace
+                .child_at(
+                    "masking",
+                    SpanKind::Internal,
+                    vec![KeyValue::new(
+                        "sluice.masking.busy_us",
+                        time.busy.as_micros() as i64,
+                    )],
+                    Some(time.first),
+                )
+                .end_at(time.last);
+        }
+        trace.end();
     }
 }
 

@@ -35,6 +35,7 @@ use crate::protocol::reply;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self as packet, Packet, StartupMessage};
 use crate::protocol::tag;
+use crate::telemetry::{KeyValue, SpanKind, Trace, attribute};
 use crate::transport::Stream;
 use crate::upstream;
 
@@ -50,6 +51,8 @@ pub struct Established {
     pub peer: SocketAddr,
     pub upstream: upstream::Connection,
     pub upstream_key: Option<UpstreamKey>,
+    /// The session's span (empty when not traced).
+    pub trace: Trace,
 }
 
 /// Runs the startup phase. `Ok(None)` means the connection ended without a
@@ -59,11 +62,33 @@ pub async fn establish(
     client: &mut Stream,
     buf: &mut BytesMut,
     peer: SocketAddr,
+    trace: Trace,
 ) -> Result<Option<Established>, Fatal> {
     let Some(startup) = negotiate(shared, client, buf, peer).await? else {
         return Ok(None);
     };
+    match login(shared, client, buf, peer, startup, &trace).await {
+        Ok(established) => Ok(Some(Established {
+            trace,
+            ..established
+        })),
+        Err(fatal) => {
+            trace.set(KeyValue::new(attribute::ERROR_TYPE, fatal.code));
+            trace.fail(fatal.message.clone());
+            Err(fatal)
+        }
+    }
+}
 
+/// From the StartupMessage to a session logged in upstream.
+async fn login(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    startup: StartupMessage,
+    trace: &Trace,
+) -> Result<Established, Fatal> {
     if shared.settings.require_tls && !client.is_tls() {
         return Err(Fatal::new(
             sqlstate::INVALID_AUTHORIZATION,
@@ -96,9 +121,30 @@ pub async fn establish(
         database: request.database.clone(),
         application_name: startup.get("application_name").map(str::to_owned),
     };
+    trace.set(KeyValue::new(
+        attribute::DB_NAMESPACE,
+        request.database.clone(),
+    ));
+    trace.set(KeyValue::new(attribute::TLS, client.is_tls()));
+    let identity = trace.child("identity", SpanKind::Internal, Vec::new());
     let principal =
-        authenticate_counted(shared, client, buf, &request.user, &connection, peer).await?;
+        authenticate_counted(shared, client, buf, &request.user, &connection, peer).await;
+    let principal = match principal {
+        Ok(principal) => {
+            identity.set(KeyValue::new(attribute::IDENTITY_OUTCOME, "authenticated"));
+            identity.set(KeyValue::new(attribute::ENDUSER_ID, principal.id.clone()));
+            identity.end();
+            principal
+        }
+        Err(fatal) => {
+            identity.set(KeyValue::new(attribute::IDENTITY_OUTCOME, "refused"));
+            identity.fail(fatal.message.clone());
+            return Err(fatal);
+        }
+    };
     let session_id = super::next_session_id();
+    trace.set(KeyValue::new(attribute::ENDUSER_ID, principal.id.clone()));
+    trace.set(KeyValue::new(attribute::SESSION_ID, session_id as i64));
 
     // The client's own `-c name=value` options run only where the same SET
     // would, judged as that SET for this principal.
@@ -128,6 +174,7 @@ pub async fn establish(
             application: application.as_deref(),
             database: &request.database,
             tls: client.is_tls(),
+            trace: trace.ids().as_ref(),
         })
         .await;
     if let Err(error) = recorded {
@@ -168,14 +215,15 @@ pub async fn establish(
         tls = client.is_tls(),
         "session started"
     );
-    Ok(Some(Established {
+    Ok(Established {
         principal,
         connection,
         session_id,
         peer,
         upstream: server,
         upstream_key,
-    }))
+        trace: Trace::none(),
+    })
 }
 
 /// Handles SSLRequest and GSSENCRequest until the StartupMessage arrives.

@@ -1,0 +1,320 @@
+//! OpenTelemetry traces: a span per session, a child per statement, and
+//! children of those for identity, policy, approval wait and masking.
+//!
+//! Spans are exported over OTLP/HTTP (protobuf) to the collector `[telemetry]`
+//! names, batched by a task on the gateway's runtime so that no session ever
+//! waits on the collector: a full queue drops spans, never statements.
+//! Without `[telemetry]` nothing is created at all — every [`Trace`] is
+//! empty and costs a branch.
+//!
+//! Statement text in a span is masked as the audit trail's is (and withheld
+//! when no masking plugin is loaded); every statement's audit record carries
+//! its span's trace and span ids, so a trace and the record of the same
+//! statement can be joined.
+
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::Context;
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+
+/// The attribute names sluice sets, from the semantic conventions where
+/// they have one.
+pub mod attribute {
+    pub use opentelemetry_semantic_conventions::attribute::{
+        CLIENT_ADDRESS, CLIENT_PORT, DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_NAME,
+        DB_QUERY_SUMMARY, DB_QUERY_TEXT, DB_RESPONSE_RETURNED_ROWS, DB_RESPONSE_STATUS_CODE,
+        DB_SYSTEM_NAME, ENDUSER_ID, ERROR_TYPE,
+    };
+    /// sluice's own number for the session (as in logs and the audit trail).
+    pub const SESSION_ID: &str = "sluice.session.id";
+    /// The statement's number in its session (as in the audit trail).
+    pub const STATEMENT: &str = "sluice.statement";
+    pub const TLS: &str = "sluice.tls";
+    /// What the policies decided: allow, deny, error, unjudged.
+    pub const VERDICT: &str = "sluice.decision.verdict";
+    pub const PLUGIN: &str = "sluice.decision.plugin";
+    pub const RULE: &str = "sluice.decision.rule";
+    pub const APPROVAL_TICKET: &str = "sluice.approval.ticket";
+    pub const APPROVAL_OUTCOME: &str = "sluice.approval.outcome";
+    pub const APPROVER: &str = "sluice.approval.approver";
+    pub const APPROVER_GROUP: &str = "sluice.approval.approver_group";
+    /// Values the masking plugins changed in a result.
+    pub const MASKED_VALUES: &str = "sluice.masking.values_masked";
+    pub const IDENTITY_OUTCOME: &str = "sluice.identity.outcome";
+}
+
+/// Errors starting the exporter.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the OpenTelemetry exporter: {0}")]
+pub struct Error(String);
+
+/// `[telemetry]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// Where spans go: the collector's OTLP/HTTP traces URL
+    /// (`http://host:4318/v1/traces`).
+    pub traces_endpoint: String,
+    pub service_name: String,
+    /// The share of sessions traced, 0 to 1. A session's statements follow
+    /// its decision.
+    pub sample_ratio: f64,
+    /// How long one export may take before it is abandoned.
+    pub export_timeout: Duration,
+}
+
+/// The gateway's tracer, or nothing when telemetry is off.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracer>,
+    provider: Option<SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.tracer.is_some())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Telemetry off: every span is empty.
+    pub fn disabled() -> Telemetry {
+        Telemetry::default()
+    }
+
+    /// Starts the OTLP exporter. Must run on the gateway's (multi-thread)
+    /// runtime: the batching task and the HTTP client live there.
+    pub fn start(settings: &TelemetrySettings) -> Result<Telemetry, Error> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(settings.traces_endpoint.clone())
+            .with_timeout(settings.export_timeout)
+            .build()
+            .map_err(|error| Error(error.to_string()))?;
+        let processor =
+            opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                exporter,
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.sample_ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(settings.service_name.clone())
+                    .with_attribute(KeyValue::new(
+                        opentelemetry_semantic_conventions::attribute::SERVICE_VERSION,
+                        env!("CARGO_PKG_VERSION"),
+                    ))
+                    .build(),
+            )
+            .build();
+        Ok(Telemetry::with_provider(provider))
+    }
+
+    /// Telemetry through a provider the caller built (tests use the SDK's
+    /// in-memory exporter this way).
+    pub fn with_provider(provider: SdkTracerProvider) -> Telemetry {
+        Telemetry {
+            tracer: Some(provider.tracer("sluice")),
+            provider: Some(provider),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Starts a session's span, the root of its trace.
+    pub fn session(&self, attributes: Vec<KeyValue>) -> Trace {
+        let Some(tracer) = &self.tracer else {
+            return Trace::none();
+        };
+        let span = tracer
+            .span_builder("sluice session")
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &Context::new());
+        Trace::started(tracer, Context::new().with_span(span))
+    }
+
+    /// Exports what is queued and stops the exporter; spans started after
+    /// this are dropped. Blocks until the export ends (bounded by the
+    /// export timeout), so it runs off the runtime's workers.
+    pub async fn shutdown(&self) {
+        let Some(provider) = self.provider.clone() else {
+            return;
+        };
+        let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the span exporter did not stop cleanly"),
+            Err(error) => tracing::warn!(%error, "the span exporter did not stop cleanly"),
+        }
+    }
+}
+
+/// A span in progress, or nothing (telemetry off, or the trace not
+/// sampled). Ends when [`Trace::end`] is called or it is dropped.
+#[derive(Default)]
+pub struct Trace(Option<Active>);
+
+struct Active {
+    tracer: SdkTracer,
+    cx: Context,
+}
+
+/// A span's ids as W3C trace context writes them, for the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl Trace {
+    pub fn none() -> Trace {
+        Trace(None)
+    }
+
+    fn started(tracer: &SdkTracer, cx: Context) -> Trace {
+        // An unsampled span records nothing: its children need not exist.
+        if !cx.span().is_recording() {
+            return Trace(None);
+        }
+        Trace(Some(Active {
+            tracer: tracer.clone(),
+            cx,
+        }))
+    }
+
+    /// Whether anything is recorded: callers skip work (masking a text
+    /// for an attribute, say) when not.
+    pub fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Starts a child span, now.
+    pub fn child(&self, name: &'static str, kind: SpanKind, attributes: Vec<KeyValue>) -> Trace {
+        self.child_at(name, kind, attributes, None)
+    }
+
+    /// Starts a child span at `start` (now when `None`): work measured as
+    /// it happened, reported when it is done.
+    pub fn child_at(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+        start: Option<SystemTime>,
+    ) -> Trace {
+        let Some(active) = &self.0 else {
+            return Trace::none();
+        };
+        let mut builder = active
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes);
+        if let Some(start) = start {
+            builder = builder.with_start_time(start);
+        }
+        let span = builder.start_with_context(&active.tracer, &active.cx);
+        Trace::started(&active.tracer, active.cx.with_span(span))
+    }
+
+    pub fn set(&self, attribute: KeyValue) {
+        if let Some(active) = &self.0 {
+            active.cx.span().set_attribute(attribute);
+        }
+    }
+
+    /// Renames the span (once what it is became known).
+    pub fn rename(&self, name: String) {
+        if let Some(active) = &self.0 {
+            active.cx.span().update_name(name);
+        }
+    }
+
+    /// Marks the span failed, with a short description.
+    pub fn fail(&self, description: impl Into<std::borrow::Cow<'static, str>>) {
+        if let Some(active) = &self.0 {
+            active.cx.span().set_status(Status::error(description));
+        }
+    }
+
+    pub fn ids(&self) -> Option<TraceIds> {
+        let active = self.0.as_ref()?;
+        let span = active.cx.span();
+        let context = span.span_context();
+        Some(TraceIds {
+            trace_id: context.trace_id().to_string(),
+            span_id: context.span_id().to_string(),
+        })
+    }
+
+    pub fn end(self) {
+        if let Some(active) = self.0 {
+            active.cx.span().end();
+        }
+    }
+
+    /// Ends the span at `end` rather than now.
+    pub fn end_at(self, end: SystemTime) {
+        if let Some(active) = self.0 {
+            active.cx.span().end_with_timestamp(end);
+        }
+    }
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ids() {
+            Some(ids) => write!(f, "Trace({}/{})", ids.trace_id, ids.span_id),
+            None => f.write_str("Trace(none)"),
+        }
+    }
+}
+
+/// The statement's span name, as the database conventions have it: the
+/// operation and its one table (`SELECT payments.cards`), the operation
+/// alone, or the database system.
+pub fn statement_span_name(operation: &str, collection: Option<&str>) -> String {
+    match (operation, collection) {
+        ("", _) => "postgresql".to_owned(),
+        (operation, Some(collection)) => format!("{operation} {collection}"),
+        (operation, None) => operation.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_names_follow_the_database_conventions() {
+        assert_eq!(
+            statement_span_name("SELECT", Some("payments.cards")),
+            "SELECT payments.cards"
+        );
+        assert_eq!(statement_span_name("BEGIN", None), "BEGIN");
+        assert_eq!(statement_span_name("", None), "postgresql");
+    }
+
+    #[test]
+    fn disabled_telemetry_starts_nothing() {
+        let telemetry = Telemetry::disabled();
+        let session = telemetry.session(vec![KeyValue::new("a", 1)]);
+        assert!(!session.is_recording());
+        let child = session.child("policy", SpanKind::Internal, Vec::new());
+        assert!(child.ids().is_none());
+    }
+}
