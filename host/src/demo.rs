@@ -56,9 +56,14 @@ fn serve_in_front_of(
     first_port: u16,
     service_password: String,
 ) -> anyhow::Result<()> {
-    let port = (first_port..first_port.saturating_add(50))
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .context("no free port for sluice near the one asked for")?;
+    let free_port_from = |first: u16| {
+        (first..first.saturating_add(50))
+            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+    };
+    let port =
+        free_port_from(first_port).context("no free port for sluice near the one asked for")?;
+    let admin_port = free_port_from(port.saturating_add(1))
+        .context("no free port for the admin port near sluice's")?;
     let files = tempfile::Builder::new()
         .prefix("sluice-demo-")
         .tempdir()
@@ -75,7 +80,8 @@ fn serve_in_front_of(
             "postgres://{SERVICE_ROLE}@127.0.0.1:{}/{DATABASE}",
             cluster.port()
         )),
-        ..Default::default()
+        audit_file: None,
+        admin_listen: Some(format!("127.0.0.1:{admin_port}")),
     };
     let settings = config.resolve(files.path(), &overrides, &move |name| {
         (name == "SLUICE_UPSTREAM_PASSWORD").then(|| service_password.clone())
@@ -124,6 +130,8 @@ fn serve_in_front_of(
             trail.display()
         );
         println!("  sluice audit verify --audit-file {}", trail.display());
+        println!("Metrics, health and readiness for operators:");
+        println!("  curl -s http://127.0.0.1:{admin_port}/metrics   (also /healthz, /readyz)");
         println!();
         println!("Press Ctrl-C to stop both and remove the cluster.");
     };

@@ -207,6 +207,23 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     assert!(ok, "{verified}{stderr}");
     assert!(!verified.contains("4111111111111111"), "{verified}");
 
+    // The admin port answers where the demo says: ready, and counting.
+    let metrics_url = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("curl -s "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no curl line in {printed:?}"));
+    let admin = metrics_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("not a metrics URL: {metrics_url}"));
+    assert_eq!(http_get(admin, "/readyz"), "ready\n");
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("sluice_masked_values_total{plugin=\"pans\"} "),
+        "{metrics}"
+    );
+
     // The quickstart's policies are on: an agent's bulk delete is refused,
     // naming the rule, in the newcomer's first minute.
     let agent = printed
@@ -361,4 +378,23 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, log: &mut String, ne
             Err(_) => panic!("no {needle:?} in the log:\n{log}"),
         }
     }
+}
+
+/// The body of a plain HTTP GET that must succeed.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }
