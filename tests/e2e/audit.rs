@@ -181,6 +181,28 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     ] {
         assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
     }
+
+    // A login whose `-c` options a policy refuses is an access attempt
+    // too: its session starts and ends on the record, saying why.
+    let mut config = env.config("analyst");
+    config.options("-c search_path=forbidden");
+    let refused = sluice_tests::connect(&config).await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "42501");
+    until_recorded(&env, |r| {
+        r["event"] == "session_end"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with("refused at login"))
+    })
+    .await;
+    let after = self::records(&env);
+    let end = after.iter().rfind(|r| r["event"] == "session_end").unwrap();
+    let start = after
+        .iter()
+        .find(|r| r["event"] == "session_start" && r["session"] == end["session"])
+        .expect("the refused session's start");
+    assert_eq!(start["principal"], "analyst");
+    assert!(seq(start) < seq(end));
 }
 
 /// A trail that cannot be written — here every write fails as on a full

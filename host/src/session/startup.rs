@@ -146,16 +146,6 @@ async fn login(
     trace.set(KeyValue::new(attribute::ENDUSER_ID, principal.id.clone()));
     trace.set(KeyValue::new(attribute::SESSION_ID, session_id as i64));
 
-    // The client's own `-c name=value` options run only where the same SET
-    // would, judged as that SET for this principal.
-    if !request.options.is_empty() {
-        let session = Arc::new(SessionInfo {
-            session_id,
-            principal: principal.clone(),
-            connection: connection.clone(),
-        });
-        judge_options(shared, &session, &request.options).await?;
-    }
     // The session is on the record before anything reaches the database
     // on its behalf. The client chose its application name: it is masked.
     let application = match &connection.application_name {
@@ -183,6 +173,26 @@ async fn login(
             sqlstate::SYSTEM_ERROR,
             "sluice cannot write its audit trail, so it serves no session: tell the operator",
         ));
+    }
+    // The client's own `-c name=value` options run only where the same SET
+    // would, judged as that SET for this principal. A refusal ends the
+    // session, on the record: the attempt was made.
+    if !request.options.is_empty() {
+        let session = Arc::new(SessionInfo {
+            session_id,
+            principal: principal.clone(),
+            connection: connection.clone(),
+        });
+        if let Err(refusal) = judge_options(shared, &session, &request.options).await {
+            let reason = crate::masking::for_log(&shared.plugins.current(), &refusal.message).await;
+            shared.audit.record_later(Event::SessionEnd {
+                session: session_id,
+                statements: 0,
+                duration_ms: 0,
+                reason: &format!("refused at login: {reason}"),
+            });
+            return Err(refusal);
+        }
     }
     let mut parameters = request.forwarded.clone();
     tag_upstream(&mut parameters, &principal.id, &request.options);
