@@ -141,6 +141,10 @@ pub struct AuditConfig {
     /// This gateway's name in the records (several instances each keep a
     /// chain of their own). Default: the host name.
     pub instance: Option<String>,
+    /// `[audit.postgres]`: record into a PostgreSQL database instead of a
+    /// file (url, password_env or password_file, tls, tls_ca_file,
+    /// connect_timeout_ms, as for `[upstream]`). Needs `key_file`.
+    pub postgres: Option<UpstreamConfig>,
 }
 
 /// When an audit record counts as written.
@@ -418,6 +422,9 @@ pub struct AuditSettings {
     /// are recorded; 0 records none.
     pub result_bytes: usize,
     pub instance: String,
+    /// Record into this PostgreSQL database rather than `file` (whose
+    /// other settings then do not apply).
+    pub postgres: Option<UpstreamSettings>,
 }
 
 /// Where the audit chain's key comes from.
@@ -447,8 +454,30 @@ impl AuditSettings {
             rotate_after: None,
             result_bytes: 0,
             instance: default_instance(),
+            postgres: None,
         }
     }
+}
+
+/// `[audit] record_results` and `result_bytes`: the cap on returned data
+/// recorded per statement (0: none).
+fn resolve_result_bytes(audit: &AuditConfig) -> Result<usize, Error> {
+    match (audit.record_results, audit.result_bytes) {
+        (false, Some(_)) => Err(invalid("[audit] result_bytes needs record_results = true")),
+        (false, None) => Ok(0),
+        (true, None) => Ok(DEFAULT_AUDIT_RESULT_BYTES),
+        (true, Some(bytes @ 1..=1_048_576)) => Ok(bytes),
+        (true, Some(bytes)) => Err(invalid(format!(
+            "[audit] result_bytes {bytes} is not between 1 and 1048576"
+        ))),
+    }
+}
+
+fn check_instance(instance: &str) -> Result<String, Error> {
+    if instance.is_empty() || instance.len() > 128 {
+        return Err(invalid("[audit] instance must be 1 to 128 characters"));
+    }
+    Ok(instance.to_owned())
 }
 
 impl TelemetryConfig {
@@ -780,6 +809,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<AuditSettings>, Error> {
         let configured = self.audit.as_ref();
+        if overrides.audit_file.is_none()
+            && let Some(audit) = configured
+            && let Some(postgres) = &audit.postgres
+        {
+            return self
+                .resolve_audit_postgres(audit, postgres, base_dir, env)
+                .map(Some);
+        }
         let file = match (
             &overrides.audit_file,
             configured.and_then(|a| a.file.as_ref()),
@@ -814,26 +851,82 @@ impl Config {
             Some(0) => return Err(invalid("[audit] rotate_seconds must be above 0")),
             seconds => seconds.map(Duration::from_secs),
         };
-        settings.result_bytes = match (audit.record_results, audit.result_bytes) {
-            (false, Some(_)) => {
-                return Err(invalid("[audit] result_bytes needs record_results = true"));
-            }
-            (false, None) => 0,
-            (true, None) => DEFAULT_AUDIT_RESULT_BYTES,
-            (true, Some(bytes @ 1..=1_048_576)) => bytes,
-            (true, Some(bytes)) => {
-                return Err(invalid(format!(
-                    "[audit] result_bytes {bytes} is not between 1 and 1048576"
-                )));
-            }
-        };
+        settings.result_bytes = resolve_result_bytes(audit)?;
         if let Some(instance) = &audit.instance {
-            if instance.is_empty() || instance.len() > 128 {
-                return Err(invalid("[audit] instance must be 1 to 128 characters"));
-            }
-            settings.instance = instance.clone();
+            settings.instance = check_instance(instance)?;
         }
         Ok(Some(settings))
+    }
+
+    /// `[audit]` with `[audit.postgres]`: the trail in a database.
+    fn resolve_audit_postgres(
+        &self,
+        audit: &AuditConfig,
+        postgres: &UpstreamConfig,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AuditSettings, Error> {
+        let file_only = [
+            ("file", audit.file.is_some()),
+            ("head_file", audit.head_file.is_some()),
+            ("fsync", audit.fsync.is_some()),
+            ("rotate_bytes", audit.rotate_bytes.is_some()),
+            ("rotate_seconds", audit.rotate_seconds.is_some()),
+        ];
+        if let Some((name, _)) = file_only.iter().find(|(_, set)| *set) {
+            return Err(invalid(format!(
+                "[audit] {name} is for the file sink; with [audit.postgres] the database keeps the records and the head"
+            )));
+        }
+        if postgres.databases.is_some() {
+            return Err(invalid(
+                "[audit.postgres] databases does not apply: the url names the audit database",
+            ));
+        }
+        let key = match (&audit.key_file, env("SLUICE_AUDIT_KEY_FILE")) {
+            (Some(key_file), _) => AuditKey::File(base_dir.join(key_file)),
+            (None, Some(path)) => AuditKey::File(PathBuf::from(path)),
+            (None, None) => {
+                return Err(invalid(
+                    "[audit.postgres] needs key_file (or SLUICE_AUDIT_KEY_FILE): the chain's key stays with the gateway, not in the database",
+                ));
+            }
+        };
+        let url = UpstreamUrl::parse(&postgres.url)?;
+        let password = match read_password(postgres, base_dir, env)? {
+            Some(password) => Some(password),
+            None if url.password.is_some() => {
+                return Err(invalid(
+                    "[audit.postgres] url must not carry a password: use password_env or password_file",
+                ));
+            }
+            None => None,
+        };
+        let tls_ca_file = postgres.tls_ca_file.as_ref().map(|p| base_dir.join(p));
+        if postgres.tls == UpstreamTlsMode::VerifyFull && tls_ca_file.is_none() {
+            return Err(invalid(
+                "[audit.postgres] tls = \"verify-full\" needs tls_ca_file",
+            ));
+        }
+        // The other fields of the file sink's settings do not apply.
+        let mut settings = AuditSettings::for_file(PathBuf::new(), env);
+        settings.key = key;
+        settings.result_bytes = resolve_result_bytes(audit)?;
+        if let Some(instance) = &audit.instance {
+            settings.instance = check_instance(instance)?;
+        }
+        settings.postgres = Some(UpstreamSettings {
+            host: url.host,
+            port: url.port,
+            user: url.user,
+            databases: BTreeSet::from([url.database.clone()]),
+            database: url.database,
+            password,
+            tls: postgres.tls,
+            tls_ca_file,
+            connect_timeout: Duration::from_millis(postgres.connect_timeout_ms.unwrap_or(5_000)),
+        });
+        Ok(settings)
     }
 
     /// Checks the `[[plugins]]` entries. Whether the component exists and
@@ -1256,6 +1349,81 @@ mod tests {
             // A password in a refused URL is not repeated back.
             assert!(!error.contains("secret"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_postgres_audit_sink_is_checked() {
+        let base = "[upstream]\nurl = \"postgres://a@b/c\"\n";
+        let sink = "[audit.postgres]\nurl = \"postgres://auditor@audit-db:5433/audit\"\npassword_env = \"AUDIT_PW\"\n";
+        let env = |name: &str| (name == "AUDIT_PW").then(|| "pw".to_owned());
+        let resolve_with = |text: &str| {
+            Config::from_toml(text, Path::new("sluice.toml"))?.resolve(
+                Path::new("/etc/sluice"),
+                &Overrides::default(),
+                &env,
+            )
+        };
+        let settings = resolve_with(&format!(
+            "{base}[audit]\nkey_file = \"audit.key\"\ninstance = \"gw-1\"\n{sink}"
+        ))
+        .unwrap();
+        let audit = settings.audit.unwrap();
+        assert_eq!(audit.key, AuditKey::File("/etc/sluice/audit.key".into()));
+        assert_eq!(audit.instance, "gw-1");
+        let database = audit.postgres.unwrap();
+        assert_eq!(
+            (
+                database.host.as_str(),
+                database.port,
+                database.user.as_str()
+            ),
+            ("audit-db", 5433, "auditor")
+        );
+        assert_eq!(database.database, "audit");
+        assert!(database.password.is_some());
+
+        for (audit, expected) in [
+            ("", "needs key_file"),
+            (
+                "key_file = \"k\"\nfile = \"a.jsonl\"\n",
+                "file is for the file sink",
+            ),
+            (
+                "key_file = \"k\"\nfsync = \"batch\"\n",
+                "fsync is for the file sink",
+            ),
+            (
+                "key_file = \"k\"\nrotate_bytes = 5000\n",
+                "rotate_bytes is for the file sink",
+            ),
+        ] {
+            let error = resolve_with(&format!("{base}[audit]\n{audit}{sink}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{audit}: {error}");
+        }
+        let inline = "[audit.postgres]\nurl = \"postgres://auditor:secret@db/audit\"\n";
+        let error = resolve_with(&format!("{base}[audit]\nkey_file = \"k\"\n{inline}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must not carry a password"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+
+        // --audit-file points a ready config at a file instead.
+        let overrides = Overrides {
+            audit_file: Some("/tmp/elsewhere.jsonl".into()),
+            ..Overrides::default()
+        };
+        let settings = Config::from_toml(
+            &format!("{base}[audit]\nkey_file = \"k\"\n{sink}"),
+            Path::new("sluice.toml"),
+        )
+        .unwrap()
+        .resolve(Path::new("/etc/sluice"), &overrides, &env)
+        .unwrap();
+        let audit = settings.audit.unwrap();
+        assert!(audit.postgres.is_none());
+        assert_eq!(audit.file, PathBuf::from("/tmp/elsewhere.jsonl"));
     }
 
     #[test]

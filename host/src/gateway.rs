@@ -150,7 +150,7 @@ impl Gateway {
                         "the audit trail is on but no masking plugin is loaded: statement text, parameters and client-chosen names are withheld from it (load builtin:luhn-masker)"
                     );
                 }
-                crate::audit::Audit::open(audit)?
+                crate::audit::Audit::open(audit).await?
             }
             None => {
                 tracing::warn!(

@@ -91,6 +91,10 @@ struct TrailArgs {
 /// Which records to read.
 #[derive(clap::Args)]
 struct FilterArgs {
+    /// Only this gateway instance's records (an audit database several
+    /// instances write to).
+    #[arg(long)]
+    instance: Option<String>,
     /// Only this principal's sessions (and failed logins as this user).
     #[arg(long)]
     principal: Option<String>,
@@ -239,6 +243,9 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify { trail } => {
             let settings = trail_settings(&trail)?;
+            if let Some(database) = &settings.postgres {
+                return verify_database(&settings, database);
+            }
             let key = match &settings.key {
                 sluice::config::AuditKey::File(path)
                 | sluice::config::AuditKey::NextToTrail(path) => {
@@ -267,7 +274,22 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let records = read::read(&settings.file)?;
+            let records = read_trail(&settings)?;
+            if settings.postgres.is_some() && filter.instance.is_none() {
+                let mut instances: Vec<&str> = records
+                    .records
+                    .iter()
+                    .filter_map(|r| r.get("instance").and_then(|i| i.as_str()))
+                    .collect();
+                instances.sort_unstable();
+                instances.dedup();
+                if instances.len() > 1 {
+                    bail!(
+                        "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
+                        instances.join(", ")
+                    );
+                }
+            }
             let filter = filter.into_filter(Some(session));
             let picked = filter.apply(&records.records);
             print!("{}", read::show_session(&picked, session));
@@ -280,7 +302,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let records = read::read(&settings.file)?;
+            let records = read_trail(&settings)?;
             let filter = filter.into_filter(None);
             let picked = filter.apply(&records.records);
             for record in &picked[picked.len().saturating_sub(lines)..] {
@@ -292,9 +314,77 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The trail's records, from its files or its database.
+fn read_trail(
+    settings: &sluice::config::AuditSettings,
+) -> anyhow::Result<sluice::audit::read::Records> {
+    let Some(database) = &settings.postgres else {
+        return Ok(sluice::audit::read::read(&settings.file)?);
+    };
+    let trail = read_database(database)?;
+    let mut records = sluice::audit::read::Records::from_lines(
+        trail
+            .instances
+            .iter()
+            .flat_map(|instance| instance.lines.iter().map(Vec::as_slice)),
+    );
+    // Instances interleave in time.
+    records.records.sort_by(|a, b| {
+        let time = |r: &serde_json::Value| r["time"].as_str().unwrap_or("").to_owned();
+        time(a).cmp(&time(b))
+    });
+    Ok(records)
+}
+
+fn read_database(
+    database: &sluice::config::UpstreamSettings,
+) -> anyhow::Result<sluice::audit::postgres::PgTrail> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(sluice::audit::postgres::read_all(database))
+        .context("reading the audit database")
+}
+
+/// `sluice audit verify` for the PostgreSQL sink: each instance's chain
+/// against its head row.
+fn verify_database(
+    settings: &sluice::config::AuditSettings,
+    database: &sluice::config::UpstreamSettings,
+) -> anyhow::Result<()> {
+    let key = match &settings.key {
+        sluice::config::AuditKey::File(path) | sluice::config::AuditKey::NextToTrail(path) => {
+            sluice::audit::ChainKey::load(path)
+                .with_context(|| format!("reading the audit key {}", path.display()))?
+        }
+    };
+    let trail = read_database(database)?;
+    if trail.instances.is_empty() {
+        println!("audit database {}: no records yet", database.database);
+        return Ok(());
+    }
+    let mut intact = true;
+    for instance in &trail.instances {
+        let report = sluice::audit::verify::verify_rows(
+            &format!("postgres:{}", instance.instance),
+            &instance.lines,
+            instance.head.as_deref(),
+            &key,
+        );
+        println!("{report}");
+        intact &= report.ok();
+    }
+    if !intact {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 impl FilterArgs {
     fn into_filter(self, session: Option<u64>) -> sluice::audit::read::Filter {
         sluice::audit::read::Filter {
+            instance: self.instance,
             session,
             principal: self.principal,
             since: self.since,

@@ -161,26 +161,10 @@ impl Upstream {
                 &mut out,
             );
             connection.stream.write_all(&out).await?;
-            let mut rows = Vec::new();
-            let mut failure = None;
-            loop {
-                let frame = read_frame(
-                    &mut connection.stream,
-                    &mut connection.read_buf,
-                    MAX_LOGIN_MESSAGE,
-                )
-                .await?
-                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-                match frame.tag() {
-                    tag::DATA_ROW => rows.push(text_values(&frame).ok_or(Error::Unexpected('D'))?),
-                    tag::ERROR_RESPONSE => failure = Some(refused(frame)),
-                    tag::READY_FOR_QUERY => break,
-                    _ => {}
-                }
-            }
+            let (rows, failure) = read_reply(&mut connection, MAX_LOGIN_MESSAGE).await?;
             // Terminate: the server closes the connection.
             let _ = connection.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
-            failure.map_or(Ok(rows), Err)
+            failure.map(refused).map_or(Ok(rows), Err)
         })
         .await
         .map_err(|_| Error::Timeout(timeout))?
@@ -205,6 +189,33 @@ impl Upstream {
         })
         .await
         .map_err(|_| Error::Timeout(self.settings.connect_timeout))?
+    }
+}
+
+/// Reads the server's reply to a query up to ReadyForQuery: the rows'
+/// text values, and the first ErrorResponse if one came.
+pub(crate) async fn read_reply(
+    connection: &mut Connection,
+    max_message: usize,
+) -> Result<(Vec<Vec<Option<String>>>, Option<Frame>), Error> {
+    let mut rows = Vec::new();
+    let mut failure = None;
+    loop {
+        let frame = read_frame(
+            &mut connection.stream,
+            &mut connection.read_buf,
+            max_message,
+        )
+        .await?
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match frame.tag() {
+            tag::DATA_ROW => rows.push(text_values(&frame).ok_or(Error::Unexpected('D'))?),
+            tag::ERROR_RESPONSE => {
+                failure.get_or_insert(frame);
+            }
+            tag::READY_FOR_QUERY => return Ok((rows, failure)),
+            _ => {}
+        }
     }
 }
 

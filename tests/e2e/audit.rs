@@ -312,3 +312,214 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
     let text = std::fs::read_to_string(trail(&env)).unwrap();
     assert!(!text.contains(pan));
 }
+
+/// An audit database of the test's own in the shared cluster, owned by the
+/// service role (which then makes the tables), and a key for its chains.
+struct AuditDatabase {
+    name: String,
+    key: tempfile::TempDir,
+}
+
+impl AuditDatabase {
+    async fn create() -> AuditDatabase {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "audit_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let sql = format!(
+            "CREATE DATABASE {name} OWNER {};",
+            sluice_tests::SERVICE_ROLE
+        );
+        tokio::task::spawn_blocking(move || {
+            sluice_tests::shared_cluster().psql("postgres", &sql);
+        })
+        .await
+        .unwrap();
+        let key = tempfile::tempdir().unwrap();
+        let path = key.path().join("audit.key");
+        std::fs::write(&path, format!("{}\n", "5a".repeat(32))).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        AuditDatabase { name, key }
+    }
+
+    fn key(&self) -> sluice::audit::ChainKey {
+        sluice::audit::ChainKey::load(&self.key.path().join("audit.key")).unwrap()
+    }
+
+    /// The `[audit]` tables of a gateway recording here as `instance`.
+    fn config(&self, instance: &str) -> String {
+        format!(
+            "[audit]\ninstance = \"{instance}\"\nkey_file = \"{}\"\n\n\
+             [audit.postgres]\nurl = \"postgres://{}@127.0.0.1:{}/{}\"\n\
+             password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n\n\
+             [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+            self.key.path().join("audit.key").display(),
+            sluice_tests::SERVICE_ROLE,
+            sluice_tests::shared_cluster().port,
+            self.name
+        )
+    }
+
+    fn settings(&self) -> sluice::config::UpstreamSettings {
+        sluice_tests::settings_from(&sluice_tests::config_text(1, "x", &self.config("any")))
+            .audit
+            .unwrap()
+            .postgres
+            .unwrap()
+    }
+
+    async fn read(&self) -> sluice::audit::postgres::PgTrail {
+        sluice::audit::postgres::read_all(&self.settings())
+            .await
+            .unwrap()
+    }
+
+    async fn verify(&self, instance: &str) -> sluice::audit::verify::Report {
+        let trail = self.read().await;
+        let chain = trail
+            .instances
+            .iter()
+            .find(|t| t.instance == instance)
+            .unwrap_or_else(|| panic!("no chain for {instance}"));
+        sluice::audit::verify::verify_rows(
+            &format!("postgres:{instance}"),
+            &chain.lines,
+            chain.head.as_deref(),
+            &self.key(),
+        )
+    }
+
+    async fn sql(&self, sql: &str) -> String {
+        let (name, sql) = (self.name.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || sluice_tests::shared_cluster().psql(&name, &sql))
+            .await
+            .unwrap()
+    }
+}
+
+/// The PostgreSQL sink: two gateway instances record into one audit
+/// database at once, each its own chain; a restarted instance continues
+/// its chain; a changed or deleted row fails verification and stops an
+/// instance from continuing; a database that refuses the writes makes the
+/// gateway refuse statements — and no card number reaches a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_keep_their_own_chains_in_an_audit_database() {
+    let db = AuditDatabase::create().await;
+    let pan = "4111111111111111";
+    let a = TestEnv::start_with_config(&db.config("gw-a"), false)
+        .await
+        .unwrap();
+    let b = TestEnv::start_with_config(&db.config("gw-b"), false)
+        .await
+        .unwrap();
+    let (ca, cb) = (a.connect("analyst").await, b.connect("agent").await);
+    let run = |client: tokio_postgres::Client, label: &'static str| async move {
+        for n in 0..20 {
+            client
+                .simple_query(&format!("SELECT {n} AS {label}, '{pan}' AS card"))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(run(ca, "a"), run(cb, "b"));
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+
+    let trail = db.read().await;
+    let names: Vec<&str> = trail
+        .instances
+        .iter()
+        .map(|t| t.instance.as_str())
+        .collect();
+    assert_eq!(names, ["gw-a", "gw-b"]);
+    for instance in ["gw-a", "gw-b"] {
+        let report = db.verify(instance).await;
+        assert!(report.ok(), "{report}");
+        // Session start, 20 statements and their outcomes, session end.
+        assert_eq!(report.last_seq, Some(42), "{report}");
+    }
+    let records = sluice::audit::read::Records::from_lines(
+        trail
+            .instances
+            .iter()
+            .flat_map(|t| t.lines.iter().map(Vec::as_slice)),
+    );
+    assert_eq!(records.unreadable, 0);
+    let statements = of_event(&records.records, "statement");
+    assert_eq!(statements.len(), 40);
+    assert!(
+        statements
+            .iter()
+            .any(|r| r["instance"] == "gw-b" && r["principal"] == "agent")
+    );
+    let stored = db
+        .sql("SELECT string_agg(record, '') FROM sluice_audit")
+        .await;
+    assert!(!stored.contains(pan), "a card number in the audit database");
+    // The jsonb column answers SQL about the trail.
+    let denied = db
+        .sql("SELECT count(*) FROM sluice_audit WHERE record_json->>'event' = 'statement' AND record_json->>'principal' = 'agent'")
+        .await;
+    assert_eq!(denied.trim(), "20");
+
+    // A restarted instance continues its chain.
+    let again = TestEnv::start_with_config(&db.config("gw-a"), false)
+        .await
+        .unwrap();
+    again
+        .connect("analyst")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    again.gateway.shutdown().await;
+    let report = db.verify("gw-a").await;
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.last_seq, Some(46), "{report}");
+
+    // A changed row is found, and the instance does not continue on it.
+    db.sql("UPDATE sluice_audit SET record = replace(record, 'SELECT 3 ', 'SELECT 4 ') WHERE instance = 'gw-a' AND record LIKE '%SELECT 3 %'")
+        .await;
+    let report = db.verify("gw-a").await;
+    assert!(
+        report
+            .problems()
+            .any(|f| matches!(f.kind, sluice::audit::verify::FindingKind::Modified)),
+        "{report}"
+    );
+    // gw-b's chain is untouched by gw-a's.
+    assert!(db.verify("gw-b").await.ok());
+    // Cut off the end: the head names a record no longer there.
+    db.sql("DELETE FROM sluice_audit WHERE instance = 'gw-b' AND seq = 42")
+        .await;
+    let report = db.verify("gw-b").await;
+    assert!(
+        report
+            .problems()
+            .any(|f| matches!(f.kind, sluice::audit::verify::FindingKind::CutShort { .. })),
+        "{report}"
+    );
+    let refused = TestEnv::start_with_config(&db.config("gw-b"), false)
+        .await
+        .err()
+        .expect("a cut chain is not continued");
+    assert!(refused.contains("cannot be continued"), "{refused}");
+
+    // A database that refuses the writes: statements are refused, closed.
+    let c = TestEnv::start_with_config(&db.config("gw-c"), false)
+        .await
+        .unwrap();
+    let client = c.connect("analyst").await;
+    db.sql(&format!(
+        "REVOKE INSERT ON sluice_audit FROM {}",
+        sluice_tests::SERVICE_ROLE
+    ))
+    .await;
+    let error = client.simple_query("SELECT 1").await.unwrap_err();
+    let (code, message) = code_and_message(&error);
+    assert_eq!(code, "58000", "{message}");
+    assert!(c.gateway.shared.audit.failure().is_some());
+}

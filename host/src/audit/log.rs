@@ -301,17 +301,22 @@ struct State {
     failure: OnceLock<Arc<str>>,
 }
 
+/// Fails a sink (once; later causes are dropped) and raises the alert.
+pub(crate) fn fail_once(failure: &OnceLock<Arc<str>>, cause: String) {
+    let cause: Arc<str> = cause.into();
+    if failure.set(Arc::clone(&cause)).is_ok() {
+        tracing::error!(
+            alert = true,
+            cause = %cause,
+            "audit trail failed: statements are refused until sluice restarts"
+        );
+    }
+}
+
 impl State {
     /// Fails the log (once; later causes are dropped) and raises the alert.
     fn fail(&self, cause: String) {
-        let cause: Arc<str> = cause.into();
-        if self.failure.set(Arc::clone(&cause)).is_ok() {
-            tracing::error!(
-                alert = true,
-                cause = %cause,
-                "audit trail failed: statements are refused until sluice restarts"
-            );
-        }
+        fail_once(&self.failure, cause);
     }
 
     /// `Err` once the log has failed.
@@ -509,12 +514,12 @@ impl AuditLog {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records, commits and bytes written since the log was opened.
     /// Why the log failed, once it has.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.shared.state.failure.get().cloned()
     }
 
+    /// Records, commits and bytes written since the log was opened.
     pub fn stats(&self) -> LogStats {
         let state = &self.shared.state;
         LogStats {

@@ -25,6 +25,7 @@
 
 pub mod chain;
 pub mod log;
+pub mod postgres;
 pub mod read;
 pub mod verify;
 
@@ -42,7 +43,7 @@ pub use log::{AuditError, AuditLog};
 /// The gateway's audit trail, or none when it is not configured.
 #[derive(Clone, Default)]
 pub struct Audit {
-    log: Option<AuditLog>,
+    sink: Option<Sink>,
     /// Returned data recorded per statement, at most (bytes of text).
     result_bytes: usize,
     /// Time from a record handed in to its durable commit.
@@ -52,7 +53,7 @@ pub struct Audit {
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Audit")
-            .field("enabled", &self.log.is_some())
+            .field("enabled", &self.sink.is_some())
             .finish()
     }
 }
@@ -70,6 +71,15 @@ pub enum OpenError {
         path: std::path::PathBuf,
         source: AuditError,
     },
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+}
+
+/// Where the records go.
+#[derive(Clone)]
+enum Sink {
+    File(AuditLog),
+    Postgres(postgres::PgLog),
 }
 
 /// Reads the chain key the settings name; a key next to the trail is made
@@ -97,7 +107,16 @@ impl Audit {
     }
 
     /// Opens (or continues) the trail the settings describe.
-    pub fn open(settings: &AuditSettings) -> Result<Audit, OpenError> {
+    pub async fn open(settings: &AuditSettings) -> Result<Audit, OpenError> {
+        if let Some(database) = &settings.postgres {
+            let key = load_key(&settings.key)?;
+            let log = postgres::PgLog::open(database, key, settings.instance.clone()).await?;
+            return Ok(Audit {
+                sink: Some(Sink::Postgres(log)),
+                result_bytes: settings.result_bytes,
+                write_latency: Default::default(),
+            });
+        }
         // The trail's own directory (`audit/audit.jsonl`) is made if
         // missing, readable by sluice's user alone.
         if let Some(dir) = settings.file.parent().filter(|d| !d.as_os_str().is_empty())
@@ -135,14 +154,14 @@ impl Audit {
             source,
         })?;
         Ok(Audit {
-            log: Some(log),
+            sink: Some(Sink::File(log)),
             result_bytes: settings.result_bytes,
             write_latency: Default::default(),
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.log.is_some()
+        self.sink.is_some()
     }
 
     /// How much returned data to record per statement (0: none).
@@ -153,23 +172,32 @@ impl Audit {
     /// Records `event` and returns once it is durable (its sequence number;
     /// `None` when there is no trail).
     pub async fn record(&self, event: Event<'_>) -> Result<Option<u64>, AuditError> {
-        let Some(log) = &self.log else {
+        let Some(sink) = &self.sink else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let recorded = log.record(event.into_fields()).await;
+        let recorded = match sink {
+            Sink::File(log) => log.record(event.into_fields()).await,
+            Sink::Postgres(log) => log.record(event.into_fields()).await,
+        };
         self.write_latency.observe(started.elapsed());
         recorded.map(Some)
     }
 
     /// Records, commits and bytes written so far; `None` without a trail.
     pub fn stats(&self) -> Option<log::LogStats> {
-        self.log.as_ref().map(AuditLog::stats)
+        self.sink.as_ref().map(|sink| match sink {
+            Sink::File(log) => log.stats(),
+            Sink::Postgres(log) => log.stats(),
+        })
     }
 
     /// Why the trail failed, once it has (every statement is refused).
     pub fn failure(&self) -> Option<Arc<str>> {
-        self.log.as_ref().and_then(AuditLog::failure)
+        self.sink.as_ref().and_then(|sink| match sink {
+            Sink::File(log) => log.failure(),
+            Sink::Postgres(log) => log.failure(),
+        })
     }
 
     /// How long awaited records took to become durable.
@@ -180,15 +208,19 @@ impl Audit {
     /// Records `event` in order with the rest, without waiting for it. A
     /// failure still fails the trail (later statements are refused).
     pub fn record_later(&self, event: Event<'_>) {
-        if let Some(log) = &self.log {
-            log.record_later(event.into_fields());
+        match &self.sink {
+            Some(Sink::File(log)) => log.record_later(event.into_fields()),
+            Some(Sink::Postgres(log)) => log.record_later(event.into_fields()),
+            None => {}
         }
     }
 
     /// Writes what is queued and stops the writer.
     pub async fn close(self) {
-        if let Some(log) = self.log {
-            log.close().await;
+        match self.sink {
+            Some(Sink::File(log)) => log.close().await,
+            Some(Sink::Postgres(log)) => log.close().await,
+            None => {}
         }
     }
 }

@@ -17,6 +17,9 @@ use serde_json::Value;
 /// Which records to show.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Only this gateway instance's records (several write to one
+    /// PostgreSQL sink, each numbering its own sessions).
+    pub instance: Option<String>,
     pub session: Option<u64>,
     pub principal: Option<String>,
     /// UTC times as records write them, or any prefix of one
@@ -71,15 +74,29 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
                 records.unreadable += 1;
                 break;
             };
-            match serde_json::from_slice::<Value>(&line) {
-                Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => {
-                    records.records.push(record)
-                }
-                _ => records.unreadable += 1,
-            }
+            records.push_line(&line);
         }
     }
     Ok(records)
+}
+
+impl Records {
+    /// Record lines (newlines included) from anywhere, the PostgreSQL
+    /// sink's rows say.
+    pub fn from_lines<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Records {
+        let mut records = Records::default();
+        for line in lines {
+            records.push_line(line);
+        }
+        records
+    }
+
+    fn push_line(&mut self, line: &[u8]) {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => self.records.push(record),
+            _ => self.unreadable += 1,
+        }
+    }
 }
 
 fn text<'v>(record: &'v Value, field: &str) -> &'v str {
@@ -105,6 +122,13 @@ impl Filter {
         let mut principals: HashMap<u64, &str> = HashMap::new();
         let mut verdicts: HashMap<(u64, u64), &str> = HashMap::new();
         for record in records {
+            if self
+                .instance
+                .as_deref()
+                .is_some_and(|instance| text(record, "instance") != instance)
+            {
+                continue;
+            }
             let Some(session) = number(record, "session") else {
                 continue;
             };
@@ -129,6 +153,11 @@ impl Filter {
         records
             .iter()
             .filter(|record| {
+                if let Some(instance) = &self.instance
+                    && text(record, "instance") != instance
+                {
+                    return false;
+                }
                 let session = number(record, "session");
                 if self.session.is_some() && session != self.session {
                     return false;

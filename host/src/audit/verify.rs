@@ -126,6 +126,44 @@ pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
     }
 }
 
+/// Checks one instance's chain as the PostgreSQL sink keeps it: its record
+/// lines in `seq` order and its head row (`None`: no head row). `place`
+/// names it in the report (`postgres:INSTANCE`); a finding's line is the
+/// row's place in that order.
+pub fn verify_rows(place: &str, lines: &[Vec<u8>], head: Option<&[u8]>, key: &ChainKey) -> Report {
+    let path = PathBuf::from(place);
+    let mut check = Check::new();
+    let head = check_head(
+        head.map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+        &path,
+        key,
+        &mut check,
+    );
+    let head_link = match &head {
+        HeadStatus::Verified(link) => Some(*link),
+        _ => None,
+    };
+    check.lines(
+        &path,
+        lines.iter().map(|line| Ok(line.clone())),
+        key,
+        head_link.map(|head| head.seq),
+    );
+    if let Some(head) = head_link {
+        check.compare_head(&head);
+    }
+    Report {
+        path,
+        files: Vec::new(),
+        records: check.records,
+        first_seq: check.first_seq,
+        last_seq: check.last.map(|last| last.seq),
+        head,
+        findings: check.findings,
+    }
+}
+
 /// What [`verify`] found.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -183,7 +221,8 @@ impl fmt::Display for Report {
                 file_name(last)
             )?,
             (Some(only), _) => writeln!(f, "  files: 1 ({})", file_name(only))?,
-            _ => writeln!(f, "  files: none")?,
+            // Rows of a database, or no files (a finding says so).
+            _ => {}
         }
         match (self.first_seq, self.last_seq) {
             (Some(first), Some(last)) => writeln!(
@@ -451,19 +490,27 @@ impl Check {
 
     /// Checks every line of one file.
     fn file(&mut self, path: &Path, key: &ChainKey, head_seq: Option<u64>) {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(error) => {
-                self.problem(
-                    FindingKind::Unreadable(error.to_string()),
-                    Some(path),
-                    None,
-                    None,
-                );
-                return;
-            }
-        };
-        for (index, line) in RecordLines::new(file).enumerate() {
+        match File::open(path) {
+            Ok(file) => self.lines(path, RecordLines::new(file), key, head_seq),
+            Err(error) => self.problem(
+                FindingKind::Unreadable(error.to_string()),
+                Some(path),
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// Checks record lines (newlines included) from `place`, a file or a
+    /// database's rows, in chain order.
+    fn lines(
+        &mut self,
+        path: &Path,
+        lines: impl Iterator<Item = io::Result<Vec<u8>>>,
+        key: &ChainKey,
+        head_seq: Option<u64>,
+    ) {
+        for (index, line) in lines.enumerate() {
             let number = index as u64 + 1;
             let line = match line {
                 Ok(line) => line,
@@ -608,6 +655,16 @@ fn read_head(head_path: Option<&Path>, key: &ChainKey, check: &mut Check) -> Hea
         file.take(chain::HEAD_LEN as u64 + 1)
             .read_to_end(&mut bytes)
     });
+    check_head(read.map(|_| bytes), head_path, key, check)
+}
+
+/// Checks a head's bytes as read from `at`.
+fn check_head(
+    read: io::Result<Vec<u8>>,
+    head_path: &Path,
+    key: &ChainKey,
+    check: &mut Check,
+) -> HeadStatus {
     let at = Some(head_path);
     match read {
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -618,7 +675,7 @@ fn read_head(head_path: Option<&Path>, key: &ChainKey, check: &mut Check) -> Hea
             check.problem(FindingKind::Unreadable(error.to_string()), at, None, None);
             HeadStatus::Unreadable(error.to_string())
         }
-        Ok(_) => match chain::parse_head(key, &bytes) {
+        Ok(bytes) => match chain::parse_head(key, &bytes) {
             Ok(link) => HeadStatus::Verified(link),
             Err(refused) => {
                 check.problem(FindingKind::HeadRefused(refused.clone()), at, None, None);
