@@ -27,8 +27,11 @@
 //! two futex wake-ups and a runtime park per record were most of the
 //! trail's CPU). So under `Batch` the caller seals and writes its record
 //! itself, under the lock that keeps the chain in order; records from
-//! sessions on other threads queue on the lock, not on a channel. The
-//! thread remains for closing.
+//! sessions on other threads queue on the lock, not on a channel. A
+//! statement's outcome record, which no one waits for, is held back and
+//! written with the next statement's record — one `write(2)` and one head
+//! write for both — or by the thread within [`DEFERRED_FLUSH`] when no
+//! statement comes. The thread remains for that and for closing.
 //!
 //! # Durability: the `fsync` setting
 //!
@@ -47,7 +50,9 @@
 //! - [`Fsync::Batch`]: a record is acknowledged once `write(2)` of the lines
 //!   and of the head returned. It survives a crash of sluice (the kernel
 //!   holds the data), not of the machine: a power loss may take the last
-//!   seconds.
+//!   seconds. Outcome records reach the kernel up to [`DEFERRED_FLUSH`]
+//!   later: a crash of sluice may take the outcomes of its last
+//!   milliseconds, never a statement's record.
 //!
 //! Under `Batch` the kernel writes the file and the head back in any order,
 //! so after a power loss the head may name records that never reached the
@@ -390,6 +395,7 @@ impl AuditLog {
             head_synced_at: None,
             data_synced_at: None,
             closed: false,
+            deferred: Vec::new(),
             settings,
         };
         let direct = writer.settings.fsync == Fsync::Batch;
@@ -398,7 +404,7 @@ impl AuditLog {
         let thread_files = Arc::clone(&files);
         let thread = std::thread::Builder::new()
             .name("sluice-audit".to_string())
-            .spawn(move || Writer::run(&thread_files, inbox))
+            .spawn(move || Writer::run(&thread_files, inbox, direct))
             .map_err(|source| AuditError::Io {
                 action: "start the audit writer thread for",
                 path: PathBuf::from("sluice-audit"),
@@ -460,7 +466,10 @@ impl AuditLog {
             }
             return;
         }
-        let _ = files.commit(vec![request]);
+        // Outcomes held back go first, in order, in the same write.
+        let mut group = std::mem::take(&mut files.deferred);
+        group.push(request);
+        let _ = files.commit(group);
     }
 
     /// Queues an event (a statement's outcome) in the same chain and order
@@ -484,12 +493,35 @@ impl AuditLog {
             answer: None,
         };
         if self.shared.direct {
-            self.commit_here(request);
+            self.defer(request);
         } else if self.shared.requests.send(request).is_err() {
             tracing::error!(
                 alert = true,
                 "audit log is closed: an outcome record was dropped"
             );
+        }
+    }
+
+    /// Under `Batch`: holds an outcome record back, to share the write (and
+    /// the head's) of the next statement's record. The writer thread writes
+    /// what is held within [`DEFERRED_FLUSH`] when no statement comes.
+    fn defer(&self, request: Request) {
+        let mut files = self
+            .shared
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if files.closed {
+            tracing::error!(
+                alert = true,
+                "audit log is closed: an outcome record was dropped"
+            );
+            return;
+        }
+        files.deferred.push(request);
+        if files.deferred.len() >= MAX_DEFERRED {
+            let group = std::mem::take(&mut files.deferred);
+            let _ = files.commit(group);
         }
     }
 
@@ -545,7 +577,16 @@ struct Writer {
     data_synced_at: Option<Instant>,
     /// The log was closed: nothing more is written.
     closed: bool,
+    /// Under `Batch`, outcome records not written yet: they go with the
+    /// next awaited record's write, or within [`DEFERRED_FLUSH`].
+    deferred: Vec<Request>,
 }
+
+/// Under `Batch`, how long an outcome record may wait for a statement's
+/// record to share its write before the writer thread writes it alone.
+const DEFERRED_FLUSH: Duration = Duration::from_millis(10);
+/// Outcome records held at most before they are written anyway.
+const MAX_DEFERRED: usize = 64;
 
 /// The file records are appended to.
 struct ActiveFile {
@@ -682,10 +723,31 @@ impl Drop for FailOnPanic {
 
 impl Writer {
     /// The thread's loop: one group commit per turn, until shut down.
-    fn run(files: &Mutex<Writer>, inbox: mpsc::Receiver<Request>) {
+    /// Under `Batch` (`direct`) it also writes outcome records held back
+    /// longer than [`DEFERRED_FLUSH`].
+    fn run(files: &Mutex<Writer>, inbox: mpsc::Receiver<Request>, direct: bool) {
         let state = Arc::clone(&files.lock().unwrap_or_else(PoisonError::into_inner).state);
         let _fail_on_panic = FailOnPanic(state);
-        while let Ok(first) = inbox.recv() {
+        loop {
+            let first = if direct {
+                match inbox.recv_timeout(DEFERRED_FLUSH) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
+                        if !writer.deferred.is_empty() && !writer.closed {
+                            let group = std::mem::take(&mut writer.deferred);
+                            let _ = writer.commit(group);
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match inbox.recv() {
+                    Ok(first) => first,
+                    Err(_) => return,
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP && !matches!(group.last(), Some(Request::Shutdown { .. }))
             {
@@ -695,7 +757,10 @@ impl Writer {
                 }
             }
             let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
-            if writer.commit(group) == Flow::Stop {
+            // Outcomes held back come before what arrives now (a shutdown).
+            let mut held = std::mem::take(&mut writer.deferred);
+            held.extend(group);
+            if writer.commit(held) == Flow::Stop {
                 writer.closed = true;
                 return;
             }
@@ -1470,9 +1535,19 @@ mod tests {
         for task in tasks {
             task.await.expect("task ran");
         }
+        // The last outcomes were held back: the thread writes them within
+        // DEFERRED_FLUSH, with no statement coming to take them along.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log.head().seq < 800 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         assert_eq!(log.head().seq, 800);
         let stats = log.stats();
         assert_eq!(stats.records, 800);
+        // Outcomes rode along with the next statement's write: about one
+        // write per statement, not one per record (a few flushes by the
+        // thread on top).
+        assert!(stats.commits < 500, "{} commits", stats.commits);
         let on_disk = data_len(&File::open(&settings.path).expect("exists")).expect("reads");
         assert_eq!(stats.bytes, on_disk);
         let other = log.clone();
