@@ -447,16 +447,20 @@ impl AuditLog {
         answered.await.map_err(|_| AuditError::Closed)?
     }
 
-    /// Writes a request on the caller's thread, under the files' lock.
-    fn commit_here(&self, request: Request) {
-        let mut files = self
+    /// The files, locked, unless the log was closed.
+    fn open_files(&self) -> Option<std::sync::MutexGuard<'_, Writer>> {
+        let files = self
             .shared
             .files
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        (!files.closed).then_some(files)
+    }
+
+    /// Writes a request on the caller's thread, under the files' lock.
+    fn commit_here(&self, request: Request) {
         // After `close` the thread has stopped; so does writing here.
-        if files.closed {
-            drop(files);
+        let Some(mut files) = self.open_files() else {
             if let Request::Record {
                 answer: Some(answer),
                 ..
@@ -465,7 +469,7 @@ impl AuditLog {
                 let _ = answer.send(Err(AuditError::Closed));
             }
             return;
-        }
+        };
         // Outcomes held back go first, in order, in the same write.
         let mut group = std::mem::take(&mut files.deferred);
         group.push(request);
@@ -506,18 +510,13 @@ impl AuditLog {
     /// the head's) of the next statement's record. The writer thread writes
     /// what is held within [`DEFERRED_FLUSH`] when no statement comes.
     fn defer(&self, request: Request) {
-        let mut files = self
-            .shared
-            .files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if files.closed {
+        let Some(mut files) = self.open_files() else {
             tracing::error!(
                 alert = true,
                 "audit log is closed: an outcome record was dropped"
             );
             return;
-        }
+        };
         files.deferred.push(request);
         if files.deferred.len() >= MAX_DEFERRED {
             let group = std::mem::take(&mut files.deferred);
