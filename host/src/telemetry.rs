@@ -237,6 +237,14 @@ impl Trace {
         }
     }
 
+    /// Sets several attributes at once (one lock of the span, not one
+    /// each).
+    pub fn set_all(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(active) = &self.0 {
+            active.cx.span().set_attributes(attributes);
+        }
+    }
+
     /// Renames the span (once what it is became known).
     pub fn rename(&self, name: String) {
         if let Some(active) = &self.0 {

@@ -2306,11 +2306,15 @@ fn describe_statement_span(trace: &Trace, statements: &[Analysed]) {
     };
     let summary = crate::telemetry::statement_span_name(&operation, collection.as_deref());
     trace.rename(summary.clone());
-    trace.set(KeyValue::new(attribute::DB_QUERY_SUMMARY, summary));
-    trace.set(KeyValue::new(attribute::DB_OPERATION_NAME, operation));
-    if let Some(collection) = collection {
-        trace.set(KeyValue::new(attribute::DB_COLLECTION_NAME, collection));
-    }
+    trace.set_all(
+        [
+            Some(KeyValue::new(attribute::DB_QUERY_SUMMARY, summary)),
+            Some(KeyValue::new(attribute::DB_OPERATION_NAME, operation)),
+            collection.map(|collection| KeyValue::new(attribute::DB_COLLECTION_NAME, collection)),
+        ]
+        .into_iter()
+        .flatten(),
+    );
 }
 
 /// Puts the masked text and the decision on the statement's span.
@@ -2318,22 +2322,25 @@ fn describe_decision_span(trace: &Trace, statement: u64, text: &str, decision: &
     if !trace.is_recording() {
         return;
     }
-    trace.set(KeyValue::new(attribute::STATEMENT, statement as i64));
-    trace.set(KeyValue::new(attribute::DB_QUERY_TEXT, text.to_owned()));
-    trace.set(KeyValue::new(attribute::VERDICT, decision.verdict));
+    let mut attributes = vec![
+        KeyValue::new(attribute::STATEMENT, statement as i64),
+        KeyValue::new(attribute::DB_QUERY_TEXT, text.to_owned()),
+        KeyValue::new(attribute::VERDICT, decision.verdict),
+    ];
     if let Some(plugin) = &decision.plugin {
-        trace.set(KeyValue::new(attribute::PLUGIN, plugin.clone()));
+        attributes.push(KeyValue::new(attribute::PLUGIN, plugin.clone()));
     }
     if let Some(rule) = &decision.rule {
-        trace.set(KeyValue::new(attribute::RULE, rule.clone()));
+        attributes.push(KeyValue::new(attribute::RULE, rule.clone()));
     }
     if let Some(approval) = &decision.approval {
-        trace.set(KeyValue::new(
+        attributes.push(KeyValue::new(
             attribute::APPROVAL_TICKET,
             approval.ticket.clone(),
         ));
-        trace.set(KeyValue::new(attribute::APPROVAL_OUTCOME, approval.outcome));
+        attributes.push(KeyValue::new(attribute::APPROVAL_OUTCOME, approval.outcome));
     }
+    trace.set_all(attributes);
     if decision.verdict != "allow" {
         trace.fail(format!("refused: {}", decision.verdict));
     }
@@ -2353,11 +2360,10 @@ fn end_statement_spans(outcome: &mut CycleOutcome, error: Option<&(String, Strin
             ));
         }
         if let Some((code, message)) = error {
-            trace.set(KeyValue::new(
-                attribute::DB_RESPONSE_STATUS_CODE,
-                code.clone(),
-            ));
-            trace.set(KeyValue::new(attribute::ERROR_TYPE, code.clone()));
+            trace.set_all([
+                KeyValue::new(attribute::DB_RESPONSE_STATUS_CODE, code.clone()),
+                KeyValue::new(attribute::ERROR_TYPE, code.clone()),
+            ]);
             trace.fail(message.clone());
         }
         // The cycle's masking is one burst or many, timed as it ran; it
