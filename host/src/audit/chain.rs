@@ -262,6 +262,57 @@ pub fn check_event(event: &Map<String, Value>) -> Result<(), SealError> {
     Ok(())
 }
 
+/// An event's fields, ready to seal: the inside of a JSON object
+/// (`"event":"statement","session":1,...`) with an `event` field and none
+/// of [`RESERVED_FIELDS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBody(Vec<u8>);
+
+impl EventBody {
+    /// From a map of fields, checked.
+    pub fn from_map(event: &Map<String, Value>) -> Result<EventBody, SealError> {
+        check_event(event)?;
+        let mut body = Vec::with_capacity(256);
+        for (name, value) in event {
+            if !body.is_empty() {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, name)?;
+            body.push(b':');
+            serde_json::to_writer(&mut body, value)?;
+        }
+        Ok(EventBody(body))
+    }
+
+    /// Starts a body with its `event` field; [`EventBody::field`] adds the
+    /// rest. For sluice's own events, whose field names are fixed: nothing
+    /// checks them at run time.
+    pub(crate) fn new(event: &'static str) -> EventBody {
+        let mut body = EventBody(Vec::with_capacity(320));
+        body.0.extend_from_slice(b"\"event\":");
+        // A static name needs no escaping beyond its quotes.
+        body.0.push(b'"');
+        body.0.extend_from_slice(event.as_bytes());
+        body.0.push(b'"');
+        body
+    }
+
+    /// Adds a field; `name` is a fixed field name (plain ASCII, none of
+    /// [`RESERVED_FIELDS`]).
+    pub(crate) fn field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<&mut EventBody, SealError> {
+        debug_assert!(!RESERVED_FIELDS.contains(&name) && !name.contains('"'));
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut self.0, value)?;
+        Ok(self)
+    }
+}
+
 /// Seals an event into the record that follows `before` in the chain:
 /// returns its line (newline included) and the new head.
 pub fn seal(
@@ -271,9 +322,19 @@ pub fn seal(
     time: SystemTime,
     event: &Map<String, Value>,
 ) -> Result<(Vec<u8>, Link), SealError> {
-    check_event(event)?;
+    seal_body(key, before, instance, time, &EventBody::from_map(event)?)
+}
+
+/// [`seal`] for a body made already.
+pub fn seal_body(
+    key: &ChainKey,
+    before: &Link,
+    instance: &str,
+    time: SystemTime,
+    body: &EventBody,
+) -> Result<(Vec<u8>, Link), SealError> {
     let seq = before.seq.checked_add(1).ok_or(SealError::SeqExhausted)?;
-    let mut line = Vec::with_capacity(256);
+    let mut line = Vec::with_capacity(256 + body.0.len());
     line.extend_from_slice(LINE_START);
     line.extend_from_slice(seq.to_string().as_bytes());
     line.extend_from_slice(b",\"time\":\"");
@@ -283,11 +344,9 @@ pub fn seal(
     line.extend_from_slice(b",\"prev\":\"");
     line.extend_from_slice(encode_hex(&before.mac).as_bytes());
     line.push(b'"');
-    for (name, value) in event {
+    if !body.0.is_empty() {
         line.push(b',');
-        serde_json::to_writer(&mut line, name)?;
-        line.push(b':');
-        serde_json::to_writer(&mut line, value)?;
+        line.extend_from_slice(&body.0);
     }
     let mac = body_mac(key, &line);
     line.extend_from_slice(MAC_FIELD_OPEN);

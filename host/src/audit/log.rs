@@ -140,7 +140,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::chain::{self, ChainKey, Link, SealError};
+use super::chain::{self, ChainKey, EventBody, Link, SealError};
 
 /// Most requests one group commit takes, so that one commit's buffer stays
 /// bounded however fast requests arrive.
@@ -338,7 +338,7 @@ enum Request {
     /// Seal and write an event; answer with its `seq` when durable, if
     /// anyone waits.
     Record {
-        event: Map<String, Value>,
+        event: EventBody,
         answer: Option<oneshot::Sender<Result<u64, AuditError>>>,
     },
     /// Write what came before, then stop.
@@ -429,8 +429,12 @@ impl AuditLog {
     /// Dropping the future before it completes does not withdraw the
     /// record; it may still be written.
     pub async fn record(&self, event: Map<String, Value>) -> Result<u64, AuditError> {
+        self.record_body(EventBody::from_map(&event)?).await
+    }
+
+    /// [`record`](Self::record) for a body made already.
+    pub async fn record_body(&self, event: EventBody) -> Result<u64, AuditError> {
         self.shared.state.refuse_if_failed()?;
-        chain::check_event(&event)?;
         let (answer, answered) = oneshot::channel();
         let request = Request::Record {
             event,
@@ -483,14 +487,22 @@ impl AuditLog {
     /// a record, fails the log as any failed write does, so the statements
     /// after it are refused.
     pub fn record_later(&self, event: Map<String, Value>) {
+        match EventBody::from_map(&event) {
+            Ok(body) => self.record_later_body(body),
+            Err(refused) => {
+                if self.shared.state.refuse_if_failed().is_ok() {
+                    self.shared
+                        .state
+                        .fail(format!("an outcome record was refused: {refused}"));
+                }
+            }
+        }
+    }
+
+    /// [`record_later`](Self::record_later) for a body made already.
+    pub fn record_later_body(&self, event: EventBody) {
         if self.shared.state.refuse_if_failed().is_err() {
             return; // The failure has raised its alert already.
-        }
-        if let Err(refused) = chain::check_event(&event) {
-            self.shared
-                .state
-                .fail(format!("an outcome record was refused: {refused}"));
-            return;
         }
         let request = Request::Record {
             event,
@@ -543,6 +555,11 @@ impl AuditLog {
             .head
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails the log: every later record is refused.
+    pub fn fail(&self, cause: String) {
+        self.shared.state.fail(cause);
     }
 
     /// Why the log failed, once it has.
@@ -781,7 +798,7 @@ impl Writer {
                         continue;
                     }
                     let now = SystemTime::now();
-                    match chain::seal(
+                    match chain::seal_body(
                         &self.settings.key,
                         &link,
                         &self.settings.instance,

@@ -32,12 +32,12 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::config::{AuditFsync, AuditKey, AuditSettings};
 use crate::telemetry::TraceIds;
 
-pub use chain::ChainKey;
+pub use chain::{ChainKey, EventBody};
 pub use log::{AuditError, AuditLog};
 
 /// The gateway's audit trail, or none when it is not configured.
@@ -176,9 +176,10 @@ impl Audit {
             return Ok(None);
         };
         let started = std::time::Instant::now();
+        let body = event.encode()?;
         let recorded = match sink {
-            Sink::File(log) => log.record(event.into_fields()).await,
-            Sink::Postgres(log) => log.record(event.into_fields()).await,
+            Sink::File(log) => log.record_body(body).await,
+            Sink::Postgres(log) => log.record(body).await,
         };
         self.write_latency.observe(started.elapsed());
         recorded.map(Some)
@@ -208,10 +209,16 @@ impl Audit {
     /// Records `event` in order with the rest, without waiting for it. A
     /// failure still fails the trail (later statements are refused).
     pub fn record_later(&self, event: Event<'_>) {
-        match &self.sink {
-            Some(Sink::File(log)) => log.record_later(event.into_fields()),
-            Some(Sink::Postgres(log)) => log.record_later(event.into_fields()),
-            None => {}
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        match (event.encode(), sink) {
+            (Ok(body), Sink::File(log)) => log.record_later_body(body),
+            (Ok(body), Sink::Postgres(log)) => log.record_later(body),
+            (Err(refused), Sink::File(log)) => log.fail(format!("a record was refused: {refused}")),
+            (Err(refused), Sink::Postgres(log)) => {
+                log.fail(format!("a record was refused: {refused}"))
+            }
         }
     }
 
@@ -226,17 +233,21 @@ impl Audit {
 }
 
 /// What the policies decided about a statement, as the trail keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     /// `allow`, `deny` (a policy, an approver, an expired approval), or
     /// `error` (a plugin failed, a limit was hit: refused).
     pub verdict: &'static str,
     /// The plugin and rule that decided, where one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Why, in the deciding plugin's or sluice's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The approval the statement needed, if it needed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
 }
 
@@ -273,38 +284,10 @@ impl Decision {
             approval: None,
         }
     }
-
-    fn to_json(&self) -> Value {
-        let mut fields = Map::new();
-        fields.insert("verdict".into(), self.verdict.into());
-        for (name, value) in [
-            ("plugin", &self.plugin),
-            ("rule", &self.rule),
-            ("reason", &self.reason),
-        ] {
-            if let Some(value) = value {
-                fields.insert(name.into(), value.clone().into());
-            }
-        }
-        if let Some(approval) = &self.approval {
-            fields.insert(
-                "approval".into(),
-                json!({
-                    "ticket": approval.ticket,
-                    "approver_group": approval.approver_group,
-                    "outcome": approval.outcome,
-                    "approver": approval.approver,
-                    "requested_ms": approval.requested_ms,
-                    "answered_ms": approval.answered_ms,
-                }),
-            );
-        }
-        Value::Object(fields)
-    }
 }
 
 /// A statement's approval: who was asked, who answered, how, and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApprovalRecord {
     pub ticket: String,
     pub approver_group: String,
@@ -383,20 +366,14 @@ pub enum Event<'a> {
     },
 }
 
-/// Adds the span's W3C ids (`trace_id`, `span_id`) to a record, so that a
-/// trace and the record of the same session or statement can be joined.
-fn with_trace(mut record: Value, trace: Option<&TraceIds>) -> Value {
-    if let (Some(trace), Some(fields)) = (trace, record.as_object_mut()) {
-        fields.insert("trace_id".into(), trace.trace_id.clone().into());
-        fields.insert("span_id".into(), trace.span_id.clone().into());
-    }
-    record
-}
-
 impl Event<'_> {
-    /// The event's fields, in the order records show them.
-    fn into_fields(self) -> Map<String, Value> {
-        let value = match self {
+    /// The event's fields, in the order records show them, written
+    /// straight into the body the chain seals (no intermediate map: this
+    /// runs for every statement). A session's and a statement's records
+    /// carry their span's W3C ids (`trace_id`, `span_id`), so that a trace
+    /// and the record can be joined.
+    fn encode(self) -> Result<EventBody, chain::SealError> {
+        let body = match self {
             Event::SessionStart {
                 session,
                 principal,
@@ -406,29 +383,28 @@ impl Event<'_> {
                 database,
                 tls,
                 trace,
-            } => with_trace(
-                json!({
-                    "event": "session_start",
-                    "session": session,
-                    "principal": principal,
-                    "groups": groups,
-                    "client": client.to_string(),
-                    "application": application,
-                    "database": database,
-                    "tls": tls,
-                }),
-                trace,
-            ),
+            } => {
+                let mut body = EventBody::new("session_start");
+                body.field("session", &session)?
+                    .field("principal", principal)?
+                    .field("groups", groups)?
+                    .field("client", &client.to_string())?
+                    .field("application", &application)?
+                    .field("database", database)?
+                    .field("tls", &tls)?;
+                with_trace(body, trace)?
+            }
             Event::LoginFailed {
                 user,
                 client,
                 reason,
-            } => json!({
-                "event": "login_failed",
-                "user": user,
-                "client": client.to_string(),
-                "reason": reason,
-            }),
+            } => {
+                let mut body = EventBody::new("login_failed");
+                body.field("user", user)?
+                    .field("client", &client.to_string())?
+                    .field("reason", reason)?;
+                body
+            }
             Event::Statement {
                 session,
                 principal,
@@ -438,22 +414,23 @@ impl Event<'_> {
                 params,
                 decision,
                 trace,
-            } => with_trace(
-                json!({
-                    "event": "statement",
-                    "session": session,
-                    "principal": principal,
-                    "statement": statement,
-                    "protocol": match protocol {
-                        Protocol::Simple => "simple",
-                        Protocol::Extended => "extended",
-                    },
-                    "text": text,
-                    "params": params,
-                    "decision": decision.to_json(),
-                }),
-                trace,
-            ),
+            } => {
+                let mut body = EventBody::new("statement");
+                body.field("session", &session)?
+                    .field("principal", principal)?
+                    .field("statement", &statement)?
+                    .field(
+                        "protocol",
+                        match protocol {
+                            Protocol::Simple => "simple",
+                            Protocol::Extended => "extended",
+                        },
+                    )?
+                    .field("text", text)?
+                    .field("params", params)?
+                    .field("decision", decision)?;
+                with_trace(body, trace)?
+            }
             Event::Outcome {
                 session,
                 statements,
@@ -463,39 +440,146 @@ impl Event<'_> {
                 error,
                 data,
             } => {
-                let mut value = json!({
-                    "event": "outcome",
-                    "session": session,
-                    "statements": statements,
-                    "tags": tags,
-                    "rows": rows,
-                    "duration_us": duration_us,
-                });
+                let mut body = EventBody::new("outcome");
+                body.field("session", &session)?
+                    .field("statements", statements)?
+                    .field("tags", tags)?
+                    .field("rows", &rows)?
+                    .field("duration_us", &duration_us)?;
                 if let Some((sqlstate, message)) = error {
-                    value["error"] = json!({ "sqlstate": sqlstate, "message": message });
+                    body.field(
+                        "error",
+                        &json!({ "sqlstate": sqlstate, "message": message }),
+                    )?;
                 }
                 if let Some((rows, truncated)) = data {
-                    value["data"] = json!(rows);
-                    value["data_truncated"] = json!(truncated);
+                    body.field("data", rows)?
+                        .field("data_truncated", &truncated)?;
                 }
-                value
+                body
             }
             Event::SessionEnd {
                 session,
                 statements,
                 duration_ms,
                 reason,
-            } => json!({
-                "event": "session_end",
-                "session": session,
-                "statements": statements,
-                "duration_ms": duration_ms,
-                "reason": reason,
+            } => {
+                let mut body = EventBody::new("session_end");
+                body.field("session", &session)?
+                    .field("statements", &statements)?
+                    .field("duration_ms", &duration_ms)?
+                    .field("reason", reason)?;
+                body
+            }
+        };
+        Ok(body)
+    }
+}
+
+fn with_trace(
+    mut body: EventBody,
+    trace: Option<&TraceIds>,
+) -> Result<EventBody, chain::SealError> {
+    if let Some(trace) = trace {
+        body.field("trace_id", &trace.trace_id)?
+            .field("span_id", &trace.span_id)?;
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chain::Link;
+    use serde_json::Value;
+
+    /// Seals `body` as a chain's first record, checks it opens, and reads
+    /// it back.
+    fn sealed(key: &ChainKey, body: &EventBody) -> Value {
+        let now = std::time::SystemTime::now();
+        let (line, _) = chain::seal_body(key, &Link::GENESIS, "gw", now, body).expect("seals");
+        chain::open_line(key, &line).expect("opens");
+        serde_json::from_slice(&line).expect("JSON")
+    }
+
+    /// A typed event, written straight into its body, seals into a record
+    /// that reads back with every field: the decision without the fields
+    /// it has none of, the approval whole, the span's ids.
+    #[test]
+    fn typed_events_read_back_as_written() {
+        let key = ChainKey::from_bytes(&[7; 32]).expect("a key");
+        let decision = Decision {
+            verdict: "allow",
+            plugin: None,
+            rule: None,
+            reason: Some("approved \"by\" a human".to_owned()),
+            approval: Some(ApprovalRecord {
+                ticket: "t-1".to_owned(),
+                approver_group: "dba".to_owned(),
+                outcome: "approved",
+                approver: Some("alice".to_owned()),
+                requested_ms: 1,
+                answered_ms: 2,
             }),
         };
-        match value {
-            Value::Object(fields) => fields,
-            _ => Map::new(),
+        let trace = TraceIds {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+            span_id: "b7ad6b7169203331".to_owned(),
+        };
+        let params = [Some("4111******".to_owned()), None];
+        let body = Event::Statement {
+            session: 3,
+            principal: "agent",
+            statement: 9,
+            protocol: Protocol::Extended,
+            text: "SELECT $1 -- é\n",
+            params: &params,
+            decision: &decision,
+            trace: Some(&trace),
         }
+        .encode()
+        .expect("encodes");
+        let record = sealed(&key, &body);
+        assert_eq!(record["event"], "statement");
+        assert_eq!(record["session"], 3);
+        assert_eq!(record["statement"], 9);
+        assert_eq!(record["protocol"], "extended");
+        assert_eq!(record["text"], "SELECT $1 -- é\n");
+        assert_eq!(record["params"], json!(["4111******", null]));
+        assert_eq!(
+            record["decision"],
+            json!({
+                "verdict": "allow",
+                "reason": "approved \"by\" a human",
+                "approval": {
+                    "ticket": "t-1", "approver_group": "dba", "outcome": "approved",
+                    "approver": "alice", "requested_ms": 1, "answered_ms": 2,
+                },
+            })
+        );
+        assert_eq!(record["trace_id"], trace.trace_id.as_str());
+        assert_eq!(record["span_id"], trace.span_id.as_str());
+
+        let rows = [vec![Some("a".to_owned()), None]];
+        let body = Event::Outcome {
+            session: 3,
+            statements: &[9],
+            tags: &["SELECT 1".to_owned()],
+            rows: 1,
+            duration_us: 5,
+            error: Some(("22012", "division by zero")),
+            data: Some((&rows, true)),
+        }
+        .encode()
+        .expect("encodes");
+        let record = sealed(&key, &body);
+        assert_eq!(record["event"], "outcome");
+        assert_eq!(
+            record["error"],
+            json!({"sqlstate": "22012", "message": "division by zero"})
+        );
+        assert_eq!(record["data"], json!([["a", null]]));
+        assert_eq!(record["data_truncated"], true);
+        assert!(record.get("trace_id").is_none());
     }
 }

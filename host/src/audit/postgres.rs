@@ -23,11 +23,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
-use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, ChainKey, Link};
+use super::chain::{self, ChainKey, EventBody, Link};
 use super::log::{AuditError, LogStats};
 use crate::config::UpstreamSettings;
 use crate::protocol::backend;
@@ -170,7 +169,7 @@ pub struct PgLog {
 
 enum Request {
     Record {
-        event: Map<String, Value>,
+        event: EventBody,
         answer: Option<oneshot::Sender<Result<u64, AuditError>>>,
     },
     Shutdown {
@@ -260,11 +259,10 @@ impl PgLog {
     }
 
     /// Records `event`; returns once its transaction committed.
-    pub async fn record(&self, event: Map<String, Value>) -> Result<u64, AuditError> {
+    pub async fn record(&self, event: EventBody) -> Result<u64, AuditError> {
         if let Some(refused) = self.state.refused() {
             return Err(refused);
         }
-        chain::check_event(&event)?;
         let (answer, answered) = oneshot::channel();
         let request = Request::Record {
             event,
@@ -277,13 +275,8 @@ impl PgLog {
     }
 
     /// Records `event` in order with the rest, without waiting.
-    pub fn record_later(&self, event: Map<String, Value>) {
+    pub fn record_later(&self, event: EventBody) {
         if self.state.refused().is_some() {
-            return;
-        }
-        if let Err(refused) = chain::check_event(&event) {
-            self.state
-                .fail(format!("an outcome record was refused: {refused}"));
             return;
         }
         let request = Request::Record {
@@ -305,6 +298,11 @@ impl PgLog {
 
     pub fn failure(&self) -> Option<Arc<str>> {
         self.state.failure.get().cloned()
+    }
+
+    /// Fails the sink: every later record is refused.
+    pub fn fail(&self, cause: String) {
+        self.state.fail(cause);
     }
 
     pub fn stats(&self) -> LogStats {
@@ -453,10 +451,7 @@ async fn commit_loop(
     }
 }
 
-type Waiting = (
-    Map<String, Value>,
-    Option<oneshot::Sender<Result<u64, AuditError>>>,
-);
+type Waiting = (EventBody, Option<oneshot::Sender<Result<u64, AuditError>>>);
 
 fn answer_all(batch: &mut Vec<Waiting>, answer: impl Fn() -> Result<u64, AuditError>) {
     for (_, waiter) in batch.drain(..) {
@@ -487,7 +482,7 @@ async fn commit(
     let mut bytes = 0u64;
     let now = SystemTime::now();
     for (event, _) in batch {
-        let (line, next) = chain::seal(key, &link, instance, now, event)
+        let (line, next) = chain::seal_body(key, &link, instance, now, event)
             .map_err(|error| format!("a record cannot be sealed: {error}"))?;
         bytes += line.len() as u64;
         bind_execute(
