@@ -5,7 +5,7 @@
 //! trail verifies; `sluice audit verify`, `show` and `tail` read it.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,21 +16,7 @@ const TOKEN: &str = "kill-test-token";
 const CLIENTS: usize = 4;
 
 mod support;
-use support::{Reaped, SLUICE, free_port, signal, wait_for_port};
-
-fn start_sluice(config: &std::path::Path, port: u16) -> Reaped {
-    let child = Reaped(
-        Command::new(SLUICE)
-            .args(["serve", "-c", config.to_str().unwrap()])
-            .env("SLUICE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port, "sluice");
-    child
-}
+use support::{free_port, signal, sluice, start_sluice};
 
 fn psql(port: u16, sql: &str) -> std::process::Output {
     Command::new("psql")
@@ -42,13 +28,6 @@ fn psql(port: u16, sql: &str) -> std::process::Output {
         .env("PGPASSWORD", TOKEN)
         .output()
         .unwrap()
-}
-
-fn sluice(args: &[&str]) -> (bool, String) {
-    let output = Command::new(SLUICE).args(args).output().unwrap();
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
 }
 
 #[test]

@@ -56,3 +56,29 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `sluice ARGS`: whether it succeeded, and its stdout then stderr.
+pub fn sluice(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(SLUICE)
+        .args(args)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// Starts `sluice serve -c CONFIG` and waits until it listens on `port`.
+pub fn start_sluice(config: &std::path::Path, port: u16) -> Reaped {
+    let child = Reaped(
+        std::process::Command::new(SLUICE)
+            .args(["serve", "-c", config.to_str().unwrap()])
+            .env("SLUICE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "sluice");
+    child
+}

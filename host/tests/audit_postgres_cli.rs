@@ -1,0 +1,95 @@
+//! The audit trail in PostgreSQL through the operator's commands: `sluice
+//! serve` records into the audit database, and `sluice audit verify`,
+//! `tail` and `show` read it back from the same config — verify failing,
+//! with exit status 1, once a row is changed.
+
+use std::process::Command;
+
+use sluice::pg_cluster::{HostAuth, PgCluster};
+
+mod support;
+use support::{free_port, signal, sluice, start_sluice, wait_exit};
+
+const TOKEN: &str = "audit-db-test-token";
+
+#[test]
+fn audit_commands_read_the_audit_database() {
+    let cluster = PgCluster::builder()
+        .auth(HostAuth::Trust)
+        .start()
+        .expect("a throwaway PostgreSQL");
+    cluster.create_database("audit").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, format!("{}\n", "c3".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{port}\"\n\
+             [upstream]\nurl = \"{}\"\n\
+             [[principals]]\nname = \"admin\"\ngroups = [\"admins\"]\ntoken_verifier = \"{}\"\n\
+             [audit]\nkey_file = \"audit.key\"\ninstance = \"gw-cli\"\n\
+             [audit.postgres]\nurl = \"{}\"\n\
+             [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+            cluster.url("postgres"),
+            sluice::auth::scram::make_verifier(TOKEN, 64),
+            cluster.url("audit"),
+        ),
+    )
+    .unwrap();
+    let mut gateway = start_sluice(&config, port);
+    for sql in [
+        "SELECT 'marker-one' AS a",
+        "SELECT '4111111111111111' AS card",
+    ] {
+        let output = Command::new("psql")
+            .args([
+                &format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=disable"),
+                "-XAtc",
+                sql,
+            ])
+            .env("PGPASSWORD", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // A graceful stop commits what is queued.
+    signal(&gateway.0, libc::SIGTERM);
+    let stopped = wait_exit(&mut gateway.0, std::time::Duration::from_secs(30));
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+
+    let config = config.to_str().unwrap();
+    let (ok, verified) = sluice(&["audit", "verify", "-c", config]);
+    assert!(ok, "{verified}");
+    assert!(verified.contains("postgres:gw-cli: OK"), "{verified}");
+    assert!(verified.contains("head: verified"), "{verified}");
+
+    let (ok, tail) = sluice(&["audit", "tail", "-c", config]);
+    assert!(ok, "{tail}");
+    assert!(tail.contains("marker-one"), "{tail}");
+    assert!(tail.contains("411111******1111"), "{tail}");
+    assert!(!tail.contains("4111111111111111"), "{tail}");
+
+    let (ok, shown) = sluice(&["audit", "show", "-c", config, "--session", "1"]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("initiated by admin"), "{shown}");
+
+    // A row changed behind sluice's back: verify says where, and fails.
+    cluster
+        .psql(
+            "audit",
+            "UPDATE sluice_audit SET record = replace(record, 'marker-one', 'marker-two') \
+             WHERE record LIKE '%marker-one%';",
+        )
+        .unwrap();
+    let (ok, verified) = sluice(&["audit", "verify", "-c", config]);
+    assert!(!ok, "{verified}");
+    assert!(verified.contains("postgres:gw-cli: FAILED"), "{verified}");
+}
