@@ -437,6 +437,15 @@ pub enum AuditKey {
     NextToTrail(PathBuf),
 }
 
+impl AuditKey {
+    /// The key file, wherever it came from.
+    pub fn path(&self) -> &Path {
+        match self {
+            AuditKey::File(path) | AuditKey::NextToTrail(path) => path,
+        }
+    }
+}
+
 impl AuditSettings {
     /// The settings for recording to `file` with nothing else configured:
     /// the key from `SLUICE_AUDIT_KEY_FILE` or `FILE.key`, the head in

@@ -246,13 +246,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             if let Some(database) = &settings.postgres {
                 return verify_database(&settings, database);
             }
-            let key = match &settings.key {
-                sluice::config::AuditKey::File(path)
-                | sluice::config::AuditKey::NextToTrail(path) => {
-                    sluice::audit::ChainKey::load(path)
-                        .with_context(|| format!("reading the audit key {}", path.display()))?
-                }
-            };
+            let key = trail_key(&settings)?;
             let report =
                 sluice::audit::verify::verify_live(&settings.file, Some(&settings.head_file), &key);
             println!("{report}");
@@ -314,6 +308,13 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The chain's key, for checking the trail (never made here).
+fn trail_key(settings: &sluice::config::AuditSettings) -> anyhow::Result<sluice::audit::ChainKey> {
+    let path = settings.key.path();
+    sluice::audit::ChainKey::load(path)
+        .with_context(|| format!("reading the audit key {}", path.display()))
+}
+
 /// The trail's records, from its files or its database.
 fn read_trail(
     settings: &sluice::config::AuditSettings,
@@ -353,12 +354,7 @@ fn verify_database(
     settings: &sluice::config::AuditSettings,
     database: &sluice::config::UpstreamSettings,
 ) -> anyhow::Result<()> {
-    let key = match &settings.key {
-        sluice::config::AuditKey::File(path) | sluice::config::AuditKey::NextToTrail(path) => {
-            sluice::audit::ChainKey::load(path)
-                .with_context(|| format!("reading the audit key {}", path.display()))?
-        }
-    };
+    let key = trail_key(settings)?;
     let trail = read_database(database)?;
     if trail.instances.is_empty() {
         println!("audit database {}: no records yet", database.database);

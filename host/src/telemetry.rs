@@ -118,16 +118,10 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        Ok(Telemetry::with_provider(provider))
-    }
-
-    /// Telemetry through a provider the caller built (tests use the SDK's
-    /// in-memory exporter this way).
-    pub fn with_provider(provider: SdkTracerProvider) -> Telemetry {
-        Telemetry {
+        Ok(Telemetry {
             tracer: Some(provider.tracer("sluice")),
             provider: Some(provider),
-        }
+        })
     }
 
     pub fn enabled(&self) -> bool {

@@ -277,7 +277,7 @@ struct Shared {
     /// Under `Batch`, callers write under the lock instead of handing
     /// events to the thread (see "Who writes" above).
     direct: bool,
-    state: Arc<State>,
+    state: Arc<SinkState>,
 }
 
 impl Drop for Shared {
@@ -297,8 +297,10 @@ impl Drop for Shared {
     }
 }
 
-/// What the writer thread publishes to the handles.
-struct State {
+/// What a sink's committer publishes to the handles: the chain's head,
+/// counts, and whether the sink failed. The file sink and the PostgreSQL
+/// sink keep one each.
+pub(crate) struct SinkState {
     head: Mutex<Link>,
     records: AtomicU64,
     commits: AtomicU64,
@@ -306,29 +308,60 @@ struct State {
     failure: OnceLock<Arc<str>>,
 }
 
-/// Fails a sink (once; later causes are dropped) and raises the alert.
-pub(crate) fn fail_once(failure: &OnceLock<Arc<str>>, cause: String) {
-    let cause: Arc<str> = cause.into();
-    if failure.set(Arc::clone(&cause)).is_ok() {
-        tracing::error!(
-            alert = true,
-            cause = %cause,
-            "audit trail failed: statements are refused until sluice restarts"
-        );
-    }
-}
-
-impl State {
-    /// Fails the log (once; later causes are dropped) and raises the alert.
-    fn fail(&self, cause: String) {
-        fail_once(&self.failure, cause);
+impl SinkState {
+    pub(crate) fn new(head: Link) -> SinkState {
+        SinkState {
+            head: Mutex::new(head),
+            records: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failure: OnceLock::new(),
+        }
     }
 
-    /// `Err` once the log has failed.
-    fn refuse_if_failed(&self) -> Result<(), AuditError> {
+    /// Fails the sink (once; later causes are dropped) and raises the
+    /// alert.
+    pub(crate) fn fail(&self, cause: String) {
+        let cause: Arc<str> = cause.into();
+        if self.failure.set(Arc::clone(&cause)).is_ok() {
+            tracing::error!(
+                alert = true,
+                cause = %cause,
+                "audit trail failed: statements are refused until sluice restarts"
+            );
+        }
+    }
+
+    /// `Err` once the sink has failed.
+    pub(crate) fn refuse_if_failed(&self) -> Result<(), AuditError> {
         match self.failure.get() {
             Some(cause) => Err(AuditError::Failed(Arc::clone(cause))),
             None => Ok(()),
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.failure.get().cloned()
+    }
+
+    /// A group commit of `records` records (`bytes` of lines) ending at
+    /// `head` is durable.
+    pub(crate) fn committed(&self, head: Link, records: usize, bytes: usize) {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn head(&self) -> Link {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn stats(&self) -> LogStats {
+        LogStats {
+            records: self.records.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -379,13 +412,7 @@ impl AuditLog {
             })?;
         }
 
-        let state = Arc::new(State {
-            head: Mutex::new(recovered.link),
-            records: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            failure: OnceLock::new(),
-        });
+        let state = Arc::new(SinkState::new(recovered.link));
         let writer = Writer {
             active: Some(active),
             head_file,
@@ -489,13 +516,10 @@ impl AuditLog {
     pub fn record_later(&self, event: Map<String, Value>) {
         match EventBody::from_map(&event) {
             Ok(body) => self.record_later_body(body),
-            Err(refused) => {
-                if self.shared.state.refuse_if_failed().is_ok() {
-                    self.shared
-                        .state
-                        .fail(format!("an outcome record was refused: {refused}"));
-                }
-            }
+            Err(refused) => self
+                .shared
+                .state
+                .fail(format!("an outcome record was refused: {refused}")),
         }
     }
 
@@ -549,32 +573,17 @@ impl AuditLog {
 
     /// The head of the chain as of the last group commit.
     pub fn head(&self) -> Link {
-        *self
-            .shared
-            .state
-            .head
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.head()
     }
 
-    /// Fails the log: every later record is refused.
-    pub fn fail(&self, cause: String) {
-        self.shared.state.fail(cause);
-    }
-
-    /// Why the log failed, once it has.
-    pub fn failure(&self) -> Option<Arc<str>> {
-        self.shared.state.failure.get().cloned()
+    /// What the log publishes: its head, counts and failure.
+    pub(crate) fn state(&self) -> &SinkState {
+        &self.shared.state
     }
 
     /// Records, commits and bytes written since the log was opened.
     pub fn stats(&self) -> LogStats {
-        let state = &self.shared.state;
-        LogStats {
-            records: state.records.load(Ordering::Relaxed),
-            commits: state.commits.load(Ordering::Relaxed),
-            bytes: state.bytes.load(Ordering::Relaxed),
-        }
+        self.shared.state.stats()
     }
 }
 
@@ -585,7 +594,7 @@ struct Writer {
     active: Option<ActiveFile>,
     head_file: File,
     link: Link,
-    state: Arc<State>,
+    state: Arc<SinkState>,
     head_logged_at: Option<Instant>,
     /// When the head file was last synced (under `Always`).
     head_synced_at: Option<Instant>,
@@ -727,7 +736,7 @@ impl From<WriteFailure> for AuditError {
 
 /// Marks the log failed if the writer thread unwinds, so that callers are
 /// refused rather than left to find a closed channel.
-struct FailOnPanic(Arc<State>);
+struct FailOnPanic(Arc<SinkState>);
 
 impl Drop for FailOnPanic {
     fn drop(&mut self) {
@@ -910,16 +919,7 @@ impl Writer {
     /// Makes a commit visible to the handles, and logs the head now and then.
     fn publish(&mut self, link: Link, records: usize, bytes: usize) {
         self.link = link;
-        *self
-            .state
-            .head
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = link;
-        self.state
-            .records
-            .fetch_add(records as u64, Ordering::Relaxed);
-        self.state.commits.fetch_add(1, Ordering::Relaxed);
-        self.state.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.state.committed(link, records, bytes);
         if self
             .head_logged_at
             .is_none_or(|logged| logged.elapsed() >= HEAD_LOG_INTERVAL)

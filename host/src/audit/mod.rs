@@ -82,6 +82,16 @@ enum Sink {
     Postgres(postgres::PgLog),
 }
 
+impl Sink {
+    /// The sink's counts and failure, as its committer publishes them.
+    fn state(&self) -> &log::SinkState {
+        match self {
+            Sink::File(log) => log.state(),
+            Sink::Postgres(log) => log.state(),
+        }
+    }
+}
+
 /// Reads the chain key the settings name; a key next to the trail is made
 /// when missing (demo-grade, and `sluice audit verify` says so).
 pub fn load_key(key: &AuditKey) -> Result<ChainKey, OpenError> {
@@ -187,18 +197,12 @@ impl Audit {
 
     /// Records, commits and bytes written so far; `None` without a trail.
     pub fn stats(&self) -> Option<log::LogStats> {
-        self.sink.as_ref().map(|sink| match sink {
-            Sink::File(log) => log.stats(),
-            Sink::Postgres(log) => log.stats(),
-        })
+        self.sink.as_ref().map(|sink| sink.state().stats())
     }
 
     /// Why the trail failed, once it has (every statement is refused).
     pub fn failure(&self) -> Option<Arc<str>> {
-        self.sink.as_ref().and_then(|sink| match sink {
-            Sink::File(log) => log.failure(),
-            Sink::Postgres(log) => log.failure(),
-        })
+        self.sink.as_ref().and_then(|sink| sink.state().failure())
     }
 
     /// How long awaited records took to become durable.
@@ -215,10 +219,9 @@ impl Audit {
         match (event.encode(), sink) {
             (Ok(body), Sink::File(log)) => log.record_later_body(body),
             (Ok(body), Sink::Postgres(log)) => log.record_later(body),
-            (Err(refused), Sink::File(log)) => log.fail(format!("a record was refused: {refused}")),
-            (Err(refused), Sink::Postgres(log)) => {
-                log.fail(format!("a record was refused: {refused}"))
-            }
+            (Err(refused), sink) => sink
+                .state()
+                .fail(format!("a record was refused: {refused}")),
         }
     }
 

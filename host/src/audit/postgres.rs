@@ -17,8 +17,7 @@
 //! failed disk write does: statements are refused and `/readyz` turns 503
 //! until sluice restarts and the chain is checked again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -27,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, ChainKey, EventBody, Link};
-use super::log::{AuditError, LogStats};
+use super::log::{AuditError, SinkState};
 use crate::config::UpstreamSettings;
 use crate::protocol::backend;
 use crate::protocol::reply::encode;
@@ -164,7 +163,7 @@ fn sync(out: &mut BytesMut) {
 #[derive(Clone)]
 pub struct PgLog {
     requests: mpsc::UnboundedSender<Request>,
-    state: Arc<State>,
+    state: Arc<SinkState>,
 }
 
 enum Request {
@@ -175,27 +174,6 @@ enum Request {
     Shutdown {
         done: oneshot::Sender<()>,
     },
-}
-
-#[derive(Default)]
-struct State {
-    failure: OnceLock<Arc<str>>,
-    head: Mutex<Option<Link>>,
-    records: AtomicU64,
-    commits: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl State {
-    fn fail(&self, cause: String) {
-        super::log::fail_once(&self.failure, cause);
-    }
-
-    fn refused(&self) -> Option<AuditError> {
-        self.failure
-            .get()
-            .map(|cause| AuditError::Failed(Arc::clone(cause)))
-    }
 }
 
 impl PgLog {
@@ -249,10 +227,7 @@ impl PgLog {
         sync(&mut out);
         db.round_trip(&out).await.map_err(PgError::Query)?;
 
-        let state = Arc::new(State {
-            head: Mutex::new(Some(head)),
-            ..State::default()
-        });
+        let state = Arc::new(SinkState::new(head));
         let (requests, queue) = mpsc::unbounded_channel();
         tokio::spawn(commit_loop(db, key, instance, head, queue, state.clone()));
         Ok(PgLog { requests, state })
@@ -260,9 +235,7 @@ impl PgLog {
 
     /// Records `event`; returns once its transaction committed.
     pub async fn record(&self, event: EventBody) -> Result<u64, AuditError> {
-        if let Some(refused) = self.state.refused() {
-            return Err(refused);
-        }
+        self.state.refuse_if_failed()?;
         let (answer, answered) = oneshot::channel();
         let request = Request::Record {
             event,
@@ -276,7 +249,7 @@ impl PgLog {
 
     /// Records `event` in order with the rest, without waiting.
     pub fn record_later(&self, event: EventBody) {
-        if self.state.refused().is_some() {
+        if self.state.refuse_if_failed().is_err() {
             return;
         }
         let request = Request::Record {
@@ -296,30 +269,9 @@ impl PgLog {
         }
     }
 
-    pub fn failure(&self) -> Option<Arc<str>> {
-        self.state.failure.get().cloned()
-    }
-
-    /// Fails the sink: every later record is refused.
-    pub fn fail(&self, cause: String) {
-        self.state.fail(cause);
-    }
-
-    pub fn stats(&self) -> LogStats {
-        LogStats {
-            records: self.state.records.load(Ordering::Relaxed),
-            commits: self.state.commits.load(Ordering::Relaxed),
-            bytes: self.state.bytes.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The head of this instance's chain as of the last commit.
-    pub fn head(&self) -> Option<Link> {
-        *self
-            .state
-            .head
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// What the sink publishes: its head, counts and failure.
+    pub(crate) fn state(&self) -> &SinkState {
+        &self.state
     }
 }
 
@@ -385,7 +337,7 @@ async fn commit_loop(
     instance: String,
     mut head: Link,
     mut queue: mpsc::UnboundedReceiver<Request>,
-    state: Arc<State>,
+    state: Arc<SinkState>,
 ) {
     let mut batch = Vec::with_capacity(64);
     let mut shutdown = None;
@@ -410,20 +362,15 @@ async fn commit_loop(
         if batch.is_empty() {
             continue;
         }
-        if let Some(refused) = state.refused() {
-            answer_all(&mut batch, || Err(refused_again(&refused)));
+        if state.refuse_if_failed().is_err() {
+            refuse_all(&mut batch, &state);
             continue;
         }
         match commit(&mut db, &key, &instance, head, &batch).await {
             Ok((new_head, bytes)) => {
                 let first_seq = head.seq + 1;
                 head = new_head;
-                *state.head.lock().unwrap_or_else(PoisonError::into_inner) = Some(head);
-                state
-                    .records
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                state.commits.fetch_add(1, Ordering::Relaxed);
-                state.bytes.fetch_add(bytes, Ordering::Relaxed);
+                state.committed(head, batch.len(), bytes);
                 for (offset, (_, answer)) in batch.drain(..).enumerate() {
                     if let Some(answer) = answer {
                         let _ = answer.send(Ok(first_seq + offset as u64));
@@ -432,19 +379,13 @@ async fn commit_loop(
             }
             Err(cause) => {
                 state.fail(cause);
-                let refused = state.refused().unwrap_or(AuditError::Closed);
-                answer_all(&mut batch, || Err(refused_again(&refused)));
+                refuse_all(&mut batch, &state);
             }
         }
     }
-    // What is still queued after a shutdown is refused, not lost silently.
-    while let Ok(Request::Record {
-        answer: Some(answer),
-        ..
-    }) = queue.try_recv()
-    {
-        let _ = answer.send(Err(AuditError::Closed));
-    }
+    // What is still queued after a shutdown goes with `queue`: its waiters
+    // are answered `Closed` (see `record`).
+    drop(queue);
     let _ = db.connection.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
     if let Some(done) = shutdown {
         let _ = done.send(());
@@ -453,18 +394,13 @@ async fn commit_loop(
 
 type Waiting = (EventBody, Option<oneshot::Sender<Result<u64, AuditError>>>);
 
-fn answer_all(batch: &mut Vec<Waiting>, answer: impl Fn() -> Result<u64, AuditError>) {
+/// Answers every waiter of a batch with the sink's failure.
+fn refuse_all(batch: &mut Vec<Waiting>, state: &SinkState) {
     for (_, waiter) in batch.drain(..) {
         if let Some(waiter) = waiter {
-            let _ = waiter.send(answer());
+            let refused = state.refuse_if_failed().err().unwrap_or(AuditError::Closed);
+            let _ = waiter.send(Err(refused));
         }
-    }
-}
-
-fn refused_again(error: &AuditError) -> AuditError {
-    match error {
-        AuditError::Failed(cause) => AuditError::Failed(Arc::clone(cause)),
-        _ => AuditError::Closed,
     }
 }
 
@@ -476,15 +412,15 @@ async fn commit(
     instance: &str,
     head: Link,
     batch: &[Waiting],
-) -> Result<(Link, u64), String> {
+) -> Result<(Link, usize), String> {
     let mut out = BytesMut::with_capacity(batch.len() * 512);
     let mut link = head;
-    let mut bytes = 0u64;
+    let mut bytes = 0;
     let now = SystemTime::now();
     for (event, _) in batch {
         let (line, next) = chain::seal_body(key, &link, instance, now, event)
             .map_err(|error| format!("a record cannot be sealed: {error}"))?;
-        bytes += line.len() as u64;
+        bytes += line.len();
         bind_execute(
             &mut out,
             Some(INSERT_RECORD),

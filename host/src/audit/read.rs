@@ -81,8 +81,8 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
 }
 
 impl Records {
-    /// Record lines (newlines included) from anywhere, the PostgreSQL
-    /// sink's rows say.
+    /// Records from lines (newlines included) read elsewhere: the
+    /// PostgreSQL sink's rows.
     pub fn from_lines<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Records {
         let mut records = Records::default();
         for line in lines {
@@ -114,6 +114,13 @@ fn time_bound(bound: &str) -> String {
 }
 
 impl Filter {
+    /// Whether `record` is of the instance asked for (any, when none is).
+    fn takes_instance(&self, record: &Value) -> bool {
+        self.instance
+            .as_deref()
+            .is_none_or(|instance| text(record, "instance") == instance)
+    }
+
     /// Picks the records this filter wants, keeping each session's and
     /// statement's context: a statement's outcome goes with it.
     pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<&'r Value> {
@@ -122,11 +129,7 @@ impl Filter {
         let mut principals: HashMap<u64, &str> = HashMap::new();
         let mut verdicts: HashMap<(u64, u64), &str> = HashMap::new();
         for record in records {
-            if self
-                .instance
-                .as_deref()
-                .is_some_and(|instance| text(record, "instance") != instance)
-            {
+            if !self.takes_instance(record) {
                 continue;
             }
             let Some(session) = number(record, "session") else {
@@ -153,9 +156,7 @@ impl Filter {
         records
             .iter()
             .filter(|record| {
-                if let Some(instance) = &self.instance
-                    && text(record, "instance") != instance
-                {
+                if !self.takes_instance(record) {
                     return false;
                 }
                 let session = number(record, "session");

@@ -89,10 +89,7 @@ pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Rep
 pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
     let mut check = Check::new();
     let head = read_head(head_path, key, &mut check);
-    let head_link = match &head {
-        HeadStatus::Verified(link) => Some(*link),
-        _ => None,
-    };
+    let head_seq = head.link().map(|head| head.seq);
 
     let files = match chain_files(path) {
         Ok(files) => files,
@@ -110,20 +107,9 @@ pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
         check.problem(FindingKind::NoFiles, Some(path), None, None);
     }
     for file in &files {
-        check.file(file, key, head_link.map(|head| head.seq));
+        check.file(file, key, head_seq);
     }
-    if let Some(head) = head_link {
-        check.compare_head(&head);
-    }
-    Report {
-        path: path.to_path_buf(),
-        files,
-        records: check.records,
-        first_seq: check.first_seq,
-        last_seq: check.last.map(|last| last.seq),
-        head,
-        findings: check.findings,
-    }
+    check.report(path.to_path_buf(), files, head)
 }
 
 /// Checks one instance's chain as the PostgreSQL sink keeps it: its record
@@ -140,28 +126,14 @@ pub fn verify_rows(place: &str, lines: &[Vec<u8>], head: Option<&[u8]>, key: &Ch
         key,
         &mut check,
     );
-    let head_link = match &head {
-        HeadStatus::Verified(link) => Some(*link),
-        _ => None,
-    };
+    let head_seq = head.link().map(|head| head.seq);
     check.lines(
         &path,
         lines.iter().map(|line| Ok(line.clone())),
         key,
-        head_link.map(|head| head.seq),
+        head_seq,
     );
-    if let Some(head) = head_link {
-        check.compare_head(&head);
-    }
-    Report {
-        path,
-        files: Vec::new(),
-        records: check.records,
-        first_seq: check.first_seq,
-        last_seq: check.last.map(|last| last.seq),
-        head,
-        findings: check.findings,
-    }
+    check.report(path, Vec::new(), head)
 }
 
 /// What [`verify`] found.
@@ -260,6 +232,16 @@ pub enum HeadStatus {
     Refused(HeadError),
     /// The head verified and names this record.
     Verified(Link),
+}
+
+impl HeadStatus {
+    /// The link a verified head names.
+    fn link(&self) -> Option<Link> {
+        match self {
+            HeadStatus::Verified(link) => Some(*link),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for HeadStatus {
@@ -614,6 +596,23 @@ impl Check {
         {
             finding.severity = Severity::Note;
             finding.kind = FindingKind::Torn { continued: true };
+        }
+    }
+
+    /// The report, once every record was checked: the head compared with
+    /// the last record first, when it verified.
+    fn report(mut self, path: PathBuf, files: Vec<PathBuf>, head: HeadStatus) -> Report {
+        if let Some(link) = head.link() {
+            self.compare_head(&link);
+        }
+        Report {
+            path,
+            files,
+            records: self.records,
+            first_seq: self.first_seq,
+            last_seq: self.last.map(|last| last.seq),
+            head,
+            findings: self.findings,
         }
     }
 
