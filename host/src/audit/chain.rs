@@ -333,27 +333,49 @@ pub fn seal_body(
     time: SystemTime,
     body: &EventBody,
 ) -> Result<(Vec<u8>, Link), SealError> {
-    let seq = before.seq.checked_add(1).ok_or(SealError::SeqExhausted)?;
     let mut line = Vec::with_capacity(256 + body.0.len());
-    line.extend_from_slice(LINE_START);
-    line.extend_from_slice(seq.to_string().as_bytes());
-    line.extend_from_slice(b",\"time\":\"");
-    line.extend_from_slice(format_utc_micros(time).as_bytes());
-    line.extend_from_slice(b"\",\"instance\":");
-    serde_json::to_writer(&mut line, instance)?;
-    line.extend_from_slice(b",\"prev\":\"");
-    line.extend_from_slice(encode_hex(&before.mac).as_bytes());
-    line.push(b'"');
-    if !body.0.is_empty() {
-        line.push(b',');
-        line.extend_from_slice(&body.0);
+    let link = seal_body_into(key, before, instance, time, body, &mut line)?;
+    Ok((line, link))
+}
+
+/// [`seal_body`] appending the line to `lines`, where a writer gathers a
+/// group's lines: no buffer of its own per record, and nothing formatted
+/// through an intermediate `String` (this runs for every statement, under
+/// the lock that keeps the chain in order). On an error `lines` is left as
+/// it was.
+pub fn seal_body_into(
+    key: &ChainKey,
+    before: &Link,
+    instance: &str,
+    time: SystemTime,
+    body: &EventBody,
+    lines: &mut Vec<u8>,
+) -> Result<Link, SealError> {
+    let seq = before.seq.checked_add(1).ok_or(SealError::SeqExhausted)?;
+    let start = lines.len();
+    lines.reserve(256 + body.0.len());
+    lines.extend_from_slice(LINE_START);
+    push_decimal(lines, seq, 1);
+    lines.extend_from_slice(b",\"time\":\"");
+    push_utc_micros(lines, time);
+    lines.extend_from_slice(b"\",\"instance\":");
+    if let Err(error) = serde_json::to_writer(&mut *lines, instance) {
+        lines.truncate(start);
+        return Err(error.into());
     }
-    let mac = body_mac(key, &line);
-    line.extend_from_slice(MAC_FIELD_OPEN);
-    line.extend_from_slice(encode_hex(&mac).as_bytes());
-    line.extend_from_slice(MAC_FIELD_CLOSE);
-    line.push(b'\n');
-    Ok((line, Link { seq, mac }))
+    lines.extend_from_slice(b",\"prev\":\"");
+    push_hex(lines, &before.mac);
+    lines.push(b'"');
+    if !body.0.is_empty() {
+        lines.push(b',');
+        lines.extend_from_slice(&body.0);
+    }
+    let mac = body_mac(key, &lines[start..]);
+    lines.extend_from_slice(MAC_FIELD_OPEN);
+    push_hex(lines, &mac);
+    lines.extend_from_slice(MAC_FIELD_CLOSE);
+    lines.push(b'\n');
+    Ok(Link { seq, mac })
 }
 
 /// A record line that opened: its MAC verified under the key.
@@ -471,13 +493,17 @@ pub fn peek_seq(line: &[u8]) -> Option<u64> {
 /// where `hmac` is HMAC-SHA256 of `"head"`, the seq as 8 big-endian bytes and
 /// the mac — so a head cannot be made without the key.
 pub fn head_line(key: &ChainKey, link: &Link) -> Vec<u8> {
-    let line = format!(
-        "sluice-audit-head v1 seq={:020} mac={} hmac={}\n",
-        link.seq,
-        encode_hex(&link.mac),
-        encode_hex(&head_mac(key, link)),
-    );
-    line.into_bytes()
+    let mut line = Vec::with_capacity(HEAD_LEN);
+    line.extend_from_slice(HEAD_MAGIC);
+    line.extend_from_slice(b"seq=");
+    push_decimal(&mut line, link.seq, 20);
+    line.extend_from_slice(b" mac=");
+    push_hex(&mut line, &link.mac);
+    line.extend_from_slice(b" hmac=");
+    push_hex(&mut line, &head_mac(key, link));
+    line.push(b'\n');
+    debug_assert_eq!(line.len(), HEAD_LEN);
+    line
 }
 
 /// Why a head file's contents are not a head of the chain.
@@ -550,13 +576,38 @@ fn body_mac(key: &ChainKey, unsealed: &[u8]) -> [u8; 32] {
 
 /// Lowercase hex of `bytes`.
 pub fn encode_hex(bytes: &[u8]) -> String {
+    let mut text = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut text, bytes);
+    ascii_string(text)
+}
+
+/// Appends the lowercase hex of `bytes`.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
+    out.reserve(bytes.len() * 2);
     for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0xf)]);
     }
-    text
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits.
+fn push_decimal(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20]; // u64::MAX has 20 digits
+    let mut start = digits.len();
+    while value > 0 {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    let start = start.min(digits.len().saturating_sub(width));
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Text made of the ASCII this module writes.
+fn ascii_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|not_text| String::from_utf8_lossy(not_text.as_bytes()).into_owned())
 }
 
 /// Decodes hex of either case into exactly `N` bytes.
@@ -586,27 +637,59 @@ fn decode_lower_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
 /// Times before 1970 count backwards correctly; sub-microsecond parts are
 /// cut off.
 pub fn format_utc_micros(time: SystemTime) -> String {
-    let micros: i128 = match time.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(after) => i128::try_from(after.as_micros()).unwrap_or(i128::MAX),
-        Err(before) => -i128::try_from(before.duration().as_micros()).unwrap_or(i128::MAX),
+    let mut text = Vec::with_capacity(27);
+    push_utc_micros(&mut text, time);
+    ascii_string(text)
+}
+
+/// Appends [`format_utc_micros`]'s text, digit by digit: every record
+/// carries one, and `format!` took a tenth of a record's sealing.
+fn push_utc_micros(out: &mut Vec<u8>, time: SystemTime) {
+    // i64 microseconds reach ±292,000 years from 1970.
+    let micros: i64 = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
     };
     let seconds = micros.div_euclid(1_000_000);
     let micro = micros.rem_euclid(1_000_000);
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micro:06}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-    )
+    let Ok(four_digit_year @ 0..=9999) = u64::try_from(year) else {
+        // Beyond four digits (or before year 0): the general formatter.
+        out.extend_from_slice(
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micro:06}Z",
+                second_of_day / 3600,
+                second_of_day / 60 % 60,
+                second_of_day % 60,
+            )
+            .as_bytes(),
+        );
+        return;
+    };
+    // All of these are non-negative and in range by construction.
+    let two = |n: i64| n.unsigned_abs();
+    push_decimal(out, four_digit_year, 4);
+    out.push(b'-');
+    push_decimal(out, u64::from(month), 2);
+    out.push(b'-');
+    push_decimal(out, u64::from(day), 2);
+    out.push(b'T');
+    push_decimal(out, two(second_of_day / 3600), 2);
+    out.push(b':');
+    push_decimal(out, two(second_of_day / 60 % 60), 2);
+    out.push(b':');
+    push_decimal(out, two(second_of_day % 60), 2);
+    out.push(b'.');
+    push_decimal(out, two(micro), 6);
+    out.push(b'Z');
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01: Howard
 /// Hinnant's `civil_from_days`, which counts in 400-year eras starting on
 /// 1 March so that the leap day falls at the end of each year.
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468; // days from 0000-03-01
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097); // [0, 146096]
@@ -620,7 +703,7 @@ fn civil_from_days(days: i128) -> (i128, u32, u32) {
     } else {
         march_month - 9
     };
-    let year = year_of_era + era * 400 + i128::from(month <= 2);
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
     // Both are in range by construction (1..=31, 1..=12).
     (year, month as u32, day as u32)
 }
@@ -648,39 +731,51 @@ mod tests {
 
     #[test]
     fn time_is_formatted_as_rfc3339_utc_with_microseconds() {
-        assert_eq!(format_utc_micros(at(0, 0)), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            format_utc_micros(at(951_782_400, 0)),
-            "2000-02-29T00:00:00.000000Z"
-        );
-        assert_eq!(
-            format_utc_micros(at(4_102_444_799, 0)),
-            "2099-12-31T23:59:59.000000Z"
-        );
-        assert_eq!(
-            format_utc_micros(at(1_700_000_000, 123_456)),
-            "2023-11-14T22:13:20.123456Z"
-        );
-        assert_eq!(
-            format_utc_micros(at(1_709_164_800, 999_999)),
-            "2024-02-29T00:00:00.999999Z"
-        );
-        assert_eq!(
-            format_utc_micros(at(951_868_800, 0)),
-            "2000-03-01T00:00:00.000000Z"
-        );
-        assert_eq!(
-            format_utc_micros(SystemTime::UNIX_EPOCH - Duration::from_micros(500_000)),
-            "1969-12-31T23:59:59.500000Z"
-        );
+        let before_1970 = |duration| SystemTime::UNIX_EPOCH - duration;
+        for (time, text) in [
+            (at(0, 0), "1970-01-01T00:00:00.000000Z"),
+            (at(951_782_400, 0), "2000-02-29T00:00:00.000000Z"),
+            (at(4_102_444_799, 0), "2099-12-31T23:59:59.000000Z"),
+            (at(1_700_000_000, 123_456), "2023-11-14T22:13:20.123456Z"),
+            (at(1_709_164_800, 999_999), "2024-02-29T00:00:00.999999Z"),
+            (at(951_868_800, 0), "2000-03-01T00:00:00.000000Z"),
+            (
+                before_1970(Duration::from_micros(500_000)),
+                "1969-12-31T23:59:59.500000Z",
+            ),
+            // Years beyond four digits, either way, take the general
+            // formatter.
+            (at(253_402_300_800, 1), "10000-01-01T00:00:00.000001Z"),
+            (
+                before_1970(Duration::from_secs(62_167_219_201)),
+                "-001-12-31T23:59:59.000000Z",
+            ),
+        ] {
+            assert_eq!(format_utc_micros(time), text);
+        }
+    }
+
+    #[test]
+    fn decimals_are_padded_to_their_width_and_never_cut() {
+        let decimal = |value, width| {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, value, width);
+            String::from_utf8(out).expect("ascii")
+        };
+        assert_eq!(decimal(0, 1), "x0");
+        assert_eq!(decimal(7, 2), "x07");
+        assert_eq!(decimal(41_208, 1), "x41208");
+        assert_eq!(decimal(41_208, 20), "x00000000000000041208");
+        assert_eq!(decimal(u64::MAX, 4), "x18446744073709551615");
+        assert_eq!(decimal(123_456, 6), "x123456");
     }
 
     /// Walks day by day across 800 years around the epoch: every date
     /// follows the previous one by the calendar's rules.
     #[test]
     fn civil_dates_follow_each_other_by_the_gregorian_rules() {
-        let leap = |year: i128| year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let month_len = |year: i128, month: u32| match month {
+        let leap = |year: i64| year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let month_len = |year: i64, month: u32| match month {
             2 if leap(year) => 29,
             2 => 28,
             4 | 6 | 9 | 11 => 30,

@@ -31,7 +31,8 @@
 //! statement's outcome record, which no one waits for, is held back and
 //! written with the next statement's record — one `write(2)` and one head
 //! write for both — or by the thread within [`DEFERRED_FLUSH`] when no
-//! statement comes. The thread remains for that and for closing.
+//! statement comes; holding it back takes a lock of its own, not the
+//! files'. The thread remains for that and for closing.
 //!
 //! # Durability: the `fsync` setting
 //!
@@ -277,7 +278,21 @@ struct Shared {
     /// Under `Batch`, callers write under the lock instead of handing
     /// events to the thread (see "Who writes" above).
     direct: bool,
+    /// Under `Batch`, outcome records held back (see [`AuditLog::defer`]).
+    held: Arc<Mutex<Held>>,
     state: Arc<SinkState>,
+}
+
+/// Under `Batch`, outcome records not written yet. They have a lock of
+/// their own so that holding one back never queues behind a write; they
+/// are taken only by a holder of the files' lock (the order is always
+/// files, then held), so what is taken is written before any later record.
+#[derive(Default)]
+struct Held {
+    records: Vec<Request>,
+    /// The writer has taken the last of them to close: nothing more is
+    /// held.
+    closed: bool,
 }
 
 impl Drop for Shared {
@@ -366,14 +381,41 @@ impl SinkState {
     }
 }
 
+/// Who learns how a record's write went.
+enum Answer {
+    /// No one: an outcome record (a failure still fails the log).
+    Nobody,
+    /// A session waiting on the writer thread.
+    Waiter(oneshot::Sender<Result<u64, AuditError>>),
+    /// The caller writing its own record under `Batch`: the result comes
+    /// back from [`Writer::commit`].
+    Caller,
+}
+
+impl Answer {
+    /// Whether someone waits for the record to be durable.
+    fn awaited(&self) -> bool {
+        !matches!(self, Answer::Nobody)
+    }
+
+    /// Gives the result to whoever waits: a waiter over its channel (one
+    /// that stopped waiting is no error), the caller through `caller`.
+    fn send(self, result: Result<u64, AuditError>, caller: &mut Option<Result<u64, AuditError>>) {
+        match self {
+            Answer::Nobody => {}
+            Answer::Waiter(waiter) => {
+                let _ = waiter.send(result);
+            }
+            Answer::Caller => *caller = Some(result),
+        }
+    }
+}
+
 /// A message to the writer thread.
 enum Request {
     /// Seal and write an event; answer with its `seq` when durable, if
     /// anyone waits.
-    Record {
-        event: EventBody,
-        answer: Option<oneshot::Sender<Result<u64, AuditError>>>,
-    },
+    Record { event: EventBody, answer: Answer },
     /// Write what came before, then stop.
     Shutdown { done: Option<oneshot::Sender<()>> },
 }
@@ -422,10 +464,12 @@ impl AuditLog {
             head_synced_at: None,
             data_synced_at: None,
             closed: false,
-            deferred: Vec::new(),
+            held: Arc::default(),
+            lines: Vec::new(),
             settings,
         };
         let direct = writer.settings.fsync == Fsync::Batch;
+        let held = Arc::clone(&writer.held);
         let files = Arc::new(Mutex::new(writer));
         let (requests, inbox) = mpsc::channel();
         let thread_files = Arc::clone(&files);
@@ -443,6 +487,7 @@ impl AuditLog {
                 writer: Mutex::new(Some(thread)),
                 files,
                 direct,
+                held,
                 state,
             }),
         })
@@ -462,19 +507,18 @@ impl AuditLog {
     /// [`record`](Self::record) for a body made already.
     pub async fn record_body(&self, event: EventBody) -> Result<u64, AuditError> {
         self.shared.state.refuse_if_failed()?;
+        if self.shared.direct {
+            return self.commit_here(event);
+        }
         let (answer, answered) = oneshot::channel();
         let request = Request::Record {
             event,
-            answer: Some(answer),
+            answer: Answer::Waiter(answer),
         };
-        if self.shared.direct {
-            self.commit_here(request);
-        } else {
-            self.shared
-                .requests
-                .send(request)
-                .map_err(|_| AuditError::Closed)?;
-        }
+        self.shared
+            .requests
+            .send(request)
+            .map_err(|_| AuditError::Closed)?;
         answered.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -488,23 +532,19 @@ impl AuditLog {
         (!files.closed).then_some(files)
     }
 
-    /// Writes a request on the caller's thread, under the files' lock.
-    fn commit_here(&self, request: Request) {
+    /// Writes a record on the caller's thread, under the files' lock, and
+    /// returns its `seq` once written.
+    fn commit_here(&self, event: EventBody) -> Result<u64, AuditError> {
         // After `close` the thread has stopped; so does writing here.
-        let Some(mut files) = self.open_files() else {
-            if let Request::Record {
-                answer: Some(answer),
-                ..
-            } = request
-            {
-                let _ = answer.send(Err(AuditError::Closed));
-            }
-            return;
-        };
+        let mut files = self.open_files().ok_or(AuditError::Closed)?;
         // Outcomes held back go first, in order, in the same write.
-        let mut group = std::mem::take(&mut files.deferred);
-        group.push(request);
-        let _ = files.commit(group);
+        let mut group = files.take_held(false);
+        group.push(Request::Record {
+            event,
+            answer: Answer::Caller,
+        });
+        let (_, answered) = files.commit(group);
+        answered.unwrap_or(Err(AuditError::Closed))
     }
 
     /// Queues an event (a statement's outcome) in the same chain and order
@@ -530,7 +570,7 @@ impl AuditLog {
         }
         let request = Request::Record {
             event,
-            answer: None,
+            answer: Answer::Nobody,
         };
         if self.shared.direct {
             self.defer(request);
@@ -546,16 +586,26 @@ impl AuditLog {
     /// the head's) of the next statement's record. The writer thread writes
     /// what is held within [`DEFERRED_FLUSH`] when no statement comes.
     fn defer(&self, request: Request) {
-        let Some(mut files) = self.open_files() else {
+        let mut held = self
+            .shared
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.closed {
             tracing::error!(
                 alert = true,
                 "audit log is closed: an outcome record was dropped"
             );
             return;
-        };
-        files.deferred.push(request);
-        if files.deferred.len() >= MAX_DEFERRED {
-            let group = std::mem::take(&mut files.deferred);
+        }
+        held.records.push(request);
+        if held.records.len() < MAX_DEFERRED {
+            return;
+        }
+        drop(held);
+        // Enough held: write them now rather than let them pile up.
+        if let Some(mut files) = self.open_files() {
+            let group = files.take_held(false);
             let _ = files.commit(group);
         }
     }
@@ -604,7 +654,9 @@ struct Writer {
     closed: bool,
     /// Under `Batch`, outcome records not written yet: they go with the
     /// next awaited record's write, or within [`DEFERRED_FLUSH`].
-    deferred: Vec<Request>,
+    held: Arc<Mutex<Held>>,
+    /// The last commit's buffer of lines, kept for the next one.
+    lines: Vec<u8>,
 }
 
 /// Under `Batch`, how long an outcome record may wait for a statement's
@@ -612,6 +664,8 @@ struct Writer {
 const DEFERRED_FLUSH: Duration = Duration::from_millis(10);
 /// Outcome records held at most before they are written anyway.
 const MAX_DEFERRED: usize = 64;
+/// The largest line buffer a writer keeps from one commit to the next.
+const KEPT_BUFFER: usize = 1 << 20;
 
 /// The file records are appended to.
 struct ActiveFile {
@@ -759,9 +813,11 @@ impl Writer {
                     Ok(first) => first,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !writer.deferred.is_empty() && !writer.closed {
-                            let group = std::mem::take(&mut writer.deferred);
-                            let _ = writer.commit(group);
+                        if !writer.closed {
+                            let group = writer.take_held(false);
+                            if !group.is_empty() {
+                                let _ = writer.commit(group);
+                            }
                         }
                         continue;
                     }
@@ -783,18 +839,34 @@ impl Writer {
             }
             let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
             // Outcomes held back come before what arrives now (a shutdown).
-            let mut held = std::mem::take(&mut writer.deferred);
+            let closing = group
+                .iter()
+                .any(|request| matches!(request, Request::Shutdown { .. }));
+            let mut held = writer.take_held(closing);
             held.extend(group);
-            if writer.commit(held) == Flow::Stop {
+            if writer.commit(held).0 == Flow::Stop {
                 writer.closed = true;
                 return;
             }
         }
     }
 
-    /// Seals, writes and syncs one group, then answers its waiters.
-    fn commit(&mut self, group: Vec<Request>) -> Flow {
-        let mut lines = Vec::new();
+    /// The outcome records held back, to be written now, by the holder of
+    /// the files' lock; `closing` once the log is closing, after which
+    /// nothing more is held.
+    fn take_held(&self, closing: bool) -> Vec<Request> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.closed |= closing;
+        std::mem::take(&mut held.records)
+    }
+
+    /// Seals, writes and syncs one group, then answers its waiters; the
+    /// result for an [`Answer::Caller`] record is returned.
+    fn commit(&mut self, group: Vec<Request>) -> (Flow, Option<Result<u64, AuditError>>) {
+        let mut caller = None;
+        // The buffer of the last commit, emptied: no allocation per commit.
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
         let mut waiting = Vec::new();
         let mut shutdowns = Vec::new();
         let mut link = self.link;
@@ -803,23 +875,24 @@ impl Writer {
                 Request::Shutdown { done } => shutdowns.push(done),
                 Request::Record { event, answer } => {
                     if let Err(refused) = self.state.refuse_if_failed() {
-                        send(answer, Err(refused));
+                        answer.send(Err(refused), &mut caller);
                         continue;
                     }
-                    let now = SystemTime::now();
-                    match chain::seal_body(
+                    match chain::seal_body_into(
                         &self.settings.key,
                         &link,
                         &self.settings.instance,
-                        now,
+                        SystemTime::now(),
                         &event,
+                        &mut lines,
                     ) {
-                        Ok((line, next)) => {
-                            lines.extend_from_slice(&line);
+                        Ok(next) => {
                             link = next;
                             waiting.push((answer, next.seq));
                         }
-                        Err(refused) if answer.is_some() => send(answer, Err(refused.into())),
+                        Err(refused) if answer.awaited() => {
+                            answer.send(Err(refused.into()), &mut caller);
+                        }
                         Err(refused) => {
                             self.state
                                 .fail(format!("an outcome record could not be sealed: {refused}"));
@@ -832,12 +905,12 @@ impl Writer {
         if !waiting.is_empty() {
             // Only a record someone waits for must be on disk before the
             // answer; outcomes alone ride on the next sync.
-            let awaited = waiting.iter().any(|(answer, _)| answer.is_some());
+            let awaited = waiting.iter().any(|(answer, _)| answer.awaited());
             match self.write_group(&lines, &link, awaited) {
                 Ok(()) => {
                     self.publish(link, waiting.len(), lines.len());
                     for (answer, seq) in waiting {
-                        send(answer, Ok(seq));
+                        answer.send(Ok(seq), &mut caller);
                     }
                     if let Err(failure) = self.rotate_if_due() {
                         self.fail(&failure);
@@ -846,10 +919,16 @@ impl Writer {
                 Err(failure) => {
                     self.fail(&failure);
                     for (answer, _) in waiting {
-                        send(answer, Err(failure.clone().into()));
+                        answer.send(Err(failure.clone().into()), &mut caller);
                     }
                 }
             }
+        }
+
+        // A group with large results (their cap is per statement) does not
+        // pin its memory for good.
+        if lines.capacity() <= KEPT_BUFFER {
+            self.lines = lines;
         }
 
         let stop = !shutdowns.is_empty();
@@ -868,7 +947,7 @@ impl Writer {
         for done in shutdowns.into_iter().flatten() {
             let _ = done.send(()); // The closer may have stopped waiting.
         }
-        if stop { Flow::Stop } else { Flow::Continue }
+        (if stop { Flow::Stop } else { Flow::Continue }, caller)
     }
 
     /// One write of all the group's lines, one sync, then the head. Under
@@ -993,14 +1072,6 @@ impl Writer {
 enum Flow {
     Continue,
     Stop,
-}
-
-/// Answers a waiter, if there is one; one that stopped waiting (a dropped
-/// future) is no error.
-fn send(answer: Option<oneshot::Sender<Result<u64, AuditError>>>, result: Result<u64, AuditError>) {
-    if let Some(answer) = answer {
-        let _ = answer.send(result);
-    }
 }
 
 /// Writes the head line in place at offset 0, and syncs it if `sync`.
