@@ -262,7 +262,7 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
 
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
-/// result larger than the cap is marked cut.
+/// result larger than the cap is marked cut; COPY TO STDOUT data too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_data_is_recorded_masked_up_to_the_cap() {
     let config = audited_config().replacen(
@@ -286,6 +286,20 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
         .unwrap();
     let all = client.simple_query("SELECT pan FROM cards").await.unwrap();
     assert!(all.len() > 20);
+    // COPY TO STDOUT: each row is recorded as the line the client got.
+    let copied = sluice_tests::copy_out(
+        &client,
+        &format!("COPY (SELECT 'card {pan}' AS note, 42 AS n) TO STDOUT"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(copied, b"card 411111******1111\t42\n");
+    let csv = sluice_tests::copy_out(
+        &client,
+        "COPY (SELECT pan FROM cards) TO STDOUT (FORMAT csv)",
+    )
+    .await
+    .unwrap();
     drop(client);
     until_recorded(&env, |r| r["event"] == "session_end").await;
 
@@ -309,6 +323,20 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
     let kept = outcomes[2]["data"].as_array().unwrap();
     assert!(!kept.is_empty() && kept.len() < all.len() - 1, "{kept:?}");
     assert_eq!(outcomes[2]["data_truncated"], true);
+    assert_eq!(
+        outcomes[3]["data"],
+        serde_json::json!([["card 411111******1111\t42"]])
+    );
+    assert_eq!(outcomes[3]["data_truncated"], false);
+    assert_eq!(outcomes[3]["tags"], serde_json::json!(["COPY 1"]));
+    // A COPY larger than the cap: its first lines, as sent, then cut.
+    let kept = outcomes[4]["data"].as_array().unwrap();
+    let sent: Vec<&str> = std::str::from_utf8(&csv).unwrap().lines().collect();
+    assert!(!kept.is_empty() && kept.len() < sent.len(), "{kept:?}");
+    for (row, line) in kept.iter().zip(&sent) {
+        assert_eq!(row, &serde_json::json!([line]));
+    }
+    assert_eq!(outcomes[4]["data_truncated"], true);
     let text = std::fs::read_to_string(trail(&env)).unwrap();
     assert!(!text.contains(pan));
 }

@@ -470,22 +470,14 @@ async fn reported_parameters_are_masked() {
 /// refused rather than passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_out_is_masked() {
-    use futures_util::StreamExt;
     let env = start_masked().await;
     let client = env.connect("admin").await;
     let direct = env.connect_direct().await;
-    async fn copy_out(
-        client: &tokio_postgres::Client,
-        sql: &str,
-    ) -> Result<String, tokio_postgres::Error> {
-        let stream = client.copy_out(sql).await?;
-        let mut stream = std::pin::pin!(stream);
-        let mut data = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?);
-        }
-        Ok(String::from_utf8(data).expect("COPY text is UTF-8"))
-    }
+    let copy_out = async |client: &tokio_postgres::Client, sql: &str| {
+        sluice_tests::copy_out(client, sql)
+            .await
+            .map(|data| String::from_utf8(data).expect("COPY text is UTF-8"))
+    };
     for format in ["text", "csv"] {
         let sql = format!(
             "COPY (SELECT id, pan, 'note ' || pan AS note FROM cards ORDER BY id) TO STDOUT (FORMAT {format})"
@@ -620,14 +612,7 @@ async fn simple_copy(conn: &mut RawConn, sql: &str) -> Result<Vec<u8>, String> {
 /// The data of a COPY TO STDOUT run by a tokio-postgres client (in the
 /// extended protocol).
 async fn copy_data(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
-    use futures_util::StreamExt;
-    let stream = client.copy_out(sql).await.unwrap();
-    let mut stream = std::pin::pin!(stream);
-    let mut data = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        data.extend_from_slice(&chunk.unwrap());
-    }
-    data
+    sluice_tests::copy_out(client, sql).await.unwrap()
 }
 
 /// Binary COPY TO STDOUT in the simple protocol: sluice describes the

@@ -524,3 +524,19 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, S
         .expect("a status line");
     (status, body.to_owned())
 }
+
+/// Runs a `COPY ... TO STDOUT` through `client` (in the extended
+/// protocol, as tokio-postgres does) and returns its data.
+pub async fn copy_out(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<u8>, tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let stream = client.copy_out(sql).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        data.extend_from_slice(&chunk?);
+    }
+    Ok(data)
+}

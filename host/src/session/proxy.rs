@@ -136,7 +136,8 @@ struct CycleOutcome {
     /// masked).
     error: Option<(String, String)>,
     /// The rows returned, as the client got them (after masking), while
-    /// they fit in `data_room` bytes; whether more came.
+    /// they fit in `data_room` bytes; whether more came. A row of a COPY TO
+    /// STDOUT is one value: its line (text, csv) or its bytes (binary).
     data: Vec<Vec<Option<String>>>,
     keep_data: bool,
     data_room: usize,
@@ -195,7 +196,7 @@ impl CycleOutcome {
     /// Notes what `messages` (whole messages, as sent to the client) say
     /// about the cycle, in one pass: command tags and their row counts,
     /// and the rows themselves while they fit — text values as they are,
-    /// binary ones as hex.
+    /// binary ones as hex; COPY data as its rows' lines.
     fn note_sent(&mut self, messages: &[u8]) {
         let mut at = 0;
         while let Ok(Some(header)) = frame::peek_header(&messages[at..], usize::MAX) {
@@ -208,8 +209,13 @@ impl CycleOutcome {
                     self.rows += rows_of(&text);
                     self.tags.push(text.into_owned());
                 }
-                tag::DATA_ROW if self.keep_data && !self.data_truncated => {
-                    match row_as_text(body) {
+                tag::DATA_ROW | tag::COPY_DATA if self.keep_data && !self.data_truncated => {
+                    let row = if header.tag == tag::DATA_ROW {
+                        row_as_text(body)
+                    } else {
+                        Some(copy_row_as_text(body))
+                    };
+                    match row {
                         Some((row, size)) if size <= self.data_room => {
                             self.data_room -= size;
                             self.data.push(row);
@@ -227,23 +233,37 @@ impl CycleOutcome {
     }
 }
 
-/// A DataRow body's values as text (valid UTF-8 as it is, anything else
-/// as `\x` hex, as PostgreSQL writes bytea), and their size in bytes.
+/// A DataRow body's values as text (see [`value_as_text`]), and their size
+/// in bytes.
 fn row_as_text(body: &[u8]) -> Option<(Vec<Option<String>>, usize)> {
     let values = backend::data_row_values(body)?;
     let mut size = 0;
     let row = values
         .into_iter()
         .map(|value| {
-            let text = value.map(|bytes| match std::str::from_utf8(bytes) {
-                Ok(text) => text.to_owned(),
-                Err(_) => format!("\\x{}", crate::audit::chain::encode_hex(bytes)),
-            });
+            let text = value.map(value_as_text);
             size += text.as_ref().map_or(4, String::len);
             text
         })
         .collect();
     Some((row, size))
+}
+
+/// A CopyData body of a COPY TO STDOUT as a one-value row: a text or csv
+/// line without its newline, binary data as hex; and its size in bytes.
+fn copy_row_as_text(body: &[u8]) -> (Vec<Option<String>>, usize) {
+    let line = value_as_text(body.strip_suffix(b"\n").unwrap_or(body));
+    let size = line.len();
+    (vec![Some(line)], size)
+}
+
+/// A value as the record keeps it: valid UTF-8 as it is, anything else as
+/// `\x` hex, as PostgreSQL writes bytea.
+fn value_as_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("\\x{}", crate::audit::chain::encode_hex(bytes)),
+    }
 }
 
 /// What sluice learns of a COPY TO STDOUT's data before the COPY runs.
@@ -1763,8 +1783,19 @@ impl Proxy<'_> {
     }
 
     /// Masks the first `len` bytes of the server's buffer, whole CopyData
-    /// messages of a COPY TO STDOUT, into the client's.
+    /// messages of a COPY TO STDOUT, into the client's, and notes what was
+    /// sent for the statement's outcome.
     async fn mask_copy_rows(&mut self, len: usize) -> Result<(), End> {
+        let sent_from = self.to_client.len();
+        self.mask_copy_run(len).await?;
+        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+            outcome.note_sent(&self.to_client[sent_from..]);
+        }
+        Ok(())
+    }
+
+    /// [`mask_copy_rows`](Self::mask_copy_rows)'s masking.
+    async fn mask_copy_run(&mut self, len: usize) -> Result<(), End> {
         let run = self.server_in.split_to(len);
         match &mut self.copy_out {
             CopyOut::Binary { mask, header_seen } => {
