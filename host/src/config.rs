@@ -911,12 +911,8 @@ impl Config {
             }
             None => None,
         };
-        let tls_ca_file = postgres.tls_ca_file.as_ref().map(|p| base_dir.join(p));
-        if postgres.tls == UpstreamTlsMode::VerifyFull && tls_ca_file.is_none() {
-            return Err(invalid(
-                "[audit.postgres] tls = \"verify-full\" needs tls_ca_file",
-            ));
-        }
+        let (tls, tls_ca_file, connect_timeout) =
+            connection_security("audit.postgres", Some(postgres), base_dir)?;
         // The other fields of the file sink's settings do not apply.
         let mut settings = AuditSettings::for_file(PathBuf::new(), env);
         settings.key = key;
@@ -931,9 +927,9 @@ impl Config {
             databases: BTreeSet::from([url.database.clone()]),
             database: url.database,
             password,
-            tls: postgres.tls,
+            tls,
             tls_ca_file,
-            connect_timeout: Duration::from_millis(postgres.connect_timeout_ms.unwrap_or(5_000)),
+            connect_timeout,
         });
         Ok(settings)
     }
@@ -1063,16 +1059,8 @@ impl Config {
             return Err(invalid("[upstream] databases must name at least one"));
         }
 
-        let tls = section.map(|s| s.tls).unwrap_or_default();
-        let tls_ca_file = section
-            .and_then(|s| s.tls_ca_file.as_ref())
-            .map(|p| base_dir.join(p));
-        if tls == UpstreamTlsMode::VerifyFull && tls_ca_file.is_none() {
-            return Err(invalid(
-                "[upstream] tls = \"verify-full\" needs tls_ca_file (the CA that signed the server's certificate)",
-            ));
-        }
-
+        let (tls, tls_ca_file, connect_timeout) =
+            connection_security("upstream", section, base_dir)?;
         Ok(UpstreamSettings {
             host: url.host,
             port: url.port,
@@ -1082,11 +1070,31 @@ impl Config {
             password,
             tls,
             tls_ca_file,
-            connect_timeout: Duration::from_millis(
-                section.and_then(|s| s.connect_timeout_ms).unwrap_or(5_000),
-            ),
+            connect_timeout,
         })
     }
+}
+
+/// What `[upstream]` and `[audit.postgres]` say of how to connect: TLS
+/// (`verify-full` needs the CA to verify against), the CA file relative to
+/// the config file, and the connect timeout (5 s by default).
+fn connection_security(
+    table: &str,
+    section: Option<&UpstreamConfig>,
+    base_dir: &Path,
+) -> Result<(UpstreamTlsMode, Option<PathBuf>, Duration), Error> {
+    let tls = section.map(|s| s.tls).unwrap_or_default();
+    let tls_ca_file = section
+        .and_then(|s| s.tls_ca_file.as_ref())
+        .map(|p| base_dir.join(p));
+    if tls == UpstreamTlsMode::VerifyFull && tls_ca_file.is_none() {
+        return Err(invalid(format!(
+            "[{table}] tls = \"verify-full\" needs tls_ca_file (the CA that signed the server's certificate)"
+        )));
+    }
+    let connect_timeout =
+        Duration::from_millis(section.and_then(|s| s.connect_timeout_ms).unwrap_or(5_000));
+    Ok((tls, tls_ca_file, connect_timeout))
 }
 
 fn read_password(
@@ -1417,6 +1425,29 @@ mod tests {
             .to_string();
         assert!(error.contains("must not carry a password"), "{error}");
         assert!(!error.contains("secret"), "{error}");
+
+        // TLS and the timeout as for [upstream]: verify-full needs its CA.
+        let audit = "[audit]\nkey_file = \"k\"\n";
+        let error = resolve_with(&format!("{base}{audit}{sink}tls = \"verify-full\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[audit.postgres] tls = \"verify-full\" needs tls_ca_file"),
+            "{error}"
+        );
+        let verified = resolve_with(&format!(
+            "{base}{audit}{sink}tls = \"verify-full\"\ntls_ca_file = \"audit-ca.pem\"\nconnect_timeout_ms = 750\n"
+        ))
+        .unwrap()
+        .audit
+        .and_then(|audit| audit.postgres)
+        .unwrap();
+        assert_eq!(verified.tls, UpstreamTlsMode::VerifyFull);
+        assert_eq!(
+            verified.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/sluice/audit-ca.pem"))
+        );
+        assert_eq!(verified.connect_timeout, Duration::from_millis(750));
 
         // --audit-file points a ready config at a file instead.
         let overrides = Overrides {
