@@ -11,13 +11,24 @@
 //! when no masking plugin is loaded); every statement's audit record carries
 //! its span's trace and span ids, so a trace and the record of the same
 //! statement can be joined.
+//!
+//! A client that traces its own work can say which of its spans a statement
+//! belongs to, the way sqlcommenter and the OpenTelemetry database
+//! instrumentations that use it write it: a comment in the statement,
+//! `/*traceparent='00-<trace id>-<span id>-<flags>'*/`. The statement's span
+//! then links to the client's span ([`client_context`]). A link, not a
+//! parent: the statement stays in its session's trace, and a client's
+//! claim is never what decides whether sluice records a trace.
 
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::Context;
 pub use opentelemetry::KeyValue;
 pub use opentelemetry::trace::SpanKind;
-use opentelemetry::trace::{Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+    TracerProvider as _,
+};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
@@ -239,6 +250,14 @@ impl Trace {
         }
     }
 
+    /// Links the span to another (a client's span the statement belongs
+    /// to, say).
+    pub fn link(&self, context: SpanContext) {
+        if let Some(active) = &self.0 {
+            active.cx.span().add_link(context, Vec::new());
+        }
+    }
+
     /// Renames the span (once what it is became known).
     pub fn rename(&self, name: String) {
         if let Some(active) = &self.0 {
@@ -286,6 +305,57 @@ impl std::fmt::Debug for Trace {
     }
 }
 
+/// The span a client says a statement belongs to: the last
+/// `traceparent='…'` in a comment of `text`, as sqlcommenter writes it, in
+/// W3C trace context's version 00 (lowercase hex, ids not all zeros).
+/// Anything else there is ignored: the client's word only adds a link.
+///
+/// Callers pass the statement's text as it is recorded — masked — so that
+/// digits a masking plugin hid never reach a span through here either.
+pub fn client_context(text: &str) -> Option<SpanContext> {
+    const KEY: &str = "traceparent='";
+    const VALUE_LEN: usize = 55; // 00-<32 hex>-<16 hex>-<2 hex>
+    let start = text.rfind(KEY)? + KEY.len();
+    // Inside a comment: one opened before it and not closed in between.
+    let before = &text[..start];
+    let opened = before.rfind("/*")?;
+    if before[opened..].contains("*/") {
+        return None;
+    }
+    let value = text.get(start..start + VALUE_LEN)?;
+    if text.as_bytes().get(start + VALUE_LEN) != Some(&b'\'') {
+        return None;
+    }
+    let mut fields = value.split('-');
+    let (Some("00"), Some(trace_id), Some(span_id), Some(flags), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return None;
+    };
+    let lower_hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    if !(lower_hex(trace_id, 32) && lower_hex(span_id, 16) && lower_hex(flags, 2)) {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let context = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    context.is_valid().then_some(context)
+}
+
 /// The statement's span name, as the database conventions have it: the
 /// operation and its one table (`SELECT payments.cards`), the operation
 /// alone, or the database system.
@@ -309,6 +379,55 @@ mod tests {
         );
         assert_eq!(statement_span_name("BEGIN", None), "BEGIN");
         assert_eq!(statement_span_name("", None), "postgresql");
+    }
+
+    #[test]
+    fn a_client_names_its_span_in_a_sqlcommenter_comment() {
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let span = "b7ad6b7169203331";
+        let context = |text: &str| {
+            client_context(text).map(|c| (c.trace_id().to_string(), c.span_id().to_string()))
+        };
+        let expected = Some((trace.to_owned(), span.to_owned()));
+        for text in [
+            format!("SELECT 1 /*traceparent='00-{trace}-{span}-01'*/"),
+            format!("SELECT 1 /*db_driver='psycopg',traceparent='00-{trace}-{span}-00'*/;"),
+            format!("/* traceparent='00-{trace}-{span}-01' */ SELECT 1"),
+        ] {
+            assert_eq!(context(&text), expected, "{text}");
+        }
+        // Of the flags only the sampled bit is kept; the context is remote.
+        let found = client_context(&format!("SELECT 1 /*traceparent='00-{trace}-{span}-03'*/"))
+            .expect("a context");
+        assert!(found.is_remote() && found.is_sampled());
+        assert_eq!(found.trace_flags(), TraceFlags::SAMPLED);
+
+        let zeros = |n| "0".repeat(n);
+        for text in [
+            // Not in a comment, or in one closed before it.
+            format!("SELECT 'traceparent=''00-{trace}-{span}-01'''"),
+            format!("SELECT 1 /* x */ traceparent='00-{trace}-{span}-01'"),
+            // Another version, upper case, too short, all zeros,
+            // unterminated.
+            format!("SELECT 1 /*traceparent='01-{trace}-{span}-01'*/"),
+            format!(
+                "SELECT 1 /*traceparent='00-{}-{span}-01'*/",
+                trace.to_uppercase()
+            ),
+            format!("SELECT 1 /*traceparent='00-{}-{span}-01'*/", &trace[1..]),
+            format!("SELECT 1 /*traceparent='00-{}-{span}-01'*/", zeros(32)),
+            format!("SELECT 1 /*traceparent='00-{trace}-{}-01'*/", zeros(16)),
+            format!("SELECT 1 /*traceparent='00-{trace}-{span}-01"),
+            // Digits a masking plugin hid are no hex.
+            format!(
+                "SELECT 1 /*traceparent='00-411111******1111{}-{span}-01'*/",
+                &trace[16..]
+            ),
+            "SELECT 1 /*traceparent=''*/".to_owned(),
+            "SELECT 1".to_owned(),
+        ] {
+            assert_eq!(context(&text), None, "{text}");
+        }
     }
 
     #[test]

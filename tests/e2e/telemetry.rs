@@ -19,6 +19,10 @@ use sluice::plugin::builtin::test_guests as guest;
 use sluice_tests::{TestEnv, code_and_message, eventually, http_request};
 
 const PAN: &str = "4111111111111111";
+/// The span of a client that traces its own work, as it names it in a
+/// statement's sqlcommenter comment.
+const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CLIENT_SPAN: &str = "b7ad6b7169203331";
 
 /// An OTLP/HTTP receiver: every span of every export request, and the
 /// service name each came with.
@@ -199,7 +203,13 @@ async fn a_session_is_traced_as_one_tree_joined_to_its_audit_records() {
         .await
         .unwrap();
     let rows = client
-        .query("SELECT id, pan FROM cards WHERE id = $1", &[&1i64])
+        .query(
+            &format!(
+                "SELECT id, pan FROM cards WHERE id = $1 \
+                 /*db_driver='tokio-postgres',traceparent='00-{CLIENT_TRACE}-{CLIENT_SPAN}-01'*/"
+            ),
+            &[&1i64],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -291,11 +301,21 @@ async fn a_session_is_traced_as_one_tree_joined_to_its_audit_records() {
         Some("1")
     );
     assert!(children(literal).iter().any(|c| c.name == "masking"));
+    assert!(literal.links.is_empty(), "{:?}", literal.links);
 
     let cards = by_text("FROM cards");
     assert_eq!(cards.name, "SELECT cards");
     assert_eq!(attr(cards, "db.collection.name").as_deref(), Some("cards"));
     assert!(!is_error(cards));
+    // The client's span it named: linked, the statement still in the
+    // session's trace.
+    let linked: Vec<(String, String)> = cards
+        .links
+        .iter()
+        .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+        .collect();
+    assert_eq!(linked, [(CLIENT_TRACE.to_owned(), CLIENT_SPAN.to_owned())]);
+    assert_eq!(cards.trace_id, session.trace_id);
 
     let denied = by_text("forbidden");
     assert!(is_error(denied));
@@ -328,9 +348,15 @@ async fn a_session_is_traced_as_one_tree_joined_to_its_audit_records() {
         Some("dba")
     );
 
-    // No raw card number in any span.
+    // No raw card number in any span, nor in a link's ids.
     let exported = format!("{spans:?}");
     assert!(!exported.contains(PAN), "a card number reached a span");
+    for link in spans.iter().flat_map(|span| &span.links) {
+        assert!(
+            !hex(&link.trace_id).contains(PAN),
+            "a card number in a link"
+        );
+    }
 
     // The audit records name the same spans.
     let records = sluice::audit::read::read(&trail).unwrap().records;

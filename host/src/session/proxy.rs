@@ -2372,6 +2372,10 @@ fn describe_decision_span(trace: &Trace, statement: u64, text: &str, decision: &
         attributes.push(KeyValue::new(attribute::APPROVAL_OUTCOME, approval.outcome));
     }
     trace.set_all(attributes);
+    // The client's own span, if it named one in the (masked) text.
+    if let Some(client) = crate::telemetry::client_context(text) {
+        trace.link(client);
+    }
     if decision.verdict != "allow" {
         trace.fail(format!("refused: {}", decision.verdict));
     }
