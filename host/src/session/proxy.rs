@@ -68,7 +68,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::prepared::Prepared;
-use super::startup::Established;
+use super::startup::{Established, LoggedIn};
 use crate::analysis::{Analysed, Analyser};
 use crate::approval::{self, Approvals, Resolution};
 use crate::audit::{self, ApprovalRecord, Decision, Protocol};
@@ -480,12 +480,15 @@ struct Proxy<'a> {
 /// Runs the session's statement loop until it ends.
 pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, session: Established) {
     let Established {
-        principal,
-        connection,
-        session_id,
-        peer,
-        upstream,
-        upstream_key,
+        login:
+            LoggedIn {
+                principal,
+                connection,
+                session_id,
+                peer,
+                upstream,
+                upstream_key,
+            },
         trace,
     } = session;
     let database = connection.database.clone();

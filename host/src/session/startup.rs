@@ -44,6 +44,13 @@ const MAX_AUTH_MESSAGE: usize = 8 << 10;
 
 /// A logged-in session, ready for the statement loop.
 pub struct Established {
+    pub login: LoggedIn,
+    /// The session's span (empty when not traced).
+    pub trace: Trace,
+}
+
+/// Who logged in, and the upstream connection opened on their behalf.
+pub struct LoggedIn {
     pub principal: Principal,
     pub connection: ConnectionInfo,
     /// Unique for the life of the process.
@@ -51,8 +58,6 @@ pub struct Established {
     pub peer: SocketAddr,
     pub upstream: upstream::Connection,
     pub upstream_key: Option<UpstreamKey>,
-    /// The session's span (empty when not traced).
-    pub trace: Trace,
 }
 
 /// Runs the startup phase. `Ok(None)` means the connection ended without a
@@ -68,10 +73,7 @@ pub async fn establish(
         return Ok(None);
     };
     match login(shared, client, buf, peer, startup, &trace).await {
-        Ok(established) => Ok(Some(Established {
-            trace,
-            ..established
-        })),
+        Ok(login) => Ok(Some(Established { login, trace })),
         Err(fatal) => {
             trace.set(KeyValue::new(attribute::ERROR_TYPE, fatal.code));
             trace.fail(fatal.message.clone());
@@ -88,7 +90,7 @@ async fn login(
     peer: SocketAddr,
     startup: StartupMessage,
     trace: &Trace,
-) -> Result<Established, Fatal> {
+) -> Result<LoggedIn, Fatal> {
     if shared.settings.require_tls && !client.is_tls() {
         return Err(Fatal::new(
             sqlstate::INVALID_AUTHORIZATION,
@@ -225,14 +227,13 @@ async fn login(
         tls = client.is_tls(),
         "session started"
     );
-    Ok(Established {
+    Ok(LoggedIn {
         principal,
         connection,
         session_id,
         peer,
         upstream: server,
         upstream_key,
-        trace: Trace::none(),
     })
 }
 
