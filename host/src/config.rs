@@ -96,7 +96,8 @@ pub struct AdminConfig {
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`
-    /// (spans go to `/v1/traces` under it), or the full traces URL.
+    /// (spans go to `/v1/traces` under it), or the full traces URL;
+    /// `https://` with `tls_ca_file` for a collector elsewhere.
     /// Headers the collector wants (an API key) come from the environment,
     /// `OTEL_EXPORTER_OTLP_HEADERS`, never from this file.
     pub otlp_endpoint: String,
@@ -106,6 +107,10 @@ pub struct TelemetryConfig {
     pub sample_ratio: Option<f64>,
     /// How long one export may take. Default 10000.
     pub export_timeout_ms: Option<u64>,
+    /// For an `https://` endpoint: the CA (PEM) that signed the collector's
+    /// certificate, which is checked with its host name. Required there:
+    /// sluice carries no bundle of public roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `[audit]`: the tamper-evident audit trail. Without this table (and
@@ -490,7 +495,7 @@ fn check_instance(instance: &str) -> Result<String, Error> {
 }
 
 impl TelemetryConfig {
-    fn resolve(&self) -> Result<crate::telemetry::TelemetrySettings, Error> {
+    fn resolve(&self, base_dir: &Path) -> Result<crate::telemetry::TelemetrySettings, Error> {
         let endpoint = url::Url::parse(&self.otlp_endpoint).map_err(|error| {
             invalid(format!(
                 "[telemetry] otlp_endpoint {:?} is not a URL: {error}",
@@ -503,13 +508,25 @@ impl TelemetryConfig {
                 "[telemetry] otlp_endpoint must not hold credentials (use OTEL_EXPORTER_OTLP_HEADERS)",
             ));
         }
-        if endpoint.scheme() != "http" {
-            // The exporter is built without a TLS stack of its own: spans go
-            // to a collector next to the gateway, which forwards them on.
-            return Err(invalid(format!(
-                "[telemetry] otlp_endpoint {:?}: only http:// is supported (send to a local collector)",
-                self.otlp_endpoint
-            )));
+        let tls_ca_file = self.tls_ca_file.as_ref().map(|path| base_dir.join(path));
+        match (endpoint.scheme(), &tls_ca_file) {
+            ("http", None) | ("https", Some(_)) => {}
+            ("http", Some(_)) => {
+                return Err(invalid(
+                    "[telemetry] tls_ca_file is for an https:// otlp_endpoint",
+                ));
+            }
+            ("https", None) => {
+                return Err(invalid(
+                    "[telemetry] an https:// otlp_endpoint needs tls_ca_file (the CA that signed the collector's certificate)",
+                ));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "[telemetry] otlp_endpoint {:?}: only http:// and https:// are supported",
+                    self.otlp_endpoint
+                )));
+            }
         }
         let traces_endpoint = if endpoint.path().ends_with("/v1/traces") {
             endpoint.to_string()
@@ -548,6 +565,7 @@ impl TelemetryConfig {
             service_name,
             sample_ratio,
             export_timeout,
+            tls_ca_file,
         })
     }
 }
@@ -777,7 +795,7 @@ impl Config {
         let telemetry = self
             .telemetry
             .as_ref()
-            .map(TelemetryConfig::resolve)
+            .map(|telemetry| telemetry.resolve(base_dir))
             .transpose()?;
 
         Ok(Settings {
@@ -1319,6 +1337,25 @@ mod tests {
         assert_eq!(telemetry.sample_ratio, 0.25);
         assert_eq!(telemetry.export_timeout, Duration::from_secs(10));
 
+        assert_eq!(telemetry.tls_ca_file, None);
+
+        // https to a collector elsewhere, its CA relative to the config.
+        let settings = resolve(
+            "[upstream]\nurl = \"postgres://a@b/c\"\n\
+             [telemetry]\notlp_endpoint = \"https://collector.example:4318\"\ntls_ca_file = \"otel-ca.pem\"\n",
+        )
+        .unwrap();
+        let telemetry = settings.telemetry.unwrap();
+        assert_eq!(
+            telemetry.traces_endpoint,
+            "https://collector.example:4318/v1/traces"
+        );
+        assert!(
+            telemetry
+                .tls_ca_file
+                .is_some_and(|ca| ca.is_absolute() && ca.ends_with("otel-ca.pem"))
+        );
+
         // A full traces URL is kept as it is.
         let settings = resolve(
             "[upstream]\nurl = \"postgres://a@b/c\"\n\
@@ -1340,8 +1377,16 @@ mod tests {
                 "is not a URL",
             ),
             (
+                "[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n",
+                "only http:// and https://",
+            ),
+            (
                 "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n",
-                "only http://",
+                "needs tls_ca_file",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://collector:4318\"\ntls_ca_file = \"ca.pem\"\n",
+                "is for an https://",
             ),
             (
                 "[telemetry]\notlp_endpoint = \"http://user:secret@collector:4318\"\n",

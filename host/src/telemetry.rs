@@ -3,7 +3,9 @@
 //!
 //! Spans are exported over OTLP/HTTP (protobuf) to the collector `[telemetry]`
 //! names, batched by a task on the gateway's runtime so that no session ever
-//! waits on the collector: a full queue drops spans, never statements.
+//! waits on the collector: a full queue drops spans, never statements. A
+//! collector elsewhere is reached over https, its certificate checked
+//! against the CA the config names (`CollectorTls`).
 //! Without `[telemetry]` nothing is created at all — every [`Trace`] is
 //! empty and costs a branch.
 //!
@@ -20,7 +22,14 @@
 //! parent: the statement stays in its session's trace, and a client's
 //! claim is never what decides whether sluice records a trace.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
+
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use opentelemetry::Context;
 pub use opentelemetry::KeyValue;
@@ -29,7 +38,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
     TracerProvider as _,
 };
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 /// The attribute names sluice sets, from the semantic conventions where
@@ -75,6 +84,9 @@ pub struct TelemetrySettings {
     pub sample_ratio: f64,
     /// How long one export may take before it is abandoned.
     pub export_timeout: Duration,
+    /// For an `https://` collector: the CA its certificate is checked
+    /// against.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// The gateway's tracer, or nothing when telemetry is off.
@@ -101,13 +113,24 @@ impl Telemetry {
     /// Starts the OTLP exporter. Must run on the gateway's (multi-thread)
     /// runtime: the batching task and the HTTP client live there.
     pub fn start(settings: &TelemetrySettings) -> Result<Telemetry, Error> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(settings.traces_endpoint.clone())
-            .with_timeout(settings.export_timeout)
-            .build()
-            .map_err(|error| Error(error.to_string()))?;
+            .with_timeout(settings.export_timeout);
+        if let Some(ca_file) = &settings.tls_ca_file {
+            let tls = crate::transport::verifying_connector(ca_file)
+                .map_err(|error| Error(format!("[telemetry] tls_ca_file: {error}")))?;
+            let mut tcp = HttpConnector::new();
+            tcp.enforce_http(false); // the scheme is https; TLS comes next
+            tcp.set_connect_timeout(Some(settings.export_timeout));
+            exporter = exporter.with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                CollectorTls { tcp, tls },
+                settings.export_timeout,
+                None,
+            ));
+        }
+        let exporter = exporter.build().map_err(|error| Error(error.to_string()))?;
         let processor =
             opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
                 exporter,
@@ -302,6 +325,91 @@ impl std::fmt::Debug for Trace {
             Some(ids) => write!(f, "Trace({}/{})", ids.trace_id, ids.span_id),
             None => f.write_str("Trace(none)"),
         }
+    }
+}
+
+/// Connects the exporter's HTTP client to an `https://` collector: TCP by
+/// hyper's own connector, then TLS, the collector's chain and host name
+/// checked against the configured CA (no public roots: sluice carries none).
+#[derive(Clone)]
+struct CollectorTls {
+    tcp: HttpConnector,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for CollectorTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CollectorTls")
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<hyper::Uri> for CollectorTls {
+    type Response = TokioIo<CollectorStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let mut tcp = self.tcp.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            // Never plain text to a collector configured for TLS.
+            if uri.scheme_str() != Some("https") {
+                return Err(format!("the collector URL {uri} is not https").into());
+            }
+            let host = uri
+                .host()
+                .ok_or("the collector URL has no host")?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let stream = tcp.call(uri).await?.into_inner();
+            let name = crate::transport::server_name(&host)?;
+            let stream = tls.connect(name, stream).await?;
+            Ok(TokioIo::new(CollectorStream(stream)))
+        })
+    }
+}
+
+/// A TLS connection to the collector, as hyper's client takes it.
+struct CollectorStream(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl Connection for CollectorStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for CollectorStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CollectorStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 

@@ -140,16 +140,33 @@ pub fn upstream_connector(
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            if let Some(path) = ca_file {
-                for cert in read_certs(path)? {
-                    roots.add(cert)?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            // Never a connection that verifies nothing: the config insists
+            // on the CA, and so does this.
+            let ca_file = ca_file.ok_or_else(|| {
+                TlsError::Rustls(rustls::Error::General(
+                    "tls = \"verify-full\" needs a CA file".to_owned(),
+                ))
+            })?;
+            return verifying_connector(ca_file).map(Some);
         }
     };
     Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
+/// A client connector that trusts the certificates in `ca_file` (PEM)
+/// alone, and checks the server's chain and host name against them.
+pub fn verifying_connector(
+    ca_file: &std::path::Path,
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca_file)? {
+        roots.add(cert)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// The host name to present and check for the upstream server.

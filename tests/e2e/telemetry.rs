@@ -34,6 +34,20 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// A receiver behind TLS with `certs`' server certificate.
+    async fn start_tls(certs: &sluice_tests::TestCerts) -> Receiver {
+        let acceptor = sluice::transport::server_acceptor(&sluice::config::ListenTls {
+            cert: certs.cert.clone(),
+            key: certs.key.clone(),
+        })
+        .unwrap();
+        Receiver::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
@@ -44,6 +58,7 @@ impl Receiver {
                     return;
                 };
                 let received = received.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let received = received.clone();
@@ -51,9 +66,22 @@ impl Receiver {
                             Ok::<_, std::convert::Infallible>(export(request, &received).await)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(tcp);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                        Some(tls) => {
+                            // A client that does not trust the certificate
+                            // ends here, with nothing received.
+                            let Ok(stream) = tls.accept(tcp).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
@@ -398,6 +426,42 @@ async fn unsampled_sessions_export_nothing() {
     let records = sluice::audit::read::read(&trail).unwrap().records;
     assert!(records.iter().any(|r| r["event"] == "statement"));
     assert!(records.iter().all(|r| r.get("trace_id").is_none()));
+}
+
+/// To a collector elsewhere, over https: spans arrive when the collector's
+/// certificate was signed by the CA the config names (and is for the host
+/// the URL names); a collector whose certificate another CA signed gets
+/// nothing — the gateway serves its statements all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_https_to_a_collector_the_configured_ca_vouches_for() {
+    let certs = sluice_tests::TestCerts::generate();
+    let traced_session = async |receiver: &Receiver| {
+        let config = watched_config(&format!(
+            "[telemetry]\notlp_endpoint = \"https://localhost:{}\"\ntls_ca_file = \"{}\"\n\
+             export_timeout_ms = 2000\n",
+            receiver.addr.port(),
+            certs.ca.display()
+        ));
+        let env = TestEnv::start_with_config(&config, false).await.unwrap();
+        let client = env.connect("analyst").await;
+        client.simple_query("SELECT 1").await.unwrap();
+        drop(client);
+        env.gateway.shutdown().await;
+    };
+
+    let collector = Receiver::start_tls(&certs).await;
+    traced_session(&collector).await;
+    let names: Vec<String> = collector
+        .spans()
+        .into_iter()
+        .map(|(_, span)| span.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "sluice session"), "{names:?}");
+    assert!(names.iter().any(|n| n == "SELECT"), "{names:?}");
+
+    let impostor = Receiver::start_tls(&sluice_tests::TestCerts::generate()).await;
+    traced_session(&impostor).await;
+    assert!(impostor.spans().is_empty());
 }
 
 /// A metric's value from the Prometheus text, by its exact series.
