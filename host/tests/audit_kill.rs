@@ -5,7 +5,6 @@
 //! trail verifies; `sluice audit verify`, `show` and `tail` read it.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,15 +18,13 @@ mod support;
 use support::{free_port, signal, sluice, start_sluice};
 
 fn psql(port: u16, sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([
-            &format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=disable connect_timeout=5"),
-            "-XAtc",
-            sql,
-        ])
-        .env("PGPASSWORD", TOKEN)
-        .output()
-        .unwrap()
+    support::psql(
+        &format!(
+            "host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=disable connect_timeout=5"
+        ),
+        TOKEN,
+        sql,
+    )
 }
 
 #[test]
@@ -44,14 +41,11 @@ fn sigkill_mid_run_loses_no_record_of_an_answered_statement() {
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\
-             [upstream]\nurl = \"{}\"\n\
-             [[principals]]\nname = \"admin\"\ngroups = [\"admins\"]\ntoken_verifier = \"{}\"\n\
-             [audit]\nfile = \"audit.jsonl\"\nfsync = \"always\"\n\
-             [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
-            cluster.url("postgres"),
-            sluice::auth::scram::make_verifier(TOKEN, 64),
+        support::audited_gateway_config(
+            port,
+            &cluster.url("postgres"),
+            TOKEN,
+            "[audit]\nfile = \"audit.jsonl\"\nfsync = \"always\"\n",
         ),
     )
     .unwrap();

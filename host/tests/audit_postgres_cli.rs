@@ -3,12 +3,10 @@
 //! `tail` and `show` read it back from the same config — verify failing,
 //! with exit status 1, once a row is changed.
 
-use std::process::Command;
-
 use sluice::pg_cluster::{HostAuth, PgCluster};
 
 mod support;
-use support::{free_port, signal, sluice, start_sluice, wait_exit};
+use support::{audited_gateway_config, free_port, psql, signal, sluice, start_sluice, wait_exit};
 
 const TOKEN: &str = "audit-db-test-token";
 
@@ -27,16 +25,15 @@ fn audit_commands_read_the_audit_database() {
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\
-             [upstream]\nurl = \"{}\"\n\
-             [[principals]]\nname = \"admin\"\ngroups = [\"admins\"]\ntoken_verifier = \"{}\"\n\
-             [audit]\nkey_file = \"audit.key\"\ninstance = \"gw-cli\"\n\
-             [audit.postgres]\nurl = \"{}\"\n\
-             [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
-            cluster.url("postgres"),
-            sluice::auth::scram::make_verifier(TOKEN, 64),
-            cluster.url("audit"),
+        audited_gateway_config(
+            port,
+            &cluster.url("postgres"),
+            TOKEN,
+            &format!(
+                "[audit]\nkey_file = \"audit.key\"\ninstance = \"gw-cli\"\n\
+                 [audit.postgres]\nurl = \"{}\"\n",
+                cluster.url("audit")
+            ),
         ),
     )
     .unwrap();
@@ -45,15 +42,11 @@ fn audit_commands_read_the_audit_database() {
         "SELECT 'marker-one' AS a",
         "SELECT '4111111111111111' AS card",
     ] {
-        let output = Command::new("psql")
-            .args([
-                &format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=disable"),
-                "-XAtc",
-                sql,
-            ])
-            .env("PGPASSWORD", TOKEN)
-            .output()
-            .unwrap();
+        let output = psql(
+            &format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=disable"),
+            TOKEN,
+            sql,
+        );
         assert!(
             output.status.success(),
             "{}",

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Reaped, SLUICE, free_port, signal, wait_exit, wait_for_port};
+use support::{Reaped, SLUICE, free_port, psql, signal, wait_exit, wait_for_port};
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(SLUICE)
@@ -144,11 +144,7 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         .unwrap_or_else(|| panic!("no analyst line in {printed:?}"));
     let conninfo = analyst.split('"').nth(1).unwrap();
     assert!(analyst.contains(&format!("port={port}")), "{analyst}");
-    let output = Command::new("psql")
-        .args([conninfo, "-XAtc", "SELECT count(*) FROM cards"])
-        .env("PGPASSWORD", "analyst-demo-token")
-        .output()
-        .unwrap();
+    let output = psql(conninfo, "analyst-demo-token", "SELECT count(*) FROM cards");
     assert!(
         output.status.success(),
         "{}",
@@ -157,11 +153,11 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "26");
     // The Luhn masker is on: as analyst, card numbers show their first six
     // and last four digits only.
-    let output = Command::new("psql")
-        .args([conninfo, "-XAtc", "SELECT pan FROM cards WHERE id = 1"])
-        .env("PGPASSWORD", "analyst-demo-token")
-        .output()
-        .unwrap();
+    let output = psql(
+        conninfo,
+        "analyst-demo-token",
+        "SELECT pan FROM cards WHERE id = 1",
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "411111******1111",
@@ -230,15 +226,11 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         .iter()
         .find(|l| l.contains("user=agent"))
         .unwrap_or_else(|| panic!("no agent line in {printed:?}"));
-    let output = Command::new("psql")
-        .args([
-            agent.split('"').nth(1).unwrap(),
-            "-XAtc",
-            "DELETE FROM orders",
-        ])
-        .env("PGPASSWORD", "agent-demo-token")
-        .output()
-        .unwrap();
+    let output = psql(
+        agent.split('"').nth(1).unwrap(),
+        "agent-demo-token",
+        "DELETE FROM orders",
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the bulk delete ran");
     assert!(stderr.contains("no-bulk-write"), "{stderr}");
@@ -260,27 +252,19 @@ fn demo_serves_the_quickstart_and_cleans_up() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap();
     let direct_conninfo = direct.split('"').nth(1).unwrap();
-    let output = Command::new("psql")
-        .args([
-            direct_conninfo,
-            "-XAtc",
-            "SELECT current_setting('data_directory')",
-        ])
-        .env("PGPASSWORD", password)
-        .output()
-        .unwrap();
+    let output = psql(
+        direct_conninfo,
+        password,
+        "SELECT current_setting('data_directory')",
+    );
     assert!(output.status.success());
     let data_dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     // Straight to PostgreSQL the same card number is raw.
-    let output = Command::new("psql")
-        .args([
-            direct_conninfo,
-            "-XAtc",
-            "SELECT pan FROM cards WHERE id = 1",
-        ])
-        .env("PGPASSWORD", password)
-        .output()
-        .unwrap();
+    let output = psql(
+        direct_conninfo,
+        password,
+        "SELECT pan FROM cards WHERE id = 1",
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "4111111111111111"
@@ -331,15 +315,11 @@ fn serve_with_overrides_sighup_and_sigterm() {
     );
     wait_for_port(port, "sluice");
     // A session runs on a worker thread and is answered properly there.
-    let output = Command::new("psql")
-        .args([
-            &format!("host=127.0.0.1 port={port} user=nobody dbname=payments sslmode=disable"),
-            "-XAtc",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", "whatever")
-        .output()
-        .unwrap();
+    let output = psql(
+        &format!("host=127.0.0.1 port={port} user=nobody dbname=payments sslmode=disable"),
+        "whatever",
+        "SELECT 1",
+    );
     let psql_stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         psql_stderr.contains("password authentication failed"),

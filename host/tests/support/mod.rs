@@ -82,3 +82,26 @@ pub fn start_sluice(config: &std::path::Path, port: u16) -> Reaped {
     wait_for_port(port, "sluice");
     child
 }
+
+/// Runs `psql CONNINFO -XAtc SQL` with `password`, as a client would.
+pub fn psql(conninfo: &str, password: &str, sql: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args([conninfo, "-XAtc", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap()
+}
+
+/// The config of a gateway on `port` in front of `upstream` with one
+/// principal, `admin` (group `admins`, password `token`), the Luhn masker,
+/// and `audit`: the `[audit]` tables.
+pub fn audited_gateway_config(port: u16, upstream: &str, token: &str, audit: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{port}\"\n\
+         [upstream]\nurl = \"{upstream}\"\n\
+         [[principals]]\nname = \"admin\"\ngroups = [\"admins\"]\ntoken_verifier = \"{}\"\n\
+         {audit}\
+         [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+        sluice::auth::scram::make_verifier(token, 64),
+    )
+}
