@@ -204,7 +204,13 @@ impl Analyser {
                 self.shapes.clear();
             }
             let shape: std::sync::Arc<str> = shape.into();
-            self.shapes.insert(shape.clone(), statement.clone());
+            // The text is the one thing a later statement of this shape
+            // does not share: kept out, it is not copied at every hit.
+            let known = Statement {
+                text: String::new(),
+                ..statement.clone()
+            };
+            self.shapes.insert(shape.clone(), known);
             shape
         });
         Analysed {
@@ -218,12 +224,17 @@ impl Analyser {
 /// A statement's shape: its tokens, literals replaced by a placeholder no
 /// token can be (a NUL, which PostgreSQL's lexer refuses in SQL text), or
 /// `None` when its analysis may depend on a literal (LIKE, ILIKE).
+///
+/// Every statement a session sends is shaped, so the common tokens are
+/// written straight into the buffer rather than through `Display`.
 fn shape_of(tokens: &[Token]) -> Option<String> {
     use std::fmt::Write;
-    let mut shape = String::with_capacity(tokens.len() * 6);
+    let mut shape = String::with_capacity(tokens.len() * 8);
     for token in tokens {
         match token {
             Token::Word(word) if word == "like" || word == "ilike" => return None,
+            Token::Word(word) => shape.push_str(word),
+            Token::Symbol(symbol) => shape.push_str(symbol),
             Token::String(_) | Token::Number(_) | Token::BitString(_) => shape.push('\0'),
             token => {
                 let _ = write!(shape, "{token}");
