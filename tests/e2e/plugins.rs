@@ -806,3 +806,59 @@ async fn approval_without_an_approval_plugin_is_refused() {
     assert_eq!(code, "42501");
     assert!(message.contains("no approval plugin"), "{message}");
 }
+
+/// A Parse cannot rename what a prepared statement runs: PostgreSQL
+/// refuses to redefine a named statement and keeps the one it has, so
+/// sluice judges a later Bind as that one, not as the refused text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
+    use sluice_tests::raw::{RawConn, message};
+
+    fn parse(name: &str, text: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(text.as_bytes());
+        body.extend_from_slice(&[0, 0, 0]);
+        message(b'P', &body)
+    }
+    fn bind_execute_sync(name: &str) -> Vec<u8> {
+        let mut body = vec![0];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        let mut messages = message(b'B', &body);
+        messages.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        messages.extend(message(b'S', &[]));
+        messages
+    }
+
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    // Parsing is not judged: the statement exists on the server.
+    let mut defined = parse("report", "SELECT 'forbidden'");
+    defined.extend(message(b'S', &[]));
+    conn.send(&defined).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+
+    // The redefinition is refused by the server ...
+    let mut redefined = parse("report", "SELECT 'harmless'");
+    redefined.extend(message(b'S', &[]));
+    conn.send(&redefined).await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.code(), "42P05", "{:?}", error.fields());
+
+    // ... so binding the name runs, and is judged as, the first text.
+    conn.send(&bind_execute_sync("report")).await;
+    let replies = conn.until_ready().await;
+    let error = replies
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("the Bind is refused");
+    assert_eq!(error.code(), "42501", "{:?}", error.fields());
+    assert!(
+        !replies.iter().any(|m| m.tag == b'D'),
+        "no row of the forbidden statement reached the client: {replies:?}"
+    );
+}

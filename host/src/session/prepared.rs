@@ -10,7 +10,10 @@
 //!
 //! A Parse is analysed at its first Bind, not before: a session that
 //! binds a statement many times (pgbench -M prepared) pays for one
-//! analysis, and one that never binds pays for none.
+//! analysis, and one that never binds pays for none. A Parse that replaces
+//! a statement with the same text keeps its analysis: drivers that parse
+//! the unnamed statement before every execution (the extended protocol
+//! without named statements) send the same text over and over.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +35,9 @@ struct Entry {
     text: Arc<str>,
     /// Its analysis, made at first need (an SQL `PREPARE` comes analysed).
     analysed: Option<Arc<[Analysed]>>,
+    /// The session's `standard_conforming_strings` when the analysis was
+    /// made: the same text lexes differently under the other setting.
+    analysed_under: bool,
 }
 
 /// The session's prepared statements by name (`""` is the unnamed one of
@@ -42,9 +48,31 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Remembers a statement the client parsed (replacing the unnamed one,
-    /// or a named one the server will refuse to redefine).
-    pub fn parsed(&mut self, name: &str, text: &str) -> Result<(), Fatal> {
+    /// Remembers a statement the client parsed, under the session's
+    /// current `standard_conforming_strings`.
+    ///
+    /// The unnamed statement is replaced, as the server replaces it (it
+    /// drops the old one even when the new one fails to parse). A named
+    /// statement that exists is kept: the server refuses to redefine it
+    /// and keeps running the one it has, so a Bind must be judged as that
+    /// one, not as a text that never ran.
+    pub fn parsed(
+        &mut self,
+        name: &str,
+        text: &str,
+        standard_conforming_strings: bool,
+    ) -> Result<(), Fatal> {
+        if let Some(entry) = self.entries.get_mut(name) {
+            if !name.is_empty() {
+                return Ok(());
+            }
+            if *entry.text == *text {
+                if entry.analysed_under != standard_conforming_strings {
+                    entry.analysed = None;
+                }
+                return Ok(());
+            }
+        }
         if self.entries.len() >= MAX_PREPARED_STATEMENTS && !self.entries.contains_key(name) {
             return Err(Fatal::new(
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -56,6 +84,7 @@ impl Prepared {
             Entry {
                 text: text.into(),
                 analysed: None,
+                analysed_under: standard_conforming_strings,
             },
         );
         Ok(())
@@ -81,6 +110,7 @@ impl Prepared {
     ) -> Option<Arc<[Analysed]>> {
         let entry = self.entries.get_mut(name)?;
         let analysed = entry.analysed.get_or_insert_with(|| {
+            entry.analysed_under = standard_conforming_strings;
             analyser
                 .analyse(&entry.text, standard_conforming_strings)
                 .into()
@@ -164,8 +194,10 @@ impl Prepared {
         Ok(())
     }
 
-    /// Follows what allowed statements do to prepared statements.
-    pub fn apply(&mut self, statements: &[Analysed]) {
+    /// Follows what allowed statements do to prepared statements;
+    /// `standard_conforming_strings` is the setting they were analysed
+    /// under.
+    pub fn apply(&mut self, statements: &[Analysed], standard_conforming_strings: bool) {
         for analysed in statements {
             match &analysed.effect {
                 Effect::None | Effect::Execute { .. } => {}
@@ -181,6 +213,7 @@ impl Prepared {
                         Entry {
                             text: analysed.statement.text.as_str().into(),
                             analysed: Some(Arc::from(vec![stored])),
+                            analysed_under: standard_conforming_strings,
                         },
                     );
                 }
@@ -190,5 +223,63 @@ impl Prepared {
                 Effect::Deallocate(None) => self.entries.clear(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis_of(prepared: &mut Prepared, name: &str) -> Arc<[Analysed]> {
+        prepared
+            .analysis(name, &mut Analyser::default(), true)
+            .expect("the statement is known")
+    }
+
+    #[test]
+    fn the_unnamed_statement_parsed_again_with_the_same_text_keeps_its_analysis() {
+        let mut prepared = Prepared::default();
+        let text = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        prepared.parsed("", text, true).unwrap();
+        let first = analysis_of(&mut prepared, "");
+        prepared.parsed("", text, true).unwrap();
+        assert!(Arc::ptr_eq(&first, &analysis_of(&mut prepared, "")));
+    }
+
+    #[test]
+    fn the_unnamed_statement_is_analysed_again_for_another_text_or_setting() {
+        let mut prepared = Prepared::default();
+        prepared.parsed("", "SELECT 'a\\'", true).unwrap();
+        let first = analysis_of(&mut prepared, "");
+        prepared.parsed("", "SELECT 'a\\'", false).unwrap();
+        let under_the_other_setting = analysis_of(&mut prepared, "");
+        assert!(!Arc::ptr_eq(&first, &under_the_other_setting));
+        prepared.parsed("", "DELETE FROM orders", false).unwrap();
+        assert_eq!(&*prepared.text("").unwrap(), "DELETE FROM orders");
+        assert_eq!(
+            analysis_of(&mut prepared, "")[0].statement.command,
+            "DELETE"
+        );
+    }
+
+    #[test]
+    fn a_named_statement_is_not_redefined_by_a_parse_the_server_refuses() {
+        let mut prepared = Prepared::default();
+        prepared
+            .parsed("report", "DELETE FROM orders WHERE id = $1", true)
+            .unwrap();
+        prepared.parsed("report", "SELECT 1", true).unwrap();
+        assert_eq!(
+            &*prepared.text("report").unwrap(),
+            "DELETE FROM orders WHERE id = $1"
+        );
+        assert_eq!(
+            analysis_of(&mut prepared, "report")[0].statement.command,
+            "DELETE"
+        );
+        // Once closed, the name is free again.
+        prepared.closed("report");
+        prepared.parsed("report", "SELECT 1", true).unwrap();
+        assert_eq!(&*prepared.text("report").unwrap(), "SELECT 1");
     }
 }

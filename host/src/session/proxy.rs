@@ -852,7 +852,10 @@ impl Proxy<'_> {
             tag::PARSE => {
                 // Parsing runs nothing: the statement is judged when bound.
                 let (name, text) = frontend::parse_statement(&frame).unwrap_or_default();
-                if let Err(refusal) = self.prepared.parsed(name, text) {
+                if let Err(refusal) =
+                    self.prepared
+                        .parsed(name, text, self.standard_conforming_strings)
+                {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
@@ -1223,7 +1226,8 @@ impl Proxy<'_> {
                 return Some(refusal);
             }
         }
-        self.prepared.apply(&statements);
+        self.prepared
+            .apply(&statements, self.standard_conforming_strings);
         None
     }
 
