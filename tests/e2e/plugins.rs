@@ -862,3 +862,34 @@ async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
         "no row of the forbidden statement reached the client: {replies:?}"
     );
 }
+
+/// The same through SQL: a `PREPARE` of a name in use is refused (by
+/// sluice, before it runs, as the server would), and an `EXECUTE` of the
+/// name is judged as what it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sql_prepare_does_not_change_what_an_execute_is_judged_as() {
+    use sluice_tests::raw::{RawConn, message, query};
+
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let mut defined = message(b'P', b"report\0SELECT 'forbidden'\0\0\0");
+    defined.extend(message(b'S', &[]));
+    conn.send(&defined).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+
+    conn.send(&query("PREPARE report AS SELECT 'harmless'"))
+        .await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.code(), "42P05", "{:?}", error.fields());
+
+    conn.send(&query("EXECUTE report")).await;
+    let replies = conn.until_ready().await;
+    let error = replies
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("the EXECUTE is refused");
+    assert_eq!(error.code(), "42501", "{:?}", error.fields());
+    assert!(!replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
+}
