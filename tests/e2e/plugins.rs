@@ -807,14 +807,12 @@ async fn approval_without_an_approval_plugin_is_refused() {
     assert!(message.contains("no approval plugin"), "{message}");
 }
 
-/// A Parse cannot rename what a prepared statement runs: PostgreSQL
-/// refuses to redefine a named statement and keeps the one it has, so
-/// sluice judges a later Bind as that one, not as the refused text.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
+/// Extended-protocol messages for the tests of what a Bind is judged as,
+/// and the exchanges they make.
+mod wire {
     use sluice_tests::raw::{RawConn, message};
 
-    fn parse(name: &str, text: &str) -> Vec<u8> {
+    pub fn parse(name: &str, text: &str) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(name.as_bytes());
         body.push(0);
@@ -822,44 +820,72 @@ async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
         body.extend_from_slice(&[0, 0, 0]);
         message(b'P', &body)
     }
-    fn bind_execute_sync(name: &str) -> Vec<u8> {
+
+    pub fn bind_execute(name: &str) -> Vec<u8> {
         let mut body = vec![0];
         body.extend_from_slice(name.as_bytes());
         body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
         let mut messages = message(b'B', &body);
         messages.extend(message(b'E', &[0, 0, 0, 0, 0]));
-        messages.extend(message(b'S', &[]));
         messages
     }
+
+    pub fn sync() -> Vec<u8> {
+        message(b'S', &[])
+    }
+
+    pub fn bind_execute_sync(name: &str) -> Vec<u8> {
+        let mut messages = bind_execute(name);
+        messages.extend(sync());
+        messages
+    }
+
+    /// Parses `text` as `name` in a cycle of its own, which must succeed.
+    pub async fn define(conn: &mut RawConn, name: &str, text: &str) {
+        let mut messages = parse(name, text);
+        messages.extend(sync());
+        conn.send(&messages).await;
+        let replies = conn.until_ready().await;
+        assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+    }
+
+    /// Sends `messages` and reads up to ReadyForQuery: the SQLSTATE of the
+    /// error that came, when no row did.
+    pub async fn refusal(conn: &mut RawConn, messages: &[u8]) -> String {
+        conn.send(messages).await;
+        let replies = conn.until_ready().await;
+        assert!(
+            !replies.iter().any(|m| m.tag == b'D'),
+            "no row came: {replies:?}"
+        );
+        replies
+            .iter()
+            .find(|m| m.tag == b'E')
+            .unwrap_or_else(|| panic!("an error, not {replies:?}"))
+            .code()
+    }
+}
+
+/// A Parse cannot rename what a prepared statement runs: PostgreSQL
+/// refuses to redefine a named statement and keeps the one it has, and so
+/// does sluice, so a later Bind is judged as the statement that runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
+    use sluice_tests::raw::RawConn;
+    use wire::{bind_execute_sync, define, parse, refusal, sync};
 
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
     // Parsing is not judged: the statement exists on the server.
-    let mut defined = parse("report", "SELECT 'forbidden'");
-    defined.extend(message(b'S', &[]));
-    conn.send(&defined).await;
-    let replies = conn.until_ready().await;
-    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
-
-    // The redefinition is refused by the server ...
+    define(&mut conn, "report", "SELECT 'forbidden'").await;
+    // The redefinition is refused (by sluice, as the server would) ...
     let mut redefined = parse("report", "SELECT 'harmless'");
-    redefined.extend(message(b'S', &[]));
-    conn.send(&redefined).await;
-    let replies = conn.until_ready().await;
-    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
-    assert_eq!(error.code(), "42P05", "{:?}", error.fields());
-
+    redefined.extend(sync());
+    assert_eq!(refusal(&mut conn, &redefined).await, "42P05");
     // ... so binding the name runs, and is judged as, the first text.
-    conn.send(&bind_execute_sync("report")).await;
-    let replies = conn.until_ready().await;
-    let error = replies
-        .iter()
-        .find(|m| m.tag == b'E')
-        .expect("the Bind is refused");
-    assert_eq!(error.code(), "42501", "{:?}", error.fields());
-    assert!(
-        !replies.iter().any(|m| m.tag == b'D'),
-        "no row of the forbidden statement reached the client: {replies:?}"
+    assert_eq!(
+        refusal(&mut conn, &bind_execute_sync("report")).await,
+        "42501"
     );
 }
 
@@ -868,28 +894,66 @@ async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
 /// name is judged as what it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_sql_prepare_does_not_change_what_an_execute_is_judged_as() {
-    use sluice_tests::raw::{RawConn, message, query};
+    use sluice_tests::raw::{RawConn, query};
+    use wire::{define, refusal};
 
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
-    let mut defined = message(b'P', b"report\0SELECT 'forbidden'\0\0\0");
-    defined.extend(message(b'S', &[]));
-    conn.send(&defined).await;
-    let replies = conn.until_ready().await;
-    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+    define(&mut conn, "report", "SELECT 'forbidden'").await;
+    let prepare = query("PREPARE report AS SELECT 'harmless'");
+    assert_eq!(refusal(&mut conn, &prepare).await, "42P05");
+    assert_eq!(refusal(&mut conn, &query("EXECUTE report")).await, "42501");
+}
 
-    conn.send(&query("PREPARE report AS SELECT 'harmless'"))
-        .await;
-    let replies = conn.until_ready().await;
-    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
-    assert_eq!(error.code(), "42P05", "{:?}", error.fields());
+/// A Parse the server skips (an error earlier in its cycle) makes nothing:
+/// the unnamed statement it would have replaced still runs on a Bind, so
+/// sluice, which cannot judge what it did not see parsed, refuses the Bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
+    use sluice_tests::raw::RawConn;
+    use wire::{bind_execute, bind_execute_sync, define, parse, refusal, sync};
 
-    conn.send(&query("EXECUTE report")).await;
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    define(&mut conn, "", "SELECT 'forbidden'").await;
+    // The division fails, so the server skips the Parse behind it.
+    let mut failing = parse("divide", "SELECT 1/0");
+    failing.extend(bind_execute("divide"));
+    failing.extend(parse("", "SELECT 'harmless'"));
+    failing.extend(sync());
+    assert_eq!(refusal(&mut conn, &failing).await, "22012");
+    // The statement the server still holds does not run.
+    assert_eq!(refusal(&mut conn, &bind_execute_sync("")).await, "26000");
+
+    // Parsed again, it is judged as parsed.
+    let mut again = parse("", "SELECT 'harmless'");
+    again.extend(bind_execute_sync(""));
+    conn.send(&again).await;
     let replies = conn.until_ready().await;
-    let error = replies
-        .iter()
-        .find(|m| m.tag == b'E')
-        .expect("the EXECUTE is refused");
-    assert_eq!(error.code(), "42501", "{:?}", error.fields());
-    assert!(!replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
+    let row = replies.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"harmless"), "{replies:?}");
+}
+
+/// A `PREPARE` the server does not carry out (its transaction is aborted)
+/// leaves sluice holding a name the server does not: a Parse of that name
+/// is then refused, rather than run as one statement and judged as another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
+    use sluice_tests::raw::{RawConn, query};
+    use wire::{bind_execute_sync, parse, refusal, sync};
+
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.send(&query("BEGIN; SELECT 1/0")).await;
+    conn.until_ready().await;
+    let prepare = query("PREPARE report AS SELECT 'harmless'");
+    assert_eq!(refusal(&mut conn, &prepare).await, "25P02");
+    conn.send(&query("ROLLBACK")).await;
+    conn.until_ready().await;
+
+    let mut shadow = parse("report", "SELECT 'forbidden'");
+    shadow.extend(sync());
+    assert_eq!(refusal(&mut conn, &shadow).await, "42P05");
+    // Nothing runs under the name.
+    refusal(&mut conn, &bind_execute_sync("report")).await;
 }

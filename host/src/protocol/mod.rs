@@ -44,6 +44,7 @@ pub mod tag {
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
     pub const ROW_DESCRIPTION: u8 = b'T';
     pub const NO_DATA: u8 = b'n';
+    pub const PARSE_COMPLETE: u8 = b'1';
     pub const BIND_COMPLETE: u8 = b'2';
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';

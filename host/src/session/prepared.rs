@@ -14,8 +14,22 @@
 //! a statement with the same text keeps its analysis: drivers that parse
 //! the unnamed statement before every execution (the extended protocol
 //! without named statements) send the same text over and over.
+//!
+//! sluice's map must never hold a different statement under a name than
+//! the server does, or a Bind would be judged as one statement and run as
+//! another. A client's pipeline is judged as it arrives, before the server
+//! has answered any of it, so a Parse counts at once (the Bind behind it
+//! in the same cycle runs it if the Parse succeeds, and is skipped if it
+//! fails); but a Parse the server does not confirm with ParseComplete by
+//! the end of its cycle (it failed, or an error earlier in the cycle made
+//! the server skip it) is forgotten then, so nothing is judged by a text
+//! the server never took. A Parse that would redefine a name sluice holds
+//! is refused before it runs, as the server would refuse it. What sluice
+//! may hold beyond the server (a `PREPARE` or Close the server did not
+//! carry out) only ever refuses more: a Bind of a name sluice does not
+//! hold is refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::analysis::{Analysed, Analyser, Effect};
@@ -27,6 +41,9 @@ use super::Fatal;
 /// Most prepared statements sluice remembers for one session; a client
 /// that keeps more open gets its statements refused, never unjudged.
 pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
+/// Most Parse messages awaiting the server's answer: a client that
+/// pipelines more without reading gets them refused.
+pub const MAX_UNCONFIRMED_PARSES: usize = 10_000;
 
 /// One prepared statement.
 #[derive(Debug)]
@@ -38,6 +55,19 @@ struct Entry {
     /// The session's `standard_conforming_strings` when the analysis was
     /// made: the same text lexes differently under the other setting.
     analysed_under: bool,
+    /// Which definition of the name this is (unique in the session).
+    generation: u64,
+}
+
+/// A Parse forwarded and not yet answered.
+#[derive(Debug)]
+struct Unconfirmed {
+    /// The number of the client's cycle the Parse went in, or a lower one
+    /// (see [`Prepared::cycle_ended`]).
+    cycle: u64,
+    name: String,
+    /// The definition it made.
+    generation: u64,
 }
 
 /// The session's prepared statements by name (`""` is the unnamed one of
@@ -45,31 +75,52 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Prepared {
     entries: HashMap<String, Entry>,
+    /// Parses the server has not confirmed yet, oldest first.
+    unconfirmed: VecDeque<Unconfirmed>,
+    generations: u64,
 }
 
 impl Prepared {
-    /// Remembers a statement the client parsed, under the session's
-    /// current `standard_conforming_strings`.
+    /// Remembers a statement the client parsed in its cycle number
+    /// `cycle`, under the session's current `standard_conforming_strings`,
+    /// until the server's answer says otherwise ([`Prepared::confirmed`],
+    /// [`Prepared::cycle_ended`]).
     ///
-    /// The unnamed statement is replaced, as the server replaces it (it
-    /// drops the old one even when the new one fails to parse). A named
-    /// statement that exists is kept: the server refuses to redefine it
-    /// and keeps running the one it has, so a Bind must be judged as that
-    /// one, not as a text that never ran.
+    /// The unnamed statement is replaced, as the server replaces it. A
+    /// named statement that exists is refused here, as the server would
+    /// refuse it, so sluice and the server keep the one they have.
     pub fn parsed(
         &mut self,
         name: &str,
         text: &str,
         standard_conforming_strings: bool,
+        cycle: u64,
     ) -> Result<(), Fatal> {
+        if self.unconfirmed.len() >= MAX_UNCONFIRMED_PARSES {
+            return Err(Fatal::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "more than {MAX_UNCONFIRMED_PARSES} Parse messages awaiting the server's answer"
+                ),
+            ));
+        }
         if let Some(entry) = self.entries.get_mut(name) {
             if !name.is_empty() {
-                return Ok(());
+                return Err(Fatal::new(
+                    sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                    format!("prepared statement \"{name}\" already exists"),
+                ));
             }
             if *entry.text == *text {
                 if entry.analysed_under != standard_conforming_strings {
                     entry.analysed = None;
                 }
+                let generation = entry.generation;
+                self.unconfirmed.push_back(Unconfirmed {
+                    cycle,
+                    name: String::new(),
+                    generation,
+                });
                 return Ok(());
             }
         }
@@ -79,15 +130,54 @@ impl Prepared {
                 format!("more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"),
             ));
         }
+        let generation = self.next_generation();
         self.entries.insert(
             name.to_owned(),
             Entry {
                 text: text.into(),
                 analysed: None,
                 analysed_under: standard_conforming_strings,
+                generation,
             },
         );
+        self.unconfirmed.push_back(Unconfirmed {
+            cycle,
+            name: name.to_owned(),
+            generation,
+        });
         Ok(())
+    }
+
+    /// The server answered the oldest Parse awaiting an answer with
+    /// ParseComplete: the statement exists.
+    pub fn confirmed(&mut self) {
+        self.unconfirmed.pop_front();
+    }
+
+    /// The server finished the client's cycle number `cycle`
+    /// (ReadyForQuery). Its Parses not confirmed by now did not make their
+    /// statements, and are forgotten; so are those of any earlier cycle.
+    /// (A Parse may carry a number lower than its cycle's when sluice slips
+    /// a cycle of its own in ahead of it; it is still forgotten no earlier
+    /// than its own cycle ends, as nothing of it is answered before.)
+    pub fn cycle_ended(&mut self, cycle: u64) {
+        while self.unconfirmed.front().is_some_and(|u| u.cycle <= cycle) {
+            let Some(parse) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&parse.name)
+                .is_some_and(|entry| entry.generation == parse.generation)
+            {
+                self.entries.remove(&parse.name);
+            }
+        }
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
     }
 
     /// The text of a prepared statement.
@@ -208,12 +298,14 @@ impl Prepared {
                     if stored.statement.wrappers.first() == Some(&Wrapper::Prepare) {
                         stored.statement.wrappers.remove(0);
                     }
+                    let generation = self.next_generation();
                     self.entries.insert(
                         name.clone(),
                         Entry {
                             text: analysed.statement.text.as_str().into(),
                             analysed: Some(Arc::from(vec![stored])),
                             analysed_under: standard_conforming_strings,
+                            generation,
                         },
                     );
                 }
@@ -240,21 +332,21 @@ mod tests {
     fn the_unnamed_statement_parsed_again_with_the_same_text_keeps_its_analysis() {
         let mut prepared = Prepared::default();
         let text = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-        prepared.parsed("", text, true).unwrap();
+        prepared.parsed("", text, true, 0).unwrap();
         let first = analysis_of(&mut prepared, "");
-        prepared.parsed("", text, true).unwrap();
+        prepared.parsed("", text, true, 0).unwrap();
         assert!(Arc::ptr_eq(&first, &analysis_of(&mut prepared, "")));
     }
 
     #[test]
     fn the_unnamed_statement_is_analysed_again_for_another_text_or_setting() {
         let mut prepared = Prepared::default();
-        prepared.parsed("", "SELECT 'a\\'", true).unwrap();
+        prepared.parsed("", "SELECT 'a\\'", true, 0).unwrap();
         let first = analysis_of(&mut prepared, "");
-        prepared.parsed("", "SELECT 'a\\'", false).unwrap();
+        prepared.parsed("", "SELECT 'a\\'", false, 0).unwrap();
         let under_the_other_setting = analysis_of(&mut prepared, "");
         assert!(!Arc::ptr_eq(&first, &under_the_other_setting));
-        prepared.parsed("", "DELETE FROM orders", false).unwrap();
+        prepared.parsed("", "DELETE FROM orders", false, 0).unwrap();
         assert_eq!(&*prepared.text("").unwrap(), "DELETE FROM orders");
         assert_eq!(
             analysis_of(&mut prepared, "")[0].statement.command,
@@ -263,23 +355,67 @@ mod tests {
     }
 
     #[test]
-    fn a_named_statement_is_not_redefined_by_a_parse_the_server_refuses() {
+    fn a_named_statement_is_not_redefined() {
         let mut prepared = Prepared::default();
         prepared
-            .parsed("report", "DELETE FROM orders WHERE id = $1", true)
+            .parsed("report", "DELETE FROM orders WHERE id = $1", true, 0)
             .unwrap();
-        prepared.parsed("report", "SELECT 1", true).unwrap();
+        let refused = prepared.parsed("report", "SELECT 1", true, 0).unwrap_err();
+        assert_eq!(refused.code, sqlstate::DUPLICATE_PREPARED_STATEMENT);
         assert_eq!(
             &*prepared.text("report").unwrap(),
             "DELETE FROM orders WHERE id = $1"
         );
-        assert_eq!(
-            analysis_of(&mut prepared, "report")[0].statement.command,
-            "DELETE"
-        );
         // Once closed, the name is free again.
         prepared.closed("report");
-        prepared.parsed("report", "SELECT 1", true).unwrap();
+        prepared.parsed("report", "SELECT 1", true, 0).unwrap();
         assert_eq!(&*prepared.text("report").unwrap(), "SELECT 1");
+    }
+
+    #[test]
+    fn parses_the_server_did_not_confirm_are_forgotten_when_their_cycle_ends() {
+        let mut prepared = Prepared::default();
+        // Cycle 0: both made.
+        prepared.parsed("", "SELECT 1", true, 0).unwrap();
+        prepared.parsed("kept", "SELECT 2", true, 0).unwrap();
+        prepared.confirmed();
+        prepared.confirmed();
+        prepared.cycle_ended(0);
+        // Cycle 1: the first Parse made, then an error: the rest skipped.
+        // Cycle 2, pipelined behind it, is not answered yet.
+        prepared.parsed("made", "SELECT 3", true, 1).unwrap();
+        prepared.parsed("", "SELECT 4", true, 1).unwrap();
+        prepared.parsed("skipped", "SELECT 5", true, 1).unwrap();
+        prepared.parsed("later", "SELECT 6", true, 2).unwrap();
+        prepared.confirmed();
+        prepared.cycle_ended(1);
+        assert_eq!(&*prepared.text("kept").unwrap(), "SELECT 2");
+        assert_eq!(&*prepared.text("made").unwrap(), "SELECT 3");
+        assert_eq!(prepared.text(""), None, "the server may hold either");
+        assert_eq!(prepared.text("skipped"), None);
+        assert_eq!(&*prepared.text("later").unwrap(), "SELECT 6");
+        prepared.cycle_ended(2);
+        assert_eq!(prepared.text("later"), None);
+    }
+
+    #[test]
+    fn an_unconfirmed_parse_does_not_forget_a_later_definition_of_its_name() {
+        let mut prepared = Prepared::default();
+        prepared.parsed("", "SELECT 1", true, 0).unwrap();
+        prepared.parsed("", "SELECT 2", true, 1).unwrap();
+        prepared.cycle_ended(0);
+        assert_eq!(&*prepared.text("").unwrap(), "SELECT 2");
+    }
+
+    #[test]
+    fn a_client_that_pipelines_parses_without_end_is_refused() {
+        let mut prepared = Prepared::default();
+        for _ in 0..MAX_UNCONFIRMED_PARSES {
+            prepared.parsed("", "SELECT 1", true, 0).unwrap();
+        }
+        let refused = prepared.parsed("", "SELECT 1", true, 0).unwrap_err();
+        assert_eq!(refused.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
+        prepared.confirmed();
+        prepared.parsed("", "SELECT 1", true, 0).unwrap();
     }
 }

@@ -852,10 +852,12 @@ impl Proxy<'_> {
             tag::PARSE => {
                 // Parsing runs nothing: the statement is judged when bound.
                 let (name, text) = frontend::parse_statement(&frame).unwrap_or_default();
-                if let Err(refusal) =
-                    self.prepared
-                        .parsed(name, text, self.standard_conforming_strings)
-                {
+                if let Err(refusal) = self.prepared.parsed(
+                    name,
+                    text,
+                    self.standard_conforming_strings,
+                    self.cycles_sent,
+                ) {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
@@ -1998,7 +2000,9 @@ impl Proxy<'_> {
                 // sluice's own describe: the client did not ask.
                 Description::Keep => return Ok(()),
             },
+            tag::PARSE_COMPLETE => self.prepared.confirmed(),
             tag::READY_FOR_QUERY => {
+                self.prepared.cycle_ended(self.cycles_done);
                 if let Some(outcome) = self.cycle_done(&frame)? {
                     self.record_outcome(outcome).await;
                 }
@@ -2462,11 +2466,13 @@ fn watch_phase(mut receiver: tokio::sync::watch::Receiver<Phase>) -> PhaseChange
 
 /// Message types that stream through without being held: rows and COPY
 /// data, and anything sluice does not model (passed on as it came). Rows
-/// are held instead while they must be masked.
+/// are held instead while they must be masked. A ParseComplete is read:
+/// it tells that a prepared statement exists.
 fn is_streamed(tag: u8) -> bool {
     !matches!(
         tag,
         tag::READY_FOR_QUERY
+            | tag::PARSE_COMPLETE
             | tag::ERROR_RESPONSE
             | tag::NOTICE_RESPONSE
             | tag::NOTIFICATION_RESPONSE
