@@ -800,6 +800,18 @@ impl Proxy<'_> {
         }
         let just_described = self.just_described.take();
         let cycle_was_open = self.extended_open;
+        if frame.tag() == tag::QUERY && cycle_was_open {
+            // The server answers such a Query with a ReadyForQuery of its
+            // own, unless an error earlier in the cycle makes it skip the
+            // Query (and send none): which of the two comes cannot be told
+            // in advance, and sluice's count of what the server is answering
+            // (whose statement a reply is, which Parse it confirms) would
+            // drift. No driver sends one; a client must send Sync first.
+            return Err(End::Fatal(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "a simple Query arrived inside an unfinished extended-protocol cycle: send Sync before it",
+            )));
+        }
         match frame.tag() {
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
                 self.extended_open = true;
@@ -842,9 +854,7 @@ impl Proxy<'_> {
                     return Ok(());
                 }
                 self.copy_query_source = None;
-                if !self.extended_open
-                    && let Some(copy) = self.copy_out_to_mask(text)
-                {
+                if let Some(copy) = self.copy_out_to_mask(text) {
                     self.copy_query_source = Some(self.describe_copy_source(copy, false));
                 }
                 self.push_cycle(true, None);
