@@ -782,3 +782,57 @@ async fn user_defined_types_are_masked() {
     assert!(!everything.contains(pan), "{everything}");
     assert_trail_holds_no_card_number(&env).await;
 }
+
+/// A COPY prepared under a name is read with its own describe: a Parse
+/// that would redefine the name (as a COPY of a column the masker never
+/// looks at) is refused, as PostgreSQL refuses it, and what sluice learnt
+/// of a Parse the server did not carry out is forgotten, so the describe
+/// of another query never stands in for the statement the server still
+/// runs under the name. (Before, the card number passed unmasked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_statement_is_masked_by_its_own_describe_after_a_refused_redefinition() {
+    use sluice_tests::raw::{RawConn, message};
+
+    fn parse_sync(name: &str, text: &str) -> Vec<u8> {
+        let mut body = format!("{name}\0{text}\0").into_bytes();
+        body.extend_from_slice(&[0, 0]);
+        let mut messages = message(b'P', &body);
+        messages.extend(message(b'S', &[]));
+        messages
+    }
+
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let pan: String = direct
+        .query_one("SELECT pan FROM cards ORDER BY id LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", token_of("agent")).await;
+    conn.send(&parse_sync(
+        "pans",
+        "COPY (SELECT pan FROM cards ORDER BY id LIMIT 1) TO STDOUT",
+    ))
+    .await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+
+    conn.send(&parse_sync("pans", "COPY (SELECT true) TO STDOUT"))
+        .await;
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "42P05", "{:?}", error.fields());
+    conn.until_ready().await;
+
+    let mut run = message(b'B', b"\0pans\0\0\0\0\0\0\0");
+    run.extend(message(b'E', b"\0\0\0\0\0"));
+    run.extend(message(b'S', &[]));
+    conn.send(&run).await;
+    let replies = conn.until_ready().await;
+    let data: Vec<u8> = replies
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.clone())
+        .collect();
+    let data = String::from_utf8(data).unwrap();
+    assert_eq!(data, format!("{}\n", masked(&pan)), "{replies:?}");
+}

@@ -160,7 +160,10 @@ impl Prepared {
     /// (A Parse may carry a number lower than its cycle's when sluice slips
     /// a cycle of its own in ahead of it; it is still forgotten no earlier
     /// than its own cycle ends, as nothing of it is answered before.)
-    pub fn cycle_ended(&mut self, cycle: u64) {
+    /// Returns the names forgotten, for whatever else the session keeps
+    /// about them.
+    pub fn cycle_ended(&mut self, cycle: u64) -> Vec<String> {
+        let mut forgotten = Vec::new();
         while self.unconfirmed.front().is_some_and(|u| u.cycle <= cycle) {
             let Some(parse) = self.unconfirmed.pop_front() else {
                 break;
@@ -171,8 +174,10 @@ impl Prepared {
                 .is_some_and(|entry| entry.generation == parse.generation)
             {
                 self.entries.remove(&parse.name);
+                forgotten.push(parse.name);
             }
         }
+        forgotten
     }
 
     fn next_generation(&mut self) -> u64 {
@@ -388,7 +393,7 @@ mod tests {
         prepared.parsed("skipped", "SELECT 5", true, 1).unwrap();
         prepared.parsed("later", "SELECT 6", true, 2).unwrap();
         prepared.confirmed();
-        prepared.cycle_ended(1);
+        assert_eq!(prepared.cycle_ended(1), ["", "skipped"]);
         assert_eq!(&*prepared.text("kept").unwrap(), "SELECT 2");
         assert_eq!(&*prepared.text("made").unwrap(), "SELECT 3");
         assert_eq!(prepared.text(""), None, "the server may hold either");

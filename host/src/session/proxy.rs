@@ -2012,7 +2012,12 @@ impl Proxy<'_> {
             },
             tag::PARSE_COMPLETE => self.prepared.confirmed(),
             tag::READY_FOR_QUERY => {
-                self.prepared.cycle_ended(self.cycles_done);
+                // A statement the server did not make is not a COPY either:
+                // no describe of another query masks what a Bind of its name
+                // runs.
+                for name in self.prepared.cycle_ended(self.cycles_done) {
+                    self.copy_statements.remove(&name);
+                }
                 if let Some(outcome) = self.cycle_done(&frame)? {
                     self.record_outcome(outcome).await;
                 }
