@@ -86,6 +86,8 @@ async fn malformed_messages_after_login_are_refused() {
         ("Execute without its row limit", message(b'E', b"\0")),
         ("Describe of an unknown kind", message(b'D', b"X\0")),
         ("Sync with a body", message(b'S', b"x")),
+        ("CopyData outside a COPY", message(b'd', b"1\n")),
+        ("CopyDone outside a COPY", message(b'c', b"")),
         ("Query inside an unfinished extended cycle", {
             let mut m = message(b'P', b"\0SELECT 1\0\0\0");
             m.extend(message(b'Q', b"SELECT 2\0"));

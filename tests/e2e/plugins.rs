@@ -849,6 +849,33 @@ mod wire {
         assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
     }
 
+    /// A cycle whose division fails, so that the server skips the Parse of
+    /// the unnamed statement behind it; then a Bind of the unnamed
+    /// statement, which sluice must refuse (it did not see one parsed)
+    /// rather than judge as the skipped text while the server runs the
+    /// statement it still holds.
+    pub async fn assert_a_skipped_parse_is_not_judged(conn: &mut RawConn) {
+        let mut failing = parse("divide", "SELECT 1/0");
+        failing.extend(bind_execute("divide"));
+        failing.extend(parse("", "SELECT 'harmless'"));
+        failing.extend(sync());
+        assert_eq!(refusal(conn, &failing).await, "22012");
+        assert_eq!(refusal(conn, &bind_execute_sync("")).await, "26000");
+    }
+
+    /// A session of `env` as agent, with a temporary table `scratch (n
+    /// int)` and `load` prepared as a COPY into it from STDIN.
+    pub async fn with_a_copy_prepared(env: &sluice_tests::TestEnv) -> RawConn {
+        let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+        conn.send(&sluice_tests::raw::query(
+            "CREATE TEMP TABLE scratch (n int)",
+        ))
+        .await;
+        conn.until_ready().await;
+        define(&mut conn, "load", "COPY scratch FROM STDIN").await;
+        conn
+    }
+
     /// Sends `messages` and reads up to ReadyForQuery: the SQLSTATE of the
     /// error that came, when no row did.
     pub async fn refusal(conn: &mut RawConn, messages: &[u8]) -> String {
@@ -911,19 +938,12 @@ async fn a_refused_sql_prepare_does_not_change_what_an_execute_is_judged_as() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
     use sluice_tests::raw::RawConn;
-    use wire::{bind_execute, bind_execute_sync, define, parse, refusal, sync};
+    use wire::{assert_a_skipped_parse_is_not_judged, bind_execute_sync, define, parse};
 
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
     define(&mut conn, "", "SELECT 'forbidden'").await;
-    // The division fails, so the server skips the Parse behind it.
-    let mut failing = parse("divide", "SELECT 1/0");
-    failing.extend(bind_execute("divide"));
-    failing.extend(parse("", "SELECT 'harmless'"));
-    failing.extend(sync());
-    assert_eq!(refusal(&mut conn, &failing).await, "22012");
-    // The statement the server still holds does not run.
-    assert_eq!(refusal(&mut conn, &bind_execute_sync("")).await, "26000");
+    assert_a_skipped_parse_is_not_judged(&mut conn).await;
 
     // Parsed again, it is judged as parsed.
     let mut again = parse("", "SELECT 'harmless'");
@@ -956,4 +976,65 @@ async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
     assert_eq!(refusal(&mut conn, &shadow).await, "42P05");
     // Nothing runs under the name.
     refusal(&mut conn, &bind_execute_sync("report")).await;
+}
+
+/// A COPY FROM STDIN sent as drivers send it through the extended protocol
+/// (Bind, Execute, Sync, then the data, CopyDone and another Sync) gets one
+/// ReadyForQuery: the server ignores the first Sync while it reads the
+/// data. sluice keeps count, so a Parse skipped later is still forgotten
+/// when its own cycle ends, not one cycle late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_stdin_does_not_put_sluice_a_cycle_behind() {
+    use sluice_tests::raw::{message, query};
+    use wire::{
+        assert_a_skipped_parse_is_not_judged, bind_execute_sync, define, sync, with_a_copy_prepared,
+    };
+
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = with_a_copy_prepared(&env).await;
+    define(&mut conn, "", "SELECT 'forbidden'").await;
+
+    conn.send(&bind_execute_sync("load")).await;
+    loop {
+        let reply = conn.recv().await.expect("the server answers");
+        assert_ne!(reply.tag, b'E', "{:?}", reply.fields());
+        if reply.tag == b'G' {
+            break;
+        }
+    }
+    let mut data = message(b'd', b"1\n2\n");
+    data.extend(message(b'c', &[]));
+    data.extend(sync());
+    conn.send(&data).await;
+    let replies = conn.until_ready().await;
+    let complete = replies
+        .iter()
+        .find(|m| m.tag == b'C')
+        .expect("the COPY completes");
+    assert_eq!(complete.body, b"COPY 2\0");
+
+    assert_a_skipped_parse_is_not_judged(&mut conn).await;
+
+    conn.send(&query("SELECT count(*) FROM scratch")).await;
+    let replies = conn.until_ready().await;
+    let row = replies.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"2"), "{replies:?}");
+}
+
+/// Messages pipelined with a COPY FROM STDIN would change how many
+/// answers the server gives in ways sluice cannot know in advance: the
+/// session ends instead, before the server reads any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_pipelined_behind_a_copy_from_stdin_end_the_session() {
+    use wire::{bind_execute_sync, parse, sync, with_a_copy_prepared};
+
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = with_a_copy_prepared(&env).await;
+    let mut pipelined = bind_execute_sync("load");
+    pipelined.extend(parse("", "SELECT 'harmless'"));
+    pipelined.extend(sync());
+    conn.send(&pipelined).await;
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "08P01", "{:?}", error.fields());
+    assert!(conn.closed().await);
 }

@@ -120,6 +120,30 @@ struct Cycle {
     /// The recorded (or traced) statements the cycle runs, and what
     /// becomes of them.
     audit: Option<CycleOutcome>,
+    /// Executes in the cycle (a simple Query counts as one).
+    executes: u32,
+    /// Nothing but Flush came between the cycle's last Execute and its end.
+    ends_at_execute: bool,
+    /// The server ignored the cycle's Sync, which reached it while it read
+    /// COPY data: the ReadyForQuery of the next cycle ends both.
+    sync_ignored: bool,
+}
+
+/// Where a COPY FROM STDIN stands. While the server reads COPY data it
+/// ignores Sync and Flush and fails the COPY on any other message, which
+/// changes how many ReadyForQuery messages it sends: sluice follows it
+/// to keep its count of cycles true (see [`Proxy::copy_in_started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyIn {
+    /// No COPY FROM STDIN under way.
+    Idle,
+    /// The server said CopyInResponse; the client has not ended its data.
+    /// `sync_next`: the COPY's own Sync was ignored, so the next cycle
+    /// must hold nothing but the Sync that ends the COPY's cycle.
+    Receiving { sync_next: bool },
+    /// The client ended the data of a COPY whose Sync was ignored: only a
+    /// Sync (or Flush) may come before that Sync.
+    SyncNext,
 }
 
 /// What the statements of one cycle came to, gathered from the server's
@@ -440,6 +464,11 @@ struct Proxy<'a> {
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
     extended_open: bool,
+    /// Executes in the client's open cycle, and whether nothing but Flush
+    /// followed the last one (what [`Cycle`] records when it is pushed).
+    open_executes: u32,
+    open_ends_at_execute: bool,
+    copy_in: CopyIn,
     /// The session's prepared statements, judged at each Bind or EXECUTE.
     prepared: Prepared,
     /// Analyses the session's statements, remembering their shapes.
@@ -570,6 +599,9 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         copy_portals: std::collections::HashMap::new(),
         copy_executes: VecDeque::new(),
         extended_open: false,
+        open_executes: 0,
+        open_ends_at_execute: false,
+        copy_in: CopyIn::Idle,
         prepared: Prepared::default(),
         analyser: Analyser::default(),
         verdicts: std::collections::HashMap::new(),
@@ -800,6 +832,7 @@ impl Proxy<'_> {
         }
         let just_described = self.just_described.take();
         let cycle_was_open = self.extended_open;
+        self.follow_copy_in(frame.tag())?;
         if frame.tag() == tag::QUERY && cycle_was_open {
             // The server answers such a Query with a ReadyForQuery of its
             // own, unless an error earlier in the cycle makes it skip the
@@ -815,6 +848,12 @@ impl Proxy<'_> {
         match frame.tag() {
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
                 self.extended_open = true;
+                if frame.tag() == tag::EXECUTE {
+                    self.open_executes += 1;
+                    self.open_ends_at_execute = true;
+                } else {
+                    self.open_ends_at_execute = false;
+                }
             }
             tag::SYNC => self.extended_open = false,
             _ => {}
@@ -1019,6 +1058,79 @@ impl Proxy<'_> {
         Ok(())
     }
 
+    /// Checks a client message against the COPY FROM STDIN under way, if
+    /// any: while the server reads COPY data only CopyData, CopyDone,
+    /// CopyFail and Flush may come, and COPY data never comes otherwise.
+    fn follow_copy_in(&mut self, message: u8) -> Result<(), End> {
+        let copy_message = matches!(message, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL);
+        let refuse = |why: &str| {
+            Err(End::Fatal(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("{why}: sluice cannot tell how the server would read it"),
+            )))
+        };
+        match self.copy_in {
+            CopyIn::Idle if copy_message => refuse("COPY data outside a COPY FROM STDIN"),
+            CopyIn::Idle => Ok(()),
+            CopyIn::Receiving { sync_next } => match message {
+                tag::COPY_DATA | tag::FLUSH | tag::TERMINATE => Ok(()),
+                tag::COPY_DONE | tag::COPY_FAIL => {
+                    self.copy_in = if sync_next {
+                        CopyIn::SyncNext
+                    } else {
+                        CopyIn::Idle
+                    };
+                    Ok(())
+                }
+                _ => refuse("a message other than COPY data before CopyDone or CopyFail"),
+            },
+            CopyIn::SyncNext => match message {
+                tag::FLUSH | tag::TERMINATE => Ok(()),
+                tag::SYNC => {
+                    self.copy_in = CopyIn::Idle;
+                    Ok(())
+                }
+                _ => refuse("a message between the end of COPY data and the Sync it needs"),
+            },
+        }
+    }
+
+    /// The server began reading COPY data (CopyInResponse). From now on it
+    /// ignores Sync: if the client already sent the Sync behind the COPY's
+    /// Execute, no ReadyForQuery answers it, and the cycle runs on into the
+    /// next (whose Sync, after CopyDone, is answered). sluice marks the
+    /// cycle so. It can be sure of that only when the COPY is the last
+    /// Execute of the only cycle awaiting an answer, with nothing sent
+    /// behind it — as every driver sends it; anything else ends the
+    /// session rather than let sluice lose count of what answers what.
+    fn copy_in_started(&mut self) -> Result<(), End> {
+        let certain = match self.cycles.len() {
+            // The client has not sent the Sync yet.
+            0 => self.extended_open && self.open_executes == 1 && self.open_ends_at_execute,
+            1 => {
+                let cycle = &self.cycles[0];
+                let nothing_behind = !self.extended_open && cycle.injected.is_none();
+                nothing_behind && (cycle.simple || (cycle.executes == 1 && cycle.ends_at_execute))
+            }
+            _ => false,
+        };
+        if !certain {
+            return Err(End::Fatal(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "a COPY FROM STDIN began with other messages pipelined with it: send it as its cycle's only Execute, and nothing behind it until its data has ended",
+            )));
+        }
+        let sync_next = match self.cycles.front_mut() {
+            Some(cycle) if !cycle.simple => {
+                cycle.sync_ignored = true;
+                true
+            }
+            _ => false,
+        };
+        self.copy_in = CopyIn::Receiving { sync_next };
+        Ok(())
+    }
+
     /// Sends the refusal stand-in in place of a whole cycle.
     fn refuse_cycle(&mut self, refusal: Fatal) {
         reply::encode(
@@ -1045,11 +1157,21 @@ impl Proxy<'_> {
 
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
         let audit = self.pending_outcome.take();
+        let (executes, ends_at_execute) = if simple {
+            (1, true)
+        } else {
+            (self.open_executes, self.open_ends_at_execute)
+        };
+        self.open_executes = 0;
+        self.open_ends_at_execute = false;
         self.cycles.push_back(Cycle {
             simple,
             refusal,
             injected: None,
             audit,
+            executes,
+            ends_at_execute,
+            sync_ignored: false,
         });
         self.cycles_sent += 1;
     }
@@ -1107,6 +1229,9 @@ impl Proxy<'_> {
             refusal: None,
             injected: Some(source.clone()),
             audit: None,
+            executes: 0,
+            ends_at_execute: false,
+            sync_ignored: false,
         });
         self.cycles_sent += 1;
         source
@@ -1161,6 +1286,13 @@ impl Proxy<'_> {
         self.transaction = status;
         let finished = self.cycles.pop_front();
         self.cycles_done += 1;
+        if finished.as_ref().is_some_and(|cycle| cycle.sync_ignored) {
+            // Its Sync was ignored during COPY data: this ReadyForQuery
+            // answers the next cycle's Sync too. That cycle holds nothing
+            // but the COPY's data and the Sync (see `follow_copy_in`).
+            self.cycles.pop_front();
+            self.cycles_done += 1;
+        }
         Ok(finished.and_then(|cycle| cycle.audit))
     }
 
@@ -2011,6 +2143,7 @@ impl Proxy<'_> {
                 Description::Keep => return Ok(()),
             },
             tag::PARSE_COMPLETE => self.prepared.confirmed(),
+            tag::COPY_IN_RESPONSE => self.copy_in_started()?,
             tag::READY_FOR_QUERY => {
                 // A statement the server did not make is not a COPY either:
                 // no describe of another query masks what a Bind of its name
@@ -2488,6 +2621,7 @@ fn is_streamed(tag: u8) -> bool {
         tag,
         tag::READY_FOR_QUERY
             | tag::PARSE_COMPLETE
+            | tag::COPY_IN_RESPONSE
             | tag::ERROR_RESPONSE
             | tag::NOTICE_RESPONSE
             | tag::NOTIFICATION_RESPONSE
