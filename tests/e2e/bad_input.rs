@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sluice_tests::TestEnv;
-use sluice_tests::raw::{RawConn, message, query, startup_message};
+use sluice_tests::raw::{RawConn, message, parse, query, startup_message};
 use tokio::io::AsyncWriteExt;
 
 /// After each bad client, a good one still works.
@@ -89,8 +89,8 @@ async fn malformed_messages_after_login_are_refused() {
         ("CopyData outside a COPY", message(b'd', b"1\n")),
         ("CopyDone outside a COPY", message(b'c', b"")),
         ("Query inside an unfinished extended cycle", {
-            let mut m = message(b'P', b"\0SELECT 1\0\0\0");
-            m.extend(message(b'Q', b"SELECT 2\0"));
+            let mut m = parse("", "SELECT 1");
+            m.extend(query("SELECT 2"));
             m
         }),
     ];

@@ -11,7 +11,7 @@
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{FromSql, Type};
 
-use sluice_tests::raw::{RawConn, message, query};
+use sluice_tests::raw::{RawConn, bind_execute_sync, parse, query, sync};
 use sluice_tests::{TestEnv, token_of};
 
 /// The shipped masker, with its defaults: first six and last four digits
@@ -514,13 +514,9 @@ async fn copy_out_is_masked() {
     // A binary COPY parsed in the middle of a cycle cannot be described
     // first: it fails the session closed, its data never passed on unread.
     let mut conn = RawConn::login(env.addr(), &env.database, "admin", token_of("admin")).await;
-    let mut pipeline = Vec::new();
-    pipeline.extend(message(b'P', b"\0SELECT 1\0\0\0"));
-    let parse_copy = format!("c\0{}\0\0\0", binary(pan, pan));
-    pipeline.extend(message(b'P', parse_copy.as_bytes()));
-    pipeline.extend(message(b'B', b"\0c\0\0\0\0\0\0\0"));
-    pipeline.extend(message(b'E', b"\0\0\0\0\0"));
-    pipeline.extend(message(b'S', b""));
+    let mut pipeline = parse("", "SELECT 1");
+    pipeline.extend(parse("c", &binary(pan, pan)));
+    pipeline.extend(bind_execute_sync("c"));
     conn.send(&pipeline).await;
     let mut replies = Vec::new();
     while let Some(reply) = conn.recv().await {
@@ -791,16 +787,6 @@ async fn user_defined_types_are_masked() {
 /// runs under the name. (Before, the card number passed unmasked.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_statement_is_masked_by_its_own_describe_after_a_refused_redefinition() {
-    use sluice_tests::raw::{RawConn, message};
-
-    fn parse_sync(name: &str, text: &str) -> Vec<u8> {
-        let mut body = format!("{name}\0{text}\0").into_bytes();
-        body.extend_from_slice(&[0, 0]);
-        let mut messages = message(b'P', &body);
-        messages.extend(message(b'S', &[]));
-        messages
-    }
-
     let env = start_masked().await;
     let direct = env.connect_direct().await;
     let pan: String = direct
@@ -809,24 +795,20 @@ async fn a_copy_statement_is_masked_by_its_own_describe_after_a_refused_redefini
         .unwrap()
         .get(0);
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", token_of("agent")).await;
-    conn.send(&parse_sync(
+    conn.define(
         "pans",
         "COPY (SELECT pan FROM cards ORDER BY id LIMIT 1) TO STDOUT",
-    ))
+    )
     .await;
-    let replies = conn.until_ready().await;
-    assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
 
-    conn.send(&parse_sync("pans", "COPY (SELECT true) TO STDOUT"))
-        .await;
+    let mut redefined = parse("pans", "COPY (SELECT true) TO STDOUT");
+    redefined.extend(sync());
+    conn.send(&redefined).await;
     let error = conn.expect_error().await;
     assert_eq!(error.code(), "42P05", "{:?}", error.fields());
     conn.until_ready().await;
 
-    let mut run = message(b'B', b"\0pans\0\0\0\0\0\0\0");
-    run.extend(message(b'E', b"\0\0\0\0\0"));
-    run.extend(message(b'S', &[]));
-    conn.send(&run).await;
+    conn.send(&bind_execute_sync("pans")).await;
     let replies = conn.until_ready().await;
     let data: Vec<u8> = replies
         .iter()

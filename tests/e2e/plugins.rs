@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sluice::plugin::builtin::test_guests as guest;
 use sluice::plugin::reload;
+use sluice_tests::raw::{RawConn, bind_execute, bind_execute_sync, message, parse, query, sync};
 use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
 
 /// A `[[plugins]]` table.
@@ -807,90 +808,27 @@ async fn approval_without_an_approval_plugin_is_refused() {
     assert!(message.contains("no approval plugin"), "{message}");
 }
 
-/// Extended-protocol messages for the tests of what a Bind is judged as,
-/// and the exchanges they make.
-mod wire {
-    use sluice_tests::raw::{RawConn, message};
+/// A cycle whose division fails, so that the server skips the Parse of
+/// the unnamed statement behind it; then a Bind of the unnamed statement,
+/// which sluice must refuse (it did not see one parsed) rather than judge
+/// as the skipped text while the server runs the statement it still holds.
+async fn assert_a_skipped_parse_is_not_judged(conn: &mut RawConn) {
+    let mut failing = parse("divide", "SELECT 1/0");
+    failing.extend(bind_execute("divide"));
+    failing.extend(parse("", "SELECT 'harmless'"));
+    failing.extend(sync());
+    assert_eq!(conn.refusal(&failing).await, "22012");
+    assert_eq!(conn.refusal(&bind_execute_sync("")).await, "26000");
+}
 
-    pub fn parse(name: &str, text: &str) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(name.as_bytes());
-        body.push(0);
-        body.extend_from_slice(text.as_bytes());
-        body.extend_from_slice(&[0, 0, 0]);
-        message(b'P', &body)
-    }
-
-    pub fn bind_execute(name: &str) -> Vec<u8> {
-        let mut body = vec![0];
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-        let mut messages = message(b'B', &body);
-        messages.extend(message(b'E', &[0, 0, 0, 0, 0]));
-        messages
-    }
-
-    pub fn sync() -> Vec<u8> {
-        message(b'S', &[])
-    }
-
-    pub fn bind_execute_sync(name: &str) -> Vec<u8> {
-        let mut messages = bind_execute(name);
-        messages.extend(sync());
-        messages
-    }
-
-    /// Parses `text` as `name` in a cycle of its own, which must succeed.
-    pub async fn define(conn: &mut RawConn, name: &str, text: &str) {
-        let mut messages = parse(name, text);
-        messages.extend(sync());
-        conn.send(&messages).await;
-        let replies = conn.until_ready().await;
-        assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
-    }
-
-    /// A cycle whose division fails, so that the server skips the Parse of
-    /// the unnamed statement behind it; then a Bind of the unnamed
-    /// statement, which sluice must refuse (it did not see one parsed)
-    /// rather than judge as the skipped text while the server runs the
-    /// statement it still holds.
-    pub async fn assert_a_skipped_parse_is_not_judged(conn: &mut RawConn) {
-        let mut failing = parse("divide", "SELECT 1/0");
-        failing.extend(bind_execute("divide"));
-        failing.extend(parse("", "SELECT 'harmless'"));
-        failing.extend(sync());
-        assert_eq!(refusal(conn, &failing).await, "22012");
-        assert_eq!(refusal(conn, &bind_execute_sync("")).await, "26000");
-    }
-
-    /// A session of `env` as agent, with a temporary table `scratch (n
-    /// int)` and `load` prepared as a COPY into it from STDIN.
-    pub async fn with_a_copy_prepared(env: &sluice_tests::TestEnv) -> RawConn {
-        let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
-        conn.send(&sluice_tests::raw::query(
-            "CREATE TEMP TABLE scratch (n int)",
-        ))
-        .await;
-        conn.until_ready().await;
-        define(&mut conn, "load", "COPY scratch FROM STDIN").await;
-        conn
-    }
-
-    /// Sends `messages` and reads up to ReadyForQuery: the SQLSTATE of the
-    /// error that came, when no row did.
-    pub async fn refusal(conn: &mut RawConn, messages: &[u8]) -> String {
-        conn.send(messages).await;
-        let replies = conn.until_ready().await;
-        assert!(
-            !replies.iter().any(|m| m.tag == b'D'),
-            "no row came: {replies:?}"
-        );
-        replies
-            .iter()
-            .find(|m| m.tag == b'E')
-            .unwrap_or_else(|| panic!("an error, not {replies:?}"))
-            .code()
-    }
+/// A session of `env` as agent, with a temporary table `scratch (n int)`
+/// and `load` prepared as a COPY into it from STDIN.
+async fn with_a_copy_prepared(env: &TestEnv) -> RawConn {
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.send(&query("CREATE TEMP TABLE scratch (n int)")).await;
+    conn.until_ready().await;
+    conn.define("load", "COPY scratch FROM STDIN").await;
+    conn
 }
 
 /// A Parse cannot rename what a prepared statement runs: PostgreSQL
@@ -898,22 +836,16 @@ mod wire {
 /// does sluice, so a later Bind is judged as the statement that runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
-    use sluice_tests::raw::RawConn;
-    use wire::{bind_execute_sync, define, parse, refusal, sync};
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
     // Parsing is not judged: the statement exists on the server.
-    define(&mut conn, "report", "SELECT 'forbidden'").await;
+    conn.define("report", "SELECT 'forbidden'").await;
     // The redefinition is refused (by sluice, as the server would) ...
     let mut redefined = parse("report", "SELECT 'harmless'");
     redefined.extend(sync());
-    assert_eq!(refusal(&mut conn, &redefined).await, "42P05");
+    assert_eq!(conn.refusal(&redefined).await, "42P05");
     // ... so binding the name runs, and is judged as, the first text.
-    assert_eq!(
-        refusal(&mut conn, &bind_execute_sync("report")).await,
-        "42501"
-    );
+    assert_eq!(conn.refusal(&bind_execute_sync("report")).await, "42501");
 }
 
 /// The same through SQL: a `PREPARE` of a name in use is refused (by
@@ -921,15 +853,12 @@ async fn a_refused_redefinition_does_not_change_what_a_bind_is_judged_as() {
 /// name is judged as what it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_sql_prepare_does_not_change_what_an_execute_is_judged_as() {
-    use sluice_tests::raw::{RawConn, query};
-    use wire::{define, refusal};
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
-    define(&mut conn, "report", "SELECT 'forbidden'").await;
+    conn.define("report", "SELECT 'forbidden'").await;
     let prepare = query("PREPARE report AS SELECT 'harmless'");
-    assert_eq!(refusal(&mut conn, &prepare).await, "42P05");
-    assert_eq!(refusal(&mut conn, &query("EXECUTE report")).await, "42501");
+    assert_eq!(conn.refusal(&prepare).await, "42P05");
+    assert_eq!(conn.refusal(&query("EXECUTE report")).await, "42501");
 }
 
 /// A Parse the server skips (an error earlier in its cycle) makes nothing:
@@ -937,12 +866,9 @@ async fn a_refused_sql_prepare_does_not_change_what_an_execute_is_judged_as() {
 /// sluice, which cannot judge what it did not see parsed, refuses the Bind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
-    use sluice_tests::raw::RawConn;
-    use wire::{assert_a_skipped_parse_is_not_judged, bind_execute_sync, define, parse};
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
-    define(&mut conn, "", "SELECT 'forbidden'").await;
+    conn.define("", "SELECT 'forbidden'").await;
     assert_a_skipped_parse_is_not_judged(&mut conn).await;
 
     // Parsed again, it is judged as parsed.
@@ -959,23 +885,20 @@ async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
 /// is then refused, rather than run as one statement and judged as another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
-    use sluice_tests::raw::{RawConn, query};
-    use wire::{bind_execute_sync, parse, refusal, sync};
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
     conn.send(&query("BEGIN; SELECT 1/0")).await;
     conn.until_ready().await;
     let prepare = query("PREPARE report AS SELECT 'harmless'");
-    assert_eq!(refusal(&mut conn, &prepare).await, "25P02");
+    assert_eq!(conn.refusal(&prepare).await, "25P02");
     conn.send(&query("ROLLBACK")).await;
     conn.until_ready().await;
 
     let mut shadow = parse("report", "SELECT 'forbidden'");
     shadow.extend(sync());
-    assert_eq!(refusal(&mut conn, &shadow).await, "42P05");
+    assert_eq!(conn.refusal(&shadow).await, "42P05");
     // Nothing runs under the name.
-    refusal(&mut conn, &bind_execute_sync("report")).await;
+    conn.refusal(&bind_execute_sync("report")).await;
 }
 
 /// A COPY FROM STDIN sent as drivers send it through the extended protocol
@@ -985,14 +908,9 @@ async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
 /// when its own cycle ends, not one cycle late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_from_stdin_does_not_put_sluice_a_cycle_behind() {
-    use sluice_tests::raw::{message, query};
-    use wire::{
-        assert_a_skipped_parse_is_not_judged, bind_execute_sync, define, sync, with_a_copy_prepared,
-    };
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = with_a_copy_prepared(&env).await;
-    define(&mut conn, "", "SELECT 'forbidden'").await;
+    conn.define("", "SELECT 'forbidden'").await;
 
     conn.send(&bind_execute_sync("load")).await;
     loop {
@@ -1026,8 +944,6 @@ async fn a_copy_from_stdin_does_not_put_sluice_a_cycle_behind() {
 /// session ends instead, before the server reads any of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_pipelined_behind_a_copy_from_stdin_end_the_session() {
-    use wire::{bind_execute_sync, parse, sync, with_a_copy_prepared};
-
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = with_a_copy_prepared(&env).await;
     let mut pipelined = bind_execute_sync("load");

@@ -63,6 +63,40 @@ pub fn query(sql: &str) -> Vec<u8> {
     message(b'Q', &body)
 }
 
+/// A Parse of `text` as the prepared statement `name`, no parameter
+/// types given.
+pub fn parse(name: &str, text: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(name.len() + text.len() + 4);
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(text.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+/// A Bind of the prepared statement `statement` (no parameters, text
+/// results) into the unnamed portal, and an Execute of it.
+pub fn bind_execute(statement: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(statement.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut messages = message(b'B', &body);
+    messages.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    messages
+}
+
+/// A Sync.
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
+/// [`bind_execute`], then Sync.
+pub fn bind_execute_sync(statement: &str) -> Vec<u8> {
+    let mut messages = bind_execute(statement);
+    messages.extend(sync());
+    messages
+}
+
 /// A StartupMessage for protocol 3.`minor`.
 pub fn startup_message(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = BytesMut::new();
@@ -191,6 +225,31 @@ impl RawConn {
                 return messages;
             }
         }
+    }
+
+    /// Parses `text` as `name` in a cycle of its own, which must succeed.
+    pub async fn define(&mut self, name: &str, text: &str) {
+        let mut messages = parse(name, text);
+        messages.extend(sync());
+        self.send(&messages).await;
+        let replies = self.until_ready().await;
+        assert!(replies.iter().any(|m| m.tag == b'1'), "{replies:?}");
+    }
+
+    /// Sends `messages` and reads up to ReadyForQuery: the SQLSTATE of the
+    /// error that came, when no row did.
+    pub async fn refusal(&mut self, messages: &[u8]) -> String {
+        self.send(messages).await;
+        let replies = self.until_ready().await;
+        assert!(
+            !replies.iter().any(|m| m.tag == b'D'),
+            "no row came: {replies:?}"
+        );
+        replies
+            .iter()
+            .find(|m| m.tag == b'E')
+            .unwrap_or_else(|| panic!("an error, not {replies:?}"))
+            .code()
     }
 
     /// Reads until an ErrorResponse and returns it.
