@@ -24,10 +24,12 @@
 //! the end of its cycle (it failed, or an error earlier in the cycle made
 //! the server skip it) is forgotten then, so nothing is judged by a text
 //! the server never took. A Parse that would redefine a name sluice holds
-//! is refused before it runs, as the server would refuse it. What sluice
-//! may hold beyond the server (a `PREPARE` or Close the server did not
-//! carry out) only ever refuses more: a Bind of a name sluice does not
-//! hold is refused.
+//! is refused before it runs, as the server would refuse it. Where sluice
+//! and the server may still differ, sluice only ever refuses more: a
+//! `PREPARE` the server did not carry out leaves sluice holding a name
+//! the server does not (a Parse of it is refused), and a Close or
+//! `DEALLOCATE` the server did not carry out leaves it holding one less (a
+//! Bind of a name sluice does not hold is refused).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -104,42 +106,42 @@ impl Prepared {
                 ),
             ));
         }
-        if let Some(entry) = self.entries.get_mut(name) {
-            if !name.is_empty() {
+        let generation = match self.entries.get_mut(name) {
+            Some(_) if !name.is_empty() => {
                 return Err(Fatal::new(
                     sqlstate::DUPLICATE_PREPARED_STATEMENT,
                     format!("prepared statement \"{name}\" already exists"),
                 ));
             }
-            if *entry.text == *text {
+            // The unnamed statement again: the same definition, analysis kept.
+            Some(entry) if *entry.text == *text => {
                 if entry.analysed_under != standard_conforming_strings {
                     entry.analysed = None;
                 }
-                let generation = entry.generation;
-                self.unconfirmed.push_back(Unconfirmed {
-                    cycle,
-                    name: String::new(),
-                    generation,
-                });
-                return Ok(());
+                entry.generation
             }
-        }
-        if self.entries.len() >= MAX_PREPARED_STATEMENTS && !self.entries.contains_key(name) {
-            return Err(Fatal::new(
-                sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                format!("more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"),
-            ));
-        }
-        let generation = self.next_generation();
-        self.entries.insert(
-            name.to_owned(),
-            Entry {
-                text: text.into(),
-                analysed: None,
-                analysed_under: standard_conforming_strings,
-                generation,
-            },
-        );
+            replaced => {
+                if replaced.is_none() && self.entries.len() >= MAX_PREPARED_STATEMENTS {
+                    return Err(Fatal::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        format!(
+                            "more than {MAX_PREPARED_STATEMENTS} prepared statements in one session"
+                        ),
+                    ));
+                }
+                let generation = self.next_generation();
+                self.entries.insert(
+                    name.to_owned(),
+                    Entry {
+                        text: text.into(),
+                        analysed: None,
+                        analysed_under: standard_conforming_strings,
+                        generation,
+                    },
+                );
+                generation
+            }
+        };
         self.unconfirmed.push_back(Unconfirmed {
             cycle,
             name: name.to_owned(),
@@ -164,10 +166,7 @@ impl Prepared {
     /// about them.
     pub fn cycle_ended(&mut self, cycle: u64) -> Vec<String> {
         let mut forgotten = Vec::new();
-        while self.unconfirmed.front().is_some_and(|u| u.cycle <= cycle) {
-            let Some(parse) = self.unconfirmed.pop_front() else {
-                break;
-            };
+        while let Some(parse) = self.unconfirmed.pop_front_if(|u| u.cycle <= cycle) {
             if self
                 .entries
                 .get(&parse.name)
