@@ -120,10 +120,9 @@ struct Cycle {
     /// The recorded (or traced) statements the cycle runs, and what
     /// becomes of them.
     audit: Option<CycleOutcome>,
-    /// Executes in the cycle (a simple Query counts as one).
-    executes: u32,
-    /// Nothing but Flush came between the cycle's last Execute and its end.
-    ends_at_execute: bool,
+    /// The cycle's one Execute (or its simple Query) was its last message
+    /// but for Flush: a COPY FROM STDIN it starts can be followed.
+    ends_at_its_only_execute: bool,
     /// The server ignored the cycle's Sync, which reached it while it read
     /// COPY data: the ReadyForQuery of the next cycle ends both.
     sync_ignored: bool,
@@ -1106,11 +1105,10 @@ impl Proxy<'_> {
     fn copy_in_started(&mut self) -> Result<(), End> {
         let certain = match self.cycles.len() {
             // The client has not sent the Sync yet.
-            0 => self.extended_open && self.open_executes == 1 && self.open_ends_at_execute,
+            0 => self.extended_open && self.open_cycle_ends_at_its_only_execute(),
             1 => {
                 let cycle = &self.cycles[0];
-                let nothing_behind = !self.extended_open && cycle.injected.is_none();
-                nothing_behind && (cycle.simple || (cycle.executes == 1 && cycle.ends_at_execute))
+                !self.extended_open && cycle.injected.is_none() && cycle.ends_at_its_only_execute
             }
             _ => false,
         };
@@ -1129,6 +1127,12 @@ impl Proxy<'_> {
         };
         self.copy_in = CopyIn::Receiving { sync_next };
         Ok(())
+    }
+
+    /// Whether the client's open cycle holds one Execute, followed by
+    /// nothing but Flush.
+    fn open_cycle_ends_at_its_only_execute(&self) -> bool {
+        self.open_executes == 1 && self.open_ends_at_execute
     }
 
     /// Sends the refusal stand-in in place of a whole cycle.
@@ -1157,11 +1161,7 @@ impl Proxy<'_> {
 
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
         let audit = self.pending_outcome.take();
-        let (executes, ends_at_execute) = if simple {
-            (1, true)
-        } else {
-            (self.open_executes, self.open_ends_at_execute)
-        };
+        let ends_at_its_only_execute = simple || self.open_cycle_ends_at_its_only_execute();
         self.open_executes = 0;
         self.open_ends_at_execute = false;
         self.cycles.push_back(Cycle {
@@ -1169,8 +1169,7 @@ impl Proxy<'_> {
             refusal,
             injected: None,
             audit,
-            executes,
-            ends_at_execute,
+            ends_at_its_only_execute,
             sync_ignored: false,
         });
         self.cycles_sent += 1;
@@ -1229,8 +1228,7 @@ impl Proxy<'_> {
             refusal: None,
             injected: Some(source.clone()),
             audit: None,
-            executes: 0,
-            ends_at_execute: false,
+            ends_at_its_only_execute: false,
             sync_ignored: false,
         });
         self.cycles_sent += 1;
