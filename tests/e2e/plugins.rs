@@ -880,6 +880,27 @@ async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
     assert!(row.body.ends_with(b"harmless"), "{replies:?}");
 }
 
+/// A refused Bind pipelined behind a statement that fails: the server
+/// stops at the first error and never reaches the refused statement, so
+/// the client is told what failed, as PostgreSQL would tell it, not that
+/// a statement it never reached was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_before_a_refused_bind_is_the_one_the_client_gets() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let mut pipeline = parse("divide", "SELECT 1/0");
+    pipeline.extend(bind_execute("divide"));
+    pipeline.extend(parse("", "SELECT 'forbidden'"));
+    pipeline.extend(bind_execute(""));
+    pipeline.extend(sync());
+    assert_eq!(conn.refusal(&pipeline).await, "22012");
+
+    // Reached, the refused statement is refused.
+    let mut reached = parse("", "SELECT 'forbidden'");
+    reached.extend(bind_execute_sync(""));
+    assert_eq!(conn.refusal(&reached).await, "42501");
+}
+
 /// A `PREPARE` the server does not carry out (its transaction is aborted)
 /// leaves sluice holding a name the server does not: a Parse of that name
 /// is then refused, rather than run as one statement and judged as another.

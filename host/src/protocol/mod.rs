@@ -56,7 +56,7 @@ pub mod tag {
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
 }
 
-/// SQLSTATE codes sluice answers with.
+/// SQLSTATE codes sluice answers with, or looks for in the server's.
 pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const CONNECTION_FAILURE: &str = "08006";
@@ -78,6 +78,8 @@ pub mod sqlstate {
     pub const QUERY_CANCELED: &str = "57014";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    /// What the server answers the refusal stand-in with.
+    pub const SYNTAX_ERROR: &str = "42601";
 }
 
 #[cfg(test)]

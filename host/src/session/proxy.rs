@@ -100,7 +100,10 @@ const MAX_REMEMBERED_VERDICTS: usize = 256;
 
 /// The query sent upstream in place of a refused cycle. It fails to parse,
 /// so it runs nothing, and its text explains itself in the server's log.
-const REFUSAL_STAND_IN: &str = "sluice refused this statement";
+/// One word, so the server's syntax error names all of it: that is how
+/// its error is told from an earlier one of the same cycle (see
+/// [`is_stand_in_error`]).
+const REFUSAL_STAND_IN: &str = "sluice_refused_this_statement";
 /// The name the stand-in is parsed under in place of a refused Bind: the
 /// Parse fails whether or not a statement of that name exists, and leaves
 /// the client's own statements (the unnamed one included) untouched.
@@ -2193,10 +2196,13 @@ impl Proxy<'_> {
                 self.describes.retain(|d| d.cycle != current);
                 self.copy_executes.retain(|(cycle, _)| *cycle != current);
                 if let Some(refusal) = self.pending_refusal() {
-                    // In an aborted transaction the server says so (25P02)
-                    // before it looks at any statement: keep its answer, as
-                    // PostgreSQL would give it for the refused one too.
-                    if backend::field(&fields, b'C') != Some("25P02") {
+                    // Only the stand-in's own error becomes the refusal. Any
+                    // other came first and stopped the cycle before the
+                    // refused statement: a statement ahead of it failed, or
+                    // the transaction is aborted (25P02, which the server
+                    // says before it looks at any statement). The client
+                    // gets that error, as PostgreSQL would give it.
+                    if is_stand_in_error(&fields) {
                         let (code, message) = (refusal.code, refusal.message.clone());
                         if let Some(cycle) = self.cycles.front_mut() {
                             cycle.refusal = None;
@@ -2721,6 +2727,14 @@ fn masking_failed(what: &str, error: &dyn std::fmt::Display) -> End {
 
 /// The refusal of a statement whose check failed: a system error, naming
 /// the hook, the kind of fault and the plugin (details are in the log).
+/// Whether an ErrorResponse is the server's answer to the refusal
+/// stand-in: the syntax error at its one word (in whatever language the
+/// server speaks, the word is quoted as sent).
+fn is_stand_in_error(fields: &[(u8, String)]) -> bool {
+    backend::field(fields, b'C') == Some(sqlstate::SYNTAX_ERROR)
+        && backend::field(fields, b'M').is_some_and(|message| message.contains(REFUSAL_STAND_IN))
+}
+
 fn plugin_failed(hook: &str, fault: &Fault) -> Fatal {
     Fatal::new(
         sqlstate::SYSTEM_ERROR,
