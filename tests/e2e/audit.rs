@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice::plugin::builtin::test_guests as guest;
+use sluice_tests::raw::{self, RawConn};
 use sluice_tests::{TestEnv, code_and_message, eventually};
 
 /// The trail in the config's directory, synced per commit, with the
@@ -19,6 +20,16 @@ fn audited_config() -> String {
          [[plugins]]\nname = \"rules\"\nhook = \"policy\"\npath = \"{}\"\n\
          [plugins.config]\ndeny_words = [\"forbidden\"]\ndeny_kinds = []\n",
         guest::GUEST_DENY_RULE
+    )
+}
+
+/// [`audited_config`] with the returned rows recorded, and `more` of the
+/// `[audit]` table.
+fn recording_results(more: &str) -> String {
+    audited_config().replacen(
+        "fsync = \"always\"\n",
+        &format!("fsync = \"always\"\nrecord_results = true\n{more}"),
+        1,
     )
 }
 
@@ -260,17 +271,95 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     assert_eq!(sessions, 0);
 }
 
+/// Sends `messages` and a Sync; the replies, which must hold `rows` rows.
+async fn rows_of_cycle(conn: &mut RawConn, messages: &[u8], rows: usize) -> Vec<raw::Message> {
+    let mut cycle = messages.to_vec();
+    cycle.extend(raw::sync());
+    conn.send(&cycle).await;
+    let replies = conn.until_ready().await;
+    let got = replies.iter().filter(|m| m.tag == b'D').count();
+    assert_eq!(got, rows, "{replies:?}");
+    replies
+}
+
+/// A portal read in parts — an Execute with a row limit, then the rest in
+/// a later cycle, as JDBC reads with a fetch size — is on the record
+/// whole: every part is an outcome of the statement that bound the
+/// portal, with its rows and (with `record_results`) its data, masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_read_in_parts_is_recorded_in_every_part() {
+    let env = TestEnv::start_with_config(&recording_results(""), false)
+        .await
+        .unwrap();
+    let mut conn = RawConn::login(env.addr(), &env.database, "analyst", "analyst-demo-token").await;
+    conn.send(&raw::query("BEGIN")).await;
+    conn.until_ready().await;
+    let mut first = raw::parse("cards", "SELECT pan FROM cards ORDER BY id LIMIT 3");
+    first.extend(raw::bind("reader", "cards"));
+    first.extend(raw::execute("reader", 1));
+    let replies = rows_of_cycle(&mut conn, &first, 1).await;
+    assert!(
+        replies.iter().any(|m| m.tag == b's'),
+        "suspended: {replies:?}"
+    );
+    rows_of_cycle(&mut conn, &raw::execute("reader", 0), 2).await;
+    // A SQL cursor is a portal too, bound by no Bind: what an Execute of
+    // it returns is still an outcome on the record.
+    conn.send(&raw::query(
+        "DECLARE listing CURSOR FOR SELECT pan FROM cards ORDER BY id LIMIT 4",
+    ))
+    .await;
+    conn.until_ready().await;
+    rows_of_cycle(&mut conn, &raw::execute("listing", 0), 4).await;
+    conn.send(&raw::query("COMMIT")).await;
+    conn.until_ready().await;
+
+    let statement = |records: &[Value]| {
+        of_event(records, "statement")
+            .into_iter()
+            .find(|r| r["text"] == "SELECT pan FROM cards ORDER BY id LIMIT 3")
+            .and_then(|r| r["statement"].as_u64())
+    };
+    until_recorded(&env, |r| {
+        r["event"] == "outcome" && r["tags"] == serde_json::json!(["COMMIT"])
+    })
+    .await;
+    let records = records(&env);
+    let number = statement(&records).unwrap_or_else(|| panic!("{records:#?}"));
+    let parts: Vec<&Value> = of_event(&records, "outcome")
+        .into_iter()
+        .filter(|r| r["statements"] == serde_json::json!([number]))
+        .collect();
+    assert_eq!(parts.len(), 2, "{records:#?}");
+    assert_eq!(parts[0]["rows"], 1);
+    assert_eq!(parts[1]["rows"], 2);
+    assert_eq!(parts[1]["tags"], serde_json::json!(["SELECT 2"]));
+    let returned: Vec<&Value> = parts
+        .iter()
+        .flat_map(|part| part["data"].as_array().expect("data").iter())
+        .collect();
+    assert_eq!(returned.len(), 3, "{parts:#?}");
+    for row in returned {
+        let pan = row[0].as_str().unwrap();
+        assert!(pan.contains('*'), "masked: {pan}");
+    }
+    let unbound: Vec<&Value> = of_event(&records, "outcome")
+        .into_iter()
+        .filter(|r| r["statements"] == serde_json::json!([]))
+        .collect();
+    assert_eq!(unbound.len(), 1, "{records:#?}");
+    assert_eq!(unbound[0]["rows"], 4);
+    assert_eq!(unbound[0]["data"].as_array().map(Vec::len), Some(4));
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_data_is_recorded_masked_up_to_the_cap() {
-    let config = audited_config().replacen(
-        "fsync = \"always\"\n",
-        "fsync = \"always\"\nrecord_results = true\nresult_bytes = 300\n",
-        1,
-    );
-    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let env = TestEnv::start_with_config(&recording_results("result_bytes = 300\n"), false)
+        .await
+        .unwrap();
     let client = env.connect("admin").await;
     let pan = "4111111111111111";
     client

@@ -77,12 +77,30 @@ pub fn parse(name: &str, text: &str) -> Vec<u8> {
 /// A Bind of the prepared statement `statement` (no parameters, text
 /// results) into the unnamed portal, and an Execute of it.
 pub fn bind_execute(statement: &str) -> Vec<u8> {
-    let mut body = vec![0];
+    let mut messages = bind("", statement);
+    messages.extend(execute("", 0));
+    messages
+}
+
+/// A Bind of the prepared statement `statement` (no parameters, text
+/// results) into the portal `portal`.
+pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(portal.len() + statement.len() + 8);
+    body.extend_from_slice(portal.as_bytes());
+    body.push(0);
     body.extend_from_slice(statement.as_bytes());
     body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-    let mut messages = message(b'B', &body);
-    messages.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    messages
+    message(b'B', &body)
+}
+
+/// An Execute of the portal `portal`, returning at most `max_rows` rows
+/// (0: all).
+pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+    let mut body = Vec::with_capacity(portal.len() + 5);
+    body.extend_from_slice(portal.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&max_rows.to_be_bytes());
+    message(b'E', &body)
 }
 
 /// A Sync.

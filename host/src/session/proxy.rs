@@ -158,6 +158,9 @@ struct CycleOutcome {
     /// CommandComplete tags, in order.
     tags: Vec<String>,
     rows: u64,
+    /// DataRows since the last CommandComplete or PortalSuspended: an
+    /// Execute that stops at its row limit reports no count of its own.
+    rows_unreported: u64,
     /// The error that ended the cycle: SQLSTATE and message (not yet
     /// masked).
     error: Option<(String, String)>,
@@ -191,6 +194,7 @@ impl CycleOutcome {
             started: std::time::Instant::now(),
             tags: Vec::new(),
             rows: 0,
+            rows_unreported: 0,
             error: None,
             data: Vec::new(),
             keep_data: data_room > 0,
@@ -229,11 +233,18 @@ impl CycleOutcome {
             let Some(body) = messages.get(at + frame::HEADER_LEN..at + header.total()) else {
                 break;
             };
+            if header.tag == tag::DATA_ROW {
+                self.rows_unreported += 1;
+            }
             match header.tag {
                 tag::COMMAND_COMPLETE => {
                     let text = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(body));
                     self.rows += rows_of(&text);
+                    self.rows_unreported = 0;
                     self.tags.push(text.into_owned());
+                }
+                tag::PORTAL_SUSPENDED => {
+                    self.rows += std::mem::take(&mut self.rows_unreported);
                 }
                 tag::DATA_ROW | tag::COPY_DATA if self.keep_data && !self.data_truncated => {
                     let row = if header.tag == tag::DATA_ROW {
@@ -328,6 +339,18 @@ enum Rows {
 
 /// Most portals bound to COPY statements sluice remembers per session.
 const MAX_COPY_PORTALS: usize = 1_000;
+/// Most open portals whose statement sluice remembers per session, for
+/// the audit trail (see `Proxy::portal_statements`).
+const MAX_AUDITED_PORTALS: usize = 1_000;
+
+/// A portal the client bound from a recorded statement.
+#[derive(Debug, Clone, Copy)]
+struct BoundPortal {
+    /// The statement's number in the session.
+    statement: u64,
+    /// The cycle the Bind was sent in.
+    cycle: u64,
+}
 
 /// What sluice does with the data of a COPY TO STDOUT.
 #[derive(Debug, Default)]
@@ -463,6 +486,12 @@ struct Proxy<'a> {
     copy_statements: std::collections::HashMap<String, Option<Arc<CopySource>>>,
     copy_portals: std::collections::HashMap<String, Option<Arc<CopySource>>>,
     copy_executes: VecDeque<(u64, Option<Arc<CopySource>>)>,
+    /// The recorded statement each portal was bound from, while it may be
+    /// open: an Execute in a later cycle (a portal read in parts, as JDBC
+    /// does with a fetch size) returns that statement's rows, and its
+    /// outcome is the statement's. Forgotten when no transaction is open,
+    /// as the server's portals are.
+    portal_statements: std::collections::HashMap<String, BoundPortal>,
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
     extended_open: bool,
@@ -599,6 +628,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         copy_describe_error: None,
         copy_statements: std::collections::HashMap::new(),
         copy_portals: std::collections::HashMap::new(),
+        portal_statements: std::collections::HashMap::new(),
         copy_executes: VecDeque::new(),
         extended_open: false,
         open_executes: 0,
@@ -887,7 +917,7 @@ impl Proxy<'_> {
                     .record_statement(text, Vec::new, Protocol::Simple, refusal.as_ref())
                     .await
                 {
-                    Ok(()) => refusal,
+                    Ok(_) => refusal,
                     Err(unrecorded) => Some(unrecorded),
                 };
                 if let Some(refusal) = refusal {
@@ -992,7 +1022,23 @@ impl Proxy<'_> {
                     .record_statement(&text, params, Protocol::Extended, refusal.as_ref())
                     .await
                 {
-                    Ok(()) => refusal,
+                    Ok(recorded) => {
+                        if refusal.is_none()
+                            && let Some(statement) = recorded
+                        {
+                            if self.portal_statements.len() >= MAX_AUDITED_PORTALS {
+                                // Only a later cycle's Execute of a
+                                // forgotten portal loses its statement.
+                                self.portal_statements.clear();
+                            }
+                            let bound = BoundPortal {
+                                statement,
+                                cycle: self.cycles_sent,
+                            };
+                            self.portal_statements.insert(portal.to_owned(), bound);
+                        }
+                        refusal
+                    }
                     Err(unrecorded) => Some(unrecorded),
                 };
                 if let Some(refusal) = refusal {
@@ -1007,6 +1053,7 @@ impl Proxy<'_> {
                 }
                 Some((true, name)) => {
                     self.copy_portals.remove(name);
+                    self.portal_statements.remove(name);
                 }
                 None => {}
             },
@@ -1023,6 +1070,7 @@ impl Proxy<'_> {
             }
             tag::EXECUTE => {
                 let portal = frontend::execute_portal(&frame).unwrap_or_default();
+                self.execute_recorded(portal);
                 if let Some(source) = self.copy_portals.get(portal) {
                     self.copy_executes
                         .push_back((self.cycles_sent, source.clone()));
@@ -1293,6 +1341,13 @@ impl Proxy<'_> {
             // but the COPY's data and the Sync (see `follow_copy_in`).
             self.cycles.pop_front();
             self.cycles_done += 1;
+        }
+        if status == b'I' {
+            // No transaction: the server's portals are gone, those bound in
+            // cycles not yet answered aside.
+            let done = self.cycles_done;
+            self.portal_statements
+                .retain(|_, bound| bound.cycle >= done);
         }
         Ok(finished.and_then(|cycle| cycle.audit))
     }
@@ -1587,7 +1642,7 @@ impl Proxy<'_> {
         params: impl FnOnce() -> Vec<Option<String>>,
         protocol: Protocol,
         refusal: Option<&Fatal>,
-    ) -> Result<(), Fatal> {
+    ) -> Result<Option<u64>, Fatal> {
         let decision = match (self.decision.take(), refusal) {
             (Some(decision), None) => decision,
             (Some(decision), Some(_)) if decision.verdict != "allow" => decision,
@@ -1606,7 +1661,7 @@ impl Proxy<'_> {
         self.count_statement(&decision);
         let trace = std::mem::take(&mut self.statement_trace);
         if !self.shared.audit.enabled() && !trace.is_recording() {
-            return Ok(());
+            return Ok(None);
         }
         let params = params();
         // The text and every parameter in one masking call.
@@ -1648,20 +1703,42 @@ impl Proxy<'_> {
                 "sluice cannot write its audit trail, so it runs no statement: tell the operator",
             ));
         }
+        let outcome = self.pending_outcome();
+        outcome.statements.push(statement);
+        if trace.is_recording() {
+            outcome.traces.push(trace);
+        }
+        Ok(Some(statement))
+    }
+
+    /// The outcome the client's open cycle gathers, begun if need be.
+    fn pending_outcome(&mut self) -> &mut CycleOutcome {
         // Returned rows are kept only as the masking plugins left them.
         let data_room = if self.plugins.masks() {
             self.shared.audit.result_bytes()
         } else {
             0
         };
-        let outcome = self
-            .pending_outcome
-            .get_or_insert_with(|| CycleOutcome::new(data_room));
-        outcome.statements.push(statement);
-        if trace.is_recording() {
-            outcome.traces.push(trace);
+        self.pending_outcome
+            .get_or_insert_with(|| CycleOutcome::new(data_room))
+    }
+
+    /// An Execute of `portal`: when the portal was bound from a statement
+    /// recorded in an earlier cycle, this cycle's outcome is that
+    /// statement's too. A portal sluice did not see bound (a SQL cursor)
+    /// still gets an outcome, of no statement, so that what it returns is
+    /// on the record.
+    fn execute_recorded(&mut self, portal: &str) {
+        if !self.shared.audit.enabled() {
+            return;
         }
-        Ok(())
+        let bound_from = self.portal_statements.get(portal).map(|p| p.statement);
+        let outcome = self.pending_outcome();
+        if let Some(statement) = bound_from
+            && !outcome.statements.contains(&statement)
+        {
+            outcome.statements.push(statement);
+        }
     }
 
     /// Counts the statement under its verdict, for the metrics.
