@@ -271,6 +271,15 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     assert_eq!(sessions, 0);
 }
 
+/// A gateway recording returned rows, and a raw session of `analyst`.
+async fn analyst_recording_results() -> (TestEnv, RawConn) {
+    let env = TestEnv::start_with_config(&recording_results(""), false)
+        .await
+        .unwrap();
+    let conn = RawConn::login(env.addr(), &env.database, "analyst", "analyst-demo-token").await;
+    (env, conn)
+}
+
 /// Sends `messages` and a Sync; the replies, which must hold `rows` rows.
 async fn rows_of_cycle(conn: &mut RawConn, messages: &[u8], rows: usize) -> Vec<raw::Message> {
     let mut cycle = messages.to_vec();
@@ -288,10 +297,7 @@ async fn rows_of_cycle(conn: &mut RawConn, messages: &[u8], rows: usize) -> Vec<
 /// portal, with its rows and (with `record_results`) its data, masked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_read_in_parts_is_recorded_in_every_part() {
-    let env = TestEnv::start_with_config(&recording_results(""), false)
-        .await
-        .unwrap();
-    let mut conn = RawConn::login(env.addr(), &env.database, "analyst", "analyst-demo-token").await;
+    let (env, mut conn) = analyst_recording_results().await;
     conn.send(&raw::query("BEGIN")).await;
     conn.until_ready().await;
     let mut first = raw::parse("cards", "SELECT pan FROM cards ORDER BY id LIMIT 3");
@@ -350,6 +356,81 @@ async fn a_portal_read_in_parts_is_recorded_in_every_part() {
     assert_eq!(unbound.len(), 1, "{records:#?}");
     assert_eq!(unbound[0]["rows"], 4);
     assert_eq!(unbound[0]["data"].as_array().map(Vec::len), Some(4));
+}
+
+/// An Execute answered before its cycle's Sync comes (the client sent
+/// Flush and read the rows first) has its rows and tags on the record,
+/// like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_read_before_the_sync_are_on_the_record() {
+    let (env, mut conn) = analyst_recording_results().await;
+    let text = "SELECT pan FROM cards ORDER BY id LIMIT 3";
+    let mut flushed = raw::parse("", text);
+    flushed.extend(raw::bind_execute(""));
+    flushed.extend(raw::flush());
+    conn.send(&flushed).await;
+    let mut rows = 0;
+    loop {
+        let message = conn.recv().await.expect("the rows, then CommandComplete");
+        match message.tag {
+            b'D' => rows += 1,
+            b'C' => break,
+            b'Z' => panic!("ReadyForQuery before Sync"),
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 3);
+    conn.send(&raw::sync()).await;
+    conn.until_ready().await;
+
+    until_recorded(&env, |r| r["event"] == "outcome").await;
+    let records = records(&env);
+    let statement = of_event(&records, "statement")[0]["statement"].clone();
+    let outcome = of_event(&records, "outcome")[0];
+    assert_eq!(outcome["statements"], serde_json::json!([statement]));
+    assert_eq!(
+        outcome["tags"],
+        serde_json::json!(["SELECT 3"]),
+        "{outcome:#?}"
+    );
+    assert_eq!(outcome["rows"], 3);
+    assert_eq!(outcome["data"].as_array().map(Vec::len), Some(3));
+}
+
+/// A session that ends while the server is still answering (here the
+/// client leaves during a slow second statement, after reading the first
+/// one's rows) leaves the outcome of what was returned, and why it did not
+/// finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_cut_short_by_the_session_end_has_an_outcome() {
+    let (env, mut conn) = analyst_recording_results().await;
+    let mut first = raw::parse("", "SELECT pan FROM cards ORDER BY id LIMIT 2");
+    first.extend(raw::bind_execute(""));
+    first.extend(raw::flush());
+    conn.send(&first).await;
+    while conn.recv().await.expect("the first result").tag != b'C' {}
+    let mut slow = raw::parse("", "SELECT pg_sleep(30)");
+    slow.extend(raw::bind_execute_sync(""));
+    conn.send(&slow).await;
+    until_recorded(&env, |r| r["event"] == "statement" && r["statement"] == 2).await;
+    drop(conn);
+
+    until_recorded(&env, |r| r["event"] == "session_end").await;
+    let records = records(&env);
+    let outcomes = of_event(&records, "outcome");
+    assert_eq!(outcomes.len(), 1, "{records:#?}");
+    let outcome = outcomes[0];
+    assert_eq!(outcome["statements"], serde_json::json!([1, 2]));
+    assert_eq!(outcome["rows"], 2);
+    assert_eq!(outcome["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(outcome["error"]["sqlstate"], "08006");
+    let message = outcome["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("before the statement finished"),
+        "{message}"
+    );
+    let end = of_event(&records, "session_end")[0];
+    assert!(end["seq"].as_u64() > outcome["seq"].as_u64());
 }
 
 /// With `record_results`, what each statement returned is on the record as

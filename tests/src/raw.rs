@@ -103,6 +103,11 @@ pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     message(b'E', &body)
 }
 
+/// A Flush: the server sends what it has without waiting for Sync.
+pub fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+
 /// A Sync.
 pub fn sync() -> Vec<u8> {
     message(b'S', &[])

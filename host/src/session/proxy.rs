@@ -1804,7 +1804,7 @@ impl Proxy<'_> {
 
     /// Notes the error that ended the cycle being answered.
     fn note_error(&mut self, code: &str, message: &str) {
-        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+        if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome) {
             outcome
                 .error
                 .get_or_insert_with(|| (code.to_owned(), message.to_owned()));
@@ -1885,7 +1885,7 @@ impl Proxy<'_> {
                     };
                     if run > 0 {
                         if let Some(outcome) =
-                            self.cycles.front_mut().and_then(|c| c.audit.as_mut())
+                            answered_outcome(&mut self.cycles, &mut self.pending_outcome)
                         {
                             outcome.note_sent(&self.server_in[..run]);
                         }
@@ -1938,7 +1938,7 @@ impl Proxy<'_> {
                         }
                         if let Some(began) = began
                             && let Some(outcome) =
-                                self.cycles.front_mut().and_then(|c| c.audit.as_mut())
+                                answered_outcome(&mut self.cycles, &mut self.pending_outcome)
                         {
                             outcome.note_masking(began);
                         }
@@ -2005,7 +2005,7 @@ impl Proxy<'_> {
                     .map_err(|error| masking_failed("a result", &error))?;
             }
         }
-        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+        if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome) {
             outcome.note_sent(&self.to_client[sent_from..]);
         }
         Ok(())
@@ -2017,7 +2017,7 @@ impl Proxy<'_> {
     async fn mask_copy_rows(&mut self, len: usize) -> Result<(), End> {
         let sent_from = self.to_client.len();
         self.mask_copy_run(len).await?;
-        if let Some(outcome) = self.cycles.front_mut().and_then(|c| c.audit.as_mut()) {
+        if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome) {
             outcome.note_sent(&self.to_client[sent_from..]);
         }
         Ok(())
@@ -2468,6 +2468,36 @@ impl Proxy<'_> {
 
     // ---- the end ------------------------------------------------------
 
+    /// The outcomes of statements the server had not finished answering
+    /// when the session ended: what they returned so far is on the record,
+    /// with why they did not finish.
+    async fn record_unfinished(&mut self, end: &End) {
+        let unfinished: Vec<CycleOutcome> = std::mem::take(&mut self.cycles)
+            .into_iter()
+            .filter_map(|cycle| cycle.audit)
+            .chain(self.pending_outcome.take())
+            .collect();
+        let (code, why) = match end {
+            End::Fatal(fatal) => (fatal.code, fatal.message.as_str()),
+            End::ServerGone => (
+                sqlstate::CONNECTION_FAILURE,
+                "the upstream connection was lost",
+            ),
+            End::ClientGone | End::ClientTerminated => {
+                (sqlstate::CONNECTION_FAILURE, "the client left")
+            }
+        };
+        for mut outcome in unfinished {
+            outcome.error.get_or_insert_with(|| {
+                (
+                    code.to_owned(),
+                    format!("the session ended before the statement finished: {why}"),
+                )
+            });
+            self.record_outcome(outcome).await;
+        }
+    }
+
     async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
         let busy = !self.cycles.is_empty();
         let trace = std::mem::take(&mut self.trace);
@@ -2475,6 +2505,7 @@ impl Proxy<'_> {
             trace.fail(fatal.message.clone());
         }
         trace.end();
+        self.record_unfinished(&end).await;
         self.shared.audit.record_later(audit::Event::SessionEnd {
             session: self.session.session_id,
             statements: self.statements_recorded,
@@ -2544,6 +2575,19 @@ impl Proxy<'_> {
             })
             .await;
         }
+    }
+}
+
+/// The outcome of the cycle the server is answering: the first one queued
+/// or, while none is, the client's open cycle (an Execute followed by a
+/// Flush is answered before its Sync comes).
+fn answered_outcome<'a>(
+    cycles: &'a mut VecDeque<Cycle>,
+    open: &'a mut Option<CycleOutcome>,
+) -> Option<&'a mut CycleOutcome> {
+    match cycles.front_mut() {
+        Some(cycle) => cycle.audit.as_mut(),
+        None => open.as_mut(),
     }
 }
 
