@@ -433,6 +433,33 @@ async fn a_cycle_cut_short_by_the_session_end_has_an_outcome() {
     assert!(end["seq"].as_u64() > outcome["seq"].as_u64());
 }
 
+/// A fastpath FunctionCall is refused, and on the record as an attempt:
+/// which function, refused, and the error the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_function_call_is_on_the_record() {
+    let (env, mut conn) = analyst_recording_results().await;
+    // pg_sleep is function 2626.
+    conn.send(&raw::function_call(2626, "0.1")).await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.code(), "42501");
+
+    until_recorded(&env, |r| r["event"] == "outcome").await;
+    let records = records(&env);
+    let statements = of_event(&records, "statement");
+    assert_eq!(statements.len(), 1, "{records:#?}");
+    let attempt = statements[0];
+    assert_eq!(attempt["protocol"], "fastpath");
+    assert_eq!(
+        attempt["text"],
+        "fastpath function call (function oid 2626)"
+    );
+    assert_eq!(attempt["decision"]["verdict"], "deny");
+    let outcome = of_event(&records, "outcome")[0];
+    assert_eq!(outcome["statements"], serde_json::json!([1]));
+    assert_eq!(outcome["error"]["sqlstate"], "42501");
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.

@@ -120,11 +120,8 @@ async fn malformed_messages_after_login_are_refused() {
 async fn function_call_is_refused_and_the_session_survives() {
     let env = TestEnv::start().await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
-    // FunctionCall for pg_sleep (oid 2626) with one text argument.
-    let function_call = message(
-        b'F',
-        b"\x00\x00\x0a\x42\x00\x00\x00\x01\x00\x00\x00\x03\x30\x2e\x31\x00\x00",
-    );
+    // pg_sleep is function 2626.
+    let function_call = sluice_tests::raw::function_call(2626, "0.1");
     conn.send(&function_call).await;
     let replies = conn.until_ready().await;
     let error = replies.iter().find(|m| m.tag == b'E').expect("an error");

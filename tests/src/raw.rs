@@ -103,6 +103,17 @@ pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     message(b'E', &body)
 }
 
+/// A fastpath FunctionCall of the function `oid` with one text argument.
+pub fn function_call(oid: u32, argument: &str) -> Vec<u8> {
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&0u16.to_be_bytes()); // arguments in text
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.extend_from_slice(&(argument.len() as i32).to_be_bytes());
+    body.extend_from_slice(argument.as_bytes());
+    body.extend_from_slice(&0u16.to_be_bytes()); // result in text
+    message(b'F', &body)
+}
+
 /// A Flush: the server sends what it has without waiting for Sync.
 pub fn flush() -> Vec<u8> {
     message(b'H', &[])

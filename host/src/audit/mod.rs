@@ -302,12 +302,14 @@ pub struct ApprovalRecord {
     pub answered_ms: u64,
 }
 
-/// How a statement came: a simple Query, or a Bind of the extended
-/// protocol (with parameters).
+/// How a statement came: a simple Query, a Bind of the extended protocol
+/// (with parameters), or a fastpath FunctionCall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Simple,
     Extended,
+    /// A FunctionCall message (always refused).
+    Fastpath,
 }
 
 /// One thing the trail records.
@@ -427,6 +429,7 @@ impl Event<'_> {
                         match protocol {
                             Protocol::Simple => "simple",
                             Protocol::Extended => "extended",
+                            Protocol::Fastpath => "fastpath",
                         },
                     )?
                     .field("text", text)?

@@ -1092,10 +1092,28 @@ impl Proxy<'_> {
             }
             tag::FUNCTION_CALL => {
                 tracing::warn!("FunctionCall refused: the fastpath bypasses SQL analysis");
-                self.refuse_cycle(Fatal::new(
+                let refusal = Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     "sluice does not allow the fastpath function call interface; call the function in SQL",
-                ));
+                );
+                // An attempt like any other: on the record, refused.
+                let text = match frame.body().first_chunk::<4>() {
+                    Some(oid) => format!(
+                        "fastpath function call (function oid {})",
+                        u32::from_be_bytes(*oid)
+                    ),
+                    None => "fastpath function call".to_owned(),
+                };
+                self.decision = None;
+                self.start_statement_trace();
+                let refusal = match self
+                    .record_statement(&text, Vec::new, Protocol::Fastpath, Some(&refusal))
+                    .await
+                {
+                    Ok(_) => refusal,
+                    Err(unrecorded) => unrecorded,
+                };
+                self.refuse_cycle(refusal);
                 return Ok(());
             }
             tag::TERMINATE => {
