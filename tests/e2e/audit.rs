@@ -460,6 +460,35 @@ async fn a_refused_function_call_is_on_the_record() {
     assert_eq!(outcome["error"]["sqlstate"], "42501");
 }
 
+/// A login refused at startup, before any credential is asked for (here
+/// a replication connection), is on the record as a failed login, with
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_at_startup_is_on_the_record() {
+    let env = TestEnv::start_with_config(&audited_config(), false)
+        .await
+        .unwrap();
+    let mut conn = RawConn::connect(env.addr()).await;
+    let params = [
+        ("user", "analyst"),
+        ("database", env.database.as_str()),
+        ("replication", "database"),
+    ];
+    conn.send(&raw::startup_message(0, &params)).await;
+    assert_eq!(conn.expect_error().await.code(), "42501");
+
+    until_recorded(&env, |r| r["event"] == "login_failed").await;
+    let records = records(&env);
+    let failed = of_event(&records, "login_failed");
+    assert_eq!(failed.len(), 1, "{records:#?}");
+    assert_eq!(failed[0]["user"], "analyst");
+    let reason = failed[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("refused at startup") && reason.contains("replication"),
+        "{reason}"
+    );
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.

@@ -92,10 +92,12 @@ async fn login(
     trace: &Trace,
 ) -> Result<LoggedIn, Fatal> {
     if shared.settings.require_tls && !client.is_tls() {
-        return Err(Fatal::new(
+        let refusal = Fatal::new(
             sqlstate::INVALID_AUTHORIZATION,
             "sluice requires a TLS connection (sslmode=require)",
-        ));
+        );
+        record_refused_startup(shared, &startup, peer, &refusal).await;
+        return Err(refusal);
     }
 
     let mut out = BytesMut::new();
@@ -111,7 +113,13 @@ async fn login(
         reply::negotiate_protocol_version(&mut out, unsupported);
     }
 
-    let request = check_parameters(shared, &startup)?;
+    let request = match check_parameters(shared, &startup) {
+        Ok(request) => request,
+        Err(refusal) => {
+            record_refused_startup(shared, &startup, peer, &refusal).await;
+            return Err(refusal);
+        }
+    };
     if !out.is_empty() {
         write(client, &out).await?;
         out.clear();
@@ -525,6 +533,23 @@ async fn record_failed_login(shared: &Shared, user: &str, peer: SocketAddr, reas
         client: peer,
         reason,
     });
+}
+
+/// Puts a login refused before any credential was asked for (a startup
+/// parameter, replication, no TLS) on the record: an access attempt like
+/// a failed one. What the client sent is masked.
+async fn record_refused_startup(
+    shared: &Shared,
+    startup: &StartupMessage,
+    peer: SocketAddr,
+    refusal: &Fatal,
+) {
+    if !shared.audit.enabled() {
+        return;
+    }
+    let reason = crate::masking::for_log(&shared.plugins.current(), &refusal.message).await;
+    let user = startup.get("user").unwrap_or_default();
+    record_failed_login(shared, user, peer, &format!("refused at startup: {reason}")).await;
 }
 
 /// Authenticates, refusing a principal or an address locked out after
