@@ -150,7 +150,15 @@ impl Gateway {
                         "the audit trail is on but no masking plugin is loaded: statement text, parameters and client-chosen names are withheld from it (load builtin:luhn-masker)"
                     );
                 }
-                crate::audit::Audit::open(audit).await?
+                let audit = crate::audit::Audit::open(audit).await?;
+                // The trail says who was judging from its first record on.
+                // Not awaited: a trail that cannot be written fails, and
+                // refuses sessions, as it would at the first of them.
+                audit.record_later(crate::audit::Event::GatewayStart {
+                    version: env!("CARGO_PKG_VERSION"),
+                    plugins: &plugins.current().versions(),
+                });
+                audit
             }
             None => {
                 tracing::warn!(
@@ -272,6 +280,7 @@ impl Gateway {
             AbortOnDrop(tokio::spawn(plugin::reload::watch(
                 shared.plugins.clone(),
                 path,
+                shared.audit.clone(),
             )))
         });
         tokio::select! {
@@ -282,6 +291,7 @@ impl Gateway {
         drain(&shared, &phase).await;
         // The sessions' last outcomes are on the record, and their last
         // spans exported, before sluice exits.
+        shared.audit.record_later(crate::audit::Event::GatewayStop);
         shared.audit.clone().close().await;
         shared.telemetry.shutdown().await;
     }

@@ -489,6 +489,68 @@ async fn a_login_refused_at_startup_is_on_the_record() {
     );
 }
 
+/// The trail says which plugins were in force: the gateway's start names
+/// them (each with its fingerprint), a reload that swaps in others is on
+/// the record with what set it off, and a clean stop is the last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugins_in_force_are_on_the_record() {
+    let env = TestEnv::start_with_config(&audited_config(), true)
+        .await
+        .unwrap();
+    until_recorded(&env, |r| r["event"] == "gateway_start").await;
+    let start = records(&env)[0].clone();
+    assert_eq!(start["event"], "gateway_start", "{start:#?}");
+    let plugins = |record: &Value| -> Vec<(String, String, String)> {
+        record["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .map(|p| {
+                let field = |name: &str| p[name].as_str().unwrap_or_default().to_owned();
+                (field("name"), field("hook"), field("fingerprint"))
+            })
+            .collect()
+    };
+    let at_start = plugins(&start);
+    let names: Vec<(&str, &str)> = at_start
+        .iter()
+        .map(|(name, hook, _)| (name.as_str(), hook.as_str()))
+        .collect();
+    assert_eq!(names, [("rules", "policy"), ("pans", "masking")]);
+    assert!(
+        at_start.iter().all(|(_, _, f)| f.len() >= 16),
+        "{at_start:?}"
+    );
+
+    env.rewrite_config(&audited_config().replace("\"forbidden\"", "\"other\""));
+    until_recorded(&env, |r| r["event"] == "plugins_reloaded").await;
+    let records = records(&env);
+    let reload = of_event(&records, "plugins_reloaded")[0];
+    assert!(
+        reload["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("changed")),
+        "{reload:#?}"
+    );
+    let fingerprint = |plugins: &[(String, String, String)], name: &str| {
+        plugins.iter().find(|p| p.0 == name).map(|p| p.2.clone())
+    };
+    let reloaded = plugins(reload);
+    assert_ne!(
+        fingerprint(&reloaded, "rules"),
+        fingerprint(&at_start, "rules")
+    );
+    assert_eq!(
+        fingerprint(&reloaded, "pans"),
+        fingerprint(&at_start, "pans")
+    );
+
+    let path = trail(&env);
+    env.gateway.shutdown().await;
+    let records = sluice::audit::read::read(&path).unwrap().records;
+    assert_eq!(records.last().unwrap()["event"], "gateway_stop");
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.
@@ -692,8 +754,9 @@ async fn instances_keep_their_own_chains_in_an_audit_database() {
     for instance in ["gw-a", "gw-b"] {
         let report = db.verify(instance).await;
         assert!(report.ok(), "{report}");
-        // Session start, 20 statements and their outcomes, session end.
-        assert_eq!(report.last_seq, Some(42), "{report}");
+        // Gateway start, session start, 20 statements and their
+        // outcomes, session end, gateway stop.
+        assert_eq!(report.last_seq, Some(44), "{report}");
     }
     let records = sluice::audit::read::Records::from_lines(
         trail
@@ -732,7 +795,9 @@ async fn instances_keep_their_own_chains_in_an_audit_database() {
     again.gateway.shutdown().await;
     let report = db.verify("gw-a").await;
     assert!(report.ok(), "{report}");
-    assert_eq!(report.last_seq, Some(46), "{report}");
+    // Again: gateway start, session start, a statement and its outcome,
+    // session end, gateway stop.
+    assert_eq!(report.last_seq, Some(50), "{report}");
 
     // A changed row is found, and the instance does not continue on it.
     db.sql("UPDATE sluice_audit SET record = replace(record, 'SELECT 3 ', 'SELECT 4 ') WHERE instance = 'gw-a' AND record LIKE '%SELECT 3 %'")
@@ -747,7 +812,7 @@ async fn instances_keep_their_own_chains_in_an_audit_database() {
     // gw-b's chain is untouched by gw-a's.
     assert!(db.verify("gw-b").await.ok());
     // Cut off the end: the head names a record no longer there.
-    db.sql("DELETE FROM sluice_audit WHERE instance = 'gw-b' AND seq = 42")
+    db.sql("DELETE FROM sluice_audit WHERE instance = 'gw-b' AND seq = 44")
         .await;
     let report = db.verify("gw-b").await;
     assert!(

@@ -312,9 +312,35 @@ pub enum Protocol {
     Fastpath,
 }
 
+/// A plugin version in force, as the trail names it: which version of
+/// which plugin judged, masked or approved what the records after it
+/// show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginVersion {
+    pub name: String,
+    pub hook: &'static str,
+    /// The component's and its inputs' digest (see `sluice check`).
+    pub fingerprint: String,
+}
+
 /// One thing the trail records.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// The gateway started recording, with the plugins it starts with.
+    GatewayStart {
+        version: &'a str,
+        plugins: &'a [PluginVersion],
+    },
+    /// A reload swapped in another set of plugins; the statements after
+    /// it are judged by these.
+    PluginsReloaded {
+        /// What set it off: a file that changed, SIGHUP.
+        cause: &'a str,
+        plugins: &'a [PluginVersion],
+    },
+    /// The gateway stopped cleanly: nothing is missing after the last
+    /// record. (A trail that ends without it ended in a crash or a kill.)
+    GatewayStop,
     SessionStart {
         session: u64,
         principal: &'a str,
@@ -464,6 +490,17 @@ impl Event<'_> {
                 }
                 body
             }
+            Event::GatewayStart { version, plugins } => {
+                let mut body = EventBody::new("gateway_start");
+                body.field("version", version)?.field("plugins", plugins)?;
+                body
+            }
+            Event::PluginsReloaded { cause, plugins } => {
+                let mut body = EventBody::new("plugins_reloaded");
+                body.field("cause", cause)?.field("plugins", plugins)?;
+                body
+            }
+            Event::GatewayStop => EventBody::new("gateway_stop"),
             Event::SessionEnd {
                 session,
                 statements,

@@ -243,9 +243,48 @@ pub fn one_line(record: &Value) -> String {
             number(record, "duration_ms").unwrap_or(0),
             text(record, "reason")
         ),
+        "gateway_start" => format!(
+            "gateway start (sluice {}), plugins: {}",
+            text(record, "version"),
+            plugins_summary(record)
+        ),
+        "plugins_reloaded" => format!(
+            "plugins reloaded ({}): {}",
+            text(record, "cause"),
+            plugins_summary(record)
+        ),
+        "gateway_stop" => "gateway stop".to_owned(),
         other => other.to_owned(),
     };
     format!("{time} #{seq}{session} {what}")
+}
+
+/// `rules (policy, 3f9a1c2b4d5e), pans (masking, ...)`: each plugin with
+/// the start of its fingerprint.
+fn plugins_summary(record: &Value) -> String {
+    let plugins: Vec<String> = record
+        .get("plugins")
+        .and_then(Value::as_array)
+        .map(|plugins| {
+            plugins
+                .iter()
+                .map(|p| {
+                    let fingerprint = text(p, "fingerprint");
+                    format!(
+                        "{} ({}, {})",
+                        text(p, "name"),
+                        text(p, "hook"),
+                        fingerprint.get(..12).unwrap_or(fingerprint)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if plugins.is_empty() {
+        "none".to_owned()
+    } else {
+        plugins.join(", ")
+    }
 }
 
 fn application(record: &Value) -> String {

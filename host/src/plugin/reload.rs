@@ -85,8 +85,9 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Watches the config and the plugins' files and listens for SIGHUP until
-/// the task is dropped, reloading on every change.
-pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf) {
+/// the task is dropped, reloading on every change. A reload that swaps in
+/// new plugins is put on `audit`'s record.
+pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::audit::Audit) {
     let config_path = absolute(&config_path);
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
     let debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
@@ -132,7 +133,12 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf) {
             else => return,
         };
         tracing::info!(%cause, "reloading plugins");
-        let _ = reload_from(&plugins, &config_path).await;
+        if reload_from(&plugins, &config_path).await.is_ok() {
+            audit.record_later(crate::audit::Event::PluginsReloaded {
+                cause: &cause,
+                plugins: &plugins.current().versions(),
+            });
+        }
         // Paths may have changed with the config; watch what it names now.
         if let Ok(settings) = plugin_settings(&config_path) {
             rewatch(

@@ -112,6 +112,17 @@ impl PluginSet {
         Hook::ALL.into_iter().flat_map(|hook| self.chain(hook))
     }
 
+    /// The plugins in force, as the audit trail names them.
+    pub fn versions(&self) -> Vec<crate::audit::PluginVersion> {
+        self.plugins()
+            .map(|plugin| crate::audit::PluginVersion {
+                name: plugin.name.clone(),
+                hook: plugin.hook.name(),
+                fingerprint: plugin.fingerprint.clone(),
+            })
+            .collect()
+    }
+
     fn find(&self, name: &str, fingerprint: &str) -> Option<&Arc<Plugin>> {
         self.plugins()
             .find(|p| p.name == name && p.fingerprint == fingerprint)
