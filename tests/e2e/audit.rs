@@ -356,6 +356,19 @@ async fn a_portal_read_in_parts_is_recorded_in_every_part() {
     assert_eq!(unbound.len(), 1, "{records:#?}");
     assert_eq!(unbound[0]["rows"], 4);
     assert_eq!(unbound[0]["data"].as_array().map(Vec::len), Some(4));
+
+    // Replayed: each part under its statement, the cursor's said to be
+    // no statement's.
+    let all: Vec<&Value> = records.iter().collect();
+    let session = parts[0]["session"].as_u64().unwrap();
+    let shown = sluice::audit::read::show_session(&all, session);
+    for needle in [
+        "returned: no command completed; 1 rows",
+        "returned: SELECT 2; 2 rows",
+        "returned (a portal no Bind made, such as a SQL cursor): SELECT 4; 4 rows",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+    }
 }
 
 /// An Execute answered before its cycle's Sync comes (the client sent

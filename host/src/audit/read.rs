@@ -336,6 +336,30 @@ fn decision_summary(decision: Option<&Value>) -> String {
     out
 }
 
+/// Whose outcome this is, when not (only) the statement shown just above
+/// it: ` (statement 4, continued)`, or ` (a portal no Bind made, such as
+/// a SQL cursor)`.
+fn outcome_of(record: &Value, last_statement: Option<u64>) -> String {
+    let statements: Vec<u64> = record
+        .get("statements")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if statements.is_empty() {
+        return " (a portal no Bind made, such as a SQL cursor)".to_owned();
+    }
+    let others: Vec<String> = statements
+        .iter()
+        .filter(|&&s| Some(s) != last_statement)
+        .map(u64::to_string)
+        .collect();
+    match (others.is_empty(), statements.len() == others.len()) {
+        (true, _) => String::new(),
+        (false, true) => format!(" (statement {}, continued)", others.join(", ")),
+        (false, false) => format!(" (also statement {})", others.join(", ")),
+    }
+}
+
 fn outcome_summary(record: &Value) -> String {
     let tags: Vec<&str> = record
         .get("tags")
@@ -382,6 +406,9 @@ pub fn show_session(records: &[&Value], session: u64) -> String {
         let _ = writeln!(out, "no records of session {session}");
         return out;
     }
+    // The statement shown last: an outcome of another one (a portal read
+    // in parts, a later cycle) says whose it is.
+    let mut last_statement = None;
     for record in mine {
         let time = text(record, "time");
         match text(record, "event") {
@@ -412,6 +439,7 @@ pub fn show_session(records: &[&Value], session: u64) -> String {
                 );
             }
             "statement" => {
+                last_statement = number(record, "statement");
                 let _ = writeln!(
                     out,
                     "  statement {} at {time} ({}): {}",
@@ -439,7 +467,12 @@ pub fn show_session(records: &[&Value], session: u64) -> String {
                 }
             }
             "outcome" => {
-                let _ = writeln!(out, "    returned: {}", outcome_summary(record));
+                let _ = writeln!(
+                    out,
+                    "    returned{}: {}",
+                    outcome_of(record, last_statement),
+                    outcome_summary(record)
+                );
                 if let Some(rows) = record.get("data").and_then(Value::as_array) {
                     for row in rows {
                         let _ = writeln!(out, "      {row}");
@@ -464,4 +497,43 @@ pub fn show_session(records: &[&Value], session: u64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::show_session;
+
+    /// An outcome shown after another statement's record says whose it
+    /// is; one of the statement just shown says nothing more.
+    #[test]
+    fn an_outcome_says_whose_it_is_when_another_statement_came_between() {
+        let statement = |n: u64| {
+            json!({"event": "statement", "session": 7, "statement": n, "protocol": "extended",
+                   "text": format!("SELECT {n}"), "decision": {"verdict": "allow"}})
+        };
+        let outcome = |of: &[u64], tag: &str| {
+            json!({"event": "outcome", "session": 7, "statements": of, "tags": [tag],
+                   "rows": 1, "duration_us": 100})
+        };
+        let records = [
+            statement(1),
+            outcome(&[1], "SELECT 1"),
+            statement(2),
+            outcome(&[1], "SELECT 5"),
+            outcome(&[2, 1], "SELECT 2"),
+            outcome(&[], "FETCH 3"),
+        ];
+        let all: Vec<&serde_json::Value> = records.iter().collect();
+        let shown = show_session(&all, 7);
+        for needle in [
+            "    returned: SELECT 1; 1 rows",
+            "    returned (statement 1, continued): SELECT 5; 1 rows",
+            "    returned (also statement 1): SELECT 2; 1 rows",
+            "    returned (a portal no Bind made, such as a SQL cursor): FETCH 3",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+        }
+    }
 }
