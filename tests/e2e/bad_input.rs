@@ -129,10 +129,8 @@ async fn function_call_is_refused_and_the_session_survives() {
     assert!(error.fields()[&b'M'].contains("fastpath"));
     assert_eq!(replies.last().unwrap().body, b"I");
 
-    conn.send(&query("SELECT 41 + 1")).await;
-    let replies = conn.until_ready().await;
-    let row = replies.iter().find(|m| m.tag == b'D').expect("a row");
-    assert!(row.body.ends_with(b"42"));
+    let row = conn.first_row(&query("SELECT 41 + 1")).await;
+    assert!(row.ends_with(b"42"));
 
     // Inside a transaction: the refusal aborts it on both sides.
     conn.send(&query(

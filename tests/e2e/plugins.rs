@@ -874,10 +874,8 @@ async fn a_parse_the_server_skipped_is_not_what_a_bind_is_judged_as() {
     // Parsed again, it is judged as parsed.
     let mut again = parse("", "SELECT 'harmless'");
     again.extend(bind_execute_sync(""));
-    conn.send(&again).await;
-    let replies = conn.until_ready().await;
-    let row = replies.iter().find(|m| m.tag == b'D').expect("a row");
-    assert!(row.body.ends_with(b"harmless"), "{replies:?}");
+    let row = conn.first_row(&again).await;
+    assert!(row.ends_with(b"harmless"), "{row:?}");
 }
 
 /// A refused Bind pipelined behind a statement that fails: the server
@@ -954,10 +952,8 @@ async fn a_copy_from_stdin_does_not_put_sluice_a_cycle_behind() {
 
     assert_a_skipped_parse_is_not_judged(&mut conn).await;
 
-    conn.send(&query("SELECT count(*) FROM scratch")).await;
-    let replies = conn.until_ready().await;
-    let row = replies.iter().find(|m| m.tag == b'D').expect("a row");
-    assert!(row.body.ends_with(b"2"), "{replies:?}");
+    let row = conn.first_row(&query("SELECT count(*) FROM scratch")).await;
+    assert!(row.ends_with(b"2"), "{row:?}");
 }
 
 /// Messages pipelined with a COPY FROM STDIN would change how many

@@ -286,6 +286,17 @@ impl RawConn {
             .code()
     }
 
+    /// Sends `messages` and reads up to ReadyForQuery: the first row that
+    /// came.
+    pub async fn first_row(&mut self, messages: &[u8]) -> Vec<u8> {
+        self.send(messages).await;
+        let replies = self.until_ready().await;
+        match replies.iter().position(|m| m.tag == b'D') {
+            Some(row) => replies[row].body.clone(),
+            None => panic!("a row, not {replies:?}"),
+        }
+    }
+
     /// Reads until an ErrorResponse and returns it.
     pub async fn expect_error(&mut self) -> Message {
         loop {

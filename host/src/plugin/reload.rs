@@ -85,8 +85,8 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Watches the config and the plugins' files and listens for SIGHUP until
-/// the task is dropped, reloading on every change. A reload that swaps in
-/// new plugins is put on `audit`'s record.
+/// the task is dropped, reloading on every change. Each reload that loads
+/// is put on `audit`'s record, with the plugins it put in force.
 pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::audit::Audit) {
     let config_path = absolute(&config_path);
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();

@@ -1026,16 +1026,7 @@ impl Proxy<'_> {
                         if refusal.is_none()
                             && let Some(statement) = recorded
                         {
-                            if self.portal_statements.len() >= MAX_AUDITED_PORTALS {
-                                // Only a later cycle's Execute of a
-                                // forgotten portal loses its statement.
-                                self.portal_statements.clear();
-                            }
-                            let bound = BoundPortal {
-                                statement,
-                                cycle: self.cycles_sent,
-                            };
-                            self.portal_statements.insert(portal.to_owned(), bound);
+                            self.portal_bound(portal, statement);
                         }
                         refusal
                     }
@@ -1739,6 +1730,21 @@ impl Proxy<'_> {
         };
         self.pending_outcome
             .get_or_insert_with(|| CycleOutcome::new(data_room))
+    }
+
+    /// The client bound `portal` from the recorded `statement`, in the
+    /// open cycle.
+    fn portal_bound(&mut self, portal: &str, statement: u64) {
+        if self.portal_statements.len() >= MAX_AUDITED_PORTALS {
+            // Only a later cycle's Execute of a forgotten portal loses its
+            // statement.
+            self.portal_statements.clear();
+        }
+        let bound = BoundPortal {
+            statement,
+            cycle: self.cycles_sent,
+        };
+        self.portal_statements.insert(portal.to_owned(), bound);
     }
 
     /// An Execute of `portal`: when the portal was bound from a statement
@@ -2864,8 +2870,6 @@ fn masking_failed(what: &str, error: &dyn std::fmt::Display) -> End {
     ))
 }
 
-/// The refusal of a statement whose check failed: a system error, naming
-/// the hook, the kind of fault and the plugin (details are in the log).
 /// Whether an ErrorResponse is the server's answer to the refusal
 /// stand-in: the syntax error at its one word (in whatever language the
 /// server speaks, the word is quoted as sent).
@@ -2874,6 +2878,8 @@ fn is_stand_in_error(fields: &[(u8, String)]) -> bool {
         && backend::field(fields, b'M').is_some_and(|message| message.contains(REFUSAL_STAND_IN))
 }
 
+/// The refusal of a statement whose check failed: a system error, naming
+/// the hook, the kind of fault and the plugin (details are in the log).
 fn plugin_failed(hook: &str, fault: &Fault) -> Fatal {
     Fatal::new(
         sqlstate::SYSTEM_ERROR,
