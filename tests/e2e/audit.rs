@@ -338,7 +338,12 @@ async fn a_portal_read_in_parts_is_recorded_in_every_part() {
         .collect();
     assert_eq!(parts.len(), 2, "{records:#?}");
     assert_eq!(parts[0]["rows"], 1);
+    assert_eq!(
+        parts[0]["suspended"], 1,
+        "the first part stopped at its limit"
+    );
     assert_eq!(parts[1]["rows"], 2);
+    assert!(parts[1].get("suspended").is_none(), "the second ran out");
     assert_eq!(parts[1]["tags"], serde_json::json!(["SELECT 2"]));
     let returned: Vec<&Value> = parts
         .iter()
@@ -363,7 +368,7 @@ async fn a_portal_read_in_parts_is_recorded_in_every_part() {
     let session = parts[0]["session"].as_u64().unwrap();
     let shown = sluice::audit::read::show_session(&all, session);
     for needle in [
-        "returned: no command completed; 1 rows",
+        "returned: stopped at its row limit (rows left in the portal); 1 rows",
         "returned: SELECT 2; 2 rows",
         "returned (a portal no Bind made, such as a SQL cursor): SELECT 4; 4 rows",
     ] {

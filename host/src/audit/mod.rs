@@ -380,6 +380,9 @@ pub enum Event<'a> {
         /// Command tags, in order (`SELECT 3`, `INSERT 0 1`).
         tags: &'a [String],
         rows: u64,
+        /// Executes that stopped at their row limit, leaving rows in their
+        /// portal for a later Execute (written only when not 0).
+        suspended: u32,
         duration_us: u64,
         /// The error that ended it, if one did: SQLSTATE and masked
         /// message.
@@ -468,6 +471,7 @@ impl Event<'_> {
                 statements,
                 tags,
                 rows,
+                suspended,
                 duration_us,
                 error,
                 data,
@@ -478,6 +482,9 @@ impl Event<'_> {
                     .field("tags", tags)?
                     .field("rows", &rows)?
                     .field("duration_us", &duration_us)?;
+                if suspended > 0 {
+                    body.field("suspended", &suspended)?;
+                }
                 if let Some((sqlstate, message)) = error {
                     body.field(
                         "error",
@@ -609,6 +616,7 @@ mod tests {
             statements: &[9],
             tags: &["SELECT 1".to_owned()],
             rows: 1,
+            suspended: 0,
             duration_us: 5,
             error: Some(("22012", "division by zero")),
             data: Some((&rows, true)),
@@ -623,6 +631,7 @@ mod tests {
         );
         assert_eq!(record["data"], json!([["a", null]]));
         assert_eq!(record["data_truncated"], true);
+        assert!(record.get("suspended").is_none(), "written only when not 0");
         assert!(record.get("trace_id").is_none());
     }
 }

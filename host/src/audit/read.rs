@@ -366,10 +366,19 @@ fn outcome_summary(record: &Value) -> String {
         .and_then(Value::as_array)
         .map(|tags| tags.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let mut out = if tags.is_empty() {
+    let suspended = number(record, "suspended").unwrap_or(0);
+    let mut parts: Vec<String> = tags.iter().map(|tag| tag.to_string()).collect();
+    match suspended {
+        0 => {}
+        1 => parts.push("stopped at its row limit (rows left in the portal)".to_owned()),
+        n => parts.push(format!(
+            "{n} stopped at their row limit (rows left in the portals)"
+        )),
+    }
+    let mut out = if parts.is_empty() {
         "no command completed".to_owned()
     } else {
-        tags.join(", ")
+        parts.join(", ")
     };
     let _ = write!(
         out,

@@ -161,6 +161,9 @@ struct CycleOutcome {
     /// DataRows since the last CommandComplete or PortalSuspended: an
     /// Execute that stops at its row limit reports no count of its own.
     rows_unreported: u64,
+    /// Executes that stopped at their row limit (PortalSuspended): each
+    /// left its portal with rows a later Execute reads.
+    suspended: u32,
     /// The error that ended the cycle: SQLSTATE and message (not yet
     /// masked).
     error: Option<(String, String)>,
@@ -195,6 +198,7 @@ impl CycleOutcome {
             tags: Vec::new(),
             rows: 0,
             rows_unreported: 0,
+            suspended: 0,
             error: None,
             data: Vec::new(),
             keep_data: data_room > 0,
@@ -245,6 +249,7 @@ impl CycleOutcome {
                 }
                 tag::PORTAL_SUSPENDED => {
                     self.rows += std::mem::take(&mut self.rows_unreported);
+                    self.suspended += 1;
                 }
                 tag::DATA_ROW | tag::COPY_DATA if self.keep_data && !self.data_truncated => {
                     let row = if header.tag == tag::DATA_ROW {
@@ -1816,6 +1821,7 @@ impl Proxy<'_> {
             statements: &outcome.statements,
             tags: &outcome.tags,
             rows: outcome.rows,
+            suspended: outcome.suspended,
             duration_us: outcome.started.elapsed().as_micros() as u64,
             error: error
                 .as_ref()
