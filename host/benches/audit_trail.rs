@@ -95,6 +95,7 @@ fn batch_trail(c: &mut Criterion) {
                 statements: &statements,
                 tags: &tags,
                 rows: 1,
+                suspended: 0,
                 duration_us: 143,
                 error: None,
                 data: None,
