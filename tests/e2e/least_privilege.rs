@@ -460,6 +460,26 @@ async fn verdicts_are_reused_for_statements_of_the_same_shape() {
         .await;
     }
     assert!(calls() <= asked + 4, "one refusal asked, not three");
+    // A prepared statement is judged at each Bind: its shape's verdict is
+    // remembered as well, for an allowed one and a refused one alike.
+    let asked = calls();
+    let status = agent
+        .prepare("SELECT status FROM orders WHERE id = $1")
+        .await
+        .unwrap();
+    for id in 1..6i64 {
+        agent.query(&status, &[&id]).await.unwrap();
+    }
+    assert_eq!(calls(), asked + 2, "asked at the first Bind only");
+    let update = agent
+        .prepare("UPDATE cards SET pan = $1 WHERE id = $2")
+        .await
+        .unwrap();
+    for id in 1..4i64 {
+        let error = agent.execute(&update, &[&"x", &id]).await.unwrap_err();
+        assert_eq!(sqlstate(&error), Some("42501"), "{error}");
+    }
+    assert!(calls() <= asked + 4, "one refusal asked, not three");
     // Another session asks for itself.
     let other = env.connect("agent").await;
     other

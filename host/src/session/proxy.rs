@@ -997,6 +997,7 @@ impl Proxy<'_> {
                         &mut self.analyser,
                         self.standard_conforming_strings,
                     ) {
+                        Some(analysed) if self.allowed_by_shape(&analysed) => None,
                         Some(analysed) => {
                             let params = frontend::bind_parameters(&frame).unwrap_or_default();
                             let statements = analysed
@@ -1506,10 +1507,7 @@ impl Proxy<'_> {
             .shape
             .clone()
             .map(|shape| (shape, analysed.statement.is_multi));
-        if self.verdicts_generation != self.plugins_generation {
-            self.verdicts.clear();
-            self.verdicts_generation = self.plugins_generation;
-        }
+        self.forget_stale_verdicts();
         if let Some(verdict) = key.as_ref().and_then(|key| self.verdicts.get(key)) {
             return Ok(verdict.clone());
         }
@@ -1523,6 +1521,43 @@ impl Proxy<'_> {
             self.verdicts.insert(key, judged.verdict.clone());
         }
         Ok(judged.verdict)
+    }
+
+    /// Remembered verdicts hold for the plugins that gave them: a reload
+    /// forgets them all.
+    fn forget_stale_verdicts(&mut self) {
+        if self.verdicts_generation != self.plugins_generation {
+            self.verdicts.clear();
+            self.verdicts_generation = self.plugins_generation;
+        }
+    }
+
+    /// Whether the statements a Bind runs are allowed already: each of a
+    /// shape the policies in force allowed earlier in this session, with
+    /// nothing else for [`Proxy::judge`] to do — no effect on the
+    /// session's prepared statements, no span to name, no debug line to
+    /// write. Then the Bind is allowed exactly as `judge` would allow it,
+    /// without copying the kept analysis to give it the Bind's parameters
+    /// (which only a policy call would read). Called after
+    /// [`Proxy::judges`], which brings the plugin generation up to date.
+    fn allowed_by_shape(&mut self, statements: &[Analysed]) -> bool {
+        if statements.is_empty()
+            || self.statement_trace.is_recording()
+            || tracing::enabled!(tracing::Level::DEBUG)
+        {
+            return false;
+        }
+        self.forget_stale_verdicts();
+        statements.iter().all(|analysed| {
+            analysed.effect == crate::analysis::Effect::None
+                && analysed.shape.as_ref().is_some_and(|shape| {
+                    matches!(
+                        self.verdicts
+                            .get(&(shape.clone(), analysed.statement.is_multi)),
+                        Some(Verdict::Allow)
+                    )
+                })
+        })
     }
 
     /// Holds a statement until an approver answers, its ticket expires or
