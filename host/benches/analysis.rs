@@ -41,6 +41,9 @@ fn analysis(c: &mut Criterion) {
     c.bench_function("analysis/typical 200-byte select", |b| {
         b.iter(|| analysis::analyse(std::hint::black_box(TYPICAL_SELECT), true))
     });
+    c.bench_function("analysis/lexer statements only, pgbench -S select", |b| {
+        b.iter(|| lexer::statements(std::hint::black_box(PGBENCH_SELECT), true))
+    });
     c.bench_function("analysis/lexer split only, 200-byte select", |b| {
         b.iter(|| lexer::split(std::hint::black_box(TYPICAL_SELECT), true))
     });
