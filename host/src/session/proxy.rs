@@ -1503,16 +1503,11 @@ impl Proxy<'_> {
         plugins: &Arc<PluginSet>,
         analysed: &Analysed,
     ) -> Result<Verdict, Fault> {
-        let key = analysed
-            .shape
-            .clone()
-            .map(|shape| (shape, analysed.statement.is_multi));
-        self.forget_stale_verdicts();
-        if let Some(verdict) = key.as_ref().and_then(|key| self.verdicts.get(key)) {
+        if let Some(verdict) = self.remembered_verdict(analysed) {
             return Ok(verdict.clone());
         }
         let judged = plugins.judge(&self.session, &analysed.statement).await?;
-        if let Some(key) = key
+        if let Some(key) = verdict_key(analysed)
             && judged.same_for_shape
         {
             if self.verdicts.len() >= MAX_REMEMBERED_VERDICTS {
@@ -1523,13 +1518,16 @@ impl Proxy<'_> {
         Ok(judged.verdict)
     }
 
+    /// The verdict the policies in force gave a statement of this shape
+    /// earlier in the session, if they said it holds for the shape.
     /// Remembered verdicts hold for the plugins that gave them: a reload
     /// forgets them all.
-    fn forget_stale_verdicts(&mut self) {
+    fn remembered_verdict(&mut self, analysed: &Analysed) -> Option<&Verdict> {
         if self.verdicts_generation != self.plugins_generation {
             self.verdicts.clear();
             self.verdicts_generation = self.plugins_generation;
         }
+        self.verdicts.get(&verdict_key(analysed)?)
     }
 
     /// Whether the statements a Bind runs are allowed already: each of a
@@ -1547,16 +1545,9 @@ impl Proxy<'_> {
         {
             return false;
         }
-        self.forget_stale_verdicts();
         statements.iter().all(|analysed| {
             analysed.effect == crate::analysis::Effect::None
-                && analysed.shape.as_ref().is_some_and(|shape| {
-                    matches!(
-                        self.verdicts
-                            .get(&(shape.clone(), analysed.statement.is_multi)),
-                        Some(Verdict::Allow)
-                    )
-                })
+                && matches!(self.remembered_verdict(analysed), Some(Verdict::Allow))
         })
     }
 
@@ -2641,6 +2632,16 @@ impl Proxy<'_> {
             .await;
         }
     }
+}
+
+/// What a statement's verdict is remembered under: its shape, and whether
+/// it came in a string of several (`None`: its analysis depends on its
+/// literals, so its verdict is not remembered).
+fn verdict_key(analysed: &Analysed) -> Option<(Arc<str>, bool)> {
+    analysed
+        .shape
+        .clone()
+        .map(|shape| (shape, analysed.statement.is_multi))
 }
 
 /// The outcome of the cycle the server is answering: the first one queued
