@@ -209,31 +209,48 @@ pub fn statements(
     standard_conforming_strings: bool,
 ) -> Result<Vec<(Piece<'_>, Vec<Token>)>, LexError> {
     let tokens = spanned_tokens(text, standard_conforming_strings)?;
-    let mut statements = Vec::with_capacity(1);
+    // Where each statement's tokens lie is found first, reading the tokens
+    // in place; then each token is moved once, into its statement.
+    let mut bounds: Vec<(std::ops::Range<usize>, Piece<'_>)> = Vec::with_capacity(1);
+    let mut first = 0;
     let mut statement_start = 0;
-    // Most strings hold one statement: its tokens fit without growing.
-    let mut current: Vec<Token> = Vec::with_capacity(tokens.len());
-    for spanned in tokens {
+    for (at, spanned) in tokens.iter().enumerate() {
         if is_symbol(&spanned.token, ";") {
-            if !current.is_empty() {
-                statements.push((
-                    piece(text, statement_start, spanned.start),
-                    std::mem::take(&mut current),
-                ));
+            if at > first {
+                bounds.push((first..at, piece(text, statement_start, spanned.start)));
             }
+            first = at + 1;
             statement_start = spanned.end;
-            continue;
-        }
-        if is_word(&spanned.token, "atomic") && current.last().is_some_and(|p| is_word(p, "begin"))
+        } else if is_word(&spanned.token, "atomic")
+            && at > first
+            && is_word(&tokens[at - 1].token, "begin")
         {
             return Err(LexError::BeginAtomic { at: spanned.start });
         }
-        current.push(spanned.token);
     }
-    if !current.is_empty() {
-        statements.push((piece(text, statement_start, text.len()), current));
+    if first < tokens.len() {
+        bounds.push((
+            first..tokens.len(),
+            piece(text, statement_start, text.len()),
+        ));
     }
-    Ok(statements)
+    let mut tokens = tokens.into_iter();
+    let mut taken = 0;
+    Ok(bounds
+        .into_iter()
+        .map(|(range, piece)| {
+            // The `;`s before the statement are dropped on the way.
+            let separators = range.start - taken;
+            taken = range.end;
+            let statement = tokens
+                .by_ref()
+                .skip(separators)
+                .take(range.len())
+                .map(|spanned| spanned.token)
+                .collect();
+            (piece, statement)
+        })
+        .collect())
 }
 
 /// Tokens of one statement (comments and whitespace skipped).
@@ -261,11 +278,23 @@ pub fn spanned_tokens(
     };
     // About one token per four bytes of SQL: one allocation for most
     // statements instead of a few growths.
-    let mut lexemes = Vec::with_capacity(text.len() / 4 + 4);
+    let mut tokens = Vec::with_capacity(text.len() / 4 + 4);
     while let Some(lexeme) = scanner.next_lexeme()? {
-        lexemes.push(lexeme);
+        match lexeme {
+            Lexeme::Done(token) => tokens.push(token),
+            // A `U&` literal (rare) is decoded once the tokens after it are
+            // known: from here on, the lexemes are kept as they come.
+            unicode @ Lexeme::Unicode { .. } => {
+                let mut lexemes: Vec<Lexeme> = tokens.into_iter().map(Lexeme::Done).collect();
+                lexemes.push(unicode);
+                while let Some(lexeme) = scanner.next_lexeme()? {
+                    lexemes.push(lexeme);
+                }
+                return resolve_unicode_literals(lexemes);
+            }
+        }
     }
-    resolve_unicode_literals(lexemes)
+    Ok(tokens)
 }
 
 /// The first keyword of a statement, lower-cased (`None` if it starts with
