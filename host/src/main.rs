@@ -299,8 +299,8 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             let records = read_trail(&settings)?;
             let filter = filter.into_filter(None);
             let picked = filter.apply(&records.records);
-            for record in &picked[picked.len().saturating_sub(lines)..] {
-                println!("{}", read::one_line(record));
+            for picked in &picked[picked.len().saturating_sub(lines)..] {
+                println!("{}", read::one_line(picked.record));
             }
             warn_unreadable(records.unreadable);
             Ok(())

@@ -39,6 +39,44 @@ pub struct Records {
     pub unreadable: usize,
 }
 
+/// A record picked by a [`Filter`], with the run of the gateway that wrote
+/// it.
+#[derive(Debug, Clone, Copy)]
+pub struct Picked<'r> {
+    pub record: &'r Value,
+    pub run: Run<'r>,
+}
+
+/// One run of a gateway, from its `gateway_start` record to the next:
+/// sessions are numbered from 1 again every time a gateway starts, so a
+/// session is known by its instance, its run and its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Run<'r> {
+    pub instance: &'r str,
+    /// The `seq` and `time` of the run's `gateway_start` (none for records
+    /// before the first one).
+    pub started: Option<(u64, &'r str)>,
+}
+
+/// Each record's run, in the records' order.
+fn runs(records: &[Value]) -> Vec<Run<'_>> {
+    let mut current: HashMap<&str, Run<'_>> = HashMap::new();
+    records
+        .iter()
+        .map(|record| {
+            let instance = text(record, "instance");
+            let run = current.entry(instance).or_insert(Run {
+                instance,
+                started: None,
+            });
+            if text(record, "event") == "gateway_start" {
+                run.started = Some((number(record, "seq").unwrap_or(0), text(record, "time")));
+            }
+            *run
+        })
+        .collect()
+}
+
 /// Why the trail could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -123,12 +161,13 @@ impl Filter {
 
     /// Picks the records this filter wants, keeping each session's and
     /// statement's context: a statement's outcome goes with it.
-    pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<&'r Value> {
+    pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<Picked<'r>> {
+        let runs = runs(records);
         // Who each session belongs to, and which statements match the
         // verdict, from the records that say so.
-        let mut principals: HashMap<u64, &str> = HashMap::new();
-        let mut verdicts: HashMap<(u64, u64), &str> = HashMap::new();
-        for record in records {
+        let mut principals: HashMap<(Run<'r>, u64), &str> = HashMap::new();
+        let mut verdicts: HashMap<(Run<'r>, u64, u64), &str> = HashMap::new();
+        for (record, run) in records.iter().zip(&runs) {
             if !self.takes_instance(record) {
                 continue;
             }
@@ -137,7 +176,7 @@ impl Filter {
             };
             match text(record, "event") {
                 "session_start" | "statement" => {
-                    principals.insert(session, text(record, "principal"));
+                    principals.insert((*run, session), text(record, "principal"));
                 }
                 _ => {}
             }
@@ -148,14 +187,15 @@ impl Filter {
                     .and_then(|d| d.get("verdict"))
                     .and_then(Value::as_str),
             ) {
-                verdicts.insert((session, statement), verdict);
+                verdicts.insert((*run, session, statement), verdict);
             }
         }
         let since = self.since.as_deref().map(time_bound);
         let until = self.until.as_deref().map(time_bound);
         records
             .iter()
-            .filter(|record| {
+            .zip(runs)
+            .filter(|(record, run)| {
                 if !self.takes_instance(record) {
                     return false;
                 }
@@ -166,7 +206,7 @@ impl Filter {
                 if let Some(principal) = &self.principal {
                     let of = match text(record, "event") {
                         "login_failed" => Some(text(record, "user")),
-                        _ => session.and_then(|s| principals.get(&s).copied()),
+                        _ => session.and_then(|s| principals.get(&(*run, s)).copied()),
                     };
                     if of != Some(principal.as_str()) {
                         return false;
@@ -197,13 +237,14 @@ impl Filter {
                         _ => Vec::new(),
                     };
                     if !statements.iter().any(|statement| {
-                        verdicts.get(&(session, *statement)) == Some(&verdict.as_str())
+                        verdicts.get(&(*run, session, *statement)) == Some(&verdict.as_str())
                     }) {
                         return false;
                     }
                 }
                 true
             })
+            .map(|(record, run)| Picked { record, run })
             .collect()
     }
 }
@@ -405,16 +446,53 @@ fn millis_as_time(ms: u64) -> String {
 /// One session replayed: who initiated it, then each statement — the
 /// exact (masked) text and parameters, whether it needed approval and who
 /// gave or refused it, and what it returned.
-pub fn show_session(records: &[&Value], session: u64) -> String {
+///
+/// A gateway numbers its sessions from 1 again each time it starts, so a
+/// trail may hold several sessions of one number: each is shown apart,
+/// under the start of the gateway run it belongs to.
+pub fn show_session(records: &[Picked<'_>], session: u64) -> String {
     let mut out = String::new();
-    let mine: Vec<&&Value> = records
-        .iter()
-        .filter(|r| number(r, "session") == Some(session))
-        .collect();
-    if mine.is_empty() {
+    let mut runs: Vec<Run<'_>> = Vec::new();
+    for picked in records {
+        if number(picked.record, "session") == Some(session) && !runs.contains(&picked.run) {
+            runs.push(picked.run);
+        }
+    }
+    if runs.is_empty() {
         let _ = writeln!(out, "no records of session {session}");
         return out;
     }
+    if runs.len() > 1 {
+        let _ = writeln!(
+            out,
+            "{} sessions numbered {session} are on the record (the gateway numbers its sessions from 1 again when it starts); each is shown under its gateway's start",
+            runs.len()
+        );
+    }
+    for run in &runs {
+        if runs.len() > 1 {
+            let _ = writeln!(out);
+            match run.started {
+                Some((seq, time)) => {
+                    let _ = writeln!(out, "== the gateway started {time} (record #{seq}) ==");
+                }
+                None => {
+                    let _ = writeln!(out, "== before the trail's first gateway start ==");
+                }
+            }
+        }
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|p| p.run == *run && number(p.record, "session") == Some(session))
+            .map(|p| p.record)
+            .collect();
+        show_one_session(&mut out, &mine, session);
+    }
+    out
+}
+
+/// One session's records, replayed into `out`.
+fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
     // The statement shown last: an outcome of another one (a portal read
     // in parts, a later cycle) says whose it is.
     let mut last_statement = None;
@@ -505,14 +583,13 @@ pub fn show_session(records: &[&Value], session: u64) -> String {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::show_session;
+    use super::{Filter, show_session};
 
     /// An outcome shown after another statement's record says whose it
     /// is; one of the statement just shown says nothing more.
@@ -534,8 +611,8 @@ mod tests {
             outcome(&[2, 1], "SELECT 2"),
             outcome(&[], "FETCH 3"),
         ];
-        let all: Vec<&serde_json::Value> = records.iter().collect();
-        let shown = show_session(&all, 7);
+        let picked = Filter::default().apply(&records);
+        let shown = show_session(&picked, 7);
         for needle in [
             "    returned: SELECT 1; 1 rows",
             "    returned (statement 1, continued): SELECT 5; 1 rows",
@@ -544,5 +621,55 @@ mod tests {
         ] {
             assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
         }
+    }
+
+    /// Sessions are numbered from 1 again when the gateway starts: a
+    /// trail with two sessions 1 shows each apart, and a principal's
+    /// filter takes the session that was theirs, not the other.
+    #[test]
+    fn a_session_number_used_again_after_a_restart_is_another_session() {
+        let start = |seq: u64, time: &str| json!({"seq": seq, "time": time, "event": "gateway_start", "version": "0", "plugins": []});
+        let session = |seq: u64, principal: &str| {
+            json!({"seq": seq, "event": "session_start", "session": 1, "principal": principal,
+                   "client": "127.0.0.1:5000", "database": "payments"})
+        };
+        let statement = |seq: u64, principal: &str, text: &str| {
+            json!({"seq": seq, "event": "statement", "session": 1, "statement": 1,
+                   "principal": principal, "protocol": "simple", "text": text,
+                   "decision": {"verdict": "allow"}})
+        };
+        let outcome = |seq: u64| {
+            json!({"seq": seq, "event": "outcome", "session": 1, "statements": [1],
+                   "tags": ["SELECT 1"], "rows": 1, "duration_us": 10})
+        };
+        let records = [
+            start(1, "2026-11-29T06:00:00Z"),
+            session(2, "alice"),
+            statement(3, "alice", "SELECT 'alice'"),
+            outcome(4),
+            start(5, "2026-11-29T07:00:00Z"),
+            session(6, "bob"),
+            statement(7, "bob", "SELECT 'bob'"),
+            outcome(8),
+        ];
+        let shown = show_session(&Filter::default().apply(&records), 1);
+        assert!(shown.starts_with("2 sessions numbered 1"), "{shown}");
+        let alice = shown.find("SELECT 'alice'").expect(&shown);
+        let bob = shown.find("SELECT 'bob'").expect(&shown);
+        let second_start = shown
+            .find("2026-11-29T07:00:00Z (record #5)")
+            .expect(&shown);
+        assert!(alice < second_start && second_start < bob, "{shown}");
+
+        let bobs = Filter {
+            principal: Some("bob".to_owned()),
+            ..Filter::default()
+        }
+        .apply(&records);
+        let seqs: Vec<u64> = bobs
+            .iter()
+            .filter_map(|p| p.record["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [6, 7, 8]);
     }
 }
