@@ -75,8 +75,11 @@ pub async fn establish(
     match login(shared, client, buf, peer, startup, &trace).await {
         Ok(login) => Ok(Some(Established { login, trace })),
         Err(fatal) => {
+            // The message quotes what the client sent (its user name, a
+            // startup parameter), which nothing has masked: the span says
+            // only that the login was refused, and with which SQLSTATE.
             trace.set(KeyValue::new(attribute::ERROR_TYPE, fatal.code));
-            trace.fail(fatal.message.clone());
+            trace.fail("login refused");
             Err(fatal)
         }
     }
@@ -468,7 +471,15 @@ async fn judge_options(
         Ok(Verdict::RequireApproval { reason, .. }) => {
             Err(refusal(format!("it would need approval ({reason})")))
         }
-        Err(fault) => Err(refusal(format!("a policy plugin failed: {fault}"))),
+        // The fault's detail (a trap's wasm backtrace) is for the log.
+        Err(fault) => {
+            tracing::warn!(session = session.session_id, %fault, "a policy plugin failed judging startup options");
+            Err(refusal(format!(
+                "a policy plugin failed ({} in plugin {})",
+                fault.kind(),
+                fault.plugin()
+            )))
+        }
     }
 }
 
@@ -563,11 +574,18 @@ async fn authenticate_counted(
     connection: &ConnectionInfo,
     peer: SocketAddr,
 ) -> Result<Principal, Fatal> {
+    // The user name is whatever the client sent (a card number, say): the
+    // log lines about this login carry it masked.
+    let logged_user = crate::masking::for_log(&shared.plugins.current(), user).await;
+    let locked_for_log = |subject: &crate::auth::lockout::Subject| match subject {
+        crate::auth::lockout::Subject::Principal(_) => format!("principal {logged_user:?}"),
+        address => address.to_string(),
+    };
     if let Some(lockout) = shared.lockouts.check(user, peer.ip()) {
         tracing::warn!(
             %peer,
-            user,
-            locked = %lockout.subject,
+            user = %logged_user,
+            locked = %locked_for_log(&lockout.subject),
             remaining_s = lockout.remaining.as_secs(),
             "login refused: locked out after repeated failed logins"
         );
@@ -580,14 +598,14 @@ async fn authenticate_counted(
         .await;
         return Err(login_failed(shared, user));
     }
-    let result = authenticate(shared, client, buf, user, connection, peer).await;
+    let result = authenticate(shared, client, buf, user, &logged_user, connection, peer).await;
     match &result {
         Ok(_) => shared.lockouts.succeeded(user),
         Err(fatal) if fatal.code == sqlstate::INVALID_PASSWORD => {
             record_failed_login(shared, user, peer, "authentication failed").await;
             for lockout in shared.lockouts.failed(user, peer.ip()) {
                 tracing::warn!(
-                    locked = %lockout.subject,
+                    locked = %locked_for_log(&lockout.subject),
                     failures = lockout.failures,
                     minutes = crate::auth::lockout::LOCKOUT.as_secs() / 60,
                     "locked out after repeated failed logins"
@@ -610,11 +628,12 @@ async fn authenticate(
     client: &mut Stream,
     buf: &mut BytesMut,
     user: &str,
+    logged_user: &str,
     connection: &ConnectionInfo,
     peer: SocketAddr,
 ) -> Result<Principal, Fatal> {
     let failed = |why: &str| {
-        tracing::warn!(%peer, user, reason = why, "authentication failed");
+        tracing::warn!(%peer, user = logged_user, reason = why, "authentication failed");
         login_failed(shared, user)
     };
 
