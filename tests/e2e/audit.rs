@@ -180,7 +180,7 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     assert!(!text.contains(pan), "a card number in the trail:\n{text}");
 
     // The session replayed from the record alone.
-    let all: Vec<&Value> = records.iter().collect();
+    let all = sluice::audit::read::Filter::default().apply(&records);
     let shown = sluice::audit::read::show_session(&all, session);
     for needle in [
         "initiated by analyst (groups: analysts)",
@@ -364,7 +364,7 @@ async fn a_portal_read_in_parts_is_recorded_in_every_part() {
 
     // Replayed: each part under its statement, the cursor's said to be
     // no statement's.
-    let all: Vec<&Value> = records.iter().collect();
+    let all = sluice::audit::read::Filter::default().apply(&records);
     let session = parts[0]["session"].as_u64().unwrap();
     let shown = sluice::audit::read::show_session(&all, session);
     for needle in [
@@ -859,4 +859,108 @@ async fn instances_keep_their_own_chains_in_an_audit_database() {
     let (code, message) = code_and_message(&error);
     assert_eq!(code, "58000", "{message}");
     assert!(c.gateway.shared.audit.failure().is_some());
+}
+
+/// A refusal's reason can quote what the client sent — here a statement
+/// name that is a card number — and reaches the record masked like the
+/// text; a Bind of `DISCARD ALL`, which forgets every prepared statement
+/// when judged, is on the record with its own text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_quoting_the_client_is_masked_and_a_discard_keeps_its_text() {
+    let (env, mut conn) = analyst_recording_results().await;
+    let pan = "4111111111111111";
+    let mut unknown = raw::bind("", pan);
+    unknown.extend(raw::execute("", 0));
+    unknown.extend(raw::sync());
+    conn.send(&unknown).await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.code(), "26000");
+
+    let mut discard = raw::parse("", "DISCARD ALL");
+    discard.extend(raw::bind("", ""));
+    discard.extend(raw::execute("", 0));
+    discard.extend(raw::sync());
+    conn.send(&discard).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+
+    until_recorded(&env, |r| {
+        r["event"] == "outcome" && r["tags"][0] == "DISCARD ALL"
+    })
+    .await;
+    let records = records(&env);
+    let statements = of_event(&records, "statement");
+    assert_eq!(statements.len(), 2, "{records:#?}");
+    let refused = &statements[0]["decision"];
+    assert_eq!(refused["verdict"], "error");
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("411111******1111"), "{reason}");
+    assert_eq!(statements[1]["text"], "DISCARD ALL");
+    let file = std::fs::read(trail(&env)).unwrap();
+    assert!(
+        !file.windows(pan.len()).any(|w| w == pan.as_bytes()),
+        "a raw card number is in the trail"
+    );
+}
+
+/// A statement whose text the masking plugin fails on is refused, and the
+/// attempt is on the record all the same: its words withheld, the verdict
+/// `error` with why, and its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_text_cannot_be_masked_is_refused_on_the_record() {
+    let config = format!(
+        "[audit]\nfile = \"audit.jsonl\"\nfsync = \"always\"\n\n\
+         [[plugins]]\nname = \"needle\"\nhook = \"masking\"\npath = \"{}\"\n\
+         [plugins.config]\nneedle = \"4111111111111111\"\npanic_on = \"boom\"\n",
+        guest::GUEST_MASK_NEEDLE
+    );
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let client = env.connect("analyst").await;
+    let refused = client.simple_query("SELECT 'boom'").await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "58000");
+    // The session goes on.
+    client.simple_query("SELECT 1").await.unwrap();
+
+    until_recorded(&env, |r| {
+        r["event"] == "outcome" && r["tags"][0] == "SELECT 1"
+    })
+    .await;
+    let records = records(&env);
+    let statements = of_event(&records, "statement");
+    assert_eq!(statements.len(), 2, "{records:#?}");
+    let attempt = statements[0];
+    assert_eq!(attempt["text"], "[withheld: masking failed]");
+    assert_eq!(attempt["decision"]["verdict"], "error");
+    let reason = attempt["decision"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("could not be masked"), "{reason}");
+    let outcome = of_event(&records, "outcome")
+        .into_iter()
+        .find(|o| o["statements"] == serde_json::json!([attempt["statement"]]))
+        .expect("the attempt's outcome");
+    assert_eq!(outcome["error"]["sqlstate"], "58000");
+}
+
+/// An error too large for sluice to hold is replaced by its own (54000):
+/// the statement's outcome says it failed, with that SQLSTATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_error_is_the_outcome_of_its_statement() {
+    let config = format!(
+        "{}\n[limits]\nmax_held_server_message_bytes = 262144\n",
+        audited_config()
+    );
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let mut conn = RawConn::login(env.addr(), &env.database, "analyst", "analyst-demo-token").await;
+    conn.send(&raw::query(
+        "DO $$ BEGIN RAISE EXCEPTION '%', repeat('e', 300000); END $$",
+    ))
+    .await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.code(), "54000");
+
+    until_recorded(&env, |r| r["event"] == "outcome").await;
+    let records = records(&env);
+    let outcome = of_event(&records, "outcome")[0];
+    assert_eq!(outcome["error"]["sqlstate"], "54000", "{records:#?}");
 }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use sluice_tests::TestEnv;
-use sluice_tests::raw::{RawConn, message, parse, query, startup_message};
+use sluice_tests::raw::{
+    RawConn, bind, execute, function_call, message, parse, query, startup_message, sync,
+};
 use tokio::io::AsyncWriteExt;
 
 /// After each bad client, a good one still works.
@@ -91,6 +93,16 @@ async fn malformed_messages_after_login_are_refused() {
         ("Query inside an unfinished extended cycle", {
             let mut m = parse("", "SELECT 1");
             m.extend(query("SELECT 2"));
+            m
+        }),
+        // Refused with a Query stand-in, which the server would skip after
+        // the failing Execute: sluice's count of cycles would drift.
+        ("FunctionCall inside an unfinished extended cycle", {
+            let mut m = parse("", "SELECT 1/0");
+            m.extend(bind("", ""));
+            m.extend(execute("", 0));
+            m.extend(function_call(1598, "1"));
+            m.extend(sync());
             m
         }),
     ];

@@ -254,6 +254,9 @@ pub struct Decision {
     pub approval: Option<ApprovalRecord>,
 }
 
+/// The reason of a statement let through unjudged: sluice's own words.
+const UNJUDGED: &str = "no policy plugin is loaded";
+
 impl Decision {
     /// Let through with no policy loaded to ask.
     pub fn unjudged() -> Decision {
@@ -261,9 +264,18 @@ impl Decision {
             verdict: "allow",
             plugin: None,
             rule: None,
-            reason: Some("no policy plugin is loaded".to_owned()),
+            reason: Some(UNJUDGED.to_owned()),
             approval: None,
         }
+    }
+
+    /// Whether the reason may quote what the client sent or a plugin
+    /// judged (a statement name, a table): only [`Decision::unjudged`]'s
+    /// is sluice's own words alone.
+    pub fn reason_needs_masking(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|reason| reason != UNJUDGED)
     }
 
     /// Let through by every policy.

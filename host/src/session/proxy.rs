@@ -870,16 +870,25 @@ impl Proxy<'_> {
         let just_described = self.just_described.take();
         let cycle_was_open = self.extended_open;
         self.follow_copy_in(frame.tag())?;
-        if frame.tag() == tag::QUERY && cycle_was_open {
+        if matches!(frame.tag(), tag::QUERY | tag::FUNCTION_CALL) && cycle_was_open {
             // The server answers such a Query with a ReadyForQuery of its
             // own, unless an error earlier in the cycle makes it skip the
             // Query (and send none): which of the two comes cannot be told
             // in advance, and sluice's count of what the server is answering
             // (whose statement a reply is, which Parse it confirms) would
-            // drift. No driver sends one; a client must send Sync first.
+            // drift. A FunctionCall is refused with a Query stand-in, so the
+            // same holds for it. No driver sends either; a client must send
+            // Sync first.
+            let what = if frame.tag() == tag::QUERY {
+                "a simple Query"
+            } else {
+                "a FunctionCall"
+            };
             return Err(End::Fatal(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,
-                "a simple Query arrived inside an unfinished extended-protocol cycle: send Sync before it",
+                format!(
+                    "{what} arrived inside an unfinished extended-protocol cycle: send Sync before it"
+                ),
             )));
         }
         match frame.tag() {
@@ -977,6 +986,10 @@ impl Proxy<'_> {
                         self.copy_portals.remove(portal);
                     }
                 }
+                // Read before judging: a statement that deallocates
+                // prepared statements (`DISCARD ALL`, `DEALLOCATE`) takes
+                // its own text with it when judged.
+                let text = self.prepared.text(name).unwrap_or_default();
                 self.decision = None;
                 self.start_statement_trace();
                 let refusal = if !self.judges() {
@@ -1022,7 +1035,6 @@ impl Proxy<'_> {
                         )),
                     }
                 };
-                let text = self.prepared.text(name).unwrap_or_default();
                 let params = || frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
                 let refusal = match self
                     .record_statement(&text, params, Protocol::Extended, refusal.as_ref())
@@ -1420,12 +1432,17 @@ impl Proxy<'_> {
         if let Some((plugin, reason, approver_group, command)) = approval {
             if !plugins.approves() {
                 tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
-                return Some(Fatal::new(
+                let refusal = Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
                     ),
-                ));
+                );
+                self.decision = Some(Decision {
+                    plugin: Some(plugin),
+                    ..Decision::refused("deny", refusal.message.clone())
+                });
+                return Some(refusal);
             }
             tracing::info!(session, %plugin, command, "statement held for approval");
             let mut tables: Vec<TableRef> = Vec::new();
@@ -1435,7 +1452,7 @@ impl Proxy<'_> {
                 }
             }
             if let Some(refusal) = self
-                .hold_for_approval(&plugins, text, tables, reason, approver_group)
+                .hold_for_approval(&plugins, text, tables, plugin, reason, approver_group)
                 .await
             {
                 return Some(refusal);
@@ -1560,6 +1577,7 @@ impl Proxy<'_> {
         plugins: &PluginSet,
         text: &str,
         tables: Vec<TableRef>,
+        plugin: String,
         reason: String,
         approver_group: String,
     ) -> Option<Fatal> {
@@ -1608,6 +1626,9 @@ impl Proxy<'_> {
             _ = phase.wait_for(|p| *p == Phase::Closing) => None,
         };
         self.shared.approvals.close(&ticket.id);
+        // When the answer came (or the wait ended), before the approval
+        // plugin is told, which may take a round trip to Slack.
+        let answered_ms = approval::now_ms();
         let (approver, verdict) = match &outcome {
             Some(Resolution::Approved { approver }) => (Some(approver.clone()), "allow"),
             Some(Resolution::Denied { approver }) => (Some(approver.clone()), "deny"),
@@ -1656,7 +1677,8 @@ impl Proxy<'_> {
         wait.end();
         self.decision = Some(Decision {
             verdict,
-            plugin: None,
+            // The policy that asked for the approval.
+            plugin: Some(plugin),
             rule: None,
             reason: Some(ticket.reason.clone()),
             approval: Some(ApprovalRecord {
@@ -1665,7 +1687,7 @@ impl Proxy<'_> {
                 outcome: label,
                 approver,
                 requested_ms,
-                answered_ms: approval::now_ms(),
+                answered_ms,
             }),
         });
         refusal
@@ -1683,7 +1705,7 @@ impl Proxy<'_> {
         protocol: Protocol,
         refusal: Option<&Fatal>,
     ) -> Result<Option<u64>, Fatal> {
-        let decision = match (self.decision.take(), refusal) {
+        let mut decision = match (self.decision.take(), refusal) {
             (Some(decision), None) => decision,
             (Some(decision), Some(_)) if decision.verdict != "allow" => decision,
             // Refused after the policies let it through (a limit, a
@@ -1704,19 +1726,50 @@ impl Proxy<'_> {
             return Ok(None);
         }
         let params = params();
-        // The text and every parameter in one masking call.
-        let mut texts: Vec<&str> = Vec::with_capacity(1 + params.len());
+        // The text, every parameter and the decision's reason in one
+        // masking call: a refusal's reason can quote what the client sent
+        // (a statement name, say) and a plugin's what it judged, so it does
+        // not reach the trail raw. (A rule is the plugin's name for one of
+        // its rules.)
+        let mut texts: Vec<&str> = Vec::with_capacity(2 + params.len());
         texts.push(text);
         texts.extend(params.iter().map(|p| p.as_deref().unwrap_or("")));
-        let mut masked = crate::masking::for_record(&self.plugins, &texts)
-            .await
-            .map_err(|fault| plugin_failed("masking", &fault))?
-            .into_iter();
+        let reason = decision
+            .reason_needs_masking()
+            .then(|| decision.reason.take())
+            .flatten();
+        texts.extend(reason.as_deref());
+        // Text that cannot be masked is refused, and the attempt stays on
+        // the record with its words withheld.
+        let (masked, masking_fault) = match crate::masking::for_record(&self.plugins, &texts).await
+        {
+            Ok(masked) => (masked, None),
+            Err(fault) => (
+                vec!["[withheld: masking failed]".to_owned(); texts.len()],
+                Some(fault),
+            ),
+        };
+        let mut masked = masked.into_iter();
         let text = masked.next().unwrap_or_default();
         let params: Vec<Option<String>> = masked
+            .by_ref()
+            .take(params.len())
             .zip(&params)
             .map(|(masked, original)| original.as_ref().map(|_| masked))
             .collect();
+        if reason.is_some() {
+            decision.reason = masked.next();
+        }
+        if let Some(fault) = &masking_fault {
+            decision = Decision::refused(
+                "error",
+                format!(
+                    "its text could not be masked ({} in plugin {})",
+                    fault.kind(),
+                    fault.plugin()
+                ),
+            );
+        }
         self.statements_recorded += 1;
         let statement = self.statements_recorded;
         describe_decision_span(&trace, statement, &text, &decision);
@@ -1748,7 +1801,10 @@ impl Proxy<'_> {
         if trace.is_recording() {
             outcome.traces.push(trace);
         }
-        Ok(Some(statement))
+        match masking_fault {
+            Some(fault) => Err(plugin_failed("masking", &fault)),
+            None => Ok(Some(statement)),
+        }
     }
 
     /// The outcome the client's open cycle gathers, begun if need be.
@@ -1859,6 +1915,17 @@ impl Proxy<'_> {
     }
 
     /// Notes the error that ended the cycle being answered.
+    /// The server skips the rest of an extended cycle after an error: the
+    /// result it was sending is over, and the describes it held will not
+    /// be answered.
+    fn after_server_error(&mut self) {
+        self.rows = Rows::Undescribed;
+        self.copy_out = CopyOut::Streams;
+        let current = self.cycles_done;
+        self.describes.retain(|d| d.cycle != current);
+        self.copy_executes.retain(|(cycle, _)| *cycle != current);
+    }
+
     fn note_error(&mut self, code: &str, message: &str) {
         if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome) {
             outcome
@@ -2298,7 +2365,8 @@ impl Proxy<'_> {
             tag::ERROR_RESPONSE => {
                 let fields = match backend::decode(&frame) {
                     Some(backend::Message::ErrorResponse(error)) => error.fields,
-                    _ => Vec::new(),
+                    // Unread, it could not be masked: not passed on raw.
+                    _ => return Err(malformed_from_server("ErrorResponse")),
                 };
                 if matches!(backend::field(&fields, b'V'), Some("FATAL" | "PANIC")) {
                     self.server_said_fatal = true;
@@ -2312,6 +2380,10 @@ impl Proxy<'_> {
                     let masked = messages::mask_fields(&self.plugins, &original)
                         .await
                         .map_err(|fault| masking_failed("a server message", &fault))?;
+                    self.note_error(
+                        backend::field(&original, b'C').unwrap_or_default(),
+                        backend::field(&original, b'M').unwrap_or_default(),
+                    );
                     messages::encode_fields(
                         tag::ERROR_RESPONSE,
                         masked.unwrap_or(original),
@@ -2321,13 +2393,7 @@ impl Proxy<'_> {
                     self.copy_out = CopyOut::Streams;
                     return Ok(());
                 }
-                // The server skips the rest of an extended cycle after an
-                // error: the describes it held will not be answered.
-                self.rows = Rows::Undescribed;
-                self.copy_out = CopyOut::Streams;
-                let current = self.cycles_done;
-                self.describes.retain(|d| d.cycle != current);
-                self.copy_executes.retain(|(cycle, _)| *cycle != current);
+                self.after_server_error();
                 if let Some(refusal) = self.pending_refusal() {
                     // Only the stand-in's own error becomes the refusal. Any
                     // other came first and stopped the cycle before the
@@ -2356,7 +2422,7 @@ impl Proxy<'_> {
             tag::NOTICE_RESPONSE => {
                 let fields = match backend::decode(&frame) {
                     Some(backend::Message::NoticeResponse(notice)) => notice.fields,
-                    _ => Vec::new(),
+                    _ => return Err(malformed_from_server("NoticeResponse")),
                 };
                 return self.pass_fields(frame, fields).await;
             }
@@ -2498,12 +2564,17 @@ impl Proxy<'_> {
         );
         tracing::warn!(tag = %(header.tag as char), size = header.total(), "oversized server message dropped");
         match header.tag {
-            tag::ERROR_RESPONSE => reply::error(
-                &mut self.to_client,
-                Severity::Error,
-                sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                &message,
-            ),
+            tag::ERROR_RESPONSE => {
+                // The statement failed all the same: its outcome says so.
+                self.after_server_error();
+                self.note_error(sqlstate::PROGRAM_LIMIT_EXCEEDED, &message);
+                reply::error(
+                    &mut self.to_client,
+                    Severity::Error,
+                    sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    &message,
+                );
+            }
             tag::NOTICE_RESPONSE => reply::notice(
                 &mut self.to_client,
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -2904,11 +2975,24 @@ fn run_of(buf: &[u8], message_tag: u8) -> usize {
 /// Something from the server could not be masked: it is not passed on,
 /// and the session ends (a result cannot resume after a value is
 /// dropped), with the client told why.
+/// Masking failed: the session ends rather than pass anything unmasked.
+/// Why is logged for the operator; the client is told what could not be
+/// masked, not the failure's detail (a plugin's trap carries a wasm
+/// backtrace, a value's error the column it was in).
 fn masking_failed(what: &str, error: &dyn std::fmt::Display) -> End {
     tracing::error!(%error, "{what} could not be masked; ending the session");
     End::Fatal(Fatal::new(
         sqlstate::INTERNAL_ERROR,
-        format!("sluice could not mask {what} and ended the session: {error}"),
+        format!("sluice could not mask {what} and ended the session; its log says why"),
+    ))
+}
+
+/// The upstream server sent a `what` sluice cannot read, so cannot mask or
+/// follow: the session ends.
+fn malformed_from_server(what: &str) -> End {
+    End::Fatal(Fatal::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("the upstream server sent a malformed {what}"),
     ))
 }
 
