@@ -964,3 +964,33 @@ async fn an_oversized_error_is_the_outcome_of_its_statement() {
     let outcome = of_event(&records, "outcome")[0];
     assert_eq!(outcome["error"]["sqlstate"], "54000", "{records:#?}");
 }
+
+/// Startup `options` the policies allowed run at login, before any
+/// statement: they are on the record with the session's start, and its
+/// replay shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_startup_options_are_on_the_record() {
+    let env = TestEnv::start_with_config(&audited_config(), false)
+        .await
+        .unwrap();
+    let mut config = env.config("analyst");
+    config.options("-c statement_timeout=5s");
+    let client = sluice_tests::connect(&config).await.unwrap();
+    let timeout = client.simple_query("SHOW statement_timeout").await.unwrap();
+    assert!(format!("{timeout:?}").contains("5s"), "{timeout:?}");
+    drop(client);
+
+    until_recorded(&env, |r| r["event"] == "session_end").await;
+    let records = records(&env);
+    let start = of_event(&records, "session_start")[0];
+    assert_eq!(start["options"], "SET statement_timeout TO '5s'");
+    let session = start["session"].as_u64().unwrap();
+    let shown = sluice::audit::read::show_session(
+        &sluice::audit::read::Filter::default().apply(&records),
+        session,
+    );
+    assert!(
+        shown.contains("startup options, run at login: SET statement_timeout TO '5s'"),
+        "{shown}"
+    );
+}

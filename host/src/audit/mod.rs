@@ -361,6 +361,9 @@ pub enum Event<'a> {
         application: Option<&'a str>,
         database: &'a str,
         tls: bool,
+        /// The client's startup `options` as the SET statements they
+        /// amount to (masked), which the server runs at login.
+        options: Option<&'a str>,
         /// The session's span, when traced: its trace holds the session.
         trace: Option<&'a TraceIds>,
     },
@@ -428,6 +431,7 @@ impl Event<'_> {
                 application,
                 database,
                 tls,
+                options,
                 trace,
             } => {
                 let mut body = EventBody::new("session_start");
@@ -438,6 +442,9 @@ impl Event<'_> {
                     .field("application", &application)?
                     .field("database", database)?
                     .field("tls", &tls)?;
+                if let Some(options) = options {
+                    body.field("options", options)?;
+                }
                 with_trace(body, trace)?
             }
             Event::LoginFailed {

@@ -524,6 +524,9 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                         "no TLS"
                     },
                 );
+                if let Some(options) = record.get("options").and_then(Value::as_str) {
+                    let _ = writeln!(out, "  startup options, run at login: {options}");
+                }
             }
             "statement" => {
                 last_statement = number(record, "statement");

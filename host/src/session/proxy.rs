@@ -574,7 +574,11 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
             Ok(None) => to_client.extend_from_slice(status.as_bytes()),
             Err(fault) => {
                 tracing::error!(%fault, "a server parameter could not be masked; ending the session");
-                let message = format!("sluice could not mask a server parameter: {fault}");
+                let message = format!(
+                    "sluice could not mask a server parameter ({} in plugin {})",
+                    fault.kind(),
+                    fault.plugin()
+                );
                 reply::error(
                     &mut to_client,
                     Severity::Fatal,
@@ -1415,7 +1419,9 @@ impl Proxy<'_> {
                     attribute::VERDICT,
                     self.decision.as_ref().map_or("error", |d| d.verdict),
                 ));
-                policy.fail(refusal.message.clone());
+                // The refusal's message quotes the plugin's reason, which
+                // may quote the statement: the span says only the SQLSTATE.
+                policy.fail(format!("refused ({})", refusal.code));
                 return Some(refusal);
             }
         };

@@ -151,7 +151,8 @@ async fn login(
         }
         Err(fatal) => {
             identity.set(KeyValue::new(attribute::IDENTITY_OUTCOME, "refused"));
-            identity.fail(fatal.message.clone());
+            // The message quotes the user name the client sent.
+            identity.fail("refused");
             return Err(fatal);
         }
     };
@@ -167,6 +168,14 @@ async fn login(
         }
         _ => None,
     };
+    // Settings the server applies at login, before any statement: on the
+    // record with the session (judged just below; a refusal ends it).
+    let startup_options = if shared.audit.enabled() && !request.options.is_empty() {
+        let statement = options::as_statement(&request.options);
+        Some(crate::masking::for_log(&shared.plugins.current(), &statement.text).await)
+    } else {
+        None
+    };
     let recorded = shared
         .audit
         .record(Event::SessionStart {
@@ -177,6 +186,7 @@ async fn login(
             application: application.as_deref(),
             database: &request.database,
             tls: client.is_tls(),
+            options: startup_options.as_deref(),
             trace: trace.ids().as_ref(),
         })
         .await;
