@@ -818,3 +818,37 @@ async fn a_copy_statement_is_masked_by_its_own_describe_after_a_refused_redefini
     let data = String::from_utf8(data).unwrap();
     assert_eq!(data, format!("{}\n", masked(&pan)), "{replies:?}");
 }
+
+/// Binary numerics that would render to far more text than they take on
+/// the wire (`1e131071` is ten bytes, and 131,072 digits as text) are
+/// refused before that text is built — unbounded, this result would have
+/// made a 13 GB batch in the gateway's process — and the gateway serves
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numerics_that_would_render_past_the_masking_limit_are_refused() {
+    let env = start_masked().await;
+    let bystander = env.connect("analyst").await;
+    let client = env.connect("analyst").await;
+    // 1.4 MB on the wire; 13 GB of digits had it been rendered.
+    let error = client
+        .query("SELECT array_fill(1e131071::numeric, ARRAY[100000])", &[])
+        .await
+        .expect_err("the result is refused");
+    let (code, message) = sluice_tests::code_and_message(&error);
+    assert_eq!(code, "54000", "{message}");
+    assert!(
+        message.contains("could not mask") && message.contains("as text to mask"),
+        "{message}"
+    );
+    assert!(
+        client.simple_query("SELECT 1").await.is_err(),
+        "the session ended"
+    );
+    // One such numeric fits, and comes back as PostgreSQL sent it.
+    let direct = env.connect_direct().await;
+    let sql = "SELECT 1e131071::numeric";
+    assert_eq!(
+        binary_values(&bystander, sql).await,
+        binary_values(&direct, sql).await
+    );
+}

@@ -8,7 +8,7 @@
 //! ([`super::codec`]) made of a column value; its [`PieceKind`] says what
 //! an edit may do to it.
 
-use super::codec::{PieceKind, zero_digits};
+use super::codec::{NoRoom, PieceKind, PieceSink, zero_digits};
 use crate::plugin::bindings::masking::exports::sluice::gateway::masking::{ValueBatch, ValueEdits};
 
 /// Values of one result set's selected columns, kept in the WIT record's
@@ -20,10 +20,55 @@ pub struct Batch {
     kinds: Vec<PieceKind>,
     /// Per value: whether some plugin's edits changed it.
     edited: Vec<bool>,
+    /// The most bytes of values the batch holds, edits included; never
+    /// more than [`MAX_BATCH_BYTES`].
+    limit: usize,
+}
+
+/// The most bytes of values any batch holds: the WIT batch's offsets are
+/// u32.
+pub const MAX_BATCH_BYTES: usize = u32::MAX as usize;
+
+/// The least a batch of rows may hold whatever their size: 64 MiB, four
+/// times the default `max_held_server_message_bytes` (16 MiB), and the
+/// default memory of a plugin instance (`DEFAULT_PLUGIN_MEMORY_MB`), which
+/// must hold a batch to mask it.
+pub const MIN_ROWS_BATCH_BYTES: usize = 64 << 20;
+
+/// How many times its rows' size a batch of rows may hold.
+const ROWS_BATCH_FACTOR: usize = 4;
+
+/// The most bytes of text sluice builds for the masking plugins out of a
+/// run of `rows_len` bytes of rows: four times the rows, at least
+/// [`MIN_ROWS_BATCH_BYTES`], at most [`MAX_BATCH_BYTES`].
+///
+/// Text values are their own pieces, no longer than they came, but binary
+/// numbers are rendered in decimal: an int8's 8 bytes to 20 digits, a
+/// float8's to about 330, and a numeric's 10 (`1e131071`) to 131,072 —
+/// 147,455 with its largest scale. Unbounded, a 14 MB result of such
+/// numerics would make a 140 GB batch, and the allocation failure would
+/// abort the process. What one run holds is bounded by
+/// `max_held_server_message_bytes`, so the floor covers a run of default
+/// size four times over, and a run larger than that (an operator raised the
+/// limit) gets four times its own size. There is no knob of its own: the
+/// masking code is not handed the session's limits, and a batch beyond
+/// every plugin's memory could only fail later.
+pub fn limit_for_rows(rows_len: usize) -> usize {
+    rows_len
+        .saturating_mul(ROWS_BATCH_FACTOR)
+        .clamp(MIN_ROWS_BATCH_BYTES, MAX_BATCH_BYTES)
 }
 
 impl Default for Batch {
     fn default() -> Self {
+        Batch::with_limit(MAX_BATCH_BYTES)
+    }
+}
+
+impl Batch {
+    /// An empty batch that holds at most `limit` bytes of values (at most
+    /// [`MAX_BATCH_BYTES`] whatever `limit` says).
+    pub fn with_limit(limit: usize) -> Self {
         Batch {
             values: ValueBatch {
                 data: Vec::new(),
@@ -32,11 +77,28 @@ impl Default for Batch {
             },
             kinds: Vec::new(),
             edited: Vec::new(),
+            limit: limit.min(MAX_BATCH_BYTES),
         }
     }
-}
 
-impl Batch {
+    /// The most bytes of values this batch holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many more bytes of values this batch takes.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.values.data.len())
+    }
+
+    /// Where [`super::codec::Codec::explode`] puts the pieces of a value of
+    /// `column`: this batch, as far as it has room.
+    pub fn column(&mut self, column: u16) -> ColumnPieces<'_> {
+        ColumnPieces {
+            batch: self,
+            column,
+        }
+    }
     pub fn len(&self) -> usize {
         self.values.ends.len()
     }
@@ -45,13 +107,31 @@ impl Batch {
         self.values.ends.is_empty()
     }
 
-    pub fn push(&mut self, column: u16, kind: PieceKind, value: &[u8]) {
+    /// Adds a value, or [`NoRoom`] (the batch unchanged) if it does not
+    /// fit in the batch's limit.
+    pub fn try_push(&mut self, column: u16, kind: PieceKind, value: &[u8]) -> Result<(), NoRoom> {
+        if value.len() > self.room() {
+            return Err(NoRoom);
+        }
         let values = &mut self.values;
+        let end = u32::try_from(values.data.len() + value.len()).map_err(|_| NoRoom)?;
         values.data.extend_from_slice(value);
-        values.ends.push(values.data.len() as u32);
+        values.ends.push(end);
         values.columns.push(column);
         self.kinds.push(kind);
         self.edited.push(false);
+        Ok(())
+    }
+
+    /// Adds a value known to fit: one of another batch of no larger a
+    /// limit, or one a test or benchmark made. Values of network input go
+    /// through [`Batch::try_push`].
+    ///
+    /// # Panics
+    /// If the value does not fit.
+    pub fn push(&mut self, column: u16, kind: PieceKind, value: &[u8]) {
+        self.try_push(column, kind, value)
+            .expect("a value pushed unchecked fits in its batch");
     }
 
     pub fn value(&self, index: usize) -> &[u8] {
@@ -77,7 +157,8 @@ impl Batch {
     /// The values whose column `wanted` flags, as a batch of their own,
     /// with the index each has here.
     pub fn subset(&self, wanted: &[bool]) -> (Batch, Vec<u32>) {
-        let mut subset = Batch::default();
+        // Some of this batch's values under the same limit: they fit.
+        let mut subset = Batch::with_limit(self.limit);
         let mut origin = Vec::new();
         for (index, &column) in self.values.columns.iter().enumerate() {
             if wanted.get(column as usize).copied().unwrap_or(false) {
@@ -96,7 +177,8 @@ impl Batch {
     /// Applies a plugin's edits. `origin` maps the edited batch's value
     /// indexes to this batch's (for a subset). Text that was valid UTF-8
     /// must stay so; in a number, the digits an edit covers become `0`
-    /// whatever its replacement says; JSON stays JSON.
+    /// whatever its replacement says; JSON stays JSON (and UTF-8). The
+    /// edited batch holds no more than this one's limit.
     pub fn apply(&self, answer: ValueEdits, origin: Option<&[u32]>) -> Result<Batch, String> {
         let edits = edit_list(&answer, origin, self.len())?;
         let mut out = Batch {
@@ -107,6 +189,7 @@ impl Batch {
             },
             kinds: self.kinds.clone(),
             edited: self.edited.clone(),
+            limit: self.limit,
         };
         let mut edits = edits.into_iter().peekable();
         let mut spans = Vec::new();
@@ -128,17 +211,46 @@ impl Batch {
                     PieceKind::Text | PieceKind::Bytes => apply_spans(value, &spans, data)?,
                 }
                 let edited = &data[start..];
-                if self.kinds[index] == PieceKind::Text
-                    && std::str::from_utf8(edited).is_err()
-                    && std::str::from_utf8(value).is_ok()
-                {
+                // Text that was UTF-8 stays so; JSON is text whatever it
+                // was (PostgreSQL sends it as UTF-8).
+                let must_be_utf8 = match self.kinds[index] {
+                    PieceKind::Text => std::str::from_utf8(value).is_ok(),
+                    PieceKind::Json => true,
+                    PieceKind::Number | PieceKind::Bytes => false,
+                };
+                if must_be_utf8 && std::str::from_utf8(edited).is_err() {
                     return Err(format!("an edit of value {index} leaves it invalid UTF-8"));
                 }
                 out.edited[index] |= edited != value;
             }
-            out.values.ends.push(data.len() as u32);
+            let end = u32::try_from(data.len())
+                .ok()
+                .filter(|&end| end as usize <= self.limit)
+                .ok_or_else(|| {
+                    format!(
+                        "the edits make the batch larger than the {} bytes it may hold",
+                        self.limit
+                    )
+                })?;
+            out.values.ends.push(end);
         }
         Ok(out)
+    }
+}
+
+/// A batch as the [`PieceSink`] of one column's values.
+pub struct ColumnPieces<'b> {
+    batch: &'b mut Batch,
+    column: u16,
+}
+
+impl PieceSink for ColumnPieces<'_> {
+    fn room(&self) -> usize {
+        self.batch.room()
+    }
+
+    fn take(&mut self, kind: PieceKind, piece: &[u8]) -> Result<(), NoRoom> {
+        self.batch.try_push(self.column, kind, piece)
     }
 }
 
@@ -215,6 +327,13 @@ fn zero_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
 /// JSON text with edits made so it stays JSON, appended to `out`: an edit
 /// inside a string takes its replacement (which must need no escaping),
 /// one elsewhere — in a number — writes `0` over its digits.
+///
+/// An edit must lie within one string's content, or wholly outside
+/// strings: one that covers a quote would unbalance them (`{"a":"4111"}`
+/// edited over `4111"}` leaves `{"a":"****`). Nor may an edit begin or end
+/// inside an escape sequence (`\"`, `\u00e9`): its backslash or hex
+/// digits left without the rest are not JSON. An edit may cover whole
+/// escapes.
 fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut reader = JsonStrings::default();
     let mut at = 0usize;
@@ -222,7 +341,20 @@ fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
         check_span(start, end, at, value.len())?;
         reader.read(&value[at..start]);
         out.extend_from_slice(&value[at..start]);
-        if reader.in_string {
+        let in_string = reader.in_string;
+        let starts_in_escape = reader.in_escape();
+        let crossed_quote = reader.read(&value[start..end]);
+        if starts_in_escape || reader.in_escape() {
+            return Err(format!(
+                "edit {start}..{end} begins or ends inside a JSON escape sequence"
+            ));
+        }
+        if crossed_quote {
+            return Err(format!(
+                "edit {start}..{end} covers a quote that begins or ends a JSON string"
+            ));
+        }
+        if in_string {
             if replacement
                 .iter()
                 .any(|b| matches!(b, b'"' | b'\\') || *b < 0x20)
@@ -236,7 +368,6 @@ fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
         } else {
             zero_digits(&value[start..end], out);
         }
-        reader.read(&value[start..end]);
         at = end;
     }
     out.extend_from_slice(&value[at..]);
@@ -244,24 +375,41 @@ fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
 }
 
 /// Follows JSON text far enough to know whether a position is inside a
-/// string.
+/// string, and whether inside an escape sequence there.
 #[derive(Default)]
 struct JsonStrings {
     in_string: bool,
-    escaped: bool,
+    /// The last byte was an escape's backslash.
+    after_backslash: bool,
+    /// Hex digits of a `\u` escape still to come.
+    hex_left: u8,
 }
 
 impl JsonStrings {
-    fn read(&mut self, bytes: &[u8]) {
+    /// Reads `bytes` on from where the last read ended; whether a quote
+    /// among them began or ended a string.
+    fn read(&mut self, bytes: &[u8]) -> bool {
+        let mut crossed_quote = false;
         for &b in bytes {
-            if self.escaped {
-                self.escaped = false;
+            if self.after_backslash {
+                self.after_backslash = false;
+                self.hex_left = if b == b'u' { 4 } else { 0 };
+            } else if self.hex_left > 0 {
+                self.hex_left -= 1;
             } else if self.in_string && b == b'\\' {
-                self.escaped = true;
+                self.after_backslash = true;
             } else if b == b'"' {
                 self.in_string = !self.in_string;
+                crossed_quote = true;
             }
         }
+        crossed_quote
+    }
+
+    /// Whether the position the last read ended at is inside an escape
+    /// sequence (after its backslash, before its last byte).
+    fn in_escape(&self) -> bool {
+        self.after_backslash || self.hex_left > 0
     }
 }
 
@@ -403,5 +551,50 @@ mod tests {
             None,
         );
         assert!(error.unwrap_err().contains("JSON string"));
+    }
+
+    /// `json` as one JSON value, after one edit.
+    fn json_edited(json: &str, start: u32, end: u32, replacement: &[u8]) -> Result<String, String> {
+        let mut b = Batch::default();
+        b.push(0, PieceKind::Json, json.as_bytes());
+        let edited = b.apply(answer(&[(0, start, end, replacement)]), None)?;
+        Ok(String::from_utf8(edited.value(0).to_vec()).expect("apply keeps JSON UTF-8"))
+    }
+
+    #[test]
+    fn edits_of_json_stay_inside_one_string_or_number() {
+        // Whole escapes may be covered, and a number's digits zeroed.
+        for (json, start, end, replacement, expected) in [
+            (r#"{"a":"41\"11"}"#, 8, 10, "**", r#"{"a":"41**11"}"#),
+            (r#"{"a":"\u0041 4111"}"#, 6, 12, "*", r#"{"a":"* 4111"}"#),
+            (r#"{"a":"é4111"}"#, 6, 10, "••", r#"{"a":"••11"}"#),
+            (r#"{"n":4111}"#, 6, 8, "**", r#"{"n":4001}"#),
+        ] {
+            assert_eq!(
+                json_edited(json, start, end, replacement.as_bytes()).as_deref(),
+                Ok(expected),
+                "{json} {start}..{end}"
+            );
+        }
+        for (json, start, end, replacement, why) in [
+            // Over a string's closing quote, or its opening one.
+            (r#"{"a":"4111111111111111"}"#, 6, 23, &b"****"[..], "quote"),
+            (r#"{"a":"4111111111111111"}"#, 5, 10, b"****", "quote"),
+            // From a number into a string.
+            (r#"{"n":4111,"s":"x"}"#, 5, 15, b"*", "quote"),
+            // Splitting `\"`: after its backslash, or just before its end.
+            (r#"{"a":"41\"11"}"#, 9, 10, b"*", "escape"),
+            (r#"{"a":"41\"11"}"#, 6, 9, b"*", "escape"),
+            // Splitting `\u0041` among its hex digits.
+            (r#"{"a":"\u0041 4111"}"#, 9, 11, b"*", "escape"),
+            (r#"{"a":"\u0041 4111"}"#, 6, 8, b"*", "escape"),
+            // Not UTF-8 after the edit: a replacement that is not, or a
+            // span that splits a character.
+            (r#"{"a":"4111"}"#, 6, 7, &[0xff], "UTF-8"),
+            (r#"{"a":"é4111"}"#, 7, 9, b"*", "UTF-8"),
+        ] {
+            let error = json_edited(json, start, end, replacement).unwrap_err();
+            assert!(error.contains(why), "{json} {start}..{end}: {error}");
+        }
     }
 }

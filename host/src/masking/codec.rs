@@ -75,6 +75,28 @@ pub enum CodecError {
     /// Edits made the value too long for a length on the wire.
     #[error("a masked value of type {type_oid} is too long for the wire protocol")]
     TooLarge { type_oid: u32 },
+    /// The value's pieces would not fit in the room their [`PieceSink`]
+    /// had left.
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
+}
+
+/// A piece would not fit in the room a [`PieceSink`] had left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the text to mask would take more room than sluice gives it")]
+pub struct NoRoom;
+
+/// Where [`Codec::explode`] puts a value's pieces.
+///
+/// A sink takes only so many bytes of pieces, and explode measures a piece
+/// it must render against the room left *before* rendering it: ten bytes
+/// of binary numeric (`1e131071`) stand for 131,072 digits, so what a
+/// value renders to is bounded by the sink, not by the value's size.
+pub trait PieceSink {
+    /// How many more bytes of pieces this sink takes.
+    fn room(&self) -> usize;
+    /// Takes one piece; [`NoRoom`] if it is longer than [`PieceSink::room`].
+    fn take(&mut self, kind: PieceKind, piece: &[u8]) -> Result<(), NoRoom>;
 }
 
 type Result<T, E = CodecError> = std::result::Result<T, E>;
@@ -143,17 +165,26 @@ impl Codec {
     /// Gives the value's pieces to `sink`, in order. A value may have no
     /// pieces at all (an array of NULLs, a NaN). `types` say how values of
     /// user-defined types are read, as for [`Codec::for_column`].
+    /// A value whose pieces do not fit in `sink`'s room fails with
+    /// [`CodecError::NoRoom`], found before the piece that would not fit
+    /// is rendered.
     pub fn explode(
         &self,
         value: &[u8],
         types: &UserTypes,
-        sink: &mut impl FnMut(PieceKind, &[u8]),
+        sink: &mut (impl PieceSink + ?Sized),
     ) -> Result<(), CodecError> {
         match *self {
-            Codec::Verbatim { kind, .. } => sink(kind, value),
+            Codec::Verbatim { kind, .. } => sink.take(kind, value)?,
             Codec::TextBytea => match value.strip_prefix(HEX_PREFIX) {
-                Some(hex) => sink(PieceKind::Bytes, &decode_hex(hex)?),
-                None => sink(PieceKind::Text, value),
+                Some(hex) => {
+                    // Two hex digits make a byte: measured before decoding.
+                    if hex.len() / 2 > sink.room() {
+                        return Err(NoRoom.into());
+                    }
+                    sink.take(PieceKind::Bytes, &decode_hex(hex)?)?
+                }
+                None => sink.take(PieceKind::Text, value)?,
             },
             Codec::Binary { type_oid } => explode_binary(type_oid, value, types, 0, sink)?,
         }
@@ -685,16 +716,16 @@ fn explode_binary<S>(
     sink: &mut S,
 ) -> Result<()>
 where
-    S: FnMut(PieceKind, &[u8]) + ?Sized,
+    S: PieceSink + ?Sized,
 {
     match BinaryType::of(type_oid, types) {
-        BinaryType::Text => sink(PieceKind::Text, value),
-        BinaryType::Json => sink(PieceKind::Json, value),
-        BinaryType::Versioned { kind } => sink(kind, versioned_text(type_oid, value)?),
-        BinaryType::Bytea => sink(PieceKind::Bytes, value),
+        BinaryType::Text => sink.take(PieceKind::Text, value)?,
+        BinaryType::Json => sink.take(PieceKind::Json, value)?,
+        BinaryType::Versioned { kind } => sink.take(kind, versioned_text(type_oid, value)?)?,
+        BinaryType::Bytea => sink.take(PieceKind::Bytes, value)?,
         BinaryType::Number(number) => {
-            if let Some(text) = number.render(type_oid, value)? {
-                sink(PieceKind::Number, text.as_bytes());
+            if let Some(text) = number.render(type_oid, value, sink.room())? {
+                sink.take(PieceKind::Number, text.as_bytes())?;
             }
         }
         BinaryType::Array { element } => {
@@ -814,8 +845,11 @@ impl Number {
     }
 
     /// The decimal text of a binary value. `None` for NaN and infinities:
-    /// no digits, nothing to mask.
-    fn render(self, type_oid: u32, value: &[u8]) -> Result<Option<String>> {
+    /// no digits, nothing to mask. A numeric whose text would be longer
+    /// than `room` is [`CodecError::NoRoom`] before any of it is written;
+    /// the other types' texts are a few hundred bytes at most (a float8's
+    /// widest is about 330).
+    fn render(self, type_oid: u32, value: &[u8], room: usize) -> Result<Option<String>> {
         let text = match self {
             Number::Int2 => i16::from_be_bytes(exact(type_oid, value)?).to_string(),
             Number::Int4 => i32::from_be_bytes(exact(type_oid, value)?).to_string(),
@@ -832,7 +866,13 @@ impl Number {
                 let float = f64::from_be_bytes(exact(type_oid, value)?);
                 return Ok(float.is_finite().then(|| float.to_string()));
             }
-            Number::Numeric => return Ok(Numeric::read(type_oid, value)?.to_text()),
+            Number::Numeric => {
+                let numeric = Numeric::read(type_oid, value)?;
+                if numeric.text_len().is_some_and(|len| len > room) {
+                    return Err(NoRoom.into());
+                }
+                return Ok(numeric.to_text());
+            }
         };
         Ok(Some(text))
     }
@@ -883,7 +923,9 @@ impl Number {
         pieces: &mut dyn Iterator<Item = &[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let Some(text) = self.render(type_oid, original)? else {
+        // Only values explode took pieces of are reassembled, so the text
+        // fit when it was rendered first: no room to check again.
+        let Some(text) = self.render(type_oid, original, usize::MAX)? else {
             // NaN or an infinity: it had no piece.
             out.extend_from_slice(original);
             return Ok(());
@@ -1002,6 +1044,37 @@ impl<'a> Numeric<'a> {
         }
     }
 
+    /// The length of [`Numeric::to_text`]'s text, from the header and the
+    /// stored digits alone: the text can be 10,000 times the value's size,
+    /// so it is measured before it is written. `None` for NaN and
+    /// infinities.
+    fn text_len(&self) -> Option<usize> {
+        if !matches!(self.sign, NUMERIC_POS | NUMERIC_NEG) {
+            return None;
+        }
+        let sign = usize::from(self.sign == NUMERIC_NEG);
+        let weight = i32::from(self.weight);
+        let integer = if weight < 0 {
+            1
+        } else {
+            // Leading zeros are not shown, and digits past the stored ones
+            // are zeros: the first shown digit is in a stored group.
+            let stored = i32::try_from(self.digits.len() / 2).unwrap_or(i32::MAX);
+            match (0..=weight.min(stored - 1)).find(|&index| self.digit(index) != 0) {
+                Some(first) => {
+                    let groups_after = usize::try_from(weight - first).unwrap_or_default();
+                    decimal_width(self.digit(first)) + 4 * groups_after
+                }
+                None => 1,
+            }
+        };
+        let fraction = match self.dscale {
+            0 => 0,
+            dscale => 1 + usize::from(dscale),
+        };
+        Some(sign + integer + fraction)
+    }
+
     /// The text numeric_out shows: exactly `dscale` digits after the
     /// point. `None` for NaN and infinities.
     fn to_text(&self) -> Option<String> {
@@ -1036,6 +1109,11 @@ impl<'a> Numeric<'a> {
         }
         Some(text)
     }
+}
+
+/// How many decimal digits a base-10000 digit shows without leading zeros.
+fn decimal_width(digit: u16) -> usize {
+    digit.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// Appends `digit` as `width` decimal digits, zero-padded.
@@ -1193,14 +1271,39 @@ mod tests {
         }
     }
 
+    /// Pieces as explode gives them, up to `room` bytes in all.
+    struct Collected {
+        room: usize,
+        pieces: Vec<(PieceKind, Vec<u8>)>,
+    }
+
+    impl PieceSink for Collected {
+        fn room(&self) -> usize {
+            self.room
+        }
+
+        fn take(&mut self, kind: PieceKind, piece: &[u8]) -> Result<(), NoRoom> {
+            self.room = self.room.checked_sub(piece.len()).ok_or(NoRoom)?;
+            self.pieces.push((kind, piece.to_vec()));
+            Ok(())
+        }
+    }
+
     fn explode(column: Column, value: &[u8]) -> Result<Vec<(PieceKind, Vec<u8>)>, CodecError> {
-        let mut pieces = Vec::new();
-        column
-            .codec
-            .explode(value, column.types, &mut |kind, piece| {
-                pieces.push((kind, piece.to_vec()))
-            })?;
-        Ok(pieces)
+        explode_within(column, value, usize::MAX)
+    }
+
+    fn explode_within(
+        column: Column,
+        value: &[u8],
+        room: usize,
+    ) -> Result<Vec<(PieceKind, Vec<u8>)>, CodecError> {
+        let mut sink = Collected {
+            room,
+            pieces: Vec::new(),
+        };
+        column.codec.explode(value, column.types, &mut sink)?;
+        Ok(sink.pieces)
     }
 
     fn reassemble(
@@ -1471,6 +1574,73 @@ mod tests {
         assert_eq!(tiny[0].1, format!("0.{}1", "0".repeat(99)).into_bytes());
         let big = pieces(binary(NUMERIC), &hex("00010019000000000001"));
         assert_eq!(big[0].1, format!("1{}", "0".repeat(100)).into_bytes());
+    }
+
+    #[test]
+    fn a_numerics_text_is_measured_before_it_is_written() {
+        // Every numeric above, and hostile ones: leading zero groups, the
+        // largest weight, the largest scale, negative zero.
+        let cases = [
+            "0004000300000002100f045704570457",
+            "0002ffff4000000700010924",
+            "0000000000000000",
+            "0000000000000002",
+            "0003000100000001000100001388",
+            "0001ffff000000040001",
+            "00010005000000000001",
+            "0002000000000002000c0bb8",
+            "0003000140000003007b11d722ce",
+            "000b000700000009000c0d801ed204d2162e23340d801ed204d2162e2328",
+            "0001ffe7000000640001",
+            "00040001000000000000000500000001",
+            "0003000200000000000000000007",
+            "00017fff000000000001",
+            "00017fff40003fff0001",
+            "00017fff00003fff270f",
+            "0000000040000000",
+            "00028000000000010001270f",
+        ];
+        for value in cases {
+            let value = hex(value);
+            let numeric = Numeric::read(NUMERIC, &value).unwrap();
+            let text = numeric.to_text().unwrap();
+            assert_eq!(numeric.text_len(), Some(text.len()), "{text}");
+        }
+        // 1e131071 (numeric_send: one digit, weight 32767), in ten bytes.
+        let huge = hex("00017fff000000000001");
+        assert_eq!(
+            Numeric::read(NUMERIC, &huge).unwrap().text_len(),
+            Some(131_069)
+        );
+        // It is refused by a sink without room for it, before it is
+        // rendered; with room, it is rendered exactly as before.
+        assert!(matches!(
+            explode_within(binary(NUMERIC), &huge, 131_068),
+            Err(CodecError::NoRoom(NoRoom))
+        ));
+        let pieces = explode_within(binary(NUMERIC), &huge, 131_069).unwrap();
+        assert_eq!(
+            pieces[0].1,
+            format!("1{}", "0".repeat(131_068)).into_bytes()
+        );
+        // NaN has no text: nothing to measure, nothing to refuse.
+        assert_eq!(
+            explode_within(binary(NUMERIC), &hex("00000000c0000000"), 0).unwrap(),
+            []
+        );
+        // Pieces of every kind count toward the room.
+        assert!(matches!(
+            explode_within(
+                binary(1009),
+                &array_of(25, &[Some(b"4111"), Some(b"4111")]),
+                7
+            ),
+            Err(CodecError::NoRoom(NoRoom))
+        ));
+        assert!(matches!(
+            explode_within(text(BYTEA), b"\\x41414141", 3),
+            Err(CodecError::NoRoom(NoRoom))
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::RowDescription;
 
-use super::batch::Batch;
+use super::batch::{self, Batch};
 use super::codec::{Codec, CodecError, UserTypes};
 use crate::plugin::bindings::types::{Column, ValueFormat};
 use crate::plugin::{Fault, PluginSet, Selection, SessionInfo};
@@ -46,12 +46,21 @@ pub enum MaskError {
     Plugin(#[from] Fault),
     #[error("the server sent a malformed DataRow")]
     MalformedRow,
-    #[error("column {column} ({name:?}): {error}")]
+    /// The column's name is the server's (or the client's alias), which
+    /// may be a card number: only its position is told.
+    #[error("column {column}: {error}")]
     Value {
         column: usize,
         name: String,
         error: CodecError,
     },
+    /// The rows' values would render to more text than sluice builds for
+    /// the plugins at once (see [`batch::limit_for_rows`]): refused whole,
+    /// found before the text is built.
+    #[error("the rows' values would take more than {limit} bytes as text to mask")]
+    TooMuchToMask { limit: usize },
+    #[error("a masked row is too long for the wire protocol")]
+    RowTooLong,
 }
 
 impl ResultMask {
@@ -97,32 +106,7 @@ impl ResultMask {
         rows: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), MaskError> {
-        let mut batch = Batch::default();
-        // Per sent value: the end of its pieces in the batch.
-        let mut piece_ends = Vec::new();
-        let mut failure = None;
-        each_value(rows, self.columns.len(), |part| {
-            // NULLs are not sent.
-            if let RowPart::Value {
-                column,
-                value: Some(value),
-            } = part
-                && self.sent[column]
-                && failure.is_none()
-            {
-                let exploded =
-                    self.codecs[column].explode(value, &self.types, &mut |kind, piece| {
-                        batch.push(column as u16, kind, piece)
-                    });
-                if let Err(error) = exploded {
-                    failure = Some(self.value_error(column, error));
-                }
-                piece_ends.push(batch.len());
-            }
-        })?;
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
+        let (mut batch, piece_ends) = self.batch_of(rows, batch::limit_for_rows(rows.len()))?;
         if batch.is_empty() {
             out.extend_from_slice(rows);
             return Ok(());
@@ -156,6 +140,43 @@ impl ResultMask {
         self.rebuild(rows, &batch, &piece_ends, out)
     }
 
+    /// The batch of the sent values of `rows`, holding at most `limit`
+    /// bytes, and per sent value the end of its pieces in it.
+    fn batch_of(&self, rows: &[u8], limit: usize) -> Result<(Batch, Vec<usize>), MaskError> {
+        let mut batch = Batch::with_limit(limit);
+        let mut piece_ends = Vec::new();
+        let mut failure = None;
+        each_value(rows, self.columns.len(), |part| {
+            // NULLs are not sent.
+            if let RowPart::Value {
+                column,
+                value: Some(value),
+            } = part
+                && self.sent[column]
+                && failure.is_none()
+            {
+                // Every column index fits: a DataRow counts its columns in
+                // an int16.
+                let column_id = u16::try_from(column).unwrap_or(u16::MAX);
+                let exploded =
+                    self.codecs[column].explode(value, &self.types, &mut batch.column(column_id));
+                match exploded {
+                    Ok(()) => piece_ends.push(batch.len()),
+                    Err(CodecError::NoRoom(_)) => {
+                        failure = Some(MaskError::TooMuchToMask {
+                            limit: batch.limit(),
+                        })
+                    }
+                    Err(error) => failure = Some(self.value_error(column, error)),
+                }
+            }
+        })?;
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok((batch, piece_ends)),
+        }
+    }
+
     fn value_error(&self, column: usize, error: CodecError) -> MaskError {
         MaskError::Value {
             column: column + 1,
@@ -165,8 +186,28 @@ impl ResultMask {
     }
 
     /// Writes the rows again, each edited value put back together from its
-    /// pieces in `batch`.
+    /// pieces in `batch`. On an error `out` is left as it was: no part of
+    /// these rows, masked or not, is written.
     fn rebuild(
+        &self,
+        rows: &[u8],
+        batch: &Batch,
+        piece_ends: &[usize],
+        out: &mut BytesMut,
+    ) -> Result<(), MaskError> {
+        let started = out.len();
+        let written = self.rebuild_into(rows, batch, piece_ends, out);
+        if written.is_err() {
+            // What was written of these rows may end in a value that could
+            // not be rebuilt: nothing of them goes to the client.
+            out.truncate(started);
+        }
+        written
+    }
+
+    /// [`ResultMask::rebuild`]'s writing, which stops writing at the first
+    /// value it cannot rebuild.
+    fn rebuild_into(
         &self,
         rows: &[u8],
         batch: &Batch,
@@ -179,12 +220,18 @@ impl ResultMask {
         let mut rebuilt = Vec::new();
         let mut failure = None;
         each_value(rows, self.columns.len(), |part| {
+            if failure.is_some() {
+                return;
+            }
             let (column, value) = match part {
                 RowPart::Row { columns } => {
                     // A new row: its header, with the length patched at the
                     // end.
-                    if let Some(start) = row_start.replace(out.len()) {
-                        patch_length(out, start);
+                    if let Some(start) = row_start.replace(out.len())
+                        && let Err(error) = patch_row_length(out, start)
+                    {
+                        failure = Some(error);
+                        return;
                     }
                     out.put_u8(tag::DATA_ROW);
                     out.put_i32(0);
@@ -202,7 +249,7 @@ impl ResultMask {
                 // Every sent value has its entry; a shortfall would be a
                 // bug, and then the row is refused rather than guessed at.
                 let Some(&end) = sent_values.next() else {
-                    failure.get_or_insert(MaskError::MalformedRow);
+                    failure = Some(MaskError::MalformedRow);
                     return;
                 };
                 let pieces = first_piece..end;
@@ -218,7 +265,9 @@ impl ResultMask {
                     ) {
                         Ok(()) => bytes = &rebuilt,
                         Err(error) => {
-                            failure.get_or_insert(self.value_error(column, error));
+                            // Never the original in its place.
+                            failure = Some(self.value_error(column, error));
+                            return;
                         }
                     }
                 }
@@ -230,10 +279,21 @@ impl ResultMask {
             return Err(failure);
         }
         if let Some(start) = row_start {
-            patch_length(out, start);
+            patch_row_length(out, start)?;
         }
         Ok(())
     }
+}
+
+/// [`patch_length`] for a rebuilt DataRow, which edits may have made too
+/// long for its int32 length: refused rather than written with a length
+/// that wrapped.
+fn patch_row_length(out: &mut BytesMut, start: usize) -> Result<(), MaskError> {
+    if i32::try_from(out.len() - start - 1).is_err() {
+        return Err(MaskError::RowTooLong);
+    }
+    patch_length(out, start);
+    Ok(())
 }
 
 /// Writes the length of the message that starts at `start` of `out` and
@@ -352,6 +412,7 @@ pub fn undescribed_columns(count: usize) -> Vec<Column> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::masking::codec::PieceKind;
 
     /// A DataRow message with these values (`None` for NULL).
     fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
@@ -393,6 +454,171 @@ mod tests {
         assert_eq!(
             walk(&rows, 2).unwrap(),
             ["row of 2", "0=a", "1=NULL", "row of 2", "0=", "1=bc"]
+        );
+    }
+
+    /// A mask that sends every column, each of these types in binary
+    /// format, to no plugin.
+    fn binary_mask(type_oids: &[u32]) -> ResultMask {
+        let types = Arc::new(UserTypes::new());
+        let columns: Vec<Column> = type_oids
+            .iter()
+            .map(|&type_oid| Column {
+                type_oid,
+                ..undescribed_columns(1).remove(0)
+            })
+            .collect();
+        let codecs: Vec<Codec> = type_oids
+            .iter()
+            .map(|&type_oid| Codec::for_column(type_oid, true, &types))
+            .collect();
+        ResultMask {
+            sent: codecs.iter().map(|codec| codec.is_sent(&types)).collect(),
+            selection: Selection {
+                any: vec![true; columns.len()],
+                plugins: Vec::new(),
+            },
+            columns,
+            codecs,
+            types,
+        }
+    }
+
+    const NUMERIC: u32 = 1700;
+    const NUMERIC_ARRAY: u32 = 1231;
+    const INT8: u32 = 20;
+    const TEXT: u32 = 25;
+
+    /// array_send of a one-dimensional array of `element` values.
+    fn array(element: u32, values: &[&[u8]]) -> Vec<u8> {
+        let mut array = Vec::new();
+        for word in [1, 0, element as i32, values.len() as i32, 1] {
+            array.extend_from_slice(&word.to_be_bytes());
+        }
+        for value in values {
+            array.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            array.extend_from_slice(value);
+        }
+        array
+    }
+
+    #[test]
+    fn numerics_that_would_render_past_the_limit_are_refused_unrendered() {
+        // numeric_send(1e131071): ten bytes that read as 131,069 digits.
+        let huge: &[u8] = &[0, 1, 0x7f, 0xff, 0, 0, 0, 0, 0, 1];
+        // Ten thousand of them: 140 kB of row, 1.3 GB of text; refused
+        // once a megabyte is built.
+        let row = data_row(&[Some(&array(NUMERIC, &vec![huge; 10_000]))]);
+        let mask = binary_mask(&[NUMERIC_ARRAY]);
+        let limit = 1 << 20;
+        assert!(matches!(
+            mask.batch_of(&row, limit),
+            Err(MaskError::TooMuchToMask { limit: 1_048_576 })
+        ));
+        // A single one past the room left is refused too.
+        let row = data_row(&[Some(huge)]);
+        let mask = binary_mask(&[NUMERIC]);
+        assert!(matches!(
+            mask.batch_of(&row, 131_068),
+            Err(MaskError::TooMuchToMask { .. })
+        ));
+        let (batch, _) = mask.batch_of(&row, 131_069).unwrap();
+        assert_eq!(batch.value(0).len(), 131_069);
+    }
+
+    #[test]
+    fn ordinary_numerics_render_as_before_under_the_limit() {
+        // numeric_send(4111111111111111.00), (-1234567.891) and (0.0001).
+        let pan: &[u8] = &[
+            0, 4, 0, 3, 0, 0, 0, 2, 0x10, 0x0f, 4, 0x57, 4, 0x57, 4, 0x57,
+        ];
+        let negative: &[u8] = &[0, 3, 0, 1, 0x40, 0, 0, 3, 0, 0x7b, 0x11, 0xd7, 0x22, 0xce];
+        let small: &[u8] = &[0, 1, 0xff, 0xff, 0, 0, 0, 4, 0, 1];
+        let row = data_row(&[Some(&array(NUMERIC, &[pan, negative, small])), Some(pan)]);
+        let mask = binary_mask(&[NUMERIC_ARRAY, NUMERIC]);
+        let (batch, piece_ends) = mask
+            .batch_of(&row, batch::limit_for_rows(row.len()))
+            .unwrap();
+        let values: Vec<&[u8]> = (0..batch.len()).map(|index| batch.value(index)).collect();
+        assert_eq!(
+            values,
+            [
+                &b"4111111111111111.00"[..],
+                b"-1234567.891",
+                b"0.0001",
+                b"4111111111111111.00"
+            ]
+        );
+        assert_eq!(piece_ends, [3, 4]);
+    }
+
+    #[test]
+    fn a_run_of_rows_may_render_to_four_times_its_size_within_bounds() {
+        assert_eq!(batch::limit_for_rows(0), 64 << 20);
+        assert_eq!(batch::limit_for_rows(16 << 20), 64 << 20);
+        assert_eq!(batch::limit_for_rows(100 << 20), 400 << 20);
+        assert_eq!(batch::limit_for_rows(usize::MAX), u32::MAX as usize);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_rebuilt_leaves_nothing_of_its_rows() {
+        // An int8 column holding a card number, and a text one.
+        let pan = 4_111_111_111_111_111i64.to_be_bytes();
+        let first_row = data_row(&[Some(&1234i64.to_be_bytes()), Some(b"4111111111111111")]);
+        let mut rows = first_row.clone();
+        rows.extend(data_row(&[Some(&pan), Some(b"none")]));
+        let mask = binary_mask(&[INT8, TEXT]);
+        // The pieces explode makes of them, but the int8's as text so an
+        // edit can make it something no int8 reads as.
+        let mut batch = Batch::default();
+        for (column, kind, piece) in [
+            (0, PieceKind::Number, &b"1234"[..]),
+            (1, PieceKind::Text, b"4111111111111111"),
+            (0, PieceKind::Text, b"4111111111111111"),
+            (1, PieceKind::Text, b"none"),
+        ] {
+            batch.push(column, kind, piece);
+        }
+        let edits =
+            crate::plugin::bindings::masking::exports::sluice::gateway::masking::ValueEdits {
+                edits: vec![
+                crate::plugin::bindings::masking::exports::sluice::gateway::masking::ValueEdit {
+                    value: 1,
+                    start: 0,
+                    end: 16,
+                    replacement_end: 16,
+                },
+                crate::plugin::bindings::masking::exports::sluice::gateway::masking::ValueEdit {
+                    value: 2,
+                    start: 4,
+                    end: 16,
+                    replacement_end: 28,
+                },
+            ],
+                replacements: [b"*".repeat(16), b"x".repeat(12)].concat(),
+            };
+        let batch = batch.apply(edits, None).unwrap();
+        let mut out = BytesMut::from(&b"earlier"[..]);
+        let error = mask.rebuild(&rows, &batch, &[1, 2, 3, 4], &mut out);
+        assert!(
+            matches!(
+                &error,
+                Err(MaskError::Value {
+                    column: 1,
+                    error: CodecError::Malformed { .. },
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        // Neither the value that failed nor the row before it.
+        assert_eq!(&out[..], b"earlier");
+        // Rebuilt as far as it goes, the first row alone was masked.
+        let mut out = BytesMut::new();
+        mask.rebuild(&first_row, &batch, &[1, 2], &mut out).unwrap();
+        assert_eq!(
+            &out[..],
+            data_row(&[Some(&1234i64.to_be_bytes()), Some(&b"*".repeat(16))])
         );
     }
 
