@@ -994,3 +994,31 @@ async fn allowed_startup_options_are_on_the_record() {
         "{shown}"
     );
 }
+
+/// A session whose start is on the record has an end there, however it
+/// stops: here the login times out while the upstream server (a listener
+/// that never answers) is being connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_timed_out_after_its_start_was_recorded_has_an_end() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let env = TestEnv::start_with_config_and(&audited_config(), |settings| {
+        settings.upstream.port = silent_port;
+        settings.upstream.connect_timeout = Duration::from_secs(30);
+        settings.limits.login_timeout = Duration::from_millis(1500);
+    })
+    .await
+    .unwrap();
+    let refused = sluice_tests::connect(&env.config("analyst")).await;
+    assert!(refused.is_err(), "the login cannot finish");
+
+    until_recorded(&env, |r| r["event"] == "session_end").await;
+    let records = records(&env);
+    let start = of_event(&records, "session_start")[0];
+    let end = of_event(&records, "session_end")[0];
+    assert_eq!(end["session"], start["session"]);
+    assert_eq!(end["statements"], 0);
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("before its first statement"), "{reason}");
+    drop(silent);
+}

@@ -237,6 +237,15 @@ impl TestEnv {
         TestEnv::start_configured(extra, watch, |_| {}).await
     }
 
+    /// [`TestEnv::start_with_config`], with the settings read from it
+    /// changed by `customize` before the gateway starts.
+    pub async fn start_with_config_and(
+        extra: &str,
+        customize: impl FnOnce(&mut Settings),
+    ) -> Result<TestEnv, String> {
+        TestEnv::start_configured(extra, false, customize).await
+    }
+
     async fn start_configured(
         extra: &str,
         watch: bool,

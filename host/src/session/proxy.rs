@@ -550,6 +550,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
                 principal,
                 connection,
                 session_id,
+                end,
                 peer,
                 upstream,
                 upstream_key,
@@ -586,6 +587,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
                     &message,
                 );
                 let _ = client.write_all(&to_client).await;
+                end.now("sluice ended it: a server parameter could not be masked");
                 return;
             }
         }
@@ -600,8 +602,11 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
     reply::ready_for_query(&mut to_client, upstream.ready_status);
     if let Err(error) = client.write_all(&to_client).await {
         tracing::debug!(%peer, %error, "client left before the session began");
+        end.now("the client left before its first reply");
         return;
     }
+    // From here the statement loop writes the session's end.
+    end.handed_over();
     to_client.clear();
 
     let mut proxy = Proxy {
@@ -2981,15 +2986,54 @@ fn run_of(buf: &[u8], message_tag: u8) -> usize {
 /// Something from the server could not be masked: it is not passed on,
 /// and the session ends (a result cannot resume after a value is
 /// dropped), with the client told why.
+/// Why masking failed, as the client may be told it.
+trait MaskingFailure: std::fmt::Display {
+    /// sluice's own reasons as they are; a plugin's fault by kind and
+    /// plugin (its detail, a trap's wasm backtrace, is for the log).
+    fn for_client(&self) -> String {
+        self.to_string()
+    }
+
+    fn sqlstate(&self) -> &'static str {
+        sqlstate::INTERNAL_ERROR
+    }
+}
+
+impl MaskingFailure for Fault {
+    fn for_client(&self) -> String {
+        format!("{} in plugin {}", self.kind(), self.plugin())
+    }
+}
+
+impl MaskingFailure for crate::masking::rows::MaskError {
+    fn for_client(&self) -> String {
+        match self {
+            Self::Plugin(fault) => fault.for_client(),
+            other => other.to_string(),
+        }
+    }
+
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            Self::TooMuchToMask { .. } | Self::RowTooLong => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            _ => sqlstate::INTERNAL_ERROR,
+        }
+    }
+}
+
+impl MaskingFailure for crate::masking::copy::CopyError {}
+impl MaskingFailure for crate::masking::copy_text::CopyTextError {}
+impl MaskingFailure for &str {}
+
 /// Masking failed: the session ends rather than pass anything unmasked.
-/// Why is logged for the operator; the client is told what could not be
-/// masked, not the failure's detail (a plugin's trap carries a wasm
-/// backtrace, a value's error the column it was in).
-fn masking_failed(what: &str, error: &dyn std::fmt::Display) -> End {
+fn masking_failed(what: &str, error: &dyn MaskingFailure) -> End {
     tracing::error!(%error, "{what} could not be masked; ending the session");
     End::Fatal(Fatal::new(
-        sqlstate::INTERNAL_ERROR,
-        format!("sluice could not mask {what} and ended the session; its log says why"),
+        error.sqlstate(),
+        format!(
+            "sluice could not mask {what} and ended the session: {}",
+            error.for_client()
+        ),
     ))
 }
 

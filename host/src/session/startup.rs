@@ -49,12 +49,68 @@ pub struct Established {
     pub trace: Trace,
 }
 
+/// The end of a session whose start is on the record, written if the
+/// session stops before its statement loop writes its own: a login that
+/// times out while the upstream connects (the startup future is dropped),
+/// a client gone before its first reply. A session on the record always
+/// has an end there.
+pub struct SessionEnd {
+    audit: crate::audit::Audit,
+    session: u64,
+    started: std::time::Instant,
+    /// Why, if it ends now; `None` once the end is someone else's to write.
+    reason: Option<&'static str>,
+}
+
+impl SessionEnd {
+    fn new(audit: crate::audit::Audit, session: u64) -> SessionEnd {
+        SessionEnd {
+            audit,
+            session,
+            started: std::time::Instant::now(),
+            reason: Some(
+                "it ended before its first statement (the login timed out, or the client left)",
+            ),
+        }
+    }
+
+    /// The session ends now, for `reason`.
+    pub fn now(mut self, reason: &str) {
+        self.reason = None;
+        self.write(reason);
+    }
+
+    /// The statement loop took the session over: it writes the end.
+    pub fn handed_over(mut self) {
+        self.reason = None;
+    }
+
+    fn write(&self, reason: &str) {
+        self.audit.record_later(Event::SessionEnd {
+            session: self.session,
+            statements: 0,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            reason,
+        });
+    }
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        if let Some(reason) = self.reason.take() {
+            self.write(reason);
+        }
+    }
+}
+
 /// Who logged in, and the upstream connection opened on their behalf.
 pub struct LoggedIn {
     pub principal: Principal,
     pub connection: ConnectionInfo,
     /// Unique for the life of the process.
     pub session_id: u64,
+    /// Writes the session's end unless the statement loop does.
+    pub end: SessionEnd,
     pub peer: SocketAddr,
     pub upstream: upstream::Connection,
     pub upstream_key: Option<UpstreamKey>,
@@ -190,7 +246,9 @@ async fn login(
             trace: trace.ids().as_ref(),
         })
         .await;
+    let end = SessionEnd::new(shared.audit.clone(), session_id);
     if let Err(error) = recorded {
+        end.handed_over(); // Its start is not on the record either.
         tracing::error!(alert = true, %error, "the audit trail cannot be written: session refused");
         return Err(Fatal::new(
             sqlstate::SYSTEM_ERROR,
@@ -208,34 +266,27 @@ async fn login(
         });
         if let Err(refusal) = judge_options(shared, &session, &request.options).await {
             let reason = crate::masking::for_log(&shared.plugins.current(), &refusal.message).await;
-            shared.audit.record_later(Event::SessionEnd {
-                session: session_id,
-                statements: 0,
-                duration_ms: 0,
-                reason: &format!("refused at login: {reason}"),
-            });
+            end.now(&format!("refused at login: {reason}"));
             return Err(refusal);
         }
     }
     let mut parameters = request.forwarded.clone();
     tag_upstream(&mut parameters, &principal.id, &request.options);
 
-    let server = shared
+    let server = match shared
         .upstream
         .connect(upstream::StartupRequest {
             database: &request.database,
             parameters: &parameters,
         })
         .await
-        .map_err(|error| {
-            shared.audit.record_later(Event::SessionEnd {
-                session: session_id,
-                statements: 0,
-                duration_ms: 0,
-                reason: "the upstream server refused it",
-            });
-            upstream_refusal(error, &request.database)
-        })?;
+    {
+        Ok(server) => server,
+        Err(error) => {
+            end.now("the upstream server refused it");
+            return Err(upstream_refusal(error, &request.database));
+        }
+    };
 
     let upstream_key = server
         .backend_key
@@ -252,6 +303,7 @@ async fn login(
         principal,
         connection,
         session_id,
+        end,
         peer,
         upstream: server,
         upstream_key,
