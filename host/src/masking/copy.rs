@@ -132,6 +132,11 @@ pub fn rebuild(
         if message.trailer {
             out.put_i16(-1);
         }
+        // Edits may have made the message longer than its int32 length
+        // can say: refused rather than written with a length that wrapped.
+        if i32::try_from(out.len() - start - 1).is_err() {
+            return Err(CopyError("a masked message is too long"));
+        }
         super::rows::patch_length(out, start);
     }
     Ok(())

@@ -2230,9 +2230,12 @@ impl Proxy<'_> {
             None => self.to_client.extend_from_slice(&run),
             Some(masked) => {
                 for row in masked {
+                    // Edits may have made a row longer than a message's
+                    // int32 length can say.
+                    let length = i32::try_from(row.len() + 4)
+                        .map_err(|_| masking_failed("COPY data", &"a masked row is too long"))?;
                     self.to_client.extend_from_slice(&[tag::COPY_DATA]);
-                    self.to_client
-                        .extend_from_slice(&((row.len() + 4) as u32).to_be_bytes());
+                    self.to_client.extend_from_slice(&length.to_be_bytes());
                     self.to_client.extend_from_slice(row.as_bytes());
                 }
             }
