@@ -971,3 +971,50 @@ async fn messages_pipelined_behind_a_copy_from_stdin_end_the_session() {
     assert_eq!(error.code(), "08P01", "{:?}", error.fields());
     assert!(conn.closed().await);
 }
+
+/// A plugin that waits inside WASI (a sleep runs no wasm, so its epoch
+/// deadline never runs out) is cut off by the wall clock: its statement is
+/// refused as a deadline fault, the session goes on, and a reload to a
+/// version whose configuration check waits is rejected instead of hanging
+/// (and holding the reload lock) for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_waiting_inside_wasi_fail_at_their_deadline() {
+    let sleeper = |rest: &str| {
+        plugin(
+            "sleep",
+            "policy",
+            guest::GUEST_SLEEP,
+            &format!("deadline_ms = 100\n{rest}"),
+        )
+    };
+    let env = start(&sleeper("")).await;
+    let client = env.connect("agent").await;
+    // The guest sleeps ten seconds: an answer within five was cut short.
+    let within = Duration::from_secs(5);
+
+    let refused = tokio::time::timeout(within, client.simple_query("SELECT 'sleep'"))
+        .await
+        .expect("the statement is answered well before the plugin's sleep ends");
+    let (code, message) = denial(refused);
+    assert_eq!(code, "58000");
+    assert!(message.contains("deadline in plugin sleep"), "{message}");
+    client.simple_query("SELECT 1").await.unwrap();
+    let plugins = &env.gateway.shared.plugins;
+    let stats = plugins
+        .current()
+        .plugins()
+        .find(|p| p.name == "sleep")
+        .map(|p| p.stats.clone())
+        .unwrap();
+    assert_eq!(stats.deadlines.load(Ordering::Relaxed), 1);
+
+    let before = plugins.generation();
+    env.rewrite_config(&sleeper("[plugins.config]\nsleep_in_check = true"));
+    let error = tokio::time::timeout(within, reload::reload_from(plugins, &env.config_path))
+        .await
+        .expect("the reload ends well before the check's sleep would")
+        .expect_err("a version whose check never answers is rejected");
+    assert!(error.to_string().contains("deadline"), "{error}");
+    assert_eq!(plugins.generation(), before);
+    client.simple_query("SELECT 1").await.unwrap();
+}

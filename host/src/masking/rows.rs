@@ -124,13 +124,21 @@ impl ResultMask {
                 subset = values;
                 (&subset, Some(origin))
             };
-            let edits = crate::plugin::set::mask_batch(plugin, session, input.as_wit()).await?;
-            if edits.edits.is_empty() {
+            // The answer is checked before the instance goes back to its
+            // pool: one that gave an invalid answer is not used again.
+            let applied =
+                crate::plugin::set::mask_batch_checked(plugin, session, input.as_wit(), |edits| {
+                    if edits.edits.is_empty() {
+                        Ok(None)
+                    } else {
+                        batch.apply(edits, origin.as_deref()).map(Some)
+                    }
+                })
+                .await?;
+            let Some(applied) = applied else {
                 continue;
-            }
-            batch = batch
-                .apply(edits, origin.as_deref())
-                .map_err(|detail| plugin.invalid_answer(format!("mask-batch: {detail}")))?;
+            };
+            batch = applied;
             edited = true;
         }
         if !edited {

@@ -20,9 +20,22 @@ use crate::config::PluginSettings;
 
 /// Longest line a plugin may log; the rest is cut.
 const MAX_LOG_LINE: usize = 2048;
-/// Most table elements an instance may grow to: generous for any plugin
-/// (function tables are small), a bound against a runaway one.
+/// Most table elements an instance may have, all its tables together:
+/// generous for any plugin (function tables are small), a bound against a
+/// runaway one.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most linear memories an instance may create. A Rust plugin has one (its
+/// component's core modules share it); other toolchains may add one or
+/// two. Each reserves gigabytes of address space, so wasmtime's default
+/// (10,000) would let one plugin exhaust the process's.
+const MAX_MEMORIES: usize = 4;
+/// Most tables an instance may create (a Rust plugin has two).
+const MAX_TABLES: usize = 32;
+/// Most core module instances a component may create (a Rust plugin has
+/// three: its code, the canonical ABI's shims and their fixups);
+/// toolchains that link several libraries as modules of their own need a
+/// few more.
+const MAX_INSTANCES: usize = 32;
 
 /// What one version of a plugin was loaded with: everything its imports
 /// answer from. Shared by all its instances, read-only.
@@ -39,7 +52,9 @@ pub struct PluginContext {
 
 /// The memory cap was hit: the call traps and fails closed.
 #[derive(Debug, thiserror::Error)]
-#[error("the plugin tried to grow its memory to {wanted} bytes, over its cap of {cap}")]
+#[error(
+    "the plugin tried to grow its linear memory (all memories together) to {wanted} bytes, over its cap of {cap}"
+)]
 pub struct MemoryCapExceeded {
     pub wanted: usize,
     pub cap: usize,
@@ -65,6 +80,12 @@ pub struct State {
     /// Epoch ticks the running call may still run for. Ticks spent
     /// suspended (yielded to other sessions) are not counted.
     pub ticks_left: u64,
+    /// Bytes of linear memory the instance's memories hold together: the
+    /// cap is on this sum, not on each memory, or a component of several
+    /// core modules could have it once per memory.
+    memory_bytes_in_use: usize,
+    /// Table elements the instance's tables hold together.
+    table_elements_in_use: usize,
 }
 
 impl State {
@@ -87,6 +108,8 @@ impl State {
             context,
             session: None,
             ticks_left: 0,
+            memory_bytes_in_use: 0,
+            table_elements_in_use: 0,
         })
     }
 }
@@ -100,31 +123,62 @@ impl WasiView for State {
     }
 }
 
+// Wasmtime asks before creating a memory or table (growing it from 0) and
+// before each growth. What is allowed is charged at once; a growth that
+// fails after being allowed (the operating system refused) stays charged,
+// which errs on the side of the cap.
 impl ResourceLimiter for State {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let cap = self.context.memory_bytes;
-        if desired > cap {
-            return Err(MemoryCapExceeded {
-                wanted: desired,
-                cap,
-            }
-            .into());
+        // Past the memory's own maximum the growth fails anyway: refuse it
+        // here, uncharged, as `memory.grow` returning -1.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
         }
+        let cap = self.context.memory_bytes;
+        let wanted = self
+            .memory_bytes_in_use
+            .saturating_add(desired.saturating_sub(current));
+        if wanted > cap {
+            return Err(MemoryCapExceeded { wanted, cap }.into());
+        }
+        self.memory_bytes_in_use = wanted;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        let wanted = self
+            .table_elements_in_use
+            .saturating_add(desired.saturating_sub(current));
+        if wanted > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements_in_use = wanted;
+        Ok(true)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
     }
 }
 
@@ -291,6 +345,75 @@ pub fn read_files(settings: &PluginSettings) -> Result<BTreeMap<String, Arc<[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn state_capped_at(memory_bytes: usize) -> State {
+        State::new(Arc::new(PluginContext {
+            name: "limits".to_owned(),
+            config_json: "{}".to_owned(),
+            files: BTreeMap::new(),
+            memory_bytes,
+            env: Vec::new(),
+            read_dirs: Vec::new(),
+        }))
+        .expect("a sandbox with no grants")
+    }
+
+    /// The cap is on the instance's linear memory in total: a component of
+    /// several core modules, each with a memory of its own, cannot have
+    /// the cap once per memory.
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_the_instance() {
+        let mut state = state_capped_at(16 * MIB);
+        // Two memories created (growing from nothing) at 6 MiB each.
+        assert!(state.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(state.memory_growing(0, 6 * MIB, None).unwrap());
+        // The first grows to 10 MiB: 16 MiB in all, at the cap.
+        assert!(state.memory_growing(6 * MIB, 10 * MIB, None).unwrap());
+        // The second cannot grow by a page, though it alone is far under.
+        let error = state
+            .memory_growing(6 * MIB, 6 * MIB + 65536, None)
+            .unwrap_err();
+        assert!(
+            error.downcast_ref::<MemoryCapExceeded>().is_some(),
+            "{error}"
+        );
+        // Nor can a third memory be made.
+        assert!(state.memory_growing(0, 65536, None).is_err());
+    }
+
+    /// Growth past a memory's own maximum fails without counting, so a
+    /// plugin that probes its limit is not charged for memory it never got.
+    #[test]
+    fn refused_growth_is_not_charged() {
+        let mut state = state_capped_at(16 * MIB);
+        assert!(state.memory_growing(0, 8 * MIB, Some(8 * MIB)).unwrap());
+        for _ in 0..10 {
+            assert!(
+                !state
+                    .memory_growing(8 * MIB, 9 * MIB, Some(8 * MIB))
+                    .unwrap()
+            );
+        }
+        assert!(state.memory_growing(0, 8 * MIB, None).unwrap());
+    }
+
+    /// Tables, memories and instances are few in any real plugin: the
+    /// counts a component may create are bounded well below wasmtime's
+    /// defaults (10,000 each), and table elements are bounded in total.
+    #[test]
+    fn tables_memories_and_instances_are_bounded() {
+        let mut state = state_capped_at(16 * MIB);
+        assert!(state.memories() < 10);
+        assert!(state.tables() < 100);
+        assert!(state.instances() < 100);
+        let half = MAX_TABLE_ELEMENTS / 2;
+        assert!(state.table_growing(0, half, None).unwrap());
+        assert!(state.table_growing(0, half, None).unwrap());
+        assert!(!state.table_growing(0, 1, None).unwrap());
+        assert!(!state.table_growing(half, half + 1, None).unwrap());
+    }
 
     #[test]
     fn plugin_log_lines_lose_anything_that_could_be_a_card_number() {

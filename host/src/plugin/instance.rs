@@ -4,11 +4,13 @@
 //! Each instance lives in a store of its own. A call takes an instance from
 //! the pool (or instantiates one, about 30 µs), arms its deadline and runs.
 //! After a trap the store is poisoned, so the instance is dropped rather
-//! than returned, and the next call gets a fresh one.
+//! than returned, and the next call gets a fresh one. So is an instance
+//! whose call was abandoned at the wall-clock bound (its store stopped
+//! mid-call) and one that gave an invalid answer (its state is suspect).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -26,6 +28,20 @@ const SHARD_SIZE: usize = 4;
 /// shard (the one its metrics count in), so sessions on different worker
 /// threads never contend for (or bounce the cache line of) the same lock.
 use crate::metrics::{SHARDS, shard};
+
+/// The least time a call may take by the wall clock beyond its deadline.
+/// The deadline counts only the ticks a call spends running wasm, so that
+/// a busy host, which suspends a call between ticks, does not fail it; a
+/// call waiting inside WASI (a sleep, a blocked pollable) runs no wasm and
+/// would never reach it. The wall-clock bound catches that wait while
+/// leaving a call its deadline again (at least this much) for suspension.
+const WALL_CLOCK_GRACE: Duration = Duration::from_millis(200);
+
+/// A call (or the instantiation for it) was abandoned at its wall-clock
+/// bound: classified as the deadline fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was abandoned after {}ms of wall-clock time", .0.as_millis())]
+struct WallClockExceeded(Duration);
 
 /// Why a call failed. Every fault fails closed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +75,14 @@ impl Fault {
             Fault::Memory { .. } => "memory",
             Fault::InvalidAnswer { .. } => "invalid-answer",
         }
+    }
+
+    /// One line safe to show a client: the kind of fault and the plugin,
+    /// nothing more. The `Display` form is for the log: a trap's detail
+    /// holds the plugin's wasm backtrace and whatever its panic message
+    /// said, which may be statement data.
+    pub fn summary(&self) -> String {
+        format!("{} in plugin {}", self.kind(), self.plugin())
     }
 }
 
@@ -133,7 +157,21 @@ pub struct Warm {
     pub store: Store<State>,
     pub exports: Exports,
     /// When the call now using it began (for the latency histogram).
-    called_at: std::time::Instant,
+    called_at: Instant,
+    /// When the call now using it must be over by the wall clock (see
+    /// [`Plugin::bounded`]).
+    ends_by: Instant,
+    /// The plugin's pool generation when it was made: an instance of an
+    /// older generation was retired and is dropped when next seen.
+    generation: u64,
+}
+
+impl Warm {
+    /// When the call now using this instance must be over, by the wall
+    /// clock.
+    pub fn ends_by(&self) -> Instant {
+        self.ends_by
+    }
 }
 
 /// Lends the plugin a handle on `session` for the next call. The handle's
@@ -155,6 +193,9 @@ pub struct Plugin {
     engine: wasmtime::Engine,
     pre: Pre,
     pool: [std::sync::Mutex<Vec<Warm>>; SHARDS],
+    /// Bumped to retire every instance made before (see
+    /// [`Plugin::invalid_answer`]).
+    generation: AtomicU64,
     pub stats: Arc<PluginStats>,
 }
 
@@ -195,25 +236,66 @@ impl Plugin {
             engine: runtime.engine().clone(),
             pre,
             pool: Default::default(),
+            generation: AtomicU64::new(0),
             stats,
         })
     }
 
-    /// Takes a warm instance from the pool, or makes one.
+    /// Takes a warm instance from the pool, or makes one (within the
+    /// call's wall-clock bound, which starts now).
     pub async fn checkout(&self) -> Result<Warm, Fault> {
-        let called_at = std::time::Instant::now();
+        let called_at = Instant::now();
+        let ends_by = called_at + self.wall_clock_limit();
         self.stats.calls[shard()].0.fetch_add(1, Ordering::Relaxed);
-        let pooled = self.pool[shard()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let mut warm = match pooled {
+        let mut warm = match self.pooled() {
             Some(warm) => warm,
-            None => self.instantiate().await?,
+            None => {
+                let instantiated = self.bounded(ends_by, self.instantiate_inner()).await;
+                let warm = instantiated.map_err(|error| self.fault(error))?;
+                self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+                warm
+            }
         };
         warm.called_at = called_at;
+        warm.ends_by = ends_by;
         self.arm(&mut warm.store);
         Ok(warm)
+    }
+
+    /// A current instance from this thread's pool shard; retired ones met
+    /// on the way are dropped.
+    fn pooled(&self) -> Option<Warm> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(warm) = pool.pop() {
+            if warm.generation == generation {
+                return Some(warm);
+            }
+        }
+        None
+    }
+
+    /// How long a call may take by the wall clock, instantiation included:
+    /// its deadline, and again as much (at least [`WALL_CLOCK_GRACE`]) for
+    /// the time a busy host keeps it suspended.
+    pub fn wall_clock_limit(&self) -> Duration {
+        self.deadline + self.deadline.max(WALL_CLOCK_GRACE)
+    }
+
+    /// Runs `call` until `ends_by` at the latest. A call still running then
+    /// is dropped where it stands and ends in [`WallClockExceeded`] (the
+    /// deadline fault): the epoch deadline stops wasm that runs, this stops
+    /// one that waits inside the host. Its store may be mid-call, so the
+    /// instance must not serve again: every error drops it at checkin.
+    pub async fn bounded<R>(
+        &self,
+        ends_by: Instant,
+        call: impl Future<Output = wasmtime::Result<R>>,
+    ) -> wasmtime::Result<R> {
+        match tokio::time::timeout_at(ends_by.into(), call).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(WallClockExceeded(self.wall_clock_limit()).into()),
+        }
     }
 
     /// Gives the next call its full time budget.
@@ -228,28 +310,44 @@ impl Plugin {
         self.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
     }
 
-    /// Ends a call: a healthy instance goes back to the pool, a faulted one
-    /// is dropped and the fault counted and logged.
-    pub fn checkin<R>(&self, mut warm: Warm, result: wasmtime::Result<R>) -> Result<R, Fault> {
+    /// Ends a call: the answer is checked by `check` (which says what is
+    /// wrong with an answer sluice cannot use, or turns it into what the
+    /// caller wants), and only then does the instance go back to the pool.
+    /// An instance that faulted or gave an invalid answer is dropped, and
+    /// the fault counted and logged.
+    pub fn checkin<R, T>(
+        &self,
+        mut warm: Warm,
+        result: wasmtime::Result<R>,
+        check: impl FnOnce(R) -> Result<T, String>,
+    ) -> Result<T, Fault> {
         self.stats.latency.observe(warm.called_at.elapsed());
-        match result {
-            Ok(value) => {
-                warm.store.data_mut().session = None;
-                let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < SHARD_SIZE {
-                    pool.push(warm);
-                }
-                Ok(value)
+        let answer = result.map_err(|error| self.fault(error))?;
+        let value = check(answer).map_err(|detail| self.answer_refused(detail))?;
+        warm.store.data_mut().session = None;
+        if warm.generation == self.generation.load(Ordering::Acquire) {
+            let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < SHARD_SIZE {
+                pool.push(warm);
             }
-            Err(error) => Err(self.fault(error)),
         }
+        Ok(value)
     }
 
-    /// Counts and logs a fault the caller found in an answer.
+    /// Counts and logs a fault the caller found in an answer after the
+    /// call ended, and retires every instance made so far: the one that
+    /// answered is back in a pool by now, among them, and must not serve
+    /// again. Checking the answer in [`Plugin::checkin`] instead drops just
+    /// that instance.
     pub fn invalid_answer(&self, detail: impl Into<String>) -> Fault {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.answer_refused(detail.into())
+    }
+
+    fn answer_refused(&self, detail: String) -> Fault {
         let fault = Fault::InvalidAnswer {
             plugin: self.name.clone(),
-            detail: detail.into(),
+            detail,
         };
         self.record(&fault);
         fault
@@ -262,7 +360,9 @@ impl Plugin {
                 plugin,
                 detail: cap.to_string(),
             }
-        } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+            || error.is::<WallClockExceeded>()
+        {
             Fault::Deadline {
                 plugin,
                 deadline: self.deadline,
@@ -282,13 +382,10 @@ impl Plugin {
         tracing::error!(plugin = %self.name, hook = %self.hook, kind = fault.kind(), "{fault}; failing closed");
     }
 
-    async fn instantiate(&self) -> Result<Warm, Fault> {
-        let warm = self.instantiate_inner().await.map_err(|e| self.fault(e))?;
-        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        Ok(warm)
-    }
-
     async fn instantiate_inner(&self) -> wasmtime::Result<Warm> {
+        // Read before instantiating: an instance made while its generation
+        // is retired is retired with it.
+        let generation = self.generation.load(Ordering::Acquire);
         let state = State::new(self.context.clone())?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
@@ -312,39 +409,48 @@ impl Plugin {
             Pre::Masking(pre) => Exports::Masking(pre.instantiate_async(&mut store).await?),
             Pre::Approval(pre) => Exports::Approval(pre.instantiate_async(&mut store).await?),
         };
+        let now = Instant::now();
         Ok(Warm {
             store,
             exports,
-            called_at: std::time::Instant::now(),
+            called_at: now,
+            ends_by: now,
+            generation,
         })
     }
 
     /// Calls `check-config` on a fresh instance: the plugin's own verdict
-    /// on its configuration. A trap or timeout is a rejection too.
+    /// on its configuration. A trap or timeout is a rejection too, so a
+    /// check that never ends cannot hold up a reload.
     pub async fn check_config(&self) -> Result<(), String> {
         let mut warm = self.checkout().await.map_err(|f| f.to_string())?;
-        let result = match &warm.exports {
-            Exports::Identity(e) => {
-                e.sluice_gateway_plugin()
-                    .call_check_config(&mut warm.store)
-                    .await
-            }
-            Exports::Policy(e) => {
-                e.sluice_gateway_plugin()
-                    .call_check_config(&mut warm.store)
-                    .await
-            }
-            Exports::Masking(e) => {
-                e.sluice_gateway_plugin()
-                    .call_check_config(&mut warm.store)
-                    .await
-            }
-            Exports::Approval(e) => {
-                e.sluice_gateway_plugin()
-                    .call_check_config(&mut warm.store)
-                    .await
+        let ends_by = warm.ends_by();
+        let call = async {
+            match &warm.exports {
+                Exports::Identity(e) => {
+                    e.sluice_gateway_plugin()
+                        .call_check_config(&mut warm.store)
+                        .await
+                }
+                Exports::Policy(e) => {
+                    e.sluice_gateway_plugin()
+                        .call_check_config(&mut warm.store)
+                        .await
+                }
+                Exports::Masking(e) => {
+                    e.sluice_gateway_plugin()
+                        .call_check_config(&mut warm.store)
+                        .await
+                }
+                Exports::Approval(e) => {
+                    e.sluice_gateway_plugin()
+                        .call_check_config(&mut warm.store)
+                        .await
+                }
             }
         };
-        self.checkin(warm, result).map_err(|f| f.to_string())?
+        let result = self.bounded(ends_by, call).await;
+        // The plugin's own `Err` is its verdict, not an invalid answer.
+        self.checkin(warm, result, Ok).map_err(|f| f.to_string())?
     }
 }

@@ -104,3 +104,50 @@ impl Plugins {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Hook;
+    use crate::plugin::builtin::test_guests;
+    use crate::plugin::testing;
+
+    fn sleep_plugin(config_json: &str) -> PluginSettings {
+        PluginSettings {
+            deadline: Duration::from_millis(100),
+            ..testing::plugin_settings("sleep", Hook::Policy, test_guests::GUEST_SLEEP, config_json)
+        }
+    }
+
+    /// A plugin whose configuration check waits inside WASI is refused, at
+    /// load and at reload, within its deadline: a reload holds the reload
+    /// lock, so a check that never ended would block every later reload.
+    #[tokio::test]
+    async fn a_config_check_that_waits_is_rejected_not_waited_for() {
+        let waits = sleep_plugin(r#"{"sleep_in_check": true}"#);
+        // The guest's check sleeps ten seconds: an answer within five was
+        // cut short.
+        let within = Duration::from_secs(5);
+        let refused = tokio::time::timeout(within, Plugins::load(std::slice::from_ref(&waits)))
+            .await
+            .expect("loading ends well before the check's sleep would");
+        let Err(error) = refused else {
+            panic!("a plugin whose check never answered was loaded");
+        };
+        assert!(error.reason.contains("deadline"), "{error}");
+
+        let plugins = Plugins::load(&[sleep_plugin("{}")]).await.unwrap();
+        let error = tokio::time::timeout(within, plugins.reload(&[waits]))
+            .await
+            .expect("the reload ends well before the check's sleep would")
+            .expect_err("the reload is rejected");
+        assert!(error.reason.contains("deadline"), "{error}");
+        assert_eq!(plugins.generation(), 1);
+        assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 1);
+        // The lock was given back: the next reload goes through.
+        plugins.reload(&[sleep_plugin("{}")]).await.unwrap();
+        assert_eq!(plugins.generation(), 2);
+    }
+}

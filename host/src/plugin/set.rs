@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::bindings::approval::exports::sluice::gateway::approval::{Answer, Ticket};
 use super::bindings::identity::exports::sluice::gateway::identity::{AuthError, StoredSecret};
+use super::bindings::masking::exports::sluice::gateway::masking::{
+    TextEdit, ValueBatch, ValueEdits,
+};
 use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, Statement};
 use super::host_api::{PluginContext, SessionInfo, read_files};
 use super::instance::{Exports, Fault, Plugin, PluginStats, lend};
@@ -20,21 +23,30 @@ use super::{LoadError, builtin};
 use crate::config::{Hook, PluginSettings, PluginSource};
 
 /// One guarded call: a warm instance of `$plugin` (of `$world`, which
-/// its chain guarantees), the call, and the instance back to its pool, or
+/// its chain guarantees), the call (bounded by the wall clock as well as
+/// its deadline), the answer checked by `$check` (see [`Plugin::checkin`];
+/// none: any answer will do), and the instance back to its pool, or
 /// dropped with the fault counted. Evaluates to `Result<_, Fault>`.
 macro_rules! call {
     ($plugin:expr, $world:ident, |$exports:ident, $store:ident| $call:expr) => {
+        call!($plugin, $world, |$exports, $store| $call, Ok)
+    };
+    ($plugin:expr, $world:ident, |$exports:ident, $store:ident| $call:expr, $check:expr) => {
         async {
             let plugin: &Plugin = &$plugin;
             let mut warm = plugin.checkout().await?;
-            let result = match &warm.exports {
-                Exports::$world($exports) => {
-                    let $store = &mut warm.store;
-                    $call.await
+            let ends_by = warm.ends_by();
+            let call = async {
+                match &warm.exports {
+                    Exports::$world($exports) => {
+                        let $store = &mut warm.store;
+                        $call.await
+                    }
+                    _ => unreachable!("a hook's chain holds only plugins of its world"),
                 }
-                _ => unreachable!("a hook's chain holds only plugins of its world"),
             };
-            plugin.checkin(warm, result)
+            let result = plugin.bounded(ends_by, call).await;
+            plugin.checkin(warm, result, $check)
         }
         .await
     };
@@ -208,18 +220,24 @@ impl PluginSet {
         let mut plugins = Vec::new();
         let mut any = vec![false; columns.len()];
         for plugin in &self.masking {
-            let selected = call!(plugin, Masking, |e, store| {
-                let session = lend(store, session);
-                e.sluice_gateway_masking()
-                    .call_select_columns(store, session, columns)
-            })?;
-            if selected.len() != columns.len() {
-                return Err(plugin.invalid_answer(format!(
-                    "select-columns returned {} flags for {} columns",
-                    selected.len(),
-                    columns.len()
-                )));
-            }
+            let selected = call!(
+                plugin,
+                Masking,
+                |e, store| {
+                    let session = lend(store, session);
+                    e.sluice_gateway_masking()
+                        .call_select_columns(store, session, columns)
+                },
+                |selected: Vec<bool>| if selected.len() == columns.len() {
+                    Ok(selected)
+                } else {
+                    Err(format!(
+                        "select-columns returned {} flags for {} columns",
+                        selected.len(),
+                        columns.len()
+                    ))
+                }
+            )?;
             if selected.iter().any(|s| *s) {
                 for (any, selected) in any.iter_mut().zip(&selected) {
                     *any |= *selected;
@@ -239,33 +257,16 @@ impl PluginSet {
         let mut current: Option<String> = None;
         for plugin in &self.masking {
             let input = current.as_deref().unwrap_or(text);
-            let edits = call!(plugin, Masking, |e, store| e
-                .sluice_gateway_masking()
-                .call_mask_text(store, input))?;
-            if edits.is_empty() {
-                continue;
+            let masked = call!(
+                plugin,
+                Masking,
+                |e, store| e.sluice_gateway_masking().call_mask_text(store, input),
+                |edits: Vec<TextEdit>| apply_text_edits(input, &edits)
+                    .map_err(|detail| format!("mask-text: {detail}"))
+            )?;
+            if let Some(masked) = masked {
+                current = Some(masked);
             }
-            let mut spans: Vec<(usize, usize, &[u8])> = edits
-                .iter()
-                .map(|e| (e.start as usize, e.end as usize, e.replacement.as_bytes()))
-                .collect();
-            spans.sort_by_key(|&(start, _, _)| start);
-            let mut masked = Vec::with_capacity(input.len());
-            let masked = crate::masking::batch::apply_spans(input.as_bytes(), &spans, &mut masked)
-                .map(|()| masked)
-                .and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| "the edited text is not UTF-8".to_owned())
-                })
-                .and_then(|masked| {
-                    let separators = |text: &str| text.bytes().filter(|b| *b == 0).count();
-                    if separators(&masked) == separators(input) {
-                        Ok(masked)
-                    } else {
-                        Err("an edit added or removed a NUL separator".to_owned())
-                    }
-                })
-                .map_err(|detail| plugin.invalid_answer(format!("mask-text: {detail}")))?;
-            current = Some(masked);
         }
         Ok(current)
     }
@@ -359,6 +360,30 @@ impl PluginSet {
         }
         Ok(Err(AuthError::UnknownUser))
     }
+}
+
+/// `input` with a masking plugin's text edits made; `None` when it made
+/// none. An edit out of bounds, off a character boundary, overlapping
+/// another, or adding or removing a NUL separator makes the answer
+/// invalid.
+fn apply_text_edits(input: &str, edits: &[TextEdit]) -> Result<Option<String>, String> {
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    let mut spans: Vec<(usize, usize, &[u8])> = edits
+        .iter()
+        .map(|e| (e.start as usize, e.end as usize, e.replacement.as_bytes()))
+        .collect();
+    spans.sort_by_key(|&(start, _, _)| start);
+    let mut masked = Vec::with_capacity(input.len());
+    crate::masking::batch::apply_spans(input.as_bytes(), &spans, &mut masked)?;
+    let masked =
+        String::from_utf8(masked).map_err(|_| "the edited text is not UTF-8".to_owned())?;
+    let separators = |text: &str| text.bytes().filter(|b| *b == 0).count();
+    if separators(&masked) != separators(input) {
+        return Err("an edit added or removed a NUL separator".to_owned());
+    }
+    Ok(Some(masked))
 }
 
 /// Which masking plugins want which columns of one result set.
@@ -474,32 +499,58 @@ fn fingerprint(
         .collect()
 }
 
-/// One masking plugin's edits for a batch.
+/// One masking plugin's edits for a batch, unchecked: a caller that finds
+/// them invalid afterwards reports it with [`Plugin::invalid_answer`].
+/// [`mask_batch_checked`] checks them before the instance serves again.
 pub async fn mask_batch(
     plugin: &Plugin,
     session: &Arc<SessionInfo>,
-    batch: &super::bindings::masking::exports::sluice::gateway::masking::ValueBatch,
-) -> Result<super::bindings::masking::exports::sluice::gateway::masking::ValueEdits, Fault> {
-    let edits = call!(plugin, Masking, |e, store| {
-        let session = lend(store, session);
-        e.sluice_gateway_masking()
-            .call_mask_batch(store, session, batch)
-    })?;
-    // Edits come in value order: each change of value is one more value
-    // masked.
-    let mut masked = 0u64;
+    batch: &ValueBatch,
+) -> Result<ValueEdits, Fault> {
+    mask_batch_checked(plugin, session, batch, Ok).await
+}
+
+/// One masking plugin's edits for a batch, passed through `check` (which
+/// applies them, say) before the instance goes back to its pool: an answer
+/// `check` refuses drops the instance and is an invalid-answer fault.
+pub async fn mask_batch_checked<T>(
+    plugin: &Plugin,
+    session: &Arc<SessionInfo>,
+    batch: &ValueBatch,
+    check: impl FnOnce(ValueEdits) -> Result<T, String>,
+) -> Result<T, Fault> {
+    call!(
+        plugin,
+        Masking,
+        |e, store| {
+            let session = lend(store, session);
+            e.sluice_gateway_masking()
+                .call_mask_batch(store, session, batch)
+        },
+        |edits: ValueEdits| {
+            let masked = values_edited(&edits);
+            let checked = check(edits).map_err(|detail| format!("mask-batch: {detail}"))?;
+            plugin
+                .stats
+                .values_masked
+                .fetch_add(masked, std::sync::atomic::Ordering::Relaxed);
+            Ok(checked)
+        }
+    )
+}
+
+/// How many values `edits` change.
+fn values_edited(edits: &ValueEdits) -> u64 {
+    // Edits come in value order: each change of value is one more value.
+    let mut values = 0u64;
     let mut last = None;
     for edit in &edits.edits {
         if last != Some(edit.value) {
-            masked += 1;
+            values += 1;
             last = Some(edit.value);
         }
     }
-    plugin
-        .stats
-        .values_masked
-        .fetch_add(masked, std::sync::atomic::Ordering::Relaxed);
-    Ok(edits)
+    values
 }
 
 #[cfg(test)]
@@ -558,5 +609,107 @@ mod tests {
                 2
             );
         }
+    }
+
+    fn instances_created(plugin: &Plugin) -> u64 {
+        plugin
+            .stats
+            .instances_created
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A plugin waiting inside WASI (a sleep) runs no wasm, so its epoch
+    /// budget never runs out: the wall clock must end the call, as the same
+    /// deadline fault, and the next call must get a fresh instance.
+    #[tokio::test]
+    async fn a_call_waiting_inside_wasi_faults_at_its_deadline() {
+        let set = PluginSet::load(
+            Runtime::shared(),
+            &[settings("sleep", test_guests::GUEST_SLEEP, 100, 64)],
+            None,
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        // The guest sleeps ten seconds: an answer within five was cut short.
+        let fault = tokio::time::timeout(
+            Duration::from_secs(5),
+            set.evaluate(&session(), &statement("sleep")),
+        )
+        .await
+        .expect("the call ends well before the guest's sleep would")
+        .expect_err("a call cut short fails closed");
+        assert_eq!(
+            fault.kind(),
+            "deadline",
+            "{fault} after {:?}",
+            started.elapsed()
+        );
+
+        let verdict = set.evaluate(&session(), &statement("fine")).await.unwrap();
+        assert!(matches!(verdict, Verdict::Allow));
+        let plugin = &set.policy[0];
+        assert_eq!(
+            plugin
+                .stats
+                .deadlines
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // One at load, one after the abandoned call: never the same store.
+        assert_eq!(instances_created(plugin), 2);
+    }
+
+    /// An instance that gave an answer sluice cannot use is dropped (its
+    /// state is suspect), whether the answer is judged inside the call or
+    /// after it.
+    #[tokio::test]
+    async fn an_instance_that_gave_an_invalid_answer_is_replaced() {
+        let set = PluginSet::load(
+            Runtime::shared(),
+            &[testing::plugin_settings(
+                "bad",
+                Hook::Masking,
+                test_guests::GUEST_BAD_ANSWER,
+                "{}",
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+        let plugin = set.masking[0].clone();
+        assert_eq!(instances_created(&plugin), 1);
+
+        let fault = set.mask_text("bad text").await.unwrap_err();
+        assert_eq!(fault.kind(), "invalid-answer", "{fault}");
+        assert_eq!(set.mask_text("fine").await.unwrap(), None);
+        assert_eq!(instances_created(&plugin), 2);
+
+        let columns = [Column {
+            name: "pan".into(),
+            table_oid: 0,
+            column_number: 0,
+            type_oid: 25,
+            type_modifier: -1,
+            format: crate::plugin::bindings::types::ValueFormat::Text,
+        }];
+        let fault = set.select_columns(&session(), &columns).await.unwrap_err();
+        assert_eq!(fault.kind(), "invalid-answer", "{fault}");
+        assert_eq!(set.mask_text("fine").await.unwrap(), None);
+        assert_eq!(instances_created(&plugin), 3);
+
+        // Judged after the instance went back to its pool (as a caller
+        // that checks an answer against its own data does).
+        assert_eq!(set.mask_text("fine").await.unwrap(), None);
+        plugin.invalid_answer("judged by the caller");
+        assert_eq!(set.mask_text("fine").await.unwrap(), None);
+        assert_eq!(instances_created(&plugin), 4);
+        assert_eq!(
+            plugin
+                .stats
+                .invalid_answers
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 }
