@@ -292,6 +292,18 @@ impl Plugin {
         ends_by: Instant,
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> wasmtime::Result<R> {
+        let mut call = std::pin::pin!(call);
+        // Nearly every call is over at its first poll: it needs no timer,
+        // and making one (the runtime's handle, a timer entry) costs a
+        // tenth of a warm call.
+        let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+            std::task::Poll::Ready(result) => std::task::Poll::Ready(Some(result)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(result) = first {
+            return result;
+        }
         match tokio::time::timeout_at(ends_by.into(), call).await {
             Ok(result) => result,
             Err(_elapsed) => Err(WallClockExceeded(self.wall_clock_limit()).into()),
