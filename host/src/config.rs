@@ -743,10 +743,15 @@ impl Config {
             .collect();
         for name in &self.startup.extra_allowed_parameters {
             let lower = name.to_ascii_lowercase();
+            // An allowed parameter reaches the server unjudged, after the
+            // settings sluice adds: none may be one sluice sets itself
+            // (`sluice.principal`, which the database may trust), nor change
+            // who the session runs as.
             if matches!(
                 lower.as_str(),
-                "options" | "replication" | "user" | "database"
+                "options" | "replication" | "user" | "database" | "role" | "session_authorization"
             ) || lower.starts_with("_pq_.")
+                || lower.starts_with("sluice.")
             {
                 return Err(invalid(format!(
                     "[startup] extra_allowed_parameters: {name:?} cannot be allowed"
@@ -1634,6 +1639,14 @@ mod tests {
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[startup]\nextra_allowed_parameters=[\"options\"]",
                 "options",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[startup]\nextra_allowed_parameters=[\"Sluice.Principal\"]",
+                "Sluice.Principal",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[startup]\nextra_allowed_parameters=[\"role\"]",
+                "role",
             ),
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[[principals]]\nname=\"x\"\ntoken_verifier=\"plain\"",

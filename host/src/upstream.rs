@@ -268,6 +268,8 @@ async fn login(
 
     let mut buf = BytesMut::with_capacity(8192);
     let mut scram: Option<ScramSha256> = None;
+    // Whether the server said the login succeeded: nothing else counts.
+    let mut authenticated = false;
     let mut parameter_status = Vec::new();
     let mut backend_key = None;
     loop {
@@ -277,7 +279,9 @@ async fn login(
         match frame.tag() {
             tag::AUTHENTICATION => {
                 let auth = decode_authentication(&frame)?;
+                let ok = matches!(auth, Authentication::Ok);
                 authenticate(stream, settings, auth, &mut scram).await?;
+                authenticated |= ok;
             }
             tag::PARAMETER_STATUS => parameter_status.push(frame),
             tag::BACKEND_KEY_DATA => {
@@ -287,6 +291,9 @@ async fn login(
                         key.and_then(|k| k.secret_key.as_i32().map(|secret| (k.pid, secret)));
                 }
             }
+            // A server that skips the login's end (a SCRAM proof, the
+            // "ok") has not logged sluice in: it is not served.
+            tag::READY_FOR_QUERY if !authenticated => return Err(Error::Unexpected('Z')),
             tag::READY_FOR_QUERY => {
                 let status = match frame.body() {
                     [status @ (b'I' | b'T' | b'E')] => *status,
@@ -329,6 +336,20 @@ async fn authenticate(
 ) -> Result<(), Error> {
     let password = || settings.password.as_ref().ok_or(Error::PasswordRequired);
     let mut out = BytesMut::new();
+    // Once a SCRAM exchange has begun, only its next step or the server's
+    // proof may come: an "ok", or a request for the password in a weaker
+    // form, before the server proved it knows the verifier is what a
+    // server in the middle would send.
+    if scram.is_some()
+        && !matches!(
+            auth,
+            Authentication::SASLContinue(_) | Authentication::SASLFinal(_)
+        )
+    {
+        return Err(Error::Scram(io::Error::other(
+            "the server left the SCRAM exchange before proving it knows the password",
+        )));
+    }
     match auth {
         Authentication::Ok => return Ok(()),
         Authentication::CleartextPassword => {
@@ -372,6 +393,8 @@ async fn authenticate(
             // Proves the server knew the verifier: a server that merely
             // says "ok" without it is refused.
             client.finish(&data).map_err(Error::Scram)?;
+            // Done: the "ok" that follows is now the server's to send.
+            *scram = None;
             return Ok(());
         }
         Authentication::KerberosV5 => {

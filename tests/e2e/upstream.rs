@@ -214,3 +214,61 @@ async fn upstream_down_and_restarting() {
     assert_eq!(select_one(&gateway).await.unwrap(), 1);
     drop(pg);
 }
+
+/// A server in the middle that answers sluice's SCRAM exchange with "ok"
+/// (or skips the login altogether) without proving it knows the password
+/// is refused: the session never starts on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_skips_its_scram_proof_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one message of `length`-prefixed body (after a tag, if any).
+    async fn read_message(stream: &mut tokio::net::TcpStream, tagged: bool) {
+        if tagged {
+            stream.read_u8().await.unwrap();
+        }
+        let length = stream.read_i32().await.unwrap();
+        let mut body = vec![0; usize::try_from(length - 4).unwrap()];
+        stream.read_exact(&mut body).await.unwrap();
+    }
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    for skip_scram in [true, false] {
+        let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = fake.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = fake.accept().await {
+                read_message(&mut stream, false).await; // the StartupMessage
+                let mut reply = Vec::new();
+                if skip_scram {
+                    // AuthenticationSASL, then "ok" after the first step.
+                    let mut sasl = 10i32.to_be_bytes().to_vec();
+                    sasl.extend_from_slice(b"SCRAM-SHA-256\0\0");
+                    stream.write_all(&message(b'R', &sasl)).await.unwrap();
+                    read_message(&mut stream, true).await; // SASLInitialResponse
+                    reply.extend(message(b'R', &0i32.to_be_bytes()));
+                }
+                // No login at all: straight to ReadyForQuery.
+                reply.extend(message(b'Z', b"I"));
+                let _ = stream.write_all(&reply).await;
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            }
+        });
+        let env = sluice_tests::TestEnv::start_with_config_and("", |settings| {
+            settings.upstream.port = port;
+        })
+        .await
+        .unwrap();
+        let refused = sluice_tests::connect(&env.config("agent")).await;
+        assert!(
+            refused.is_err(),
+            "a session started on a server that skipped its login (skip_scram: {skip_scram})"
+        );
+    }
+}
