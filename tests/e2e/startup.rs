@@ -296,3 +296,66 @@ async fn repeated_failures_lock_out() {
         .expect("nine failures or fewer lock nothing");
     assert!(env.gateway.shared.lockouts.active().is_empty());
 }
+
+/// The lockout judges each proof when it arrives, not when its login
+/// started: connections opened before the lock and held until their proof
+/// was due get ten guesses between them, not one each, and a right proof
+/// that arrives after the lock is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_held_back_across_connections_are_judged_when_they_arrive() {
+    let env = TestEnv::start().await;
+    let wrong = 11;
+    let (addr, database) = (env.addr(), env.database.as_str());
+    // Every connection passes the check at startup, long before the lock,
+    // and stops where its proof is due.
+    let mut held = Vec::new();
+    for n in 0..=wrong {
+        let token = if n < wrong {
+            "a wrong guess"
+        } else {
+            "agent-demo-token"
+        };
+        held.push(async move {
+            let mut conn = RawConn::connect(addr).await;
+            conn.send(&startup_message(
+                0,
+                &[("user", "agent"), ("database", database)],
+            ))
+            .await;
+            let proof = conn.scram_until_proof(token).await;
+            (conn, proof)
+        });
+    }
+    let mut held = futures_util::future::join_all(held).await;
+    assert!(env.gateway.shared.lockouts.active().is_empty());
+
+    let right = held.pop().expect("the right proof's connection");
+    for (attempt, (mut conn, proof)) in held.into_iter().enumerate() {
+        conn.send(&proof).await;
+        let error = conn.expect_error().await;
+        assert_eq!(error.code(), "28P01", "proof {attempt}");
+        assert!(conn.closed().await);
+    }
+    let locked = env.gateway.shared.lockouts.active();
+    assert_eq!(locked.len(), 2, "the principal and the address: {locked:?}");
+    assert!(
+        locked
+            .iter()
+            .all(|lockout| lockout.failures == sluice::auth::lockout::MAX_FAILURES),
+        "only ten proofs were checked: {locked:?}"
+    );
+
+    // The right token, sent once the lock is in force, does not log in:
+    // the same 28P01 as any failure, never SASLFinal or AuthenticationOk.
+    let (mut conn, proof) = right;
+    conn.send(&proof).await;
+    let reply = conn.recv().await.expect("an answer to the proof");
+    assert_eq!(reply.tag, b'E', "refused, not {reply:?}");
+    assert_eq!(reply.code(), "28P01");
+    assert!(
+        reply.fields()[&b'M'].contains("password authentication failed"),
+        "{:?}",
+        reply.fields()
+    );
+    assert!(conn.closed().await);
+}

@@ -178,6 +178,18 @@ impl RawConn {
     /// Runs the SCRAM exchange (after the StartupMessage) up to
     /// AuthenticationOk.
     pub async fn authenticate(&mut self, token: &str) {
+        let mut scram = self.scram_first_steps(token).await;
+        self.send(&message(b'p', scram.message())).await;
+        let fin = self.recv().await.expect("SASLFinal");
+        assert_eq!(&fin.body[..4], &12i32.to_be_bytes(), "{fin:?}");
+        scram.finish(&fin.body[4..]).expect("server signature");
+        let ok = self.recv().await.expect("AuthenticationOk");
+        assert_eq!((ok.tag, &ok.body[..]), (b'R', &[0u8, 0, 0, 0][..]));
+    }
+
+    /// The SCRAM exchange up to the server-first message, read: the
+    /// client-final message with the proof is the next to send.
+    async fn scram_first_steps(&mut self, token: &str) -> ScramSha256 {
         let sasl = self.recv().await.expect("AuthenticationSASL");
         assert_eq!(sasl.tag, b'R', "expected authentication, got {sasl:?}");
         let mut scram = ScramSha256::new(token.as_bytes(), ChannelBinding::unsupported());
@@ -188,12 +200,15 @@ impl RawConn {
         let cont = self.recv().await.expect("SASLContinue");
         assert_eq!(&cont.body[..4], &11i32.to_be_bytes(), "{cont:?}");
         scram.update(&cont.body[4..]).expect("server-first");
-        self.send(&message(b'p', scram.message())).await;
-        let fin = self.recv().await.expect("SASLFinal");
-        assert_eq!(&fin.body[..4], &12i32.to_be_bytes(), "{fin:?}");
-        scram.finish(&fin.body[4..]).expect("server signature");
-        let ok = self.recv().await.expect("AuthenticationOk");
-        assert_eq!((ok.tag, &ok.body[..]), (b'R', &[0u8, 0, 0, 0][..]));
+        scram
+    }
+
+    /// Runs the SCRAM exchange (after the StartupMessage) up to the point
+    /// where the proof is due, and returns the client-final message with
+    /// the proof for `token`, unsent: the caller decides when it goes.
+    pub async fn scram_until_proof(&mut self, token: &str) -> Vec<u8> {
+        let scram = self.scram_first_steps(token).await;
+        message(b'p', scram.message())
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -13,6 +13,18 @@
 //! same 28P01 as any failure (a client learns nothing it could probe
 //! with), and the log says why. The state is in memory, per gateway
 //! instance; `sluice` logs every lockout and its end.
+//!
+//! A login is judged twice: when it starts, and again when its proof is
+//! checked ([`Lockouts::check_proof`]). The second is what bounds guessing:
+//! a client can open many connections before the lock and hold each until
+//! its proof is due, so only the ledger as it stands when a proof is
+//! checked may decide whether it is checked at all. For a SCRAM proof
+//! (a few hashes) the check, the proof and the count of its failure all
+//! happen under the ledger's lock, so parallel proofs are judged one after
+//! another and no failure is lost between the check and its count. A
+//! bearer token is checked by a plugin call, which cannot run under a
+//! lock: it is judged just before the call and its failure counted as soon
+//! as the answer is in, with nothing awaited in between.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -79,10 +91,34 @@ impl Lockouts {
         self.failed_at(user, address, Instant::now())
     }
 
-    /// A successful login clears its principal's count.
+    /// Checks a client's proof with `verify` unless `user` or `address` is
+    /// locked out at this moment, and counts its failure when `is_guess`
+    /// says the error was a wrong credential (not a broken message). The
+    /// ledger stays locked from the check to the count: `verify` must be
+    /// quick and must not block (a SCRAM proof is a few hashes).
+    pub fn check_proof<T, E>(
+        &self,
+        user: &str,
+        address: IpAddr,
+        verify: impl FnOnce() -> Result<T, E>,
+        is_guess: impl FnOnce(&E) -> bool,
+    ) -> Checked<T, E> {
+        self.check_proof_at(user, address, Instant::now(), verify, is_guess)
+    }
+
+    /// A successful login clears its principal's count. A lockout in force
+    /// stays: a login whose proof was checked before it started must not
+    /// lift it.
     pub fn succeeded(&self, user: &str) {
         let mut records = self.lock();
-        records.remove(&Subject::Principal(user.to_owned()));
+        let subject = Subject::Principal(user.to_owned());
+        let now = Instant::now();
+        if records
+            .get(&subject)
+            .is_some_and(|record| record.locked_until.is_none_or(|until| until <= now))
+        {
+            records.remove(&subject);
+        }
     }
 
     /// Every lockout in force.
@@ -106,64 +142,122 @@ impl Lockouts {
     }
 
     fn check_at(&self, user: &str, address: IpAddr, now: Instant) -> Option<Lockout> {
-        let mut records = self.lock();
-        for subject in [
-            Subject::Principal(user.to_owned()),
-            Subject::Address(address),
-        ] {
-            let Some(record) = records.get(&subject) else {
-                continue;
-            };
-            match record.locked_until {
-                Some(until) if until > now => {
-                    return Some(Lockout {
-                        failures: record.failures,
-                        remaining: until - now,
-                        subject,
-                    });
-                }
-                Some(_) => {
-                    tracing::warn!(%subject, "lockout ended");
-                    records.remove(&subject);
-                }
-                None => {}
-            }
-        }
-        None
+        locked(&mut self.lock(), user, address, now)
     }
 
     fn failed_at(&self, user: &str, address: IpAddr, now: Instant) -> Vec<Lockout> {
+        count_failure(&mut self.lock(), user, address, now)
+    }
+
+    fn check_proof_at<T, E>(
+        &self,
+        user: &str,
+        address: IpAddr,
+        now: Instant,
+        verify: impl FnOnce() -> Result<T, E>,
+        is_guess: impl FnOnce(&E) -> bool,
+    ) -> Checked<T, E> {
         let mut records = self.lock();
-        if records.len() >= MAX_ENTRIES {
-            evict(&mut records, now);
+        if let Some(lockout) = locked(&mut records, user, address, now) {
+            return Checked::Locked(lockout);
         }
-        let mut started = Vec::new();
-        for subject in [
-            Subject::Principal(user.to_owned()),
-            Subject::Address(address),
-        ] {
-            let record = records.entry(subject.clone()).or_insert(Record {
-                failures: 0,
-                since: now,
-                locked_until: None,
-            });
-            if record.locked_until.is_none() && now.duration_since(record.since) > LOCKOUT {
-                // The earlier failures are too old to count.
-                record.failures = 0;
-                record.since = now;
+        match verify() {
+            Ok(value) => Checked::Passed(value),
+            Err(error) => {
+                let started = if is_guess(&error) {
+                    count_failure(&mut records, user, address, now)
+                } else {
+                    Vec::new()
+                };
+                Checked::Failed { error, started }
             }
-            record.failures = record.failures.saturating_add(1);
-            if record.failures >= MAX_FAILURES && record.locked_until.is_none() {
-                record.locked_until = Some(now + LOCKOUT);
-                started.push(Lockout {
-                    subject,
+        }
+    }
+}
+
+/// How a proof checked by [`Lockouts::check_proof`] fared.
+#[derive(Debug)]
+pub enum Checked<T, E> {
+    /// Locked out when the proof was due: it was not checked, and nothing
+    /// was counted.
+    Locked(Lockout),
+    /// The proof was right.
+    Passed(T),
+    /// The proof was wrong or broken; a wrong one is counted, and
+    /// `started` holds the lockouts its count started.
+    Failed { error: E, started: Vec<Lockout> },
+}
+
+/// The lockout in force for `user` or `address` at `now`, forgetting the
+/// ones that ended.
+fn locked(
+    records: &mut HashMap<Subject, Record>,
+    user: &str,
+    address: IpAddr,
+    now: Instant,
+) -> Option<Lockout> {
+    for subject in [
+        Subject::Principal(user.to_owned()),
+        Subject::Address(address),
+    ] {
+        let Some(record) = records.get(&subject) else {
+            continue;
+        };
+        match record.locked_until {
+            Some(until) if until > now => {
+                return Some(Lockout {
                     failures: record.failures,
-                    remaining: LOCKOUT,
+                    remaining: until - now,
+                    subject,
                 });
             }
+            Some(_) => {
+                tracing::warn!(%subject, "lockout ended");
+                records.remove(&subject);
+            }
+            None => {}
         }
-        started
     }
+    None
+}
+
+/// Counts a failure for `user` and for `address`; returns the lockouts it
+/// starts.
+fn count_failure(
+    records: &mut HashMap<Subject, Record>,
+    user: &str,
+    address: IpAddr,
+    now: Instant,
+) -> Vec<Lockout> {
+    if records.len() >= MAX_ENTRIES {
+        evict(records, now);
+    }
+    let mut started = Vec::new();
+    for subject in [
+        Subject::Principal(user.to_owned()),
+        Subject::Address(address),
+    ] {
+        let record = records.entry(subject.clone()).or_insert(Record {
+            failures: 0,
+            since: now,
+            locked_until: None,
+        });
+        if record.locked_until.is_none() && now.duration_since(record.since) > LOCKOUT {
+            // The earlier failures are too old to count.
+            record.failures = 0;
+            record.since = now;
+        }
+        record.failures = record.failures.saturating_add(1);
+        if record.failures >= MAX_FAILURES && record.locked_until.is_none() {
+            record.locked_until = Some(now + LOCKOUT);
+            started.push(Lockout {
+                subject,
+                failures: record.failures,
+                remaining: LOCKOUT,
+            });
+        }
+    }
+    started
 }
 
 /// Makes room: forgets expired lockouts and stale counts, then, if still
@@ -256,6 +350,95 @@ mod tests {
         let later = start + LOCKOUT + Duration::from_secs(1);
         assert!(ledger.failed_at("alice", HOME, later).is_empty());
         assert_eq!(ledger.check_at("alice", HOME, later), None);
+    }
+
+    /// A wrong proof, as SCRAM reports it.
+    #[derive(Debug, PartialEq)]
+    enum Proof {
+        Wrong,
+        Malformed,
+    }
+
+    #[test]
+    fn proofs_are_judged_by_the_ledger_as_it_stands_when_they_are_checked() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        // Twelve logins passed the first check together; their proofs come
+        // in later. Ten wrong ones are checked and counted ...
+        for n in 0..MAX_FAILURES {
+            let checked = ledger.check_proof_at(
+                "alice",
+                HOME,
+                start,
+                || Err::<(), _>(Proof::Wrong),
+                |e| *e == Proof::Wrong,
+            );
+            let Checked::Failed { error, started } = checked else {
+                panic!("proof {n} was checked: {checked:?}");
+            };
+            assert_eq!(error, Proof::Wrong);
+            assert_eq!(started.len(), if n + 1 == MAX_FAILURES { 2 } else { 0 });
+        }
+        // ... and from then on no proof is checked, not even a right one.
+        let mut checked_after_lock = false;
+        for proof in [Err(Proof::Wrong), Ok("right")] {
+            let checked = ledger.check_proof_at(
+                "alice",
+                AWAY,
+                start,
+                || {
+                    checked_after_lock = true;
+                    proof
+                },
+                |e| *e == Proof::Wrong,
+            );
+            let Checked::Locked(lockout) = checked else {
+                panic!("checked after the lock: {checked:?}");
+            };
+            assert_eq!(lockout.subject, Subject::Principal("alice".into()));
+            assert_eq!(lockout.failures, MAX_FAILURES);
+        }
+        assert!(!checked_after_lock);
+    }
+
+    #[test]
+    fn only_wrong_proofs_count_and_a_right_one_passes() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES * 2 {
+            let checked = ledger.check_proof_at(
+                "alice",
+                HOME,
+                start,
+                || Err::<(), _>(Proof::Malformed),
+                |e| *e == Proof::Wrong,
+            );
+            assert!(
+                matches!(&checked, Checked::Failed { started, .. } if started.is_empty()),
+                "{checked:?}"
+            );
+        }
+        assert_eq!(ledger.check_at("alice", HOME, start), None);
+        let checked = ledger.check_proof_at(
+            "alice",
+            HOME,
+            start,
+            || Ok::<_, Proof>("right"),
+            |e| *e == Proof::Wrong,
+        );
+        assert!(matches!(checked, Checked::Passed("right")), "{checked:?}");
+    }
+
+    #[test]
+    fn a_success_does_not_lift_a_lockout_in_force() {
+        let ledger = Lockouts::default();
+        for _ in 0..MAX_FAILURES {
+            ledger.failed("alice", HOME);
+        }
+        // A login whose proof was checked before the lock finishes after it.
+        ledger.succeeded("alice");
+        let locked = ledger.check("alice", AWAY).expect("still locked");
+        assert_eq!(locked.subject, Subject::Principal("alice".into()));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! authentication of the client — SCRAM-SHA-256 against a stored verifier,
 //! from the identity plugins or else the config's static principals, or a
 //! bearer token an identity plugin checks; a principal or address locked
-//! out after repeated failures is refused before any of it — then the
+//! out after repeated failures is refused before any of it, and a proof
+//! that arrives once it is locked is refused unchecked — then the
 //! client's `options` judged as the SET they amount to, and the upstream
 //! login with sluice's own credential, the session tagged with its
 //! principal. The client sees AuthenticationOk only once the upstream
@@ -24,6 +25,7 @@ use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::options;
 use crate::audit::Event;
+use crate::auth::lockout::{Checked, LOCKOUT, Lockout, Subject};
 use crate::auth::scram::{self, ScramServer, Verifier};
 use crate::config::Hook;
 use crate::gateway::Shared;
@@ -581,8 +583,9 @@ fn is_utf8_name(value: &str) -> bool {
     matches!(normalised.as_str(), "utf8" | "unicode")
 }
 
-/// Counts a failed login and tells the client, always in the same words:
-/// which check failed is for the log, not for someone guessing.
+/// Counts a failed login in the metrics and tells the client, always in
+/// the same words: which check failed is for the log, not for someone
+/// guessing.
 fn login_failed(shared: &Shared, user: &str) -> Fatal {
     shared
         .counters
@@ -625,9 +628,75 @@ async fn record_refused_startup(
     record_failed_login(shared, user, peer, &format!("refused at startup: {reason}")).await;
 }
 
+/// Why authentication ended without a principal.
+enum AuthFailure {
+    /// Locked out when the login started or when its proof was due: the
+    /// proof was not checked, and nothing more was counted.
+    LockedOut(Lockout),
+    /// A failed login, already counted toward lockouts and logged.
+    Failed(Fatal),
+    /// The client left or broke the protocol: not a guess at a token.
+    Ended(Fatal),
+}
+
+impl From<Fatal> for AuthFailure {
+    fn from(fatal: Fatal) -> Self {
+        AuthFailure::Ended(fatal)
+    }
+}
+
+/// One login attempt: who it claims to be and from where, as the lockout
+/// ledger and the log know it.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    shared: &'a Shared,
+    /// The user name the client sent.
+    user: &'a str,
+    /// The same, masked for the log: it is whatever the client sent (a card
+    /// number, say).
+    logged_user: &'a str,
+    peer: SocketAddr,
+}
+
+impl Attempt<'_> {
+    /// A failed login, counted toward lockouts right here: no await between
+    /// the failure and its count, so a login timeout that drops the future
+    /// cannot lose it.
+    fn failed(&self, why: &str) -> AuthFailure {
+        let started = self.shared.lockouts.failed(self.user, self.peer.ip());
+        self.failed_counted(why, started)
+    }
+
+    /// A failed login the ledger has already counted; `started` holds the
+    /// lockouts its count started. The client is told in the same words
+    /// whatever failed: which check it was is for the log.
+    fn failed_counted(&self, why: &str, started: Vec<Lockout>) -> AuthFailure {
+        tracing::warn!(peer = %self.peer, user = self.logged_user, reason = why, "authentication failed");
+        for lockout in started {
+            tracing::warn!(
+                locked = %self.locked_for_log(&lockout.subject),
+                failures = lockout.failures,
+                minutes = LOCKOUT.as_secs() / 60,
+                "locked out after repeated failed logins"
+            );
+        }
+        AuthFailure::Failed(login_failed(self.shared, self.user))
+    }
+
+    /// What the log may say of a locked subject: a principal is named as
+    /// the client spelled it, so masked.
+    fn locked_for_log(&self, subject: &Subject) -> String {
+        match subject {
+            Subject::Principal(_) => format!("principal {:?}", self.logged_user),
+            address => address.to_string(),
+        }
+    }
+}
+
 /// Authenticates, refusing a principal or an address locked out after
-/// repeated failures before any token is checked, and counting this
-/// attempt's outcome toward lockouts.
+/// repeated failures: before any exchange when it is locked already, and
+/// before its proof is checked when it was locked meanwhile. Failures are
+/// counted toward lockouts where they happen; here they go on the record.
 async fn authenticate_counted(
     shared: &Shared,
     client: &mut Stream,
@@ -636,48 +705,46 @@ async fn authenticate_counted(
     connection: &ConnectionInfo,
     peer: SocketAddr,
 ) -> Result<Principal, Fatal> {
-    // The user name is whatever the client sent (a card number, say): the
-    // log lines about this login carry it masked.
     let logged_user = crate::masking::for_log(&shared.plugins.current(), user).await;
-    let locked_for_log = |subject: &crate::auth::lockout::Subject| match subject {
-        crate::auth::lockout::Subject::Principal(_) => format!("principal {logged_user:?}"),
-        address => address.to_string(),
+    let attempt = Attempt {
+        shared,
+        user,
+        logged_user: &logged_user,
+        peer,
     };
-    if let Some(lockout) = shared.lockouts.check(user, peer.ip()) {
-        tracing::warn!(
-            %peer,
-            user = %logged_user,
-            locked = %locked_for_log(&lockout.subject),
-            remaining_s = lockout.remaining.as_secs(),
-            "login refused: locked out after repeated failed logins"
-        );
-        record_failed_login(
-            shared,
-            user,
-            peer,
-            "locked out after repeated failed logins",
-        )
-        .await;
-        return Err(login_failed(shared, user));
-    }
-    let result = authenticate(shared, client, buf, user, &logged_user, connection, peer).await;
-    match &result {
-        Ok(_) => shared.lockouts.succeeded(user),
-        Err(fatal) if fatal.code == sqlstate::INVALID_PASSWORD => {
-            record_failed_login(shared, user, peer, "authentication failed").await;
-            for lockout in shared.lockouts.failed(user, peer.ip()) {
-                tracing::warn!(
-                    locked = %locked_for_log(&lockout.subject),
-                    failures = lockout.failures,
-                    minutes = crate::auth::lockout::LOCKOUT.as_secs() / 60,
-                    "locked out after repeated failed logins"
-                );
-            }
+    let result = match shared.lockouts.check(user, peer.ip()) {
+        Some(lockout) => Err(AuthFailure::LockedOut(lockout)),
+        None => authenticate(attempt, client, buf, connection).await,
+    };
+    match result {
+        Ok(principal) => {
+            shared.lockouts.succeeded(user);
+            Ok(principal)
         }
-        // The client left or broke the protocol: not a guess at a token.
-        Err(_) => {}
+        Err(AuthFailure::LockedOut(lockout)) => {
+            tracing::warn!(
+                %peer,
+                user = %logged_user,
+                locked = %attempt.locked_for_log(&lockout.subject),
+                remaining_s = lockout.remaining.as_secs(),
+                "login refused: locked out after repeated failed logins"
+            );
+            let refusal = login_failed(shared, user);
+            record_failed_login(
+                shared,
+                user,
+                peer,
+                "locked out after repeated failed logins",
+            )
+            .await;
+            Err(refusal)
+        }
+        Err(AuthFailure::Failed(refusal)) => {
+            record_failed_login(shared, user, peer, "authentication failed").await;
+            Err(refusal)
+        }
+        Err(AuthFailure::Ended(fatal)) => Err(fatal),
     }
-    result
 }
 
 /// Who the client is. With identity plugins, they answer: a stored
@@ -686,31 +753,26 @@ async fn authenticate_counted(
 /// Without, the config's static principals do. Every failure looks the same
 /// to the client (28P01); the log says which it was.
 async fn authenticate(
-    shared: &Shared,
+    attempt: Attempt<'_>,
     client: &mut Stream,
     buf: &mut BytesMut,
-    user: &str,
-    logged_user: &str,
     connection: &ConnectionInfo,
-    peer: SocketAddr,
-) -> Result<Principal, Fatal> {
-    let failed = |why: &str| {
-        tracing::warn!(%peer, user = logged_user, reason = why, "authentication failed");
-        login_failed(shared, user)
-    };
-
+) -> Result<Principal, AuthFailure> {
+    let Attempt {
+        shared, user, peer, ..
+    } = attempt;
     let plugins = shared.plugins.current();
     if !plugins.identifies() {
         let principal = shared.principals.get(user);
         let verifier = principal.map(|p| p.verifier.clone());
-        scram_exchange(client, buf, user, verifier, &failed).await?;
+        scram_exchange(attempt, client, buf, verifier).await?;
         return match principal {
             Some(p) => Ok(Principal {
                 id: p.name.clone(),
                 groups: p.groups.clone(),
                 attributes: Vec::new(),
             }),
-            None => Err(failed("unknown user")),
+            None => Err(attempt.failed("unknown user")),
         };
     }
 
@@ -718,7 +780,7 @@ async fn authenticate(
         Ok(stored) => stored,
         Err(fault) => {
             // Fail closed: run no exchange, admit nobody.
-            return Err(failed(&format!("identity plugin failed: {fault}")));
+            return Err(attempt.failed(&format!("identity plugin failed: {fault}")));
         }
     };
     if let Some((plugin, secret)) = stored {
@@ -735,15 +797,13 @@ async fn authenticate(
         };
         // Without a usable verifier the exchange runs to its end and fails,
         // like an unknown user's.
-        scram_exchange(client, buf, user, verifier, &failed).await?;
+        scram_exchange(attempt, client, buf, verifier).await?;
         return Ok(secret.principal);
     }
 
     // A bearer token travels as a cleartext password: never in the open.
     if !(client.is_tls() || peer.ip().is_loopback()) {
-        return Err(failed(
-            "bearer tokens are accepted only over TLS or loopback",
-        ));
+        return Err(attempt.failed("bearer tokens are accepted only over TLS or loopback"));
     }
     let mut out = BytesMut::new();
     reply::authentication(&mut out, Authentication::CleartextPassword);
@@ -753,10 +813,18 @@ async fn authenticate(
     let token = crate::protocol::frame::take_cstr(&mut body)
         .filter(|_| body.is_empty())
         .ok_or_else(|| Fatal::new(sqlstate::PROTOCOL_VIOLATION, "malformed password message"))?;
-    match plugins.authenticate(user, token, connection).await {
+    // The token is this login's proof, and the client chose when to send
+    // it: it is judged by the ledger as it stands now, not as it stood
+    // when the login started.
+    if let Some(lockout) = shared.lockouts.check(user, peer.ip()) {
+        return Err(AuthFailure::LockedOut(lockout));
+    }
+    let answer = plugins.authenticate(user, token, connection).await;
+    // Nothing awaits between the answer and the count of a failure.
+    match answer {
         Ok(Ok(principal)) => Ok(principal),
-        Ok(Err(error)) => Err(failed(&describe_auth_error(&error))),
-        Err(fault) => Err(failed(&format!("identity plugin failed: {fault}"))),
+        Ok(Err(error)) => Err(attempt.failed(&describe_auth_error(&error))),
+        Err(fault) => Err(attempt.failed(&format!("identity plugin failed: {fault}"))),
     }
 }
 
@@ -773,18 +841,16 @@ fn describe_auth_error(error: &AuthError) -> String {
 /// unknown user) it runs against a made-up one and fails at the end, so the
 /// two failures look alike on the wire.
 async fn scram_exchange(
+    attempt: Attempt<'_>,
     client: &mut Stream,
     buf: &mut BytesMut,
-    user: &str,
     verifier: Option<Verifier>,
-    failed: &(dyn Fn(&str) -> Fatal + Sync),
-) -> Result<(), Fatal> {
+) -> Result<(), AuthFailure> {
     let known = verifier.is_some();
     let mut server = match verifier {
         Some(verifier) => ScramServer::new(verifier),
-        None => ScramServer::for_unknown_user(user),
+        None => ScramServer::for_unknown_user(attempt.user),
     };
-    let wrong_proof = || failed("wrong token");
 
     let mut out = BytesMut::new();
     reply::authentication(
@@ -804,11 +870,11 @@ async fn scram_exchange(
         return Err(Fatal::new(
             sqlstate::PROTOCOL_VIOLATION,
             "client selected an invalid SASL authentication mechanism",
-        ));
+        )
+        .into());
     }
-    let server_first = server
-        .server_first(data)
-        .map_err(|e| scram_error(e, &wrong_proof))?;
+    // No proof is checked here: whatever fails is the protocol's.
+    let server_first = server.server_first(data).map_err(scram_violation)?;
     out.clear();
     reply::authentication(
         &mut out,
@@ -817,9 +883,25 @@ async fn scram_exchange(
     write(client, &out).await?;
 
     let response = read_password_message(client, buf).await?;
-    let server_final = server
-        .server_final(response.body())
-        .map_err(|e| scram_error(e, &wrong_proof))?;
+    // The client chose when to send its proof, possibly long after the
+    // login started and other connections' guesses locked it out: the
+    // proof is checked only if the ledger allows it now, and a wrong one
+    // is counted under the same lock, before anything awaits.
+    let checked = attempt.shared.lockouts.check_proof(
+        attempt.user,
+        attempt.peer.ip(),
+        || server.server_final(response.body()),
+        |error| matches!(error, scram::Error::WrongProof),
+    );
+    let server_final = match checked {
+        Checked::Passed(server_final) => server_final,
+        Checked::Locked(lockout) => return Err(AuthFailure::LockedOut(lockout)),
+        Checked::Failed {
+            error: scram::Error::WrongProof,
+            started,
+        } => return Err(attempt.failed_counted("wrong token", started)),
+        Checked::Failed { error, .. } => return Err(scram_violation(error).into()),
+    };
     if known {
         out.clear();
         reply::authentication(
@@ -831,11 +913,10 @@ async fn scram_exchange(
     Ok(())
 }
 
-fn scram_error(error: scram::Error, failed: &dyn Fn() -> Fatal) -> Fatal {
-    match error {
-        scram::Error::WrongProof => failed(),
-        other => Fatal::new(sqlstate::PROTOCOL_VIOLATION, other.to_string()),
-    }
+/// A SCRAM error other than a wrong proof: the client broke the exchange
+/// (08P01, as in PostgreSQL).
+fn scram_violation(error: scram::Error) -> Fatal {
+    Fatal::new(sqlstate::PROTOCOL_VIOLATION, error.to_string())
 }
 
 async fn read_password_message(client: &mut Stream, buf: &mut BytesMut) -> Result<Frame, Fatal> {
