@@ -117,6 +117,10 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         trail: TrailArgs,
+        /// Only this gateway instance's chain in an audit database; it must
+        /// be there (repeat for several). Without it, every chain there.
+        #[arg(long, value_name = "NAME")]
+        instance: Vec<String>,
     },
     /// Replay one session: who, each statement with its decision and
     /// approval, what it returned.
@@ -241,10 +245,16 @@ fn trail_settings(trail: &TrailArgs) -> anyhow::Result<sluice::config::AuditSett
 fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     use sluice::audit::read;
     match command {
-        AuditCommand::Verify { trail } => {
+        AuditCommand::Verify { trail, instance } => {
             let settings = trail_settings(&trail)?;
             if let Some(database) = &settings.postgres {
-                return verify_database(&settings, database);
+                return verify_database(&settings, database, &instance);
+            }
+            if !instance.is_empty() {
+                bail!(
+                    "--instance picks chains of an audit database, and this trail is a file: \
+                     it holds one chain"
+                );
             }
             let key = trail_key(&settings)?;
             let report =
@@ -349,25 +359,22 @@ fn read_database(
 }
 
 /// `sluice audit verify` for the PostgreSQL sink: each instance's chain
-/// against its head row.
+/// (or each of those `named`, which must be there) against its head row.
 fn verify_database(
     settings: &sluice::config::AuditSettings,
     database: &sluice::config::UpstreamSettings,
+    named: &[String],
 ) -> anyhow::Result<()> {
     let key = trail_key(settings)?;
     let trail = read_database(database)?;
-    if trail.instances.is_empty() {
+    let reports = sluice::audit::verify::verify_database(&trail, named, &key);
+    // Only when nothing was named: a named instance always has a report.
+    if reports.is_empty() {
         println!("audit database {}: no records yet", database.database);
         return Ok(());
     }
     let mut intact = true;
-    for instance in &trail.instances {
-        let report = sluice::audit::verify::verify_rows(
-            &format!("postgres:{}", instance.instance),
-            &instance.lines,
-            instance.head.as_deref(),
-            &key,
-        );
+    for report in &reports {
         println!("{report}");
         intact &= report.ok();
     }

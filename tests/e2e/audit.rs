@@ -1022,3 +1022,83 @@ async fn a_login_timed_out_after_its_start_was_recorded_has_an_end() {
     assert!(reason.contains("before its first statement"), "{reason}");
     drop(silent);
 }
+
+/// The PostgreSQL sink never rotates: an instance's oldest rows deleted
+/// fail verification, and so does an instance the operator names whose
+/// rows and head row are all gone. Rows relabelled from one instance to
+/// another fail too, and the instance they were moved to does not
+/// continue the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_deleted_or_relabelled_in_an_audit_database_fail_verification() {
+    use sluice::audit::verify::{FindingKind, verify_database};
+    let db = AuditDatabase::create().await;
+    for instance in ["gw-a", "gw-b", "gw-c"] {
+        let env = TestEnv::start_with_config(&db.config(instance), false)
+            .await
+            .unwrap();
+        env.connect("analyst")
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+        env.gateway.shutdown().await;
+    }
+    let reports = verify_database(&db.read().await, &[], &db.key());
+    assert_eq!(reports.len(), 3);
+    for report in &reports {
+        assert!(report.ok(), "{report}");
+    }
+
+    // gw-a's two oldest rows deleted: its chain starts at seq 3.
+    db.sql("DELETE FROM sluice_audit WHERE instance = 'gw-a' AND seq <= 2")
+        .await;
+    let report = db.verify("gw-a").await;
+    let problems: Vec<_> = report.problems().map(|f| (f.seq, &f.kind)).collect();
+    assert_eq!(
+        problems,
+        [(Some(3), &FindingKind::RowsMissingAtStart)],
+        "{report}"
+    );
+
+    // Everything of gw-c deleted: unnamed, nothing is left to check; named,
+    // it is a problem.
+    db.sql(
+        "DELETE FROM sluice_audit WHERE instance = 'gw-c'; \
+         DELETE FROM sluice_audit_head WHERE instance = 'gw-c'",
+    )
+    .await;
+    let trail = db.read().await;
+    let named = verify_database(&trail, &["gw-c".to_owned()], &db.key());
+    assert_eq!(named.len(), 1);
+    assert!(!named[0].ok(), "{}", named[0]);
+    assert_eq!(named[0].findings[0].kind, FindingKind::InstanceMissing);
+    let all = verify_database(&trail, &[], &db.key());
+    let places: Vec<_> = all.iter().map(|r| r.path.display().to_string()).collect();
+    assert_eq!(places, ["postgres:gw-a", "postgres:gw-b"]);
+
+    // gw-b's rows and head row relabelled as gw-d's.
+    db.sql(
+        "UPDATE sluice_audit SET instance = 'gw-d' WHERE instance = 'gw-b'; \
+         UPDATE sluice_audit_head SET instance = 'gw-d' WHERE instance = 'gw-b'",
+    )
+    .await;
+    let report = db.verify("gw-d").await;
+    assert!(!report.ok(), "{report}");
+    assert!(
+        report.problems().all(|f| f.kind
+            == FindingKind::WrongInstance {
+                expected: "gw-d".to_owned(),
+                found: "gw-b".to_owned(),
+            }),
+        "{report}"
+    );
+    assert_eq!(report.problems().count() as u64, report.records, "{report}");
+    let refused = TestEnv::start_with_config(&db.config("gw-d"), false)
+        .await
+        .err()
+        .expect("a chain relabelled from another instance is not continued");
+    assert!(
+        refused.contains("cannot be continued") && refused.contains("\"gw-b\""),
+        "{refused}"
+    );
+}

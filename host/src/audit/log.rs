@@ -1468,9 +1468,22 @@ pub fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// Renames the active file to the next rotated name and returns that name.
 fn rotate_away(path: &Path) -> io::Result<PathBuf> {
-    let next = rotated_files(path)?
-        .last()
-        .map_or(1, |(number, _)| number + 1);
+    let next = match rotated_files(path)?.last() {
+        None => 1,
+        // A file numbered u64::MAX was not made by sluice (it would take
+        // that many rotations): wrapping would name the next file .000000,
+        // which sorts before every other and breaks the chain's order.
+        Some((number, newest)) => number.checked_add(1).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} has the largest rotation number there can be: no file can follow it \
+                     (move it away if sluice did not make it)",
+                    newest.display()
+                ),
+            )
+        })?,
+    };
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{next:06}"));
     let rotated = path.with_file_name(name);
@@ -1926,6 +1939,38 @@ mod tests {
         assert_eq!(rotated_files(&settings.path).expect("lists").len(), 3);
         assert_eq!(fs::metadata(&settings.path).expect("exists").len(), 0);
         assert_verifies(&settings);
+    }
+
+    /// A planted file numbered u64::MAX: rotating must refuse, not wrap to
+    /// `.000000` (which would sort first and misorder the chain) or panic.
+    #[tokio::test]
+    async fn a_rotated_file_numbered_u64_max_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path());
+        let planted = dir.path().join(format!("audit.jsonl.{}", u64::MAX));
+        fs::write(&planted, b"").expect("writes");
+        fs::write(&settings.path, b"x\n").expect("writes");
+
+        let refused = rotate_away(&settings.path).expect_err("no number follows u64::MAX");
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            refused.to_string().contains(&planted.display().to_string()),
+            "{refused}"
+        );
+        assert_eq!(fs::read(&settings.path).expect("still there"), b"x\n");
+        assert!(!dir.path().join("audit.jsonl.000000").exists());
+
+        // The log's own rotation fails the sink closed.
+        fs::remove_file(&settings.path).expect("removes");
+        settings.rotate_after = Some(Duration::ZERO);
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let _ = log.record(statement(0)).await;
+        assert!(matches!(
+            log.record(statement(1)).await,
+            Err(AuditError::Failed(_))
+        ));
+        log.close().await;
+        assert!(!dir.path().join("audit.jsonl.000000").exists());
     }
 
     /// Fail closed: `/dev/full` fails every write with ENOSPC, as a full

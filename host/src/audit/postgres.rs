@@ -276,7 +276,7 @@ impl PgLog {
 }
 
 /// This instance's head as the tables have it: the last record must open
-/// under the key and be the one the head row names.
+/// under the key, name this instance and be the one the head row names.
 async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgError> {
     let untrusted = |reason: String| PgError::Untrusted {
         instance: instance.to_owned(),
@@ -298,11 +298,12 @@ async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgE
         .await?;
     let last = match last.first().and_then(|row| row[0].as_deref()) {
         None => None,
-        Some(line) => Some(
-            chain::open_line(key, line.as_bytes())
-                .map_err(|error| untrusted(format!("its last record does not open: {error}")))?
-                .link(),
-        ),
+        Some(line) => {
+            let record = chain::open_line(key, line.as_bytes())
+                .map_err(|error| untrusted(format!("its last record does not open: {error}")))?;
+            check_instance(&record, instance).map_err(untrusted)?;
+            Some(record.link())
+        }
     };
     let head = match head.first().and_then(|row| row[0].as_deref()) {
         None => None,
@@ -327,6 +328,23 @@ async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgE
             head.seq
         ))),
     }
+}
+
+/// Whether a record read from `instance`'s rows names that instance: the
+/// record's MAC covers its `instance` field, the row's column is not
+/// covered, so rows relabelled from another instance (with its head row)
+/// would otherwise be continued as this one's chain.
+fn check_instance(record: &chain::OpenedRecord, instance: &str) -> Result<(), String> {
+    let found = record.fields.get("instance").and_then(|i| i.as_str());
+    if found == Some(instance) {
+        return Ok(());
+    }
+    Err(format!(
+        "its last record (seq {}) names instance {:?}: rows were moved from another \
+         instance's chain",
+        record.seq,
+        found.unwrap_or("")
+    ))
 }
 
 /// Takes what is queued, commits it as one transaction, answers each
@@ -508,4 +526,29 @@ pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
         }
     }
     Ok(PgTrail { instances })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's `instance` column is not under the MAC, the record's field
+    /// is: a last record naming another instance is not continued.
+    #[test]
+    fn a_last_record_of_another_instance_is_refused() {
+        let key = ChainKey::from_bytes(&[3u8; 32]).expect("long enough");
+        let event = match serde_json::json!({"event": "statement"}) {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a json object literal"),
+        };
+        let (line, _) =
+            chain::seal(&key, &Link::GENESIS, "gw-a", SystemTime::now(), &event).expect("seals");
+        let record = chain::open_line(&key, &line).expect("opens");
+        assert_eq!(check_instance(&record, "gw-a"), Ok(()));
+        let refused = check_instance(&record, "gw-b").expect_err("another instance's record");
+        assert!(
+            refused.contains("seq 1") && refused.contains("\"gw-a\""),
+            "{refused}"
+        );
+    }
 }

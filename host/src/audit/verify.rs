@@ -41,14 +41,28 @@
 //! After a changed record, checking goes on with the MAC the changed line
 //! claims, so one edit gives one finding rather than one for every record
 //! after it.
+//!
+//! # The PostgreSQL sink
+//!
+//! [`verify_rows`] checks one instance's rows the same way, with what the
+//! database sink rules out made problems: it never rotates (rows missing
+//! before the first one were deleted), its transactions never leave a
+//! torn record, and each record names the instance whose chain it is in
+//! (a record relabelled into another instance's rows is found by that).
+//! [`verify_database`] checks every instance there, or those the operator
+//! names: a named instance with no rows and no head row is a problem, not
+//! an empty trail.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use super::chain::{self, ChainKey, GENESIS_MAC, HeadError, LineError, Link};
 use super::log::{RecordLines, chain_files};
+use super::postgres::PgTrail;
 
 /// How many findings the human summary lists before it counts the rest.
 const FINDINGS_SHOWN: usize = 50;
@@ -112,13 +126,59 @@ pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
     check.report(path.to_path_buf(), files, head)
 }
 
+/// How [`verify_rows`] places an instance's chain: `postgres:INSTANCE`.
+const DATABASE_PLACE: &str = "postgres:";
+
+/// The place that names `instance`'s chain in an audit database, as
+/// [`verify_rows`] takes it.
+pub fn database_place(instance: &str) -> String {
+    format!("{DATABASE_PLACE}{instance}")
+}
+
+/// Checks an audit database's chains: every instance's, or when `named`
+/// is not empty only those, one report each in that order. A named
+/// instance that has neither rows nor a head row gets a report with a
+/// problem: it never wrote, or all of it was deleted — an operator who
+/// names it expects it there. No reports: nothing named, and the database
+/// holds no chain yet.
+pub fn verify_database(trail: &PgTrail, named: &[String], key: &ChainKey) -> Vec<Report> {
+    let check = |instance: &str| {
+        let found = trail.instances.iter().find(|t| t.instance == instance);
+        verify_rows(
+            &database_place(instance),
+            found.map_or(&[][..], |t| t.lines.as_slice()),
+            found.and_then(|t| t.head.as_deref()),
+            key,
+        )
+    };
+    if named.is_empty() {
+        trail.instances.iter().map(|t| check(&t.instance)).collect()
+    } else {
+        named.iter().map(|instance| check(instance)).collect()
+    }
+}
+
 /// Checks one instance's chain as the PostgreSQL sink keeps it: its record
 /// lines in `seq` order and its head row (`None`: no head row). `place`
-/// names it in the report (`postgres:INSTANCE`); a finding's line is the
-/// row's place in that order.
+/// is [`database_place`] of the instance (a place without its prefix is
+/// taken as the instance): it names the chain in the report, and every
+/// record must name that instance. A finding's line is the row's place in
+/// that order.
+///
+/// The database sink does not rotate, so a chain that starts after seq 1
+/// lost rows (a problem, where a file trail's is a note); nor does it tear
+/// a record, so a torn row is a problem even when rows follow it.
 pub fn verify_rows(place: &str, lines: &[Vec<u8>], head: Option<&[u8]>, key: &ChainKey) -> Report {
     let path = PathBuf::from(place);
+    let instance = place.strip_prefix(DATABASE_PLACE).unwrap_or(place);
     let mut check = Check::new();
+    check.rows_of = Some(instance.to_owned());
+    if lines.is_empty() && head.is_none() {
+        // read_all lists only instances with rows or a head: this one was
+        // named, and nothing of it is there.
+        check.problem(FindingKind::InstanceMissing, Some(&path), None, None);
+        return check.report(path, Vec::new(), HeadStatus::Missing);
+    }
     let head = check_head(
         head.map(<[u8]>::to_vec)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
@@ -302,6 +362,20 @@ pub enum FindingKind {
     },
     /// The first record is not seq 1: older records are not here.
     StartsLate,
+    /// The first row of an instance in an audit database is not seq 1:
+    /// the rows before it were deleted (the database sink never rotates).
+    RowsMissingAtStart,
+    /// A row of one instance's chain holds a record that names another
+    /// instance: rows were moved or relabelled between chains.
+    WrongInstance {
+        /// The instance whose rows these are.
+        expected: String,
+        /// The instance the record names.
+        found: String,
+    },
+    /// An instance named to [`verify_database`] has neither rows nor a
+    /// head row.
+    InstanceMissing,
     /// A line without its newline: a write that did not finish.
     Torn {
         /// Whether records follow it (sluice recovered and went on).
@@ -363,6 +437,21 @@ impl fmt::Display for Finding {
                 f,
                 "the trail starts at seq {seq}{place}: the records before it are not here \
                  (archived or removed)"
+            ),
+            FindingKind::RowsMissingAtStart => write!(
+                f,
+                "the chain starts at seq {seq}{place}: the rows before it were deleted (an \
+                 audit database keeps every record)"
+            ),
+            FindingKind::WrongInstance { expected, found } => write!(
+                f,
+                "{record}{place} names instance {found:?}, not {expected:?}: it was moved or \
+                 relabelled from another instance's chain"
+            ),
+            FindingKind::InstanceMissing => write!(
+                f,
+                "no records and no head row{place}: the instance never wrote to this audit \
+                 database, or all its rows and its head row were deleted"
             ),
             FindingKind::Torn { continued: false } => {
                 write!(f, "torn last record (crash during write?){place}")
@@ -428,6 +517,10 @@ struct Check {
     mac_at_head_seq: Option<[u8; 32]>,
     /// A torn record not yet followed by another record.
     open_torn: Option<usize>,
+    /// The instance whose database rows these are (`None`: files). The
+    /// database sink neither rotates nor tears a record, and each record
+    /// must name this instance.
+    rows_of: Option<String>,
 }
 
 impl Check {
@@ -440,6 +533,7 @@ impl Check {
             last_place: (None, None),
             mac_at_head_seq: None,
             open_torn: None,
+            rows_of: None,
         }
     }
 
@@ -505,6 +599,7 @@ impl Check {
             let at = (path, number, index == 0);
             match chain::open_line(key, &line) {
                 Ok(record) => {
+                    self.check_instance(&record.fields, path, number, record.seq);
                     self.follow(record.link(), record.prev, at);
                     if head_seq == Some(record.seq) {
                         self.mac_at_head_seq = Some(record.mac);
@@ -516,7 +611,11 @@ impl Check {
                 }) => {
                     // Its place in the chain, rather than the seq it claims:
                     // the claim may be what was changed.
-                    let seq = self.last.map(|last| last.seq + 1).or(claimed_seq);
+                    // Checked: a crafted line can claim seq u64::MAX.
+                    let seq = self
+                        .last
+                        .and_then(|last| last.seq.checked_add(1))
+                        .or(claimed_seq);
                     self.problem(FindingKind::Modified, Some(path), Some(number), seq);
                     self.count(seq, path, number);
                     if let Some(seq) = seq {
@@ -528,6 +627,15 @@ impl Check {
                             self.mac_at_head_seq = Some(claimed_mac);
                         }
                     }
+                }
+                // A transaction commits whole rows: a torn one was made
+                // so, and is no crash that sluice recovered from.
+                Err(LineError::Torn) if self.rows_of.is_some() => {
+                    let kind = FindingKind::NotARecord(
+                        "it has no newline at its end, which the database sink never writes",
+                    );
+                    let seq = chain::peek_seq(&line);
+                    self.problem(kind, Some(path), Some(number), seq);
                 }
                 Err(LineError::Torn) => {
                     self.open_torn = Some(self.findings.len());
@@ -541,6 +649,29 @@ impl Check {
                     self.problem(kind, Some(path), Some(number), seq);
                 }
             }
+        }
+    }
+
+    /// Checks that a database row's record names the instance whose rows
+    /// it is in: its MAC covers the name, the row's `instance` column does
+    /// not.
+    fn check_instance(
+        &mut self,
+        fields: &serde_json::Map<String, Value>,
+        path: &Path,
+        number: u64,
+        seq: u64,
+    ) {
+        let Some(expected) = &self.rows_of else {
+            return;
+        };
+        let found = fields.get("instance").and_then(Value::as_str).unwrap_or("");
+        if found != expected {
+            let kind = FindingKind::WrongInstance {
+                expected: expected.clone(),
+                found: found.to_owned(),
+            };
+            self.problem(kind, Some(path), Some(number), Some(seq));
         }
     }
 
@@ -560,6 +691,11 @@ impl Check {
                 };
                 self.problem(kind, Some(path), Some(number), Some(1));
             }
+            // Rows are never rotated away: a late start lost rows.
+            None if self.rows_of.is_some() => {
+                let kind = FindingKind::RowsMissingAtStart;
+                self.problem(kind, Some(path), Some(number), Some(link.seq));
+            }
             None => {
                 let kind = FindingKind::StartsLate;
                 self.add(
@@ -570,7 +706,8 @@ impl Check {
                     Some(link.seq),
                 );
             }
-            Some(last) if link.seq == last.seq.wrapping_add(1) && prev == last.mac => {}
+            // Checked: nothing follows seq u64::MAX.
+            Some(last) if last.seq.checked_add(1) == Some(link.seq) && prev == last.mac => {}
             Some(last) => {
                 let kind = FindingKind::Broken {
                     after: last.seq,
@@ -1112,6 +1249,201 @@ mod tests {
             finding
                 .to_string()
                 .starts_with("a line (file audit.jsonl, line 2) is not an audit record")
+        );
+    }
+
+    /// `count` records of `instance`'s chain, sealed as the database sink
+    /// seals them, and the head row after them.
+    fn rows(instance: &str, count: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut link = Link::GENESIS;
+        let mut lines = Vec::new();
+        for n in 0..count {
+            let (line, next) = chain::seal(
+                &key(),
+                &link,
+                instance,
+                std::time::SystemTime::now(),
+                &statement(0, n),
+            )
+            .expect("seals");
+            lines.push(line);
+            link = next;
+        }
+        (lines, chain::head_line(&key(), &link))
+    }
+
+    /// The database sink never rotates: rows missing before the first one
+    /// were deleted, and that is a problem (for files it is a note, see
+    /// above) — as is an instance whose rows and head are all gone, when
+    /// the operator names it.
+    #[test]
+    fn rows_deleted_from_the_start_of_a_database_chain_are_a_problem() {
+        let (lines, head) = rows("gw-1", 10);
+        let report = verify_rows(&database_place("gw-1"), &lines, Some(&head), &key());
+        assert!(report.ok() && report.findings.is_empty(), "{report}");
+
+        let report = verify_rows(&database_place("gw-1"), &lines[3..], Some(&head), &key());
+        let finding = only_problem(&report);
+        assert_eq!(finding.kind, FindingKind::RowsMissingAtStart);
+        assert_eq!((finding.seq, finding.line), (Some(4), Some(1)));
+        assert_eq!(
+            finding.to_string(),
+            "the chain starts at seq 4 (file postgres:gw-1, line 1): the rows before it were \
+             deleted (an audit database keeps every record)"
+        );
+
+        // Every row deleted, the head row kept: cut short.
+        let report = verify_rows(&database_place("gw-1"), &[], Some(&head), &key());
+        assert_eq!(
+            only_problem(&report).kind,
+            FindingKind::CutShort { head_seq: 10 }
+        );
+
+        // Rows and head row deleted: nothing is left of the instance.
+        let trail = PgTrail {
+            instances: vec![crate::audit::postgres::InstanceTrail {
+                instance: "gw-2".to_owned(),
+                lines: lines.clone(),
+                head: Some(head.clone()),
+            }],
+        };
+        let reports = verify_database(&trail, &[], &key());
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].path, PathBuf::from("postgres:gw-2"));
+        let reports = verify_database(&trail, &["gw-1".to_owned()], &key());
+        assert_eq!(reports.len(), 1, "only the instance named");
+        let finding = only_problem(&reports[0]);
+        assert_eq!(finding.kind, FindingKind::InstanceMissing);
+        assert_eq!(
+            finding.to_string(),
+            "no records and no head row (postgres:gw-1): the instance never wrote to this \
+             audit database, or all its rows and its head row were deleted"
+        );
+        assert!(reports[0].to_string().contains("FAILED"), "{}", reports[0]);
+        // Nothing named and nothing there: no chain to report on.
+        let empty = PgTrail {
+            instances: Vec::new(),
+        };
+        assert!(verify_database(&empty, &[], &key()).is_empty());
+    }
+
+    /// A record's MAC covers the instance it names, the row's `instance`
+    /// column is not covered: gw-1's rows relabelled as gw-2's must not
+    /// verify as gw-2's chain.
+    #[test]
+    fn rows_relabelled_to_another_instance_are_found() {
+        let (lines, head) = rows("gw-1", 5);
+        let trail = PgTrail {
+            instances: vec![crate::audit::postgres::InstanceTrail {
+                instance: "gw-2".to_owned(),
+                lines: lines.clone(),
+                head: Some(head.clone()),
+            }],
+        };
+        let reports = verify_database(&trail, &[], &key());
+        assert_eq!(reports.len(), 1);
+        let report = &reports[0];
+        assert!(!report.ok(), "{report}");
+        let wrong: Vec<_> = report
+            .problems()
+            .map(|f| (f.seq, f.line, f.kind.clone()))
+            .collect();
+        let kind = FindingKind::WrongInstance {
+            expected: "gw-2".to_owned(),
+            found: "gw-1".to_owned(),
+        };
+        assert_eq!(
+            wrong,
+            (1..=5)
+                .map(|n| (Some(n), Some(n), kind.clone()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            report.findings[0].to_string(),
+            "record 1 (file postgres:gw-2, line 1) names instance \"gw-1\", not \"gw-2\": it \
+             was moved or relabelled from another instance's chain"
+        );
+
+        // One row of gw-1's moved in among gw-2's own.
+        let (mut mixed, mixed_head) = rows("gw-2", 5);
+        mixed[2] = lines[2].clone();
+        let report = verify_rows(&database_place("gw-2"), &mixed, Some(&mixed_head), &key());
+        assert!(
+            report.problems().any(|f| f.seq == Some(3)
+                && matches!(&f.kind, FindingKind::WrongInstance { found, .. } if found == "gw-1")),
+            "{report}"
+        );
+
+        // Files keep the record's instance as it is: one file, one chain.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        fs::write(&path, lines.concat()).expect("writes");
+        let head_path = dir.path().join("audit.head");
+        fs::write(&head_path, &head).expect("writes");
+        let report = verify(&path, Some(&head_path), &key());
+        assert!(report.ok(), "{report}");
+    }
+
+    /// A database commits whole rows: a row without its newline is no
+    /// crash sluice recovered from, even with rows after it.
+    #[test]
+    fn a_torn_row_in_a_database_chain_is_a_problem() {
+        let (mut lines, head) = rows("gw-1", 5);
+        let junk = lines[2][..40].to_vec();
+        lines.insert(3, junk);
+        let report = verify_rows(&database_place("gw-1"), &lines, Some(&head), &key());
+        let finding = only_problem(&report);
+        assert!(
+            matches!(finding.kind, FindingKind::NotARecord(_)),
+            "{report}"
+        );
+        assert_eq!(finding.line, Some(4));
+    }
+
+    /// Crafted lines claiming seq u64::MAX are reported, never a panic on
+    /// the seq after them.
+    #[test]
+    fn a_crafted_seq_of_u64_max_is_reported_not_a_panic() {
+        let (lines, head) = rows("gw-1", 2);
+        let crafted = |line: &[u8]| {
+            let text = String::from_utf8(line.to_vec()).expect("UTF-8");
+            let rest = text.split_once(',').expect("fields").1;
+            format!("{{\"seq\":{},{rest}", u64::MAX).into_bytes()
+        };
+        let forged = vec![crafted(&lines[0]), crafted(&lines[1])];
+        let report = verify_rows(&database_place("gw-1"), &forged, Some(&head), &key());
+        assert!(!report.ok());
+        let modified: Vec<_> = report
+            .problems()
+            .filter(|f| f.kind == FindingKind::Modified)
+            .map(|f| f.seq)
+            .collect();
+        assert_eq!(modified, vec![Some(u64::MAX), Some(u64::MAX)], "{report}");
+
+        // A record that opens at seq u64::MAX (sealed with the key), then
+        // a changed line after it, in a file.
+        let before = Link {
+            seq: u64::MAX - 1,
+            mac: [7; 32],
+        };
+        let (last, _) = chain::seal(
+            &key(),
+            &before,
+            "gw-1",
+            std::time::SystemTime::now(),
+            &statement(0, 0),
+        )
+        .expect("seals");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        fs::write(&path, [last, crafted(&lines[1])].concat()).expect("writes");
+        let report = verify(&path, None, &key());
+        assert!(!report.ok(), "{report}");
+        assert_eq!(report.first_seq, Some(u64::MAX));
+        let finding = only_problem(&report);
+        assert_eq!(
+            (&finding.kind, finding.line),
+            (&FindingKind::Modified, Some(2))
         );
     }
 }
