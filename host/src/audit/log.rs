@@ -39,7 +39,9 @@
 //! - [`Fsync::Always`] (the default): a record is acknowledged once its
 //!   group's lines are written and `fdatasync`ed, and the head written
 //!   (a group of outcome records alone, which no one waits for, is synced
-//!   by the next commit, or within [`HEAD_SYNC_INTERVAL`]). It
+//!   by the next commit, or by the writer within [`UNSYNCED_FLUSH`]; the
+//!   head names records only once they are synced, so a power loss never
+//!   leaves a head naming records the disk lost). It
 //!   survives a crash of sluice and a power loss or kernel crash (given a
 //!   disk that honours flushes). The head is synced too, but at most once
 //!   every [`HEAD_SYNC_INTERVAL`] (and when the log closes): a second sync
@@ -463,6 +465,7 @@ impl AuditLog {
             head_logged_at: None,
             head_synced_at: None,
             data_synced_at: None,
+            unsynced_since: None,
             closed: false,
             held: Arc::default(),
             lines: Vec::new(),
@@ -650,6 +653,9 @@ struct Writer {
     head_synced_at: Option<Instant>,
     /// When the records were last synced (under `Always`).
     data_synced_at: Option<Instant>,
+    /// Under `Always`, since when records have been written that are not
+    /// synced yet (and the head does not name them yet).
+    unsynced_since: Option<Instant>,
     /// The log was closed: nothing more is written.
     closed: bool,
     /// Under `Batch`, outcome records not written yet: they go with the
@@ -658,6 +664,12 @@ struct Writer {
     /// The last commit's buffer of lines, kept for the next one.
     lines: Vec<u8>,
 }
+
+/// Under [`Fsync::Always`], how long records written but not yet synced
+/// (outcomes, which no one waits for) may go without a sync when no
+/// commit comes to sync them: the head names them only once they are
+/// synced, so this is also how long the head may lag behind them.
+const UNSYNCED_FLUSH: Duration = Duration::from_millis(100);
 
 /// Under `Batch`, how long an outcome record may wait for a statement's
 /// record to share its write before the writer thread writes it alone.
@@ -824,9 +836,30 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             } else {
-                match inbox.recv() {
+                // Records written but not synced are synced (and the head
+                // names them) when no commit came to do it in time.
+                let due = files
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unsynced_deadline();
+                let received = match due {
+                    None => inbox
+                        .recv()
+                        .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    Some(due) => inbox.recv_timeout(due.saturating_duration_since(Instant::now())),
+                };
+                match received {
                     Ok(first) => first,
-                    Err(_) => return,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
+                        if !writer.closed
+                            && let Err(failure) = writer.flush_unsynced()
+                        {
+                            writer.fail(&failure);
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             };
             let mut group = vec![first];
@@ -932,6 +965,9 @@ impl Writer {
         }
 
         let stop = !shutdowns.is_empty();
+        if stop && let Err(failure) = self.flush_unsynced() {
+            self.fail(&failure);
+        }
         if stop && let Some(active) = self.active.as_mut() {
             // A closed file holds its records alone.
             if let Err(error) = active.trim().and_then(|()| active.file.sync_all()) {
@@ -980,7 +1016,22 @@ impl Writer {
                 .sync_data()
                 .map_err(WriteFailure::new("fdatasync", path))?;
             self.data_synced_at = Some(Instant::now());
+            self.unsynced_since = None;
+        } else if self.settings.fsync == Fsync::Always {
+            // The head must never name records a power loss can take: the
+            // kernel writes files back in any order, so a head naming
+            // unsynced records could reach the disk without them, and the
+            // trail would read as cut short. It names these once they are
+            // synced, by the next commit or within UNSYNCED_FLUSH.
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            return Ok(());
         }
+        self.write_head(link)
+    }
+
+    /// Writes the head naming `link` (synced under `Always` at most every
+    /// [`HEAD_SYNC_INTERVAL`]).
+    fn write_head(&mut self, link: &Link) -> Result<(), WriteFailure> {
         let head = chain::head_line(&self.settings.key, link);
         let sync_head = self.settings.fsync == Fsync::Always
             && self
@@ -993,6 +1044,34 @@ impl Writer {
             self.head_synced_at = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// Under `Always`: syncs records written but not synced yet, then
+    /// writes the head naming them.
+    fn flush_unsynced(&mut self) -> Result<(), WriteFailure> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        let path = &self.settings.path;
+        let Some(active) = self.active.as_mut() else {
+            return Err(WriteFailure::new("fdatasync", path)(io::Error::other(
+                "the file was closed after an earlier failure",
+            )));
+        };
+        active
+            .file
+            .sync_data()
+            .map_err(WriteFailure::new("fdatasync", path))?;
+        self.data_synced_at = Some(Instant::now());
+        self.unsynced_since = None;
+        let link = self.link;
+        self.write_head(&link)
+    }
+
+    /// When records written but not synced must be synced by (under
+    /// `Always`), if there are any.
+    fn unsynced_deadline(&self) -> Option<Instant> {
+        self.unsynced_since.map(|since| since + UNSYNCED_FLUSH)
     }
 
     /// Makes a commit visible to the handles, and logs the head now and then.
@@ -1041,7 +1120,7 @@ impl Writer {
         if active.len == 0 || !(too_big || too_old) {
             return Ok(());
         }
-        let path = &self.settings.path;
+        let path = &self.settings.path.clone();
         let Some(active) = self.active.as_mut() else {
             return Ok(());
         };
@@ -1052,6 +1131,11 @@ impl Writer {
             .file
             .sync_all()
             .map_err(WriteFailure::new("fsync", path))?;
+        if self.unsynced_since.take().is_some() {
+            // Synced with the file: the head may name them now.
+            let link = self.link;
+            self.write_head(&link)?;
+        }
         self.active = None;
         let rotated = rotate_away(path).map_err(WriteFailure::new("rotate", path))?;
         self.active = Some(
@@ -1731,6 +1815,47 @@ mod tests {
             let record = chain::open_line(&settings.key, line).expect("opens");
             assert_eq!(record.fields["n"], json!(index));
         }
+        assert_verifies(&settings);
+    }
+
+    /// Under `Always` the head names only records that are synced:
+    /// outcomes, which no one waits for, are not synced by their own
+    /// commit, so the head names them once the writer has synced them —
+    /// within UNSYNCED_FLUSH when no statement comes to do it.
+    #[tokio::test]
+    async fn the_head_names_outcomes_once_they_are_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let head = || {
+            read_head(&settings.head_path, &settings.key)
+                .expect("the head reads")
+                .expect("a head")
+                .seq
+        };
+        assert_eq!(log.record(statement(0)).await.expect("durable"), 1);
+        assert_eq!(head(), 1);
+        let sent = Instant::now();
+        log.record_later(statement(1));
+        while log.stats().records < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if sent.elapsed() < UNSYNCED_FLUSH / 2 {
+            // Written, not synced yet: not named yet.
+            assert_eq!(head(), 1);
+        }
+        let named = Instant::now();
+        while head() < 2 {
+            assert!(
+                named.elapsed() < Duration::from_secs(5),
+                "the head never named the outcome"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // At close, the head names the last record.
+        log.record_later(statement(2));
+        log.close().await;
+        assert_eq!(head(), 3);
         assert_verifies(&settings);
     }
 
