@@ -191,7 +191,7 @@ pub struct ListenConfig {
 }
 
 /// `[upstream]`: the PostgreSQL server sluice fronts.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `postgres://user@host:port/database`; a password here is accepted
@@ -210,6 +210,37 @@ pub struct UpstreamConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// How long to wait for the server to accept and log in.
     pub connect_timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    /// The URL may carry the service password (accepted for local use):
+    /// its form is shown without it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match UpstreamUrl::parse(&self.url) {
+            Ok(url) => format!(
+                "postgres://{}{}@{}:{}/{}",
+                url.user,
+                if url.password.is_some() {
+                    ":<redacted>"
+                } else {
+                    ""
+                },
+                url.host,
+                url.port,
+                url.database
+            ),
+            Err(_) => "<unreadable>".to_owned(),
+        };
+        f.debug_struct("UpstreamConfig")
+            .field("url", &url)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("databases", &self.databases)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
 }
 
 /// How sluice protects its connection to PostgreSQL.
@@ -354,7 +385,7 @@ impl std::fmt::Display for PluginSource {
 }
 
 /// A plugin entry, checked and resolved.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginSettings {
     pub name: String,
     pub hook: Hook,
@@ -367,6 +398,25 @@ pub struct PluginSettings {
     /// Environment variables granted, with their values.
     pub env: Vec<(String, String)>,
     pub read_dirs: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for PluginSettings {
+    /// Granted environment variables are shown by name: their values are
+    /// typically secrets (a Slack token, say).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("PluginSettings")
+            .field("name", &self.name)
+            .field("hook", &self.hook)
+            .field("source", &self.source)
+            .field("deadline", &self.deadline)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("config_json", &self.config_json)
+            .field("files", &self.files)
+            .field("env", &env)
+            .field("read_dirs", &self.read_dirs)
+            .finish()
+    }
 }
 
 /// Default per-call deadline: plugins decide on the data path, where a
@@ -1607,6 +1657,32 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert_eq!(settings.upstream.password.unwrap().expose(), "hunter2");
+        // The file as read, too.
+        let config: Config =
+            toml::from_str("[upstream]\nurl = \"postgres://a:hunter2@b/c\"\n").unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("postgres://a:<redacted>@b:5432/c"),
+            "{printed}"
+        );
+        // A plugin's granted environment: names, not values.
+        let plugin = PluginSettings {
+            name: "slack".to_owned(),
+            hook: Hook::Approval,
+            source: PluginSource::Builtin("x".to_owned()),
+            deadline: DEFAULT_PLUGIN_DEADLINE,
+            memory_bytes: 1 << 20,
+            config_json: "{}".to_owned(),
+            files: Default::default(),
+            env: vec![("SLACK_TOKEN".to_owned(), "xoxb-hunter2".to_owned())],
+            read_dirs: Vec::new(),
+        };
+        let printed = format!("{plugin:?}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("SLACK_TOKEN"),
+            "{printed}"
+        );
     }
 
     #[test]

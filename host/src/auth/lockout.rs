@@ -212,7 +212,14 @@ fn locked(
                 });
             }
             Some(_) => {
-                tracing::warn!(%subject, "lockout ended");
+                // A principal's name is whatever a client sent as its user
+                // (unmasked here): the line names only an address.
+                match &subject {
+                    Subject::Address(address) => {
+                        tracing::warn!(%address, "lockout of an address ended")
+                    }
+                    Subject::Principal(_) => tracing::warn!("lockout of a principal ended"),
+                }
                 records.remove(&subject);
             }
             None => {}
