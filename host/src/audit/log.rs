@@ -1011,12 +1011,7 @@ impl Writer {
                     .data_synced_at
                     .is_none_or(|synced| synced.elapsed() >= HEAD_SYNC_INTERVAL));
         if sync_data {
-            active
-                .file
-                .sync_data()
-                .map_err(WriteFailure::new("fdatasync", path))?;
-            self.data_synced_at = Some(Instant::now());
-            self.unsynced_since = None;
+            self.sync_records()?;
         } else if self.settings.fsync == Fsync::Always {
             // The head must never name records a power loss can take: the
             // kernel writes files back in any order, so a head naming
@@ -1052,6 +1047,13 @@ impl Writer {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
+        self.sync_records()?;
+        let link = self.link;
+        self.write_head(&link)
+    }
+
+    /// `fdatasync`s the active file: every record written is on the disk.
+    fn sync_records(&mut self) -> Result<(), WriteFailure> {
         let path = &self.settings.path;
         let Some(active) = self.active.as_mut() else {
             return Err(WriteFailure::new("fdatasync", path)(io::Error::other(
@@ -1064,8 +1066,7 @@ impl Writer {
             .map_err(WriteFailure::new("fdatasync", path))?;
         self.data_synced_at = Some(Instant::now());
         self.unsynced_since = None;
-        let link = self.link;
-        self.write_head(&link)
+        Ok(())
     }
 
     /// When records written but not synced must be synced by (under
