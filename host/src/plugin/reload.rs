@@ -7,6 +7,13 @@
 //! a config that does not parse, a file that is not a component of the
 //! right world, a plugin that rejects its configuration or traps loading it
 //! — changes nothing, and the log says why.
+//!
+//! A reload never turns a control off: one that would leave no policy or
+//! no masking plugin where one is in force is refused. A config file
+//! emptied or cut short by a bad deploy or an editor's half-save parses as
+//! a config without plugins, and taking it would let every statement run
+//! and every card number out unmasked; removing a control takes a
+//! restart, which reads the whole config again.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +24,7 @@ use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 
 use super::{LoadError, Plugins};
-use crate::config::{Config, PluginSettings, PluginSource};
+use crate::config::{Config, Hook, PluginSettings, PluginSource};
 
 /// Changes closer together than this are one reload: an editor's save is
 /// several filesystem events.
@@ -30,6 +37,10 @@ pub enum ReloadError {
     Config(#[from] crate::config::Error),
     #[error(transparent)]
     Plugin(#[from] LoadError),
+    #[error(
+        "the new config has no {0} plugin where one is in force; a reload never turns a control off (restart sluice to remove it)"
+    )]
+    TurnsOff(&'static str),
 }
 
 /// Reads the plugins' entries from the config file.
@@ -47,16 +58,20 @@ fn base_dir(config_path: &Path) -> PathBuf {
 
 /// Reloads the plugins from the config file now.
 pub async fn reload_from(plugins: &Plugins, config_path: &Path) -> Result<u64, ReloadError> {
-    let settings = match plugin_settings(config_path) {
-        Ok(settings) => settings,
-        Err(error) => {
-            plugins
-                .reloads_rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(%error, "plugin reload rejected: the config does not load; the loaded plugins keep serving");
-            return Err(error.into());
-        }
+    let rejected = |error: ReloadError| {
+        plugins
+            .reloads_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(%error, "plugin reload rejected; the loaded plugins keep serving");
+        error
     };
+    let settings = plugin_settings(config_path).map_err(|error| rejected(error.into()))?;
+    let current = plugins.current();
+    for (hook, name) in [(Hook::Policy, "policy"), (Hook::Masking, "masking")] {
+        if !current.chain(hook).is_empty() && !settings.iter().any(|p| p.hook == hook) {
+            return Err(rejected(ReloadError::TurnsOff(name)));
+        }
+    }
     Ok(plugins.reload(&settings).await?)
 }
 
@@ -113,6 +128,9 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
 
     let mut files = BTreeSet::new();
     let mut dirs = BTreeSet::new();
+    // The rest of the config as the gateway started with it: a reload
+    // applies only the plugins, and says so when more than that changed.
+    let started_with = sections_but_plugins(&config_path);
     let initial = plugin_settings(&config_path).unwrap_or_default();
     rewatch(
         &mut debouncer,
@@ -133,6 +151,13 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             else => return,
         };
         tracing::info!(%cause, "reloading plugins");
+        let changed = changed_sections(&started_with, &sections_but_plugins(&config_path));
+        if !changed.is_empty() {
+            tracing::warn!(
+                sections = %changed.join(", "),
+                "the config changed beyond [[plugins]]: a reload applies the plugins only; these take a restart"
+            );
+        }
         if reload_from(&plugins, &config_path).await.is_ok() {
             audit.record_later(crate::audit::Event::PluginsReloaded {
                 cause: &cause,
@@ -149,6 +174,30 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             );
         }
     }
+}
+
+/// The config file's top-level tables other than `[[plugins]]`, as read
+/// now (`None` when it does not read as TOML).
+fn sections_but_plugins(config_path: &Path) -> Option<toml::Table> {
+    let text = std::fs::read_to_string(config_path).ok()?;
+    let mut table: toml::Table = text.parse().ok()?;
+    table.remove("plugins");
+    Some(table)
+}
+
+/// The names of the top-level sections that differ between `then` and
+/// `now` (a file that does not read is no change here: the reload says
+/// why it failed).
+fn changed_sections(then: &Option<toml::Table>, now: &Option<toml::Table>) -> Vec<String> {
+    let (Some(then), Some(now)) = (then, now) else {
+        return Vec::new();
+    };
+    let names: BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| then.get(*name) != now.get(*name))
+        .map(|name| format!("[{name}]"))
+        .collect()
 }
 
 /// Watches the directories holding `wanted` (editors replace files by
@@ -177,4 +226,23 @@ fn rewatch(
     }
     *dirs = wanted_dirs;
     *files = wanted;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_sections;
+
+    /// Only sections other than the plugins count, each named once.
+    #[test]
+    fn changed_sections_are_named() {
+        let table = |text: &str| Some(text.parse::<toml::Table>().unwrap());
+        let then =
+            table("[listen]\naddress = \"127.0.0.1:6432\"\n[limits]\nmax_message_bytes = 1024\n");
+        let now = table(
+            "[listen]\naddress = \"0.0.0.0:6432\"\n[limits]\nmax_message_bytes = 1024\n[[principals]]\nname = \"x\"\n",
+        );
+        assert_eq!(changed_sections(&then, &now), ["[listen]", "[principals]"]);
+        assert!(changed_sections(&then, &then).is_empty());
+        assert!(changed_sections(&then, &None).is_empty());
+    }
 }
