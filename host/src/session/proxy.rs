@@ -607,6 +607,12 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
     }
     // From here the statement loop writes the session's end.
     end.handed_over();
+    // The generation first, then the set: a reload between the two reads
+    // pairs a new set with an older generation, which the next look
+    // refreshes; the other order could pair the old set with the new
+    // generation and keep it until the next reload.
+    let generation = shared.plugins.generation();
+    let current = shared.plugins.current();
     to_client.clear();
 
     let mut proxy = Proxy {
@@ -651,7 +657,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         prepared: Prepared::default(),
         analyser: Analyser::default(),
         verdicts: std::collections::HashMap::new(),
-        verdicts_generation: shared.plugins.generation(),
+        verdicts_generation: generation,
         standard_conforming_strings: upstream
             .parameter_status
             .iter()
@@ -668,8 +674,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
             // reading that splits fewer statements is the wrong guess, so
             // assume the server's default.
             .unwrap_or(true),
-        plugins: shared.plugins.current(),
-        plugins_generation: shared.plugins.generation(),
+        plugins: current,
+        plugins_generation: generation,
         last_description: None,
         trace,
         statement_trace: Trace::none(),
