@@ -460,10 +460,28 @@ fn serve(
         .build()
         .context("starting the async runtime")?;
     let served = main.block_on(async {
+        // SIGHUP asks for a reload. Its default action ends the process, so
+        // it is taken from the start: one that comes while the plugins
+        // still compile, or with no config to reload, is not a kill.
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut gateway = Gateway::bind(settings).await?;
-        if let Some(config) = config {
-            gateway = gateway.watch_config(config);
+        match config {
+            // The watcher listens for SIGHUP from here on.
+            Some(config) => gateway = gateway.watch_config(config),
+            None => {
+                if let Some(mut hangups) = hangups.take() {
+                    tokio::spawn(async move {
+                        while hangups.recv().await.is_some() {
+                            tracing::info!(
+                                "SIGHUP: nothing to reload (sluice serve was started without -c)"
+                            );
+                        }
+                    });
+                }
+            }
         }
+        drop(hangups);
         tracing::info!(
             address = %gateway.local_addr(),
             workers = workers.handles.len(),

@@ -345,6 +345,44 @@ fn serve_with_overrides_sighup_and_sigterm() {
     wait_for_line(&lines, &mut log, "SIGTERM");
 }
 
+/// SIGHUP to a gateway started without a config (nothing to reload) is
+/// not a kill: it says so and goes on serving.
+#[test]
+fn serve_without_a_config_survives_sighup() {
+    let port = free_port();
+    let mut child = Reaped(
+        Command::new(SLUICE)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                "postgres://svc@127.0.0.1:9/payments",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "sluice");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    signal(&child.0, libc::SIGHUP);
+    wait_for_line(&lines, &mut log, "nothing to reload");
+    assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP ended sluice");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    signal(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
+    assert!(status.success());
+}
+
 /// Collects log lines into `log` until one contains `needle`.
 fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, log: &mut String, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
