@@ -327,13 +327,7 @@ fn serve_with_overrides_sighup_and_sigterm() {
     );
 
     // Log lines, as they come.
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = log_lines(&mut child);
     let mut log = String::new();
     signal(&child.0, libc::SIGHUP);
     wait_for_line(&lines, &mut log, "plugins reloaded");
@@ -365,13 +359,7 @@ fn serve_without_a_config_survives_sighup() {
             .unwrap(),
     );
     wait_for_port(port, "sluice");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = log_lines(&mut child);
     let mut log = String::new();
     signal(&child.0, libc::SIGHUP);
     wait_for_line(&lines, &mut log, "nothing to reload");
@@ -381,6 +369,18 @@ fn serve_without_a_config_survives_sighup() {
     signal(&child.0, libc::SIGTERM);
     let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
     assert!(status.success());
+}
+
+/// The child's log lines (its stderr), as they come.
+fn log_lines(child: &mut Reaped) -> std::sync::mpsc::Receiver<String> {
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines
 }
 
 /// Collects log lines into `log` until one contains `needle`.
