@@ -731,12 +731,53 @@ const MIN_MESSAGE_BYTES: usize = 64 << 10;
 /// PostgreSQL refuses messages of 1 GiB and more itself.
 const MAX_MESSAGE_BYTES: usize = (1 << 30) - 1;
 
+/// The largest config file read.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a file the operator named — the config, a plugin's component or
+/// data files — refusing anything but a regular file of at most `limit`
+/// bytes. A FIFO or a device in its place would block the reading thread
+/// (the one that also accepts connections and reloads) or never end, and
+/// the file may change between reads, so its type is checked on the file
+/// opened (without blocking) and the read stops past the limit.
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len().min(limit) as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let read = |source| Error::Read {
             path: path.to_owned(),
             source,
+        };
+        let bytes = read_regular_file(path, MAX_CONFIG_FILE_BYTES).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8",
+            ))
         })?;
         Config::from_toml(&text, path)
     }
@@ -1682,6 +1723,29 @@ mod tests {
         assert!(
             !printed.contains("hunter2") && printed.contains("SLACK_TOKEN"),
             "{printed}"
+        );
+    }
+
+    /// A FIFO or a device where a file is expected is refused at once,
+    /// not read forever; a file past the limit is refused whole.
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("words.fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path in a directory of our own.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = read_regular_file(&fifo, 1024).unwrap_err();
+        assert_eq!(error.to_string(), "not a regular file");
+        assert!(read_regular_file(Path::new("/dev/zero"), 1024).is_err());
+
+        let file = dir.path().join("words.txt");
+        std::fs::write(&file, vec![b'x'; 2048]).unwrap();
+        assert_eq!(read_regular_file(&file, 2048).unwrap().len(), 2048);
+        let error = read_regular_file(&file, 2047).unwrap_err();
+        assert!(
+            error.to_string().contains("larger than 2047 bytes"),
+            "{error}"
         );
     }
 

@@ -330,15 +330,21 @@ pub fn redact_long_digit_runs(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8(out).expect("still UTF-8"))
 }
 
+/// The largest data file handed to a plugin (it is copied into the
+/// plugin's memory, which is capped too).
+const MAX_DATA_FILE_BYTES: u64 = 16 << 20;
+
 /// Reads the data files a plugin's config names.
 pub fn read_files(settings: &PluginSettings) -> Result<BTreeMap<String, Arc<[u8]>>, String> {
     settings
         .files
         .iter()
-        .map(|(key, path)| match std::fs::read(path) {
-            Ok(bytes) => Ok((key.clone(), Arc::from(bytes))),
-            Err(error) => Err(format!("file {key:?} ({}): {error}", path.display())),
-        })
+        .map(
+            |(key, path)| match crate::config::read_regular_file(path, MAX_DATA_FILE_BYTES) {
+                Ok(bytes) => Ok((key.clone(), Arc::from(bytes))),
+                Err(error) => Err(format!("file {key:?} ({}): {error}", path.display())),
+            },
+        )
         .collect()
 }
 

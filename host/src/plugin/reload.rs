@@ -179,7 +179,9 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
 /// The config file's top-level tables other than `[[plugins]]`, as read
 /// now (`None` when it does not read as TOML).
 fn sections_but_plugins(config_path: &Path) -> Option<toml::Table> {
-    let text = std::fs::read_to_string(config_path).ok()?;
+    let bytes =
+        crate::config::read_regular_file(config_path, crate::config::MAX_CONFIG_FILE_BYTES).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let mut table: toml::Table = text.parse().ok()?;
     table.remove("plugins");
     Some(table)

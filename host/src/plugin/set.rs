@@ -22,6 +22,10 @@ use super::runtime::Runtime;
 use super::{LoadError, builtin};
 use crate::config::{Hook, PluginSettings, PluginSource};
 
+/// The largest plugin component file read (the shipped ones are a few
+/// MiB).
+const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
 /// One guarded call: a warm instance of `$plugin` (of `$world`, which
 /// its chain guarantees), the call (bounded by the wall clock as well as
 /// its deadline), the answer checked by `$check` (see [`Plugin::checkin`];
@@ -420,7 +424,7 @@ async fn load_one(
                 )));
             }
         },
-        PluginSource::File(path) => std::fs::read(path)
+        PluginSource::File(path) => crate::config::read_regular_file(path, MAX_COMPONENT_BYTES)
             .map(Arc::from)
             .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
     };
