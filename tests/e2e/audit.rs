@@ -540,10 +540,32 @@ async fn the_plugins_in_force_are_on_the_record() {
         "{at_start:?}"
     );
 
+    // A session asks, back to back, what only the new rules deny.
+    let client = env.connect("analyst").await;
+    let asking = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if client.simple_query("SELECT 'other'").await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
     env.rewrite_config(&audited_config().replace("\"forbidden\"", "\"other\""));
+    assert!(asking.await.unwrap(), "the new rules never denied");
     until_recorded(&env, |r| r["event"] == "plugins_reloaded").await;
+    until_recorded(&env, |r| r["decision"]["verdict"] == "deny").await;
     let records = records(&env);
     let reload = of_event(&records, "plugins_reloaded")[0];
+    // The reload is on the record before anything the new plugins judged.
+    let first_denial = records
+        .iter()
+        .find(|r| r["decision"]["verdict"] == "deny")
+        .expect("the denial");
+    assert!(
+        reload["seq"].as_u64() < first_denial["seq"].as_u64(),
+        "{reload:#?} came after {first_denial:#?}"
+    );
     assert!(
         reload["cause"]
             .as_str()

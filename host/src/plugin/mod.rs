@@ -86,10 +86,22 @@ impl Plugins {
     /// Builds a set from `settings` off the data path and swaps it in. On
     /// any error the set in force stays, and the error says why.
     pub async fn reload(&self, settings: &[PluginSettings]) -> Result<u64, LoadError> {
+        self.reload_then(settings, |_| {}).await
+    }
+
+    /// [`Plugins::reload`], calling `before_swap` with the new set just
+    /// before it takes over: what must come before any decision of the new
+    /// set (its audit record) goes there.
+    pub async fn reload_then(
+        &self,
+        settings: &[PluginSettings],
+        before_swap: impl FnOnce(&PluginSet),
+    ) -> Result<u64, LoadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.current();
         match PluginSet::load(Runtime::shared(), settings, Some(&previous)).await {
             Ok(set) => {
+                before_swap(&set);
                 self.current.store(Arc::new(set));
                 let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 self.reloads_applied.fetch_add(1, Ordering::Relaxed);

@@ -58,6 +58,16 @@ fn base_dir(config_path: &Path) -> PathBuf {
 
 /// Reloads the plugins from the config file now.
 pub async fn reload_from(plugins: &Plugins, config_path: &Path) -> Result<u64, ReloadError> {
+    reload_recorded(plugins, config_path, |_| {}).await
+}
+
+/// [`reload_from`], calling `before_swap` with the new set just before it
+/// takes over.
+async fn reload_recorded(
+    plugins: &Plugins,
+    config_path: &Path,
+    before_swap: impl FnOnce(&super::PluginSet),
+) -> Result<u64, ReloadError> {
     let rejected = |error: ReloadError| {
         plugins
             .reloads_rejected
@@ -72,7 +82,7 @@ pub async fn reload_from(plugins: &Plugins, config_path: &Path) -> Result<u64, R
             return Err(rejected(ReloadError::TurnsOff(name)));
         }
     }
-    Ok(plugins.reload(&settings).await?)
+    Ok(plugins.reload_then(&settings, before_swap).await?)
 }
 
 /// The files whose change reloads the plugins.
@@ -158,12 +168,15 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
                 "the config changed beyond [[plugins]]: a reload applies the plugins only; these take a restart"
             );
         }
-        if reload_from(&plugins, &config_path).await.is_ok() {
+        // On the record before the new plugins decide anything: a
+        // statement they judge comes after it in the trail.
+        let _ = reload_recorded(&plugins, &config_path, |set| {
             audit.record_later(crate::audit::Event::PluginsReloaded {
                 cause: &cause,
-                plugins: &plugins.current().versions(),
+                plugins: &set.versions(),
             });
-        }
+        })
+        .await;
         // Paths may have changed with the config; watch what it names now.
         if let Ok(settings) = plugin_settings(&config_path) {
             rewatch(
