@@ -470,6 +470,20 @@ async fn load_one(
 }
 
 /// A digest of everything a plugin version is made of.
+/// A granted environment variable's value as the fingerprint takes it:
+/// keyed with a secret of this process, since the fingerprint is published
+/// (logs, the audit trail) and a plain hash of a weak secret (a token, a
+/// password) could be guessed from it offline. A plugin with granted
+/// variables therefore gets a new fingerprint each time sluice starts.
+fn hidden_value(value: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 fn fingerprint(
     settings: &PluginSettings,
     wasm: &[u8],
@@ -491,7 +505,7 @@ fn fingerprint(
     }
     for (name, value) in &settings.env {
         field(name.as_bytes());
-        field(value.as_bytes());
+        field(&hidden_value(value));
     }
     for dir in &settings.read_dirs {
         field(dir.as_os_str().as_encoded_bytes());
@@ -564,6 +578,22 @@ mod tests {
     use crate::plugin::builtin::test_guests;
     use crate::plugin::testing;
     use std::time::{Duration, Instant};
+
+    /// A granted variable's value changes the fingerprint (a changed
+    /// secret reloads the plugin), and is not hashed plainly into it.
+    #[test]
+    fn granted_values_change_the_fingerprint_without_being_hashed_plainly() {
+        let with = |value: &str| PluginSettings {
+            env: vec![("TOKEN".to_owned(), value.to_owned())],
+            ..testing::plugin_settings("p", Hook::Policy, "p.wasm", "{}")
+        };
+        let files = BTreeMap::new();
+        let print = |value: &str| fingerprint(&with(value), b"wasm", &files);
+        assert_eq!(print("hunter2"), print("hunter2"));
+        assert_ne!(print("hunter2"), print("hunter3"));
+        let plain: [u8; 32] = Sha256::digest(b"hunter2").into();
+        assert_ne!(hidden_value("hunter2"), plain);
+    }
 
     fn settings(name: &str, path: &str, deadline_ms: u64, memory_mb: usize) -> PluginSettings {
         PluginSettings {
