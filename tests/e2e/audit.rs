@@ -1124,3 +1124,33 @@ async fn rows_deleted_or_relabelled_in_an_audit_database_fail_verification() {
         "{refused}"
     );
 }
+
+/// A trigger that drops the audit rows (a BEFORE INSERT returning NULL)
+/// commits without an error: sluice checks each row came back as stored,
+/// and refuses the statement it could not record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_database_that_drops_rows_refuses_statements() {
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-t"), false)
+        .await
+        .unwrap();
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 1").await.unwrap();
+
+    let name = db.name.clone();
+    tokio::task::spawn_blocking(move || {
+        sluice_tests::shared_cluster().psql(
+            &name,
+            "CREATE FUNCTION drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;\n\
+             CREATE TRIGGER drop_rows BEFORE INSERT ON sluice_audit FOR EACH ROW EXECUTE FUNCTION drop_row();",
+        );
+    })
+    .await
+    .unwrap();
+
+    let refused = client.simple_query("SELECT 2").await.unwrap_err();
+    let (code, message) = code_and_message(&refused);
+    assert_eq!(code, "58000", "{message}");
+    let failure = env.gateway.shared.audit.failure().expect("the sink failed");
+    assert!(failure.contains("did not store"), "{failure}");
+}

@@ -208,7 +208,11 @@ impl PgLog {
         encode(
             &Parse::new(
                 Some(INSERT_RECORD.to_owned()),
-                format!("INSERT INTO {RECORDS_TABLE} (instance, seq, record) VALUES ($1, $2, $3)"),
+                // RETURNING: the commit checks that every row was stored
+                // (a rule or a trigger could drop it without an error).
+                format!(
+                    "INSERT INTO {RECORDS_TABLE} (instance, seq, record) VALUES ($1, $2, $3) RETURNING seq"
+                ),
                 Vec::new(),
             ),
             &mut out,
@@ -218,7 +222,8 @@ impl PgLog {
                 Some(UPSERT_HEAD.to_owned()),
                 format!(
                     "INSERT INTO {HEADS_TABLE} (instance, seq, head) VALUES ($1, $2, $3) \
-                     ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, head = excluded.head"
+                     ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, head = excluded.head \
+                     RETURNING seq"
                 ),
                 Vec::new(),
             ),
@@ -464,7 +469,27 @@ async fn commit(
     );
     sync(&mut out);
     match tokio::time::timeout(COMMIT_DEADLINE, db.round_trip(&out)).await {
-        Ok(Ok(_)) => Ok((link, bytes)),
+        Ok(Ok(rows)) => {
+            // Each record's row and the head's, as stored: a rule (`DO
+            // INSTEAD NOTHING`) or a trigger that drops a row commits
+            // without an error, and statements would run unrecorded.
+            let stored: Vec<Option<u64>> = rows
+                .iter()
+                .map(|row| row.first().cloned().flatten()?.parse().ok())
+                .collect();
+            let sent: Vec<Option<u64>> = (head.seq + 1..=link.seq)
+                .chain([link.seq])
+                .map(Some)
+                .collect();
+            if stored != sent {
+                return Err(format!(
+                    "the audit database did not store what it was sent: {} of {} rows came back as sent (a rule or a trigger on its tables?)",
+                    stored.iter().zip(&sent).filter(|(a, b)| a == b).count(),
+                    sent.len()
+                ));
+            }
+            Ok((link, bytes))
+        }
         Ok(Err(error)) => Err(format!("the audit database refused a commit: {error}")),
         Err(_) => Err(format!(
             "the audit database did not commit within {COMMIT_DEADLINE:?}"
