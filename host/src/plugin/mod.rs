@@ -100,6 +100,16 @@ impl Plugins {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.current();
         match PluginSet::load(Runtime::shared(), settings, Some(&previous)).await {
+            Ok(set) if set.same_plugins(&previous) => {
+                // Nothing changed (a touched file, a SIGHUP): the set in
+                // force stays, and with its generation what sessions
+                // remember of its decisions.
+                tracing::info!(
+                    generation = self.generation(),
+                    "plugins reloaded: nothing changed, the set in force stays"
+                );
+                Ok(self.generation())
+            }
             Ok(set) => {
                 before_swap(&set);
                 self.current.store(Arc::new(set));
@@ -133,6 +143,24 @@ mod tests {
         }
     }
 
+    /// A reload that changes nothing keeps the set in force and its
+    /// generation (sessions keep what they remember of its decisions); one
+    /// that changes a plugin's config swaps in a new set.
+    #[tokio::test]
+    async fn a_reload_that_changes_nothing_keeps_the_set_and_its_generation() {
+        let allow = |config: &str| {
+            testing::plugin_settings("allow", Hook::Policy, test_guests::GUEST_ALLOW_ALL, config)
+        };
+        let plugins = Plugins::load(&[allow("{}")]).await.expect("loads");
+        let before = plugins.current();
+        let generation = plugins.generation();
+        assert_eq!(plugins.reload(&[allow("{}")]).await.unwrap(), generation);
+        assert!(Arc::ptr_eq(&before, &plugins.current()));
+        let changed = plugins.reload(&[allow(r#"{"note": 1}"#)]).await.unwrap();
+        assert_eq!(changed, generation + 1);
+        assert!(!Arc::ptr_eq(&before, &plugins.current()));
+    }
+
     /// A plugin whose configuration check waits inside WASI is refused, at
     /// load and at reload, within its deadline: a reload holds the reload
     /// lock, so a check that never ended would block every later reload.
@@ -158,8 +186,12 @@ mod tests {
         assert!(error.reason.contains("deadline"), "{error}");
         assert_eq!(plugins.generation(), 1);
         assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 1);
-        // The lock was given back: the next reload goes through.
-        plugins.reload(&[sleep_plugin("{}")]).await.unwrap();
+        // The lock was given back: the next reload (of a changed config)
+        // goes through.
+        plugins
+            .reload(&[sleep_plugin(r#"{"sleep_in_check": false}"#)])
+            .await
+            .unwrap();
         assert_eq!(plugins.generation(), 2);
     }
 }

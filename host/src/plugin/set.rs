@@ -124,6 +124,15 @@ impl PluginSet {
         }
     }
 
+    /// Whether `other` holds the very same plugins (reused, unchanged) in
+    /// the same chains and order.
+    pub fn same_plugins(&self, other: &PluginSet) -> bool {
+        Hook::ALL.into_iter().all(|hook| {
+            let (mine, theirs) = (self.chain(hook), other.chain(hook));
+            mine.len() == theirs.len() && mine.iter().zip(theirs).all(|(a, b)| Arc::ptr_eq(a, b))
+        })
+    }
+
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         Hook::ALL.into_iter().flat_map(|hook| self.chain(hook))
     }
