@@ -297,23 +297,7 @@ fn serve_with_overrides_sighup_and_sigterm() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = Reaped(
-        Command::new(SLUICE)
-            .args([
-                "serve",
-                "-c",
-                config.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                "postgres://svc@127.0.0.1:9/payments",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port, "sluice");
+    let mut child = serve_logged(&["-c", config.to_str().unwrap()], port);
     // A session runs on a worker thread and is answered properly there.
     let output = psql(
         &format!("host=127.0.0.1 port={port} user=nobody dbname=payments sslmode=disable"),
@@ -344,10 +328,27 @@ fn serve_with_overrides_sighup_and_sigterm() {
 #[test]
 fn serve_without_a_config_survives_sighup() {
     let port = free_port();
-    let mut child = Reaped(
+    let mut child = serve_logged(&[], port);
+    let lines = log_lines(&mut child);
+    let mut log = String::new();
+    signal(&child.0, libc::SIGHUP);
+    wait_for_line(&lines, &mut log, "nothing to reload");
+    assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP ended sluice");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    signal(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
+    assert!(status.success());
+}
+
+/// `sluice serve ARGS` on `port` in front of an upstream nothing answers
+/// on, its log piped; returns once it listens.
+fn serve_logged(args: &[&str], port: u16) -> Reaped {
+    let child = Reaped(
         Command::new(SLUICE)
+            .arg("serve")
+            .args(args)
             .args([
-                "serve",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--upstream",
@@ -359,16 +360,7 @@ fn serve_without_a_config_survives_sighup() {
             .unwrap(),
     );
     wait_for_port(port, "sluice");
-    let lines = log_lines(&mut child);
-    let mut log = String::new();
-    signal(&child.0, libc::SIGHUP);
-    wait_for_line(&lines, &mut log, "nothing to reload");
-    assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP ended sluice");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-
-    signal(&child.0, libc::SIGTERM);
-    let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
-    assert!(status.success());
+    child
 }
 
 /// The child's log lines (its stderr), as they come.

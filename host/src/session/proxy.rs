@@ -576,9 +576,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
             Err(fault) => {
                 tracing::error!(%fault, "a server parameter could not be masked; ending the session");
                 let message = format!(
-                    "sluice could not mask a server parameter ({} in plugin {})",
-                    fault.kind(),
-                    fault.plugin()
+                    "sluice could not mask a server parameter ({})",
+                    fault.summary()
                 );
                 reply::error(
                     &mut to_client,
@@ -1780,11 +1779,7 @@ impl Proxy<'_> {
         if let Some(fault) = &masking_fault {
             decision = Decision::refused(
                 "error",
-                format!(
-                    "its text could not be masked ({} in plugin {})",
-                    fault.kind(),
-                    fault.plugin()
-                ),
+                format!("its text could not be masked ({})", fault.summary()),
             );
         }
         self.statements_recorded += 1;
@@ -3010,7 +3005,7 @@ trait MaskingFailure: std::fmt::Display {
 
 impl MaskingFailure for Fault {
     fn for_client(&self) -> String {
-        format!("{} in plugin {}", self.kind(), self.plugin())
+        self.summary()
     }
 }
 
@@ -3069,9 +3064,8 @@ fn plugin_failed(hook: &str, fault: &Fault) -> Fatal {
     Fatal::new(
         sqlstate::SYSTEM_ERROR,
         format!(
-            "sluice refused this statement: its {hook} check failed ({} in plugin {})",
-            fault.kind(),
-            fault.plugin()
+            "sluice refused this statement: its {hook} check failed ({})",
+            fault.summary()
         ),
     )
 }

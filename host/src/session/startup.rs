@@ -539,9 +539,8 @@ async fn judge_options(
         Err(fault) => {
             tracing::warn!(session = session.session_id, %fault, "a policy plugin failed judging startup options");
             Err(refusal(format!(
-                "a policy plugin failed ({} in plugin {})",
-                fault.kind(),
-                fault.plugin()
+                "a policy plugin failed ({})",
+                fault.summary()
             )))
         }
     }
