@@ -21,6 +21,7 @@ pub mod builtins;
 mod copy;
 pub mod lexer;
 mod statement;
+mod template;
 mod walk;
 mod where_clause;
 
@@ -138,12 +139,28 @@ const SHAPES: usize = 256;
 /// parameters all carry values, and are analysed every time.
 #[derive(Default)]
 pub struct Analyser {
-    shapes: std::collections::HashMap<std::sync::Arc<str>, Statement>,
+    shapes: std::collections::HashMap<std::sync::Arc<str>, Remembered>,
+    /// Texts of remembered shapes cut at their literals, most recently
+    /// matched first: a text that matches one needs no lexing at all.
+    templates: Vec<template::Template>,
+}
+
+/// Most templates an [`Analyser`] keeps, each tried in turn.
+const TEMPLATES: usize = 8;
+
+/// A remembered shape's analysis.
+struct Remembered {
+    statement: Statement,
+    /// Whether a template of it has been tried (made or found impossible).
+    template_tried: bool,
 }
 
 impl Analyser {
     /// [`analyse`], with this analyser's memory of shapes.
     pub fn analyse(&mut self, text: &str, standard_conforming_strings: bool) -> Vec<Analysed> {
+        if let Some(analysed) = self.by_template(text, standard_conforming_strings) {
+            return vec![analysed];
+        }
         let statements = match lexer::statements(text, standard_conforming_strings) {
             Ok(statements) => statements,
             Err(error) => {
@@ -159,12 +176,57 @@ impl Analyser {
             }
         };
         let is_multi = statements.len() > 1;
-        statements
+        let analysed: Vec<Analysed> = statements
             .iter()
             .map(|(piece, tokens)| {
                 self.one(piece.text, tokens, standard_conforming_strings, is_multi)
             })
-            .collect()
+            .collect();
+        if let ([(piece, _)], [one]) = (statements.as_slice(), analysed.as_slice()) {
+            self.make_template(text, piece, standard_conforming_strings, one);
+        }
+        analysed
+    }
+
+    /// The analysis of `text` from a template it matches, if any.
+    fn by_template(&mut self, text: &str, scs: bool) -> Option<Analysed> {
+        let (at, statement_text) = self
+            .templates
+            .iter()
+            .enumerate()
+            .find_map(|(at, template)| Some((at, template.matches(text, scs)?)))?;
+        // Most recently matched first: a session's next statement is
+        // most often of the shape it sent last.
+        self.templates[..=at].rotate_right(1);
+        let template = &self.templates[0];
+        let mut statement = template.statement.clone();
+        statement.text = statement_text.to_owned();
+        Some(Analysed {
+            statement,
+            effect: Effect::None,
+            shape: Some(template.shape.clone()),
+        })
+    }
+
+    /// Makes a template of `text`, one statement of a remembered shape,
+    /// unless one was tried for that shape already.
+    fn make_template(&mut self, text: &str, piece: &lexer::Piece<'_>, scs: bool, one: &Analysed) {
+        let Some(remembered) = one
+            .shape
+            .as_ref()
+            .and_then(|shape| self.shapes.get_mut(shape))
+        else {
+            return;
+        };
+        if std::mem::replace(&mut remembered.template_tried, true) {
+            return;
+        }
+        let shape = one.shape.clone().unwrap_or_else(|| "".into());
+        let made = template::Template::of(text, piece, scs, shape, remembered.statement.clone());
+        if let Some(made) = made {
+            self.templates.truncate(TEMPLATES - 1);
+            self.templates.insert(0, made);
+        }
     }
 
     fn one(&mut self, text: &str, tokens: &[Token], scs: bool, is_multi: bool) -> Analysed {
@@ -173,7 +235,7 @@ impl Analyser {
             .as_deref()
             .and_then(|shape| self.shapes.get_key_value(shape))
         {
-            let mut statement = known.clone();
+            let mut statement = known.statement.clone();
             statement.text = text.to_owned();
             statement.is_multi = is_multi;
             return Analysed {
@@ -200,17 +262,26 @@ impl Analyser {
         let shape = shape.map(|shape| {
             if self.shapes.len() >= SHAPES {
                 // A session that never repeats itself gains nothing from
-                // remembering; start over rather than grow.
+                // remembering; start over rather than grow. The templates
+                // go with the shapes they stand for.
                 self.shapes.clear();
+                self.templates.clear();
             }
             let shape: std::sync::Arc<str> = shape.into();
             // The text is the one thing a later statement of this shape
             // does not share: kept out, it is not copied at every hit.
             let known = Statement {
                 text: String::new(),
+                is_multi: false,
                 ..statement.clone()
             };
-            self.shapes.insert(shape.clone(), known);
+            self.shapes.insert(
+                shape.clone(),
+                Remembered {
+                    statement: known,
+                    template_tried: false,
+                },
+            );
             shape
         });
         Analysed {
@@ -222,8 +293,10 @@ impl Analyser {
 }
 
 /// A statement's shape: its tokens, literals replaced by a placeholder no
-/// token can be (a NUL, which PostgreSQL's lexer refuses in SQL text), or
-/// `None` when its analysis may depend on a literal (LIKE, ILIKE).
+/// token can be (a NUL, which PostgreSQL's lexer refuses in SQL text, and
+/// the literal's kind), or
+/// `None` when its analysis may depend on a literal (LIKE, ILIKE, a bit
+/// string).
 ///
 /// Every statement a session sends is shaped, so the common tokens are
 /// written straight into the buffer rather than through `Display`.
@@ -235,7 +308,12 @@ fn shape_of(tokens: &[Token]) -> Option<String> {
             Token::Word(word) if word == "like" || word == "ilike" => return None,
             Token::Word(word) => shape.push_str(word),
             Token::Symbol(symbol) => shape.push_str(symbol),
-            Token::String(_) | Token::Number(_) | Token::BitString(_) => shape.push('\0'),
+            // Each kind of literal a placeholder of its own: `holder 'x'`
+            // is a value of type `holder`, `holder 0` no statement at all.
+            Token::String(_) => shape.push_str("\0s"),
+            Token::Number(_) => shape.push_str("\0n"),
+            // Whether a bit string parses depends on its digits.
+            Token::BitString(_) => return None,
             token => {
                 let _ = write!(shape, "{token}");
             }

@@ -547,6 +547,17 @@ fn remembered_shapes_give_the_analysis_parsing_would() {
         Some("public")
     );
     assert_eq!(loud[0].statement.settings[0].value.as_deref(), Some("evil"));
+    // A string and a number are shapes of their own: `holder 'x'` is a
+    // value of type `holder`, `holder 0` nothing the server runs.
+    let typed = analyser.analyse("SELECT pan FROM cards WHERE holder 'x' = 'y'", true);
+    let broken = analyser.analyse("SELECT pan FROM cards WHERE holder 0 = 'y'", true);
+    assert_eq!(typed[0].statement.kind, StatementKind::Select);
+    assert_eq!(broken[0].statement.kind, StatementKind::Unparsed);
+    // Whether a bit string parses depends on its digits: not remembered.
+    let hex = analyser.analyse("SELECT pan FROM cards WHERE flags = x'1F'", true);
+    let not_hex = analyser.analyse("SELECT pan FROM cards WHERE flags = x'\\'", true);
+    assert_eq!(hex[0].statement.kind, StatementKind::Select);
+    assert_eq!(not_hex[0].statement.kind, StatementKind::Unparsed);
     // In a multi-statement string, a remembered shape still says so.
     let multi = analyser.analyse("SELECT pan FROM cards WHERE id = 3; SELECT 1", true);
     assert!(multi[0].statement.is_multi);
@@ -558,4 +569,186 @@ fn hostile_nesting_does_not_overflow_the_stack() {
     let all = analyse(&deep, true);
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].statement.kind, StatementKind::Unparsed);
+}
+
+/// Texts a session might repeat with other values, and the traps around
+/// literals a template must not fall into.
+const TEMPLATE_BASES: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+    "select pan, holder from cards where id = 7 and holder = 'Ann'",
+    "  SELECT pan FROM cards WHERE id IN (1, 22, 333) ; -- trailing 5\n",
+    "/* lead 1 */ SELECT pan FROM cards WHERE id=-5 AND holder<>'x'",
+    "SELECT pan FROM cards WHERE holder = 'a b' OR id = 10 LIMIT 3",
+    "UPDATE orders SET amount = 12, note = 'n' WHERE id = 4",
+    "INSERT INTO orders (id, note) VALUES (1, 'é ü'), (2,'')",
+    "DELETE FROM orders WHERE id = 9",
+    "SELECT '5'::int + 2 FROM cards WHERE id = 1",
+    "SELECT pan FROM cards WHERE id = 1\n",
+];
+
+/// Bytes a client could put where a literal was: quotes, escapes, comment
+/// markers, statement ends, letters that make numbers or prefixes.
+const HOSTILE: &[&str] = &[
+    "0",
+    "7",
+    "123",
+    "'",
+    "''",
+    "\\",
+    "\\'",
+    ";",
+    " ",
+    "\n",
+    "--",
+    "/*",
+    "*/",
+    "e",
+    "E",
+    "x",
+    "0x",
+    ".",
+    "1.5",
+    "$",
+    "$$",
+    "U&",
+    "N",
+    "é",
+    "a",
+    "_",
+    ")",
+    "(",
+    ",",
+    "'; DROP TABLE cards; --",
+    "1; SELECT pan FROM cards",
+    "\"",
+    "::",
+    "-",
+    "+",
+    "\t",
+];
+
+/// A deterministic generator for the differential test below.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// A variant of `base`: its literals given other values (some hostile), or
+/// a hostile piece put in at a random place.
+fn variant(base: &str, rng: &mut XorShift) -> String {
+    let spans: Vec<(usize, usize)> = lexer::spanned_tokens(base, true)
+        .unwrap()
+        .iter()
+        .filter(|t| matches!(t.token, Token::Number(_) | Token::String(_)))
+        .map(|t| (t.start, t.end))
+        .collect();
+    if rng.below(4) == 0 || spans.is_empty() {
+        let mut at = rng.below(base.len() + 1);
+        while !base.is_char_boundary(at) {
+            at -= 1;
+        }
+        let piece = HOSTILE[rng.below(HOSTILE.len())];
+        return format!("{}{piece}{}", &base[..at], &base[at..]);
+    }
+    let mut out = String::new();
+    let mut from = 0;
+    for (start, end) in spans {
+        out.push_str(&base[from..start]);
+        let written = &base[start..end];
+        match rng.below(6) {
+            // Another value of the same plain form: the common case.
+            0..=3 if written.starts_with('\'') => {
+                out.push('\'');
+                for _ in 0..rng.below(6) {
+                    out.push_str(["a", "Z", "9", " ", "é", "%", "\n"][rng.below(7)]);
+                }
+                out.push('\'');
+            }
+            0..=3 => out.push_str(&(rng.below(1_000_000)).to_string()),
+            4 => out.push_str(written),
+            _ => {
+                for _ in 0..1 + rng.below(3) {
+                    out.push_str(HOSTILE[rng.below(HOSTILE.len())]);
+                }
+            }
+        }
+        from = end;
+    }
+    out.push_str(&base[from..]);
+    out
+}
+
+/// Whatever a text holds, a template says it is a statement of its shape
+/// only when the lexer finds exactly that statement of that shape, and the
+/// analysis it gives is the one parsing gives.
+#[test]
+fn a_template_matches_only_what_lexing_would_find_the_same() {
+    let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
+    for base in TEMPLATE_BASES {
+        let pieces = lexer::statements(base, true).unwrap();
+        assert_eq!(pieces.len(), 1, "{base}");
+        let (piece, tokens) = &pieces[0];
+        let shape: std::sync::Arc<str> = shape_of(tokens).unwrap().into();
+        let statement = analyse(base, true).remove(0).statement;
+        let template = template::Template::of(base, piece, true, shape.clone(), statement)
+            .unwrap_or_else(|| panic!("no template of {base}"));
+        let mut analyser = Analyser::default();
+        analyser.analyse(base, true);
+        assert_eq!(analyser.templates.len(), 1, "{base}");
+        let mut matched = 0;
+        for _ in 0..3000 {
+            let text = variant(base, &mut rng);
+            let fresh = analyse(&text, true);
+            if let Some(statement_text) = template.matches(&text, true) {
+                matched += 1;
+                let lexed = lexer::statements(&text, true).unwrap();
+                assert_eq!(lexed.len(), 1, "{text:?} matched {base:?}");
+                assert_eq!(lexed[0].0.text, statement_text, "{text:?}");
+                assert_eq!(shape_of(&lexed[0].1).as_deref(), Some(&*shape), "{text:?}");
+            }
+            // Through an analyser holding the template: what parsing gives.
+            let remembered = analyser.analyse(&text, true);
+            assert_eq!(remembered.len(), fresh.len(), "{text:?}");
+            for (remembered, fresh) in remembered.iter().zip(&fresh) {
+                assert_eq!(remembered.statement, fresh.statement, "{text:?}");
+                assert_eq!(remembered.effect, fresh.effect, "{text:?}");
+            }
+            // The same text under the other string setting is not matched.
+            assert_eq!(template.matches(&text, false), None);
+        }
+        // The plain case is common in the variants: most must match.
+        assert!(matched > 1000, "{base}: only {matched} of 3000 matched");
+    }
+}
+
+/// Literals that could join the bytes around them, and literals of other
+/// forms, make no template: the statement is lexed every time.
+#[test]
+fn literals_that_could_join_their_neighbours_make_no_template() {
+    for text in [
+        "SELECT pan FROM cards WHERE id = 1.5",
+        "SELECT pan FROM cards WHERE id = 0x1F",
+        "SELECT pan FROM cards WHERE holder = E'a'",
+        "SELECT pan FROM cards WHERE holder = 'it''s'",
+        "SELECT pan FROM cards WHERE holder = $$a$$",
+        "SELECT pan FROM cards WHERE holder = U&'a'",
+        "SELECT pan FROM cards WHERE id = 1e3",
+        "SELECT pan FROM cards WHERE holder = 'a'\n'b'",
+    ] {
+        let mut analyser = Analyser::default();
+        analyser.analyse(text, true);
+        assert!(analyser.templates.is_empty(), "{text}");
+        // Still remembered as a shape: the analysis is reused after lexing.
+        assert_eq!(analyser.shapes.len(), 1, "{text}");
+    }
+    // Several statements in one string make none either.
+    let mut analyser = Analyser::default();
+    analyser.analyse("SELECT pan FROM cards WHERE id = 1; SELECT 2", true);
+    assert!(analyser.templates.is_empty());
 }
