@@ -451,6 +451,88 @@ async fn a_changed_data_file_reloads_the_plugin() {
     assert!(reloaded, "the config change was not picked up");
 }
 
+/// Starts the deny-rule policy with its words read from `words`, and
+/// checks that it denies `alpha` and allows `beta`.
+async fn start_with_words_file(words: &std::path::Path) -> (TestEnv, tokio_postgres::Client) {
+    let env = TestEnv::start_with_config(
+        &deny_rule(&format!("[plugins.files]\nwords = \"{}\"", words.display())),
+        true,
+    )
+    .await
+    .unwrap();
+    let client = env.connect("analyst").await;
+    denial(client.simple_query("SELECT 'alpha'").await);
+    client.simple_query("SELECT 'beta'").await.unwrap();
+    (env, client)
+}
+
+/// Whether `word` comes to be denied within the time a reload may take
+/// (an event, or the watcher's look every few seconds).
+async fn comes_to_deny(client: &tokio_postgres::Client, word: &str) -> bool {
+    let query = format!("SELECT '{word}'");
+    eventually(Duration::from_secs(15), || async {
+        client.simple_query(&query).await.is_err()
+    })
+    .await
+}
+
+/// Makes the directory `dir` holding a `words.txt` of `words`.
+fn words_in(dir: &std::path::Path, words: &str) {
+    std::fs::create_dir(dir).unwrap();
+    std::fs::write(dir.join("words.txt"), format!("{words}\n")).unwrap();
+}
+
+/// A Kubernetes ConfigMap updates its files by swapping a `..data` link
+/// to a new directory: no event names the file itself, yet it changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_symlink_reloads_the_plugin() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    words_in(&root.join("..v1"), "alpha");
+    symlink("..v1", root.join("..data")).unwrap();
+    symlink("..data/words.txt", root.join("words.txt")).unwrap();
+    let (_env, client) = start_with_words_file(&root.join("words.txt")).await;
+
+    // The update as the kubelet makes it.
+    words_in(&root.join("..v2"), "beta");
+    symlink("..v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..v1")).unwrap();
+    assert!(
+        comes_to_deny(&client, "beta").await,
+        "the swapped link was not followed"
+    );
+    client.simple_query("SELECT 'alpha'").await.unwrap();
+}
+
+/// A deploy that moves a new directory into the place of the watched one
+/// (`mv rules rules.old && mv rules.new rules`) leaves the watch on the
+/// old directory: the file in the new one is still followed, through that
+/// change and the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_moved_into_place_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    words_in(&rules, "alpha");
+    let (_env, client) = start_with_words_file(&rules.join("words.txt")).await;
+
+    let next = dir.path().join("rules.new");
+    words_in(&next, "beta");
+    std::fs::rename(&rules, dir.path().join("rules.old")).unwrap();
+    std::fs::rename(&next, &rules).unwrap();
+    assert!(
+        comes_to_deny(&client, "beta").await,
+        "the moved-in directory's file was not read"
+    );
+    std::fs::write(rules.join("words.txt"), "gamma\n").unwrap();
+    assert!(
+        comes_to_deny(&client, "gamma").await,
+        "a change in the moved-in directory was not followed"
+    );
+    client.simple_query("SELECT 'beta'").await.unwrap();
+}
+
 /// Masking plugins edit rows (text and binary format), error and notice
 /// text; everything else arrives as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

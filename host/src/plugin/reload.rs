@@ -2,6 +2,17 @@
 //! file a plugin's config names are watched; a change (or SIGHUP) reloads
 //! the plugins from the config as it is now.
 //!
+//! A file counts as changed when what its path leads to differs from what
+//! it led to when last looked at: another file (behind a swapped link, as
+//! a Kubernetes ConfigMap update swaps its `..data` link), another size,
+//! modification time or, for a small file, content. Events only say when
+//! to look: they name the link that moved rather than the file behind it,
+//! and a mere read of a file raises one (its access time changes), which
+//! must not reload anything. The directories of the paths and of the
+//! files they lead to are watched, and every [`POLL`] the files are looked
+//! at anyway, which catches what no event reports (a directory moved into
+//! the place of a watched one, a filesystem without change notification).
+//!
 //! Only the `[[plugins]]` entries are applied by a reload; other settings
 //! (listen address, upstream, limits) take a restart. A reload that fails —
 //! a config that does not parse, a file that is not a component of the
@@ -29,6 +40,9 @@ use crate::config::{Config, Hook, PluginSettings, PluginSource};
 /// Changes closer together than this are one reload: an editor's save is
 /// several filesystem events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How often the watched files are looked at whatever the events say.
+const POLL: Duration = Duration::from_secs(5);
 
 /// Why a reload did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -114,17 +128,17 @@ fn absolute(path: &Path) -> PathBuf {
 /// is put on `audit`'s record, with the plugins it put in force.
 pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::audit::Audit) {
     let config_path = absolute(&config_path);
-    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            let _ = changed_tx.send(events.into_iter().map(|event| event.path).collect());
+        Ok(_) => {
+            let _ = changed_tx.send(());
         }
         Err(error) => tracing::warn!(%error, "watching the plugin files failed"),
     });
-    let mut debouncer = match debouncer {
+    let debouncer = match debouncer {
         Ok(debouncer) => Some(debouncer),
         Err(error) => {
-            tracing::error!(%error, "cannot watch files for changes; reload with SIGHUP");
+            tracing::error!(%error, "cannot watch files for changes; they are looked at every {}s, or reload with SIGHUP", POLL.as_secs());
             None
         }
     };
@@ -135,31 +149,35 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             None
         }
     };
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut files = BTreeSet::new();
-    let mut dirs = BTreeSet::new();
     // The rest of the config as the gateway started with it: a reload
     // applies only the plugins, and says so when more than that changed.
     let started_with = sections_but_plugins(&config_path);
     let initial = plugin_settings(&config_path).unwrap_or_default();
-    rewatch(
-        &mut debouncer,
-        &mut files,
-        &mut dirs,
-        watched_files(&config_path, &initial),
-    );
+    let mut watched = Watched::new(debouncer);
+    watched.rewatch(watched_files(&config_path, &initial));
 
     loop {
         let cause = tokio::select! {
-            Some(paths) = changed.recv() => {
-                let Some(path) = paths.into_iter().find(|p| files.contains(&absolute(p))) else {
-                    continue;
-                };
-                format!("{} changed", path.display())
-            }
+            // An event says where to look, not what changed: reading a
+            // file can raise one (its access time), and a swapped link
+            // raises one that names the link.
+            Some(()) = changed.recv() => match watched.changed_file() {
+                Some(path) => format!("{} changed", path.display()),
+                None => continue,
+            },
+            _ = poll.tick() => match watched.changed_file() {
+                Some(path) => format!("{} changed", path.display()),
+                None => continue,
+            },
             Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP".to_owned(),
             else => return,
         };
+        // What the files are now, before the reload reads them: a change
+        // made while it reads is a change the next look finds.
+        watched.look_again();
         tracing::info!(%cause, "reloading plugins");
         let changed = changed_sections(&started_with, &sections_but_plugins(&config_path));
         if !changed.is_empty() {
@@ -177,15 +195,126 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             });
         })
         .await;
-        // Paths may have changed with the config; watch what it names now.
+        // Paths may have changed with the config, and links may lead
+        // elsewhere now: watch what it names.
         if let Ok(settings) = plugin_settings(&config_path) {
-            rewatch(
-                &mut debouncer,
-                &mut files,
-                &mut dirs,
-                watched_files(&config_path, &settings),
-            );
+            watched.rewatch(watched_files(&config_path, &settings));
         }
+    }
+}
+
+/// What a path leads to, following links: another file, or the same file
+/// grown, shrunk or written, reads differently here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileState {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+    /// A digest of the content of a small regular file: two writes of the
+    /// same length within one tick of the filesystem's clock look alike
+    /// otherwise.
+    digest: Option<[u8; 32]>,
+}
+
+/// Files up to this size are compared by content too.
+const DIGESTED_BYTES: u64 = 1 << 20;
+
+impl FileState {
+    /// The state of the file at `path` now; `None` when there is none.
+    fn of(path: &Path) -> Option<FileState> {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let digest = (meta.is_file() && meta.len() <= DIGESTED_BYTES)
+            .then(|| crate::config::read_regular_file(path, DIGESTED_BYTES).ok())
+            .flatten()
+            .map(|bytes| sha2::Sha256::digest(bytes).into());
+        Some(FileState {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            digest,
+        })
+    }
+}
+
+/// The files a reload follows, what each was when last looked at, and the
+/// directories watched for them.
+struct Watched {
+    debouncer: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
+    files: std::collections::BTreeMap<PathBuf, Option<FileState>>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Watched {
+    fn new(
+        debouncer: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
+    ) -> Watched {
+        Watched {
+            debouncer,
+            files: Default::default(),
+            dirs: BTreeSet::new(),
+        }
+    }
+
+    /// The first file whose path leads elsewhere, or to a changed file,
+    /// since it was last looked at.
+    fn changed_file(&self) -> Option<PathBuf> {
+        self.files
+            .iter()
+            .find(|(path, seen)| FileState::of(path) != **seen)
+            .map(|(path, _)| path.clone())
+    }
+
+    /// Notes what every file is now.
+    fn look_again(&mut self) {
+        for (path, seen) in &mut self.files {
+            *seen = FileState::of(path);
+        }
+    }
+
+    /// Follows `wanted` from now on: files already followed keep what they
+    /// were last seen as (a change since is still found), new ones are
+    /// looked at now. The directories of the paths and of the files they
+    /// lead to are watched (editors replace a file by renaming another
+    /// onto it, which a watch on the file itself would lose).
+    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) {
+        let mut files = std::collections::BTreeMap::new();
+        for path in wanted {
+            let seen = match self.files.remove(&path) {
+                Some(seen) => seen,
+                None => FileState::of(&path),
+            };
+            files.insert(path, seen);
+        }
+        self.files = files;
+        let mut wanted_dirs = BTreeSet::new();
+        for path in self.files.keys() {
+            wanted_dirs.extend(path.parent().map(Path::to_path_buf));
+            if let Ok(target) = std::fs::canonicalize(path) {
+                wanted_dirs.extend(target.parent().map(Path::to_path_buf));
+            }
+        }
+        let Some(debouncer) = &mut self.debouncer else {
+            return;
+        };
+        for gone in self.dirs.difference(&wanted_dirs) {
+            let _ = debouncer.watcher().unwatch(gone);
+        }
+        // A directory whose watch was lost (deleted and made again) is
+        // watched anew: a failed or stale watch costs nothing to repeat.
+        for dir in &wanted_dirs {
+            if let Err(error) = debouncer.watcher().watch(dir, RecursiveMode::NonRecursive)
+                && !self.dirs.contains(dir)
+            {
+                tracing::warn!(dir = %dir.display(), %error, "cannot watch for plugin changes; looked at every {}s", POLL.as_secs());
+            }
+        }
+        self.dirs = wanted_dirs;
     }
 }
 
@@ -215,37 +344,36 @@ fn changed_sections(then: &Option<toml::Table>, now: &Option<toml::Table>) -> Ve
         .collect()
 }
 
-/// Watches the directories holding `wanted` (editors replace files by
-/// renaming, which a watch on the file itself would lose).
-fn rewatch(
-    debouncer: &mut Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
-    files: &mut BTreeSet<PathBuf>,
-    dirs: &mut BTreeSet<PathBuf>,
-    wanted: BTreeSet<PathBuf>,
-) {
-    let Some(debouncer) = debouncer else {
-        *files = wanted;
-        return;
-    };
-    let wanted_dirs: BTreeSet<PathBuf> = wanted
-        .iter()
-        .filter_map(|file| file.parent().map(Path::to_path_buf))
-        .collect();
-    for gone in dirs.difference(&wanted_dirs) {
-        let _ = debouncer.watcher().unwatch(gone);
-    }
-    for new in wanted_dirs.difference(dirs) {
-        if let Err(error) = debouncer.watcher().watch(new, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %new.display(), %error, "cannot watch for plugin changes");
-        }
-    }
-    *dirs = wanted_dirs;
-    *files = wanted;
-}
-
 #[cfg(test)]
 mod tests {
-    use super::changed_sections;
+    use super::{FileState, changed_sections};
+
+    /// Reading a file changes nothing the watcher follows; a rewrite of the
+    /// same length does, and so does a link swapped to an equal copy.
+    #[test]
+    fn what_counts_as_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("words.txt");
+        std::fs::write(&file, "alpha\n").unwrap();
+        let before = FileState::of(&file);
+        assert!(before.is_some());
+        assert_eq!(std::fs::read(&file).unwrap(), b"alpha\n");
+        assert_eq!(FileState::of(&file), before, "a read is no change");
+        std::fs::write(&file, "gamma\n").unwrap();
+        assert_ne!(FileState::of(&file), before, "same length, other words");
+
+        let copy = dir.path().join("copy.txt");
+        std::fs::copy(&file, &copy).unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let linked = FileState::of(&link);
+        let swap = dir.path().join("swap.txt");
+        std::os::unix::fs::symlink(&copy, &swap).unwrap();
+        std::fs::rename(&swap, &link).unwrap();
+        assert_ne!(FileState::of(&link), linked, "another file behind the link");
+        std::fs::remove_file(&copy).unwrap();
+        assert_eq!(FileState::of(&link), None, "a dangling link is no file");
+    }
 
     /// Only sections other than the plugins count, each named once.
     #[test]
