@@ -210,6 +210,10 @@ pub struct UpstreamConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// How long to wait for the server to accept and log in.
     pub connect_timeout_ms: Option<u64>,
+    /// The ways the server may ask for the service password:
+    /// `scram-sha-256`, `md5`, `password` (cleartext), `trust` (none).
+    /// Default: all but `password`.
+    pub auth_methods: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -239,6 +243,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("tls", &self.tls)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("auth_methods", &self.auth_methods)
             .finish()
     }
 }
@@ -657,6 +662,70 @@ pub struct UpstreamSettings {
     pub tls: UpstreamTlsMode,
     pub tls_ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
+    pub auth_methods: AuthMethods,
+}
+
+/// The ways sluice lets the server ask for its service password. Whoever
+/// answers at the server's address chooses the method, so a method left
+/// out is one a server in the middle cannot make sluice use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthMethods {
+    pub scram_sha_256: bool,
+    pub md5: bool,
+    /// The password itself, in cleartext: off unless asked for, since a
+    /// server in the middle (without `tls = "verify-full"`) reads it.
+    pub password: bool,
+    /// No password at all.
+    pub trust: bool,
+}
+
+impl Default for AuthMethods {
+    fn default() -> AuthMethods {
+        AuthMethods {
+            scram_sha_256: true,
+            md5: true,
+            password: false,
+            trust: true,
+        }
+    }
+}
+
+impl AuthMethods {
+    /// The methods named in `[table] auth_methods`.
+    fn from_names(table: &str, names: &[String]) -> Result<AuthMethods, Error> {
+        let mut methods = AuthMethods {
+            scram_sha_256: false,
+            md5: false,
+            password: false,
+            trust: false,
+        };
+        for name in names {
+            match name.as_str() {
+                "scram-sha-256" => methods.scram_sha_256 = true,
+                "md5" => methods.md5 = true,
+                "password" => methods.password = true,
+                "trust" => methods.trust = true,
+                other => {
+                    return Err(invalid(format!(
+                        "[{table}] auth_methods: unknown method {other:?} (scram-sha-256, md5, password, trust)"
+                    )));
+                }
+            }
+        }
+        if methods
+            == (AuthMethods {
+                scram_sha_256: false,
+                md5: false,
+                password: false,
+                trust: false,
+            })
+        {
+            return Err(invalid(format!(
+                "[{table}] auth_methods must name at least one method"
+            )));
+        }
+        Ok(methods)
+    }
 }
 
 impl std::fmt::Debug for UpstreamSettings {
@@ -1025,8 +1094,7 @@ impl Config {
             }
             None => None,
         };
-        let (tls, tls_ca_file, connect_timeout) =
-            connection_security("audit.postgres", Some(postgres), base_dir)?;
+        let security = connection_security("audit.postgres", Some(postgres), base_dir)?;
         // The other fields of the file sink's settings do not apply.
         let mut settings = AuditSettings::for_file(PathBuf::new(), env);
         settings.key = key;
@@ -1041,9 +1109,10 @@ impl Config {
             databases: BTreeSet::from([url.database.clone()]),
             database: url.database,
             password,
-            tls,
-            tls_ca_file,
-            connect_timeout,
+            tls: security.tls,
+            tls_ca_file: security.tls_ca_file,
+            connect_timeout: security.connect_timeout,
+            auth_methods: security.auth_methods,
         });
         Ok(settings)
     }
@@ -1173,8 +1242,7 @@ impl Config {
             return Err(invalid("[upstream] databases must name at least one"));
         }
 
-        let (tls, tls_ca_file, connect_timeout) =
-            connection_security("upstream", section, base_dir)?;
+        let security = connection_security("upstream", section, base_dir)?;
         Ok(UpstreamSettings {
             host: url.host,
             port: url.port,
@@ -1182,21 +1250,31 @@ impl Config {
             database: url.database,
             databases,
             password,
-            tls,
-            tls_ca_file,
-            connect_timeout,
+            tls: security.tls,
+            tls_ca_file: security.tls_ca_file,
+            connect_timeout: security.connect_timeout,
+            auth_methods: security.auth_methods,
         })
     }
 }
 
+/// What `[upstream]` and `[audit.postgres]` say of how to connect.
+struct ConnectionSecurity {
+    tls: UpstreamTlsMode,
+    tls_ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
+    auth_methods: AuthMethods,
+}
+
 /// What `[upstream]` and `[audit.postgres]` say of how to connect: TLS
 /// (`verify-full` needs the CA to verify against), the CA file relative to
-/// the config file, and the connect timeout (5 s by default).
+/// the config file, the connect timeout (5 s by default) and the ways the
+/// server may ask for the password.
 fn connection_security(
     table: &str,
     section: Option<&UpstreamConfig>,
     base_dir: &Path,
-) -> Result<(UpstreamTlsMode, Option<PathBuf>, Duration), Error> {
+) -> Result<ConnectionSecurity, Error> {
     let tls = section.map(|s| s.tls).unwrap_or_default();
     let tls_ca_file = section
         .and_then(|s| s.tls_ca_file.as_ref())
@@ -1208,7 +1286,21 @@ fn connection_security(
     }
     let connect_timeout =
         Duration::from_millis(section.and_then(|s| s.connect_timeout_ms).unwrap_or(5_000));
-    Ok((tls, tls_ca_file, connect_timeout))
+    let auth_methods = match section.and_then(|s| s.auth_methods.as_deref()) {
+        Some(names) => AuthMethods::from_names(table, names)?,
+        None => AuthMethods::default(),
+    };
+    if auth_methods.password && tls != UpstreamTlsMode::VerifyFull {
+        tracing::warn!(
+            "[{table}] auth_methods allows \"password\" without tls = \"verify-full\": whoever answers at the server's address can ask for the service password in cleartext and read it"
+        );
+    }
+    Ok(ConnectionSecurity {
+        tls,
+        tls_ca_file,
+        connect_timeout,
+        auth_methods,
+    })
 }
 
 fn read_password(
@@ -1395,6 +1487,31 @@ mod tests {
             &Overrides::default(),
             &no_env,
         )
+    }
+
+    /// The cleartext password is off unless named; names are checked.
+    #[test]
+    fn auth_methods_default_to_all_but_the_cleartext_password() {
+        let base =
+            "[listen]\naddress = \"127.0.0.1:6432\"\n\n[upstream]\nurl = \"postgres://a@b/c\"\n";
+        let methods = |extra: &str| {
+            resolve(&format!("{base}{extra}")).map(|settings| settings.upstream.auth_methods)
+        };
+        let default = methods("").unwrap();
+        assert!(default.scram_sha_256 && default.md5 && default.trust);
+        assert!(!default.password);
+        let chosen = methods("auth_methods = [\"scram-sha-256\", \"password\"]\n").unwrap();
+        assert!(chosen.scram_sha_256 && chosen.password);
+        assert!(!chosen.md5 && !chosen.trust);
+        let unknown = methods("auth_methods = [\"scram-sha-1\"]\n").unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("unknown method \"scram-sha-1\""),
+            "{unknown}"
+        );
+        let none = methods("auth_methods = []\n").unwrap_err();
+        assert!(none.to_string().contains("at least one"), "{none}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! The client never sees this login: it authenticated to sluice, and the
 //! service secret stays here. Authentication methods: trust, cleartext
-//! password, md5 and SCRAM-SHA-256.
+//! password, md5 and SCRAM-SHA-256, as `auth_methods` allows (all but the
+//! cleartext password by default: the server, or whoever answers at its
+//! address, chooses the method).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,7 +19,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::{Secret, UpstreamSettings};
+use crate::config::{AuthMethods, Secret, UpstreamSettings};
 use crate::protocol::frame::{Frame, read_frame};
 use crate::protocol::reply::encode;
 use crate::protocol::{backend, tag};
@@ -43,6 +45,10 @@ pub enum Error {
     PasswordRequired,
     #[error("the upstream server asks for an unsupported authentication method ({0})")]
     UnsupportedAuthentication(String),
+    #[error(
+        "the upstream server asks for {0} authentication, which auth_methods does not allow (whoever answers at its address chooses the method)"
+    )]
+    MethodNotAllowed(&'static str),
     #[error("upstream scram exchange failed: {0}")]
     Scram(io::Error),
     #[error("unexpected message {0:?} from the upstream server during login")]
@@ -270,6 +276,7 @@ async fn login(
     let mut scram: Option<ScramSha256> = None;
     // Whether the server said the login succeeded: nothing else counts.
     let mut authenticated = false;
+    let mut password_asked = false;
     let mut parameter_status = Vec::new();
     let mut backend_key = None;
     loop {
@@ -280,6 +287,11 @@ async fn login(
             tag::AUTHENTICATION => {
                 let auth = decode_authentication(&frame)?;
                 let ok = matches!(auth, Authentication::Ok);
+                // An "ok" before any password was asked for is `trust`.
+                if ok && !password_asked && !settings.auth_methods.trust {
+                    return Err(Error::MethodNotAllowed("trust"));
+                }
+                password_asked |= !ok;
                 authenticate(stream, settings, auth, &mut scram).await?;
                 authenticated |= ok;
             }
@@ -307,6 +319,18 @@ async fn login(
             other => return Err(Error::Unexpected(other as char)),
         }
     }
+}
+
+/// The method the server asks for, when `allowed` leaves it out. (An "ok"
+/// before any password was asked for, `trust`, is judged by the caller.)
+fn disallowed(auth: &Authentication, allowed: AuthMethods) -> Option<&'static str> {
+    let (method, is_allowed) = match auth {
+        Authentication::CleartextPassword => ("password", allowed.password),
+        Authentication::MD5Password(_) => ("md5", allowed.md5),
+        Authentication::SASL(_) => ("scram-sha-256", allowed.scram_sha_256),
+        _ => return None,
+    };
+    (!is_allowed).then_some(method)
 }
 
 fn decode_authentication(frame: &Frame) -> Result<Authentication, Error> {
@@ -349,6 +373,9 @@ async fn authenticate(
         return Err(Error::Scram(io::Error::other(
             "the server left the SCRAM exchange before proving it knows the password",
         )));
+    }
+    if let Some(method) = disallowed(&auth, settings.auth_methods) {
+        return Err(Error::MethodNotAllowed(method));
     }
     match auth {
         Authentication::Ok => return Ok(()),

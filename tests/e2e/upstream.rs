@@ -36,8 +36,20 @@ async fn select_one(gateway: &Running) -> Result<i32, tokio_postgres::Error> {
     Ok(client.query_one("SELECT 1", &[]).await?.get(0))
 }
 
+/// `config` with `[upstream] auth_methods` set to `methods`.
+fn allowing(config: &str, methods: &[&str]) -> String {
+    let list: Vec<String> = methods.iter().map(|m| format!("\"{m}\"")).collect();
+    let password_line = "password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n";
+    assert!(config.contains(password_line));
+    config.replacen(
+        password_line,
+        &format!("{password_line}auth_methods = [{}]\n", list.join(", ")),
+        1,
+    )
+}
+
 /// sluice logs in upstream with each method PostgreSQL offers for
-/// passwords: trust, cleartext, md5 and SCRAM-SHA-256.
+/// passwords: trust, cleartext, md5 and SCRAM-SHA-256, each allowed alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_upstream_with_every_password_method() {
     for auth in HostAuth::ALL {
@@ -53,13 +65,40 @@ async fn logs_in_upstream_with_every_password_method() {
             .unwrap();
         let expected = if auth == HostAuth::Md5 { "md5" } else { "SCR" };
         assert_eq!(stored, expected, "{auth}");
-        let gateway = gateway(&config_text(pg.port(), SEEDED_DB, "")).await;
+        let config = allowing(&config_text(pg.port(), SEEDED_DB, ""), &[auth.as_str()]);
+        let gateway = gateway(&config).await;
         assert_eq!(select_one(&gateway).await.unwrap(), 1, "{auth}");
         let log = std::fs::read_to_string(pg.log_path()).unwrap_or_default();
         assert!(
             !log.contains("password authentication failed"),
             "{auth}: {log}"
         );
+    }
+}
+
+/// Whoever answers at the server's address chooses how sluice shows the
+/// service password: a method `auth_methods` leaves out is refused, the
+/// cleartext password by default, and the client learns only that the
+/// database is unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_auth_methods_leaves_out_is_refused() {
+    let cleartext = cluster(|b| b.auth(HostAuth::Password)).await;
+    let by_default = gateway(&config_text(cleartext.port(), SEEDED_DB, "")).await;
+    let error = select_one(&by_default).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"), "{error:?}");
+    let message = error.as_db_error().unwrap().message().to_owned();
+    assert!(!message.contains("auth_methods"), "{message}");
+
+    for (auth, allowed) in [
+        (HostAuth::Md5, &["scram-sha-256"][..]),
+        (HostAuth::Trust, &["scram-sha-256", "md5"][..]),
+        (HostAuth::ScramSha256, &["md5", "trust"][..]),
+    ] {
+        let pg = cluster(move |b| b.auth(auth)).await;
+        let config = allowing(&config_text(pg.port(), SEEDED_DB, ""), allowed);
+        let refusing = gateway(&config).await;
+        let error = select_one(&refusing).await.unwrap_err();
+        assert_eq!(sqlstate(&error), Some("08006"), "{auth}: {error:?}");
     }
 }
 
