@@ -115,8 +115,11 @@
 //!   complete record. `sluice audit verify` still reports the torn record.
 //! - the last record does not open with the key (a wrong key or a changed
 //!   file), the head names records that are not there (cut short), the head
-//!   does not verify, or the head is missing while records exist: `open`
-//!   refuses with [`AuditError::Untrusted`]. Only an operator can tell a
+//!   does not verify, the head is missing while records exist, or the
+//!   active file holds zero bytes inside its records (records lost in the
+//!   middle: a power loss under `Batch`, whose later writes reached the
+//!   disk before earlier ones, or a wipe): `open` refuses with
+//!   [`AuditError::Untrusted`]. Only an operator can tell a
 //!   crash from tampering there.
 //!
 //! # Failure: fail closed
@@ -754,6 +757,30 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     }
 }
 
+/// The offset of the first zero byte before the end of the data of the
+/// trail file at `path` (none there is the healthy case), if it exists.
+fn zeros_within_data(path: &Path) -> io::Result<Option<u64>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let end = data_len(&file)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < end {
+        let len = chunk
+            .len()
+            .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut chunk[..len], at)?;
+        if let Some(zero) = chunk[..len].iter().position(|&byte| byte == 0) {
+            return Ok(Some(at + zero as u64));
+        }
+        at += len as u64;
+    }
+    Ok(None)
+}
+
 /// Where the data of a trail file ends: its length without the zeros of
 /// space allocated ahead (a record line never holds a NUL byte).
 pub fn data_len(file: &File) -> io::Result<u64> {
@@ -1226,6 +1253,17 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     let head = read_head(&settings.head_path, &settings.key)?;
     let files = chain_files(path).map_err(io("list the files of", path))?;
 
+    // Zeros inside the records are records lost (a power loss under
+    // `Batch`, whose later writes reached the disk and earlier ones did
+    // not) or wiped by hand: either way the chain is broken there, and
+    // writing on would bury it under new records that look fine.
+    if let Some(at) = zeros_within_data(path).map_err(io("read", path))? {
+        return Err(untrusted(format!(
+            "{} holds zero bytes at offset {at}, inside its records: records lost there \
+             (a power loss under fsync = \"batch\"?) or wiped",
+            path.display()
+        )));
+    }
     let mut last = Link::GENESIS;
     let mut torn = None;
     for file in files.iter().rev() {
@@ -2015,6 +2053,35 @@ mod tests {
         let refused = AuditLog::open(settings.clone()).map(|_| ());
         assert!(
             matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("missing")),
+            "{refused:?}"
+        );
+    }
+
+    /// Records zeroed in the middle of the file (what a power loss under
+    /// `Batch` leaves when later writes reached the disk) stop the start:
+    /// new records written on would hide the break.
+    #[tokio::test]
+    async fn zeros_inside_the_records_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..3 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+        let lines = lines_of(&settings.path);
+        // The record's bytes lost, its newline and the records after it not.
+        let mut hole = vec![0u8; lines[1].len() - 1];
+        hole.push(b'\n');
+        fs::write(
+            &settings.path,
+            [lines[0].clone(), hole, lines[2].clone()].concat(),
+        )
+        .expect("zeroes the middle record");
+        let refused = AuditLog::open(settings.clone()).map(|_| ());
+        let at = lines[0].len();
+        assert!(
+            matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains(&format!("zero bytes at offset {at}"))),
             "{refused:?}"
         );
     }
