@@ -1666,6 +1666,15 @@ mod tests {
         }
     }
 
+    /// Opens the log, records three statements and closes it.
+    async fn write_three_records(settings: &LogSettings) {
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        for n in 0..3 {
+            log.record(statement(n)).await.expect("durable");
+        }
+        log.close().await;
+    }
+
     fn lines_of(path: &Path) -> Vec<Vec<u8>> {
         let file = File::open(path).expect("audit file exists");
         RecordLines::new(file)
@@ -1966,11 +1975,7 @@ mod tests {
     async fn a_torn_tail_is_set_aside_and_the_chain_continues() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = settings(dir.path());
-        let log = AuditLog::open(settings.clone()).expect("opens");
-        for n in 0..3 {
-            log.record(statement(n)).await.expect("durable");
-        }
-        log.close().await;
+        write_three_records(&settings).await;
         // A crash in the middle of writing record 4.
         let torn = b"{\"seq\":4,\"time\":\"2026-11-29T06:30:00.1";
         let mut file = fs::OpenOptions::new()
@@ -2024,11 +2029,7 @@ mod tests {
     async fn a_wrong_key_or_a_cut_file_or_a_lost_head_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = settings(dir.path());
-        let log = AuditLog::open(settings.clone()).expect("opens");
-        for n in 0..3 {
-            log.record(statement(n)).await.expect("durable");
-        }
-        log.close().await;
+        write_three_records(&settings).await;
 
         let mut wrong_key = settings.clone();
         wrong_key.key = ChainKey::from_bytes(&[1u8; 32]).expect("long enough");
@@ -2064,11 +2065,7 @@ mod tests {
     async fn zeros_inside_the_records_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = settings(dir.path());
-        let log = AuditLog::open(settings.clone()).expect("opens");
-        for n in 0..3 {
-            log.record(statement(n)).await.expect("durable");
-        }
-        log.close().await;
+        write_three_records(&settings).await;
         let lines = lines_of(&settings.path);
         // The record's bytes lost, its newline and the records after it not.
         let mut hole = vec![0u8; lines[1].len() - 1];
@@ -2124,11 +2121,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = settings(dir.path());
         settings.rotate_after = Some(Duration::ZERO);
-        let log = AuditLog::open(settings.clone()).expect("opens");
-        for n in 0..3 {
-            log.record(statement(n)).await.expect("durable");
-        }
-        log.close().await;
+        write_three_records(&settings).await;
         assert_eq!(rotated_files(&settings.path).expect("lists").len(), 3);
         assert_eq!(fs::metadata(&settings.path).expect("exists").len(), 0);
         assert_verifies(&settings);
