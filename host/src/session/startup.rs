@@ -820,10 +820,16 @@ async fn authenticate(
     }
     let answer = plugins.authenticate(user, token, connection).await;
     // Nothing awaits between the answer and the count of a failure.
+    // What the plugin says goes to the log: a careless one may quote the
+    // token it was given (a parse error, a panic message), a secret the
+    // log must not hold.
     match answer {
         Ok(Ok(principal)) => Ok(principal),
-        Ok(Err(error)) => Err(attempt.failed(&describe_auth_error(&error))),
-        Err(fault) => Err(attempt.failed(&format!("identity plugin failed: {fault}"))),
+        Ok(Err(error)) => Err(attempt.failed(&without_token(&describe_auth_error(&error), token))),
+        Err(fault) => Err(attempt.failed(&without_token(
+            &format!("identity plugin failed: {fault}"),
+            token,
+        ))),
     }
 }
 
@@ -833,6 +839,46 @@ fn describe_auth_error(error: &AuthError) -> String {
         AuthError::InvalidToken(why) => format!("invalid token: {why}"),
         AuthError::Expired => "token expired".to_owned(),
         AuthError::WrongUser => "token belongs to another user".to_owned(),
+    }
+}
+
+/// `text` with every copy of the client's bearer token (and of any run of
+/// 16 or more of its characters, which a plugin quoting part of it leaves)
+/// replaced, cut to a length a log line can hold.
+fn without_token(text: &str, token: &str) -> String {
+    const QUOTED: usize = 16;
+    const MAX_REASON_CHARS: usize = 400;
+    let mut clean = text.to_owned();
+    if !token.is_empty() {
+        clean = clean.replace(token, "[the token]");
+        // Every stretch of the text that some 16 characters of the token
+        // cover goes, overlapping stretches as one.
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        let chars: Vec<(usize, char)> = token.char_indices().collect();
+        for window in chars.windows(QUOTED) {
+            let (start, last) = (window[0].0, window[QUOTED - 1]);
+            let part = &token[start..last.0 + last.1.len_utf8()];
+            covered.extend(
+                clean
+                    .match_indices(part)
+                    .map(|(at, _)| (at, at + part.len())),
+            );
+        }
+        covered.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in covered {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        for (start, end) in merged.into_iter().rev() {
+            clean.replace_range(start..end, "[part of the token]");
+        }
+    }
+    match clean.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}...", &clean[..cut]),
+        None => clean,
     }
 }
 
@@ -982,6 +1028,23 @@ fn upstream_refusal(error: upstream::Error, database: &str) -> Fatal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An identity plugin's reason reaches the log without the token it
+    /// quotes, whole or in part, and cut to a line's length.
+    #[test]
+    fn a_plugin_quoting_the_token_does_not_put_it_in_the_log() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.sig-4f2a9c";
+        let whole = describe_auth_error(&AuthError::InvalidToken(format!("cannot parse {token}")));
+        let logged = without_token(&whole, token);
+        assert!(!logged.contains(token), "{logged}");
+        assert!(logged.contains("cannot parse [the token]"), "{logged}");
+        let part = &token[4..30];
+        let logged = without_token(&format!("bad segment {part}!"), token);
+        assert_eq!(logged, "bad segment [part of the token]!");
+        let long = without_token(&"x".repeat(5000), token);
+        assert!(long.len() < 500, "{}", long.len());
+        assert_eq!(without_token("token expired", token), "token expired");
+    }
 
     #[test]
     fn utf8_spellings_are_recognised() {
