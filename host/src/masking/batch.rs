@@ -335,6 +335,8 @@ fn zero_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
 /// digits left without the rest are not JSON. An edit may cover whole
 /// escapes.
 fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
+    let out_start = out.len();
+    let mut zeroed = false;
     let mut reader = JsonStrings::default();
     let mut at = 0usize;
     for &(start, end, replacement) in spans {
@@ -367,11 +369,56 @@ fn json_spans(value: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), Stri
             out.extend_from_slice(replacement);
         } else {
             zero_digits(&value[start..end], out);
+            zeroed = true;
         }
         at = end;
     }
     out.extend_from_slice(&value[at..]);
+    if zeroed {
+        drop_leading_zeros(out, out_start);
+    }
     Ok(())
+}
+
+/// Takes the leading zeros that zeroed digits left off the integer part
+/// of every number in the JSON text `json[from..]` (keeping one where the
+/// part is all zeros): `4111` edited over its `4` reads `0111`, which is
+/// not JSON, and becomes `111`. A JSON number never has them otherwise.
+fn drop_leading_zeros(json: &mut Vec<u8>, from: usize) {
+    let mut kept = from;
+    let mut strings = JsonStrings::default();
+    let mut in_number = false;
+    let mut at = from;
+    while at < json.len() {
+        let b = json[at];
+        if strings.in_string || b == b'"' {
+            strings.read(&[b]);
+            in_number = false;
+        } else if !in_number && (b == b'-' || b.is_ascii_digit()) {
+            in_number = true;
+            if b == b'-' {
+                json[kept] = b;
+                kept += 1;
+                at += 1;
+            }
+            let digits = json[at..].iter().take_while(|d| d.is_ascii_digit()).count();
+            let zeros = json[at..at + digits]
+                .iter()
+                .take_while(|&&d| d == b'0')
+                .count();
+            // All zeros keep one; leading zeros before other digits go.
+            let skip = zeros.min(digits.saturating_sub(1));
+            at += skip;
+            continue;
+        } else {
+            in_number =
+                in_number && (b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+        }
+        json[kept] = json[at];
+        kept += 1;
+        at += 1;
+    }
+    json.truncate(kept);
 }
 
 /// Follows JSON text far enough to know whether a position is inside a
@@ -569,6 +616,19 @@ mod tests {
             (r#"{"a":"\u0041 4111"}"#, 6, 12, "*", r#"{"a":"* 4111"}"#),
             (r#"{"a":"é4111"}"#, 6, 10, "••", r#"{"a":"••11"}"#),
             (r#"{"n":4111}"#, 6, 8, "**", r#"{"n":4001}"#),
+            // A number's leading digits zeroed: the zeros go, one kept
+            // where nothing else is left, so it stays a JSON number.
+            (r#"{"n":4111}"#, 5, 6, "*", r#"{"n":111}"#),
+            (
+                r#"{"n":4111,"m":[-4111]}"#,
+                5,
+                9,
+                "*",
+                r#"{"n":0,"m":[-4111]}"#,
+            ),
+            (r#"[-4111.25e10]"#, 2, 5, "*", r#"[-1.25e10]"#),
+            (r#"[4100, "0041"]"#, 1, 2, "*", r#"[100, "0041"]"#),
+            (r#"[1e41]"#, 3, 4, "*", r#"[1e01]"#),
         ] {
             assert_eq!(
                 json_edited(json, start, end, replacement.as_bytes()).as_deref(),

@@ -50,8 +50,9 @@ pub enum PieceKind {
     /// Raw bytes (a bytea's): no UTF-8 rule.
     Bytes,
     /// JSON text (json, jsonb): an edit inside a string takes its
-    /// replacement; one in a number writes `0` over its digits, so the
-    /// document stays JSON.
+    /// replacement; one in a number writes `0` over its digits and the
+    /// zeros left at the number's front are dropped, so the document stays
+    /// JSON.
     Json,
     /// A number's decimal text: the host writes `0` over every digit an
     /// edit covers (keeping `-`, `.` and the like) and ignores the plugin's
