@@ -428,6 +428,40 @@ async fn unsampled_sessions_export_nothing() {
     assert!(records.iter().all(|r| r.get("trace_id").is_none()));
 }
 
+/// A table's name is the client's text: one named like a card number is
+/// masked in the span's name and collection, as the statement's text is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_like_a_card_number_is_masked_in_spans() {
+    let receiver = Receiver::start().await;
+    let config = watched_config(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{}\"\n",
+        receiver.addr
+    ));
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let client = env.connect("analyst").await;
+    // No such table: the server refuses it, after the span was named.
+    let missing = client
+        .simple_query(&format!("SELECT 1 FROM \"{PAN}\""))
+        .await
+        .unwrap_err();
+    assert_eq!(code_and_message(&missing).0, "42P01");
+    drop(client);
+    env.gateway.shutdown().await;
+
+    let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, span)| span).collect();
+    let exported = format!("{spans:?}");
+    assert!(!exported.contains(PAN), "a raw card number was exported");
+    let statement = spans
+        .iter()
+        .find(|s| attr(s, "db.operation.name").as_deref() == Some("SELECT"))
+        .expect("the statement's span");
+    assert_eq!(
+        attr(statement, "db.collection.name").as_deref(),
+        Some("411111******1111")
+    );
+    assert_eq!(statement.name, "SELECT 411111******1111");
+}
+
 /// To a collector elsewhere, over https: spans arrive when the collector's
 /// certificate was signed by the CA the config names (and is for the host
 /// the URL names); a collector whose certificate another CA signed gets

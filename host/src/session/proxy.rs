@@ -935,7 +935,8 @@ impl Proxy<'_> {
                         let statements = self
                             .analyser
                             .analyse(text, self.standard_conforming_strings);
-                        describe_statement_span(&self.statement_trace, &statements);
+                        describe_statement_span(&self.plugins, &self.statement_trace, &statements)
+                            .await;
                     }
                     self.decision = Some(Decision::unjudged());
                     None
@@ -1014,7 +1015,8 @@ impl Proxy<'_> {
                             self.standard_conforming_strings,
                         )
                     {
-                        describe_statement_span(&self.statement_trace, &analysed);
+                        describe_statement_span(&self.plugins, &self.statement_trace, &analysed)
+                            .await;
                     }
                     self.decision = Some(Decision::unjudged());
                     None
@@ -1418,7 +1420,7 @@ impl Proxy<'_> {
             Ok(statements) => statements,
             Err(refusal) => return Some(refusal),
         };
-        describe_statement_span(&self.statement_trace, &statements);
+        describe_statement_span(&self.plugins, &self.statement_trace, &statements).await;
         let policy = self
             .statement_trace
             .child("policy", SpanKind::Internal, Vec::new());
@@ -2745,7 +2747,7 @@ fn answered_outcome<'a>(
 
 /// Names the statement's span after what the analysis found: the command,
 /// and the table when there is exactly one.
-fn describe_statement_span(trace: &Trace, statements: &[Analysed]) {
+async fn describe_statement_span(plugins: &PluginSet, trace: &Trace, statements: &[Analysed]) {
     if !trace.is_recording() {
         return;
     }
@@ -2766,9 +2768,17 @@ fn describe_statement_span(trace: &Trace, statements: &[Analysed]) {
             None => access.table.name.clone(),
         })
         .collect();
-    // Named only when every access is to the same one table.
+    // Named only when every access is to the same one table. A name is
+    // the client's text and may be anything, a card number too: masked as
+    // the statement's text is, and left out where that cannot be.
     let collection = match tables.first() {
-        Some(first) if tables.iter().all(|table| table == first) => Some(first.clone()),
+        Some(first) if tables.iter().all(|table| table == first) && plugins.masks() => {
+            match plugins.mask_text(first).await {
+                Ok(Some(masked)) => Some(masked),
+                Ok(None) => Some(first.clone()),
+                Err(_) => None,
+            }
+        }
         _ => None,
     };
     let summary = crate::telemetry::statement_span_name(&operation, collection.as_deref());
