@@ -53,12 +53,16 @@ pub struct Plugins {
     reloading: tokio::sync::Mutex<()>,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    /// When the files of the plugins first loaded began to be read: one
+    /// changed after that may hold what they did not read.
+    pub read_from: std::time::SystemTime,
 }
 
 impl Plugins {
     /// Loads the configured plugins (compiling them, or taking them from
     /// the compile cache) and checks each one's configuration.
     pub async fn load(settings: &[PluginSettings]) -> Result<Plugins, LoadError> {
+        let read_from = std::time::SystemTime::now();
         let set = if settings.is_empty() {
             PluginSet::default()
         } else {
@@ -70,6 +74,7 @@ impl Plugins {
             reloading: tokio::sync::Mutex::new(()),
             reloads_applied: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
+            read_from,
         })
     }
 

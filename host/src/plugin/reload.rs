@@ -4,14 +4,17 @@
 //!
 //! A file counts as changed when what its path leads to differs from what
 //! it led to when last looked at: another file (behind a swapped link, as
-//! a Kubernetes ConfigMap update swaps its `..data` link), another size,
-//! modification time or, for a small file, content. Events only say when
-//! to look: they name the link that moved rather than the file behind it,
-//! and a mere read of a file raises one (its access time changes), which
-//! must not reload anything. The directories of the paths and of the
-//! files they lead to are watched, and every [`POLL`] the files are looked
-//! at anyway, which catches what no event reports (a directory moved into
-//! the place of a watched one, a filesystem without change notification).
+//! a Kubernetes ConfigMap update swaps its `..data` link), another size or
+//! modification time — or it changed so close to when it was read that a
+//! later write could carry the same times. Events only say when to look:
+//! they name the link that moved rather than the file behind it, and a
+//! mere read of a file raises one, which must not reload anything (so the
+//! watcher itself only looks at metadata). Paths are followed as written,
+//! links in them resolved at every look. The directories of the paths and
+//! of the files they lead to are watched, and every [`POLL`] the files are
+//! looked at anyway, which catches what no event reports (a directory
+//! moved into the place of a watched one, a filesystem without change
+//! notification).
 //!
 //! Only the `[[plugins]]` entries are applied by a reload; other settings
 //! (listen address, upstream, limits) take a restart. A reload that fails —
@@ -111,16 +114,11 @@ fn watched_files(config_path: &Path, settings: &[PluginSettings]) -> BTreeSet<Pa
     files.into_iter().map(|path| absolute(&path)).collect()
 }
 
-/// An absolute path with its directory resolved, as the watcher reports
-/// events (the file itself may not exist at the moment).
+/// `path` made absolute as it is written: a link in it (a directory
+/// swapped for a new release, a ConfigMap's `..data`) is followed anew at
+/// every read, never resolved once for good.
 fn absolute(path: &Path) -> PathBuf {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
-            .map(|dir| dir.join(name))
-            .unwrap_or(path),
-        _ => path,
-    }
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// Watches the config and the plugins' files and listens for SIGHUP until
@@ -157,7 +155,7 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
     let started_with = sections_but_plugins(&config_path);
     let initial = plugin_settings(&config_path).unwrap_or_default();
     let mut watched = Watched::new(debouncer);
-    watched.rewatch(watched_files(&config_path, &initial));
+    watched.rewatch(watched_files(&config_path, &initial), plugins.read_from);
 
     loop {
         let cause = tokio::select! {
@@ -165,11 +163,11 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             // file can raise one (its access time), and a swapped link
             // raises one that names the link.
             Some(()) = changed.recv() => match watched.changed_file() {
-                Some(path) => format!("{} changed", path.display()),
+                Some(cause) => cause,
                 None => continue,
             },
             _ = poll.tick() => match watched.changed_file() {
-                Some(path) => format!("{} changed", path.display()),
+                Some(cause) => cause,
                 None => continue,
             },
             Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP".to_owned(),
@@ -177,7 +175,8 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
         };
         // What the files are now, before the reload reads them: a change
         // made while it reads is a change the next look finds.
-        watched.look_again();
+        let read_from = std::time::SystemTime::now();
+        watched.look_again(read_from);
         tracing::info!(%cause, "reloading plugins");
         let changed = changed_sections(&started_with, &sections_but_plugins(&config_path));
         if !changed.is_empty() {
@@ -198,13 +197,14 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
         // Paths may have changed with the config, and links may lead
         // elsewhere now: watch what it names.
         if let Ok(settings) = plugin_settings(&config_path) {
-            watched.rewatch(watched_files(&config_path, &settings));
+            watched.rewatch(watched_files(&config_path, &settings), read_from);
         }
     }
 }
 
 /// What a path leads to, following links: another file, or the same file
-/// grown, shrunk or written, reads differently here.
+/// grown, shrunk or written, reads differently here. Only metadata: the
+/// watcher opens no file (an open raises an event of its own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileState {
     device: u64,
@@ -212,33 +212,54 @@ struct FileState {
     len: u64,
     modified: (i64, i64),
     changed: (i64, i64),
-    /// A digest of the content of a small regular file: two writes of the
-    /// same length within one tick of the filesystem's clock look alike
-    /// otherwise.
-    digest: Option<[u8; 32]>,
 }
 
-/// Files up to this size are compared by content too.
-const DIGESTED_BYTES: u64 = 1 << 20;
+/// A filesystem's clock may stamp two writes this close together alike.
+const TIMESTAMP_GRAIN: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl FileState {
     /// The state of the file at `path` now; `None` when there is none.
     fn of(path: &Path) -> Option<FileState> {
-        use sha2::Digest;
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).ok()?;
-        let digest = (meta.is_file() && meta.len() <= DIGESTED_BYTES)
-            .then(|| crate::config::read_regular_file(path, DIGESTED_BYTES).ok())
-            .flatten()
-            .map(|bytes| sha2::Sha256::digest(bytes).into());
         Some(FileState {
             device: meta.dev(),
             inode: meta.ino(),
             len: meta.len(),
             modified: (meta.mtime(), meta.mtime_nsec()),
             changed: (meta.ctime(), meta.ctime_nsec()),
-            digest,
         })
+    }
+
+    /// Whether the file changed so close to `when` (or after it) that a
+    /// later write could carry the same times: what was read then may not
+    /// be what it holds now.
+    fn changed_near(&self, when: std::time::SystemTime) -> bool {
+        let stamp = |(secs, nanos): (i64, i64)| {
+            let secs = u64::try_from(secs).unwrap_or(0);
+            let nanos = u32::try_from(nanos).unwrap_or(0);
+            std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+        };
+        let latest = stamp(self.modified).max(stamp(self.changed));
+        latest + TIMESTAMP_GRAIN >= when
+    }
+}
+
+/// A followed file as last looked at.
+#[derive(Debug, Clone)]
+struct Seen {
+    state: Option<FileState>,
+    /// Whether what was read matches `state` for sure; otherwise the next
+    /// look reloads whatever it finds.
+    settled: bool,
+}
+
+impl Seen {
+    /// The file at `path` now, as against a read that began at `read_from`.
+    fn now(path: &Path, read_from: std::time::SystemTime) -> Seen {
+        let state = FileState::of(path);
+        let settled = !state.as_ref().is_some_and(|s| s.changed_near(read_from));
+        Seen { state, settled }
     }
 }
 
@@ -246,7 +267,7 @@ impl FileState {
 /// directories watched for them.
 struct Watched {
     debouncer: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
-    files: std::collections::BTreeMap<PathBuf, Option<FileState>>,
+    files: std::collections::BTreeMap<PathBuf, Seen>,
     dirs: BTreeSet<PathBuf>,
 }
 
@@ -261,33 +282,44 @@ impl Watched {
         }
     }
 
-    /// The first file whose path leads elsewhere, or to a changed file,
-    /// since it was last looked at.
-    fn changed_file(&self) -> Option<PathBuf> {
-        self.files
-            .iter()
-            .find(|(path, seen)| FileState::of(path) != **seen)
-            .map(|(path, _)| path.clone())
+    /// Why to reload, if a file's path leads elsewhere, or to a changed
+    /// file, since it was last looked at, or it may have changed while it
+    /// was read.
+    fn changed_file(&self) -> Option<String> {
+        self.files.iter().find_map(|(path, seen)| {
+            if FileState::of(path) != seen.state {
+                Some(format!("{} changed", path.display()))
+            } else if !seen.settled {
+                Some(format!(
+                    "{} may have changed while it was read",
+                    path.display()
+                ))
+            } else {
+                None
+            }
+        })
     }
 
-    /// Notes what every file is now.
-    fn look_again(&mut self) {
+    /// Notes what every file is now, before a read that begins at
+    /// `read_from`.
+    fn look_again(&mut self, read_from: std::time::SystemTime) {
         for (path, seen) in &mut self.files {
-            *seen = FileState::of(path);
+            *seen = Seen::now(path, read_from);
         }
     }
 
     /// Follows `wanted` from now on: files already followed keep what they
     /// were last seen as (a change since is still found), new ones are
-    /// looked at now. The directories of the paths and of the files they
+    /// looked at now, as against the read of them that began at
+    /// `read_from`. The directories of the paths and of the files they
     /// lead to are watched (editors replace a file by renaming another
     /// onto it, which a watch on the file itself would lose).
-    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) {
+    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>, read_from: std::time::SystemTime) {
         let mut files = std::collections::BTreeMap::new();
         for path in wanted {
             let seen = match self.files.remove(&path) {
                 Some(seen) => seen,
-                None => FileState::of(&path),
+                None => Seen::now(&path, read_from),
             };
             files.insert(path, seen);
         }
@@ -346,12 +378,14 @@ fn changed_sections(then: &Option<toml::Table>, now: &Option<toml::Table>) -> Ve
 
 #[cfg(test)]
 mod tests {
-    use super::{FileState, changed_sections};
+    use super::{FileState, Seen, changed_sections};
 
-    /// Reading a file changes nothing the watcher follows; a rewrite of the
-    /// same length does, and so does a link swapped to an equal copy.
+    /// Reading a file changes nothing the watcher follows; a write does,
+    /// and so does a link swapped to an equal copy. A file written as it
+    /// was read is not taken as read for sure.
     #[test]
     fn what_counts_as_a_changed_file() {
+        use std::time::{Duration, SystemTime};
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("words.txt");
         std::fs::write(&file, "alpha\n").unwrap();
@@ -359,8 +393,17 @@ mod tests {
         assert!(before.is_some());
         assert_eq!(std::fs::read(&file).unwrap(), b"alpha\n");
         assert_eq!(FileState::of(&file), before, "a read is no change");
-        std::fs::write(&file, "gamma\n").unwrap();
-        assert_ne!(FileState::of(&file), before, "same length, other words");
+        assert!(
+            !Seen::now(&file, SystemTime::now()).settled,
+            "written just now"
+        );
+        let long_after = SystemTime::now() + Duration::from_secs(5);
+        assert!(
+            Seen::now(&file, long_after).settled,
+            "read long after it was written"
+        );
+        std::fs::write(&file, "alpha, beta\n").unwrap();
+        assert_ne!(FileState::of(&file), before, "written again");
 
         let copy = dir.path().join("copy.txt");
         std::fs::copy(&file, &copy).unwrap();
