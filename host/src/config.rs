@@ -212,7 +212,9 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: Option<u64>,
     /// The ways the server may ask for the service password:
     /// `scram-sha-256`, `md5`, `password` (cleartext), `trust` (none).
-    /// Default: all but `password`.
+    /// Default: `scram-sha-256` when a password is configured (the one
+    /// method in which the server proves it knows the password), `trust`
+    /// when none is.
     pub auth_methods: Option<Vec<String>>,
 }
 
@@ -679,18 +681,20 @@ pub struct AuthMethods {
     pub trust: bool,
 }
 
-impl Default for AuthMethods {
-    fn default() -> AuthMethods {
+impl AuthMethods {
+    /// With a password: SCRAM-SHA-256 alone, where the server proves it
+    /// knows the password before sluice sends it anything (an impostor
+    /// answering `trust`, or `md5` with a salt of its choosing, is taken
+    /// at its word otherwise). Without one: `trust`, the only way in.
+    pub fn default_for(has_password: bool) -> AuthMethods {
         AuthMethods {
-            scram_sha_256: true,
-            md5: true,
+            scram_sha_256: has_password,
+            md5: false,
             password: false,
-            trust: true,
+            trust: !has_password,
         }
     }
-}
 
-impl AuthMethods {
     /// The methods named in `[table] auth_methods`.
     fn from_names(table: &str, names: &[String]) -> Result<AuthMethods, Error> {
         let mut methods = AuthMethods {
@@ -1094,7 +1098,12 @@ impl Config {
             }
             None => None,
         };
-        let security = connection_security("audit.postgres", Some(postgres), base_dir)?;
+        let security = connection_security(
+            "audit.postgres",
+            Some(postgres),
+            base_dir,
+            password.is_some(),
+        )?;
         // The other fields of the file sink's settings do not apply.
         let mut settings = AuditSettings::for_file(PathBuf::new(), env);
         settings.key = key;
@@ -1242,7 +1251,7 @@ impl Config {
             return Err(invalid("[upstream] databases must name at least one"));
         }
 
-        let security = connection_security("upstream", section, base_dir)?;
+        let security = connection_security("upstream", section, base_dir, password.is_some())?;
         Ok(UpstreamSettings {
             host: url.host,
             port: url.port,
@@ -1274,6 +1283,7 @@ fn connection_security(
     table: &str,
     section: Option<&UpstreamConfig>,
     base_dir: &Path,
+    has_password: bool,
 ) -> Result<ConnectionSecurity, Error> {
     let tls = section.map(|s| s.tls).unwrap_or_default();
     let tls_ca_file = section
@@ -1288,11 +1298,23 @@ fn connection_security(
         Duration::from_millis(section.and_then(|s| s.connect_timeout_ms).unwrap_or(5_000));
     let auth_methods = match section.and_then(|s| s.auth_methods.as_deref()) {
         Some(names) => AuthMethods::from_names(table, names)?,
-        None => AuthMethods::default(),
+        None => AuthMethods::default_for(has_password),
     };
-    if auth_methods.password && tls != UpstreamTlsMode::VerifyFull {
+    if tls != UpstreamTlsMode::VerifyFull && has_password {
+        if auth_methods.password {
+            tracing::warn!(
+                "[{table}] auth_methods allows \"password\" without tls = \"verify-full\": whoever answers at the server's address can ask for the service password in cleartext and read it"
+            );
+        }
+        if auth_methods.md5 || auth_methods.trust {
+            tracing::warn!(
+                "[{table}] auth_methods allows md5 or trust without tls = \"verify-full\": a server that never proves it knows the password is taken at its word (scram-sha-256 alone makes it prove that)"
+            );
+        }
+    }
+    if !has_password && !auth_methods.trust {
         tracing::warn!(
-            "[{table}] auth_methods allows \"password\" without tls = \"verify-full\": whoever answers at the server's address can ask for the service password in cleartext and read it"
+            "[{table}] no password is configured and auth_methods leaves out trust: every login upstream will fail"
         );
     }
     Ok(ConnectionSecurity {
@@ -1489,17 +1511,25 @@ mod tests {
         )
     }
 
-    /// The cleartext password is off unless named; names are checked.
+    /// By default only what makes the server prove itself; names are
+    /// checked.
     #[test]
-    fn auth_methods_default_to_all_but_the_cleartext_password() {
+    fn auth_methods_default_to_what_proves_the_server() {
         let base =
             "[listen]\naddress = \"127.0.0.1:6432\"\n\n[upstream]\nurl = \"postgres://a@b/c\"\n";
         let methods = |extra: &str| {
             resolve(&format!("{base}{extra}")).map(|settings| settings.upstream.auth_methods)
         };
+        // No password configured: trust is the only way in.
         let default = methods("").unwrap();
-        assert!(default.scram_sha_256 && default.md5 && default.trust);
-        assert!(!default.password);
+        assert!(default.trust && !default.scram_sha_256 && !default.md5 && !default.password);
+        // With one: SCRAM alone, where the server proves it knows it.
+        let with_password = resolve(&base.replace("a@b", "a:secret@b"))
+            .unwrap()
+            .upstream
+            .auth_methods;
+        assert!(with_password.scram_sha_256);
+        assert!(!with_password.md5 && !with_password.trust && !with_password.password);
         let chosen = methods("auth_methods = [\"scram-sha-256\", \"password\"]\n").unwrap();
         assert!(chosen.scram_sha_256 && chosen.password);
         assert!(!chosen.md5 && !chosen.trust);

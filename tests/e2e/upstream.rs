@@ -77,17 +77,21 @@ async fn logs_in_upstream_with_every_password_method() {
 }
 
 /// Whoever answers at the server's address chooses how sluice shows the
-/// service password: a method `auth_methods` leaves out is refused, the
-/// cleartext password by default, and the client learns only that the
+/// service password: a method `auth_methods` leaves out is refused (all
+/// but SCRAM-SHA-256 by default), and the client learns only that the
 /// database is unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_auth_methods_leaves_out_is_refused() {
-    let cleartext = cluster(|b| b.auth(HostAuth::Password)).await;
-    let by_default = gateway(&config_text(cleartext.port(), SEEDED_DB, "")).await;
-    let error = select_one(&by_default).await.unwrap_err();
-    assert_eq!(sqlstate(&error), Some("08006"), "{error:?}");
-    let message = error.as_db_error().unwrap().message().to_owned();
-    assert!(!message.contains("auth_methods"), "{message}");
+    // By default, with a password configured, only SCRAM-SHA-256: the
+    // one method in which the server proves it knows the password.
+    for auth in [HostAuth::Password, HostAuth::Md5, HostAuth::Trust] {
+        let pg = cluster(move |b| b.auth(auth)).await;
+        let by_default = gateway(&config_text(pg.port(), SEEDED_DB, "")).await;
+        let error = select_one(&by_default).await.unwrap_err();
+        assert_eq!(sqlstate(&error), Some("08006"), "{auth}: {error:?}");
+        let message = error.as_db_error().unwrap().message().to_owned();
+        assert!(!message.contains("auth_methods"), "{message}");
+    }
 
     for (auth, allowed) in [
         (HostAuth::Md5, &["scram-sha-256"][..]),
@@ -139,7 +143,7 @@ async fn a_missing_password_fails_only_when_the_server_asks() {
 /// local use) and replaces host, port, database and user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_url_override_with_inline_password() {
-    let pg = cluster(|b| b.auth(HostAuth::Md5)).await;
+    let pg = cluster(|b| b.auth(HostAuth::ScramSha256)).await;
     let text = config_text(1, "elsewhere", "")
         .replace("password_env = \"SLUICE_TEST_UPSTREAM_PASSWORD\"\n", "");
     let overrides = Overrides {
