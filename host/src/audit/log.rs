@@ -116,10 +116,12 @@
 //! - the last record does not open with the key (a wrong key or a changed
 //!   file), the head names records that are not there (cut short), the head
 //!   does not verify, the head is missing while records exist, or the
-//!   active file holds zero bytes inside its records (records lost in the
-//!   middle: a power loss under `Batch`, whose later writes reached the
-//!   disk before earlier ones, or a wipe): `open` refuses with
-//!   [`AuditError::Untrusted`]. Only an operator can tell a
+//!   active file holds zero bytes before the end of the records the head
+//!   names (records it vouches for lost: a power loss under `Batch`, whose
+//!   head and later writes reached the disk before earlier ones, or a
+//!   wipe): `open` refuses with [`AuditError::Untrusted`]. Zeros after
+//!   them are writes a power loss kept from the disk, never acknowledged
+//!   as synced: the file is set aside as for a torn record. Only an operator can tell a
 //!   crash from tampering there.
 //!
 //! # Failure: fail closed
@@ -1253,22 +1255,20 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     let head = read_head(&settings.head_path, &settings.key)?;
     let files = chain_files(path).map_err(io("list the files of", path))?;
 
-    // Zeros inside the records are records lost (a power loss under
-    // `Batch`, whose later writes reached the disk and earlier ones did
-    // not) or wiped by hand: either way the chain is broken there, and
-    // writing on would bury it under new records that look fine.
-    if let Some(at) = zeros_within_data(path).map_err(io("read", path))? {
-        return Err(untrusted(format!(
-            "{} holds zero bytes at offset {at}, inside its records: records lost there \
-             (a power loss under fsync = \"batch\"?) or wiped",
-            path.display()
-        )));
-    }
+    // Zeros inside the data: writes that never reached the disk while
+    // later ones did (a power loss), or records wiped by hand. Either way
+    // the chain is broken there, and writing on would bury the break.
+    // The records before the hole are the ones to go on from.
+    let hole = zeros_within_data(path).map_err(io("read", path))?;
     let mut last = Link::GENESIS;
     let mut torn = None;
     for file in files.iter().rev() {
-        let tail = read_tail(file).map_err(io("read", file))?;
-        if file == path && !tail.torn.is_empty() {
+        let tail = match hole {
+            Some(at) if file == path => File::open(file).and_then(|f| tail_of(&f, at)),
+            _ => read_tail(file),
+        }
+        .map_err(io("read", file))?;
+        if file == path && hole.is_none() && !tail.torn.is_empty() {
             torn = Some(tail.torn.clone());
         }
         if let Some(line) = tail.last_line {
@@ -1296,8 +1296,16 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
         }
         Some(head) if head == last => {}
         Some(head) if head.seq > last.seq => {
+            let lost = hole
+                .map(|at| {
+                    format!(
+                        ", before zero bytes at offset {at} (records lost there: a power loss \
+                         under fsync = \"batch\"?, or wiped)"
+                    )
+                })
+                .unwrap_or_default();
             return Err(untrusted(format!(
-                "the trail was cut short: the head names seq {} but the last record is seq {}",
+                "the trail was cut short: the head names seq {} but the last record is seq {}{lost}",
                 head.seq, last.seq
             )));
         }
@@ -1324,6 +1332,12 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
                 head.seq
             ));
         }
+    }
+    if let Some(at) = hole {
+        found.push(format!(
+            "zero bytes at offset {at}, after the records the head names: writes that \
+             never reached the disk (a power loss?)"
+        ));
     }
     if let Some(torn) = torn {
         let claims = chain::peek_seq(&torn)
@@ -1427,6 +1441,11 @@ struct Tail {
 fn read_tail(path: &Path) -> io::Result<Tail> {
     let file = File::open(path)?;
     let len = data_len(&file)?;
+    tail_of(&file, len)
+}
+
+/// [`read_tail`] of the file's first `len` bytes.
+fn tail_of(file: &File, len: u64) -> io::Result<Tail> {
     let mut window = TAIL_WINDOW.min(len);
     loop {
         let start = len - window;
@@ -2080,6 +2099,37 @@ mod tests {
         assert!(
             matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains(&format!("zero bytes at offset {at}"))),
             "{refused:?}"
+        );
+
+        // Zeros after the records the head names (writes a power loss kept
+        // from the disk, then a later page that reached it): set aside, and
+        // the chain goes on from the last record the key opens.
+        let head_record = lines[1].clone();
+        let mut unsynced = vec![0u8; 40];
+        unsynced.extend_from_slice(&lines[2][40..]);
+        fs::write(&settings.path, [lines[0].clone(), head_record].concat()).expect("two records");
+        let head = chain::open_line(&settings.key, &lines[1])
+            .expect("opens")
+            .link();
+        write_head(
+            &open_head_file(&settings.head_path).expect("head file"),
+            &chain::head_line(&settings.key, &head),
+            false,
+        )
+        .expect("head names the second record");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&settings.path)
+            .expect("opens");
+        std::io::Write::write_all(&mut file, &unsynced).expect("appends");
+        drop(file);
+        let log = AuditLog::open(settings.clone()).expect("set aside, not refused");
+        log.record(statement(9)).await.expect("durable");
+        log.close().await;
+        assert_eq!(
+            rotated_files(&settings.path).expect("lists").len(),
+            1,
+            "set aside"
         );
     }
 
