@@ -148,11 +148,16 @@ pub struct Analyser {
 /// Most templates an [`Analyser`] keeps, each tried in turn.
 const TEMPLATES: usize = 8;
 
+/// Most texts of one shape a template is tried from.
+const TEMPLATE_TRIES: u8 = 3;
+
 /// A remembered shape's analysis.
 struct Remembered {
     statement: Statement,
-    /// Whether a template of it has been tried (made or found impossible).
-    template_tried: bool,
+    /// Texts of it a template was tried from: one whose literals are not
+    /// plain (`1.5`, `E'x'`) makes none, and another text of the shape
+    /// may; after [`TEMPLATE_TRIES`] the shape is left to the lexer.
+    template_tries: u8,
 }
 
 impl Analyser {
@@ -218,14 +223,20 @@ impl Analyser {
         else {
             return;
         };
-        if std::mem::replace(&mut remembered.template_tried, true) {
+        if remembered.template_tries >= TEMPLATE_TRIES {
             return;
         }
         let shape = one.shape.clone().unwrap_or_else(|| "".into());
         let made = template::Template::of(text, piece, scs, shape, remembered.statement.clone());
-        if let Some(made) = made {
-            self.templates.truncate(TEMPLATES - 1);
-            self.templates.insert(0, made);
+        match made {
+            Some(made) => {
+                // Made once: a shape whose template is later pushed out of
+                // the list is lexed from then on.
+                remembered.template_tries = TEMPLATE_TRIES;
+                self.templates.truncate(TEMPLATES - 1);
+                self.templates.insert(0, made);
+            }
+            None => remembered.template_tries += 1,
         }
     }
 
@@ -279,7 +290,7 @@ impl Analyser {
                 shape.clone(),
                 Remembered {
                     statement: known,
-                    template_tried: false,
+                    template_tries: 0,
                 },
             );
             shape

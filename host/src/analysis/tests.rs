@@ -747,6 +747,12 @@ fn literals_that_could_join_their_neighbours_make_no_template() {
         // Still remembered as a shape: the analysis is reused after lexing.
         assert_eq!(analyser.shapes.len(), 1, "{text}");
     }
+    // A later text of the same shape with plain literals still makes one.
+    let mut analyser = Analyser::default();
+    analyser.analyse("SELECT pan FROM cards WHERE id = 1.5", true);
+    assert!(analyser.templates.is_empty());
+    analyser.analyse("SELECT pan FROM cards WHERE id = 7", true);
+    assert_eq!(analyser.templates.len(), 1);
     // Several statements in one string make none either.
     let mut analyser = Analyser::default();
     analyser.analyse("SELECT pan FROM cards WHERE id = 1; SELECT 2", true);

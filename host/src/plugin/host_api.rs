@@ -77,6 +77,10 @@ pub struct State {
     /// The session of the running call, while a handle on it is lent to
     /// the plugin; `None` between calls.
     pub session: Option<Arc<SessionInfo>>,
+    /// A secret the running call was handed (a client's bearer token):
+    /// taken out of whatever the plugin logs, and of its faults' details.
+    /// `None` between calls.
+    pub secret: Option<Arc<str>>,
     /// Epoch ticks the running call may still run for. Ticks spent
     /// suspended (yielded to other sessions) are not counted.
     pub ticks_left: u64,
@@ -107,6 +111,7 @@ impl State {
             table: ResourceTable::new(),
             context,
             session: None,
+            secret: None,
             ticks_left: 0,
             memory_bytes_in_use: 0,
             table_elements_in_use: 0,
@@ -229,7 +234,10 @@ impl log::Host for State {
             message.truncate(cut);
             message.push('…');
         }
-        let message = redact_long_digit_runs(&message);
+        let mut message = redact_long_digit_runs(&message);
+        if let Some(secret) = &self.secret {
+            message = without_secret(&message, secret).into();
+        }
         let plugin = self.context.name.as_str();
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -238,6 +246,57 @@ impl log::Host for State {
             log::Level::Warn => tracing::warn!(plugin, "{message}"),
             log::Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+/// `text` with every copy of `secret` (and of any run of 16 or more of its
+/// characters, which quoting part of it leaves, or of half of a shorter
+/// one) replaced, cut to a length a log line can hold. For what a plugin
+/// says when it was handed a client's bearer token: a careless one quotes
+/// the token it could not parse.
+pub fn without_secret(text: &str, secret: &str) -> String {
+    const MAX_REASON_CHARS: usize = 400;
+    // The scan is of every window of the secret over the text: bounded.
+    const MAX_SCANNED_BYTES: usize = 8192;
+    let mut clean = text.to_owned();
+    if clean.len() > MAX_SCANNED_BYTES {
+        let mut cut = MAX_SCANNED_BYTES;
+        while !clean.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        clean.truncate(cut);
+    }
+    let chars: Vec<(usize, char)> = secret.char_indices().collect();
+    if !chars.is_empty() {
+        clean = clean.replace(secret, "[the token]");
+        let quoted = 16.min(chars.len().div_ceil(2)).max(1);
+        // Every stretch of the text that some `quoted` characters of the
+        // secret cover goes, overlapping stretches as one.
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for window in chars.windows(quoted) {
+            let (start, last) = (window[0].0, window[quoted - 1]);
+            let part = &secret[start..last.0 + last.1.len_utf8()];
+            covered.extend(
+                clean
+                    .match_indices(part)
+                    .map(|(at, _)| (at, at + part.len())),
+            );
+        }
+        covered.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in covered {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        for (start, end) in merged.into_iter().rev() {
+            clean.replace_range(start..end, "[part of the token]");
+        }
+    }
+    match clean.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}...", &clean[..cut]),
+        None => clean,
     }
 }
 

@@ -334,7 +334,8 @@ impl Plugin {
         check: impl FnOnce(R) -> Result<T, String>,
     ) -> Result<T, Fault> {
         self.stats.latency.observe(warm.called_at.elapsed());
-        let answer = result.map_err(|error| self.fault(error))?;
+        let secret = warm.store.data_mut().secret.take();
+        let answer = result.map_err(|error| self.fault_handed(error, secret.as_deref()))?;
         let value = check(answer).map_err(|detail| self.answer_refused(detail))?;
         warm.store.data_mut().session = None;
         if warm.generation == self.generation.load(Ordering::Acquire) {
@@ -366,6 +367,12 @@ impl Plugin {
     }
 
     fn fault(&self, error: wasmtime::Error) -> Fault {
+        self.fault_handed(error, None)
+    }
+
+    /// [`Plugin::fault`] of a call handed `secret`: a trap's detail (the
+    /// plugin's panic message) may quote it, and goes to the log.
+    fn fault_handed(&self, error: wasmtime::Error, secret: Option<&str>) -> Fault {
         let plugin = self.name.clone();
         let fault = if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
             Fault::Memory {
@@ -380,9 +387,13 @@ impl Plugin {
                 deadline: self.deadline,
             }
         } else {
+            let detail = format!("{error:#}");
             Fault::Trap {
                 plugin,
-                detail: format!("{error:#}"),
+                detail: match secret {
+                    Some(secret) => super::host_api::without_secret(&detail, secret),
+                    None => detail,
+                },
             }
         };
         self.record(&fault);

@@ -362,10 +362,11 @@ impl PluginSet {
         connection: &ConnectionInfo,
     ) -> Result<Result<Principal, AuthError>, Fault> {
         for plugin in &self.identity {
-            match call!(plugin, Identity, |e, store| e
-                .sluice_gateway_identity()
-                .call_authenticate(store, user, token, connection))?
-            {
+            match call!(plugin, Identity, |e, store| {
+                store.data_mut().secret = Some(token.into());
+                e.sluice_gateway_identity()
+                    .call_authenticate(store, user, token, connection)
+            })? {
                 Err(AuthError::UnknownUser) => continue,
                 Ok(principal) if principal.id != user => return Ok(Err(AuthError::WrongUser)),
                 answer => return Ok(answer),

@@ -1449,6 +1449,7 @@ impl Proxy<'_> {
         let session = self.session.session_id;
         if let Some((plugin, reason, approver_group, command)) = approval {
             if !plugins.approves() {
+                let command = loggable_command(&command);
                 tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
                 let refusal = Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -1462,6 +1463,7 @@ impl Proxy<'_> {
                 });
                 return Some(refusal);
             }
+            let command = loggable_command(&command);
             tracing::info!(session, %plugin, command, "statement held for approval");
             let mut tables: Vec<TableRef> = Vec::new();
             for access in statements.iter().flat_map(|a| &a.statement.tables) {
@@ -1503,6 +1505,7 @@ impl Proxy<'_> {
                     reason,
                 }) => {
                     let statement = crate::masking::for_log(plugins, text).await;
+                    let command = loggable_command(command);
                     tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
                     self.decision = Some(Decision {
                         verdict: "deny",
@@ -2754,11 +2757,12 @@ async fn describe_statement_span(plugins: &PluginSet, trace: &Trace, statements:
     let Some(first) = statements.first() else {
         return;
     };
+    let command = loggable_command(&first.statement.command);
     let operation = if statements.len() == 1 {
-        first.statement.command.clone()
+        command.to_owned()
     } else {
         // Several statements in one string: the conventions' batch form.
-        format!("BATCH {}", first.statement.command)
+        format!("BATCH {command}")
     };
     let tables: Vec<String> = statements
         .iter()
@@ -2792,6 +2796,18 @@ async fn describe_statement_span(plugins: &PluginSet, trace: &Trace, statements:
         .into_iter()
         .flatten(),
     );
+}
+
+/// A statement's command as logs and spans may show it. For a statement
+/// the parser does not read, the command is the client's first words
+/// (`x4111111111111111` reads `X4111111111111111`): one with a digit is no
+/// SQL keyword and could be a card number, so it shows as `OTHER`.
+fn loggable_command(command: &str) -> &str {
+    if command.bytes().any(|b| b.is_ascii_digit()) {
+        "OTHER"
+    } else {
+        command
+    }
 }
 
 /// Puts the masked text and the decision on the statement's span.
@@ -3129,6 +3145,15 @@ fn poll_write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command word with a digit in it is no keyword: shown as OTHER.
+    #[test]
+    fn commands_with_digits_are_not_shown() {
+        assert_eq!(loggable_command("SELECT"), "SELECT");
+        assert_eq!(loggable_command("CREATE TABLE"), "CREATE TABLE");
+        assert_eq!(loggable_command("X4111111111111111"), "OTHER");
+        assert_eq!(loggable_command("CREATE A4111111111111111"), "OTHER");
+    }
 
     #[test]
     fn streamed_runs_stop_at_held_or_partial_messages() {

@@ -825,8 +825,11 @@ async fn authenticate(
     // log must not hold.
     match answer {
         Ok(Ok(principal)) => Ok(principal),
-        Ok(Err(error)) => Err(attempt.failed(&without_token(&describe_auth_error(&error), token))),
-        Err(fault) => Err(attempt.failed(&without_token(
+        Ok(Err(error)) => Err(attempt.failed(&crate::plugin::host_api::without_secret(
+            &describe_auth_error(&error),
+            token,
+        ))),
+        Err(fault) => Err(attempt.failed(&crate::plugin::host_api::without_secret(
             &format!("identity plugin failed: {fault}"),
             token,
         ))),
@@ -839,46 +842,6 @@ fn describe_auth_error(error: &AuthError) -> String {
         AuthError::InvalidToken(why) => format!("invalid token: {why}"),
         AuthError::Expired => "token expired".to_owned(),
         AuthError::WrongUser => "token belongs to another user".to_owned(),
-    }
-}
-
-/// `text` with every copy of the client's bearer token (and of any run of
-/// 16 or more of its characters, which a plugin quoting part of it leaves)
-/// replaced, cut to a length a log line can hold.
-fn without_token(text: &str, token: &str) -> String {
-    const QUOTED: usize = 16;
-    const MAX_REASON_CHARS: usize = 400;
-    let mut clean = text.to_owned();
-    if !token.is_empty() {
-        clean = clean.replace(token, "[the token]");
-        // Every stretch of the text that some 16 characters of the token
-        // cover goes, overlapping stretches as one.
-        let mut covered: Vec<(usize, usize)> = Vec::new();
-        let chars: Vec<(usize, char)> = token.char_indices().collect();
-        for window in chars.windows(QUOTED) {
-            let (start, last) = (window[0].0, window[QUOTED - 1]);
-            let part = &token[start..last.0 + last.1.len_utf8()];
-            covered.extend(
-                clean
-                    .match_indices(part)
-                    .map(|(at, _)| (at, at + part.len())),
-            );
-        }
-        covered.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::new();
-        for (start, end) in covered {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        for (start, end) in merged.into_iter().rev() {
-            clean.replace_range(start..end, "[part of the token]");
-        }
-    }
-    match clean.char_indices().nth(MAX_REASON_CHARS) {
-        Some((cut, _)) => format!("{}...", &clean[..cut]),
-        None => clean,
     }
 }
 
@@ -1035,15 +998,19 @@ mod tests {
     fn a_plugin_quoting_the_token_does_not_put_it_in_the_log() {
         let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.sig-4f2a9c";
         let whole = describe_auth_error(&AuthError::InvalidToken(format!("cannot parse {token}")));
-        let logged = without_token(&whole, token);
+        let logged = crate::plugin::host_api::without_secret(&whole, token);
         assert!(!logged.contains(token), "{logged}");
         assert!(logged.contains("cannot parse [the token]"), "{logged}");
         let part = &token[4..30];
-        let logged = without_token(&format!("bad segment {part}!"), token);
+        let logged =
+            crate::plugin::host_api::without_secret(&format!("bad segment {part}!"), token);
         assert_eq!(logged, "bad segment [part of the token]!");
-        let long = without_token(&"x".repeat(5000), token);
+        let long = crate::plugin::host_api::without_secret(&"x".repeat(5000), token);
         assert!(long.len() < 500, "{}", long.len());
-        assert_eq!(without_token("token expired", token), "token expired");
+        assert_eq!(
+            crate::plugin::host_api::without_secret("token expired", token),
+            "token expired"
+        );
     }
 
     #[test]
