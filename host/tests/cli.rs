@@ -323,6 +323,51 @@ fn serve_with_overrides_sighup_and_sigterm() {
     wait_for_line(&lines, &mut log, "SIGTERM");
 }
 
+/// An identity plugin that quotes the bearer token it was handed — in its
+/// own log line, in its refusal's reason — puts none of it in sluice's
+/// log, nor does one that panics over it.
+#[test]
+fn a_token_an_identity_plugin_quotes_stays_out_of_the_log() {
+    const SECRET: &str = "s3cr3t-b34r3r-t0k3n-material";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugins]]\nname = \"idp\"\nhook = \"identity\"\npath = \"{}\"\n\
+             [plugins.config.tokens.tok-bob]\nuser = \"bob\"\ngroups = [\"ops\"]\n",
+            sluice::plugin::builtin::test_guests::GUEST_IDENTITY
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = serve_logged(&["-c", config.to_str().unwrap()], port);
+    let lines = log_lines(&mut child);
+    let mut log = String::new();
+    let conninfo = format!("host=127.0.0.1 port={port} user=bob dbname=payments sslmode=disable");
+    for (token, logged) in [
+        (format!("tok-{SECRET}"), "invalid token"),
+        (format!("tok-panic-{SECRET}"), "identity plugin failed"),
+    ] {
+        let output = psql(&conninfo, &token, "SELECT 1");
+        let psql_stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            psql_stderr.contains("password authentication failed"),
+            "{psql_stderr}"
+        );
+        wait_for_line(&lines, &mut log, logged);
+    }
+    // The plugin's own line, its reason and its trap were all logged
+    // (the panic's message goes to the plugin's stderr, which sluice
+    // does not keep).
+    assert!(log.contains("no such token: [the token]"), "{log}");
+    assert!(log.contains("unknown token [the token]"), "{log}");
+    assert!(log.contains("plugin idp trapped"), "{log}");
+    assert!(!log.contains(&SECRET[..10]), "{log}");
+    signal(&child.0, libc::SIGTERM);
+    wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
+}
+
 /// SIGHUP to a gateway started without a config (nothing to reload) is
 /// not a kill: it says so and goes on serving.
 #[test]

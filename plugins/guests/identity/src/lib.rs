@@ -17,7 +17,9 @@
 //! the token's principal if the token is known, names the startup user and
 //! has not expired; `WrongUser` if it names another user; `Expired` if it
 //! has expired; and for a token it does not know, `UnknownUser` when no
-//! token names the startup user at all, `InvalidToken` otherwise.
+//! token names the startup user at all, `InvalidToken` otherwise (logging
+//! and quoting the token, as a careless plugin would). A token starting
+//! `tok-panic` makes it panic, quoting the token.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -115,9 +117,15 @@ impl Config {
     }
 
     fn authenticate(&self, user: &str, token: &str, now: u64) -> Result<Principal, AuthError> {
+        // Careless on purpose, as a plugin should not be: it quotes the
+        // token it was handed, for the host to keep out of its log.
+        if token.starts_with("tok-panic") {
+            panic!("cannot parse token {token}");
+        }
         let Some(entry) = self.tokens.get(token) else {
             return if self.tokens.values().any(|entry| entry.user == user) {
-                Err(AuthError::InvalidToken("unknown token".to_owned()))
+                sluice_plugin::log::warn(format!("no such token: {token}"));
+                Err(AuthError::InvalidToken(format!("unknown token {token}")))
             } else {
                 Err(AuthError::UnknownUser)
             };
