@@ -424,21 +424,30 @@ async fn load_one(
         plugin: settings.name.clone(),
         reason,
     };
-    let wasm: Arc<[u8]> = match &settings.source {
-        PluginSource::Builtin(name) => match builtin::get(name) {
-            Some(bytes) => Arc::from(bytes),
-            None => {
-                return Err(fail(format!(
-                    "there is no builtin plugin {name:?} (builtins: {})",
-                    builtin::names().join(", ")
-                )));
-            }
-        },
-        PluginSource::File(path) => crate::config::read_regular_file(path, MAX_COMPONENT_BYTES)
-            .map(Arc::from)
-            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
-    };
-    let files = read_files(settings).map_err(fail)?;
+    // The files are read off the runtime: a component of hundreds of
+    // megabytes, or a slow disk, would hold up every task of its thread
+    // (on the main runtime, accepting connections) for as long.
+    let reading = settings.clone();
+    let (wasm, files) = tokio::task::spawn_blocking(move || {
+        let wasm: Arc<[u8]> = match &reading.source {
+            PluginSource::Builtin(name) => match builtin::get(name) {
+                Some(bytes) => Arc::from(bytes),
+                None => {
+                    return Err(format!(
+                        "there is no builtin plugin {name:?} (builtins: {})",
+                        builtin::names().join(", ")
+                    ));
+                }
+            },
+            PluginSource::File(path) => crate::config::read_regular_file(path, MAX_COMPONENT_BYTES)
+                .map(Arc::from)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        };
+        Ok((wasm, read_files(&reading)?))
+    })
+    .await
+    .map_err(|e| fail(format!("reading its files was interrupted: {e}")))?
+    .map_err(fail)?;
     let fingerprint = fingerprint(settings, &wasm, &files);
     if let Some(unchanged) = previous.and_then(|set| set.find(&settings.name, &fingerprint)) {
         return Ok(unchanged.clone());
