@@ -682,6 +682,13 @@ pub struct AuthMethods {
 }
 
 impl AuthMethods {
+    const NONE: AuthMethods = AuthMethods {
+        scram_sha_256: false,
+        md5: false,
+        password: false,
+        trust: false,
+    };
+
     /// With a password: SCRAM-SHA-256 alone, where the server proves it
     /// knows the password before sluice sends it anything (an impostor
     /// answering `trust`, or `md5` with a salt of its choosing, is taken
@@ -697,12 +704,7 @@ impl AuthMethods {
 
     /// The methods named in `[table] auth_methods`.
     fn from_names(table: &str, names: &[String]) -> Result<AuthMethods, Error> {
-        let mut methods = AuthMethods {
-            scram_sha_256: false,
-            md5: false,
-            password: false,
-            trust: false,
-        };
+        let mut methods = AuthMethods::NONE;
         for name in names {
             match name.as_str() {
                 "scram-sha-256" => methods.scram_sha_256 = true,
@@ -716,14 +718,7 @@ impl AuthMethods {
                 }
             }
         }
-        if methods
-            == (AuthMethods {
-                scram_sha_256: false,
-                md5: false,
-                password: false,
-                trust: false,
-            })
-        {
+        if methods == AuthMethods::NONE {
             return Err(invalid(format!(
                 "[{table}] auth_methods must name at least one method"
             )));

@@ -4,8 +4,9 @@
 //!
 //! The client never sees this login: it authenticated to sluice, and the
 //! service secret stays here. Authentication methods: trust, cleartext
-//! password, md5 and SCRAM-SHA-256, as `auth_methods` allows (all but the
-//! cleartext password by default: the server, or whoever answers at its
+//! password, md5 and SCRAM-SHA-256, as `auth_methods` allows (by default
+//! SCRAM-SHA-256 alone when a password is configured, where the server
+//! proves it knows the password; the server, or whoever answers at its
 //! address, chooses the method).
 
 use std::collections::BTreeMap;
@@ -287,12 +288,8 @@ async fn login(
             tag::AUTHENTICATION => {
                 let auth = decode_authentication(&frame)?;
                 let ok = matches!(auth, Authentication::Ok);
-                // An "ok" before any password was asked for is `trust`.
-                if ok && !password_asked && !settings.auth_methods.trust {
-                    return Err(Error::MethodNotAllowed("trust"));
-                }
+                authenticate(stream, settings, auth, &mut scram, password_asked).await?;
                 password_asked |= !ok;
-                authenticate(stream, settings, auth, &mut scram).await?;
                 authenticated |= ok;
             }
             tag::PARAMETER_STATUS => parameter_status.push(frame),
@@ -321,10 +318,15 @@ async fn login(
     }
 }
 
-/// The method the server asks for, when `allowed` leaves it out. (An "ok"
-/// before any password was asked for, `trust`, is judged by the caller.)
-fn disallowed(auth: &Authentication, allowed: AuthMethods) -> Option<&'static str> {
+/// The method the server asks for, when `allowed` leaves it out: an "ok"
+/// before any password was asked for is `trust`.
+fn disallowed(
+    auth: &Authentication,
+    allowed: AuthMethods,
+    password_asked: bool,
+) -> Option<&'static str> {
     let (method, is_allowed) = match auth {
+        Authentication::Ok if !password_asked => ("trust", allowed.trust),
         Authentication::CleartextPassword => ("password", allowed.password),
         Authentication::MD5Password(_) => ("md5", allowed.md5),
         Authentication::SASL(_) => ("scram-sha-256", allowed.scram_sha_256),
@@ -352,11 +354,14 @@ fn decode_authentication(frame: &Frame) -> Result<Authentication, Error> {
         .ok_or_else(|| Error::UnsupportedAuthentication(format!("code {code}")))
 }
 
+/// Answers one Authentication request. `password_asked`: whether the
+/// server asked for the password in some form before this request.
 async fn authenticate(
     stream: &mut Stream,
     settings: &UpstreamSettings,
     auth: Authentication,
     scram: &mut Option<ScramSha256>,
+    password_asked: bool,
 ) -> Result<(), Error> {
     let password = || settings.password.as_ref().ok_or(Error::PasswordRequired);
     let mut out = BytesMut::new();
@@ -374,7 +379,7 @@ async fn authenticate(
             "the server left the SCRAM exchange before proving it knows the password",
         )));
     }
-    if let Some(method) = disallowed(&auth, settings.auth_methods) {
+    if let Some(method) = disallowed(&auth, settings.auth_methods, password_asked) {
         return Err(Error::MethodNotAllowed(method));
     }
     match auth {

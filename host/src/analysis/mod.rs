@@ -216,17 +216,15 @@ impl Analyser {
     /// Makes a template of `text`, one statement of a remembered shape,
     /// unless one was tried for that shape already.
     fn make_template(&mut self, text: &str, piece: &lexer::Piece<'_>, scs: bool, one: &Analysed) {
-        let Some(remembered) = one
-            .shape
-            .as_ref()
-            .and_then(|shape| self.shapes.get_mut(shape))
-        else {
+        let Some(shape) = one.shape.clone() else {
+            return;
+        };
+        let Some(remembered) = self.shapes.get_mut(&shape) else {
             return;
         };
         if remembered.template_tries >= TEMPLATE_TRIES {
             return;
         }
-        let shape = one.shape.clone().unwrap_or_else(|| "".into());
         let made = template::Template::of(text, piece, scs, shape, remembered.statement.clone());
         match made {
             Some(made) => {

@@ -75,31 +75,35 @@ fn base_dir(config_path: &Path) -> PathBuf {
 
 /// Reloads the plugins from the config file now.
 pub async fn reload_from(plugins: &Plugins, config_path: &Path) -> Result<u64, ReloadError> {
-    reload_recorded(plugins, config_path, |_| {}).await
+    match plugin_settings(config_path) {
+        Ok(settings) => reload_settings(plugins, &settings, |_| {}).await,
+        Err(error) => Err(rejected(plugins, error.into())),
+    }
 }
 
-/// [`reload_from`], calling `before_swap` with the new set just before it
-/// takes over.
-async fn reload_recorded(
+/// Puts the plugins of `settings` in force, calling `before_swap` with the
+/// new set just before it takes over.
+async fn reload_settings(
     plugins: &Plugins,
-    config_path: &Path,
+    settings: &[PluginSettings],
     before_swap: impl FnOnce(&super::PluginSet),
 ) -> Result<u64, ReloadError> {
-    let rejected = |error: ReloadError| {
-        plugins
-            .reloads_rejected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(%error, "plugin reload rejected; the loaded plugins keep serving");
-        error
-    };
-    let settings = plugin_settings(config_path).map_err(|error| rejected(error.into()))?;
     let current = plugins.current();
     for (hook, name) in [(Hook::Policy, "policy"), (Hook::Masking, "masking")] {
         if !current.chain(hook).is_empty() && !settings.iter().any(|p| p.hook == hook) {
-            return Err(rejected(ReloadError::TurnsOff(name)));
+            return Err(rejected(plugins, ReloadError::TurnsOff(name)));
         }
     }
-    Ok(plugins.reload_then(&settings, before_swap).await?)
+    Ok(plugins.reload_then(settings, before_swap).await?)
+}
+
+/// Counts and logs a reload refused before the plugins were loaded.
+fn rejected(plugins: &Plugins, error: ReloadError) -> ReloadError {
+    plugins
+        .reloads_rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(%error, "plugin reload rejected; the loaded plugins keep serving");
+    error
 }
 
 /// The files whose change reloads the plugins.
@@ -162,16 +166,13 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             // An event says where to look, not what changed: reading a
             // file can raise one (its access time), and a swapped link
             // raises one that names the link.
-            Some(()) = changed.recv() => match watched.changed_file() {
-                Some(cause) => cause,
-                None => continue,
-            },
-            _ = poll.tick() => match watched.changed_file() {
-                Some(cause) => cause,
-                None => continue,
-            },
-            Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP".to_owned(),
+            Some(()) = changed.recv() => watched.changed_file(),
+            _ = poll.tick() => watched.changed_file(),
+            Some(()) = async { hangup.as_mut()?.recv().await } => Some("SIGHUP".to_owned()),
             else => return,
+        };
+        let Some(cause) = cause else {
+            continue;
         };
         // What the files are now, before the reload reads them: a change
         // made while it reads is a change the next look finds.
@@ -185,20 +186,25 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
                 "the config changed beyond [[plugins]]: a reload applies the plugins only; these take a restart"
             );
         }
+        // The config read once: the plugins it names are loaded and their
+        // files (links may lead elsewhere now) watched from here on.
+        let settings = match plugin_settings(&config_path) {
+            Ok(settings) => settings,
+            Err(error) => {
+                rejected(&plugins, error.into());
+                continue;
+            }
+        };
         // On the record before the new plugins decide anything: a
         // statement they judge comes after it in the trail.
-        let _ = reload_recorded(&plugins, &config_path, |set| {
+        let _ = reload_settings(&plugins, &settings, |set| {
             audit.record_later(crate::audit::Event::PluginsReloaded {
                 cause: &cause,
                 plugins: &set.versions(),
             });
         })
         .await;
-        // Paths may have changed with the config, and links may lead
-        // elsewhere now: watch what it names.
-        if let Ok(settings) = plugin_settings(&config_path) {
-            watched.rewatch(watched_files(&config_path, &settings), read_from);
-        }
+        watched.rewatch(watched_files(&config_path, &settings), read_from);
     }
 }
 

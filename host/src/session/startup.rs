@@ -31,6 +31,7 @@ use crate::config::Hook;
 use crate::gateway::Shared;
 use crate::plugin::bindings::identity::exports::sluice::gateway::identity::AuthError;
 use crate::plugin::bindings::types::{ConnectionInfo, Principal};
+use crate::plugin::host_api::without_secret;
 use crate::plugin::{SessionInfo, Verdict};
 use crate::protocol::frame::{Frame, read_frame};
 use crate::protocol::reply;
@@ -825,11 +826,8 @@ async fn authenticate(
     // log must not hold.
     match answer {
         Ok(Ok(principal)) => Ok(principal),
-        Ok(Err(error)) => Err(attempt.failed(&crate::plugin::host_api::without_secret(
-            &describe_auth_error(&error),
-            token,
-        ))),
-        Err(fault) => Err(attempt.failed(&crate::plugin::host_api::without_secret(
+        Ok(Err(error)) => Err(attempt.failed(&without_secret(&describe_auth_error(&error), token))),
+        Err(fault) => Err(attempt.failed(&without_secret(
             &format!("identity plugin failed: {fault}"),
             token,
         ))),
@@ -998,19 +996,15 @@ mod tests {
     fn a_plugin_quoting_the_token_does_not_put_it_in_the_log() {
         let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.sig-4f2a9c";
         let whole = describe_auth_error(&AuthError::InvalidToken(format!("cannot parse {token}")));
-        let logged = crate::plugin::host_api::without_secret(&whole, token);
+        let logged = without_secret(&whole, token);
         assert!(!logged.contains(token), "{logged}");
         assert!(logged.contains("cannot parse [the token]"), "{logged}");
         let part = &token[4..30];
-        let logged =
-            crate::plugin::host_api::without_secret(&format!("bad segment {part}!"), token);
+        let logged = without_secret(&format!("bad segment {part}!"), token);
         assert_eq!(logged, "bad segment [part of the token]!");
-        let long = crate::plugin::host_api::without_secret(&"x".repeat(5000), token);
+        let long = without_secret(&"x".repeat(5000), token);
         assert!(long.len() < 500, "{}", long.len());
-        assert_eq!(
-            crate::plugin::host_api::without_secret("token expired", token),
-            "token expired"
-        );
+        assert_eq!(without_secret("token expired", token), "token expired");
     }
 
     #[test]
