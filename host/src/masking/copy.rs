@@ -105,7 +105,24 @@ pub fn read(run: &[u8], header_seen: &mut bool) -> Result<Tuples, CopyError> {
 
 /// Writes the run again into `out`: each message's header bytes from
 /// `run`, its tuples from `masked_rows` (DataRows, in order), its trailer.
+/// On an error nothing of the run is left in `out`: a message cut off
+/// where rebuilding stopped would garble what the client reads next.
 pub fn rebuild(
+    run: &[u8],
+    tuples: &Tuples,
+    masked_rows: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), CopyError> {
+    let mark = out.len();
+    let written = rebuild_into(run, tuples, masked_rows, out);
+    if written.is_err() {
+        out.truncate(mark);
+    }
+    written
+}
+
+/// [`rebuild`]'s writing, which stops at the first message it cannot write.
+fn rebuild_into(
     run: &[u8],
     tuples: &Tuples,
     masked_rows: &[u8],
@@ -240,6 +257,29 @@ mod tests {
         expected.extend(copy_data(&tuple(&[Some(b"2"), None])));
         expected.extend(copy_data(&(-1i16).to_be_bytes()));
         assert_eq!(&out[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_run_that_cannot_be_rebuilt_leaves_nothing_behind() {
+        let run = stream();
+        let mut header_seen = false;
+        let tuples = read(&run, &mut header_seen).unwrap();
+        // What the client was already sent stays; the run adds nothing.
+        let mut out = BytesMut::from(&b"sent before"[..]);
+        // The first tuple's row only: the second message has none to take.
+        let first_row_len = 1 + i32::from_be_bytes(tuples.rows[1..5].try_into().unwrap()) as usize;
+        let error = rebuild(&run, &tuples, &tuples.rows[..first_row_len], &mut out).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            CopyError("fewer masked rows than tuples").to_string()
+        );
+        assert_eq!(&out[..], b"sent before");
+        // A row whose length runs past the masked rows is refused the same way.
+        let mut cut = tuples.rows.to_vec();
+        cut.truncate(cut.len() - 1);
+        let mut out = BytesMut::new();
+        assert!(rebuild(&run, &tuples, &cut, &mut out).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]

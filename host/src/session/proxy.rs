@@ -2156,7 +2156,12 @@ impl Proxy<'_> {
     /// sent for the statement's outcome.
     async fn mask_copy_rows(&mut self, len: usize) -> Result<(), End> {
         let sent_from = self.to_client.len();
-        self.mask_copy_run(len).await?;
+        if let Err(end) = self.mask_copy_run(len).await {
+            // Whole messages or nothing: the session's closing error must
+            // not land inside a message the run left half-written.
+            self.to_client.truncate(sent_from);
+            return Err(end);
+        }
         if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome) {
             outcome.note_sent(&self.to_client[sent_from..]);
         }
