@@ -188,6 +188,13 @@ pub struct ListenConfig {
     pub max_connections: Option<usize>,
     /// Threads serving sessions; default: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Load balancers that put a PROXY protocol header (version 1 or 2)
+    /// before each connection, as addresses or CIDR ranges: a connection
+    /// from one of them must start with the header, whose client address
+    /// is then the session's origin (in the audit trail, the lockouts, the
+    /// logs and spans). From any other address a header is refused.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[upstream]`: the PostgreSQL server sluice fronts.
@@ -452,6 +459,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Threads serving sessions (`sluice serve`).
     pub worker_threads: usize,
+    /// Where connections start with a PROXY protocol header naming the
+    /// client (`[listen] proxy_protocol_from`).
+    pub proxy_protocol_from: Vec<AddressRange>,
     pub upstream: UpstreamSettings,
     pub limits: Limits,
     pub allowed_startup_parameters: BTreeSet<String>,
@@ -466,6 +476,95 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Trace export; `None`: no spans.
     pub telemetry: Option<crate::telemetry::TelemetrySettings>,
+}
+
+/// An address, or a range of them in CIDR notation (`10.0.0.0/8`,
+/// `2001:db8::/32`); an address alone is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl AddressRange {
+    /// Whether `address` is in the range. An IPv4 client seen on an IPv6
+    /// socket (`::ffff:10.0.0.5`) counts as its IPv4 address.
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let bits_match = |a: &[u8], b: &[u8]| {
+            let whole = usize::from(self.prefix / 8);
+            let rest = self.prefix % 8;
+            a[..whole] == b[..whole]
+                && (rest == 0 || (a[whole] ^ b[whole]) & (0xffu8 << (8 - rest)) == 0)
+        };
+        match (self.network, address.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                bits_match(&network.octets(), &address.octets())
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                bits_match(&network.octets(), &address.octets())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AddressRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddressRange, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| "not an IP address or CIDR range".to_owned())?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let mut prefix = match prefix {
+            None => bits,
+            Some(written) => match written.parse::<u8>() {
+                // Digits only: `parse` would also take a sign.
+                Ok(prefix) if prefix <= bits && written.bytes().all(|b| b.is_ascii_digit()) => {
+                    prefix
+                }
+                _ => return Err(format!("the prefix length must be 0 to {bits}")),
+            },
+        };
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range
+        // it maps, as the addresses it is matched against are.
+        let canonical = network.to_canonical();
+        if canonical.is_ipv4() && network.is_ipv6() {
+            prefix = prefix
+                .checked_sub(96)
+                .ok_or("an IPv4-mapped range needs a prefix of at least 96")?;
+        }
+        let network = canonical;
+        // `10.0.0.1/8` is most likely a typo for an address or a range:
+        // refused rather than read as either.
+        if masked(network, prefix) != network {
+            return Err(format!(
+                "{address} has bits set past the /{prefix} prefix (the range is {}/{prefix})",
+                masked(network, prefix)
+            ));
+        }
+        Ok(AddressRange { network, prefix })
+    }
+}
+
+/// `address` with every bit past `prefix` cleared.
+fn masked(address: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 /// Default cap on the returned data recorded per statement.
@@ -972,6 +1071,16 @@ impl Config {
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
+            proxy_protocol_from: self
+                .listen
+                .proxy_protocol_from
+                .iter()
+                .map(|text| {
+                    text.parse().map_err(|why| {
+                        invalid(format!("[listen] proxy_protocol_from {text:?}: {why}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             upstream,
             limits,
             allowed_startup_parameters,
@@ -1537,6 +1646,53 @@ mod tests {
         );
         let none = methods("auth_methods = []\n").unwrap_err();
         assert!(none.to_string().contains("at least one"), "{none}");
+    }
+
+    #[test]
+    fn proxy_protocol_sources_are_addresses_or_ranges() {
+        let with = |list: &str| {
+            resolve(&format!(
+                "[listen]\naddress = \"127.0.0.1:6432\"\nproxy_protocol_from = [{list}]\n\n[upstream]\nurl = \"postgres://a@b/c\"\n"
+            ))
+        };
+        let ranges =
+            with(r#""10.0.0.0/8", "192.0.2.10", "2001:db8::/32", "::ffff:198.51.100.0/120""#)
+                .unwrap()
+                .proxy_protocol_from;
+        let trusted = |address: &str| {
+            let address = address.parse().unwrap();
+            ranges.iter().any(|range| range.contains(address))
+        };
+        assert!(trusted("10.200.3.4") && trusted("192.0.2.10") && trusted("2001:db8::5"));
+        // An IPv4 peer on an IPv6 socket is its IPv4 address.
+        assert!(trusted("::ffff:10.1.1.1"));
+        // A mapped range given in IPv6 form is an IPv4 range.
+        assert!(trusted("198.51.100.77"));
+        assert!(!trusted("11.0.0.1") && !trusted("192.0.2.11") && !trusted("2001:db9::5"));
+        assert!(!trusted("127.0.0.1"));
+        // /0 is everything of its family; an address alone is itself.
+        let any = with(r#""0.0.0.0/0""#).unwrap().proxy_protocol_from;
+        assert!(any[0].contains("203.0.113.1".parse().unwrap()));
+        assert!(!any[0].contains("2001:db8::1".parse().unwrap()));
+        assert!(with("").unwrap().proxy_protocol_from.is_empty());
+
+        for (bad, says) in [
+            (
+                r#""10.0.0.1/8""#,
+                "bits set past the /8 prefix (the range is 10.0.0.0/8)",
+            ),
+            (r#""10.0.0.0/33""#, "the prefix length must be 0 to 32"),
+            (r#""2001:db8::/129""#, "the prefix length must be 0 to 128"),
+            (r#""10.0.0.0/+8""#, "the prefix length must be 0 to 32"),
+            (r#""10.0.0.0/""#, "the prefix length must be 0 to 32"),
+            (r#""lb.internal""#, "not an IP address or CIDR range"),
+        ] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("proxy_protocol_from") && error.contains(says),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

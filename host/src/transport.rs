@@ -29,6 +29,21 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
     }
+
+    /// Whether the socket's other end is on this machine. Behind a load
+    /// balancer that is the balancer, whatever client its PROXY protocol
+    /// header names.
+    pub fn connected_over_loopback(&self) -> bool {
+        let socket = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::ServerTls(tls) => tls.get_ref().0,
+            Stream::ClientTls(tls) => tls.get_ref().0,
+            Stream::Detached => return false,
+        };
+        socket
+            .peer_addr()
+            .is_ok_and(|address| address.ip().to_canonical().is_loopback())
+    }
 }
 
 impl AsyncRead for Stream {

@@ -2,7 +2,7 @@
 //! client may set on the way in.
 
 use sluice_tests::raw::{RawConn, startup_message};
-use sluice_tests::{TestEnv, connect, run_with_password, sqlstate};
+use sluice_tests::{TestEnv, connect, run_with_password, sqlstate, token_of};
 
 /// A wrong token and an unknown user both get 28P01 with the same
 /// message shape, never a silent close.
@@ -358,4 +358,173 @@ async fn proofs_held_back_across_connections_are_judged_when_they_arrive() {
         reply.fields()
     );
     assert!(conn.closed().await);
+}
+
+/// A PROXY protocol version 2 header naming `source` (IPv4, TCP).
+fn proxy_v2(source: [u8; 4], port: u16, local: bool) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(if local { 0x20 } else { 0x21 });
+    header.push(0x11);
+    header.extend_from_slice(&12u16.to_be_bytes());
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[127, 0, 0, 1]);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&6432u16.to_be_bytes());
+    header
+}
+
+/// Logs in as `user` with `token` over a connection that starts with
+/// `header`, as a load balancer's does.
+async fn connect_behind(
+    env: &TestEnv,
+    header: &[u8],
+    user: &str,
+    token: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
+    stream.write_all(header).await.unwrap();
+    let mut config = env.config(user);
+    config.password(token);
+    let (client, connection) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Behind a load balancer `[listen] proxy_protocol_from` lists, the client
+/// its PROXY protocol header names is the session's origin: in the audit
+/// trail, and for the address lockout, which then locks out one client,
+/// not everyone behind the balancer. A health check's LOCAL header leaves
+/// the balancer's own address; a connection from the balancer without a
+/// usable header is refused and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancer_s_proxy_header_names_the_origin() {
+    let env = TestEnv::start_with_config_and(
+        "[audit]\nfile = \"audit.jsonl\"\nfsync = \"batch\"\n",
+        |settings| settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()],
+    )
+    .await
+    .unwrap();
+    let v1 = b"PROXY TCP4 127.0.0.7 127.0.0.1 40001 6432\r\n";
+    let client = connect_behind(&env, v1, "agent", token_of("agent"))
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    let local = connect_behind(
+        &env,
+        &proxy_v2([10, 9, 9, 9], 1, true),
+        "analyst",
+        token_of("analyst"),
+    )
+    .await
+    .unwrap();
+    local.simple_query("SELECT 1").await.unwrap();
+
+    // Ten failures from one client behind the balancer lock that client's
+    // address (and the principal), not the balancer's.
+    for _ in 0..10 {
+        let error = connect_behind(
+            &env,
+            &proxy_v2([127, 0, 0, 8], 40002, false),
+            "admin",
+            "a wrong guess",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+    }
+    let locked: Vec<_> = env
+        .gateway
+        .shared
+        .lockouts
+        .active()
+        .into_iter()
+        .map(|lockout| lockout.subject.to_string())
+        .collect();
+    assert_eq!(locked.len(), 2, "{locked:?}");
+    assert!(
+        locked.iter().any(|subject| subject.contains("127.0.0.8")),
+        "{locked:?}"
+    );
+    assert!(
+        !locked.iter().any(|subject| subject.contains("127.0.0.1")),
+        "{locked:?}"
+    );
+    let other = b"PROXY TCP4 127.0.0.9 127.0.0.1 40003 6432\r\n";
+    connect_behind(&env, other, "analyst", token_of("analyst"))
+        .await
+        .expect("another client behind the same balancer is not locked out");
+
+    // The trail names each origin.
+    let trail = env.config_path.with_file_name("audit.jsonl");
+    let found = sluice_tests::eventually(std::time::Duration::from_secs(10), || {
+        let records = sluice::audit::read::read(&trail)
+            .map(|t| t.records)
+            .unwrap_or_default();
+        async move {
+            let clients: Vec<String> = records
+                .iter()
+                .filter(|r| r["event"] == "session_start" || r["event"] == "login_failed")
+                .map(|r| r["client"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            clients.iter().any(|c| c == "127.0.0.7:40001")
+                && clients.iter().any(|c| c.starts_with("127.0.0.1:"))
+                && clients.iter().filter(|c| *c == "127.0.0.8:40002").count() == 10
+                && clients.iter().any(|c| c == "127.0.0.9:40003")
+        }
+    })
+    .await;
+    assert!(
+        found,
+        "{:#?}",
+        sluice::audit::read::read(&trail).unwrap().records
+    );
+
+    // From the balancer, no header, a malformed one, or a cut one is refused.
+    let error = connect(&env.config("agent")).await.unwrap_err();
+    let (code, message) = sluice_tests::code_and_message(&error);
+    assert_eq!(code, "08P01");
+    assert!(
+        message.contains("did not start with a PROXY protocol header"),
+        "{message}"
+    );
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(b"PROXY TCP4 127.0.0.7 nonsense\r\n").await;
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "08P01");
+    assert!(
+        error.fields()[&b'M'].contains("malformed PROXY protocol header"),
+        "{error:?}"
+    );
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&proxy_v2([127, 0, 0, 7], 1, false)[..20]).await;
+    tokio::io::AsyncWriteExt::shutdown(&mut conn.stream)
+        .await
+        .unwrap();
+    assert!(
+        conn.recv().await.is_none(),
+        "a cut header ends the connection"
+    );
+}
+
+/// Where no load balancer is configured, a connection that opens with a
+/// PROXY protocol header is refused with the setting that would allow it,
+/// not read as a length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_from_an_address_not_listed_is_refused() {
+    let env = TestEnv::start().await;
+    for header in [
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 1 2\r\n".to_vec(),
+        proxy_v2([203, 0, 113, 7], 1, false),
+    ] {
+        let mut conn = RawConn::connect(env.addr()).await;
+        conn.send(&header).await;
+        conn.send(&startup_message(0, &[("user", "agent")])).await;
+        let error = conn.expect_error().await;
+        assert_eq!(error.code(), "08P01");
+        assert!(
+            error.fields()[&b'M'].contains("[listen] proxy_protocol_from"),
+            "{error:?}"
+        );
+    }
 }

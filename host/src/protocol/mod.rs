@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod frame;
 pub mod frontend;
+pub mod proxy_header;
 pub mod reply;
 pub mod startup;
 

@@ -27,6 +27,10 @@ pub enum Error {
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("malformed startup packet: {0}")]
     Malformed(&'static str),
+    #[error(
+        "the connection began with a PROXY protocol header, which sluice reads only from the addresses [listen] proxy_protocol_from lists"
+    )]
+    UnexpectedProxyHeader,
 }
 
 /// A packet from the connection's startup phase.
@@ -66,6 +70,10 @@ pub fn split_packet(buf: &mut BytesMut) -> Result<Option<Packet>, Error> {
     }
     let declared = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if declared < 8 || declared as usize > MAX_STARTUP_PACKET {
+        // Both versions' openings read as lengths far beyond the cap.
+        if super::proxy_header::looks_like_header(&buf[..8]) {
+            return Err(Error::UnexpectedProxyHeader);
+        }
         return Err(Error::BadLength(declared.into()));
     }
     let len = declared as usize;
@@ -220,6 +228,20 @@ mod tests {
             split_packet(&mut buf),
             Err(Error::UnsupportedProtocol { major: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_proxy_header_where_none_is_expected_is_named() {
+        for opening in [
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".as_slice(),
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c".as_slice(),
+        ] {
+            let mut buf = BytesMut::from(opening);
+            assert_eq!(split_packet(&mut buf), Err(Error::UnexpectedProxyHeader));
+        }
+        // Any other impossible length is just that.
+        let mut buf = BytesMut::from(&b"\x7f\0\0\0\0\0\0\0"[..]);
+        assert!(matches!(split_packet(&mut buf), Err(Error::BadLength(_))));
     }
 
     #[test]

@@ -15,8 +15,8 @@ mod startup;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::gateway::Shared;
@@ -46,15 +46,29 @@ fn next_session_id() -> u64 {
     SESSION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Serves one client connection until it ends.
-pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one client connection, accepted from `connected_from`, until it
+/// ends.
+pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let mut client = Stream::Plain(tcp);
     let mut client_buf = BytesMut::with_capacity(1024);
     let login_timeout = shared.settings.limits.login_timeout;
+    // The header and the login share one time limit.
+    let login_ends = tokio::time::Instant::now() + login_timeout;
+    let Some(peer) = origin(
+        &shared,
+        &mut client,
+        &mut client_buf,
+        connected_from,
+        login_ends,
+    )
+    .await
+    else {
+        return;
+    };
     let trace = session_trace(&shared, peer);
-    let started = tokio::time::timeout(
-        login_timeout,
+    let started = tokio::time::timeout_at(
+        login_ends,
         startup::establish(&shared, &mut client, &mut client_buf, peer, trace),
     )
     .await;
@@ -63,6 +77,11 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         // A cancel request, or a client that left during startup.
         Ok(Ok(None)) => return,
         Ok(Err(fatal)) => {
+            // Refused logins are logged where they are refused; a client
+            // that does not speak the protocol is logged here.
+            if fatal.code == crate::protocol::sqlstate::PROTOCOL_VIOLATION {
+                tracing::info!(%peer, reason = %fatal.message, "connection refused at startup");
+            }
             send_fatal(&mut client, &fatal).await;
             return;
         }
@@ -80,6 +99,65 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     // more than the rest of a round trip's own work. Log lines carry the
     // session's fields themselves.
     proxy::run(&shared, client, client_buf, established).await;
+}
+
+/// Where the session comes from: the address it connected from, or, from
+/// a load balancer `[listen] proxy_protocol_from` lists, the client its
+/// PROXY protocol header names. `None` when the connection ends here (no
+/// usable header, or the balancer left); the client has been told why.
+async fn origin(
+    shared: &Shared,
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    connected_from: SocketAddr,
+    login_ends: tokio::time::Instant,
+) -> Option<SocketAddr> {
+    use crate::protocol::proxy_header::{self, HeaderError};
+    let trusted = &shared.settings.proxy_protocol_from;
+    if !trusted
+        .iter()
+        .any(|range| range.contains(connected_from.ip()))
+    {
+        return Some(connected_from);
+    }
+    let read = tokio::time::timeout_at(login_ends, async {
+        loop {
+            if let Some(header) = proxy_header::parse(buf)? {
+                buf.advance(header.len);
+                return Ok(Some(header.source));
+            }
+            if buf.len() >= proxy_header::MAX_HEADER {
+                return Err(HeaderError::Malformed("longer than any header can be"));
+            }
+            buf.reserve(1024);
+            match client.read_buf(buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let fatal = match read {
+        // A health check's, or one naming no address: the balancer's own.
+        Ok(Ok(Some(source))) => return Some(source.unwrap_or(connected_from)),
+        Ok(Ok(None)) => return None,
+        Ok(Err(error)) => {
+            tracing::warn!(%connected_from, %error, "connection refused: [listen] proxy_protocol_from lists this address, and what it sent is not a usable PROXY protocol header");
+            Fatal::new(
+                crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                format!("{error}: sluice expects one from this address first"),
+            )
+        }
+        Err(_) => {
+            tracing::info!(%connected_from, "no PROXY protocol header within the login timeout");
+            Fatal::new(
+                crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                "no PROXY protocol header arrived in time",
+            )
+        }
+    };
+    send_fatal(client, &fatal).await;
+    None
 }
 
 /// The session's span, from its first byte: who connected from where. The

@@ -801,8 +801,10 @@ async fn authenticate(
         return Ok(secret.principal);
     }
 
-    // A bearer token travels as a cleartext password: never in the open.
-    if !(client.is_tls() || peer.ip().is_loopback()) {
+    // A bearer token travels as a cleartext password: never in the open,
+    // neither from the client nor from a load balancer in between.
+    let on_this_machine = peer.ip().is_loopback() && client.connected_over_loopback();
+    if !(client.is_tls() || on_this_machine) {
         return Err(attempt.failed("bearer tokens are accepted only over TLS or loopback"));
     }
     let mut out = BytesMut::new();
