@@ -479,7 +479,9 @@ pub struct Settings {
 }
 
 /// An address, or a range of them in CIDR notation (`10.0.0.0/8`,
-/// `2001:db8::/32`); an address alone is a range of one.
+/// `2001:db8::/32`); an address alone is a range of one. IPv4 clients are
+/// matched as IPv4 addresses even on an IPv6 socket, so an IPv6 range
+/// (`::/0` too) never holds them: list IPv4 ranges for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AddressRange {
     network: std::net::IpAddr,
@@ -544,7 +546,7 @@ impl std::str::FromStr for AddressRange {
         // refused rather than read as either.
         if masked(network, prefix) != network {
             return Err(format!(
-                "{address} has bits set past the /{prefix} prefix (the range is {}/{prefix})",
+                "{text} has bits set past its prefix (the range it is in is {}/{prefix})",
                 masked(network, prefix)
             ));
         }
@@ -1679,8 +1681,13 @@ mod tests {
         for (bad, says) in [
             (
                 r#""10.0.0.1/8""#,
-                "bits set past the /8 prefix (the range is 10.0.0.0/8)",
+                "bits set past its prefix (the range it is in is 10.0.0.0/8)",
             ),
+            (
+                r#""::ffff:10.0.0.1/104""#,
+                "the range it is in is 10.0.0.0/8",
+            ),
+            (r#""::ffff:10.0.0.0/95""#, "at least 96"),
             (r#""10.0.0.0/33""#, "the prefix length must be 0 to 32"),
             (r#""2001:db8::/129""#, "the prefix length must be 0 to 128"),
             (r#""10.0.0.0/+8""#, "the prefix length must be 0 to 32"),

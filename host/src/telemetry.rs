@@ -47,7 +47,7 @@ pub mod attribute {
     pub use opentelemetry_semantic_conventions::attribute::{
         CLIENT_ADDRESS, CLIENT_PORT, DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_NAME,
         DB_QUERY_SUMMARY, DB_QUERY_TEXT, DB_RESPONSE_RETURNED_ROWS, DB_RESPONSE_STATUS_CODE,
-        DB_SYSTEM_NAME, ENDUSER_ID, ERROR_TYPE,
+        DB_SYSTEM_NAME, ENDUSER_ID, ERROR_TYPE, NETWORK_PEER_ADDRESS, NETWORK_PEER_PORT,
     };
     /// sluice's own number for the session (as in logs and the audit trail).
     pub const SESSION_ID: &str = "sluice.session.id";

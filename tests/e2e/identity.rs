@@ -89,6 +89,15 @@ fn token(signer: &KeyPair, claims: serde_json::Value) -> String {
 
 /// Both identity plugins, the quickstart's principals and policies.
 async fn start(dir: &Path, idp: &KeyPair) -> TestEnv {
+    start_with(dir, idp, |_| {}).await
+}
+
+/// [`start`], with the settings changed by `customize`.
+async fn start_with(
+    dir: &Path,
+    idp: &KeyPair,
+    customize: impl FnOnce(&mut sluice::config::Settings),
+) -> TestEnv {
     let jwks_path = dir.join("jwks.json");
     jwks(&jwks_path, idp);
     let extra = format!(
@@ -105,7 +114,7 @@ async fn start(dir: &Path, idp: &KeyPair) -> TestEnv {
         guard = quickstart("guard.toml"),
         access = quickstart("access.toml"),
     );
-    TestEnv::start_with_config(&extra, false)
+    TestEnv::start_with_config_and(&extra, customize)
         .await
         .expect("the gateway starts with the identity plugins")
 }
@@ -224,4 +233,30 @@ async fn a_tokens_groups_decide_what_its_holder_may_read() {
         .simple_query("BEGIN; COMMIT")
         .await
         .expect("transactions are default kinds");
+}
+
+/// Behind a load balancer, a bearer token still travels in the clear only
+/// on this machine: the client the balancer's PROXY protocol header names
+/// must be on loopback too (as must the balancer's own connection), or the
+/// token is refused before it is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_a_client_elsewhere_behind_a_balancer_needs_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start_with(dir.path(), &idp, |settings| {
+        settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let mut config = env.config("carol");
+    config.password(token(&idp, serde_json::json!({})));
+    let elsewhere = b"PROXY TCP4 203.0.113.7 127.0.0.1 5000 6432\r\n";
+    refused_login(
+        sluice_tests::connect_behind_balancer(env.addr(), elsewhere, &config).await,
+        "a token from a client elsewhere, in the clear",
+    );
+    let here = b"PROXY TCP4 127.0.0.9 127.0.0.1 5000 6432\r\n";
+    let carol = sluice_tests::connect_behind_balancer(env.addr(), here, &config)
+        .await
+        .expect("a token from a client on this machine logs in");
+    carol.simple_query("SELECT 1").await.unwrap();
 }

@@ -373,6 +373,12 @@ fn proxy_v2(source: [u8; 4], port: u16, local: bool) -> Vec<u8> {
     header
 }
 
+/// What the gateway's lockouts in force are keyed by, as text.
+fn locked_subjects(env: &TestEnv) -> Vec<String> {
+    let lockouts = env.gateway.shared.lockouts.active();
+    lockouts.iter().map(|l| l.subject.to_string()).collect()
+}
+
 /// Logs in as `user` with `token` over a connection that starts with
 /// `header`, as a load balancer's does.
 async fn connect_behind(
@@ -381,14 +387,9 @@ async fn connect_behind(
     user: &str,
     token: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
-    stream.write_all(header).await.unwrap();
     let mut config = env.config(user);
     config.password(token);
-    let (client, connection) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    sluice_tests::connect_behind_balancer(env.addr(), header, &config).await
 }
 
 /// Behind a load balancer `[listen] proxy_protocol_from` lists, the client
@@ -433,14 +434,7 @@ async fn a_load_balancer_s_proxy_header_names_the_origin() {
         .unwrap_err();
         assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
     }
-    let locked: Vec<_> = env
-        .gateway
-        .shared
-        .lockouts
-        .active()
-        .into_iter()
-        .map(|lockout| lockout.subject.to_string())
-        .collect();
+    let locked = locked_subjects(&env);
     assert_eq!(locked.len(), 2, "{locked:?}");
     assert!(
         locked.iter().any(|subject| subject.contains("127.0.0.8")),
@@ -455,30 +449,76 @@ async fn a_load_balancer_s_proxy_header_names_the_origin() {
         .await
         .expect("another client behind the same balancer is not locked out");
 
-    // The trail names each origin.
+    // A header that names no client (UNKNOWN) leaves the balancer's own
+    // address, which stands for everyone behind it: failures from it count
+    // against the principal only.
+    let unknown = b"PROXY UNKNOWN\r\n";
+    for _ in 0..10 {
+        let error = connect_behind(&env, unknown, "agent", "a wrong guess")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
+    }
+    let locked = locked_subjects(&env);
+    assert_eq!(locked.len(), 3, "admin, 127.0.0.8 and agent: {locked:?}");
+    assert!(
+        !locked.iter().any(|subject| subject.contains("127.0.0.1")),
+        "{locked:?}"
+    );
+    connect_behind(&env, unknown, "analyst", token_of("analyst"))
+        .await
+        .expect("the balancer's own address is not locked out");
+
+    // The header and the startup packet in one write: the bytes after the
+    // header are the client's, exactly.
+    let mut conn = RawConn::connect(env.addr()).await;
+    let mut opening = v1.to_vec();
+    opening.extend(startup_message(
+        0,
+        &[("user", "analyst"), ("database", env.database.as_str())],
+    ));
+    conn.send(&opening).await;
+    let asked = conn.recv().await.expect("an authentication request");
+    assert_eq!(asked.tag, b'R', "{asked:?}");
+
+    // The trail names each origin, and the balancer it came through.
     let trail = env.config_path.with_file_name("audit.jsonl");
-    let found = sluice_tests::eventually(std::time::Duration::from_secs(10), || {
-        let records = sluice::audit::read::read(&trail)
+    let origins = || {
+        sluice::audit::read::read(&trail)
             .map(|t| t.records)
-            .unwrap_or_default();
-        async move {
-            let clients: Vec<String> = records
-                .iter()
-                .filter(|r| r["event"] == "session_start" || r["event"] == "login_failed")
-                .map(|r| r["client"].as_str().unwrap_or_default().to_owned())
-                .collect();
-            clients.iter().any(|c| c == "127.0.0.7:40001")
-                && clients.iter().any(|c| c.starts_with("127.0.0.1:"))
-                && clients.iter().filter(|c| *c == "127.0.0.8:40002").count() == 10
-                && clients.iter().any(|c| c == "127.0.0.9:40003")
-        }
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["event"] == "session_start" || r["event"] == "login_failed")
+            .map(|r| {
+                let client = r["client"].as_str().unwrap_or_default().to_owned();
+                let via = r["via"].as_str().unwrap_or("none").to_owned();
+                (client, via)
+            })
+            .collect::<Vec<_>>()
+    };
+    let found = sluice_tests::eventually(std::time::Duration::from_secs(10), || {
+        let origins = origins();
+        async move { origins.len() == 24 }
     })
     .await;
-    assert!(
-        found,
-        "{:#?}",
-        sluice::audit::read::read(&trail).unwrap().records
-    );
+    let origins = origins();
+    assert!(found, "{origins:#?}");
+    let balancer = |via: &str| via.starts_with("127.0.0.1:");
+    let count = |client: &str| {
+        origins
+            .iter()
+            .filter(|(c, via)| c.as_str() == client && balancer(via))
+            .count()
+    };
+    assert_eq!(count("127.0.0.7:40001"), 1, "{origins:#?}");
+    assert_eq!(count("127.0.0.8:40002"), 10, "{origins:#?}");
+    assert_eq!(count("127.0.0.9:40003"), 1, "{origins:#?}");
+    // LOCAL and UNKNOWN: the balancer's own address, as client and via.
+    let own = origins
+        .iter()
+        .filter(|(c, via)| c == via && balancer(c))
+        .count();
+    assert_eq!(own, 12, "{origins:#?}");
 
     // From the balancer, no header, a malformed one, or a cut one is refused.
     let error = connect(&env.config("agent")).await.unwrap_err();

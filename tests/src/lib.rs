@@ -398,6 +398,24 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Connects with `config` over a connection that starts with `header`, as
+/// a load balancer speaking the PROXY protocol connects, and drives it in
+/// the background.
+pub async fn connect_behind_balancer(
+    addr: SocketAddr,
+    header: &[u8],
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to sluice");
+    stream.write_all(header).await.expect("send the header");
+    let (client, connection) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// An error's SQLSTATE (`none` when it is not a database error) and its
 /// message.
 pub fn code_and_message(error: &tokio_postgres::Error) -> (String, String) {

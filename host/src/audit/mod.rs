@@ -358,6 +358,9 @@ pub enum Event<'a> {
         principal: &'a str,
         groups: &'a [String],
         client: SocketAddr,
+        /// The load balancer the client came through, when its PROXY
+        /// protocol header named the client.
+        via: Option<SocketAddr>,
         application: Option<&'a str>,
         database: &'a str,
         tls: bool,
@@ -370,6 +373,7 @@ pub enum Event<'a> {
     LoginFailed {
         user: &'a str,
         client: SocketAddr,
+        via: Option<SocketAddr>,
         reason: &'a str,
     },
     Statement {
@@ -428,6 +432,7 @@ impl Event<'_> {
                 principal,
                 groups,
                 client,
+                via,
                 application,
                 database,
                 tls,
@@ -438,8 +443,11 @@ impl Event<'_> {
                 body.field("session", &session)?
                     .field("principal", principal)?
                     .field("groups", groups)?
-                    .field("client", &client.to_string())?
-                    .field("application", &application)?
+                    .field("client", &client.to_string())?;
+                if let Some(via) = via {
+                    body.field("via", &via.to_string())?;
+                }
+                body.field("application", &application)?
                     .field("database", database)?
                     .field("tls", &tls)?;
                 if let Some(options) = options {
@@ -450,12 +458,16 @@ impl Event<'_> {
             Event::LoginFailed {
                 user,
                 client,
+                via,
                 reason,
             } => {
                 let mut body = EventBody::new("login_failed");
                 body.field("user", user)?
-                    .field("client", &client.to_string())?
-                    .field("reason", reason)?;
+                    .field("client", &client.to_string())?;
+                if let Some(via) = via {
+                    body.field("via", &via.to_string())?;
+                }
+                body.field("reason", reason)?;
                 body
             }
             Event::Statement {

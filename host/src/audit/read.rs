@@ -260,14 +260,14 @@ pub fn one_line(record: &Value) -> String {
         "session_start" => format!(
             "session start: {} from {} ({}), database {}",
             text(record, "principal"),
-            text(record, "client"),
+            origin(record),
             application(record),
             text(record, "database"),
         ),
         "login_failed" => format!(
             "failed login as {:?} from {}: {}",
             text(record, "user"),
-            text(record, "client"),
+            origin(record),
             text(record, "reason")
         ),
         "statement" => format!(
@@ -325,6 +325,18 @@ fn plugins_summary(record: &Value) -> String {
         "none".to_owned()
     } else {
         plugins.join(", ")
+    }
+}
+
+/// Where a session or a login came from: the client, and the load
+/// balancer it came through when one named it.
+fn origin(record: &Value) -> String {
+    match record.get("via").and_then(Value::as_str) {
+        Some(via) if via == text(record, "client") => {
+            format!("{via} (a load balancer that named no client)")
+        }
+        Some(via) => format!("{} via load balancer {via}", text(record, "client")),
+        None => text(record, "client").to_owned(),
     }
 }
 
@@ -515,7 +527,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     } else {
                         groups.join(", ")
                     },
-                    text(record, "client"),
+                    origin(record),
                     application(record),
                     text(record, "database"),
                     if record.get("tls").and_then(Value::as_bool) == Some(true) {
@@ -592,7 +604,50 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
 mod tests {
     use serde_json::json;
 
-    use super::{Filter, show_session};
+    use super::{Filter, one_line, show_session};
+
+    /// A client behind a load balancer is shown with the balancer; one the
+    /// balancer did not name is shown as the balancer.
+    #[test]
+    fn an_origin_behind_a_load_balancer_names_both() {
+        let start = |client: &str, via: Option<&str>| {
+            let mut record = json!({"seq": 1, "event": "session_start", "session": 1,
+                "principal": "alice", "client": client, "database": "payments"});
+            if let Some(via) = via {
+                record["via"] = json!(via);
+            }
+            record
+        };
+        let shown = one_line(&start("203.0.113.7:5000", Some("10.0.0.5:40000")));
+        assert!(
+            shown.contains("from 203.0.113.7:5000 via load balancer 10.0.0.5:40000"),
+            "{shown}"
+        );
+        let shown = one_line(&start("10.0.0.5:40000", Some("10.0.0.5:40000")));
+        assert!(
+            shown.contains("from 10.0.0.5:40000 (a load balancer that named no client)"),
+            "{shown}"
+        );
+        let shown = one_line(&start("127.0.0.1:5000", None));
+        assert!(
+            shown.contains("from 127.0.0.1:5000 (no application name)"),
+            "{shown}"
+        );
+        let failed = json!({"seq": 2, "event": "login_failed", "user": "mallory",
+            "client": "203.0.113.9:1", "via": "10.0.0.5:1", "reason": "authentication failed"});
+        let shown = one_line(&failed);
+        assert!(
+            shown.contains("from 203.0.113.9:1 via load balancer 10.0.0.5:1"),
+            "{shown}"
+        );
+        let records = [start("203.0.113.7:5000", Some("10.0.0.5:40000"))];
+        let picked = Filter::default().apply(&records);
+        let shown = show_session(&picked, 1);
+        assert!(
+            shown.contains("from 203.0.113.7:5000 via load balancer 10.0.0.5:40000"),
+            "{shown}"
+        );
+    }
 
     /// An outcome shown after another statement's record says whose it
     /// is; one of the statement just shown says nothing more.

@@ -81,13 +81,15 @@ pub struct Lockouts {
 
 impl Lockouts {
     /// The lockout that refuses a login of `user` from `address` now, if
-    /// one is in force.
-    pub fn check(&self, user: &str, address: IpAddr) -> Option<Lockout> {
+    /// one is in force. Without an address (a load balancer's connection
+    /// that named no client: its address stands for everyone behind it)
+    /// only the principal's count is checked, and counted.
+    pub fn check(&self, user: &str, address: Option<IpAddr>) -> Option<Lockout> {
         self.check_at(user, address, Instant::now())
     }
 
     /// Counts a failed login; returns the lockouts it starts.
-    pub fn failed(&self, user: &str, address: IpAddr) -> Vec<Lockout> {
+    pub fn failed(&self, user: &str, address: Option<IpAddr>) -> Vec<Lockout> {
         self.failed_at(user, address, Instant::now())
     }
 
@@ -99,7 +101,7 @@ impl Lockouts {
     pub fn check_proof<T, E>(
         &self,
         user: &str,
-        address: IpAddr,
+        address: Option<IpAddr>,
         verify: impl FnOnce() -> Result<T, E>,
         is_guess: impl FnOnce(&E) -> bool,
     ) -> Checked<T, E> {
@@ -141,18 +143,18 @@ impl Lockouts {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_at(&self, user: &str, address: IpAddr, now: Instant) -> Option<Lockout> {
+    fn check_at(&self, user: &str, address: Option<IpAddr>, now: Instant) -> Option<Lockout> {
         locked(&mut self.lock(), user, address, now)
     }
 
-    fn failed_at(&self, user: &str, address: IpAddr, now: Instant) -> Vec<Lockout> {
+    fn failed_at(&self, user: &str, address: Option<IpAddr>, now: Instant) -> Vec<Lockout> {
         count_failure(&mut self.lock(), user, address, now)
     }
 
     fn check_proof_at<T, E>(
         &self,
         user: &str,
-        address: IpAddr,
+        address: Option<IpAddr>,
         now: Instant,
         verify: impl FnOnce() -> Result<T, E>,
         is_guess: impl FnOnce(&E) -> bool,
@@ -193,13 +195,12 @@ pub enum Checked<T, E> {
 fn locked(
     records: &mut HashMap<Subject, Record>,
     user: &str,
-    address: IpAddr,
+    address: Option<IpAddr>,
     now: Instant,
 ) -> Option<Lockout> {
-    for subject in [
-        Subject::Principal(user.to_owned()),
-        Subject::Address(address),
-    ] {
+    for subject in
+        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::Address))
+    {
         let Some(record) = records.get(&subject) else {
             continue;
         };
@@ -233,17 +234,16 @@ fn locked(
 fn count_failure(
     records: &mut HashMap<Subject, Record>,
     user: &str,
-    address: IpAddr,
+    address: Option<IpAddr>,
     now: Instant,
 ) -> Vec<Lockout> {
     if records.len() >= MAX_ENTRIES {
         evict(records, now);
     }
     let mut started = Vec::new();
-    for subject in [
-        Subject::Principal(user.to_owned()),
-        Subject::Address(address),
-    ] {
+    for subject in
+        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::Address))
+    {
         let record = records.entry(subject.clone()).or_insert(Record {
             failures: 0,
             since: now,
@@ -293,8 +293,8 @@ fn evict(records: &mut HashMap<Subject, Record>, now: Instant) {
 mod tests {
     use super::*;
 
-    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-    const AWAY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const AWAY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
 
     #[test]
     fn ten_failures_lock_a_principal_out_for_thirty_minutes() {
@@ -302,7 +302,7 @@ mod tests {
         let start = Instant::now();
         for n in 1..MAX_FAILURES {
             // Each from another address: only the principal's count grows.
-            let address = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, n as u8));
+            let address = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, n as u8)));
             assert!(ledger.failed_at("alice", address, start).is_empty());
             assert_eq!(ledger.check_at("alice", HOME, start), None);
         }
@@ -328,8 +328,27 @@ mod tests {
             ledger.failed_at(&format!("user{n}"), HOME, start);
         }
         let locked = ledger.check_at("newcomer", HOME, start).expect("locked");
-        assert_eq!(locked.subject, Subject::Address(HOME));
+        assert_eq!(locked.subject, Subject::Address(HOME.unwrap()));
         assert_eq!(ledger.check_at("newcomer", AWAY, start), None);
+    }
+
+    #[test]
+    fn without_an_address_only_the_principal_counts() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        for n in 0..MAX_FAILURES {
+            ledger.failed_at(&format!("user{n}"), None, start);
+        }
+        // Ten principals, one failure each: nothing is locked.
+        assert!(ledger.active().is_empty());
+        for _ in 1..MAX_FAILURES {
+            ledger.failed_at("alice", None, start);
+        }
+        let started = ledger.failed_at("alice", None, start);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].subject, Subject::Principal("alice".into()));
+        assert!(ledger.check_at("alice", None, start).is_some());
+        assert_eq!(ledger.check_at("bob", None, start), None);
     }
 
     #[test]
@@ -344,7 +363,7 @@ mod tests {
         // The address kept its nine and locks at the tenth.
         let started = ledger.failed_at("carol", HOME, start);
         assert_eq!(started.len(), 1);
-        assert_eq!(started[0].subject, Subject::Address(HOME));
+        assert_eq!(started[0].subject, Subject::Address(HOME.unwrap()));
     }
 
     #[test]
@@ -456,7 +475,7 @@ mod tests {
             ledger.failed_at("alice", HOME, start);
         }
         for n in 0..(MAX_ENTRIES + 10) {
-            let address = IpAddr::V6(std::net::Ipv6Addr::from(n as u128 + 1));
+            let address = Some(IpAddr::V6(std::net::Ipv6Addr::from(n as u128 + 1)));
             ledger.failed_at(&format!("u{n}"), address, start);
         }
         assert!(ledger.lock().len() <= MAX_ENTRIES);

@@ -27,8 +27,11 @@ const V1_MAX: usize = 107;
 /// A version 2 header's fixed part: signature, version and command,
 /// family and transport, length.
 const V2_FIXED: usize = 16;
-/// The longest header of either version: a v2 header's length is a u16.
-pub const MAX_HEADER: usize = V2_FIXED + u16::MAX as usize;
+/// The most bytes of addresses and TLVs a version 2 header may declare.
+/// Its length field allows 64 KiB, held per connection until the header is
+/// whole; balancers send a few hundred bytes at most (addresses, a
+/// connection id, TLS details).
+const V2_MAX_BLOCK: usize = 4096;
 
 /// A header read in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,13 +93,17 @@ fn parse_v1(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
             Ok(None)
         };
     };
-    let line = std::str::from_utf8(&buf[V1_PREFIX.len()..end])
-        .map_err(|_| HeaderError::Malformed("a version 1 line that is not ASCII"))?;
     let len = end + 2;
+    let line = &buf[V1_PREFIX.len()..end];
+    // The balancer could not tell: whatever follows is to be ignored, in
+    // whatever bytes it comes.
+    if line == b"UNKNOWN" || line.starts_with(b"UNKNOWN ") {
+        return Ok(Some(Header { source: None, len }));
+    }
+    let line = std::str::from_utf8(line)
+        .map_err(|_| HeaderError::Malformed("a version 1 line that is not ASCII"))?;
     let mut fields = line.split(' ');
     let source = match fields.next() {
-        // The balancer could not tell; whatever follows is to be ignored.
-        Some("UNKNOWN") => None,
         Some(protocol @ ("TCP4" | "TCP6")) => {
             let fields: Vec<&str> = fields.collect();
             let [source, destination, source_port, destination_port] = fields[..] else {
@@ -120,7 +127,7 @@ fn parse_v1(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
                 text.parse()
                     .map_err(|_| HeaderError::Malformed("a version 1 port"))
             };
-            let source = SocketAddr::new(address(source)?, port(source_port)?);
+            let source = SocketAddr::new(address(source)?.to_canonical(), port(source_port)?);
             address(destination)?;
             port(destination_port)?;
             Some(source)
@@ -149,9 +156,19 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
             ));
         }
     };
+    if declared > V2_MAX_BLOCK {
+        return Err(HeaderError::Malformed(
+            "a version 2 header longer than sluice accepts (4096 bytes after its first 16)",
+        ));
+    }
     let len = V2_FIXED + declared;
     if buf.len() < len {
         return Ok(None);
+    }
+    // A LOCAL header is the balancer's own connection (its health check):
+    // what follows the length, family included, is to be ignored.
+    if local {
+        return Ok(Some(Header { source: None, len }));
     }
     let block = &buf[V2_FIXED..len];
     let (family, transport) = (family_transport >> 4, family_transport & 0x0f);
@@ -172,15 +189,10 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
             "an address block shorter than its family's",
         ));
     }
-    // A LOCAL header is the balancer's own connection (its health check):
-    // the addresses, if any, are to be ignored.
-    if local {
-        return Ok(Some(Header { source: None, len }));
-    }
     let source = match family {
         0x1 | 0x2 if transport != 0x1 => {
             return Err(HeaderError::Malformed(
-                "a datagram transport on a TCP connection",
+                "an IP address with a transport other than STREAM on a TCP connection",
             ));
         }
         0x1 => {
@@ -193,9 +205,9 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
         0x2 => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&block[..16]);
-            let ip = Ipv6Addr::from(octets);
+            let ip = Ipv6Addr::from(octets).to_canonical();
             Some(SocketAddr::new(
-                ip.into(),
+                ip,
                 u16::from_be_bytes([block[32], block[33]]),
             ))
         }
@@ -288,6 +300,68 @@ mod tests {
         );
         let unix = v2(0x1, 0x31, &[0; 216]);
         assert_eq!(parse(&unix).unwrap().unwrap().source, None);
+        // LOCAL ignores what follows the length, even a family it does
+        // not know or a block too short for it.
+        let odd_local = v2(0x0, 0xff, &[1, 2, 3]);
+        assert_eq!(
+            parse(&odd_local).unwrap().unwrap(),
+            Header {
+                source: None,
+                len: 19
+            }
+        );
+        // UNKNOWN ignores the rest of its line, whatever the bytes.
+        let unknown = b"PROXY UNKNOWN \xff\xfe garbage\r\n";
+        assert_eq!(
+            parse(unknown).unwrap().unwrap(),
+            Header {
+                source: None,
+                len: unknown.len()
+            }
+        );
+    }
+
+    #[test]
+    fn an_ipv4_client_in_ipv6_form_is_its_ipv4_address() {
+        let line = b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:10.0.0.1 5000 6432\r\n";
+        assert_eq!(
+            parse(line).unwrap().unwrap().source,
+            Some("203.0.113.7:5000".parse().unwrap())
+        );
+        let mut block = vec![0u8; 10];
+        block.extend_from_slice(&[0xff, 0xff, 198, 51, 100, 9]);
+        block.extend_from_slice(&[0; 16]);
+        block.extend_from_slice(&5555u16.to_be_bytes());
+        block.extend_from_slice(&6432u16.to_be_bytes());
+        let header = parse(&v2(0x1, 0x21, &block)).unwrap().unwrap();
+        assert_eq!(header.source, Some("198.51.100.9:5555".parse().unwrap()));
+    }
+
+    #[test]
+    fn lengths_at_their_limits() {
+        // A version 1 line of exactly 107 bytes is read; one byte more is not.
+        let line = |len: usize| {
+            let mut line = b"PROXY UNKNOWN ".to_vec();
+            line.resize(len - 2, b'x');
+            line.extend_from_slice(b"\r\n");
+            line
+        };
+        assert_eq!(parse(&line(107)).unwrap().unwrap().len, 107);
+        assert!(matches!(parse(&line(108)), Err(HeaderError::Malformed(_))));
+        // A version 2 header may carry 4096 bytes after its first 16, not more.
+        let mut block = inet_block([1, 2, 3, 4], 5);
+        block.resize(4096, 0);
+        assert_eq!(
+            parse(&v2(0x1, 0x11, &block)).unwrap().unwrap().len,
+            16 + 4096
+        );
+        let mut announced = v2(0x1, 0x11, &block);
+        announced[14..16].copy_from_slice(&4097u16.to_be_bytes());
+        // Refused as soon as the length is read, not once 4 KiB arrived.
+        assert!(matches!(
+            parse(&announced[..16]),
+            Err(HeaderError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum Error {
     #[error("malformed startup packet: {0}")]
     Malformed(&'static str),
     #[error(
-        "the connection began with a PROXY protocol header, which sluice reads only from the addresses [listen] proxy_protocol_from lists"
+        "a PROXY protocol header where the startup packet belongs: sluice reads one header, first, and only from the addresses [listen] proxy_protocol_from lists"
     )]
     UnexpectedProxyHeader,
 }

@@ -55,6 +55,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
     let login_timeout = shared.settings.limits.login_timeout;
     // The header and the login share one time limit.
     let login_ends = tokio::time::Instant::now() + login_timeout;
+    // An IPv4 client on an IPv6 socket is its IPv4 address everywhere.
+    let connected_from = SocketAddr::new(connected_from.ip().to_canonical(), connected_from.port());
     let Some(peer) = origin(
         &shared,
         &mut client,
@@ -101,6 +103,38 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
     proxy::run(&shared, client, client_buf, established).await;
 }
 
+/// Where a session comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client: the connection's other end, or the client a trusted
+    /// load balancer's PROXY protocol header names.
+    pub address: SocketAddr,
+    /// The load balancer the connection came through, when it came through
+    /// one (`[listen] proxy_protocol_from`).
+    pub via: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// The address a failed login counts against for lockouts: none for a
+    /// balancer's connection that named no client, whose address stands
+    /// for everyone behind the balancer.
+    pub fn lockout_address(&self) -> Option<std::net::IpAddr> {
+        (self.via != Some(self.address)).then(|| self.address.ip())
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.via {
+            None => write!(f, "{}", self.address),
+            Some(via) if via == self.address => {
+                write!(f, "{via} (a load balancer; its header named no client)")
+            }
+            Some(via) => write!(f, "{} via {via}", self.address),
+        }
+    }
+}
+
 /// Where the session comes from: the address it connected from, or, from
 /// a load balancer `[listen] proxy_protocol_from` lists, the client its
 /// PROXY protocol header names. `None` when the connection ends here (no
@@ -111,23 +145,23 @@ async fn origin(
     buf: &mut BytesMut,
     connected_from: SocketAddr,
     login_ends: tokio::time::Instant,
-) -> Option<SocketAddr> {
-    use crate::protocol::proxy_header::{self, HeaderError};
+) -> Option<Peer> {
+    use crate::protocol::proxy_header;
     let trusted = &shared.settings.proxy_protocol_from;
     if !trusted
         .iter()
         .any(|range| range.contains(connected_from.ip()))
     {
-        return Some(connected_from);
+        return Some(Peer {
+            address: connected_from,
+            via: None,
+        });
     }
     let read = tokio::time::timeout_at(login_ends, async {
         loop {
             if let Some(header) = proxy_header::parse(buf)? {
                 buf.advance(header.len);
-                return Ok(Some(header.source));
-            }
-            if buf.len() >= proxy_header::MAX_HEADER {
-                return Err(HeaderError::Malformed("longer than any header can be"));
+                return Ok::<_, proxy_header::HeaderError>(Some(header.source));
             }
             buf.reserve(1024);
             match client.read_buf(buf).await {
@@ -138,8 +172,14 @@ async fn origin(
     })
     .await;
     let fatal = match read {
-        // A health check's, or one naming no address: the balancer's own.
-        Ok(Ok(Some(source))) => return Some(source.unwrap_or(connected_from)),
+        // A health check's, or one naming no address: the balancer's own
+        // address stands.
+        Ok(Ok(Some(source))) => {
+            return Some(Peer {
+                address: source.unwrap_or(connected_from),
+                via: Some(connected_from),
+            });
+        }
         Ok(Ok(None)) => return None,
         Ok(Err(error)) => {
             tracing::warn!(%connected_from, %error, "connection refused: [listen] proxy_protocol_from lists this address, and what it sent is not a usable PROXY protocol header");
@@ -162,16 +202,29 @@ async fn origin(
 
 /// The session's span, from its first byte: who connected from where. The
 /// rest (who they are, which database) is added as it becomes known.
-fn session_trace(shared: &Shared, peer: SocketAddr) -> crate::telemetry::Trace {
+fn session_trace(shared: &Shared, peer: Peer) -> crate::telemetry::Trace {
     use crate::telemetry::{KeyValue, attribute};
     if !shared.telemetry.enabled() {
         return crate::telemetry::Trace::none();
     }
-    shared.telemetry.session(vec![
+    let mut attributes = vec![
         KeyValue::new(attribute::DB_SYSTEM_NAME, "postgresql"),
-        KeyValue::new(attribute::CLIENT_ADDRESS, peer.ip().to_string()),
-        KeyValue::new(attribute::CLIENT_PORT, i64::from(peer.port())),
-    ])
+        KeyValue::new(attribute::CLIENT_ADDRESS, peer.address.ip().to_string()),
+        KeyValue::new(attribute::CLIENT_PORT, i64::from(peer.address.port())),
+    ];
+    // The semantic conventions' name for the immediate peer, where a
+    // balancer stands between the client and sluice.
+    if let Some(via) = peer.via {
+        attributes.push(KeyValue::new(
+            attribute::NETWORK_PEER_ADDRESS,
+            via.ip().to_string(),
+        ));
+        attributes.push(KeyValue::new(
+            attribute::NETWORK_PEER_PORT,
+            i64::from(via.port()),
+        ));
+    }
+    shared.telemetry.session(attributes)
 }
 
 /// Writes a FATAL ErrorResponse, best effort: the client may be gone.

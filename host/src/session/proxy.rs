@@ -2650,7 +2650,7 @@ impl Proxy<'_> {
         }
     }
 
-    async fn finish(&mut self, end: End, principal: &str, peer: std::net::SocketAddr) {
+    async fn finish(&mut self, end: End, principal: &str, peer: super::Peer) {
         let busy = !self.cycles.is_empty();
         let trace = std::mem::take(&mut self.trace);
         if let End::Fatal(fatal) = &end {

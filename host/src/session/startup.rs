@@ -14,16 +14,15 @@
 //! session exists, then the server's ParameterStatus messages, sluice's own
 //! BackendKeyData and ReadyForQuery.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::options;
+use super::{Fatal, Peer};
 use crate::audit::Event;
 use crate::auth::lockout::{Checked, LOCKOUT, Lockout, Subject};
 use crate::auth::scram::{self, ScramServer, Verifier};
@@ -114,7 +113,7 @@ pub struct LoggedIn {
     pub session_id: u64,
     /// Writes the session's end unless the statement loop does.
     pub end: SessionEnd,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub upstream: upstream::Connection,
     pub upstream_key: Option<UpstreamKey>,
 }
@@ -125,7 +124,7 @@ pub async fn establish(
     shared: &Shared,
     client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
     trace: Trace,
 ) -> Result<Option<Established>, Fatal> {
     let Some(startup) = negotiate(shared, client, buf, peer).await? else {
@@ -149,7 +148,7 @@ async fn login(
     shared: &Shared,
     client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
     startup: StartupMessage,
     trace: &Trace,
 ) -> Result<LoggedIn, Fatal> {
@@ -188,7 +187,7 @@ async fn login(
     }
 
     let connection = ConnectionInfo {
-        client_address: peer.to_string(),
+        client_address: peer.address.to_string(),
         tls: client.is_tls(),
         database: request.database.clone(),
         application_name: startup.get("application_name").map(str::to_owned),
@@ -241,7 +240,8 @@ async fn login(
             session: session_id,
             principal: &principal.id,
             groups: &principal.groups,
-            client: peer,
+            client: peer.address,
+            via: peer.via,
             application: application.as_deref(),
             database: &request.database,
             tls: client.is_tls(),
@@ -318,7 +318,7 @@ async fn negotiate(
     shared: &Shared,
     client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Option<StartupMessage>, Fatal> {
     let mut asked_tls = false;
     let mut asked_gss = false;
@@ -404,7 +404,7 @@ async fn write(client: &mut Stream, bytes: &[u8]) -> Result<(), Fatal> {
         .map_err(|e| Fatal::new(sqlstate::CONNECTION_FAILURE, e.to_string()))
 }
 
-async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: SocketAddr) {
+async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: Peer) {
     let Some(target) = shared.cancel.lookup(pid, secret) else {
         // As PostgreSQL does, say nothing to the sender either way.
         tracing::info!(%peer, "cancel request with an unknown key ignored");
@@ -599,14 +599,15 @@ fn login_failed(shared: &Shared, user: &str) -> Fatal {
 
 /// Puts a failed login on the record. The user name is whatever the client
 /// sent: it is masked.
-async fn record_failed_login(shared: &Shared, user: &str, peer: SocketAddr, reason: &str) {
+async fn record_failed_login(shared: &Shared, user: &str, peer: Peer, reason: &str) {
     if !shared.audit.enabled() {
         return;
     }
     let user = crate::masking::for_log(&shared.plugins.current(), user).await;
     shared.audit.record_later(Event::LoginFailed {
         user: &user,
-        client: peer,
+        client: peer.address,
+        via: peer.via,
         reason,
     });
 }
@@ -617,7 +618,7 @@ async fn record_failed_login(shared: &Shared, user: &str, peer: SocketAddr, reas
 async fn record_refused_startup(
     shared: &Shared,
     startup: &StartupMessage,
-    peer: SocketAddr,
+    peer: Peer,
     refusal: &Fatal,
 ) {
     if !shared.audit.enabled() {
@@ -655,7 +656,7 @@ struct Attempt<'a> {
     /// The same, masked for the log: it is whatever the client sent (a card
     /// number, say).
     logged_user: &'a str,
-    peer: SocketAddr,
+    peer: Peer,
 }
 
 impl Attempt<'_> {
@@ -663,7 +664,10 @@ impl Attempt<'_> {
     /// the failure and its count, so a login timeout that drops the future
     /// cannot lose it.
     fn failed(&self, why: &str) -> AuthFailure {
-        let started = self.shared.lockouts.failed(self.user, self.peer.ip());
+        let started = self
+            .shared
+            .lockouts
+            .failed(self.user, self.peer.lockout_address());
         self.failed_counted(why, started)
     }
 
@@ -703,7 +707,7 @@ async fn authenticate_counted(
     buf: &mut BytesMut,
     user: &str,
     connection: &ConnectionInfo,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Principal, Fatal> {
     let logged_user = crate::masking::for_log(&shared.plugins.current(), user).await;
     let attempt = Attempt {
@@ -712,7 +716,7 @@ async fn authenticate_counted(
         logged_user: &logged_user,
         peer,
     };
-    let result = match shared.lockouts.check(user, peer.ip()) {
+    let result = match shared.lockouts.check(user, peer.lockout_address()) {
         Some(lockout) => Err(AuthFailure::LockedOut(lockout)),
         None => authenticate(attempt, client, buf, connection).await,
     };
@@ -803,7 +807,7 @@ async fn authenticate(
 
     // A bearer token travels as a cleartext password: never in the open,
     // neither from the client nor from a load balancer in between.
-    let on_this_machine = peer.ip().is_loopback() && client.connected_over_loopback();
+    let on_this_machine = peer.address.ip().is_loopback() && client.connected_over_loopback();
     if !(client.is_tls() || on_this_machine) {
         return Err(attempt.failed("bearer tokens are accepted only over TLS or loopback"));
     }
@@ -818,7 +822,7 @@ async fn authenticate(
     // The token is this login's proof, and the client chose when to send
     // it: it is judged by the ledger as it stands now, not as it stood
     // when the login started.
-    if let Some(lockout) = shared.lockouts.check(user, peer.ip()) {
+    if let Some(lockout) = shared.lockouts.check(user, peer.lockout_address()) {
         return Err(AuthFailure::LockedOut(lockout));
     }
     let answer = plugins.authenticate(user, token, connection).await;
@@ -897,7 +901,7 @@ async fn scram_exchange(
     // is counted under the same lock, before anything awaits.
     let checked = attempt.shared.lockouts.check_proof(
         attempt.user,
-        attempt.peer.ip(),
+        attempt.peer.lockout_address(),
         || server.server_final(response.body()),
         |error| matches!(error, scram::Error::WrongProof),
     );
