@@ -238,13 +238,22 @@ async fn a_tokens_groups_decide_what_its_holder_may_read() {
 /// Behind a load balancer, a bearer token still travels in the clear only
 /// on this machine: the client the balancer's PROXY protocol header names
 /// must be on loopback too (as must the balancer's own connection), or the
-/// token is refused before it is asked for.
+/// token is refused before it is asked for. Over TLS, negotiated with
+/// sluice after the header, it is accepted from anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_a_client_elsewhere_behind_a_balancer_needs_tls() {
     let dir = tempfile::tempdir().unwrap();
     let idp = key();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let env = start_with(dir.path(), &idp, |settings| {
         settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()];
+        settings.tls = Some(sluice::config::ListenTls {
+            cert: cert_path,
+            key: key_path,
+        });
     })
     .await;
     let mut config = env.config("carol");
@@ -259,4 +268,16 @@ async fn a_token_from_a_client_elsewhere_behind_a_balancer_needs_tls() {
         .await
         .expect("a token from a client on this machine logs in");
     carol.simple_query("SELECT 1").await.unwrap();
+    let over_tls = sluice_tests::connect_behind_balancer_tls(
+        env.addr(),
+        elsewhere,
+        &config,
+        cert.cert.der().clone(),
+    )
+    .await
+    .expect("a token from a client elsewhere, over TLS, logs in");
+    let row = over_tls
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await;
+    assert!(row.is_ok(), "{row:?}");
 }

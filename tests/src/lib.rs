@@ -416,6 +416,48 @@ pub async fn connect_behind_balancer(
     Ok(client)
 }
 
+/// [`connect_behind_balancer`] over TLS: after the header, an SSLRequest
+/// and a handshake trusting `certificate` for `localhost`, as a client
+/// behind a TCP balancer negotiates TLS with sluice itself.
+pub async fn connect_behind_balancer_tls(
+    addr: SocketAddr,
+    header: &[u8],
+    config: &tokio_postgres::Config,
+    certificate: rustls::pki_types::CertificateDer<'static>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to sluice");
+    stream.write_all(header).await.expect("send the header");
+    // SSLRequest: length 8, code 80877103.
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .expect("ask for TLS");
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(answer[0], b'S', "sluice agrees to TLS");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate).expect("a usable certificate");
+    let tls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config))
+        .connect(server, stream)
+        .await
+        .expect("the TLS handshake");
+    // TLS is already up: the driver sees a plain stream.
+    let (client, connection) = config.connect_raw(tls, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// An error's SQLSTATE (`none` when it is not a database error) and its
 /// message.
 pub fn code_and_message(error: &tokio_postgres::Error) -> (String, String) {
