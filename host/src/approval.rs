@@ -149,6 +149,7 @@ mod tests {
                 attributes: vec![],
             },
             statement_text: "DELETE FROM orders WHERE id = 1".into(),
+            parameters: Vec::new(),
             tables: vec![],
             reason: "writes".into(),
             approver_group: "dba".into(),

@@ -123,6 +123,8 @@ pub struct ApprovalCounters {
     pub approved: AtomicU64,
     pub denied: AtomicU64,
     pub expired: AtomicU64,
+    /// Cancelled by the client, or the client left, before an answer.
+    pub withdrawn: AtomicU64,
 }
 
 /// A registry that renders the gateway's state at each scrape.
@@ -246,6 +248,7 @@ impl Collector for GatewayCollector {
                 ("approved", load(&approvals.approved)),
                 ("denied", load(&approvals.denied)),
                 ("expired", load(&approvals.expired)),
+                ("withdrawn", load(&approvals.withdrawn)),
             ],
         )?;
 

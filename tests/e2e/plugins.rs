@@ -878,6 +878,134 @@ async fn held_statements_wait_for_an_approver() {
         first_value(&client, "SELECT 'still here'").await,
         "still here"
     );
+    assert!(shared.approvals.pending().is_empty());
+
+    // A prepared statement's ticket carries the values bound to it, masked:
+    // what is approved is the statement with these values.
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .execute(
+                    "UPDATE orders SET note = $1 WHERE id = $2::text::int",
+                    &[&"card 4111111111111111", &"4"],
+                )
+                .await
+        })
+    };
+    let ticket = next_ticket().await;
+    assert_eq!(
+        ticket.parameters,
+        [
+            Some("card ****************".to_owned()),
+            Some("4".to_owned())
+        ],
+        "{ticket:?}"
+    );
+    answer(format!("deny {} bob", ticket.id)).await.unwrap();
+    let denied = held.await.unwrap().unwrap_err();
+    assert_eq!(code_and_message(&denied).0, "42501");
+
+    // The requester withdraws a held statement: a cancel request refuses
+    // it at once, and the ticket closes ...
+    let withdrawn = |shared: &Arc<sluice::gateway::Shared>| {
+        shared
+            .counters
+            .approvals
+            .withdrawn
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .simple_query("UPDATE orders SET note = 'cancelled' WHERE id = 5")
+                .await
+        })
+    };
+    let ticket = next_ticket().await;
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (code, message) = denial(held.await.unwrap());
+    assert_eq!(code, "57014");
+    assert!(message.contains("waiting for approval"), "{message}");
+    assert!(shared.approvals.pending().is_empty());
+    assert!(
+        answer(format!("approve {} alice", ticket.id))
+            .await
+            .is_err()
+    );
+    assert_ne!(note(5).await, "cancelled");
+    assert_eq!(withdrawn(&shared), 1);
+    assert_eq!(
+        first_value(&client, "SELECT 'after the cancel'").await,
+        "after the cancel"
+    );
+
+    // ... and so does leaving: nobody is left to answer.
+    let mut leaver = RawConn::login(
+        env.addr(),
+        &env.database,
+        "agent",
+        sluice_tests::token_of("agent"),
+    )
+    .await;
+    leaver
+        .send(&query("UPDATE orders SET note = 'left' WHERE id = 6"))
+        .await;
+    let ticket = next_ticket().await;
+    drop(leaver);
+    let closed = eventually(Duration::from_secs(10), || {
+        std::future::ready(shared.approvals.pending().is_empty())
+    })
+    .await;
+    assert!(closed, "the ticket stayed open after its client left");
+    assert!(
+        answer(format!("approve {} alice", ticket.id))
+            .await
+            .is_err()
+    );
+    assert_ne!(note(6).await, "left");
+    assert_eq!(withdrawn(&shared), 2);
+}
+
+/// One ticket asks one group: a query whose statements need the approval
+/// of different groups is refused, rather than run on the first group's
+/// word; statements needing the same group share one ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_needing_two_groups_approval_is_refused() {
+    let env = start(&format!(
+        "{}{}{}",
+        plugin(
+            "dba-rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\napproval_words = [\"orders\"]",
+        ),
+        plugin(
+            "security-rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\napproval_words = [\"cards\"]\napproval_group = \"security\"",
+        ),
+        plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
+    ))
+    .await;
+    let client = env.connect("agent").await;
+    let (code, message) = denial(
+        client
+            .simple_query("UPDATE orders SET note = 'x' WHERE id = 1; SELECT count(*) FROM cards")
+            .await,
+    );
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains("different groups (dba, security)"),
+        "{message}"
+    );
+    assert!(env.gateway.shared.approvals.pending().is_empty());
 }
 
 /// Without an approval plugin, a statement that needs approval is refused.

@@ -4,10 +4,14 @@
 //!
 //! Keeping the server's key private means a client cannot cancel another
 //! session's statements by guessing server pids, and sluice can refuse
-//! cancels for sessions it no longer serves.
+//! cancels for sessions it no longer serves. A statement sluice itself is
+//! holding (for a human's approval) is not on the server yet: a cancel
+//! reaches it through the session's [`Registration::cancelled`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 /// Where a session's statements run upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +24,17 @@ pub struct UpstreamKey {
 struct Entry {
     secret: i32,
     upstream: UpstreamKey,
+    cancelled: Arc<Notify>,
+}
+
+/// What a CancelRequest with a live key reaches.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server backend the session's statements run on.
+    pub upstream: UpstreamKey,
+    /// Wakes whatever the session is waiting on in sluice (a statement
+    /// held for approval); nothing when it waits on nothing.
+    pub cancelled: Arc<Notify>,
 }
 
 /// The live sessions' cancel keys.
@@ -34,6 +49,8 @@ pub struct Registration<'a> {
     registry: &'a Registry,
     pub pid: i32,
     pub secret: i32,
+    /// Notified by a cancel with this key (see [`Target::cancelled`]).
+    pub cancelled: Arc<Notify>,
 }
 
 impl Drop for Registration<'_> {
@@ -62,18 +79,27 @@ impl Registry {
                 continue;
             }
             let secret = rand::random::<i32>();
-            entries.insert(pid, Entry { secret, upstream });
+            let cancelled = Arc::new(Notify::new());
+            entries.insert(
+                pid,
+                Entry {
+                    secret,
+                    upstream,
+                    cancelled: cancelled.clone(),
+                },
+            );
             return Registration {
                 registry: self,
                 pid,
                 secret,
+                cancelled,
             };
         }
     }
 
-    /// The upstream backend for a client's cancel key, if the key is live
-    /// and the secret matches.
-    pub fn lookup(&self, pid: i32, secret: i32) -> Option<UpstreamKey> {
+    /// What a client's cancel key reaches, if the key is live and the
+    /// secret matches.
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<Target> {
         let entries = self
             .entries
             .lock()
@@ -81,7 +107,10 @@ impl Registry {
         let entry = entries.get(&pid)?;
         // The secret is what keeps one client from cancelling another's
         // statements; a wrong one is ignored, as PostgreSQL ignores it.
-        (entry.secret == secret).then_some(entry.upstream)
+        (entry.secret == secret).then(|| Target {
+            upstream: entry.upstream,
+            cancelled: entry.cancelled.clone(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -106,17 +135,19 @@ mod tests {
         let upstream = UpstreamKey { pid: 77, secret: 5 };
         let registration = registry.register(upstream);
         assert!(registration.pid > 0);
-        assert_eq!(
-            registry.lookup(registration.pid, registration.secret),
-            Some(upstream)
-        );
-        assert_eq!(
-            registry.lookup(registration.pid, registration.secret.wrapping_add(1)),
-            None
+        let target = registry
+            .lookup(registration.pid, registration.secret)
+            .expect("a live key");
+        assert_eq!(target.upstream, upstream);
+        assert!(Arc::ptr_eq(&target.cancelled, &registration.cancelled));
+        assert!(
+            registry
+                .lookup(registration.pid, registration.secret.wrapping_add(1))
+                .is_none()
         );
         let pid = registration.pid;
         drop(registration);
         assert!(registry.is_empty());
-        assert_eq!(registry.lookup(pid, 5), None);
+        assert!(registry.lookup(pid, 5).is_none());
     }
 }

@@ -464,6 +464,9 @@ struct Proxy<'a> {
     /// The server sent a FATAL error: it has told the client why it ends.
     server_said_fatal: bool,
     upstream_key: Option<UpstreamKey>,
+    /// Notified by a CancelRequest with this session's key: it withdraws a
+    /// statement held for approval. `None` without cancel support.
+    cancelled: Option<Arc<tokio::sync::Notify>>,
     /// Who this session is, as hooks are told.
     session: Arc<SessionInfo>,
     /// Cycles sent upstream, and cycles answered: the number of the cycle
@@ -631,6 +634,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         client_first: true,
         server_said_fatal: false,
         upstream_key,
+        cancelled: registration.as_ref().map(|r| r.cancelled.clone()),
         session: Arc::new(SessionInfo {
             session_id,
             principal,
@@ -929,7 +933,7 @@ impl Proxy<'_> {
                     let statements = self
                         .analyser
                         .analyse(text, self.standard_conforming_strings);
-                    self.judge(text, statements).await
+                    self.judge(text, statements, None).await
                 } else {
                     if self.statement_trace.is_recording() {
                         let statements = self
@@ -1041,7 +1045,7 @@ impl Proxy<'_> {
                                 .first()
                                 .map(|a| a.statement.text.clone())
                                 .unwrap_or_default();
-                            self.judge(&text, statements).await
+                            self.judge(&text, statements, Some(&frame)).await
                         }
                         None => Some(Fatal::new(
                             sqlstate::INVALID_SQL_STATEMENT_NAME,
@@ -1398,7 +1402,14 @@ impl Proxy<'_> {
     /// Runs the policy plugins on the statements of one query string (or
     /// one Bind): `None` lets them through, a refusal says why not. Any
     /// deny refuses the whole string; a plugin that fails refuses it too.
-    async fn judge(&mut self, text: &str, statements: Vec<Analysed>) -> Option<Fatal> {
+    /// `bind` is the Bind of an extended-protocol statement: its values go
+    /// on an approval ticket.
+    async fn judge(
+        &mut self,
+        text: &str,
+        statements: Vec<Analysed>,
+        bind: Option<&Frame>,
+    ) -> Option<Fatal> {
         let plugins = self.current_plugins().clone();
         if tracing::enabled!(tracing::Level::DEBUG) {
             let statement = crate::masking::for_log(&plugins, text).await;
@@ -1451,17 +1462,12 @@ impl Proxy<'_> {
             if !plugins.approves() {
                 let command = loggable_command(&command);
                 tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
-                let refusal = Fatal::new(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                return Some(self.denied_by(
+                    plugin,
                     format!(
                         "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
                     ),
-                );
-                self.decision = Some(Decision {
-                    plugin: Some(plugin),
-                    ..Decision::refused("deny", refusal.message.clone())
-                });
-                return Some(refusal);
+                ));
             }
             let command = loggable_command(&command);
             tracing::info!(session, %plugin, command, "statement held for approval");
@@ -1471,10 +1477,20 @@ impl Proxy<'_> {
                     tables.push(access.table.clone());
                 }
             }
-            if let Some(refusal) = self
-                .hold_for_approval(&plugins, text, tables, plugin, reason, approver_group)
-                .await
-            {
+            // As the audit trail shows them: a value sent in binary is
+            // shown when it is readable text, else said to be withheld.
+            let params = bind
+                .and_then(frontend::bind_parameters_for_audit)
+                .unwrap_or_default();
+            let held = Held {
+                text,
+                params,
+                tables,
+                plugin,
+                reason,
+                approver_group,
+            };
+            if let Some(refusal) = self.hold_for_approval(&plugins, held).await {
                 return Some(refusal);
             }
         }
@@ -1523,13 +1539,34 @@ impl Proxy<'_> {
                     plugin,
                     reason,
                     approver_group,
-                }) => {
-                    approval.get_or_insert((plugin, reason, approver_group, command.to_owned()));
-                }
+                }) => match &approval {
+                    None => approval = Some((plugin, reason, approver_group, command.to_owned())),
+                    // One ticket, one group: statements that need two
+                    // groups' approval in one query would pass on the
+                    // first group's word alone.
+                    Some((_, _, first_group, _)) if *first_group != approver_group => {
+                        let message = format!(
+                            "the statements of this query need approval from different groups ({first_group}, {approver_group}): send them one at a time"
+                        );
+                        return Err(self.denied_by(plugin, message));
+                    }
+                    Some(_) => {}
+                },
                 Err(fault) => return Err(plugin_failed("policy", &fault)),
             }
         }
         Ok(approval)
+    }
+
+    /// Refuses the statement (42501) on `plugin`'s verdict, with `message`
+    /// to the client and on the record.
+    fn denied_by(&mut self, plugin: String, message: String) -> Fatal {
+        let refusal = Fatal::new(sqlstate::INSUFFICIENT_PRIVILEGE, message);
+        self.decision = Some(Decision {
+            plugin: Some(plugin),
+            ..Decision::refused("deny", refusal.message.clone())
+        });
+        refusal
     }
 
     /// The policies' verdict on one statement: asked, or — for a statement
@@ -1589,28 +1626,43 @@ impl Proxy<'_> {
         })
     }
 
-    /// Holds a statement until an approver answers, its ticket expires or
-    /// the gateway closes; `None` releases it. What was already decided is
-    /// written out first, so the client has every earlier reply while it
-    /// waits; nothing it sends behind the statement is read meanwhile.
-    async fn hold_for_approval(
-        &mut self,
-        plugins: &PluginSet,
-        text: &str,
-        tables: Vec<TableRef>,
-        plugin: String,
-        reason: String,
-        approver_group: String,
-    ) -> Option<Fatal> {
+    /// Holds a statement until an approver answers, its ticket expires,
+    /// the client withdraws it (a CancelRequest, or leaving) or the gateway
+    /// closes; `None` releases it. What was already decided is written out
+    /// first, so the client has every earlier reply while it waits; what it
+    /// sends behind the statement is read (so that leaving is noticed) but
+    /// not acted on until the statement is decided.
+    async fn hold_for_approval(&mut self, plugins: &PluginSet, held: Held<'_>) -> Option<Fatal> {
+        let Held {
+            text,
+            params,
+            tables,
+            plugin,
+            reason,
+            approver_group,
+        } = held;
         let statement_text = match plugins.mask_text(text).await {
             Ok(masked) => masked.unwrap_or_else(|| text.to_owned()),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
         };
+        // The approver approves the statement with its values, masked as
+        // its text is.
+        let mut parameters = Vec::with_capacity(params.len());
+        for param in params {
+            parameters.push(match param {
+                Some(value) => match plugins.mask_text(&value).await {
+                    Ok(masked) => Some(masked.unwrap_or(value)),
+                    Err(fault) => return Some(plugin_failed("masking", &fault)),
+                },
+                None => None,
+            });
+        }
         let timeout = self.shared.settings.approval_timeout;
         let ticket = Ticket {
             id: Approvals::new_ticket_id(),
             requester: self.session.principal.clone(),
             statement_text,
+            parameters,
             tables,
             reason,
             approver_group: approver_group.clone(),
@@ -1625,9 +1677,13 @@ impl Proxy<'_> {
                 KeyValue::new(attribute::APPROVER_GROUP, approver_group.clone()),
             ],
         );
+        // Open before the approvers are told: an answer may come back
+        // before the request returns.
+        let answer = self.shared.approvals.open(ticket.clone());
         match plugins.request_approval(&ticket).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
+                self.shared.approvals.close(&ticket.id);
                 tracing::warn!(ticket = %ticket.id, %error, "approval request failed");
                 return Some(Fatal::new(
                     sqlstate::SYSTEM_ERROR,
@@ -1636,32 +1692,44 @@ impl Proxy<'_> {
                     ),
                 ));
             }
-            Err(fault) => return Some(plugin_failed("approval", &fault)),
+            Err(fault) => {
+                self.shared.approvals.close(&ticket.id);
+                return Some(plugin_failed("approval", &fault));
+            }
         }
-        let answer = self.shared.approvals.open(ticket.clone());
         let _ = self.flush().await;
-        let mut phase = self.shared.phase.clone();
-        let outcome = tokio::select! {
-            answer = answer => answer.ok(),
-            () = tokio::time::sleep(timeout) => None,
-            _ = phase.wait_for(|p| *p == Phase::Closing) => None,
-        };
+        let outcome = self.await_approval(answer, timeout).await;
         self.shared.approvals.close(&ticket.id);
         // When the answer came (or the wait ended), before the approval
         // plugin is told, which may take a round trip to Slack.
         let answered_ms = approval::now_ms();
         let (approver, verdict) = match &outcome {
-            Some(Resolution::Approved { approver }) => (Some(approver.clone()), "allow"),
-            Some(Resolution::Denied { approver }) => (Some(approver.clone()), "deny"),
-            None => (None, "deny"),
+            HoldEnd::Answered(Resolution::Approved { approver }) => {
+                (Some(approver.clone()), "allow")
+            }
+            HoldEnd::Answered(Resolution::Denied { approver }) => (Some(approver.clone()), "deny"),
+            HoldEnd::Expired | HoldEnd::Withdrawn(_) => (None, "deny"),
         };
         let requested_ms = ticket.expires_at - timeout.as_millis() as u64;
         let (label, refusal) = match outcome {
-            Some(Resolution::Approved { approver }) => {
+            HoldEnd::Answered(Resolution::Approved { approver }) => {
                 tracing::info!(ticket = %ticket.id, %approver, "statement approved");
                 ("approved", None)
             }
-            Some(Resolution::Denied { approver }) => (
+            HoldEnd::Withdrawn(why) => {
+                tracing::info!(ticket = %ticket.id, why, "held statement withdrawn");
+                (
+                    "withdrawn",
+                    Some(Fatal::new(
+                        sqlstate::QUERY_CANCELED,
+                        format!(
+                            "canceling statement due to user request: it was waiting for approval (ticket {})",
+                            ticket.id
+                        ),
+                    )),
+                )
+            }
+            HoldEnd::Answered(Resolution::Denied { approver }) => (
                 "denied",
                 Some(Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -1671,7 +1739,7 @@ impl Proxy<'_> {
                     ),
                 )),
             ),
-            None => (
+            HoldEnd::Expired => (
                 "expired",
                 Some(Fatal::new(
                     sqlstate::QUERY_CANCELED,
@@ -1688,6 +1756,7 @@ impl Proxy<'_> {
         match label {
             "approved" => &approvals.approved,
             "denied" => &approvals.denied,
+            "withdrawn" => &approvals.withdrawn,
             _ => &approvals.expired,
         }
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1712,6 +1781,45 @@ impl Proxy<'_> {
             }),
         });
         refusal
+    }
+
+    /// Waits for the held statement's answer. Reads what the client sends
+    /// meanwhile into its buffer (up to a bound) only to notice that it
+    /// left; a CancelRequest with the session's key withdraws the
+    /// statement.
+    async fn await_approval(
+        &mut self,
+        answer: tokio::sync::oneshot::Receiver<Resolution>,
+        timeout: std::time::Duration,
+    ) -> HoldEnd {
+        let mut phase = self.shared.phase.clone();
+        let cancelled = self.cancelled.clone();
+        let withdrawn = async {
+            match &cancelled {
+                Some(cancelled) => cancelled.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let expiry = tokio::time::sleep(timeout);
+        tokio::pin!(answer, withdrawn, expiry);
+        let read_limit = self.shared.settings.limits.max_message_bytes;
+        loop {
+            tokio::select! {
+                answer = &mut answer => {
+                    break answer.map_or(HoldEnd::Expired, HoldEnd::Answered);
+                }
+                () = &mut expiry => break HoldEnd::Expired,
+                _ = phase.wait_for(|p| *p == Phase::Closing) => break HoldEnd::Expired,
+                () = &mut withdrawn => break HoldEnd::Withdrawn("a cancel request"),
+                read = self.client.read_buf(&mut self.client_in), if self.client_in.len() < read_limit => {
+                    match read {
+                        // The client is gone: nobody waits for the answer.
+                        Ok(0) | Err(_) => break HoldEnd::Withdrawn("the client left"),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Writes the statement's record — who, what (masked), the decision —
@@ -3061,6 +3169,28 @@ impl MaskingFailure for crate::masking::copy_text::CopyTextError {}
 impl MaskingFailure for &str {}
 
 /// Masking failed: the session ends rather than pass anything unmasked.
+/// A statement a policy holds for approval, and what the ticket needs.
+struct Held<'a> {
+    text: &'a str,
+    /// Its parameters (a Bind's, as the audit trail renders them),
+    /// unmasked; none for a simple query.
+    params: Vec<Option<String>>,
+    tables: Vec<TableRef>,
+    /// The policy that asked for approval, its reason and the group asked.
+    plugin: String,
+    reason: String,
+    approver_group: String,
+}
+
+/// How a hold ended.
+enum HoldEnd {
+    Answered(Resolution),
+    /// No answer in time, or the gateway is closing.
+    Expired,
+    /// The client cancelled the statement or left; says which.
+    Withdrawn(&'static str),
+}
+
 fn masking_failed(what: &str, error: &dyn MaskingFailure) -> End {
     tracing::error!(%error, "{what} could not be masked; ending the session");
     End::Fatal(Fatal::new(

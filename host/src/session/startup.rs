@@ -410,7 +410,11 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: Peer) {
         tracing::info!(%peer, "cancel request with an unknown key ignored");
         return;
     };
-    if let Err(error) = shared.upstream.cancel(target.pid, target.secret).await {
+    // A statement held in sluice is withdrawn; one running upstream is
+    // cancelled there.
+    target.cancelled.notify_waiters();
+    let upstream = target.upstream;
+    if let Err(error) = shared.upstream.cancel(upstream.pid, upstream.secret).await {
         tracing::warn!(%peer, %error, "could not forward a cancel request");
     }
 }

@@ -49,8 +49,9 @@ pub trait Approval {
     /// means the payload is not an answer to a ticket.
     fn on_interaction(payload: &str) -> Option<Answer>;
 
-    /// Hears how a ticket ended: `outcome` says whether it was approved,
-    /// denied or expired, and by whom.
+    /// Hears how a ticket ended: `outcome` is `approved`, `denied`,
+    /// `expired` (no answer in time) or `withdrawn` (the requester
+    /// cancelled the statement or left).
     ///
     /// Called once per ticket, so the plugin can update what approvers
     /// see. An error is logged; the outcome stands. The default does

@@ -12,7 +12,7 @@
 //! its kind is one of `deny_kinds` or its text contains one of the words,
 //! ignoring case;
 //! one containing a word of `approval_words` needs the approval of group
-//! `dba`.
+//! `approval_group` (`dba` unless configured).
 //! `check_config` refuses invalid JSON, unknown keys or kinds, and
 //! `"reject": true`, so a test can load an invalid configuration.
 
@@ -58,6 +58,7 @@ struct Config {
     deny_words: Vec<String>,
     #[serde(default)]
     approval_words: Vec<String>,
+    approval_group: Option<String>,
     #[serde(default)]
     deny_groups: Vec<String>,
     #[serde(default)]
@@ -71,6 +72,7 @@ struct Rules {
     words: Vec<String>,
     /// Lower-cased.
     approval_words: Vec<String>,
+    approval_group: String,
     groups: Vec<String>,
 }
 
@@ -107,6 +109,7 @@ impl Rules {
             kinds,
             words,
             approval_words,
+            approval_group: config.approval_group.unwrap_or_else(|| "dba".to_owned()),
             groups: config.deny_groups,
         })
     }
@@ -138,9 +141,10 @@ impl Rules {
             .iter()
             .find(|word| text.contains(word.as_str()))
         {
-            Some(word) => {
-                Decision::require_approval(format!("the statement mentions {word:?}"), "dba")
-            }
+            Some(word) => Decision::require_approval(
+                format!("the statement mentions {word:?}"),
+                &self.approval_group,
+            ),
             None => Decision::Allow,
         }
     }
