@@ -56,6 +56,10 @@ macro_rules! call {
     };
 }
 
+/// The rule named when policies ask different groups to approve one
+/// statement (sluice's own, not a plugin's).
+pub const ONE_APPROVER_GROUP: &str = "one-approver-group";
+
 /// One consistent set of loaded plugins. Swapped whole on reload; a
 /// statement keeps the set it started with.
 #[derive(Debug, Default)]
@@ -201,15 +205,33 @@ impl PluginSet {
                         same_for_shape,
                     });
                 }
-                Decision::RequireApproval(requirement) => {
-                    if matches!(verdict, Verdict::Allow) {
+                Decision::RequireApproval(requirement) => match &verdict {
+                    Verdict::RequireApproval { approver_group, .. }
+                        if *approver_group != requirement.approver_group =>
+                    {
+                        // One ticket asks one group: the first group's word
+                        // must not stand in for another's.
+                        return Ok(Judged {
+                            verdict: Verdict::Deny {
+                                plugin: plugin.name.clone(),
+                                rule: ONE_APPROVER_GROUP.to_owned(),
+                                reason: format!(
+                                    "the policies ask different groups ({approver_group}, {}) to approve this statement, and one approval asks one group",
+                                    requirement.approver_group
+                                ),
+                            },
+                            same_for_shape,
+                        });
+                    }
+                    Verdict::RequireApproval { .. } => {}
+                    _ => {
                         verdict = Verdict::RequireApproval {
                             plugin: plugin.name.clone(),
                             reason: requirement.reason,
                             approver_group: requirement.approver_group,
                         };
                     }
-                }
+                },
             }
         }
         Ok(Judged {

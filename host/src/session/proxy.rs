@@ -463,6 +463,9 @@ struct Proxy<'a> {
     client_first: bool,
     /// The server sent a FATAL error: it has told the client why it ends.
     server_said_fatal: bool,
+    /// The client left while a statement was held for approval: what it
+    /// sent behind the statement is dropped and the session ends.
+    client_left: bool,
     upstream_key: Option<UpstreamKey>,
     /// Notified by a CancelRequest with this session's key: it withdraws a
     /// statement held for approval. `None` without cancel support.
@@ -633,6 +636,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         phase_changed: watch_phase(shared.phase.clone()),
         client_first: true,
         server_said_fatal: false,
+        client_left: false,
         upstream_key,
         cancelled: registration.as_ref().map(|r| r.cancelled.clone()),
         session: Arc::new(SessionInfo {
@@ -856,6 +860,9 @@ impl Proxy<'_> {
                 }
             };
             self.on_client_message(frame).await?;
+            if self.client_left {
+                return Err(End::ClientGone);
+            }
         }
         self.arm_stall_timer();
         shrink_if_idle(&mut self.client_in);
@@ -1641,22 +1648,30 @@ impl Proxy<'_> {
             reason,
             approver_group,
         } = held;
-        let statement_text = match plugins.mask_text(text).await {
-            Ok(masked) => masked.unwrap_or_else(|| text.to_owned()),
+        // A cancel from now on withdraws the statement: the ticket is
+        // visible to approvers (and the client may give up) before the
+        // wait begins.
+        let cancelled = self.cancelled.clone();
+        let mut cancel = cancelled
+            .as_deref()
+            .map(|notify| Box::pin(notify.notified()));
+        if let Some(cancel) = cancel.as_mut() {
+            cancel.as_mut().enable();
+        }
+        // The approver approves the statement with its values, masked as
+        // the audit trail records them (withheld without a masking plugin).
+        let mut texts = Vec::with_capacity(1 + params.len());
+        texts.push(text);
+        texts.extend(params.iter().flatten().map(String::as_str));
+        let mut masked = match crate::masking::for_record(plugins, &texts).await {
+            Ok(masked) => masked.into_iter(),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
         };
-        // The approver approves the statement with its values, masked as
-        // its text is.
-        let mut parameters = Vec::with_capacity(params.len());
-        for param in params {
-            parameters.push(match param {
-                Some(value) => match plugins.mask_text(&value).await {
-                    Ok(masked) => Some(masked.unwrap_or(value)),
-                    Err(fault) => return Some(plugin_failed("masking", &fault)),
-                },
-                None => None,
-            });
-        }
+        let statement_text = masked.next().unwrap_or_default();
+        let parameters = params
+            .iter()
+            .map(|param| param.as_ref().and_then(|_| masked.next()))
+            .collect();
         let timeout = self.shared.settings.approval_timeout;
         let ticket = Ticket {
             id: Approvals::new_ticket_id(),
@@ -1698,7 +1713,9 @@ impl Proxy<'_> {
             }
         }
         let _ = self.flush().await;
-        let outcome = self.await_approval(answer, timeout).await;
+        let outcome = self
+            .await_approval(answer, cancel.as_mut().map(|c| c.as_mut()), timeout)
+            .await;
         self.shared.approvals.close(&ticket.id);
         // When the answer came (or the wait ended), before the approval
         // plugin is told, which may take a round trip to Slack.
@@ -1790,13 +1807,13 @@ impl Proxy<'_> {
     async fn await_approval(
         &mut self,
         answer: tokio::sync::oneshot::Receiver<Resolution>,
+        cancel: Option<Pin<&mut tokio::sync::futures::Notified<'_>>>,
         timeout: std::time::Duration,
     ) -> HoldEnd {
         let mut phase = self.shared.phase.clone();
-        let cancelled = self.cancelled.clone();
         let withdrawn = async {
-            match &cancelled {
-                Some(cancelled) => cancelled.notified().await,
+            match cancel {
+                Some(cancel) => cancel.await,
                 None => std::future::pending().await,
             }
         };
@@ -1813,8 +1830,13 @@ impl Proxy<'_> {
                 () = &mut withdrawn => break HoldEnd::Withdrawn("a cancel request"),
                 read = self.client.read_buf(&mut self.client_in), if self.client_in.len() < read_limit => {
                     match read {
-                        // The client is gone: nobody waits for the answer.
-                        Ok(0) | Err(_) => break HoldEnd::Withdrawn("the client left"),
+                        // The client is gone: nobody waits for the answer,
+                        // nor for what it sent behind the statement.
+                        Ok(0) | Err(_) => {
+                            self.client_left = true;
+                            self.client_in.clear();
+                            break HoldEnd::Withdrawn("the client left");
+                        }
                         Ok(_) => {}
                     }
                 }
@@ -3168,7 +3190,6 @@ impl MaskingFailure for crate::masking::copy::CopyError {}
 impl MaskingFailure for crate::masking::copy_text::CopyTextError {}
 impl MaskingFailure for &str {}
 
-/// Masking failed: the session ends rather than pass anything unmasked.
 /// A statement a policy holds for approval, and what the ticket needs.
 struct Held<'a> {
     text: &'a str,
@@ -3191,6 +3212,7 @@ enum HoldEnd {
     Withdrawn(&'static str),
 }
 
+/// Masking failed: the session ends rather than pass anything unmasked.
 fn masking_failed(what: &str, error: &dyn MaskingFailure) -> End {
     tracing::error!(%error, "{what} could not be masked; ending the session");
     End::Fatal(Fatal::new(

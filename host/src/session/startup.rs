@@ -410,13 +410,15 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: Peer) {
         tracing::info!(%peer, "cancel request with an unknown key ignored");
         return;
     };
-    // A statement held in sluice is withdrawn; one running upstream is
-    // cancelled there.
-    target.cancelled.notify_waiters();
+    // A statement running upstream is cancelled there; then one held in
+    // sluice is withdrawn. In that order: the client answered first could
+    // send its next statement before the cancel reached the server, and
+    // have that cancelled instead.
     let upstream = target.upstream;
     if let Err(error) = shared.upstream.cancel(upstream.pid, upstream.secret).await {
         tracing::warn!(%peer, %error, "could not forward a cancel request");
     }
+    target.cancelled.notify_waiters();
 }
 
 /// What the client asked for, checked.
