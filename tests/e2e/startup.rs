@@ -568,3 +568,35 @@ async fn a_proxy_header_from_an_address_not_listed_is_refused() {
         );
     }
 }
+
+/// The PROXY protocol header counts against the login timeout: a balancer
+/// connection that sends nothing, or half a header, is dropped when it
+/// ends, and so is one that sends a header and then stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_never_comes_is_cut_off_at_the_login_timeout() {
+    let env = TestEnv::start_with(|settings| {
+        settings.limits.login_timeout = std::time::Duration::from_millis(500);
+        settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let mut silent = RawConn::connect(env.addr()).await;
+    let mut half = RawConn::connect(env.addr()).await;
+    half.send(&proxy_v2([127, 0, 0, 7], 1, false)[..20]).await;
+    for conn in [&mut silent, &mut half] {
+        let error = conn.expect_error().await;
+        assert_eq!(error.code(), "08P01");
+        assert!(
+            error.fields()[&b'M'].contains("no PROXY protocol header arrived in time"),
+            "{error:?}"
+        );
+        assert!(conn.closed().await);
+    }
+    let mut stalled = RawConn::connect(env.addr()).await;
+    stalled.send(&proxy_v2([127, 0, 0, 7], 1, false)).await;
+    let error = stalled.expect_error().await;
+    assert!(
+        error.fields()[&b'M'].contains("login timed out"),
+        "{error:?}"
+    );
+    assert!(stalled.closed().await);
+}
