@@ -133,7 +133,7 @@ pub struct AuditConfig {
     /// Where the chain head is kept. Default `FILE.head`; put it where the
     /// trail's readers cannot write.
     pub head_file: Option<PathBuf>,
-    /// Rotate the active file once it is this large.
+    /// Rotate the active file once it is this large (default 1 GiB).
     pub rotate_bytes: Option<u64>,
     /// Rotate the active file once it is this old.
     pub rotate_seconds: Option<u64>,
@@ -590,6 +590,11 @@ pub struct AuditSettings {
     pub postgres: Option<UpstreamSettings>,
 }
 
+/// The active trail file is rotated past this size unless configured
+/// otherwise. A file without bound would also make every start slower:
+/// recovery reads the active file whole (for holes a power loss left).
+pub const DEFAULT_ROTATE_BYTES: u64 = 1 << 30;
+
 /// Where the audit chain's key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditKey {
@@ -622,7 +627,7 @@ impl AuditSettings {
             },
             file,
             fsync: AuditFsync::Always,
-            rotate_bytes: None,
+            rotate_bytes: Some(DEFAULT_ROTATE_BYTES),
             rotate_after: None,
             result_bytes: 0,
             instance: default_instance(),
@@ -1147,7 +1152,7 @@ impl Config {
                     "[audit] rotate_bytes {bytes} is below 4096"
                 )));
             }
-            bytes => bytes,
+            bytes => bytes.or(settings.rotate_bytes),
         };
         settings.rotate_after = match audit.rotate_seconds {
             Some(0) => return Err(invalid("[audit] rotate_seconds must be above 0")),
@@ -1812,6 +1817,37 @@ mod tests {
             // A password in a refused URL is not repeated back.
             assert!(!error.contains("secret"), "{error}");
         }
+    }
+
+    /// The active trail file rotates at 1 GiB unless told otherwise, with
+    /// a config or with `--audit-file` alone.
+    #[test]
+    fn the_trail_rotates_at_a_gigabyte_by_default() {
+        let base = "[upstream]\nurl = \"postgres://a@b/c\"\n";
+        let rotate = |audit: &str| {
+            resolve(&format!(
+                "{base}[audit]\nfile = \"a.jsonl\"\nkey_file = \"k\"\n{audit}"
+            ))
+            .unwrap()
+            .audit
+            .unwrap()
+            .rotate_bytes
+        };
+        assert_eq!(rotate(""), Some(DEFAULT_ROTATE_BYTES));
+        assert_eq!(DEFAULT_ROTATE_BYTES, 1 << 30);
+        assert_eq!(rotate("rotate_bytes = 5000\n"), Some(5000));
+        let overrides = Overrides {
+            audit_file: Some("b.jsonl".into()),
+            ..Overrides::default()
+        };
+        let settings = Config::from_toml(base, Path::new("sluice.toml"))
+            .unwrap()
+            .resolve(Path::new("/etc/sluice"), &overrides, &no_env)
+            .unwrap();
+        assert_eq!(
+            settings.audit.unwrap().rotate_bytes,
+            Some(DEFAULT_ROTATE_BYTES)
+        );
     }
 
     #[test]
