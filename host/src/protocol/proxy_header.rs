@@ -417,6 +417,44 @@ mod tests {
         }
     }
 
+    /// Whatever the bytes, the parser answers without panicking, and a
+    /// header it reads lies within them: hostile input of every shape,
+    /// from valid headers cut and corrupted at random places.
+    #[test]
+    fn hostile_bytes_never_panic_or_overrun() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_9a0c);
+        let seeds = [
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 6432\r\nrest".to_vec(),
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 443 6432\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2(0x1, 0x11, &inet_block([1, 2, 3, 4], 5)),
+            v2(0x1, 0x21, &[7; 36]),
+            v2(0x1, 0x31, &[0; 216]),
+            v2(0x0, 0x00, &[]),
+        ];
+        for _ in 0..200_000 {
+            let mut bytes = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(0..4) {
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random();
+            }
+            if rng.random_bool(0.3) {
+                // A length field anything at all.
+                if bytes.len() >= 16 && bytes.starts_with(&V2_SIGNATURE) {
+                    bytes[14] = rng.random();
+                    bytes[15] = rng.random();
+                }
+            }
+            let cut = rng.random_range(0..=bytes.len());
+            bytes.truncate(cut);
+            if let Ok(Some(header)) = parse(&bytes) {
+                assert!(header.len <= bytes.len(), "{bytes:?}");
+                assert!(header.len >= 15, "{bytes:?}");
+            }
+        }
+    }
+
     #[test]
     fn starts_of_headers_are_recognised() {
         assert!(looks_like_header(b"PROXY TCP4 1.2.3.4"));
