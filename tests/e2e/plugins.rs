@@ -1028,6 +1028,8 @@ async fn a_query_needing_two_groups_approval_is_refused() {
         ticket.statement_text,
         "[withheld: no masking plugin is loaded]"
     );
+    // So is the policy's reason, which may quote the statement.
+    assert_eq!(ticket.reason, "[withheld: no masking plugin is loaded]");
     cancel(&client).await;
     let (code, _) = denial(held.await.unwrap());
     assert_eq!(code, "57014");

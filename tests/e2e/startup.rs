@@ -575,7 +575,7 @@ async fn a_proxy_header_from_an_address_not_listed_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_that_never_comes_is_cut_off_at_the_login_timeout() {
     let env = TestEnv::start_with(|settings| {
-        settings.limits.login_timeout = std::time::Duration::from_millis(500);
+        settings.limits.login_timeout = std::time::Duration::from_millis(1500);
         settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;

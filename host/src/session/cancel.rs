@@ -9,9 +9,33 @@
 //! reaches it through the session's [`Registration::cancelled`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+
+/// The cancel requests a session has been sent, for what sluice itself
+/// holds: counted as each arrives, and announced once it has also been
+/// forwarded upstream.
+#[derive(Debug, Default)]
+pub struct Cancels {
+    count: AtomicU64,
+    /// Wakes a hold waiting on it; nothing when nothing waits.
+    pub announced: Notify,
+}
+
+impl Cancels {
+    /// How many cancel requests have arrived so far: a hold compares this
+    /// from its start to its end, so that none is missed between the two.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Counts a cancel request as it arrives.
+    pub fn arrived(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// Where a session's statements run upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +48,7 @@ pub struct UpstreamKey {
 struct Entry {
     secret: i32,
     upstream: UpstreamKey,
-    cancelled: Arc<Notify>,
+    cancelled: Arc<Cancels>,
 }
 
 /// What a CancelRequest with a live key reaches.
@@ -32,9 +56,9 @@ struct Entry {
 pub struct Target {
     /// The server backend the session's statements run on.
     pub upstream: UpstreamKey,
-    /// Wakes whatever the session is waiting on in sluice (a statement
-    /// held for approval); nothing when it waits on nothing.
-    pub cancelled: Arc<Notify>,
+    /// What the session holds in sluice (a statement waiting for
+    /// approval) hears of the cancel through this.
+    pub cancelled: Arc<Cancels>,
 }
 
 /// The live sessions' cancel keys.
@@ -49,8 +73,8 @@ pub struct Registration<'a> {
     registry: &'a Registry,
     pub pid: i32,
     pub secret: i32,
-    /// Notified by a cancel with this key (see [`Target::cancelled`]).
-    pub cancelled: Arc<Notify>,
+    /// The cancels sent with this key (see [`Target::cancelled`]).
+    pub cancelled: Arc<Cancels>,
 }
 
 impl Drop for Registration<'_> {
@@ -79,7 +103,7 @@ impl Registry {
                 continue;
             }
             let secret = rand::random::<i32>();
-            let cancelled = Arc::new(Notify::new());
+            let cancelled = Arc::new(Cancels::default());
             entries.insert(
                 pid,
                 Entry {

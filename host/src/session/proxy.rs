@@ -467,9 +467,9 @@ struct Proxy<'a> {
     /// sent behind the statement is dropped and the session ends.
     client_left: bool,
     upstream_key: Option<UpstreamKey>,
-    /// Notified by a CancelRequest with this session's key: it withdraws a
+    /// The CancelRequests sent with this session's key: one withdraws a
     /// statement held for approval. `None` without cancel support.
-    cancelled: Option<Arc<tokio::sync::Notify>>,
+    cancelled: Option<Arc<super::cancel::Cancels>>,
     /// Who this session is, as hooks are told.
     session: Arc<SessionInfo>,
     /// Cycles sent upstream, and cycles answered: the number of the cycle
@@ -1654,20 +1654,24 @@ impl Proxy<'_> {
         let cancelled = self.cancelled.clone();
         let mut cancel = cancelled
             .as_deref()
-            .map(|notify| Box::pin(notify.notified()));
+            .map(|cancels| Box::pin(cancels.announced.notified()));
         if let Some(cancel) = cancel.as_mut() {
             cancel.as_mut().enable();
         }
+        let cancels_before = cancelled.as_deref().map(super::cancel::Cancels::count);
         // The approver approves the statement with its values, masked as
         // the audit trail records them (withheld without a masking plugin).
-        let mut texts = Vec::with_capacity(1 + params.len());
+        // The policy's reason may quote the statement too.
+        let mut texts = Vec::with_capacity(2 + params.len());
         texts.push(text);
+        texts.push(&reason);
         texts.extend(params.iter().flatten().map(String::as_str));
         let mut masked = match crate::masking::for_record(plugins, &texts).await {
             Ok(masked) => masked.into_iter(),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
         };
         let statement_text = masked.next().unwrap_or_default();
+        let shown_reason = masked.next().unwrap_or_default();
         let parameters = params
             .iter()
             .map(|param| param.as_ref().and_then(|_| masked.next()))
@@ -1679,7 +1683,7 @@ impl Proxy<'_> {
             statement_text,
             parameters,
             tables,
-            reason,
+            reason: shown_reason,
             approver_group: approver_group.clone(),
             expires_at: approval::now_ms() + timeout.as_millis() as u64,
         };
@@ -1713,9 +1717,16 @@ impl Proxy<'_> {
             }
         }
         let _ = self.flush().await;
-        let outcome = self
+        let mut outcome = self
             .await_approval(answer, cancel.as_mut().map(|c| c.as_mut()), timeout)
             .await;
+        // A cancel that arrived while the hold ended (its notice still on
+        // its way upstream) withdraws the statement all the same.
+        if matches!(outcome, HoldEnd::Answered(Resolution::Approved { .. }))
+            && cancelled.as_deref().map(super::cancel::Cancels::count) != cancels_before
+        {
+            outcome = HoldEnd::Withdrawn("a cancel request");
+        }
         self.shared.approvals.close(&ticket.id);
         // When the answer came (or the wait ended), before the approval
         // plugin is told, which may take a round trip to Slack.
@@ -1787,7 +1798,7 @@ impl Proxy<'_> {
             // The policy that asked for the approval.
             plugin: Some(plugin),
             rule: None,
-            reason: Some(ticket.reason.clone()),
+            reason: Some(reason),
             approval: Some(ApprovalRecord {
                 ticket: ticket.id.clone(),
                 approver_group: approver_group.clone(),

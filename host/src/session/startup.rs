@@ -410,15 +410,18 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: i32, peer: Peer) {
         tracing::info!(%peer, "cancel request with an unknown key ignored");
         return;
     };
+    // Counted at once: a hold that ends meanwhile (an approval coming in
+    // while the cancel travels upstream) sees it and withdraws.
+    target.cancelled.arrived();
     // A statement running upstream is cancelled there; then one held in
-    // sluice is withdrawn. In that order: the client answered first could
-    // send its next statement before the cancel reached the server, and
-    // have that cancelled instead.
+    // sluice is woken to withdraw. In that order: a client answered first
+    // could send its next statement before the cancel reached the server,
+    // and have that cancelled instead.
     let upstream = target.upstream;
     if let Err(error) = shared.upstream.cancel(upstream.pid, upstream.secret).await {
         tracing::warn!(%peer, %error, "could not forward a cancel request");
     }
-    target.cancelled.notify_waiters();
+    target.cancelled.announced.notify_waiters();
 }
 
 /// What the client asked for, checked.
