@@ -1154,3 +1154,55 @@ async fn an_audit_database_that_drops_rows_refuses_statements() {
     let failure = env.gateway.shared.audit.failure().expect("the sink failed");
     assert!(failure.contains("did not store"), "{failure}");
 }
+
+/// A Bind value with a NUL byte in it (PostgreSQL refuses it in text, but
+/// only once it runs; the record comes first) is recorded with U+FFFD for
+/// the NUL: as `\u0000` its record was refused by the audit table's
+/// `jsonb` column, which stopped the sink and with it every statement of
+/// the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_parameter_does_not_stop_the_audit_database() {
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-nul"), false)
+        .await
+        .unwrap();
+    let mut conn = RawConn::login(
+        env.addr(),
+        &env.database,
+        "analyst",
+        sluice_tests::token_of("analyst"),
+    )
+    .await;
+    // Bind: unnamed portal and statement, one text parameter "a\0b".
+    let mut body = vec![0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 3];
+    body.extend_from_slice(b"a\0b");
+    body.extend_from_slice(&[0, 0]);
+    let mut messages = raw::parse("", "SELECT $1::text");
+    messages.extend(raw::message(b'B', &body));
+    messages.extend(raw::execute("", 0));
+    messages.extend(raw::sync());
+    conn.send(&messages).await;
+    let error = conn.expect_error().await;
+    // The server's refusal of the value, not sluice's of the record.
+    assert_eq!(error.code(), "22021", "{error:?}");
+    conn.until_ready().await;
+    // The gateway still records, and so still serves.
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let recorded = eventually(Duration::from_secs(10), || {
+        let db = &db;
+        async move {
+            db.sql("SELECT count(*) FROM sluice_audit WHERE strpos(record, 'a\\ufffdb') > 0")
+                .await
+                .trim()
+                == "1"
+        }
+    })
+    .await;
+    assert!(
+        recorded,
+        "{}",
+        db.sql("SELECT record FROM sluice_audit").await
+    );
+    assert!(db.verify("gw-nul").await.ok());
+}

@@ -277,9 +277,9 @@ impl EventBody {
             if !body.is_empty() {
                 body.push(b',');
             }
-            serde_json::to_writer(&mut body, name)?;
+            write_json(&mut body, name)?;
             body.push(b':');
-            serde_json::to_writer(&mut body, value)?;
+            write_json(&mut body, value)?;
         }
         Ok(EventBody(body))
     }
@@ -308,8 +308,35 @@ impl EventBody {
         self.0.extend_from_slice(b",\"");
         self.0.extend_from_slice(name.as_bytes());
         self.0.extend_from_slice(b"\":");
-        serde_json::to_writer(&mut self.0, value)?;
+        write_json(&mut self.0, value)?;
         Ok(self)
+    }
+}
+
+/// Writes `value` as compact JSON, with U+0000 written as U+FFFD: a NUL
+/// (a Bind value may carry one, though PostgreSQL refuses it in text) is
+/// `\u0000` in JSON, which `jsonb` refuses, so one such value would stop
+/// the PostgreSQL sink and with it every statement of the gateway.
+fn write_json<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> serde_json::Result<()> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, WithoutNul))
+}
+
+/// [`serde_json`]'s compact formatter, but for NUL.
+struct WithoutNul;
+
+impl serde_json::ser::Formatter for WithoutNul {
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        match escape {
+            serde_json::ser::CharEscape::AsciiControl(0) => writer.write_all(b"\\ufffd"),
+            other => serde_json::ser::CompactFormatter.write_char_escape(writer, other),
+        }
     }
 }
 
@@ -727,6 +754,27 @@ mod tests {
 
     fn at(seconds: u64, micros: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros)
+    }
+
+    /// A NUL is written as U+FFFD (PostgreSQL's `jsonb` refuses `\u0000`);
+    /// other control characters keep their usual escapes, and a backslash
+    /// followed by `u0000` in the text stays what it was.
+    #[test]
+    fn a_nul_is_written_as_the_replacement_character() {
+        let mut body = EventBody::new("statement");
+        body.field(
+            "params",
+            &[Some("a\0b"), Some("tab\there"), Some("\\u0000")],
+        )
+        .unwrap();
+        let text = String::from_utf8(body.0.clone()).unwrap();
+        assert!(!text.contains(r#""a\u0000b""#), "{text}");
+        assert!(text.contains(r#""a\ufffdb""#), "{text}");
+        assert!(text.contains(r#""tab\there""#), "{text}");
+        assert!(text.contains(r#""\\u0000""#), "{text}");
+        let parsed: serde_json::Value = serde_json::from_str(&format!("{{{text}}}")).unwrap();
+        assert_eq!(parsed["params"][0], "a\u{fffd}b");
+        assert_eq!(parsed["params"][2], "\\u0000");
     }
 
     #[test]

@@ -87,7 +87,14 @@ struct Db {
 
 impl Db {
     async fn connect(upstream: &Upstream) -> Result<Db, PgError> {
-        let parameters = [("application_name".to_owned(), "sluice audit".to_owned())];
+        // A commit must be on the audit database's disk (and its
+        // synchronous standbys') before a record counts as written,
+        // whatever the role's or database's defaults say; text is UTF-8.
+        let parameters = [
+            ("application_name".to_owned(), "sluice audit".to_owned()),
+            ("client_encoding".to_owned(), "UTF8".to_owned()),
+            ("synchronous_commit".to_owned(), "on".to_owned()),
+        ];
         let connection = upstream
             .connect(StartupRequest {
                 database: &upstream.settings.database,
