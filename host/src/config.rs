@@ -492,22 +492,9 @@ impl AddressRange {
     /// Whether `address` is in the range. An IPv4 client seen on an IPv6
     /// socket (`::ffff:10.0.0.5`) counts as its IPv4 address.
     pub fn contains(&self, address: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let bits_match = |a: &[u8], b: &[u8]| {
-            let whole = usize::from(self.prefix / 8);
-            let rest = self.prefix % 8;
-            a[..whole] == b[..whole]
-                && (rest == 0 || (a[whole] ^ b[whole]) & (0xffu8 << (8 - rest)) == 0)
-        };
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                bits_match(&network.octets(), &address.octets())
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                bits_match(&network.octets(), &address.octets())
-            }
-            _ => false,
-        }
+        let address = address.to_canonical();
+        // The network is kept with the bits past its prefix cleared.
+        address.is_ipv4() == self.network.is_ipv4() && masked(address, self.prefix) == self.network
     }
 }
 
