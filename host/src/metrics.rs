@@ -353,10 +353,16 @@ impl Collector for GatewayCollector {
                 "Bytes written to the audit trail",
                 stats.bytes,
             )?;
+            counter(
+                e,
+                "sluice_audit_outages",
+                "Times the audit database was lost (statements were refused until sluice reconnected)",
+                stats.outages,
+            )?;
             gauge(
                 e,
                 "sluice_audit_failed",
-                "1 once the audit trail could not be written (statements are refused)",
+                "1 while the audit trail cannot be written (statements are refused)",
                 i64::from(shared.audit.failure().is_some()),
             )?;
             let (sum, count, buckets) = shared.audit.write_latency().snapshot();

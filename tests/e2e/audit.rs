@@ -707,6 +707,11 @@ impl AuditDatabase {
 
     /// The `[audit]` tables of a gateway recording here as `instance`.
     fn config(&self, instance: &str) -> String {
+        self.config_through(instance, sluice_tests::shared_cluster().port)
+    }
+
+    /// The same, reaching the database through `port` on loopback.
+    fn config_through(&self, instance: &str, port: u16) -> String {
         format!(
             "[audit]\ninstance = \"{instance}\"\nkey_file = \"{}\"\n\n\
              [audit.postgres]\nurl = \"postgres://{}@127.0.0.1:{}/{}\"\n\
@@ -714,7 +719,7 @@ impl AuditDatabase {
              [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
             self.key.path().join("audit.key").display(),
             sluice_tests::SERVICE_ROLE,
-            sluice_tests::shared_cluster().port,
+            port,
             self.name
         )
     }
@@ -745,6 +750,33 @@ impl AuditDatabase {
             &chain.lines,
             chain.head.as_deref(),
             &self.key(),
+        )
+    }
+
+    /// A session of `env` that ran `SELECT 1`, once its outcome (recorded
+    /// without waiting) is in the database.
+    async fn one_statement_recorded(&self, env: &TestEnv) -> tokio_postgres::Client {
+        let client = env.connect("analyst").await;
+        client.simple_query("SELECT 1").await.unwrap();
+        let outcome_written = eventually(Duration::from_secs(10), || async {
+            self.sql("SELECT count(*) FROM sluice_audit WHERE record_json->>'event' = 'outcome'")
+                .await
+                .trim()
+                == "1"
+        })
+        .await;
+        assert!(outcome_written);
+        client
+    }
+
+    /// Every record in the database, every instance's.
+    async fn records(&self) -> sluice::audit::read::Records {
+        let trail = self.read().await;
+        sluice::audit::read::Records::from_lines(
+            trail
+                .instances
+                .iter()
+                .flat_map(|t| t.lines.iter().map(Vec::as_slice)),
         )
     }
 
@@ -1205,4 +1237,216 @@ async fn a_nul_in_a_parameter_does_not_stop_the_audit_database() {
         db.sql("SELECT record FROM sluice_audit").await
     );
     assert!(db.verify("gw-nul").await.ok());
+}
+
+/// The audit database lost (its connection ended, as a restart or a
+/// failover ends it): statements are refused while it is gone, the
+/// gateway reconnects on its own, the records no one waited on (the
+/// refused session's end) are written once it is back, and the chain —
+/// read while the gateway writes it — verifies throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_database_that_goes_away_is_reconnected() {
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-r"), false)
+        .await
+        .unwrap();
+    let client = db.one_statement_recorded(&env).await;
+
+    // Its connection ended by the server, and gone for good before the
+    // next statement's record.
+    let pid = db
+        .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice audit' AND datname = current_database()")
+        .await;
+    let pid = pid.trim().to_owned();
+    assert!(pid.parse::<u32>().is_ok(), "{pid:?}");
+    db.sql(&format!("SELECT pg_terminate_backend({pid})")).await;
+    let gone = eventually(Duration::from_secs(10), || {
+        let query = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+        let db = &db;
+        async move { db.sql(&query).await.trim() == "0" }
+    })
+    .await;
+    assert!(gone);
+    let refused = client.simple_query("SELECT 2").await.unwrap_err();
+    let (code, message) = code_and_message(&refused);
+    assert_eq!(code, "58000", "{message}");
+
+    // Back on its own, and counted.
+    let back = eventually(Duration::from_secs(15), || async {
+        env.gateway.shared.audit.failure().is_none()
+    })
+    .await;
+    assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    assert_eq!(env.gateway.shared.audit.stats().unwrap().outages, 1);
+
+    // Statements run and are recorded again; the chain, read from one
+    // snapshot while they are written, is whole each time.
+    let client = env.connect("analyst").await;
+    let writing = async {
+        for n in 0..200 {
+            client
+                .simple_query(&format!("SELECT {n} AS again"))
+                .await
+                .unwrap();
+        }
+    };
+    let reading = async {
+        for _ in 0..10 {
+            let report = db.verify("gw-r").await;
+            assert!(report.ok(), "{report}");
+        }
+    };
+    tokio::join!(writing, reading);
+    drop(client);
+    env.gateway.shutdown().await;
+
+    let report = db.verify("gw-r").await;
+    assert!(report.ok(), "{report}");
+    let records = db.records().await;
+    let statements = of_event(&records.records, "statement");
+    let texts: Vec<&str> = statements
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    // The refused statement's record never committed; every other one is
+    // there, and so is the end of the session cut off while the database
+    // was gone, kept until it was back.
+    assert!(!texts.contains(&"SELECT 2"), "{texts:?}");
+    assert_eq!(texts.len(), 201, "{texts:?}");
+    let ends = of_event(&records.records, "session_end");
+    assert_eq!(ends.len(), 2, "{:#?}", records.records);
+}
+
+/// Two gateways given one instance id would fork its chain: the second
+/// is refused at start, naming the setting; once the first stops, the id
+/// is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_with_the_same_instance_is_refused() {
+    let db = AuditDatabase::create().await;
+    let first = TestEnv::start_with_config(&db.config("gw-x"), false)
+        .await
+        .unwrap();
+    let refused = TestEnv::start_with_config(&db.config("gw-x"), false)
+        .await
+        .err()
+        .expect("a second writer of one chain");
+    assert!(
+        refused.contains("another connection is writing the chain of instance \"gw-x\"")
+            && refused.contains("[audit] instance"),
+        "{refused}"
+    );
+    first
+        .connect("analyst")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    first.gateway.shutdown().await;
+
+    let again = TestEnv::start_with_config(&db.config("gw-x"), false)
+        .await
+        .unwrap();
+    again
+        .connect("analyst")
+        .await
+        .simple_query("SELECT 2")
+        .await
+        .unwrap();
+    again.gateway.shutdown().await;
+    let report = db.verify("gw-x").await;
+    assert!(report.ok(), "{report}");
+}
+
+/// A relay in front of the shared cluster that, once armed, lets the
+/// server's next reply reach it and then cuts the connection without
+/// passing it on: a commit made whose answer is lost.
+struct CuttingRelay {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingRelay {
+    async fn start() -> CuttingRelay {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect((
+                    "127.0.0.1",
+                    sluice_tests::shared_cluster().port,
+                ))
+                .await
+                .unwrap();
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upward = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut.swap(false, Ordering::SeqCst) {
+                            // The reply came, so the server is done with
+                            // the transaction; the client never hears.
+                            break;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    upward.abort();
+                });
+            }
+        });
+        CuttingRelay { port, armed }
+    }
+
+    fn cut_after_next_reply(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A commit the audit database made but whose answer was lost with the
+/// connection: after reconnecting, sluice finds the chain's head at that
+/// commit, and does not write its records a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
+    let db = AuditDatabase::create().await;
+    let relay = CuttingRelay::start().await;
+    let env = TestEnv::start_with_config(&db.config_through("gw-l", relay.port), false)
+        .await
+        .unwrap();
+    let client = db.one_statement_recorded(&env).await;
+
+    // The session's end, which no one waits on, is the commit cut off.
+    relay.cut_after_next_reply();
+    drop(client);
+    let back = eventually(Duration::from_secs(15), || async {
+        let stats = env.gateway.shared.audit.stats().unwrap();
+        stats.outages == 1 && env.gateway.shared.audit.failure().is_none()
+    })
+    .await;
+    assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    env.connect("analyst")
+        .await
+        .simple_query("SELECT 2")
+        .await
+        .unwrap();
+    env.gateway.shutdown().await;
+
+    let report = db.verify("gw-l").await;
+    assert!(report.ok(), "{report}");
+    let records = db.records().await;
+    let ends = of_event(&records.records, "session_end");
+    assert_eq!(ends.len(), 2, "{:#?}", records.records);
+    assert_ne!(ends[0]["session"], ends[1]["session"], "{ends:#?}");
 }

@@ -140,7 +140,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -207,6 +207,9 @@ pub struct LogStats {
     pub commits: u64,
     /// Bytes of record lines written.
     pub bytes: u64,
+    /// Times the audit database was lost (the PostgreSQL sink; each time,
+    /// statements were refused until sluice reconnected).
+    pub outages: u64,
 }
 
 /// Why the log cannot be opened or a record not written.
@@ -253,6 +256,10 @@ pub enum AuditError {
     /// restarts.
     #[error("audit trail stopped after a failure and refuses records until sluice restarts: {0}")]
     Failed(Arc<str>),
+    /// The audit database cannot be reached for now; sluice is reconnecting
+    /// and refuses records until it is back.
+    #[error("audit database unreachable, sluice is reconnecting: {0}")]
+    Unavailable(Arc<str>),
     /// The log was closed.
     #[error("audit log is closed")]
     Closed,
@@ -328,6 +335,11 @@ pub(crate) struct SinkState {
     commits: AtomicU64,
     bytes: AtomicU64,
     failure: OnceLock<Arc<str>>,
+    /// Set while the PostgreSQL sink has lost its database and is
+    /// reconnecting (`outage` says why); the file sink never sets it.
+    out: AtomicBool,
+    outage: Mutex<Option<Arc<str>>>,
+    outages: AtomicU64,
 }
 
 impl SinkState {
@@ -338,6 +350,9 @@ impl SinkState {
             commits: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failure: OnceLock::new(),
+            out: AtomicBool::new(false),
+            outage: Mutex::new(None),
+            outages: AtomicU64::new(0),
         }
     }
 
@@ -354,16 +369,56 @@ impl SinkState {
         }
     }
 
-    /// `Err` once the sink has failed.
+    /// Refuses records until [`SinkState::recovered`]: the sink lost its
+    /// database and is reconnecting. Raises the alert.
+    pub(crate) fn unavailable(&self, cause: String) {
+        tracing::error!(
+            alert = true,
+            cause = %cause,
+            "audit database unreachable: statements are refused while sluice reconnects"
+        );
+        *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause.into());
+        if !self.out.swap(true, Ordering::AcqRel) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The database is back and the chain checked: records are taken
+    /// again.
+    pub(crate) fn recovered(&self) {
+        if self.out.swap(false, Ordering::AcqRel) {
+            *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            tracing::warn!("audit database reachable again: statements are recorded and run");
+        }
+    }
+
+    /// `Err` once the sink has failed, or while it is reconnecting.
     pub(crate) fn refuse_if_failed(&self) -> Result<(), AuditError> {
+        self.refuse_if_stopped()?;
+        if self.out.load(Ordering::Acquire) {
+            let cause = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cause) = &*cause {
+                return Err(AuditError::Unavailable(Arc::clone(cause)));
+            }
+        }
+        Ok(())
+    }
+
+    /// `Err` once the sink has failed for good: records that need no
+    /// answer are still taken while it reconnects.
+    pub(crate) fn refuse_if_stopped(&self) -> Result<(), AuditError> {
         match self.failure.get() {
             Some(cause) => Err(AuditError::Failed(Arc::clone(cause))),
             None => Ok(()),
         }
     }
 
+    /// Why records are refused, if they are: a failure, or an outage.
     pub(crate) fn failure(&self) -> Option<Arc<str>> {
-        self.failure.get().cloned()
+        match self.refuse_if_failed() {
+            Err(AuditError::Failed(cause) | AuditError::Unavailable(cause)) => Some(cause),
+            _ => None,
+        }
     }
 
     /// A group commit of `records` records (`bytes` of lines) ending at
@@ -384,6 +439,7 @@ impl SinkState {
             records: self.records.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            outages: self.outages.load(Ordering::Relaxed),
         }
     }
 }
