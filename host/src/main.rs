@@ -350,11 +350,18 @@ fn read_trail(
 fn read_database(
     database: &sluice::config::UpstreamSettings,
 ) -> anyhow::Result<sluice::audit::postgres::PgTrail> {
+    on_audit_database(sluice::audit::postgres::read_all(database))
+}
+
+/// Runs a read of the audit database to its end, for a CLI command.
+fn on_audit_database<T>(
+    read: impl Future<Output = Result<T, sluice::audit::postgres::PgError>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(sluice::audit::postgres::read_all(database))
+        .block_on(read)
         .context("reading the audit database")
 }
 
@@ -366,8 +373,9 @@ fn verify_database(
     named: &[String],
 ) -> anyhow::Result<()> {
     let key = trail_key(settings)?;
-    let trail = read_database(database)?;
-    let reports = sluice::audit::verify::verify_database(&trail, named, &key);
+    let reports = on_audit_database(sluice::audit::postgres::verify_chains(
+        database, named, &key,
+    ))?;
     // Only when nothing was named: a named instance always has a report.
     if reports.is_empty() {
         println!("audit database {}: no records yet", database.database);

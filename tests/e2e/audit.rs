@@ -780,6 +780,15 @@ impl AuditDatabase {
         )
     }
 
+    /// `ALTER DATABASE` of this database (from another: it may be made
+    /// read-only).
+    async fn alter_database(&self, change: &str) {
+        let sql = format!("ALTER DATABASE {} {change}", self.name);
+        tokio::task::spawn_blocking(move || sluice_tests::shared_cluster().psql("postgres", &sql))
+            .await
+            .unwrap();
+    }
+
     async fn sql(&self, sql: &str) -> String {
         let (name, sql) = (self.name.clone(), sql.to_owned());
         tokio::task::spawn_blocking(move || sluice_tests::shared_cluster().psql(&name, &sql))
@@ -1252,8 +1261,11 @@ async fn an_audit_database_that_goes_away_is_reconnected() {
         .unwrap();
     let client = db.one_statement_recorded(&env).await;
 
-    // Its connection ended by the server, and gone for good before the
-    // next statement's record.
+    // The database turned read-only (as a demoted primary is) and the
+    // sink's connection ended by the server, gone for good before the next
+    // statement's record.
+    db.alter_database("SET default_transaction_read_only = on")
+        .await;
     let pid = db
         .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice audit' AND datname = current_database()")
         .await;
@@ -1270,6 +1282,16 @@ async fn an_audit_database_that_goes_away_is_reconnected() {
     let refused = client.simple_query("SELECT 2").await.unwrap_err();
     let (code, message) = code_and_message(&refused);
     assert_eq!(code, "58000", "{message}");
+    // Meanwhile a new session is refused before it logs in, and the
+    // read-only server is passed over.
+    let Err(refused) = sluice_tests::connect(&env.config("analyst")).await else {
+        panic!("a session while the trail takes no records");
+    };
+    assert_eq!(sluice_tests::sqlstate(&refused), Some("58000"), "{refused}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.gateway.shared.audit.failure().is_some());
+    db.alter_database("RESET default_transaction_read_only")
+        .await;
 
     // Back on its own, and counted.
     let back = eventually(Duration::from_secs(15), || async {
@@ -1363,6 +1385,23 @@ async fn a_second_gateway_with_the_same_instance_is_refused() {
 struct CuttingRelay {
     port: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether what it kept from the client was a whole reply, up to its
+    /// ReadyForQuery: the transaction was over.
+    swallowed_a_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether `bytes` hold a whole ReadyForQuery message.
+fn has_ready_for_query(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 5) {
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let end = at + 1 + length;
+        if header[0] == b'Z' && end <= bytes.len() {
+            return true;
+        }
+        at = end;
+    }
+    false
 }
 
 impl CuttingRelay {
@@ -1372,7 +1411,9 @@ impl CuttingRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swallowed_a_reply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cut = armed.clone();
+        let swallowed = swallowed_a_reply.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let server = tokio::net::TcpStream::connect((
@@ -1382,6 +1423,7 @@ impl CuttingRelay {
                 .await
                 .unwrap();
                 let cut = cut.clone();
+                let swallowed = swallowed.clone();
                 tokio::spawn(async move {
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
@@ -1395,8 +1437,16 @@ impl CuttingRelay {
                             Ok(n) => n,
                         };
                         if cut.swap(false, Ordering::SeqCst) {
-                            // The reply came, so the server is done with
+                            // The whole reply, so the server is done with
                             // the transaction; the client never hears.
+                            let mut reply = buf[..n].to_vec();
+                            while !has_ready_for_query(&reply) {
+                                match server_read.read(&mut buf).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            swallowed.store(has_ready_for_query(&reply), Ordering::SeqCst);
                             break;
                         }
                         if client_write.write_all(&buf[..n]).await.is_err() {
@@ -1407,7 +1457,11 @@ impl CuttingRelay {
                 });
             }
         });
-        CuttingRelay { port, armed }
+        CuttingRelay {
+            port,
+            armed,
+            swallowed_a_reply,
+        }
     }
 
     fn cut_after_next_reply(&self) {
@@ -1436,6 +1490,11 @@ async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
     })
     .await;
     assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    assert!(
+        relay
+            .swallowed_a_reply
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
     env.connect("analyst")
         .await
         .simple_query("SELECT 2")
@@ -1446,7 +1505,133 @@ async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
     let report = db.verify("gw-l").await;
     assert!(report.ok(), "{report}");
     let records = db.records().await;
+    // Each once: the lost commit's record (the session's end, or the
+    // outcome before it if the relay caught that reply) is not written
+    // again.
     let ends = of_event(&records.records, "session_end");
     assert_eq!(ends.len(), 2, "{:#?}", records.records);
     assert_ne!(ends[0]["session"], ends[1]["session"], "{ends:#?}");
+    assert_eq!(of_event(&records.records, "outcome").len(), 2);
+}
+
+/// An audit database that refuses commits for a while in a way that may
+/// pass (out of disk): sessions and statements are refused meanwhile, and
+/// the gateway takes them again once it commits, without a restart, its
+/// chain whole. A refusal that would repeat (a trigger's own error) fails
+/// it for good, and is no outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_database_out_of_disk_is_waited_for() {
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-f"), false)
+        .await
+        .unwrap();
+    let client = db.one_statement_recorded(&env).await;
+    let refuse_inserts = |errcode: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}'; END $$;\n\
+             CREATE TRIGGER refuse BEFORE INSERT ON sluice_audit FOR EACH ROW EXECUTE FUNCTION refuse();"
+        )
+    };
+    db.sql(&refuse_inserts("disk_full")).await;
+    let refused = client.simple_query("SELECT 2").await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "58000");
+    let failure = env.gateway.shared.audit.failure().expect("refusing");
+    assert!(failure.contains("53100"), "{failure}");
+    // Still refusing a while later: at login, or at the session's first
+    // record (with nothing to write, the sink cannot know it is still
+    // full until it tries).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempt = async {
+        let client = sluice_tests::connect(&env.config("analyst")).await?;
+        client.simple_query("SELECT 2").await
+    };
+    let refused = attempt.await.expect_err("refused while full");
+    assert_eq!(sluice_tests::sqlstate(&refused), Some("58000"), "{refused}");
+    db.sql("DROP TRIGGER refuse ON sluice_audit").await;
+    let back = eventually(Duration::from_secs(15), || async {
+        env.gateway.shared.audit.failure().is_none()
+    })
+    .await;
+    assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 3").await.unwrap();
+
+    let outages = env.gateway.shared.audit.stats().unwrap().outages;
+    assert!(outages >= 1, "{outages}");
+    db.sql(&refuse_inserts("P0001")).await;
+    let refused = client.simple_query("SELECT 4").await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "58000");
+    let failure = env.gateway.shared.audit.failure().expect("failed");
+    assert!(
+        failure.contains("refused a commit") && failure.contains("P0001"),
+        "{failure}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.gateway.shared.audit.failure().is_some());
+    assert_eq!(env.gateway.shared.audit.stats().unwrap().outages, outages);
+    env.gateway.shutdown().await;
+    let report = db.verify("gw-f").await;
+    assert!(report.ok(), "{report}");
+    let texts: Vec<String> = of_event(&db.records().await.records, "statement")
+        .iter()
+        .filter_map(|s| s["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(texts, ["SELECT 1", "SELECT 3"]);
+}
+
+/// `sluice audit verify` of the audit database reads a chain a page at a
+/// time, from one snapshot: a chain longer than a page verifies whole, a
+/// changed row on a later page is found at its place, and a named
+/// instance with nothing there is reported missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_chain_is_verified_a_page_at_a_time() {
+    use sluice::audit::verify::FindingKind;
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-p"), false)
+        .await
+        .unwrap();
+    let client = env.connect("analyst").await;
+    // Pipelined: a statement's record and its outcome each.
+    let statements = (0..600).map(|_| client.execute("SELECT 1", &[]));
+    for done in futures_util::future::join_all(statements).await {
+        done.unwrap();
+    }
+    drop(client);
+    env.gateway.shutdown().await;
+
+    let verify = |named: &[&str]| {
+        let named: Vec<String> = named.iter().map(|n| n.to_string()).collect();
+        let (settings, key) = (db.settings(), db.key());
+        async move {
+            sluice::audit::postgres::verify_chains(&settings, &named, &key)
+                .await
+                .unwrap()
+        }
+    };
+    let reports = verify(&[]).await;
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].ok(), "{}", reports[0]);
+    assert!(reports[0].records > 1200, "{}", reports[0]);
+    assert_eq!(reports[0].records, db.verify("gw-p").await.records);
+
+    db.sql(
+        "UPDATE sluice_audit SET record = replace(record, '\"event\":', '\"event\": ') \
+         WHERE instance = 'gw-p' AND seq = 1100",
+    )
+    .await;
+    let reports = verify(&["gw-p", "gw-none"]).await;
+    assert_eq!(reports.len(), 2);
+    let problems: Vec<_> = reports[0]
+        .problems()
+        .map(|f| (f.line, f.seq, &f.kind))
+        .collect();
+    assert_eq!(
+        problems,
+        [(Some(1100), Some(1100), &FindingKind::Modified)],
+        "{}",
+        reports[0]
+    );
+    let missing: Vec<_> = reports[1].problems().map(|f| &f.kind).collect();
+    assert_eq!(missing, [&FindingKind::InstanceMissing], "{}", reports[1]);
 }

@@ -269,6 +269,11 @@ pub fn check_event(event: &Map<String, Value>) -> Result<(), SealError> {
 pub struct EventBody(Vec<u8>);
 
 impl EventBody {
+    /// Bytes of its fields as they will be sealed.
+    pub fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
     /// From a map of fields, checked.
     pub fn from_map(event: &Map<String, Value>) -> Result<EventBody, SealError> {
         check_event(event)?;

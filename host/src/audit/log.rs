@@ -258,7 +258,7 @@ pub enum AuditError {
     Failed(Arc<str>),
     /// The audit database cannot be reached for now; sluice is reconnecting
     /// and refuses records until it is back.
-    #[error("audit database unreachable, sluice is reconnecting: {0}")]
+    #[error("audit database unavailable, sluice is reconnecting: {0}")]
     Unavailable(Arc<str>),
     /// The log was closed.
     #[error("audit log is closed")]

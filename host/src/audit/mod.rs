@@ -200,7 +200,9 @@ impl Audit {
         self.sink.as_ref().map(|sink| sink.state().stats())
     }
 
-    /// Why the trail failed, once it has (every statement is refused).
+    /// Why the trail takes no records, while it takes none (every session
+    /// and statement is refused): it failed, or — the PostgreSQL sink —
+    /// its database is away and sluice is reconnecting.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.sink.as_ref().and_then(|sink| sink.state().failure())
     }

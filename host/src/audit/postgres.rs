@@ -19,29 +19,34 @@
 //! lock on the instance id, so a second gateway started with the same id
 //! is refused, and a chain never forks.
 //!
-//! When the database is lost (a restart, a failover, a commit refused or
-//! not answered), the sink fails closed for as long as it is gone:
-//! statements are refused, `/readyz` turns 503, and the records no one
-//! waits on (outcomes, session ends) are kept. sluice reconnects with
-//! backoff, claims the chain again, and reads its head to learn whether
-//! the commit in flight when the connection went was made; then it writes
-//! what it kept and takes statements again. A chain found anywhere else
-//! than where sluice left it — or rows the database did not store as sent
-//! — fails the sink for good, until sluice restarts and the chain is
-//! checked.
+//! When the database is lost (a restart, a failover, a commit not
+//! answered, or refused in a way that may pass: out of disk, read-only,
+//! shutting down), the sink fails closed for as long as it is gone:
+//! sessions and statements are refused, `/readyz` turns 503, and the
+//! records no one waits on (outcomes, session ends, failed logins) are
+//! kept, up to [`MAX_KEPT_BYTES`]. sluice reconnects with backoff (to the
+//! primary: a standby is passed over), claims the chain again — ending its
+//! own last connection if the server still has it — and reads the head to
+//! learn whether the commit in flight when the connection went was made;
+//! then it writes what it kept, a batch at a time, and serves again. A
+//! refusal that would repeat (a privilege revoked, a record refused), rows
+//! the database did not store as sent, a chain found anywhere else than
+//! where sluice left it, or more kept than it holds fail the sink for
+//! good, until sluice restarts and the chain is checked.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::chain::{self, ChainKey, EventBody, Link};
 use super::log::{AuditError, SinkState};
+use super::verify::{self, Report, RowsVerifier};
 use crate::config::UpstreamSettings;
 use crate::protocol::backend;
 use crate::protocol::reply::encode;
@@ -56,12 +61,16 @@ pub const HEADS_TABLE: &str = "sluice_audit_head";
 const MAX_BATCH: usize = 512;
 /// Largest reply accepted from the audit database.
 const MAX_MESSAGE: usize = 64 << 20;
-/// A commit that takes longer than this fails the sink: statements are
-/// waiting on it.
+/// A commit that takes longer than this counts as the database lost:
+/// statements are waiting on it.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
-/// Most records no one waits on kept while the database is lost; past
-/// this, the sink fails for good.
-const MAX_KEPT: usize = 100_000;
+/// Most bytes of records no one waits on kept while the database is lost;
+/// past this, the sink fails for good (what it kept is dropped, and said
+/// so).
+const MAX_KEPT_BYTES: usize = 256 << 20;
+/// A reconnect (login, claim, reading the head) that takes longer than
+/// this is given up and tried again later.
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// The first wait before reconnecting; it doubles with each failed try, up
 /// to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
@@ -91,6 +100,53 @@ pub enum PgError {
         "audit database: another connection is writing the chain of instance {instance:?}: each gateway needs its own `[audit] instance`"
     )]
     InUse { instance: String },
+    #[error("audit database: the server is a standby or read-only; records need the primary")]
+    ReadOnly,
+}
+
+/// Why a round trip to the audit database failed.
+#[derive(Debug)]
+enum TripError {
+    /// The connection failed before the answer was whole: what the server
+    /// did with what was sent is unknown.
+    Lost(String),
+    /// The server answered with an error and is ready again: a transaction
+    /// sent whole before one Sync was rolled back.
+    Refused { code: String, message: String },
+}
+
+impl std::fmt::Display for TripError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TripError::Lost(error) => write!(f, "{error}"),
+            TripError::Refused { code, message } => write!(f, "{code}: {message}"),
+        }
+    }
+}
+
+impl From<TripError> for PgError {
+    fn from(error: TripError) -> PgError {
+        PgError::Query(error.to_string())
+    }
+}
+
+impl TripError {
+    /// Whether trying again later may succeed where this failed: the
+    /// connection, a server shutting down or out of resources, a lock or
+    /// a timeout, a server that is read-only for now (a demoted primary).
+    /// Anything else — a privilege revoked, a constraint, a record refused
+    /// — would fail the same way every time.
+    fn is_transient(&self) -> bool {
+        match self {
+            TripError::Lost(_) => true,
+            TripError::Refused { code, .. } => {
+                ["08", "40", "53", "57P", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || ["55P03", "57014", "25006"].contains(&code.as_str())
+            }
+        }
+    }
 }
 
 /// The statements that make the tables, run when the records' table is
@@ -122,6 +178,12 @@ impl Db {
         // whatever the role's or database's defaults say; text is UTF-8.
         let parameters = [
             ("application_name".to_owned(), "sluice audit".to_owned()),
+            // A connection lost without a goodbye (a partition, a NAT that
+            // forgot it) frees the chain's lock in about half a minute,
+            // not the kernel's two hours.
+            ("tcp_keepalives_idle".to_owned(), "10".to_owned()),
+            ("tcp_keepalives_interval".to_owned(), "5".to_owned()),
+            ("tcp_keepalives_count".to_owned(), "3".to_owned()),
             ("client_encoding".to_owned(), "UTF8".to_owned()),
             ("synchronous_commit".to_owned(), "on".to_owned()),
         ];
@@ -135,17 +197,18 @@ impl Db {
     }
 
     /// Sends `out` (messages ending in Sync) and reads to ReadyForQuery:
-    /// the DataRows' text values, or the first error's message.
-    async fn round_trip(&mut self, out: &[u8]) -> Result<Vec<Vec<Option<String>>>, String> {
+    /// the DataRows' text values, or the first error.
+    async fn round_trip(&mut self, out: &[u8]) -> Result<Vec<Vec<Option<String>>>, TripError> {
         let connection = &mut self.connection;
+        let lost = |e: &dyn std::fmt::Display| TripError::Lost(e.to_string());
         connection
             .stream
             .write_all(out)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| lost(&e))?;
         let (rows, failure) = upstream::read_reply(connection, MAX_MESSAGE)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| lost(&e))?;
         match failure {
             None => Ok(rows),
             Some(error) => {
@@ -153,9 +216,11 @@ impl Db {
                     Some(backend::Message::ErrorResponse(error)) => error.fields,
                     _ => Vec::new(),
                 };
-                let code = backend::field(&fields, b'C').unwrap_or("XX000");
-                let message = backend::field(&fields, b'M').unwrap_or("(no message)");
-                Err(format!("{code}: {message}"))
+                let field = |tag, default| backend::field(&fields, tag).unwrap_or(default);
+                Err(TripError::Refused {
+                    code: field(b'C', "XX000").to_owned(),
+                    message: field(b'M', "(no message)").to_owned(),
+                })
             }
         }
     }
@@ -165,12 +230,12 @@ impl Db {
         &mut self,
         sql: &str,
         params: &[&str],
-    ) -> Result<Vec<Vec<Option<String>>>, PgError> {
+    ) -> Result<Vec<Vec<Option<String>>>, TripError> {
         let mut out = BytesMut::new();
         encode(&Parse::new(None, sql.to_owned(), Vec::new()), &mut out);
         bind_execute(&mut out, None, params.iter().map(|p| p.as_bytes().to_vec()));
         sync(&mut out);
-        self.round_trip(&out).await.map_err(PgError::Query)
+        self.round_trip(&out).await
     }
 
     /// Runs `reads` in one read-only REPEATABLE READ transaction: every
@@ -181,9 +246,17 @@ impl Db {
     ) -> Result<T, PgError> {
         self.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", &[])
             .await?;
-        let read = reads(self).await?;
-        self.query("COMMIT", &[]).await?;
-        Ok(read)
+        match reads(self).await {
+            Ok(read) => {
+                self.query("COMMIT", &[]).await?;
+                Ok(read)
+            }
+            Err(error) => {
+                // The connection stays usable, outside any transaction.
+                let _ = self.query("ROLLBACK", &[]).await;
+                Err(error)
+            }
+        }
     }
 }
 
@@ -247,8 +320,10 @@ impl PgLog {
             instance,
             state: state.clone(),
             db: Some(db),
+            last_backend: None,
             head,
-            kept: Vec::new(),
+            kept: VecDeque::new(),
+            kept_bytes: 0,
             in_doubt: None,
             backoff: RECONNECT_FIRST,
             next_try: Instant::now(),
@@ -306,7 +381,7 @@ async fn make_tables_if_missing(db: &mut Db) -> Result<(), PgError> {
     let exists = db
         .query("SELECT to_regclass($1) IS NOT NULL", &[RECORDS_TABLE])
         .await?;
-    if exists.first().and_then(|row| row[0].as_deref()) == Some("t") {
+    if first_value(&exists) == Some("t") {
         return Ok(());
     }
     let mut out = BytesMut::new();
@@ -323,10 +398,32 @@ async fn make_tables_if_missing(db: &mut Db) -> Result<(), PgError> {
     Ok(())
 }
 
+/// The first row's first value of a reply, if any.
+fn first_value(rows: &[Vec<Option<String>>]) -> Option<&str> {
+    rows.first()?.first()?.as_deref()
+}
+
+/// The advisory lock's key for an instance's chain, as a query parameter
+/// (hashed by the server: `hashtextextended($1, 0)`).
+fn chain_lock_name(instance: &str) -> String {
+    format!("sluice audit instance {instance}")
+}
+
 /// Makes `db` the one connection writing `instance`'s chain: claims it,
 /// reads where it stands, and prepares the commit's statements. Returns
 /// the chain's head.
 async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgError> {
+    // A standby answers reads and takes advisory locks, but would refuse
+    // the first commit: a reconnect that lands on one tries again later.
+    let read_only = db
+        .query(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            &[],
+        )
+        .await?;
+    if first_value(&read_only) != Some("f") {
+        return Err(PgError::ReadOnly);
+    }
     // Two gateways with one instance id would fork the chain, each
     // continuing from the same head. The lock is the connection's: a lost
     // connection frees it once the server sees it gone, so it is waited
@@ -339,17 +436,17 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
     let claimed = db
         .query(
             "SELECT pg_advisory_lock(hashtextextended($1, 0))",
-            &[&format!("sluice audit instance {instance}")],
+            &[&chain_lock_name(instance)],
         )
         .await;
     match claimed {
         Ok(_) => {}
-        Err(PgError::Query(error)) if error.starts_with(LOCK_NOT_AVAILABLE) => {
+        Err(TripError::Refused { code, .. }) if code == LOCK_NOT_AVAILABLE => {
             return Err(PgError::InUse {
                 instance: instance.to_owned(),
             });
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     }
     db.query("COMMIT", &[]).await?;
     let head = resume(db, key, instance).await?;
@@ -380,8 +477,27 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
         &mut out,
     );
     sync(&mut out);
-    db.round_trip(&out).await.map_err(PgError::Query)?;
+    db.round_trip(&out).await?;
     Ok(head)
+}
+
+/// Ends the audit connection of this sink's that the server still has (a
+/// connection lost on the way, whose end the server has not seen), when it
+/// holds `instance`'s chain: `pid` as its BackendKeyData named it. Only a
+/// backend holding this chain's lock is ended, so a pid since reused by
+/// another connection is left alone.
+async fn end_stale_connection(db: &mut Db, pid: i32, instance: &str) -> Result<bool, PgError> {
+    let ended = db
+        .query(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, \
+               (SELECT hashtextextended($2, 0) AS k) AS chain \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $1::int AND l.objsubid = 1 \
+               AND l.classid = ((chain.k >> 32) & 4294967295)::oid \
+               AND l.objid = (chain.k & 4294967295)::oid",
+            &[&pid.to_string(), &chain_lock_name(instance)],
+        )
+        .await?;
+    Ok(first_value(&ended) == Some("t"))
 }
 
 /// This instance's head as the tables have it: the last record must open
@@ -410,7 +526,7 @@ async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgE
             Ok((last, head))
         })
         .await?;
-    let last = match last.first().and_then(|row| row[0].as_deref()) {
+    let last = match first_value(&last) {
         None => None,
         Some(line) => {
             let record = chain::open_line(key, line.as_bytes())
@@ -419,7 +535,7 @@ async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgE
             Some(record.link())
         }
     };
-    let head = match head.first().and_then(|row| row[0].as_deref()) {
+    let head = match first_value(&head) {
         None => None,
         Some(line) => Some(
             chain::parse_head(key, line.as_bytes())
@@ -461,7 +577,16 @@ fn check_instance(record: &chain::OpenedRecord, instance: &str) -> Result<(), St
     ))
 }
 
-type Waiting = (EventBody, Option<oneshot::Sender<Result<u64, AuditError>>>);
+type Waiter = oneshot::Sender<Result<u64, AuditError>>;
+
+/// A record on its way to a commit.
+struct Pending {
+    event: EventBody,
+    /// When it was kept through an outage: its record says when it
+    /// happened, not when the database was back.
+    kept_at: Option<SystemTime>,
+    answer: Option<Waiter>,
+}
 
 /// The task that owns the connection: takes what is queued, commits it as
 /// one transaction and answers each waiter; when the database is lost,
@@ -473,28 +598,43 @@ struct Committer {
     state: Arc<SinkState>,
     /// `None` while the database is lost.
     db: Option<Db>,
+    /// The server process of the last connection, to end it should the
+    /// server not have seen it go (it would hold the chain's lock).
+    last_backend: Option<i32>,
     /// The last head the database is known to have committed.
     head: Link,
     /// While the database is lost: the records no one waits on (outcomes,
-    /// session ends), oldest first, to write once it is back. Empty
-    /// whenever `db` is `Some`.
-    kept: Vec<EventBody>,
+    /// session ends, failed logins), oldest first, to write once it is
+    /// back, and their bytes. Empty whenever `db` is `Some` and no
+    /// reconnect is writing them.
+    kept: VecDeque<Pending>,
+    kept_bytes: usize,
     /// A commit whose answer was lost with the connection: the head it
-    /// would have made, and how many of `kept` (the first) it carried.
-    in_doubt: Option<(Link, usize)>,
-    /// Wait before the next reconnect after a failed one.
+    /// would have made, how many of `kept` (the first) it carried, and its
+    /// bytes of record text.
+    in_doubt: Option<InDoubt>,
+    /// Wait before the next reconnect; doubles with each outage or failed
+    /// try, back to the first after a commit.
     backoff: Duration,
     next_try: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct InDoubt {
+    head: Link,
+    carried: usize,
+    bytes: usize,
 }
 
 /// How a commit failed.
 enum CommitFailure {
     /// The sink cannot go on (a record that cannot be sealed, rows not
-    /// stored as sent): it fails for good.
+    /// stored as sent, a refusal that would repeat): it fails for good.
     Fatal(String),
-    /// The database refused or did not answer: what the transaction did is
-    /// known only once connected again.
-    Lost(String),
+    /// For now: the database is lost, or refused in a way that may pass.
+    /// `in_doubt`: whether the transaction may have committed (the answer
+    /// was lost), or certainly did not (the server refused it).
+    Outage { cause: String, in_doubt: bool },
 }
 
 impl Committer {
@@ -527,7 +667,11 @@ impl Committer {
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Record { event, answer } => batch.push((event, answer)),
+                    Request::Record { event, answer } => batch.push(Pending {
+                        event,
+                        kept_at: None,
+                        answer,
+                    }),
                     Request::Shutdown { done } => {
                         shutdown = Some(done);
                         break;
@@ -541,13 +685,7 @@ impl Committer {
                 self.commit(&mut batch).await;
             }
         }
-        if !self.kept.is_empty() {
-            tracing::error!(
-                alert = true,
-                records = self.kept.len(),
-                "audit database unreachable at shutdown: records kept for it were not written"
-            );
-        }
+        self.drop_kept("sluice stopped before the audit database was back");
         // What is still queued after a shutdown goes with `queue`: its waiters
         // are answered `Closed` (see `record`).
         drop(queue);
@@ -570,19 +708,43 @@ impl Committer {
         if self.state.refuse_if_stopped().is_err() {
             return;
         }
-        if self.kept.len() >= MAX_KEPT {
+        self.keep(Pending {
+            event,
+            kept_at: Some(SystemTime::now()),
+            answer: None,
+        });
+    }
+
+    /// Keeps a record no one waits on until the database is back, within
+    /// [`MAX_KEPT_BYTES`].
+    fn keep(&mut self, record: Pending) {
+        self.kept_bytes += record.event.encoded_len();
+        self.kept.push_back(record);
+        if self.kept_bytes > MAX_KEPT_BYTES {
             self.state.fail(format!(
-                "the audit database stayed unreachable for {MAX_KEPT} records; they were dropped"
+                "the audit database stayed away past {} MiB of records kept for it",
+                MAX_KEPT_BYTES >> 20
             ));
-            self.kept.clear();
-            return;
+            self.drop_kept("more was kept for the audit database than sluice holds");
         }
-        self.kept.push(event);
+    }
+
+    /// Drops what was kept, saying so.
+    fn drop_kept(&mut self, why: &str) {
+        if !self.kept.is_empty() {
+            tracing::error!(
+                alert = true,
+                records = self.kept.len(),
+                "{why}: records kept for it (outcomes, session ends, failed logins) were dropped"
+            );
+        }
+        self.kept.clear();
+        self.kept_bytes = 0;
     }
 
     /// Seals `batch` after the head, commits it with the new head, and
     /// answers its waiters.
-    async fn commit(&mut self, batch: &mut Vec<Waiting>) {
+    async fn commit(&mut self, batch: &mut Vec<Pending>) {
         if self.state.refuse_if_stopped().is_err() {
             refuse_all(batch, &self.state);
             return;
@@ -605,8 +767,8 @@ impl Committer {
                 self.head = sealed.head;
                 self.backoff = RECONNECT_FIRST;
                 self.state.committed(self.head, batch.len(), sealed.bytes);
-                for (offset, (_, answer)) in batch.drain(..).enumerate() {
-                    if let Some(answer) = answer {
+                for (offset, pending) in batch.drain(..).enumerate() {
+                    if let Some(answer) = pending.answer {
                         let _ = answer.send(Ok(first_seq + offset as u64));
                     }
                 }
@@ -615,91 +777,155 @@ impl Committer {
                 self.state.fail(cause);
                 refuse_all(batch, &self.state);
             }
-            Err(CommitFailure::Lost(cause)) => {
+            Err(CommitFailure::Outage { cause, in_doubt }) => {
                 // The connection goes (and with it the chain's lock, once
-                // the server notices); until a new one has read the head,
-                // whether this transaction committed is unknown.
-                self.db = None;
+                // the server sees it); until a new one has read the head,
+                // whether this transaction committed may be unknown.
+                self.last_backend = self
+                    .db
+                    .take()
+                    .and_then(|db| db.connection.backend_key)
+                    .map(|(pid, _)| pid);
                 self.state.unavailable(cause);
-                self.next_try = Instant::now() + self.backoff;
-                for (event, answer) in batch.drain(..) {
-                    match answer {
-                        // Refused: the statement does not run. If the
-                        // transaction did commit, its record stays with no
-                        // outcome after it.
+                self.wait_before_next_try();
+                // What no one waits on goes back in front of what was
+                // kept meanwhile (a reconnect writes `kept` a batch at a
+                // time); a waiter is refused: its statement does not run.
+                // If the transaction did commit, that record stays with
+                // no outcome after it.
+                let mut carried = Vec::new();
+                for pending in batch.drain(..) {
+                    match pending.answer {
                         Some(answer) => {
                             let refused = self.state.refuse_if_failed().err();
                             let _ = answer.send(Err(refused.unwrap_or(AuditError::Closed)));
                         }
-                        None => self.kept.push(event),
+                        None => carried.push(Pending {
+                            kept_at: pending.kept_at.or(Some(sealed.at)),
+                            ..pending
+                        }),
                     }
                 }
-                self.in_doubt = Some((sealed.head, self.kept.len()));
+                self.in_doubt = in_doubt.then_some(InDoubt {
+                    head: sealed.head,
+                    carried: carried.len(),
+                    bytes: sealed.bytes,
+                });
+                for pending in carried.into_iter().rev() {
+                    self.kept_bytes += pending.event.encoded_len();
+                    self.kept.push_front(pending);
+                }
             }
         }
+    }
+
+    fn wait_before_next_try(&mut self) {
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
     }
 
     /// Connects again, claims the chain, and works out from the head what
     /// a commit lost with the old connection did; then writes what was
     /// kept and takes records again.
     async fn reconnect(&mut self) {
-        let connected = async {
-            let mut db = Db::connect(&self.upstream).await?;
-            let head = take_up_chain(&mut db, &self.key, &self.instance).await?;
-            Ok::<_, PgError>((db, head))
-        }
-        .await;
+        let connected = tokio::time::timeout(RECONNECT_DEADLINE, self.connect_and_claim()).await;
         let (db, found) = match connected {
-            Ok(connected) => connected,
-            Err(PgError::Untrusted { reason, .. }) => {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(PgError::Untrusted { reason, .. })) => {
                 self.state.fail(format!(
                     "after reconnecting, the chain cannot be continued: {reason}"
                 ));
+                self.drop_kept("the audit trail failed");
                 return;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::warn!(%error, retry_in = ?self.backoff, "audit database still unreachable");
-                self.next_try = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+                self.wait_before_next_try();
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(retry_in = ?self.backoff, "audit database: reconnecting took longer than {RECONNECT_DEADLINE:?}");
+                self.wait_before_next_try();
                 return;
             }
         };
         match self.in_doubt.take() {
             _ if found == self.head => {} // The lost commit did not happen.
-            Some((attempted, carried)) if found == attempted => {
+            Some(lost) if found == lost.head => {
                 // It did: what it carried is written.
-                self.kept.drain(..carried);
+                for pending in self.kept.drain(..lost.carried.min(self.kept.len())) {
+                    self.kept_bytes -= pending.event.encoded_len();
+                }
                 self.state
-                    .committed(found, (found.seq - self.head.seq) as usize, 0);
+                    .committed(found, (found.seq - self.head.seq) as usize, lost.bytes);
                 self.head = found;
             }
             _ => {
+                let what = if found.seq < self.head.seq {
+                    "records it committed are missing (a failover to a standby that had not \
+                     received them, or a restore?)"
+                } else {
+                    "records it did not write are there (another writer?)"
+                };
                 self.state.fail(format!(
                     "after reconnecting, the database's head for this instance is seq {} where \
-                     sluice left it at seq {}: another writer?",
+                     sluice left it at seq {}: {what}",
                     found.seq, self.head.seq
                 ));
+                self.drop_kept("the audit trail failed");
                 return;
             }
         }
         self.db = Some(db);
-        if !self.kept.is_empty() {
-            let mut batch: Vec<Waiting> = self.kept.drain(..).map(|event| (event, None)).collect();
+        // What was kept goes first, a batch at a time, before anything
+        // newer; a commit that fails puts its part back in front.
+        while !self.kept.is_empty() {
+            let take = self.kept.len().min(MAX_BATCH);
+            let mut batch: Vec<Pending> = self.kept.drain(..take).collect();
+            self.kept_bytes -= batch.iter().map(|p| p.event.encoded_len()).sum::<usize>();
             self.commit(&mut batch).await;
+            if self.state.refuse_if_stopped().is_err() {
+                self.drop_kept("the audit trail failed");
+                return;
+            }
             if self.db.is_none() {
                 return;
             }
         }
+        // The backoff stays where it is until a commit goes through: a
+        // database that takes logins but refuses commits is not hammered.
         self.state.recovered();
+    }
+
+    /// A new connection that holds the chain, and the chain's head. A
+    /// lock still held by this sink's last connection (the server has not
+    /// seen it go) is taken back by ending that connection.
+    async fn connect_and_claim(&mut self) -> Result<(Db, Link), PgError> {
+        let mut db = Db::connect(&self.upstream).await?;
+        let claimed = take_up_chain(&mut db, &self.key, &self.instance).await;
+        let stale = match (claimed, self.last_backend) {
+            (Err(PgError::InUse { .. }), Some(pid)) => pid,
+            (claimed, _) => return claimed.map(|head| (db, head)),
+        };
+        // The failed claim left `db` in an aborted transaction: start
+        // afresh.
+        let mut db = Db::connect(&self.upstream).await?;
+        if end_stale_connection(&mut db, stale, &self.instance).await? {
+            tracing::warn!(
+                pid = stale,
+                "audit database: ended this gateway's last connection, which the server still had"
+            );
+        }
+        self.last_backend = None;
+        let head = take_up_chain(&mut db, &self.key, &self.instance).await?;
+        Ok((db, head))
     }
 }
 
-type Waiter = oneshot::Sender<Result<u64, AuditError>>;
-
 /// Answers every waiter of a batch with the sink's failure.
-fn refuse_all(batch: &mut Vec<Waiting>, state: &SinkState) {
-    for (_, waiter) in batch.drain(..) {
-        if let Some(waiter) = waiter {
+fn refuse_all(batch: &mut Vec<Pending>, state: &SinkState) {
+    for pending in batch.drain(..) {
+        if let Some(waiter) = pending.answer {
             let refused = state.refuse_if_failed().err().unwrap_or(AuditError::Closed);
             let _ = waiter.send(Err(refused));
         }
@@ -713,17 +939,20 @@ struct Sealed {
     head: Link,
     /// Bytes of record text.
     bytes: usize,
+    /// The time its new records carry.
+    at: SystemTime,
 }
 
 /// Seals the batch after `head`, each record a row and then the new head,
 /// ended by one Sync.
-fn seal(key: &ChainKey, instance: &str, head: Link, batch: &[Waiting]) -> Result<Sealed, String> {
+fn seal(key: &ChainKey, instance: &str, head: Link, batch: &[Pending]) -> Result<Sealed, String> {
     let mut out = BytesMut::with_capacity(batch.len() * 512);
     let mut link = head;
     let mut bytes = 0;
     let now = SystemTime::now();
-    for (event, _) in batch {
-        let (line, next) = chain::seal_body(key, &link, instance, now, event)
+    for pending in batch {
+        let at = pending.kept_at.unwrap_or(now);
+        let (line, next) = chain::seal_body(key, &link, instance, at, &pending.event)
             .map_err(|error| format!("a record cannot be sealed: {error}"))?;
         bytes += line.len();
         bind_execute(
@@ -754,6 +983,7 @@ fn seal(key: &ChainKey, instance: &str, head: Link, batch: &[Waiting]) -> Result
         out,
         head: link,
         bytes,
+        at: now,
     })
 }
 
@@ -761,15 +991,23 @@ fn seal(key: &ChainKey, instance: &str, head: Link, batch: &[Waiting]) -> Result
 async fn send(db: &mut Db, sealed: &Sealed, head: Link) -> Result<(), CommitFailure> {
     let rows = match tokio::time::timeout(COMMIT_DEADLINE, db.round_trip(&sealed.out)).await {
         Ok(Ok(rows)) => rows,
+        Ok(Err(error)) if error.is_transient() => {
+            let in_doubt = matches!(error, TripError::Lost(_));
+            return Err(CommitFailure::Outage {
+                cause: format!("the audit database failed a commit: {error}"),
+                in_doubt,
+            });
+        }
         Ok(Err(error)) => {
-            return Err(CommitFailure::Lost(format!(
+            return Err(CommitFailure::Fatal(format!(
                 "the audit database refused a commit: {error}"
             )));
         }
         Err(_) => {
-            return Err(CommitFailure::Lost(format!(
-                "the audit database did not commit within {COMMIT_DEADLINE:?}"
-            )));
+            return Err(CommitFailure::Outage {
+                cause: format!("the audit database did not commit within {COMMIT_DEADLINE:?}"),
+                in_doubt: true,
+            });
         }
     };
     // Each record's row and the head's, as stored: a rule (`DO INSTEAD
@@ -793,8 +1031,97 @@ async fn send(db: &mut Db, sealed: &Sealed, head: Link) -> Result<(), CommitFail
     Ok(())
 }
 
+/// Rows of one chain read at a time by [`verify_chains`]: memory stays
+/// bounded however long the chain.
+const VERIFY_PAGE_ROWS: usize = 1000;
+
+/// `sluice audit verify` of the audit database: checks every instance's
+/// chain (or, when `named` is not empty, those, each of which must be
+/// there), one report each, reading a page of rows at a time — all from
+/// one snapshot, so gateways may write meanwhile.
+pub async fn verify_chains(
+    settings: &UpstreamSettings,
+    named: &[String],
+    key: &ChainKey,
+) -> Result<Vec<Report>, PgError> {
+    let upstream = Upstream::new(settings.clone())?;
+    let mut db = Db::connect(&upstream).await?;
+    db.in_one_snapshot(async |db| {
+        let mut heads: BTreeMap<String, String> = db
+            .query(&format!("SELECT instance, head FROM {HEADS_TABLE}"), &[])
+            .await?
+            .into_iter()
+            .filter_map(|row| Some((row.first()?.clone()?, row.get(1)?.clone()?)))
+            .collect();
+        let instances: Vec<String> = if named.is_empty() {
+            // Those with a head row and those with rows (a head row can be
+            // deleted alone): the distinct instances of the records' key,
+            // one index probe each.
+            let with_rows = db
+                .query(
+                    &format!(
+                        "WITH RECURSIVE i(instance) AS (\
+                           SELECT min(instance) FROM {RECORDS_TABLE} \
+                           UNION ALL SELECT (SELECT min(instance) FROM {RECORDS_TABLE} \
+                             WHERE instance > i.instance) FROM i WHERE i.instance IS NOT NULL) \
+                         SELECT instance FROM i WHERE instance IS NOT NULL"
+                    ),
+                    &[],
+                )
+                .await?;
+            let mut all: Vec<String> = heads.keys().cloned().collect();
+            all.extend(with_rows.into_iter().filter_map(|row| row.first()?.clone()));
+            all.sort();
+            all.dedup();
+            all
+        } else {
+            named.to_vec()
+        };
+        let mut reports = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let head = heads.remove(&instance);
+            let mut chain = RowsVerifier::new(
+                &verify::database_place(&instance),
+                head.as_deref().map(str::as_bytes),
+                key,
+            );
+            // Keyset pages along the primary key: no cursor to keep open.
+            let mut after = 0u64;
+            loop {
+                let page = db
+                    .query(
+                        &format!(
+                            "SELECT seq, record FROM {RECORDS_TABLE} \
+                             WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT {VERIFY_PAGE_ROWS}"
+                        ),
+                        &[&instance, &after.to_string()],
+                    )
+                    .await?;
+                let rows = page.len();
+                let mut lines = Vec::with_capacity(rows);
+                for row in page {
+                    let (Some(Some(seq)), Some(Some(record))) = (row.first(), row.get(1)) else {
+                        return Err(PgError::Query("a row without seq or record".to_owned()));
+                    };
+                    after = seq.parse().map_err(|_| {
+                        PgError::Query(format!("a row's seq is not a number: {seq:?}"))
+                    })?;
+                    lines.push(record.clone().into_bytes());
+                }
+                chain.check(lines.into_iter(), key);
+                if rows < VERIFY_PAGE_ROWS {
+                    break;
+                }
+            }
+            reports.push(chain.finish());
+        }
+        Ok(reports)
+    })
+    .await
+}
+
 /// Every instance's records (the lines, in `seq` order) and head line, as
-/// `sluice audit verify|show|tail` read them.
+/// `sluice audit show|tail` read them.
 pub struct PgTrail {
     pub instances: Vec<InstanceTrail>,
 }
@@ -827,7 +1154,9 @@ pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
         .await?;
     let mut instances: Vec<InstanceTrail> = Vec::new();
     for row in rows {
-        let (Some(instance), Some(record)) = (row[0].clone(), row[1].clone()) else {
+        let (Some(Some(instance)), Some(Some(record))) =
+            (row.first().cloned(), row.get(1).cloned())
+        else {
             continue;
         };
         match instances.last_mut() {
@@ -840,7 +1169,8 @@ pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
         }
     }
     for row in heads {
-        let (Some(instance), Some(head)) = (row[0].clone(), row[1].clone()) else {
+        let (Some(Some(instance)), Some(Some(head))) = (row.first().cloned(), row.get(1).cloned())
+        else {
             continue;
         };
         let head = head.into_bytes();

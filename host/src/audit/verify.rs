@@ -169,31 +169,70 @@ pub fn verify_database(trail: &PgTrail, named: &[String], key: &ChainKey) -> Vec
 /// lost rows (a problem, where a file trail's is a note); nor does it tear
 /// a record, so a torn row is a problem even when rows follow it.
 pub fn verify_rows(place: &str, lines: &[Vec<u8>], head: Option<&[u8]>, key: &ChainKey) -> Report {
-    let path = PathBuf::from(place);
-    let instance = place.strip_prefix(DATABASE_PLACE).unwrap_or(place);
-    let mut check = Check::new();
-    check.rows_of = Some(instance.to_owned());
-    if lines.is_empty() && head.is_none() {
-        // read_all lists only instances with rows or a head: this one was
-        // named, and nothing of it is there.
-        check.problem(FindingKind::InstanceMissing, Some(&path), None, None);
-        return check.report(path, Vec::new(), HeadStatus::Missing);
+    let mut rows = RowsVerifier::new(place, head, key);
+    rows.check(lines.iter().cloned(), key);
+    rows.finish()
+}
+
+/// [`verify_rows`] a batch of rows at a time, for a chain too long to hold:
+/// the rows of one instance go to [`check`](RowsVerifier::check) in `seq`
+/// order, then [`finish`](RowsVerifier::finish) says what was found.
+pub struct RowsVerifier {
+    check: Check,
+    path: PathBuf,
+    /// `None`: no head row (a problem once a row is seen; with no rows
+    /// either, the instance is missing altogether).
+    head: Option<HeadStatus>,
+    head_seq: Option<u64>,
+    rows_seen: u64,
+}
+
+impl RowsVerifier {
+    pub fn new(place: &str, head: Option<&[u8]>, key: &ChainKey) -> RowsVerifier {
+        let path = PathBuf::from(place);
+        let instance = place.strip_prefix(DATABASE_PLACE).unwrap_or(place);
+        let mut check = Check::new();
+        check.rows_of = Some(instance.to_owned());
+        let head = head.map(|head| check_head(Ok(head.to_vec()), &path, key, &mut check));
+        let head_seq = head.as_ref().and_then(|h| h.link()).map(|head| head.seq);
+        RowsVerifier {
+            check,
+            path,
+            head,
+            head_seq,
+            rows_seen: 0,
+        }
     }
-    let head = check_head(
-        head.map(<[u8]>::to_vec)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
-        &path,
-        key,
-        &mut check,
-    );
-    let head_seq = head.link().map(|head| head.seq);
-    check.lines(
-        &path,
-        lines.iter().map(|line| Ok(line.clone())),
-        key,
-        head_seq,
-    );
-    check.report(path, Vec::new(), head)
+
+    /// Checks the next rows of the chain.
+    pub fn check(&mut self, lines: impl Iterator<Item = Vec<u8>>, key: &ChainKey) {
+        let before = self.rows_seen;
+        let lines = lines.map(|line| {
+            self.rows_seen += 1;
+            Ok(line)
+        });
+        self.check
+            .lines_from(&self.path, before + 1, lines, key, self.head_seq);
+    }
+
+    pub fn finish(mut self) -> Report {
+        let head = match self.head {
+            Some(head) => head,
+            None if self.rows_seen == 0 => {
+                // Only a named instance is checked with neither rows nor
+                // a head: nothing of it is there.
+                self.check
+                    .problem(FindingKind::InstanceMissing, Some(&self.path), None, None);
+                HeadStatus::Missing
+            }
+            None => {
+                self.check
+                    .problem(FindingKind::HeadMissing, Some(&self.path), None, None);
+                HeadStatus::Missing
+            }
+        };
+        self.check.report(self.path, Vec::new(), head)
+    }
 }
 
 /// What [`verify`] found.
@@ -586,8 +625,20 @@ impl Check {
         key: &ChainKey,
         head_seq: Option<u64>,
     ) {
-        for (index, line) in lines.enumerate() {
-            let number = index as u64 + 1;
+        self.lines_from(path, 1, lines, key, head_seq);
+    }
+
+    /// [`Check::lines`] of a place read in parts: `first` is the number of
+    /// the first of these lines in it.
+    fn lines_from(
+        &mut self,
+        path: &Path,
+        first: u64,
+        lines: impl Iterator<Item = io::Result<Vec<u8>>>,
+        key: &ChainKey,
+        head_seq: Option<u64>,
+    ) {
+        for (number, line) in (first..).zip(lines) {
             let line = match line {
                 Ok(line) => line,
                 Err(error) => {
@@ -596,7 +647,7 @@ impl Check {
                     return;
                 }
             };
-            let at = (path, number, index == 0);
+            let at = (path, number, number == 1);
             match chain::open_line(key, &line) {
                 Ok(record) => {
                     self.check_instance(&record.fields, path, number, record.seq);

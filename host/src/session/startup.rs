@@ -143,6 +143,14 @@ pub async fn establish(
     }
 }
 
+/// The refusal of a session the audit trail cannot record.
+fn trail_unwritable() -> Fatal {
+    Fatal::new(
+        sqlstate::SYSTEM_ERROR,
+        "sluice cannot write its audit trail, so it serves no session: tell the operator",
+    )
+}
+
 /// From the StartupMessage to a session logged in upstream.
 async fn login(
     shared: &Shared,
@@ -152,6 +160,14 @@ async fn login(
     startup: StartupMessage,
     trace: &Trace,
 ) -> Result<LoggedIn, Fatal> {
+    // While the trail takes no records no session could start: the client
+    // is told before it authenticates, and nothing piles up for the trail
+    // meanwhile (a failed login's record is kept through an outage of the
+    // audit database).
+    if shared.audit.failure().is_some() {
+        tracing::info!(%peer, "connection refused: the audit trail takes no records");
+        return Err(trail_unwritable());
+    }
     if shared.settings.require_tls && !client.is_tls() {
         let refusal = Fatal::new(
             sqlstate::INVALID_AUTHORIZATION,
@@ -253,10 +269,7 @@ async fn login(
     if let Err(error) = recorded {
         end.handed_over(); // Its start is not on the record either.
         tracing::error!(alert = true, %error, "the audit trail cannot be written: session refused");
-        return Err(Fatal::new(
-            sqlstate::SYSTEM_ERROR,
-            "sluice cannot write its audit trail, so it serves no session: tell the operator",
-        ));
+        return Err(trail_unwritable());
     }
     // The client's own `-c name=value` options run only where the same SET
     // would, judged as that SET for this principal. A refusal ends the
