@@ -420,8 +420,11 @@ fn warn_unreadable(count: usize) {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file or a journal
+    // gets plain text its readers and shippers can search.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -6,7 +6,9 @@
 use sluice::pg_cluster::{HostAuth, PgCluster};
 
 mod support;
-use support::{audited_gateway_config, free_port, psql, signal, sluice, start_sluice, wait_exit};
+use support::{
+    audited_gateway_config, free_port, psql, signal, sluice, start_sluice_logging_to, wait_exit,
+};
 
 const TOKEN: &str = "audit-db-test-token";
 
@@ -37,7 +39,8 @@ fn audit_commands_read_the_audit_database() {
         ),
     )
     .unwrap();
-    let mut gateway = start_sluice(&config, port);
+    let log = dir.path().join("sluice.log");
+    let mut gateway = start_sluice_logging_to(&config, port, &log);
     for sql in [
         "SELECT 'marker-one' AS a",
         "SELECT '4111111111111111' AS card",
@@ -57,6 +60,17 @@ fn audit_commands_read_the_audit_database() {
     signal(&gateway.0, libc::SIGTERM);
     let stopped = wait_exit(&mut gateway.0, std::time::Duration::from_secs(30));
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+
+    // The chain's head is logged too: an anchor outside the database.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let head_line = logged
+        .lines()
+        .find(|line| line.contains("audit chain head"))
+        .unwrap_or_else(|| panic!("no head in the log:\n{logged}"));
+    assert!(
+        head_line.contains("gw-cli") && head_line.contains("seq=1"),
+        "{head_line}"
+    );
 
     let config = config.to_str().unwrap();
     let (ok, verified) = sluice(&["audit", "verify", "-c", config]);

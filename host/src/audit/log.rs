@@ -330,7 +330,12 @@ impl Drop for Shared {
 /// counts, and whether the sink failed. The file sink and the PostgreSQL
 /// sink keep one each.
 pub(crate) struct SinkState {
+    instance: String,
     head: Mutex<Link>,
+    /// When the head was last logged: the log, shipped elsewhere, is an
+    /// anchor whoever rewrites the trail (and, for the PostgreSQL sink, its
+    /// head row) cannot reach.
+    head_logged_at: Mutex<Option<Instant>>,
     records: AtomicU64,
     commits: AtomicU64,
     bytes: AtomicU64,
@@ -343,9 +348,11 @@ pub(crate) struct SinkState {
 }
 
 impl SinkState {
-    pub(crate) fn new(head: Link) -> SinkState {
+    pub(crate) fn new(head: Link, instance: &str) -> SinkState {
         SinkState {
+            instance: instance.to_owned(),
             head: Mutex::new(head),
+            head_logged_at: Mutex::new(None),
             records: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -422,12 +429,25 @@ impl SinkState {
     }
 
     /// A group commit of `records` records (`bytes` of lines) ending at
-    /// `head` is durable.
+    /// `head` is durable. Logs the head now and then.
     pub(crate) fn committed(&self, head: Link, records: usize, bytes: usize) {
         *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
         self.records.fetch_add(records as u64, Ordering::Relaxed);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let mut logged_at = self
+            .head_logged_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if logged_at.is_none_or(|logged| logged.elapsed() >= HEAD_LOG_INTERVAL) {
+            *logged_at = Some(Instant::now());
+            tracing::info!(
+                instance = %self.instance,
+                seq = head.seq,
+                mac = %chain::encode_hex(&head.mac),
+                "audit chain head"
+            );
+        }
     }
 
     pub(crate) fn head(&self) -> Link {
@@ -517,13 +537,12 @@ impl AuditLog {
             })?;
         }
 
-        let state = Arc::new(SinkState::new(recovered.link));
+        let state = Arc::new(SinkState::new(recovered.link, &settings.instance));
         let writer = Writer {
             active: Some(active),
             head_file,
             link: recovered.link,
             state: Arc::clone(&state),
-            head_logged_at: None,
             head_synced_at: None,
             data_synced_at: None,
             unsynced_since: None,
@@ -709,7 +728,6 @@ struct Writer {
     head_file: File,
     link: Link,
     state: Arc<SinkState>,
-    head_logged_at: Option<Instant>,
     /// When the head file was last synced (under `Always`).
     head_synced_at: Option<Instant>,
     /// When the records were last synced (under `Always`).
@@ -1160,22 +1178,10 @@ impl Writer {
         self.unsynced_since.map(|since| since + UNSYNCED_FLUSH)
     }
 
-    /// Makes a commit visible to the handles, and logs the head now and then.
+    /// Makes a commit visible to the handles.
     fn publish(&mut self, link: Link, records: usize, bytes: usize) {
         self.link = link;
         self.state.committed(link, records, bytes);
-        if self
-            .head_logged_at
-            .is_none_or(|logged| logged.elapsed() >= HEAD_LOG_INTERVAL)
-        {
-            self.head_logged_at = Some(Instant::now());
-            tracing::info!(
-                instance = %self.settings.instance,
-                seq = link.seq,
-                mac = %chain::encode_hex(&link.mac),
-                "audit chain head"
-            );
-        }
     }
 
     /// Fails the log and stops appending to the active file.

@@ -312,7 +312,7 @@ impl PgLog {
         let mut db = Db::connect(&upstream).await?;
         make_tables_if_missing(&mut db).await?;
         let head = take_up_chain(&mut db, &key, &instance).await?;
-        let state = Arc::new(SinkState::new(head));
+        let state = Arc::new(SinkState::new(head, &instance));
         let (requests, queue) = mpsc::unbounded_channel();
         let committer = Committer {
             upstream,

@@ -70,12 +70,27 @@ pub fn sluice(args: &[&str]) -> (bool, String) {
 
 /// Starts `sluice serve -c CONFIG` and waits until it listens on `port`.
 pub fn start_sluice(config: &std::path::Path, port: u16) -> Reaped {
+    serve(config, port, "warn", std::process::Stdio::inherit())
+}
+
+/// [`start_sluice`] logging at `info` into the file `log`.
+#[allow(dead_code)] // Not every test binary reads the log.
+pub fn start_sluice_logging_to(
+    config: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+) -> Reaped {
+    let log = std::fs::File::create(log).unwrap();
+    serve(config, port, "info", log.into())
+}
+
+fn serve(config: &std::path::Path, port: u16, level: &str, stderr: std::process::Stdio) -> Reaped {
     let child = Reaped(
         std::process::Command::new(SLUICE)
             .args(["serve", "-c", config.to_str().unwrap()])
-            .env("SLUICE_LOG", "warn")
+            .env("SLUICE_LOG", level)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     );
