@@ -68,7 +68,7 @@ fn audit_commands_read_the_audit_database() {
         .find(|line| line.contains("audit chain head"))
         .unwrap_or_else(|| panic!("no head in the log:\n{logged}"));
     assert!(
-        head_line.contains("gw-cli") && head_line.contains("seq=1"),
+        head_line.contains("instance=gw-cli ") && head_line.contains(" seq=1 "),
         "{head_line}"
     );
 

@@ -780,6 +780,51 @@ impl AuditDatabase {
         )
     }
 
+    /// A gateway recording here as `instance`, through a relay the test
+    /// can cut or silence.
+    async fn gateway_through_a_relay(&self, instance: &str) -> (CuttingRelay, TestEnv) {
+        let relay = CuttingRelay::start().await;
+        let env = TestEnv::start_with_config(&self.config_through(instance, relay.port), false)
+            .await
+            .unwrap();
+        (relay, env)
+    }
+
+    /// `instance`'s chain verifies, and its statements are `texts`.
+    async fn assert_whole_with_statements(&self, instance: &str, texts: &[&str]) {
+        let report = self.verify(instance).await;
+        assert!(report.ok(), "{report}");
+        let recorded: Vec<String> = of_event(&self.records().await.records, "statement")
+            .iter()
+            .filter_map(|s| s["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(recorded, texts);
+    }
+
+    /// The server process of the audit connection into this database.
+    async fn sinks_backend(&self) -> u32 {
+        let pid = self
+            .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice audit' AND datname = current_database()")
+            .await;
+        pid.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("one audit connection: {pid:?}"))
+    }
+
+    /// Ends the audit connection into this database, and waits until the
+    /// server has let it go.
+    async fn end_the_sinks_connection(&self) {
+        let pid = self.sinks_backend().await;
+        self.sql(&format!("SELECT pg_terminate_backend({pid})"))
+            .await;
+        let gone = eventually(Duration::from_secs(10), || {
+            let query = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+            async move { self.sql(&query).await.trim() == "0" }
+        })
+        .await;
+        assert!(gone);
+    }
+
     /// `ALTER DATABASE` of this database (from another: it may be made
     /// read-only).
     async fn alter_database(&self, change: &str) {
@@ -1261,24 +1306,22 @@ async fn an_audit_database_that_goes_away_is_reconnected() {
         .unwrap();
     let client = db.one_statement_recorded(&env).await;
 
+    // The sink's idle connection ended by the server (an idle timeout, an
+    // administrator): nothing was in flight, so the next record reconnects
+    // and its statement runs.
+    db.end_the_sinks_connection().await;
+    client
+        .simple_query("SELECT 'after an idle close'")
+        .await
+        .unwrap();
+    assert_eq!(env.gateway.shared.audit.stats().unwrap().outages, 0);
+
     // The database turned read-only (as a demoted primary is) and the
-    // sink's connection ended by the server, gone for good before the next
-    // statement's record.
+    // sink's connection ended again: the next statement's record finds no
+    // primary to go to.
     db.alter_database("SET default_transaction_read_only = on")
         .await;
-    let pid = db
-        .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice audit' AND datname = current_database()")
-        .await;
-    let pid = pid.trim().to_owned();
-    assert!(pid.parse::<u32>().is_ok(), "{pid:?}");
-    db.sql(&format!("SELECT pg_terminate_backend({pid})")).await;
-    let gone = eventually(Duration::from_secs(10), || {
-        let query = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
-        let db = &db;
-        async move { db.sql(&query).await.trim() == "0" }
-    })
-    .await;
-    assert!(gone);
+    db.end_the_sinks_connection().await;
     let refused = client.simple_query("SELECT 2").await.unwrap_err();
     let (code, message) = code_and_message(&refused);
     assert_eq!(code, "58000", "{message}");
@@ -1334,7 +1377,8 @@ async fn an_audit_database_that_goes_away_is_reconnected() {
     // there, and so is the end of the session cut off while the database
     // was gone, kept until it was back.
     assert!(!texts.contains(&"SELECT 2"), "{texts:?}");
-    assert_eq!(texts.len(), 201, "{texts:?}");
+    assert_eq!(texts.len(), 202, "{texts:?}");
+    assert!(texts.contains(&"SELECT 'after an idle close'"), "{texts:?}");
     let ends = of_event(&records.records, "session_end");
     assert_eq!(ends.len(), 2, "{:#?}", records.records);
 }
@@ -1381,9 +1425,14 @@ async fn a_second_gateway_with_the_same_instance_is_refused() {
 
 /// A relay in front of the shared cluster that, once armed, lets the
 /// server's next reply reach it and then cuts the connection without
-/// passing it on: a commit made whose answer is lost.
+/// passing it on: a commit made whose answer is lost. It can also silence
+/// the connections it has, keeping them open: what the client sends is
+/// dropped on the way, as in a network partition.
 struct CuttingRelay {
     port: u16,
+    /// Connections numbered below this are silenced.
+    silenced_below: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether what it kept from the client was a whole reply, up to its
     /// ReadyForQuery: the transaction was over.
@@ -1414,8 +1463,13 @@ impl CuttingRelay {
         let swallowed_a_reply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cut = armed.clone();
         let swallowed = swallowed_a_reply.clone();
+        let silenced_below = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (silenced, counted) = (silenced_below.clone(), accepted.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let number = counted.fetch_add(1, Ordering::SeqCst);
+                let silenced = silenced.clone();
                 let server = tokio::net::TcpStream::connect((
                     "127.0.0.1",
                     sluice_tests::shared_cluster().port,
@@ -1428,7 +1482,25 @@ impl CuttingRelay {
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
                     let upward = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match client_read.read(&mut buf).await {
+                                // A silenced connection stays open to the
+                                // server when its client goes.
+                                Ok(0) | Err(_) if number < silenced.load(Ordering::SeqCst) => {
+                                    std::future::pending::<()>().await;
+                                    break;
+                                }
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if number < silenced.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
                     });
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
@@ -1459,9 +1531,18 @@ impl CuttingRelay {
         });
         CuttingRelay {
             port,
+            silenced_below,
+            accepted,
             armed,
             swallowed_a_reply,
         }
+    }
+
+    /// Silences every connection it has now; later ones pass.
+    fn silence_those_open(&self) {
+        let open = self.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        self.silenced_below
+            .store(open, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn cut_after_next_reply(&self) {
@@ -1475,10 +1556,7 @@ impl CuttingRelay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
     let db = AuditDatabase::create().await;
-    let relay = CuttingRelay::start().await;
-    let env = TestEnv::start_with_config(&db.config_through("gw-l", relay.port), false)
-        .await
-        .unwrap();
+    let (relay, env) = db.gateway_through_a_relay("gw-l").await;
     let client = db.one_statement_recorded(&env).await;
 
     // The session's end, which no one waits on, is the commit cut off.
@@ -1568,16 +1646,10 @@ async fn an_audit_database_out_of_disk_is_waited_for() {
         "{failure}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(env.gateway.shared.audit.failure().is_some());
     assert_eq!(env.gateway.shared.audit.stats().unwrap().outages, outages);
     env.gateway.shutdown().await;
-    let report = db.verify("gw-f").await;
-    assert!(report.ok(), "{report}");
-    let texts: Vec<String> = of_event(&db.records().await.records, "statement")
-        .iter()
-        .filter_map(|s| s["text"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(texts, ["SELECT 1", "SELECT 3"]);
+    db.assert_whole_with_statements("gw-f", &["SELECT 1", "SELECT 3"])
+        .await;
 }
 
 /// `sluice audit verify` of the audit database reads a chain a page at a
@@ -1634,4 +1706,44 @@ async fn a_long_chain_is_verified_a_page_at_a_time() {
     );
     let missing: Vec<_> = reports[1].problems().map(|f| &f.kind).collect();
     assert_eq!(missing, [&FindingKind::InstanceMissing], "{}", reports[1]);
+}
+
+/// A commit that gets no answer (a partition: the connection stays open,
+/// what is sent never arrives) is given up after its deadline, its
+/// statement refused; the reconnect finds the chain still locked by the
+/// old connection, which the server cannot see is gone, and ends that
+/// connection to take the chain back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_commit_is_given_up_and_its_connection_ended() {
+    let db = AuditDatabase::create().await;
+    let (relay, env) = db.gateway_through_a_relay("gw-s").await;
+    let client = db.one_statement_recorded(&env).await;
+    let old = db.sinks_backend().await;
+    relay.silence_those_open();
+    let refused = client.simple_query("SELECT 2").await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "58000");
+    let failure = env.gateway.shared.audit.failure().unwrap_or_default();
+    assert!(failure.contains("did not commit within"), "{failure}");
+
+    let back = eventually(Duration::from_secs(30), || async {
+        env.gateway.shared.audit.failure().is_none()
+    })
+    .await;
+    assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    // The relay still holds the old connection open: only sluice ended it.
+    let left = db
+        .sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {old}"
+        ))
+        .await;
+    assert_eq!(left.trim(), "0");
+    env.connect("analyst")
+        .await
+        .simple_query("SELECT 3")
+        .await
+        .unwrap();
+    assert_eq!(env.gateway.shared.audit.stats().unwrap().outages, 1);
+    env.gateway.shutdown().await;
+    db.assert_whole_with_statements("gw-s", &["SELECT 1", "SELECT 3"])
+        .await;
 }

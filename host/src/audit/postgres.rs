@@ -35,6 +35,7 @@
 //! good, until sluice restarts and the chain is checked.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -57,8 +58,11 @@ pub const RECORDS_TABLE: &str = "sluice_audit";
 /// The heads' table: one row per instance.
 pub const HEADS_TABLE: &str = "sluice_audit_head";
 
-/// Most records one group commit carries.
+/// Most records one group commit carries ...
 const MAX_BATCH: usize = 512;
+/// ... and most bytes of them: a commit must be sent and answered well
+/// within [`COMMIT_DEADLINE`], or it would be retried whole for ever.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Largest reply accepted from the audit database.
 const MAX_MESSAGE: usize = 64 << 20;
 /// A commit that takes longer than this counts as the database lost:
@@ -184,6 +188,9 @@ impl Db {
             ("tcp_keepalives_idle".to_owned(), "10".to_owned()),
             ("tcp_keepalives_interval".to_owned(), "5".to_owned()),
             ("tcp_keepalives_count".to_owned(), "3".to_owned()),
+            // The commit's own deadline bounds it; a role's statement
+            // timeout would cancel a long one again on every try.
+            ("statement_timeout".to_owned(), "0".to_owned()),
             ("client_encoding".to_owned(), "UTF8".to_owned()),
             ("synchronous_commit".to_owned(), "on".to_owned()),
         ];
@@ -193,7 +200,44 @@ impl Db {
                 parameters: &parameters,
             })
             .await?;
-        Ok(Db { connection })
+        let mut db = Db { connection };
+        // A managed database's idle timeout (PostgreSQL 14 and later; the
+        // setting is unknown before) would close the connection between
+        // quiet spells; `closed_by_server` copes, this saves the login.
+        db.query(
+            "SELECT set_config('idle_session_timeout', '0', false) \
+             WHERE current_setting('server_version_num')::int >= 140000",
+            &[],
+        )
+        .await?;
+        Ok(db)
+    }
+
+    /// Whether the server has closed this idle connection (an idle
+    /// timeout, an administrator, a restart): an ErrorResponse or the end
+    /// of the stream is waiting. Nothing sent on it now would be read, so
+    /// nothing is in doubt. Never waits.
+    fn closed_by_server(&mut self) -> bool {
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::AsyncReadExt;
+        let connection = &mut self.connection;
+        let mut context = Context::from_waker(Waker::noop());
+        let read = std::pin::pin!(connection.stream.read_buf(&mut connection.read_buf));
+        match read.poll(&mut context) {
+            Poll::Ready(Ok(0) | Err(_)) => return true,
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
+        }
+        // A notice is harmless; an error on an idle connection is the
+        // server's goodbye.
+        let waiting = &connection.read_buf[..];
+        let mut at = 0;
+        while let Some(header) = waiting.get(at..at + 5) {
+            if header[0] == b'E' {
+                return true;
+            }
+            at += 1 + u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        }
+        false
     }
 
     /// Sends `out` (messages ending in Sync) and reads to ReadyForQuery:
@@ -415,14 +459,28 @@ fn chain_lock_name(instance: &str) -> String {
 async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgError> {
     // A standby answers reads and takes advisory locks, but would refuse
     // the first commit: a reconnect that lands on one tries again later.
-    let read_only = db
+    let server = db
         .query(
-            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool, \
+                    current_setting('server_encoding')",
             &[],
         )
         .await?;
-    if first_value(&read_only) != Some("f") {
+    let row = server.first().map(Vec::as_slice).unwrap_or_default();
+    if row.first().and_then(Option::as_deref) != Some("f") {
         return Err(PgError::ReadOnly);
+    }
+    // Records are UTF-8: a database in another encoding would refuse the
+    // record of any statement with a character it cannot hold, stopping
+    // the gateway for every client.
+    match row.get(1).and_then(Option::as_deref) {
+        Some("UTF8") => {}
+        other => {
+            return Err(PgError::Query(format!(
+                "the database's encoding is {}; the audit trail needs UTF8",
+                other.unwrap_or("unknown")
+            )));
+        }
     }
     // Two gateways with one instance id would fork the chain, each
     // continuing from the same head. The lock is the connection's: a lost
@@ -485,7 +543,9 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
 /// connection lost on the way, whose end the server has not seen), when it
 /// holds `instance`'s chain: `pid` as its BackendKeyData named it. Only a
 /// backend holding this chain's lock is ended, so a pid since reused by
-/// another connection is left alone.
+/// another connection is left alone, and so is one waiting for a
+/// synchronous standby (ending it would leave its commit on the primary
+/// alone, which `synchronous_commit = on` is there to prevent).
 async fn end_stale_connection(db: &mut Db, pid: i32, instance: &str) -> Result<bool, PgError> {
     let ended = db
         .query(
@@ -493,7 +553,9 @@ async fn end_stale_connection(db: &mut Db, pid: i32, instance: &str) -> Result<b
                (SELECT hashtextextended($2, 0) AS k) AS chain \
              WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $1::int AND l.objsubid = 1 \
                AND l.classid = ((chain.k >> 32) & 4294967295)::oid \
-               AND l.objid = (chain.k & 4294967295)::oid",
+               AND l.objid = (chain.k & 4294967295)::oid \
+               AND NOT EXISTS (SELECT FROM pg_stat_activity a \
+                               WHERE a.pid = l.pid AND a.wait_event = 'SyncRep')",
             &[&pid.to_string(), &chain_lock_name(instance)],
         )
         .await?;
@@ -626,6 +688,23 @@ struct InDoubt {
     bytes: usize,
 }
 
+/// Fails the sink when the committer stops other than at its end (a
+/// panic): the handles would otherwise see a healthy sink whose every
+/// record is answered `Closed`.
+struct FailsUnlessEnded {
+    state: Arc<SinkState>,
+    ended: bool,
+}
+
+impl Drop for FailsUnlessEnded {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.state
+                .fail("the audit database's committer stopped unexpectedly".to_owned());
+        }
+    }
+}
+
 /// How a commit failed.
 enum CommitFailure {
     /// The sink cannot go on (a record that cannot be sealed, rows not
@@ -639,6 +718,10 @@ enum CommitFailure {
 
 impl Committer {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Request>) {
+        let mut ended = FailsUnlessEnded {
+            state: self.state.clone(),
+            ended: false,
+        };
         let mut batch = Vec::with_capacity(64);
         let mut shutdown = None;
         while shutdown.is_none() {
@@ -664,20 +747,24 @@ impl Committer {
                 break;
             };
             batch.clear();
+            let mut bytes = 0;
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Record { event, answer } => batch.push(Pending {
-                        event,
-                        kept_at: None,
-                        answer,
-                    }),
+                    Request::Record { event, answer } => {
+                        bytes += event.encoded_len();
+                        batch.push(Pending {
+                            event,
+                            kept_at: None,
+                            answer,
+                        });
+                    }
                     Request::Shutdown { done } => {
                         shutdown = Some(done);
                         break;
                     }
                 }
-                if batch.len() < MAX_BATCH {
+                if batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                     next = queue.try_recv().ok();
                 }
             }
@@ -692,6 +779,7 @@ impl Committer {
         if let Some(mut db) = self.db.take() {
             let _ = db.connection.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
         }
+        ended.ended = true;
         if let Some(done) = shutdown {
             let _ = done.send(());
         }
@@ -749,15 +837,37 @@ impl Committer {
             refuse_all(batch, &self.state);
             return;
         }
+        if self.db.as_mut().is_some_and(Db::closed_by_server) {
+            // Closed while idle: nothing was sent, nothing is in doubt.
+            // One reconnect now spares the waiting statements a refusal.
+            self.db = None;
+            self.last_backend = None;
+            match tokio::time::timeout(RECONNECT_DEADLINE, self.connect_and_claim()).await {
+                Ok(Ok((db, found))) if found == self.head => {
+                    tracing::info!("the audit database closed its idle connection; reconnected");
+                    self.db = Some(db);
+                }
+                Ok(Ok((_, found))) => {
+                    self.fail_for_good(moved_head(found, self.head), batch);
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "the audit database closed its idle connection and cannot be reached again")
+                }
+                Err(_) => tracing::warn!(
+                    "the audit database closed its idle connection; reconnecting took longer than {RECONNECT_DEADLINE:?}"
+                ),
+            }
+        }
         let Some(db) = self.db.as_mut() else {
-            refuse_all(batch, &self.state);
+            let cause = "the audit database closed its connection and cannot be reached again";
+            self.lost(cause.to_owned(), batch, None);
             return;
         };
         let sealed = match seal(&self.key, &self.instance, self.head, batch) {
             Ok(sealed) => sealed,
             Err(cause) => {
-                self.state.fail(cause);
-                refuse_all(batch, &self.state);
+                self.fail_for_good(cause, batch);
                 return;
             }
         };
@@ -773,10 +883,7 @@ impl Committer {
                     }
                 }
             }
-            Err(CommitFailure::Fatal(cause)) => {
-                self.state.fail(cause);
-                refuse_all(batch, &self.state);
-            }
+            Err(CommitFailure::Fatal(cause)) => self.fail_for_good(cause, batch),
             Err(CommitFailure::Outage { cause, in_doubt }) => {
                 // The connection goes (and with it the chain's lock, once
                 // the server sees it); until a new one has read the head,
@@ -786,37 +893,64 @@ impl Committer {
                     .take()
                     .and_then(|db| db.connection.backend_key)
                     .map(|(pid, _)| pid);
-                self.state.unavailable(cause);
-                self.wait_before_next_try();
-                // What no one waits on goes back in front of what was
-                // kept meanwhile (a reconnect writes `kept` a batch at a
-                // time); a waiter is refused: its statement does not run.
-                // If the transaction did commit, that record stays with
-                // no outcome after it.
-                let mut carried = Vec::new();
-                for pending in batch.drain(..) {
-                    match pending.answer {
-                        Some(answer) => {
-                            let refused = self.state.refuse_if_failed().err();
-                            let _ = answer.send(Err(refused.unwrap_or(AuditError::Closed)));
-                        }
-                        None => carried.push(Pending {
-                            kept_at: pending.kept_at.or(Some(sealed.at)),
-                            ..pending
-                        }),
-                    }
+                self.lost(cause, batch, in_doubt.then_some(&sealed));
+            }
+        }
+    }
+
+    /// The database is lost with `batch` unwritten (or, with `sent`, sent
+    /// and in doubt): records are refused until a reconnect; what no one
+    /// waits on goes back in front of what was kept meanwhile (a reconnect
+    /// writes `kept` a batch at a time); a waiter is refused, its
+    /// statement does not run — if the transaction did commit, that
+    /// record stays with no outcome after it.
+    fn lost(&mut self, cause: String, batch: &mut Vec<Pending>, sent: Option<&Sealed>) {
+        self.state.unavailable(cause);
+        self.wait_before_next_try();
+        let now = SystemTime::now();
+        let mut carried = Vec::new();
+        for pending in batch.drain(..) {
+            match pending.answer {
+                Some(answer) => {
+                    let refused = self.state.refuse_if_failed().err();
+                    let _ = answer.send(Err(refused.unwrap_or(AuditError::Closed)));
                 }
-                self.in_doubt = in_doubt.then_some(InDoubt {
-                    head: sealed.head,
-                    carried: carried.len(),
-                    bytes: sealed.bytes,
-                });
-                for pending in carried.into_iter().rev() {
+                None => carried.push(Pending {
+                    kept_at: pending
+                        .kept_at
+                        .or(Some(sent.map_or(now, |sealed| sealed.at))),
+                    ..pending
+                }),
+            }
+        }
+        self.in_doubt = sent.map(|sealed| InDoubt {
+            head: sealed.head,
+            carried: carried.len(),
+            bytes: sealed.bytes,
+        });
+        for pending in carried.into_iter().rev() {
+            self.kept_bytes += pending.event.encoded_len();
+            self.kept.push_front(pending);
+        }
+    }
+
+    /// Fails the sink for good: `batch`'s waiters are refused, and what no
+    /// one waited on is dropped with what was kept, counted in the alert.
+    fn fail_for_good(&mut self, cause: String, batch: &mut Vec<Pending>) {
+        self.state.fail(cause);
+        for pending in batch.drain(..).rev() {
+            match pending.answer {
+                Some(waiter) => {
+                    let refused = self.state.refuse_if_failed().err();
+                    let _ = waiter.send(Err(refused.unwrap_or(AuditError::Closed)));
+                }
+                None => {
                     self.kept_bytes += pending.event.encoded_len();
                     self.kept.push_front(pending);
                 }
             }
         }
+        self.drop_kept("the audit trail failed");
     }
 
     fn wait_before_next_try(&mut self) {
@@ -832,10 +966,8 @@ impl Committer {
         let (db, found) = match connected {
             Ok(Ok(connected)) => connected,
             Ok(Err(PgError::Untrusted { reason, .. })) => {
-                self.state.fail(format!(
-                    "after reconnecting, the chain cannot be continued: {reason}"
-                ));
-                self.drop_kept("the audit trail failed");
+                let cause = format!("after reconnecting, the chain cannot be continued: {reason}");
+                self.fail_for_good(cause, &mut Vec::new());
                 return;
             }
             Ok(Err(error)) => {
@@ -861,18 +993,7 @@ impl Committer {
                 self.head = found;
             }
             _ => {
-                let what = if found.seq < self.head.seq {
-                    "records it committed are missing (a failover to a standby that had not \
-                     received them, or a restore?)"
-                } else {
-                    "records it did not write are there (another writer?)"
-                };
-                self.state.fail(format!(
-                    "after reconnecting, the database's head for this instance is seq {} where \
-                     sluice left it at seq {}: {what}",
-                    found.seq, self.head.seq
-                ));
-                self.drop_kept("the audit trail failed");
+                self.fail_for_good(moved_head(found, self.head), &mut Vec::new());
                 return;
             }
         }
@@ -880,15 +1001,19 @@ impl Committer {
         // What was kept goes first, a batch at a time, before anything
         // newer; a commit that fails puts its part back in front.
         while !self.kept.is_empty() {
-            let take = self.kept.len().min(MAX_BATCH);
+            let mut take = 0;
+            let mut bytes = 0;
+            for pending in self.kept.iter().take(MAX_BATCH) {
+                if take > 0 && bytes + pending.event.encoded_len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                take += 1;
+                bytes += pending.event.encoded_len();
+            }
             let mut batch: Vec<Pending> = self.kept.drain(..take).collect();
             self.kept_bytes -= batch.iter().map(|p| p.event.encoded_len()).sum::<usize>();
             self.commit(&mut batch).await;
-            if self.state.refuse_if_stopped().is_err() {
-                self.drop_kept("the audit trail failed");
-                return;
-            }
-            if self.db.is_none() {
+            if self.db.is_none() || self.state.refuse_if_stopped().is_err() {
                 return;
             }
         }
@@ -916,10 +1041,26 @@ impl Committer {
                 "audit database: ended this gateway's last connection, which the server still had"
             );
         }
-        self.last_backend = None;
         let head = take_up_chain(&mut db, &self.key, &self.instance).await?;
+        self.last_backend = None;
         Ok((db, head))
     }
+}
+
+/// Why a chain's head found after reconnecting, not where sluice left it,
+/// fails the sink.
+fn moved_head(found: Link, left: Link) -> String {
+    let what = if found.seq < left.seq {
+        "records it committed are missing (a failover to a standby that had not received them, \
+         or a restore?)"
+    } else {
+        "records it did not write are there (another writer?)"
+    };
+    format!(
+        "after reconnecting, the database's head for this instance is seq {} where sluice left \
+         it at seq {}: {what}",
+        found.seq, left.seq
+    )
 }
 
 /// Answers every waiter of a batch with the sink's failure.
@@ -1047,7 +1188,7 @@ pub async fn verify_chains(
     let upstream = Upstream::new(settings.clone())?;
     let mut db = Db::connect(&upstream).await?;
     db.in_one_snapshot(async |db| {
-        let mut heads: BTreeMap<String, String> = db
+        let heads: BTreeMap<String, String> = db
             .query(&format!("SELECT instance, head FROM {HEADS_TABLE}"), &[])
             .await?
             .into_iter()
@@ -1079,10 +1220,10 @@ pub async fn verify_chains(
         };
         let mut reports = Vec::with_capacity(instances.len());
         for instance in instances {
-            let head = heads.remove(&instance);
+            let head = heads.get(&instance);
             let mut chain = RowsVerifier::new(
                 &verify::database_place(&instance),
-                head.as_deref().map(str::as_bytes),
+                head.map(String::as_bytes),
                 key,
             );
             // Keyset pages along the primary key: no cursor to keep open.
