@@ -278,26 +278,33 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let records = read_trail(&settings)?;
-            if settings.postgres.is_some() && filter.instance.is_none() {
-                let mut instances: Vec<&str> = records
-                    .records
+            let trail = open_trail(&settings)?;
+            if let Trail::Database(database) = &trail
+                && filter.instance.is_none()
+                && database.instances.len() > 1
+            {
+                let names: Vec<&str> = database
+                    .instances
                     .iter()
-                    .filter_map(|r| r.get("instance").and_then(|i| i.as_str()))
+                    .map(|i| i.instance.as_str())
                     .collect();
-                instances.sort_unstable();
-                instances.dedup();
-                if instances.len() > 1 {
-                    bail!(
-                        "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
-                        instances.join(", ")
-                    );
-                }
+                bail!(
+                    "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
+                    names.join(", ")
+                );
             }
             let filter = filter.into_filter(Some(session));
-            let picked = filter.apply(&records.records);
+            let kept = trail.pick(&filter, None)?;
+            let picked: Vec<read::Picked<'_>> = kept
+                .records
+                .iter()
+                .map(|(record, run)| read::Picked {
+                    record,
+                    run: run.as_run(),
+                })
+                .collect();
             print!("{}", read::show_session(&picked, session));
-            warn_unreadable(records.unreadable);
+            warn_unreadable(kept.unreadable);
             Ok(())
         }
         AuditCommand::Tail {
@@ -306,13 +313,12 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let records = read_trail(&settings)?;
             let filter = filter.into_filter(None);
-            let picked = filter.apply(&records.records);
-            for picked in &picked[picked.len().saturating_sub(lines)..] {
-                println!("{}", read::one_line(picked.record));
+            let kept = open_trail(&settings)?.pick(&filter, Some(lines))?;
+            for (record, _) in &kept.records {
+                println!("{}", read::one_line(record));
             }
-            warn_unreadable(records.unreadable);
+            warn_unreadable(kept.unreadable);
             Ok(())
         }
     }
@@ -325,26 +331,85 @@ fn trail_key(settings: &sluice::config::AuditSettings) -> anyhow::Result<sluice:
         .with_context(|| format!("reading the audit key {}", path.display()))
 }
 
-/// The trail's records, from its files or its database.
-fn read_trail(
-    settings: &sluice::config::AuditSettings,
-) -> anyhow::Result<sluice::audit::read::Records> {
-    let Some(database) = &settings.postgres else {
-        return Ok(sluice::audit::read::read(&settings.file)?);
-    };
-    let trail = read_database(database)?;
-    let mut records = sluice::audit::read::Records::from_lines(
-        trail
-            .instances
-            .iter()
-            .flat_map(|instance| instance.lines.iter().map(Vec::as_slice)),
-    );
-    // Instances interleave in time.
-    records.records.sort_by(|a, b| {
-        let time = |r: &serde_json::Value| r["time"].as_str().unwrap_or("").to_owned();
-        time(a).cmp(&time(b))
-    });
-    Ok(records)
+/// A trail to read: its files, or its database's rows (read whole: the
+/// instances' records are merged by time).
+enum Trail {
+    Files(PathBuf),
+    Database(sluice::audit::postgres::PgTrail),
+}
+
+/// What `show` or `tail` keeps of a trail.
+struct Kept {
+    /// The records picked, oldest first, with their gateway runs.
+    records: Vec<(serde_json::Value, sluice::audit::read::RunKey)>,
+    /// Lines that were not records.
+    unreadable: usize,
+}
+
+fn open_trail(settings: &sluice::config::AuditSettings) -> anyhow::Result<Trail> {
+    Ok(match &settings.postgres {
+        None => Trail::Files(settings.file.clone()),
+        Some(database) => Trail::Database(read_database(database)?),
+    })
+}
+
+impl Trail {
+    /// The records `filter` picks, a record at a time — a trail may be far
+    /// larger than memory — keeping only the last `last` when given.
+    fn pick(
+        &self,
+        filter: &sluice::audit::read::Filter,
+        last: Option<usize>,
+    ) -> anyhow::Result<Kept> {
+        use sluice::audit::read;
+        use std::collections::VecDeque;
+        let keep = |kept: &mut VecDeque<_>, picked| {
+            kept.push_back(picked);
+            if last.is_some_and(|last| kept.len() > last) {
+                kept.pop_front();
+            }
+        };
+        let mut kept = VecDeque::new();
+        let unreadable = match self {
+            Trail::Files(path) => {
+                let mut sieve = filter.sieve();
+                read::scan(path, |record| {
+                    if let Some(run) = sieve.offer(&record) {
+                        keep(&mut kept, (record, run));
+                    }
+                })?
+            }
+            Trail::Database(database) => {
+                let mut unreadable = 0;
+                for instance in &database.instances {
+                    // Each instance's last, then the last of them all.
+                    let mut sieve = filter.sieve();
+                    let mut mine = VecDeque::new();
+                    unreadable +=
+                        read::scan_lines(instance.lines.iter().map(Vec::as_slice), |record| {
+                            if let Some(run) = sieve.offer(&record) {
+                                keep(&mut mine, (record, run));
+                            }
+                        });
+                    kept.extend(mine);
+                }
+                // Instances interleave in time.
+                kept.make_contiguous().sort_by(|(a, _), (b, _)| {
+                    let time = |r: &serde_json::Value| r["time"].as_str().unwrap_or("").to_owned();
+                    time(a).cmp(&time(b))
+                });
+                if let Some(last) = last {
+                    let extra = kept.len().saturating_sub(last);
+                    kept.drain(..extra);
+                }
+                unreadable
+            }
+        };
+        Ok(Kept {
+            records: kept.into(),
+            unreadable,
+        })
+    }
 }
 
 fn read_database(

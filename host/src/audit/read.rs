@@ -91,7 +91,18 @@ pub enum ReadError {
 
 /// Reads every record of the trail at `path`.
 pub fn read(path: &Path) -> Result<Records, ReadError> {
-    let mut records = Records::default();
+    let mut records = Vec::new();
+    let unreadable = scan(path, |record| records.push(record))?;
+    Ok(Records {
+        records,
+        unreadable,
+    })
+}
+
+/// Reads the trail at `path` a record at a time, oldest first, handing
+/// each to `each` — for trails too large to hold. Returns how many lines
+/// were not records.
+pub fn scan(path: &Path, mut each: impl FnMut(Value)) -> Result<usize, ReadError> {
     let files = super::log::chain_files(path).map_err(|source| ReadError::Io {
         path: path.to_owned(),
         source,
@@ -99,6 +110,7 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
     if files.is_empty() {
         return Err(ReadError::Missing(path.to_owned()));
     }
+    let mut unreadable = 0;
     for file in files {
         let opened = std::fs::File::open(&file).map_err(|source| ReadError::Io {
             path: file.clone(),
@@ -109,30 +121,47 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
         // newline.
         for line in super::log::RecordLines::new(opened) {
             let Ok(line) = line else {
-                records.unreadable += 1;
+                unreadable += 1;
                 break;
             };
-            records.push_line(&line);
+            unreadable += usize::from(!parse_line(&line, &mut each));
         }
     }
-    Ok(records)
+    Ok(unreadable)
+}
+
+/// [`scan`] of lines (newlines included) read elsewhere: the PostgreSQL
+/// sink's rows.
+pub fn scan_lines<'l>(
+    lines: impl IntoIterator<Item = &'l [u8]>,
+    mut each: impl FnMut(Value),
+) -> usize {
+    lines
+        .into_iter()
+        .filter(|line| !parse_line(line, &mut each))
+        .count()
+}
+
+/// Hands the record on `line` to `each`; `false` when it is none.
+fn parse_line(line: &[u8], each: &mut impl FnMut(Value)) -> bool {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => {
+            each(record);
+            true
+        }
+        _ => false,
+    }
 }
 
 impl Records {
     /// Records from lines (newlines included) read elsewhere: the
     /// PostgreSQL sink's rows.
     pub fn from_lines<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Records {
-        let mut records = Records::default();
-        for line in lines {
-            records.push_line(line);
-        }
-        records
-    }
-
-    fn push_line(&mut self, line: &[u8]) {
-        match serde_json::from_slice::<Value>(line) {
-            Ok(record @ Value::Object(_)) if line.ends_with(b"\n") => self.records.push(record),
-            _ => self.unreadable += 1,
+        let mut records = Vec::new();
+        let unreadable = scan_lines(lines, |record| records.push(record));
+        Records {
+            records,
+            unreadable,
         }
     }
 }
@@ -162,23 +191,96 @@ impl Filter {
     /// Picks the records this filter wants, keeping each session's and
     /// statement's context: a statement's outcome goes with it.
     pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<Picked<'r>> {
-        let runs = runs(records);
-        // Who each session belongs to, and which statements match the
-        // verdict, from the records that say so.
-        let mut principals: HashMap<(Run<'r>, u64), &str> = HashMap::new();
-        let mut verdicts: HashMap<(Run<'r>, u64, u64), &str> = HashMap::new();
-        for (record, run) in records.iter().zip(&runs) {
-            if !self.takes_instance(record) {
-                continue;
-            }
-            let Some(session) = number(record, "session") else {
-                continue;
+        let mut sieve = self.sieve();
+        records
+            .iter()
+            .zip(runs(records))
+            .filter(|(record, _)| sieve.offer(record).is_some())
+            .map(|(record, run)| Picked { record, run })
+            .collect()
+    }
+
+    /// [`Filter::apply`] a record at a time, for trails too large to hold.
+    pub fn sieve(&self) -> Sieve<'_> {
+        Sieve {
+            filter: self,
+            since: self.since.as_deref().map(time_bound),
+            until: self.until.as_deref().map(time_bound),
+            runs: HashMap::new(),
+            principals: HashMap::new(),
+            verdicts: HashMap::new(),
+            runs_seen: 0,
+        }
+    }
+}
+
+/// A gateway run as a [`Sieve`] names it, owning its words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub instance: String,
+    /// The `seq` and `time` of the run's `gateway_start`.
+    pub started: Option<(u64, String)>,
+}
+
+impl RunKey {
+    pub fn as_run(&self) -> Run<'_> {
+        Run {
+            instance: &self.instance,
+            started: self
+                .started
+                .as_ref()
+                .map(|(seq, time)| (*seq, time.as_str())),
+        }
+    }
+}
+
+/// A [`Filter`] taking the trail a record at a time, in its order (each
+/// instance's records in theirs), and picking as [`Filter::apply`] does:
+/// who a session belongs to and what was decided about each statement are
+/// learnt from the records that say so, which come before the records
+/// they govern, and forgotten at the session's end.
+pub struct Sieve<'f> {
+    filter: &'f Filter,
+    since: Option<String>,
+    until: Option<String>,
+    /// Each instance's current run, and a number for it (runs counted
+    /// across instances) that the maps below key sessions by.
+    runs: HashMap<String, (u64, RunKey)>,
+    principals: HashMap<(u64, u64), String>,
+    verdicts: HashMap<(u64, u64), HashMap<u64, String>>,
+    runs_seen: u64,
+}
+
+impl Sieve<'_> {
+    /// The next record: its run when the filter picks it.
+    pub fn offer(&mut self, record: &Value) -> Option<RunKey> {
+        let instance = text(record, "instance");
+        let event = text(record, "event");
+        if event == "gateway_start" || !self.runs.contains_key(instance) {
+            self.runs_seen += 1;
+            let started = (event == "gateway_start").then(|| {
+                (
+                    number(record, "seq").unwrap_or(0),
+                    text(record, "time").to_owned(),
+                )
+            });
+            let key = RunKey {
+                instance: instance.to_owned(),
+                started,
             };
-            match text(record, "event") {
-                "session_start" | "statement" => {
-                    principals.insert((*run, session), text(record, "principal"));
-                }
-                _ => {}
+            self.runs.insert(instance.to_owned(), (self.runs_seen, key));
+        }
+        let (run, _) = self.runs.get(instance)?;
+        let run = *run;
+        let filter = self.filter;
+        if !filter.takes_instance(record) {
+            return None;
+        }
+        let session = number(record, "session");
+        if let Some(session) = session {
+            if matches!(event, "session_start" | "statement") {
+                self.principals
+                    .insert((run, session), text(record, "principal").to_owned());
             }
             if let (Some(statement), Some(verdict)) = (
                 number(record, "statement"),
@@ -187,65 +289,71 @@ impl Filter {
                     .and_then(|d| d.get("verdict"))
                     .and_then(Value::as_str),
             ) {
-                verdicts.insert((*run, session, statement), verdict);
+                self.verdicts
+                    .entry((run, session))
+                    .or_default()
+                    .insert(statement, verdict.to_owned());
             }
         }
-        let since = self.since.as_deref().map(time_bound);
-        let until = self.until.as_deref().map(time_bound);
-        records
-            .iter()
-            .zip(runs)
-            .filter(|(record, run)| {
-                if !self.takes_instance(record) {
-                    return false;
-                }
-                let session = number(record, "session");
-                if self.session.is_some() && session != self.session {
-                    return false;
-                }
-                if let Some(principal) = &self.principal {
-                    let of = match text(record, "event") {
-                        "login_failed" => Some(text(record, "user")),
-                        _ => session.and_then(|s| principals.get(&(*run, s)).copied()),
-                    };
-                    if of != Some(principal.as_str()) {
-                        return false;
-                    }
-                }
-                let time = text(record, "time");
-                if since.as_deref().is_some_and(|since| time < since) {
-                    return false;
-                }
-                // A prefix bound takes in the whole of what it names.
-                if until
-                    .as_deref()
-                    .is_some_and(|until| time > until && !time.starts_with(until))
-                {
-                    return false;
-                }
-                if let Some(verdict) = &self.verdict {
-                    let Some(session) = session else {
-                        return false;
-                    };
-                    let statements: Vec<u64> = match text(record, "event") {
-                        "statement" => number(record, "statement").into_iter().collect(),
-                        "outcome" => record
-                            .get("statements")
-                            .and_then(Value::as_array)
-                            .map(|s| s.iter().filter_map(Value::as_u64).collect())
-                            .unwrap_or_default(),
-                        _ => Vec::new(),
-                    };
-                    if !statements.iter().any(|statement| {
-                        verdicts.get(&(*run, session, *statement)) == Some(&verdict.as_str())
-                    }) {
-                        return false;
-                    }
-                }
-                true
-            })
-            .map(|(record, run)| Picked { record, run })
-            .collect()
+        let picked = self.picks(record, run, session);
+        if let (Some(session), "session_end") = (session, event) {
+            // Nothing of the session comes after its end.
+            self.principals.remove(&(run, session));
+            self.verdicts.remove(&(run, session));
+        }
+        if !picked {
+            return None;
+        }
+        self.runs.get(instance).map(|(_, key)| key.clone())
+    }
+
+    fn picks(&self, record: &Value, run: u64, session: Option<u64>) -> bool {
+        let filter = self.filter;
+        if filter.session.is_some() && session != filter.session {
+            return false;
+        }
+        if let Some(principal) = &filter.principal {
+            let of = match text(record, "event") {
+                "login_failed" => Some(text(record, "user")),
+                _ => session.and_then(|s| self.principals.get(&(run, s)).map(String::as_str)),
+            };
+            if of != Some(principal.as_str()) {
+                return false;
+            }
+        }
+        let time = text(record, "time");
+        if self.since.as_deref().is_some_and(|since| time < since) {
+            return false;
+        }
+        // A prefix bound takes in the whole of what it names.
+        if self
+            .until
+            .as_deref()
+            .is_some_and(|until| time > until && !time.starts_with(until))
+        {
+            return false;
+        }
+        if let Some(verdict) = &filter.verdict {
+            let Some(session) = session else {
+                return false;
+            };
+            let statements: Vec<u64> = match text(record, "event") {
+                "statement" => number(record, "statement").into_iter().collect(),
+                "outcome" => record
+                    .get("statements")
+                    .and_then(Value::as_array)
+                    .map(|s| s.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let decided = self.verdicts.get(&(run, session));
+            if !statements.iter().any(|statement| {
+                decided.and_then(|d| d.get(statement)).map(String::as_str) == Some(verdict.as_str())
+            }) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -729,5 +837,51 @@ mod tests {
             .filter_map(|p| p.record["seq"].as_u64())
             .collect();
         assert_eq!(seqs, [6, 7, 8]);
+    }
+
+    /// Offered one record at a time, with two sessions interleaved: a
+    /// verdict filter takes the statements so decided and the outcomes
+    /// naming any of them, a principal filter that principal's session
+    /// and failed logins — each learnt from records that came before.
+    #[test]
+    fn the_sieve_picks_from_what_came_before() {
+        let session = |seq: u64, session: u64, principal: &str| json!({"seq": seq, "event": "session_start", "session": session, "principal": principal});
+        let statement = |seq: u64, session: u64, statement: u64, verdict: &str| {
+            let principal = if session == 1 { "alice" } else { "bob" };
+            json!({"seq": seq, "event": "statement", "session": session, "statement": statement,
+                   "principal": principal, "decision": {"verdict": verdict}})
+        };
+        let outcome = |seq: u64, session: u64, statements: &[u64]| json!({"seq": seq, "event": "outcome", "session": session, "statements": statements});
+        let records = [
+            session(1, 1, "alice"),
+            session(2, 2, "bob"),
+            statement(3, 1, 1, "allow"),
+            statement(4, 2, 1, "deny"),
+            outcome(5, 1, &[1]),
+            outcome(6, 2, &[1]),
+            statement(7, 1, 2, "deny"),
+            statement(8, 1, 3, "allow"),
+            outcome(9, 1, &[2, 3]),
+            json!({"seq": 10, "event": "login_failed", "user": "bob"}),
+            json!({"seq": 11, "event": "session_end", "session": 2}),
+        ];
+        let picked = |filter: Filter| -> Vec<u64> {
+            let mut sieve = filter.sieve();
+            records
+                .iter()
+                .filter(|record| sieve.offer(record).is_some())
+                .filter_map(|record| record["seq"].as_u64())
+                .collect()
+        };
+        let denied = Filter {
+            verdict: Some("deny".to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(picked(denied), [4, 6, 7, 9]);
+        let bobs = Filter {
+            principal: Some("bob".to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(picked(bobs), [2, 4, 6, 10, 11]);
     }
 }
