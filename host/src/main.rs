@@ -278,23 +278,26 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let trail = open_trail(&settings)?;
-            if let Trail::Database(database) = &trail
+            let source = open_trail(&settings)?;
+            if let Trail::Database(database) = &source
                 && filter.instance.is_none()
-                && database.instances.len() > 1
             {
-                let names: Vec<&str> = database
+                let mut names: Vec<&str> = database
                     .instances
                     .iter()
+                    .filter(|i| !i.lines.is_empty())
                     .map(|i| i.instance.as_str())
                     .collect();
-                bail!(
-                    "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
-                    names.join(", ")
-                );
+                names.sort_unstable();
+                if names.len() > 1 {
+                    bail!(
+                        "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
+                        names.join(", ")
+                    );
+                }
             }
             let filter = filter.into_filter(Some(session));
-            let kept = trail.pick(&filter, None)?;
+            let kept = source.pick(&filter, None)?;
             let picked: Vec<read::Picked<'_>> = kept
                 .records
                 .iter()
@@ -393,10 +396,14 @@ impl Trail {
                         });
                     kept.extend(mine);
                 }
-                // Instances interleave in time.
+                // Instances interleave in time. (Each instance's last are
+                // the last of its records in time too, as long as its
+                // clock never stepped back.)
                 kept.make_contiguous().sort_by(|(a, _), (b, _)| {
-                    let time = |r: &serde_json::Value| r["time"].as_str().unwrap_or("").to_owned();
-                    time(a).cmp(&time(b))
+                    fn time(record: &serde_json::Value) -> &str {
+                        record["time"].as_str().unwrap_or("")
+                    }
+                    time(a).cmp(time(b))
                 });
                 if let Some(last) = last {
                     let extra = kept.len().saturating_sub(last);

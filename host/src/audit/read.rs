@@ -8,7 +8,7 @@
 //! line that is not a record (a torn last line after a crash) is skipped
 //! here and counted, so the reader is told.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -101,7 +101,8 @@ pub fn read(path: &Path) -> Result<Records, ReadError> {
 
 /// Reads the trail at `path` a record at a time, oldest first, handing
 /// each to `each` — for trails too large to hold. Returns how many lines
-/// were not records.
+/// were not records (a line that could not be read counts, and ends its
+/// file).
 pub fn scan(path: &Path, mut each: impl FnMut(Value)) -> Result<usize, ReadError> {
     let files = super::log::chain_files(path).map_err(|source| ReadError::Io {
         path: path.to_owned(),
@@ -191,6 +192,7 @@ impl Filter {
     /// Picks the records this filter wants, keeping each session's and
     /// statement's context: a statement's outcome goes with it.
     pub fn apply<'r>(&self, records: &'r [Value]) -> Vec<Picked<'r>> {
+        // The sieve decides; `runs` gives the same runs as borrows.
         let mut sieve = self.sieve();
         records
             .iter()
@@ -207,9 +209,9 @@ impl Filter {
             since: self.since.as_deref().map(time_bound),
             until: self.until.as_deref().map(time_bound),
             runs: HashMap::new(),
-            principals: HashMap::new(),
-            verdicts: HashMap::new(),
             runs_seen: 0,
+            principals_sessions: HashSet::new(),
+            so_decided: HashSet::new(),
         }
     }
 }
@@ -238,17 +240,25 @@ impl RunKey {
 /// instance's records in theirs), and picking as [`Filter::apply`] does:
 /// who a session belongs to and what was decided about each statement are
 /// learnt from the records that say so, which come before the records
-/// they govern, and forgotten at the session's end.
+/// they govern (in a trail cut mid-session — its older files archived —
+/// the records before the session's first statement have no principal).
+///
+/// What it learns is only what the filter asks about, of the session it
+/// asks about, and is forgotten at the session's end and when its gateway
+/// starts again (a session a crash left without an end): memory follows
+/// the sessions open at a point of the trail, not its length.
 pub struct Sieve<'f> {
     filter: &'f Filter,
     since: Option<String>,
     until: Option<String>,
     /// Each instance's current run, and a number for it (runs counted
-    /// across instances) that the maps below key sessions by.
+    /// across instances) that the sets below key sessions by.
     runs: HashMap<String, (u64, RunKey)>,
-    principals: HashMap<(u64, u64), String>,
-    verdicts: HashMap<(u64, u64), HashMap<u64, String>>,
     runs_seen: u64,
+    /// Sessions of the principal asked for.
+    principals_sessions: HashSet<(u64, u64)>,
+    /// Statements (run, session, statement) with the verdict asked for.
+    so_decided: HashSet<(u64, u64, u64)>,
 }
 
 impl Sieve<'_> {
@@ -268,56 +278,79 @@ impl Sieve<'_> {
                 instance: instance.to_owned(),
                 started,
             };
-            self.runs.insert(instance.to_owned(), (self.runs_seen, key));
+            // A record of the run before never comes after: the chain is
+            // in order.
+            if let Some((ended, _)) = self.runs.insert(instance.to_owned(), (self.runs_seen, key)) {
+                self.principals_sessions.retain(|(run, _)| *run != ended);
+                self.so_decided.retain(|(run, _, _)| *run != ended);
+            }
         }
-        let (run, _) = self.runs.get(instance)?;
-        let run = *run;
-        let filter = self.filter;
-        if !filter.takes_instance(record) {
+        let run = self.runs[instance].0;
+        if !self.filter.takes_instance(record) {
             return None;
         }
         let session = number(record, "session");
         if let Some(session) = session {
-            if matches!(event, "session_start" | "statement") {
-                self.principals
-                    .insert((run, session), text(record, "principal").to_owned());
+            self.learn(record, event, run, session);
+        }
+        let picked = self.picks(record, event, run, session);
+        if let (Some(session), "session_end") = (session, event) {
+            // Nothing of the session comes after its end.
+            self.principals_sessions.remove(&(run, session));
+            self.so_decided
+                .retain(|(r, s, _)| (*r, *s) != (run, session));
+        }
+        if !picked {
+            return None;
+        }
+        Some(self.runs[instance].1.clone())
+    }
+
+    /// What `record` says of its session that the filter asks about: whose
+    /// it is, how a statement was decided (the latest record saying so
+    /// wins).
+    fn learn(&mut self, record: &Value, event: &str, run: u64, session: u64) {
+        let filter = self.filter;
+        if filter.session.is_some_and(|wanted| wanted != session) {
+            return;
+        }
+        if let Some(principal) = &filter.principal
+            && matches!(event, "session_start" | "statement")
+        {
+            if text(record, "principal") == principal {
+                self.principals_sessions.insert((run, session));
+            } else {
+                self.principals_sessions.remove(&(run, session));
             }
-            if let (Some(statement), Some(verdict)) = (
+        }
+        if let Some(verdict) = &filter.verdict
+            && let (Some(statement), Some(decided)) = (
                 number(record, "statement"),
                 record
                     .get("decision")
                     .and_then(|d| d.get("verdict"))
                     .and_then(Value::as_str),
-            ) {
-                self.verdicts
-                    .entry((run, session))
-                    .or_default()
-                    .insert(statement, verdict.to_owned());
+            )
+        {
+            if decided == verdict {
+                self.so_decided.insert((run, session, statement));
+            } else {
+                self.so_decided.remove(&(run, session, statement));
             }
         }
-        let picked = self.picks(record, run, session);
-        if let (Some(session), "session_end") = (session, event) {
-            // Nothing of the session comes after its end.
-            self.principals.remove(&(run, session));
-            self.verdicts.remove(&(run, session));
-        }
-        if !picked {
-            return None;
-        }
-        self.runs.get(instance).map(|(_, key)| key.clone())
     }
 
-    fn picks(&self, record: &Value, run: u64, session: Option<u64>) -> bool {
+    fn picks(&self, record: &Value, event: &str, run: u64, session: Option<u64>) -> bool {
         let filter = self.filter;
         if filter.session.is_some() && session != filter.session {
             return false;
         }
         if let Some(principal) = &filter.principal {
-            let of = match text(record, "event") {
-                "login_failed" => Some(text(record, "user")),
-                _ => session.and_then(|s| self.principals.get(&(run, s)).map(String::as_str)),
+            let theirs = match event {
+                "login_failed" => text(record, "user") == principal,
+                _ => session.is_some_and(|s| self.principals_sessions.contains(&(run, s))),
             };
-            if of != Some(principal.as_str()) {
+            if !theirs {
                 return false;
             }
         }
@@ -333,11 +366,11 @@ impl Sieve<'_> {
         {
             return false;
         }
-        if let Some(verdict) = &filter.verdict {
+        if filter.verdict.is_some() {
             let Some(session) = session else {
                 return false;
             };
-            let statements: Vec<u64> = match text(record, "event") {
+            let statements: Vec<u64> = match event {
                 "statement" => number(record, "statement").into_iter().collect(),
                 "outcome" => record
                     .get("statements")
@@ -346,10 +379,10 @@ impl Sieve<'_> {
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
-            let decided = self.verdicts.get(&(run, session));
-            if !statements.iter().any(|statement| {
-                decided.and_then(|d| d.get(statement)).map(String::as_str) == Some(verdict.as_str())
-            }) {
+            if !statements
+                .iter()
+                .any(|statement| self.so_decided.contains(&(run, session, *statement)))
+            {
                 return false;
             }
         }
@@ -883,5 +916,34 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(picked(bobs), [2, 4, 6, 10, 11]);
+    }
+
+    /// What the sieve learns of a session is forgotten at its end, and —
+    /// for a session a crash left without one — when its gateway starts
+    /// again: its memory follows the sessions open, not the trail.
+    #[test]
+    fn the_sieve_forgets_sessions_that_are_over() {
+        let filter = Filter {
+            principal: Some("alice".to_owned()),
+            verdict: Some("allow".to_owned()),
+            ..Filter::default()
+        };
+        let mut sieve = filter.sieve();
+        let start = |seq: u64| json!({"seq": seq, "event": "gateway_start"});
+        let session = |session: u64| json!({"event": "session_start", "session": session, "principal": "alice"});
+        let statement = |session: u64| {
+            json!({"event": "statement", "session": session, "statement": 1,
+                   "principal": "alice", "decision": {"verdict": "allow"}})
+        };
+        for record in [start(1), session(1), statement(1), session(2), statement(2)] {
+            sieve.offer(&record);
+        }
+        assert_eq!(sieve.principals_sessions.len(), 2);
+        assert_eq!(sieve.so_decided.len(), 2);
+        sieve.offer(&json!({"event": "session_end", "session": 1}));
+        assert_eq!(sieve.principals_sessions.len(), 1);
+        assert_eq!(sieve.so_decided.len(), 1);
+        sieve.offer(&start(9));
+        assert!(sieve.principals_sessions.is_empty() && sieve.so_decided.is_empty());
     }
 }
