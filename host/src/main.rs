@@ -282,13 +282,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             if let Trail::Database(database) = &source
                 && filter.instance.is_none()
             {
-                let mut names: Vec<&str> = database
-                    .instances
-                    .iter()
-                    .filter(|i| !i.lines.is_empty())
-                    .map(|i| i.instance.as_str())
-                    .collect();
-                names.sort_unstable();
+                let names = on_audit_database(sluice::audit::postgres::instances(database))?;
                 if names.len() > 1 {
                     bail!(
                         "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
@@ -334,11 +328,11 @@ fn trail_key(settings: &sluice::config::AuditSettings) -> anyhow::Result<sluice:
         .with_context(|| format!("reading the audit key {}", path.display()))
 }
 
-/// A trail to read: its files, or its database's rows (read whole: the
-/// instances' records are merged by time).
+/// A trail to read: its files, or its database's rows (the instances'
+/// records merged by time).
 enum Trail {
     Files(PathBuf),
-    Database(sluice::audit::postgres::PgTrail),
+    Database(sluice::config::UpstreamSettings),
 }
 
 /// What `show` or `tail` keeps of a trail.
@@ -352,7 +346,7 @@ struct Kept {
 fn open_trail(settings: &sluice::config::AuditSettings) -> anyhow::Result<Trail> {
     Ok(match &settings.postgres {
         None => Trail::Files(settings.file.clone()),
-        Some(database) => Trail::Database(read_database(database)?),
+        Some(database) => Trail::Database(database.clone()),
     })
 }
 
@@ -384,18 +378,23 @@ impl Trail {
             }
             Trail::Database(database) => {
                 let mut unreadable = 0;
-                for instance in &database.instances {
-                    // Each instance's last, then the last of them all.
-                    let mut sieve = filter.sieve();
-                    let mut mine = VecDeque::new();
-                    unreadable +=
-                        read::scan_lines(instance.lines.iter().map(Vec::as_slice), |record| {
+                // Each instance's last, then the last of them all.
+                let mut of_instance: std::collections::BTreeMap<String, VecDeque<_>> =
+                    Default::default();
+                let mut sieve = filter.sieve();
+                on_audit_database(sluice::audit::postgres::scan_chains(
+                    database,
+                    filter.instance.as_deref(),
+                    |instance, line| {
+                        unreadable += read::scan_lines([line.as_slice()], |record| {
                             if let Some(run) = sieve.offer(&record) {
-                                keep(&mut mine, (record, run));
+                                let mine = of_instance.entry(instance.to_owned()).or_default();
+                                keep(mine, (record, run));
                             }
                         });
-                    kept.extend(mine);
-                }
+                    },
+                ))?;
+                kept.extend(of_instance.into_values().flatten());
                 // Instances interleave in time. (Each instance's last are
                 // the last of its records in time too, as long as its
                 // clock never stepped back.)
@@ -417,12 +416,6 @@ impl Trail {
             unreadable,
         })
     }
-}
-
-fn read_database(
-    database: &sluice::config::UpstreamSettings,
-) -> anyhow::Result<sluice::audit::postgres::PgTrail> {
-    on_audit_database(sluice::audit::postgres::read_all(database))
 }
 
 /// Runs a read of the audit database to its end, for a CLI command.

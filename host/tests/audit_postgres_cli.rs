@@ -88,6 +88,62 @@ fn audit_commands_read_the_audit_database() {
     assert!(ok, "{shown}");
     assert!(shown.contains("initiated by admin"), "{shown}");
 
+    // A second gateway's chain in the same database (sealed here with the
+    // shared key, written after the first's): its session 1 is another
+    // session, so `show` wants an instance named, and `tail` merges the
+    // instances by time.
+    let key = sluice::audit::ChainKey::load(&key).unwrap();
+    let mut head = sluice::audit::chain::Link::GENESIS;
+    let mut rows = String::new();
+    for event in [
+        serde_json::json!({"event": "session_start", "session": 1, "principal": "other-gateway-user"}),
+        serde_json::json!({"event": "statement", "session": 1, "statement": 1,
+                           "principal": "other-gateway-user", "text": "SELECT 'second instance'",
+                           "decision": {"verdict": "allow"}}),
+    ] {
+        let serde_json::Value::Object(event) = event else {
+            unreachable!("an object literal")
+        };
+        let (line, next) =
+            sluice::audit::chain::seal(&key, &head, "gw-two", std::time::SystemTime::now(), &event)
+                .unwrap();
+        head = next;
+        let line = String::from_utf8(line).unwrap();
+        rows.push_str(&format!(
+            "INSERT INTO sluice_audit (instance, seq, record) VALUES ('gw-two', {}, $r${line}$r$);\n",
+            head.seq
+        ));
+    }
+    cluster.psql("audit", &rows).unwrap();
+    let (ok, refused) = sluice(&["audit", "show", "-c", config, "--session", "1"]);
+    assert!(!ok, "{refused}");
+    assert!(
+        refused.contains("several instances (gw-cli, gw-two)"),
+        "{refused}"
+    );
+    let (ok, shown) = sluice(&[
+        "audit",
+        "show",
+        "-c",
+        config,
+        "--session",
+        "1",
+        "--instance",
+        "gw-two",
+    ]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("other-gateway-user"), "{shown}");
+    assert!(!shown.contains("initiated by admin"), "{shown}");
+    let (ok, tail) = sluice(&["audit", "tail", "-c", config, "-n", "2"]);
+    assert!(ok, "{tail}");
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail}");
+    assert!(
+        lines[0].contains("session start: other-gateway-user"),
+        "{tail}"
+    );
+    assert!(lines[1].contains("SELECT 'second instance'"), "{tail}");
+
     // A row changed behind sluice's back: verify says where, and fails.
     cluster
         .psql(

@@ -1172,9 +1172,67 @@ async fn send(db: &mut Db, sealed: &Sealed, head: Link) -> Result<(), CommitFail
     Ok(())
 }
 
-/// Rows of one chain read at a time by [`verify_chains`]: memory stays
-/// bounded however long the chain.
-const VERIFY_PAGE_ROWS: usize = 1000;
+/// Rows of one chain read at a time by [`verify_chains`] and
+/// [`scan_chains`]: memory stays bounded however long the chain.
+const PAGE_ROWS: usize = 1000;
+
+/// The instances with records, in order: the distinct instances of the
+/// records' key, one index probe each.
+async fn instances_with_rows(db: &mut Db) -> Result<Vec<String>, PgError> {
+    let rows = db
+        .query(
+            &format!(
+                "WITH RECURSIVE i(instance) AS (\
+                   SELECT min(instance) FROM {RECORDS_TABLE} \
+                   UNION ALL SELECT (SELECT min(instance) FROM {RECORDS_TABLE} \
+                     WHERE instance > i.instance) FROM i WHERE i.instance IS NOT NULL) \
+                 SELECT instance FROM i WHERE instance IS NOT NULL"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
+}
+
+/// Hands `instance`'s record lines to `each` in `seq` order, a page at a
+/// time: keyset pages along the primary key, no cursor to keep open.
+async fn each_page(
+    db: &mut Db,
+    instance: &str,
+    mut each: impl FnMut(Vec<Vec<u8>>),
+) -> Result<(), PgError> {
+    let mut after = 0u64;
+    loop {
+        let page = db
+            .query(
+                &format!(
+                    "SELECT seq, record FROM {RECORDS_TABLE} \
+                     WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT {PAGE_ROWS}"
+                ),
+                &[instance, &after.to_string()],
+            )
+            .await?;
+        let rows = page.len();
+        let mut lines = Vec::with_capacity(rows);
+        for row in page {
+            let mut row = row.into_iter();
+            let (Some(Some(seq)), Some(Some(record))) = (row.next(), row.next()) else {
+                return Err(PgError::Query("a row without seq or record".to_owned()));
+            };
+            after = seq
+                .parse()
+                .map_err(|_| PgError::Query(format!("a row's seq is not a number: {seq:?}")))?;
+            lines.push(record.into_bytes());
+        }
+        each(lines);
+        if rows < PAGE_ROWS {
+            return Ok(());
+        }
+    }
+}
 
 /// `sluice audit verify` of the audit database: checks every instance's
 /// chain (or, when `named` is not empty, those, each of which must be
@@ -1196,22 +1254,9 @@ pub async fn verify_chains(
             .collect();
         let instances: Vec<String> = if named.is_empty() {
             // Those with a head row and those with rows (a head row can be
-            // deleted alone): the distinct instances of the records' key,
-            // one index probe each.
-            let with_rows = db
-                .query(
-                    &format!(
-                        "WITH RECURSIVE i(instance) AS (\
-                           SELECT min(instance) FROM {RECORDS_TABLE} \
-                           UNION ALL SELECT (SELECT min(instance) FROM {RECORDS_TABLE} \
-                             WHERE instance > i.instance) FROM i WHERE i.instance IS NOT NULL) \
-                         SELECT instance FROM i WHERE instance IS NOT NULL"
-                    ),
-                    &[],
-                )
-                .await?;
+            // deleted alone).
             let mut all: Vec<String> = heads.keys().cloned().collect();
-            all.extend(with_rows.into_iter().filter_map(|row| row.first()?.clone()));
+            all.extend(instances_with_rows(db).await?);
             all.sort();
             all.dedup();
             all
@@ -1226,34 +1271,7 @@ pub async fn verify_chains(
                 head.map(String::as_bytes),
                 key,
             );
-            // Keyset pages along the primary key: no cursor to keep open.
-            let mut after = 0u64;
-            loop {
-                let page = db
-                    .query(
-                        &format!(
-                            "SELECT seq, record FROM {RECORDS_TABLE} \
-                             WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT {VERIFY_PAGE_ROWS}"
-                        ),
-                        &[&instance, &after.to_string()],
-                    )
-                    .await?;
-                let rows = page.len();
-                let mut lines = Vec::with_capacity(rows);
-                for row in page {
-                    let (Some(Some(seq)), Some(Some(record))) = (row.first(), row.get(1)) else {
-                        return Err(PgError::Query("a row without seq or record".to_owned()));
-                    };
-                    after = seq.parse().map_err(|_| {
-                        PgError::Query(format!("a row's seq is not a number: {seq:?}"))
-                    })?;
-                    lines.push(record.clone().into_bytes());
-                }
-                chain.check(lines.into_iter(), key);
-                if rows < VERIFY_PAGE_ROWS {
-                    break;
-                }
-            }
+            each_page(db, &instance, |lines| chain.check(lines.into_iter(), key)).await?;
             reports.push(chain.finish());
         }
         Ok(reports)
@@ -1261,8 +1279,45 @@ pub async fn verify_chains(
     .await
 }
 
-/// Every instance's records (the lines, in `seq` order) and head line, as
-/// `sluice audit show|tail` read them.
+/// The instances with records in the audit database.
+pub async fn instances(settings: &UpstreamSettings) -> Result<Vec<String>, PgError> {
+    let upstream = Upstream::new(settings.clone())?;
+    let mut db = Db::connect(&upstream).await?;
+    instances_with_rows(&mut db).await
+}
+
+/// Hands every record line of `instance`'s chain (every instance's, one
+/// after another, when `None`) to `each` with its instance, in `seq`
+/// order, a page at a time, from one snapshot: `sluice audit show|tail`,
+/// however large the table.
+pub async fn scan_chains(
+    settings: &UpstreamSettings,
+    instance: Option<&str>,
+    mut each: impl FnMut(&str, Vec<u8>),
+) -> Result<(), PgError> {
+    let upstream = Upstream::new(settings.clone())?;
+    let mut db = Db::connect(&upstream).await?;
+    db.in_one_snapshot(async |db| {
+        let instances = match instance {
+            Some(instance) => vec![instance.to_owned()],
+            None => instances_with_rows(db).await?,
+        };
+        for instance in &instances {
+            each_page(db, instance, |lines| {
+                for line in lines {
+                    each(instance, line);
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Every instance's records (the lines, in `seq` order) and head line,
+/// read whole: for a look at a small trail (the commands read a page at a
+/// time, see [`scan_chains`]).
 pub struct PgTrail {
     pub instances: Vec<InstanceTrail>,
 }
@@ -1273,8 +1328,8 @@ pub struct InstanceTrail {
     pub head: Option<Vec<u8>>,
 }
 
-/// Reads every instance's chain from the audit database, records and heads
-/// from one snapshot: read apart, a commit in between would show a head
+/// Reads every instance's chain from the audit database whole, records
+/// and heads from one snapshot: read apart, a commit in between would show a head
 /// past the last record read, a chain cut short that is not.
 pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
     let upstream = Upstream::new(settings.clone())?;
