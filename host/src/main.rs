@@ -279,16 +279,21 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
         } => {
             let settings = trail_settings(&trail)?;
             let source = open_trail(&settings)?;
+            let mut filter = filter;
             if let Trail::Database(database) = &source
                 && filter.instance.is_none()
             {
-                let names = on_audit_database(sluice::audit::postgres::instances(database))?;
+                let mut names = on_audit_database(sluice::audit::postgres::instances(database))?;
+                names.sort();
                 if names.len() > 1 {
                     bail!(
                         "the audit database holds several instances ({}), each numbering its own sessions: name one with --instance",
                         names.join(", ")
                     );
                 }
+                // The one there now: a gateway that writes its first rows
+                // meanwhile is not read into this session.
+                filter.instance = names.pop();
             }
             let filter = filter.into_filter(Some(session));
             let kept = source.pick(&filter, None)?;
@@ -378,23 +383,27 @@ impl Trail {
             }
             Trail::Database(database) => {
                 let mut unreadable = 0;
-                // Each instance's last, then the last of them all.
-                let mut of_instance: std::collections::BTreeMap<String, VecDeque<_>> =
-                    Default::default();
+                // Each instance's last, then the last of them all; the
+                // instances in the database's order, as they come.
+                let mut of_instance: Vec<(String, VecDeque<_>)> = Vec::new();
                 let mut sieve = filter.sieve();
                 on_audit_database(sluice::audit::postgres::scan_chains(
                     database,
                     filter.instance.as_deref(),
                     |instance, line| {
+                        if of_instance.last().is_none_or(|(name, _)| name != instance) {
+                            of_instance.push((instance.to_owned(), VecDeque::new()));
+                        }
                         unreadable += read::scan_lines([line.as_slice()], |record| {
-                            if let Some(run) = sieve.offer(&record) {
-                                let mine = of_instance.entry(instance.to_owned()).or_default();
+                            if let (Some(run), Some((_, mine))) =
+                                (sieve.offer(&record), of_instance.last_mut())
+                            {
                                 keep(mine, (record, run));
                             }
                         });
                     },
                 ))?;
-                kept.extend(of_instance.into_values().flatten());
+                kept.extend(of_instance.into_iter().flat_map(|(_, mine)| mine));
                 // Instances interleave in time. (Each instance's last are
                 // the last of its records in time too, as long as its
                 // clock never stepped back.)

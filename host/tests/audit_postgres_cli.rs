@@ -89,9 +89,9 @@ fn audit_commands_read_the_audit_database() {
     assert!(shown.contains("initiated by admin"), "{shown}");
 
     // A second gateway's chain in the same database (sealed here with the
-    // shared key, written after the first's): its session 1 is another
-    // session, so `show` wants an instance named, and `tail` merges the
-    // instances by time.
+    // shared key, written after the first's, under a name read first): its
+    // session 1 is another session, so `show` wants an instance named, and
+    // `tail` merges the instances by time.
     let key = sluice::audit::ChainKey::load(&key).unwrap();
     let mut head = sluice::audit::chain::Link::GENESIS;
     let mut rows = String::new();
@@ -105,12 +105,12 @@ fn audit_commands_read_the_audit_database() {
             unreachable!("an object literal")
         };
         let (line, next) =
-            sluice::audit::chain::seal(&key, &head, "gw-two", std::time::SystemTime::now(), &event)
+            sluice::audit::chain::seal(&key, &head, "gw-a", std::time::SystemTime::now(), &event)
                 .unwrap();
         head = next;
         let line = String::from_utf8(line).unwrap();
         rows.push_str(&format!(
-            "INSERT INTO sluice_audit (instance, seq, record) VALUES ('gw-two', {}, $r${line}$r$);\n",
+            "INSERT INTO sluice_audit (instance, seq, record) VALUES ('gw-a', {}, $r${line}$r$);\n",
             head.seq
         ));
     }
@@ -118,7 +118,7 @@ fn audit_commands_read_the_audit_database() {
     let (ok, refused) = sluice(&["audit", "show", "-c", config, "--session", "1"]);
     assert!(!ok, "{refused}");
     assert!(
-        refused.contains("several instances (gw-cli, gw-two)"),
+        refused.contains("several instances (gw-a, gw-cli)"),
         "{refused}"
     );
     let (ok, shown) = sluice(&[
@@ -129,20 +129,27 @@ fn audit_commands_read_the_audit_database() {
         "--session",
         "1",
         "--instance",
-        "gw-two",
+        "gw-a",
     ]);
     assert!(ok, "{shown}");
     assert!(shown.contains("other-gateway-user"), "{shown}");
     assert!(!shown.contains("initiated by admin"), "{shown}");
     let (ok, tail) = sluice(&["audit", "tail", "-c", config, "-n", "2"]);
     assert!(ok, "{tail}");
-    let lines: Vec<&str> = tail.lines().collect();
+    // Record lines only (stdout and stderr come together).
+    let lines: Vec<&str> = tail.lines().filter(|line| line.contains(" #")).collect();
     assert_eq!(lines.len(), 2, "{tail}");
     assert!(
         lines[0].contains("session start: other-gateway-user"),
         "{tail}"
     );
     assert!(lines[1].contains("SELECT 'second instance'"), "{tail}");
+    let (ok, missing) = sluice(&["audit", "tail", "-c", config, "--instance", "gw-typo"]);
+    assert!(!ok, "{missing}");
+    assert!(
+        missing.contains("no records of instance \"gw-typo\" (the database has: gw-a, gw-cli)"),
+        "{missing}"
+    );
 
     // A row changed behind sluice's back: verify says where, and fails.
     cluster

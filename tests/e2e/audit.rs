@@ -1686,6 +1686,15 @@ async fn a_long_chain_is_verified_a_page_at_a_time() {
     assert!(reports[0].ok(), "{}", reports[0]);
     assert!(reports[0].records > 1200, "{}", reports[0]);
     assert_eq!(reports[0].records, db.verify("gw-p").await.records);
+    // What show and tail read, across the pages, in order.
+    let mut seqs = Vec::new();
+    sluice::audit::postgres::scan_chains(&db.settings(), Some("gw-p"), |_, line| {
+        let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        seqs.push(record["seq"].as_u64().unwrap());
+    })
+    .await
+    .unwrap();
+    assert_eq!(seqs, (1..=reports[0].records).collect::<Vec<_>>());
 
     db.sql(
         "UPDATE sluice_audit SET record = replace(record, '\"event\":', '\"event\": ') \

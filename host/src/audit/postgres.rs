@@ -1220,11 +1220,15 @@ async fn each_page(
         for row in page {
             let mut row = row.into_iter();
             let (Some(Some(seq)), Some(Some(record))) = (row.next(), row.next()) else {
-                return Err(PgError::Query("a row without seq or record".to_owned()));
+                return Err(PgError::Query(format!(
+                    "a row of instance {instance:?} without seq or record"
+                )));
             };
-            after = seq
-                .parse()
-                .map_err(|_| PgError::Query(format!("a row's seq is not a number: {seq:?}")))?;
+            after = seq.parse().map_err(|_| {
+                PgError::Query(format!(
+                    "a row of instance {instance:?} has a seq that is not a number: {seq:?}"
+                ))
+            })?;
             lines.push(record.into_bytes());
         }
         each(lines);
@@ -1287,9 +1291,10 @@ pub async fn instances(settings: &UpstreamSettings) -> Result<Vec<String>, PgErr
 }
 
 /// Hands every record line of `instance`'s chain (every instance's, one
-/// after another, when `None`) to `each` with its instance, in `seq`
-/// order, a page at a time, from one snapshot: `sluice audit show|tail`,
-/// however large the table.
+/// after another in the database's order, when `None`) to `each` with its
+/// instance, in `seq` order, a page at a time, from one snapshot: `sluice
+/// audit show|tail`, however large the table. An instance named that has
+/// no records is an error that lists those there.
 pub async fn scan_chains(
     settings: &UpstreamSettings,
     instance: Option<&str>,
@@ -1303,12 +1308,26 @@ pub async fn scan_chains(
             None => instances_with_rows(db).await?,
         };
         for instance in &instances {
+            let mut rows = 0;
             each_page(db, instance, |lines| {
+                rows += lines.len();
                 for line in lines {
                     each(instance, line);
                 }
             })
             .await?;
+            if rows == 0 {
+                let mut there = instances_with_rows(db).await?;
+                there.sort();
+                return Err(PgError::Query(format!(
+                    "no records of instance {instance:?} (the database has: {})",
+                    if there.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        there.join(", ")
+                    }
+                )));
+            }
         }
         Ok(())
     })
