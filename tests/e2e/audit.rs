@@ -1756,3 +1756,39 @@ async fn an_unanswered_commit_is_given_up_and_its_connection_ended() {
     db.assert_whole_with_statements("gw-s", &["SELECT 1", "SELECT 3"])
         .await;
 }
+
+/// A gateway stopped while its audit database is away stops all the same
+/// (what it kept for the database is dropped, with an alert), and starts
+/// again on the same chain once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stops_while_its_audit_database_is_away() {
+    let db = AuditDatabase::create().await;
+    let env = TestEnv::start_with_config(&db.config("gw-d"), false)
+        .await
+        .unwrap();
+    let client = db.one_statement_recorded(&env).await;
+    db.alter_database("SET default_transaction_read_only = on")
+        .await;
+    db.end_the_sinks_connection().await;
+    let refused = client.simple_query("SELECT 2").await.unwrap_err();
+    assert_eq!(code_and_message(&refused).0, "58000");
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(60), env.gateway.shutdown())
+        .await
+        .expect("the gateway stops while its audit database is away");
+
+    db.alter_database("RESET default_transaction_read_only")
+        .await;
+    let again = TestEnv::start_with_config(&db.config("gw-d"), false)
+        .await
+        .unwrap();
+    again
+        .connect("analyst")
+        .await
+        .simple_query("SELECT 3")
+        .await
+        .unwrap();
+    again.gateway.shutdown().await;
+    db.assert_whole_with_statements("gw-d", &["SELECT 1", "SELECT 3"])
+        .await;
+}

@@ -79,6 +79,10 @@ const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often a reconnect that keeps failing raises the alert again.
+const REALERT_INTERVAL: Duration = Duration::from_secs(60);
+/// How long closing waits for the committer to write what is queued.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a connection waits for the instance's chain to be free.
 const CLAIM_WAIT_MS: u32 = 3000;
 /// SQLSTATE of a lock wait cut short by `lock_timeout`.
@@ -371,6 +375,7 @@ impl PgLog {
             in_doubt: None,
             backoff: RECONNECT_FIRST,
             next_try: Instant::now(),
+            last_alert: None,
         };
         tokio::spawn(committer.run(queue));
         Ok(PgLog { requests, state })
@@ -406,11 +411,20 @@ impl PgLog {
         }
     }
 
-    /// Commits what is queued and stops.
+    /// Commits what is queued and stops — within [`CLOSE_DEADLINE`]: a
+    /// gateway stopping while its audit database is away does not hang.
     pub async fn close(self) {
         let (done, finished) = oneshot::channel();
-        if self.requests.send(Request::Shutdown { done }).is_ok() {
-            let _ = finished.await;
+        if self.requests.send(Request::Shutdown { done }).is_ok()
+            && tokio::time::timeout(CLOSE_DEADLINE, finished)
+                .await
+                .is_err()
+        {
+            tracing::error!(
+                alert = true,
+                "the audit database did not take what was queued within {CLOSE_DEADLINE:?}: \
+                 stopping without it"
+            );
         }
     }
 
@@ -679,6 +693,8 @@ struct Committer {
     /// try, back to the first after a commit.
     backoff: Duration,
     next_try: Instant,
+    /// When a failed reconnect last raised the alert.
+    last_alert: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -953,6 +969,26 @@ impl Committer {
         self.drop_kept("the audit trail failed");
     }
 
+    /// A reconnect failed: tried again later. Each try is a warning; once
+    /// a minute the alert is raised again, so a cause that will not clear
+    /// by itself (tables dropped, a login revoked) reaches someone.
+    fn still_unreachable(&mut self, cause: &dyn std::fmt::Display) {
+        let alert_due = self
+            .last_alert
+            .is_none_or(|alerted| alerted.elapsed() >= REALERT_INTERVAL);
+        if alert_due {
+            self.last_alert = Some(Instant::now());
+            tracing::error!(
+                alert = true,
+                %cause,
+                "audit database still unreachable: statements are still refused"
+            );
+        } else {
+            tracing::warn!(%cause, retry_in = ?self.backoff, "audit database still unreachable");
+        }
+        self.wait_before_next_try();
+    }
+
     fn wait_before_next_try(&mut self) {
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
@@ -971,13 +1007,13 @@ impl Committer {
                 return;
             }
             Ok(Err(error)) => {
-                tracing::warn!(%error, retry_in = ?self.backoff, "audit database still unreachable");
-                self.wait_before_next_try();
+                self.still_unreachable(&error);
                 return;
             }
             Err(_) => {
-                tracing::warn!(retry_in = ?self.backoff, "audit database: reconnecting took longer than {RECONNECT_DEADLINE:?}");
-                self.wait_before_next_try();
+                self.still_unreachable(&format!(
+                    "reconnecting took longer than {RECONNECT_DEADLINE:?}"
+                ));
                 return;
             }
         };
@@ -1019,6 +1055,7 @@ impl Committer {
         }
         // The backoff stays where it is until a commit goes through: a
         // database that takes logins but refuses commits is not hammered.
+        self.last_alert = None;
         self.state.recovered();
     }
 
