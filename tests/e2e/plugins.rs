@@ -353,6 +353,11 @@ async fn reload_rejects_broken_replacements() {
         denial(client.simple_query("SELECT 'old'").await);
     }
     assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 6);
+    // The replacement that trapped on its config is no fault of the
+    // version serving.
+    let serving = plugins.current();
+    let rules = serving.plugins().find(|p| p.name == "rules").unwrap();
+    assert_eq!(rules.stats.traps.load(Ordering::Relaxed), 0);
 
     env.rewrite_config(&deny_words(&["new"]));
     reload::reload_from(plugins, &env.config_path)

@@ -493,20 +493,30 @@ async fn load_one(
         env: settings.env.clone(),
         read_dirs: settings.read_dirs.clone(),
     });
-    let stats = previous
-        .and_then(|set| set.stats(&settings.name))
-        .unwrap_or_default();
-    let plugin =
-        Plugin::link(runtime, settings, &component, context, fingerprint, stats).map_err(|e| {
-            fail(format!(
-                "{} is not a {} plugin (the {}-plugin world): {e:#}",
-                settings.source, settings.hook, settings.hook
-            ))
-        })?;
+    // A candidate is checked with counters of its own: a replacement that
+    // traps on its config is no fault of the version serving. Once taken,
+    // it counts on from where the version it replaces left off.
+    let mut plugin = Plugin::link(
+        runtime,
+        settings,
+        &component,
+        context,
+        fingerprint,
+        Arc::default(),
+    )
+    .map_err(|e| {
+        fail(format!(
+            "{} is not a {} plugin (the {}-plugin world): {e:#}",
+            settings.source, settings.hook, settings.hook
+        ))
+    })?;
     plugin
         .check_config()
         .await
         .map_err(|reason| fail(format!("rejected its configuration: {reason}")))?;
+    if let Some(carried) = previous.and_then(|set| set.stats(&settings.name)) {
+        plugin.stats = carried;
+    }
     Ok(Arc::new(plugin))
 }
 
