@@ -805,7 +805,7 @@ async fn cancel(client: &tokio_postgres::Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_statements_wait_for_an_approver() {
     let env = start(&format!(
-        "{}{}{}[approvals]\ntimeout_ms = 3000\n",
+        "{}{}{}[approvals]\ntimeout_ms = 3000\n\n[audit]\nfile = \"audit.jsonl\"\n",
         deny_rule("[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]"),
         plugin(
             "needle",
@@ -981,6 +981,35 @@ async fn held_statements_wait_for_an_approver() {
     })
     .await;
     assert!(counted, "withdrawn: {}", withdrawn(&shared));
+    // On the record: withdrawn, and its outcome the refusal, not a
+    // statement cut off by the session's end.
+    let left = eventually(Duration::from_secs(10), || {
+        let trail = sluice::audit::read::read(&env.config_path.with_file_name("audit.jsonl"))
+            .expect("the trail reads")
+            .records;
+        let statement = trail.iter().find(|r| {
+            r["event"] == "statement" && r["text"] == "UPDATE orders SET note = 'left' WHERE id = 6"
+        });
+        let outcome = statement.and_then(|statement| {
+            trail.iter().find(|r| {
+                r["event"] == "outcome"
+                    && r["session"] == statement["session"]
+                    && r["statements"][0] == statement["statement"]
+            })
+        });
+        let found = statement.zip(outcome).map(|(s, o)| {
+            (
+                s["decision"]["approval"]["outcome"].clone(),
+                o["error"]["sqlstate"].clone(),
+            )
+        });
+        std::future::ready(found == Some(("withdrawn".into(), "57014".into())))
+    })
+    .await;
+    assert!(
+        left,
+        "the leaver's statement is not on the record as withdrawn"
+    );
 }
 
 /// One ticket asks one group: a query whose statements need the approval

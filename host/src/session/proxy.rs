@@ -2765,9 +2765,19 @@ impl Proxy<'_> {
     /// when the session ended: what they returned so far is on the record,
     /// with why they did not finish.
     async fn record_unfinished(&mut self, end: &End) {
+        // A refused cycle (its stand-in still on its way back) ended in its
+        // refusal, whatever ended the session after.
         let unfinished: Vec<CycleOutcome> = std::mem::take(&mut self.cycles)
             .into_iter()
-            .filter_map(|cycle| cycle.audit)
+            .filter_map(|cycle| {
+                let mut outcome = cycle.audit?;
+                if let Some(refusal) = &cycle.refusal {
+                    outcome
+                        .error
+                        .get_or_insert_with(|| (refusal.code.to_owned(), refusal.message.clone()));
+                }
+                Some(outcome)
+            })
             .chain(self.pending_outcome.take())
             .collect();
         let (code, why) = match end {
@@ -2792,7 +2802,9 @@ impl Proxy<'_> {
     }
 
     async fn finish(&mut self, end: End, principal: &str, peer: super::Peer) {
-        let busy = !self.cycles.is_empty();
+        // Only a statement that runs upstream is worth cancelling: a
+        // refusal's stand-in fails there at once.
+        let busy = self.cycles.iter().any(|cycle| cycle.refusal.is_none());
         let trace = std::mem::take(&mut self.trace);
         if let End::Fatal(fatal) = &end {
             trace.fail(fatal.message.clone());
