@@ -232,16 +232,17 @@ impl Db {
             Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
         // A notice is harmless; an error on an idle connection is the
-        // server's goodbye.
-        let waiting = &connection.read_buf[..];
-        let mut at = 0;
-        while let Some(header) = waiting.get(at..at + 5) {
-            if header[0] == b'E' {
-                return true;
+        // server's goodbye, and bytes that are not the protocol leave the
+        // connection of no use.
+        let mut waiting = &connection.read_buf[..];
+        loop {
+            match crate::protocol::frame::peek_header(waiting, MAX_MESSAGE) {
+                Ok(Some(header)) if header.tag == b'E' => return true,
+                Ok(Some(header)) => waiting = waiting.get(header.total()..).unwrap_or_default(),
+                Ok(None) => return false,
+                Err(_) => return true,
             }
-            at += 1 + u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         }
-        false
     }
 
     /// Sends `out` (messages ending in Sync) and reads to ReadyForQuery:
@@ -788,7 +789,7 @@ impl Committer {
                 self.commit(&mut batch).await;
             }
         }
-        self.drop_kept("sluice stopped before the audit database was back");
+        self.drop_kept("sluice stopped before the audit database was back", 0);
         // What is still queued after a shutdown goes with `queue`: its waiters
         // are answered `Closed` (see `record`).
         drop(queue);
@@ -805,8 +806,7 @@ impl Committer {
     /// (its statement does not run), the rest is kept.
     fn while_lost(&mut self, event: EventBody, answer: Option<Waiter>) {
         if let Some(answer) = answer {
-            let refused = self.state.refuse_if_failed().err();
-            let _ = answer.send(Err(refused.unwrap_or(AuditError::Closed)));
+            refuse(answer, &self.state);
             return;
         }
         if self.state.refuse_if_stopped().is_err() {
@@ -829,16 +829,18 @@ impl Committer {
                 "the audit database stayed away past {} MiB of records kept for it",
                 MAX_KEPT_BYTES >> 20
             ));
-            self.drop_kept("more was kept for the audit database than sluice holds");
+            self.drop_kept("more was kept for the audit database than sluice holds", 0);
         }
     }
 
-    /// Drops what was kept, saying so.
-    fn drop_kept(&mut self, why: &str) {
-        if !self.kept.is_empty() {
+    /// Drops what was kept, saying so, with `also` records no one waited
+    /// on that are lost with it.
+    fn drop_kept(&mut self, why: &str, also: usize) {
+        let records = self.kept.len() + also;
+        if records > 0 {
             tracing::error!(
                 alert = true,
-                records = self.kept.len(),
+                records,
                 "{why}: records kept for it (outcomes, session ends, failed logins) were dropped"
             );
         }
@@ -850,7 +852,8 @@ impl Committer {
     /// answers its waiters.
     async fn commit(&mut self, batch: &mut Vec<Pending>) {
         if self.state.refuse_if_stopped().is_err() {
-            refuse_all(batch, &self.state);
+            // Failed and said so already.
+            let _ = refuse_all(batch, &self.state);
             return;
         }
         if self.db.as_mut().is_some_and(Db::closed_by_server) {
@@ -927,10 +930,7 @@ impl Committer {
         let mut carried = Vec::new();
         for pending in batch.drain(..) {
             match pending.answer {
-                Some(answer) => {
-                    let refused = self.state.refuse_if_failed().err();
-                    let _ = answer.send(Err(refused.unwrap_or(AuditError::Closed)));
-                }
+                Some(answer) => refuse(answer, &self.state),
                 None => carried.push(Pending {
                     kept_at: pending
                         .kept_at
@@ -954,19 +954,8 @@ impl Committer {
     /// one waited on is dropped with what was kept, counted in the alert.
     fn fail_for_good(&mut self, cause: String, batch: &mut Vec<Pending>) {
         self.state.fail(cause);
-        for pending in batch.drain(..).rev() {
-            match pending.answer {
-                Some(waiter) => {
-                    let refused = self.state.refuse_if_failed().err();
-                    let _ = waiter.send(Err(refused.unwrap_or(AuditError::Closed)));
-                }
-                None => {
-                    self.kept_bytes += pending.event.encoded_len();
-                    self.kept.push_front(pending);
-                }
-            }
-        }
-        self.drop_kept("the audit trail failed");
+        let unwritten = refuse_all(batch, &self.state);
+        self.drop_kept("the audit trail failed", unwritten);
     }
 
     /// A reconnect failed: tried again later. Each try is a warning; once
@@ -1100,14 +1089,23 @@ fn moved_head(found: Link, left: Link) -> String {
     )
 }
 
-/// Answers every waiter of a batch with the sink's failure.
-fn refuse_all(batch: &mut Vec<Pending>, state: &SinkState) {
+/// Answers a waiter with why the sink takes no records.
+fn refuse(waiter: Waiter, state: &SinkState) {
+    let refused = state.refuse_if_failed().err().unwrap_or(AuditError::Closed);
+    let _ = waiter.send(Err(refused));
+}
+
+/// Answers every waiter of a batch with the sink's failure; the number of
+/// its records no one waited on, which are dropped.
+fn refuse_all(batch: &mut Vec<Pending>, state: &SinkState) -> usize {
+    let mut unwaited = 0;
     for pending in batch.drain(..) {
-        if let Some(waiter) = pending.answer {
-            let refused = state.refuse_if_failed().err().unwrap_or(AuditError::Closed);
-            let _ = waiter.send(Err(refused));
+        match pending.answer {
+            Some(waiter) => refuse(waiter, state),
+            None => unwaited += 1,
         }
     }
+    unwaited
 }
 
 /// A batch sealed after a head, as one pipeline ready to send.
