@@ -356,7 +356,7 @@ impl Collector for GatewayCollector {
             counter(
                 e,
                 "sluice_audit_outages",
-                "Times the audit database was lost (statements were refused until sluice reconnected)",
+                "Times the audit trail could not be written for a while (its database lost, its disk full): statements were refused until it could",
                 stats.outages,
             )?;
             gauge(
@@ -387,7 +387,7 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
         Phase::Draining | Phase::Closing => return Err("shutting down".to_owned()),
     }
     if let Some(cause) = shared.audit.failure() {
-        return Err(format!("the audit trail failed: {cause}"));
+        return Err(format!("the audit trail cannot be written: {cause}"));
     }
     Ok(())
 }

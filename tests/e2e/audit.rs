@@ -236,6 +236,14 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     )
     .unwrap();
     let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    // The trail's first write (the gateway's start) is what finds the disk
+    // full; a session that came before would be refused only once its own
+    // record was, after its login upstream.
+    let failed = eventually(Duration::from_secs(5), || async {
+        env.gateway.shared.audit.failure().is_some()
+    })
+    .await;
+    assert!(failed, "the trail's first write did not fail");
     for _ in 0..2 {
         let error = sluice_tests::connect(&env.config("admin"))
             .await
@@ -249,7 +257,7 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     let admin = env.gateway.admin_addr.unwrap();
     let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("the audit trail failed"), "{body}");
+    assert!(body.contains("the audit trail cannot be written"), "{body}");
     let (_, metrics) = sluice_tests::http_request(admin, "GET", "/metrics").await;
     assert!(metrics.contains("\nsluice_audit_failed 1\n"), "{metrics}");
     assert!(metrics.contains("\nsluice_ready 0\n"), "{metrics}");
@@ -262,13 +270,158 @@ async fn a_trail_that_cannot_be_written_refuses_sessions() {
     let direct = env.connect_direct().await;
     let sessions: i64 = direct
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sluice:admin%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sluice:admin%' AND datname = current_database()",
             &[],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(sessions, 0);
+}
+
+/// A small tmpfs of the test's own: a disk that really fills up, and is
+/// freed again. Unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    /// `None` (the test skips, saying so) where this process may not mount.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        if !mounted.status.success() {
+            let said = String::from_utf8_lossy(&mounted.stderr);
+            eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN): {said}");
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+
+    /// Fills what is left with one file, returned.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[b'x'; 4096]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A disk that fills up stops the gateway's statements and sessions, and
+/// a disk made room on lets them go on by themselves, without a restart:
+/// the trail says where it was interrupted and what was refused, and its
+/// chain is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_is_waited_out() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return;
+    };
+    let trail = disk.0.path().join("audit.jsonl");
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[audit]\nfile = \"{}\"\nfsync = \"batch\"\n\n\
+         [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+        trail.display()
+    );
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let admin = env.gateway.admin_addr.unwrap();
+    let client = env.connect("admin").await;
+    client.simple_query("SELECT 'before'").await.unwrap();
+
+    let filler = disk.fill();
+    // The file's last page may hold a few more records.
+    let mut refused = None;
+    for n in 0..200 {
+        if let Err(error) = client.simple_query(&format!("SELECT {n} AS filling")).await {
+            refused = Some(error);
+            break;
+        }
+    }
+    let refused = refused.expect("a statement refused on a full disk");
+    let (code, message) = code_and_message(&refused);
+    assert_eq!(code, "58000", "{message}");
+    assert!(message.contains("audit trail"), "{message}");
+    let error = sluice_tests::connect(&env.config("admin"))
+        .await
+        .expect_err("no session while the trail cannot be written");
+    assert_eq!(code_and_message(&error).0, "58000");
+    let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("No space left"), "{body}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        client.simple_query("SELECT 'after'").await.is_ok()
+    })
+    .await;
+    assert!(back, "{:?}", env.gateway.shared.audit.failure());
+    let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = sluice_tests::http_request(admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("\nsluice_audit_outages_total 1\n"),
+        "{metrics}"
+    );
+    let other = env.connect("admin").await;
+    other.simple_query("SELECT 'a new session'").await.unwrap();
+    drop((client, other));
+    env.gateway.shutdown().await;
+
+    let report = sluice::audit::verify::verify(
+        &trail,
+        Some(&trail.with_file_name("audit.jsonl.head")),
+        &sluice::audit::load_key(&sluice::config::AuditKey::File(
+            trail.with_file_name("audit.jsonl.key"),
+        ))
+        .unwrap(),
+    );
+    assert!(report.ok(), "{report}");
+    let records = sluice::audit::read::read(&trail).unwrap().records;
+    let outages = of_event(&records, "audit_outage");
+    assert_eq!(outages.len(), 1, "{records:#?}");
+    assert_eq!(outages[0]["sessions_refused"], 1, "{}", outages[0]);
+    assert!(
+        outages[0]["records_refused"].as_u64() >= Some(1),
+        "{}",
+        outages[0]
+    );
+    let texts: Vec<&str> = of_event(&records, "statement")
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    let after = texts
+        .iter()
+        .position(|t| *t == "SELECT 'after'")
+        .unwrap_or_else(|| panic!("{texts:?}"));
+    assert_eq!(texts[after + 1], "SELECT 'a new session'", "{texts:?}");
+    assert!(texts.contains(&"SELECT 'before'"), "{texts:?}");
+    // The outcome of the statement before the disk filled, kept through
+    // the outage, is there; the outage's record follows it and precedes
+    // the statements after.
+    let at = |wanted: &Value| records.iter().position(|r| r == wanted).unwrap();
+    let outage_at = at(outages[0]);
+    let after_at = at(of_event(&records, "statement")
+        .into_iter()
+        .find(|s| s["text"] == "SELECT 'after'")
+        .unwrap());
+    assert!(outage_at < after_at);
 }
 
 /// A gateway recording returned rows, and a raw session of `analyst`.
@@ -1381,6 +1534,20 @@ async fn an_audit_database_that_goes_away_is_reconnected() {
     assert!(texts.contains(&"SELECT 'after an idle close'"), "{texts:?}");
     let ends = of_event(&records.records, "session_end");
     assert_eq!(ends.len(), 2, "{:#?}", records.records);
+    // And the trail says where it was interrupted, and what was refused.
+    let outages = of_event(&records.records, "audit_outage");
+    assert_eq!(outages.len(), 1, "{:#?}", records.records);
+    assert!(
+        outages[0]["records_refused"].as_u64() >= Some(1),
+        "{}",
+        outages[0]
+    );
+    assert!(
+        outages[0]["sessions_refused"].as_u64() >= Some(1),
+        "{}",
+        outages[0]
+    );
+    assert!(outages[0]["records_kept"].is_u64(), "{}", outages[0]);
 }
 
 /// Two gateways given one instance id would fork its chain: the second

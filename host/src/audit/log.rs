@@ -126,14 +126,34 @@
 //!
 //! # Failure: fail closed
 //!
-//! If a write, sync, head update or rotation fails (a full disk, an I/O
-//! error), every waiter of that commit gets [`AuditError::Write`], an
-//! alert-level line is logged, and the log is *failed*: every later
-//! [`AuditLog::record`] returns [`AuditError::Failed`] at once, until sluice
-//! restarts, so the gateway refuses statements it cannot record. The writer
-//! never appends to the file again: a half-written line stays the last
-//! thing in it, for recovery to find as a torn record.
+//! If a write, sync, head update or rotation fails with an I/O error, every
+//! waiter of that commit gets [`AuditError::Write`], an alert-level line is
+//! logged, and the log is *failed*: every later [`AuditLog::record`]
+//! returns [`AuditError::Failed`] at once, until sluice restarts, so the
+//! gateway refuses statements it cannot record. The writer never appends
+//! to the file again: a half-written line stays the last thing in it, for
+//! recovery to find as a torn record. A failed sync is always such a
+//! failure: the kernel may have dropped the pages it could not write, so
+//! what the file holds is no longer known.
+//!
+//! # A full disk: waited out
+//!
+//! A disk (or quota) that is full when the records or the head are written
+//! (`ENOSPC`, `EDQUOT`) is a state an operator clears by making room, so it
+//! does not need a restart. Until then the log is *unavailable*: records
+//! someone waits for (statements, session starts) are refused with
+//! [`AuditError::Unavailable`], sessions are turned away before they log
+//! in, and records no one waits for (outcomes, session ends, failed logins)
+//! are kept in memory, in order, up to [`MAX_KEPT_BYTES`]. Every
+//! [`NO_SPACE_RETRY`] the writer tries to write what it kept followed by an
+//! `audit_outage` record — since when, why, how many records were refused
+//! and sessions turned away — in one commit; once that is written, records
+//! are taken again. The failed write is forgotten: the next one goes where
+//! it went, and whatever part of it reached the file past the new records
+//! is put back to zeros. Before giving up on the space ahead, a write asks
+//! for its own space only, so a nearly full disk still takes records.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -153,6 +173,18 @@ use super::chain::{self, ChainKey, EventBody, Link, SealError};
 /// Most requests one group commit takes, so that one commit's buffer stays
 /// bounded however fast requests arrive.
 const MAX_GROUP: usize = 4096;
+
+/// Most bytes of records no one waits on (outcomes, session ends, failed
+/// logins) a sink keeps while it cannot write (its database away, its disk
+/// full); past this, it fails for good, and says how many it dropped.
+pub(crate) const MAX_KEPT_BYTES: usize = 256 << 20;
+
+/// While the disk is full, how often the writer tries to write again.
+const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
+
+/// While the disk stays full, how often the alert is raised again (each
+/// try in between is quiet).
+const NO_SPACE_REALERT: Duration = Duration::from_secs(60);
 
 /// How often, at most, the head is logged.
 const HEAD_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -207,8 +239,8 @@ pub struct LogStats {
     pub commits: u64,
     /// Bytes of record lines written.
     pub bytes: u64,
-    /// Times the audit database was lost (the PostgreSQL sink; each time,
-    /// statements were refused until sluice reconnected).
+    /// Times the sink could not write for a while — its audit database
+    /// lost, its disk full — and refused statements until it could.
     pub outages: u64,
 }
 
@@ -256,9 +288,9 @@ pub enum AuditError {
     /// restarts.
     #[error("audit trail stopped after a failure and refuses records until sluice restarts: {0}")]
     Failed(Arc<str>),
-    /// The audit database cannot be reached for now; sluice is reconnecting
-    /// and refuses records until it is back.
-    #[error("audit database unavailable, sluice is reconnecting: {0}")]
+    /// The trail cannot be written for now (its database is away, its disk
+    /// full); sluice retries and refuses records until it can write again.
+    #[error("audit trail cannot be written for now, sluice retries: {0}")]
     Unavailable(Arc<str>),
     /// The log was closed.
     #[error("audit log is closed")]
@@ -340,11 +372,25 @@ pub(crate) struct SinkState {
     commits: AtomicU64,
     bytes: AtomicU64,
     failure: OnceLock<Arc<str>>,
-    /// Set while the PostgreSQL sink has lost its database and is
-    /// reconnecting (`outage` says why); the file sink never sets it.
+    /// Set while the sink cannot write for now and retries: the PostgreSQL
+    /// sink's database is away, the file sink's disk is full. `outage`
+    /// says since when and why.
     out: AtomicBool,
-    outage: Mutex<Option<Arc<str>>>,
+    outage: Mutex<Option<Outage>>,
     outages: AtomicU64,
+    /// Records refused (statements and session starts, which therefore did
+    /// not run), and connections turned away before they logged in, during
+    /// the current (or last) outage: the trail's record of the outage
+    /// counts them.
+    records_refused: AtomicU64,
+    sessions_refused: AtomicU64,
+}
+
+/// Since when and why a sink cannot write for now.
+#[derive(Clone)]
+struct Outage {
+    since: SystemTime,
+    cause: Arc<str>,
 }
 
 impl SinkState {
@@ -360,6 +406,8 @@ impl SinkState {
             out: AtomicBool::new(false),
             outage: Mutex::new(None),
             outages: AtomicU64::new(0),
+            records_refused: AtomicU64::new(0),
+            sessions_refused: AtomicU64::new(0),
         }
     }
 
@@ -376,43 +424,105 @@ impl SinkState {
         }
     }
 
-    /// Refuses records until [`SinkState::recovered`]: the sink lost its
-    /// database and is reconnecting. Raises the alert.
+    /// Refuses records until [`SinkState::recovered`]: the sink cannot
+    /// write for now (its database is away, its disk full) and retries.
+    /// Raises the alert; a later cause replaces the first, the outage keeps
+    /// its start.
     pub(crate) fn unavailable(&self, cause: String) {
         tracing::error!(
             alert = true,
             cause = %cause,
-            "audit database unreachable: statements are refused while sluice reconnects"
+            "audit trail cannot be written for now: statements are refused while sluice retries"
         );
-        *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause.into());
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = match &*outage {
+            Some(outage) if self.out.load(Ordering::Acquire) => outage.since,
+            _ => SystemTime::now(),
+        };
+        *outage = Some(Outage {
+            since,
+            cause: cause.into(),
+        });
         if !self.out.swap(true, Ordering::AcqRel) {
             self.outages.fetch_add(1, Ordering::Relaxed);
+            self.records_refused.store(0, Ordering::Relaxed);
+            self.sessions_refused.store(0, Ordering::Relaxed);
         }
     }
 
-    /// The database is back and the chain checked: records are taken
-    /// again.
+    /// The record that tells the trail's reader where it was interrupted:
+    /// since when, why, what was refused meanwhile and how many records
+    /// were kept through it (written just before this one). `None` when
+    /// the sink is not out. Written as the first record once the sink
+    /// writes again, before [`SinkState::recovered`].
+    pub(crate) fn outage_record(&self, kept: usize) -> Option<EventBody> {
+        if !self.out.load(Ordering::Acquire) {
+            return None;
+        }
+        let outage = self
+            .outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let mut body = EventBody::new("audit_outage");
+        let fields = body
+            .field("since", &chain::format_utc_micros(outage.since))
+            .and_then(|body| body.field("cause", &*outage.cause))
+            .and_then(|body| {
+                body.field(
+                    "records_refused",
+                    &self.records_refused.load(Ordering::Relaxed),
+                )
+            })
+            .and_then(|body| {
+                body.field(
+                    "sessions_refused",
+                    &self.sessions_refused.load(Ordering::Relaxed),
+                )
+            })
+            .and_then(|body| body.field("records_kept", &kept));
+        // Plain strings and numbers always serialize.
+        fields.ok()?;
+        Some(body)
+    }
+
+    /// The sink writes again (and has written what it kept, and the
+    /// outage's record): records are taken again.
     pub(crate) fn recovered(&self) {
         if self.out.swap(false, Ordering::AcqRel) {
-            *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            tracing::warn!("audit database reachable again: statements are recorded and run");
+            let outage = self
+                .outage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let lasted = outage
+                .and_then(|outage| outage.since.elapsed().ok())
+                .unwrap_or_default();
+            tracing::warn!(
+                ?lasted,
+                records_refused = self.records_refused.load(Ordering::Relaxed),
+                sessions_refused = self.sessions_refused.load(Ordering::Relaxed),
+                "audit trail written again: statements are recorded and run"
+            );
         }
     }
 
-    /// `Err` once the sink has failed, or while it is reconnecting.
+    /// `Err` once the sink has failed, or while it is out (counted as a
+    /// refused record: call it only for a record refused if it errs).
     pub(crate) fn refuse_if_failed(&self) -> Result<(), AuditError> {
         self.refuse_if_stopped()?;
         if self.out.load(Ordering::Acquire) {
-            let cause = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(cause) = &*cause {
-                return Err(AuditError::Unavailable(Arc::clone(cause)));
+            let outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(outage) = &*outage {
+                self.records_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(AuditError::Unavailable(Arc::clone(&outage.cause)));
             }
         }
         Ok(())
     }
 
     /// `Err` once the sink has failed for good: records that need no
-    /// answer are still taken while it reconnects.
+    /// answer are still taken while it is out.
     pub(crate) fn refuse_if_stopped(&self) -> Result<(), AuditError> {
         match self.failure.get() {
             Some(cause) => Err(AuditError::Failed(Arc::clone(cause))),
@@ -422,10 +532,24 @@ impl SinkState {
 
     /// Why records are refused, if they are: a failure, or an outage.
     pub(crate) fn failure(&self) -> Option<Arc<str>> {
-        match self.refuse_if_failed() {
-            Err(AuditError::Failed(cause) | AuditError::Unavailable(cause)) => Some(cause),
-            _ => None,
+        if let Some(cause) = self.failure.get() {
+            return Some(Arc::clone(cause));
         }
+        if !self.out.load(Ordering::Acquire) {
+            return None;
+        }
+        let outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        outage.as_ref().map(|outage| Arc::clone(&outage.cause))
+    }
+
+    /// [`failure`](Self::failure) for a session about to be turned away
+    /// because of it: counted for the outage's record.
+    pub(crate) fn session_refusal(&self) -> Option<Arc<str>> {
+        let cause = self.failure()?;
+        if self.out.load(Ordering::Acquire) {
+            self.sessions_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(cause)
     }
 
     /// A group commit of `records` records (`bytes` of lines) ending at
@@ -549,6 +673,7 @@ impl AuditLog {
             closed: false,
             held: Arc::default(),
             lines: Vec::new(),
+            no_space: None,
             settings,
         };
         let direct = writer.settings.fsync == Fsync::Batch;
@@ -648,9 +773,10 @@ impl AuditLog {
 
     /// [`record_later`](Self::record_later) for a body made already.
     pub fn record_later_body(&self, event: EventBody) {
-        if self.shared.state.refuse_if_failed().is_err() {
+        if self.shared.state.refuse_if_stopped().is_err() {
             return; // The failure has raised its alert already.
         }
+        // While the disk is full, the writer keeps it.
         let request = Request::Record {
             event,
             answer: Answer::Nobody,
@@ -742,6 +868,17 @@ struct Writer {
     held: Arc<Mutex<Held>>,
     /// The last commit's buffer of lines, kept for the next one.
     lines: Vec<u8>,
+    /// Set while the disk is full: what is kept meanwhile.
+    no_space: Option<NoSpace>,
+}
+
+/// While the disk (or the quota) is full: records no one waits on, kept in
+/// order with the time they came, to be written first once there is room.
+struct NoSpace {
+    kept: VecDeque<(EventBody, SystemTime)>,
+    kept_bytes: usize,
+    retry_at: Instant,
+    alerted_at: Instant,
 }
 
 /// Under [`Fsync::Always`], how long records written but not yet synced
@@ -765,6 +902,10 @@ struct ActiveFile {
     len: u64,
     /// The file's size: space allocated ahead of `len` reads as zeros.
     allocated: u64,
+    /// How far a write that failed (the disk full) may have put bytes past
+    /// `len`: cleared back to zeros after the next write that succeeds, so
+    /// the data still ends where the records do.
+    dirty_end: u64,
     since: SystemTime,
 }
 
@@ -780,9 +921,11 @@ impl ActiveFile {
             .mode(0o600)
             .open(path)?;
         let metadata = file.metadata()?;
+        let len = data_len(&file)?;
         Ok(ActiveFile {
-            len: data_len(&file)?,
+            len,
             allocated: metadata.len(),
+            dirty_end: len,
             // Where the filesystem keeps no birth time, the age counts from
             // now: a restart then postpones a rotation by age, never hastens it.
             since: metadata.created().unwrap_or_else(|_| SystemTime::now()),
@@ -791,18 +934,47 @@ impl ActiveFile {
     }
 
     /// Writes `lines` at the end of data, allocating space ahead first
-    /// when they do not fit (see "Preallocation").
+    /// when they do not fit (see "Preallocation"). On a disk too full for
+    /// the space ahead, only the lines' own space is asked for.
     fn append(&mut self, lines: &[u8]) -> io::Result<()> {
         let end = self.len + lines.len() as u64;
         if end > self.allocated {
             let grow = end - self.allocated + PREALLOCATE;
-            if allocate(&self.file, self.allocated, grow)? {
-                self.allocated += grow;
+            match allocate(&self.file, self.allocated, grow) {
+                Ok(allocated) => self.allocated += if allocated { grow } else { 0 },
+                Err(error) if is_no_space(&error) => {
+                    // A failed allocation may have kept part of its space.
+                    self.allocated = self.allocated.max(self.file.metadata()?.len());
+                    if end > self.allocated
+                        && allocate(&self.file, self.allocated, end - self.allocated)?
+                    {
+                        self.allocated = end;
+                    }
+                }
+                Err(error) => return Err(error),
             }
         }
         self.file.write_all_at(lines, self.len)?;
+        if self.dirty_end > end {
+            // What a failed write left past these lines goes back to zeros
+            // (within the file: zeros past its end would only grow it).
+            let dirty_end = self.dirty_end.min(self.file.metadata()?.len());
+            if dirty_end > end {
+                let zeros = vec![0u8; usize::try_from(dirty_end - end).map_err(io::Error::other)?];
+                self.file.write_all_at(&zeros, end)?;
+            }
+        }
         self.len = end;
+        self.dirty_end = end;
         Ok(())
+    }
+
+    /// A write of `written` bytes from `start` failed (the disk full):
+    /// the records end at `start` again, and what the write may have left
+    /// is cleared by the next one.
+    fn forget_write(&mut self, start: u64, written: usize) {
+        self.dirty_end = self.dirty_end.max(start + written as u64);
+        self.len = start;
     }
 
     /// Gives back the space allocated past the records, so a file that is
@@ -814,6 +986,12 @@ impl ActiveFile {
         }
         Ok(())
     }
+}
+
+/// Whether an error says the disk (or the user's quota) is full: a state
+/// an operator can clear, unlike an I/O error.
+fn is_no_space(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Space allocated ahead of the records at a time.
@@ -883,6 +1061,13 @@ struct WriteFailure {
     source: Arc<io::Error>,
 }
 
+/// The steps of a commit whose failure on a full disk is waited out: the
+/// write of the records, and the head's write in place. A failed sync is
+/// never retried — the kernel may have dropped the pages it could not
+/// write, so what the trail holds is no longer known.
+const APPEND: &str = "append to";
+const WRITE_HEAD: &str = "write head file";
+
 impl WriteFailure {
     fn new(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteFailure {
         move |source| WriteFailure {
@@ -890,6 +1075,24 @@ impl WriteFailure {
             path: path.to_path_buf(),
             source: Arc::new(source),
         }
+    }
+
+    /// The disk was full for a write: sluice keeps what it can and tries
+    /// again, instead of failing for good.
+    fn no_space(&self) -> bool {
+        [APPEND, WRITE_HEAD].contains(&self.action) && is_no_space(&self.source)
+    }
+}
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.action,
+            self.path.display(),
+            self.source
+        )
     }
 }
 
@@ -918,52 +1121,32 @@ impl Drop for FailOnPanic {
 impl Writer {
     /// The thread's loop: one group commit per turn, until shut down.
     /// Under `Batch` (`direct`) it also writes outcome records held back
-    /// longer than [`DEFERRED_FLUSH`].
+    /// longer than [`DEFERRED_FLUSH`]; while the disk is full it tries to
+    /// write again every [`NO_SPACE_RETRY`].
     fn run(files: &Mutex<Writer>, inbox: mpsc::Receiver<Request>, direct: bool) {
         let state = Arc::clone(&files.lock().unwrap_or_else(PoisonError::into_inner).state);
         let _fail_on_panic = FailOnPanic(state);
         loop {
-            let first = if direct {
-                match inbox.recv_timeout(DEFERRED_FLUSH) {
-                    Ok(first) => first,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !writer.closed {
-                            let group = writer.take_held(false);
-                            if !group.is_empty() {
-                                let _ = writer.commit(group);
-                            }
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            let due = files
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_due(direct);
+            let received = match due {
+                None => inbox
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(due) => inbox.recv_timeout(due.saturating_duration_since(Instant::now())),
+            };
+            let first = match received {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    files
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .when_idle();
+                    continue;
                 }
-            } else {
-                // Records written but not synced are synced (and the head
-                // names them) when no commit came to do it in time.
-                let due = files
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .unsynced_deadline();
-                let received = match due {
-                    None => inbox
-                        .recv()
-                        .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                    Some(due) => inbox.recv_timeout(due.saturating_duration_since(Instant::now())),
-                };
-                match received {
-                    Ok(first) => first,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let mut writer = files.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !writer.closed
-                            && let Err(failure) = writer.flush_unsynced()
-                        {
-                            writer.fail(&failure);
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP && !matches!(group.last(), Some(Request::Shutdown { .. }))
@@ -987,6 +1170,36 @@ impl Writer {
         }
     }
 
+    /// When the thread must act though no request came: to write outcomes
+    /// held back (under `Batch`), to sync records written but not synced
+    /// (under `Always`), to try a full disk again.
+    fn next_due(&self, direct: bool) -> Option<Instant> {
+        let held = direct.then(|| Instant::now() + DEFERRED_FLUSH);
+        [
+            held,
+            self.unsynced_deadline(),
+            self.no_space.as_ref().map(|full| full.retry_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// What [`next_due`](Self::next_due) was for.
+    fn when_idle(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.resume_if_due(false);
+        let group = self.take_held(false);
+        if !group.is_empty() {
+            let _ = self.commit(group);
+        }
+        if let Err(failure) = self.flush_unsynced() {
+            self.failed(&failure, Vec::new());
+        }
+    }
+
     /// The outcome records held back, to be written now, by the holder of
     /// the files' lock; `closing` once the log is closing, after which
     /// nothing more is held.
@@ -997,7 +1210,8 @@ impl Writer {
     }
 
     /// Seals, writes and syncs one group, then answers its waiters; the
-    /// result for an [`Answer::Caller`] record is returned.
+    /// result for an [`Answer::Caller`] record is returned. While the disk
+    /// is full, waiters are refused and the rest is kept.
     fn commit(&mut self, group: Vec<Request>) -> (Flow, Option<Result<u64, AuditError>>) {
         let mut caller = None;
         // The buffer of the last commit, emptied: no allocation per commit.
@@ -1010,8 +1224,16 @@ impl Writer {
             match request {
                 Request::Shutdown { done } => shutdowns.push(done),
                 Request::Record { event, answer } => {
-                    if let Err(refused) = self.state.refuse_if_failed() {
+                    if let Err(refused) = self.state.refuse_if_stopped() {
                         answer.send(Err(refused), &mut caller);
+                        continue;
+                    }
+                    if self.no_space.is_some() {
+                        if answer.awaited() {
+                            answer.send(Err(self.refusal()), &mut caller);
+                        } else {
+                            self.keep(event, SystemTime::now());
+                        }
                         continue;
                     }
                     match chain::seal_body_into(
@@ -1024,7 +1246,7 @@ impl Writer {
                     ) {
                         Ok(next) => {
                             link = next;
-                            waiting.push((answer, next.seq));
+                            waiting.push((answer, event));
                         }
                         Err(refused) if answer.awaited() => {
                             answer.send(Err(refused.into()), &mut caller);
@@ -1044,18 +1266,33 @@ impl Writer {
             let awaited = waiting.iter().any(|(answer, _)| answer.awaited());
             match self.write_group(&lines, &link, awaited) {
                 Ok(()) => {
+                    let first = self.link.seq + 1;
                     self.publish(link, waiting.len(), lines.len());
-                    for (answer, seq) in waiting {
-                        answer.send(Ok(seq), &mut caller);
+                    for (offset, (answer, _)) in waiting.into_iter().enumerate() {
+                        answer.send(Ok(first + offset as u64), &mut caller);
                     }
                     if let Err(failure) = self.rotate_if_due() {
                         self.fail(&failure);
                     }
                 }
                 Err(failure) => {
-                    self.fail(&failure);
-                    for (answer, _) in waiting {
-                        answer.send(Err(failure.clone().into()), &mut caller);
+                    let unwaited = self.failed(&failure, Vec::new());
+                    let mut kept = Vec::new();
+                    for (answer, event) in waiting {
+                        if !answer.awaited() {
+                            kept.push(event);
+                        } else if unwaited {
+                            answer.send(Err(self.refusal()), &mut caller);
+                        } else {
+                            answer.send(Err(failure.clone().into()), &mut caller);
+                        }
+                    }
+                    if unwaited {
+                        // They come first, before anything kept later.
+                        let at = SystemTime::now();
+                        for event in kept {
+                            self.keep(event, at);
+                        }
                     }
                 }
             }
@@ -1068,25 +1305,158 @@ impl Writer {
         }
 
         let stop = !shutdowns.is_empty();
-        if stop && let Err(failure) = self.flush_unsynced() {
-            self.fail(&failure);
-        }
-        if stop && let Some(active) = self.active.as_mut() {
-            // A closed file holds its records alone.
-            if let Err(error) = active.trim().and_then(|()| active.file.sync_all()) {
-                tracing::error!(alert = true, %error, path = %self.settings.path.display(), "cannot trim the audit file at close");
-            }
-        }
-        if stop && self.settings.fsync == Fsync::Always && self.head_synced_at.is_some() {
-            // The head's last sync may be a moment old: bring it level.
-            if let Err(error) = self.head_file.sync_data() {
-                tracing::error!(alert = true, %error, path = %self.settings.head_path.display(), "cannot sync the audit head file at close");
-            }
+        if stop {
+            self.close_files();
         }
         for done in shutdowns.into_iter().flatten() {
             let _ = done.send(()); // The closer may have stopped waiting.
         }
         (if stop { Flow::Stop } else { Flow::Continue }, caller)
+    }
+
+    /// At close: brings the files level (what a full disk kept is tried
+    /// once more), trims the active file to its records.
+    fn close_files(&mut self) {
+        if self.no_space.is_some() {
+            self.resume_if_due(true);
+        }
+        if let Some(full) = self.no_space.take() {
+            drop_kept(
+                "sluice stopped while its audit disk was full",
+                full.kept.len(),
+            );
+        }
+        if let Err(failure) = self.flush_unsynced() {
+            self.fail(&failure);
+        }
+        if let Some(active) = self.active.as_mut() {
+            // A closed file holds its records alone.
+            if let Err(error) = active.trim().and_then(|()| active.file.sync_all()) {
+                tracing::error!(alert = true, %error, path = %self.settings.path.display(), "cannot trim the audit file at close");
+            }
+        }
+        if self.settings.fsync == Fsync::Always && self.head_synced_at.is_some() {
+            // The head's last sync may be a moment old: bring it level.
+            if let Err(error) = self.head_file.sync_data() {
+                tracing::error!(alert = true, %error, path = %self.settings.head_path.display(), "cannot sync the audit head file at close");
+            }
+        }
+    }
+
+    /// The refusal of a record someone waits for while the sink cannot
+    /// take it (counted for the outage's record).
+    fn refusal(&self) -> AuditError {
+        self.state
+            .refuse_if_failed()
+            .err()
+            .unwrap_or(AuditError::Closed)
+    }
+
+    /// A write failed. A full disk is waited out: the sink refuses records
+    /// for now, keeps what no one waits on, and tries again (`true`); any
+    /// other failure fails it for good (`false`). `kept` are records no
+    /// one waits on that were being written, in order.
+    fn failed(&mut self, failure: &WriteFailure, kept: Vec<(EventBody, SystemTime)>) -> bool {
+        if !failure.no_space() {
+            self.fail(failure);
+            return false;
+        }
+        let now = Instant::now();
+        match &mut self.no_space {
+            Some(full) => {
+                full.retry_at = now + NO_SPACE_RETRY;
+                for (event, at) in kept.into_iter().rev() {
+                    full.kept_bytes += event.encoded_len();
+                    full.kept.push_front((event, at));
+                }
+                if full.alerted_at.elapsed() >= NO_SPACE_REALERT {
+                    full.alerted_at = now;
+                    tracing::error!(alert = true, cause = %failure, kept = full.kept.len(), "audit disk still full: statements are still refused");
+                }
+            }
+            None => {
+                self.state.unavailable(failure.to_string());
+                let kept_bytes = kept.iter().map(|(event, _)| event.encoded_len()).sum();
+                self.no_space = Some(NoSpace {
+                    kept: kept.into(),
+                    kept_bytes,
+                    retry_at: now + NO_SPACE_RETRY,
+                    alerted_at: now,
+                });
+            }
+        }
+        true
+    }
+
+    /// Keeps a record no one waits on while the disk is full, up to
+    /// [`MAX_KEPT_BYTES`]; past that, the sink fails for good.
+    fn keep(&mut self, event: EventBody, at: SystemTime) {
+        let Some(full) = self.no_space.as_mut() else {
+            return;
+        };
+        full.kept_bytes += event.encoded_len();
+        full.kept.push_back((event, at));
+        if full.kept_bytes > MAX_KEPT_BYTES {
+            self.fail_for_good(format!(
+                "the audit disk stayed full past {} MiB of records kept for it",
+                MAX_KEPT_BYTES >> 20
+            ));
+        }
+    }
+
+    /// While the disk is full, once it is time (or at once, `now`): writes
+    /// what was kept and the outage's record, in one commit. Once that is
+    /// written, records are taken again.
+    fn resume_if_due(&mut self, now: bool) {
+        let Some(full) = self.no_space.as_mut() else {
+            return;
+        };
+        if !now && Instant::now() < full.retry_at {
+            return;
+        }
+        let kept: Vec<(EventBody, SystemTime)> = full.kept.drain(..).collect();
+        full.kept_bytes = 0;
+        let Some(outage) = self.state.outage_record(kept.len()) else {
+            return;
+        };
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
+        let mut link = self.link;
+        let sealed = kept
+            .iter()
+            .map(|(event, at)| (event, *at))
+            .chain([(&outage, SystemTime::now())])
+            .try_for_each(|(event, at)| {
+                let sealed = chain::seal_body_into(
+                    &self.settings.key,
+                    &link,
+                    &self.settings.instance,
+                    at,
+                    event,
+                    &mut lines,
+                );
+                sealed.map(|next| link = next)
+            });
+        if let Err(refused) = sealed {
+            self.fail_for_good(format!("a kept record could not be sealed: {refused}"));
+            return;
+        }
+        match self.write_group(&lines, &link, true) {
+            Ok(()) => {
+                self.publish(link, kept.len() + 1, lines.len());
+                self.no_space = None;
+                self.state.recovered();
+                if let Err(failure) = self.rotate_if_due() {
+                    self.fail(&failure);
+                }
+            }
+            Err(failure) => {
+                self.failed(&failure, kept);
+            }
+        }
+        if lines.capacity() <= KEPT_BUFFER {
+            self.lines = lines;
+        }
     }
 
     /// One write of all the group's lines, one sync, then the head. Under
@@ -1099,15 +1469,33 @@ impl Writer {
         link: &Link,
         awaited: bool,
     ) -> Result<(), WriteFailure> {
+        let start = self.active.as_ref().map(|active| active.len);
+        let written = self.write_and_head(lines, link, awaited);
+        if written.is_err()
+            && let (Some(start), Some(active)) = (start, self.active.as_mut())
+        {
+            // Not written after all: the next commit writes from `start`.
+            active.forget_write(start, lines.len());
+        }
+        written
+    }
+
+    /// [`write_group`](Self::write_group)'s steps.
+    fn write_and_head(
+        &mut self,
+        lines: &[u8],
+        link: &Link,
+        awaited: bool,
+    ) -> Result<(), WriteFailure> {
         let path = &self.settings.path;
         let Some(active) = self.active.as_mut() else {
-            return Err(WriteFailure::new("append to", path)(io::Error::other(
+            return Err(WriteFailure::new(APPEND, path)(io::Error::other(
                 "the file was closed after an earlier failure",
             )));
         };
         active
             .append(lines)
-            .map_err(WriteFailure::new("append to", path))?;
+            .map_err(WriteFailure::new(APPEND, path))?;
         let sync_data = self.settings.fsync == Fsync::Always
             && (awaited
                 || self
@@ -1186,13 +1574,17 @@ impl Writer {
 
     /// Fails the log and stops appending to the active file.
     fn fail(&mut self, failure: &WriteFailure) {
+        self.fail_for_good(failure.to_string());
+    }
+
+    /// Fails the log for good: it stops appending to the active file, and
+    /// what a full disk kept is dropped, counted in the alert.
+    fn fail_for_good(&mut self, cause: String) {
         self.active = None;
-        self.state.fail(format!(
-            "cannot {} {}: {}",
-            failure.action,
-            failure.path.display(),
-            failure.source
-        ));
+        self.state.fail(cause);
+        if let Some(full) = self.no_space.take() {
+            drop_kept("the audit trail failed", full.kept.len());
+        }
     }
 
     /// Rotates the active file when it is too big or too old.
@@ -1243,6 +1635,17 @@ impl Writer {
     }
 }
 
+/// Says that `records` kept for a sink that could not write were dropped.
+pub(crate) fn drop_kept(why: &str, records: usize) {
+    if records > 0 {
+        tracing::error!(
+            alert = true,
+            records,
+            "{why}: records kept for it (outcomes, session ends, failed logins) were dropped"
+        );
+    }
+}
+
 /// Whether the writer goes on after a commit.
 #[derive(PartialEq, Eq)]
 enum Flow {
@@ -1255,7 +1658,7 @@ enum Flow {
 fn write_head(head_file: &File, head: &[u8], sync: bool) -> Result<(), (&'static str, io::Error)> {
     head_file
         .write_all_at(head, 0)
-        .map_err(|error| ("write head file", error))?;
+        .map_err(|error| (WRITE_HEAD, error))?;
     if sync {
         head_file
             .sync_data()
@@ -2271,32 +2674,228 @@ mod tests {
         assert!(!dir.path().join("audit.jsonl.000000").exists());
     }
 
-    /// Fail closed: `/dev/full` fails every write with ENOSPC, as a full
-    /// disk does.
+    /// Fail closed: `/dev/full` fails every write with ENOSPC, as a disk
+    /// that never gets room again does.
     #[tokio::test]
-    async fn a_full_disk_fails_the_record_and_every_later_one() {
+    async fn a_disk_that_stays_full_refuses_every_record() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = settings(dir.path());
         std::os::unix::fs::symlink("/dev/full", &settings.path).expect("symlink");
         let log = AuditLog::open(settings.clone()).expect("opens");
 
-        let failed = log.record(statement(0)).await;
-        match failed {
-            Err(AuditError::Write { source, .. }) => {
-                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
+        for n in 0..4 {
+            match log.record(statement(n)).await {
+                Err(AuditError::Unavailable(cause)) => {
+                    assert!(cause.contains("No space left"), "{cause}");
+                }
+                other => panic!("expected the trail unavailable, got {other:?}"),
             }
-            other => panic!("expected a write error, got {other:?}"),
-        }
-        for n in 1..4 {
-            assert!(matches!(
-                log.record(statement(n)).await,
-                Err(AuditError::Failed(_))
-            ));
         }
         log.record_later(statement(9));
         assert_eq!(log.head(), Link::GENESIS);
         assert_eq!(log.stats().records, 0);
+        assert_eq!(log.stats().outages, 1);
+        // Closing does not wait for the disk: what was kept is dropped,
+        // and said so.
         log.close().await;
+    }
+
+    /// A small tmpfs of its own, a disk that can really fill up and be
+    /// freed again; unmounted when dropped. `None` where this process may
+    /// not mount (not root, no CAP_SYS_ADMIN): the caller skips, saying so.
+    struct SmallDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallDisk {
+        fn mount(bytes: usize) -> Option<SmallDisk> {
+            use std::ffi::CString;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let target = CString::new(dir.path().as_os_str().as_bytes()).expect("no NUL");
+            let options = CString::new(format!("size={bytes},mode=0700")).expect("no NUL");
+            // SAFETY: every pointer is to a NUL-terminated string that lives
+            // through the call.
+            let mounted = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                )
+            };
+            if mounted != 0 {
+                let error = io::Error::last_os_error();
+                assert_eq!(
+                    error.raw_os_error(),
+                    Some(libc::EPERM),
+                    "mounting a tmpfs failed other than for want of privilege: {error}"
+                );
+                eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN): {error}");
+                return None;
+            }
+            Some(SmallDisk { dir })
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Fills what is left of the disk with one file, returned.
+        fn fill(&self) -> PathBuf {
+            let filler = self.path().join("filler");
+            let mut file = File::create(&filler).expect("filler");
+            let chunk = vec![b'x'; 4096];
+            loop {
+                match file.write_all(&chunk) {
+                    Ok(()) => {}
+                    Err(error) if is_no_space(&error) => break,
+                    Err(error) => panic!("filling the disk: {error}"),
+                }
+            }
+            filler
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let target =
+                std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).expect("no NUL");
+            // SAFETY: a NUL-terminated path that lives through the call.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+
+    /// A write the disk refused halfway leaves its bytes in the file; the
+    /// next write goes where it went, and whatever it does not cover goes
+    /// back to zeros, so the data ends where the records do.
+    #[test]
+    fn a_failed_write_is_written_over_and_its_leftovers_cleared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut active = ActiveFile::open(&path).expect("opens");
+        active.append(b"{\"seq\":1}\n").expect("appends");
+        let start = active.len;
+        // What a write cut short by a full disk may have put there.
+        active
+            .file
+            .write_all_at(&[b'x'; 100], start)
+            .expect("bytes of a failed write");
+        active.forget_write(start, 100);
+        active.append(b"{\"seq\":2}\n").expect("appends");
+        let end = active.len;
+        assert_eq!(end, start + 10);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .expect("reads");
+        assert!(bytes.len() >= (start + 100) as usize, "{}", bytes.len());
+        assert!(bytes[end as usize..].iter().all(|&byte| byte == 0));
+        assert_eq!(data_len(&active.file).expect("data len"), end);
+        assert_eq!(lines_of(&path).len(), 2);
+    }
+
+    /// A full disk is waited out, under both settings: statements are
+    /// refused while it is full, outcomes are kept, and once there is room
+    /// again the trail goes on by itself — what was kept first, then a
+    /// record of the outage, then new records — in one unbroken chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_waited_out_and_the_chain_goes_on() {
+        for fsync in [Fsync::Batch, Fsync::Always] {
+            // Smaller than the space allocated ahead at a time: the first
+            // allocation falls back to the records' own space.
+            let Some(disk) = SmallDisk::mount(1 << 20) else {
+                return;
+            };
+            let settings = LogSettings {
+                fsync,
+                ..settings(disk.path())
+            };
+            let log = AuditLog::open(settings.clone()).expect("opens");
+            log.record(statement(0)).await.expect("room for the first");
+            let filler = disk.fill();
+
+            // The last page the file has may still hold a few records.
+            let mut n = 1;
+            let refused = loop {
+                match log.record(statement(n)).await {
+                    Ok(_) if n < 100 => n += 1,
+                    other => break other,
+                }
+            };
+            let written = n; // statements 0..n are in, n was refused
+            assert!(
+                matches!(&refused, Err(AuditError::Unavailable(cause)) if cause.contains("No space left")),
+                "{fsync:?}: {refused:?}"
+            );
+            assert!(log.state().failure().is_some());
+            assert_eq!(log.stats().outages, 1);
+            let mut outcome = statement(1000);
+            outcome.insert("event".into(), json!("outcome"));
+            log.record_later(outcome.clone());
+            outcome.insert("n".into(), json!(1001));
+            log.record_later(outcome);
+            // Refused at once, not written: still out after the writer's
+            // retries while the disk stays full.
+            tokio::time::sleep(NO_SPACE_RETRY + Duration::from_millis(300)).await;
+            assert!(matches!(
+                log.record(statement(2000)).await,
+                Err(AuditError::Unavailable(_))
+            ));
+            assert_eq!(
+                log.head().seq,
+                written,
+                "{fsync:?}: statements 0..{written} only"
+            );
+
+            fs::remove_file(&filler).expect("free the disk");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while log.state().failure().is_some() {
+                assert!(Instant::now() < deadline, "{fsync:?}: not back within 10 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let seq = log.record(statement(3000)).await.expect("written again");
+            assert_eq!(log.stats().outages, 1);
+            log.close().await;
+
+            assert_verifies(&settings);
+            let records: Vec<Value> = lines_of(&settings.path)
+                .iter()
+                .map(|line| serde_json::from_slice(line).expect("json"))
+                .collect();
+            let seen: Vec<(&str, u64)> = records
+                .iter()
+                .map(|r| {
+                    (
+                        r["event"].as_str().unwrap_or(""),
+                        r["n"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            let mut expected: Vec<(&str, u64)> = (0..written).map(|n| ("statement", n)).collect();
+            expected.extend([
+                ("outcome", 1000),
+                ("outcome", 1001),
+                ("audit_outage", 0),
+                ("statement", 3000),
+            ]);
+            assert_eq!(seen, expected, "{fsync:?}");
+            let outage = &records[records.len() - 2];
+            assert_eq!(outage["records_refused"], 2, "{outage}");
+            assert_eq!(outage["records_kept"], 2, "{outage}");
+            assert!(
+                outage["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("No space left")),
+                "{outage}"
+            );
+            let kept = &records[records.len() - 4];
+            assert!(
+                outage["since"].as_str() <= kept["time"].as_str(),
+                "{outage} {kept}"
+            );
+            assert_eq!(Some(seq), records[records.len() - 1]["seq"].as_u64());
+        }
     }
 
     #[tokio::test]

@@ -201,10 +201,18 @@ impl Audit {
     }
 
     /// Why the trail takes no records, while it takes none (every session
-    /// and statement is refused): it failed, or — the PostgreSQL sink —
-    /// its database is away and sluice is reconnecting.
+    /// and statement is refused): it failed, or it cannot write for now
+    /// (its database is away, its disk full) and sluice retries.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.sink.as_ref().and_then(|sink| sink.state().failure())
+    }
+
+    /// [`failure`](Self::failure), for a connection turned away because of
+    /// it: the record of the outage counts the sessions refused.
+    pub fn session_refusal(&self) -> Option<Arc<str>> {
+        self.sink
+            .as_ref()
+            .and_then(|sink| sink.state().session_refusal())
     }
 
     /// How long awaited records took to become durable.

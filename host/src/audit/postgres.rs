@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::chain::{self, ChainKey, EventBody, Link};
-use super::log::{AuditError, SinkState};
+use super::log::{self, AuditError, MAX_KEPT_BYTES, SinkState};
 use super::verify::{self, Report, RowsVerifier};
 use crate::config::UpstreamSettings;
 use crate::protocol::backend;
@@ -68,10 +68,6 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// A commit that takes longer than this counts as the database lost:
 /// statements are waiting on it.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
-/// Most bytes of records no one waits on kept while the database is lost;
-/// past this, the sink fails for good (what it kept is dropped, and said
-/// so).
-const MAX_KEPT_BYTES: usize = 256 << 20;
 /// A reconnect (login, claim, reading the head) that takes longer than
 /// this is given up and tried again later.
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
@@ -836,14 +832,7 @@ impl Committer {
     /// Drops what was kept, saying so, with `also` records no one waited
     /// on that are lost with it.
     fn drop_kept(&mut self, why: &str, also: usize) {
-        let records = self.kept.len() + also;
-        if records > 0 {
-            tracing::error!(
-                alert = true,
-                records,
-                "{why}: records kept for it (outcomes, session ends, failed logins) were dropped"
-            );
-        }
+        log::drop_kept(why, self.kept.len() + also);
         self.kept.clear();
         self.kept_bytes = 0;
     }
@@ -1025,6 +1014,7 @@ impl Committer {
         self.db = Some(db);
         // What was kept goes first, a batch at a time, before anything
         // newer; a commit that fails puts its part back in front.
+        let kept = self.kept.len();
         while !self.kept.is_empty() {
             let mut take = 0;
             let mut bytes = 0;
@@ -1037,6 +1027,19 @@ impl Committer {
             }
             let mut batch: Vec<Pending> = self.kept.drain(..take).collect();
             self.kept_bytes -= batch.iter().map(|p| p.event.encoded_len()).sum::<usize>();
+            self.commit(&mut batch).await;
+            if self.db.is_none() || self.state.refuse_if_stopped().is_err() {
+                return;
+            }
+        }
+        // Then the record of the outage, so the trail says where it was
+        // interrupted and what was refused meanwhile.
+        if let Some(outage) = self.state.outage_record(kept) {
+            let mut batch = vec![Pending {
+                event: outage,
+                kept_at: None,
+                answer: None,
+            }];
             self.commit(&mut batch).await;
             if self.db.is_none() || self.state.refuse_if_stopped().is_err() {
                 return;

@@ -436,6 +436,14 @@ pub fn one_line(record: &Value) -> String {
             plugins_summary(record)
         ),
         "gateway_stop" => "gateway stop".to_owned(),
+        "audit_outage" => format!(
+            "the trail could not be written from {} until now ({}): {} statements or sessions refused, {} at login; the {} records before this one were kept through it",
+            text(record, "since"),
+            text(record, "cause"),
+            number(record, "records_refused").unwrap_or(0),
+            number(record, "sessions_refused").unwrap_or(0),
+            number(record, "records_kept").unwrap_or(0),
+        ),
         other => other.to_owned(),
     };
     format!("{time} #{seq}{session} {what}")

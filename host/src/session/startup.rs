@@ -164,7 +164,7 @@ async fn login(
     // is told before it authenticates, and nothing piles up for the trail
     // meanwhile (a failed login's record is kept through an outage of the
     // audit database).
-    if shared.audit.failure().is_some() {
+    if shared.audit.session_refusal().is_some() {
         tracing::info!(%peer, "connection refused: the audit trail takes no records");
         return Err(trail_unwritable());
     }
