@@ -344,6 +344,8 @@ async fn a_full_audit_disk_is_waited_out() {
     let admin = env.gateway.admin_addr.unwrap();
     let client = env.connect("admin").await;
     client.simple_query("SELECT 'before'").await.unwrap();
+    let leaving = env.connect("admin").await;
+    leaving.simple_query("SELECT 'leaving'").await.unwrap();
 
     let filler = disk.fill();
     // The file's last page may hold a few more records.
@@ -365,6 +367,9 @@ async fn a_full_audit_disk_is_waited_out() {
     let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("No space left"), "{body}");
+    // A session that ends meanwhile: its end is kept for the trail.
+    drop(leaving);
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     std::fs::remove_file(&filler).unwrap();
     let back = eventually(Duration::from_secs(10), || async {
@@ -412,11 +417,26 @@ async fn a_full_audit_disk_is_waited_out() {
         .unwrap_or_else(|| panic!("{texts:?}"));
     assert_eq!(texts[after + 1], "SELECT 'a new session'", "{texts:?}");
     assert!(texts.contains(&"SELECT 'before'"), "{texts:?}");
-    // The outcome of the statement before the disk filled, kept through
-    // the outage, is there; the outage's record follows it and precedes
-    // the statements after.
+    // The end of the session that left while the disk was full was kept
+    // through the outage and written before the outage's record, which
+    // precedes the statements after it.
     let at = |wanted: &Value| records.iter().position(|r| r == wanted).unwrap();
     let outage_at = at(outages[0]);
+    assert!(
+        outages[0]["records_kept"].as_u64() >= Some(1),
+        "{}",
+        outages[0]
+    );
+    let left = of_event(&records, "statement")
+        .into_iter()
+        .find(|s| s["text"] == "SELECT 'leaving'")
+        .unwrap()["session"]
+        .clone();
+    let end_at = at(of_event(&records, "session_end")
+        .into_iter()
+        .find(|end| end["session"] == left)
+        .expect("the end of the session that left"));
+    assert!(end_at < outage_at, "{records:#?}");
     let after_at = at(of_event(&records, "statement")
         .into_iter()
         .find(|s| s["text"] == "SELECT 'after'")

@@ -148,10 +148,13 @@
 //! [`NO_SPACE_RETRY`] the writer tries to write what it kept followed by an
 //! `audit_outage` record — since when, why, how many records were refused
 //! and sessions turned away — in one commit; once that is written, records
-//! are taken again. The failed write is forgotten: the next one goes where
-//! it went, and whatever part of it reached the file past the new records
-//! is put back to zeros. Before giving up on the space ahead, a write asks
-//! for its own space only, so a nearly full disk still takes records.
+//! are taken again. The failed write is forgotten: the file is cut back to
+//! where the records end (which needs no space), so no part of it is read,
+//! or adopted after a crash, as records, and the next write goes where it
+//! went. A rotation the disk cut short (its rename, or the fresh file) is
+//! waited out the same way, the active file reopened from its path. Before
+//! giving up on the space ahead, a write asks for its own space only, so a
+//! nearly full disk still takes records.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -902,10 +905,6 @@ struct ActiveFile {
     len: u64,
     /// The file's size: space allocated ahead of `len` reads as zeros.
     allocated: u64,
-    /// How far a write that failed (the disk full) may have put bytes past
-    /// `len`: cleared back to zeros after the next write that succeeds, so
-    /// the data still ends where the records do.
-    dirty_end: u64,
     since: SystemTime,
 }
 
@@ -921,11 +920,9 @@ impl ActiveFile {
             .mode(0o600)
             .open(path)?;
         let metadata = file.metadata()?;
-        let len = data_len(&file)?;
         Ok(ActiveFile {
-            len,
+            len: data_len(&file)?,
             allocated: metadata.len(),
-            dirty_end: len,
             // Where the filesystem keeps no birth time, the age counts from
             // now: a restart then postpones a rotation by age, never hastens it.
             since: metadata.created().unwrap_or_else(|_| SystemTime::now()),
@@ -955,26 +952,23 @@ impl ActiveFile {
             }
         }
         self.file.write_all_at(lines, self.len)?;
-        if self.dirty_end > end {
-            // What a failed write left past these lines goes back to zeros
-            // (within the file: zeros past its end would only grow it).
-            let dirty_end = self.dirty_end.min(self.file.metadata()?.len());
-            if dirty_end > end {
-                let zeros = vec![0u8; usize::try_from(dirty_end - end).map_err(io::Error::other)?];
-                self.file.write_all_at(&zeros, end)?;
-            }
-        }
         self.len = end;
-        self.dirty_end = end;
         Ok(())
     }
 
-    /// A write of `written` bytes from `start` failed (the disk full):
-    /// the records end at `start` again, and what the write may have left
-    /// is cleared by the next one.
-    fn forget_write(&mut self, start: u64, written: usize) {
-        self.dirty_end = self.dirty_end.max(start + written as u64);
+    /// A commit's write from `start` failed (the disk full), perhaps
+    /// halfway: the file is cut back to `start`, so that whatever part of it
+    /// reached the file is not read — nor adopted after a crash — as
+    /// records, and the next commit writes from there. Cutting a file
+    /// short needs no space.
+    fn forget_write(&mut self, start: u64) -> io::Result<()> {
+        // A trail on a device (a test's /dev/full) has nothing to cut.
+        if self.file.metadata()?.is_file() {
+            self.file.set_len(start)?;
+        }
         self.len = start;
+        self.allocated = start;
+        Ok(())
     }
 
     /// Gives back the space allocated past the records, so a file that is
@@ -1067,6 +1061,11 @@ struct WriteFailure {
 /// write, so what the trail holds is no longer known.
 const APPEND: &str = "append to";
 const WRITE_HEAD: &str = "write head file";
+/// Rotation's rename, and the fresh file after it (a directory that must
+/// grow, no inode left): until they succeed the active file is reopened
+/// from its path, the old one or the fresh one.
+const ROTATE: &str = "rotate";
+const CREATE: &str = "create a fresh audit file";
 
 impl WriteFailure {
     fn new(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteFailure {
@@ -1080,7 +1079,7 @@ impl WriteFailure {
     /// The disk was full for a write: sluice keeps what it can and tries
     /// again, instead of failing for good.
     fn no_space(&self) -> bool {
-        [APPEND, WRITE_HEAD].contains(&self.action) && is_no_space(&self.source)
+        [APPEND, WRITE_HEAD, ROTATE, CREATE].contains(&self.action) && is_no_space(&self.source)
     }
 }
 
@@ -1213,6 +1212,9 @@ impl Writer {
     /// result for an [`Answer::Caller`] record is returned. While the disk
     /// is full, waiters are refused and the rest is kept.
     fn commit(&mut self, group: Vec<Request>) -> (Flow, Option<Result<u64, AuditError>>) {
+        // A try that is due goes first, whatever keeps the thread busy:
+        // what it writes came before this group.
+        self.resume_if_due(false);
         let mut caller = None;
         // The buffer of the last commit, emptied: no allocation per commit.
         let mut lines = std::mem::take(&mut self.lines);
@@ -1272,7 +1274,7 @@ impl Writer {
                         answer.send(Ok(first + offset as u64), &mut caller);
                     }
                     if let Err(failure) = self.rotate_if_due() {
-                        self.fail(&failure);
+                        self.failed(&failure, Vec::new());
                     }
                 }
                 Err(failure) => {
@@ -1408,6 +1410,15 @@ impl Writer {
     /// what was kept and the outage's record, in one commit. Once that is
     /// written, records are taken again.
     fn resume_if_due(&mut self, now: bool) {
+        if self.no_space.is_none() {
+            return;
+        }
+        if let Err(AuditError::Failed(cause)) = self.state.refuse_if_stopped() {
+            // Failed meanwhile from outside the writer (a record refused):
+            // nothing more is written.
+            self.fail_for_good(cause.to_string());
+            return;
+        }
         let Some(full) = self.no_space.as_mut() else {
             return;
         };
@@ -1447,7 +1458,7 @@ impl Writer {
                 self.no_space = None;
                 self.state.recovered();
                 if let Err(failure) = self.rotate_if_due() {
-                    self.fail(&failure);
+                    self.failed(&failure, Vec::new());
                 }
             }
             Err(failure) => {
@@ -1475,7 +1486,10 @@ impl Writer {
             && let (Some(start), Some(active)) = (start, self.active.as_mut())
         {
             // Not written after all: the next commit writes from `start`.
-            active.forget_write(start, lines.len());
+            active.forget_write(start).map_err(WriteFailure::new(
+                "cut a failed write from",
+                &self.settings.path,
+            ))?;
         }
         written
     }
@@ -1488,6 +1502,11 @@ impl Writer {
         awaited: bool,
     ) -> Result<(), WriteFailure> {
         let path = &self.settings.path;
+        if self.active.is_none() && self.no_space.is_some() {
+            // A rotation the full disk cut short: the file at the path is
+            // the old one (not renamed) or none yet (not created).
+            self.active = Some(ActiveFile::open(path).map_err(WriteFailure::new(CREATE, path))?);
+        }
         let Some(active) = self.active.as_mut() else {
             return Err(WriteFailure::new(APPEND, path)(io::Error::other(
                 "the file was closed after an earlier failure",
@@ -1621,10 +1640,8 @@ impl Writer {
             self.write_head(&link)?;
         }
         self.active = None;
-        let rotated = rotate_away(path).map_err(WriteFailure::new("rotate", path))?;
-        self.active = Some(
-            ActiveFile::open(path).map_err(WriteFailure::new("create a fresh audit file", path))?,
-        );
+        let rotated = rotate_away(path).map_err(WriteFailure::new(ROTATE, path))?;
+        self.active = Some(ActiveFile::open(path).map_err(WriteFailure::new(CREATE, path))?);
         sync_directory_of(path).map_err(WriteFailure::new("sync the directory of", path))?;
         tracing::info!(
             rotated = %rotated.display(),
@@ -2709,10 +2726,15 @@ mod tests {
 
     impl SmallDisk {
         fn mount(bytes: usize) -> Option<SmallDisk> {
+            SmallDisk::mount_with(&format!("size={bytes}"))
+        }
+
+        /// With tmpfs's own `options` (`size=`, `nr_inodes=`).
+        fn mount_with(options: &str) -> Option<SmallDisk> {
             use std::ffi::CString;
             let dir = tempfile::tempdir().expect("tempdir");
             let target = CString::new(dir.path().as_os_str().as_bytes()).expect("no NUL");
-            let options = CString::new(format!("size={bytes},mode=0700")).expect("no NUL");
+            let options = CString::new(format!("{options},mode=0700")).expect("no NUL");
             // SAFETY: every pointer is to a NUL-terminated string that lives
             // through the call.
             let mounted = unsafe {
@@ -2766,11 +2788,11 @@ mod tests {
         }
     }
 
-    /// A write the disk refused halfway leaves its bytes in the file; the
-    /// next write goes where it went, and whatever it does not cover goes
-    /// back to zeros, so the data ends where the records do.
+    /// A write the disk refused halfway leaves its bytes in the file: the
+    /// file is cut back to where the records end, and the next write goes
+    /// where the failed one went.
     #[test]
-    fn a_failed_write_is_written_over_and_its_leftovers_cleared() {
+    fn a_failed_write_is_cut_off_and_written_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         let mut active = ActiveFile::open(&path).expect("opens");
@@ -2781,7 +2803,8 @@ mod tests {
             .file
             .write_all_at(&[b'x'; 100], start)
             .expect("bytes of a failed write");
-        active.forget_write(start, 100);
+        active.forget_write(start).expect("cut back");
+        assert_eq!(fs::metadata(&path).expect("metadata").len(), start);
         active.append(b"{\"seq\":2}\n").expect("appends");
         let end = active.len;
         assert_eq!(end, start + 10);
@@ -2789,7 +2812,6 @@ mod tests {
         File::open(&path)
             .and_then(|mut file| file.read_to_end(&mut bytes))
             .expect("reads");
-        assert!(bytes.len() >= (start + 100) as usize, "{}", bytes.len());
         assert!(bytes[end as usize..].iter().all(|&byte| byte == 0));
         assert_eq!(data_len(&active.file).expect("data len"), end);
         assert_eq!(lines_of(&path).len(), 2);
@@ -2896,6 +2918,72 @@ mod tests {
             );
             assert_eq!(Some(seq), records[records.len() - 1]["seq"].as_u64());
         }
+    }
+
+    /// A rotation that finds no room for the fresh file (here: no inode
+    /// left) is waited out as a full disk is: the rotated file holds its
+    /// records, the next file starts with the outage's record once there is
+    /// room, and the chain runs whole across both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_cut_short_by_a_full_disk_is_waited_out() {
+        // The root, the trail, its head and three spare files.
+        let Some(disk) = SmallDisk::mount_with("size=4m,nr_inodes=6") else {
+            return;
+        };
+        let settings = LogSettings {
+            fsync: Fsync::Batch,
+            rotate_bytes: Some(300),
+            ..settings(disk.path())
+        };
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let spares: Vec<PathBuf> = (0..3)
+            .map(|n| disk.path().join(format!("spare{n}")))
+            .collect();
+        for spare in &spares {
+            File::create(spare).expect("the last inodes");
+        }
+
+        let mut n = 0;
+        let refused = loop {
+            match log.record(statement(n)).await {
+                Ok(_) if n < 20 => n += 1,
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(&refused, Err(AuditError::Unavailable(cause)) if cause.contains("create a fresh audit file")),
+            "{refused:?}"
+        );
+        let written = log.head().seq;
+        assert!(written >= 1, "the rotation came after a commit");
+
+        for spare in &spares {
+            fs::remove_file(spare).expect("free the inodes");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.state().failure().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "not back within 10 s: {:?}",
+                log.state().failure()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        log.record(statement(100)).await.expect("written again");
+        log.close().await;
+
+        assert_verifies(&settings);
+        let files = chain_files(&settings.path).expect("lists");
+        assert!(files.len() >= 2, "{files:?}");
+        let records: Vec<Value> = files
+            .iter()
+            .flat_map(|file| lines_of(file))
+            .map(|line| serde_json::from_slice(&line).expect("json"))
+            .collect();
+        let outage = usize::try_from(written).expect("small");
+        assert_eq!(records[outage]["event"], "audit_outage", "{records:?}");
+        assert_eq!(records[outage]["seq"], written + 1, "{records:?}");
+        assert_eq!(records[outage + 1]["n"], 100, "{records:?}");
     }
 
     #[tokio::test]

@@ -369,6 +369,8 @@ impl PgLog {
             head,
             kept: VecDeque::new(),
             kept_bytes: 0,
+            kept_in_outage: 0,
+            outage_recorded: false,
             in_doubt: None,
             backoff: RECONNECT_FIRST,
             next_try: Instant::now(),
@@ -682,6 +684,11 @@ struct Committer {
     /// reconnect is writing them.
     kept: VecDeque<Pending>,
     kept_bytes: usize,
+    /// Records kept through the current outage, however many reconnects
+    /// it took to write them; and whether its `audit_outage` record was
+    /// made (written, or kept to be), so that one outage has one.
+    kept_in_outage: usize,
+    outage_recorded: bool,
     /// A commit whose answer was lost with the connection: the head it
     /// would have made, how many of `kept` (the first) it carried, and its
     /// bytes of record text.
@@ -818,6 +825,7 @@ impl Committer {
     /// Keeps a record no one waits on until the database is back, within
     /// [`MAX_KEPT_BYTES`].
     fn keep(&mut self, record: Pending) {
+        self.kept_in_outage += 1;
         self.kept_bytes += record.event.encoded_len();
         self.kept.push_back(record);
         if self.kept_bytes > MAX_KEPT_BYTES {
@@ -920,12 +928,16 @@ impl Committer {
         for pending in batch.drain(..) {
             match pending.answer {
                 Some(answer) => refuse(answer, &self.state),
-                None => carried.push(Pending {
-                    kept_at: pending
-                        .kept_at
-                        .or(Some(sent.map_or(now, |sealed| sealed.at))),
-                    ..pending
-                }),
+                None if pending.kept_at.is_none() => {
+                    // Kept for the first time (one kept before, or the
+                    // outage's own record, carries its time already).
+                    self.kept_in_outage += 1;
+                    carried.push(Pending {
+                        kept_at: Some(sent.map_or(now, |sealed| sealed.at)),
+                        ..pending
+                    });
+                }
+                None => carried.push(pending),
             }
         }
         self.in_doubt = sent.map(|sealed| InDoubt {
@@ -1014,7 +1026,6 @@ impl Committer {
         self.db = Some(db);
         // What was kept goes first, a batch at a time, before anything
         // newer; a commit that fails puts its part back in front.
-        let kept = self.kept.len();
         while !self.kept.is_empty() {
             let mut take = 0;
             let mut bytes = 0;
@@ -1033,11 +1044,15 @@ impl Committer {
             }
         }
         // Then the record of the outage, so the trail says where it was
-        // interrupted and what was refused meanwhile.
-        if let Some(outage) = self.state.outage_record(kept) {
+        // interrupted and what was refused meanwhile: once per outage (if
+        // its commit is lost, it is kept and written as the rest is).
+        if !self.outage_recorded
+            && let Some(outage) = self.state.outage_record(self.kept_in_outage)
+        {
+            self.outage_recorded = true;
             let mut batch = vec![Pending {
                 event: outage,
-                kept_at: None,
+                kept_at: Some(SystemTime::now()),
                 answer: None,
             }];
             self.commit(&mut batch).await;
@@ -1048,6 +1063,8 @@ impl Committer {
         // The backoff stays where it is until a commit goes through: a
         // database that takes logins but refuses commits is not hammered.
         self.last_alert = None;
+        self.kept_in_outage = 0;
+        self.outage_recorded = false;
         self.state.recovered();
     }
 
