@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sluice::plugin::builtin::test_guests as guest;
 use sluice::plugin::reload;
-use sluice_tests::raw::{RawConn, bind_execute, bind_execute_sync, message, parse, query, sync};
+use sluice_tests::raw::{
+    RawConn, bind, bind_execute, bind_execute_sync, message, parse, query, sync,
+};
 use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
 
 /// A `[[plugins]]` table.
@@ -1174,10 +1176,11 @@ async fn an_error_before_a_refused_bind_is_the_one_the_client_gets() {
 }
 
 /// A `PREPARE` the server does not carry out (its transaction is aborted)
-/// leaves sluice holding a name the server does not: a Parse of that name
-/// is then refused, rather than run as one statement and judged as another.
+/// is forgotten when its cycle ends, as the server never made it: the name
+/// is free on both sides, and what a Parse then defines under it is what
+/// a Bind of it is judged as.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
+async fn a_prepare_the_server_did_not_run_is_forgotten() {
     let env = start(&deny_words(&["forbidden"])).await;
     let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
     conn.send(&query("BEGIN; SELECT 1/0")).await;
@@ -1187,11 +1190,107 @@ async fn a_prepare_the_server_did_not_run_cannot_be_shadowed_by_a_parse() {
     conn.send(&query("ROLLBACK")).await;
     conn.until_ready().await;
 
-    let mut shadow = parse("report", "SELECT 'forbidden'");
-    shadow.extend(sync());
+    conn.define("report", "SELECT 'forbidden'").await;
+    assert_eq!(conn.refusal(&bind_execute_sync("report")).await, "42501");
+}
+
+/// A Close of prepared statement `name`.
+fn close_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    message(b'C', &body)
+}
+
+/// A name is let go only when the server says it let it go: a DEALLOCATE
+/// bound but never executed, or a Close the server skipped after an error,
+/// leaves the statement where it was on the server, so sluice keeps it
+/// too — a new definition of the name is refused as the server refuses
+/// it, and what runs under the name is judged as what runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_let_go_only_on_the_servers_word() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.define("report", "SELECT 'forbidden'").await;
+
+    // A DEALLOCATE the server never runs: bound, not executed.
+    let mut unexecuted = parse("", "DEALLOCATE report");
+    unexecuted.extend(bind("", ""));
+    unexecuted.extend(sync());
+    conn.send(&unexecuted).await;
+    conn.until_ready().await;
+    let shadow = query("PREPARE report AS SELECT 'harmless'");
     assert_eq!(conn.refusal(&shadow).await, "42P05");
-    // Nothing runs under the name.
-    conn.refusal(&bind_execute_sync("report")).await;
+    assert_eq!(conn.refusal(&query("EXECUTE report")).await, "42501");
+
+    // A Close the server skips: the refused Bind before it fails its cycle.
+    let mut skipped = bind("", "nosuch");
+    skipped.extend(close_statement("report"));
+    skipped.extend(sync());
+    assert_eq!(conn.refusal(&skipped).await, "26000");
+    let mut redefined = parse("report", "SELECT 'harmless'");
+    redefined.extend(sync());
+    assert_eq!(conn.refusal(&redefined).await, "42P05");
+    assert_eq!(conn.refusal(&bind_execute_sync("report")).await, "42501");
+
+    // Let go for real, the name is free: a Close ...
+    let mut closed = close_statement("report");
+    closed.extend(sync());
+    conn.send(&closed).await;
+    conn.until_ready().await;
+    let mut again = parse("report", "SELECT 'harmless'");
+    again.extend(bind_execute_sync("report"));
+    assert!(conn.first_row(&again).await.ends_with(b"harmless"));
+    // ... or a DEALLOCATE that ran, then a PREPARE of the name.
+    conn.send(&query("DEALLOCATE report")).await;
+    conn.until_ready().await;
+    conn.send(&query("PREPARE report AS SELECT 'fine'")).await;
+    conn.until_ready().await;
+    assert!(
+        conn.first_row(&query("EXECUTE report"))
+            .await
+            .ends_with(b"fine")
+    );
+}
+
+/// A Bind pipelined in the cycle after a Parse the server may skip waits
+/// for that cycle's answer: judged before it, it would be judged as the
+/// skipped text while the server runs the statement it still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_behind_an_unanswered_parse_waits_for_its_answer() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.define("", "SELECT 'forbidden'").await;
+
+    // The Parse of the unnamed statement is skipped (a syntax error before
+    // it), and the Bind in the next cycle was sent before any answer.
+    let mut pipeline = parse("broken", "SELEC");
+    pipeline.extend(parse("", "SELECT 'harmless'"));
+    pipeline.extend(sync());
+    pipeline.extend(bind_execute_sync(""));
+    conn.send(&pipeline).await;
+    let first = conn.until_ready().await;
+    assert!(
+        first.iter().any(|m| m.tag == b'E' && m.code() == "42601"),
+        "{first:?}"
+    );
+    let second = conn.until_ready().await;
+    assert!(
+        !second.iter().any(|m| m.tag == b'D'),
+        "nothing ran: {second:?}"
+    );
+    let refused = second.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(refused.code(), "26000", "{second:?}");
+
+    // Made, the statement parsed in one cycle runs in the next, pipelined.
+    let mut pipeline = parse("", "SELECT 'harmless'");
+    pipeline.extend(sync());
+    pipeline.extend(bind_execute_sync(""));
+    conn.send(&pipeline).await;
+    conn.until_ready().await;
+    let second = conn.until_ready().await;
+    let row = second.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"harmless"), "{second:?}");
 }
 
 /// A COPY FROM STDIN sent as drivers send it through the extended protocol

@@ -23,13 +23,28 @@
 //! fails); but a Parse the server does not confirm with ParseComplete by
 //! the end of its cycle (it failed, or an error earlier in the cycle made
 //! the server skip it) is forgotten then, so nothing is judged by a text
-//! the server never took. A Parse that would redefine a name sluice holds
-//! is refused before it runs, as the server would refuse it. Where sluice
-//! and the server may still differ, sluice only ever refuses more: a
-//! `PREPARE` the server did not carry out leaves sluice holding a name
-//! the server does not (a Parse of it is refused), and a Close or
-//! `DEALLOCATE` the server did not carry out leaves it holding one less (a
-//! Bind of a name sluice does not hold is refused).
+//! the server never took; an SQL `PREPARE` the same way, confirmed by its
+//! CommandComplete. A Parse that would redefine a name sluice holds is
+//! refused before it runs, as the server would refuse it.
+//!
+//! A name is let go only on the server's word: a Close when its
+//! CloseComplete comes, a `DEALLOCATE` or `DISCARD ALL` when its
+//! CommandComplete does. Until then a Bind of the name is judged as the
+//! statement sluice holds, which is right either way: if the server did
+//! let it go, the Bind fails there. (Let go at once, a Close the server
+//! skipped would leave sluice free to take a new definition of a name the
+//! server still holds, and to judge what runs by the definition the
+//! server refused.)
+//!
+//! Within one cycle the server runs what it was sent in order and skips
+//! the rest after an error, so what a message depends on from earlier in
+//! its own cycle either happened or the message is skipped too. A
+//! definition from an earlier cycle the server has not answered yet is
+//! another matter — it may have been skipped while the message that uses
+//! it runs — so the session waits for that cycle's answer before judging
+//! a Bind or `EXECUTE` of a name defined there, or a new definition of a
+//! name let go there ([`Prepared::wait_to_bind`],
+//! [`Prepared::wait_to_define`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -72,6 +87,48 @@ struct Unconfirmed {
     generation: u64,
 }
 
+/// A Close forwarded and not answered yet (CloseComplete answers each in
+/// order, a portal's too).
+#[derive(Debug)]
+struct PendingClose {
+    cycle: u64,
+    /// The statement closed and the definition it closes; `None` for a
+    /// portal, or a name sluice does not hold.
+    statement: Option<(String, u64)>,
+}
+
+/// An SQL statement that changes prepared statements, forwarded and not
+/// answered yet: its CommandComplete confirms it.
+#[derive(Debug)]
+struct PendingSql {
+    cycle: u64,
+    change: SqlChange,
+}
+
+#[derive(Debug)]
+enum SqlChange {
+    /// `PREPARE name`: the definition it made.
+    Prepare { name: String, generation: u64 },
+    /// `DEALLOCATE name`: the definition it lets go (none sluice holds: 0).
+    Deallocate { name: String, generation: u64 },
+    /// `DEALLOCATE ALL`, `DISCARD ALL`: every definition made before it.
+    DeallocateAll { up_to: u64 },
+}
+
+impl SqlChange {
+    /// Whether it lets go of `name`'s definition `generation`.
+    fn lets_go(&self, name: &str, generation: u64) -> bool {
+        match self {
+            SqlChange::Prepare { .. } => false,
+            SqlChange::Deallocate {
+                name: gone,
+                generation: of,
+            } => gone == name && *of == generation,
+            SqlChange::DeallocateAll { up_to } => generation <= *up_to,
+        }
+    }
+}
+
 /// The session's prepared statements by name (`""` is the unnamed one of
 /// the extended protocol).
 #[derive(Debug, Default)]
@@ -79,6 +136,9 @@ pub struct Prepared {
     entries: HashMap<String, Entry>,
     /// Parses the server has not confirmed yet, oldest first.
     unconfirmed: VecDeque<Unconfirmed>,
+    /// Closes and SQL changes the server has not answered yet.
+    closes: VecDeque<PendingClose>,
+    sql: VecDeque<PendingSql>,
     generations: u64,
 }
 
@@ -106,7 +166,27 @@ impl Prepared {
                 ),
             ));
         }
+        let let_go_here = self
+            .entries
+            .get(name)
+            .is_some_and(|entry| self.let_go_in(name, entry.generation, |c| c == cycle));
         let generation = match self.entries.get_mut(name) {
+            // Closed earlier in this same cycle: if the server skips the
+            // Close it skips this Parse too, and the name is forgotten at
+            // the cycle's end either way.
+            Some(_) if let_go_here => {
+                let generation = self.next_generation();
+                self.entries.insert(
+                    name.to_owned(),
+                    Entry {
+                        text: text.into(),
+                        analysed: None,
+                        analysed_under: standard_conforming_strings,
+                        generation,
+                    },
+                );
+                generation
+            }
             Some(_) if !name.is_empty() => {
                 return Err(Fatal::new(
                     sqlstate::DUPLICATE_PREPARED_STATEMENT,
@@ -156,6 +236,162 @@ impl Prepared {
         self.unconfirmed.pop_front();
     }
 
+    /// Whether `name`'s definition `generation` is let go by a Close or an
+    /// SQL change not answered yet, sent in a cycle `of_cycle` accepts.
+    fn let_go_in(&self, name: &str, generation: u64, of_cycle: impl Fn(u64) -> bool) -> bool {
+        let closed = self.closes.iter().any(|close| {
+            of_cycle(close.cycle)
+                && close
+                    .statement
+                    .as_ref()
+                    .is_some_and(|(closed, of)| closed == name && *of == generation)
+        });
+        closed
+            || self
+                .sql
+                .iter()
+                .any(|pending| of_cycle(pending.cycle) && pending.change.lets_go(name, generation))
+    }
+
+    /// A Close was forwarded in cycle `cycle`: of the prepared statement
+    /// `statement`, or of a portal (`None`).
+    pub fn close_sent(&mut self, statement: Option<&str>, cycle: u64) {
+        let statement = statement.and_then(|name| {
+            self.entries
+                .get(name)
+                .map(|entry| (name.to_owned(), entry.generation))
+        });
+        self.closes.push_back(PendingClose { cycle, statement });
+    }
+
+    /// The server answered the oldest Close awaiting an answer: a
+    /// statement it closed is gone. Returns the names let go.
+    pub fn close_confirmed(&mut self) -> Vec<String> {
+        match self.closes.pop_front() {
+            Some(PendingClose {
+                statement: Some((name, generation)),
+                ..
+            }) => self.remove_if(&name, generation).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The server completed a command, `tag` its CommandComplete's tag: a
+    /// `PREPARE`, `DEALLOCATE` or `DISCARD ALL` sluice forwarded is
+    /// confirmed by it (the server runs them in order, and an error skips
+    /// the rest of their cycle, so the oldest one waiting is this one).
+    /// Returns the names let go.
+    pub fn command_completed(&mut self, tag: &str) -> Vec<String> {
+        let expected = match tag {
+            "PREPARE" => |c: &SqlChange| matches!(c, SqlChange::Prepare { .. }),
+            "DEALLOCATE" => |c: &SqlChange| matches!(c, SqlChange::Deallocate { .. }),
+            "DEALLOCATE ALL" | "DISCARD ALL" => {
+                |c: &SqlChange| matches!(c, SqlChange::DeallocateAll { .. })
+            }
+            _ => return Vec::new(),
+        };
+        let Some(pending) = self.sql.pop_front() else {
+            return Vec::new();
+        };
+        if !expected(&pending.change) {
+            // sluice's count and the server's differ: nothing is let go
+            // on this word (what sluice holds only makes it refuse more).
+            tracing::warn!(tag, "a command completed that sluice did not expect");
+            return Vec::new();
+        }
+        match pending.change {
+            SqlChange::Prepare { .. } => Vec::new(),
+            SqlChange::Deallocate { name, generation } => {
+                self.remove_if(&name, generation).into_iter().collect()
+            }
+            SqlChange::DeallocateAll { up_to } => {
+                let gone: Vec<String> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, entry)| entry.generation <= up_to)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in &gone {
+                    self.entries.remove(name);
+                }
+                gone
+            }
+        }
+    }
+
+    /// Whether CloseComplete and CommandComplete must be read for what
+    /// they confirm.
+    pub fn awaits_completions(&self) -> bool {
+        !self.closes.is_empty() || !self.sql.is_empty()
+    }
+
+    /// Removes `name` if it still holds definition `generation`; the name,
+    /// if it did.
+    fn remove_if(&mut self, name: &str, generation: u64) -> Option<String> {
+        let holds = self
+            .entries
+            .get(name)
+            .is_some_and(|entry| entry.generation == generation);
+        holds.then(|| {
+            self.entries.remove(name);
+            name.to_owned()
+        })
+    }
+
+    /// Before a Bind or `EXECUTE` of `name` in cycle `cycle` is judged:
+    /// the earlier cycle whose answer must come first, if the definition
+    /// sluice holds for it was made there and is not confirmed yet (the
+    /// server may have skipped it and still hold another).
+    pub fn wait_to_bind(&self, name: &str, cycle: u64) -> Option<u64> {
+        let generation = self.entries.get(name)?.generation;
+        let parsed = self
+            .unconfirmed
+            .iter()
+            .filter(|u| u.name == name && u.generation == generation)
+            .map(|u| u.cycle);
+        let prepared = self.sql.iter().filter_map(|pending| match &pending.change {
+            SqlChange::Prepare {
+                name: prepared,
+                generation: of,
+            } if prepared == name && *of == generation => Some(pending.cycle),
+            _ => None,
+        });
+        parsed.chain(prepared).filter(|c| *c < cycle).max()
+    }
+
+    /// Before a Parse or `PREPARE` defines `name` in cycle `cycle`: the
+    /// earlier cycle whose answer must come first, if the name is let go
+    /// there and not confirmed yet (refused now, it would be refused as
+    /// a name in use; taken now, it could shadow one the server kept).
+    pub fn wait_to_define(&self, name: &str, cycle: u64) -> Option<u64> {
+        let generation = self.entries.get(name)?.generation;
+        let closes = self.closes.iter().filter(|close| {
+            close
+                .statement
+                .as_ref()
+                .is_some_and(|(closed, of)| closed == name && *of == generation)
+        });
+        let sql = self
+            .sql
+            .iter()
+            .filter(|pending| pending.change.lets_go(name, generation));
+        closes
+            .map(|close| close.cycle)
+            .chain(sql.map(|pending| pending.cycle))
+            .filter(|c| *c < cycle)
+            .max()
+    }
+
+    /// The latest cycle before `cycle` with a definition, Close or SQL
+    /// change not answered yet, if any: what a query string that may
+    /// `EXECUTE` or `PREPARE` any name waits for.
+    pub fn wait_for_any(&self, cycle: u64) -> Option<u64> {
+        let parses = self.unconfirmed.iter().map(|u| u.cycle);
+        let closes = self.closes.iter().map(|close| close.cycle);
+        let sql = self.sql.iter().map(|pending| pending.cycle);
+        parses.chain(closes).chain(sql).filter(|c| *c < cycle).max()
+    }
+
     /// The server finished the client's cycle number `cycle`
     /// (ReadyForQuery). Its Parses not confirmed by now did not make their
     /// statements, and are forgotten; so are those of any earlier cycle.
@@ -166,15 +402,24 @@ impl Prepared {
     /// about them.
     pub fn cycle_ended(&mut self, cycle: u64) -> Vec<String> {
         let mut forgotten = Vec::new();
+        let mut made = Vec::new();
         while let Some(parse) = self.unconfirmed.pop_front_if(|u| u.cycle <= cycle) {
-            if self
-                .entries
-                .get(&parse.name)
-                .is_some_and(|entry| entry.generation == parse.generation)
-            {
-                self.entries.remove(&parse.name);
-                forgotten.push(parse.name);
+            made.push((parse.name, parse.generation));
+        }
+        // Closes and SQL changes not answered by now were skipped: what
+        // they would have let go is still there; a PREPARE made nothing.
+        while self
+            .closes
+            .pop_front_if(|close| close.cycle <= cycle)
+            .is_some()
+        {}
+        while let Some(pending) = self.sql.pop_front_if(|pending| pending.cycle <= cycle) {
+            if let SqlChange::Prepare { name, generation } = pending.change {
+                made.push((name, generation));
             }
+        }
+        for (name, generation) in made {
+            forgotten.extend(self.remove_if(&name, generation));
         }
         forgotten
     }
@@ -187,11 +432,6 @@ impl Prepared {
     /// The text of a prepared statement.
     pub fn text(&self, name: &str) -> Option<Arc<str>> {
         self.entries.get(name).map(|entry| entry.text.clone())
-    }
-
-    /// Forgets a statement the client closed.
-    pub fn closed(&mut self, name: &str) {
-        self.entries.remove(name);
     }
 
     /// The analysis of a prepared statement, made now if not yet; `None`
@@ -288,10 +528,18 @@ impl Prepared {
         Ok(())
     }
 
-    /// Follows what allowed statements do to prepared statements;
+    /// Follows what allowed statements, forwarded in cycle `cycle`, do to
+    /// prepared statements once the server confirms each;
     /// `standard_conforming_strings` is the setting they were analysed
-    /// under.
-    pub fn apply(&mut self, statements: &[Analysed], standard_conforming_strings: bool) {
+    /// under. A `PREPARE` counts at once (an `EXECUTE` behind it in the
+    /// same string runs it if it succeeds), forgotten if not confirmed by
+    /// its cycle's end; what a `DEALLOCATE` lets go stays until confirmed.
+    pub fn apply(
+        &mut self,
+        statements: &[Analysed],
+        standard_conforming_strings: bool,
+        cycle: u64,
+    ) {
         for analysed in statements {
             match &analysed.effect {
                 Effect::None | Effect::Execute { .. } => {}
@@ -312,11 +560,30 @@ impl Prepared {
                             generation,
                         },
                     );
+                    self.sql.push_back(PendingSql {
+                        cycle,
+                        change: SqlChange::Prepare {
+                            name: name.clone(),
+                            generation,
+                        },
+                    });
                 }
                 Effect::Deallocate(Some(name)) => {
-                    self.entries.remove(name);
+                    let generation = self.entries.get(name).map_or(0, |entry| entry.generation);
+                    self.sql.push_back(PendingSql {
+                        cycle,
+                        change: SqlChange::Deallocate {
+                            name: name.clone(),
+                            generation,
+                        },
+                    });
                 }
-                Effect::Deallocate(None) => self.entries.clear(),
+                Effect::Deallocate(None) => self.sql.push_back(PendingSql {
+                    cycle,
+                    change: SqlChange::DeallocateAll {
+                        up_to: self.generations,
+                    },
+                }),
             }
         }
     }
@@ -370,9 +637,18 @@ mod tests {
             &*prepared.text("report").unwrap(),
             "DELETE FROM orders WHERE id = $1"
         );
-        // Once closed, the name is free again.
-        prepared.closed("report");
-        prepared.parsed("report", "SELECT 1", true, 0).unwrap();
+        // Once its close is confirmed, the name is free again.
+        prepared.close_sent(Some("report"), 1);
+        assert_eq!(
+            prepared
+                .parsed("report", "SELECT 1", true, 2)
+                .unwrap_err()
+                .code,
+            sqlstate::DUPLICATE_PREPARED_STATEMENT,
+            "closed in an earlier cycle not answered yet"
+        );
+        prepared.close_confirmed();
+        prepared.parsed("report", "SELECT 1", true, 2).unwrap();
         assert_eq!(&*prepared.text("report").unwrap(), "SELECT 1");
     }
 

@@ -444,6 +444,11 @@ struct Proxy<'a> {
     client: Stream,
     server: Stream,
     client_in: BytesMut,
+    /// A client message held until the server has answered the cycle
+    /// `waiting_for` (see [`Proxy::must_wait`]); nothing more is read
+    /// from the client meanwhile.
+    deferred: Option<Frame>,
+    waiting_for: u64,
     server_in: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
@@ -625,6 +630,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         client,
         server: upstream.stream,
         client_in: client_buf,
+        deferred: None,
+        waiting_for: 0,
         server_in: upstream.read_buf,
         to_client,
         to_server: BytesMut::with_capacity(1024),
@@ -720,7 +727,13 @@ impl Proxy<'_> {
             };
             let handled = match event {
                 Event::ClientData => self.on_client_data().await,
-                Event::ServerData => self.on_server_data().await,
+                Event::ServerData => match self.on_server_data().await {
+                    // The answer a held message waited for came.
+                    Ok(()) if self.deferred.is_some() && self.cycles_done > self.waiting_for => {
+                        self.on_client_data().await
+                    }
+                    handled => handled,
+                },
                 Event::ClientClosed => Err(End::ClientGone),
                 Event::ServerClosed => Err(End::ServerGone),
                 Event::ClientStalled => Err(End::Fatal(Fatal::new(
@@ -742,6 +755,7 @@ impl Proxy<'_> {
         let idle = self.cycles.is_empty()
             && self.transaction == b'I'
             && self.client_in.is_empty()
+            && self.deferred.is_none()
             && matches!(self.reader, ServerReader::Boundary);
         match phase {
             Phase::Serving => None,
@@ -776,8 +790,9 @@ impl Proxy<'_> {
                 }
             }
             // While sluice itself is not reading the client (the server is
-            // slow to take what it has), the client cannot be stalling.
-            let reading_client = self.to_server.len() < HIGH_WATER;
+            // slow to take what it has, or a message waits for the server's
+            // answer), the client cannot be stalling.
+            let reading_client = self.to_server.len() < HIGH_WATER && self.deferred.is_none();
             if reading_client
                 && let Some(stall) = self.stall.as_mut()
                 && stall.as_mut().poll(cx).is_ready()
@@ -809,7 +824,7 @@ impl Proxy<'_> {
     }
 
     fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.to_server.len() >= HIGH_WATER {
+        if self.to_server.len() >= HIGH_WATER || self.deferred.is_some() {
             return Poll::Pending;
         }
         // Room for the rest of a message whose header has arrived (already
@@ -849,16 +864,29 @@ impl Proxy<'_> {
     async fn on_client_data(&mut self) -> Result<(), End> {
         let max = self.shared.settings.limits.max_message_bytes;
         loop {
-            let frame = match Frame::split_from(&mut self.client_in, max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    return Err(End::Fatal(Fatal::new(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        error.to_string(),
-                    )));
-                }
+            if self.deferred.is_some() && self.cycles_done <= self.waiting_for {
+                // Still waiting for the server's answer.
+                return Ok(());
+            }
+            let frame = match self.deferred.take() {
+                Some(frame) => frame,
+                None => match Frame::split_from(&mut self.client_in, max) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(error) => {
+                        return Err(End::Fatal(Fatal::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            error.to_string(),
+                        )));
+                    }
+                },
             };
+            if let Some(cycle) = self.must_wait(&frame) {
+                self.waiting_for = cycle;
+                self.deferred = Some(frame);
+                self.stall = None;
+                return Ok(());
+            }
             self.on_client_message(frame).await?;
             if self.client_left {
                 return Err(End::ClientGone);
@@ -867,6 +895,39 @@ impl Proxy<'_> {
         self.arm_stall_timer();
         shrink_if_idle(&mut self.client_in);
         Ok(())
+    }
+
+    /// The earlier cycle whose answer must come before `frame` is judged,
+    /// if one must: its effect on the session's prepared statements is not
+    /// known until then (see `prepared`). Messages of the same cycle never
+    /// wait: the server skips them if what they depend on was skipped.
+    fn must_wait(&mut self, frame: &Frame) -> Option<u64> {
+        if !self.judges() {
+            return None;
+        }
+        let cycle = self.cycles_sent;
+        match frame.tag() {
+            tag::BIND => {
+                let name = frontend::bind_statement(frame)?;
+                self.prepared.wait_to_bind(name, cycle)
+            }
+            tag::PARSE => {
+                let (name, _) = frontend::parse_statement(frame)?;
+                self.prepared.wait_to_define(name, cycle)
+            }
+            tag::QUERY => {
+                // An EXECUTE or PREPARE may name any statement; a string
+                // that spells neither word waits for nothing.
+                let text = frontend::query_text(frame)?.as_bytes();
+                let names_a_statement = text.windows(7).any(|w| {
+                    w.eq_ignore_ascii_case(b"execute") || w.eq_ignore_ascii_case(b"prepare")
+                });
+                names_a_statement
+                    .then(|| self.prepared.wait_for_any(cycle))
+                    .flatten()
+            }
+            _ => None,
+        }
     }
 
     /// A client that leaves half a message in the buffer must make progress
@@ -1083,11 +1144,10 @@ impl Proxy<'_> {
                 }
             }
             tag::CLOSE => match frontend::describe_target(&frame) {
-                Some((false, name)) => {
-                    self.prepared.closed(name);
-                    self.copy_statements.remove(name);
-                }
+                // Let go once the server confirms it (see `prepared`).
+                Some((false, name)) => self.prepared.close_sent(Some(name), self.cycles_sent),
                 Some((true, name)) => {
+                    self.prepared.close_sent(None, self.cycles_sent);
                     self.copy_portals.remove(name);
                     self.portal_statements.remove(name);
                 }
@@ -1501,8 +1561,11 @@ impl Proxy<'_> {
                 return Some(refusal);
             }
         }
-        self.prepared
-            .apply(&statements, self.standard_conforming_strings);
+        self.prepared.apply(
+            &statements,
+            self.standard_conforming_strings,
+            self.cycles_sent,
+        );
         None
     }
 
@@ -2158,11 +2221,12 @@ impl Proxy<'_> {
                     // Pass a run of whole streamed messages in one copy.
                     let rows_stream = matches!(self.rows, Rows::Described(None));
                     let copy_streams = matches!(self.copy_out, CopyOut::Streams);
+                    let completions_read = self.prepared.awaits_completions();
                     let (run, result_ended) = if self.answering_injected() {
                         // sluice's own describe: every reply is read.
                         (0, false)
                     } else {
-                        streamed_run(&self.server_in, rows_stream, copy_streams)
+                        streamed_run(&self.server_in, rows_stream, copy_streams, completions_read)
                     };
                     if run > 0 {
                         if let Some(outcome) =
@@ -2225,8 +2289,10 @@ impl Proxy<'_> {
                         }
                         continue;
                     }
+                    let read_whole = completions_read && confirms_prepared(header.tag);
                     if is_streamed(header.tag)
                         && !ends_result(header.tag)
+                        && !read_whole
                         && !self.answering_injected()
                     {
                         // A streamed message larger than what has arrived:
@@ -2510,6 +2576,29 @@ impl Proxy<'_> {
                 Description::Keep => return Ok(()),
             },
             tag::PARSE_COMPLETE => self.prepared.confirmed(),
+            tag::CLOSE_COMPLETE | tag::COMMAND_COMPLETE => {
+                // Read only while a change to prepared statements waits
+                // for its answer (see `confirms_prepared`); otherwise they
+                // stream.
+                let gone = if frame.tag() == tag::CLOSE_COMPLETE {
+                    self.prepared.close_confirmed()
+                } else {
+                    let body = frame.body();
+                    let text = String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(body));
+                    self.prepared.command_completed(&text)
+                };
+                for name in gone {
+                    self.copy_statements.remove(&name);
+                }
+                if let Some(outcome) = answered_outcome(&mut self.cycles, &mut self.pending_outcome)
+                {
+                    outcome.note_sent(frame.as_bytes());
+                }
+                if ends_result(frame.tag()) {
+                    self.rows = Rows::Undescribed;
+                    self.copy_out = CopyOut::Streams;
+                }
+            }
             tag::COPY_IN_RESPONSE => self.copy_in_started()?,
             tag::READY_FOR_QUERY => {
                 // A statement the server did not make is not a COPY either:
@@ -3096,6 +3185,13 @@ fn is_streamed(tag: u8) -> bool {
     )
 }
 
+/// Messages that may confirm a change to the session's prepared
+/// statements (a Close, a `DEALLOCATE`): read, not streamed, while one
+/// waits for its answer.
+fn confirms_prepared(tag: u8) -> bool {
+    matches!(tag, tag::CLOSE_COMPLETE | tag::COMMAND_COMPLETE)
+}
+
 /// Messages after which the rows that come belong to another result (or
 /// portal), whose description sluice has yet to see. They pass through
 /// whole, with the streamed ones.
@@ -3134,7 +3230,12 @@ fn first_message_len(run: &[u8]) -> usize {
 /// Length of the run of whole streamed messages at the start of `buf`, and
 /// whether a result ended in it. DataRows count only while `rows_stream`,
 /// which a result's end revokes.
-fn streamed_run(buf: &[u8], mut rows_stream: bool, copy_streams: bool) -> (usize, bool) {
+fn streamed_run(
+    buf: &[u8],
+    mut rows_stream: bool,
+    copy_streams: bool,
+    completions_read: bool,
+) -> (usize, bool) {
     let mut at = 0;
     let mut result_ended = false;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
@@ -3144,6 +3245,7 @@ fn streamed_run(buf: &[u8], mut rows_stream: bool, copy_streams: bool) -> (usize
         let streamed = match header.tag {
             tag::DATA_ROW => rows_stream,
             tag::COPY_DATA => copy_streams,
+            tag if completions_read && confirms_prepared(tag) => false,
             tag if ends_result(tag) => {
                 result_ended = true;
                 rows_stream = false;
@@ -3344,19 +3446,22 @@ mod tests {
         buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
         buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
-        assert_eq!(streamed_run(&buf, true, true), (with_complete, true));
+        assert_eq!(streamed_run(&buf, true, true, false), (with_complete, true));
         assert_eq!(
-            streamed_run(&buf[..two_rows + 3], true, true),
+            streamed_run(&buf[..two_rows + 3], true, true, false),
             (two_rows, false)
         );
-        assert_eq!(streamed_run(&buf[with_complete..], true, true), (0, false));
+        assert_eq!(
+            streamed_run(&buf[with_complete..], true, true, false),
+            (0, false)
+        );
         // While rows are masked they are held.
-        assert_eq!(streamed_run(&buf, false, true), (0, false));
+        assert_eq!(streamed_run(&buf, false, true, false), (0, false));
         // Rows after a result's end wait for their own description.
         let mut next = buf[two_rows..with_complete].to_vec();
         next.extend_from_slice(&buf[..two_rows]);
         assert_eq!(
-            streamed_run(&next, true, true),
+            streamed_run(&next, true, true, false),
             (with_complete - two_rows, true)
         );
         assert_eq!(run_of(&buf, tag::DATA_ROW), two_rows);
