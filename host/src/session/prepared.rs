@@ -170,31 +170,18 @@ impl Prepared {
             .entries
             .get(name)
             .is_some_and(|entry| self.let_go_in(name, entry.generation, |c| c == cycle));
+        // A name closed earlier in this same cycle is taken anew: if the
+        // server skips the Close it skips this Parse too, and the name is
+        // forgotten at the cycle's end either way.
         let generation = match self.entries.get_mut(name) {
-            // Closed earlier in this same cycle: if the server skips the
-            // Close it skips this Parse too, and the name is forgotten at
-            // the cycle's end either way.
-            Some(_) if let_go_here => {
-                let generation = self.next_generation();
-                self.entries.insert(
-                    name.to_owned(),
-                    Entry {
-                        text: text.into(),
-                        analysed: None,
-                        analysed_under: standard_conforming_strings,
-                        generation,
-                    },
-                );
-                generation
-            }
-            Some(_) if !name.is_empty() => {
+            Some(_) if !name.is_empty() && !let_go_here => {
                 return Err(Fatal::new(
                     sqlstate::DUPLICATE_PREPARED_STATEMENT,
                     format!("prepared statement \"{name}\" already exists"),
                 ));
             }
             // The unnamed statement again: the same definition, analysis kept.
-            Some(entry) if *entry.text == *text => {
+            Some(entry) if !let_go_here && *entry.text == *text => {
                 if entry.analysed_under != standard_conforming_strings {
                     entry.analysed = None;
                 }
@@ -650,6 +637,49 @@ mod tests {
         prepared.close_confirmed();
         prepared.parsed("report", "SELECT 1", true, 2).unwrap();
         assert_eq!(&*prepared.text("report").unwrap(), "SELECT 1");
+    }
+
+    #[test]
+    fn a_name_closed_in_its_own_cycle_is_taken_anew() {
+        let mut prepared = Prepared::default();
+        prepared.parsed("s", "SELECT 1", true, 0).unwrap();
+        prepared.confirmed();
+        prepared.cycle_ended(0);
+        // Close and Parse in one cycle: both run, or both are skipped.
+        prepared.close_sent(Some("s"), 1);
+        prepared.parsed("s", "SELECT 2", true, 1).unwrap();
+        assert_eq!(&*prepared.text("s").unwrap(), "SELECT 2");
+        // The Close let go of the first definition, not the new one.
+        assert!(prepared.close_confirmed().is_empty());
+        prepared.confirmed();
+        prepared.cycle_ended(1);
+        assert_eq!(&*prepared.text("s").unwrap(), "SELECT 2");
+        // Both skipped: the server kept the first, sluice holds neither.
+        prepared.close_sent(Some("s"), 2);
+        prepared.parsed("s", "SELECT 3", true, 2).unwrap();
+        assert_eq!(prepared.cycle_ended(2), ["s"]);
+        assert_eq!(prepared.text("s"), None);
+    }
+
+    #[test]
+    fn discard_all_lets_go_of_what_came_before_it_once_confirmed() {
+        let mut prepared = Prepared::default();
+        prepared.parsed("old", "SELECT 1", true, 0).unwrap();
+        prepared.confirmed();
+        prepared.cycle_ended(0);
+        let discard = Analyser::default().analyse("DISCARD ALL", true);
+        prepared.apply(&discard, true, 1);
+        prepared.parsed("new", "SELECT 2", true, 1).unwrap();
+        assert!(
+            prepared.text("old").is_some(),
+            "not before the server's word"
+        );
+        assert_eq!(prepared.wait_to_define("old", 2), Some(1));
+        assert_eq!(prepared.command_completed("DISCARD ALL"), ["old"]);
+        prepared.confirmed();
+        prepared.cycle_ended(1);
+        assert_eq!(prepared.text("old"), None);
+        assert_eq!(&*prepared.text("new").unwrap(), "SELECT 2");
     }
 
     #[test]
