@@ -1293,6 +1293,35 @@ async fn a_bind_behind_an_unanswered_parse_waits_for_its_answer() {
     assert!(row.body.ends_with(b"harmless"), "{second:?}");
 }
 
+/// A query pipelined behind a `SET standard_conforming_strings` is read as
+/// the server will read it: it waits for the SET's answer, so sluice knows
+/// the setting the server lexes it under (a backslash before a quote ends
+/// a string under one setting and not under the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_behind_a_setting_change_is_read_under_the_new_setting() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.send(&query("SET standard_conforming_strings = off"))
+        .await;
+    conn.until_ready().await;
+
+    // Read with the setting off, this is one SELECT of a string; with it
+    // on, as the server reads it after the SET, a DELETE follows.
+    let mut pipeline = query("SET standard_conforming_strings = on");
+    pipeline.extend(query("SELECT 'a\\'; DELETE FROM orders WHERE id = -1; --'"));
+    conn.send(&pipeline).await;
+    conn.until_ready().await;
+    let second = conn.until_ready().await;
+    assert!(
+        !second
+            .iter()
+            .any(|m| m.tag == b'C' && m.body.starts_with(b"DELETE")),
+        "the DELETE ran: {second:?}"
+    );
+    let refused = second.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(refused.code(), "42501", "{second:?}");
+}
+
 /// A COPY FROM STDIN sent as drivers send it through the extended protocol
 /// (Bind, Execute, Sync, then the data, CopyDone and another Sync) gets one
 /// ReadyForQuery: the server ignores the first Sync while it reads the

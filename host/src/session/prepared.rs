@@ -69,9 +69,14 @@ struct Entry {
     text: Arc<str>,
     /// Its analysis, made at first need (an SQL `PREPARE` comes analysed).
     analysed: Option<Arc<[Analysed]>>,
-    /// The session's `standard_conforming_strings` when the analysis was
-    /// made: the same text lexes differently under the other setting.
+    /// The session's `standard_conforming_strings` when it was parsed, as
+    /// the server lexed it then: the same text lexes differently under the
+    /// other setting, and the analysis is made under this one.
     analysed_under: bool,
+    /// Parsed while a statement before it that may have changed the setting
+    /// was not answered yet, with a backslash that makes the setting
+    /// matter: judged only if both settings read it alike.
+    setting_unsure: bool,
     /// Which definition of the name this is (unique in the session).
     generation: u64,
 }
@@ -151,13 +156,18 @@ impl Prepared {
     /// The unnamed statement is replaced, as the server replaces it. A
     /// named statement that exists is refused here, as the server would
     /// refuse it, so sluice and the server keep the one they have.
+    ///
+    /// `setting_may_change`: statements sent before it are not answered
+    /// yet, so the server may parse it under the other setting.
     pub fn parsed(
         &mut self,
         name: &str,
         text: &str,
         standard_conforming_strings: bool,
+        setting_may_change: bool,
         cycle: u64,
     ) -> Result<(), Fatal> {
+        let setting_unsure = setting_may_change && text.contains('\\');
         if self.unconfirmed.len() >= MAX_UNCONFIRMED_PARSES {
             return Err(Fatal::new(
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -182,9 +192,11 @@ impl Prepared {
             }
             // The unnamed statement again: the same definition, analysis kept.
             Some(entry) if !let_go_here && *entry.text == *text => {
-                if entry.analysed_under != standard_conforming_strings {
+                if entry.analysed_under != standard_conforming_strings || setting_unsure {
                     entry.analysed = None;
+                    entry.analysed_under = standard_conforming_strings;
                 }
+                entry.setting_unsure = setting_unsure;
                 entry.generation
             }
             replaced => {
@@ -203,6 +215,7 @@ impl Prepared {
                         text: text.into(),
                         analysed: None,
                         analysed_under: standard_conforming_strings,
+                        setting_unsure,
                         generation,
                     },
                 );
@@ -421,22 +434,30 @@ impl Prepared {
         self.entries.get(name).map(|entry| entry.text.clone())
     }
 
-    /// The analysis of a prepared statement, made now if not yet; `None`
-    /// if the session has no statement of that name.
+    /// The analysis of a prepared statement, made now if not yet, under
+    /// the setting it was parsed under; `None` if the session has no
+    /// statement of that name, a refusal if which setting the server
+    /// parsed it under is unsure and the two read it differently.
     pub fn analysis(
         &mut self,
         name: &str,
         analyser: &mut Analyser,
-        standard_conforming_strings: bool,
-    ) -> Option<Arc<[Analysed]>> {
+    ) -> Option<Result<Arc<[Analysed]>, Fatal>> {
         let entry = self.entries.get_mut(name)?;
-        let analysed = entry.analysed.get_or_insert_with(|| {
-            entry.analysed_under = standard_conforming_strings;
-            analyser
-                .analyse(&entry.text, standard_conforming_strings)
-                .into()
-        });
-        Some(analysed.clone())
+        if let Some(analysed) = &entry.analysed {
+            return Some(Ok(analysed.clone()));
+        }
+        let analysed: Arc<[Analysed]> = analyser.analyse(&entry.text, entry.analysed_under).into();
+        if entry.setting_unsure
+            && !reads_alike(
+                &analysed,
+                &analyser.analyse(&entry.text, !entry.analysed_under),
+            )
+        {
+            return Some(Err(setting_unsure()));
+        }
+        entry.analysed = Some(analysed.clone());
+        Some(Ok(analysed))
     }
 
     /// Replaces each `EXECUTE` among `statements` with the statement it
@@ -447,7 +468,6 @@ impl Prepared {
         &mut self,
         statements: Vec<Analysed>,
         analyser: &mut Analyser,
-        standard_conforming_strings: bool,
     ) -> Result<Vec<Analysed>, Fatal> {
         if !statements
             .iter()
@@ -461,12 +481,13 @@ impl Prepared {
                 resolved.push(outer);
                 continue;
             };
-            let Some(inner) = self.analysis(name, analyser, standard_conforming_strings) else {
+            let Some(inner) = self.analysis(name, analyser) else {
                 return Err(Fatal::new(
                     sqlstate::INVALID_SQL_STATEMENT_NAME,
                     format!("prepared statement \"{name}\" does not exist in this session"),
                 ));
             };
+            let inner = inner?;
             for stored in inner.iter() {
                 let mut statement = stored.statement.clone();
                 let mut wrappers = outer.statement.wrappers.clone();
@@ -544,6 +565,7 @@ impl Prepared {
                             text: analysed.statement.text.as_str().into(),
                             analysed: Some(Arc::from(vec![stored])),
                             analysed_under: standard_conforming_strings,
+                            setting_unsure: false,
                             generation,
                         },
                     );
@@ -576,35 +598,58 @@ impl Prepared {
     }
 }
 
+/// Whether two analyses of one text (under each setting of
+/// `standard_conforming_strings`) say the same: then it does not matter
+/// which one the server used. (Compared as printed: every field counts.)
+pub fn reads_alike(one: &[Analysed], other: &[Analysed]) -> bool {
+    format!("{one:?}") == format!("{other:?}")
+}
+
+/// The refusal of a statement whose reading depends on a setting a
+/// statement before it may be changing.
+pub fn setting_unsure() -> Fatal {
+    Fatal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "this statement reads differently with standard_conforming_strings on and off, and a \
+         statement before it that may change the setting is not answered yet: send it after \
+         the statements before it are answered",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn analysis_of(prepared: &mut Prepared, name: &str) -> Arc<[Analysed]> {
         prepared
-            .analysis(name, &mut Analyser::default(), true)
+            .analysis(name, &mut Analyser::default())
             .expect("the statement is known")
+            .expect("read one way")
     }
 
     #[test]
     fn the_unnamed_statement_parsed_again_with_the_same_text_keeps_its_analysis() {
         let mut prepared = Prepared::default();
         let text = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-        prepared.parsed("", text, true, 0).unwrap();
+        prepared.parsed("", text, true, false, 0).unwrap();
         let first = analysis_of(&mut prepared, "");
-        prepared.parsed("", text, true, 0).unwrap();
+        prepared.parsed("", text, true, false, 0).unwrap();
         assert!(Arc::ptr_eq(&first, &analysis_of(&mut prepared, "")));
     }
 
     #[test]
     fn the_unnamed_statement_is_analysed_again_for_another_text_or_setting() {
         let mut prepared = Prepared::default();
-        prepared.parsed("", "SELECT 'a\\'", true, 0).unwrap();
+        prepared.parsed("", "SELECT 'a\\'", true, false, 0).unwrap();
         let first = analysis_of(&mut prepared, "");
-        prepared.parsed("", "SELECT 'a\\'", false, 0).unwrap();
+        prepared
+            .parsed("", "SELECT 'a\\'", false, false, 0)
+            .unwrap();
         let under_the_other_setting = analysis_of(&mut prepared, "");
         assert!(!Arc::ptr_eq(&first, &under_the_other_setting));
-        prepared.parsed("", "DELETE FROM orders", false, 0).unwrap();
+        prepared
+            .parsed("", "DELETE FROM orders", false, false, 0)
+            .unwrap();
         assert_eq!(&*prepared.text("").unwrap(), "DELETE FROM orders");
         assert_eq!(
             analysis_of(&mut prepared, "")[0].statement.command,
@@ -612,13 +657,44 @@ mod tests {
         );
     }
 
+    /// The server lexes a statement when it is parsed: so does sluice,
+    /// whatever the setting is by the time it is bound; and where the
+    /// setting at the Parse is unsure, a text the two settings read
+    /// differently is refused, one they read alike is not.
+    #[test]
+    fn a_statement_is_read_under_the_setting_it_was_parsed_under() {
+        let text = "SELECT 'a\\' , pan FROM cards -- '";
+        let mut prepared = Prepared::default();
+        prepared.parsed("on", text, true, false, 0).unwrap();
+        prepared.parsed("off", text, false, false, 0).unwrap();
+        let tables = |analysed: &[Analysed]| analysed[0].statement.tables.len();
+        assert_eq!(
+            tables(&analysis_of(&mut prepared, "on")),
+            1,
+            "pan from cards"
+        );
+        assert_eq!(tables(&analysis_of(&mut prepared, "off")), 0, "one string");
+
+        prepared.parsed("unsure", text, true, true, 1).unwrap();
+        let refused = prepared
+            .analysis("unsure", &mut Analyser::default())
+            .expect("known")
+            .unwrap_err();
+        assert_eq!(refused.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        let alike = "SELECT E'a\\n' FROM cards";
+        prepared.parsed("alike", alike, true, true, 1).unwrap();
+        assert_eq!(tables(&analysis_of(&mut prepared, "alike")), 1);
+    }
+
     #[test]
     fn a_named_statement_is_not_redefined() {
         let mut prepared = Prepared::default();
         prepared
-            .parsed("report", "DELETE FROM orders WHERE id = $1", true, 0)
+            .parsed("report", "DELETE FROM orders WHERE id = $1", true, false, 0)
             .unwrap();
-        let refused = prepared.parsed("report", "SELECT 1", true, 0).unwrap_err();
+        let refused = prepared
+            .parsed("report", "SELECT 1", true, false, 0)
+            .unwrap_err();
         assert_eq!(refused.code, sqlstate::DUPLICATE_PREPARED_STATEMENT);
         assert_eq!(
             &*prepared.text("report").unwrap(),
@@ -628,26 +704,28 @@ mod tests {
         prepared.close_sent(Some("report"), 1);
         assert_eq!(
             prepared
-                .parsed("report", "SELECT 1", true, 2)
+                .parsed("report", "SELECT 1", true, false, 2)
                 .unwrap_err()
                 .code,
             sqlstate::DUPLICATE_PREPARED_STATEMENT,
             "closed in an earlier cycle not answered yet"
         );
         prepared.close_confirmed();
-        prepared.parsed("report", "SELECT 1", true, 2).unwrap();
+        prepared
+            .parsed("report", "SELECT 1", true, false, 2)
+            .unwrap();
         assert_eq!(&*prepared.text("report").unwrap(), "SELECT 1");
     }
 
     #[test]
     fn a_name_closed_in_its_own_cycle_is_taken_anew() {
         let mut prepared = Prepared::default();
-        prepared.parsed("s", "SELECT 1", true, 0).unwrap();
+        prepared.parsed("s", "SELECT 1", true, false, 0).unwrap();
         prepared.confirmed();
         prepared.cycle_ended(0);
         // Close and Parse in one cycle: both run, or both are skipped.
         prepared.close_sent(Some("s"), 1);
-        prepared.parsed("s", "SELECT 2", true, 1).unwrap();
+        prepared.parsed("s", "SELECT 2", true, false, 1).unwrap();
         assert_eq!(&*prepared.text("s").unwrap(), "SELECT 2");
         // The Close let go of the first definition, not the new one.
         assert!(prepared.close_confirmed().is_empty());
@@ -656,7 +734,7 @@ mod tests {
         assert_eq!(&*prepared.text("s").unwrap(), "SELECT 2");
         // Both skipped: the server kept the first, sluice holds neither.
         prepared.close_sent(Some("s"), 2);
-        prepared.parsed("s", "SELECT 3", true, 2).unwrap();
+        prepared.parsed("s", "SELECT 3", true, false, 2).unwrap();
         assert_eq!(prepared.cycle_ended(2), ["s"]);
         assert_eq!(prepared.text("s"), None);
     }
@@ -664,12 +742,12 @@ mod tests {
     #[test]
     fn discard_all_lets_go_of_what_came_before_it_once_confirmed() {
         let mut prepared = Prepared::default();
-        prepared.parsed("old", "SELECT 1", true, 0).unwrap();
+        prepared.parsed("old", "SELECT 1", true, false, 0).unwrap();
         prepared.confirmed();
         prepared.cycle_ended(0);
         let discard = Analyser::default().analyse("DISCARD ALL", true);
         prepared.apply(&discard, true, 1);
-        prepared.parsed("new", "SELECT 2", true, 1).unwrap();
+        prepared.parsed("new", "SELECT 2", true, false, 1).unwrap();
         assert!(
             prepared.text("old").is_some(),
             "not before the server's word"
@@ -686,17 +764,21 @@ mod tests {
     fn parses_the_server_did_not_confirm_are_forgotten_when_their_cycle_ends() {
         let mut prepared = Prepared::default();
         // Cycle 0: both made.
-        prepared.parsed("", "SELECT 1", true, 0).unwrap();
-        prepared.parsed("kept", "SELECT 2", true, 0).unwrap();
+        prepared.parsed("", "SELECT 1", true, false, 0).unwrap();
+        prepared.parsed("kept", "SELECT 2", true, false, 0).unwrap();
         prepared.confirmed();
         prepared.confirmed();
         prepared.cycle_ended(0);
         // Cycle 1: the first Parse made, then an error: the rest skipped.
         // Cycle 2, pipelined behind it, is not answered yet.
-        prepared.parsed("made", "SELECT 3", true, 1).unwrap();
-        prepared.parsed("", "SELECT 4", true, 1).unwrap();
-        prepared.parsed("skipped", "SELECT 5", true, 1).unwrap();
-        prepared.parsed("later", "SELECT 6", true, 2).unwrap();
+        prepared.parsed("made", "SELECT 3", true, false, 1).unwrap();
+        prepared.parsed("", "SELECT 4", true, false, 1).unwrap();
+        prepared
+            .parsed("skipped", "SELECT 5", true, false, 1)
+            .unwrap();
+        prepared
+            .parsed("later", "SELECT 6", true, false, 2)
+            .unwrap();
         prepared.confirmed();
         assert_eq!(prepared.cycle_ended(1), ["", "skipped"]);
         assert_eq!(&*prepared.text("kept").unwrap(), "SELECT 2");
@@ -711,8 +793,8 @@ mod tests {
     #[test]
     fn an_unconfirmed_parse_does_not_forget_a_later_definition_of_its_name() {
         let mut prepared = Prepared::default();
-        prepared.parsed("", "SELECT 1", true, 0).unwrap();
-        prepared.parsed("", "SELECT 2", true, 1).unwrap();
+        prepared.parsed("", "SELECT 1", true, false, 0).unwrap();
+        prepared.parsed("", "SELECT 2", true, false, 1).unwrap();
         prepared.cycle_ended(0);
         assert_eq!(&*prepared.text("").unwrap(), "SELECT 2");
     }
@@ -721,11 +803,11 @@ mod tests {
     fn a_client_that_pipelines_parses_without_end_is_refused() {
         let mut prepared = Prepared::default();
         for _ in 0..MAX_UNCONFIRMED_PARSES {
-            prepared.parsed("", "SELECT 1", true, 0).unwrap();
+            prepared.parsed("", "SELECT 1", true, false, 0).unwrap();
         }
-        let refused = prepared.parsed("", "SELECT 1", true, 0).unwrap_err();
+        let refused = prepared.parsed("", "SELECT 1", true, false, 0).unwrap_err();
         assert_eq!(refused.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
         prepared.confirmed();
-        prepared.parsed("", "SELECT 1", true, 0).unwrap();
+        prepared.parsed("", "SELECT 1", true, false, 0).unwrap();
     }
 }

@@ -912,22 +912,38 @@ impl Proxy<'_> {
                 self.prepared.wait_to_bind(name, cycle)
             }
             tag::PARSE => {
-                let (name, _) = frontend::parse_statement(frame)?;
-                self.prepared.wait_to_define(name, cycle)
+                let (name, text) = frontend::parse_statement(frame)?;
+                // Starting a cycle, it can wait for the cycles before it
+                // to settle the setting it is parsed under; inside one,
+                // the server's answers wait for the Sync (see `parsed`).
+                let setting = (!self.extended_open)
+                    .then(|| self.wait_for_the_setting(text))
+                    .flatten();
+                setting.max(self.prepared.wait_to_define(name, cycle))
             }
             tag::QUERY => {
                 // An EXECUTE or PREPARE may name any statement; a string
                 // that spells neither word waits for nothing.
-                let text = frontend::query_text(frame)?.as_bytes();
-                let names_a_statement = text.windows(7).any(|w| {
+                let text = frontend::query_text(frame)?;
+                let names_a_statement = text.as_bytes().windows(7).any(|w| {
                     w.eq_ignore_ascii_case(b"execute") || w.eq_ignore_ascii_case(b"prepare")
                 });
-                names_a_statement
+                let named = names_a_statement
                     .then(|| self.prepared.wait_for_any(cycle))
-                    .flatten()
+                    .flatten();
+                named.max(self.wait_for_the_setting(text))
             }
             _ => None,
         }
+    }
+
+    /// The last cycle sent, if `text` must wait for it: a backslash makes
+    /// `standard_conforming_strings` decide how the text is read, and a
+    /// statement not answered yet may change the setting (a `SET`, a
+    /// `set_config`, a function): sluice knows it only from the server's
+    /// ParameterStatus, which comes before that cycle's ReadyForQuery.
+    fn wait_for_the_setting(&self, text: &str) -> Option<u64> {
+        (self.cycles_done < self.cycles_sent && text.contains('\\')).then(|| self.cycles_sent - 1)
     }
 
     /// A client that leaves half a message in the buffer must make progress
@@ -1034,10 +1050,16 @@ impl Proxy<'_> {
             tag::PARSE => {
                 // Parsing runs nothing: the statement is judged when bound.
                 let (name, text) = frontend::parse_statement(&frame).unwrap_or_default();
+                // A statement run before it in this cycle may change the
+                // setting the server parses it under (earlier cycles are
+                // waited for: see `must_wait`).
+                let setting_may_change =
+                    self.open_executes > 0 || self.cycles_done < self.cycles_sent;
                 if let Err(refusal) = self.prepared.parsed(
                     name,
                     text,
                     self.standard_conforming_strings,
+                    setting_may_change,
                     self.cycles_sent,
                 ) {
                     self.refuse_extended(refusal);
@@ -1081,11 +1103,7 @@ impl Proxy<'_> {
                 self.start_statement_trace();
                 let refusal = if !self.judges() {
                     if self.statement_trace.is_recording()
-                        && let Some(analysed) = self.prepared.analysis(
-                            name,
-                            &mut self.analyser,
-                            self.standard_conforming_strings,
-                        )
+                        && let Some(Ok(analysed)) = self.prepared.analysis(name, &mut self.analyser)
                     {
                         describe_statement_span(&self.plugins, &self.statement_trace, &analysed)
                             .await;
@@ -1093,13 +1111,10 @@ impl Proxy<'_> {
                     self.decision = Some(Decision::unjudged());
                     None
                 } else {
-                    match self.prepared.analysis(
-                        name,
-                        &mut self.analyser,
-                        self.standard_conforming_strings,
-                    ) {
-                        Some(analysed) if self.allowed_by_shape(&analysed) => None,
-                        Some(analysed) => {
+                    match self.prepared.analysis(name, &mut self.analyser) {
+                        Some(Err(unsure)) => Some(unsure),
+                        Some(Ok(analysed)) if self.allowed_by_shape(&analysed) => None,
+                        Some(Ok(analysed)) => {
                             let params = frontend::bind_parameters(&frame).unwrap_or_default();
                             let statements = analysed
                                 .iter()
@@ -1488,11 +1503,7 @@ impl Proxy<'_> {
         }
         let statements = match self
             .prepared
-            .resolve(
-                statements,
-                &mut self.analyser,
-                self.standard_conforming_strings,
-            )
+            .resolve(statements, &mut self.analyser)
             .and_then(|statements| self.prepared.check(&statements).map(|()| statements))
         {
             Ok(statements) => statements,
