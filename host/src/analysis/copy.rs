@@ -153,6 +153,19 @@ pub fn copy_out(text: &str, standard_conforming_strings: bool) -> Option<CopyOut
     })
 }
 
+/// Whether `text` is a `COPY` statement this reader cannot read (its first
+/// word is COPY): it may be a COPY TO STDOUT in any format, and what it
+/// sends must still be paired with it, and refused.
+pub fn unreadable_copy(text: &str, standard_conforming_strings: bool) -> bool {
+    let starts_with_copy =
+        lexer::spanned_tokens(text, standard_conforming_strings).is_ok_and(|tokens| {
+            tokens
+                .first()
+                .is_some_and(|spanned| is_word(&spanned.token, "copy"))
+        });
+    starts_with_copy && read(text, standard_conforming_strings).is_none()
+}
+
 /// `name` as a quoted identifier: exactly this name, whatever its case.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -161,9 +174,17 @@ fn quoted(name: &str) -> String {
 /// Reads a COPY statement, or None when it is not one this reader is certain
 /// about (the caller then treats the text as unparsed and denies it).
 pub fn read(text: &str, standard_conforming_strings: bool) -> Option<CopyCommand> {
-    let tokens = lexer::spanned_tokens(text, standard_conforming_strings).ok()?;
-    // One statement only: a `;` anywhere means the text holds more (or the
-    // caller did not split it), and the server would run whatever follows.
+    let mut tokens = lexer::spanned_tokens(text, standard_conforming_strings).ok()?;
+    // A statement may end with `;` (psql sends one): nothing runs after it.
+    while tokens
+        .last()
+        .is_some_and(|spanned| is_symbol(&spanned.token, ";"))
+    {
+        tokens.pop();
+    }
+    // One statement only: a `;` anywhere else means the text holds more (or
+    // the caller did not split it), and the server would run whatever
+    // follows.
     if tokens.iter().any(|spanned| is_symbol(&spanned.token, ";")) {
         return None;
     }
@@ -588,6 +609,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_statement_may_end_with_semicolons_but_hold_no_second_one() {
+        assert_eq!(
+            read_ok("COPY cards TO STDOUT;"),
+            read_ok("COPY cards TO STDOUT")
+        );
+        read_ok("COPY cards TO STDOUT ; ;");
+        assert!(read("COPY cards TO STDOUT; SELECT 1", true).is_none());
+        assert!(unreadable_copy("COPY cards TO STDOUT; SELECT 1", true));
+        assert!(!unreadable_copy("COPY cards TO STDOUT;", true));
+        assert!(!unreadable_copy("SELECT 'copy'", true));
+    }
+
     fn table(schema: Option<&str>, name: &str, columns: &[&str]) -> CopySource {
         CopySource::Table {
             schema: schema.map(str::to_owned),
@@ -813,7 +847,7 @@ mod tests {
     #[test]
     fn more_than_one_statement_is_refused() {
         assert_eq!(read("COPY t TO STDOUT; DROP TABLE x", true), None);
-        assert_eq!(read("COPY t TO STDOUT;", true), None);
+        assert_eq!(read("COPY t TO STDOUT;; DROP TABLE x", true), None);
         assert_eq!(read("COPY (SELECT 1; DROP TABLE x) TO STDOUT", true), None);
     }
 

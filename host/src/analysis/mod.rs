@@ -25,7 +25,7 @@ mod template;
 mod walk;
 mod where_clause;
 
-pub use copy::{CopyOut, DataFormat, FormatKind, copy_out};
+pub use copy::{CopyOut, DataFormat, FormatKind, copy_out, unreadable_copy};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;

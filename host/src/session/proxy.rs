@@ -357,6 +357,16 @@ struct BoundPortal {
     cycle: u64,
 }
 
+/// What a statement is, as far as COPY TO STDOUT goes.
+enum CopyOutStatement {
+    /// Not one (or no masking plugin is loaded).
+    None,
+    /// One sluice reads: its source and its options.
+    Readable(crate::analysis::CopyOut),
+    /// A COPY sluice cannot read: it may be TO STDOUT, in any format.
+    Unreadable,
+}
+
 /// What sluice does with the data of a COPY TO STDOUT.
 #[derive(Debug, Default)]
 enum CopyOut {
@@ -1041,8 +1051,9 @@ impl Proxy<'_> {
                     self.refuse_cycle(refusal);
                     return Ok(());
                 }
+                // One sluice cannot read has no source: its data is refused.
                 self.copy_query_source = None;
-                if let Some(copy) = self.copy_out_to_mask(text) {
+                if let CopyOutStatement::Readable(copy) = self.copy_out_to_mask(text) {
                     self.copy_query_source = Some(self.describe_copy_source(copy, false));
                 }
                 self.push_cycle(true, None);
@@ -1065,17 +1076,27 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
+                // Its Executes are counted whatever sluice can read of it,
+                // to pair each with its CopyOutResponse.
                 match self.copy_out_to_mask(text) {
-                    None => {
+                    CopyOutStatement::None => {
                         self.copy_statements.remove(name);
                     }
-                    Some(copy) => {
-                        // Described when it starts a cycle; its Executes
-                        // are counted either way, to pair each with its
-                        // CopyOutResponse.
-                        let source = (!cycle_was_open)
-                            .then(|| self.describe_copy_source(copy, !name.is_empty()));
-                        self.copy_statements.insert(name.to_owned(), source);
+                    CopyOutStatement::Unreadable => {
+                        self.copy_statements.insert(name.to_owned(), None);
+                    }
+                    CopyOutStatement::Readable(copy) => {
+                        // Described when it starts a cycle; inside one,
+                        // sluice's own describe cannot be slipped in.
+                        let source = if cycle_was_open {
+                            Arc::new(CopySource {
+                                format: copy.format,
+                                columns: std::sync::OnceLock::new(),
+                            })
+                        } else {
+                            self.describe_copy_source(copy, !name.is_empty())
+                        };
+                        self.copy_statements.insert(name.to_owned(), Some(source));
                     }
                 }
             }
@@ -1084,10 +1105,18 @@ impl Proxy<'_> {
                 let portal = frontend::bind_portal(&frame).unwrap_or_default();
                 match self.copy_statements.get(name) {
                     Some(source) => {
-                        if self.copy_portals.len() >= MAX_COPY_PORTALS {
-                            // Forgotten portals only lose their describe:
-                            // their data is then refused or read as text.
-                            self.copy_portals.clear();
+                        if self.copy_portals.len() >= MAX_COPY_PORTALS
+                            && !self.copy_portals.contains_key(portal)
+                        {
+                            // A portal forgotten would have its COPY data
+                            // paired with another COPY's describe.
+                            self.refuse_extended(Fatal::new(
+                                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                                format!(
+                                    "more than {MAX_COPY_PORTALS} open portals of COPY statements: close some, or end the transaction"
+                                ),
+                            ));
+                            return Ok(());
                         }
                         self.copy_portals.insert(portal.to_owned(), source.clone());
                     }
@@ -1357,7 +1386,7 @@ impl Proxy<'_> {
 
     /// The COPY TO STDOUT `text` is, if it is one and masking plugins are
     /// loaded: its data will have to be read by type.
-    fn copy_out_to_mask(&mut self, text: &str) -> Option<crate::analysis::CopyOut> {
+    fn copy_out_to_mask(&mut self, text: &str) -> CopyOutStatement {
         // A COPY spells its keyword out: text without the letters is not
         // one, and is not lexed again on its way.
         let mentions_copy = text
@@ -1365,9 +1394,14 @@ impl Proxy<'_> {
             .windows(4)
             .any(|w| w.eq_ignore_ascii_case(b"copy"));
         if !mentions_copy || !self.current_plugins().masks() {
-            return None;
+            return CopyOutStatement::None;
         }
-        crate::analysis::copy_out(text, self.standard_conforming_strings)
+        let setting = self.standard_conforming_strings;
+        match crate::analysis::copy_out(text, setting) {
+            Some(copy) => CopyOutStatement::Readable(copy),
+            None if crate::analysis::unreadable_copy(text, setting) => CopyOutStatement::Unreadable,
+            None => CopyOutStatement::None,
+        }
     }
 
     /// Before a `COPY ... TO STDOUT` is forwarded, asks the server what its
@@ -1477,6 +1511,9 @@ impl Proxy<'_> {
             let done = self.cycles_done;
             self.portal_statements
                 .retain(|_, bound| bound.cycle >= done);
+            if self.cycles.is_empty() {
+                self.copy_portals.clear();
+            }
         }
         Ok(finished.and_then(|cycle| cycle.audit))
     }
@@ -2420,11 +2457,12 @@ impl Proxy<'_> {
                 };
                 let fields = match copy_text::read(&run, &format, mask.columns.len()) {
                     Ok(fields) => fields,
-                    Err(error) => {
+                    Err(error) if format.keeps_digit_runs() => {
                         // Still masked, as text: never passed on unread.
                         tracing::debug!(%error, "COPY rows masked as free text");
                         return self.mask_copy_text(run).await;
                     }
+                    Err(error) => return Err(masking_failed("COPY data", &error)),
                 };
                 let mut masked = BytesMut::with_capacity(fields.rows.len());
                 mask.mask_rows(&self.session, &fields.rows, &mut masked)
@@ -2740,7 +2778,8 @@ impl Proxy<'_> {
                 let described = source.as_ref().and_then(|s| s.columns.get().cloned());
                 let format = source.map(|s| s.format.clone());
                 self.copy_out = if frame.body().first() == Some(&0) {
-                    match (described, format.as_ref().and_then(TextFormat::of)) {
+                    let text_format = format.as_ref().and_then(TextFormat::of);
+                    match (described, text_format) {
                         (Some(mut columns), Some(text_format)) => {
                             for column in &mut columns {
                                 column.format = ValueFormat::Text;
@@ -2757,7 +2796,19 @@ impl Proxy<'_> {
                                 }
                             }
                         }
-                        _ => CopyOut::Text,
+                        (None, Some(text_format)) if text_format.keeps_digit_runs() => {
+                            CopyOut::Text
+                        }
+                        // Free text is masked by its digit runs: a COPY whose
+                        // options sluice does not know, or a csv one whose
+                        // delimiter, quote or escape is a digit, could split
+                        // a card number's digits where no masker finds them.
+                        _ => {
+                            return Err(masking_failed(
+                                "COPY data",
+                                &"COPY TO STDOUT data is passed on only when sluice can read it: send the COPY alone, with options PostgreSQL 15 knows, in text format, or in csv with a delimiter, quote and escape that are not digits",
+                            ));
+                        }
                     }
                 } else {
                     let Some(mut columns) = described else {
