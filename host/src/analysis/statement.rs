@@ -147,7 +147,13 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                     mark(facts, K::Privilege, "RESET SESSION AUTHORIZATION");
                     "session_authorization".to_owned()
                 }
-                Reset::ConfigurationParameter(name) => setting_name(name),
+                Reset::ConfigurationParameter(name) => {
+                    let name = setting_name(name);
+                    if name == "role" || name == "session_authorization" {
+                        mark(facts, K::Privilege, "RESET");
+                    }
+                    name
+                }
             };
             facts.settings.push(SettingChange { name, value: None });
             return;
@@ -526,6 +532,24 @@ fn describe_set(set: &Set, facts: &mut Facts) {
         // unparsed SET.
         _ => facts.kind = StatementKind::Unparsed,
     }
+    if facts.kind == StatementKind::Setting
+        && let Some(command) = privilege_setting(facts.settings.iter().map(|c| c.name.as_str()))
+    {
+        facts.kind = StatementKind::Privilege;
+        facts.command = command.to_owned();
+    }
+}
+
+/// `SET role = 'x'` and `SET session_authorization = 'x'` (the spelling of
+/// a plain setting, which sqlparser reads as one; a startup `-c role=x`)
+/// change whose privileges run the session's statements, as SET ROLE does:
+/// the command they amount to, if one of `names` is such a setting.
+pub fn privilege_setting<'n>(mut names: impl Iterator<Item = &'n str>) -> Option<&'static str> {
+    names.find_map(|name| match name {
+        "role" => Some("SET ROLE"),
+        "session_authorization" => Some("SET SESSION AUTHORIZATION"),
+        _ => None,
+    })
 }
 
 /// A setting's name as PostgreSQL keys it: lower case, dotted for custom

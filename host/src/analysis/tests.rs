@@ -321,6 +321,14 @@ fn commands_and_kinds() {
             "GRANT SELECT",
         ),
         ("SET ROLE admin", StatementKind::Privilege, "SET ROLE"),
+        // The same, spelt as a plain setting.
+        ("SET role = 'admin'", StatementKind::Privilege, "SET ROLE"),
+        (
+            "SET session_authorization = 'bob'",
+            StatementKind::Privilege,
+            "SET SESSION AUTHORIZATION",
+        ),
+        ("RESET role", StatementKind::Privilege, "RESET"),
         (
             "SET SESSION AUTHORIZATION bob",
             StatementKind::Privilege,

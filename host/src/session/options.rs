@@ -92,10 +92,16 @@ pub fn as_statement(settings: &[(String, String)]) -> Statement {
         .map(|(name, value)| format!("SET {name} TO '{}'", value.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join("; ");
+    let privilege =
+        crate::analysis::privilege_setting(settings.iter().map(|(name, _)| name.as_str()));
     Statement {
         text,
-        kind: StatementKind::Setting,
-        command: "SET".to_owned(),
+        kind: if privilege.is_some() {
+            StatementKind::Privilege
+        } else {
+            StatementKind::Setting
+        },
+        command: privilege.unwrap_or("SET").to_owned(),
         tables: Vec::new(),
         columns: Vec::new(),
         functions: Vec::new(),
@@ -139,6 +145,15 @@ mod tests {
             pairs(&[("application_name", "my app"), ("x.y", r"a\b")])
         );
         assert_eq!(parse("   ").unwrap(), pairs(&[]));
+    }
+
+    #[test]
+    fn a_role_among_the_options_is_judged_as_a_privilege_change() {
+        let statement = as_statement(&pairs(&[("work_mem", "64MB"), ("role", "admin")]));
+        assert_eq!(statement.kind, StatementKind::Privilege);
+        assert_eq!(statement.command, "SET ROLE");
+        let statement = as_statement(&pairs(&[("work_mem", "64MB")]));
+        assert_eq!(statement.kind, StatementKind::Setting);
     }
 
     #[test]
