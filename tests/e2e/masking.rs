@@ -11,7 +11,9 @@
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{FromSql, Type};
 
-use sluice_tests::raw::{RawConn, bind, bind_execute_sync, execute, parse, query, sync};
+use sluice_tests::raw::{
+    RawConn, bind, bind_execute_sync, execute, parse, query, startup_message, sync,
+};
 use sluice_tests::{TestEnv, token_of};
 
 /// The shipped masker, with its defaults: first six and last four digits
@@ -793,6 +795,33 @@ async fn copy_out_with_digits_for_punctuation_is_masked_or_refused() {
         "{seen}"
     );
     assert_trail_holds_no_card_number(&env).await;
+}
+
+/// The server's refusal of a login can quote what the client sent — here a
+/// time zone that is a card number — and reaches the client masked, as
+/// any message from the server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_by_the_server_is_masked() {
+    let env = start_masked().await;
+    let pan = "4111111111111111";
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&startup_message(
+        0,
+        &[
+            ("user", "admin"),
+            ("database", &env.database),
+            ("TimeZone", pan),
+        ],
+    ))
+    .await;
+    // sluice logs in upstream before it says the client is in.
+    let proof = conn.scram_until_proof(token_of("admin")).await;
+    conn.send(&proof).await;
+    let refused = conn.expect_error().await;
+    let message = refused.fields().remove(&b'M').unwrap_or_default();
+    assert!(message.contains("TimeZone"), "{message}");
+    assert!(!message.contains(pan), "{message}");
+    assert!(message.contains(&masked(pan)), "{message}");
 }
 
 /// The card number of the seed's first card, read directly.

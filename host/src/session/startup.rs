@@ -300,7 +300,8 @@ async fn login(
         Ok(server) => server,
         Err(error) => {
             end.now("the upstream server refused it");
-            return Err(upstream_refusal(error, &request.database));
+            let plugins = shared.plugins.current();
+            return Err(upstream_refusal(&plugins, error, &request.database).await);
         }
     };
 
@@ -544,29 +545,26 @@ async fn judge_options(
         return Ok(());
     }
     let statement = options::as_statement(settings);
-    let refusal = |why: String| {
-        tracing::info!(session = session.session_id, reason = %why, "startup options refused");
-        Fatal::new(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("startup parameter \"options\" refused: {why}"),
-        )
-    };
-    match plugins.evaluate(session, &statement).await {
-        Ok(Verdict::Allow) => Ok(()),
-        Ok(Verdict::Deny { rule, reason, .. }) => Err(refusal(format!("{reason} (rule {rule})"))),
+    let why = match plugins.evaluate(session, &statement).await {
+        Ok(Verdict::Allow) => return Ok(()),
+        Ok(Verdict::Deny { rule, reason, .. }) => format!("{reason} (rule {rule})"),
         // Nobody can approve a login while it waits.
         Ok(Verdict::RequireApproval { reason, .. }) => {
-            Err(refusal(format!("it would need approval ({reason})")))
+            format!("it would need approval ({reason})")
         }
         // The fault's detail (a trap's wasm backtrace) is for the log.
         Err(fault) => {
             tracing::warn!(session = session.session_id, %fault, "a policy plugin failed judging startup options");
-            Err(refusal(format!(
-                "a policy plugin failed ({})",
-                fault.summary()
-            )))
+            format!("a policy plugin failed ({})", fault.summary())
         }
-    }
+    };
+    // The reason may quote the options, as the statement's refusal may.
+    let logged = crate::masking::for_log(&plugins, &why).await;
+    tracing::info!(session = session.session_id, reason = %logged, "startup options refused");
+    Err(Fatal::new(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("startup parameter \"options\" refused: {why}"),
+    ))
 }
 
 /// Tags the upstream session with its principal, so PostgreSQL's own logs
@@ -989,13 +987,27 @@ fn parse_sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
 
 /// Turns an upstream failure into what the client is told. Details stay in
 /// sluice's log: the client learns nothing about the service credential.
-fn upstream_refusal(error: upstream::Error, database: &str) -> Fatal {
+/// The server's message may quote what the client sent (`invalid value
+/// for parameter "TimeZone": "4111..."`): it is masked as any server
+/// message is.
+async fn upstream_refusal(
+    plugins: &crate::plugin::PluginSet,
+    error: upstream::Error,
+    database: &str,
+) -> Fatal {
     match &error {
         upstream::Error::Refused { code, fields, .. } if !code.starts_with("28") => {
             tracing::warn!(database, %code, "upstream refused the session");
             let message = crate::protocol::backend::field(fields, b'M')
-                .unwrap_or("the upstream server refused the session")
-                .to_owned();
+                .unwrap_or("the upstream server refused the session");
+            let message = match crate::masking::mask_texts(plugins, &[message]).await {
+                Ok(Some(mut masked)) => masked.pop().unwrap_or_default(),
+                Ok(None) => message.to_owned(),
+                Err(fault) => {
+                    tracing::warn!(%fault, "the upstream server's refusal could not be masked");
+                    "the upstream server refused the session".to_owned()
+                }
+            };
             let code = match code.as_str() {
                 "53300" => sqlstate::TOO_MANY_CONNECTIONS,
                 "3D000" => sqlstate::INVALID_CATALOG_NAME,
