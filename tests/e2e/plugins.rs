@@ -1064,8 +1064,18 @@ async fn a_query_needing_two_groups_approval_is_refused() {
         ticket.statement_text,
         "[withheld: no masking plugin is loaded]"
     );
-    // So is the policy's reason, which may quote the statement.
+    // So is the policy's reason, which may quote the statement, and so
+    // are the names of the tables it reads, the client's text too.
     assert_eq!(ticket.reason, "[withheld: no masking plugin is loaded]");
+    assert!(!ticket.tables.is_empty());
+    assert!(
+        ticket
+            .tables
+            .iter()
+            .all(|table| table.name == "[withheld: no masking plugin is loaded]"),
+        "{:?}",
+        ticket.tables
+    );
     cancel(&client).await;
     let (code, _) = denial(held.await.unwrap());
     assert_eq!(code, "57014");

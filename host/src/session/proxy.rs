@@ -1773,10 +1773,15 @@ impl Proxy<'_> {
         // The approver approves the statement with its values, masked as
         // the audit trail records them (withheld without a masking plugin).
         // The policy's reason may quote the statement too.
-        let mut texts = Vec::with_capacity(2 + params.len());
+        // So are the tables' names: they are the client's text too.
+        let mut texts = Vec::with_capacity(2 + params.len() + 2 * tables.len());
         texts.push(text);
         texts.push(&reason);
         texts.extend(params.iter().flatten().map(String::as_str));
+        for table in &tables {
+            texts.extend(table.schema.as_deref());
+            texts.push(&table.name);
+        }
         let mut masked = match crate::masking::for_record(plugins, &texts).await {
             Ok(masked) => masked.into_iter(),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
@@ -1786,6 +1791,13 @@ impl Proxy<'_> {
         let parameters = params
             .iter()
             .map(|param| param.as_ref().and_then(|_| masked.next()))
+            .collect();
+        let tables = tables
+            .iter()
+            .map(|table| TableRef {
+                schema: table.schema.as_ref().and_then(|_| masked.next()),
+                name: masked.next().unwrap_or_default(),
+            })
             .collect();
         let timeout = self.shared.settings.approval_timeout;
         let ticket = Ticket {
