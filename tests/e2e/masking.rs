@@ -824,6 +824,36 @@ async fn a_login_refused_by_the_server_is_masked() {
     assert!(message.contains(&masked(pan)), "{message}");
 }
 
+/// A COPY portal bound in a cycle still open when an earlier cycle's
+/// ReadyForQuery comes is remembered as a COPY: its data is read by its
+/// own describe, not paired with the next COPY's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_portal_bound_in_an_open_cycle_is_read_by_its_own_describe() {
+    let env = start_masked().await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "admin", token_of("admin")).await;
+    conn.define("pans", "COPY (SELECT 'card 4111111111111111') TO STDOUT")
+        .await;
+    conn.define("ints", "COPY (SELECT 1::int4) TO STDOUT").await;
+    let mut first = query("SELECT 1");
+    first.extend(bind("p", "pans"));
+    conn.send(&first).await;
+    conn.until_ready().await;
+    let mut rest = bind("q", "ints");
+    rest.extend(execute("p", 0));
+    rest.extend(execute("q", 0));
+    rest.extend(sync());
+    conn.send(&rest).await;
+    let data: Vec<u8> = conn
+        .until_ready()
+        .await
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.clone())
+        .collect();
+    let data = String::from_utf8_lossy(&data);
+    assert_eq!(data, "card 411111******1111\n1\n");
+}
+
 /// The card number of the seed's first card, read directly.
 async fn first_card(direct: &tokio_postgres::Client) -> String {
     direct

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice::plugin::builtin::test_guests as guest;
 use sluice::plugin::reload;
 use sluice_tests::raw::{
-    RawConn, bind, bind_execute, bind_execute_sync, message, parse, query, sync,
+    RawConn, bind, bind_execute, bind_execute_sync, execute, message, parse, query, sync,
 };
 use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
 
@@ -1301,6 +1301,65 @@ async fn a_bind_behind_an_unanswered_parse_waits_for_its_answer() {
     let second = conn.until_ready().await;
     let row = second.iter().find(|m| m.tag == b'D').expect("a row");
     assert!(row.body.ends_with(b"harmless"), "{second:?}");
+}
+
+/// The replies up to the next ReadyForQuery, which must come within 10 s.
+async fn answered(conn: &mut RawConn) -> Vec<sluice_tests::raw::Message> {
+    tokio::time::timeout(Duration::from_secs(10), conn.until_ready())
+        .await
+        .expect("answered, not held")
+}
+
+/// What waits for an earlier cycle's answer never waits for its own: a
+/// COPY parsed and bound in one cycle, with sluice's own describe slipped
+/// in ahead of it, runs (and is masked); cycles of one unnamed statement
+/// pipelined with the same text run each, also after one of them was
+/// skipped in an aborted transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_never_waits_for_its_own_cycle() {
+    let masking =
+        "\n[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n";
+    let env = start(&format!("{}{masking}", deny_words(&["forbidden"]))).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+
+    let mut copy = parse("", "COPY (SELECT 'card 4111111111111111') TO STDOUT");
+    copy.extend(bind("", ""));
+    copy.extend(execute("", 0));
+    copy.extend(sync());
+    conn.send(&copy).await;
+    let replies = answered(&mut conn).await;
+    let data: Vec<u8> = replies
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.clone())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&data), "card 411111******1111\n");
+
+    conn.send(&query("BEGIN; SELECT 1/0")).await;
+    conn.until_ready().await;
+    let mut pipeline = parse("", "SELECT 'again'");
+    pipeline.extend(bind_execute_sync(""));
+    pipeline.extend(query("ROLLBACK"));
+    for _ in 0..3 {
+        pipeline.extend(parse("", "SELECT 'again'"));
+        pipeline.extend(bind_execute_sync(""));
+    }
+    conn.send(&pipeline).await;
+    let aborted = answered(&mut conn).await;
+    assert!(
+        aborted.iter().any(|m| m.tag == b'E' && m.code() == "25P02"),
+        "{aborted:?}"
+    );
+    answered(&mut conn).await;
+    for _ in 0..3 {
+        let replies = answered(&mut conn).await;
+        assert!(
+            replies
+                .iter()
+                .any(|m| m.tag == b'D' && m.body.ends_with(b"again")),
+            "{replies:?}"
+        );
+    }
 }
 
 /// A query pipelined behind a `SET standard_conforming_strings` is read as

@@ -77,8 +77,12 @@ struct Entry {
     /// was not answered yet, with a backslash that makes the setting
     /// matter: judged only if both settings read it alike.
     setting_unsure: bool,
-    /// Which definition of the name this is (unique in the session).
+    /// Which definition of the name this is (unique in the session): each
+    /// Parse makes a new one, even of the same text.
     generation: u64,
+    /// The cycle of the Parse or `PREPARE` that made it, until the server
+    /// confirms it.
+    unconfirmed_in: Option<u64>,
 }
 
 /// A Parse forwarded and not yet answered.
@@ -190,13 +194,18 @@ impl Prepared {
                     format!("prepared statement \"{name}\" already exists"),
                 ));
             }
-            // The unnamed statement again: the same definition, analysis kept.
+            // The unnamed statement again with the same text: its analysis
+            // is kept (a new definition all the same, answered in its own
+            // cycle).
             Some(entry) if !let_go_here && *entry.text == *text => {
                 if entry.analysed_under != standard_conforming_strings || setting_unsure {
                     entry.analysed = None;
                     entry.analysed_under = standard_conforming_strings;
                 }
                 entry.setting_unsure = setting_unsure;
+                self.generations += 1;
+                entry.generation = self.generations;
+                entry.unconfirmed_in = Some(cycle);
                 entry.generation
             }
             replaced => {
@@ -217,6 +226,7 @@ impl Prepared {
                         analysed_under: standard_conforming_strings,
                         setting_unsure,
                         generation,
+                        unconfirmed_in: Some(cycle),
                     },
                 );
                 generation
@@ -233,7 +243,32 @@ impl Prepared {
     /// The server answered the oldest Parse awaiting an answer with
     /// ParseComplete: the statement exists.
     pub fn confirmed(&mut self) {
-        self.unconfirmed.pop_front();
+        if let Some(parse) = self.unconfirmed.pop_front() {
+            self.made(&parse.name, parse.generation);
+        }
+    }
+
+    /// The server confirmed definition `generation` of `name`.
+    fn made(&mut self, name: &str, generation: u64) {
+        if let Some(entry) = self.entries.get_mut(name)
+            && entry.generation == generation
+        {
+            entry.unconfirmed_in = None;
+        }
+    }
+
+    /// A Parse just recorded in cycle `cycle` goes to the server in a later
+    /// one: sluice slipped a cycle of its own in ahead of it (a COPY's
+    /// describe).
+    pub fn last_parse_moved_to(&mut self, cycle: u64) {
+        if let Some(parse) = self.unconfirmed.back_mut() {
+            parse.cycle = cycle;
+            if let Some(entry) = self.entries.get_mut(&parse.name)
+                && entry.generation == parse.generation
+            {
+                entry.unconfirmed_in = Some(cycle);
+            }
+        }
     }
 
     /// Whether `name`'s definition `generation` is let go by a Close or an
@@ -300,7 +335,10 @@ impl Prepared {
             return Vec::new();
         }
         match pending.change {
-            SqlChange::Prepare { .. } => Vec::new(),
+            SqlChange::Prepare { name, generation } => {
+                self.made(&name, generation);
+                Vec::new()
+            }
             SqlChange::Deallocate { name, generation } => {
                 self.remove_if(&name, generation).into_iter().collect()
             }
@@ -343,20 +381,10 @@ impl Prepared {
     /// sluice holds for it was made there and is not confirmed yet (the
     /// server may have skipped it and still hold another).
     pub fn wait_to_bind(&self, name: &str, cycle: u64) -> Option<u64> {
-        let generation = self.entries.get(name)?.generation;
-        let parsed = self
-            .unconfirmed
-            .iter()
-            .filter(|u| u.name == name && u.generation == generation)
-            .map(|u| u.cycle);
-        let prepared = self.sql.iter().filter_map(|pending| match &pending.change {
-            SqlChange::Prepare {
-                name: prepared,
-                generation: of,
-            } if prepared == name && *of == generation => Some(pending.cycle),
-            _ => None,
-        });
-        parsed.chain(prepared).filter(|c| *c < cycle).max()
+        self.entries
+            .get(name)?
+            .unconfirmed_in
+            .filter(|made_in| *made_in < cycle)
     }
 
     /// Before a Parse or `PREPARE` defines `name` in cycle `cycle`: the
@@ -567,6 +595,7 @@ impl Prepared {
                             analysed_under: standard_conforming_strings,
                             setting_unsure: false,
                             generation,
+                            unconfirmed_in: Some(cycle),
                         },
                     );
                     self.sql.push_back(PendingSql {

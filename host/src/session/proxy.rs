@@ -834,7 +834,11 @@ impl Proxy<'_> {
     }
 
     fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.to_server.len() >= HIGH_WATER || self.deferred.is_some() {
+        // While a message waits for the server's answer, what comes behind
+        // it is read only so far: enough to notice a client that leaves.
+        if self.to_server.len() >= HIGH_WATER
+            || (self.deferred.is_some() && self.client_in.len() >= HIGH_WATER)
+        {
             return Poll::Pending;
         }
         // Room for the rest of a message whose header has arrived (already
@@ -912,11 +916,13 @@ impl Proxy<'_> {
     /// known until then (see `prepared`). Messages of the same cycle never
     /// wait: the server skips them if what they depend on was skipped.
     fn must_wait(&mut self, frame: &Frame) -> Option<u64> {
-        if !self.judges() {
+        // During a COPY FROM STDIN the cycle before cannot end until the
+        // client's data does: whatever else comes is handled (refused) now.
+        if !matches!(self.copy_in, CopyIn::Idle) || !self.judges() {
             return None;
         }
         let cycle = self.cycles_sent;
-        match frame.tag() {
+        let wait = match frame.tag() {
             tag::BIND => {
                 let name = frontend::bind_statement(frame)?;
                 self.prepared.wait_to_bind(name, cycle)
@@ -944,7 +950,9 @@ impl Proxy<'_> {
                 named.max(self.wait_for_the_setting(text))
             }
             _ => None,
-        }
+        };
+        // A cycle answered already holds nothing up.
+        wait.filter(|cycle| *cycle >= self.cycles_done)
     }
 
     /// The last cycle sent, if `text` must wait for it: a backslash makes
@@ -1094,7 +1102,10 @@ impl Proxy<'_> {
                                 columns: std::sync::OnceLock::new(),
                             })
                         } else {
-                            self.describe_copy_source(copy, !name.is_empty())
+                            let source = self.describe_copy_source(copy, !name.is_empty());
+                            // The Parse goes in the cycle after sluice's.
+                            self.prepared.last_parse_moved_to(self.cycles_sent);
+                            source
                         };
                         self.copy_statements.insert(name.to_owned(), Some(source));
                     }
@@ -1511,7 +1522,7 @@ impl Proxy<'_> {
             let done = self.cycles_done;
             self.portal_statements
                 .retain(|_, bound| bound.cycle >= done);
-            if self.cycles.is_empty() {
+            if self.cycles.is_empty() && !self.extended_open {
                 self.copy_portals.clear();
             }
         }
