@@ -1303,6 +1303,31 @@ async fn a_bind_behind_an_unanswered_parse_waits_for_its_answer() {
     assert!(row.body.ends_with(b"harmless"), "{second:?}");
 }
 
+/// A statement that is itself an `EXECUTE` waits like an `EXECUTE` in a
+/// query: the name it runs may have been redefined in a cycle the server
+/// skipped, and is judged only once that cycle is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_execute_waits_for_the_name_it_runs() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.define("p", "SELECT 'forbidden'").await;
+    let mut pipeline = parse("broken", "SELEC");
+    pipeline.extend(close_statement("p"));
+    pipeline.extend(parse("p", "SELECT 'harmless'"));
+    pipeline.extend(sync());
+    pipeline.extend(parse("", "EXECUTE p"));
+    pipeline.extend(bind_execute_sync(""));
+    conn.send(&pipeline).await;
+    let first = answered(&mut conn).await;
+    assert!(first.iter().any(|m| m.tag == b'E'), "{first:?}");
+    let second = answered(&mut conn).await;
+    assert!(
+        !second.iter().any(|m| m.tag == b'D'),
+        "nothing ran: {second:?}"
+    );
+    assert!(second.iter().any(|m| m.tag == b'E'), "refused: {second:?}");
+}
+
 /// The replies up to the next ReadyForQuery, which must come within 10 s.
 async fn answered(conn: &mut RawConn) -> Vec<sluice_tests::raw::Message> {
     tokio::time::timeout(Duration::from_secs(10), conn.until_ready())

@@ -481,6 +481,9 @@ struct Proxy<'a> {
     /// The client left while a statement was held for approval: what it
     /// sent behind the statement is dropped and the session ends.
     client_left: bool,
+    /// The client closed its side while a message of it was held: what it
+    /// sent is still handled, then the session ends.
+    client_eof: bool,
     upstream_key: Option<UpstreamKey>,
     /// The CancelRequests sent with this session's key: one withdraws a
     /// statement held for approval. `None` without cancel support.
@@ -654,6 +657,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         client_first: true,
         server_said_fatal: false,
         client_left: false,
+        client_eof: false,
         upstream_key,
         cancelled: registration.as_ref().map(|r| r.cancelled.clone()),
         session: Arc::new(SessionInfo {
@@ -744,6 +748,12 @@ impl Proxy<'_> {
                     }
                     handled => handled,
                 },
+                // What it sent before closing still goes, as PostgreSQL
+                // would read it (a held message, a Terminate behind it).
+                Event::ClientClosed if self.deferred.is_some() => {
+                    self.client_eof = true;
+                    Ok(())
+                }
                 Event::ClientClosed => Err(End::ClientGone),
                 Event::ServerClosed => Err(End::ServerGone),
                 Event::ClientStalled => Err(End::Fatal(Fatal::new(
@@ -837,6 +847,7 @@ impl Proxy<'_> {
         // While a message waits for the server's answer, what comes behind
         // it is read only so far: enough to notice a client that leaves.
         if self.to_server.len() >= HIGH_WATER
+            || self.client_eof
             || (self.deferred.is_some() && self.client_in.len() >= HIGH_WATER)
         {
             return Poll::Pending;
@@ -906,6 +917,10 @@ impl Proxy<'_> {
                 return Err(End::ClientGone);
             }
         }
+        if self.client_eof {
+            // Everything it sent before closing is on its way.
+            return Err(End::ClientGone);
+        }
         self.arm_stall_timer();
         shrink_if_idle(&mut self.client_in);
         Ok(())
@@ -925,7 +940,16 @@ impl Proxy<'_> {
         let wait = match frame.tag() {
             tag::BIND => {
                 let name = frontend::bind_statement(frame)?;
-                self.prepared.wait_to_bind(name, cycle)
+                // A statement that is itself an EXECUTE runs another name.
+                let executes = self.prepared.text(name).is_some_and(|text| {
+                    text.as_bytes()
+                        .windows(7)
+                        .any(|w| w.eq_ignore_ascii_case(b"execute"))
+                });
+                let executed = executes
+                    .then(|| self.prepared.wait_for_any(cycle))
+                    .flatten();
+                executed.max(self.prepared.wait_to_bind(name, cycle))
             }
             tag::PARSE => {
                 let (name, text) = frontend::parse_statement(frame)?;
@@ -1328,7 +1352,10 @@ impl Proxy<'_> {
             0 => self.extended_open && self.open_cycle_ends_at_its_only_execute(),
             1 => {
                 let cycle = &self.cycles[0];
-                !self.extended_open && cycle.injected.is_none() && cycle.ends_at_its_only_execute
+                !self.extended_open
+                    && cycle.injected.is_none()
+                    && cycle.ends_at_its_only_execute
+                    && self.deferred.is_none()
             }
             _ => false,
         };
