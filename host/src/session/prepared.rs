@@ -83,6 +83,9 @@ struct Entry {
     /// The cycle of the Parse or `PREPARE` that made it, until the server
     /// confirms it.
     unconfirmed_in: Option<u64>,
+    /// Its text spells EXECUTE: bound, it may run another prepared
+    /// statement (found once, not at every Bind).
+    may_execute: bool,
 }
 
 /// A Parse forwarded and not yet answered.
@@ -227,6 +230,7 @@ impl Prepared {
                         setting_unsure,
                         generation,
                         unconfirmed_in: Some(cycle),
+                        may_execute: spells_execute(text),
                     },
                 );
                 generation
@@ -457,6 +461,14 @@ impl Prepared {
         self.generations
     }
 
+    /// Whether a Bind of `name` may run another prepared statement (its
+    /// text spells EXECUTE).
+    pub fn may_execute(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|entry| entry.may_execute)
+    }
+
     /// The text of a prepared statement.
     pub fn text(&self, name: &str) -> Option<Arc<str>> {
         self.entries.get(name).map(|entry| entry.text.clone())
@@ -596,6 +608,8 @@ impl Prepared {
                             setting_unsure: false,
                             generation,
                             unconfirmed_in: Some(cycle),
+                            // Only queries can be prepared in SQL.
+                            may_execute: false,
                         },
                     );
                     self.sql.push_back(PendingSql {
@@ -625,6 +639,14 @@ impl Prepared {
             }
         }
     }
+}
+
+/// Whether `text` spells EXECUTE anywhere, in any case: a statement that
+/// may run a prepared statement by name (a cheap test; over-inclusive).
+pub fn spells_execute(text: &str) -> bool {
+    text.as_bytes()
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"execute"))
 }
 
 /// Whether two analyses of one text (under each setting of

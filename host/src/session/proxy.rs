@@ -941,12 +941,9 @@ impl Proxy<'_> {
             tag::BIND => {
                 let name = frontend::bind_statement(frame)?;
                 // A statement that is itself an EXECUTE runs another name.
-                let executes = self.prepared.text(name).is_some_and(|text| {
-                    text.as_bytes()
-                        .windows(7)
-                        .any(|w| w.eq_ignore_ascii_case(b"execute"))
-                });
-                let executed = executes
+                let executed = self
+                    .prepared
+                    .may_execute(name)
                     .then(|| self.prepared.wait_for_any(cycle))
                     .flatten();
                 executed.max(self.prepared.wait_to_bind(name, cycle))
