@@ -114,6 +114,15 @@ impl Facts {
     }
 }
 
+/// Whether `text` spells `word` (ASCII, any case) anywhere: a cheap test
+/// of whether a statement can be one that `word` begins or names, before
+/// anything is lexed; over-inclusive (a string or comment counts too).
+pub fn spells(text: &str, word: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
 /// Analyses a query string: one entry per statement PostgreSQL would run,
 /// none for a string of only whitespace and comments.
 ///

@@ -183,10 +183,10 @@ impl Prepared {
                 ),
             ));
         }
-        let let_go_here = self
-            .entries
-            .get(name)
-            .is_some_and(|entry| self.let_go_in(name, entry.generation, |c| c == cycle));
+        let let_go_here = self.entries.get(name).is_some_and(|entry| {
+            self.let_go_cycles(name, entry.generation)
+                .any(|c| c == cycle)
+        });
         // A name closed earlier in this same cycle is taken anew: if the
         // server skips the Close it skips this Parse too, and the name is
         // forgotten at the cycle's end either way.
@@ -230,7 +230,7 @@ impl Prepared {
                         setting_unsure,
                         generation,
                         unconfirmed_in: Some(cycle),
-                        may_execute: spells_execute(text),
+                        may_execute: crate::analysis::spells(text, b"execute"),
                     },
                 );
                 generation
@@ -275,21 +275,22 @@ impl Prepared {
         }
     }
 
-    /// Whether `name`'s definition `generation` is let go by a Close or an
-    /// SQL change not answered yet, sent in a cycle `of_cycle` accepts.
-    fn let_go_in(&self, name: &str, generation: u64, of_cycle: impl Fn(u64) -> bool) -> bool {
-        let closed = self.closes.iter().any(|close| {
-            of_cycle(close.cycle)
-                && close
-                    .statement
-                    .as_ref()
-                    .is_some_and(|(closed, of)| closed == name && *of == generation)
+    /// The cycles of the Closes and SQL changes not answered yet that let
+    /// go of `name`'s definition `generation`.
+    fn let_go_cycles(&self, name: &str, generation: u64) -> impl Iterator<Item = u64> {
+        let closes = self.closes.iter().filter(move |close| {
+            close
+                .statement
+                .as_ref()
+                .is_some_and(|(closed, of)| closed == name && *of == generation)
         });
-        closed
-            || self
-                .sql
-                .iter()
-                .any(|pending| of_cycle(pending.cycle) && pending.change.lets_go(name, generation))
+        let sql = self
+            .sql
+            .iter()
+            .filter(move |pending| pending.change.lets_go(name, generation));
+        closes
+            .map(|close| close.cycle)
+            .chain(sql.map(|pending| pending.cycle))
     }
 
     /// A Close was forwarded in cycle `cycle`: of the prepared statement
@@ -397,19 +398,7 @@ impl Prepared {
     /// a name in use; taken now, it could shadow one the server kept).
     pub fn wait_to_define(&self, name: &str, cycle: u64) -> Option<u64> {
         let generation = self.entries.get(name)?.generation;
-        let closes = self.closes.iter().filter(|close| {
-            close
-                .statement
-                .as_ref()
-                .is_some_and(|(closed, of)| closed == name && *of == generation)
-        });
-        let sql = self
-            .sql
-            .iter()
-            .filter(|pending| pending.change.lets_go(name, generation));
-        closes
-            .map(|close| close.cycle)
-            .chain(sql.map(|pending| pending.cycle))
+        self.let_go_cycles(name, generation)
             .filter(|c| *c < cycle)
             .max()
     }
@@ -641,14 +630,6 @@ impl Prepared {
     }
 }
 
-/// Whether `text` spells EXECUTE anywhere, in any case: a statement that
-/// may run a prepared statement by name (a cheap test; over-inclusive).
-pub fn spells_execute(text: &str) -> bool {
-    text.as_bytes()
-        .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"execute"))
-}
-
 /// Whether two analyses of one text (under each setting of
 /// `standard_conforming_strings`) say the same: then it does not matter
 /// which one the server used. (Compared as printed: every field counts.)
@@ -670,6 +651,16 @@ pub fn setting_unsure() -> Fatal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session's statements holding `name`, parsed and confirmed in
+    /// cycle 0.
+    fn defined(name: &str, text: &str) -> Prepared {
+        let mut prepared = Prepared::default();
+        prepared.parsed(name, text, true, false, 0).unwrap();
+        prepared.confirmed();
+        prepared.cycle_ended(0);
+        prepared
+    }
 
     fn analysis_of(prepared: &mut Prepared, name: &str) -> Arc<[Analysed]> {
         prepared
@@ -770,10 +761,7 @@ mod tests {
 
     #[test]
     fn a_name_closed_in_its_own_cycle_is_taken_anew() {
-        let mut prepared = Prepared::default();
-        prepared.parsed("s", "SELECT 1", true, false, 0).unwrap();
-        prepared.confirmed();
-        prepared.cycle_ended(0);
+        let mut prepared = defined("s", "SELECT 1");
         // Close and Parse in one cycle: both run, or both are skipped.
         prepared.close_sent(Some("s"), 1);
         prepared.parsed("s", "SELECT 2", true, false, 1).unwrap();
@@ -792,10 +780,7 @@ mod tests {
 
     #[test]
     fn discard_all_lets_go_of_what_came_before_it_once_confirmed() {
-        let mut prepared = Prepared::default();
-        prepared.parsed("old", "SELECT 1", true, false, 0).unwrap();
-        prepared.confirmed();
-        prepared.cycle_ended(0);
+        let mut prepared = defined("old", "SELECT 1");
         let discard = Analyser::default().analyse("DISCARD ALL", true);
         prepared.apply(&discard, true, 1);
         prepared.parsed("new", "SELECT 2", true, false, 1).unwrap();

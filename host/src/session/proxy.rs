@@ -962,9 +962,8 @@ impl Proxy<'_> {
                 // An EXECUTE or PREPARE may name any statement; a string
                 // that spells neither word waits for nothing.
                 let text = frontend::query_text(frame)?;
-                let names_a_statement = text.as_bytes().windows(7).any(|w| {
-                    w.eq_ignore_ascii_case(b"execute") || w.eq_ignore_ascii_case(b"prepare")
-                });
+                let names_a_statement = crate::analysis::spells(text, b"execute")
+                    || crate::analysis::spells(text, b"prepare");
                 let named = names_a_statement
                     .then(|| self.prepared.wait_for_any(cycle))
                     .flatten();
@@ -1424,11 +1423,7 @@ impl Proxy<'_> {
     fn copy_out_to_mask(&mut self, text: &str) -> CopyOutStatement {
         // A COPY spells its keyword out: text without the letters is not
         // one, and is not lexed again on its way.
-        let mentions_copy = text
-            .as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"copy"));
-        if !mentions_copy || !self.current_plugins().masks() {
+        if !crate::analysis::spells(text, b"copy") || !self.current_plugins().masks() {
             return CopyOutStatement::None;
         }
         let setting = self.standard_conforming_strings;
@@ -2230,13 +2225,19 @@ impl Proxy<'_> {
         });
     }
 
+    /// A result is over (or was cut short): the rows that come next belong
+    /// to another, whose description sluice has yet to see.
+    fn result_ended(&mut self) {
+        self.rows = Rows::Undescribed;
+        self.copy_out = CopyOut::Streams;
+    }
+
     /// Notes the error that ended the cycle being answered.
     /// The server skips the rest of an extended cycle after an error: the
     /// result it was sending is over, and the describes it held will not
     /// be answered.
     fn after_server_error(&mut self) {
-        self.rows = Rows::Undescribed;
-        self.copy_out = CopyOut::Streams;
+        self.result_ended();
         let current = self.cycles_done;
         self.describes.retain(|d| d.cycle != current);
         self.copy_executes.retain(|(cycle, _)| *cycle != current);
@@ -2332,8 +2333,7 @@ impl Proxy<'_> {
                         self.to_client.extend_from_slice(&self.server_in[..run]);
                         self.server_in.advance(run);
                         if result_ended {
-                            self.rows = Rows::Undescribed;
-                            self.copy_out = CopyOut::Streams;
+                            self.result_ended();
                         }
                         continue;
                     }
@@ -2691,8 +2691,7 @@ impl Proxy<'_> {
                     outcome.note_sent(frame.as_bytes());
                 }
                 if ends_result(frame.tag()) {
-                    self.rows = Rows::Undescribed;
-                    self.copy_out = CopyOut::Streams;
+                    self.result_ended();
                 }
             }
             tag::COPY_IN_RESPONSE => self.copy_in_started()?,
@@ -2706,8 +2705,7 @@ impl Proxy<'_> {
                 if let Some(outcome) = self.cycle_done(&frame)? {
                     self.record_outcome(outcome).await;
                 }
-                self.rows = Rows::Undescribed;
-                self.copy_out = CopyOut::Streams;
+                self.result_ended();
                 self.copy_describe_error = None;
                 let done = self.cycles_done;
                 self.describes.retain(|d| d.cycle >= done);
@@ -2740,8 +2738,7 @@ impl Proxy<'_> {
                         masked.unwrap_or(original),
                         &mut self.to_client,
                     );
-                    self.rows = Rows::Undescribed;
-                    self.copy_out = CopyOut::Streams;
+                    self.result_ended();
                     return Ok(());
                 }
                 self.after_server_error();
