@@ -1979,3 +1979,72 @@ async fn a_gateway_stops_while_its_audit_database_is_away() {
     db.assert_whole_with_statements("gw-d", &["SELECT 1", "SELECT 3"])
         .await;
 }
+
+/// Past the most COPY portals sluice keeps for one session, a Bind of
+/// another is refused (54000), and the refusal is on the record like any
+/// other: the attempt, its verdict `error` and why. The session carries
+/// on, and its COPY data is still read by the right describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_portal_past_the_limit_is_refused_on_the_record() {
+    let config = audited_config().replacen("fsync = \"always\"", "fsync = \"batch\"", 1);
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let mut conn = RawConn::login(env.addr(), &env.database, "analyst", "analyst-demo-token").await;
+    conn.send(&raw::query("BEGIN")).await;
+    conn.until_ready().await;
+    let pan = "4111111111111111";
+    conn.define("pans", &format!("COPY (SELECT '{pan}') TO STDOUT"))
+        .await;
+    let mut binds = Vec::new();
+    for portal in 0..1_000 {
+        binds.extend(raw::bind(&format!("p{portal}"), "pans"));
+    }
+    binds.extend(raw::sync());
+    conn.send(&binds).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+
+    let mut one_more = raw::bind("p1000", "pans");
+    one_more.extend(raw::execute("p1000", 0));
+    one_more.extend(raw::sync());
+    conn.send(&one_more).await;
+    let error = conn.expect_error().await;
+    assert_eq!(error.code(), "54000", "{:?}", error.fields());
+    conn.until_ready().await;
+
+    // A refusal is an error like the server's own: the transaction is
+    // aborted. Once it is rolled back, COPY portals are bound and read
+    // as before.
+    conn.send(&raw::query("ROLLBACK")).await;
+    conn.until_ready().await;
+    conn.send(&raw::bind_execute_sync("pans")).await;
+    let replies = conn.until_ready().await;
+    let data: Vec<u8> = replies
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.clone())
+        .collect();
+    assert_eq!(
+        String::from_utf8(data).unwrap(),
+        "411111******1111\n",
+        "{replies:?}"
+    );
+
+    until_recorded(&env, |r| {
+        r["event"] == "statement" && r["decision"]["verdict"] == "error"
+    })
+    .await;
+    let records = records(&env);
+    let refused: Vec<_> = of_event(&records, "statement")
+        .into_iter()
+        .filter(|r| r["decision"]["verdict"] == "error")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    let reason = refused[0]["decision"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("open portals of COPY"), "{reason}");
+    assert_eq!(
+        refused[0]["text"],
+        "COPY (SELECT '411111******1111') TO STDOUT"
+    );
+}

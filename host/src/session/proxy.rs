@@ -1134,34 +1134,27 @@ impl Proxy<'_> {
             tag::BIND => {
                 let name = frontend::bind_statement(&frame).unwrap_or_default();
                 let portal = frontend::bind_portal(&frame).unwrap_or_default();
-                match self.copy_statements.get(name) {
-                    Some(source) => {
-                        if self.copy_portals.len() >= MAX_COPY_PORTALS
-                            && !self.copy_portals.contains_key(portal)
-                        {
-                            // A portal forgotten would have its COPY data
-                            // paired with another COPY's describe.
-                            self.refuse_extended(Fatal::new(
-                                sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                                format!(
-                                    "more than {MAX_COPY_PORTALS} open portals of COPY statements: close some, or end the transaction"
-                                ),
-                            ));
-                            return Ok(());
-                        }
-                        self.copy_portals.insert(portal.to_owned(), source.clone());
-                    }
-                    None => {
-                        self.copy_portals.remove(portal);
-                    }
-                }
+                let copy_source = self.copy_statements.get(name).cloned();
+                // A portal forgotten would have its COPY data paired with
+                // another COPY's describe: past the limit, the Bind is
+                // refused (and recorded, like any refusal).
+                let too_many_copy_portals = copy_source.is_some()
+                    && self.copy_portals.len() >= MAX_COPY_PORTALS
+                    && !self.copy_portals.contains_key(portal);
                 // Read before judging: a statement that deallocates
                 // prepared statements (`DISCARD ALL`, `DEALLOCATE`) takes
                 // its own text with it when judged.
                 let text = self.prepared.text(name).unwrap_or_default();
                 self.decision = None;
                 self.start_statement_trace();
-                let refusal = if !self.judges() {
+                let refusal = if too_many_copy_portals {
+                    Some(Fatal::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        format!(
+                            "more than {MAX_COPY_PORTALS} open portals of COPY statements: close some, or end the transaction"
+                        ),
+                    ))
+                } else if !self.judges() {
                     if self.statement_trace.is_recording()
                         && let Some(Ok(analysed)) = self.prepared.analysis(name, &mut self.analyser)
                     {
@@ -1216,6 +1209,17 @@ impl Proxy<'_> {
                 if let Some(refusal) = refusal {
                     self.refuse_extended(refusal);
                     return Ok(());
+                }
+                // The portal is the server's now (or will be, once the
+                // Bind runs): its COPY data is read by its statement's
+                // describe.
+                match copy_source {
+                    Some(source) => {
+                        self.copy_portals.insert(portal.to_owned(), source);
+                    }
+                    None => {
+                        self.copy_portals.remove(portal);
+                    }
                 }
             }
             tag::CLOSE => match frontend::describe_target(&frame) {
