@@ -2018,13 +2018,8 @@ async fn a_copy_portal_past_the_limit_is_refused_on_the_record() {
     conn.until_ready().await;
     conn.send(&raw::bind_execute_sync("pans")).await;
     let replies = conn.until_ready().await;
-    let data: Vec<u8> = replies
-        .iter()
-        .filter(|m| m.tag == b'd')
-        .flat_map(|m| m.body.clone())
-        .collect();
     assert_eq!(
-        String::from_utf8(data).unwrap(),
+        raw::copy_text(&replies),
         "411111******1111\n",
         "{replies:?}"
     );

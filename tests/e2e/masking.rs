@@ -12,7 +12,7 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{FromSql, Type};
 
 use sluice_tests::raw::{
-    RawConn, bind, bind_execute_sync, execute, parse, query, startup_message, sync,
+    RawConn, bind, bind_execute_sync, copy_text, execute, parse, query, startup_message, sync,
 };
 use sluice_tests::{TestEnv, token_of};
 
@@ -843,14 +843,7 @@ async fn a_copy_portal_bound_in_an_open_cycle_is_read_by_its_own_describe() {
     rest.extend(execute("q", 0));
     rest.extend(sync());
     conn.send(&rest).await;
-    let data: Vec<u8> = conn
-        .until_ready()
-        .await
-        .iter()
-        .filter(|m| m.tag == b'd')
-        .flat_map(|m| m.body.clone())
-        .collect();
-    let data = String::from_utf8_lossy(&data);
+    let data = copy_text(&conn.until_ready().await);
     assert_eq!(data, "card 411111******1111\n1\n");
 }
 
@@ -973,12 +966,7 @@ async fn a_copy_statement_is_masked_by_its_own_describe_after_a_refused_redefini
 
     conn.send(&bind_execute_sync("pans")).await;
     let replies = conn.until_ready().await;
-    let data: Vec<u8> = replies
-        .iter()
-        .filter(|m| m.tag == b'd')
-        .flat_map(|m| m.body.clone())
-        .collect();
-    let data = String::from_utf8(data).unwrap();
+    let data = copy_text(&replies);
     assert_eq!(data, format!("{}\n", masked(&pan)), "{replies:?}");
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice::plugin::builtin::test_guests as guest;
 use sluice::plugin::reload;
 use sluice_tests::raw::{
-    RawConn, bind, bind_execute, bind_execute_sync, execute, message, parse, query, sync,
+    RawConn, bind, bind_execute, bind_execute_sync, copy_text, execute, message, parse, query, sync,
 };
 use sluice_tests::{TestEnv, code_and_message, eventually, sqlstate};
 
@@ -1353,12 +1353,7 @@ async fn a_message_never_waits_for_its_own_cycle() {
     copy.extend(sync());
     conn.send(&copy).await;
     let replies = answered(&mut conn).await;
-    let data: Vec<u8> = replies
-        .iter()
-        .filter(|m| m.tag == b'd')
-        .flat_map(|m| m.body.clone())
-        .collect();
-    assert_eq!(String::from_utf8_lossy(&data), "card 411111******1111\n");
+    assert_eq!(copy_text(&replies), "card 411111******1111\n");
 
     conn.send(&query("BEGIN; SELECT 1/0")).await;
     conn.until_ready().await;

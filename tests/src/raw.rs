@@ -41,6 +41,17 @@ impl Message {
     }
 }
 
+/// The COPY data among `replies`, joined, as text (lossy: a test reads
+/// what a client would see).
+pub fn copy_text(replies: &[Message]) -> String {
+    let data: Vec<u8> = replies
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.iter().copied())
+        .collect();
+    String::from_utf8_lossy(&data).into_owned()
+}
+
 /// A raw connection.
 pub struct RawConn {
     pub stream: TcpStream,
