@@ -182,16 +182,40 @@ async fn shipped_read_only_policy_is_builtin() {
         .await
         .unwrap();
     client.simple_query("SHOW server_version").await.unwrap();
+    let login_role: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     for text in [
         "DELETE FROM orders",
         "UPDATE cards SET pan = ''",
         "DROP TABLE cards",
         "SELECT 1; DELETE FROM orders",
+        // Changing whose privileges the session runs under, however spelt.
+        "SET ROLE postgres",
+        "SET role = 'postgres'",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT * FROM pg_catalog.set_config('role', 'postgres', false)",
     ] {
         let (code, message) = denial(client.simple_query(text).await);
         assert_eq!(code, "42501", "{text}");
         assert!(message.contains("read-only"), "{text}: {message}");
     }
+    // A setting's name given only when the statement runs may be the role.
+    let (code, message) = denial(
+        client
+            .query("SELECT set_config($1, 'postgres', false)", &[&"role"])
+            .await,
+    );
+    assert_eq!(code, "42501");
+    assert!(message.contains("privilege"), "{message}");
+    let role: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, login_role, "the session's role is unchanged");
 }
 
 /// Trap, endless loop and memory blow-up each deny only their statement,

@@ -77,6 +77,8 @@ pub struct Facts {
     pub touched: Touched,
     pub has_where: bool,
     pub settings: Vec<SettingChange>,
+    /// Whether a `set_config()` call names its setting only when it runs.
+    pub setting_name_unknown: bool,
     pub copy_endpoint: Option<CopyEndpoint>,
     pub wrappers: Vec<Wrapper>,
     pub effect: Effect,
@@ -90,6 +92,7 @@ impl Facts {
             touched: Touched::default(),
             has_where: true,
             settings: Vec::new(),
+            setting_name_unknown: false,
             copy_endpoint: None,
             wrappers: Vec::new(),
             effect: Effect::None,
@@ -144,8 +147,9 @@ const SHAPES: usize = 256;
 /// replaced by a placeholder. Only shapes whose analysis cannot depend on
 /// a literal's value are remembered: SELECT, INSERT, UPDATE, DELETE and
 /// MERGE, not wrapped, with no LIKE or ILIKE (whose pattern decides whether
-/// a WHERE is real). Settings, COPY endpoints, EXPLAIN options and EXECUTE
-/// parameters all carry values, and are analysed every time.
+/// a WHERE is real). Settings (by SET or `set_config()`), COPY endpoints,
+/// EXPLAIN options and EXECUTE parameters all carry values, and are
+/// analysed every time.
 #[derive(Default)]
 pub struct Analyser {
     shapes: std::collections::HashMap<std::sync::Arc<str>, Remembered>,
@@ -268,6 +272,8 @@ impl Analyser {
         let shape = shape.filter(|_| {
             effect == Effect::None
                 && statement.wrappers.is_empty()
+                // `set_config()`'s arguments are values.
+                && statement.settings.is_empty()
                 && matches!(
                     statement.kind,
                     StatementKind::Select
@@ -344,7 +350,7 @@ fn shape_of(tokens: &[Token]) -> Option<String> {
 /// Analyses the text of exactly one statement, given its tokens.
 fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts {
     if let Some(ast) = parse_one(&canonical(tokens)) {
-        let facts = statement::summarise(&ast, tokens);
+        let mut facts = statement::summarise(&ast, tokens);
         // sqlparser reads text with a lexer of its own. Should it ever read
         // a different statement than PostgreSQL's rules find, the two
         // disagree on the first keyword: trust neither.
@@ -353,6 +359,7 @@ fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts
             _ => None,
         };
         if agrees(first, &facts) {
+            statement::privilege_by_function(&mut facts);
             return facts;
         }
         return Facts::new(StatementKind::Unparsed, leading_command(tokens));

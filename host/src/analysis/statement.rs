@@ -8,7 +8,7 @@ use sqlparser::ast::{
 };
 
 use super::lexer::Token;
-use super::walk::{Walker, fold, table_ref};
+use super::walk::{SetConfigCall, Walker, fold, table_ref};
 use super::where_clause::{self, Target};
 use super::{Effect, Facts};
 use crate::plugin::bindings::types::{
@@ -23,7 +23,34 @@ pub fn summarise(ast: &Ast, tokens: &[Token]) -> Facts {
     describe(ast, tokens, &mut facts, &mut walker);
     facts.has_where = !walker.bulk_write;
     facts.touched = walker.touched;
+    settings_by_function(&mut facts, walker.set_config);
     facts
+}
+
+/// What calls of `set_config()` change, on the record as the SETs they
+/// amount to.
+fn settings_by_function(facts: &mut Facts, calls: Vec<SetConfigCall>) {
+    for call in calls {
+        facts.setting_name_unknown |= !call.name_known;
+        facts.settings.push(call.change);
+    }
+}
+
+/// A statement that calls `set_config()` to set the role or session
+/// authorization, or a setting whose name is only known when it runs, is
+/// judged as the privilege change it is or may be, whatever else it does.
+/// (Applied once the statement's own command is known to agree with its
+/// first keyword: see `analysis::one`.)
+pub fn privilege_by_function(facts: &mut Facts) {
+    if facts.kind == StatementKind::Privilege {
+        return;
+    }
+    let command = privilege_setting(facts.settings.iter().map(|c| c.name.as_str()))
+        .or(facts.setting_name_unknown.then_some("SET ROLE"));
+    if let Some(command) = command {
+        facts.kind = StatementKind::Privilege;
+        facts.command = command.to_owned();
+    }
 }
 
 fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker) {

@@ -397,6 +397,72 @@ fn settings_are_named_with_their_values() {
     );
 }
 
+/// `set_config()` is SET spelt as a function: what it changes is on the
+/// record, and setting the role with it (or a setting whose name is only
+/// known when it runs) is a privilege change like SET ROLE, in a SELECT's
+/// list or its FROM, qualified or not.
+#[test]
+fn set_config_is_judged_as_the_set_it_amounts_to() {
+    let s = one("SELECT set_config('work_mem', '64MB', false)");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(
+        s.settings,
+        [SettingChange {
+            name: "work_mem".into(),
+            value: Some("64MB".into())
+        }]
+    );
+    for sql in [
+        "SELECT set_config('role', 'admin', false)",
+        "SELECT pg_catalog.set_config('ROLE', 'admin', true)",
+        "SELECT * FROM set_config('role', 'admin', false)",
+        "SELECT id FROM cards WHERE set_config('role', 'admin', false) IS NOT NULL",
+        "UPDATE cards SET holder = set_config('role', 'admin', false) WHERE id = 1",
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (s.kind, s.command.as_str()),
+            (StatementKind::Privilege, "SET ROLE"),
+            "{sql}"
+        );
+        assert_eq!(s.settings[0].name, "role", "{sql}");
+        assert_eq!(s.settings[0].value.as_deref(), Some("admin"), "{sql}");
+    }
+    let s = one("SELECT set_config('session_authorization', 'bob', false)");
+    assert_eq!(s.command, "SET SESSION AUTHORIZATION");
+    // A name known only when it runs may be the role; a value so known is
+    // kept as written.
+    let s = one("SELECT set_config($1, $2, false)");
+    assert_eq!(
+        (s.kind, s.command.as_str()),
+        (StatementKind::Privilege, "SET ROLE")
+    );
+    assert_eq!(s.settings[0].name, "$1");
+    assert_eq!(s.settings[0].value.as_deref(), Some("$2"));
+    let s = one("SELECT set_config('search_path', current_setting('x'), false)");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(s.settings[0].value.as_deref(), Some("current_setting('x')"));
+    // A function of the same name in another schema is not the built-in.
+    let s = one("SELECT app.set_config('role', 'admin', false)");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert!(s.settings.is_empty());
+}
+
+/// A statement's settings are values: two that differ only in them are
+/// not one shape, whose remembered analysis would carry the first one's.
+#[test]
+fn set_config_calls_are_not_remembered_by_shape() {
+    let mut analyser = Analyser::default();
+    for _ in 0..4 {
+        let work_mem = analyser.analyse("SELECT set_config('work_mem', '1MB', false)", true);
+        assert_eq!(work_mem[0].shape, None);
+        assert_eq!(work_mem[0].statement.kind, StatementKind::Select);
+    }
+    let role = analyser.analyse("SELECT set_config('role', 'admin', false)", true);
+    assert_eq!(role[0].statement.kind, StatementKind::Privilege);
+    assert_eq!(role[0].statement.settings[0].name, "role");
+}
+
 #[test]
 fn copy_directions_and_endpoints() {
     let s = one("COPY cards TO STDOUT");

@@ -18,12 +18,12 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
     Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
-    TableWithJoins, Visit, Visitor,
+    TableWithJoins, Value, Visit, Visitor,
 };
 
 use super::builtins;
 use crate::plugin::bindings::types::{
-    ColumnAccess, ColumnRef, FunctionRef, TableAccess, TableAction, TableRef,
+    ColumnAccess, ColumnRef, FunctionRef, SettingChange, TableAccess, TableAction, TableRef,
 };
 
 /// An identifier as PostgreSQL reads it: unquoted ones fold to lower
@@ -162,6 +162,19 @@ pub struct Walker {
     pub unclaimed: TableAction,
     /// Whether some DELETE or UPDATE in the statement lacks a real WHERE.
     pub bulk_write: bool,
+    /// The settings changed by calls of the built-in `set_config()`.
+    pub set_config: Vec<SetConfigCall>,
+}
+
+/// A call of the built-in `set_config(name, value, is_local)`: the SET it
+/// amounts to. A name or value that is not a plain string (`$1`,
+/// `current_setting('x')`) is kept as written: what it will be when the
+/// statement runs is unknown here.
+#[derive(Debug)]
+pub struct SetConfigCall {
+    pub change: SettingChange,
+    /// Whether the name is a plain string, and so the setting known.
+    pub name_known: bool,
 }
 
 impl Default for Walker {
@@ -174,6 +187,7 @@ impl Default for Walker {
             claimed: HashSet::new(),
             unclaimed: TableAction::Read,
             bulk_write: false,
+            set_config: Vec::new(),
         }
     }
 }
@@ -326,9 +340,9 @@ impl Walker {
                 name, alias, args, ..
             } => {
                 // `FROM f(...)` parses as a table with arguments: a call.
-                if args.is_some() {
+                if let Some(args) = args {
                     self.claimed.insert(address(name));
-                    self.touched.function(name);
+                    self.called(name, &args.args);
                     self.add_source(alias_or(alias.as_ref(), name), None);
                     return;
                 }
@@ -343,8 +357,10 @@ impl Walker {
                     self.add_source(fold(&alias.name), None);
                 }
             }
-            TableFactor::Function { name, alias, .. } => {
-                self.touched.function(name);
+            TableFactor::Function {
+                name, args, alias, ..
+            } => {
+                self.called(name, args);
                 if let Some(alias) = alias {
                     self.add_source(fold(&alias.name), None);
                 }
@@ -477,7 +493,11 @@ impl Walker {
             Expr::Wildcard(_) => self.every_column_of_scope(),
             Expr::QualifiedWildcard(name, _) => self.whole_row(name),
             Expr::Function(function) => {
-                self.touched.function(&function.name);
+                let args = match &function.args {
+                    FunctionArguments::List(list) => list.args.as_slice(),
+                    _ => &[],
+                };
+                self.called(&function.name, args);
                 if let FunctionArguments::List(list) = &function.args {
                     for arg in &list.args {
                         let arg = match arg {
@@ -493,6 +513,41 @@ impl Walker {
             }
             _ => {}
         }
+    }
+
+    /// A function called with `args`: named, and if it is the built-in
+    /// `set_config()`, the setting it changes noted.
+    fn called(&mut self, name: &ObjectName, args: &[FunctionArg]) {
+        self.touched.function(name);
+        let function = table_ref(name);
+        let builtin = matches!(function.schema.as_deref(), None | Some("pg_catalog"));
+        if !(builtin && function.name == "set_config") {
+            return;
+        }
+        let text = |index: usize| -> Option<Result<String, String>> {
+            let arg = match args.get(index)? {
+                FunctionArg::Named { arg, .. }
+                | FunctionArg::ExprNamed { arg, .. }
+                | FunctionArg::Unnamed(arg) => arg,
+            };
+            Some(match arg {
+                FunctionArgExpr::Expr(Expr::Value(value)) => match &value.value {
+                    Value::SingleQuotedString(text) => Ok(text.clone()),
+                    other => Err(other.to_string()),
+                },
+                other => Err(other.to_string()),
+            })
+        };
+        let (name, name_known) = match text(0) {
+            Some(Ok(name)) => (name.to_ascii_lowercase(), true),
+            Some(Err(written)) => (written, false),
+            None => (String::new(), false),
+        };
+        let value = text(1).map(|value| value.unwrap_or_else(|written| written));
+        self.set_config.push(SetConfigCall {
+            change: SettingChange { name, value },
+            name_known,
+        });
     }
 
     /// Runs sqlparser's visitor from inside the current scopes: every
