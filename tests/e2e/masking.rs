@@ -12,7 +12,8 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{FromSql, Type};
 
 use sluice_tests::raw::{
-    RawConn, bind, bind_execute_sync, copy_text, execute, parse, query, startup_message, sync,
+    RawConn, bind, bind_execute_sync, copy_text, execute, flush, message, parse, query,
+    startup_message, sync,
 };
 use sluice_tests::{TestEnv, token_of};
 
@@ -890,6 +891,54 @@ async fn pipelined_copies_are_each_read_by_their_own_describe() {
     assert!(!data.contains(&pan), "{data}");
     assert!(data.contains(&masked(&pan)), "{data}");
     assert!(data.contains("1\n") || data.ends_with("1\n"), "{data}");
+}
+
+/// A COPY FROM STDIN sluice cannot read in full (a WHERE clause) sends no
+/// COPY data, and is known not to: a COPY TO STDOUT executed after it in
+/// the same cycle is read by its own describe, masked, not refused. (Its
+/// data was paired with the COPY FROM, which had no describe.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_that_is_not_read_in_full_leaves_the_next_copy_its_describe() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    direct
+        .batch_execute("CREATE TABLE copied_in (note text); GRANT ALL ON copied_in TO PUBLIC")
+        .await
+        .unwrap();
+    let pan = first_card(&direct).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "admin", token_of("admin")).await;
+    conn.define(
+        "out",
+        "COPY (SELECT pan FROM cards ORDER BY id LIMIT 1) TO STDOUT",
+    )
+    .await;
+    let mut copy_in = parse("in", "COPY copied_in FROM STDIN WHERE note <> ''");
+    copy_in.extend(bind("", "in"));
+    copy_in.extend(execute("", 0));
+    copy_in.extend(flush());
+    conn.send(&copy_in).await;
+    loop {
+        let reply = conn.recv().await.expect("the server answers");
+        assert_ne!(reply.tag, b'E', "{reply:?}");
+        if reply.tag == b'G' {
+            break;
+        }
+    }
+    let mut rest = message(b'd', b"kept\n");
+    rest.extend(message(b'c', b""));
+    rest.extend(bind("po", "out"));
+    rest.extend(execute("po", 0));
+    rest.extend(sync());
+    conn.send(&rest).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+    assert_eq!(copy_text(&replies), format!("{}\n", masked(&pan)));
+    let kept: i64 = direct
+        .query_one("SELECT count(*) FROM copied_in WHERE note = 'kept'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }
 
 /// Values of user-defined types — domains (of domains) over text and int8,

@@ -153,17 +153,34 @@ pub fn copy_out(text: &str, standard_conforming_strings: bool) -> Option<CopyOut
     })
 }
 
-/// Whether `text` is a `COPY` statement this reader cannot read (its first
-/// word is COPY): it may be a COPY TO STDOUT in any format, and what it
-/// sends must still be paired with it, and refused.
+/// Whether `text` is a `COPY` statement this reader cannot read in full
+/// (its first word is COPY) that may be a COPY TO STDOUT, in any format:
+/// what it sends must still be paired with it, and refused. One whose
+/// beginning reads as a COPY FROM, or TO a file or program, sends no data
+/// to the client whatever options follow.
 pub fn unreadable_copy(text: &str, standard_conforming_strings: bool) -> bool {
-    let starts_with_copy =
-        lexer::spanned_tokens(text, standard_conforming_strings).is_ok_and(|tokens| {
-            tokens
-                .first()
-                .is_some_and(|spanned| is_word(&spanned.token, "copy"))
-        });
-    starts_with_copy && read(text, standard_conforming_strings).is_none()
+    let Some((tokens, holds_more)) = statement_tokens(text, standard_conforming_strings) else {
+        return false;
+    };
+    if !tokens
+        .first()
+        .is_some_and(|spanned| is_word(&spanned.token, "copy"))
+        || read(text, standard_conforming_strings).is_some()
+    {
+        return false;
+    }
+    // Text that holds more than one statement may hold a COPY TO STDOUT
+    // after the first.
+    if holds_more {
+        return true;
+    }
+    let mut reader = Reader {
+        tokens: &tokens,
+        next: 0,
+    };
+    !reader.head().is_some_and(|head| {
+        head.direction == CopyDirection::From || head.endpoint != CopyEndpoint::Stdio
+    })
 }
 
 /// `name` as a quoted identifier: exactly this name, whatever its case.
@@ -174,18 +191,9 @@ fn quoted(name: &str) -> String {
 /// Reads a COPY statement, or None when it is not one this reader is certain
 /// about (the caller then treats the text as unparsed and denies it).
 pub fn read(text: &str, standard_conforming_strings: bool) -> Option<CopyCommand> {
-    let mut tokens = lexer::spanned_tokens(text, standard_conforming_strings).ok()?;
-    // A statement may end with `;` (psql sends one): nothing runs after it.
-    while tokens
-        .last()
-        .is_some_and(|spanned| is_symbol(&spanned.token, ";"))
-    {
-        tokens.pop();
-    }
-    // One statement only: a `;` anywhere else means the text holds more (or
-    // the caller did not split it), and the server would run whatever
-    // follows.
-    if tokens.iter().any(|spanned| is_symbol(&spanned.token, ";")) {
+    let (tokens, holds_more) = statement_tokens(text, standard_conforming_strings)?;
+    // One statement only: the server would run whatever follows.
+    if holds_more {
         return None;
     }
     let mut reader = Reader {
@@ -194,6 +202,25 @@ pub fn read(text: &str, standard_conforming_strings: bool) -> Option<CopyCommand
     };
     let command = reader.copy_statement()?;
     reader.at_end().then_some(command)
+}
+
+/// The tokens of `text` (None if it does not lex), without the `;` it may
+/// end with (psql sends one: nothing runs after it); and whether a `;`
+/// remains, when the text holds more than one statement (or the caller did
+/// not split it).
+fn statement_tokens(
+    text: &str,
+    standard_conforming_strings: bool,
+) -> Option<(Vec<SpannedToken>, bool)> {
+    let mut tokens = lexer::spanned_tokens(text, standard_conforming_strings).ok()?;
+    while tokens
+        .last()
+        .is_some_and(|spanned| is_symbol(&spanned.token, ";"))
+    {
+        tokens.pop();
+    }
+    let holds_more = tokens.iter().any(|spanned| is_symbol(&spanned.token, ";"));
+    Some((tokens, holds_more))
 }
 
 /// Keywords that PostgreSQL 15 does not accept as an unquoted table or
@@ -256,6 +283,25 @@ impl Reader<'_> {
     }
 
     fn copy_statement(&mut self) -> Option<CopyCommand> {
+        let mut command = self.head()?;
+        if matches!(command.source, CopySource::Table { .. }) {
+            // The pre-7.3 way to give the delimiter.
+            let using = self.eat_word("using");
+            if self.eat_word("delimiters") {
+                command.format.delimiter = Some(self.string()?);
+            } else if using {
+                return None;
+            }
+        }
+        command.format = self.options(command.format)?;
+        // A WHERE clause filters COPY FROM (and is an error on COPY TO);
+        // this reader does not analyse conditions, so it gives up.
+        Some(command)
+    }
+
+    /// A COPY up to where its data goes: its source, direction and
+    /// endpoint, and the format so far (`BINARY` before a table's name).
+    fn head(&mut self) -> Option<CopyCommand> {
         if !self.eat_word("copy") {
             return None;
         }
@@ -265,13 +311,11 @@ impl Reader<'_> {
             if !self.eat_word("to") {
                 return None;
             }
-            let endpoint = self.endpoint()?;
-            let format = self.options(DataFormat::default())?;
             return Some(CopyCommand {
                 source,
                 direction: CopyDirection::To,
-                endpoint,
-                format,
+                endpoint: self.endpoint()?,
+                format: DataFormat::default(),
             });
         }
         // BINARY is not a possible table name, so here it is the old
@@ -297,17 +341,6 @@ impl Reader<'_> {
         } else {
             return None;
         };
-        let endpoint = self.endpoint()?;
-        // The pre-7.3 way to give the delimiter.
-        let using = self.eat_word("using");
-        if self.eat_word("delimiters") {
-            format.delimiter = Some(self.string()?);
-        } else if using {
-            return None;
-        }
-        let format = self.options(format)?;
-        // A WHERE clause filters COPY FROM (and is an error on COPY TO);
-        // this reader does not analyse conditions, so it gives up.
         Some(CopyCommand {
             source: CopySource::Table {
                 schema,
@@ -315,7 +348,7 @@ impl Reader<'_> {
                 columns,
             },
             direction,
-            endpoint,
+            endpoint: self.endpoint()?,
             format,
         })
     }
@@ -620,6 +653,31 @@ mod tests {
         assert!(unreadable_copy("COPY cards TO STDOUT; SELECT 1", true));
         assert!(!unreadable_copy("COPY cards TO STDOUT;", true));
         assert!(!unreadable_copy("SELECT 'copy'", true));
+    }
+
+    /// A COPY this reader cannot read in full may still be known to send
+    /// the client nothing: one FROM anywhere, or TO a file or program.
+    #[test]
+    fn an_unreadable_copy_that_sends_no_data_is_known_as_such() {
+        for sql in [
+            "COPY cards FROM STDIN WHERE id > 1",
+            "COPY cards (pan) FROM STDIN (FORMAT text) WHERE pan <> ''",
+            "COPY cards TO '/tmp/x' USING DELIMITERS",
+            "COPY (SELECT pan FROM cards) TO PROGRAM 'cat' WITH ((",
+        ] {
+            assert!(read(sql, true).is_none(), "{sql}");
+            assert!(!unreadable_copy(sql, true), "{sql}");
+        }
+        for sql in [
+            "COPY cards TO STDOUT USING DELIMITERS",
+            "COPY (SELECT pan FROM cards) TO STDOUT WITH ((",
+            // What follows the first statement is not read.
+            "COPY cards FROM STDIN; COPY cards TO STDOUT",
+            // Nor is a COPY whose beginning is not read.
+            "COPY cards * TO STDOUT",
+        ] {
+            assert!(unreadable_copy(sql, true), "{sql}");
+        }
     }
 
     fn table(schema: Option<&str>, name: &str, columns: &[&str]) -> CopySource {
