@@ -2605,7 +2605,16 @@ impl Proxy<'_> {
         let of_statement = describe.as_ref().is_some_and(|d| !d.portal);
         if frame.tag() != tag::ROW_DESCRIPTION || !self.current_plugins().masks() {
             if !of_statement {
-                self.rows = Rows::Described(None);
+                // A portal described as returning nothing (NoData) sends
+                // no rows: PostgreSQL discards those of a rule's `DO ALSO
+                // SELECT` or of a FETCH bound before its cursor existed
+                // (`PortalRunMulti`). Should a server send some anyway,
+                // they come with no description, and are not streamed.
+                self.rows = if frame.tag() == tag::NO_DATA && self.current_plugins().masks() {
+                    Rows::Undescribed
+                } else {
+                    Rows::Described(None)
+                };
             }
             return Ok(if injected {
                 Description::Keep
