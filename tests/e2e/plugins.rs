@@ -1352,6 +1352,68 @@ async fn a_bound_execute_waits_for_the_name_it_runs() {
     assert!(second.iter().any(|m| m.tag == b'E'), "refused: {second:?}");
 }
 
+/// A portal whose statement names a prepared statement runs only in the
+/// cycle it was bound in: PostgreSQL looks the name up when the portal
+/// runs, so a portal of `EXECUTE h` bound, then run after `h` was
+/// redefined, would run the new definition under the old one's verdict;
+/// and a portal of `PREPARE x` run in a later cycle would have its
+/// confirmation credited to another definition of `x`. In its own cycle
+/// it runs as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_that_names_a_prepared_statement_runs_in_its_own_cycle() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+
+    // EXECUTE: judged as `h` is, run after `h` was redefined.
+    conn.define("h", "SELECT 'harmless'").await;
+    let mut bound = parse("", "EXECUTE h");
+    bound.extend(bind("p", ""));
+    bound.extend(sync());
+    conn.send(&bound).await;
+    let replies = conn.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+    let mut redefined = close_statement("h");
+    redefined.extend(sync());
+    redefined.extend(parse("h", "SELECT 'forbidden'"));
+    redefined.extend(sync());
+    conn.send(&redefined).await;
+    conn.until_ready().await;
+    conn.until_ready().await;
+    let mut later = execute("p", 0);
+    later.extend(sync());
+    assert_eq!(conn.refusal(&later).await, "0A000");
+    conn.send(&query("ROLLBACK")).await;
+    conn.until_ready().await;
+
+    // PREPARE: bound in one cycle, run in the next behind another.
+    let mut first = parse("", "PREPARE x AS SELECT 'first'");
+    first.extend(bind("q", ""));
+    first.extend(sync());
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+    conn.send(&first).await;
+    conn.until_ready().await;
+    let mut second = parse("", "PREPARE x AS SELECT 'second'");
+    second.extend(bind("", ""));
+    second.extend(execute("q", 0));
+    second.extend(sync());
+    assert_eq!(conn.refusal(&second).await, "0A000");
+    conn.send(&query("ROLLBACK")).await;
+    conn.until_ready().await;
+    // Neither ran: the name is free.
+    assert_eq!(conn.refusal(&query("EXECUTE x")).await, "26000");
+
+    // In its own cycle, each runs.
+    let mut own = parse("", "PREPARE x AS SELECT 'second'");
+    own.extend(bind("r", ""));
+    own.extend(execute("r", 0));
+    own.extend(parse("", "EXECUTE x"));
+    own.extend(bind_execute_sync(""));
+    assert!(conn.first_row(&own).await.ends_with(b"second"));
+}
+
 /// The replies up to the next ReadyForQuery, which must come within 10 s.
 async fn answered(conn: &mut RawConn) -> Vec<sluice_tests::raw::Message> {
     tokio::time::timeout(Duration::from_secs(10), conn.until_ready())

@@ -69,7 +69,7 @@ use super::Fatal;
 use super::cancel::UpstreamKey;
 use super::prepared::Prepared;
 use super::startup::{Established, LoggedIn};
-use crate::analysis::{Analysed, Analyser};
+use crate::analysis::{Analysed, Analyser, Effect};
 use crate::approval::{self, Approvals, Resolution};
 use crate::audit::{self, ApprovalRecord, Decision, Protocol};
 use crate::config::Hook;
@@ -357,6 +357,26 @@ struct BoundPortal {
     cycle: u64,
 }
 
+/// A portal whose statement names a prepared statement when it runs
+/// (`EXECUTE x`) or changes which ones exist (`PREPARE`, `DEALLOCATE`,
+/// `DISCARD ALL`). What it does is decided when its Execute runs, not when
+/// it is bound: judged at its Bind, it runs only in that Bind's cycle,
+/// and what it changes is followed from its Execute, in the order the
+/// server runs them.
+#[derive(Debug)]
+struct NamingPortal {
+    /// The cycle the Bind was sent in.
+    cycle: u64,
+    /// The changes to follow once it is executed (the first time), with
+    /// the `standard_conforming_strings` they were analysed under.
+    changes: Vec<Analysed>,
+    standard_conforming_strings: bool,
+}
+
+/// Most open portals that name prepared statements sluice follows per
+/// session.
+const MAX_NAMING_PORTALS: usize = 1_000;
+
 /// What a statement is, as far as COPY TO STDOUT goes.
 enum CopyOutStatement {
     /// Not one (or no masking plugin is loaded).
@@ -521,6 +541,12 @@ struct Proxy<'a> {
     /// outcome is the statement's. Forgotten when no transaction is open,
     /// as the server's portals are.
     portal_statements: std::collections::HashMap<String, BoundPortal>,
+    /// Open portals whose statements name prepared statements (see
+    /// [`NamingPortal`]), forgotten as `portal_statements` are.
+    naming_portals: std::collections::HashMap<String, NamingPortal>,
+    /// What the statements allowed last change among prepared statements,
+    /// to follow once they run (see `judge`).
+    allowed_changes: Vec<Analysed>,
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
     extended_open: bool,
@@ -677,6 +703,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         copy_statements: std::collections::HashMap::new(),
         copy_portals: std::collections::HashMap::new(),
         portal_statements: std::collections::HashMap::new(),
+        naming_portals: std::collections::HashMap::new(),
+        allowed_changes: Vec::new(),
         copy_executes: VecDeque::new(),
         extended_open: false,
         open_executes: 0,
@@ -1079,6 +1107,9 @@ impl Proxy<'_> {
                     self.refuse_cycle(refusal);
                     return Ok(());
                 }
+                let changes = std::mem::take(&mut self.allowed_changes);
+                self.prepared
+                    .apply(&changes, self.standard_conforming_strings, self.cycles_sent);
                 // One sluice cannot read has no source: its data is refused.
                 self.copy_query_source = None;
                 if let CopyOutStatement::Readable(copy) = self.copy_out_to_mask(text) {
@@ -1146,7 +1177,10 @@ impl Proxy<'_> {
                 // its own text with it when judged.
                 let text = self.prepared.text(name).unwrap_or_default();
                 self.decision = None;
+                self.allowed_changes.clear();
                 self.start_statement_trace();
+                // Whether it names a prepared statement when it runs.
+                let mut names_prepared = false;
                 let refusal = if too_many_copy_portals {
                     Some(Fatal::new(
                         sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -1167,7 +1201,21 @@ impl Proxy<'_> {
                     match self.prepared.analysis(name, &mut self.analyser) {
                         Some(Err(unsure)) => Some(unsure),
                         Some(Ok(analysed)) if self.allowed_by_shape(&analysed) => None,
+                        Some(Ok(analysed))
+                            if analysed.iter().any(|a| a.effect != Effect::None)
+                                && self.naming_portals.len() >= MAX_NAMING_PORTALS
+                                && !self.naming_portals.contains_key(portal) =>
+                        {
+                            // Forgotten, it could run in a later cycle.
+                            Some(Fatal::new(
+                                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                                format!(
+                                    "more than {MAX_NAMING_PORTALS} open portals that run EXECUTE, PREPARE or DEALLOCATE: close some, or end the transaction"
+                                ),
+                            ))
+                        }
                         Some(Ok(analysed)) => {
+                            names_prepared = analysed.iter().any(|a| a.effect != Effect::None);
                             let params = frontend::bind_parameters(&frame).unwrap_or_default();
                             let statements = analysed
                                 .iter()
@@ -1210,6 +1258,19 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
+                if names_prepared {
+                    let changes = std::mem::take(&mut self.allowed_changes);
+                    self.naming_portals.insert(
+                        portal.to_owned(),
+                        NamingPortal {
+                            cycle: self.cycles_sent,
+                            changes,
+                            standard_conforming_strings: self.standard_conforming_strings,
+                        },
+                    );
+                } else {
+                    self.naming_portals.remove(portal);
+                }
                 // The portal is the server's now (or will be, once the
                 // Bind runs): its COPY data is read by its statement's
                 // describe.
@@ -1229,6 +1290,7 @@ impl Proxy<'_> {
                     self.prepared.close_sent(None, self.cycles_sent);
                     self.copy_portals.remove(name);
                     self.portal_statements.remove(name);
+                    self.naming_portals.remove(name);
                 }
                 None => {}
             },
@@ -1245,6 +1307,25 @@ impl Proxy<'_> {
             }
             tag::EXECUTE => {
                 let portal = frontend::execute_portal(&frame).unwrap_or_default();
+                if let Some(naming) = self.naming_portals.get_mut(portal) {
+                    if naming.cycle != self.cycles_sent {
+                        // What it names may have changed since it was judged.
+                        self.refuse_extended(Fatal::new(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "sluice runs a portal that runs EXECUTE, PREPARE or DEALLOCATE only in the cycle it was bound in (before the next Sync): bind it again",
+                        ));
+                        return Ok(());
+                    }
+                    let changes = std::mem::take(&mut naming.changes);
+                    let setting = naming.standard_conforming_strings;
+                    // A PREPARE bound and executed before it may have taken
+                    // the name.
+                    if let Err(refusal) = self.prepared.check(&changes) {
+                        self.refuse_extended(refusal);
+                        return Ok(());
+                    }
+                    self.prepared.apply(&changes, setting, self.cycles_sent);
+                }
                 self.execute_recorded(portal);
                 if let Some(source) = self.copy_portals.get(portal) {
                     self.copy_executes
@@ -1545,6 +1626,7 @@ impl Proxy<'_> {
             let done = self.cycles_done;
             self.portal_statements
                 .retain(|_, bound| bound.cycle >= done);
+            self.naming_portals.retain(|_, naming| naming.cycle >= done);
             if self.cycles.is_empty() && !self.extended_open {
                 self.copy_portals.clear();
             }
@@ -1643,11 +1725,12 @@ impl Proxy<'_> {
                 return Some(refusal);
             }
         }
-        self.prepared.apply(
-            &statements,
-            self.standard_conforming_strings,
-            self.cycles_sent,
-        );
+        // Followed once they run: at once for a simple Query, at its
+        // Execute for a Bind (see `NamingPortal`).
+        self.allowed_changes = statements
+            .into_iter()
+            .filter(|analysed| analysed.effect != Effect::None)
+            .collect();
         None
     }
 
