@@ -122,18 +122,6 @@ impl TextFormat {
         Some(text)
     }
 
-    /// Whether a card number's digits stay one run in rows of this format,
-    /// so that rows masked as free text are masked where it is: always in
-    /// text format (a delimiter there is never a digit); in csv only if
-    /// its delimiter, quote and escape are not digits (`QUOTE '0'` wraps
-    /// a value in digits, `ESCAPE '1'` doubles them).
-    pub fn keeps_digit_runs(&self) -> bool {
-        !self.csv
-            || ![self.delimiter, self.quote, self.escape]
-                .iter()
-                .any(u8::is_ascii_digit)
-    }
-
     /// Refuses options PostgreSQL refuses (and a quote or escape byte that
     /// is a line ending), under which a row could not be split into fields
     /// one way only.

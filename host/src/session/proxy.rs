@@ -308,6 +308,33 @@ fn value_as_text(bytes: &[u8]) -> String {
     }
 }
 
+/// A Bind of a portal that is, or was, one of a COPY statement, whose
+/// BindComplete has not come: until it does, the portal is what it was
+/// (the server refuses a Bind of a named portal that exists, and skips one
+/// after an error).
+#[derive(Debug)]
+struct CopyBind {
+    /// The cycle the Bind was sent in.
+    cycle: u64,
+    portal: String,
+    /// Its place among the Binds of its cycle: its BindComplete is the
+    /// cycle's `index`-th.
+    index: u32,
+    /// What the portal runs once bound: not a COPY (`None`), or a COPY
+    /// that sluice reads (`Some(Some(..))`) or cannot (`Some(None)`).
+    copy: Option<Option<crate::analysis::CopyOut>>,
+}
+
+/// sluice's describe of a COPY's source, sent just ahead of the client's
+/// cycle that runs the COPY.
+#[derive(Debug)]
+struct CopyDescribe {
+    /// The client's cycle it was sent ahead of.
+    cycle: u64,
+    copy: crate::analysis::CopyOut,
+    source: Arc<CopySource>,
+}
+
 /// What sluice learns of a COPY TO STDOUT's data before the COPY runs.
 #[derive(Debug)]
 struct CopySource {
@@ -387,16 +414,16 @@ enum CopyOutStatement {
     Unreadable,
 }
 
+/// Why a COPY TO STDOUT's data is refused: sluice has no describe of it
+/// to read it by.
+const COPY_NOT_READ: &str = "COPY TO STDOUT data is passed on only when sluice can read it: send the COPY alone in a simple query, or as the first statement an extended-protocol cycle executes, with options PostgreSQL 15 knows";
+
 /// What sluice does with the data of a COPY TO STDOUT.
 #[derive(Debug, Default)]
 enum CopyOut {
     /// Pass it on as it comes (no COPY, or nothing to mask).
     #[default]
     Streams,
-    /// Text or csv rows sluice cannot read by field (their COPY was not
-    /// described, or its options are not ones sluice reads), masked as
-    /// free text.
-    Text,
     /// Text or csv rows read field by field, each value masked by its
     /// column's type like a DataRow value. The header line, if any, is
     /// column names, masked as text.
@@ -527,13 +554,26 @@ struct Proxy<'a> {
     /// sluice described it; and the error the describe met, if it failed.
     copy_query_source: Option<Arc<CopySource>>,
     copy_describe_error: Option<Vec<(u8, String)>>,
-    /// The extended protocol's COPY TO STDOUT statements by name, with
-    /// their sources where sluice described them (a statement parsed at
-    /// the start of a cycle); the portals bound to them; and the Executes
-    /// of those portals whose CopyOutResponse has not come yet, in order,
-    /// with the cycle each belongs to.
-    copy_statements: std::collections::HashMap<String, Option<Arc<CopySource>>>,
-    copy_portals: std::collections::HashMap<String, Option<Arc<CopySource>>>,
+    /// The extended protocol's COPY TO STDOUT statements by name: what
+    /// they copy, where sluice reads it (`None`: a COPY it cannot read).
+    copy_statements: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
+    /// The open portals of those statements, as the server confirmed
+    /// their Binds; and the Binds it has yet to answer that may change
+    /// which portals those are.
+    copy_portals: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
+    copy_binds: VecDeque<CopyBind>,
+    /// Binds forwarded in the cycle being sent, and BindCompletes come in
+    /// the cycle being answered: which Bind a BindComplete answers.
+    binds_sent: u32,
+    binds_answered: u32,
+    /// A COPY's data is read by a describe of its source taken just before
+    /// the cycle that runs it, with nothing run in between: the catalog
+    /// (a temporary table that shadows another, say) can change what the
+    /// same text copies. The describe sent ahead of the cycle being sent.
+    copy_describe: Option<CopyDescribe>,
+    /// The Executes of COPY portals whose CopyOutResponse has not come yet,
+    /// in order, with the cycle each belongs to and the source its data is
+    /// read by (none: the data is refused).
     copy_executes: VecDeque<(u64, Option<Arc<CopySource>>)>,
     /// The recorded statement each portal was bound from, while it may be
     /// open: an Execute in a later cycle (a portal read in parts, as JDBC
@@ -702,6 +742,10 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         copy_describe_error: None,
         copy_statements: std::collections::HashMap::new(),
         copy_portals: std::collections::HashMap::new(),
+        copy_binds: VecDeque::new(),
+        binds_sent: 0,
+        binds_answered: 0,
+        copy_describe: None,
         portal_statements: std::collections::HashMap::new(),
         naming_portals: std::collections::HashMap::new(),
         allowed_changes: Vec::new(),
@@ -1145,32 +1189,31 @@ impl Proxy<'_> {
                         self.copy_statements.insert(name.to_owned(), None);
                     }
                     CopyOutStatement::Readable(copy) => {
-                        // Described when it starts a cycle; inside one,
-                        // sluice's own describe cannot be slipped in.
-                        let source = if cycle_was_open {
-                            Arc::new(CopySource {
-                                format: copy.format,
-                                columns: std::sync::OnceLock::new(),
-                            })
-                        } else {
-                            let source = self.describe_copy_source(copy, !name.is_empty());
+                        // Described when it starts a cycle, for an Execute
+                        // of it first in that cycle; inside one, sluice's
+                        // own describe cannot be slipped in.
+                        if !cycle_was_open {
+                            self.describe_copy_ahead(copy.clone(), !name.is_empty());
                             // The Parse goes in the cycle after sluice's.
                             self.prepared.last_parse_moved_to(self.cycles_sent);
-                            source
-                        };
-                        self.copy_statements.insert(name.to_owned(), Some(source));
+                        }
+                        self.copy_statements.insert(name.to_owned(), Some(copy));
                     }
                 }
             }
             tag::BIND => {
                 let name = frontend::bind_statement(&frame).unwrap_or_default();
                 let portal = frontend::bind_portal(&frame).unwrap_or_default();
-                let copy_source = self.copy_statements.get(name).cloned();
+                let copy = self.copy_statements.get(name).cloned();
+                if let (false, Some(Some(copy))) = (cycle_was_open, &copy) {
+                    // For an Execute of it first in this cycle.
+                    self.describe_copy_ahead(copy.clone(), true);
+                }
                 // A portal forgotten would have its COPY data paired with
                 // another COPY's describe: past the limit, the Bind is
                 // refused (and recorded, like any refusal).
-                let too_many_copy_portals = copy_source.is_some()
-                    && self.copy_portals.len() >= MAX_COPY_PORTALS
+                let too_many_copy_portals = copy.is_some()
+                    && self.copy_portals.len() + self.copy_binds.len() >= MAX_COPY_PORTALS
                     && !self.copy_portals.contains_key(portal);
                 // Read before judging: a statement that deallocates
                 // prepared statements (`DISCARD ALL`, `DEALLOCATE`) takes
@@ -1271,24 +1314,33 @@ impl Proxy<'_> {
                 } else {
                     self.naming_portals.remove(portal);
                 }
-                // The portal is the server's now (or will be, once the
-                // Bind runs): its COPY data is read by its statement's
-                // describe.
-                match copy_source {
-                    Some(source) => {
-                        self.copy_portals.insert(portal.to_owned(), source);
-                    }
-                    None => {
-                        self.copy_portals.remove(portal);
-                    }
+                // The portal is the COPY's once the server says it bound
+                // it (BindComplete); one that is no COPY and replaces none
+                // needs no following.
+                if copy.is_some()
+                    || self.copy_portals.contains_key(portal)
+                    || self.copy_binds.iter().any(|bind| bind.portal == portal)
+                {
+                    self.copy_binds.push_back(CopyBind {
+                        cycle: self.cycles_sent,
+                        portal: portal.to_owned(),
+                        index: self.binds_sent,
+                        copy,
+                    });
                 }
+                self.binds_sent += 1;
             }
             tag::CLOSE => match frontend::describe_target(&frame) {
                 // Let go once the server confirms it (see `prepared`).
                 Some((false, name)) => self.prepared.close_sent(Some(name), self.cycles_sent),
                 Some((true, name)) => {
                     self.prepared.close_sent(None, self.cycles_sent);
-                    self.copy_portals.remove(name);
+                    // Gone once the server confirms it; should the Close be
+                    // skipped, a COPY portal's data is not read by anything
+                    // sluice describes again.
+                    if let Some(copy) = self.copy_portals.get_mut(name) {
+                        *copy = None;
+                    }
                     self.portal_statements.remove(name);
                     self.naming_portals.remove(name);
                 }
@@ -1307,29 +1359,30 @@ impl Proxy<'_> {
             }
             tag::EXECUTE => {
                 let portal = frontend::execute_portal(&frame).unwrap_or_default();
-                if let Some(naming) = self.naming_portals.get_mut(portal) {
-                    if naming.cycle != self.cycles_sent {
-                        // What it names may have changed since it was judged.
-                        self.refuse_extended(Fatal::new(
-                            sqlstate::FEATURE_NOT_SUPPORTED,
-                            "sluice runs a portal that runs EXECUTE, PREPARE or DEALLOCATE only in the cycle it was bound in (before the next Sync): bind it again",
-                        ));
-                        return Ok(());
+                // A COPY's data is read by a describe sent just ahead of
+                // its cycle (sent now, if this Execute starts one).
+                let refusal = match self.portal_copy(portal) {
+                    Some(Some(copy)) => match self.copy_source_for(copy, cycle_was_open) {
+                        Some(source) => {
+                            self.copy_executes
+                                .push_back((self.cycles_sent, Some(source)));
+                            None
+                        }
+                        None => Some(Fatal::new(sqlstate::FEATURE_NOT_SUPPORTED, COPY_NOT_READ)),
+                    },
+                    // Its data, if it sends any, is read by nothing.
+                    Some(None) => {
+                        self.copy_executes.push_back((self.cycles_sent, None));
+                        None
                     }
-                    let changes = std::mem::take(&mut naming.changes);
-                    let setting = naming.standard_conforming_strings;
-                    // A PREPARE bound and executed before it may have taken
-                    // the name.
-                    if let Err(refusal) = self.prepared.check(&changes) {
-                        self.refuse_extended(refusal);
-                        return Ok(());
-                    }
-                    self.prepared.apply(&changes, setting, self.cycles_sent);
-                }
+                    None => None,
+                };
+                let refusal = refusal.or_else(|| self.follow_naming_portal(portal));
+                // Its outcome, refused or not, is the bound statement's.
                 self.execute_recorded(portal);
-                if let Some(source) = self.copy_portals.get(portal) {
-                    self.copy_executes
-                        .push_back((self.cycles_sent, source.clone()));
+                if let Some(refusal) = refusal {
+                    self.refuse_extended(refusal);
+                    return Ok(());
                 }
                 if just_described.as_deref() != Some(portal) && self.current_plugins().masks() {
                     // Learn the columns the rows will have, for masking.
@@ -1491,6 +1544,7 @@ impl Proxy<'_> {
         let audit = self.pending_outcome.take();
         let ends_at_its_only_execute = simple || self.open_cycle_ends_at_its_only_execute();
         self.open_executes = 0;
+        self.binds_sent = 0;
         self.open_ends_at_execute = false;
         self.cycles.push_back(Cycle {
             simple,
@@ -1564,6 +1618,101 @@ impl Proxy<'_> {
         source
     }
 
+    /// An Execute of `portal`, if it runs EXECUTE, PREPARE or DEALLOCATE
+    /// (see [`NamingPortal`]): refused outside the cycle it was bound in,
+    /// or if a PREPARE executed before it took its name; else what it
+    /// changes is followed from now.
+    fn follow_naming_portal(&mut self, portal: &str) -> Option<Fatal> {
+        let naming = self.naming_portals.get_mut(portal)?;
+        if naming.cycle != self.cycles_sent {
+            // What it names may have changed since it was judged.
+            return Some(Fatal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "sluice runs a portal that runs EXECUTE, PREPARE or DEALLOCATE only in the cycle it was bound in (before the next Sync): bind it again",
+            ));
+        }
+        let changes = std::mem::take(&mut naming.changes);
+        let setting = naming.standard_conforming_strings;
+        if let Err(refusal) = self.prepared.check(&changes) {
+            return Some(refusal);
+        }
+        self.prepared.apply(&changes, setting, self.cycles_sent);
+        None
+    }
+
+    /// [`describe_copy_source`](Self::describe_copy_source) ahead of the
+    /// cycle being sent, for an Execute of the COPY first in it.
+    fn describe_copy_ahead(&mut self, copy: crate::analysis::CopyOut, keep_unnamed: bool) {
+        let source = self.describe_copy_source(copy.clone(), keep_unnamed);
+        self.copy_describe = Some(CopyDescribe {
+            cycle: self.cycles_sent,
+            copy,
+            source,
+        });
+    }
+
+    /// What an Execute of `portal` runs, as far as COPY goes: not a COPY
+    /// (`None`), or a COPY that sluice reads (`Some(Some(..))`) or cannot
+    /// (`Some(None)`). A Bind of the portal in this cycle is what runs if
+    /// the Execute does (the server skips the rest of a cycle after an
+    /// error); one in an earlier cycle not yet answered may have failed
+    /// and left the portal as it was: if either may be a COPY, its data is
+    /// read by nothing.
+    fn portal_copy(&self, portal: &str) -> Option<Option<crate::analysis::CopyOut>> {
+        let confirmed = self.copy_portals.get(portal).cloned();
+        match self
+            .copy_binds
+            .iter()
+            .rev()
+            .find(|bind| bind.portal == portal)
+        {
+            Some(bind) if bind.cycle == self.cycles_sent => bind.copy.clone(),
+            Some(bind) => (bind.copy.is_some() || confirmed.is_some()).then_some(None),
+            None => confirmed,
+        }
+    }
+
+    /// The source the data of `copy`, executed now, is read by: sluice's
+    /// describe sent just ahead of this cycle, when this Execute is the
+    /// cycle's first (sent now if the Execute starts the cycle). After
+    /// another Execute, what the same text copies may have changed.
+    fn copy_source_for(
+        &mut self,
+        copy: crate::analysis::CopyOut,
+        cycle_was_open: bool,
+    ) -> Option<Arc<CopySource>> {
+        if !cycle_was_open {
+            self.describe_copy_ahead(copy.clone(), true);
+        }
+        let first_execute = self.open_executes == 1;
+        self.copy_describe
+            .as_ref()
+            .filter(|ahead| first_execute && ahead.cycle == self.cycles_sent && ahead.copy == copy)
+            .map(|ahead| ahead.source.clone())
+    }
+
+    /// BindCompletes have come: the Binds of COPY portals they answer now
+    /// hold.
+    fn follow_copy_binds(&mut self, completed: u32) {
+        self.binds_answered += completed;
+        while let Some(bind) = self.copy_binds.front() {
+            if bind.cycle != self.cycles_done || bind.index >= self.binds_answered {
+                break;
+            }
+            let Some(bind) = self.copy_binds.pop_front() else {
+                break;
+            };
+            match bind.copy {
+                Some(copy) => {
+                    self.copy_portals.insert(bind.portal, copy);
+                }
+                None => {
+                    self.copy_portals.remove(&bind.portal);
+                }
+            }
+        }
+    }
+
     /// Whether the replies arriving now answer sluice's own describe.
     fn answering_injected(&self) -> bool {
         self.cycles
@@ -1613,6 +1762,7 @@ impl Proxy<'_> {
         self.transaction = status;
         let finished = self.cycles.pop_front();
         self.cycles_done += 1;
+        self.binds_answered = 0;
         if finished.as_ref().is_some_and(|cycle| cycle.sync_ignored) {
             // Its Sync was ignored during COPY data: this ReadyForQuery
             // answers the next cycle's Sync too. That cycle holds nothing
@@ -1631,6 +1781,9 @@ impl Proxy<'_> {
                 self.copy_portals.clear();
             }
         }
+        // A Bind whose cycle ended unanswered was skipped after an error.
+        let done = self.cycles_done;
+        self.copy_binds.retain(|bind| bind.cycle >= done);
         Ok(finished.and_then(|cycle| cycle.audit))
     }
 
@@ -2405,12 +2558,15 @@ impl Proxy<'_> {
                     let rows_stream = matches!(self.rows, Rows::Described(None));
                     let copy_streams = matches!(self.copy_out, CopyOut::Streams);
                     let completions_read = self.prepared.awaits_completions();
-                    let (run, result_ended) = if self.answering_injected() {
+                    let (run, result_ended, binds_completed) = if self.answering_injected() {
                         // sluice's own describe: every reply is read.
-                        (0, false)
+                        (0, false, 0)
                     } else {
                         streamed_run(&self.server_in, rows_stream, copy_streams, completions_read)
                     };
+                    if binds_completed > 0 {
+                        self.follow_copy_binds(binds_completed);
+                    }
                     if run > 0 {
                         if let Some(outcome) =
                             answered_outcome(&mut self.cycles, &mut self.pending_outcome)
@@ -2589,15 +2745,10 @@ impl Proxy<'_> {
                     self.to_client.extend_from_slice(&run);
                     return Ok(());
                 };
-                let fields = match copy_text::read(&run, &format, mask.columns.len()) {
-                    Ok(fields) => fields,
-                    Err(error) if format.keeps_digit_runs() => {
-                        // Still masked, as text: never passed on unread.
-                        tracing::debug!(%error, "COPY rows masked as free text");
-                        return self.mask_copy_text(run).await;
-                    }
-                    Err(error) => return Err(masking_failed("COPY data", &error)),
-                };
+                // Rows that do not read as the describe says are not what
+                // it described: never passed on unread.
+                let fields = copy_text::read(&run, &format, mask.columns.len())
+                    .map_err(|error| masking_failed("COPY data", &error))?;
                 let mut masked = BytesMut::with_capacity(fields.rows.len());
                 mask.mask_rows(&self.session, &fields.rows, &mut masked)
                     .await
@@ -2605,7 +2756,10 @@ impl Proxy<'_> {
                 copy_text::rebuild(&run, &fields, &masked, &format, &mut self.to_client)
                     .map_err(|error| masking_failed("COPY data", &error))
             }
-            _ => self.mask_copy_text(run).await,
+            CopyOut::Streams => {
+                self.to_client.extend_from_slice(&run);
+                Ok(())
+            }
         }
     }
 
@@ -2904,10 +3058,11 @@ impl Proxy<'_> {
             }
             tag::COPY_OUT_RESPONSE if self.current_plugins().masks() => {
                 // COPY data is read by the columns of the describe sent
-                // ahead of the COPY: text and csv rows by field when their
-                // options are ones sluice reads, else as free text; binary
-                // data carries no types, and without a describe it is not
-                // passed on unmasked.
+                // just ahead of the COPY, text and csv rows field by field.
+                // Without one it is not passed on: free text could hide a
+                // card number's digits behind a delimiter or an escape
+                // (`X4111...`, `\n4111...`), and binary data carries no
+                // types.
                 let source = if self.replying_to_simple_query() {
                     self.copy_query_source.take()
                 } else {
@@ -2936,26 +3091,13 @@ impl Proxy<'_> {
                                 }
                             }
                         }
-                        (None, Some(text_format)) if text_format.keeps_digit_runs() => {
-                            CopyOut::Text
-                        }
-                        // Free text is masked by its digit runs: a COPY whose
-                        // options sluice does not know, or a csv one whose
-                        // delimiter, quote or escape is a digit, could split
-                        // a card number's digits where no masker finds them.
                         _ => {
-                            return Err(masking_failed(
-                                "COPY data",
-                                &"COPY TO STDOUT data is passed on only when sluice can read it: send the COPY alone, with options PostgreSQL 15 knows, in text format, or in csv with a delimiter, quote and escape that are not digits",
-                            ));
+                            return Err(masking_failed("COPY data", &COPY_NOT_READ));
                         }
                     }
                 } else {
                     let Some(mut columns) = described else {
-                        return Err(masking_failed(
-                            "COPY data",
-                            &"binary COPY TO STDOUT can be masked only when sluice can describe it first: send it alone in a simple query, or parse it at the start of an extended-protocol cycle; or use text or csv format",
-                        ));
+                        return Err(masking_failed("COPY data", &COPY_NOT_READ));
                     };
                     // A COPY with FORMAT binary sends every column in binary.
                     for column in &mut columns {
@@ -3437,9 +3579,10 @@ fn streamed_run(
     mut rows_stream: bool,
     copy_streams: bool,
     completions_read: bool,
-) -> (usize, bool) {
+) -> (usize, bool, u32) {
     let mut at = 0;
     let mut result_ended = false;
+    let mut binds_completed = 0;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
         if buf.len() - at < header.total() {
             break;
@@ -3451,6 +3594,9 @@ fn streamed_run(
             tag if ends_result(tag) => {
                 result_ended = true;
                 rows_stream = false;
+                if tag == tag::BIND_COMPLETE {
+                    binds_completed += 1;
+                }
                 true
             }
             tag => is_streamed(tag),
@@ -3460,7 +3606,7 @@ fn streamed_run(
         }
         at += header.total();
     }
-    (at, result_ended)
+    (at, result_ended, binds_completed)
 }
 
 /// Length of the run of whole DataRows at the start of `buf`.
@@ -3648,24 +3794,33 @@ mod tests {
         buf.extend_from_slice(Frame::new(b'C', b"SELECT 2\0").as_bytes());
         let with_complete = buf.len();
         buf.extend_from_slice(Frame::new(b'Z', b"I").as_bytes());
-        assert_eq!(streamed_run(&buf, true, true, false), (with_complete, true));
+        assert_eq!(
+            streamed_run(&buf, true, true, false),
+            (with_complete, true, 0)
+        );
         assert_eq!(
             streamed_run(&buf[..two_rows + 3], true, true, false),
-            (two_rows, false)
+            (two_rows, false, 0)
         );
         assert_eq!(
             streamed_run(&buf[with_complete..], true, true, false),
-            (0, false)
+            (0, false, 0)
         );
         // While rows are masked they are held.
-        assert_eq!(streamed_run(&buf, false, true, false), (0, false));
+        assert_eq!(streamed_run(&buf, false, true, false), (0, false, 0));
         // Rows after a result's end wait for their own description.
         let mut next = buf[two_rows..with_complete].to_vec();
         next.extend_from_slice(&buf[..two_rows]);
         assert_eq!(
             streamed_run(&next, true, true, false),
-            (with_complete - two_rows, true)
+            (with_complete - two_rows, true, 0)
         );
+        // BindCompletes pass, counted.
+        let mut binds = Frame::new(b'2', b"").as_bytes().to_vec();
+        binds.extend_from_slice(Frame::new(b'2', b"").as_bytes());
+        let both = binds.len();
+        binds.extend_from_slice(&buf);
+        assert_eq!(streamed_run(&binds, true, true, false), (both, true, 2));
         assert_eq!(run_of(&buf, tag::DATA_ROW), two_rows);
         assert_eq!(
             run_of(&buf[..two_rows - 1], tag::DATA_ROW),
