@@ -945,6 +945,28 @@ async fn copy_data_is_never_masked_as_free_text() {
     assert_eq!(copy_text(&replies), format!("1X{}\n", masked(&pan)));
 }
 
+/// Text-format bytea written with `bytea_output = 'escape'` is read as the
+/// bytes it encodes: the octal digits of an escape before a card number
+/// (`\012`, a line feed) no longer run into its digits, and the masked
+/// value is written back as PostgreSQL writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_format_bytea_is_masked() {
+    let env = start_masked().await;
+    let client = env.connect("admin").await;
+    let direct = env.connect_direct().await;
+    for session in [&client, &direct] {
+        session
+            .batch_execute("SET bytea_output = 'escape'")
+            .await
+            .unwrap();
+    }
+    let pan = "4111111111111111";
+    let sql = |pan: &str| format!("SELECT '\\x0a'::bytea || convert_to('{pan} \\', 'UTF8') AS b");
+    let shown = text_values(&client, &sql(pan)).await;
+    assert_eq!(shown, text_values(&direct, &sql(&masked(pan))).await);
+    assert!(shown[0].as_deref().unwrap().starts_with("\\012411111*"));
+}
+
 /// The card number of the seed's first card, read directly.
 async fn first_card(direct: &tokio_postgres::Client) -> String {
     direct

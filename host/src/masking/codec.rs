@@ -107,9 +107,11 @@ type Result<T, E = CodecError> = std::result::Result<T, E>;
 pub enum Codec {
     /// Text format: the value is one piece of this kind, as it is.
     Verbatim { type_oid: u32, kind: PieceKind },
-    /// Text-format bytea. Hex output (`\x…`) is one [`PieceKind::Bytes`]
-    /// piece, the bytes it encodes, written back as lowercase hex; escape
-    /// output is one [`PieceKind::Text`] piece as it is.
+    /// Text-format bytea: one [`PieceKind::Bytes`] piece, the bytes the
+    /// value encodes, written back as it came (lowercase hex for hex
+    /// output, `bytea_output = 'escape'`'s octal escapes for escape
+    /// output). Read as text, an escape's digits (`\012` before a card
+    /// number) would run into the card number's.
     TextBytea,
     /// Binary format, decoded by the type's send format (recursively for
     /// arrays and records).
@@ -177,16 +179,17 @@ impl Codec {
     ) -> Result<(), CodecError> {
         match *self {
             Codec::Verbatim { kind, .. } => sink.take(kind, value)?,
-            Codec::TextBytea => match value.strip_prefix(HEX_PREFIX) {
-                Some(hex) => {
-                    // Two hex digits make a byte: measured before decoding.
-                    if hex.len() / 2 > sink.room() {
-                        return Err(NoRoom.into());
-                    }
-                    sink.take(PieceKind::Bytes, &decode_hex(hex)?)?
-                }
-                None => sink.take(PieceKind::Text, value)?,
-            },
+            Codec::TextBytea => {
+                // At least two hex digits or one byte of escape output make
+                // a byte: measured before decoding.
+                let bytes = match value.strip_prefix(HEX_PREFIX) {
+                    Some(hex) if hex.len() / 2 > sink.room() => return Err(NoRoom.into()),
+                    Some(hex) => decode_hex(hex)?,
+                    None if value.len() > sink.room() => return Err(NoRoom.into()),
+                    None => decode_escape(value)?,
+                };
+                sink.take(PieceKind::Bytes, &bytes)?
+            }
             Codec::Binary { type_oid } => explode_binary(type_oid, value, types, 0, sink)?,
         }
         Ok(())
@@ -1189,10 +1192,58 @@ fn reassemble_text_bytea(
             out.extend_from_slice(HEX_PREFIX);
             encode_hex(piece, out);
         }
-        Some(_) => out.extend_from_slice(original),
-        None => out.extend_from_slice(piece),
+        None if decode_escape(original)? != piece => encode_escape(piece, out),
+        _ => out.extend_from_slice(original),
     }
     Ok(())
+}
+
+/// `bytea_output = 'escape'`'s text: a backslash is `\\`, a byte that is
+/// not printable ASCII `\` and three octal digits, any other byte itself.
+fn decode_escape(text: &[u8]) -> Result<Vec<u8>> {
+    let invalid = || malformed(BYTEA, "its escapes are not valid");
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte != b'\\' {
+            bytes.push(byte);
+            rest = tail;
+            continue;
+        }
+        match tail {
+            [b'\\', after @ ..] => {
+                bytes.push(b'\\');
+                rest = after;
+            }
+            [
+                high @ b'0'..=b'3',
+                middle @ b'0'..=b'7',
+                low @ b'0'..=b'7',
+                after @ ..,
+            ] => {
+                bytes.push((high - b'0') << 6 | (middle - b'0') << 3 | (low - b'0'));
+                rest = after;
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(bytes)
+}
+
+/// Bytes as `bytea_output = 'escape'` writes them (see [`decode_escape`]).
+fn encode_escape(bytes: &[u8], out: &mut Vec<u8>) {
+    for &byte in bytes {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(byte),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'0' + (byte >> 6),
+                b'0' + (byte >> 3 & 7),
+                b'0' + (byte & 7),
+            ]),
+        }
+    }
 }
 
 fn decode_hex(hex: &[u8]) -> Result<Vec<u8>> {
@@ -1430,11 +1481,32 @@ mod tests {
     }
 
     #[test]
-    fn text_format_escape_bytea_is_text() {
+    fn text_format_escape_bytea_is_its_bytes() {
+        // E'\\x0a34313131005c'::bytea under bytea_output = 'escape'.
+        let value = b"\\0124111\\000\\\\";
         assert_eq!(
-            pieces(text(BYTEA), b"4111\\000"),
-            [(Text, b"4111\\000".to_vec())]
+            pieces(text(BYTEA), value),
+            [(Bytes, b"\n4111\0\\".to_vec())]
         );
+        // Unchanged, it comes back as it came; edited, written as
+        // PostgreSQL writes it.
+        assert_eq!(edited(text(BYTEA), value, |_| {}), value);
+        let out = edited(text(BYTEA), value, |p| p[0][2] = b'*');
+        assert_eq!(out, b"\\0124*11\\000\\\\");
+        let out = edited(text(BYTEA), b"ab", |p| p[0] = vec![0xff, b'\\', b'~']);
+        assert_eq!(out, b"\\377\\\\~");
+        for bad in [&b"\\"[..], b"\\01", b"\\400", b"a\\x"] {
+            assert!(
+                matches!(
+                    explode(text(BYTEA), bad),
+                    Err(CodecError::Malformed {
+                        type_oid: BYTEA,
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
