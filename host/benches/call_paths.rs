@@ -51,7 +51,7 @@ fn probe(c: &mut Criterion) {
         .unwrap();
     let mut batch = Batch::default();
     batch.push(0, PieceKind::Text, b"12345");
-    let wit = batch.as_wit();
+    let wit = batch.as_wit().into_owned();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,12 +76,12 @@ fn probe(c: &mut Criterion) {
                         }
                         let started = Instant::now();
                         let (edits,) = if sync {
-                            func.call(&mut store, (Resource::new_borrow(0), wit))
+                            func.call(&mut store, (Resource::new_borrow(0), &wit))
                                 .unwrap()
                         } else {
                             runtime
                                 .block_on(
-                                    func.call_async(&mut store, (Resource::new_borrow(0), wit)),
+                                    func.call_async(&mut store, (Resource::new_borrow(0), &wit)),
                                 )
                                 .unwrap()
                         };

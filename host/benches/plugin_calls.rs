@@ -121,7 +121,7 @@ fn plugin_calls(c: &mut Criterion) {
         let clean = batch(n, false);
         group.bench_with_input(BenchmarkId::new("pass-through", n), &clean, |b, batch| {
             b.to_async(&runtime).iter(|| async {
-                let edits = set::mask_batch(pass_through, &session, batch.as_wit())
+                let edits = set::mask_batch(pass_through, &session, &batch.as_wit())
                     .await
                     .unwrap();
                 assert!(edits.edits.is_empty());
@@ -133,7 +133,7 @@ fn plugin_calls(c: &mut Criterion) {
             &dirty,
             |b, batch| {
                 b.to_async(&runtime).iter(|| async {
-                    let edits = set::mask_batch(needle, &session, batch.as_wit())
+                    let edits = set::mask_batch(needle, &session, &batch.as_wit())
                         .await
                         .unwrap();
                     let masked = batch.apply(edits, None).unwrap();
@@ -156,7 +156,7 @@ fn plugin_calls(c: &mut Criterion) {
                 }
                 let started = std::time::Instant::now();
                 let edits = runtime
-                    .block_on(set::mask_batch(pass_through, &session, clean.as_wit()))
+                    .block_on(set::mask_batch(pass_through, &session, &clean.as_wit()))
                     .unwrap();
                 spent += started.elapsed();
                 assert!(edits.edits.is_empty());
@@ -252,7 +252,7 @@ fn luhn_masker(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
         }
         group.bench_function(BenchmarkId::new("batch of 16-byte values", kind), |b| {
             b.to_async(runtime).iter(|| async {
-                let edits = set::mask_batch(masker, &session, batch.as_wit())
+                let edits = set::mask_batch(masker, &session, &batch.as_wit())
                     .await
                     .unwrap();
                 assert_eq!(edits.edits.len(), if pans { n } else { 0 });

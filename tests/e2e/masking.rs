@@ -967,6 +967,39 @@ async fn escape_format_bytea_is_masked() {
     assert!(shown[0].as_deref().unwrap().starts_with("\\012411111*"));
 }
 
+/// A card number in a JSON string right after an escape PostgreSQL writes
+/// (`\n` for a line feed, `\u0001`) is masked, in json and jsonb, text
+/// and binary format: the escape's letter or hex digits no longer run into
+/// its digits for the masker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_after_json_escapes_are_masked() {
+    let env = start_masked().await;
+    let client = env.connect("admin").await;
+    let direct = env.connect_direct().await;
+    let pan = "4111111111111111";
+    let sql = |pan: &str| {
+        format!(
+            "SELECT json_build_object('memo', E'Card:\\n{pan}')::{{}} AS a, \
+             jsonb_build_object('memo', E'\\x01{pan}') AS b"
+        )
+    };
+    for ty in ["json", "jsonb"] {
+        let through = sql(pan).replace("{}", ty);
+        let expected = sql(&masked(pan)).replace("{}", ty);
+        let shown = text_values(&client, &through).await;
+        assert_eq!(shown, text_values(&direct, &expected).await, "{ty}");
+        assert!(
+            shown[0].as_deref().unwrap().contains("\\n411111*"),
+            "{shown:?}"
+        );
+        assert_eq!(
+            binary_values(&client, &through).await,
+            binary_values(&direct, &expected).await,
+            "{ty}"
+        );
+    }
+}
+
 /// The card number of the seed's first card, read directly.
 async fn first_card(direct: &tokio_postgres::Client) -> String {
     direct

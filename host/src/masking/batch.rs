@@ -169,9 +169,30 @@ impl Batch {
         (subset, origin)
     }
 
-    /// The WIT record a call borrows.
-    pub fn as_wit(&self) -> &ValueBatch {
-        &self.values
+    /// The WIT record a call borrows. In a JSON value each escape
+    /// sequence inside a string (`\n`, `\"`, `\u00e9`) is given as as many
+    /// spaces: what it stands for is no digit of a card number, and its
+    /// letter or hex digits would otherwise run into one beside it (a
+    /// masker reads `"Card:\n4111..."` as digits glued to an `n`). Edits
+    /// come back against the same offsets, and none may begin or end
+    /// inside an escape (see `json_spans`).
+    pub fn as_wit(&self) -> std::borrow::Cow<'_, ValueBatch> {
+        let escaped = |index: usize| {
+            self.kinds[index] == PieceKind::Json && self.value(index).contains(&b'\\')
+        };
+        if !(0..self.len()).any(escaped) {
+            return std::borrow::Cow::Borrowed(&self.values);
+        }
+        let mut view = self.values.clone();
+        let mut start = 0;
+        for (index, &end) in self.values.ends.iter().enumerate() {
+            let end = end as usize;
+            if escaped(index) {
+                blank_json_escapes(&mut view.data[start..end]);
+            }
+            start = end;
+        }
+        std::borrow::Cow::Owned(view)
     }
 
     /// Applies a plugin's edits. `origin` maps the edited batch's value
@@ -460,6 +481,19 @@ impl JsonStrings {
     }
 }
 
+/// Writes a space over every byte of each escape sequence inside the
+/// strings of the JSON text `json`.
+fn blank_json_escapes(json: &mut [u8]) {
+    let mut strings = JsonStrings::default();
+    for byte in json {
+        let was_in_escape = strings.in_escape();
+        strings.read(std::slice::from_ref(byte));
+        if was_in_escape || strings.in_escape() {
+            *byte = b' ';
+        }
+    }
+}
+
 fn check_span(start: usize, end: usize, after: usize, len: usize) -> Result<(), String> {
     if start < after || end < start || end > len {
         return Err(format!(
@@ -598,6 +632,27 @@ mod tests {
             None,
         );
         assert!(error.unwrap_err().contains("JSON string"));
+    }
+
+    /// Plugins see a JSON string's escapes as spaces, so an escape's letter
+    /// or hex digits do not run into a card number beside it; the text
+    /// outside strings, other values and the batch itself are as they were.
+    #[test]
+    fn plugins_see_json_escapes_as_spaces() {
+        let mut b = Batch::default();
+        let json = r#"{"m": "Card:\n4111\u00e9\"x\\", "n": 4111}"#;
+        b.push(0, PieceKind::Json, json.as_bytes());
+        b.push(1, PieceKind::Text, br"a\n4111");
+        let view = b.as_wit();
+        let seen = std::str::from_utf8(&view.data[..json.len()]).unwrap();
+        assert_eq!(seen, r#"{"m": "Card:  4111        x  ", "n": 4111}"#);
+        assert_eq!(&view.data[json.len()..], br"a\n4111");
+        assert_eq!(b.value(0), json.as_bytes());
+        // Without an escape in JSON, the batch itself is lent.
+        let mut plain = Batch::default();
+        plain.push(0, PieceKind::Json, br#"{"a": "4111"}"#);
+        plain.push(1, PieceKind::Text, br"a\n");
+        assert!(matches!(plain.as_wit(), std::borrow::Cow::Borrowed(_)));
     }
 
     /// `json` as one JSON value, after one edit.

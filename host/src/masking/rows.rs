@@ -127,7 +127,7 @@ impl ResultMask {
             // The answer is checked before the instance goes back to its
             // pool: one that gave an invalid answer is not used again.
             let applied =
-                crate::plugin::set::mask_batch_checked(plugin, session, input.as_wit(), |edits| {
+                crate::plugin::set::mask_batch_checked(plugin, session, &input.as_wit(), |edits| {
                     if edits.edits.is_empty() {
                         Ok(None)
                     } else {
