@@ -1414,6 +1414,39 @@ async fn a_portal_that_names_a_prepared_statement_runs_in_its_own_cycle() {
     assert!(conn.first_row(&own).await.ends_with(b"second"));
 }
 
+/// What a session did to its prepared statements in SQL while no policy
+/// judged is unknown to sluice: once a reload brings policies, no name
+/// from before is judged as what sluice last saw it hold (here `x`,
+/// parsed as a harmless SELECT, was deallocated and prepared again
+/// unjudged). Prepared again under the policies, a name serves as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_prepared_before_policies_came_are_prepared_again() {
+    let env = start("").await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.define("x", "SELECT 'harmless'").await;
+    conn.send(&query("DEALLOCATE x")).await;
+    conn.until_ready().await;
+    conn.send(&query("PREPARE x AS SELECT 'forbidden'")).await;
+    conn.until_ready().await;
+
+    env.rewrite_config(&deny_words(&["forbidden"]));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .unwrap();
+    assert_eq!(conn.refusal(&bind_execute_sync("x")).await, "26000");
+    assert_eq!(conn.refusal(&query("EXECUTE x")).await, "26000");
+
+    conn.send(&query("DEALLOCATE x")).await;
+    conn.until_ready().await;
+    conn.send(&query("PREPARE x AS SELECT 'harmless'")).await;
+    conn.until_ready().await;
+    assert!(
+        conn.first_row(&query("EXECUTE x"))
+            .await
+            .ends_with(b"harmless")
+    );
+}
+
 /// The replies up to the next ReadyForQuery, which must come within 10 s.
 async fn answered(conn: &mut RawConn) -> Vec<sluice_tests::raw::Message> {
     tokio::time::timeout(Duration::from_secs(10), conn.until_ready())

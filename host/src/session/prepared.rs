@@ -252,6 +252,15 @@ impl Prepared {
         }
     }
 
+    /// Forgets every name: while no policy judged, the client may have
+    /// changed what they hold in SQL (`DEALLOCATE`, `PREPARE`, `DISCARD
+    /// ALL`) unseen. A Bind or EXECUTE of a name from before is refused
+    /// until the name is prepared again. (What waits for the server's word
+    /// still finds nothing to confirm or let go.)
+    pub fn forget_every_name(&mut self) {
+        self.entries.clear();
+    }
+
     /// The server confirmed definition `generation` of `name`.
     fn made(&mut self, name: &str, generation: u64) {
         if let Some(entry) = self.entries.get_mut(name)

@@ -584,6 +584,9 @@ struct Proxy<'a> {
     /// Open portals whose statements name prepared statements (see
     /// [`NamingPortal`]), forgotten as `portal_statements` are.
     naming_portals: std::collections::HashMap<String, NamingPortal>,
+    /// While no policy judged, the client sent a statement that may have
+    /// changed its prepared statements in SQL (see `judges`).
+    prepared_changed_unjudged: bool,
     /// What the statements allowed last change among prepared statements,
     /// to follow once they run (see `judge`).
     allowed_changes: Vec<Analysed>,
@@ -749,6 +752,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         portal_statements: std::collections::HashMap::new(),
         naming_portals: std::collections::HashMap::new(),
         allowed_changes: Vec::new(),
+        prepared_changed_unjudged: false,
         copy_executes: VecDeque::new(),
         extended_open: false,
         open_executes: 0,
@@ -1129,6 +1133,7 @@ impl Proxy<'_> {
                         .analyse(text, self.standard_conforming_strings);
                     self.judge(text, statements, None).await
                 } else {
+                    self.note_unjudged(text);
                     if self.statement_trace.is_recording() {
                         let statements = self
                             .analyser
@@ -1232,6 +1237,7 @@ impl Proxy<'_> {
                         ),
                     ))
                 } else if !self.judges() {
+                    self.note_unjudged(&text);
                     if self.statement_trace.is_recording()
                         && let Some(Ok(analysed)) = self.prepared.analysis(name, &mut self.analyser)
                     {
@@ -2500,9 +2506,31 @@ impl Proxy<'_> {
         Ok(())
     }
 
-    /// Whether policy plugins are in force.
+    /// Whether policy plugins are in force. When they have just come (a
+    /// reload), and the client may have changed its prepared statements in
+    /// SQL while nothing judged, sluice no longer knows what any name holds
+    /// (see [`Prepared::forget_every_name`]).
     fn judges(&mut self) -> bool {
-        !self.current_plugins().chain(Hook::Policy).is_empty()
+        let judges = !self.current_plugins().chain(Hook::Policy).is_empty();
+        if judges && std::mem::take(&mut self.prepared_changed_unjudged) {
+            tracing::info!(
+                session = self.session.session_id,
+                "policies now judge this session: its prepared statements from before must be prepared again"
+            );
+            self.prepared.forget_every_name();
+        }
+        judges
+    }
+
+    /// While nothing judges, notes a statement about to run that may
+    /// change the session's prepared statements in SQL.
+    fn note_unjudged(&mut self, text: &str) {
+        if [&b"prepare"[..], b"deallocate", b"discard"]
+            .iter()
+            .any(|word| crate::analysis::spells(text, word))
+        {
+            self.prepared_changed_unjudged = true;
+        }
     }
 
     /// The plugin set in force, refreshed if a reload swapped it since this
