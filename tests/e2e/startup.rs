@@ -46,6 +46,28 @@ async fn principals_log_in_and_run_as_the_service_role() {
     }
 }
 
+/// `options` are split where PostgreSQL splits them, at every byte C's
+/// `isspace` counts: a vertical tab does not hide a role change inside an
+/// allowed setting's value (before, `application_name=x\v-c\vrole=...`
+/// was judged as one harmless setting and the server read two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_cannot_hide_behind_a_vertical_tab_in_options() {
+    let config =
+        "[[plugins]]\nname = \"read-only\"\nhook = \"policy\"\npath = \"builtin:read-only\"\n";
+    let env = TestEnv::start_with_config(config, false).await.unwrap();
+    let mut client = env.config("agent");
+    client.options("-c application_name=x\u{0b}-c\u{0b}role=postgres");
+    let error = connect(&client).await.expect_err("refused");
+    let (code, message) = sluice_tests::code_and_message(&error);
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("read-only"), "{message}");
+    // A control character the split does not name is refused outright.
+    client.options("-c application_name=x\u{1}");
+    let error = connect(&client).await.expect_err("refused");
+    let (_, message) = sluice_tests::code_and_message(&error);
+    assert!(message.contains("printable ASCII"), "{message}");
+}
+
 /// A database the config does not route is 3D000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_database_is_3d000() {

@@ -41,9 +41,28 @@ pub fn parse(options: &str) -> Result<Vec<(String, String)>, String> {
     Ok(settings)
 }
 
+/// Whether PostgreSQL's split of `options` (C's `isspace`) separates at
+/// `c`: Rust's `is_ascii_whitespace` leaves out the vertical tab, which
+/// would let `x\v-c\vrole=admin` be one value to sluice and a second
+/// setting to the server.
+fn separates(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r')
+}
+
 /// PostgreSQL's split of `options`: whitespace separates, a backslash
-/// takes the next character literally.
+/// takes the next character literally. Other control characters, and
+/// anything not ASCII (which the server's locale may count as space), are
+/// refused: what the server splits there is not certain.
 fn split(options: &str) -> Result<Vec<String>, String> {
+    if let Some(odd) = options
+        .chars()
+        .find(|&c| !c.is_ascii() || (c.is_ascii_control() && !separates(c)))
+    {
+        return Err(format!(
+            "options may hold only printable ASCII and spaces, not {:?}",
+            odd
+        ));
+    }
     let mut words = Vec::new();
     let mut word = String::new();
     let mut chars = options.chars();
@@ -53,7 +72,7 @@ fn split(options: &str) -> Result<Vec<String>, String> {
                 Some(escaped) => word.push(escaped),
                 None => return Err("options end in a lone backslash".to_owned()),
             },
-            c if c.is_ascii_whitespace() => {
+            c if separates(c) => {
                 if !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
@@ -76,7 +95,7 @@ pub fn render(settings: &[(String, String)]) -> String {
         }
         out.push_str("-c ");
         for c in format!("{name}={value}").chars() {
-            if c == '\\' || c.is_ascii_whitespace() {
+            if c == '\\' || separates(c) {
                 out.push('\\');
             }
             out.push(c);
@@ -177,8 +196,28 @@ mod tests {
         let settings = pairs(&[
             ("application_name", "two words"),
             ("sluice.principal", r"dom\alice"),
+            ("search_path", "a\u{0b}b\u{0c}c"),
         ]);
         assert_eq!(parse(&render(&settings)).unwrap(), settings);
+    }
+
+    /// Every byte C's `isspace` counts, as PostgreSQL splits: a vertical
+    /// tab or form feed is no part of a value that a second setting could
+    /// hide behind.
+    #[test]
+    fn options_split_where_postgresql_splits() {
+        assert_eq!(
+            parse("-c application_name=x\u{0b}-c\u{0b}role=admin").unwrap(),
+            pairs(&[("application_name", "x"), ("role", "admin")])
+        );
+        assert_eq!(
+            parse("-c a=1\u{0c}-c b=2\r-c c=3").unwrap(),
+            pairs(&[("a", "1"), ("b", "2"), ("c", "3")])
+        );
+        for odd in ["-c a=x\u{1}", "-c a=x\u{7f}", "-c a=\u{a0}", "-c a=é"] {
+            let error = parse(odd).expect_err(odd);
+            assert!(error.contains("printable ASCII"), "{odd:?}: {error}");
+        }
     }
 
     #[test]
