@@ -367,8 +367,10 @@ fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts
     let command = leading_command(tokens);
     if command == "COPY"
         && let Some(copy) = copy::read(text, standard_conforming_strings)
-        && let Some(facts) = copy_facts(text, &copy, standard_conforming_strings)
+        && let Some(mut facts) = copy_facts(text, &copy, standard_conforming_strings)
     {
+        // Its query may call set_config() as any other may.
+        statement::privilege_by_function(&mut facts);
         return facts;
     }
     Facts::new(StatementKind::Unparsed, command)

@@ -442,6 +442,19 @@ fn set_config_is_judged_as_the_set_it_amounts_to() {
     let s = one("SELECT set_config('search_path', current_setting('x'), false)");
     assert_eq!(s.kind, StatementKind::Select);
     assert_eq!(s.settings[0].value.as_deref(), Some("current_setting('x')"));
+    // In a COPY's query, also where sluice reads the COPY itself (options
+    // sqlparser does not know).
+    for sql in [
+        "COPY (SELECT set_config('role', 'admin', false)) TO STDOUT",
+        "COPY (SELECT set_config('role', 'admin', false)) TO STDOUT (FORMAT csv, HEADER on)",
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (s.kind, s.command.as_str()),
+            (StatementKind::Privilege, "SET ROLE"),
+            "{sql}"
+        );
+    }
     // A function of the same name in another schema is not the built-in.
     let s = one("SELECT app.set_config('role', 'admin', false)");
     assert_eq!(s.kind, StatementKind::Select);
