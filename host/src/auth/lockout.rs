@@ -44,14 +44,32 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Principal(String),
+    /// A client's address; an IPv6 one by its /64 (see [`Subject::of_address`]).
     Address(IpAddr),
+}
+
+impl Subject {
+    /// The subject a failure from `address` counts against. One IPv6 host
+    /// is given a /64 and may send from any address in it: keyed by the
+    /// whole address, it could try every principal from a fresh address
+    /// each time and never be locked out.
+    pub fn of_address(address: IpAddr) -> Subject {
+        Subject::Address(match address.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+            v4 => v4,
+        })
+    }
 }
 
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Subject::Principal(name) => write!(f, "principal {name:?}"),
-            Subject::Address(address) => write!(f, "address {address}"),
+            Subject::Address(address @ IpAddr::V4(_)) => write!(f, "address {address}"),
+            Subject::Address(address @ IpAddr::V6(_)) => write!(f, "addresses {address}/64"),
         }
     }
 }
@@ -199,7 +217,7 @@ fn locked(
     now: Instant,
 ) -> Option<Lockout> {
     for subject in
-        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::Address))
+        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::of_address))
     {
         let Some(record) = records.get(&subject) else {
             continue;
@@ -242,7 +260,7 @@ fn count_failure(
     }
     let mut started = Vec::new();
     for subject in
-        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::Address))
+        std::iter::once(Subject::Principal(user.to_owned())).chain(address.map(Subject::of_address))
     {
         let record = records.entry(subject.clone()).or_insert(Record {
             failures: 0,
@@ -330,6 +348,37 @@ mod tests {
         let locked = ledger.check_at("newcomer", HOME, start).expect("locked");
         assert_eq!(locked.subject, Subject::Address(HOME.unwrap()));
         assert_eq!(ledger.check_at("newcomer", AWAY, start), None);
+    }
+
+    /// An IPv6 client counts by its /64: fresh addresses in it do not
+    /// start fresh counts; another /64 does.
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let ledger = Lockouts::default();
+        let start = Instant::now();
+        let address = |host: u16| {
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0, 1, host, 0, 0, host,
+            )))
+        };
+        for n in 0..MAX_FAILURES {
+            ledger.failed_at(&format!("user{n}"), address(n as u16 + 1), start);
+        }
+        let locked = ledger
+            .check_at("newcomer", address(999), start)
+            .expect("locked");
+        assert_eq!(locked.subject.to_string(), "addresses 2001:db8:0:1::/64");
+        let elsewhere = Some(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 2, 0, 0, 0, 1,
+        )));
+        assert_eq!(ledger.check_at("newcomer", elsewhere, start), None);
+        // An IPv4 client seen through an IPv4-mapped address is itself.
+        let mapped = "::ffff:10.0.0.1".parse::<IpAddr>().ok();
+        ledger.failed_at("x", mapped, start);
+        assert_eq!(
+            Subject::of_address(mapped.unwrap()),
+            Subject::Address(HOME.unwrap())
+        );
     }
 
     #[test]
