@@ -1414,6 +1414,61 @@ async fn a_portal_that_names_a_prepared_statement_runs_in_its_own_cycle() {
     assert!(conn.first_row(&own).await.ends_with(b"second"));
 }
 
+/// A portal of `EXECUTE foo` runs what `foo` held when the portal was
+/// judged, or nothing: `foo` closed and parsed anew later in the same
+/// cycle, or in a later one after a Bind that reused the portal's name
+/// failed (inside a savepoint, so the portal lived on), is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_portal_runs_only_the_definition_it_was_judged_by() {
+    let env = start(&deny_words(&["forbidden"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    conn.define("foo", "SELECT 'harmless'").await;
+    conn.define("x", "EXECUTE foo").await;
+    conn.define("y", "SELECT 'other'").await;
+
+    // Redefined in the same cycle.
+    let mut same_cycle = bind("p", "x");
+    same_cycle.extend(close_statement("foo"));
+    same_cycle.extend(parse("foo", "SELECT 'forbidden'"));
+    same_cycle.extend(execute("p", 0));
+    same_cycle.extend(sync());
+    assert_eq!(conn.refusal(&same_cycle).await, "0A000");
+    // (The Close and Parse before the refusal ran: `foo` is made harmless
+    // again.)
+    let mut reset = close_statement("foo");
+    reset.extend(sync());
+    reset.extend(parse("foo", "SELECT 'harmless'"));
+    reset.extend(sync());
+    conn.send(&reset).await;
+    conn.until_ready().await;
+    conn.until_ready().await;
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+
+    // A failed Bind of the portal's name leaves it an EXECUTE portal.
+    let mut first = bind("q", "x");
+    first.extend(sync());
+    conn.send(&first).await;
+    conn.until_ready().await;
+    conn.send(&query("SAVEPOINT s")).await;
+    conn.until_ready().await;
+    let mut reuse = bind("q", "y");
+    reuse.extend(sync());
+    assert_eq!(conn.refusal(&reuse).await, "42P03");
+    conn.send(&query("ROLLBACK TO SAVEPOINT s")).await;
+    conn.until_ready().await;
+    let mut redefine = close_statement("foo");
+    redefine.extend(sync());
+    redefine.extend(parse("foo", "SELECT 'forbidden'"));
+    redefine.extend(sync());
+    conn.send(&redefine).await;
+    conn.until_ready().await;
+    conn.until_ready().await;
+    let mut later = execute("q", 0);
+    later.extend(sync());
+    assert_eq!(conn.refusal(&later).await, "0A000");
+}
+
 /// What a session did to its prepared statements in SQL while no policy
 /// judged is unknown to sluice: once a reload brings policies, no name
 /// from before is judged as what sluice last saw it hold (here `x`,

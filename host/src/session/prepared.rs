@@ -261,6 +261,12 @@ impl Prepared {
         self.entries.clear();
     }
 
+    /// The definition `name` holds now (its generation), if sluice knows
+    /// it.
+    pub fn generation(&self, name: &str) -> Option<u64> {
+        self.entries.get(name).map(|entry| entry.generation)
+    }
+
     /// The server confirmed definition `generation` of `name`.
     fn made(&mut self, name: &str, generation: u64) {
         if let Some(entry) = self.entries.get_mut(name)

@@ -308,12 +308,12 @@ fn value_as_text(bytes: &[u8]) -> String {
     }
 }
 
-/// A Bind of a portal that is, or was, one of a COPY statement, whose
-/// BindComplete has not come: until it does, the portal is what it was
-/// (the server refuses a Bind of a named portal that exists, and skips one
-/// after an error).
+/// A Bind of a portal that is, or was, one of a COPY statement or a
+/// [`NamingPortal`], whose BindComplete has not come: until it does, the
+/// portal is what it was (the server refuses a Bind of a named portal that
+/// exists, and skips one after an error).
 #[derive(Debug)]
-struct CopyBind {
+struct PortalBind {
     /// The cycle the Bind was sent in.
     cycle: u64,
     portal: String,
@@ -323,6 +323,8 @@ struct CopyBind {
     /// What the portal runs once bound: not a COPY (`None`), or a COPY
     /// that sluice reads (`Some(Some(..))`) or cannot (`Some(None)`).
     copy: Option<Option<crate::analysis::CopyOut>>,
+    /// Whether it is a [`NamingPortal`] once bound.
+    names_prepared: bool,
 }
 
 /// sluice's describe of a COPY's source, sent just ahead of the client's
@@ -398,6 +400,10 @@ struct NamingPortal {
     /// the `standard_conforming_strings` they were analysed under.
     changes: Vec<Analysed>,
     standard_conforming_strings: bool,
+    /// The prepared statements its EXECUTEs run, by the definition each
+    /// held when judged: should one be redefined before the portal runs
+    /// (closed and parsed again in the same cycle), it is refused.
+    runs: Vec<(String, u64)>,
 }
 
 /// Most open portals that name prepared statements sluice follows per
@@ -559,9 +565,9 @@ struct Proxy<'a> {
     copy_statements: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
     /// The open portals of those statements, as the server confirmed
     /// their Binds; and the Binds it has yet to answer that may change
-    /// which portals those are.
+    /// which portals those are, or which are naming portals.
     copy_portals: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
-    copy_binds: VecDeque<CopyBind>,
+    portal_binds: VecDeque<PortalBind>,
     /// Binds forwarded in the cycle being sent, and BindCompletes come in
     /// the cycle being answered: which Bind a BindComplete answers.
     binds_sent: u32,
@@ -745,7 +751,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         copy_describe_error: None,
         copy_statements: std::collections::HashMap::new(),
         copy_portals: std::collections::HashMap::new(),
-        copy_binds: VecDeque::new(),
+        portal_binds: VecDeque::new(),
         binds_sent: 0,
         binds_answered: 0,
         copy_describe: None,
@@ -1215,11 +1221,18 @@ impl Proxy<'_> {
                     self.describe_copy_ahead(copy.clone(), true);
                 }
                 // A portal forgotten would have its COPY data paired with
-                // another COPY's describe: past the limit, the Bind is
-                // refused (and recorded, like any refusal).
-                let too_many_copy_portals = copy.is_some()
-                    && self.copy_portals.len() + self.copy_binds.len() >= MAX_COPY_PORTALS
-                    && !self.copy_portals.contains_key(portal);
+                // another COPY's describe, or run in a later cycle what it
+                // names: past the limits, the Bind is refused (and
+                // recorded, like any refusal).
+                let followed = copy.is_some()
+                    || self.copy_portals.contains_key(portal)
+                    || self.naming_portals.contains_key(portal)
+                    || self.portal_binds.iter().any(|bind| bind.portal == portal);
+                let too_many_copy_portals = (followed
+                    && self.portal_binds.len() >= MAX_COPY_PORTALS)
+                    || (copy.is_some()
+                        && self.copy_portals.len() >= MAX_COPY_PORTALS
+                        && !self.copy_portals.contains_key(portal));
                 // Read before judging: a statement that deallocates
                 // prepared statements (`DISCARD ALL`, `DEALLOCATE`) takes
                 // its own text with it when judged.
@@ -1227,13 +1240,15 @@ impl Proxy<'_> {
                 self.decision = None;
                 self.allowed_changes.clear();
                 self.start_statement_trace();
-                // Whether it names a prepared statement when it runs.
+                // Whether it names a prepared statement when it runs, and
+                // the definitions of those its EXECUTEs run.
                 let mut names_prepared = false;
+                let mut runs = Vec::new();
                 let refusal = if too_many_copy_portals {
                     Some(Fatal::new(
                         sqlstate::PROGRAM_LIMIT_EXCEEDED,
                         format!(
-                            "more than {MAX_COPY_PORTALS} open portals of COPY statements: close some, or end the transaction"
+                            "more than {MAX_COPY_PORTALS} open portals of COPY statements, or Binds of them the server has yet to answer: close some, end the transaction, or wait for answers"
                         ),
                     ))
                 } else if !self.judges() {
@@ -1252,19 +1267,29 @@ impl Proxy<'_> {
                         Some(Ok(analysed)) if self.allowed_by_shape(&analysed) => None,
                         Some(Ok(analysed))
                             if analysed.iter().any(|a| a.effect != Effect::None)
-                                && self.naming_portals.len() >= MAX_NAMING_PORTALS
-                                && !self.naming_portals.contains_key(portal) =>
+                                && ((self.naming_portals.len() >= MAX_NAMING_PORTALS
+                                    && !self.naming_portals.contains_key(portal))
+                                    || self.portal_binds.len() >= MAX_COPY_PORTALS) =>
                         {
                             // Forgotten, it could run in a later cycle.
                             Some(Fatal::new(
                                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                                 format!(
-                                    "more than {MAX_NAMING_PORTALS} open portals that run EXECUTE, PREPARE or DEALLOCATE: close some, or end the transaction"
+                                    "more than {MAX_NAMING_PORTALS} open portals that run EXECUTE, PREPARE or DEALLOCATE, or Binds of portals the server has yet to answer: close some, end the transaction, or wait for answers"
                                 ),
                             ))
                         }
                         Some(Ok(analysed)) => {
                             names_prepared = analysed.iter().any(|a| a.effect != Effect::None);
+                            runs = analysed
+                                .iter()
+                                .filter_map(|a| match &a.effect {
+                                    Effect::Execute { name, .. } => {
+                                        Some((name.clone(), self.prepared.generation(name)?))
+                                    }
+                                    _ => None,
+                                })
+                                .collect();
                             let params = frontend::bind_parameters(&frame).unwrap_or_default();
                             let statements = analysed
                                 .iter()
@@ -1307,6 +1332,11 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
+                // A naming portal is one at once (should the Bind fail, a
+                // portal of that name run in a later cycle is refused all
+                // the same); it stops being one, and a portal is a COPY's,
+                // once the server says it bound it (BindComplete). One
+                // that is neither and replaces neither needs no following.
                 if names_prepared {
                     let changes = std::mem::take(&mut self.allowed_changes);
                     self.naming_portals.insert(
@@ -1315,23 +1345,17 @@ impl Proxy<'_> {
                             cycle: self.cycles_sent,
                             changes,
                             standard_conforming_strings: self.standard_conforming_strings,
+                            runs,
                         },
                     );
-                } else {
-                    self.naming_portals.remove(portal);
                 }
-                // The portal is the COPY's once the server says it bound
-                // it (BindComplete); one that is no COPY and replaces none
-                // needs no following.
-                if copy.is_some()
-                    || self.copy_portals.contains_key(portal)
-                    || self.copy_binds.iter().any(|bind| bind.portal == portal)
-                {
-                    self.copy_binds.push_back(CopyBind {
+                if followed || names_prepared {
+                    self.portal_binds.push_back(PortalBind {
                         cycle: self.cycles_sent,
                         portal: portal.to_owned(),
                         index: self.binds_sent,
                         copy,
+                        names_prepared,
                     });
                 }
                 self.binds_sent += 1;
@@ -1637,6 +1661,18 @@ impl Proxy<'_> {
                 "sluice runs a portal that runs EXECUTE, PREPARE or DEALLOCATE only in the cycle it was bound in (before the next Sync): bind it again",
             ));
         }
+        if let Some((name, _)) = naming
+            .runs
+            .iter()
+            .find(|(name, generation)| self.prepared.generation(name) != Some(*generation))
+        {
+            return Some(Fatal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "prepared statement \"{name}\" was defined anew after this portal's EXECUTE of it was bound: bind it again"
+                ),
+            ));
+        }
         let changes = std::mem::take(&mut naming.changes);
         let setting = naming.standard_conforming_strings;
         if let Err(refusal) = self.prepared.check(&changes) {
@@ -1667,7 +1703,7 @@ impl Proxy<'_> {
     fn portal_copy(&self, portal: &str) -> Option<Option<crate::analysis::CopyOut>> {
         let confirmed = self.copy_portals.get(portal).cloned();
         match self
-            .copy_binds
+            .portal_binds
             .iter()
             .rev()
             .find(|bind| bind.portal == portal)
@@ -1697,17 +1733,25 @@ impl Proxy<'_> {
             .map(|ahead| ahead.source.clone())
     }
 
-    /// BindCompletes have come: the Binds of COPY portals they answer now
-    /// hold.
-    fn follow_copy_binds(&mut self, completed: u32) {
+    /// BindCompletes have come: the Binds of COPY and naming portals they
+    /// answer now hold.
+    fn follow_binds(&mut self, completed: u32) {
         self.binds_answered += completed;
-        while let Some(bind) = self.copy_binds.front() {
+        while let Some(bind) = self.portal_binds.front() {
             if bind.cycle != self.cycles_done || bind.index >= self.binds_answered {
                 break;
             }
-            let Some(bind) = self.copy_binds.pop_front() else {
+            let Some(bind) = self.portal_binds.pop_front() else {
                 break;
             };
+            if !bind.names_prepared
+                && self
+                    .naming_portals
+                    .get(&bind.portal)
+                    .is_some_and(|naming| naming.cycle <= bind.cycle)
+            {
+                self.naming_portals.remove(&bind.portal);
+            }
             match bind.copy {
                 Some(copy) => {
                     self.copy_portals.insert(bind.portal, copy);
@@ -1789,7 +1833,7 @@ impl Proxy<'_> {
         }
         // A Bind whose cycle ended unanswered was skipped after an error.
         let done = self.cycles_done;
-        self.copy_binds.retain(|bind| bind.cycle >= done);
+        self.portal_binds.retain(|bind| bind.cycle >= done);
         Ok(finished.and_then(|cycle| cycle.audit))
     }
 
@@ -2593,7 +2637,7 @@ impl Proxy<'_> {
                         streamed_run(&self.server_in, rows_stream, copy_streams, completions_read)
                     };
                     if binds_completed > 0 {
-                        self.follow_copy_binds(binds_completed);
+                        self.follow_binds(binds_completed);
                     }
                     if run > 0 {
                         if let Some(outcome) =
@@ -2824,6 +2868,40 @@ impl Proxy<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `columns`, described by `SELECT * FROM t` for a `COPY t TO`,
+    /// without the table's generated columns, which the COPY leaves out:
+    /// looked up in the catalog (by the table's OID, a number). Left as
+    /// they are if the lookup fails.
+    async fn leave_out_generated(
+        &mut self,
+        columns: &mut Vec<crate::plugin::bindings::types::Column>,
+    ) {
+        let Some(table) = columns.first().map(|c| c.table_oid).filter(|&oid| oid != 0) else {
+            return;
+        };
+        let sql = format!(
+            "SELECT attnum FROM pg_catalog.pg_attribute \
+             WHERE attrelid = {table} AND attgenerated <> '' AND NOT attisdropped"
+        );
+        let rows = self
+            .shared
+            .upstream
+            .catalog_query(&self.session.connection.database, &sql)
+            .await;
+        match rows {
+            Ok(rows) => {
+                let generated: Vec<i16> = rows
+                    .iter()
+                    .filter_map(|row| row.first()?.as_deref()?.parse().ok())
+                    .collect();
+                columns.retain(|c| !(c.table_oid == table && generated.contains(&c.column_number)));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not look up a table's generated columns; its COPY data is refused");
+            }
+        }
     }
 
     /// What the masking plugins want of a result with these columns.
@@ -3098,7 +3176,22 @@ impl Proxy<'_> {
                         .pop_front()
                         .and_then(|(_, source)| source)
                 };
-                let described = source.as_ref().and_then(|s| s.columns.get().cloned());
+                let mut described = source.as_ref().and_then(|s| s.columns.get().cloned());
+                // The COPY says how many columns it sends: a describe of
+                // another count is not what it copies (`COPY t TO` leaves
+                // out generated columns, which `SELECT *` has).
+                let copied = frame
+                    .body()
+                    .get(1..3)
+                    .map(|count| usize::from(u16::from_be_bytes([count[0], count[1]])));
+                if let Some(columns) = &mut described
+                    && Some(columns.len()) != copied
+                {
+                    self.leave_out_generated(columns).await;
+                    if Some(columns.len()) != copied {
+                        described = None;
+                    }
+                }
                 let format = source.map(|s| s.format.clone());
                 self.copy_out = if frame.body().first() == Some(&0) {
                     let text_format = format.as_ref().and_then(TextFormat::of);
