@@ -298,6 +298,16 @@ pub enum AuditError {
     /// The log was closed.
     #[error("audit log is closed")]
     Closed,
+    /// Another sluice (or another log in this one) has the trail open.
+    #[error(
+        "audit trail {path} is in use by another sluice (its lock {lock} is held): one trail, one writer; give each instance a file of its own"
+    )]
+    InUse {
+        /// The active file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
 }
 
 /// A handle to the audit log's writer thread. Clones share the writer;
@@ -330,6 +340,9 @@ struct Shared {
     /// Under `Batch`, outcome records held back (see [`AuditLog::defer`]).
     held: Arc<Mutex<Held>>,
     state: Arc<SinkState>,
+    /// The trail's lock, held while the log is open (dropped after the
+    /// writer has stopped: see [`lock_trail`]).
+    _trail_lock: File,
 }
 
 /// Under `Batch`, outcome records not written yet. They have a lock of
@@ -640,6 +653,7 @@ impl AuditLog {
         if settings.instance.is_empty() {
             return Err(AuditError::NoInstance);
         }
+        let trail_lock = lock_trail(&settings.path)?;
         let recovered = recover(&settings)?;
         if let Some(found) = &recovered.set_aside {
             set_aside_active_file(&settings.path, found, recovered.link)?;
@@ -700,6 +714,7 @@ impl AuditLog {
                 direct,
                 held,
                 state,
+                _trail_lock: trail_lock,
             }),
         })
     }
@@ -992,6 +1007,60 @@ fn is_no_space(error: &io::Error) -> bool {
 const PREALLOCATE: u64 = 16 << 20;
 
 /// Allocates `len` bytes of `file` from `offset` (they read as zeros).
+/// How long [`lock_trail`] waits for a lock held by a sluice that is
+/// stopping (or a log of this process being dropped).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the trail's lock, `PATH.lock` (an advisory `flock`), for as long
+/// as the log is open: a second sluice on the same trail (started by
+/// mistake while one serves, or a replica on shared storage) would
+/// recover the chain under the first one's feet and write at its own idea
+/// of the file's end, overwriting and cutting off records the first one
+/// had made durable.
+fn lock_trail(path: &Path) -> Result<File, AuditError> {
+    lock_trail_within(path, LOCK_WAIT)
+}
+
+/// [`lock_trail`], waiting at most `wait` for a lock that is held.
+fn lock_trail_within(path: &Path, wait: Duration) -> Result<File, AuditError> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(|source| AuditError::Io {
+            action: "open the lock file",
+            path: lock.clone(),
+            source,
+        })?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::InUse {
+                    path: path.to_owned(),
+                    lock,
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(AuditError::Io {
+                    action: "lock",
+                    path: lock,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// `false` where the file cannot have space allocated ahead (a device, a
 /// filesystem without the call): records are then appended as they come.
 fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
@@ -2788,6 +2857,27 @@ mod tests {
         }
     }
 
+    /// One trail, one writer: while a log has the trail open, its lock is
+    /// held, and a second log (another sluice, here the same process) is
+    /// refused rather than recover and write under the first one's feet;
+    /// once the first is gone, the trail opens again.
+    #[tokio::test]
+    async fn a_trail_open_in_one_log_is_refused_to_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        log.record(statement(1)).await.expect("durable");
+        let refused = lock_trail_within(&settings.path, Duration::from_millis(100))
+            .expect_err("the lock is held");
+        assert!(matches!(refused, AuditError::InUse { .. }), "{refused}");
+        assert!(refused.to_string().contains("in use by another sluice"));
+        drop(log);
+        lock_trail_within(&settings.path, Duration::from_millis(100)).expect("free again");
+        let again = AuditLog::open(settings).expect("opens again");
+        again.record(statement(2)).await.expect("durable");
+        again.close().await;
+    }
+
     /// A write the disk refused halfway leaves its bytes in the file: the
     /// file is cut back to where the records end, and the next write goes
     /// where the failed one went.
@@ -2926,8 +3016,8 @@ mod tests {
     /// room, and the chain runs whole across both.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rotation_cut_short_by_a_full_disk_is_waited_out() {
-        // The root, the trail, its head and three spare files.
-        let Some(disk) = SmallDisk::mount_with("size=4m,nr_inodes=6") else {
+        // The root, the trail, its head, its lock and three spare files.
+        let Some(disk) = SmallDisk::mount_with("size=4m,nr_inodes=7") else {
             return;
         };
         let settings = LogSettings {
