@@ -171,6 +171,17 @@ fn text<'v>(record: &'v Value, field: &str) -> &'v str {
     record.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
+/// A field as it is printed: control characters escaped (`\n`, `\u{1b}`),
+/// so that text a client sent (a statement, an error it provoked) cannot
+/// start a line of its own or drive the reader's terminal.
+fn shown<'v>(record: &'v Value, field: &str) -> std::borrow::Cow<'v, str> {
+    let text = text(record, field);
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.chars().flat_map(char::escape_default).collect())
+}
+
 fn number(record: &Value, field: &str) -> Option<u64> {
     record.get(field).and_then(Value::as_u64)
 }
@@ -400,46 +411,46 @@ pub fn one_line(record: &Value) -> String {
     let what = match text(record, "event") {
         "session_start" => format!(
             "session start: {} from {} ({}), database {}",
-            text(record, "principal"),
+            shown(record, "principal"),
             origin(record),
             application(record),
-            text(record, "database"),
+            shown(record, "database"),
         ),
         "login_failed" => format!(
             "failed login as {:?} from {}: {}",
-            text(record, "user"),
+            shown(record, "user"),
             origin(record),
-            text(record, "reason")
+            shown(record, "reason")
         ),
         "statement" => format!(
             "#{} {} by {}: {}",
             number(record, "statement").unwrap_or(0),
             decision_summary(record.get("decision")),
-            text(record, "principal"),
-            text(record, "text")
+            shown(record, "principal"),
+            shown(record, "text")
         ),
         "outcome" => format!("-> {}", outcome_summary(record)),
         "session_end" => format!(
             "session end: {} statements, {} ms, {}",
             number(record, "statements").unwrap_or(0),
             number(record, "duration_ms").unwrap_or(0),
-            text(record, "reason")
+            shown(record, "reason")
         ),
         "gateway_start" => format!(
             "gateway start (sluice {}), plugins: {}",
-            text(record, "version"),
+            shown(record, "version"),
             plugins_summary(record)
         ),
         "plugins_reloaded" => format!(
             "plugins reloaded ({}): {}",
-            text(record, "cause"),
+            shown(record, "cause"),
             plugins_summary(record)
         ),
         "gateway_stop" => "gateway stop".to_owned(),
         "audit_outage" => format!(
             "the trail could not be written from {} until now ({}): {} statements or sessions refused, {} at login; the {} records before this one were kept through it",
-            text(record, "since"),
-            text(record, "cause"),
+            shown(record, "since"),
+            shown(record, "cause"),
             number(record, "records_refused").unwrap_or(0),
             number(record, "sessions_refused").unwrap_or(0),
             number(record, "records_kept").unwrap_or(0),
@@ -462,8 +473,8 @@ fn plugins_summary(record: &Value) -> String {
                     let fingerprint = text(p, "fingerprint");
                     format!(
                         "{} ({}, {})",
-                        text(p, "name"),
-                        text(p, "hook"),
+                        shown(p, "name"),
+                        shown(p, "hook"),
                         fingerprint.get(..12).unwrap_or(fingerprint)
                     )
                 })
@@ -484,8 +495,8 @@ fn origin(record: &Value) -> String {
         Some(via) if via == text(record, "client") => {
             format!("{via} (a load balancer that named no client)")
         }
-        Some(via) => format!("{} via load balancer {via}", text(record, "client")),
-        None => text(record, "client").to_owned(),
+        Some(via) => format!("{} via load balancer {via}", shown(record, "client")),
+        None => shown(record, "client").into_owned(),
     }
 }
 
@@ -501,10 +512,10 @@ fn decision_summary(decision: Option<&Value>) -> String {
     let Some(decision) = decision else {
         return "no decision".to_owned();
     };
-    let mut out = text(decision, "verdict").to_owned();
-    let plugin = text(decision, "plugin");
-    let rule = text(decision, "rule");
-    let reason = text(decision, "reason");
+    let mut out = shown(decision, "verdict").into_owned();
+    let plugin = shown(decision, "plugin");
+    let rule = shown(decision, "rule");
+    let reason = shown(decision, "reason");
     let mut why = Vec::new();
     if !plugin.is_empty() {
         why.push(format!("plugin {plugin}"));
@@ -513,26 +524,26 @@ fn decision_summary(decision: Option<&Value>) -> String {
         why.push(format!("rule {rule}"));
     }
     if !reason.is_empty() {
-        why.push(reason.to_owned());
+        why.push(reason.into_owned());
     }
     if !why.is_empty() {
         let _ = write!(out, " ({})", why.join(", "));
     }
     if let Some(approval) = decision.get("approval") {
-        let approver = approval
-            .get("approver")
-            .and_then(Value::as_str)
-            .unwrap_or("nobody");
+        let approver = match shown(approval, "approver") {
+            approver if approver.is_empty() => "nobody".into(),
+            approver => approver,
+        };
         let _ = write!(
             out,
             "; approval from {} {} by {} at {} (ticket {})",
-            text(approval, "approver_group"),
-            text(approval, "outcome"),
+            shown(approval, "approver_group"),
+            shown(approval, "outcome"),
             approver,
             number(approval, "answered_ms")
                 .map(millis_as_time)
                 .unwrap_or_default(),
-            text(approval, "ticket"),
+            shown(approval, "ticket"),
         );
     }
     out
@@ -592,8 +603,8 @@ fn outcome_summary(record: &Value) -> String {
         let _ = write!(
             out,
             "; error {}: {}",
-            text(error, "sqlstate"),
-            text(error, "message")
+            shown(error, "sqlstate"),
+            shown(error, "message")
         );
     }
     out
@@ -670,7 +681,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                 let _ = writeln!(
                     out,
                     "  initiated by {} (groups: {}) from {}, {}, database {}, {}",
-                    text(record, "principal"),
+                    shown(record, "principal"),
                     if groups.is_empty() {
                         "none".to_owned()
                     } else {
@@ -678,7 +689,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     },
                     origin(record),
                     application(record),
-                    text(record, "database"),
+                    shown(record, "database"),
                     if record.get("tls").and_then(Value::as_bool) == Some(true) {
                         "TLS"
                     } else {
@@ -695,8 +706,8 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     out,
                     "  statement {} at {time} ({}): {}",
                     number(record, "statement").unwrap_or(0),
-                    text(record, "protocol"),
-                    text(record, "text")
+                    shown(record, "protocol"),
+                    shown(record, "text")
                 );
                 if let Some(params) = record.get("params").and_then(Value::as_array)
                     && !params.is_empty()
@@ -739,7 +750,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     "session {session} ended {time}: {} statements in {} ms, {}",
                     number(record, "statements").unwrap_or(0),
                     number(record, "duration_ms").unwrap_or(0),
-                    text(record, "reason")
+                    shown(record, "reason")
                 );
             }
             _ => {
@@ -796,6 +807,29 @@ mod tests {
             shown.contains("from 203.0.113.7:5000 via load balancer 10.0.0.5:40000"),
             "{shown}"
         );
+    }
+
+    /// What a client sent is printed with its control characters escaped:
+    /// a statement cannot end its line and print a record of its own, nor
+    /// drive the reader's terminal.
+    #[test]
+    fn text_a_client_sent_cannot_forge_a_line() {
+        let forged = "select 1 /*\r\u{1b}[2K2026-11-30 #57 allow by alice: select 1\n*/";
+        let statement = json!({"seq": 3, "time": "2026-11-30T12:00:00Z", "event": "statement",
+            "session": 1, "statement": 2, "principal": "mallory", "protocol": "simple",
+            "text": forged, "decision": {"verdict": "deny", "reason": "no\nway"}});
+        let line = one_line(&statement);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("\\r\\u{1b}[2K2026"), "{line}");
+        assert!(line.contains("no\\nway"), "{line}");
+        let records = [statement];
+        let picked = Filter::default().apply(&records);
+        let shown = show_session(&picked, 1);
+        assert!(
+            !shown.contains('\r') && !shown.contains('\u{1b}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\n*/"), "{shown}");
     }
 
     /// An outcome shown after another statement's record says whose it
