@@ -2048,6 +2048,21 @@ fn mac_of(files: &[PathBuf], seq: u64, key: &ChainKey) -> io::Result<Option<[u8;
     Ok(None)
 }
 
+/// Opens a file of the trail to read it: a regular file, not a link to
+/// one (nor to a device, which never ends, or a pipe, which may never
+/// answer). sluice makes none of those; one in the trail's place was put
+/// there by someone else.
+pub fn open_trail_file(path: &Path) -> io::Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// The lines of a file, each with its newline; the last one lacks it if the
 /// file ends in a torn record. The data ends at the first NUL byte (space
 /// allocated ahead reads as zeros, and no record holds one); anything but
@@ -2067,15 +2082,21 @@ impl RecordLines {
         }
     }
 
-    /// After the end of the data: only zeros may follow.
+    /// After the end of the data: only zeros may follow (read a piece at
+    /// a time: space allocated ahead may be large).
     fn rest_is_zeros(&mut self) -> io::Result<()> {
-        let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest)?;
-        match rest.iter().all(|&byte| byte == 0) {
-            true => Ok(()),
-            false => Err(io::Error::other(
-                "bytes other than zeros follow the end of the records",
-            )),
+        loop {
+            let piece = self.reader.fill_buf()?;
+            if piece.is_empty() {
+                return Ok(());
+            }
+            if piece.iter().any(|&byte| byte != 0) {
+                return Err(io::Error::other(
+                    "bytes other than zeros follow the end of the records",
+                ));
+            }
+            let read = piece.len();
+            self.reader.consume(read);
         }
     }
 }

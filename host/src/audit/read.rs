@@ -113,7 +113,7 @@ pub fn scan(path: &Path, mut each: impl FnMut(Value)) -> Result<usize, ReadError
     }
     let mut unreadable = 0;
     for file in files {
-        let opened = std::fs::File::open(&file).map_err(|source| ReadError::Io {
+        let opened = super::log::open_trail_file(&file).map_err(|source| ReadError::Io {
             path: file.clone(),
             source,
         })?;

@@ -67,6 +67,11 @@ use super::postgres::PgTrail;
 /// How many findings the human summary lists before it counts the rest.
 const FINDINGS_SHOWN: usize = 50;
 
+/// Most findings a report keeps; past them only their count is kept. A
+/// hostile file (a hundred million empty lines) would otherwise make a
+/// finding of each, and the check run out of memory before it reports.
+const FINDINGS_KEPT: usize = 10_000;
+
 /// Times [`verify_live`] looks again before it reports a disagreement
 /// between the trail's end and its head.
 const LIVE_ATTEMPTS: u32 = 5;
@@ -250,17 +255,23 @@ pub struct Report {
     pub last_seq: Option<u64>,
     /// What the head file said.
     pub head: HeadStatus,
-    /// Problems and notes, in the order found.
+    /// Problems and notes, in the order found (the first
+    /// [`FINDINGS_KEPT`]).
     pub findings: Vec<Finding>,
+    /// Findings past those kept: how many, and how many of them problems.
+    pub left_out: u64,
+    pub problems_left_out: u64,
 }
 
 impl Report {
     /// Whether the trail is whole: no finding is a problem (notes may be
     /// there).
     pub fn ok(&self) -> bool {
-        self.findings
-            .iter()
-            .all(|finding| finding.severity == Severity::Note)
+        self.problems_left_out == 0
+            && self
+                .findings
+                .iter()
+                .all(|finding| finding.severity == Severity::Note)
     }
 
     /// The findings that are problems.
@@ -273,7 +284,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let problems = self.problems().count();
+        let problems = self.problems().count() as u64 + self.problems_left_out;
         match problems {
             0 => writeln!(f, "audit trail {}: OK", self.path.display())?,
             1 => writeln!(f, "audit trail {}: FAILED, 1 problem", self.path.display())?,
@@ -310,8 +321,9 @@ impl fmt::Display for Report {
         for finding in self.findings.iter().take(FINDINGS_SHOWN) {
             writeln!(f, "  - {finding}")?;
         }
-        if self.findings.len() > FINDINGS_SHOWN {
-            writeln!(f, "  … and {} more", self.findings.len() - FINDINGS_SHOWN)?;
+        let more = self.findings.len().saturating_sub(FINDINGS_SHOWN) as u64 + self.left_out;
+        if more > 0 {
+            writeln!(f, "  … and {more} more")?;
         }
         Ok(())
     }
@@ -545,6 +557,9 @@ fn file_name(path: &Path) -> String {
 /// The state of one verification as it walks the files.
 struct Check {
     findings: Vec<Finding>,
+    /// Findings past [`FINDINGS_KEPT`], and of them problems.
+    left_out: u64,
+    problems_left_out: u64,
     records: u64,
     first_seq: Option<u64>,
     /// The record before the next one: its seq and the MAC it has (or, when
@@ -566,6 +581,8 @@ impl Check {
     fn new() -> Check {
         Check {
             findings: Vec::new(),
+            left_out: 0,
+            problems_left_out: 0,
             records: 0,
             first_seq: None,
             last: None,
@@ -584,6 +601,11 @@ impl Check {
         line: Option<u64>,
         seq: Option<u64>,
     ) {
+        if self.findings.len() >= FINDINGS_KEPT {
+            self.left_out += 1;
+            self.problems_left_out += u64::from(severity == Severity::Problem);
+            return;
+        }
         self.findings.push(Finding {
             severity,
             kind,
@@ -605,7 +627,7 @@ impl Check {
 
     /// Checks every line of one file.
     fn file(&mut self, path: &Path, key: &ChainKey, head_seq: Option<u64>) {
-        match File::open(path) {
+        match super::log::open_trail_file(path) {
             Ok(file) => self.lines(path, RecordLines::new(file), key, head_seq),
             Err(error) => self.problem(
                 FindingKind::Unreadable(error.to_string()),
@@ -801,6 +823,8 @@ impl Check {
             last_seq: self.last.map(|last| last.seq),
             head,
             findings: self.findings,
+            left_out: self.left_out,
+            problems_left_out: self.problems_left_out,
         }
     }
 
@@ -1177,6 +1201,36 @@ mod tests {
 
     /// Same key, same seq, another chain: only `prev` tells the record
     /// does not belong.
+    /// A hostile file in the trail's place neither hangs the check nor
+    /// exhausts it: a link to a device that never ends is refused as
+    /// unreadable, and a flood of lines that are no records is counted past
+    /// the findings kept, the trail still failing.
+    #[tokio::test]
+    async fn hostile_files_are_reported_not_read_forever() {
+        let trail = write_trail(None).await;
+        let copy = trail.copy();
+        fs::remove_file(&copy.settings.path).expect("removes");
+        std::os::unix::fs::symlink("/dev/zero", &copy.settings.path).expect("links");
+        let report = copy.verify();
+        assert!(!report.ok());
+        assert!(
+            report
+                .problems()
+                .any(|f| matches!(f.kind, FindingKind::Unreadable(_))),
+            "{report}"
+        );
+
+        let copy = trail.copy();
+        let mut lines = copy.lines();
+        lines.extend(std::iter::repeat_n(b"\n".to_vec(), FINDINGS_KEPT + 5));
+        copy.write_lines(&lines);
+        let report = copy.verify();
+        assert!(!report.ok());
+        assert_eq!(report.findings.len(), FINDINGS_KEPT);
+        assert!(report.problems_left_out >= 5, "{}", report.left_out);
+        assert!(report.to_string().contains("more"), "{report}");
+    }
+
     #[tokio::test]
     async fn a_record_spliced_in_from_another_chain_breaks_prev() {
         let trail = write_trail(None).await;
