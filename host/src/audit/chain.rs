@@ -11,6 +11,11 @@
 //! - `time` is when the record was sealed, UTC, RFC 3339 with microseconds.
 //! - `prev` is the `mac` of the record before it; the first record of a chain
 //!   has 64 zeros there.
+//! - `"file_start":true` follows `prev` in the first record of each file of
+//!   the trail (and in no other): the end of a file is kept by the head and
+//!   the next file's first record, and its start by this. Cutting a file's
+//!   first records off is seen; whole oldest files archived away are not
+//!   a fault.
 //! - the event's fields follow in the order the caller's map yields them
 //!   (with serde_json's default `Map`, sorted by name).
 //! - `mac` is HMAC-SHA256, under the chain's key, of the line as it would
@@ -26,7 +31,8 @@
 //! reordered record visible. What a keyed chain cannot show alone is a file
 //! cut short at a record boundary — the shorter chain is still valid — so
 //! the writer also keeps a *head* (the last `seq` and `mac`, MACed too) in
-//! a separate file; see [`head_line`].
+//! a separate file; see [`head_line`]; nor a file whose first records were
+//! cut off, which the sealed `file_start` marks.
 //!
 //! The MAC covers the exact bytes of the line, not a re-serialisation of
 //! its JSON, so there is no canonicalisation question: whoever verifies
@@ -61,7 +67,14 @@ pub const MAC_SUFFIX_LEN: usize = MAC_FIELD_OPEN.len() + 64 + MAC_FIELD_CLOSE.le
 pub const GENESIS_MAC: [u8; 32] = [0; 32];
 
 /// Field names the record itself uses; an event may not carry them.
-pub const RESERVED_FIELDS: [&str; 5] = ["seq", "time", "instance", "prev", "mac"];
+pub const RESERVED_FIELDS: [&str; 6] = ["seq", "time", "instance", "prev", FILE_START, "mac"];
+
+/// The field, `true`, that the first record of each file of the trail
+/// carries (sealed with it): a file whose first record lacks it lost its
+/// first records, and one that carries it inside a file was moved there.
+/// Without it, cutting the oldest records off the only file left a trail
+/// that merely started late, as one whose oldest files were archived does.
+pub const FILE_START: &str = "file_start";
 
 /// Length of a head line (see [`head_line`]), newline included. Every head
 /// line has this length, so rewriting it in place never leaves a mixture of
@@ -357,6 +370,20 @@ pub fn seal(
     seal_body(key, before, instance, time, &EventBody::from_map(event)?)
 }
 
+/// [`seal`] of the first record of a file (see [`FILE_START`]).
+pub fn seal_opening(
+    key: &ChainKey,
+    before: &Link,
+    instance: &str,
+    time: SystemTime,
+    event: &Map<String, Value>,
+) -> Result<(Vec<u8>, Link), SealError> {
+    let mut line = Vec::new();
+    let body = EventBody::from_map(event)?;
+    let link = seal_body_into(key, before, instance, time, &body, true, &mut line)?;
+    Ok((line, link))
+}
+
 /// [`seal`] for a body made already.
 pub fn seal_body(
     key: &ChainKey,
@@ -366,21 +393,23 @@ pub fn seal_body(
     body: &EventBody,
 ) -> Result<(Vec<u8>, Link), SealError> {
     let mut line = Vec::with_capacity(256 + body.0.len());
-    let link = seal_body_into(key, before, instance, time, body, &mut line)?;
+    let link = seal_body_into(key, before, instance, time, body, false, &mut line)?;
     Ok((line, link))
 }
 
 /// [`seal_body`] appending the line to `lines`, where a writer gathers a
 /// group's lines: no buffer of its own per record, and nothing formatted
 /// through an intermediate `String` (this runs for every statement, under
-/// the lock that keeps the chain in order). On an error `lines` is left as
-/// it was.
+/// the lock that keeps the chain in order). `opens_file`: the record is
+/// the first of its file (see [`FILE_START`]). On an error `lines` is left
+/// as it was.
 pub fn seal_body_into(
     key: &ChainKey,
     before: &Link,
     instance: &str,
     time: SystemTime,
     body: &EventBody,
+    opens_file: bool,
     lines: &mut Vec<u8>,
 ) -> Result<Link, SealError> {
     let seq = before.seq.checked_add(1).ok_or(SealError::SeqExhausted)?;
@@ -398,6 +427,9 @@ pub fn seal_body_into(
     lines.extend_from_slice(b",\"prev\":\"");
     push_hex(lines, &before.mac);
     lines.push(b'"');
+    if opens_file {
+        lines.extend_from_slice(b",\"file_start\":true");
+    }
     if !body.0.is_empty() {
         lines.push(b',');
         lines.extend_from_slice(&body.0);
@@ -422,6 +454,8 @@ pub struct OpenedRecord {
     /// Every field but `mac`: `seq`, `time`, `instance`, `prev` and the
     /// event's.
     pub fields: Map<String, Value>,
+    /// Whether it is sealed as the first record of a file.
+    pub opens_file: bool,
 }
 
 impl OpenedRecord {
@@ -500,11 +534,13 @@ pub fn open_line(key: &ChainKey, line: &[u8]) -> Result<OpenedRecord, LineError>
             return Err(LineError::Malformed("time or instance is missing"));
         }
     }
+    let opens_file = fields.get(FILE_START) == Some(&Value::Bool(true));
     Ok(OpenedRecord {
         seq,
         prev,
         mac: claimed_mac,
         fields,
+        opens_file,
     })
 }
 

@@ -1307,12 +1307,16 @@ impl Writer {
                         }
                         continue;
                     }
+                    // The first record of a fresh file opens it.
+                    let opens_file = lines.is_empty()
+                        && self.active.as_ref().is_some_and(|active| active.len == 0);
                     match chain::seal_body_into(
                         &self.settings.key,
                         &link,
                         &self.settings.instance,
                         SystemTime::now(),
                         &event,
+                        opens_file,
                         &mut lines,
                     ) {
                         Ok(next) => {
@@ -1499,6 +1503,13 @@ impl Writer {
         let Some(outage) = self.state.outage_record(kept.len()) else {
             return;
         };
+        if self.active.is_none() {
+            // A rotation the full disk cut short left no active file: it is
+            // opened first (the old one, or a fresh one), so that the first
+            // record knows whether it opens its file. One that cannot be
+            // made yet fails the write below, as it would have.
+            self.active = ActiveFile::open(&self.settings.path).ok();
+        }
         let mut lines = std::mem::take(&mut self.lines);
         lines.clear();
         let mut link = self.link;
@@ -1507,12 +1518,15 @@ impl Writer {
             .map(|(event, at)| (event, *at))
             .chain([(&outage, SystemTime::now())])
             .try_for_each(|(event, at)| {
+                let opens_file =
+                    lines.is_empty() && self.active.as_ref().is_some_and(|active| active.len == 0);
                 let sealed = chain::seal_body_into(
                     &self.settings.key,
                     &link,
                     &self.settings.instance,
                     at,
                     event,
+                    opens_file,
                     &mut lines,
                 );
                 sealed.map(|next| link = next)

@@ -411,8 +411,16 @@ pub enum FindingKind {
         /// be missing).
         first_of_file: bool,
     },
-    /// The first record is not seq 1: older records are not here.
+    /// The first record is not seq 1: older records are not here (whole
+    /// files of them: each file that is here starts with the record that
+    /// opened it).
     StartsLate,
+    /// A file's first record is not the one sluice opened it with: its
+    /// first records were cut off.
+    FileStartLost,
+    /// A record sluice opened a file with is inside a file: records were
+    /// moved from the start of another.
+    FileStartInside,
     /// The first row of an instance in an audit database is not seq 1:
     /// the rows before it were deleted (the database sink never rotates).
     RowsMissingAtStart,
@@ -488,6 +496,16 @@ impl fmt::Display for Finding {
                 f,
                 "the trail starts at seq {seq}{place}: the records before it are not here \
                  (archived or removed)"
+            ),
+            FindingKind::FileStartLost => write!(
+                f,
+                "{record}{place} is not the record its file was opened with: the file's first \
+                 records were cut off"
+            ),
+            FindingKind::FileStartInside => write!(
+                f,
+                "{record}{place} opened a file but is not at the start of one: records were \
+                 moved from the start of another file"
             ),
             FindingKind::RowsMissingAtStart => write!(
                 f,
@@ -673,6 +691,13 @@ impl Check {
             match chain::open_line(key, &line) {
                 Ok(record) => {
                     self.check_instance(&record.fields, path, number, record.seq);
+                    if self.rows_of.is_none() && record.opens_file != (number == 1) {
+                        let kind = match number {
+                            1 => FindingKind::FileStartLost,
+                            _ => FindingKind::FileStartInside,
+                        };
+                        self.problem(kind, Some(path), Some(number), Some(record.seq));
+                    }
                     self.follow(record.link(), record.prev, at);
                     if head_seq == Some(record.seq) {
                         self.mac_at_head_seq = Some(record.mac);
@@ -1201,6 +1226,62 @@ mod tests {
 
     /// Same key, same seq, another chain: only `prev` tells the record
     /// does not belong.
+    /// Each file starts with the record sluice opened it with: cutting the
+    /// oldest records off the only file is found (it only started late
+    /// before), and so is a file's opening record moved inside a file;
+    /// whole rotated files archived away still leave a trail that is whole.
+    #[tokio::test]
+    async fn cutting_the_oldest_records_off_a_file_is_found() {
+        let trail = write_trail(None).await;
+        let copy = trail.copy();
+        let lines = copy.lines();
+        assert!(
+            chain::open_line(&copy.settings.key, &lines[0])
+                .expect("opens")
+                .opens_file
+        );
+        copy.write_lines(&lines[5..]);
+        let report = copy.verify();
+        let finding = only_problem(&report);
+        assert_eq!(
+            (&finding.kind, finding.line, finding.seq),
+            (&FindingKind::FileStartLost, Some(1), Some(6)),
+            "{report}"
+        );
+        assert!(finding.to_string().contains("first records were cut off"));
+
+        let rotated = write_trail(Some(600)).await;
+        let files = crate::audit::log::chain_files(&rotated.settings.path).expect("lists");
+        assert!(files.len() > 2, "{files:?}");
+        let copy = rotated.copy();
+        let copied = crate::audit::log::chain_files(&copy.settings.path).expect("lists");
+        fs::remove_file(&copied[0]).expect("archives the oldest file");
+        let report = copy.verify();
+        assert!(report.ok(), "{report}");
+        assert!(kinds(&report).contains(&&FindingKind::StartsLate));
+        // The second file's opening record moved to the end of the first.
+        let copy = rotated.copy();
+        let copied = crate::audit::log::chain_files(&copy.settings.path).expect("lists");
+        let read = |path: &Path| -> Vec<Vec<u8>> {
+            RecordLines::new(File::open(path).expect("opens"))
+                .collect::<io::Result<_>>()
+                .expect("reads")
+        };
+        let (mut first, mut second) = (read(&copied[0]), read(&copied[1]));
+        first.push(second.remove(0));
+        fs::write(&copied[0], first.concat()).expect("writes");
+        fs::write(&copied[1], second.concat()).expect("writes");
+        let report = copy.verify();
+        assert!(
+            kinds(&report).contains(&&FindingKind::FileStartInside),
+            "{report}"
+        );
+        assert!(
+            kinds(&report).contains(&&FindingKind::FileStartLost),
+            "{report}"
+        );
+    }
+
     /// A hostile file in the trail's place neither hangs the check nor
     /// exhausts it: a link to a device that never ends is refused as
     /// unreadable, and a flood of lines that are no records is counted past
@@ -1333,7 +1414,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let key = key();
         let event = statement(1, 1);
-        let (first, link) = chain::seal(
+        let (first, link) = chain::seal_opening(
             &key,
             &Link::GENESIS,
             "gw",
@@ -1479,14 +1560,19 @@ mod tests {
             "{report}"
         );
 
-        // Files keep the record's instance as it is: one file, one chain.
+        // Files keep the record's instance as it is: one file, one chain
+        // (the rows, moved into a file, lack only the record that opens it).
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         fs::write(&path, lines.concat()).expect("writes");
         let head_path = dir.path().join("audit.head");
         fs::write(&head_path, &head).expect("writes");
         let report = verify(&path, Some(&head_path), &key());
-        assert!(report.ok(), "{report}");
+        let finding = only_problem(&report);
+        assert_eq!(
+            (&finding.kind, finding.line),
+            (&FindingKind::FileStartLost, Some(1))
+        );
     }
 
     /// A database commits whole rows: a row without its newline is no
@@ -1531,7 +1617,7 @@ mod tests {
             seq: u64::MAX - 1,
             mac: [7; 32],
         };
-        let (last, _) = chain::seal(
+        let (last, _) = chain::seal_opening(
             &key(),
             &before,
             "gw-1",
