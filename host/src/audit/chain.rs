@@ -370,20 +370,6 @@ pub fn seal(
     seal_body(key, before, instance, time, &EventBody::from_map(event)?)
 }
 
-/// [`seal`] of the first record of a file (see [`FILE_START`]).
-pub fn seal_opening(
-    key: &ChainKey,
-    before: &Link,
-    instance: &str,
-    time: SystemTime,
-    event: &Map<String, Value>,
-) -> Result<(Vec<u8>, Link), SealError> {
-    let mut line = Vec::new();
-    let body = EventBody::from_map(event)?;
-    let link = seal_body_into(key, before, instance, time, &body, true, &mut line)?;
-    Ok((line, link))
-}
-
 /// [`seal`] for a body made already.
 pub fn seal_body(
     key: &ChainKey,

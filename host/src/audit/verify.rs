@@ -1012,6 +1012,20 @@ mod tests {
         }
     }
 
+    /// [`chain::seal`] of the first record of a file.
+    fn seal_opening(
+        key: &ChainKey,
+        before: &Link,
+        instance: &str,
+        time: std::time::SystemTime,
+        event: &Map<String, Value>,
+    ) -> Result<(Vec<u8>, Link), chain::SealError> {
+        let body = chain::EventBody::from_map(event)?;
+        let mut line = Vec::new();
+        let link = chain::seal_body_into(key, before, instance, time, &body, true, &mut line)?;
+        Ok((line, link))
+    }
+
     fn kinds(report: &Report) -> Vec<&FindingKind> {
         report
             .findings
@@ -1414,7 +1428,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let key = key();
         let event = statement(1, 1);
-        let (first, link) = chain::seal_opening(
+        let (first, link) = seal_opening(
             &key,
             &Link::GENESIS,
             "gw",
@@ -1617,7 +1631,7 @@ mod tests {
             seq: u64::MAX - 1,
             mac: [7; 32],
         };
-        let (last, _) = chain::seal_opening(
+        let (last, _) = seal_opening(
             &key(),
             &before,
             "gw-1",
