@@ -281,6 +281,9 @@ pub struct LimitsConfig {
     pub max_held_server_message_bytes: Option<usize>,
     /// Time a client has from connecting to finishing its login.
     pub login_timeout_ms: Option<u64>,
+    /// Connections from one client address (an IPv6 /64) that may be
+    /// logging in at once.
+    pub max_logins_per_address: Option<usize>,
     /// Time a client may leave a message half-sent.
     pub message_stall_timeout_ms: Option<u64>,
     /// On SIGTERM, how long busy sessions may run before they are closed.
@@ -858,6 +861,7 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_held_server_message_bytes: usize,
     pub login_timeout: Duration,
+    pub max_logins_per_address: usize,
     pub message_stall_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -868,6 +872,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_held_server_message_bytes: 16 << 20,
             login_timeout: Duration::from_secs(15),
+            max_logins_per_address: 64,
             message_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -1467,6 +1472,15 @@ impl LimitsConfig {
                 "[limits] max_held_server_message_bytes must be between {MIN_HELD_SERVER_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}"
             )));
         }
+        let max_logins_per_address = match self.max_logins_per_address {
+            Some(0) => {
+                return Err(invalid(
+                    "[limits] max_logins_per_address must be above 0".to_owned(),
+                ));
+            }
+            Some(n) => n,
+            None => defaults.max_logins_per_address,
+        };
         let millis = |value: Option<u64>, default: Duration, name: &str| match value {
             Some(0) => Err(invalid(format!("[limits] {name} must be above 0"))),
             Some(ms) => Ok(Duration::from_millis(ms)),
@@ -1480,6 +1494,7 @@ impl LimitsConfig {
                 defaults.login_timeout,
                 "login_timeout_ms",
             )?,
+            max_logins_per_address,
             message_stall_timeout: millis(
                 self.message_stall_timeout_ms,
                 defaults.message_stall_timeout,
@@ -2103,6 +2118,10 @@ mod tests {
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[limits]\nmax_message_bytes = 10",
                 "max_message_bytes",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[limits]\nmax_logins_per_address = 0",
+                "max_logins_per_address must be above 0",
             ),
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[startup]\nextra_allowed_parameters=[\"options\"]",

@@ -79,6 +79,8 @@ pub struct Shared {
     /// Failed logins per principal and per address, and the lockouts
     /// they start.
     pub lockouts: crate::auth::lockout::Lockouts,
+    /// Connections logging in, per client address (see `session::logins`).
+    pub logins: Arc<crate::session::logins::Logins>,
     /// User-defined types looked up so far, per database, for masking
     /// binary values of them.
     pub user_types: crate::masking::types::TypeCatalog,
@@ -193,6 +195,7 @@ impl Gateway {
             .collect();
         Ok(Gateway {
             shared: Arc::new(Shared {
+                logins: crate::session::logins::Logins::new(settings.limits.max_logins_per_address),
                 settings,
                 principals,
                 tls_acceptor,

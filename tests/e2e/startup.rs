@@ -68,6 +68,34 @@ async fn a_setting_cannot_hide_behind_a_vertical_tab_in_options() {
     assert!(message.contains("printable ASCII"), "{message}");
 }
 
+/// Connections from one address that are logging in are bounded: idle
+/// ones (a host that opens connections and sends nothing) do not hold
+/// every slot. Past the bound a new one is refused at once (53300), and a
+/// slot given back serves the next login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_login_slot() {
+    let env = TestEnv::start_with_config("[limits]\nmax_logins_per_address = 2\n", false)
+        .await
+        .unwrap();
+    let idle_one = RawConn::connect(env.addr()).await;
+    let idle_two = RawConn::connect(env.addr()).await;
+    let refused = sluice_tests::eventually(std::time::Duration::from_secs(5), || async {
+        connect(&env.config("agent"))
+            .await
+            .err()
+            .is_some_and(|error| sqlstate(&error) == Some("53300"))
+    })
+    .await;
+    assert!(refused, "a third login from the address is refused");
+    drop(idle_one);
+    let served = sluice_tests::eventually(std::time::Duration::from_secs(5), || async {
+        connect(&env.config("agent")).await.is_ok()
+    })
+    .await;
+    assert!(served, "the slot given back serves a login");
+    drop(idle_two);
+}
+
 /// A database the config does not route is 3D000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_database_is_3d000() {

@@ -54,13 +54,20 @@ impl Subject {
     /// whole address, it could try every principal from a fresh address
     /// each time and never be locked out.
     pub fn of_address(address: IpAddr) -> Subject {
-        Subject::Address(match address.to_canonical() {
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6) & !u128::from(u64::MAX);
-                IpAddr::V6(std::net::Ipv6Addr::from(bits))
-            }
-            v4 => v4,
-        })
+        Subject::Address(client_network(address))
+    }
+}
+
+/// The address that stands for one client: an IPv4 address as it is (also
+/// seen through an IPv4-mapped IPv6 one), an IPv6 address by its /64, the
+/// network one host is given and may send from anywhere in.
+pub fn client_network(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 

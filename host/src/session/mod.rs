@@ -6,6 +6,7 @@
 //! with a SQLSTATE for the client.
 
 pub mod cancel;
+pub mod logins;
 
 mod options;
 mod prepared;
@@ -68,6 +69,21 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
     else {
         return;
     };
+    // One address cannot hold every connection slot with logins that
+    // never end: past its bound, a new one is turned away at once.
+    let Some(logging_in) = shared.logins.begin(peer.address.ip()) else {
+        shared
+            .counters
+            .sessions_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%peer, "connection refused: its address has too many logins in progress");
+        let fatal = Fatal::new(
+            crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
+            "too many connections from this address are logging in at once; try again shortly",
+        );
+        send_fatal(&mut client, &fatal).await;
+        return;
+    };
     let trace = session_trace(&shared, peer);
     let started = tokio::time::timeout_at(
         login_ends,
@@ -97,6 +113,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
             return;
         }
     };
+    drop(logging_in);
     // No span around the statement loop: entering one on every poll costs
     // more than the rest of a round trip's own work. Log lines carry the
     // session's fields themselves.
