@@ -282,7 +282,7 @@ pub struct LimitsConfig {
     /// Time a client has from connecting to finishing its login.
     pub login_timeout_ms: Option<u64>,
     /// Connections from one client address (an IPv6 /64) that may be
-    /// logging in at once.
+    /// logging in at once (default: a quarter of `max_connections`).
     pub max_logins_per_address: Option<usize>,
     /// Time a client may leave a message half-sent.
     pub message_stall_timeout_ms: Option<u64>,
@@ -861,7 +861,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_held_server_message_bytes: usize,
     pub login_timeout: Duration,
-    pub max_logins_per_address: usize,
+    /// `None`: a quarter of `max_connections` (see `session::logins`).
+    pub max_logins_per_address: Option<usize>,
     pub message_stall_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -872,7 +873,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_held_server_message_bytes: 16 << 20,
             login_timeout: Duration::from_secs(15),
-            max_logins_per_address: 64,
+            max_logins_per_address: None,
             message_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -1478,8 +1479,7 @@ impl LimitsConfig {
                     "[limits] max_logins_per_address must be above 0".to_owned(),
                 ));
             }
-            Some(n) => n,
-            None => defaults.max_logins_per_address,
+            other => other,
         };
         let millis = |value: Option<u64>, default: Duration, name: &str| match value {
             Some(0) => Err(invalid(format!("[limits] {name} must be above 0"))),

@@ -195,7 +195,16 @@ impl Gateway {
             .collect();
         Ok(Gateway {
             shared: Arc::new(Shared {
-                logins: crate::session::logins::Logins::new(settings.limits.max_logins_per_address),
+                // Any bound below max_connections leaves the rest to
+                // others; a quarter lets an application's pool log in at
+                // once from one host (or one balancer without a PROXY
+                // header).
+                logins: crate::session::logins::Logins::new(
+                    settings
+                        .limits
+                        .max_logins_per_address
+                        .unwrap_or((settings.max_connections / 4).max(1)),
+                ),
                 settings,
                 principals,
                 tls_acceptor,

@@ -79,16 +79,17 @@ async fn one_address_cannot_hold_every_login_slot() {
         .unwrap();
     let idle_one = RawConn::connect(env.addr()).await;
     let idle_two = RawConn::connect(env.addr()).await;
-    let refused = sluice_tests::eventually(std::time::Duration::from_secs(5), || async {
-        connect(&env.config("agent"))
-            .await
-            .err()
-            .is_some_and(|error| sqlstate(&error) == Some("53300"))
+    let logins = &env.gateway.shared.logins;
+    let local: std::net::IpAddr = [127, 0, 0, 1].into();
+    let both_in = sluice_tests::eventually(std::time::Duration::from_secs(30), || async {
+        logins.in_progress(local) == 2
     })
     .await;
-    assert!(refused, "a third login from the address is refused");
+    assert!(both_in, "the idle connections are logging in");
+    let error = connect(&env.config("agent")).await.expect_err("refused");
+    assert_eq!(sqlstate(&error), Some("53300"), "{error}");
     drop(idle_one);
-    let served = sluice_tests::eventually(std::time::Duration::from_secs(5), || async {
+    let served = sluice_tests::eventually(std::time::Duration::from_secs(30), || async {
         connect(&env.config("agent")).await.is_ok()
     })
     .await;
