@@ -45,7 +45,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -125,6 +125,17 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file is not a regular file (a device or pipe in its place),
+    /// or another user owns it (one who could have planted it).
+    #[error(
+        "audit key file {path} must be a regular file owned by the user sluice runs as (or root): {reason}"
+    )]
+    Untrusted {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// The secret that keys a chain's MACs.
@@ -170,8 +181,26 @@ impl ChainKey {
             path: path.to_path_buf(),
             reason,
         };
-        let file = fs::File::open(path).map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+        // Not blocking: a pipe in the key's place answers nothing.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        let metadata = file.metadata().map_err(io)?;
+        let untrusted = |reason| KeyError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !metadata.file_type().is_file() {
+            return Err(untrusted("not a regular file"));
+        }
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        if metadata.uid() != me && metadata.uid() != 0 {
+            return Err(untrusted("another user owns it"));
+        }
+        let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Exposed {
                 path: path.to_path_buf(),
@@ -1074,6 +1103,33 @@ mod tests {
         );
         let message = refused.map(|_| ()).unwrap_err().to_string();
         assert!(message.contains("chmod 600"), "{message}");
+    }
+
+    /// A pipe or a directory in the key's place is refused at once: a pipe
+    /// would have hung the start on an open that never returns.
+    #[test]
+    fn a_key_file_that_is_no_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipe = dir.path().join("audit.key");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        fs::set_permissions(&pipe, fs::Permissions::from_mode(0o600)).expect("chmod");
+        for path in [&pipe, &dir.path().to_path_buf()] {
+            let refused = ChainKey::load(path);
+            assert!(
+                matches!(
+                    refused,
+                    Err(KeyError::Untrusted {
+                        reason: "not a regular file",
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -99,6 +99,13 @@ pub fn load_key(key: &AuditKey) -> Result<ChainKey, OpenError> {
         AuditKey::File(path) => (path, false),
         AuditKey::NextToTrail(path) => (path, true),
     };
+    if make {
+        tracing::warn!(
+            key = %path.display(),
+            "the audit key sits next to the trail it protects (demo-grade): whoever can rewrite \
+             the trail can read it and re-seal it; configure [audit] key_file elsewhere"
+        );
+    }
     let loaded = if make && !path.exists() {
         chain::generate_key_file(path)
     } else {
