@@ -235,6 +235,43 @@ async fn a_tokens_groups_decide_what_its_holder_may_read() {
         .expect("transactions are default kinds");
 }
 
+/// Where no bearer token may be sent (in the clear, from elsewhere), a
+/// name no identity plugin knows is asked for SCRAM as a known one is, and
+/// refused after it: refused at once, it could be told apart from a
+/// principal's name by the method asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_name_is_asked_what_a_known_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start_with(dir.path(), &idp, |settings| {
+        settings.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let elsewhere = b"PROXY TCP4 203.0.113.7 127.0.0.1 5000 6432\r\n";
+    let mut asked = Vec::new();
+    for user in ["agent", "nobody-by-this-name"] {
+        let mut conn = sluice_tests::raw::RawConn::connect(env.addr()).await;
+        conn.send(elsewhere).await;
+        conn.send(&sluice_tests::raw::startup_message(
+            0,
+            &[("user", user), ("database", env.database.as_str())],
+        ))
+        .await;
+        let first = conn.recv().await.expect("an answer");
+        asked.push((first.tag, first.body.get(..4).map(<[u8]>::to_vec)));
+    }
+    // AuthenticationSASL (10), both.
+    assert_eq!(asked[0], (b'R', Some(10u32.to_be_bytes().to_vec())));
+    assert_eq!(asked[1], asked[0]);
+    // And the unknown name is refused as a wrong token is.
+    let mut config = env.config("nobody-by-this-name");
+    config.password("anything");
+    refused_login(
+        sluice_tests::connect_behind_balancer(env.addr(), elsewhere, &config).await,
+        "an unknown name",
+    );
+}
+
 /// Behind a load balancer, a bearer token still travels in the clear only
 /// on this machine: the client the balancer's PROXY protocol header names
 /// must be on loopback too (as must the balancer's own connection), or the

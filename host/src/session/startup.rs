@@ -829,7 +829,13 @@ async fn authenticate(
     // neither from the client nor from a load balancer in between.
     let on_this_machine = peer.address.ip().is_loopback() && client.connected_over_loopback();
     if !(client.is_tls() || on_this_machine) {
-        return Err(attempt.failed("bearer tokens are accepted only over TLS or loopback"));
+        // Refused as an unknown user is, after a SCRAM exchange that
+        // fails: refused at once, a name no plugin knows could be told
+        // from one it knows by the method asked for.
+        scram_exchange(attempt, client, buf, None).await?;
+        return Err(attempt.failed(
+            "no verifier for this user, and bearer tokens are accepted only over TLS or loopback",
+        ));
     }
     let mut out = BytesMut::new();
     reply::authentication(&mut out, Authentication::CleartextPassword);
