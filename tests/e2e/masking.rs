@@ -998,6 +998,14 @@ async fn card_numbers_after_json_escapes_are_masked() {
             "{ty}"
         );
     }
+    // A card number begun with an escaped digit (json keeps its text as
+    // written) is found too, and masked after the digits kept.
+    let hidden = r#"SELECT '{"c": "\u0034111111111111111"}'::json"#;
+    let shown = text_values(&client, hidden).await;
+    assert_eq!(
+        shown[0].as_deref(),
+        Some(r#"{"c": "\u003411111******1111"}"#)
+    );
 }
 
 /// `COPY t TO STDOUT` leaves out `t`'s generated columns, which the
