@@ -564,9 +564,10 @@ struct Proxy<'a> {
     /// they copy, where sluice reads it (`None`: a COPY it cannot read).
     copy_statements: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
     /// The open portals of those statements, as the server confirmed
-    /// their Binds; and the Binds it has yet to answer that may change
-    /// which portals those are, or which are naming portals.
+    /// their Binds.
     copy_portals: std::collections::HashMap<String, Option<crate::analysis::CopyOut>>,
+    /// Binds the server has yet to answer that may change which portals
+    /// are COPY portals or naming portals (see [`PortalBind`]).
     portal_binds: VecDeque<PortalBind>,
     /// Binds forwarded in the cycle being sent, and BindCompletes come in
     /// the cycle being answered: which Bind a BindComplete answers.
