@@ -464,6 +464,58 @@ async fn rows_of_cycle(conn: &mut RawConn, messages: &[u8], rows: usize) -> Vec<
     replies
 }
 
+/// A Bind the server refuses leaves the portal bound as it was, on the
+/// record too: a named portal bound again inside a savepoint (the server
+/// refuses: it exists) and run after the savepoint is rolled back is an
+/// outcome of the statement that first bound it, not of the refused Bind's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bind_leaves_the_portal_s_outcomes_where_they_were() {
+    let (env, mut conn) = analyst_recording_results().await;
+    conn.send(&raw::query("BEGIN")).await;
+    conn.until_ready().await;
+    conn.define("first", "SELECT 'first'").await;
+    conn.define("second", "SELECT 'second'").await;
+    let mut bind = raw::bind("p", "first");
+    bind.extend(raw::sync());
+    conn.send(&bind).await;
+    conn.until_ready().await;
+    conn.send(&raw::query("SAVEPOINT s")).await;
+    conn.until_ready().await;
+    let mut again = raw::bind("p", "second");
+    again.extend(raw::sync());
+    assert_eq!(conn.refusal(&again).await, "42P03");
+    conn.send(&raw::query("ROLLBACK TO SAVEPOINT s")).await;
+    conn.until_ready().await;
+    let mut run = raw::execute("p", 0);
+    run.extend(raw::sync());
+    assert!(conn.first_row(&run).await.ends_with(b"first"));
+    conn.send(&raw::query("COMMIT")).await;
+    conn.until_ready().await;
+
+    until_recorded(&env, |r| {
+        r["event"] == "outcome" && r["tags"] == serde_json::json!(["COMMIT"])
+    })
+    .await;
+    let records = records(&env);
+    let number_of = |text: &str| {
+        of_event(&records, "statement")
+            .into_iter()
+            .find(|r| r["text"] == text)
+            .and_then(|r| r["statement"].as_u64())
+            .unwrap_or_else(|| panic!("{text}: {records:#?}"))
+    };
+    let first = number_of("SELECT 'first'");
+    let ran = of_event(&records, "outcome")
+        .into_iter()
+        .find(|r| r["tags"] == serde_json::json!(["SELECT 1"]))
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(
+        ran["statements"],
+        serde_json::json!([first]),
+        "{records:#?}"
+    );
+}
+
 /// A portal read in parts — an Execute with a row limit, then the rest in
 /// a later cycle, as JDBC reads with a fetch size — is on the record
 /// whole: every part is an outcome of the statement that bound the

@@ -325,6 +325,11 @@ struct PortalBind {
     copy: Option<Option<crate::analysis::CopyOut>>,
     /// Whether it is a [`NamingPortal`] once bound.
     names_prepared: bool,
+    /// The recorded statement the portal was bound from before, when this
+    /// Bind bound it anew for the audit trail (see
+    /// `Proxy::portal_statements`): given back if the server skips or
+    /// refuses the Bind, so that the old portal's outcomes stay its own.
+    previously: Option<Option<BoundPortal>>,
 }
 
 /// sluice's describe of a COPY's source, sent just ahead of the client's
@@ -1315,6 +1320,8 @@ impl Proxy<'_> {
                     }
                 };
                 let params = || frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
+                let previously = self.portal_statements.get(portal).copied();
+                let mut rebound = false;
                 let refusal = match self
                     .record_statement(&text, params, Protocol::Extended, refusal.as_ref())
                     .await
@@ -1324,6 +1331,7 @@ impl Proxy<'_> {
                             && let Some(statement) = recorded
                         {
                             self.portal_bound(portal, statement);
+                            rebound = true;
                         }
                         refusal
                     }
@@ -1350,13 +1358,18 @@ impl Proxy<'_> {
                         },
                     );
                 }
-                if followed || names_prepared {
+                // One bound anew for the trail only is followed while there
+                // is room (past it, a Bind the server refuses may leave a
+                // later outcome credited to it).
+                let rebound = rebound && self.portal_binds.len() < MAX_COPY_PORTALS;
+                if followed || names_prepared || rebound {
                     self.portal_binds.push_back(PortalBind {
                         cycle: self.cycles_sent,
                         portal: portal.to_owned(),
                         index: self.binds_sent,
                         copy,
                         names_prepared,
+                        previously: rebound.then_some(previously),
                     });
                 }
                 self.binds_sent += 1;
@@ -1764,6 +1777,29 @@ impl Proxy<'_> {
         }
     }
 
+    /// The Binds whose cycles ended without their BindComplete were skipped
+    /// after an error or refused: their portals are what they were, and
+    /// outcomes of them are credited as before.
+    fn give_back_skipped_binds(&mut self) {
+        let done = self.cycles_done;
+        let mut skipped = Vec::new();
+        while let Some(bind) = self.portal_binds.pop_front_if(|bind| bind.cycle < done) {
+            skipped.push(bind);
+        }
+        // Newest first, so the oldest one's earlier binding is what stays.
+        for bind in skipped.into_iter().rev() {
+            match bind.previously {
+                Some(Some(bound)) => {
+                    self.portal_statements.insert(bind.portal, bound);
+                }
+                Some(None) => {
+                    self.portal_statements.remove(&bind.portal);
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Whether the replies arriving now answer sluice's own describe.
     fn answering_injected(&self) -> bool {
         self.cycles
@@ -1821,6 +1857,7 @@ impl Proxy<'_> {
             self.cycles.pop_front();
             self.cycles_done += 1;
         }
+        self.give_back_skipped_binds();
         if status == b'I' {
             // No transaction: the server's portals are gone, those bound in
             // cycles not yet answered aside.
@@ -1832,9 +1869,6 @@ impl Proxy<'_> {
                 self.copy_portals.clear();
             }
         }
-        // A Bind whose cycle ended unanswered was skipped after an error.
-        let done = self.cycles_done;
-        self.portal_binds.retain(|bind| bind.cycle >= done);
         Ok(finished.and_then(|cycle| cycle.audit))
     }
 
