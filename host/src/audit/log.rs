@@ -2115,6 +2115,12 @@ impl RecordLines {
     }
 }
 
+/// The longest line a trail's reader takes: far beyond any record sluice
+/// writes (a statement is at most `max_message_bytes`, 1 GiB at the most),
+/// so that a hostile file of one endless line is reported, not read into
+/// memory whole.
+const MAX_LINE_BYTES: usize = 2 << 30;
+
 impl Iterator for RecordLines {
     type Item = io::Result<Vec<u8>>;
 
@@ -2122,27 +2128,39 @@ impl Iterator for RecordLines {
         if self.ended {
             return None;
         }
+        // A piece at a time, up to the line's newline or the data's end (a
+        // NUL): a file of zeros is never gathered into one line.
         let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => None,
-            Ok(_) => {
-                let Some(nul) = line.iter().position(|&byte| byte == 0) else {
-                    return Some(Ok(line));
-                };
+        loop {
+            let piece = match self.reader.fill_buf() {
+                Ok(piece) => piece,
+                Err(error) => return Some(Err(error)),
+            };
+            if piece.is_empty() {
+                // A last line without its newline: a torn record.
+                return (!line.is_empty()).then_some(Ok(line));
+            }
+            let stop = piece.iter().position(|&byte| byte == b'\n' || byte == 0);
+            let taken = stop.map_or(piece.len(), |at| at + usize::from(piece[at] == b'\n'));
+            if line.len() + taken > MAX_LINE_BYTES {
                 self.ended = true;
-                let zeros_after = line[nul..].iter().all(|&byte| byte == 0);
+                return Some(Err(io::Error::other(format!(
+                    "a line longer than {MAX_LINE_BYTES} bytes: not a record"
+                ))));
+            }
+            line.extend_from_slice(&piece[..taken]);
+            let at_nul = stop.is_some_and(|at| piece[at] == 0);
+            self.reader.consume(taken);
+            if at_nul {
+                self.ended = true;
                 if let Err(error) = self.rest_is_zeros() {
                     return Some(Err(error));
                 }
-                if !zeros_after {
-                    return Some(Err(io::Error::other(
-                        "bytes other than zeros follow the end of the records",
-                    )));
-                }
-                line.truncate(nul);
-                (!line.is_empty()).then_some(Ok(line))
+                return (!line.is_empty()).then_some(Ok(line));
             }
-            Err(error) => Some(Err(error)),
+            if stop.is_some() {
+                return Some(Ok(line));
+            }
         }
     }
 }
