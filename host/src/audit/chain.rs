@@ -197,7 +197,8 @@ impl ChainKey {
         }
         // SAFETY: geteuid cannot fail and touches no memory.
         let me = unsafe { libc::geteuid() };
-        if metadata.uid() != me && metadata.uid() != 0 {
+        // Root reads any user's key (an operator's `sudo sluice audit ...`).
+        if me != 0 && metadata.uid() != me && metadata.uid() != 0 {
             return Err(untrusted("another user owns it"));
         }
         let mode = metadata.permissions().mode() & 0o777;
@@ -1103,6 +1104,22 @@ mod tests {
         );
         let message = refused.map(|_| ()).unwrap_err().to_string();
         assert!(message.contains("chmod 600"), "{message}");
+    }
+
+    /// Root reads a key another user owns (an operator's `sudo sluice
+    /// audit verify` of the service user's trail). Runs only as root.
+    #[test]
+    fn root_reads_a_key_another_user_owns() {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: not running as root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.key");
+        generate_key_file(&path).expect("generates");
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+        assert!(ChainKey::load(&path).is_ok());
     }
 
     /// A pipe or a directory in the key's place is refused at once: a pipe
