@@ -475,6 +475,7 @@ async fn a_refused_bind_leaves_the_portal_s_outcomes_where_they_were() {
     conn.until_ready().await;
     conn.define("first", "SELECT 'first'").await;
     conn.define("second", "SELECT 'second'").await;
+    conn.define("third", "SELECT 'third'").await;
     let mut bind = raw::bind("p", "first");
     bind.extend(raw::sync());
     conn.send(&bind).await;
@@ -484,6 +485,19 @@ async fn a_refused_bind_leaves_the_portal_s_outcomes_where_they_were() {
     let mut again = raw::bind("p", "second");
     again.extend(raw::sync());
     assert_eq!(conn.refusal(&again).await, "42P03");
+    conn.send(&raw::query("ROLLBACK TO SAVEPOINT s")).await;
+    conn.until_ready().await;
+    // Two such Binds pipelined: the second is skipped (the transaction is
+    // aborted), and neither's binding stays.
+    let mut twice = raw::bind("p", "second");
+    twice.extend(raw::sync());
+    twice.extend(raw::bind("p", "third"));
+    twice.extend(raw::sync());
+    conn.send(&twice).await;
+    for _ in 0..2 {
+        let replies = conn.until_ready().await;
+        assert!(replies.iter().any(|m| m.tag == b'E'), "{replies:?}");
+    }
     conn.send(&raw::query("ROLLBACK TO SAVEPOINT s")).await;
     conn.until_ready().await;
     let mut run = raw::execute("p", 0);

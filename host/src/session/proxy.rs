@@ -325,11 +325,18 @@ struct PortalBind {
     copy: Option<Option<crate::analysis::CopyOut>>,
     /// Whether it is a [`NamingPortal`] once bound.
     names_prepared: bool,
-    /// The recorded statement the portal was bound from before, when this
-    /// Bind bound it anew for the audit trail (see
-    /// `Proxy::portal_statements`): given back if the server skips or
-    /// refuses the Bind, so that the old portal's outcomes stay its own.
-    previously: Option<Option<BoundPortal>>,
+    /// When this Bind bound the portal anew for the audit trail (see
+    /// `Proxy::portal_statements`): what it bound, and what the portal was
+    /// bound from before, given back if the server skips or refuses the
+    /// Bind, so that the old portal's outcomes stay its own.
+    rebound: Option<Rebound>,
+}
+
+/// A portal bound anew for the audit trail by a Bind not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct Rebound {
+    bound: BoundPortal,
+    previously: Option<BoundPortal>,
 }
 
 /// sluice's describe of a COPY's source, sent just ahead of the client's
@@ -383,7 +390,7 @@ const MAX_COPY_PORTALS: usize = 1_000;
 const MAX_AUDITED_PORTALS: usize = 1_000;
 
 /// A portal the client bound from a recorded statement.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BoundPortal {
     /// The statement's number in the session.
     statement: u64,
@@ -1233,7 +1240,9 @@ impl Proxy<'_> {
                 let followed = copy.is_some()
                     || self.copy_portals.contains_key(portal)
                     || self.naming_portals.contains_key(portal)
-                    || self.portal_binds.iter().any(|bind| bind.portal == portal);
+                    || self.portal_binds.iter().any(|bind| {
+                        bind.portal == portal && (bind.copy.is_some() || bind.names_prepared)
+                    });
                 let too_many_copy_portals = (followed
                     && self.portal_binds.len() >= MAX_COPY_PORTALS)
                     || (copy.is_some()
@@ -1321,7 +1330,7 @@ impl Proxy<'_> {
                 };
                 let params = || frontend::bind_parameters_for_audit(&frame).unwrap_or_default();
                 let previously = self.portal_statements.get(portal).copied();
-                let mut rebound = false;
+                let mut rebound = None;
                 let refusal = match self
                     .record_statement(&text, params, Protocol::Extended, refusal.as_ref())
                     .await
@@ -1330,8 +1339,7 @@ impl Proxy<'_> {
                         if refusal.is_none()
                             && let Some(statement) = recorded
                         {
-                            self.portal_bound(portal, statement);
-                            rebound = true;
+                            rebound = Some(self.portal_bound(portal, statement));
                         }
                         refusal
                     }
@@ -1361,15 +1369,17 @@ impl Proxy<'_> {
                 // One bound anew for the trail only is followed while there
                 // is room (past it, a Bind the server refuses may leave a
                 // later outcome credited to it).
-                let rebound = rebound && self.portal_binds.len() < MAX_COPY_PORTALS;
-                if followed || names_prepared || rebound {
+                let rebound = rebound
+                    .filter(|_| self.portal_binds.len() < MAX_COPY_PORTALS)
+                    .map(|bound| Rebound { bound, previously });
+                if followed || names_prepared || rebound.is_some() {
                     self.portal_binds.push_back(PortalBind {
                         cycle: self.cycles_sent,
                         portal: portal.to_owned(),
                         index: self.binds_sent,
                         copy,
                         names_prepared,
-                        previously: rebound.then_some(previously),
+                        rebound,
                     });
                 }
                 self.binds_sent += 1;
@@ -1788,14 +1798,30 @@ impl Proxy<'_> {
         }
         // Newest first, so the oldest one's earlier binding is what stays.
         for bind in skipped.into_iter().rev() {
-            match bind.previously {
-                Some(Some(bound)) => {
-                    self.portal_statements.insert(bind.portal, bound);
+            let Some(Rebound { bound, previously }) = bind.rebound else {
+                continue;
+            };
+            // Only if the portal is still what this Bind made it: a later
+            // Bind of it may have bound it since.
+            if self.portal_statements.get(&bind.portal) == Some(&bound) {
+                match previously {
+                    Some(before) => {
+                        self.portal_statements.insert(bind.portal.clone(), before);
+                    }
+                    None => {
+                        self.portal_statements.remove(&bind.portal);
+                    }
                 }
-                Some(None) => {
-                    self.portal_statements.remove(&bind.portal);
+            }
+            // A later Bind of it, not yet answered, came after this one's
+            // binding, which never was: it gives back the one before.
+            for later in &mut self.portal_binds {
+                if later.portal == bind.portal
+                    && let Some(later) = &mut later.rebound
+                    && later.previously == Some(bound)
+                {
+                    later.previously = previously;
                 }
-                None => {}
             }
         }
     }
@@ -2457,7 +2483,7 @@ impl Proxy<'_> {
 
     /// The client bound `portal` from the recorded `statement`, in the
     /// open cycle.
-    fn portal_bound(&mut self, portal: &str, statement: u64) {
+    fn portal_bound(&mut self, portal: &str, statement: u64) -> BoundPortal {
         if self.portal_statements.len() >= MAX_AUDITED_PORTALS {
             // Only a later cycle's Execute of a forgotten portal loses its
             // statement.
@@ -2468,6 +2494,7 @@ impl Proxy<'_> {
             cycle: self.cycles_sent,
         };
         self.portal_statements.insert(portal.to_owned(), bound);
+        bound
     }
 
     /// An Execute of `portal`: when the portal was bound from a statement
