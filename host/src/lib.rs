@@ -23,6 +23,7 @@
 //! - [`upstream`]: the connection to PostgreSQL with sluice's own credential.
 //! - [`pg_cluster`]: a throwaway PostgreSQL for the quickstart and the tests.
 //! - [`scaffold`]: `sluice plugin new`, a plugin crate from the template.
+//! - [`text`]: text from outside, shown in a line of sluice's own.
 
 pub mod admin;
 pub mod analysis;
@@ -39,5 +40,6 @@ pub mod protocol;
 pub mod scaffold;
 pub mod session;
 pub mod telemetry;
+pub mod text;
 pub mod transport;
 pub mod upstream;

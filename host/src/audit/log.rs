@@ -1307,18 +1307,7 @@ impl Writer {
                         }
                         continue;
                     }
-                    // The first record of a fresh file opens it.
-                    let opens_file = lines.is_empty()
-                        && self.active.as_ref().is_some_and(|active| active.len == 0);
-                    match chain::seal_body_into(
-                        &self.settings.key,
-                        &link,
-                        &self.settings.instance,
-                        SystemTime::now(),
-                        &event,
-                        opens_file,
-                        &mut lines,
-                    ) {
+                    match self.seal_into(&link, SystemTime::now(), &event, &mut lines) {
                         Ok(next) => {
                             link = next;
                             waiting.push((answer, event));
@@ -1420,6 +1409,29 @@ impl Writer {
 
     /// The refusal of a record someone waits for while the sink cannot
     /// take it (counted for the outage's record).
+    /// Seals `event` into the record after `link`, appended to the group's
+    /// `lines`: the first record of a fresh file opens it (see
+    /// [`chain::FILE_START`]).
+    fn seal_into(
+        &self,
+        link: &Link,
+        time: SystemTime,
+        event: &EventBody,
+        lines: &mut Vec<u8>,
+    ) -> Result<Link, SealError> {
+        let opens_file =
+            lines.is_empty() && self.active.as_ref().is_some_and(|active| active.len == 0);
+        chain::seal_body_into(
+            &self.settings.key,
+            link,
+            &self.settings.instance,
+            time,
+            event,
+            opens_file,
+            lines,
+        )
+    }
+
     fn refusal(&self) -> AuditError {
         self.state
             .refuse_if_failed()
@@ -1518,17 +1530,7 @@ impl Writer {
             .map(|(event, at)| (event, *at))
             .chain([(&outage, SystemTime::now())])
             .try_for_each(|(event, at)| {
-                let opens_file =
-                    lines.is_empty() && self.active.as_ref().is_some_and(|active| active.len == 0);
-                let sealed = chain::seal_body_into(
-                    &self.settings.key,
-                    &link,
-                    &self.settings.instance,
-                    at,
-                    event,
-                    opens_file,
-                    &mut lines,
-                );
+                let sealed = self.seal_into(&link, at, event, &mut lines);
                 sealed.map(|next| link = next)
             });
         if let Err(refused) = sealed {

@@ -175,11 +175,7 @@ fn text<'v>(record: &'v Value, field: &str) -> &'v str {
 /// so that text a client sent (a statement, an error it provoked) cannot
 /// start a line of its own or drive the reader's terminal.
 fn shown<'v>(record: &'v Value, field: &str) -> std::borrow::Cow<'v, str> {
-    let text = text(record, field);
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    std::borrow::Cow::Owned(text.chars().flat_map(char::escape_default).collect())
+    crate::text::one_line(text(record, field))
 }
 
 fn number(record: &Value, field: &str) -> Option<u64> {
