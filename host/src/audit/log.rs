@@ -21,16 +21,16 @@
 //! # Who writes
 //!
 //! Under [`Fsync::Always`] the thread does, as above. Under
-//! [`Fsync::Batch`] there is nothing slow to wait for — a `write(2)` into
-//! the page cache takes microseconds — and handing each record to another
+//! [`Fsync::Batch`] there is nothing slow to wait for — a copy into the
+//! page cache takes microseconds — and handing each record to another
 //! thread and waking the session again cost more than the write (measured:
 //! two futex wake-ups and a runtime park per record were most of the
 //! trail's CPU). So under `Batch` the caller seals and writes its record
 //! itself, under the lock that keeps the chain in order; records from
 //! sessions on other threads queue on the lock, not on a channel. A
 //! statement's outcome record, which no one waits for, is held back and
-//! written with the next statement's record — one `write(2)` and one head
-//! write for both — or by the thread within [`DEFERRED_FLUSH`] when no
+//! written with the next statement's record — one copy into the file and
+//! one head write for both — or by the thread within [`DEFERRED_FLUSH`] when no
 //! statement comes; holding it back takes a lock of its own, not the
 //! files'. The thread remains for that and for closing.
 //!
@@ -50,8 +50,8 @@
 //!   earlier record than the last one on disk; those records verify under
 //!   the key, and sluice adopts them when it starts again ("records beyond
 //!   the head", below).
-//! - [`Fsync::Batch`]: a record is acknowledged once `write(2)` of the lines
-//!   and of the head returned. It survives a crash of sluice (the kernel
+//! - [`Fsync::Batch`]: a record is acknowledged once its lines are in the
+//!   page cache and the head's write returned. It survives a crash of sluice (the kernel
 //!   holds the data), not of the machine: a power loss may take the last
 //!   seconds. Outcome records reach the kernel up to [`DEFERRED_FLUSH`]
 //!   later: a crash of sluice may take the outcomes of its last
@@ -78,6 +78,13 @@
 //! it is reported. A file that is finished — rotated, or closed — is
 //! trimmed to its records. Where space cannot be allocated (a device, a
 //! filesystem without the call), records are appended as they come.
+//!
+//! Records are not written into the allocated space with `pwrite(2)` but
+//! copied into a shared mapping of it (a window of a few MiB; see
+//! `window.rs`): the same page cache, so the same durability under both
+//! settings, without a system call per commit. Where the file cannot be
+//! mapped, or a commit's lines do not fit the space allocated, they are
+//! written as before.
 //!
 //! # The head
 //!
@@ -172,6 +179,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::chain::{self, ChainKey, EventBody, Link, SealError};
+use super::window::{self, WINDOW_BYTES, Window};
 
 /// Most requests one group commit takes, so that one commit's buffer stays
 /// bounded however fast requests arrive.
@@ -921,6 +929,11 @@ struct ActiveFile {
     /// The file's size: space allocated ahead of `len` reads as zeros.
     allocated: u64,
     since: SystemTime,
+    /// Where the allocated space ahead is mapped, for records to be copied
+    /// into it (see `window.rs`); made when first needed.
+    window: Option<Window>,
+    /// Whether the file can be mapped at all (not a device, say).
+    mappable: bool,
 }
 
 impl ActiveFile {
@@ -935,12 +948,23 @@ impl ActiveFile {
             .mode(0o600)
             .open(path)?;
         let metadata = file.metadata()?;
+        let len = data_len(&file)?;
+        let allocated = metadata.len();
+        // The space ahead is copied into through a mapping, which must not
+        // meet a hole (a page needing blocks on a full disk stops sluice
+        // with SIGBUS): a file copied sparse keeps its zeros as holes. So
+        // that space is allocated again — nothing to do where it is — and
+        // the file is only written, never mapped, where that fails.
+        let mappable = metadata.is_file()
+            && (allocated <= len || allocate(&file, len, allocated - len).unwrap_or(false));
         Ok(ActiveFile {
-            len: data_len(&file)?,
-            allocated: metadata.len(),
+            len,
+            allocated,
             // Where the filesystem keeps no birth time, the age counts from
             // now: a restart then postpones a rotation by age, never hastens it.
             since: metadata.created().unwrap_or_else(|_| SystemTime::now()),
+            mappable,
+            window: None,
             file,
         })
     }
@@ -966,9 +990,46 @@ impl ActiveFile {
                 Err(error) => return Err(error),
             }
         }
-        self.file.write_all_at(lines, self.len)?;
+        if !self.copy_into_window(lines) {
+            self.file.write_all_at(lines, self.len)?;
+        }
         self.len = end;
         Ok(())
+    }
+
+    /// Copies `lines` to the end of data through the mapped window when
+    /// they fit in the space allocated ahead, mapping a window there first
+    /// if need be; `false` when they must be written instead.
+    fn copy_into_window(&mut self, lines: &[u8]) -> bool {
+        let end = self.len + lines.len() as u64;
+        if !self.mappable || end > self.allocated {
+            return false;
+        }
+        if !self
+            .window
+            .as_ref()
+            .is_some_and(|window| window.covers(self.len, lines.len()))
+        {
+            self.window = None;
+            let start = self.len - self.len % window::page_size();
+            let len = (self.allocated - start).min(WINDOW_BYTES.max(end - start));
+            match Window::map(&self.file, start, len) {
+                Ok(window) => self.window = Some(window),
+                Err(error) => {
+                    // Written instead, as where space is not allocated.
+                    tracing::warn!(%error, "cannot map the audit file: records are written to it instead");
+                    self.mappable = false;
+                    return false;
+                }
+            }
+        }
+        match self.window.as_mut() {
+            Some(window) => {
+                window.copy_to(self.len, lines);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A commit's write from `start` failed (the disk full), perhaps
@@ -977,6 +1038,8 @@ impl ActiveFile {
     /// records, and the next commit writes from there. Cutting a file
     /// short needs no space.
     fn forget_write(&mut self, start: u64) -> io::Result<()> {
+        // No mapped page may lie past the end once the file is shorter.
+        self.window = None;
         // A trail on a device (a test's /dev/full) has nothing to cut.
         if self.file.metadata()?.is_file() {
             self.file.set_len(start)?;
@@ -990,6 +1053,7 @@ impl ActiveFile {
     /// finished (rotated, or closed) holds its records alone.
     fn trim(&mut self) -> io::Result<()> {
         if self.allocated > self.len {
+            self.window = None;
             self.file.set_len(self.len)?;
             self.allocated = self.len;
         }
@@ -1006,7 +1070,6 @@ fn is_no_space(error: &io::Error) -> bool {
 /// Space allocated ahead of the records at a time.
 const PREALLOCATE: u64 = 16 << 20;
 
-/// Allocates `len` bytes of `file` from `offset` (they read as zeros).
 /// How long [`lock_trail`] waits for a lock held by a sluice that is
 /// stopping (or a log of this process being dropped).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -1061,6 +1124,7 @@ fn lock_trail_within(path: &Path, wait: Duration) -> Result<File, AuditError> {
     }
 }
 
+/// Allocates `len` bytes of `file` from `offset` (they read as zeros);
 /// `false` where the file cannot have space allocated ahead (a device, a
 /// filesystem without the call): records are then appended as they come.
 fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
@@ -2267,6 +2331,7 @@ mod tests {
     use crate::audit::verify::{self, FindingKind};
     use serde_json::json;
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
 
     fn key() -> ChainKey {
         ChainKey::from_bytes(&[42u8; 32]).expect("long enough")
@@ -2313,6 +2378,47 @@ mod tests {
         report
     }
 
+    /// Records are copied into the allocated space through a mapped
+    /// window, across its edges and past the space allocated at first, and
+    /// a record larger than a window gets one of its own; what reaches the
+    /// file is the chain, whole.
+    #[tokio::test]
+    async fn records_are_copied_through_a_mapped_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = LogSettings {
+            fsync: Fsync::Batch,
+            ..settings(dir.path())
+        };
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        let mut sizes: Vec<usize> = (0..40).map(|n| 3000 + 97 * n).collect();
+        sizes.extend([WINDOW_BYTES as usize * 3, PREALLOCATE as usize, 10]);
+        for (n, size) in sizes.iter().enumerate() {
+            let mut event = statement(n as u64);
+            event.insert("data".into(), json!("x".repeat(*size)));
+            log.record(event).await.expect("durable");
+        }
+        let mapped = fs::read_to_string("/proc/self/maps").expect("maps");
+        let path = settings.path.to_string_lossy();
+        assert!(
+            mapped.lines().any(|line| line.ends_with(&*path)),
+            "the file is not mapped"
+        );
+        log.close().await;
+
+        let lines = lines_of(&settings.path);
+        assert_eq!(lines.len(), sizes.len());
+        for (line, size) in lines.iter().zip(&sizes) {
+            let record: Value = serde_json::from_slice(line).expect("json");
+            assert_eq!(record["data"].as_str().map(str::len), Some(*size));
+        }
+        assert_eq!(assert_verifies(&settings).records, sizes.len() as u64);
+        let file = File::open(&settings.path).expect("opens");
+        assert_eq!(
+            file.metadata().expect("stat").len(),
+            data_len(&file).expect("reads")
+        );
+    }
+
     /// A live file has space allocated ahead of its records (zeros); the
     /// trail still verifies and reads, and a closed file holds its records
     /// alone.
@@ -2343,6 +2449,15 @@ mod tests {
         file.set_len(file.metadata().expect("stat").len() + (1 << 20))
             .expect("extends");
         let log = AuditLog::open(settings.clone()).expect("reopens");
+        // That space was a hole (`set_len`), which a mapped page must not
+        // be: it is allocated again.
+        let metadata = fs::metadata(&settings.path).expect("exists");
+        assert!(
+            metadata.blocks() * 512 >= metadata.len(),
+            "{} blocks for {} bytes",
+            metadata.blocks(),
+            metadata.len()
+        );
         log.record(statement(10)).await.expect("durable");
         log.close().await;
         assert_eq!(

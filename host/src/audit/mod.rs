@@ -28,6 +28,7 @@ pub mod log;
 pub mod postgres;
 pub mod read;
 pub mod verify;
+mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
