@@ -272,6 +272,55 @@ async fn card_numbers_are_masked_in_every_column_type_and_format() {
     assert_trail_holds_no_card_number(&env).await;
 }
 
+/// A card number stored as a float8 prints with an exponent in text format
+/// (`4.111111111111111e+15`), where no masker could see its digits: it
+/// reaches the masker in plain digits, and the client gets the masked
+/// number — the same float the binary format gives — alone and in arrays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_stored_as_floats_are_masked_in_text_format() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("analyst").await;
+    let floats = |text: &str| -> Vec<f64> {
+        text.trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .map(|n| n.parse().unwrap_or_else(|e| panic!("{text}: {e}")))
+            .collect()
+    };
+    let mut exponents = 0;
+    for (scheme, pan) in PANS {
+        if pan.len() > 16 {
+            continue; // Not a float8 exactly: its digits are not all there.
+        }
+        let sql = format!("SELECT {pan}::float8 AS a, ARRAY[1, {pan}]::float8[] AS b");
+        let raw = text_values(&direct, &sql).await;
+        exponents += raw.iter().flatten().filter(|t| t.contains('e')).count();
+        let shown = text_values(&client, &sql).await;
+        let number = zeroed(pan);
+        let want = text_values(
+            &direct,
+            &format!("SELECT {number}::float8 AS a, ARRAY[1, {number}]::float8[] AS b"),
+        )
+        .await;
+        for ((got, want), raw) in shown.iter().zip(&want).zip(&raw) {
+            let (got, want) = (got.as_deref().unwrap(), want.as_deref().unwrap());
+            assert_ne!(
+                floats(got),
+                floats(raw.as_deref().unwrap()),
+                "{scheme}: {got}"
+            );
+            assert_eq!(floats(got), floats(want), "{scheme}: {got} against {want}");
+            assert!(!got.contains(pan), "{scheme}: {got}");
+        }
+    }
+    // The case this is about happened: PostgreSQL wrote exponents.
+    assert!(
+        exponents >= 10,
+        "{exponents} values printed with an exponent"
+    );
+    assert_trail_holds_no_card_number(&env).await;
+}
+
 /// Near misses come back exactly as the server sent them, in both formats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_is_not_a_card_number_is_left_alone() {

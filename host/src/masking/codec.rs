@@ -113,6 +113,14 @@ pub enum Codec {
     /// output). Read as text, an escape's digits (`\012` before a card
     /// number) would run into the card number's.
     TextBytea,
+    /// Text-format float4 or float8 (or an array of them, or a domain over
+    /// either): one [`PieceKind::Number`] piece, in which every number
+    /// PostgreSQL printed with an exponent is written out in plain digits.
+    /// `4111111111111111::float8` prints as `4.111111111111111e+15`, whose
+    /// digits no masker can read as a card number. Written back as it came
+    /// unless edited, else as the edited plain digits (which read back as a
+    /// float of the masked value).
+    TextFloat { type_oid: u32 },
     /// Binary format, decoded by the type's send format (recursively for
     /// arrays and records).
     Binary { type_oid: u32 },
@@ -139,6 +147,13 @@ impl Codec {
         let element = base
             .and_then(|base| array_element(base, types))
             .and_then(|element| underlying(element, types));
+        let is_float = |oid: Option<u32>| {
+            oid.and_then(Number::of)
+                .is_some_and(|number| matches!(number, Number::Float4 | Number::Float8))
+        };
+        if is_float(base) || is_float(element) {
+            return Codec::TextFloat { type_oid };
+        }
         let kind = if is_number(base) || is_number(element) {
             PieceKind::Number
         } else if matches!(base, Some(JSON | JSONB)) {
@@ -179,6 +194,10 @@ impl Codec {
     ) -> Result<(), CodecError> {
         match *self {
             Codec::Verbatim { kind, .. } => sink.take(kind, value)?,
+            Codec::TextFloat { .. } => match plain_floats(value, sink.room())? {
+                Some(plain) => sink.take(PieceKind::Number, &plain)?,
+                None => sink.take(PieceKind::Number, value)?,
+            },
             Codec::TextBytea => {
                 // At least two hex digits or one byte of escape output make
                 // a byte: measured before decoding.
@@ -213,6 +232,15 @@ impl Codec {
             Codec::Verbatim { type_oid, .. } => {
                 out.extend_from_slice(next_piece(pieces, type_oid)?)
             }
+            Codec::TextFloat { type_oid } => {
+                let piece = next_piece(pieces, type_oid)?;
+                // Only values explode took a piece of are reassembled, so
+                // the plain text fit when it was rendered first.
+                match plain_floats(original, usize::MAX)? {
+                    Some(plain) if piece == plain.as_slice() => out.extend_from_slice(original),
+                    _ => out.extend_from_slice(piece),
+                }
+            }
             Codec::TextBytea => reassemble_text_bytea(original, pieces, out)?,
             Codec::Binary { type_oid } => {
                 reassemble_binary(type_oid, original, types, pieces, out, 0)?
@@ -229,8 +257,134 @@ impl Codec {
 
     fn type_oid(&self) -> u32 {
         match *self {
-            Codec::Verbatim { type_oid, .. } | Codec::Binary { type_oid } => type_oid,
+            Codec::Verbatim { type_oid, .. }
+            | Codec::TextFloat { type_oid }
+            | Codec::Binary { type_oid } => type_oid,
             Codec::TextBytea => BYTEA,
+        }
+    }
+}
+
+/// The text of a float (or an array of floats) with every number printed
+/// with an exponent written out in plain digits, exactly
+/// (`4.111111111111111e+15` → `4111111111111111`, `-1.5e-05` →
+/// `-0.000015`); `None` when no number in it has an exponent. A text whose
+/// plain form would be longer than `room` is [`NoRoom`], found before it is
+/// built (`1e+308` is 309 digits).
+fn plain_floats(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
+    let is_number_byte =
+        |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+    if !text.iter().any(|b| matches!(b, b'e' | b'E')) {
+        return Ok(None);
+    }
+    let mut plain = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|b| !is_number_byte(b))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(run);
+        match ScientificNumber::read(number) {
+            Some(scientific) => {
+                if plain.len() + scientific.plain_len() > room {
+                    return Err(NoRoom.into());
+                }
+                scientific.write_plain(&mut plain);
+            }
+            None => plain.extend_from_slice(number),
+        }
+        let other = after.iter().position(is_number_byte).unwrap_or(after.len());
+        plain.extend_from_slice(&after[..other]);
+        rest = &after[other..];
+        if plain.len() > room {
+            return Err(NoRoom.into());
+        }
+    }
+    Ok(Some(plain))
+}
+
+/// A number as a float's output writes it with an exponent: `-`, digits,
+/// optionally `.` and digits, `e`, a signed exponent.
+struct ScientificNumber<'t> {
+    negative: bool,
+    /// The digits before and after the point, together.
+    digits: &'t [u8],
+    fraction_digits: &'t [u8],
+    /// Where the point goes, counted in digits from the first: the
+    /// exponent plus the digits before the point.
+    point: i64,
+}
+
+impl<'t> ScientificNumber<'t> {
+    /// The largest exponent read: a float's is at most a few hundred.
+    const MAX_EXPONENT: i64 = 1000;
+
+    fn read(text: &'t [u8]) -> Option<ScientificNumber<'t>> {
+        let (negative, text) = match text.strip_prefix(b"-") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let e = text.iter().position(|b| matches!(b, b'e' | b'E'))?;
+        let (mantissa, exponent) = (&text[..e], &text[e + 1..]);
+        let (integer, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+            Some(dot) => (&mantissa[..dot], &mantissa[dot + 1..]),
+            None => (mantissa, &mantissa[mantissa.len()..]),
+        };
+        let all_digits = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
+        if integer.is_empty() || !all_digits(integer) || !all_digits(fraction) {
+            return None;
+        }
+        let exponent: i64 = std::str::from_utf8(exponent).ok()?.parse().ok()?;
+        if exponent.abs() > Self::MAX_EXPONENT {
+            return None;
+        }
+        Some(ScientificNumber {
+            negative,
+            digits: integer,
+            fraction_digits: fraction,
+            point: integer.len() as i64 + exponent,
+        })
+    }
+
+    fn digit_count(&self) -> i64 {
+        (self.digits.len() + self.fraction_digits.len()) as i64
+    }
+
+    /// The length of [`write_plain`](Self::write_plain)'s text, at most.
+    fn plain_len(&self) -> usize {
+        let count = self.digit_count();
+        let digits = count.max(self.point) + (-self.point).max(0) + 2;
+        usize::try_from(digits).unwrap_or(usize::MAX) + usize::from(self.negative)
+    }
+
+    fn write_plain(&self, out: &mut Vec<u8>) {
+        let digit = |i: i64| -> u8 {
+            let i = i as usize;
+            if i < self.digits.len() {
+                self.digits[i]
+            } else {
+                self.fraction_digits[i - self.digits.len()]
+            }
+        };
+        if self.negative {
+            out.push(b'-');
+        }
+        let count = self.digit_count();
+        if self.point <= 0 {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-self.point) as usize));
+            out.extend((0..count).map(digit));
+        } else {
+            out.extend((0..count.min(self.point)).map(digit));
+            out.extend(std::iter::repeat_n(
+                b'0',
+                (self.point - count).max(0) as usize,
+            ));
+            if count > self.point {
+                out.push(b'.');
+                out.extend((self.point..count).map(digit));
+            }
         }
     }
 }
@@ -1559,6 +1713,60 @@ mod tests {
         }
     }
 
+    /// A float PostgreSQL prints with an exponent reaches the plugins in
+    /// plain digits, so a card number stored as a float8 is seen whole;
+    /// put back unedited it is the server's text, edited it is the zeroed
+    /// plain number.
+    #[test]
+    fn text_floats_with_exponents_are_plain_digits() {
+        let plain = |type_oid: u32, value: &str| {
+            let pieces = pieces(text(type_oid), value.as_bytes());
+            assert_eq!(pieces.len(), 1, "{value}");
+            assert_eq!(pieces[0].0, Num, "{value}");
+            String::from_utf8(pieces[0].1.clone()).unwrap()
+        };
+        assert_eq!(plain(FLOAT8, "4.111111111111111e+15"), "4111111111111111");
+        assert_eq!(plain(FLOAT8, "-3.782822463e+14"), "-378282246300000");
+        assert_eq!(plain(FLOAT8, "1.5e-05"), "0.000015");
+        assert_eq!(plain(FLOAT8, "-2e-1"), "-0.2");
+        assert_eq!(plain(FLOAT8, "1.25e+1"), "12.5");
+        assert_eq!(plain(FLOAT8, "1e+20"), "100000000000000000000");
+        assert_eq!(plain(FLOAT4, "4.111111e+15"), "4111111000000000");
+        // No exponent, nothing to do: the server's text as it is.
+        assert_eq!(plain(FLOAT8, "378282246310005"), "378282246310005");
+        assert_eq!(plain(FLOAT8, "-Infinity"), "-Infinity");
+        assert_eq!(plain(FLOAT8, "NaN"), "NaN");
+        // Every element of an array, and a domain over float8.
+        assert_eq!(
+            plain(1022, "{1,4.111111111111111e+15,NULL,-1e-3}"),
+            "{1,4111111111111111,NULL,-0.001}"
+        );
+        let types = catalog();
+        let domain = pieces(text_in(&types, D_FLOAT8), b"5.555555555554444e+15");
+        assert_eq!(texts(&domain), [(Num, "5555555555554444")]);
+
+        let out = edited(text(FLOAT8), b"4.111111111111111e+15", |p| {
+            p[0] = zeroed(&p[0], 6, 12);
+        });
+        assert_eq!(out, b"4111110000001111");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap().parse::<f64>().unwrap(),
+            4111110000001111.0
+        );
+    }
+
+    /// The plain text of a float's exponent is measured before it is
+    /// written: `1e+308` is 309 bytes from 6.
+    #[test]
+    fn text_floats_too_long_in_plain_digits_have_no_room() {
+        assert!(matches!(
+            explode_within(text(FLOAT8), b"1e+308", 300),
+            Err(CodecError::NoRoom(_))
+        ));
+        let pieces = explode_within(text(FLOAT8), b"1e+308", 400).unwrap();
+        assert_eq!(pieces[0].1.len(), 309);
+    }
+
     #[test]
     fn binary_floats_are_their_shortest_decimal() {
         let float8 = |v: &str| {
@@ -2353,7 +2561,7 @@ mod tests {
     // --- User-defined types, from the catalog ---------------------------------
 
     /// Domains: over text, over int8, over a domain over text, over
-    /// numeric, jsonb, bytea, int8[], date and bool.
+    /// numeric, jsonb, bytea, int8[], date, bool and float8.
     const D_TEXT: u32 = 16400;
     const D_INT8: u32 = 16403;
     const D_D_TEXT: u32 = 16404;
@@ -2363,6 +2571,7 @@ mod tests {
     const D_INT8_ARRAY: u32 = 16408;
     const D_DATE: u32 = 16409;
     const D_BOOL: u32 = 16412;
+    const D_FLOAT8: u32 = 16416;
     /// Two domains over each other.
     const CYCLE_A: u32 = 16401;
     const CYCLE_B: u32 = 16402;
@@ -2393,6 +2602,7 @@ mod tests {
             (D_INT8_ARRAY, UserType::Domain { base: 1016 }),
             (D_DATE, UserType::Domain { base: 1082 }),
             (D_BOOL, UserType::Domain { base: 16 }),
+            (D_FLOAT8, UserType::Domain { base: 701 }),
             (CYCLE_A, UserType::Domain { base: CYCLE_B }),
             (CYCLE_B, UserType::Domain { base: CYCLE_A }),
             (COMPOSITE, UserType::Composite),
@@ -2867,7 +3077,7 @@ mod tests {
         assert_eq!(types.get(ENUM), Some(UserType::Enum));
         assert_eq!(types.get(16500), None);
         assert!(!types.is_empty() && UserTypes::new().is_empty());
-        assert_eq!(types.len(), 21);
+        assert_eq!(types.len(), 22);
     }
 
     #[test]
