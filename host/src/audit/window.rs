@@ -9,14 +9,16 @@
 //! did, so it survives a crash of sluice the same way, and `fdatasync`
 //! writes it back as it would the write's (under `"always"`).
 //!
-//! Two rules keep the mapping safe, both kept by `ActiveFile` in `log.rs`,
-//! the window's only user:
+//! Three rules keep the mapping safe, all kept by `ActiveFile` in
+//! `log.rs`, the window's only user:
 //!
 //! - Only space already allocated — inside the file's size, its blocks
 //!   reserved by `posix_fallocate` — is copied into. A mapped page past the
 //!   end of the file raises `SIGBUS`, and a page whose blocks had to be
 //!   found on a full disk would fail the same way, where the write returned
 //!   ENOSPC.
+//! - Only files on filesystems that write into the blocks reserved are
+//!   mapped ([`reserves_allocated_space`]): not a copy-on-write one.
 //! - The window is dropped (unmapped) before the file is cut shorter.
 //!
 //! Cutting the active file short from outside while sluice writes it —
@@ -108,6 +110,27 @@ impl Drop for Window {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
+}
+
+/// Whether the filesystem holding `file` writes a mapped page into the
+/// blocks `posix_fallocate` reserved for it, so that a copy into allocated
+/// space can never need space a full disk lacks: ext4, XFS and tmpfs do.
+/// A copy-on-write filesystem (btrfs) finds new blocks for every write, and
+/// would stop sluice with SIGBUS on a full disk where the write returned
+/// ENOSPC; files anywhere but on these three are written, not mapped.
+pub(super) fn reserves_allocated_space(file: &File) -> bool {
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the buffer it is given, on a descriptor this
+    // file owns; the buffer is read only after it succeeded.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    matches!(
+        stat.f_type,
+        libc::EXT4_SUPER_MAGIC | libc::XFS_SUPER_MAGIC | libc::TMPFS_MAGIC
+    )
 }
 
 /// The system's page size, which a window's start must be a multiple of.
