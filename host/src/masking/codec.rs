@@ -105,7 +105,8 @@ type Result<T, E = CodecError> = std::result::Result<T, E>;
 /// How one column's values become pieces and are rebuilt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
-    /// Text format: the value is one piece of this kind, as it is.
+    /// Text format: the value is one piece of this kind, as it is but for
+    /// numbers printed with an exponent (see [`plain_exponents`]).
     Verbatim { type_oid: u32, kind: PieceKind },
     /// Text-format bytea: one [`PieceKind::Bytes`] piece, the bytes the
     /// value encodes, written back as it came (lowercase hex for hex
@@ -113,14 +114,6 @@ pub enum Codec {
     /// output). Read as text, an escape's digits (`\012` before a card
     /// number) would run into the card number's.
     TextBytea,
-    /// Text-format float4 or float8 (or an array of them, or a domain over
-    /// either): one [`PieceKind::Number`] piece, in which every number
-    /// PostgreSQL printed with an exponent is written out in plain digits.
-    /// `4111111111111111::float8` prints as `4.111111111111111e+15`, whose
-    /// digits no masker can read as a card number. Written back as it came
-    /// unless edited, else as the edited plain digits (which read back as a
-    /// float of the masked value).
-    TextFloat { type_oid: u32 },
     /// Binary format, decoded by the type's send format (recursively for
     /// arrays and records).
     Binary { type_oid: u32 },
@@ -147,13 +140,6 @@ impl Codec {
         let element = base
             .and_then(|base| array_element(base, types))
             .and_then(|element| underlying(element, types));
-        let is_float = |oid: Option<u32>| {
-            oid.and_then(Number::of)
-                .is_some_and(|number| matches!(number, Number::Float4 | Number::Float8))
-        };
-        if is_float(base) || is_float(element) {
-            return Codec::TextFloat { type_oid };
-        }
         let kind = if is_number(base) || is_number(element) {
             PieceKind::Number
         } else if matches!(base, Some(JSON | JSONB)) {
@@ -193,11 +179,7 @@ impl Codec {
         sink: &mut (impl PieceSink + ?Sized),
     ) -> Result<(), CodecError> {
         match *self {
-            Codec::Verbatim { kind, .. } => sink.take(kind, value)?,
-            Codec::TextFloat { .. } => match plain_floats(value, sink.room())? {
-                Some(plain) => sink.take(PieceKind::Number, &plain)?,
-                None => sink.take(PieceKind::Number, value)?,
-            },
+            Codec::Verbatim { kind, .. } => take_text(kind, value, sink)?,
             Codec::TextBytea => {
                 // At least two hex digits or one byte of escape output make
                 // a byte: measured before decoding.
@@ -229,17 +211,8 @@ impl Codec {
     ) -> Result<(), CodecError> {
         let start = out.len();
         match *self {
-            Codec::Verbatim { type_oid, .. } => {
-                out.extend_from_slice(next_piece(pieces, type_oid)?)
-            }
-            Codec::TextFloat { type_oid } => {
-                let piece = next_piece(pieces, type_oid)?;
-                // Only values explode took a piece of are reassembled, so
-                // the plain text fit when it was rendered first.
-                match plain_floats(original, usize::MAX)? {
-                    Some(plain) if piece == plain.as_slice() => out.extend_from_slice(original),
-                    _ => out.extend_from_slice(piece),
-                }
+            Codec::Verbatim { type_oid, kind } => {
+                put_text(kind, original, next_piece(pieces, type_oid)?, out)?
             }
             Codec::TextBytea => reassemble_text_bytea(original, pieces, out)?,
             Codec::Binary { type_oid } => {
@@ -257,49 +230,86 @@ impl Codec {
 
     fn type_oid(&self) -> u32 {
         match *self {
-            Codec::Verbatim { type_oid, .. }
-            | Codec::TextFloat { type_oid }
-            | Codec::Binary { type_oid } => type_oid,
+            Codec::Verbatim { type_oid, .. } | Codec::Binary { type_oid } => type_oid,
             Codec::TextBytea => BYTEA,
         }
     }
 }
 
-/// The text of a float (or an array of floats) with every number printed
-/// with an exponent written out in plain digits, exactly
-/// (`4.111111111111111e+15` → `4111111111111111`, `-1.5e-05` →
-/// `-0.000015`); `None` when no number in it has an exponent. A text whose
-/// plain form would be longer than `room` is [`NoRoom`], found before it is
-/// built (`1e+308` is 309 digits).
-fn plain_floats(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
+/// Gives `sink` a piece of text of `kind` taken from a value's own bytes:
+/// with its numbers printed with an exponent in plain digits (see
+/// [`plain_exponents`]), raw bytes as they are.
+fn take_text(kind: PieceKind, text: &[u8], sink: &mut (impl PieceSink + ?Sized)) -> Result<()> {
+    if kind == PieceKind::Bytes {
+        return Ok(sink.take(kind, text)?);
+    }
+    match plain_exponents(text, sink.room())? {
+        Some(plain) => sink.take(kind, &plain)?,
+        None => sink.take(kind, text)?,
+    }
+    Ok(())
+}
+
+/// Writes back the text [`take_text`] took from `original`, after edits:
+/// `original` itself when the piece came back unchanged, else the piece.
+fn put_text(kind: PieceKind, original: &[u8], piece: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    // Only values explode took a piece of are reassembled: the plain text
+    // fit when it was made first, so no room is checked again.
+    let plain = match kind {
+        PieceKind::Bytes => None,
+        _ => plain_exponents(original, usize::MAX)?,
+    };
+    match plain {
+        Some(plain) if piece != plain.as_slice() => out.extend_from_slice(piece),
+        Some(_) => out.extend_from_slice(original),
+        None => out.extend_from_slice(piece),
+    }
+    Ok(())
+}
+
+/// `text` with every number printed with an exponent written out in plain
+/// digits, exactly (`4.111111111111111e+15` → `4111111111111111`,
+/// `-1.5e-05` → `-0.000015`); `None` when it has no such number.
+///
+/// PostgreSQL prints a float8 of 16 digits or more with an exponent — in a
+/// float column, an array, a record's field, json (`to_json`) — and a card
+/// number stored in one would otherwise never reach a masker as a run of
+/// digits. A text whose plain form would be longer than `room` is
+/// [`NoRoom`], found before the number that would not fit is written
+/// (`1e+308` is 309 digits).
+fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
     let is_number_byte =
         |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
     if !text.iter().any(|b| matches!(b, b'e' | b'E')) {
         return Ok(None);
     }
-    let mut plain = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let run = rest
+    let mut plain: Option<Vec<u8>> = None;
+    // Bytes of `text` before `copied` are in `plain` already.
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(start) = text[at..].iter().position(is_number_byte) {
+        let start = at + start;
+        let end = text[start..]
             .iter()
             .position(|b| !is_number_byte(b))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(run);
-        match ScientificNumber::read(number) {
-            Some(scientific) => {
-                if plain.len() + scientific.plain_len() > room {
-                    return Err(NoRoom.into());
-                }
-                scientific.write_plain(&mut plain);
+            .map_or(text.len(), |len| start + len);
+        if let Some(number) = ScientificNumber::read(&text[start..end]) {
+            let out = plain.get_or_insert_with(Vec::new);
+            out.extend_from_slice(&text[copied..start]);
+            if out.len().saturating_add(number.plain_len()) > room {
+                return Err(NoRoom.into());
             }
-            None => plain.extend_from_slice(number),
+            number.write_plain(out);
+            copied = end;
         }
-        let other = after.iter().position(is_number_byte).unwrap_or(after.len());
-        plain.extend_from_slice(&after[..other]);
-        rest = &after[other..];
-        if plain.len() > room {
-            return Err(NoRoom.into());
-        }
+        at = end;
+    }
+    let Some(mut plain) = plain else {
+        return Ok(None);
+    };
+    plain.extend_from_slice(&text[copied..]);
+    if plain.len() > room {
+        return Err(NoRoom.into());
     }
     Ok(Some(plain))
 }
@@ -877,9 +887,9 @@ where
     S: PieceSink + ?Sized,
 {
     match BinaryType::of(type_oid, types) {
-        BinaryType::Text => sink.take(PieceKind::Text, value)?,
-        BinaryType::Json => sink.take(PieceKind::Json, value)?,
-        BinaryType::Versioned { kind } => sink.take(kind, versioned_text(type_oid, value)?)?,
+        BinaryType::Text => take_text(PieceKind::Text, value, sink)?,
+        BinaryType::Json => take_text(PieceKind::Json, value, sink)?,
+        BinaryType::Versioned { kind } => take_text(kind, versioned_text(type_oid, value)?, sink)?,
         BinaryType::Bytea => sink.take(PieceKind::Bytes, value)?,
         BinaryType::Number(number) => {
             if let Some(text) = number.render(type_oid, value, sink.room())? {
@@ -917,13 +927,19 @@ fn reassemble_binary(
     depth: usize,
 ) -> Result<()> {
     match BinaryType::of(type_oid, types) {
-        BinaryType::Text | BinaryType::Json | BinaryType::Bytea => {
-            out.extend_from_slice(next_piece(pieces, type_oid)?)
+        BinaryType::Bytea => out.extend_from_slice(next_piece(pieces, type_oid)?),
+        text @ (BinaryType::Text | BinaryType::Json) => {
+            let kind = if text == BinaryType::Json {
+                PieceKind::Json
+            } else {
+                PieceKind::Text
+            };
+            put_text(kind, original, next_piece(pieces, type_oid)?, out)?
         }
-        BinaryType::Versioned { .. } => {
-            versioned_text(type_oid, original)?;
+        BinaryType::Versioned { kind } => {
+            let text = versioned_text(type_oid, original)?;
             out.push(1);
-            out.extend_from_slice(next_piece(pieces, type_oid)?);
+            put_text(kind, text, next_piece(pieces, type_oid)?, out)?;
         }
         BinaryType::Number(number) => number.reassemble(type_oid, original, pieces, out)?,
         BinaryType::Array { element } => {
@@ -1753,6 +1769,48 @@ mod tests {
             std::str::from_utf8(&out).unwrap().parse::<f64>().unwrap(),
             4111110000001111.0
         );
+    }
+
+    /// Exponents are written out wherever PostgreSQL prints a float inside
+    /// other text: a record's field, json (`to_json`), a text column
+    /// holding one; in binary json and text too. Text without a number
+    /// printed so, `e` or not, is its own piece untouched.
+    #[test]
+    fn exponents_inside_text_records_and_json_are_plain_digits() {
+        let one = |column: Column, value: &[u8]| {
+            let pieces = pieces(column, value);
+            assert_eq!(pieces.len(), 1);
+            (pieces[0].0, String::from_utf8(pieces[0].1.clone()).unwrap())
+        };
+        assert_eq!(
+            one(text(RECORD), b"(7,4.111111111111111e+15,\"a e b\")"),
+            (Text, "(7,4111111111111111,\"a e b\")".to_owned())
+        );
+        assert_eq!(
+            one(text(JSON), br#"{"n":4.111111111111111e+15,"s":"1e2x"}"#),
+            (Json, r#"{"n":4111111111111111,"s":"100x"}"#.to_owned())
+        );
+        assert_eq!(
+            one(binary(JSON), br#"[5.555555555554444e+15]"#),
+            (Json, "[5555555555554444]".to_owned())
+        );
+        assert_eq!(
+            one(binary(TEXT), b"card 4.111111111111111E15"),
+            (Text, "card 4111111111111111".to_owned())
+        );
+        for untouched in [&b"eel e-mail 2026-11-30 1e"[..], b"e+-.", b"3-e5", b"none"] {
+            assert_eq!(one(text(TEXT), untouched).1.as_bytes(), untouched);
+        }
+        // Edited, the value is written in the plain digits the plugin saw.
+        let out = edited(text(RECORD), b"(4.111111111111111e+15)", |p| {
+            p[0] = b"(411111XXXXXX1111)".to_vec();
+        });
+        assert_eq!(out, b"(411111XXXXXX1111)");
+        // Binary jsonb keeps its version byte.
+        let out = edited(binary(JSONB), b"\x01[4.111111111111111e+15]", |p| {
+            p[0] = zeroed(&p[0], 7, 13);
+        });
+        assert_eq!(out, b"\x01[4111110000001111]");
     }
 
     /// The plain text of a float's exponent is measured before it is
