@@ -318,7 +318,7 @@ fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
 /// optionally `.` and digits, `e`, a signed exponent.
 struct ScientificNumber<'t> {
     negative: bool,
-    /// The digits before and after the point, together.
+    /// The digits before the point, and after it.
     digits: &'t [u8],
     fraction_digits: &'t [u8],
     /// Where the point goes, counted in digits from the first: the
@@ -327,8 +327,13 @@ struct ScientificNumber<'t> {
 }
 
 impl<'t> ScientificNumber<'t> {
-    /// The largest exponent read: a float's is at most a few hundred.
-    const MAX_EXPONENT: i64 = 1000;
+    /// The longest plain form a number is written out in. A card number
+    /// has at most 19 digits: a number with an exponent that takes more
+    /// than this to write out is no card number, in the plugins' eyes as
+    /// in a plain one (the group of digits is longer than any card's), and
+    /// keeps its exponent. `1e+308` would otherwise take 309 bytes of the
+    /// room a result has for masking, a text of many such numbers all of it.
+    const MAX_PLAIN_LEN: usize = 48;
 
     fn read(text: &'t [u8]) -> Option<ScientificNumber<'t>> {
         let (negative, text) = match text.strip_prefix(b"-") {
@@ -346,26 +351,33 @@ impl<'t> ScientificNumber<'t> {
             return None;
         }
         let exponent: i64 = std::str::from_utf8(exponent).ok()?.parse().ok()?;
-        if exponent.abs() > Self::MAX_EXPONENT {
+        if exponent.unsigned_abs() > Self::MAX_PLAIN_LEN as u64 {
             return None;
         }
-        Some(ScientificNumber {
+        let number = ScientificNumber {
             negative,
             digits: integer,
             fraction_digits: fraction,
             point: integer.len() as i64 + exponent,
-        })
+        };
+        (number.plain_len() <= Self::MAX_PLAIN_LEN).then_some(number)
     }
 
     fn digit_count(&self) -> i64 {
         (self.digits.len() + self.fraction_digits.len()) as i64
     }
 
-    /// The length of [`write_plain`](Self::write_plain)'s text, at most.
+    /// The length of [`write_plain`](Self::write_plain)'s text.
     fn plain_len(&self) -> usize {
         let count = self.digit_count();
-        let digits = count.max(self.point) + (-self.point).max(0) + 2;
-        usize::try_from(digits).unwrap_or(usize::MAX) + usize::from(self.negative)
+        let len = if self.point <= 0 {
+            // `0.`, zeros, the digits.
+            2 + -self.point + count
+        } else {
+            // The digits or zeros up to the point, then `.` and the rest.
+            count.max(self.point) + i64::from(count > self.point)
+        };
+        usize::try_from(len).unwrap_or(usize::MAX) + usize::from(self.negative)
     }
 
     fn write_plain(&self, out: &mut Vec<u8>) {
@@ -377,6 +389,7 @@ impl<'t> ScientificNumber<'t> {
                 self.fraction_digits[i - self.digits.len()]
             }
         };
+        let start = out.len();
         if self.negative {
             out.push(b'-');
         }
@@ -396,6 +409,7 @@ impl<'t> ScientificNumber<'t> {
                 out.extend((self.point..count).map(digit));
             }
         }
+        debug_assert_eq!(out.len() - start, self.plain_len(), "room measured wrong");
     }
 }
 
@@ -1813,16 +1827,28 @@ mod tests {
         assert_eq!(out, b"\x01[4111110000001111]");
     }
 
-    /// The plain text of a float's exponent is measured before it is
-    /// written: `1e+308` is 309 bytes from 6.
+    /// A number too long written out to be a card number keeps its
+    /// exponent, and the plain text is measured against the room before
+    /// it is written.
     #[test]
-    fn text_floats_too_long_in_plain_digits_have_no_room() {
+    fn plain_digits_are_bounded_and_measured() {
+        for printed in ["1e+308", "-2.5e-300", "4.111111111111111e+50", "1e-47"] {
+            assert_eq!(
+                texts(&pieces(text(FLOAT8), printed.as_bytes())),
+                [(Num, printed)]
+            );
+        }
+        assert_eq!(
+            texts(&pieces(text(FLOAT8), b"1e+40")),
+            [(Num, "10000000000000000000000000000000000000000")]
+        );
+        let many = format!("{{{}}}", ["4.111111111111111e+15"; 10].join(","));
         assert!(matches!(
-            explode_within(text(FLOAT8), b"1e+308", 300),
+            explode_within(text(1022), many.as_bytes(), 150),
             Err(CodecError::NoRoom(_))
         ));
-        let pieces = explode_within(text(FLOAT8), b"1e+308", 400).unwrap();
-        assert_eq!(pieces[0].1.len(), 309);
+        let pieces = explode_within(text(1022), many.as_bytes(), 171).unwrap();
+        assert_eq!(pieces[0].1.len(), 171);
     }
 
     #[test]
