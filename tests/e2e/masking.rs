@@ -1071,6 +1071,18 @@ async fn card_numbers_after_json_escapes_are_masked() {
         shown[0].as_deref(),
         Some(r#"{"c": "\u003411111******1111"}"#)
     );
+    // An escape whose hex digits read like a number with an exponent
+    // (`\u001e0`, `\u0e01`) is left as it is, and the escapes after it
+    // are still read as escapes.
+    let escaped: [fn(&str) -> String; 2] = [
+        |pan| format!(r"SELECT json_build_array(E'\x1e0', E'Card:\n{pan}')"),
+        |pan| format!(r#"SELECT '["\u0e01", "Card:\n{pan}"]'::json"#),
+    ];
+    for sql in escaped {
+        let shown = text_values(&client, &sql(pan)).await;
+        assert_eq!(shown, text_values(&direct, &sql(&masked(pan))).await);
+        assert!(!shown[0].as_deref().unwrap().contains(pan), "{shown:?}");
+    }
 }
 
 /// `COPY t TO STDOUT` leaves out `t`'s generated columns, which the

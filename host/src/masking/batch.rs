@@ -42,7 +42,9 @@ const ROWS_BATCH_FACTOR: usize = 4;
 /// run of `rows_len` bytes of rows: four times the rows, at least
 /// [`MIN_ROWS_BATCH_BYTES`], at most [`MAX_BATCH_BYTES`].
 ///
-/// Text values are their own pieces, no longer than they came, but binary
+/// Text values are their own pieces, no longer than they came but for
+/// numbers printed with an exponent, written out (at most sixfold, `1e23`
+/// to 24 digits; see `codec::plain_exponents`), but binary
 /// numbers are rendered in decimal: an int8's 8 bytes to 20 digits, a
 /// float8's to about 330, and a numeric's 10 (`1e131071`) to 131,072 —
 /// 147,455 with its largest scale. Unbounded, a 14 MB result of such

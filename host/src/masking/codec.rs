@@ -293,7 +293,18 @@ fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
             .iter()
             .position(|b| !is_number_byte(b))
             .map_or(text.len(), |len| start + len);
-        if let Some(number) = ScientificNumber::read(&text[start..end]) {
+        // A number of its own only: nothing that could make it part of a
+        // word, an identifier or an escape touches it (`\u0e01`'s hex
+        // digits follow its `u`; `9e4a7c` is no number).
+        let joined = |byte: Option<&u8>| {
+            byte.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'\\')
+        };
+        let stands_alone =
+            !joined(start.checked_sub(1).and_then(|i| text.get(i))) && !joined(text.get(end));
+        if let Some(number) = stands_alone
+            .then(|| ScientificNumber::read(&text[start..end]))
+            .flatten()
+        {
             let out = plain.get_or_insert_with(Vec::new);
             out.extend_from_slice(&text[copied..start]);
             if out.len().saturating_add(number.plain_len()) > room {
@@ -332,8 +343,9 @@ impl<'t> ScientificNumber<'t> {
     /// than this to write out is no card number, in the plugins' eyes as
     /// in a plain one (the group of digits is longer than any card's), and
     /// keeps its exponent. `1e+308` would otherwise take 309 bytes of the
-    /// room a result has for masking, a text of many such numbers all of it.
-    const MAX_PLAIN_LEN: usize = 48;
+    /// room a result has for masking, a text of many such numbers all of
+    /// it; as it is, a number grows at most sixfold (`1e23`).
+    const MAX_PLAIN_LEN: usize = 24;
 
     fn read(text: &'t [u8]) -> Option<ScientificNumber<'t>> {
         let (negative, text) = match text.strip_prefix(b"-") {
@@ -367,6 +379,29 @@ impl<'t> ScientificNumber<'t> {
         (self.digits.len() + self.fraction_digits.len()) as i64
     }
 
+    /// The mantissa's digit `i`, counted from its first.
+    fn digit(&self, i: i64) -> u8 {
+        let i = i as usize;
+        match self.digits.get(i) {
+            Some(&digit) => digit,
+            None => self.fraction_digits[i - self.digits.len()],
+        }
+    }
+
+    /// How many of the digits written before the point are leading zeros
+    /// to leave out (`0.5e1` is `5`, not `05`, which is no JSON number),
+    /// keeping one where all of them are (`0e5` is `0`). The point is
+    /// after the first digit at least.
+    fn leading_zeros(&self) -> i64 {
+        let written = self.digit_count().min(self.point);
+        let zeros = (0..written).take_while(|&i| self.digit(i) == b'0').count() as i64;
+        if zeros == written {
+            self.point - 1
+        } else {
+            zeros
+        }
+    }
+
     /// The length of [`write_plain`](Self::write_plain)'s text.
     fn plain_len(&self) -> usize {
         let count = self.digit_count();
@@ -374,21 +409,19 @@ impl<'t> ScientificNumber<'t> {
             // `0.`, zeros, the digits.
             2 + -self.point + count
         } else {
-            // The digits or zeros up to the point, then `.` and the rest.
-            count.max(self.point) + i64::from(count > self.point)
+            // The digits or zeros up to the point but leading zeros, then
+            // `.` and the rest.
+            self.point - self.leading_zeros()
+                + if count > self.point {
+                    1 + count - self.point
+                } else {
+                    0
+                }
         };
         usize::try_from(len).unwrap_or(usize::MAX) + usize::from(self.negative)
     }
 
     fn write_plain(&self, out: &mut Vec<u8>) {
-        let digit = |i: i64| -> u8 {
-            let i = i as usize;
-            if i < self.digits.len() {
-                self.digits[i]
-            } else {
-                self.fraction_digits[i - self.digits.len()]
-            }
-        };
         let start = out.len();
         if self.negative {
             out.push(b'-');
@@ -397,16 +430,15 @@ impl<'t> ScientificNumber<'t> {
         if self.point <= 0 {
             out.extend_from_slice(b"0.");
             out.extend(std::iter::repeat_n(b'0', (-self.point) as usize));
-            out.extend((0..count).map(digit));
+            out.extend((0..count).map(|i| self.digit(i)));
         } else {
-            out.extend((0..count.min(self.point)).map(digit));
-            out.extend(std::iter::repeat_n(
-                b'0',
-                (self.point - count).max(0) as usize,
-            ));
+            let skip = self.leading_zeros();
+            out.extend((skip..count.min(self.point)).map(|i| self.digit(i)));
+            let padding = (self.point - count.max(skip)).max(0);
+            out.extend(std::iter::repeat_n(b'0', padding as usize));
             if count > self.point {
                 out.push(b'.');
-                out.extend((self.point..count).map(digit));
+                out.extend((self.point..count).map(|i| self.digit(i)));
             }
         }
         debug_assert_eq!(out.len() - start, self.plain_len(), "room measured wrong");
@@ -1801,8 +1833,14 @@ mod tests {
             (Text, "(7,4111111111111111,\"a e b\")".to_owned())
         );
         assert_eq!(
-            one(text(JSON), br#"{"n":4.111111111111111e+15,"s":"1e2x"}"#),
-            (Json, r#"{"n":4111111111111111,"s":"100x"}"#.to_owned())
+            one(
+                text(JSON),
+                br#"{"n":4.111111111111111e+15,"s":"1e2 x","t":"1e2x"}"#
+            ),
+            (
+                Json,
+                r#"{"n":4111111111111111,"s":"100 x","t":"1e2x"}"#.to_owned()
+            )
         );
         assert_eq!(
             one(binary(JSON), br#"[5.555555555554444e+15]"#),
@@ -1812,8 +1850,28 @@ mod tests {
             one(binary(TEXT), b"card 4.111111111111111E15"),
             (Text, "card 4111111111111111".to_owned())
         );
-        for untouched in [&b"eel e-mail 2026-11-30 1e"[..], b"e+-.", b"3-e5", b"none"] {
+        // Not a number of its own: joined to a word, an identifier, an
+        // escape (`\u0e01`, `\u001e0`: hex digits).
+        for untouched in [
+            &b"eel e-mail 2026-11-30 1e"[..],
+            b"e+-.",
+            b"3-e5",
+            b"none",
+            b"id 9e4a7c x1e5 1e5_",
+            br#"["\u0e01", "\u001e0", "Card:\n4111111111111111"]"#,
+        ] {
             assert_eq!(one(text(TEXT), untouched).1.as_bytes(), untouched);
+            assert_eq!(one(text(JSON), untouched).1.as_bytes(), untouched);
+        }
+        // Written out as a number is: no leading zeros, one zero for none.
+        for (printed, plain) in [
+            ("0.5e1", "5"),
+            ("0e5", "0"),
+            ("-0e0", "-0"),
+            ("0.05e2", "5"),
+            ("0.5e-1", "0.05"),
+        ] {
+            assert_eq!(one(text(FLOAT8), printed.as_bytes()).1, plain);
         }
         // Edited, the value is written in the plain digits the plugin saw.
         let out = edited(text(RECORD), b"(4.111111111111111e+15)", |p| {
@@ -1832,15 +1890,25 @@ mod tests {
     /// it is written.
     #[test]
     fn plain_digits_are_bounded_and_measured() {
-        for printed in ["1e+308", "-2.5e-300", "4.111111111111111e+50", "1e-47"] {
+        for printed in [
+            "1e+308",
+            "-2.5e-300",
+            "4.111111111111111e+24",
+            "1e-23",
+            "1e+24",
+        ] {
             assert_eq!(
                 texts(&pieces(text(FLOAT8), printed.as_bytes())),
                 [(Num, printed)]
             );
         }
         assert_eq!(
-            texts(&pieces(text(FLOAT8), b"1e+40")),
-            [(Num, "10000000000000000000000000000000000000000")]
+            texts(&pieces(text(FLOAT8), b"1e+23")),
+            [(Num, "100000000000000000000000")]
+        );
+        assert_eq!(
+            texts(&pieces(text(FLOAT8), b"-4.111111111111111003e+18")),
+            [(Num, "-4111111111111111003")]
         );
         let many = format!("{{{}}}", ["4.111111111111111e+15"; 10].join(","));
         assert!(matches!(
