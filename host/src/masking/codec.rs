@@ -325,8 +325,11 @@ fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
     Ok(Some(plain))
 }
 
-/// A number as a float's output writes it with an exponent: `-`, digits,
-/// optionally `.` and digits, `e`, a signed exponent.
+/// A number as a float's output writes it with an exponent: `-`, one
+/// digit, optionally `.` and digits, `e`, an exponent of one to three
+/// digits, signed or not (`4.111111111111111e+15`, `1e-05`). Only that
+/// shape is read: in any other (`4111111111111111.0e1`), a run of digits
+/// may be a card number as it stands, which writing it out would move.
 struct ScientificNumber<'t> {
     negative: bool,
     /// The digits before the point, and after it.
@@ -359,7 +362,16 @@ impl<'t> ScientificNumber<'t> {
             None => (mantissa, &mantissa[mantissa.len()..]),
         };
         let all_digits = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
-        if integer.is_empty() || !all_digits(integer) || !all_digits(fraction) {
+        let unsigned = exponent
+            .strip_prefix(b"+")
+            .or_else(|| exponent.strip_prefix(b"-"));
+        let exponent_digits = unsigned.unwrap_or(exponent);
+        if integer.len() != 1
+            || !all_digits(integer)
+            || !all_digits(fraction)
+            || !(1..=3).contains(&exponent_digits.len())
+            || !all_digits(exponent_digits)
+        {
             return None;
         }
         let exponent: i64 = std::str::from_utf8(exponent).ok()?.parse().ok()?;
@@ -1858,6 +1870,7 @@ mod tests {
             b"3-e5",
             b"none",
             b"id 9e4a7c x1e5 1e5_",
+            b"4111111111111111.0e1 -4111111111111111.5e-1 1e+0000000000000018 12e5 1.5e1234",
             br#"["\u0e01", "\u001e0", "Card:\n4111111111111111"]"#,
         ] {
             assert_eq!(one(text(TEXT), untouched).1.as_bytes(), untouched);
