@@ -280,7 +280,7 @@ fn put_text(kind: PieceKind, original: &[u8], piece: &[u8], out: &mut Vec<u8>) -
 fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
     let is_number_byte =
         |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
-    if !text.iter().any(|b| matches!(b, b'e' | b'E')) {
+    if !has_digit_exponent(text) {
         return Ok(None);
     }
     let mut plain: Option<Vec<u8>> = None;
@@ -323,6 +323,18 @@ fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
         return Err(NoRoom.into());
     }
     Ok(Some(plain))
+}
+
+/// Whether `text` has an `e` between a digit and a digit or sign, as every
+/// number with an exponent has: most text has an `e`, few such a one, and
+/// the values of a result are looked at one by one.
+fn has_digit_exponent(text: &[u8]) -> bool {
+    memchr::memchr2_iter(b'e', b'E', text).any(|at| {
+        let before = at.checked_sub(1).and_then(|i| text.get(i));
+        let after = text.get(at + 1);
+        before.is_some_and(u8::is_ascii_digit)
+            && after.is_some_and(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-'))
+    })
 }
 
 /// A number as a float's output writes it with an exponent: `-`, one
