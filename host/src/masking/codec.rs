@@ -274,9 +274,10 @@ fn put_text(kind: PieceKind, original: &[u8], piece: &[u8], out: &mut Vec<u8>) -
 /// PostgreSQL prints a float8 of 16 digits or more with an exponent — in a
 /// float column, an array, a record's field, json (`to_json`) — and a card
 /// number stored in one would otherwise never reach a masker as a run of
-/// digits. A text whose plain form would be longer than `room` is
-/// [`NoRoom`], found before the number that would not fit is written
-/// (`1e+308` is 309 digits).
+/// digits. Only a number of its own, in the shape PostgreSQL prints, is
+/// written out, and only up to [`ScientificNumber::MAX_PLAIN_LEN`]
+/// characters. A text whose plain form would be longer than `room` is
+/// [`NoRoom`], found before the number that would not fit is written.
 fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
     let is_number_byte =
         |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
