@@ -240,10 +240,7 @@ impl Codec {
 /// with its numbers printed with an exponent in plain digits (see
 /// [`plain_exponents`]), raw bytes as they are.
 fn take_text(kind: PieceKind, text: &[u8], sink: &mut (impl PieceSink + ?Sized)) -> Result<()> {
-    if kind == PieceKind::Bytes {
-        return Ok(sink.take(kind, text)?);
-    }
-    match plain_exponents(text, sink.room())? {
+    match plain_form(kind, text, sink.room())? {
         Some(plain) => sink.take(kind, &plain)?,
         None => sink.take(kind, text)?,
     }
@@ -255,16 +252,20 @@ fn take_text(kind: PieceKind, text: &[u8], sink: &mut (impl PieceSink + ?Sized))
 fn put_text(kind: PieceKind, original: &[u8], piece: &[u8], out: &mut Vec<u8>) -> Result<()> {
     // Only values explode took a piece of are reassembled: the plain text
     // fit when it was made first, so no room is checked again.
-    let plain = match kind {
-        PieceKind::Bytes => None,
-        _ => plain_exponents(original, usize::MAX)?,
-    };
-    match plain {
+    match plain_form(kind, original, usize::MAX)? {
         Some(plain) if piece != plain.as_slice() => out.extend_from_slice(piece),
         Some(_) => out.extend_from_slice(original),
         None => out.extend_from_slice(piece),
     }
     Ok(())
+}
+
+/// [`plain_exponents`] of a piece of text of `kind`: raw bytes have none.
+fn plain_form(kind: PieceKind, text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
+    if kind == PieceKind::Bytes {
+        return Ok(None);
+    }
+    plain_exponents(text, room)
 }
 
 /// `text` with every number printed with an exponent written out in plain
@@ -281,6 +282,12 @@ fn put_text(kind: PieceKind, original: &[u8], piece: &[u8], out: &mut Vec<u8>) -
 fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
     let is_number_byte =
         |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+    // A number of its own only: nothing that could make it part of a word,
+    // an identifier or an escape touches it (`\u0e01`'s hex digits follow
+    // its `u`; `9e4a7c` is no number).
+    let joined = |byte: Option<&u8>| {
+        byte.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'\\')
+    };
     if !has_digit_exponent(text) {
         return Ok(None);
     }
@@ -294,18 +301,9 @@ fn plain_exponents(text: &[u8], room: usize) -> Result<Option<Vec<u8>>> {
             .iter()
             .position(|b| !is_number_byte(b))
             .map_or(text.len(), |len| start + len);
-        // A number of its own only: nothing that could make it part of a
-        // word, an identifier or an escape touches it (`\u0e01`'s hex
-        // digits follow its `u`; `9e4a7c` is no number).
-        let joined = |byte: Option<&u8>| {
-            byte.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'\\')
-        };
         let stands_alone =
             !joined(start.checked_sub(1).and_then(|i| text.get(i))) && !joined(text.get(end));
-        if let Some(number) = stands_alone
-            .then(|| ScientificNumber::read(&text[start..end]))
-            .flatten()
-        {
+        if stands_alone && let Some(number) = ScientificNumber::read(&text[start..end]) {
             let out = plain.get_or_insert_with(Vec::new);
             out.extend_from_slice(&text[copied..start]);
             if out.len().saturating_add(number.plain_len()) > room {
@@ -387,10 +385,8 @@ impl<'t> ScientificNumber<'t> {
         {
             return None;
         }
+        // Three digits at most: the point stays within a thousand of 1.
         let exponent: i64 = std::str::from_utf8(exponent).ok()?.parse().ok()?;
-        if exponent.unsigned_abs() > Self::MAX_PLAIN_LEN as u64 {
-            return None;
-        }
         let number = ScientificNumber {
             negative,
             digits: integer,
