@@ -119,6 +119,9 @@ fn serve_in_front_of(
         println!(
             "Try, as analyst, then straight to PostgreSQL:  SELECT * FROM cards;   (card numbers masked only through sluice)"
         );
+        println!(
+            "And as analyst:  SELECT pan || 'x' FROM cards;   (computing on a card number needs approval: it would unmask it)"
+        );
         let trail = files_path.join("audit").join("audit.jsonl");
         println!(
             "Every session and statement is on the record in {} (masked, hash-chained):",

@@ -60,7 +60,7 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
     match ast {
         Ast::Query(query) => {
             mark(facts, K::Select, "SELECT");
-            walker.query(query);
+            walker.output_query(query);
             if walker
                 .touched
                 .tables
@@ -95,9 +95,14 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                     } else {
                         TableAction::Insert
                     };
+                    // Rows copied to the client go as they are stored; to
+                    // a server file or program, they leave sluice's sight.
+                    let as_stored = *to && matches!(target, CopyTarget::Stdout);
                     if let Some(table) = walker.relation(table_name, action) {
                         let mut record = |column: Option<String>| {
-                            if *to {
+                            if as_stored {
+                                walker.touched.column_as_stored(Some(table.clone()), column)
+                            } else if *to {
                                 walker.touched.column(Some(table.clone()), column)
                             } else {
                                 walker.touched.written(Some(table.clone()), column)
@@ -110,6 +115,9 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                             record(Some(fold(column)));
                         }
                     }
+                }
+                CopySource::Query(query) if matches!(target, CopyTarget::Stdout) => {
+                    walker.output_query(query)
                 }
                 CopySource::Query(query) => walker.query(query),
             }
@@ -211,7 +219,13 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
             mark(facts, K::Utility, "LOCK TABLE");
             unclaimed = TableAction::Maintain;
         }
-        Ast::Declare { .. } => mark(facts, K::Select, "DECLARE CURSOR"),
+        Ast::Declare { stmts, .. } => {
+            mark(facts, K::Select, "DECLARE CURSOR");
+            // A cursor's rows go to the client, FETCH by FETCH.
+            for query in stmts.iter().filter_map(|d| d.for_query.as_deref()) {
+                walker.output_query(query);
+            }
+        }
         Ast::Fetch { .. } => mark(facts, K::Select, "FETCH"),
         Ast::Close { .. } => mark(facts, K::Other, "CLOSE CURSOR"),
         Ast::Grant(_)

@@ -845,3 +845,116 @@ fn literals_that_could_join_their_neighbours_make_no_template() {
     analyser.analyse("SELECT pan FROM cards WHERE id = 1; SELECT 2", true);
     assert!(analyser.templates.is_empty());
 }
+
+/// Columns read as stored, as `table.column` like [`columns`].
+fn read_as_stored(statement: &Statement) -> Vec<String> {
+    let mut stored = statement.clone();
+    stored.columns.retain(|c| c.as_stored);
+    columns(&stored)
+}
+
+/// A column is read as stored when every use of it sends its values to
+/// the client whole, where a masker sees them: named bare in the select
+/// list of the statement's own query, or ordered by.
+#[test]
+fn columns_selected_bare_are_read_as_stored() {
+    for (sql, expected) in [
+        ("SELECT pan FROM cards", &["cards.pan"][..]),
+        (
+            "SELECT c.pan AS card, id FROM cards c ORDER BY pan",
+            &["?.pan", "cards.id", "cards.pan"],
+        ),
+        ("SELECT * FROM cards", &["cards.*"]),
+        ("SELECT c.* FROM cards c", &["cards.*"]),
+        ("SELECT public.cards.pan FROM public.cards", &["cards.pan"]),
+        (
+            "SELECT pan FROM cards UNION ALL SELECT pan FROM old_cards",
+            &["cards.pan", "old_cards.pan"],
+        ),
+        ("(SELECT pan FROM cards)", &["cards.pan"]),
+        ("DECLARE c CURSOR FOR SELECT pan FROM cards", &["cards.pan"]),
+        ("COPY cards TO STDOUT", &["cards.*"]),
+        ("COPY cards (pan) TO STDOUT", &["cards.pan"]),
+        (
+            "COPY (SELECT pan FROM cards) TO STDOUT (FORMAT csv)",
+            &["cards.pan"],
+        ),
+        // id is compared, pan only selected.
+        ("SELECT pan FROM cards WHERE id = 7", &["cards.pan"]),
+        // A tagged table only counted reads no column.
+        ("SELECT count(*) FROM cards", &[]),
+    ] {
+        assert_eq!(read_as_stored(&one(sql)), expected, "{sql}");
+    }
+}
+
+/// Any other use computes on the values, compares them, or reads them
+/// where their values do not go to the client whole: none is as stored,
+/// and a column used both ways is not.
+#[test]
+fn columns_computed_on_compared_or_nested_are_not_read_as_stored() {
+    for sql in [
+        "SELECT pan || 'x' FROM cards",
+        "SELECT 'card' || pan FROM cards",
+        "SELECT substr(pan, 1, 8) FROM cards",
+        "SELECT pan::bigint FROM cards",
+        "SELECT (pan) FROM cards",
+        "SELECT reverse(pan) FROM cards",
+        "SELECT to_jsonb(c) FROM cards c",
+        "SELECT row(c.*) FROM cards c",
+        "SELECT pan FROM cards WHERE pan LIKE '4111%'",
+        "SELECT pan FROM cards GROUP BY pan",
+        "SELECT pan FROM cards ORDER BY substr(pan, 5, 1)",
+        "SELECT DISTINCT ON (pan) pan FROM cards",
+        "SELECT pan FROM cards c JOIN old_cards o USING (pan)",
+        "SELECT (SELECT pan FROM cards LIMIT 1)",
+        "SELECT x FROM (SELECT pan AS x FROM cards) s",
+        "SELECT * FROM (SELECT pan FROM cards) s",
+        "WITH p AS (SELECT pan FROM cards) SELECT pan FROM p",
+        "SELECT pan FROM cards INTERSECT SELECT '4111111111111111'",
+        "SELECT pan FROM cards EXCEPT SELECT pan FROM old_cards",
+        "SELECT pan FROM cards UNION SELECT pan FROM old_cards",
+        "SELECT pan INTO copied FROM cards",
+        "INSERT INTO notes (body) SELECT pan FROM cards",
+        "UPDATE cards SET holder = 'x' WHERE id = 1 RETURNING pan",
+        "COPY (SELECT pan FROM cards) TO '/tmp/out'",
+        "COPY cards TO '/tmp/out'",
+        "SELECT pan, pan || 'x' FROM cards",
+    ] {
+        let statement = one(sql);
+        let pan_read = statement.columns.iter().any(|c| {
+            c.access == ColumnAccess::Read && matches!(c.column.as_deref(), Some("pan") | None)
+        });
+        assert!(pan_read, "{sql}: pan is read: {:#?}", statement.columns);
+        // A policy asks whether every read that may be pan's is as stored
+        // (an unresolved `pan` may be cards'): one must not be.
+        let computed = statement.columns.iter().any(|c| {
+            c.access == ColumnAccess::Read
+                && !c.as_stored
+                && matches!(c.column.as_deref(), Some("pan") | None)
+        });
+        assert!(
+            computed,
+            "{sql}: every read of pan is as stored: {:#?}",
+            statement.columns
+        );
+    }
+}
+
+/// A join by USING or NATURAL compares columns it never writes as an
+/// expression: they are read, or a client with no right to see card
+/// numbers could ask whether one is there.
+#[test]
+fn columns_compared_by_using_and_natural_joins_are_read() {
+    let s = one("SELECT count(*) FROM cards JOIN (VALUES ('4111111111111111')) v(pan) USING (pan)");
+    assert_eq!(columns(&s), ["?.pan"]);
+    let s = one("SELECT count(*) FROM cards NATURAL JOIN (VALUES ('4111111111111111')) v(pan)");
+    assert_eq!(columns(&s), ["cards.*"]);
+    let s = one("SELECT id FROM orders o LEFT JOIN cards c USING (card_id, pan)");
+    assert_eq!(columns(&s), ["?.card_id", "?.id", "?.pan"]);
+    assert!(
+        read_as_stored(&s).iter().all(|c| c == "?.id"),
+        "{:?}",
+        read_as_stored(&s)
+    );
+}

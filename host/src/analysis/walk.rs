@@ -16,9 +16,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
-    TableWithJoins, Value, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator,
+    ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, TableFactor, TableWithJoins, Value, Visit, Visitor,
 };
 
 use super::builtins;
@@ -97,32 +97,44 @@ impl Touched {
         }
     }
 
-    /// Records a column read.
+    /// Records a column read: computed on, compared, or read where its
+    /// values do not go straight to the client.
     pub fn column(&mut self, table: Option<TableRef>, column: Option<String>) {
-        self.use_column(table, column, ColumnAccess::Read);
+        self.use_column(table, column, ColumnAccess::Read, false);
+    }
+
+    /// Records a column read as stored: its values go to the client
+    /// unchanged (see [`Walker::output_query`]).
+    pub fn column_as_stored(&mut self, table: Option<TableRef>, column: Option<String>) {
+        self.use_column(table, column, ColumnAccess::Read, true);
     }
 
     /// Records a column written (INSERT's list, UPDATE's SET, COPY FROM).
     pub fn written(&mut self, table: Option<TableRef>, column: Option<String>) {
-        self.use_column(table, column, ColumnAccess::Write);
+        self.use_column(table, column, ColumnAccess::Write, false);
     }
 
+    /// Records one use of a column. A column used several ways is listed
+    /// once per access, read as stored only if every read of it is.
     fn use_column(
         &mut self,
         table: Option<TableRef>,
         column: Option<String>,
         access: ColumnAccess,
+        as_stored: bool,
     ) {
         let seen = self
             .columns
-            .iter()
-            .any(|c| c.access == access && c.table == table && c.column == column);
-        if !seen {
-            self.columns.push(ColumnRef {
+            .iter_mut()
+            .find(|c| c.access == access && c.table == table && c.column == column);
+        match seen {
+            Some(seen) => seen.as_stored &= as_stored,
+            None => self.columns.push(ColumnRef {
                 table,
                 column,
                 access,
-            });
+                as_stored,
+            }),
         }
     }
 
@@ -164,6 +176,11 @@ pub struct Walker {
     pub bulk_write: bool,
     /// The settings changed by calls of the built-in `set_config()`.
     pub set_config: Vec<SetConfigCall>,
+    /// The SELECTs whose rows are the statement's output (by address), and
+    /// the expressions that pass a column's values into that output as
+    /// they are stored: see [`Walker::output_query`].
+    output_selects: HashSet<usize>,
+    output_exprs: HashSet<usize>,
 }
 
 /// A call of the built-in `set_config(name, value, is_local)`: the SET it
@@ -188,6 +205,8 @@ impl Default for Walker {
             unclaimed: TableAction::Read,
             bulk_write: false,
             set_config: Vec::new(),
+            output_selects: HashSet::new(),
+            output_exprs: HashSet::new(),
         }
     }
 }
@@ -222,6 +241,65 @@ impl Walker {
     pub fn add_source(&mut self, reference: String, table: Option<TableRef>) {
         if let Some(scope) = self.scopes.last_mut() {
             scope.sources.push(Source { reference, table });
+        }
+    }
+
+    /// Walks a query whose rows go to the client (a SELECT, a cursor's
+    /// query, a COPY's query TO STDOUT), noting which columns it passes on
+    /// as they are stored: those named bare (`pan`, `c.pan`, with or
+    /// without an alias) or by `*` / `c.*` in the select list of its own
+    /// SELECT, or of each SELECT of a UNION ALL, and those it is ordered by
+    /// bare (the order shows no value). Every other use — in an
+    /// expression, a cast, a comparison, a join, a GROUP BY, a subquery, a
+    /// CTE, another set operation (INTERSECT and EXCEPT compare values) —
+    /// computes on the values, so a masker could no longer see them as
+    /// stored. Rows that go into a table (INSERT ... SELECT, SELECT INTO)
+    /// do not go to the client and are walked with [`Walker::query`].
+    pub fn output_query(&mut self, query: &Query) {
+        self.mark_output(&query.body);
+        if let Some(sqlparser::ast::OrderBy {
+            kind: sqlparser::ast::OrderByKind::Expressions(order),
+            ..
+        }) = &query.order_by
+        {
+            for item in order {
+                if is_bare_column(&item.expr) {
+                    self.output_exprs.insert(address(&item.expr));
+                }
+            }
+        }
+        self.query(query);
+    }
+
+    fn mark_output(&mut self, body: &SetExpr) {
+        match body {
+            // SELECT ... INTO sends its rows into a table.
+            SetExpr::Select(select) if select.into.is_none() => {
+                self.output_selects.insert(address(select.as_ref()));
+                for item in &select.projection {
+                    match item {
+                        SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }
+                            if is_bare_column(expr) =>
+                        {
+                            self.output_exprs.insert(address(expr));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            SetExpr::Query(query) if query.with.is_none() && query.order_by.is_none() => {
+                self.mark_output(&query.body)
+            }
+            SetExpr::SetOperation {
+                op: sqlparser::ast::SetOperator::Union,
+                set_quantifier: sqlparser::ast::SetQuantifier::All,
+                left,
+                right,
+            } => {
+                self.mark_output(left);
+                self.mark_output(right);
+            }
+            _ => {}
         }
     }
 
@@ -291,13 +369,14 @@ impl Walker {
         for from in &select.from {
             self.from(from);
         }
+        let output = self.output_selects.contains(&address(select));
         for item in &select.projection {
             match item {
-                SelectItem::Wildcard(_) => self.every_column_of_scope(),
+                SelectItem::Wildcard(_) => self.every_column_of_scope(output),
                 SelectItem::QualifiedWildcard(
                     SelectItemQualifiedWildcardKind::ObjectName(name),
                     _,
-                ) => self.whole_row(name),
+                ) => self.whole_row(name, output),
                 _ => {}
             }
         }
@@ -331,6 +410,21 @@ impl Walker {
         self.table_factor(&from.relation);
         for join in &from.joins {
             self.table_factor(&join.relation);
+            // `USING (pan)` and NATURAL compare columns they do not name
+            // as expressions: `JOIN (VALUES ('4111...')) v(pan) USING
+            // (pan)` asks whether a card number is there. USING's columns
+            // are read, of whichever side has them; NATURAL's are every
+            // column the two sides share, so every column of each.
+            match join_constraint(&join.join_operator) {
+                Some(JoinConstraint::Using(names) | JoinConstraint::UsingAlias(names, _)) => {
+                    for name in names {
+                        let column = table_ref(name).name;
+                        self.touched.column(None, Some(column));
+                    }
+                }
+                Some(JoinConstraint::Natural) => self.every_column_of_scope(false),
+                _ => {}
+            }
         }
     }
 
@@ -386,7 +480,7 @@ impl Walker {
     }
 
     /// `*`: every column of every table in the innermost scope.
-    fn every_column_of_scope(&mut self) {
+    fn every_column_of_scope(&mut self, as_stored: bool) {
         let tables: Vec<TableRef> = self
             .scopes
             .last()
@@ -399,19 +493,27 @@ impl Walker {
             })
             .unwrap_or_default();
         for table in tables {
-            self.touched.column(Some(table), None);
+            self.read(Some(table), None, as_stored);
+        }
+    }
+
+    fn read(&mut self, table: Option<TableRef>, column: Option<String>, as_stored: bool) {
+        if as_stored {
+            self.touched.column_as_stored(table, column);
+        } else {
+            self.touched.column(table, column);
         }
     }
 
     /// `c.*`, `row(c.*)`: every column of the table `c` names.
-    fn whole_row(&mut self, name: &ObjectName) {
+    fn whole_row(&mut self, name: &ObjectName, as_stored: bool) {
         let reference = table_ref(name);
         match self.lookup(&reference.name) {
-            Some(Some(table)) => self.touched.column(Some(table), None),
+            Some(Some(table)) => self.read(Some(table), None, as_stored),
             Some(None) => {}
             // `schema.table.*` or a name the scopes do not know: the table
             // itself, as named.
-            None => self.touched.column(Some(reference), None),
+            None => self.read(Some(reference), None, as_stored),
         }
     }
 
@@ -431,12 +533,12 @@ impl Walker {
     /// the innermost scope when there is no scope around it; inside a
     /// subquery it may be an outer column (PostgreSQL looks outward when
     /// the inner tables lack it), so it stays unresolved there.
-    fn bare_column(&mut self, name: String) {
+    fn bare_column(&mut self, name: String, as_stored: bool) {
         // A name that is also a FROM item's name may be a whole-row
         // reference (`SELECT c FROM cards c`): without the catalog, count
         // it as both.
         if let Some(Some(table)) = self.lookup(&name) {
-            self.touched.column(Some(table), None);
+            self.read(Some(table), None, as_stored);
         }
         let nonempty_scopes = self.scopes.iter().filter(|s| !s.sources.is_empty()).count();
         let table = match self.scopes.last() {
@@ -449,7 +551,7 @@ impl Walker {
         if table.is_none() && self.single_derived_source() {
             return;
         }
-        self.touched.column(table, Some(name));
+        self.read(table, Some(name), as_stored);
     }
 
     fn single_derived_source(&self) -> bool {
@@ -461,13 +563,13 @@ impl Walker {
 
     /// `a.b`, `s.t.c`: a column of a named source, or of a table named in
     /// full.
-    fn qualified_column(&mut self, parts: &[Ident]) {
+    fn qualified_column(&mut self, parts: &[Ident], as_stored: bool) {
         let folded: Vec<String> = parts.iter().map(fold).collect();
         match folded.as_slice() {
             [] => {}
-            [column] => self.bare_column(column.clone()),
+            [column] => self.bare_column(column.clone(), as_stored),
             [reference, column, ..] => match self.lookup(reference) {
-                Some(Some(table)) => self.touched.column(Some(table), Some(column.clone())),
+                Some(Some(table)) => self.read(Some(table), Some(column.clone()), as_stored),
                 Some(None) => {}
                 None if folded.len() >= 3 => {
                     let n = folded.len();
@@ -475,23 +577,23 @@ impl Walker {
                         schema: Some(folded[n - 3].clone()),
                         name: folded[n - 2].clone(),
                     };
-                    self.touched
-                        .column(Some(table), Some(folded[n - 1].clone()));
+                    self.read(Some(table), Some(folded[n - 1].clone()), as_stored);
                 }
                 // `(composite).field` and the like: the first part is a
-                // column of its own.
-                None => self.bare_column(reference.clone()),
+                // column of its own, and a field of it is computed.
+                None => self.bare_column(reference.clone(), false),
             },
         }
     }
 
     /// One expression node, met by the generic pass.
     fn expr(&mut self, expr: &Expr) {
+        let as_stored = self.output_exprs.contains(&address(expr));
         match expr {
-            Expr::Identifier(ident) => self.bare_column(fold(ident)),
-            Expr::CompoundIdentifier(parts) => self.qualified_column(parts),
-            Expr::Wildcard(_) => self.every_column_of_scope(),
-            Expr::QualifiedWildcard(name, _) => self.whole_row(name),
+            Expr::Identifier(ident) => self.bare_column(fold(ident), as_stored),
+            Expr::CompoundIdentifier(parts) => self.qualified_column(parts, as_stored),
+            Expr::Wildcard(_) => self.every_column_of_scope(false),
+            Expr::QualifiedWildcard(name, _) => self.whole_row(name, false),
             Expr::Function(function) => {
                 let args = match &function.args {
                     FunctionArguments::List(list) => list.args.as_slice(),
@@ -506,7 +608,7 @@ impl Walker {
                             | FunctionArg::Unnamed(arg) => arg,
                         };
                         if let FunctionArgExpr::QualifiedWildcard(name) = arg {
-                            self.whole_row(name);
+                            self.whole_row(name, false);
                         }
                     }
                 }
@@ -561,6 +663,38 @@ impl Walker {
         };
         visit(&mut generic);
     }
+}
+
+/// The constraint of a join, for the operators that have one.
+fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
+    match operator {
+        JoinOperator::Join(constraint)
+        | JoinOperator::Inner(constraint)
+        | JoinOperator::Left(constraint)
+        | JoinOperator::LeftOuter(constraint)
+        | JoinOperator::Right(constraint)
+        | JoinOperator::RightOuter(constraint)
+        | JoinOperator::FullOuter(constraint)
+        | JoinOperator::CrossJoin(constraint)
+        | JoinOperator::Semi(constraint)
+        | JoinOperator::LeftSemi(constraint)
+        | JoinOperator::RightSemi(constraint)
+        | JoinOperator::Anti(constraint)
+        | JoinOperator::LeftAnti(constraint)
+        | JoinOperator::RightAnti(constraint)
+        | JoinOperator::StraightJoin(constraint)
+        | JoinOperator::AsOf { constraint, .. } => Some(constraint),
+        JoinOperator::CrossApply
+        | JoinOperator::OuterApply
+        | JoinOperator::ArrayJoin
+        | JoinOperator::LeftArrayJoin
+        | JoinOperator::InnerArrayJoin => None,
+    }
+}
+
+/// A column named bare: `pan`, `c.pan`, `public.cards.pan`.
+fn is_bare_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
 }
 
 fn alias_or(alias: Option<&sqlparser::ast::TableAlias>, name: &ObjectName) -> String {

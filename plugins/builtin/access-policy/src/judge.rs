@@ -12,7 +12,16 @@ use sluice_plugin::types::{
     ColumnAccess, Decision, Statement, StatementKind, TableAccess, TableAction, TableRef, Wrapper,
 };
 
-use crate::rules::{ColumnTag, DATA_KINDS, Grant, Rules};
+use crate::rules::{Cardholder, ColumnTag, DATA_KINDS, Grant, Rules};
+
+/// How a statement touches a tagged column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touch {
+    /// Only reads that send its values to the client as stored.
+    AsStored,
+    /// Any other read: computed on, compared, filtered by.
+    Computed,
+}
 
 /// Rule names in denials: which part of the policy refused.
 pub const RULE_UNPARSED: &str = "access-policy/unparsed";
@@ -115,7 +124,7 @@ impl Rules {
         }
 
         for access in &statement.tables {
-            if !self.covered(&grants, &access.table, access.action, false) {
+            if !self.covered(&grants, &access.table, access.action, Cardholder::Approve) {
                 return Decision::deny(
                     RULE_TABLE,
                     format!(
@@ -167,8 +176,10 @@ impl Rules {
         Decision::deny(RULE_UNPARSED, reason)
     }
 
-    /// Asks for approval when the statement touches a tagged column that
-    /// no `cardholder = "allow"` grant of the principal covers; allows
+    /// Asks for approval when the statement touches a tagged column in a
+    /// way no grant of the principal covers: reads that only send its
+    /// values to the client as stored need a `cardholder = "as-stored"`
+    /// grant (or better), any other touch `cardholder = "allow"`; allows
     /// otherwise.
     fn judge_cardholder<'r>(
         &'r self,
@@ -198,6 +209,7 @@ impl Rules {
         }
 
         let mut direct = Vec::new();
+        let mut computed = Vec::new();
         let mut through_functions = Vec::new();
         for tag in &self.tags {
             let on_table: Vec<&TableAccess> = statement
@@ -205,13 +217,15 @@ impl Rules {
                 .iter()
                 .filter(|access| self.same_table(&access.table, &tag.table))
                 .collect();
-            let touched = self.touches(statement, tag, !on_table.is_empty());
-            if !touched && opaque.is_empty() {
+            let touch = self.touches(statement, tag, !on_table.is_empty());
+            if touch.is_none() && opaque.is_empty() {
                 continue;
             }
-            // What must be covered by `cardholder = "allow"` grants: each
-            // way the statement touches the tag's table, and a read of it
-            // when a function may read it unseen.
+            // What must be covered by grants whose `cardholder` reaches
+            // the touch: each way the statement touches the tag's table,
+            // and a read of it when a function may read it unseen. Only a
+            // read that sends the values out as stored, with no function
+            // reading unseen, is an as-stored touch.
             let mut needed: Vec<(&TableRef, TableAction)> = on_table
                 .iter()
                 .map(|access| (&access.table, access.action))
@@ -219,23 +233,49 @@ impl Rules {
             if needed.is_empty() || !opaque.is_empty() {
                 needed.push((&tag.table, TableAction::Read));
             }
-            let exempt = needed
-                .iter()
-                .all(|(table, action)| self.covered(grants, table, *action, true));
+            let as_stored = touch == Some(Touch::AsStored) && opaque.is_empty();
+            let exempt = needed.iter().all(|(table, action)| {
+                let needs = if as_stored && *action == TableAction::Read {
+                    Cardholder::AsStored
+                } else {
+                    Cardholder::Allow
+                };
+                self.covered(grants, table, *action, needs)
+            });
             if !exempt {
-                if touched {
+                // A computed read that an as-stored grant would have let
+                // through is told apart: the principal may read the
+                // column, just not this way.
+                let readable_as_stored = touch == Some(Touch::Computed)
+                    && opaque.is_empty()
+                    && needed.iter().all(|(table, action)| {
+                        *action == TableAction::Read
+                            && self.covered(grants, table, *action, Cardholder::AsStored)
+                    });
+                if readable_as_stored {
+                    computed.push(tag.shown.as_str());
+                } else if touch.is_some() {
                     direct.push(tag.shown.as_str());
                 } else {
                     through_functions.push(tag.shown.as_str());
                 }
             }
         }
-        if direct.is_empty() && through_functions.is_empty() {
+        if direct.is_empty() && computed.is_empty() && through_functions.is_empty() {
             return Decision::Allow;
         }
         let mut reason = String::new();
         if !direct.is_empty() {
             reason = format!("touches cardholder data: {}", direct.join(", "));
+        }
+        if !computed.is_empty() {
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&format!(
+                "uses cardholder data other than as stored (computed on, compared, or read in a subquery), which a grant allows only read as stored: {}",
+                computed.join(", ")
+            ));
         }
         if !through_functions.is_empty() {
             if !reason.is_empty() {
@@ -250,34 +290,44 @@ impl Rules {
         Decision::require_approval(reason, self.approver_group.clone())
     }
 
-    /// Whether the statement names the tagged column: by a column reference
-    /// to its table, by an unresolved one of the same name when its table
-    /// is among the statement's (`on_table`), or — for a whole-table tag —
-    /// by touching the table at all.
-    fn touches(&self, statement: &Statement, tag: &ColumnTag, on_table: bool) -> bool {
-        if tag.column.is_none() && on_table {
-            return true;
-        }
+    /// How the statement touches the tagged column, if it does: by a
+    /// column reference to its table, by an unresolved one of the same
+    /// name when its table is among the statement's (`on_table`), or — for
+    /// a whole-table tag — by touching the table at all. The touch is
+    /// as-stored when every such reference is (a whole-table tag touched
+    /// with no column read, as by `count(*)`, reads no value).
+    fn touches(&self, statement: &Statement, tag: &ColumnTag, on_table: bool) -> Option<Touch> {
         // Setting a tagged column does not show what it holds: only reads
         // need approval.
-        let reads = statement
-            .columns
-            .iter()
-            .filter(|reference| reference.access == ColumnAccess::Read);
-        reads.into_iter().any(|reference| {
-            // No column means every column of the table; a whole-table tag
-            // means every column is tagged.
-            let column_matches = match (&reference.column, &tag.column) {
-                (Some(named), Some(tagged)) => named == tagged,
-                _ => true,
-            };
-            let table_matches = match &reference.table {
-                Some(table) => self.same_table(table, &tag.table),
-                // Unresolved: possibly a column of any of the statement's
-                // tables.
-                None => on_table,
-            };
-            column_matches && table_matches
+        let mut reads = statement.columns.iter().filter(|reference| {
+            reference.access == ColumnAccess::Read && {
+                // No column means every column of the table; a whole-table
+                // tag means every column is tagged.
+                let column_matches = match (&reference.column, &tag.column) {
+                    (Some(named), Some(tagged)) => named == tagged,
+                    _ => true,
+                };
+                let table_matches = match &reference.table {
+                    Some(table) => self.same_table(table, &tag.table),
+                    // Unresolved: possibly a column of any of the
+                    // statement's tables.
+                    None => on_table,
+                };
+                column_matches && table_matches
+            }
+        });
+        let mut any = false;
+        let all_as_stored = reads.all(|reference| {
+            any = true;
+            reference.as_stored
+        });
+        if !(any || tag.column.is_none() && on_table) {
+            return None;
+        }
+        Some(if all_as_stored {
+            Touch::AsStored
+        } else {
+            Touch::Computed
         })
     }
 
@@ -289,22 +339,21 @@ impl Rules {
             .collect()
     }
 
-    /// Whether `grants` (only those with `cardholder = "allow"` when
-    /// `cardholder_allow`) let `action` on `table`. A table named without
-    /// a schema could be in any default schema: it is covered only when it
-    /// would be in each of them.
+    /// Whether `grants` (only those whose `cardholder` reaches `needs`) let
+    /// `action` on `table`. A table named without a schema could be in any
+    /// default schema: it is covered only when it would be in each of them.
     fn covered(
         &self,
         grants: &[&Grant],
         table: &TableRef,
         action: TableAction,
-        cardholder_allow: bool,
+        needs: Cardholder,
     ) -> bool {
         let schemas = self.schemas_of(table);
         !schemas.is_empty()
             && schemas.iter().all(|schema| {
                 grants.iter().any(|grant| {
-                    (grant.cardholder_allow || !cardholder_allow)
+                    grant.cardholder >= needs
                         && grant.actions.contains(&action)
                         && grant
                             .tables
@@ -489,12 +538,22 @@ unparsed = ["VACUUM", "ANALYZE"]
         }
     }
 
-    /// A column of `table` (none: unresolved); `column` none is every column.
+    /// A column of `table` (none: unresolved), read other than as stored;
+    /// `column` none is every column.
     fn column(table_name: Option<&str>, column: Option<&str>) -> ColumnRef {
         ColumnRef {
             table: table_name.map(table),
             column: column.map(str::to_owned),
             access: ColumnAccess::Read,
+            as_stored: false,
+        }
+    }
+
+    /// A column read as stored: selected bare.
+    fn stored(table_name: Option<&str>, column_name: Option<&str>) -> ColumnRef {
+        ColumnRef {
+            as_stored: true,
+            ..column(table_name, column_name)
         }
     }
 
@@ -1134,5 +1193,112 @@ actions = ["read"]
             Decision::deny(RULE_TABLE, "groups agents may not read ################")
         );
         assert_eq!(shown("orders_2024"), "orders_2024");
+    }
+
+    #[test]
+    fn an_as_stored_grant_covers_only_reads_that_send_values_out_as_stored() {
+        let rules = Rules::parse(
+            vec!["public".into()],
+            r#"
+[cardholder]
+columns = ["cards.pan", "vault.*"]
+approver_group = "security"
+
+[[grant]]
+groups = ["support"]
+tables = ["cards", "vault", "orders"]
+actions = ["read"]
+cardholder = "as-stored"
+
+[[grant]]
+groups = ["support"]
+tables = ["cards"]
+actions = ["update"]
+cardholder = "as-stored"
+"#,
+        )
+        .expect("valid rules");
+        let support = |statement: &Statement| judge_with(&rules, &["support"], statement);
+
+        // SELECT id, pan FROM cards; SELECT * FROM cards; unresolved but
+        // bare; a whole tagged table read as stored, or only counted.
+        for columns in [
+            vec![
+                stored(Some("cards"), Some("id")),
+                stored(Some("cards"), Some("pan")),
+            ],
+            vec![stored(Some("cards"), None)],
+            vec![stored(None, Some("pan"))],
+        ] {
+            assert_eq!(support(&select(&["cards"], columns)), Decision::Allow);
+        }
+        assert_eq!(
+            support(&select(&["vault"], vec![stored(Some("vault"), None)])),
+            Decision::Allow
+        );
+        assert_eq!(support(&select(&["vault"], vec![])), Decision::Allow);
+
+        // pan || 'x', WHERE pan = ..., an unresolved pan compared: each a
+        // read the masker could not see whole, so it asks.
+        let computed = "uses cardholder data other than as stored (computed on, compared, or read in a subquery), which a grant allows only read as stored: cards.pan";
+        for columns in [
+            vec![column(Some("cards"), Some("pan"))],
+            vec![
+                stored(Some("cards"), Some("id")),
+                column(Some("cards"), Some("pan")),
+            ],
+            vec![stored(Some("cards"), Some("id")), column(None, Some("pan"))],
+            vec![column(Some("cards"), None)],
+        ] {
+            assert_eq!(support(&select(&["cards"], columns)), approval(computed));
+        }
+        assert_eq!(
+            support(&select(
+                &["vault"],
+                vec![column(Some("vault"), Some("secret"))]
+            )),
+            Decision::require_approval(
+                computed.replace("cards.pan", "vault.*"),
+                "security".to_owned()
+            )
+        );
+
+        // A function sluice cannot see into may read pan any way it likes.
+        let opaque = Statement {
+            functions: vec![FunctionRef {
+                schema: Some("app".into()),
+                name: "lookup".into(),
+                builtin: false,
+            }],
+            ..select(&["orders"], vec![stored(Some("orders"), Some("id"))])
+        };
+        assert_eq!(
+            support(&opaque),
+            approval(
+                "calls lookup, whose body sluice cannot see, so it may touch cardholder data: \
+                 cards.pan, vault.*"
+            )
+        );
+
+        // Touching the tagged table other than by reading it is beyond an
+        // as-stored grant: an UPDATE of cards ... RETURNING pan.
+        let returning = Statement {
+            tables: vec![access("cards", TableAction::Update)],
+            columns: vec![stored(Some("cards"), Some("pan"))],
+            ..Statement::new(StatementKind::Update, "UPDATE ...")
+        };
+        assert_eq!(
+            support(&returning),
+            approval("touches cardholder data: cards.pan")
+        );
+
+        // A grant with no cardholder level covers no touch at all.
+        assert_eq!(
+            judge(
+                &["agents"],
+                &select(&["cards"], vec![stored(Some("cards"), Some("pan"))])
+            ),
+            approval("touches cardholder data: cards.pan")
+        );
     }
 }

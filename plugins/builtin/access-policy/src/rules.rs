@@ -74,9 +74,9 @@ pub(crate) struct Grant {
     pub groups: Vec<String>,
     pub tables: Vec<TablePattern>,
     pub actions: Vec<TableAction>,
-    /// `cardholder = "allow"`: these actions on these tables may touch
-    /// tagged columns without approval.
-    pub cardholder_allow: bool,
+    /// What these actions on these tables may do with tagged columns
+    /// without approval.
+    pub cardholder: Cardholder,
     /// Kinds beyond the data kinds and the default ones.
     pub kinds: Vec<StatementKind>,
     /// Commands of statements the parser could not read, upper case.
@@ -181,17 +181,31 @@ struct GrantEntry {
     #[serde(default)]
     actions: Vec<Spanned<String>>,
     #[serde(default)]
-    cardholder: Option<CardholderMode>,
+    cardholder: Option<Cardholder>,
     #[serde(default)]
     kinds: Vec<Spanned<String>>,
     #[serde(default)]
     unparsed: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize, PartialEq, Eq, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum CardholderMode {
+/// A grant's `cardholder`: how far its actions may touch tagged columns
+/// without a human's approval. Each level allows what the ones before it
+/// do.
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone, Copy, Default)]
+pub(crate) enum Cardholder {
+    /// `"approve"` (the default): every touch needs approval.
+    #[default]
+    #[serde(rename = "approve")]
     Approve,
+    /// `"as-stored"`: reads that send the columns' values to the client
+    /// as they are stored (the host's `as-stored`), where the masker sees
+    /// each whole. Anything that computes on them, compares them or
+    /// writes the tables needs approval: `pan || 'x'` or
+    /// `WHERE pan LIKE '4111%'` would show digits no masker recognises.
+    #[serde(rename = "as-stored")]
+    AsStored,
+    /// `"allow"`: any use.
+    #[serde(rename = "allow")]
     Allow,
 }
 
@@ -347,7 +361,7 @@ fn parse_grant(text: &str, entry: &Spanned<GrantEntry>) -> Result<Grant, String>
             "tables and actions go together: a grant names both, or neither".to_owned(),
         ));
     }
-    let cardholder_allow = grant.cardholder == Some(CardholderMode::Allow);
+    let cardholder = grant.cardholder.unwrap_or_default();
     if grant.cardholder.is_some() && tables.is_empty() {
         return Err(fail(
             "cardholder applies to the grant's tables, and it names none".to_owned(),
@@ -376,7 +390,7 @@ fn parse_grant(text: &str, entry: &Spanned<GrantEntry>) -> Result<Grant, String>
             .collect(),
         tables,
         actions,
-        cardholder_allow,
+        cardholder,
         kinds,
         unparsed,
     })
