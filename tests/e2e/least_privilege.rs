@@ -161,6 +161,11 @@ const AGENT_ATTEMPTS: &[&str] = &[
     // columns they never name as expressions.
     "SELECT count(*) FROM cards JOIN (VALUES ('4111111111111111')) v(pan) USING (pan)",
     "SELECT count(*) FROM cards NATURAL JOIN (VALUES ('4111111111111111')) v(pan)",
+    // Card numbers renamed, reached through a join's alias, or sorted by a
+    // name qualified with the table's alias.
+    "SELECT reverse(p) FROM cards AS c(i, cu, p)",
+    "SELECT reverse(j.pan) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
+    "SELECT id FROM cards c ORDER BY translate(c.pan, '0123456789', 'abcdefghij')::int",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +319,7 @@ async fn analysts_read_card_numbers_only_as_stored() {
     let env = start().await;
     let analyst = env.connect("analyst").await;
     for sql in [
-        "SELECT id, pan FROM cards ORDER BY pan",
+        "SELECT id, pan FROM cards ORDER BY id",
         "SELECT c.pan AS card FROM cards c WHERE c.id = 1",
         "SELECT * FROM cards",
         "SELECT pan FROM cards UNION ALL SELECT pan FROM cards",
@@ -351,6 +356,16 @@ async fn analysts_read_card_numbers_only_as_stored() {
         "SELECT to_jsonb(c) FROM cards c",
         "SELECT pan FROM cards INTERSECT SELECT '4111111111111111'",
         "COPY (SELECT pan || 'x' FROM cards) TO STDOUT",
+        // Sorted among numbers the client chose, each card number's hidden
+        // digits are those of its neighbour.
+        "SELECT pan, NULL::int AS g FROM cards UNION ALL \
+         SELECT '411111' || lpad(g::text, 6, '0') || '1111', g FROM generate_series(0, 9) g \
+         ORDER BY 1, 2",
+        "SELECT pan AS x FROM cards ORDER BY x",
+        "SELECT id FROM cards c ORDER BY substr(c.pan, 7, 1) = '5' DESC, id",
+        "SELECT DISTINCT pan FROM cards",
+        "SELECT reverse(p) FROM cards AS c(i, cu, p)",
+        "SELECT reverse(j.pan) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
     ] {
         let (code, message) = refusal(&format!("analyst: {sql}"), analyst.simple_query(sql).await);
         assert!(

@@ -467,8 +467,13 @@ fn copy_facts(text: &str, copy: &copy::CopyCommand, scs: bool) -> Option<Facts> 
             };
             facts.touched.table(table.clone(), action);
             let reads = copy.direction == copy::CopyDirection::To;
+            // Rows copied to the client go as they are stored; to a server
+            // file or program, they leave sluice's sight.
+            let to_client = reads && copy.endpoint == copy::CopyEndpoint::Stdio;
             let mut record = |column: Option<String>| {
-                if reads {
+                if to_client {
+                    facts.touched.column_as_stored(Some(table.clone()), column)
+                } else if reads {
                     facts.touched.column(Some(table.clone()), column)
                 } else {
                     facts.touched.written(Some(table.clone()), column)
@@ -494,6 +499,13 @@ fn copy_facts(text: &str, copy: &copy::CopyCommand, scs: bool) -> Option<Facts> 
             let mut facts = statement::summarise(&ast, &tokens);
             facts.kind = kind;
             facts.command = "COPY".to_owned();
+            // Read as a SELECT of its own, the query's rows went to the
+            // client; they go there only when the COPY sends them there.
+            if copy.endpoint != copy::CopyEndpoint::Stdio {
+                for column in &mut facts.touched.columns {
+                    column.as_stored = false;
+                }
+            }
             facts
         }
     };

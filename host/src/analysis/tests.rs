@@ -860,9 +860,10 @@ fn read_as_stored(statement: &Statement) -> Vec<String> {
 fn columns_selected_bare_are_read_as_stored() {
     for (sql, expected) in [
         ("SELECT pan FROM cards", &["cards.pan"][..]),
+        // id is ordered by (compared), pan only selected.
         (
-            "SELECT c.pan AS card, id FROM cards c ORDER BY pan",
-            &["?.pan", "cards.id", "cards.pan"],
+            "SELECT c.pan AS card, id FROM cards c ORDER BY id",
+            &["cards.pan"],
         ),
         ("SELECT * FROM cards", &["cards.*"]),
         ("SELECT c.* FROM cards c", &["cards.*"]),
@@ -878,6 +879,16 @@ fn columns_selected_bare_are_read_as_stored() {
         (
             "COPY (SELECT pan FROM cards) TO STDOUT (FORMAT csv)",
             &["cards.pan"],
+        ),
+        // Options sqlparser cannot read: sluice reads the COPY itself.
+        (
+            "COPY (SELECT pan FROM cards) TO STDOUT (FORMAT csv, HEADER on)",
+            &["cards.pan"],
+        ),
+        ("COPY cards TO STDOUT (FORMAT csv, HEADER on)", &["cards.*"]),
+        (
+            "SELECT j.* FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
+            &["cards.*"],
         ),
         // id is compared, pan only selected.
         ("SELECT pan FROM cards WHERE id = 7", &["cards.pan"]),
@@ -905,6 +916,25 @@ fn columns_computed_on_compared_or_nested_are_not_read_as_stored() {
         "SELECT pan FROM cards WHERE pan LIKE '4111%'",
         "SELECT pan FROM cards GROUP BY pan",
         "SELECT pan FROM cards ORDER BY substr(pan, 5, 1)",
+        // Sorting by the values: the order of two masked card numbers
+        // tells about their hidden digits, and among values the client
+        // chose (a UNION ALL) it tells them outright.
+        "SELECT id, pan FROM cards ORDER BY pan",
+        "SELECT id FROM cards c ORDER BY translate(c.pan, '0123456789', 'abcdefghij')",
+        "SELECT id FROM cards ORDER BY cards.pan",
+        "SELECT pan AS x FROM cards ORDER BY x",
+        "SELECT pan FROM cards ORDER BY 1",
+        "SELECT pan, NULL::int AS g FROM cards UNION ALL SELECT '411111' || g, g FROM s ORDER BY 1, 2",
+        "SELECT pan FROM cards UNION ALL SELECT x FROM s ORDER BY pan",
+        // Duplicates removed or grouped: compared.
+        "SELECT DISTINCT pan FROM cards",
+        "SELECT pan, count(*) FROM cards GROUP BY 1",
+        // Renamed or reached through a join's alias.
+        "SELECT reverse(p) FROM cards AS c(i, cu, p)",
+        "SELECT p FROM cards AS c(i, cu, p)",
+        "SELECT reverse(j.pan) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
+        "SELECT to_jsonb(j) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
+        "COPY (SELECT pan FROM cards) TO '/tmp/out' (FORMAT csv, HEADER on)",
         "SELECT DISTINCT ON (pan) pan FROM cards",
         "SELECT pan FROM cards c JOIN old_cards o USING (pan)",
         "SELECT (SELECT pan FROM cards LIMIT 1)",

@@ -16,9 +16,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator,
-    ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, TableFactor, TableWithJoins, Value, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinConstraint,
+    JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Value, Visit, Visitor,
 };
 
 use super::builtins;
@@ -69,6 +69,19 @@ struct Source {
     /// The table behind it, when it is one (not a subquery, a CTE or a
     /// function).
     table: Option<TableRef>,
+    /// For the alias of a parenthesised join, the tables inside it: its
+    /// columns are theirs.
+    joined: Vec<TableRef>,
+}
+
+/// What a name in a FROM list stands for.
+enum Named {
+    Table(TableRef),
+    /// A parenthesised join's alias: columns of any of these tables.
+    Join(Vec<TableRef>),
+    /// A subquery, CTE or function: its columns were recorded where they
+    /// were read.
+    Derived,
 }
 
 /// One level of name resolution: a SELECT's FROM list, or the target (and
@@ -240,7 +253,11 @@ impl Walker {
     /// Makes a table nameable in the innermost scope.
     pub fn add_source(&mut self, reference: String, table: Option<TableRef>) {
         if let Some(scope) = self.scopes.last_mut() {
-            scope.sources.push(Source { reference, table });
+            scope.sources.push(Source {
+                reference,
+                table,
+                joined: Vec::new(),
+            });
         }
     }
 
@@ -248,33 +265,39 @@ impl Walker {
     /// query, a COPY's query TO STDOUT), noting which columns it passes on
     /// as they are stored: those named bare (`pan`, `c.pan`, with or
     /// without an alias) or by `*` / `c.*` in the select list of its own
-    /// SELECT, or of each SELECT of a UNION ALL, and those it is ordered by
-    /// bare (the order shows no value). Every other use — in an
-    /// expression, a cast, a comparison, a join, a GROUP BY, a subquery, a
-    /// CTE, another set operation (INTERSECT and EXCEPT compare values) —
-    /// computes on the values, so a masker could no longer see them as
-    /// stored. Rows that go into a table (INSERT ... SELECT, SELECT INTO)
-    /// do not go to the client and are walked with [`Walker::query`].
+    /// SELECT, or of each SELECT of a UNION ALL, where that SELECT neither
+    /// groups nor removes duplicates. Every other use — in an expression,
+    /// a cast, a comparison, a join, ORDER BY, GROUP BY, DISTINCT, a
+    /// subquery, a CTE, another set operation (INTERSECT and EXCEPT
+    /// compare values) — computes on the values or compares them, so a
+    /// masker could no longer see them as stored, or the rows' order or
+    /// number would tell about them: sorted among values the client
+    /// chose (`UNION ALL SELECT '411111' || g ... ORDER BY 1`), a masked
+    /// card number's hidden digits are read off its neighbours. A query
+    /// ordered by position or by an output alias (`ORDER BY 1`, `SELECT pan
+    /// AS x ... ORDER BY x`) sorts by a column without naming it, so
+    /// nothing of it is as stored; nor of a set operation's, whose ORDER
+    /// BY can only name output columns. Rows that go into a table (INSERT
+    /// ... SELECT, SELECT INTO) do not go to the client and are walked
+    /// with [`Walker::query`].
     pub fn output_query(&mut self, query: &Query) {
-        self.mark_output(&query.body);
-        if let Some(sqlparser::ast::OrderBy {
-            kind: sqlparser::ast::OrderByKind::Expressions(order),
-            ..
-        }) = &query.order_by
-        {
-            for item in order {
-                if is_bare_column(&item.expr) {
-                    self.output_exprs.insert(address(&item.expr));
-                }
-            }
+        if order_names_no_output_column(query) {
+            self.mark_output(&query.body);
         }
         self.query(query);
     }
 
     fn mark_output(&mut self, body: &SetExpr) {
         match body {
-            // SELECT ... INTO sends its rows into a table.
-            SetExpr::Select(select) if select.into.is_none() => {
+            // SELECT ... INTO sends its rows into a table; grouping and
+            // DISTINCT compare the values.
+            SetExpr::Select(select)
+                if select.into.is_none()
+                    && select.distinct.is_none()
+                    && select.having.is_none()
+                    && matches!(&select.group_by, GroupByExpr::Expressions(by, modifiers)
+                        if by.is_empty() && modifiers.is_empty()) =>
+            {
                 self.output_selects.insert(address(select.as_ref()));
                 for item in &select.projection {
                     match item {
@@ -287,7 +310,12 @@ impl Walker {
                     }
                 }
             }
-            SetExpr::Query(query) if query.with.is_none() && query.order_by.is_none() => {
+            SetExpr::Query(query)
+                if query.with.is_none()
+                    && query.order_by.is_none()
+                    && query.limit_clause.is_none()
+                    && query.fetch.is_none() =>
+            {
                 self.mark_output(&query.body)
             }
             SetExpr::SetOperation {
@@ -320,14 +348,23 @@ impl Walker {
                 }
             }
         }
-        self.set_expr(&query.body);
         // ORDER BY, LIMIT and the rest: names there resolve to the body's
-        // output or the scopes around; the generic pass sees them.
-        self.generic(|walker| {
-            let _ = query.order_by.visit(walker);
-            let _ = query.limit_clause.visit(walker);
-            let _ = query.fetch.visit(walker);
-        });
+        // output, a plain SELECT's FROM list (`ORDER BY c.pan`), or the
+        // scopes around; the generic pass sees them.
+        let tail = |walker: &mut Walker| {
+            walker.generic(|walker| {
+                let _ = query.order_by.visit(walker);
+                let _ = query.limit_clause.visit(walker);
+                let _ = query.fetch.visit(walker);
+            })
+        };
+        match query.body.as_ref() {
+            SetExpr::Select(select) => self.select_then(select, tail),
+            body => {
+                self.set_expr(body);
+                tail(self);
+            }
+        }
         self.ctes.truncate(visible_before);
     }
 
@@ -365,6 +402,11 @@ impl Walker {
     }
 
     fn select(&mut self, select: &Select) {
+        self.select_then(select, |_| {});
+    }
+
+    /// Walks a SELECT, then `then` while its FROM list is still in scope.
+    fn select_then(&mut self, select: &Select, then: impl FnOnce(&mut Walker)) {
         self.open_scope();
         for from in &select.from {
             self.from(from);
@@ -402,6 +444,7 @@ impl Walker {
         self.generic(|walker| {
             let _ = select.visit(walker);
         });
+        then(self);
         self.close_scope();
     }
 
@@ -441,6 +484,14 @@ impl Walker {
                     return;
                 }
                 let table = self.relation(name, TableAction::Read);
+                // `cards AS c(i, cu, p)` renames the table's columns in
+                // order: which one `p` is takes the catalog to know, so
+                // every column is read, and not as stored.
+                if let (Some(table), Some(alias)) = (&table, alias)
+                    && !alias.columns.is_empty()
+                {
+                    self.touched.column(Some(table.clone()), None);
+                }
                 self.add_source(alias_or(alias.as_ref(), name), table);
             }
             TableFactor::Derived {
@@ -463,9 +514,32 @@ impl Walker {
                 table_with_joins,
                 alias,
             } => {
+                let before = self.scopes.last().map_or(0, |scope| scope.sources.len());
                 self.from(table_with_joins);
                 if let Some(alias) = alias {
-                    self.add_source(fold(&alias.name), None);
+                    // `(cards CROSS JOIN v) AS j`: `j.pan` is cards' pan.
+                    let joined: Vec<TableRef> = self
+                        .scopes
+                        .last()
+                        .map(|scope| {
+                            scope.sources[before..]
+                                .iter()
+                                .flat_map(|s| s.table.iter().chain(&s.joined).cloned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !alias.columns.is_empty() {
+                        for table in &joined {
+                            self.touched.column(Some(table.clone()), None);
+                        }
+                    }
+                    if let Some(scope) = self.scopes.last_mut() {
+                        scope.sources.push(Source {
+                            reference: fold(&alias.name),
+                            table: None,
+                            joined,
+                        });
+                    }
                 }
             }
             other => {
@@ -509,23 +583,36 @@ impl Walker {
     fn whole_row(&mut self, name: &ObjectName, as_stored: bool) {
         let reference = table_ref(name);
         match self.lookup(&reference.name) {
-            Some(Some(table)) => self.read(Some(table), None, as_stored),
-            Some(None) => {}
+            Some(named) => self.whole_row_of(named, as_stored),
             // `schema.table.*` or a name the scopes do not know: the table
             // itself, as named.
             None => self.read(Some(reference), None, as_stored),
         }
     }
 
+    /// Every column of what a FROM list's name stands for.
+    fn whole_row_of(&mut self, named: Named, as_stored: bool) {
+        match named {
+            Named::Table(table) => self.read(Some(table), None, as_stored),
+            Named::Join(tables) => {
+                for table in tables {
+                    self.read(Some(table), None, as_stored);
+                }
+            }
+            Named::Derived => {}
+        }
+    }
+
     /// The source a reference names: `Some(table)` for a table (`None`
     /// inside for a subquery or CTE), or `None` if no scope has it.
-    fn lookup(&self, reference: &str) -> Option<Option<TableRef>> {
+    fn lookup(&self, reference: &str) -> Option<Named> {
         self.scopes.iter().rev().find_map(|scope| {
-            scope
-                .sources
-                .iter()
-                .find(|s| s.reference == reference)
-                .map(|s| s.table.clone())
+            let source = scope.sources.iter().find(|s| s.reference == reference)?;
+            Some(match (&source.table, source.joined.is_empty()) {
+                (Some(table), _) => Named::Table(table.clone()),
+                (None, false) => Named::Join(source.joined.clone()),
+                (None, true) => Named::Derived,
+            })
         })
     }
 
@@ -537,8 +624,8 @@ impl Walker {
         // A name that is also a FROM item's name may be a whole-row
         // reference (`SELECT c FROM cards c`): without the catalog, count
         // it as both.
-        if let Some(Some(table)) = self.lookup(&name) {
-            self.read(Some(table), None, as_stored);
+        if let Some(named) = self.lookup(&name) {
+            self.whole_row_of(named, as_stored);
         }
         let nonempty_scopes = self.scopes.iter().filter(|s| !s.sources.is_empty()).count();
         let table = match self.scopes.last() {
@@ -569,8 +656,12 @@ impl Walker {
             [] => {}
             [column] => self.bare_column(column.clone(), as_stored),
             [reference, column, ..] => match self.lookup(reference) {
-                Some(Some(table)) => self.read(Some(table), Some(column.clone()), as_stored),
-                Some(None) => {}
+                Some(Named::Table(table)) => {
+                    self.read(Some(table), Some(column.clone()), as_stored)
+                }
+                // A column of one of the join's tables.
+                Some(Named::Join(_)) => self.read(None, Some(column.clone()), as_stored),
+                Some(Named::Derived) => {}
                 None if folded.len() >= 3 => {
                     let n = folded.len();
                     let table = TableRef {
@@ -580,8 +671,13 @@ impl Walker {
                     self.read(Some(table), Some(folded[n - 1].clone()), as_stored);
                 }
                 // `(composite).field` and the like: the first part is a
-                // column of its own, and a field of it is computed.
-                None => self.bare_column(reference.clone(), false),
+                // column of its own, and a field of it is computed. Or a
+                // name out of sight (a scope sluice did not follow): the
+                // column is read all the same, unresolved.
+                None => {
+                    self.bare_column(reference.clone(), false);
+                    self.touched.column(None, Some(column.clone()));
+                }
             },
         }
     }
@@ -690,6 +786,33 @@ fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
         | JoinOperator::LeftArrayJoin
         | JoinOperator::InnerArrayJoin => None,
     }
+}
+
+/// Whether a query's ORDER BY, if any, sorts only by what it names: no
+/// position, no alias of the select list, and no set operation's output.
+fn order_names_no_output_column(query: &Query) -> bool {
+    let Some(order) = &query.order_by else {
+        return true;
+    };
+    let OrderByKind::Expressions(items) = &order.kind else {
+        return false;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let aliases: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
+            _ => None,
+        })
+        .collect();
+    items.iter().all(|item| match &item.expr {
+        Expr::Value(_) => false,
+        Expr::Identifier(ident) => !aliases.contains(&fold(ident)),
+        _ => true,
+    })
 }
 
 /// A column named bare: `pan`, `c.pan`, `public.cards.pan`.
