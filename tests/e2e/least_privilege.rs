@@ -166,6 +166,13 @@ const AGENT_ATTEMPTS: &[&str] = &[
     "SELECT reverse(p) FROM cards AS c(i, cu, p)",
     "SELECT reverse(j.pan) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
     "SELECT id FROM cards c ORDER BY translate(c.pan, '0123456789', 'abcdefghij')::int",
+    "SELECT translate(c.pan, '0123456789', 'abcdefghij') \
+     FROM ((SELECT 1) c CROSS JOIN (SELECT 1) d) AS j, cards c",
+    "SELECT (SELECT s.t FROM (SELECT 1) c, \
+     (SELECT translate(c.pan, '0123456789', 'abcdefghij') AS t) s) FROM cards c",
+    "SELECT translate(public.cards.pan, '0123456789', 'abcdefghij') FROM cards, (SELECT 1) AS public",
+    "SELECT translate(c.to_jsonb ->> 'pan', '0123456789', 'abcdefghij') FROM cards c",
+    "SELECT translate(c.text, '0123456789', 'abcdefghij') FROM cards c",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -934,6 +934,21 @@ fn columns_computed_on_compared_or_nested_are_not_read_as_stored() {
         "SELECT p FROM cards AS c(i, cu, p)",
         "SELECT reverse(j.pan) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
         "SELECT to_jsonb(j) FROM (cards CROSS JOIN (VALUES (1)) v(x)) AS j",
+        // A name resolved to the wrong source: a join's alias hides the
+        // names inside it, a subquery in FROM does not see those beside
+        // it, and three parts are schema.table.column first.
+        "SELECT translate(c.pan, '0123456789', 'abcdefghij') \
+         FROM ((SELECT 1) c CROSS JOIN (SELECT 1) d) AS j, cards c",
+        "SELECT (SELECT s.t FROM (SELECT 1) c, \
+         (SELECT translate(c.pan, '0123456789', 'abcdefghij') AS t) s) FROM cards c",
+        "SELECT translate(public.cards.pan, '0123456789', 'abcdefghij') \
+         FROM cards, (SELECT 1) AS public",
+        // Attribute notation: `c.f` is f(c), the whole row.
+        "SELECT translate(c.to_jsonb ->> 'pan', '0123456789', 'abcdefghij') FROM cards c",
+        "SELECT id FROM cards c WHERE c.to_jsonb ->> 'pan' LIKE '4111%'",
+        "SELECT c.hash_record FROM cards c",
+        "SELECT translate(c.text, '0123456789', 'abcdefghij') FROM cards c",
+        "SELECT translate(public.cards.text, '0123456789', 'abcdefghij') FROM public.cards",
         "COPY (SELECT pan FROM cards) TO '/tmp/out' (FORMAT csv, HEADER on)",
         "SELECT DISTINCT ON (pan) pan FROM cards",
         "SELECT pan FROM cards c JOIN old_cards o USING (pan)",
@@ -987,4 +1002,18 @@ fn columns_compared_by_using_and_natural_joins_are_read() {
         "{:?}",
         read_as_stored(&s)
     );
+}
+
+/// `c.to_jsonb` is the call to_jsonb(c): the function is named, and the
+/// whole row read, so a policy sees both.
+#[test]
+fn attribute_notation_calls_are_functions_of_the_whole_row() {
+    let s = one("SELECT c.to_jsonb FROM cards c");
+    assert_eq!(functions(&s), [("to_jsonb".to_owned(), true)]);
+    assert_eq!(columns(&s), ["cards.*"]);
+    assert!(read_as_stored(&s).is_empty());
+    // A column of another name stays a column.
+    let s = one("SELECT c.brand FROM cards c");
+    assert!(functions(&s).is_empty());
+    assert_eq!(read_as_stored(&s), ["cards.brand"]);
 }

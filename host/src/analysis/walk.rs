@@ -655,30 +655,60 @@ impl Walker {
         match folded.as_slice() {
             [] => {}
             [column] => self.bare_column(column.clone(), as_stored),
-            [reference, column, ..] => match self.lookup(reference) {
-                Some(Named::Table(table)) => {
-                    self.read(Some(table), Some(column.clone()), as_stored)
+            [reference, column] => {
+                let named = self.lookup(reference);
+                // PostgreSQL reads `c.f`, where c has no column f, as the
+                // call f(c): `c.to_jsonb`, `c.text` hand the whole row to
+                // a function, and nothing of it is a column.
+                if let Some(function) = row_function(column) {
+                    match named {
+                        Some(named) => self.whole_row_of(named, false),
+                        None => self.bare_column(reference.clone(), false),
+                    }
+                    self.touched.function(&ObjectName::from(vec![function]));
+                    return;
                 }
-                // A column of one of the join's tables.
-                Some(Named::Join(_)) => self.read(None, Some(column.clone()), as_stored),
-                Some(Named::Derived) => {}
-                None if folded.len() >= 3 => {
-                    let n = folded.len();
-                    let table = TableRef {
-                        schema: Some(folded[n - 3].clone()),
-                        name: folded[n - 2].clone(),
-                    };
-                    self.read(Some(table), Some(folded[n - 1].clone()), as_stored);
+                match named {
+                    Some(Named::Table(table)) => {
+                        self.read(Some(table), Some(column.clone()), as_stored)
+                    }
+                    // A column of one of the join's tables.
+                    Some(Named::Join(_)) => self.read(None, Some(column.clone()), as_stored),
+                    // A subquery's column was read inside it. Unless the
+                    // name is not the source sluice took it for (a join's
+                    // alias hides the names inside it; a subquery in FROM
+                    // does not see the items beside it): read unresolved,
+                    // it still counts where a table of the statement has
+                    // a column of that name.
+                    Some(Named::Derived) => self.touched.column(None, Some(column.clone())),
+                    // `(composite).field` and the like: the first part is
+                    // a column of its own, and a field of it is computed.
+                    // Or a name out of sight: the column is read all the
+                    // same, unresolved.
+                    None => {
+                        self.bare_column(reference.clone(), false);
+                        self.touched.column(None, Some(column.clone()));
+                    }
                 }
-                // `(composite).field` and the like: the first part is a
-                // column of its own, and a field of it is computed. Or a
-                // name out of sight (a scope sluice did not follow): the
-                // column is read all the same, unresolved.
-                None => {
-                    self.bare_column(reference.clone(), false);
-                    self.touched.column(None, Some(column.clone()));
+            }
+            // `schema.table.column` (`db.schema.table.column`), which
+            // PostgreSQL tries before `table.column.field`: both are read.
+            [.., schema, name, column] => {
+                let table = TableRef {
+                    schema: Some(schema.clone()),
+                    name: name.clone(),
+                };
+                if row_function(column).is_some() {
+                    self.read(Some(table), None, false);
+                    self.touched
+                        .function(&ObjectName::from(vec![Ident::new(column.clone())]));
+                } else {
+                    self.read(Some(table), Some(column.clone()), as_stored);
                 }
-            },
+                if self.lookup(&folded[0]).is_some() {
+                    self.touched.column(None, Some(folded[1].clone()));
+                }
+            }
         }
     }
 
@@ -786,6 +816,38 @@ fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
         | JoinOperator::LeftArrayJoin
         | JoinOperator::InnerArrayJoin => None,
     }
+}
+
+/// Built-in functions and types a whole row can be handed to by attribute
+/// notation (`c.to_jsonb` is `to_jsonb(c)`, `c.text` is `c::text`): those
+/// taking one argument of any type or a record, and the string types every
+/// row casts to. What they return holds the row's values, computed on.
+const ROW_FUNCTIONS: &[&str] = &[
+    "to_json",
+    "to_jsonb",
+    "row_to_json",
+    "json_build_array",
+    "jsonb_build_array",
+    "hash_record",
+    "record_out",
+    "record_send",
+    "quote_literal",
+    "quote_nullable",
+    "concat",
+    "pg_column_size",
+    "text",
+    "varchar",
+    "bpchar",
+    "name",
+    "char",
+];
+
+/// The built-in function `c.name` calls, if `name` is one a whole row can
+/// be handed to.
+fn row_function(name: &str) -> Option<Ident> {
+    ROW_FUNCTIONS
+        .contains(&name)
+        .then(|| Ident::new(name.to_owned()))
 }
 
 /// Whether a query's ORDER BY, if any, sorts only by what it names: no
