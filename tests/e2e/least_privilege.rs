@@ -173,6 +173,15 @@ const AGENT_ATTEMPTS: &[&str] = &[
     "SELECT translate(public.cards.pan, '0123456789', 'abcdefghij') FROM cards, (SELECT 1) AS public",
     "SELECT translate(c.to_jsonb ->> 'pan', '0123456789', 'abcdefghij') FROM cards c",
     "SELECT translate(c.text, '0123456789', 'abcdefghij') FROM cards c",
+    "SELECT translate(c.json_agg::text, '0123456789', 'abcdefghij') FROM cards c",
+    "SELECT translate(c.pan, '0123456789', 'abcdefghij') \
+     FROM (orders c CROSS JOIN orders d) AS j, cards c",
+    // A CTE does not hide a write's target, and a MERGE that does nothing
+    // still reads its target (its error message quotes the values).
+    "WITH cards AS (SELECT 1) DELETE FROM cards WHERE id = 1 \
+     RETURNING translate(pan, '0123456789', 'abcdefghij')",
+    "MERGE INTO cards USING (SELECT 1) s \
+     ON translate(pan, '0123456789', 'abcdefghij')::int = 0 WHEN MATCHED THEN DO NOTHING",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +389,17 @@ async fn analysts_read_card_numbers_only_as_stored() {
             "analyst: {sql}: refused, but not as a computed read: {code} {message}"
         );
     }
+    // The planner's statistics hold the most common card numbers.
+    let (code, message) = refusal(
+        "analyst: pg_stats",
+        analyst
+            .simple_query("SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'cards'")
+            .await,
+    );
+    assert!(
+        code == "42501" && message.contains("reads pg_stats"),
+        "{code} {message}"
+    );
     let (code, message) = refusal(
         "analyst: pan || $1",
         analyst.query("SELECT pan || $1 FROM cards", &[&"x"]).await,

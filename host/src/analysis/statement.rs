@@ -332,7 +332,7 @@ pub fn nested(walker: &mut Walker, ast: &Ast) {
 
 fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
     let target = match &insert.table {
-        TableObject::TableName(name) => walker.relation(name, TableAction::Insert),
+        TableObject::TableName(name) => Some(walker.target_relation(name, TableAction::Insert)),
         TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
     };
     if let Some(table) = &target {
@@ -353,7 +353,7 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
         && let OnConflictAction::DoUpdate(update) = &conflict.action
         && let TableObject::TableName(name) = &insert.table
     {
-        walker.relation(name, TableAction::Update);
+        walker.target_relation(name, TableAction::Update);
         if let Some(table) = &target {
             record_assignments(walker, table, &update.assignments);
         }
@@ -467,6 +467,7 @@ fn write_delete(walker: &mut Walker, delete: &sqlparser::ast::Delete) {
 
 fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
     walker.open_scope();
+    let mut writes = false;
     for clause in &merge.clauses {
         let action = match clause.action {
             MergeAction::Insert(_) => TableAction::Insert,
@@ -480,6 +481,12 @@ fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
             walker.bulk_write = true;
         }
         target_of(walker, &merge.table, action);
+        writes = true;
+    }
+    // A MERGE that only does nothing still reads its target in ON (and an
+    // error there can quote the values): it is in scope, and read.
+    if !writes {
+        target_of(walker, &merge.table, TableAction::Read);
     }
     walker.from(&sqlparser::ast::TableWithJoins {
         relation: merge.source.clone(),
@@ -501,7 +508,7 @@ fn target_of(
     let TableFactor::Table { name, alias, .. } = factor else {
         return None;
     };
-    let table = walker.relation(name, action)?;
+    let table = walker.target_relation(name, action);
     let mut references = vec![table.name.clone()];
     let reference = match alias {
         Some(alias) => {

@@ -1017,3 +1017,30 @@ fn attribute_notation_calls_are_functions_of_the_whole_row() {
     assert!(functions(&s).is_empty());
     assert_eq!(read_as_stored(&s), ["cards.brand"]);
 }
+
+/// The target of a write is a table, whatever CTE of its name is in scope
+/// (PostgreSQL does not let one hide it); a MERGE that only does nothing
+/// still reads its target; a name found in several scopes is read as each.
+#[test]
+fn names_resolve_where_postgresql_resolves_them() {
+    let s = one("WITH cards AS (SELECT 1) DELETE FROM cards WHERE id = 1 RETURNING pan");
+    assert_eq!(tables(&s), ["delete:cards"]);
+    assert_eq!(columns(&s), ["cards.id", "cards.pan"]);
+    let s = one(
+        "MERGE INTO cards USING (SELECT 1) s ON translate(pan, '0', 'a')::int = 0 \
+         WHEN MATCHED THEN DO NOTHING",
+    );
+    assert!(
+        tables(&s).contains(&"read:cards".to_owned()),
+        "{:?}",
+        tables(&s)
+    );
+    // Two sources in scope: pan is unresolved, which counts for cards.
+    assert_eq!(columns(&s), ["?.pan"]);
+    let s = one("SELECT c.pan FROM (orders c CROSS JOIN orders d) AS j, cards c");
+    assert_eq!(columns(&s), ["?.pan", "cards.pan", "orders.pan"]);
+    assert!(read_as_stored(&s).is_empty());
+    let s = one("SELECT c.json_agg FROM cards c");
+    assert_eq!(columns(&s), ["cards.*"]);
+    assert_eq!(functions(&s), [("json_agg".to_owned(), true)]);
+}

@@ -241,6 +241,17 @@ impl Walker {
         Some(table)
     }
 
+    /// Records the target of a write (INSERT, UPDATE, DELETE, MERGE). It is
+    /// always a table: a CTE of the same name does not hide it, as
+    /// PostgreSQL finds it (`WITH cards AS (SELECT 1) DELETE FROM cards`
+    /// deletes from the table).
+    pub fn target_relation(&mut self, name: &ObjectName, action: TableAction) -> TableRef {
+        self.claimed.insert(address(name));
+        let table = table_ref(name);
+        self.touched.table(table.clone(), action);
+        table
+    }
+
     /// Opens a scope for a statement's target and the tables it lists.
     pub fn open_scope(&mut self) {
         self.scopes.push(Scope::default());
@@ -582,7 +593,14 @@ impl Walker {
     /// `c.*`, `row(c.*)`: every column of the table `c` names.
     fn whole_row(&mut self, name: &ObjectName, as_stored: bool) {
         let reference = table_ref(name);
-        match self.lookup(&reference.name) {
+        let every = self.candidates(&reference.name);
+        if every.len() > 1 {
+            for named in every {
+                self.whole_row_of(named, false);
+            }
+            return;
+        }
+        match every.into_iter().next() {
             Some(named) => self.whole_row_of(named, as_stored),
             // `schema.table.*` or a name the scopes do not know: the table
             // itself, as named.
@@ -606,14 +624,26 @@ impl Walker {
     /// The source a reference names: `Some(table)` for a table (`None`
     /// inside for a subquery or CTE), or `None` if no scope has it.
     fn lookup(&self, reference: &str) -> Option<Named> {
-        self.scopes.iter().rev().find_map(|scope| {
-            let source = scope.sources.iter().find(|s| s.reference == reference)?;
-            Some(match (&source.table, source.joined.is_empty()) {
+        self.candidates(reference).into_iter().next()
+    }
+
+    /// Every source a reference may name, innermost first. sluice's
+    /// scopes are wider than PostgreSQL's (a join's alias hides the names
+    /// inside it; a subquery in FROM does not see the items beside it),
+    /// so where a name is found more than once the first need not be the
+    /// one PostgreSQL takes.
+    fn candidates(&self, reference: &str) -> Vec<Named> {
+        self.scopes
+            .iter()
+            .rev()
+            .flat_map(|scope| &scope.sources)
+            .filter(|source| source.reference == reference)
+            .map(|source| match (&source.table, source.joined.is_empty()) {
                 (Some(table), _) => Named::Table(table.clone()),
                 (None, false) => Named::Join(source.joined.clone()),
                 (None, true) => Named::Derived,
             })
-        })
+            .collect()
     }
 
     /// A column named without a table. It belongs to the only table of
@@ -624,8 +654,10 @@ impl Walker {
         // A name that is also a FROM item's name may be a whole-row
         // reference (`SELECT c FROM cards c`): without the catalog, count
         // it as both.
-        if let Some(named) = self.lookup(&name) {
-            self.whole_row_of(named, as_stored);
+        let every = self.candidates(&name);
+        let whole_row_as_stored = as_stored && every.len() == 1;
+        for named in every {
+            self.whole_row_of(named, whole_row_as_stored);
         }
         let nonempty_scopes = self.scopes.iter().filter(|s| !s.sources.is_empty()).count();
         let table = match self.scopes.last() {
@@ -656,6 +688,23 @@ impl Walker {
             [] => {}
             [column] => self.bare_column(column.clone(), as_stored),
             [reference, column] => {
+                // A name found more than once is read as each, and
+                // unresolved besides.
+                let every = self.candidates(reference);
+                if every.len() > 1 {
+                    let function = row_function(column).is_some();
+                    for named in every {
+                        match named {
+                            _ if function => self.whole_row_of(named, false),
+                            Named::Table(table) => {
+                                self.touched.column(Some(table), Some(column.clone()))
+                            }
+                            Named::Join(_) | Named::Derived => {}
+                        }
+                    }
+                    self.touched.column(None, Some(column.clone()));
+                    return;
+                }
                 let named = self.lookup(reference);
                 // PostgreSQL reads `c.f`, where c has no column f, as the
                 // call f(c): `c.to_jsonb`, `c.text` hand the whole row to
@@ -835,6 +884,10 @@ const ROW_FUNCTIONS: &[&str] = &[
     "quote_nullable",
     "concat",
     "pg_column_size",
+    // Aggregates too: `c.json_agg` is json_agg(c).
+    "json_agg",
+    "jsonb_agg",
+    "array_agg",
     "text",
     "varchar",
     "bpchar",

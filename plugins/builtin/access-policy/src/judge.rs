@@ -12,7 +12,7 @@ use sluice_plugin::types::{
     ColumnAccess, Decision, Statement, StatementKind, TableAccess, TableAction, TableRef, Wrapper,
 };
 
-use crate::rules::{Cardholder, ColumnTag, DATA_KINDS, Grant, Rules};
+use crate::rules::{CATALOG_SCHEMA, Cardholder, ColumnTag, DATA_KINDS, Grant, Rules};
 
 /// How a statement touches a tagged column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,20 @@ enum Touch {
     /// Any other read: computed on, compared, filtered by.
     Computed,
 }
+
+/// Catalog views that show values of any table's columns: the planner's
+/// statistics (a column's most common values and histogram bounds) and
+/// the text of other sessions' statements. Reading one may touch every
+/// tagged column.
+const SHOWS_OTHER_TABLES_VALUES: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+];
 
 /// Rule names in denials: which part of the policy refused.
 pub const RULE_UNPARSED: &str = "access-policy/unparsed";
@@ -208,6 +222,26 @@ impl Rules {
             }
         }
 
+        // Catalog views that show values of other tables' columns: the
+        // planner's statistics (`histogram_bounds`, `most_common_vals` of
+        // cards.pan are card numbers) and other sessions' statement text.
+        let statistics: Vec<&str> = statement
+            .tables
+            .iter()
+            .filter(|access| {
+                matches!(access.table.schema.as_deref(), None | Some(CATALOG_SCHEMA))
+                    && SHOWS_OTHER_TABLES_VALUES.contains(&access.table.name.as_str())
+            })
+            .map(|access| access.table.name.as_str())
+            .fold(Vec::new(), |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            });
+        // Either may touch any tagged column, unseen.
+        let unseen = !opaque.is_empty() || !statistics.is_empty();
+
         let mut direct = Vec::new();
         let mut computed = Vec::new();
         let mut through_functions = Vec::new();
@@ -218,7 +252,7 @@ impl Rules {
                 .filter(|access| self.same_table(&access.table, &tag.table))
                 .collect();
             let touch = self.touches(statement, tag, !on_table.is_empty());
-            if touch.is_none() && opaque.is_empty() {
+            if touch.is_none() && !unseen {
                 continue;
             }
             // What must be covered by grants whose `cardholder` reaches
@@ -230,10 +264,10 @@ impl Rules {
                 .iter()
                 .map(|access| (&access.table, access.action))
                 .collect();
-            if needed.is_empty() || !opaque.is_empty() {
+            if needed.is_empty() || unseen {
                 needed.push((&tag.table, TableAction::Read));
             }
-            let as_stored = touch == Some(Touch::AsStored) && opaque.is_empty();
+            let as_stored = touch == Some(Touch::AsStored) && !unseen;
             let exempt = needed.iter().all(|(table, action)| {
                 let needs = if as_stored && *action == TableAction::Read {
                     Cardholder::AsStored
@@ -247,7 +281,7 @@ impl Rules {
                 // through is told apart: the principal may read the
                 // column, just not this way.
                 let readable_as_stored = touch == Some(Touch::Computed)
-                    && opaque.is_empty()
+                    && !unseen
                     && needed.iter().all(|(table, action)| {
                         *action == TableAction::Read
                             && self.covered(grants, table, *action, Cardholder::AsStored)
@@ -281,9 +315,22 @@ impl Rules {
             if !reason.is_empty() {
                 reason.push_str("; ");
             }
+            let mut unseen_by = Vec::new();
+            if !opaque.is_empty() {
+                unseen_by.push(format!(
+                    "calls {}, whose body sluice cannot see",
+                    opaque.join(", ")
+                ));
+            }
+            if !statistics.is_empty() {
+                unseen_by.push(format!(
+                    "reads {}, which shows values of other tables",
+                    statistics.join(", ")
+                ));
+            }
             reason.push_str(&format!(
-                "calls {}, whose body sluice cannot see, so it may touch cardholder data: {}",
-                opaque.join(", "),
+                "{}, so it may touch cardholder data: {}",
+                unseen_by.join(", and "),
                 through_functions.join(", ")
             ));
         }
@@ -1290,6 +1337,32 @@ cardholder = "as-stored"
         assert_eq!(
             support(&returning),
             approval("touches cardholder data: cards.pan")
+        );
+
+        // The planner's statistics show cards.pan's most common values.
+        let stats = Statement {
+            tables: vec![TableAccess {
+                table: TableRef {
+                    schema: Some("pg_catalog".into()),
+                    name: "pg_stats".into(),
+                },
+                action: TableAction::Read,
+            }],
+            ..select(&[], vec![stored(None, Some("histogram_bounds"))])
+        };
+        let everything = Rules::parse(
+            vec!["public".into()],
+            "[cardholder]\ncolumns = [\"cards.pan\"]\napprover_group = \"security\"\n\
+             [[grant]]\ngroups = [\"support\"]\ntables = [\"*\"]\nactions = [\"read\"]\n\
+             cardholder = \"as-stored\"\n",
+        )
+        .expect("valid rules");
+        assert_eq!(
+            judge_with(&everything, &["support"], &stats),
+            approval(
+                "reads pg_stats, which shows values of other tables, so it may touch \
+                 cardholder data: cards.pan"
+            )
         );
 
         // A grant with no cardholder level covers no touch at all.
