@@ -688,36 +688,32 @@ impl Walker {
             [] => {}
             [column] => self.bare_column(column.clone(), as_stored),
             [reference, column] => {
+                let every = self.candidates(reference);
+                // PostgreSQL reads `c.f`, where c has no column f, as the
+                // call f(c): `c.to_jsonb`, `c.text` hand the whole row to
+                // a function, and nothing of it is a column.
+                if let Some(function) = row_function(column) {
+                    if every.is_empty() {
+                        self.bare_column(reference.clone(), false);
+                    }
+                    for named in every {
+                        self.whole_row_of(named, false);
+                    }
+                    self.touched.function(&ObjectName::from(vec![function]));
+                    return;
+                }
                 // A name found more than once is read as each, and
                 // unresolved besides.
-                let every = self.candidates(reference);
                 if every.len() > 1 {
-                    let function = row_function(column).is_some();
                     for named in every {
-                        match named {
-                            _ if function => self.whole_row_of(named, false),
-                            Named::Table(table) => {
-                                self.touched.column(Some(table), Some(column.clone()))
-                            }
-                            Named::Join(_) | Named::Derived => {}
+                        if let Named::Table(table) = named {
+                            self.touched.column(Some(table), Some(column.clone()));
                         }
                     }
                     self.touched.column(None, Some(column.clone()));
                     return;
                 }
-                let named = self.lookup(reference);
-                // PostgreSQL reads `c.f`, where c has no column f, as the
-                // call f(c): `c.to_jsonb`, `c.text` hand the whole row to
-                // a function, and nothing of it is a column.
-                if let Some(function) = row_function(column) {
-                    match named {
-                        Some(named) => self.whole_row_of(named, false),
-                        None => self.bare_column(reference.clone(), false),
-                    }
-                    self.touched.function(&ObjectName::from(vec![function]));
-                    return;
-                }
-                match named {
+                match every.into_iter().next() {
                     Some(Named::Table(table)) => {
                         self.read(Some(table), Some(column.clone()), as_stored)
                     }
@@ -747,13 +743,14 @@ impl Walker {
                     schema: Some(schema.clone()),
                     name: name.clone(),
                 };
-                if row_function(column).is_some() {
-                    self.read(Some(table), None, false);
-                    self.touched
-                        .function(&ObjectName::from(vec![Ident::new(column.clone())]));
-                } else {
-                    self.read(Some(table), Some(column.clone()), as_stored);
+                match row_function(column) {
+                    Some(function) => {
+                        self.read(Some(table), None, false);
+                        self.touched.function(&ObjectName::from(vec![function]));
+                    }
+                    None => self.read(Some(table), Some(column.clone()), as_stored),
                 }
+                // `c.pan.field`: a field of c's column pan.
                 if self.lookup(&folded[0]).is_some() {
                     self.touched.column(None, Some(folded[1].clone()));
                 }
