@@ -411,6 +411,83 @@ async fn analysts_read_card_numbers_only_as_stored() {
     assert_eq!(snapshot(&direct).await, before);
 }
 
+/// A grant to write card numbers without approval (`cardholder = "allow"`
+/// on insert, update, delete) is not one to read them: a statement that
+/// compares or returns stored card numbers inside a write — an ON
+/// CONFLICT, whose outcome says whether a number is stored, a WHERE, a
+/// RETURNING — needs approval (refused here, with no approval plugin),
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_of_card_numbers_may_not_read_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.toml");
+    let rules = std::fs::read_to_string(quickstart("access.toml")).unwrap()
+        + "\n[[grant]]\ngroups = [\"agents\"]\ntables = [\"cards\"]\n\
+           actions = [\"insert\", \"update\", \"delete\"]\ncardholder = \"allow\"\n";
+    std::fs::write(&access, rules).unwrap();
+    let env = TestEnv::start_with_config(&policies(&quickstart("guard.toml"), &access), false)
+        .await
+        .expect("the gateway starts");
+    let direct = env.connect_direct().await;
+    direct
+        .batch_execute("ALTER TABLE cards ADD CONSTRAINT cards_pan_key UNIQUE (pan)")
+        .await
+        .expect("card numbers made unique");
+    let stored: String = direct
+        .query_one("SELECT pan FROM cards ORDER BY id LIMIT 1", &[])
+        .await
+        .expect("a stored card number")
+        .get(0);
+
+    let agent = env.connect("agent").await;
+    let values = |pan: &str| {
+        format!(
+            "INSERT INTO cards (customer_id, pan, expiry, cardholder_name, brand) \
+             VALUES (1, '{pan}', '12/30', 'Test Loader', 'visa')"
+        )
+    };
+    let before = snapshot(&direct).await;
+    for sql in [
+        format!("{} ON CONFLICT (pan) DO NOTHING", values(&stored)),
+        format!("{} ON CONFLICT DO NOTHING", values(&stored)),
+        format!(
+            "{} ON CONFLICT ON CONSTRAINT cards_pan_key DO NOTHING",
+            values(&stored)
+        ),
+        format!(
+            "{} ON CONFLICT (pan) DO NOTHING RETURNING id",
+            values(&stored)
+        ),
+        format!("UPDATE cards SET brand = brand WHERE pan = '{stored}'"),
+        "UPDATE cards SET brand = brand WHERE id = 1 RETURNING pan".to_owned(),
+        "UPDATE cards SET pan = pan WHERE id = 1".to_owned(),
+        "DELETE FROM cards WHERE pan = '4000000000000002'".to_owned(),
+        "DELETE FROM cards WHERE id = -1 RETURNING pan".to_owned(),
+    ] {
+        assert_refused(&agent, "agent", &sql).await;
+    }
+    assert_eq!(snapshot(&direct).await, before);
+
+    // Writing a card number, which the grant is for, runs.
+    agent
+        .simple_query(&values("4000000000000002"))
+        .await
+        .expect("agents write card numbers");
+    agent
+        .simple_query("UPDATE cards SET pan = '4000000000000028' WHERE id = 1")
+        .await
+        .expect("agents change card numbers");
+    let changed: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM cards WHERE pan IN ('4000000000000002', '4000000000000028')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(changed, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_as_an_admin() {
     let env = start().await;

@@ -2,9 +2,9 @@
 //! the walker — what it touches.
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, CopySource, CopyTarget, Expr, FromTable, MergeAction,
-    OnConflictAction, OnInsert, Reset, Set, Statement as Ast, TableFactor, TableObject,
-    UpdateTableFromKind, UtilityOption, Value, Visit,
+    Assignment, AssignmentTarget, ConflictTarget, CopySource, CopyTarget, Expr, FromTable,
+    MergeAction, OnConflictAction, OnInsert, Reset, Set, Statement as Ast, TableFactor,
+    TableObject, UpdateTableFromKind, UtilityOption, Value, Visit,
 };
 
 use super::lexer::Token;
@@ -348,6 +348,25 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
     // The rows to insert: a query of its own, not in the target's scope.
     if let Some(source) = &insert.source {
         walker.query(source);
+    }
+    // ON CONFLICT compares each row to insert with the rows there, on the
+    // arbiter's columns: a read of them (PostgreSQL asks for SELECT on the
+    // columns named), or the statement's outcome would tell whether a value
+    // is stored. Without a column list the arbiter is any unique index, on
+    // columns sluice does not know: every column is read.
+    if let (Some(OnInsert::OnConflict(conflict)), Some(table)) = (&insert.on, &target) {
+        match &conflict.conflict_target {
+            Some(ConflictTarget::Columns { columns, .. }) => {
+                for column in columns {
+                    walker
+                        .touched
+                        .column(Some(table.clone()), Some(fold(column)));
+                }
+            }
+            Some(ConflictTarget::OnConstraint(_)) | None => {
+                walker.touched.column(Some(table.clone()), None);
+            }
+        }
     }
     if let Some(OnInsert::OnConflict(conflict)) = &insert.on
         && let OnConflictAction::DoUpdate(update) = &conflict.action

@@ -276,6 +276,7 @@ fn writes_name_their_target_and_columns() {
         "INSERT INTO orders (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = excluded.status",
     );
     assert_eq!(tables(&s), ["insert:orders", "update:orders"]);
+    assert!(columns(&s).contains(&"orders.id".to_owned()));
     let s = one(
         "UPDATE orders SET status = 'x' FROM cards WHERE orders.card_id = cards.id AND orders.id = 3",
     );
@@ -1043,4 +1044,44 @@ fn names_resolve_where_postgresql_resolves_them() {
     let s = one("SELECT c.json_agg FROM cards c");
     assert_eq!(columns(&s), ["cards.*"]);
     assert_eq!(functions(&s), [("json_agg".to_owned(), true)]);
+}
+
+/// ON CONFLICT compares the rows to insert with those stored, on the
+/// arbiter's columns: whether a row was inserted tells whether its value
+/// was there. So the arbiter's columns are read, never as stored; with
+/// no column list (any unique index) every column is.
+#[test]
+fn on_conflict_reads_the_columns_it_compares() {
+    let s = one("INSERT INTO cards (pan) VALUES ('4111111111111111') ON CONFLICT (pan) DO NOTHING");
+    assert_eq!(tables(&s), ["insert:cards"]);
+    assert_eq!(columns(&s), ["cards.pan"]);
+    assert_eq!(written(&s), ["cards.pan"]);
+    assert!(s.columns.iter().all(|c| !c.as_stored));
+    let s = one("INSERT INTO cards (pan) VALUES ('4111111111111111') \
+         ON CONFLICT (pan) WHERE brand = 'visa' DO NOTHING");
+    // (`brand` could be the target's or `excluded`'s: unresolved.)
+    assert_eq!(columns(&s), ["?.brand", "cards.pan"]);
+    // An index expression as the arbiter is beyond the parser: unparsed,
+    // which policies refuse.
+    let s = one(
+        "INSERT INTO cards (pan) VALUES ('4111111111111111') ON CONFLICT (lower(pan)) DO NOTHING",
+    );
+    assert_eq!(s.kind, StatementKind::Unparsed);
+    for sql in [
+        "INSERT INTO cards (pan) VALUES ('4111111111111111') ON CONFLICT DO NOTHING",
+        "INSERT INTO cards (pan) VALUES ('4111111111111111') ON CONFLICT ON CONSTRAINT cards_pan_key DO NOTHING",
+        "INSERT INTO public.cards AS c (pan) VALUES ('4111111111111111') ON CONFLICT DO NOTHING RETURNING id",
+    ] {
+        let s = one(sql);
+        assert!(
+            s.columns.iter().any(|c| c.access == ColumnAccess::Read
+                && c.column.is_none()
+                && c.table.as_ref().is_some_and(|t| t.name == "cards")),
+            "{sql}: every column of cards is read: {:#?}",
+            s.columns
+        );
+    }
+    // A plain INSERT compares nothing it is not told.
+    let s = one("INSERT INTO cards (pan) VALUES ('4111111111111111')");
+    assert!(columns(&s).is_empty(), "{:?}", columns(&s));
 }

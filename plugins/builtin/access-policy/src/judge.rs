@@ -17,6 +17,9 @@ use crate::rules::{CATALOG_SCHEMA, Cardholder, ColumnTag, DATA_KINDS, Grant, Rul
 /// How a statement touches a tagged column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Touch {
+    /// The table of a whole-table tag, touched without a column read
+    /// (`count(*)`, an INSERT): no value goes anywhere.
+    Unread,
     /// Only reads that send its values to the client as stored.
     AsStored,
     /// Any other read: computed on, compared, filtered by.
@@ -264,10 +267,17 @@ impl Rules {
                 .iter()
                 .map(|access| (&access.table, access.action))
                 .collect();
-            if needed.is_empty() || unseen {
+            // A value read in a write — its WHERE, its RETURNING, the
+            // columns an ON CONFLICT compares — is a read all the same: a
+            // grant to write card numbers is not one to read them back.
+            let reads = unseen || matches!(touch, Some(Touch::AsStored | Touch::Computed));
+            let read_needed = needed
+                .iter()
+                .any(|(_, action)| *action == TableAction::Read);
+            if needed.is_empty() || reads && !read_needed {
                 needed.push((&tag.table, TableAction::Read));
             }
-            let as_stored = touch == Some(Touch::AsStored) && !unseen;
+            let as_stored = matches!(touch, Some(Touch::AsStored | Touch::Unread)) && !unseen;
             let exempt = needed.iter().all(|(table, action)| {
                 let needs = if as_stored && *action == TableAction::Read {
                     Cardholder::AsStored
@@ -341,8 +351,8 @@ impl Rules {
     /// column reference to its table, by an unresolved one of the same
     /// name when its table is among the statement's (`on_table`), or — for
     /// a whole-table tag — by touching the table at all. The touch is
-    /// as-stored when every such reference is (a whole-table tag touched
-    /// with no column read, as by `count(*)`, reads no value).
+    /// as-stored when every such reference is; a whole-table tag touched
+    /// with no column read, as by `count(*)`, is touched unread.
     fn touches(&self, statement: &Statement, tag: &ColumnTag, on_table: bool) -> Option<Touch> {
         // Setting a tagged column does not show what it holds: only reads
         // need approval.
@@ -368,8 +378,8 @@ impl Rules {
             any = true;
             reference.as_stored
         });
-        if !(any || tag.column.is_none() && on_table) {
-            return None;
+        if !any {
+            return (tag.column.is_none() && on_table).then_some(Touch::Unread);
         }
         Some(if all_as_stored {
             Touch::AsStored
@@ -600,6 +610,14 @@ unparsed = ["VACUUM", "ANALYZE"]
     fn stored(table_name: Option<&str>, column_name: Option<&str>) -> ColumnRef {
         ColumnRef {
             as_stored: true,
+            ..column(table_name, column_name)
+        }
+    }
+
+    /// A column written (INSERT's list, UPDATE's SET).
+    fn written(table_name: Option<&str>, column_name: Option<&str>) -> ColumnRef {
+        ColumnRef {
+            access: ColumnAccess::Write,
             ..column(table_name, column_name)
         }
     }
@@ -1062,9 +1080,10 @@ actions = ["read"]
 "#,
         )
         .expect("valid");
+        let written = written(Some("cards"), Some("pan"));
         let insert = Statement {
             tables: vec![access("cards", TableAction::Insert)],
-            columns: vec![column(Some("cards"), Some("pan"))],
+            columns: vec![written.clone()],
             ..Statement::new(StatementKind::Insert, "INSERT ...")
         };
         assert_eq!(judge_with(&rules, &["loaders"], &insert), Decision::Allow);
@@ -1073,18 +1092,101 @@ actions = ["read"]
             judge_with(&rules, &["loaders"], &read),
             approval("touches cardholder data: cards.pan")
         );
-        // INSERT ... RETURNING pan reads it too.
-        let returning = Statement {
-            tables: vec![
-                access("cards", TableAction::Insert),
-                access("cards", TableAction::Read),
-            ],
+        // A read inside the write is a read: RETURNING pan (unresolved, as
+        // the analysis finds it), ON CONFLICT (pan), whose outcome says
+        // whether the number is stored, the whole row an ON CONFLICT with
+        // no column list compares.
+        for read in [
+            column(None, Some("pan")),
+            column(Some("cards"), Some("pan")),
+            column(Some("cards"), None),
+        ] {
+            let reading = Statement {
+                columns: vec![written.clone(), read.clone()],
+                ..insert.clone()
+            };
+            assert_eq!(
+                judge_with(&rules, &["loaders"], &reading),
+                approval("touches cardholder data: cards.pan"),
+                "{read:?}"
+            );
+        }
+        // With a grant to read card numbers too, it runs.
+        let readers = Rules::parse(
+            vec!["public".into()],
+            r#"
+[cardholder]
+columns = ["cards.pan"]
+approver_group = "security"
+
+[[grant]]
+groups = ["loaders"]
+tables = ["cards"]
+actions = ["insert", "read"]
+cardholder = "allow"
+"#,
+        )
+        .expect("valid");
+        let conflict = Statement {
+            columns: vec![written, column(Some("cards"), Some("pan"))],
             ..insert
         };
         assert_eq!(
-            judge_with(&rules, &["loaders"], &returning),
-            approval("touches cardholder data: cards.pan")
+            judge_with(&readers, &["loaders"], &conflict),
+            Decision::Allow
         );
+    }
+
+    /// A grant to change or delete card data with `cardholder = "allow"`
+    /// is not one to read it: `WHERE pan = ...` answers whether a number
+    /// is stored, `RETURNING pan` shows it.
+    #[test]
+    fn reads_in_updates_and_deletes_need_a_read_grant() {
+        let rules = Rules::parse(
+            vec!["public".into()],
+            r#"
+[cardholder]
+columns = ["cards.pan"]
+approver_group = "security"
+
+[[grant]]
+groups = ["keepers"]
+tables = ["cards"]
+actions = ["read", "update", "delete"]
+
+[[grant]]
+groups = ["keepers"]
+tables = ["cards"]
+actions = ["update", "delete"]
+cardholder = "allow"
+"#,
+        )
+        .expect("valid");
+        let written = written(Some("cards"), Some("pan"));
+        let update = Statement {
+            tables: vec![access("cards", TableAction::Update)],
+            columns: vec![written, column(Some("cards"), Some("id"))],
+            ..Statement::new(
+                StatementKind::Update,
+                "UPDATE cards SET pan = ... WHERE id = 1",
+            )
+        };
+        assert_eq!(judge_with(&rules, &["keepers"], &update), Decision::Allow);
+        for (kind, action) in [
+            (StatementKind::Update, TableAction::Update),
+            (StatementKind::Delete, TableAction::Delete),
+        ] {
+            let reading = Statement {
+                tables: vec![access("cards", action)],
+                columns: vec![column(Some("cards"), Some("pan"))],
+                ..Statement::new(kind, "... WHERE pan = '4111111111111111' RETURNING pan")
+            };
+            assert_eq!(
+                judge_with(&rules, &["keepers"], &reading),
+                approval("touches cardholder data: cards.pan"),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]
