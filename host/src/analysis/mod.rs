@@ -35,7 +35,7 @@ use crate::plugin::bindings::types::{
 };
 use lexer::Token;
 pub use statement::{leading_command, privilege_setting};
-use walk::Touched;
+use walk::{Copied, Touched};
 
 /// What running a statement does to the session's own state that sluice
 /// must follow: SQL-level prepared statements.
@@ -466,25 +466,12 @@ fn copy_facts(text: &str, copy: &copy::CopyCommand, scs: bool) -> Option<Facts> 
                 name: name.clone(),
             };
             facts.touched.table(table.clone(), action);
-            let reads = copy.direction == copy::CopyDirection::To;
-            // Rows copied to the client go as they are stored; to a server
-            // file or program, they leave sluice's sight.
-            let to_client = reads && copy.endpoint == copy::CopyEndpoint::Stdio;
-            let mut record = |column: Option<String>| {
-                if to_client {
-                    facts.touched.column_as_stored(Some(table.clone()), column)
-                } else if reads {
-                    facts.touched.column(Some(table.clone()), column)
-                } else {
-                    facts.touched.written(Some(table.clone()), column)
-                }
+            let way = match (&copy.direction, &copy.endpoint) {
+                (copy::CopyDirection::From, _) => Copied::In,
+                (copy::CopyDirection::To, copy::CopyEndpoint::Stdio) => Copied::ToClient,
+                (copy::CopyDirection::To, _) => Copied::ToServer,
             };
-            if columns.is_empty() {
-                record(None);
-            }
-            for column in columns {
-                record(Some(column.clone()));
-            }
+            facts.touched.copied(&table, columns, way);
             facts
         }
         copy::CopySource::Query {

@@ -8,7 +8,7 @@ use sqlparser::ast::{
 };
 
 use super::lexer::Token;
-use super::walk::{SetConfigCall, Walker, fold, table_ref};
+use super::walk::{Copied, SetConfigCall, Walker, fold, table_ref};
 use super::where_clause::{self, Target};
 use super::{Effect, Facts};
 use crate::plugin::bindings::types::{
@@ -95,25 +95,14 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                     } else {
                         TableAction::Insert
                     };
-                    // Rows copied to the client go as they are stored; to
-                    // a server file or program, they leave sluice's sight.
-                    let as_stored = *to && matches!(target, CopyTarget::Stdout);
+                    let way = match (to, target) {
+                        (false, _) => Copied::In,
+                        (true, CopyTarget::Stdout) => Copied::ToClient,
+                        (true, _) => Copied::ToServer,
+                    };
                     if let Some(table) = walker.relation(table_name, action) {
-                        let mut record = |column: Option<String>| {
-                            if as_stored {
-                                walker.touched.column_as_stored(Some(table.clone()), column)
-                            } else if *to {
-                                walker.touched.column(Some(table.clone()), column)
-                            } else {
-                                walker.touched.written(Some(table.clone()), column)
-                            }
-                        };
-                        if columns.is_empty() {
-                            record(None);
-                        }
-                        for column in columns {
-                            record(Some(fold(column)));
-                        }
+                        let columns: Vec<String> = columns.iter().map(fold).collect();
+                        walker.touched.copied(&table, &columns, way);
                     }
                 }
                 CopySource::Query(query) if matches!(target, CopyTarget::Stdout) => {

@@ -92,6 +92,17 @@ struct Scope {
 }
 
 /// What a statement touches, accumulated as the walk goes.
+/// Where a COPY of a table moves its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copied {
+    /// `COPY ... TO STDOUT`.
+    ToClient,
+    /// `COPY ... TO` a server file or program.
+    ToServer,
+    /// `COPY ... FROM`.
+    In,
+}
+
 #[derive(Debug, Default)]
 pub struct Touched {
     pub tables: Vec<TableAccess>,
@@ -125,6 +136,23 @@ impl Touched {
     /// Records a column written (INSERT's list, UPDATE's SET, COPY FROM).
     pub fn written(&mut self, table: Option<TableRef>, column: Option<String>) {
         self.use_column(table, column, ColumnAccess::Write, false);
+    }
+
+    /// The columns of `table` a COPY moves (every column when `columns`
+    /// names none). Rows copied to the client go as they are stored; to a
+    /// server file or program, they leave sluice's sight: a read.
+    pub fn copied(&mut self, table: &TableRef, columns: &[String], way: Copied) {
+        let mut record = |column: Option<String>| match way {
+            Copied::ToClient => self.column_as_stored(Some(table.clone()), column),
+            Copied::ToServer => self.column(Some(table.clone()), column),
+            Copied::In => self.written(Some(table.clone()), column),
+        };
+        if columns.is_empty() {
+            record(None);
+        }
+        for column in columns {
+            record(Some(column.clone()));
+        }
     }
 
     /// Records one use of a column. A column used several ways is listed
