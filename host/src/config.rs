@@ -77,6 +77,19 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     pub admin: Option<AdminConfig>,
     pub telemetry: Option<TelemetryConfig>,
+    #[serde(default)]
+    pub errors: ErrorsConfig,
+}
+
+/// `[errors]`: what of the server's errors a session is shown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// Groups whose sessions see the row values PostgreSQL puts in the
+    /// DETAIL of a constraint violation (`Failing row contains (...)`,
+    /// `Key (pan)=(...) already exists`); everyone else's are withheld.
+    #[serde(default)]
+    pub row_values_for: Vec<String>,
 }
 
 /// `[admin]`: the operators' HTTP port — `/metrics` (Prometheus text),
@@ -479,6 +492,9 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Trace export; `None`: no spans.
     pub telemetry: Option<crate::telemetry::TelemetrySettings>,
+    /// Groups whose sessions see the row values of a constraint
+    /// violation's DETAIL (`[errors] row_values_for`).
+    pub row_values_for: BTreeSet<String>,
 }
 
 /// An address, or a range of them in CIDR notation (`10.0.0.0/8`,
@@ -1098,6 +1114,7 @@ impl Config {
             audit,
             admin,
             telemetry,
+            row_values_for: self.resolve_row_values_for()?,
         })
     }
 
@@ -1314,6 +1331,19 @@ impl Config {
             });
         }
         Ok(plugins)
+    }
+
+    fn resolve_row_values_for(&self) -> Result<BTreeSet<String>, Error> {
+        let mut groups = BTreeSet::new();
+        for group in &self.errors.row_values_for {
+            if group.trim().is_empty() {
+                return Err(invalid(
+                    "[errors] row_values_for: a group name must not be empty",
+                ));
+            }
+            groups.insert(group.clone());
+        }
+        Ok(groups)
     }
 
     fn resolve_upstream(
@@ -1964,6 +1994,10 @@ mod tests {
         );
         assert!(settings.upstream.password.is_none());
         assert!(settings.allowed_startup_parameters.contains("datestyle"));
+        assert!(
+            settings.row_values_for.is_empty(),
+            "no session sees a violation's row values unless configured"
+        );
     }
 
     #[test]
@@ -2142,6 +2176,18 @@ mod tests {
             (
                 "[listen]\ntls_cert = \"a.pem\"\n[upstream]\nurl=\"postgres://a@b/c\"",
                 "go together",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[errors]\nrow_values_for = \"admins\"",
+                "line 4, column 18: invalid type: string \"admins\", expected a sequence",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[errors]\nrow_values_for = [\" \"]",
+                "row_values_for: a group name must not be empty",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[errors]\nrow_values = [\"admins\"]",
+                "row_values",
             ),
         ] {
             let error = resolve(text).unwrap_err().to_string();

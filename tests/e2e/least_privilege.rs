@@ -488,6 +488,59 @@ async fn writers_of_card_numbers_may_not_read_them_back() {
     assert_eq!(changed, 2);
 }
 
+/// PostgreSQL puts the failing row, or the colliding key, in the DETAIL of
+/// a constraint violation. sluice's upstream role may read every column,
+/// so an agent allowed to update orders — but not to read their tagged
+/// notes without approval — would be shown the note of the row it broke.
+/// Only groups named in `[errors] row_values_for` see those values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraint_violations_show_row_values_only_to_groups_named() {
+    let config = policies(&quickstart("guard.toml"), &quickstart("access.toml"))
+        + "[errors]\nrow_values_for = [\"admins\"]\n";
+    let env = TestEnv::start_with_config(&config, false)
+        .await
+        .expect("the gateway starts");
+    let direct = env.connect_direct().await;
+    let row = direct
+        .query_one(
+            "SELECT id, note FROM orders WHERE note IS NOT NULL ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("an order with a note");
+    let (id, note): (i64, String) = (row.get(0), row.get(1));
+    let first_word = note.split_whitespace().next().expect("a word").to_owned();
+    let break_check = format!("UPDATE orders SET amount = -1 WHERE id = {id}");
+    let take_id = format!(
+        "INSERT INTO orders (id, order_no, customer_id, card_id, amount, status, note) \
+         SELECT {id}, order_no, customer_id, card_id, amount, status, 'x' FROM orders WHERE id = {id}"
+    );
+
+    let agent = env.connect("agent").await;
+    for (sql, code) in [(&break_check, "23514"), (&take_id, "23505")] {
+        let error = agent
+            .simple_query(sql)
+            .await
+            .expect_err("the server refuses the row");
+        let db = error.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), code, "{sql}: {db:?}");
+        let detail = db.detail().unwrap_or_default();
+        assert!(
+            detail.starts_with("sluice withholds the row's values"),
+            "{sql}: {detail}"
+        );
+        assert!(!format!("{db:?}").contains(&first_word), "{sql}: {db:?}");
+    }
+
+    let admin = env.connect("admin").await;
+    let error = admin.simple_query(&break_check).await.expect_err("refused");
+    let detail = error.as_db_error().unwrap().detail().unwrap_or_default();
+    assert!(
+        detail.starts_with("Failing row contains") && detail.contains(&first_word),
+        "{detail}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_as_an_admin() {
     let env = start().await;

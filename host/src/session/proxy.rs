@@ -108,6 +108,10 @@ const REFUSAL_STAND_IN: &str = "sluice_refused_this_statement";
 /// Parse fails whether or not a statement of that name exists, and leaves
 /// the client's own statements (the unnamed one included) untouched.
 const REFUSAL_STATEMENT: &str = "sluice_refused";
+/// The DETAIL of a constraint violation whose row values a session may not
+/// see (see `Proxy::withhold_row_values`).
+const ROW_VALUES_WITHHELD: &str = "sluice withholds the row's values from this session: \
+     [errors] row_values_for names the groups whose sessions see them";
 
 /// A cycle forwarded to the server and not yet answered with ReadyForQuery.
 #[derive(Debug)]
@@ -3144,6 +3148,7 @@ impl Proxy<'_> {
                     // sluice's describe ahead of this COPY failed and, in a
                     // transaction block, aborted it: the client is told
                     // what failed, as the COPY itself would have said.
+                    let original = self.withhold_row_values(&original).unwrap_or(original);
                     let masked = messages::mask_fields(&self.plugins, &original)
                         .await
                         .map_err(|fault| masking_failed("a server message", &fault))?;
@@ -3183,7 +3188,10 @@ impl Proxy<'_> {
                     backend::field(&fields, b'C').unwrap_or_default(),
                     backend::field(&fields, b'M').unwrap_or_default(),
                 );
-                return self.pass_fields(frame, fields).await;
+                return match self.withhold_row_values(&fields) {
+                    Some(withheld) => self.pass_changed_fields(frame.tag(), withheld).await,
+                    None => self.pass_fields(frame, fields).await,
+                };
             }
             tag::NOTICE_RESPONSE => {
                 let fields = match backend::decode(&frame) {
@@ -3321,18 +3329,72 @@ impl Proxy<'_> {
     }
 
     /// Passes an ErrorResponse or NoticeResponse on, its text masked.
-    async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
-        if self.current_plugins().masks() {
-            let masked = messages::mask_fields(&self.plugins, &fields)
-                .await
-                .map_err(|fault| masking_failed("a server message", &fault))?;
-            if let Some(masked) = masked {
-                messages::encode_fields(frame.tag(), masked, &mut self.to_client);
-                return Ok(());
-            }
+    /// The error's fields with the row values of its DETAIL withheld, when
+    /// it is a constraint violation (class 23: not null, foreign key,
+    /// unique, check, exclusion; 44000: a view's check option) and the
+    /// session's principal is in no group of `[errors] row_values_for`.
+    /// PostgreSQL shows the failing row, or the key that collided, only to
+    /// a user who may read those columns — but sluice's upstream role may
+    /// read every column, so a principal allowed only to write a table
+    /// would be shown values its grants keep from it (a tagged note, the
+    /// card number beside a colliding key). Told by SQLSTATE, not by the
+    /// DETAIL's wording, which the server's language changes.
+    /// `None`: nothing to withhold.
+    fn withhold_row_values(&self, fields: &[(u8, String)]) -> Option<Vec<(u8, String)>> {
+        let code = backend::field(fields, b'C')?;
+        let shows_row = code.starts_with("23") || code == "44000";
+        if !shows_row || backend::field(fields, b'D').is_none() {
+            return None;
         }
-        self.to_client.extend_from_slice(frame.as_bytes());
+        let row_values_for = &self.shared.settings.row_values_for;
+        if self
+            .session
+            .principal
+            .groups
+            .iter()
+            .any(|group| row_values_for.contains(group))
+        {
+            return None;
+        }
+        Some(
+            fields
+                .iter()
+                .map(|(kind, value)| match kind {
+                    b'D' => (*kind, ROW_VALUES_WITHHELD.to_owned()),
+                    _ => (*kind, value.clone()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Passes an error or notice to the client, masked.
+    async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
+        match self.masked_fields(&fields).await? {
+            Some(masked) => messages::encode_fields(frame.tag(), masked, &mut self.to_client),
+            None => self.to_client.extend_from_slice(frame.as_bytes()),
+        }
         Ok(())
+    }
+
+    /// Passes an error or notice sluice changed to the client, masked.
+    async fn pass_changed_fields(&mut self, tag: u8, fields: Vec<(u8, String)>) -> Result<(), End> {
+        let fields = self.masked_fields(&fields).await?.unwrap_or(fields);
+        messages::encode_fields(tag, fields, &mut self.to_client);
+        Ok(())
+    }
+
+    /// `fields` as the masking plugins leave them; `None` when none is
+    /// loaded or none changed anything.
+    async fn masked_fields(
+        &mut self,
+        fields: &[(u8, String)],
+    ) -> Result<Option<Vec<(u8, String)>>, End> {
+        if !self.current_plugins().masks() {
+            return Ok(None);
+        }
+        messages::mask_fields(&self.plugins, fields)
+            .await
+            .map_err(|fault| masking_failed("a server message", &fault))
     }
 
     /// A message sluice must read whole is larger than it may hold. Errors
