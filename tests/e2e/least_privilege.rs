@@ -463,6 +463,15 @@ async fn writers_of_card_numbers_may_not_read_them_back() {
         "UPDATE cards SET pan = pan WHERE id = 1".to_owned(),
         "DELETE FROM cards WHERE pan = '4000000000000002'".to_owned(),
         "DELETE FROM cards WHERE id = -1 RETURNING pan".to_owned(),
+        "UPDATE cards SET brand = brand WHERE id = 1 RETURNING *".to_owned(),
+        "DELETE FROM cards c WHERE c.id = -1 RETURNING c.*".to_owned(),
+        "WITH u AS (UPDATE cards SET brand = brand WHERE id BETWEEN 1 AND 1000000 RETURNING *) \
+         SELECT id, translate(pan, '0123456789', 'abcdefghij') FROM u"
+            .to_owned(),
+        "INSERT INTO cards (id, customer_id, pan, expiry, cardholder_name, brand) \
+         VALUES (1, 1, '4000000000000044', '12/30', 'x', 'visa') \
+         ON CONFLICT (id) DO UPDATE SET brand = cards.brand RETURNING *"
+            .to_owned(),
     ] {
         assert_refused(&agent, "agent", &sql).await;
     }
@@ -477,15 +486,26 @@ async fn writers_of_card_numbers_may_not_read_them_back() {
         .simple_query("UPDATE cards SET pan = '4000000000000028' WHERE id = 1")
         .await
         .expect("agents change card numbers");
+    // An upsert keyed by id, which shows nothing stored: `excluded` is the
+    // row proposed.
+    agent
+        .simple_query(
+            "INSERT INTO cards (id, customer_id, pan, expiry, cardholder_name, brand) \
+             VALUES (2, 1, '4000000000000036', '12/30', 'Test Loader', 'visa') \
+             ON CONFLICT (id) DO UPDATE SET pan = excluded.pan",
+        )
+        .await
+        .expect("agents upsert card numbers by id");
     let changed: i64 = direct
         .query_one(
-            "SELECT count(*) FROM cards WHERE pan IN ('4000000000000002', '4000000000000028')",
+            "SELECT count(*) FROM cards \
+             WHERE pan IN ('4000000000000002', '4000000000000028', '4000000000000036')",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(changed, 2);
+    assert_eq!(changed, 3);
 }
 
 /// PostgreSQL puts the failing row, or the colliding key, in the DETAIL of

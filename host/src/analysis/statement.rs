@@ -3,8 +3,8 @@
 
 use sqlparser::ast::{
     Assignment, AssignmentTarget, ConflictTarget, CopySource, CopyTarget, Expr, FromTable,
-    MergeAction, OnConflictAction, OnInsert, Reset, Set, Statement as Ast, TableFactor,
-    TableObject, UpdateTableFromKind, UtilityOption, Value, Visit,
+    MergeAction, OnConflictAction, OnInsert, OutputClause, Reset, Set, Statement as Ast,
+    TableFactor, TableObject, UpdateTableFromKind, UtilityOption, Value, Visit,
 };
 
 use super::lexer::Token;
@@ -374,7 +374,10 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
             .as_ref()
             .map_or_else(|| table_ref(name).name, |alias| fold(&alias.alias));
         walker.add_source(reference, Some(table.clone()));
-        walker.add_source("excluded".to_owned(), Some(table.clone()));
+        walker.add_proposed_row();
+    }
+    if let Some(items) = &insert.returning {
+        walker.returning(items, &target.iter().collect::<Vec<_>>());
     }
     walker.generic(|g| {
         let _ = insert.visit(g);
@@ -413,6 +416,10 @@ fn write_update(walker: &mut Walker, update: &sqlparser::ast::Update) {
         )
     });
     walker.bulk_write |= !real;
+    if let Some(items) = &update.returning {
+        let targets: Vec<&TableRef> = target.iter().map(|(table, _)| table).collect();
+        walker.returning(items, &targets);
+    }
     walker.generic(|g| {
         let _ = update.visit(g);
     });
@@ -467,6 +474,10 @@ fn write_delete(walker: &mut Walker, delete: &sqlparser::ast::Delete) {
             )
         });
     walker.bulk_write |= !real;
+    if let Some(items) = &delete.returning {
+        let targets: Vec<&TableRef> = targets.iter().map(|(table, _)| table).collect();
+        walker.returning(items, &targets);
+    }
     walker.generic(|g| {
         let _ = delete.visit(g);
     });
@@ -500,6 +511,15 @@ fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
         relation: merge.source.clone(),
         joins: Vec::new(),
     });
+    // PostgreSQL 17's MERGE ... RETURNING, should the server have it.
+    if let Some(
+        OutputClause::Returning { select_items, .. } | OutputClause::Output { select_items, .. },
+    ) = &merge.output
+    {
+        let target = target_of(walker, &merge.table, TableAction::Read);
+        let targets: Vec<&TableRef> = target.iter().map(|(table, _)| table).collect();
+        walker.returning(select_items, &targets);
+    }
     walker.generic(|g| {
         let _ = merge.visit(g);
     });

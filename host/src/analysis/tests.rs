@@ -154,11 +154,12 @@ fn cte_names_are_not_tables_but_what_they_read_is() {
 fn data_modifying_ctes_are_writes() {
     let s = one("WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d");
     assert_eq!(s.kind, StatementKind::Select);
-    assert_eq!(tables(&s), ["delete:orders"]);
+    // What it returns, it read.
+    assert_eq!(tables(&s), ["delete:orders", "read:orders"]);
     assert!(!s.has_where);
     let s =
         one("WITH u AS (UPDATE orders SET status = 'x' WHERE id = 4 RETURNING id) SELECT * FROM u");
-    assert_eq!(tables(&s), ["update:orders"]);
+    assert_eq!(tables(&s), ["read:orders", "update:orders"]);
     assert!(s.has_where);
 }
 
@@ -1013,6 +1014,21 @@ fn attribute_notation_calls_are_functions_of_the_whole_row() {
     assert_eq!(functions(&s), [("to_jsonb".to_owned(), true)]);
     assert_eq!(columns(&s), ["cards.*"]);
     assert!(read_as_stored(&s).is_empty());
+    // PostgreSQL 16's aggregates and an extension's hstore(record): none
+    // is among PostgreSQL 15's built-ins, so each is a call sluice cannot
+    // see into.
+    for (sql, function) in [
+        (
+            "SELECT c.jsonb_agg_strict::text FROM cards c",
+            "jsonb_agg_strict",
+        ),
+        ("SELECT c.any_value FROM cards c", "any_value"),
+        ("SELECT c.hstore -> 'pan' FROM cards c", "hstore"),
+    ] {
+        let s = one(sql);
+        assert_eq!(functions(&s), [(function.to_owned(), false)], "{sql}");
+        assert_eq!(columns(&s), ["cards.*"], "{sql}");
+    }
     // A column of another name stays a column.
     let s = one("SELECT c.brand FROM cards c");
     assert!(functions(&s).is_empty());
@@ -1025,7 +1041,7 @@ fn attribute_notation_calls_are_functions_of_the_whole_row() {
 #[test]
 fn names_resolve_where_postgresql_resolves_them() {
     let s = one("WITH cards AS (SELECT 1) DELETE FROM cards WHERE id = 1 RETURNING pan");
-    assert_eq!(tables(&s), ["delete:cards"]);
+    assert_eq!(tables(&s), ["delete:cards", "read:cards"]);
     assert_eq!(columns(&s), ["cards.id", "cards.pan"]);
     let s = one(
         "MERGE INTO cards USING (SELECT 1) s ON translate(pan, '0', 'a')::int = 0 \
@@ -1081,7 +1097,81 @@ fn on_conflict_reads_the_columns_it_compares() {
             s.columns
         );
     }
+    // `excluded` is the row proposed: its values are the statement's own.
+    let s = one(
+        "INSERT INTO cards (id, pan) VALUES (1, '4111111111111111') \
+         ON CONFLICT (id) DO UPDATE SET pan = excluded.pan, brand = cards.brand",
+    );
+    assert_eq!(columns(&s), ["cards.brand", "cards.id"]);
+    assert_eq!(written(&s), ["cards.brand", "cards.id", "cards.pan"]);
+    // Unless a name in a subquery hides it.
+    let s = one(
+        "INSERT INTO cards (id) VALUES (1) ON CONFLICT (id) DO UPDATE \
+         SET brand = (SELECT excluded.pan FROM cards excluded LIMIT 1)",
+    );
+    assert!(
+        columns(&s).contains(&"cards.pan".to_owned()),
+        "{:?}",
+        columns(&s)
+    );
     // A plain INSERT compares nothing it is not told.
     let s = one("INSERT INTO cards (pan) VALUES ('4111111111111111')");
     assert!(columns(&s).is_empty(), "{:?}", columns(&s));
+}
+
+/// A write's RETURNING reads the rows it wrote — the stored rows an
+/// UPDATE or DELETE met — so it is a read of the target, and `*` or
+/// `c.*` reads every column, never as stored.
+#[test]
+fn returning_reads_what_it_returns() {
+    for (sql, read) in [
+        (
+            "UPDATE cards SET brand = brand WHERE id = 1 RETURNING *",
+            "cards.*",
+        ),
+        (
+            "DELETE FROM cards c WHERE c.id = 1 RETURNING c.*",
+            "cards.*",
+        ),
+        (
+            "INSERT INTO cards (id, pan) VALUES (1, '0') \
+             ON CONFLICT (id) DO UPDATE SET brand = cards.brand RETURNING *",
+            "cards.*",
+        ),
+        (
+            "UPDATE cards SET brand = brand WHERE id = 1 RETURNING pan",
+            "cards.pan",
+        ),
+    ] {
+        let s = one(sql);
+        assert!(
+            tables(&s).contains(&"read:cards".to_owned()),
+            "{sql}: {:?}",
+            tables(&s)
+        );
+        assert!(
+            columns(&s).contains(&read.to_owned()),
+            "{sql}: {:?}",
+            columns(&s)
+        );
+        assert!(
+            s.columns.iter().all(|c| !c.as_stored),
+            "{sql}: {:#?}",
+            s.columns
+        );
+    }
+    // Through a data-modifying CTE, the rows' every column is read where
+    // they were returned.
+    let s = one(
+        "WITH u AS (UPDATE cards SET brand = brand WHERE id BETWEEN 1 AND 1000000 RETURNING *) \
+         SELECT id, translate(pan, '0123456789', 'abcdefghij') FROM u",
+    );
+    assert!(
+        columns(&s).contains(&"cards.*".to_owned()),
+        "{:?}",
+        columns(&s)
+    );
+    // No RETURNING, no read of the target beyond its WHERE.
+    let s = one("UPDATE cards SET brand = 'x' WHERE id = 1");
+    assert_eq!(tables(&s), ["update:cards"]);
 }

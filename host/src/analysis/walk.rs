@@ -72,6 +72,10 @@ struct Source {
     /// For the alias of a parenthesised join, the tables inside it: its
     /// columns are theirs.
     joined: Vec<TableRef>,
+    /// ON CONFLICT's `excluded`: the row proposed for insertion, whose
+    /// values came from the statement itself (walked where they are
+    /// written), never from a stored row.
+    proposed: bool,
 }
 
 /// What a name in a FROM list stands for.
@@ -82,6 +86,8 @@ enum Named {
     /// A subquery, CTE or function: its columns were recorded where they
     /// were read.
     Derived,
+    /// The row an INSERT proposes (`excluded`): nothing stored.
+    Proposed,
 }
 
 /// One level of name resolution: a SELECT's FROM list, or the target (and
@@ -296,6 +302,23 @@ impl Walker {
                 reference,
                 table,
                 joined: Vec::new(),
+                proposed: false,
+            });
+        }
+    }
+
+    /// Makes ON CONFLICT's `excluded` nameable: the row proposed for
+    /// insertion. Its columns hold what the INSERT's own VALUES or query
+    /// gave (read there, if from a table) or the defaults, so naming them
+    /// reads nothing stored — as a loader's `SET pan = excluded.pan`
+    /// shows the loader nothing.
+    pub fn add_proposed_row(&mut self) {
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.sources.push(Source {
+                reference: "excluded".to_owned(),
+                table: None,
+                joined: Vec::new(),
+                proposed: true,
             });
         }
     }
@@ -452,14 +475,7 @@ impl Walker {
         }
         let output = self.output_selects.contains(&address(select));
         for item in &select.projection {
-            match item {
-                SelectItem::Wildcard(_) => self.every_column_of_scope(output),
-                SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(name),
-                    _,
-                ) => self.whole_row(name, output),
-                _ => {}
-            }
+            self.wildcard(item, output);
         }
         if let Some(into) = &select.into {
             // SELECT ... INTO makes a table, as CREATE TABLE AS does.
@@ -485,6 +501,33 @@ impl Walker {
         });
         then(self);
         self.close_scope();
+    }
+
+    /// A write's RETURNING list, in the write's scope: it reads the rows
+    /// written (the stored rows an UPDATE, DELETE or ON CONFLICT DO UPDATE
+    /// met, the USING/FROM lists'), so it is a read of each target, and
+    /// `*` or `c.*` reads every column of what it names. Never as stored:
+    /// the rows returned are the ones a statement's own WHERE chose and
+    /// changed. Expressions in it are walked with the rest of the write.
+    pub fn returning(&mut self, items: &[SelectItem], targets: &[&TableRef]) {
+        for target in targets {
+            self.touched.table((*target).clone(), TableAction::Read);
+        }
+        for item in items {
+            self.wildcard(item, false);
+        }
+    }
+
+    /// A select list's or RETURNING's `*` (every column in scope) or `c.*`
+    /// (every column of `c`); other items are expressions, walked as such.
+    fn wildcard(&mut self, item: &SelectItem, as_stored: bool) {
+        match item {
+            SelectItem::Wildcard(_) => self.every_column_of_scope(as_stored),
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                self.whole_row(name, as_stored)
+            }
+            _ => {}
+        }
     }
 
     /// Walks one FROM item and its joins, making each nameable.
@@ -577,6 +620,7 @@ impl Walker {
                             reference: fold(&alias.name),
                             table: None,
                             joined,
+                            proposed: false,
                         });
                     }
                 }
@@ -645,7 +689,7 @@ impl Walker {
                     self.read(Some(table), None, as_stored);
                 }
             }
-            Named::Derived => {}
+            Named::Derived | Named::Proposed => {}
         }
     }
 
@@ -667,6 +711,7 @@ impl Walker {
             .flat_map(|scope| &scope.sources)
             .filter(|source| source.reference == reference)
             .map(|source| match (&source.table, source.joined.is_empty()) {
+                _ if source.proposed => Named::Proposed,
                 (Some(table), _) => Named::Table(table.clone()),
                 (None, false) => Named::Join(source.joined.clone()),
                 (None, true) => Named::Derived,
@@ -754,6 +799,8 @@ impl Walker {
                     // it still counts where a table of the statement has
                     // a column of that name.
                     Some(Named::Derived) => self.touched.column(None, Some(column.clone())),
+                    // A value of the row proposed for insertion.
+                    Some(Named::Proposed) => {}
                     // `(composite).field` and the like: the first part is
                     // a column of its own, and a field of it is computed.
                     // Or a name out of sight: the column is read all the
@@ -913,6 +960,13 @@ const ROW_FUNCTIONS: &[&str] = &[
     "json_agg",
     "jsonb_agg",
     "array_agg",
+    // PostgreSQL 16's, for a newer server, and the hstore extension's
+    // hstore(record): not among PostgreSQL 15's built-ins, so each counts
+    // as a call sluice cannot see into.
+    "json_agg_strict",
+    "jsonb_agg_strict",
+    "any_value",
+    "hstore",
     "text",
     "varchar",
     "bpchar",

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use std::cell::LazyCell;
 
 use sluice_plugin::types::{
-    ColumnAccess, Decision, Statement, StatementKind, TableAccess, TableAction, TableRef, Wrapper,
+    ColumnAccess, ColumnRef, Decision, Statement, StatementKind, TableAccess, TableAction,
+    TableRef, Wrapper,
 };
 
 use crate::rules::{CATALOG_SCHEMA, Cardholder, ColumnTag, DATA_KINDS, Grant, Rules};
@@ -352,40 +353,42 @@ impl Rules {
     /// name when its table is among the statement's (`on_table`), or — for
     /// a whole-table tag — by touching the table at all. The touch is
     /// as-stored when every such reference is; a whole-table tag touched
-    /// with no column read, as by `count(*)`, is touched unread.
+    /// with no column read, as by `count(*)`, is touched unread. Setting a
+    /// tagged column does not show what it holds: only reads count.
     fn touches(&self, statement: &Statement, tag: &ColumnTag, on_table: bool) -> Option<Touch> {
-        // Setting a tagged column does not show what it holds: only reads
-        // need approval.
-        let mut reads = statement.columns.iter().filter(|reference| {
-            reference.access == ColumnAccess::Read && {
-                // No column means every column of the table; a whole-table
-                // tag means every column is tagged.
-                let column_matches = match (&reference.column, &tag.column) {
-                    (Some(named), Some(tagged)) => named == tagged,
-                    _ => true,
-                };
-                let table_matches = match &reference.table {
-                    Some(table) => self.same_table(table, &tag.table),
-                    // Unresolved: possibly a column of any of the
-                    // statement's tables.
-                    None => on_table,
-                };
-                column_matches && table_matches
-            }
-        });
+        let refers = |reference: &&ColumnRef| {
+            // No column means every column of the table; a whole-table
+            // tag means every column is tagged.
+            let column_matches = match (&reference.column, &tag.column) {
+                (Some(named), Some(tagged)) => named == tagged,
+                _ => true,
+            };
+            let table_matches = match &reference.table {
+                Some(table) => self.same_table(table, &tag.table),
+                // Unresolved: possibly a column of any of the statement's
+                // tables.
+                None => on_table,
+            };
+            column_matches && table_matches
+        };
+        let mut reads = statement
+            .columns
+            .iter()
+            .filter(|reference| reference.access == ColumnAccess::Read)
+            .filter(refers);
         let mut any = false;
         let all_as_stored = reads.all(|reference| {
             any = true;
             reference.as_stored
         });
-        if !any {
-            return (tag.column.is_none() && on_table).then_some(Touch::Unread);
+        if any {
+            return Some(if all_as_stored {
+                Touch::AsStored
+            } else {
+                Touch::Computed
+            });
         }
-        Some(if all_as_stored {
-            Touch::AsStored
-        } else {
-            Touch::Computed
-        })
+        (tag.column.is_none() && on_table).then_some(Touch::Unread)
     }
 
     /// The grants that apply to a principal in `groups`.
