@@ -182,6 +182,12 @@ const AGENT_ATTEMPTS: &[&str] = &[
      RETURNING translate(pan, '0123456789', 'abcdefghij')",
     "MERGE INTO cards USING (SELECT 1) s \
      ON translate(pan, '0123456789', 'abcdefghij')::int = 0 WHEN MATCHED THEN DO NOTHING",
+    // An update allowed on orders returns the tagged note with every
+    // other column; through a CTE, computed on.
+    "UPDATE orders SET status = status WHERE id = 4 RETURNING *",
+    "UPDATE orders o SET status = o.status WHERE o.id = 4 RETURNING o.*",
+    "WITH u AS (UPDATE orders SET status = status WHERE id = 4 RETURNING *) \
+     SELECT translate(note, '0123456789', 'abcdefghij') FROM u",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
