@@ -406,6 +406,26 @@ async fn analysts_read_card_numbers_only_as_stored() {
         code == "42501" && message.contains("reads pg_stats"),
         "{code} {message}"
     );
+    // A cursor's rows, read as stored when it was declared, computed on
+    // through a function that reads the cursor.
+    analyst
+        .batch_execute("BEGIN; DECLARE numbers CURSOR FOR SELECT pan FROM cards")
+        .await
+        .expect("analysts declare a cursor over card numbers");
+    let (code, message) = refusal(
+        "analyst: cursor_to_xml",
+        analyst
+            .simple_query(
+                "SELECT translate(cursor_to_xml('numbers', 100, false, true, '')::text, \
+                 '0123456789', 'abcdefghij')",
+            )
+            .await,
+    );
+    assert!(
+        code == "42501" && message.contains("reads cursor_to_xml()"),
+        "{code} {message}"
+    );
+    analyst.batch_execute("ROLLBACK").await.unwrap();
     let (code, message) = refusal(
         "analyst: pan || $1",
         analyst.query("SELECT pan || $1 FROM cards", &[&"x"]).await,

@@ -1171,6 +1171,29 @@ fn returning_reads_what_it_returns() {
         "{:?}",
         columns(&s)
     );
+    // PostgreSQL 18's `old` and `new`: the target's row.
+    for sql in [
+        "UPDATE orders SET status = status WHERE id = 1 RETURNING old.*",
+        "UPDATE cards SET brand = brand WHERE id = 1 \
+         RETURNING translate(old::text, '0123456789', 'abcdefghij')",
+        "DELETE FROM cards WHERE id = 1 RETURNING to_jsonb(new)",
+        "UPDATE cards SET brand = brand WHERE id = 1 RETURNING OLD.pan",
+    ] {
+        let s = one(sql);
+        let target = if sql.contains("orders") {
+            "orders"
+        } else {
+            "cards"
+        };
+        assert!(
+            columns(&s).contains(&format!("{target}.*"))
+                || columns(&s).contains(&format!("{target}.pan")),
+            "{sql}: {:?}",
+            columns(&s)
+        );
+    }
+    let s = one("UPDATE cards SET brand = 'x' WHERE id = 1 RETURNING id");
+    assert_eq!(columns(&s), ["cards.id"]);
     // No RETURNING, no read of the target beyond its WHERE.
     let s = one("UPDATE cards SET brand = 'x' WHERE id = 1");
     assert_eq!(tables(&s), ["update:cards"]);

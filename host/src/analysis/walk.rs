@@ -516,6 +516,25 @@ impl Walker {
         for item in items {
             self.wildcard(item, false);
         }
+        // PostgreSQL 18's `old` and `new` name a target's row before and
+        // after (`RETURNING old.*`, `to_jsonb(old)`): where the list names
+        // either, it is walked again in a scope where they are the targets.
+        if !items.iter().any(names_old_or_new) {
+            return;
+        }
+        self.open_scope();
+        for target in targets {
+            for row in ["old", "new"] {
+                self.add_source(row.to_owned(), Some((*target).clone()));
+            }
+        }
+        for item in items {
+            self.wildcard(item, false);
+            self.generic(|g| {
+                let _ = item.visit(g);
+            });
+        }
+        self.close_scope();
     }
 
     /// A select list's or RETURNING's `*` (every column in scope) or `c.*`
@@ -980,6 +999,32 @@ fn row_function(name: &str) -> Option<Ident> {
     ROW_FUNCTIONS
         .contains(&name)
         .then(|| Ident::new(name.to_owned()))
+}
+
+/// Whether a RETURNING item names `old` or `new`, alone or as the first
+/// part of a name (`old.pan`, `old.*`).
+fn names_old_or_new(item: &SelectItem) -> bool {
+    let is_row = |ident: &Ident| matches!(fold(ident).as_str(), "old" | "new");
+    if let SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) =
+        item
+        && name
+            .0
+            .first()
+            .and_then(ObjectNamePart::as_ident)
+            .is_some_and(is_row)
+    {
+        return true;
+    }
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(item, |expr| {
+        found |= match expr {
+            Expr::Identifier(ident) => is_row(ident),
+            Expr::CompoundIdentifier(parts) => parts.first().is_some_and(is_row),
+            _ => false,
+        };
+        ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 /// Whether a query's ORDER BY, if any, sorts only by what it names: no

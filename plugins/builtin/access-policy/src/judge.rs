@@ -41,6 +41,22 @@ const SHOWS_OTHER_TABLES_VALUES: &[&str] = &[
     "pg_stat_statements",
 ];
 
+/// Built-in functions that return values read elsewhere, which the
+/// statement calling them does not name: the rows of a cursor declared
+/// earlier (`cursor_to_xml`: an as-stored read, then computed on), other
+/// sessions' statement text (the functions behind `pg_stat_activity`), and
+/// every row written since a logical replication slot was made. Calling
+/// one may touch every tagged column.
+const SHOWS_OTHER_VALUES_FUNCTIONS: &[&str] = &[
+    "cursor_to_xml",
+    "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
+    "pg_logical_slot_get_changes",
+    "pg_logical_slot_peek_changes",
+    "pg_logical_slot_get_binary_changes",
+    "pg_logical_slot_peek_binary_changes",
+];
+
 /// Rule names in denials: which part of the policy refused.
 pub const RULE_UNPARSED: &str = "access-policy/unparsed";
 pub const RULE_NO_GRANT: &str = "access-policy/no-grant";
@@ -229,15 +245,21 @@ impl Rules {
         // Catalog views that show values of other tables' columns: the
         // planner's statistics (`histogram_bounds`, `most_common_vals` of
         // cards.pan are card numbers) and other sessions' statement text.
-        let statistics: Vec<&str> = statement
+        let views = statement
             .tables
             .iter()
             .filter(|access| {
                 matches!(access.table.schema.as_deref(), None | Some(CATALOG_SCHEMA))
                     && SHOWS_OTHER_TABLES_VALUES.contains(&access.table.name.as_str())
             })
-            .map(|access| access.table.name.as_str())
-            .fold(Vec::new(), |mut names, name| {
+            .map(|access| Cow::Borrowed(access.table.name.as_str()));
+        let functions = statement
+            .functions
+            .iter()
+            .filter(|f| f.builtin && SHOWS_OTHER_VALUES_FUNCTIONS.contains(&f.name.as_str()))
+            .map(|f| Cow::Owned(format!("{}()", f.name)));
+        let statistics: Vec<Cow<str>> =
+            views.chain(functions).fold(Vec::new(), |mut names, name| {
                 if !names.contains(&name) {
                     names.push(name);
                 }
@@ -1469,6 +1491,22 @@ cardholder = "as-stored"
                  cardholder data: cards.pan"
             )
         );
+
+        // So do a cursor's rows, read as stored when it was declared, and
+        // other sessions' statements, handed out by built-in functions.
+        for name in ["cursor_to_xml", "pg_stat_get_activity"] {
+            let call = Statement {
+                functions: vec![function(name, true)],
+                ..select(&[], vec![])
+            };
+            assert_eq!(
+                judge_with(&everything, &["support"], &call),
+                approval(&format!(
+                    "reads {name}(), which shows values of other tables, so it may touch \
+                     cardholder data: cards.pan"
+                ))
+            );
+        }
 
         // A grant with no cardholder level covers no touch at all.
         assert_eq!(
