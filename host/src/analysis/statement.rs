@@ -377,7 +377,7 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
         walker.add_proposed_row();
     }
     if let Some(items) = &insert.returning {
-        walker.returning(items, &target.iter().collect::<Vec<_>>());
+        walker.returning(items, &target);
     }
     walker.generic(|g| {
         let _ = insert.visit(g);
@@ -417,8 +417,7 @@ fn write_update(walker: &mut Walker, update: &sqlparser::ast::Update) {
     });
     walker.bulk_write |= !real;
     if let Some(items) = &update.returning {
-        let targets: Vec<&TableRef> = target.iter().map(|(table, _)| table).collect();
-        walker.returning(items, &targets);
+        walker.returning(items, target.iter().map(|(table, _)| table));
     }
     walker.generic(|g| {
         let _ = update.visit(g);
@@ -475,8 +474,7 @@ fn write_delete(walker: &mut Walker, delete: &sqlparser::ast::Delete) {
         });
     walker.bulk_write |= !real;
     if let Some(items) = &delete.returning {
-        let targets: Vec<&TableRef> = targets.iter().map(|(table, _)| table).collect();
-        walker.returning(items, &targets);
+        walker.returning(items, targets.iter().map(|(table, _)| table));
     }
     walker.generic(|g| {
         let _ = delete.visit(g);
@@ -486,7 +484,7 @@ fn write_delete(walker: &mut Walker, delete: &sqlparser::ast::Delete) {
 
 fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
     walker.open_scope();
-    let mut writes = false;
+    let mut target = None;
     for clause in &merge.clauses {
         let action = match clause.action {
             MergeAction::Insert(_) => TableAction::Insert,
@@ -499,13 +497,12 @@ fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
         if action != TableAction::Insert {
             walker.bulk_write = true;
         }
-        target_of(walker, &merge.table, action);
-        writes = true;
+        target = target_of(walker, &merge.table, action).or(target);
     }
     // A MERGE that only does nothing still reads its target in ON (and an
     // error there can quote the values): it is in scope, and read.
-    if !writes {
-        target_of(walker, &merge.table, TableAction::Read);
+    if target.is_none() {
+        target = target_of(walker, &merge.table, TableAction::Read);
     }
     walker.from(&sqlparser::ast::TableWithJoins {
         relation: merge.source.clone(),
@@ -516,9 +513,7 @@ fn write_merge(walker: &mut Walker, merge: &sqlparser::ast::Merge) {
         OutputClause::Returning { select_items, .. } | OutputClause::Output { select_items, .. },
     ) = &merge.output
     {
-        let target = target_of(walker, &merge.table, TableAction::Read);
-        let targets: Vec<&TableRef> = target.iter().map(|(table, _)| table).collect();
-        walker.returning(select_items, &targets);
+        walker.returning(select_items, target.iter().map(|(table, _)| table));
     }
     walker.generic(|g| {
         let _ = merge.visit(g);

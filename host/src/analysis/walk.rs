@@ -509,8 +509,13 @@ impl Walker {
     /// `*` or `c.*` reads every column of what it names. Never as stored:
     /// the rows returned are the ones a statement's own WHERE chose and
     /// changed. Expressions in it are walked with the rest of the write.
-    pub fn returning(&mut self, items: &[SelectItem], targets: &[&TableRef]) {
-        for target in targets {
+    pub fn returning<'t>(
+        &mut self,
+        items: &[SelectItem],
+        targets: impl IntoIterator<Item = &'t TableRef>,
+    ) {
+        let targets: Vec<&TableRef> = targets.into_iter().collect();
+        for target in &targets {
             self.touched.table((*target).clone(), TableAction::Read);
         }
         for item in items {

@@ -3328,7 +3328,6 @@ impl Proxy<'_> {
         Ok(())
     }
 
-    /// Passes an ErrorResponse or NoticeResponse on, its text masked.
     /// The error's fields with the row values of its DETAIL withheld, when
     /// it is a constraint violation (class 23: not null, foreign key,
     /// unique, check, exclusion; 44000: a view's check option) and the
@@ -3367,7 +3366,7 @@ impl Proxy<'_> {
         )
     }
 
-    /// Passes an error or notice to the client, masked.
+    /// Passes an ErrorResponse or NoticeResponse on, its text masked.
     async fn pass_fields(&mut self, frame: Frame, fields: Vec<(u8, String)>) -> Result<(), End> {
         match self.masked_fields(&fields).await? {
             Some(masked) => messages::encode_fields(frame.tag(), masked, &mut self.to_client),
