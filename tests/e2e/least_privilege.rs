@@ -201,6 +201,30 @@ async fn evasion_attempts_are_refused_and_change_nothing() {
     for sql in AGENT_ATTEMPTS {
         assert_refused(&agent, "agent", sql).await;
     }
+    // A prepared statement that reads nothing, run with arguments the
+    // server evaluates first: they are judged with it.
+    agent
+        .simple_query("PREPARE echo(text) AS SELECT $1")
+        .await
+        .expect("agents prepare a statement that reads no table");
+    for sql in [
+        "EXECUTE echo(query_to_xml('SELECT translate(pan, ''0123456789'', ''abcdefghij'') AS p \
+         FROM cards', true, false, '')::text)",
+        "EXECUTE echo(set_config('search_path', 'pg_temp, other', false))",
+        "EXPLAIN ANALYZE EXECUTE echo(cursor_to_xml('c', 1, false, true, '')::text)",
+    ] {
+        assert_refused(&agent, "agent", sql).await;
+    }
+    let echoed = agent
+        .simple_query("EXECUTE echo('plain')")
+        .await
+        .expect("a plain argument runs");
+    assert!(
+        echoed
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("plain"))),
+        "{echoed:?}"
+    );
     // What analysts may not do either.
     let analyst = env.connect("analyst").await;
     for sql in [

@@ -143,6 +143,15 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
                 name: table_ref(name).name,
                 params: parameters.iter().map(parameter_text).collect(),
             };
+            // Its arguments are expressions the server evaluates before the
+            // statement runs: `EXECUTE p(query_to_xml('SELECT pan ...'))`
+            // calls a function the prepared statement never names. What
+            // they touch is kept with the statement the EXECUTE runs.
+            for parameter in parameters {
+                walker.generic(|g| {
+                    let _ = parameter.visit(g);
+                });
+            }
             return;
         }
         Ast::Deallocate { name, .. } => {

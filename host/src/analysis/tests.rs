@@ -536,6 +536,18 @@ fn wrappers_describe_the_statement_inside() {
             params: vec![Some("42".into()), Some("x".into()), None]
         }
     );
+    // EXECUTE's arguments are evaluated: what they call is on the record.
+    let all = analyse(
+        "EXECUTE p(query_to_xml('SELECT pan FROM cards', true, false, '')::text, \
+         set_config('search_path', 'other', false))",
+        true,
+    );
+    let named: Vec<String> = functions(&all[0].statement)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(named, ["query_to_xml", "set_config"]);
+    assert!(!all[0].statement.settings.is_empty());
     assert_eq!(
         analyse("DEALLOCATE p", true)[0].effect,
         Effect::Deallocate(Some("p".into()))

@@ -540,6 +540,17 @@ impl Prepared {
                 statement.wrappers = wrappers;
                 statement.params = params.clone();
                 statement.is_multi = outer.statement.is_multi;
+                // What the EXECUTE's own arguments touch (functions they
+                // call, settings those change) is the statement's too.
+                let arguments = &outer.statement;
+                statement.tables.extend(arguments.tables.iter().cloned());
+                statement.columns.extend(arguments.columns.iter().cloned());
+                statement
+                    .functions
+                    .extend(arguments.functions.iter().cloned());
+                statement
+                    .settings
+                    .extend(arguments.settings.iter().cloned());
                 resolved.push(Analysed {
                     statement,
                     // What it runs changes no prepared statement; an
