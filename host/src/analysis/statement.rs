@@ -351,7 +351,8 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
     // arbiter's columns: a read of them (PostgreSQL asks for SELECT on the
     // columns named), or the statement's outcome would tell whether a value
     // is stored. Without a column list the arbiter is any unique index, on
-    // columns sluice does not know: every column is read.
+    // columns sluice does not know: every column is read. DO UPDATE then
+    // updates the target.
     if let (Some(OnInsert::OnConflict(conflict)), Some(table)) = (&insert.on, &target) {
         match &conflict.conflict_target {
             Some(ConflictTarget::Columns { columns, .. }) => {
@@ -365,13 +366,8 @@ fn write_insert(walker: &mut Walker, insert: &sqlparser::ast::Insert) {
                 walker.touched.column(Some(table.clone()), None);
             }
         }
-    }
-    if let Some(OnInsert::OnConflict(conflict)) = &insert.on
-        && let OnConflictAction::DoUpdate(update) = &conflict.action
-        && let TableObject::TableName(name) = &insert.table
-    {
-        walker.target_relation(name, TableAction::Update);
-        if let Some(table) = &target {
+        if let OnConflictAction::DoUpdate(update) = &conflict.action {
+            walker.touched.table(table.clone(), TableAction::Update);
             record_assignments(walker, table, &update.assignments);
         }
     }

@@ -522,18 +522,20 @@ impl Walker {
             self.wildcard(item, false);
         }
         // PostgreSQL 18's `old` and `new` name a target's row before and
-        // after (`RETURNING old.*`, `to_jsonb(old)`): where the list names
-        // either, it is walked again in a scope where they are the targets.
-        if !items.iter().any(names_old_or_new) {
+        // after (`RETURNING old.*`, `to_jsonb(old)`): the items that name
+        // either are walked again in a scope where they are the targets.
+        let naming_rows: Vec<&SelectItem> =
+            items.iter().filter(|item| names_old_or_new(item)).collect();
+        if naming_rows.is_empty() {
             return;
         }
         self.open_scope();
         for target in targets {
             for row in ["old", "new"] {
-                self.add_source(row.to_owned(), Some((*target).clone()));
+                self.add_source(row.to_owned(), Some(target.clone()));
             }
         }
-        for item in items {
+        for item in naming_rows {
             self.wildcard(item, false);
             self.generic(|g| {
                 let _ = item.visit(g);

@@ -9,8 +9,7 @@ use std::borrow::Cow;
 use std::cell::LazyCell;
 
 use sluice_plugin::types::{
-    ColumnAccess, ColumnRef, Decision, Statement, StatementKind, TableAccess, TableAction,
-    TableRef, Wrapper,
+    ColumnAccess, Decision, Statement, StatementKind, TableAccess, TableAction, TableRef, Wrapper,
 };
 
 use crate::rules::{CATALOG_SCHEMA, Cardholder, ColumnTag, DATA_KINDS, Grant, Rules};
@@ -258,7 +257,7 @@ impl Rules {
             .iter()
             .filter(|f| f.builtin && SHOWS_OTHER_VALUES_FUNCTIONS.contains(&f.name.as_str()))
             .map(|f| Cow::Owned(format!("{}()", f.name)));
-        let statistics: Vec<Cow<str>> =
+        let shows_other_values: Vec<Cow<str>> =
             views.chain(functions).fold(Vec::new(), |mut names, name| {
                 if !names.contains(&name) {
                     names.push(name);
@@ -266,7 +265,7 @@ impl Rules {
                 names
             });
         // Either may touch any tagged column, unseen.
-        let unseen = !opaque.is_empty() || !statistics.is_empty();
+        let unseen = !opaque.is_empty() || !shows_other_values.is_empty();
 
         let mut direct = Vec::new();
         let mut computed = Vec::new();
@@ -355,10 +354,10 @@ impl Rules {
                     opaque.join(", ")
                 ));
             }
-            if !statistics.is_empty() {
+            if !shows_other_values.is_empty() {
                 unseen_by.push(format!(
                     "reads {}, which shows values of other tables",
-                    statistics.join(", ")
+                    shows_other_values.join(", ")
                 ));
             }
             reason.push_str(&format!(
@@ -378,26 +377,23 @@ impl Rules {
     /// with no column read, as by `count(*)`, is touched unread. Setting a
     /// tagged column does not show what it holds: only reads count.
     fn touches(&self, statement: &Statement, tag: &ColumnTag, on_table: bool) -> Option<Touch> {
-        let refers = |reference: &&ColumnRef| {
-            // No column means every column of the table; a whole-table
-            // tag means every column is tagged.
-            let column_matches = match (&reference.column, &tag.column) {
-                (Some(named), Some(tagged)) => named == tagged,
-                _ => true,
-            };
-            let table_matches = match &reference.table {
-                Some(table) => self.same_table(table, &tag.table),
-                // Unresolved: possibly a column of any of the statement's
-                // tables.
-                None => on_table,
-            };
-            column_matches && table_matches
-        };
-        let mut reads = statement
-            .columns
-            .iter()
-            .filter(|reference| reference.access == ColumnAccess::Read)
-            .filter(refers);
+        let mut reads = statement.columns.iter().filter(|reference| {
+            reference.access == ColumnAccess::Read && {
+                // No column means every column of the table; a whole-table
+                // tag means every column is tagged.
+                let column_matches = match (&reference.column, &tag.column) {
+                    (Some(named), Some(tagged)) => named == tagged,
+                    _ => true,
+                };
+                let table_matches = match &reference.table {
+                    Some(table) => self.same_table(table, &tag.table),
+                    // Unresolved: possibly a column of any of the
+                    // statement's tables.
+                    None => on_table,
+                };
+                column_matches && table_matches
+            }
+        });
         let mut any = false;
         let all_as_stored = reads.all(|reference| {
             any = true;
