@@ -81,6 +81,11 @@ pub const FILE_START: &str = "file_start";
 /// an old and a new one behind a shorter write.
 pub const HEAD_LEN: usize = HEAD_MAGIC.len() + 4 + 20 + 5 + 64 + 6 + 64 + 1;
 
+/// Length of a head file: two slots of [`HEAD_LEN`] bytes, written in
+/// turn, so that a head write a crash interrupts damages only the slot it
+/// was writing, never the head before it (see [`parse_head_file`]).
+pub const HEAD_FILE_LEN: usize = 2 * HEAD_LEN;
+
 const LINE_START: &[u8] = b"{\"seq\":";
 const MAC_FIELD_OPEN: &[u8] = b",\"mac\":\"";
 const MAC_FIELD_CLOSE: &[u8] = b"\"}";
@@ -599,6 +604,54 @@ pub enum HeadError {
     /// A head line whose `hmac` does not verify under the key.
     #[error("audit head MAC does not verify")]
     BadMac,
+    /// The two slots of a head file name the same record with different
+    /// MACs: each verifies, so both were made with the key, and one of them
+    /// was put back from another trail or another time.
+    #[error("the head file's two slots name seq {seq} with different MACs")]
+    SlotsDisagree {
+        /// The seq both slots name.
+        seq: u64,
+    },
+}
+
+/// What a head file holds: the newest head in it, and whether its other
+/// slot failed to verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadSlots {
+    /// The head with the highest `seq` among the slots that verify.
+    pub newest: Link,
+    /// Why the other slot does not verify, when it does not: the write a
+    /// crash interrupted (the writer only ever writes the slot not holding
+    /// the newest head, so that is the slot a crash tears), or a change.
+    pub other_refused: Option<HeadError>,
+}
+
+/// Reads a head file: [`HEAD_FILE_LEN`] bytes of two slots, each a
+/// [`head_line`], or one line alone ([`HEAD_LEN`] bytes, as versions
+/// before the slots wrote it). The newest slot that verifies is the head;
+/// when neither does, the first slot's error is returned.
+pub fn parse_head_file(key: &ChainKey, bytes: &[u8]) -> Result<HeadSlots, HeadError> {
+    if bytes.len() != HEAD_FILE_LEN {
+        return parse_head(key, bytes).map(|newest| HeadSlots {
+            newest,
+            other_refused: None,
+        });
+    }
+    let (first, second) = bytes.split_at(HEAD_LEN);
+    match (parse_head(key, first), parse_head(key, second)) {
+        (Ok(a), Ok(b)) if a.seq == b.seq && a.mac != b.mac => {
+            Err(HeadError::SlotsDisagree { seq: a.seq })
+        }
+        (Ok(a), Ok(b)) => Ok(HeadSlots {
+            newest: if b.seq > a.seq { b } else { a },
+            other_refused: None,
+        }),
+        (Ok(newest), Err(refused)) | (Err(refused), Ok(newest)) => Ok(HeadSlots {
+            newest,
+            other_refused: Some(refused),
+        }),
+        (Err(refused), Err(_)) => Err(refused),
+    }
 }
 
 /// Reads a head line written by [`head_line`] and checks its MAC.
@@ -1070,6 +1123,71 @@ mod tests {
             Err(HeadError::Malformed)
         );
         assert_eq!(parse_head(&key, b""), Err(HeadError::Malformed));
+    }
+
+    #[test]
+    fn a_head_file_is_read_from_its_newest_slot_that_verifies() {
+        let key = key();
+        let at = |seq: u64, byte: u8| Link {
+            seq,
+            mac: [byte; 32],
+        };
+        let file = |first: &[u8], second: &[u8]| [first, second].concat();
+        let (older, newer) = (head_line(&key, &at(7, 1)), head_line(&key, &at(8, 2)));
+        let read = |bytes: &[u8]| parse_head_file(&key, bytes);
+        for bytes in [file(&older, &newer), file(&newer, &older)] {
+            assert_eq!(
+                read(&bytes),
+                Ok(HeadSlots {
+                    newest: at(8, 2),
+                    other_refused: None
+                })
+            );
+        }
+        // One line alone, as versions before the slots wrote it.
+        assert_eq!(read(&older).map(|slots| slots.newest), Ok(at(7, 1)));
+
+        // A slot torn (or zeroed, or from another key) beside a whole one.
+        let mut torn = newer.clone();
+        torn[100..].copy_from_slice(&older[100..]);
+        let forged = head_line(&ChainKey::from_bytes(&[8u8; 32]).expect("long"), &at(9, 3));
+        for (damaged, why) in [
+            (torn.clone(), HeadError::BadMac),
+            (vec![0; HEAD_LEN], HeadError::Malformed),
+            (forged, HeadError::BadMac),
+        ] {
+            assert_eq!(
+                read(&file(&older, &damaged)),
+                Ok(HeadSlots {
+                    newest: at(7, 1),
+                    other_refused: Some(why.clone())
+                })
+            );
+            assert_eq!(
+                read(&file(&damaged, &older)).map(|slots| slots.other_refused),
+                Ok(Some(why))
+            );
+        }
+        assert_eq!(read(&file(&torn, &torn)), Err(HeadError::BadMac));
+        // Two heads of one seq with different MACs: one was put back.
+        let twin = head_line(&key, &at(8, 9));
+        assert_eq!(
+            read(&file(&newer, &twin)),
+            Err(HeadError::SlotsDisagree { seq: 8 })
+        );
+        assert_eq!(
+            read(&file(&newer, &newer)).map(|slots| slots.newest),
+            Ok(at(8, 2))
+        );
+        // Neither one slot nor two.
+        assert_eq!(
+            read(&[older.clone(), vec![b'x']].concat()),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            read(&file(&older, &newer[..HEAD_LEN - 1])),
+            Err(HeadError::Malformed)
+        );
     }
 
     #[test]

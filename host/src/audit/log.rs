@@ -92,10 +92,14 @@
 //! but not a file cut short at a record boundary. So after every group
 //! commit the chain's head (last `seq` and `mac`, MACed with the key; see
 //! [`chain::head_line`]) is written, in the same commit, to a separate head
-//! file. Every head line has the same length and is written in place at
-//! offset 0 with `pwrite`, so a write is never torn into a mixture in
-//! practice. The head is also logged (`tracing::info!`) at most once a
-//! minute: a second anchor, kept wherever the logs go.
+//! file. The file holds two slots of one fixed-length line each, and a head
+//! is copied, through a shared mapping like the records, into the slot not
+//! holding the newest head: a copy a crash interrupts tears only the slot
+//! it was writing, and the records it was to name lie beyond the head the
+//! other slot keeps (see `head.rs`). Where the file cannot be mapped, the
+//! slot is written with `pwrite`. The head is also logged
+//! (`tracing::info!`) at most once a minute: a second anchor, kept wherever
+//! the logs go.
 //!
 //! # Rotation
 //!
@@ -113,6 +117,10 @@
 //! end) and compares them:
 //!
 //! - they agree: the chain continues from there.
+//! - one slot of the head file does not verify, and records lie beyond the
+//!   head the other names: a crash tore the head's write after its records
+//!   were written. Set aside as below. With no record beyond it, the slot
+//!   was damaged, not torn: refused, as below.
 //! - the active file ends in a torn record (a crash in the middle of a
 //!   write), or holds records beyond the head (a crash between writing the
 //!   records and the head; the records verify with the key, so sluice wrote
@@ -165,7 +173,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -178,7 +186,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::chain::{self, ChainKey, EventBody, Link, SealError};
+use super::chain::{self, ChainKey, EventBody, HeadSlots, Link, SealError};
+use super::head::{HeadFile, WRITE_HEAD, read_head_file};
 use super::window::{self, WINDOW_BYTES, Window};
 
 /// Most requests one group commit takes, so that one commit's buffer stays
@@ -671,13 +680,15 @@ impl AuditLog {
             path: settings.path.clone(),
             source,
         })?;
-        let head_file = open_head_file(&settings.head_path)?;
         let head = chain::head_line(&settings.key, &recovered.link);
-        write_head(&head_file, &head, true).map_err(|(action, source)| AuditError::Io {
-            action,
-            path: settings.head_path.clone(),
-            source,
-        })?;
+        let head_file =
+            HeadFile::open(&settings.head_path, &head).map_err(|(action, source)| {
+                AuditError::Io {
+                    action,
+                    path: settings.head_path.clone(),
+                    source,
+                }
+            })?;
         for path in [&settings.path, &settings.head_path] {
             sync_directory_of(path).map_err(|source| AuditError::Io {
                 action: "sync the directory of",
@@ -877,7 +888,7 @@ struct Writer {
     settings: LogSettings,
     /// `None` once a write failed: nothing is appended after a failure.
     active: Option<ActiveFile>,
-    head_file: File,
+    head_file: HeadFile,
     link: Link,
     state: Arc<SinkState>,
     /// When the head file was last synced (under `Always`).
@@ -940,13 +951,7 @@ impl ActiveFile {
     /// Opens the active file for writing at its end of data, creating it
     /// (mode 0600) if missing.
     fn open(path: &Path) -> io::Result<ActiveFile> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_to_write_in_place(path)?;
         let metadata = file.metadata()?;
         let len = data_len(&file)?;
         let allocated = metadata.len();
@@ -1060,6 +1065,19 @@ impl ActiveFile {
         }
         Ok(())
     }
+}
+
+/// Opens a file of the trail for reading and writing in place, creating
+/// it (mode 0600: records and heads are for sluice and its auditors alone)
+/// if missing. Not in append mode: `pwrite` on an append-mode file appends.
+pub(super) fn open_to_write_in_place(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Whether an error says the disk (or the user's quota) is full: a state
@@ -1194,7 +1212,6 @@ struct WriteFailure {
 /// never retried — the kernel may have dropped the pages it could not
 /// write, so what the trail holds is no longer known.
 const APPEND: &str = "append to";
-const WRITE_HEAD: &str = "write head file";
 /// Rotation's rename, and the fresh file after it (a directory that must
 /// grow, no inode left): until they succeed the active file is reopened
 /// from its path, the old one or the fresh one.
@@ -1466,7 +1483,7 @@ impl Writer {
         }
         if self.settings.fsync == Fsync::Always && self.head_synced_at.is_some() {
             // The head's last sync may be a moment old: bring it level.
-            if let Err(error) = self.head_file.sync_data() {
+            if let Err(error) = self.head_file.sync() {
                 tracing::error!(alert = true, %error, path = %self.settings.head_path.display(), "cannot sync the audit head file at close");
             }
         }
@@ -1692,9 +1709,11 @@ impl Writer {
             && self
                 .head_synced_at
                 .is_none_or(|synced| synced.elapsed() >= HEAD_SYNC_INTERVAL);
-        write_head(&self.head_file, &head, sync_head).map_err(|(action, source)| {
-            WriteFailure::new(action, &self.settings.head_path)(source)
-        })?;
+        self.head_file
+            .write(&head, sync_head)
+            .map_err(|(action, source)| {
+                WriteFailure::new(action, &self.settings.head_path)(source)
+            })?;
         if sync_head {
             self.head_synced_at = Some(Instant::now());
         }
@@ -1820,46 +1839,6 @@ enum Flow {
     Stop,
 }
 
-/// Writes the head line in place at offset 0, and syncs it if `sync`.
-/// An error names the step that failed.
-fn write_head(head_file: &File, head: &[u8], sync: bool) -> Result<(), (&'static str, io::Error)> {
-    head_file
-        .write_all_at(head, 0)
-        .map_err(|error| (WRITE_HEAD, error))?;
-    if sync {
-        head_file
-            .sync_data()
-            .map_err(|error| ("fdatasync head file", error))?;
-    }
-    Ok(())
-}
-
-/// Opens the head file for writing in place, creating it (mode 0600) if
-/// missing. Not in append mode: `pwrite` on an append-mode file appends.
-fn open_head_file(path: &Path) -> Result<File, AuditError> {
-    let io = |action| {
-        move |source| AuditError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io("open head file"))?;
-    // A longer file (from another version) would keep a stale tail.
-    if file.metadata().map_err(io("read the metadata of"))?.len() > chain::HEAD_LEN as u64 {
-        file.set_len(chain::HEAD_LEN as u64)
-            .map_err(io("truncate head file"))?;
-    }
-    Ok(file)
-}
-
 /// Where the chain on disk ends, and what must be set aside first.
 struct Recovered {
     /// The last complete record, or [`Link::GENESIS`] for a new chain.
@@ -1884,7 +1863,8 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
             source,
         }
     };
-    let head = read_head(&settings.head_path, &settings.key)?;
+    let slots = read_head(&settings.head_path, &settings.key)?;
+    let head = slots.as_ref().map(|slots| slots.newest);
     let files = chain_files(path).map_err(io("list the files of", path))?;
 
     // Zeros inside the data: writes that never reached the disk while
@@ -1965,6 +1945,25 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
             ));
         }
     }
+    if let Some((head, refused)) = head.zip(slots.and_then(|slots| slots.other_refused)) {
+        // The writer only ever writes the slot not holding the newest head,
+        // after the records that head will name: a write a crash tore leaves
+        // those records beyond the head in the other slot. With none there,
+        // the slot was damaged, perhaps to hide records cut off the end.
+        if last.seq == head.seq {
+            return Err(untrusted(format!(
+                "a slot of the head file {} is refused ({refused}), and no record lies beyond \
+                 the head its other slot names (seq {}): it was not torn by a crash while the \
+                 head was written, but changed (records cut off the end?)",
+                settings.head_path.display(),
+                head.seq
+            )));
+        }
+        found.push(format!(
+            "a torn slot in the head file ({refused}): a crash while the head naming those \
+             records was written"
+        ));
+    }
     if let Some(at) = hole {
         found.push(format!(
             "zero bytes at offset {at}, after the records the head names: writes that \
@@ -2028,31 +2027,18 @@ fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), Aud
 }
 
 /// Reads the head file: `None` when it is missing or empty (a crash before
-/// its first write); a head that does not parse or verify is refused.
-fn read_head(path: &Path, key: &ChainKey) -> Result<Option<Link>, AuditError> {
-    let mut bytes = Vec::with_capacity(chain::HEAD_LEN + 1);
-    match File::open(path) {
-        Ok(file) => file
-            .take(chain::HEAD_LEN as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| AuditError::Io {
-                action: "read head file",
-                path: path.to_path_buf(),
-                source,
-            })?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(AuditError::Io {
-                action: "open head file",
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    if bytes.is_empty() {
+/// its first write); a head that does not parse or verify in either slot is
+/// refused.
+fn read_head(path: &Path, key: &ChainKey) -> Result<Option<HeadSlots>, AuditError> {
+    let bytes = read_head_file(path).map_err(|source| AuditError::Io {
+        action: "read head file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let Some(bytes) = bytes.filter(|bytes| !bytes.is_empty()) else {
         return Ok(None);
-    }
-    chain::parse_head(key, &bytes)
+    };
+    chain::parse_head_file(key, &bytes)
         .map(Some)
         .map_err(|refused| AuditError::Untrusted {
             path: path.to_path_buf(),
@@ -2331,7 +2317,7 @@ mod tests {
     use super::*;
     use crate::audit::verify::{self, FindingKind};
     use serde_json::json;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::unix::fs::MetadataExt;
 
     fn key() -> ChainKey {
@@ -2609,12 +2595,9 @@ mod tests {
         let report = assert_verifies(&settings);
         assert_eq!(report.records, 400);
         let head = fs::read(&settings.head_path).expect("head exists");
-        assert_eq!(
-            chain::parse_head(&settings.key, &head)
-                .expect("head verifies")
-                .seq,
-            400
-        );
+        let slots = chain::parse_head_file(&settings.key, &head).expect("head verifies");
+        assert_eq!(slots.newest.seq, 400);
+        assert_eq!(slots.other_refused, None);
     }
 
     #[tokio::test]
@@ -2650,6 +2633,7 @@ mod tests {
             read_head(&settings.head_path, &settings.key)
                 .expect("the head reads")
                 .expect("a head")
+                .newest
                 .seq
         };
         assert_eq!(log.record(statement(0)).await.expect("durable"), 1);
@@ -2796,6 +2780,94 @@ mod tests {
         assert_eq!(assert_verifies(&settings).records, 3);
     }
 
+    /// The head is written to two slots in turn, each write to the slot
+    /// not holding the newest head. A crash that tears a write leaves the
+    /// head before it whole, and the records the torn write was to name
+    /// beyond it: set aside and continued from. A damaged slot with no
+    /// record beyond the other is no torn write but records cut off the
+    /// end, with the head that named them: refused.
+    #[tokio::test]
+    async fn a_torn_head_slot_is_recovered_from_and_a_damaged_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        write_three_records(&settings).await;
+        let head = fs::read(&settings.head_path).expect("head");
+        let slot_seqs: Vec<u64> = head
+            .chunks(chain::HEAD_LEN)
+            .map(|slot| {
+                chain::parse_head(&settings.key, slot)
+                    .expect("verifies")
+                    .seq
+            })
+            .collect();
+        assert_eq!(
+            slot_seqs,
+            [3, 2],
+            "commits 1 and 3 wrote the first slot, 2 the second"
+        );
+        let lines = lines_of(&settings.path);
+        let first = chain::open_line(&settings.key, &lines[0])
+            .expect("opens")
+            .link();
+        // Commit 3's head half written over commit 1's: new bytes, then old.
+        let mut torn = head.clone();
+        torn[100..chain::HEAD_LEN].copy_from_slice(&chain::head_line(&settings.key, &first)[100..]);
+        let intact = dir.path().join("intact");
+        fs::create_dir(&intact).expect("mkdir");
+        for file in [&settings.path, &settings.head_path] {
+            fs::copy(file, intact.join(file.file_name().expect("named"))).expect("copies");
+        }
+        fs::write(&settings.head_path, &torn).expect("tears the slot");
+
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        let kinds: Vec<_> = report
+            .problems()
+            .map(|finding| finding.kind.clone())
+            .collect();
+        assert!(
+            matches!(
+                kinds.as_slice(),
+                [
+                    FindingKind::HeadSlotRefused(chain::HeadError::BadMac),
+                    FindingKind::BeyondHead { head_seq: 2 }
+                ]
+            ),
+            "{report}"
+        );
+        let log = AuditLog::open(settings.clone()).expect("recovers from the torn write");
+        assert_eq!(log.head().seq, 3);
+        assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
+        log.close().await;
+        assert_eq!(
+            chain_files(&settings.path).expect("lists").len(),
+            2,
+            "set aside"
+        );
+        assert_eq!(assert_verifies(&settings).records, 4);
+
+        // The same slot damaged, and the record its head named cut off.
+        let settings = LogSettings {
+            path: intact.join("audit.jsonl"),
+            head_path: intact.join("audit.jsonl.head"),
+            ..settings
+        };
+        fs::write(&settings.head_path, &torn).expect("damages the slot");
+        fs::write(&settings.path, lines[..2].concat()).expect("cuts the last record");
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        assert!(
+            report
+                .problems()
+                .any(|finding| matches!(finding.kind, FindingKind::HeadSlotRefused(_))),
+            "{report}"
+        );
+        let refused = AuditLog::open(settings.clone()).map(|_| ());
+        assert!(
+            matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("no record lies beyond")),
+            "{refused:?}"
+        );
+        assert_eq!(lines_of(&settings.path).len(), 2, "nothing was changed");
+    }
+
     #[tokio::test]
     async fn a_wrong_key_or_a_cut_file_or_a_lost_head_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2863,12 +2935,8 @@ mod tests {
         let head = chain::open_line(&settings.key, &lines[1])
             .expect("opens")
             .link();
-        write_head(
-            &open_head_file(&settings.head_path).expect("head file"),
-            &chain::head_line(&settings.key, &head),
-            false,
-        )
-        .expect("head names the second record");
+        fs::write(&settings.head_path, chain::head_line(&settings.key, &head))
+            .expect("head names the second record");
         let mut file = fs::OpenOptions::new()
             .append(true)
             .open(&settings.path)
@@ -3290,7 +3358,7 @@ mod tests {
         }
         assert_eq!(
             fs::metadata(&settings.head_path).expect("exists").len(),
-            chain::HEAD_LEN as u64
+            chain::HEAD_FILE_LEN as u64
         );
     }
 

@@ -24,6 +24,7 @@
 //! the masking plugins already (see [`crate::masking::mask_texts`]).
 
 pub mod chain;
+mod head;
 pub mod log;
 pub mod postgres;
 pub mod read;

@@ -54,13 +54,13 @@
 //! an empty trail.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::chain::{self, ChainKey, GENESIS_MAC, HeadError, LineError, Link};
+use super::chain::{self, ChainKey, GENESIS_MAC, HeadError, HeadSlots, LineError, Link};
+use super::head::read_head_file;
 use super::log::{RecordLines, chain_files};
 use super::postgres::PgTrail;
 
@@ -92,6 +92,7 @@ pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Rep
                     FindingKind::BeyondHead { .. }
                         | FindingKind::CutShort { .. }
                         | FindingKind::Torn { continued: false }
+                        | FindingKind::HeadSlotRefused(_)
                 )
             });
         if !only_in_flight {
@@ -198,7 +199,14 @@ impl RowsVerifier {
         let instance = place.strip_prefix(DATABASE_PLACE).unwrap_or(place);
         let mut check = Check::new();
         check.rows_of = Some(instance.to_owned());
-        let head = head.map(|head| check_head(Ok(head.to_vec()), &path, key, &mut check));
+        // The database keeps one head line per instance, in a row: no slots.
+        let head = head.map(|head| {
+            let read = chain::parse_head(key, head).map(|newest| HeadSlots {
+                newest,
+                other_refused: None,
+            });
+            check_head(read, &path, &mut check)
+        });
         let head_seq = head.as_ref().and_then(|h| h.link()).map(|head| head.seq);
         RowsVerifier {
             check,
@@ -448,6 +456,11 @@ pub enum FindingKind {
     HeadMissing,
     /// The head file is not a head or does not verify with the key.
     HeadRefused(HeadError),
+    /// One of the head file's two slots does not verify: a crash tore the
+    /// write of a newer head (the records it was to name then lie beyond
+    /// the head, until sluice restarts and sets them aside), or the slot was
+    /// changed.
+    HeadSlotRefused(HeadError),
     /// The head names an earlier record than the last one.
     BeyondHead {
         /// The seq the head names.
@@ -536,6 +549,11 @@ impl fmt::Display for Finding {
             FindingKind::HeadRefused(refused) => {
                 write!(f, "the head file{place} is refused: {refused}")
             }
+            FindingKind::HeadSlotRefused(refused) => write!(
+                f,
+                "a slot of the head file{place} is refused ({refused}): a crash while the head \
+                 was written, or a change; the head is read from the other slot"
+            ),
             FindingKind::BeyondHead { head_seq } => write!(
                 f,
                 "records beyond the head: the head names seq {head_seq}, the trail goes on to \
@@ -881,29 +899,15 @@ impl Check {
     }
 }
 
-/// Reads and checks the head file; a missing or refused head is a problem.
+/// Reads and checks the head file; a missing or refused head is a problem,
+/// and so is a slot of it that does not verify beside one that does.
 fn read_head(head_path: Option<&Path>, key: &ChainKey, check: &mut Check) -> HeadStatus {
     let Some(head_path) = head_path else {
         return HeadStatus::NotChecked;
     };
-    let mut bytes = Vec::with_capacity(chain::HEAD_LEN + 1);
-    let read = File::open(head_path).and_then(|file| {
-        file.take(chain::HEAD_LEN as u64 + 1)
-            .read_to_end(&mut bytes)
-    });
-    check_head(read.map(|_| bytes), head_path, key, check)
-}
-
-/// Checks a head's bytes as read from `at`.
-fn check_head(
-    read: io::Result<Vec<u8>>,
-    head_path: &Path,
-    key: &ChainKey,
-    check: &mut Check,
-) -> HeadStatus {
     let at = Some(head_path);
-    match read {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+    match read_head_file(head_path) {
+        Ok(None) => {
             check.problem(FindingKind::HeadMissing, at, None, None);
             HeadStatus::Missing
         }
@@ -911,13 +915,29 @@ fn check_head(
             check.problem(FindingKind::Unreadable(error.to_string()), at, None, None);
             HeadStatus::Unreadable(error.to_string())
         }
-        Ok(bytes) => match chain::parse_head(key, &bytes) {
-            Ok(link) => HeadStatus::Verified(link),
-            Err(refused) => {
-                check.problem(FindingKind::HeadRefused(refused.clone()), at, None, None);
-                HeadStatus::Refused(refused)
+        Ok(Some(bytes)) => check_head(chain::parse_head_file(key, &bytes), head_path, check),
+    }
+}
+
+/// Reports a head as read from `at`: refused, or verified (with a problem
+/// for a slot beside it that is not).
+fn check_head(read: Result<HeadSlots, HeadError>, at: &Path, check: &mut Check) -> HeadStatus {
+    match read {
+        Ok(slots) => {
+            if let Some(refused) = slots.other_refused {
+                check.problem(FindingKind::HeadSlotRefused(refused), Some(at), None, None);
             }
-        },
+            HeadStatus::Verified(slots.newest)
+        }
+        Err(refused) => {
+            check.problem(
+                FindingKind::HeadRefused(refused.clone()),
+                Some(at),
+                None,
+                None,
+            );
+            HeadStatus::Refused(refused)
+        }
     }
 }
 
@@ -926,7 +946,7 @@ mod tests {
     use super::*;
     use crate::audit::log::{AuditLog, Fsync, LogSettings};
     use serde_json::{Map, Value, json};
-    use std::fs;
+    use std::fs::{self, File};
 
     /// A trail written by the real log, and a place to copy it for tampering.
     struct Trail {

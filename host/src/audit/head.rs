@@ -1,0 +1,132 @@
+//! The head file: the chain's last `seq` and `mac`, kept apart from the
+//! records, rewritten in every commit (see "The head" in `log.rs`).
+//!
+//! A head write was a `pwrite(2)` in place, about a quarter of what a
+//! statement's record cost under `fsync = "batch"` (BENCHMARKS.md). Like
+//! the records, the head is now copied into a shared mapping of the file
+//! instead. A copy into a mapping is not atomic the way a small `pwrite`
+//! was: a crash of sluice in the middle of it, or the kernel writing the
+//! page back while it runs, can leave a line that is half old, half new
+//! and verifies under neither. So the file holds two slots (see
+//! [`chain::parse_head_file`]) and each write goes to the slot *not*
+//! holding the newest head: a torn write damages only the slot it was
+//! writing, and the head before it stays whole beside it. The records that
+//! write was about to name are already in the trail, beyond that head, so
+//! recovery can tell the torn write of a crash (records beyond the head
+//! the other slot names) from a slot damaged to hide records cut off the
+//! end (none beyond it): the first is set aside and continued from, the
+//! second refused.
+//!
+//! Where the file cannot be mapped (not a regular file, a copy-on-write
+//! filesystem; see `window.rs`), the slots are written with `pwrite`.
+//! Cutting the head file short while sluice runs stops sluice with
+//! `SIGBUS` at its next commit, as cutting the active file does: fail
+//! closed.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::chain::{HEAD_FILE_LEN, HEAD_LEN};
+use super::log::open_to_write_in_place;
+use super::window::{self, Window};
+
+/// The open head file, written slot by slot.
+pub(super) struct HeadFile {
+    file: File,
+    /// The file mapped, for heads to be copied in without a system call;
+    /// `None` where it cannot be.
+    mapped: Option<Window>,
+    /// The slot the next head goes to: never the one holding the newest.
+    next_slot: usize,
+}
+
+/// What failed, named for the operator's error message, and why.
+pub(super) type HeadWriteError = (&'static str, io::Error);
+
+impl HeadFile {
+    /// Opens the head file (creating it, mode 0600, if missing) and writes
+    /// `line` into both slots with one `pwrite`, synced: a write that a
+    /// crash cannot tear into anything but the file as it was, so the file
+    /// holds two whole slots from here on.
+    pub(super) fn open(path: &Path, line: &[u8]) -> Result<HeadFile, HeadWriteError> {
+        debug_assert_eq!(line.len(), HEAD_LEN);
+        let file = open_to_write_in_place(path).map_err(|error| ("open head file", error))?;
+        let metadata = file
+            .metadata()
+            .map_err(|error| ("read the metadata of", error))?;
+        // A longer file (from another version) would keep a stale tail.
+        if metadata.len() > HEAD_FILE_LEN as u64 {
+            file.set_len(HEAD_FILE_LEN as u64)
+                .map_err(|error| ("truncate head file", error))?;
+        }
+        let both = [line, line].concat();
+        file.write_all_at(&both, 0)
+            .map_err(|error| (WRITE_HEAD, error))?;
+        file.sync_data()
+            .map_err(|error| ("fdatasync head file", error))?;
+        // Both slots are written, so their block is allocated: a copy into
+        // the mapping never needs space a full disk lacks.
+        let mapped = (metadata.is_file() && window::reserves_allocated_space(&file))
+            .then(|| Window::map(&file, 0, HEAD_FILE_LEN as u64))
+            .and_then(|mapped| {
+                mapped
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, path = %path.display(), "cannot map the audit head file: heads are written to it instead");
+                    })
+                    .ok()
+            });
+        Ok(HeadFile {
+            file,
+            mapped,
+            next_slot: 0,
+        })
+    }
+
+    /// Writes `line` into the slot not holding the newest head, and syncs
+    /// the file if `sync`.
+    pub(super) fn write(&mut self, line: &[u8], sync: bool) -> Result<(), HeadWriteError> {
+        debug_assert_eq!(line.len(), HEAD_LEN);
+        let at = (self.next_slot * HEAD_LEN) as u64;
+        match self.mapped.as_mut() {
+            Some(mapped) => mapped.copy_to(at, line),
+            None => self
+                .file
+                .write_all_at(line, at)
+                .map_err(|error| (WRITE_HEAD, error))?,
+        }
+        if sync {
+            self.sync()
+                .map_err(|error| ("fdatasync head file", error))?;
+        }
+        // Only a whole write makes its slot the newest: after a failed one
+        // the next write goes to the same (damaged) slot again.
+        self.next_slot = 1 - self.next_slot;
+        Ok(())
+    }
+
+    /// `fdatasync`s the head file: a copy into the mapping is written back
+    /// by it like a write.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// The step named when a head's write fails.
+pub(super) const WRITE_HEAD: &str = "write head file";
+
+/// Reads a head file's bytes (at most one more than a head file holds, so
+/// that a longer file is seen to be one); `None` when it is missing.
+pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::with_capacity(HEAD_FILE_LEN + 1);
+    match File::open(path) {
+        Ok(file) => {
+            file.take(HEAD_FILE_LEN as u64 + 1)
+                .read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
