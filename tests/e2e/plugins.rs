@@ -937,17 +937,72 @@ async fn held_statements_wait_for_an_approver() {
         })
     };
     let ticket = next_ticket().await;
+    // tokio-postgres sends every value in binary: labelled so, since the
+    // same bytes read otherwise as another type.
     assert_eq!(
         ticket.parameters,
         [
-            Some("card ****************".to_owned()),
-            Some("4".to_owned())
+            Some("[binary, as text: \"card ****************\"]".to_owned()),
+            Some("[binary, as text: \"4\"]".to_owned())
         ],
         "{ticket:?}"
     );
     answer(format!("deny {} bob", ticket.id)).await.unwrap();
     let denied = held.await.unwrap().unwrap_err();
     assert_eq!(code_and_message(&denied).0, "42501");
+
+    // `00000042` bound in binary to an int8 is not 42: the approver is
+    // shown both readings, never the bytes as if they were the number.
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let statement = client
+                .prepare_typed(
+                    "UPDATE orders SET note = 'binary' WHERE id <= $1",
+                    &[tokio_postgres::types::Type::INT8],
+                )
+                .await?;
+            client
+                .execute(&statement, &[&i64::from_be_bytes(*b"00000042")])
+                .await
+        })
+    };
+    let ticket = next_ticket().await;
+    assert_eq!(
+        ticket.parameters,
+        [Some(
+            "[binary, as text: \"00000042\", as an integer: 3472328296227681330]".to_owned()
+        )],
+        "{ticket:?}"
+    );
+    answer(format!("deny {} bob", ticket.id)).await.unwrap();
+    assert!(held.await.unwrap().is_err());
+
+    // An EXECUTE's ticket shows what it runs, not only its name.
+    let held = in_background(
+        &client,
+        "PREPARE touch_one AS UPDATE orders SET note = 'prepared' WHERE id > 0",
+    );
+    let ticket = next_ticket().await;
+    answer(format!("approve {} alice", ticket.id))
+        .await
+        .unwrap();
+    held.await.unwrap().expect("PREPARE approved");
+    let held = in_background(&client, "EXECUTE touch_one");
+    let ticket = next_ticket().await;
+    assert!(
+        ticket
+            .statement_text
+            .starts_with("EXECUTE touch_one\n-- EXECUTE runs: ")
+            && ticket
+                .statement_text
+                .contains("UPDATE orders SET note = 'prepared' WHERE id > 0"),
+        "{}",
+        ticket.statement_text
+    );
+    answer(format!("deny {} bob", ticket.id)).await.unwrap();
+    assert!(denial(held.await.unwrap()).0 == "42501");
+    assert_ne!(note(1).await, "prepared");
 
     // The requester withdraws a held statement: a cancel request refuses
     // it at once, and the ticket closes ...

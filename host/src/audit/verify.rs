@@ -13,7 +13,11 @@
 //!   is reported as a note;
 //! - the head file verifies with the key and names exactly the last record
 //!   (a file cut short at a record boundary leaves a valid chain, and only
-//!   the head shows that records are missing).
+//!   the head shows that records are missing). The head is the newer of the
+//!   file's two slots; a slot that does not verify beside one that does is
+//!   a problem too: a crash tore the head's write (and records then lie
+//!   beyond the head, until sluice restarts and sets them aside), or it was
+//!   changed.
 //!
 //! # Problems and notes
 //!

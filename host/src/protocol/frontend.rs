@@ -128,10 +128,15 @@ pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
     )
 }
 
-/// Bind: its parameters as the audit trail keeps them (before masking):
-/// text as sent; a binary value as its text when it is printable UTF-8 (a
-/// driver sending a string in binary), else withheld — bytes sluice cannot
-/// read as text could hide a card number in any encoding. `None` for NULL.
+/// Bind: its parameters as the audit trail keeps them and an approval
+/// ticket shows them (before masking); `None` for NULL. Text-format values
+/// as sent. A value in binary format is bytes the server reads by the
+/// parameter's type, which sluice does not know: `00000042` sent in binary
+/// for an int8 is 3472328296227681330, not 42. So a binary value is never
+/// shown as if it were text: it is labelled, with what its bytes read as —
+/// printable UTF-8 as text (a driver sending a string in binary), two, four
+/// or eight bytes as a big-endian integer — and withheld when neither:
+/// bytes sluice cannot read could hide a card number in any encoding.
 pub fn bind_parameters_for_audit(frame: &Frame) -> Option<Vec<Option<String>>> {
     let values = bind_values(frame)?;
     Some(
@@ -139,15 +144,36 @@ pub fn bind_parameters_for_audit(frame: &Frame) -> Option<Vec<Option<String>>> {
             .into_iter()
             .map(|value| {
                 let (format, bytes) = value?;
-                match std::str::from_utf8(bytes) {
-                    Ok(text) if format == 0 || !text.chars().any(char::is_control) => {
-                        Some(text.to_owned())
-                    }
-                    _ => Some(format!("[binary value withheld: {} bytes]", bytes.len())),
+                let text = std::str::from_utf8(bytes).ok();
+                if format == 0 {
+                    return Some(match text {
+                        Some(text) => text.to_owned(),
+                        None => format!("[value withheld: {} bytes, not UTF-8]", bytes.len()),
+                    });
                 }
+                Some(binary_parameter(bytes, text))
             })
             .collect(),
     )
+}
+
+/// A binary parameter as [`bind_parameters_for_audit`] shows it.
+fn binary_parameter(bytes: &[u8], text: Option<&str>) -> String {
+    let as_text = text
+        .filter(|text| !text.chars().any(char::is_control))
+        .map(|text| format!("as text: {text:?}"));
+    let as_integer = match *bytes {
+        [a, b] => Some(i64::from(i16::from_be_bytes([a, b]))),
+        [a, b, c, d] => Some(i64::from(i32::from_be_bytes([a, b, c, d]))),
+        [a, b, c, d, e, f, g, h] => Some(i64::from_be_bytes([a, b, c, d, e, f, g, h])),
+        _ => None,
+    }
+    .map(|integer| format!("as an integer: {integer}"));
+    let readings: Vec<String> = as_text.into_iter().chain(as_integer).collect();
+    if readings.is_empty() {
+        return format!("[binary value withheld: {} bytes]", bytes.len());
+    }
+    format!("[binary, {}]", readings.join(", "))
 }
 
 /// A bound parameter: its format code (0 text, 1 binary) and bytes; `None`
@@ -371,6 +397,63 @@ mod tests {
             let decoded = decode(&Frame::new(tag, b"")).unwrap();
             assert!(format!("{decoded:?}").starts_with(expected));
         }
+    }
+
+    /// A binary parameter is never shown as if it were text: `00000042`
+    /// sent in binary for an int8 is a number near 3.5e18, and an approver
+    /// reading "42" would approve another statement than the one that runs.
+    #[test]
+    fn binary_parameters_are_labelled_with_what_their_bytes_read_as() {
+        let bind = |values: Vec<Option<&'static [u8]>>, formats: Vec<i16>| {
+            let values = values
+                .into_iter()
+                .map(|value| value.map(Bytes::from_static))
+                .collect();
+            Frame::encode(&Bind::new(None, None, formats, values, vec![]))
+        };
+        let shown = |frame: &Frame| bind_parameters_for_audit(frame).expect("a Bind");
+        let frame = bind(
+            vec![
+                Some(b"00000042"),
+                Some(b"\0\0\0\x2a"),
+                Some(b"hello"),
+                Some(b"\x01\x02\x03"),
+                Some(b"\xff\xfe"),
+                None,
+            ],
+            vec![1],
+        );
+        assert_eq!(
+            shown(&frame),
+            [
+                Some(
+                    "[binary, as text: \"00000042\", as an integer: 3472328296227681330]"
+                        .to_owned()
+                ),
+                Some("[binary, as an integer: 42]".to_owned()),
+                Some("[binary, as text: \"hello\"]".to_owned()),
+                Some("[binary value withheld: 3 bytes]".to_owned()),
+                Some("[binary, as an integer: -2]".to_owned()),
+                None,
+            ]
+        );
+        // Text format: as sent; bytes that are not UTF-8, withheld.
+        let frame = bind(vec![Some(b"00000042"), Some(b"\xff")], vec![0]);
+        assert_eq!(
+            shown(&frame),
+            [
+                Some("00000042".to_owned()),
+                Some("[value withheld: 1 bytes, not UTF-8]".to_owned())
+            ]
+        );
+        // A quote in binary text cannot end the label's quoted text early.
+        let frame = bind(vec![Some(b"a\", as an integer: 1")], vec![1]);
+        assert_eq!(
+            shown(&frame),
+            [Some(
+                r#"[binary, as text: "a\", as an integer: 1"]"#.to_owned()
+            )]
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@
 //! still owes, and a refusal inside a transaction block aborts the
 //! transaction on both sides, exactly as a failing statement would.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -79,7 +80,7 @@ use crate::masking::messages;
 use crate::masking::rows::{self, ResultMask};
 use crate::plugin::SessionInfo;
 use crate::plugin::bindings::approval::exports::sluice::gateway::approval::Ticket;
-use crate::plugin::bindings::types::{TableRef, ValueFormat};
+use crate::plugin::bindings::types::{TableRef, ValueFormat, Wrapper};
 use crate::plugin::{Fault, PluginSet, Verdict};
 use crate::protocol::frame::{self, Frame, Header};
 use crate::protocol::reply::{self, Severity};
@@ -1977,12 +1978,12 @@ impl Proxy<'_> {
                 }
             }
             // As the audit trail shows them: a value sent in binary is
-            // shown when it is readable text, else said to be withheld.
+            // labelled with what its bytes read as, or withheld.
             let params = bind
                 .and_then(frontend::bind_parameters_for_audit)
                 .unwrap_or_default();
             let held = Held {
-                text,
+                text: with_executed_texts(text, &statements),
                 params,
                 tables,
                 plugin,
@@ -2160,7 +2161,7 @@ impl Proxy<'_> {
         // The policy's reason may quote the statement too.
         // So are the tables' names: they are the client's text too.
         let mut texts = Vec::with_capacity(2 + params.len() + 2 * tables.len());
-        texts.push(text);
+        texts.push(text.as_ref());
         texts.push(&reason);
         texts.extend(params.iter().flatten().map(String::as_str));
         for table in &tables {
@@ -3909,7 +3910,8 @@ impl MaskingFailure for &str {}
 
 /// A statement a policy holds for approval, and what the ticket needs.
 struct Held<'a> {
-    text: &'a str,
+    /// The statement's text, with what its EXECUTEs run.
+    text: Cow<'a, str>,
     /// Its parameters (a Bind's, as the audit trail renders them),
     /// unmasked; none for a simple query.
     params: Vec<Option<String>>,
@@ -3918,6 +3920,21 @@ struct Held<'a> {
     plugin: String,
     reason: String,
     approver_group: String,
+}
+
+/// A statement's text as an approver must read it: with the text of each
+/// prepared statement its EXECUTEs run, which its own text only names
+/// (`EXECUTE lookup(42)` may be an UPDATE of every card).
+fn with_executed_texts<'t>(text: &'t str, statements: &[Analysed]) -> Cow<'t, str> {
+    let mut shown = Cow::Borrowed(text);
+    for analysed in statements {
+        if analysed.statement.wrappers.contains(&Wrapper::Execute) {
+            let shown = shown.to_mut();
+            shown.push_str("\n-- EXECUTE runs: ");
+            shown.push_str(&analysed.statement.text);
+        }
+    }
+    shown
 }
 
 /// How a hold ended.

@@ -6,8 +6,11 @@
 //! reads their answers from the interactions sluice receives
 //! ([`Approval::on_interaction`]), and hears how each ticket ended
 //! ([`Approval::on_outcome`]). sluice itself enforces that a ticket is
-//! answered once, before it expires, by a member of the approver group who
-//! is not the requester.
+//! answered once, before it expires, and not by an approver named as the
+//! requester's principal is. sluice knows approvers only by the name your
+//! plugin reads from the interaction: that the person answering belongs to
+//! the ticket's approver group (a channel only they can post in, a list in
+//! your configuration) is for your plugin to make sure of.
 //!
 //! [`Decision::RequireApproval`]: crate::types::Decision::RequireApproval
 
