@@ -1160,6 +1160,68 @@ async fn a_query_needing_two_groups_approval_is_refused() {
     assert_eq!(code, "57014");
 }
 
+/// An approval holds for the policies it was given under: a reload while
+/// the statement waits (a deny rule added during an incident) is applied
+/// to it before it runs, approved or not; a reload that still asks the same
+/// group lets the approval stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
+    let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "");
+    let holding = format!(
+        "{}{approvers}",
+        deny_rule("[plugins.config]\napproval_words = [\"orders\"]")
+    );
+    let env = start(&holding).await;
+    let shared = env.gateway.shared.clone();
+    let client = Arc::new(env.connect("agent").await);
+    let approve = |id: String| {
+        let shared = shared.clone();
+        async move {
+            let plugins = shared.plugins.current();
+            let payload = format!("approve {id} alice");
+            shared.approvals.interaction(&plugins, &payload).await
+        }
+    };
+    let reload = |config: String| {
+        env.rewrite_config(&config);
+        reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+    };
+
+    // Reloaded into other rules that still ask the same group.
+    let held = in_background(
+        &client,
+        "UPDATE orders SET note = 'same rules' WHERE id = 1",
+    );
+    let ticket = open_ticket(&shared).await;
+    let widened = deny_rule("[plugins.config]\napproval_words = [\"orders\", \"invoices\"]");
+    reload(format!("{widened}{approvers}")).await.unwrap();
+    approve(ticket.id).await.unwrap();
+    held.await
+        .unwrap()
+        .expect("approved, and the policies in force agree");
+
+    // Reloaded into a deny: the approval given before it does not run it.
+    let held = in_background(
+        &client,
+        "UPDATE orders SET note = 'denied since' WHERE id = 1",
+    );
+    let ticket = open_ticket(&shared).await;
+    reload(format!("{}{approvers}", deny_words(&["orders"])))
+        .await
+        .unwrap();
+    approve(ticket.id).await.unwrap();
+    let (code, message) = denial(held.await.unwrap());
+    assert_eq!(code, "42501");
+    assert!(message.contains("orders"), "{message}");
+    let direct = env.connect_direct().await;
+    let note: String = direct
+        .query_one("SELECT coalesce(note, '') FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "same rules");
+}
+
 /// Without an approval plugin, a statement that needs approval is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_without_an_approval_plugin_is_refused() {

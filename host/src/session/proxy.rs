@@ -1982,16 +1982,38 @@ impl Proxy<'_> {
             let params = bind
                 .and_then(frontend::bind_parameters_for_audit)
                 .unwrap_or_default();
+            let judged_under = self.plugins_generation;
             let held = Held {
                 text: with_executed_texts(text, &statements),
                 params,
                 tables,
                 plugin,
                 reason,
-                approver_group,
+                approver_group: approver_group.clone(),
             };
             if let Some(refusal) = self.hold_for_approval(&plugins, held).await {
                 return Some(refusal);
+            }
+            // The approval was given under the policies in force when the
+            // statement was held, maybe hours ago. If a reload replaced
+            // them meanwhile (an incident's new deny rule, say), the
+            // statement runs only if the policies in force now would let
+            // it run on that same group's approval.
+            if self.shared.plugins.generation() != judged_under {
+                let plugins = self.current_plugins().clone();
+                match self.policy_verdicts(&plugins, text, &statements).await {
+                    Ok(None) => {}
+                    Ok(Some((_, _, group, _))) if group == approver_group => {}
+                    Ok(Some((plugin, reason, group, _))) => {
+                        return Some(self.denied_by(
+                            plugin,
+                            format!(
+                                "the policies were reloaded while this statement waited for approval, and now it needs approval from {group} ({reason}): refused"
+                            ),
+                        ));
+                    }
+                    Err(refusal) => return Some(refusal),
+                }
             }
         }
         // Followed once they run: at once for a simple Query, at its
