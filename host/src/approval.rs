@@ -8,7 +8,12 @@
 //! ticket's expiry or shutdown. Answers arrive as interactions (a Slack
 //! callback, already authenticated by whoever received it) that an approval
 //! plugin reads, and the broker enforces what the plugin cannot: a ticket is
-//! answered once, before it expires, and never by the person who asked.
+//! answered once, before it expires, by an approver of the configured
+//! directory (`[approvals.approvers]`) who approves for the ticket's group,
+//! and never by the principal who asked. The plugin only reads the name
+//! (a Slack user ID, say) off the answer; the directory says whom that name
+//! is and what they approve for, so neither a plugin's slip nor anyone who
+//! can click in the channel decides who may approve.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +37,14 @@ pub enum AnswerError {
     UnknownTicket(String),
     #[error("{approver} asked for ticket {ticket} and may not approve it")]
     OwnRequest { approver: String, ticket: String },
+    #[error("{0:?} is not an approver ([approvals.approvers])")]
+    NotAnApprover(String),
+    #[error("{approver} does not approve for {group}, whose approval ticket {ticket} asks")]
+    NotInGroup {
+        approver: String,
+        group: String,
+        ticket: String,
+    },
     #[error("ticket {0} has expired")]
     Expired(String),
     #[error("no approval plugin understood the interaction")]
@@ -45,13 +58,47 @@ struct Pending {
     respond: oneshot::Sender<Resolution>,
 }
 
+/// Who may answer tickets: by the name an approval plugin reads from an
+/// answer, the principal that is and the groups it approves for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Approvers {
+    by_name: HashMap<String, Approver>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Approver {
+    principal: String,
+    groups: Vec<String>,
+}
+
+impl Approvers {
+    /// Adds (or replaces) the approver known to plugins as `name`.
+    pub fn insert(&mut self, name: String, principal: String, groups: Vec<String>) {
+        self.by_name.insert(name, Approver { principal, groups });
+    }
+
+    /// Whether nobody may answer a ticket.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 /// The tickets of this gateway's held statements.
 #[derive(Default)]
 pub struct Approvals {
     pending: Mutex<HashMap<String, Pending>>,
+    approvers: Approvers,
 }
 
 impl Approvals {
+    /// A broker taking answers from `approvers` only.
+    pub fn new(approvers: Approvers) -> Approvals {
+        Approvals {
+            pending: Mutex::default(),
+            approvers,
+        }
+    }
+
     /// A fresh, unguessable ticket id.
     pub fn new_ticket_id() -> String {
         let bytes: [u8; 16] = rand::random();
@@ -83,12 +130,29 @@ impl Approvals {
             .get(ticket_id)
             .ok_or_else(|| AnswerError::UnknownTicket(ticket_id.to_owned()))?
             .ticket;
-        let approver = match &verdict {
-            Verdict::Approve(approver) | Verdict::Deny(approver) => approver.clone(),
+        let (Verdict::Approve(name) | Verdict::Deny(name)) = &verdict;
+        let approver = self
+            .approvers
+            .by_name
+            .get(name)
+            .ok_or_else(|| AnswerError::NotAnApprover(name.clone()))?;
+        // On the record as the principal, with the plugin's name for them
+        // where that is another.
+        let known_as = if *name == approver.principal {
+            approver.principal.clone()
+        } else {
+            format!("{} ({name})", approver.principal)
         };
-        if approver == ticket.requester.id {
+        if approver.principal == ticket.requester.id {
             return Err(AnswerError::OwnRequest {
-                approver,
+                approver: known_as,
+                ticket: ticket_id.to_owned(),
+            });
+        }
+        if !approver.groups.contains(&ticket.approver_group) {
+            return Err(AnswerError::NotInGroup {
+                approver: known_as,
+                group: ticket.approver_group.clone(),
                 ticket: ticket_id.to_owned(),
             });
         }
@@ -99,8 +163,8 @@ impl Approvals {
             .remove(ticket_id)
             .expect("the ticket was found above, under the same lock");
         let resolution = match verdict {
-            Verdict::Approve(approver) => Resolution::Approved { approver },
-            Verdict::Deny(approver) => Resolution::Denied { approver },
+            Verdict::Approve(_) => Resolution::Approved { approver: known_as },
+            Verdict::Deny(_) => Resolution::Denied { approver: known_as },
         };
         tracing::info!(ticket = ticket_id, ?resolution, "approval answered");
         // The session may have stopped waiting a moment ago: then the
@@ -157,9 +221,58 @@ mod tests {
         }
     }
 
+    fn directory() -> Approvers {
+        let mut approvers = Approvers::default();
+        for (name, principal, groups) in [
+            ("alice", "alice", vec!["dba"]),
+            ("bob", "bob", vec!["security", "dba"]),
+            ("agent", "agent", vec!["dba"]),
+            ("U0AGENT", "agent", vec!["dba"]),
+            ("U0CAROL", "carol", vec!["security"]),
+        ] {
+            let groups = groups.into_iter().map(str::to_owned).collect();
+            approvers.insert(name.to_owned(), principal.to_owned(), groups);
+        }
+        approvers
+    }
+
+    /// Only the directory's approvers answer, each for their own groups,
+    /// and never for a statement their principal sent, whatever name the
+    /// plugin read off the answer.
+    #[tokio::test]
+    async fn only_an_approver_of_the_tickets_group_answers_it() {
+        let approvals = Approvals::new(directory());
+        let _answer = approvals.open(ticket("t1", now_ms() + 60_000));
+        for (name, refused) in [
+            ("mallory", "\"mallory\" is not an approver"),
+            ("U0AGENT", "agent (U0AGENT) asked for ticket t1"),
+            ("U0CAROL", "carol (U0CAROL) does not approve for dba"),
+        ] {
+            let error = approvals
+                .answer("t1", Verdict::Approve(name.into()))
+                .unwrap_err();
+            assert!(error.to_string().contains(refused), "{error}");
+        }
+        assert_eq!(approvals.pending().len(), 1, "no refused answer closed it");
+        assert_eq!(
+            approvals.answer("t1", Verdict::Deny("bob".into())).unwrap(),
+            Resolution::Denied {
+                approver: "bob".into()
+            }
+        );
+
+        // With no directory, nobody answers.
+        let approvals = Approvals::default();
+        let _answer = approvals.open(ticket("t2", now_ms() + 60_000));
+        assert!(matches!(
+            approvals.answer("t2", Verdict::Approve("alice".into())),
+            Err(AnswerError::NotAnApprover(_))
+        ));
+    }
+
     #[tokio::test]
     async fn a_ticket_is_answered_once_by_someone_else_before_it_expires() {
-        let approvals = Approvals::default();
+        let approvals = Approvals::new(directory());
         let far = now_ms() + 60_000;
         let answer = approvals.open(ticket("t1", far));
         assert!(matches!(

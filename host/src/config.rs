@@ -10,7 +10,7 @@
 //! runs with (paths made relative to the config file, the upstream URL split,
 //! command-line overrides applied, the secret read).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -182,6 +182,22 @@ pub enum AuditFsync {
 pub struct ApprovalsConfig {
     /// How long a held statement waits for an answer before it is refused.
     pub timeout_ms: Option<u64>,
+    /// Who may answer tickets, by the name an approval plugin reads from
+    /// an answer (a Slack user ID, say): the principal that name is, and
+    /// the groups it approves for. Nobody else's answer is taken.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, ApproverConfig>,
+}
+
+/// One entry of `[approvals.approvers]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// The principal the approver is: never the approver of a statement
+    /// this principal sent.
+    pub principal: String,
+    /// The approver groups whose tickets this approver may answer.
+    pub groups: Vec<String>,
 }
 
 /// `[listen]`: where clients connect.
@@ -486,6 +502,8 @@ pub struct Settings {
     pub plugins: Vec<PluginSettings>,
     /// How long a statement held for approval waits.
     pub approval_timeout: Duration,
+    /// Who may answer approval tickets (`[approvals.approvers]`).
+    pub approvers: crate::approval::Approvers,
     /// The audit trail; `None`: nothing is recorded.
     pub audit: Option<AuditSettings>,
     /// The admin HTTP port; `None`: not served.
@@ -1111,6 +1129,7 @@ impl Config {
                     )));
                 }
             },
+            approvers: self.resolve_approvers()?,
             audit,
             admin,
             telemetry,
@@ -1331,6 +1350,31 @@ impl Config {
             });
         }
         Ok(plugins)
+    }
+
+    fn resolve_approvers(&self) -> Result<crate::approval::Approvers, Error> {
+        let mut approvers = crate::approval::Approvers::default();
+        for (name, entry) in &self.approvals.approvers {
+            let at = |what: &str| invalid(format!("[approvals.approvers] {name:?}: {what}"));
+            if name.trim().is_empty() {
+                return Err(invalid(
+                    "[approvals.approvers]: an approver's name must not be empty",
+                ));
+            }
+            if entry.principal.trim().is_empty() {
+                return Err(at("principal must not be empty"));
+            }
+            if entry.groups.is_empty() {
+                return Err(at(
+                    "groups is empty: name the approver groups it answers for",
+                ));
+            }
+            if entry.groups.iter().any(|group| group.trim().is_empty()) {
+                return Err(at("a group name must not be empty"));
+            }
+            approvers.insert(name.clone(), entry.principal.clone(), entry.groups.clone());
+        }
+        Ok(approvers)
     }
 
     fn resolve_row_values_for(&self) -> Result<BTreeSet<String>, Error> {
@@ -1998,6 +2042,10 @@ mod tests {
             settings.row_values_for.is_empty(),
             "no session sees a violation's row values unless configured"
         );
+        assert!(
+            settings.approvers.is_empty(),
+            "nobody answers a ticket unless configured"
+        );
     }
 
     #[test]
@@ -2188,6 +2236,30 @@ mod tests {
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[errors]\nrow_values = [\"admins\"]",
                 "row_values",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"\", groups = [\"dba\"] }",
+                "[approvals.approvers] \"U1\": principal must not be empty",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\", groups = [] }",
+                "[approvals.approvers] \"U1\": groups is empty",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\", groups = [\"\"] }",
+                "[approvals.approvers] \"U1\": a group name must not be empty",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\" }",
+                "missing field `groups`",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\", groups = [\"dba\"], group = \"x\" }",
+                "unknown field `group`",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\n\"\" = { principal = \"alice\", groups = [\"dba\"] }",
+                "an approver's name must not be empty",
             ),
         ] {
             let error = resolve(text).unwrap_err().to_string();

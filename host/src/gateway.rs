@@ -145,6 +145,12 @@ impl Gateway {
         let tls_acceptor = Self::tls_acceptor(&settings)?;
         let upstream = Upstream::new(settings.upstream.clone())?;
         let plugins = Arc::new(Plugins::load(&settings.plugins).await?);
+        if plugins.current().approves() && settings.approvers.is_empty() {
+            tracing::warn!(
+                "an approval plugin is loaded but [approvals.approvers] names no approver: no answer is taken, and every held statement is refused when its ticket expires"
+            );
+        }
+        let approvals = crate::approval::Approvals::new(settings.approvers.clone());
         let audit = match &settings.audit {
             Some(audit) => {
                 if !plugins.current().masks() {
@@ -210,7 +216,7 @@ impl Gateway {
                 tls_acceptor,
                 upstream,
                 plugins,
-                approvals: Default::default(),
+                approvals,
                 cancel: cancel::Registry::default(),
                 counters: Counters::default(),
                 lockouts: Default::default(),

@@ -791,6 +791,15 @@ async fn prepared_statements_are_judged_by_the_policy_in_force_at_bind() {
     client.query_one(&other, &[]).await.unwrap();
 }
 
+/// The approvers the approval tests answer as: by the names the test
+/// approval plugin reads off an answer (`approve <ticket> <name>`).
+const APPROVERS: &str = "[approvals.approvers]
+alice = { principal = \"alice\", groups = [\"dba\"] }
+bob = { principal = \"bob\", groups = [\"dba\", \"security\"] }
+agent = { principal = \"agent\", groups = [\"dba\"] }
+U0MALLORY = { principal = \"mallory\", groups = [\"security\"] }
+";
+
 /// The first approval ticket open, once one is.
 async fn open_ticket(
     shared: &sluice::gateway::Shared,
@@ -831,7 +840,7 @@ async fn cancel(client: &tokio_postgres::Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_statements_wait_for_an_approver() {
     let env = start(&format!(
-        "{}{}{}[approvals]\ntimeout_ms = 3000\n\n[audit]\nfile = \"audit.jsonl\"\n",
+        "{}{}{}[approvals]\ntimeout_ms = 3000\n\n{APPROVERS}\n[audit]\nfile = \"audit.jsonl\"\n",
         deny_rule("[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]"),
         plugin(
             "needle",
@@ -887,6 +896,25 @@ async fn held_statements_wait_for_an_approver() {
     );
     let own = answer(format!("approve {} agent", ticket.id)).await;
     assert!(own.unwrap_err().to_string().contains("may not approve"));
+    // Only the configured approvers of the ticket's group answer it.
+    let stranger = answer(format!("approve {} eve", ticket.id)).await;
+    assert!(
+        stranger
+            .unwrap_err()
+            .to_string()
+            .contains("not an approver")
+    );
+    let other_group = answer(format!("approve {} U0MALLORY", ticket.id)).await;
+    let refused = other_group.unwrap_err().to_string();
+    assert!(
+        refused.contains("mallory (U0MALLORY) does not approve for dba"),
+        "{refused}"
+    );
+    assert_ne!(
+        note(1).await,
+        "card 4111111111111111",
+        "ran on a refused answer"
+    );
     answer(format!("approve {} alice", ticket.id))
         .await
         .unwrap();
@@ -1168,7 +1196,7 @@ async fn a_query_needing_two_groups_approval_is_refused() {
 async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "");
     let holding = format!(
-        "{}{approvers}",
+        "{}{approvers}{APPROVERS}",
         deny_rule("[plugins.config]\napproval_words = [\"orders\"]")
     );
     let env = start(&holding).await;
@@ -1194,7 +1222,9 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     );
     let ticket = open_ticket(&shared).await;
     let widened = deny_rule("[plugins.config]\napproval_words = [\"orders\", \"invoices\"]");
-    reload(format!("{widened}{approvers}")).await.unwrap();
+    reload(format!("{widened}{approvers}{APPROVERS}"))
+        .await
+        .unwrap();
     approve(ticket.id).await.unwrap();
     held.await
         .unwrap()
@@ -1206,7 +1236,7 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
         "UPDATE orders SET note = 'denied since' WHERE id = 1",
     );
     let ticket = open_ticket(&shared).await;
-    reload(format!("{}{approvers}", deny_words(&["orders"])))
+    reload(format!("{}{approvers}{APPROVERS}", deny_words(&["orders"])))
         .await
         .unwrap();
     approve(ticket.id).await.unwrap();

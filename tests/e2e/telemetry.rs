@@ -173,11 +173,12 @@ fn is_error(span: &Span) -> bool {
 }
 
 /// The shipped masker, the deny-rule policy (denying `forbidden`, holding
-/// statements on `orders` for the `dba` group), the test approval plugin,
-/// and the audit trail.
+/// statements on `orders` for the `dba` group), the test approval plugin
+/// with `alice` to answer for `dba`, and the audit trail.
 fn watched_config(extra: &str) -> String {
     format!(
         "[audit]\nfile = \"audit/audit.jsonl\"\nfsync = \"batch\"\n\n{extra}\n\
+         [approvals.approvers]\nalice = {{ principal = \"alice\", groups = [\"dba\"] }}\n\n\
          [[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n\n\
          [[plugins]]\nname = \"rules\"\nhook = \"policy\"\npath = \"{}\"\n\
          [plugins.config]\ndeny_words = [\"forbidden\"]\ndeny_kinds = []\napproval_words = [\"orders\"]\n\n\

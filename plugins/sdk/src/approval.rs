@@ -5,12 +5,11 @@
 //! approvers ([`Approval::request`], typically with [`crate::slack`]),
 //! reads their answers from the interactions sluice receives
 //! ([`Approval::on_interaction`]), and hears how each ticket ended
-//! ([`Approval::on_outcome`]). sluice itself enforces that a ticket is
-//! answered once, before it expires, and not by an approver named as the
-//! requester's principal is. sluice knows approvers only by the name your
-//! plugin reads from the interaction: that the person answering belongs to
-//! the ticket's approver group (a channel only they can post in, a list in
-//! your configuration) is for your plugin to make sure of.
+//! ([`Approval::on_outcome`]). Your plugin reads only *who* answered (the
+//! name in the interaction, a Slack user ID say) and what; sluice enforces
+//! the rest: a ticket is answered once, before it expires, by a name its
+//! operator listed in `[approvals.approvers]` for the ticket's approver
+//! group, and never by the principal who sent the statement.
 //!
 //! [`Decision::RequireApproval`]: crate::types::Decision::RequireApproval
 
