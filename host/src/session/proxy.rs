@@ -1915,6 +1915,9 @@ impl Proxy<'_> {
         bind: Option<&Frame>,
     ) -> Option<Fatal> {
         let plugins = self.current_plugins().clone();
+        // The generation of the plugins that judge it, for an approval
+        // given after a reload to be checked against those then in force.
+        let judged_under = self.plugins_generation;
         if tracing::enabled!(tracing::Level::DEBUG) {
             let statement = crate::masking::for_log(&plugins, text).await;
             tracing::debug!(session = self.session.session_id, %statement, "statement");
@@ -1982,7 +1985,6 @@ impl Proxy<'_> {
             let params = bind
                 .and_then(frontend::bind_parameters_for_audit)
                 .unwrap_or_default();
-            let judged_under = self.plugins_generation;
             let held = Held {
                 text: with_executed_texts(text, &statements),
                 params,
