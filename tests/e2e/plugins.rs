@@ -999,7 +999,7 @@ async fn held_statements_wait_for_an_approver() {
     assert_eq!(
         ticket.parameters,
         [Some(
-            "[binary, as text: \"00000042\", as an integer: 3472328296227681330]".to_owned()
+            "[binary, as text: \"00000042\", as an integer: withheld, 19 digits]".to_owned()
         )],
         "{ticket:?}"
     );

@@ -81,9 +81,9 @@ pub const FILE_START: &str = "file_start";
 /// an old and a new one behind a shorter write.
 pub const HEAD_LEN: usize = HEAD_MAGIC.len() + 4 + 20 + 5 + 64 + 6 + 64 + 1;
 
-/// Length of a head file: two slots of [`HEAD_LEN`] bytes, written in
-/// turn, so that a head write a crash interrupts damages only the slot it
-/// was writing, never the head before it (see [`parse_head_file`]).
+/// Length of a head file: two slots of [`HEAD_LEN`] bytes, each head
+/// copied into one, then the other, so that a copy a crash interrupts
+/// damages only the slot it was writing (see [`parse_head_file`]).
 pub const HEAD_FILE_LEN: usize = 2 * HEAD_LEN;
 
 const LINE_START: &[u8] = b"{\"seq\":";
@@ -620,9 +620,8 @@ pub enum HeadError {
 pub struct HeadSlots {
     /// The head with the highest `seq` among the slots that verify.
     pub newest: Link,
-    /// Why the other slot does not verify, when it does not: the write a
-    /// crash interrupted (the writer only ever writes the slot not holding
-    /// the newest head, so that is the slot a crash tears), or a change.
+    /// Why the other slot does not verify, when it does not: the copy a
+    /// crash interrupted, or a change.
     pub other_refused: Option<HeadError>,
 }
 

@@ -8,14 +8,19 @@
 //! was: a crash of sluice in the middle of it, or the kernel writing the
 //! page back while it runs, can leave a line that is half old, half new
 //! and verifies under neither. So the file holds two slots (see
-//! [`chain::parse_head_file`]) and each write goes to the slot *not*
-//! holding the newest head: a torn write damages only the slot it was
-//! writing, and the head before it stays whole beside it. The records that
-//! write was about to name are already in the trail, beyond that head, so
-//! recovery can tell the torn write of a crash (records beyond the head
-//! the other slot names) from a slot damaged to hide records cut off the
-//! end (none beyond it): the first is set aside and continued from, the
-//! second refused.
+//! [`chain::parse_head_file`]), and every head is copied into both, the
+//! first slot, then the second. A crash tears at most the one being
+//! copied: in the first, the second still holds the head before, and the
+//! records the new one was to name lie beyond it (recovery sets them aside
+//! and continues, as after a crash between records and head); in the
+//! second, the first holds the new head already.
+//!
+//! Both slots hold the same head at rest, and this matters: the file never
+//! keeps an older head beside the newest, so damaging or removing a slot
+//! never brings an older head to light to match a trail cut short — the
+//! slot left still names the newest record. (Whoever saved an older head
+//! beforehand can put it back, as with any head kept in a file they can
+//! write; the head sluice logs every minute is the anchor against that.)
 //!
 //! Where the file cannot be mapped (not a regular file, a copy-on-write
 //! filesystem; see `window.rs`), the slots are written with `pwrite`.
@@ -38,8 +43,6 @@ pub(super) struct HeadFile {
     /// The file mapped, for heads to be copied in without a system call;
     /// `None` where it cannot be.
     mapped: Option<Window>,
-    /// The slot the next head goes to: never the one holding the newest.
-    next_slot: usize,
 }
 
 /// What failed, named for the operator's error message, and why.
@@ -77,32 +80,29 @@ impl HeadFile {
                     })
                     .ok()
             });
-        Ok(HeadFile {
-            file,
-            mapped,
-            next_slot: 0,
-        })
+        Ok(HeadFile { file, mapped })
     }
 
-    /// Writes `line` into the slot not holding the newest head, and syncs
-    /// the file if `sync`.
+    /// Writes `line` into the first slot, then the second, and syncs the
+    /// file if `sync`.
     pub(super) fn write(&mut self, line: &[u8], sync: bool) -> Result<(), HeadWriteError> {
         debug_assert_eq!(line.len(), HEAD_LEN);
-        let at = (self.next_slot * HEAD_LEN) as u64;
         match self.mapped.as_mut() {
-            Some(mapped) => mapped.copy_to(at, line),
+            Some(mapped) => {
+                mapped.copy_to(0, line);
+                mapped.copy_to(HEAD_LEN as u64, line);
+            }
+            // One write of both: as a crash cannot tear it, the order of
+            // the slots does not matter there.
             None => self
                 .file
-                .write_all_at(line, at)
+                .write_all_at(&[line, line].concat(), 0)
                 .map_err(|error| (WRITE_HEAD, error))?,
         }
         if sync {
             self.sync()
                 .map_err(|error| ("fdatasync head file", error))?;
         }
-        // Only a whole write makes its slot the newest: after a failed one
-        // the next write goes to the same (damaged) slot again.
-        self.next_slot = 1 - self.next_slot;
         Ok(())
     }
 

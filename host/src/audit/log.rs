@@ -93,11 +93,10 @@
 //! commit the chain's head (last `seq` and `mac`, MACed with the key; see
 //! [`chain::head_line`]) is written, in the same commit, to a separate head
 //! file. The file holds two slots of one fixed-length line each, and a head
-//! is copied, through a shared mapping like the records, into the slot not
-//! holding the newest head: a copy a crash interrupts tears only the slot
-//! it was writing, and the records it was to name lie beyond the head the
-//! other slot keeps (see `head.rs`). Where the file cannot be mapped, the
-//! slot is written with `pwrite`. The head is also logged
+//! is copied, through a shared mapping like the records, into the first
+//! slot, then the second: a copy a crash interrupts tears only the slot it
+//! was writing, and the other keeps a whole head (see `head.rs`). Where the
+//! file cannot be mapped, both slots are written with one `pwrite`. The head is also logged
 //! (`tracing::info!`) at most once a minute: a second anchor, kept wherever
 //! the logs go.
 //!
@@ -117,10 +116,9 @@
 //! end) and compares them:
 //!
 //! - they agree: the chain continues from there.
-//! - one slot of the head file does not verify, and records lie beyond the
-//!   head the other names: a crash tore the head's write after its records
-//!   were written. Set aside as below. With no record beyond it, the slot
-//!   was damaged, not torn: refused, as below.
+//! - one slot of the head file does not verify beside one that does: a
+//!   crash tore the head's copy into it (see `head.rs`). Set aside as
+//!   below, the trail checked against the slot that verifies.
 //! - the active file ends in a torn record (a crash in the middle of a
 //!   write), or holds records beyond the head (a crash between writing the
 //!   records and the head; the records verify with the key, so sluice wrote
@@ -1945,23 +1943,14 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
             ));
         }
     }
-    if let Some((head, refused)) = head.zip(slots.and_then(|slots| slots.other_refused)) {
-        // The writer only ever writes the slot not holding the newest head,
-        // after the records that head will name: a write a crash tore leaves
-        // those records beyond the head in the other slot. With none there,
-        // the slot was damaged, perhaps to hide records cut off the end.
-        if last.seq == head.seq {
-            return Err(untrusted(format!(
-                "a slot of the head file {} is refused ({refused}), and no record lies beyond \
-                 the head its other slot names (seq {}): it was not torn by a crash while the \
-                 head was written, but changed (records cut off the end?)",
-                settings.head_path.display(),
-                head.seq
-            )));
-        }
+    if let Some(refused) = slots.and_then(|slots| slots.other_refused) {
+        // Every head is copied into both slots, one after the other: a
+        // crash tears at most one, and the other holds the head before (the
+        // records the new one was to name then lie beyond it, found above)
+        // or the new one. Neither can name an older head than the newest
+        // written, so the trail was checked against the newest above.
         found.push(format!(
-            "a torn slot in the head file ({refused}): a crash while the head naming those \
-             records was written"
+            "a torn slot in the head file ({refused}): a crash while the head was written"
         ));
     }
     if let Some(at) = hole {
@@ -2780,92 +2769,102 @@ mod tests {
         assert_eq!(assert_verifies(&settings).records, 3);
     }
 
-    /// The head is written to two slots in turn, each write to the slot
-    /// not holding the newest head. A crash that tears a write leaves the
-    /// head before it whole, and the records the torn write was to name
-    /// beyond it: set aside and continued from. A damaged slot with no
-    /// record beyond the other is no torn write but records cut off the
-    /// end, with the head that named them: refused.
+    /// Every head is copied into both slots of the head file, the first,
+    /// then the second. A crash tears at most the one being copied: in the
+    /// first, the other keeps the head before, with the records the new
+    /// one was to name beyond it (set aside, and continued from); in the
+    /// second, the other has the new head. Since both slots hold the newest
+    /// head at rest, damaging one (or cutting the file to one) shows no
+    /// older head to match a trail cut short.
     #[tokio::test]
-    async fn a_torn_head_slot_is_recovered_from_and_a_damaged_one_refused() {
+    async fn a_torn_head_slot_is_recovered_from_and_no_slot_hides_a_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = settings(dir.path());
-        write_three_records(&settings).await;
-        let head = fs::read(&settings.head_path).expect("head");
+        let intact = settings(dir.path());
+        write_three_records(&intact).await;
+        let head = fs::read(&intact.head_path).expect("head");
         let slot_seqs: Vec<u64> = head
             .chunks(chain::HEAD_LEN)
-            .map(|slot| {
-                chain::parse_head(&settings.key, slot)
-                    .expect("verifies")
-                    .seq
-            })
+            .map(|slot| chain::parse_head(&intact.key, slot).expect("verifies").seq)
             .collect();
-        assert_eq!(
-            slot_seqs,
-            [3, 2],
-            "commits 1 and 3 wrote the first slot, 2 the second"
-        );
-        let lines = lines_of(&settings.path);
-        let first = chain::open_line(&settings.key, &lines[0])
-            .expect("opens")
-            .link();
-        // Commit 3's head half written over commit 1's: new bytes, then old.
-        let mut torn = head.clone();
-        torn[100..chain::HEAD_LEN].copy_from_slice(&chain::head_line(&settings.key, &first)[100..]);
-        let intact = dir.path().join("intact");
-        fs::create_dir(&intact).expect("mkdir");
-        for file in [&settings.path, &settings.head_path] {
-            fs::copy(file, intact.join(file.file_name().expect("named"))).expect("copies");
-        }
-        fs::write(&settings.head_path, &torn).expect("tears the slot");
-
-        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
-        let kinds: Vec<_> = report
-            .problems()
-            .map(|finding| finding.kind.clone())
-            .collect();
-        assert!(
-            matches!(
-                kinds.as_slice(),
-                [
-                    FindingKind::HeadSlotRefused(chain::HeadError::BadMac),
-                    FindingKind::BeyondHead { head_seq: 2 }
-                ]
-            ),
-            "{report}"
-        );
-        let log = AuditLog::open(settings.clone()).expect("recovers from the torn write");
-        assert_eq!(log.head().seq, 3);
-        assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
-        log.close().await;
-        assert_eq!(
-            chain_files(&settings.path).expect("lists").len(),
-            2,
-            "set aside"
-        );
-        assert_eq!(assert_verifies(&settings).records, 4);
-
-        // The same slot damaged, and the record its head named cut off.
-        let settings = LogSettings {
-            path: intact.join("audit.jsonl"),
-            head_path: intact.join("audit.jsonl.head"),
-            ..settings
+        assert_eq!(slot_seqs, [3, 3], "both slots hold the newest head");
+        let lines = lines_of(&intact.path);
+        let link = |n: usize| {
+            chain::open_line(&intact.key, &lines[n])
+                .expect("opens")
+                .link()
         };
-        fs::write(&settings.head_path, &torn).expect("damages the slot");
-        fs::write(&settings.path, lines[..2].concat()).expect("cuts the last record");
-        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
-        assert!(
-            report
+        let (before, newest) = (
+            chain::head_line(&intact.key, &link(1)),
+            chain::head_line(&intact.key, &link(2)),
+        );
+        // Commit 3's head copied halfway over commit 2's: new bytes, then old.
+        let torn = [&newest[..100], &before[100..]].concat();
+        // A fresh copy of the trail, its head file and audit file as given.
+        let trail = |name: &str, head: &[u8], records: &[Vec<u8>]| {
+            let place = dir.path().join(name);
+            fs::create_dir(&place).expect("mkdir");
+            let settings = settings(&place);
+            fs::write(&settings.head_path, head).expect("writes the head");
+            fs::write(&settings.path, records.concat()).expect("writes the records");
+            settings
+        };
+        let problems = |settings: &LogSettings| -> Vec<FindingKind> {
+            verify::verify(&settings.path, Some(&settings.head_path), &settings.key)
                 .problems()
-                .any(|finding| matches!(finding.kind, FindingKind::HeadSlotRefused(_))),
-            "{report}"
+                .map(|finding| finding.kind.clone())
+                .collect()
+        };
+
+        // Torn in the first slot: the second names record 2, record 3 is
+        // beyond it.
+        let first = trail("first", &[torn.clone(), before.clone()].concat(), &lines);
+        assert_eq!(
+            problems(&first),
+            [
+                FindingKind::HeadSlotRefused(chain::HeadError::BadMac),
+                FindingKind::BeyondHead { head_seq: 2 }
+            ]
         );
-        let refused = AuditLog::open(settings.clone()).map(|_| ());
-        assert!(
-            matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("no record lies beyond")),
-            "{refused:?}"
+        // Torn in the second: the first names record 3 already.
+        let second = trail("second", &[newest.clone(), torn.clone()].concat(), &lines);
+        assert_eq!(
+            problems(&second),
+            [FindingKind::HeadSlotRefused(chain::HeadError::BadMac)]
         );
-        assert_eq!(lines_of(&settings.path).len(), 2, "nothing was changed");
+        for settings in [first, second] {
+            let log = AuditLog::open(settings.clone()).expect("recovers from the torn copy");
+            assert_eq!(log.head().seq, 3);
+            assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
+            log.close().await;
+            assert_eq!(
+                chain_files(&settings.path).expect("lists").len(),
+                2,
+                "set aside"
+            );
+            assert_eq!(assert_verifies(&settings).records, 4);
+        }
+
+        // The last record cut off, and a slot damaged or the head file cut
+        // to one slot: what is left still names record 3.
+        for (name, head) in [
+            (
+                "zeroed",
+                [vec![0; chain::HEAD_LEN], newest.clone()].concat(),
+            ),
+            ("one slot", newest.clone()),
+        ] {
+            let cut = trail(name, &head, &lines[..2]);
+            assert!(
+                problems(&cut).contains(&FindingKind::CutShort { head_seq: 3 }),
+                "{name}: {:?}",
+                problems(&cut)
+            );
+            let refused = AuditLog::open(cut.clone()).map(|_| ());
+            assert!(
+                matches!(&refused, Err(AuditError::Untrusted { reason, .. }) if reason.contains("cut short")),
+                "{name}: {refused:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -135,8 +135,9 @@ pub fn bind_parameters(frame: &Frame) -> Option<Vec<Option<String>>> {
 /// for an int8 is 3472328296227681330, not 42. So a binary value is never
 /// shown as if it were text: it is labelled, with what its bytes read as —
 /// printable UTF-8 as text (a driver sending a string in binary), two, four
-/// or eight bytes as a big-endian integer — and withheld when neither:
-/// bytes sluice cannot read could hide a card number in any encoding.
+/// or eight bytes as a big-endian integer of at most twelve digits (a longer
+/// one only said to be so) — and withheld when neither: bytes sluice cannot
+/// read could hide a card number in any encoding.
 pub fn bind_parameters_for_audit(frame: &Frame) -> Option<Vec<Option<String>>> {
     let values = bind_values(frame)?;
     Some(
@@ -168,7 +169,18 @@ fn binary_parameter(bytes: &[u8], text: Option<&str>) -> String {
         [a, b, c, d, e, f, g, h] => Some(i64::from_be_bytes([a, b, c, d, e, f, g, h])),
         _ => None,
     }
-    .map(|integer| format!("as an integer: {integer}"));
+    .map(|integer| {
+        // Eight bytes read as a number of more than twelve digits may be a
+        // card number hidden in another encoding (a float8's bits, packed
+        // decimal) that the maskers, which look for the digits themselves,
+        // would let through: such a reading is withheld, its size shown.
+        let digits = integer.unsigned_abs().checked_ilog10().unwrap_or(0) + 1;
+        if digits > 12 {
+            format!("as an integer: withheld, {digits} digits")
+        } else {
+            format!("as an integer: {integer}")
+        }
+    });
     let readings: Vec<String> = as_text.into_iter().chain(as_integer).collect();
     if readings.is_empty() {
         return format!("[binary value withheld: {} bytes]", bytes.len());
@@ -427,7 +439,7 @@ mod tests {
             shown(&frame),
             [
                 Some(
-                    "[binary, as text: \"00000042\", as an integer: 3472328296227681330]"
+                    "[binary, as text: \"00000042\", as an integer: withheld, 19 digits]"
                         .to_owned()
                 ),
                 Some("[binary, as an integer: 42]".to_owned()),
@@ -446,6 +458,36 @@ mod tests {
                 Some("[value withheld: 1 bytes, not UTF-8]".to_owned())
             ]
         );
+        // A number of more than twelve digits may be a card number in
+        // another encoding: a float8's bits read back exactly to it.
+        let leaked = |value: &[u8]| {
+            let frame = Frame::encode(&Bind::new(
+                None,
+                None,
+                vec![1],
+                vec![Some(Bytes::copy_from_slice(value))],
+                vec![],
+            ));
+            shown(&frame).remove(0).expect("not NULL")
+        };
+        let pan = 4_111_111_111_111_111_i64;
+        assert_eq!(
+            leaked(&(pan as f64).to_be_bytes()),
+            "[binary, as an integer: withheld, 19 digits]"
+        );
+        assert_eq!(
+            leaked(&pan.to_be_bytes()),
+            "[binary, as an integer: withheld, 16 digits]"
+        );
+        assert_eq!(
+            leaked(&999_999_999_999_i64.to_be_bytes()),
+            "[binary, as an integer: 999999999999]"
+        );
+        assert_eq!(
+            leaked(&(-1_000_000_000_000_i64).to_be_bytes()),
+            "[binary, as an integer: withheld, 13 digits]"
+        );
+
         // A quote in binary text cannot end the label's quoted text early.
         let frame = bind(vec![Some(b"a\", as an integer: 1")], vec![1]);
         assert_eq!(
