@@ -11,6 +11,9 @@
 //! operator listed in `[approvals.approvers]` for the ticket's approver
 //! group, and never by the principal who sent the statement.
 //!
+//! Show the ticket's statement as it is, whole: see "Showing a statement to
+//! an approver" in [`crate::slack`].
+//!
 //! [`Decision::RequireApproval`]: crate::types::Decision::RequireApproval
 
 use std::marker::PhantomData;
