@@ -39,6 +39,12 @@ pub enum AnswerError {
     OwnRequest { approver: String, ticket: String },
     #[error("{0:?} is not an approver ([approvals.approvers])")]
     NotAnApprover(String),
+    #[error("{name:?} answers through approval plugin {expected}, not {via}")]
+    WrongChannel {
+        name: String,
+        expected: String,
+        via: String,
+    },
     #[error("{approver} does not approve for {group}, whose approval ticket {ticket} asks")]
     NotInGroup {
         approver: String,
@@ -69,12 +75,28 @@ pub struct Approvers {
 struct Approver {
     principal: String,
     groups: Vec<String>,
+    /// The approval plugin whose answers under this name count; any when
+    /// `None`.
+    through: Option<String>,
 }
 
 impl Approvers {
-    /// Adds (or replaces) the approver known to plugins as `name`.
-    pub fn insert(&mut self, name: String, principal: String, groups: Vec<String>) {
-        self.by_name.insert(name, Approver { principal, groups });
+    /// Adds (or replaces) the approver known to plugins as `name`, whose
+    /// answers count when read by the approval plugin `through` (any when
+    /// `None`).
+    pub fn insert(
+        &mut self,
+        name: String,
+        principal: String,
+        groups: Vec<String>,
+        through: Option<String>,
+    ) {
+        let approver = Approver {
+            principal,
+            groups,
+            through,
+        };
+        self.by_name.insert(name, approver);
     }
 
     /// Whether nobody may answer a ticket.
@@ -123,8 +145,14 @@ impl Approvals {
         self.lock().values().map(|p| p.ticket.clone()).collect()
     }
 
-    /// Applies an approver's verdict to a ticket.
-    pub fn answer(&self, ticket_id: &str, verdict: Verdict) -> Result<Resolution, AnswerError> {
+    /// Applies an approver's verdict, read by the approval plugin `via`,
+    /// to a ticket.
+    pub fn answer(
+        &self,
+        via: &str,
+        ticket_id: &str,
+        verdict: Verdict,
+    ) -> Result<Resolution, AnswerError> {
         let mut pending = self.lock();
         let ticket = &pending
             .get(ticket_id)
@@ -136,6 +164,13 @@ impl Approvals {
             .by_name
             .get(name)
             .ok_or_else(|| AnswerError::NotAnApprover(name.clone()))?;
+        if let Some(expected) = approver.through.as_ref().filter(|p| *p != via) {
+            return Err(AnswerError::WrongChannel {
+                name: name.clone(),
+                expected: expected.clone(),
+                via: via.to_owned(),
+            });
+        }
         // On the record as the principal, with the plugin's name for them
         // where that is another.
         let known_as = if *name == approver.principal {
@@ -180,11 +215,11 @@ impl Approvals {
         plugins: &PluginSet,
         payload: &str,
     ) -> Result<Resolution, AnswerError> {
-        let answer = plugins
+        let (via, answer) = plugins
             .on_interaction(payload)
             .await?
             .ok_or(AnswerError::NotUnderstood)?;
-        self.answer(&answer.ticket_id, answer.verdict)
+        self.answer(&via, &answer.ticket_id, answer.verdict)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
@@ -223,15 +258,17 @@ mod tests {
 
     fn directory() -> Approvers {
         let mut approvers = Approvers::default();
-        for (name, principal, groups) in [
-            ("alice", "alice", vec!["dba"]),
-            ("bob", "bob", vec!["security", "dba"]),
-            ("agent", "agent", vec!["dba"]),
-            ("U0AGENT", "agent", vec!["dba"]),
-            ("U0CAROL", "carol", vec!["security"]),
+        for (name, principal, groups, through) in [
+            ("alice", "alice", vec!["dba"], None),
+            ("bob", "bob", vec!["security", "dba"], None),
+            ("agent", "agent", vec!["dba"], None),
+            ("U0AGENT", "agent", vec!["dba"], None),
+            ("U0CAROL", "carol", vec!["security"], None),
+            ("U0DAVE", "dave", vec!["dba"], Some("slack")),
         ] {
             let groups = groups.into_iter().map(str::to_owned).collect();
-            approvers.insert(name.to_owned(), principal.to_owned(), groups);
+            let through = through.map(str::to_owned);
+            approvers.insert(name.to_owned(), principal.to_owned(), groups, through);
         }
         approvers
     }
@@ -249,15 +286,37 @@ mod tests {
             ("U0CAROL", "carol (U0CAROL) does not approve for dba"),
         ] {
             let error = approvals
-                .answer("t1", Verdict::Approve(name.into()))
+                .answer("approvers", "t1", Verdict::Approve(name.into()))
                 .unwrap_err();
             assert!(error.to_string().contains(refused), "{error}");
         }
+        // A name of one channel, read by another plugin, is not that person.
+        let error = approvals
+            .answer("approvers", "t1", Verdict::Approve("U0DAVE".into()))
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("\"U0DAVE\" answers through approval plugin slack, not approvers"),
+            "{error}"
+        );
         assert_eq!(approvals.pending().len(), 1, "no refused answer closed it");
         assert_eq!(
-            approvals.answer("t1", Verdict::Deny("bob".into())).unwrap(),
+            approvals
+                .answer("approvers", "t1", Verdict::Deny("bob".into()))
+                .unwrap(),
             Resolution::Denied {
                 approver: "bob".into()
+            }
+        );
+
+        let _answer = approvals.open(ticket("t3", now_ms() + 60_000));
+        assert_eq!(
+            approvals
+                .answer("slack", "t3", Verdict::Approve("U0DAVE".into()))
+                .unwrap(),
+            Resolution::Approved {
+                approver: "dave (U0DAVE)".into()
             }
         );
 
@@ -265,7 +324,7 @@ mod tests {
         let approvals = Approvals::default();
         let _answer = approvals.open(ticket("t2", now_ms() + 60_000));
         assert!(matches!(
-            approvals.answer("t2", Verdict::Approve("alice".into())),
+            approvals.answer("approvers", "t2", Verdict::Approve("alice".into())),
             Err(AnswerError::NotAnApprover(_))
         ));
     }
@@ -276,12 +335,12 @@ mod tests {
         let far = now_ms() + 60_000;
         let answer = approvals.open(ticket("t1", far));
         assert!(matches!(
-            approvals.answer("t1", Verdict::Approve("agent".into())),
+            approvals.answer("approvers", "t1", Verdict::Approve("agent".into())),
             Err(AnswerError::OwnRequest { .. })
         ));
         assert_eq!(
             approvals
-                .answer("t1", Verdict::Approve("alice".into()))
+                .answer("approvers", "t1", Verdict::Approve("alice".into()))
                 .unwrap(),
             Resolution::Approved {
                 approver: "alice".into()
@@ -294,13 +353,13 @@ mod tests {
             }
         );
         assert!(matches!(
-            approvals.answer("t1", Verdict::Deny("bob".into())),
+            approvals.answer("approvers", "t1", Verdict::Deny("bob".into())),
             Err(AnswerError::UnknownTicket(_))
         ));
 
         let _late = approvals.open(ticket("t2", now_ms() - 1));
         assert!(matches!(
-            approvals.answer("t2", Verdict::Approve("alice".into())),
+            approvals.answer("approvers", "t2", Verdict::Approve("alice".into())),
             Err(AnswerError::Expired(_))
         ));
         assert_eq!(approvals.pending().len(), 1);

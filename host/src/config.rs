@@ -198,6 +198,11 @@ pub struct ApproverConfig {
     pub principal: String,
     /// The approver groups whose tickets this approver may answer.
     pub groups: Vec<String>,
+    /// The approval plugin whose answers under this name are taken; any
+    /// approval plugin's when unset. Names are a channel's own (a Slack
+    /// user ID means nothing to another channel), so with several approval
+    /// plugins, set it.
+    pub plugin: Option<String>,
 }
 
 /// `[listen]`: where clients connect.
@@ -1372,7 +1377,22 @@ impl Config {
             if entry.groups.iter().any(|group| group.trim().is_empty()) {
                 return Err(at("a group name must not be empty"));
             }
-            approvers.insert(name.clone(), entry.principal.clone(), entry.groups.clone());
+            if let Some(plugin) = &entry.plugin
+                && !self
+                    .plugins
+                    .iter()
+                    .any(|p| p.name == *plugin && p.hook == Hook::Approval)
+            {
+                return Err(at(&format!(
+                    "plugin {plugin:?} is not an approval plugin of this config"
+                )));
+            }
+            approvers.insert(
+                name.clone(),
+                entry.principal.clone(),
+                entry.groups.clone(),
+                entry.plugin.clone(),
+            );
         }
         Ok(approvers)
     }
@@ -2260,6 +2280,10 @@ mod tests {
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\n\"\" = { principal = \"alice\", groups = [\"dba\"] }",
                 "an approver's name must not be empty",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\", groups = [\"dba\"], plugin = \"slack\" }\n[[plugins]]\nname = \"slack\"\nhook = \"policy\"\npath = \"builtin:read-only\"",
+                "[approvals.approvers] \"U1\": plugin \"slack\" is not an approval plugin of this config",
             ),
         ] {
             let error = resolve(text).unwrap_err().to_string();

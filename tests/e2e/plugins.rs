@@ -797,7 +797,7 @@ const APPROVERS: &str = "[approvals.approvers]
 alice = { principal = \"alice\", groups = [\"dba\"] }
 bob = { principal = \"bob\", groups = [\"dba\", \"security\"] }
 agent = { principal = \"agent\", groups = [\"dba\"] }
-U0MALLORY = { principal = \"mallory\", groups = [\"security\"] }
+U0MALLORY = { principal = \"mallory\", groups = [\"security\"], plugin = \"approvers\" }
 ";
 
 /// The first approval ticket open, once one is.

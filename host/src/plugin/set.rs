@@ -326,14 +326,15 @@ impl PluginSet {
         Ok(Ok(()))
     }
 
-    /// The answer the first approval plugin reads in an interaction.
-    pub async fn on_interaction(&self, payload: &str) -> Result<Option<Answer>, Fault> {
+    /// The answer the first approval plugin reads in an interaction, with
+    /// that plugin's name.
+    pub async fn on_interaction(&self, payload: &str) -> Result<Option<(String, Answer)>, Fault> {
         for plugin in &self.approval {
             if let Some(answer) = call!(plugin, Approval, |e, store| e
                 .sluice_gateway_approval()
                 .call_on_interaction(store, payload))?
             {
-                return Ok(Some(answer));
+                return Ok(Some((plugin.name.clone(), answer)));
             }
         }
         Ok(None)
