@@ -42,7 +42,8 @@ impl Rule {
 pub struct SettingsPolicy {
     /// Schemas `search_path` may name.
     trusted_schemas: Vec<String>,
-    /// Settings never to be changed, beyond the built-in list.
+    /// Settings never to be changed, beyond the built-in list: a name,
+    /// or a prefix followed by `*` (`enable_*`).
     also: Vec<String>,
 }
 
@@ -69,7 +70,10 @@ impl SettingsPolicy {
         let name = change.name.as_str();
         if name.starts_with("sluice.")
             || ALWAYS_DANGEROUS.contains(&name)
-            || self.also.iter().any(|s| s == name)
+            || self.also.iter().any(|s| match s.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => s == name,
+            })
         {
             return true;
         }
@@ -197,8 +201,17 @@ impl Rules {
                 also: settings
                     .also
                     .into_iter()
-                    .map(|s| s.to_ascii_lowercase())
-                    .collect(),
+                    .map(|s| {
+                        // A `*` anywhere but at the end would match nothing:
+                        // a setting meant to be refused would not be.
+                        if s.trim_end_matches('*').contains('*') || s.matches('*').count() > 1 {
+                            return Err(format!(
+                                "[settings] also {s:?}: a `*` may only end a name, as a prefix (`enable_*`)"
+                            ));
+                        }
+                        Ok(s.to_ascii_lowercase())
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             unparsed,
         })

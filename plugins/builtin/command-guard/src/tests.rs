@@ -230,6 +230,13 @@ fn code_role_and_settings_changes_are_refused() {
             setting("search_path", Some("evil, public")),
             "no-privilege-change",
         ),
+        // The quickstart's `also = ["enable_*"]`: planner settings that,
+        // with an index on a tagged column, order rows by hidden values.
+        (
+            setting("enable_seqscan", Some("off")),
+            "no-privilege-change",
+        ),
+        (setting("enable_bitmapscan", None), "no-privilege-change"),
         (
             setting("search_path", Some("\"Evil\"")),
             "no-privilege-change",
@@ -252,6 +259,26 @@ fn code_role_and_settings_changes_are_refused() {
                 "{statement:?}"
             );
         }
+    }
+}
+
+#[test]
+fn a_star_only_ends_a_setting_prefix() {
+    let rules = |also: &str| Rules::parse(&format!("[settings]\nalso = [{also}]"));
+    let prefixed = rules("\"Enable_*\"").expect("a prefix");
+    assert!(prefixed.settings.refuses(&SettingChange {
+        name: "enable_hashjoin".into(),
+        value: Some("off".into()),
+    }));
+    assert!(!prefixed.settings.refuses(&SettingChange {
+        name: "work_mem".into(),
+        value: Some("64MB".into()),
+    }));
+    for bad in ["\"enable_*_scan\"", "\"*enable\"", "\"enable_**\""] {
+        let Err(error) = rules(bad) else {
+            panic!("{bad} was taken")
+        };
+        assert!(error.contains("may only end a name"), "{bad}: {error}");
     }
 }
 
