@@ -11,14 +11,19 @@
 //!
 //! A ticket's statement text is the client's, card numbers masked and
 //! nothing else changed: it may hold `<!channel>`, a link that shows other
-//! words than it leads to (`<https://x|SELECT 1>`), or backticks that end a
-//! code block early. In `mrkdwn` text Slack reads all of these, so the
-//! approver would see something other than what runs. Put statement text in
-//! `plain_text` objects, which Slack shows as they are, or pass it through
-//! [`escape_mrkdwn`] first. Never cut it short: a tail Slack hides or a
-//! block's 3000-character limit drops is a part of the statement nobody
-//! approved. [`plain_text_chunks`] splits it for as many blocks as it
-//! takes.
+//! words than it leads to (`<https://x|SELECT 1>`), backticks that end a
+//! code block early, or `_`, `*` and `~` that Slack's formatting would take
+//! out (`LIKE '_admin_'` shown as an italic `'admin'`). In `mrkdwn` text
+//! Slack reads all of these, so the approver would see something other than
+//! what runs. Put statement text in `plain_text` objects with `"emoji":
+//! false`, which Slack shows as they are. [`escape_mrkdwn`] is for text
+//! that must be `mrkdwn` (a message's fallback `text`): it keeps mentions
+//! and links out, not formatting. Never cut a statement short: a tail Slack
+//! hides or a block's 3000-character limit drops is a part of the statement
+//! nobody approved. [`plain_text_chunks`] splits it for as many blocks as
+//! it takes; a message holds at most 50 blocks, and a statement too long
+//! for them is to be refused (an error from `request` refuses it), not
+//! shortened.
 
 use crate::wit::approval::sluice::gateway::slack as wit;
 
@@ -44,8 +49,10 @@ pub fn update_message(message: &MessageRef, text: &str, blocks_json: &str) -> Re
 }
 
 /// `text` escaped for Slack's `mrkdwn`: `&`, `<` and `>` as Slack's own
-/// escapes, so that no part of it is read as a mention, a channel-wide
-/// ping or a link.
+/// escapes, so that no `<...>` in it is read as a mention or a link.
+/// Formatting (`*`, `_`, `~`, backticks) still applies, and Slack may
+/// still link bare URLs and names unless the text object is `verbatim`:
+/// for a statement, use `plain_text`.
 pub fn escape_mrkdwn(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {

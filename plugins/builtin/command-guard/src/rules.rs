@@ -202,11 +202,17 @@ impl Rules {
                     .also
                     .into_iter()
                     .map(|s| {
-                        // A `*` anywhere but at the end would match nothing:
-                        // a setting meant to be refused would not be.
-                        if s.trim_end_matches('*').contains('*') || s.matches('*').count() > 1 {
+                        // A name no setting has (a `*` inside it, a space, a
+                        // dash) would match nothing: a setting meant to be
+                        // refused would not be.
+                        let name = s.strip_suffix('*').unwrap_or(&s);
+                        let setting_name = !name.is_empty()
+                            && name.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
+                            });
+                        if !setting_name {
                             return Err(format!(
-                                "[settings] also {s:?}: a `*` may only end a name, as a prefix (`enable_*`)"
+                                "[settings] also {s:?}: not a setting's name, nor one's start followed by `*` (`enable_*`)"
                             ));
                         }
                         Ok(s.to_ascii_lowercase())
