@@ -22,9 +22,63 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     Cow::Owned(line)
 }
 
+/// Whether `c` is an invisible format character: a bidirectional override
+/// or isolate that reorders the text around it (U+202E shows `'1' -- ;x`
+/// for what runs as `x; -- '1'`), a zero-width space or joiner that hides
+/// where one word ends, a soft hyphen.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// `text` for a human to judge (an approver reading a held statement):
+/// each invisible format character shown as `<U+XXXX>`, so that what they
+/// read is in the order, and of the words, that the server runs. Anything
+/// else is kept as it is.
+pub fn format_controls_shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_invisible_format) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_invisible_format(c) {
+            shown.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_format_characters_are_shown() {
+        assert!(matches!(
+            format_controls_shown("SELECT 'é'\n"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            format_controls_shown("SELECT 1 -- \u{202E}'1' ;x\u{202C}\u{200B}"),
+            "SELECT 1 -- <U+202E>'1' ;x<U+202C><U+200B>"
+        );
+        assert_eq!(
+            format_controls_shown("\u{2067}\u{FEFF}"),
+            "<U+2067><U+FEFF>"
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped_and_nothing_else() {

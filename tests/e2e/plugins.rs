@@ -1006,6 +1006,21 @@ async fn held_statements_wait_for_an_approver() {
     answer(format!("deny {} bob", ticket.id)).await.unwrap();
     assert!(held.await.unwrap().is_err());
 
+    // An invisible bidi override is shown to the approver, not obeyed:
+    // what they read is in the order the server runs it.
+    let held = in_background(
+        &client,
+        "UPDATE orders SET note = 'x' WHERE id = 1 -- \u{202E}1 = di EREHW",
+    );
+    let ticket = next_ticket().await;
+    assert!(
+        ticket.statement_text.ends_with("-- <U+202E>1 = di EREHW"),
+        "{}",
+        ticket.statement_text
+    );
+    answer(format!("deny {} bob", ticket.id)).await.unwrap();
+    assert_eq!(denial(held.await.unwrap()).0, "42501");
+
     // An EXECUTE's ticket shows what it runs, not only its name.
     let held = in_background(
         &client,

@@ -2192,10 +2192,13 @@ impl Proxy<'_> {
             texts.extend(table.schema.as_deref());
             texts.push(&table.name);
         }
-        let mut masked = match crate::masking::for_record(plugins, &texts).await {
+        let masked = match crate::masking::for_record(plugins, &texts).await {
             Ok(masked) => masked.into_iter(),
             Err(fault) => return Some(plugin_failed("masking", &fault)),
         };
+        // What the approver reads, in the order the server reads it: an
+        // invisible bidi override or zero-width character shown as such.
+        let mut masked = masked.map(|text| crate::text::format_controls_shown(&text).into_owned());
         let statement_text = masked.next().unwrap_or_default();
         let shown_reason = masked.next().unwrap_or_default();
         let parameters = params
