@@ -800,6 +800,16 @@ agent = { principal = \"agent\", groups = [\"dba\"] }
 U0MALLORY = { principal = \"mallory\", groups = [\"security\"], plugin = \"approvers\" }
 ";
 
+/// Hands `payload` to the approval plugins in force, as the gateway's
+/// receiver of approvers' answers would.
+async fn answer_ticket(
+    shared: &sluice::gateway::Shared,
+    payload: &str,
+) -> Result<sluice::approval::Resolution, sluice::approval::AnswerError> {
+    let plugins = shared.plugins.current();
+    shared.approvals.interaction(&plugins, payload).await
+}
+
 /// The first approval ticket open, once one is.
 async fn open_ticket(
     shared: &sluice::gateway::Shared,
@@ -856,10 +866,7 @@ async fn held_statements_wait_for_an_approver() {
     let next_ticket = || open_ticket(&shared);
     let answer = |payload: String| {
         let shared = shared.clone();
-        async move {
-            let plugins = shared.plugins.current();
-            shared.approvals.interaction(&plugins, &payload).await
-        }
+        async move { answer_ticket(&shared, &payload).await }
     };
 
     // Approved: the statement runs after the answer, not before.
@@ -1219,11 +1226,7 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     let client = Arc::new(env.connect("agent").await);
     let approve = |id: String| {
         let shared = shared.clone();
-        async move {
-            let plugins = shared.plugins.current();
-            let payload = format!("approve {id} alice");
-            shared.approvals.interaction(&plugins, &payload).await
-        }
+        async move { answer_ticket(&shared, &format!("approve {id} alice")).await }
     };
     let reload = |config: String| {
         env.rewrite_config(&config);

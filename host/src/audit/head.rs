@@ -64,15 +64,13 @@ impl HeadFile {
             file.set_len(HEAD_FILE_LEN as u64)
                 .map_err(|error| ("truncate head file", error))?;
         }
-        let both = [line, line].concat();
-        file.write_all_at(&both, 0)
-            .map_err(|error| (WRITE_HEAD, error))?;
-        file.sync_data()
-            .map_err(|error| ("fdatasync head file", error))?;
+        // Written before it is mapped: with one `pwrite`, synced.
+        let mut head = HeadFile { file, mapped: None };
+        head.write(line, true)?;
         // Both slots are written, so their block is allocated: a copy into
         // the mapping never needs space a full disk lacks.
-        let mapped = (metadata.is_file() && window::reserves_allocated_space(&file))
-            .then(|| Window::map(&file, 0, HEAD_FILE_LEN as u64))
+        head.mapped = (metadata.is_file() && window::reserves_allocated_space(&head.file))
+            .then(|| Window::map(&head.file, 0, HEAD_FILE_LEN as u64))
             .and_then(|mapped| {
                 mapped
                     .inspect_err(|error| {
@@ -80,7 +78,7 @@ impl HeadFile {
                     })
                     .ok()
             });
-        Ok(HeadFile { file, mapped })
+        Ok(head)
     }
 
     /// Writes `line` into the first slot, then the second, and syncs the
