@@ -111,6 +111,19 @@ impl HeadFile {
     }
 }
 
+#[cfg(test)]
+impl HeadFile {
+    /// A head file on `/dev/full`, where every write fails with ENOSPC as
+    /// on a full disk: for a test to swap in after the log opened.
+    pub(super) fn on_a_full_device() -> HeadFile {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full opens for writing");
+        HeadFile { file, mapped: None }
+    }
+}
+
 /// The step named when a head's write fails.
 pub(super) const WRITE_HEAD: &str = "write head file";
 

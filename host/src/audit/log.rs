@@ -164,7 +164,10 @@
 //! are taken again. The failed write is forgotten: the file is cut back to
 //! where the records end (which needs no space), so no part of it is read,
 //! or adopted after a crash, as records, and the next write goes where it
-//! went. A rotation the disk cut short (its rename, or the fresh file) is
+//! went. A failed head write is not forgotten that way: the records are
+//! whole by then and part of the head may already name them, so they stay
+//! in the chain (their waiters are refused all the same), and the next
+//! head written names them. A rotation the disk cut short (its rename, or the fresh file) is
 //! waited out the same way, the active file reopened from its path. Before
 //! giving up on the space ahead, a write asks for its own space only, so a
 //! nearly full disk still takes records.
@@ -1254,6 +1257,25 @@ impl From<WriteFailure> for AuditError {
     }
 }
 
+/// A group commit that failed, and how far it got.
+struct GroupFailure {
+    failure: WriteFailure,
+    /// The records were written (and synced, as the setting asks) and stay
+    /// in the chain: only the head's write failed (see
+    /// [`Writer::write_group`]).
+    records_written: bool,
+}
+
+impl GroupFailure {
+    /// Nothing of the group stayed in the file.
+    fn unwritten(failure: WriteFailure) -> GroupFailure {
+        GroupFailure {
+            failure,
+            records_written: false,
+        }
+    }
+}
+
 /// Marks the log failed if the writer thread unwinds, so that callers are
 /// refused rather than left to find a closed channel.
 struct FailOnPanic(Arc<SinkState>);
@@ -1419,12 +1441,23 @@ impl Writer {
                         self.failed(&failure, Vec::new());
                     }
                 }
-                Err(failure) => {
+                Err(GroupFailure {
+                    failure,
+                    records_written,
+                }) => {
+                    if records_written {
+                        // In the chain for good (see `write_group`); the
+                        // statements waiting on them are refused all the
+                        // same, as the head did not name them.
+                        self.publish(link, waiting.len(), lines.len());
+                    }
                     let unwaited = self.failed(&failure, Vec::new());
                     let mut kept = Vec::new();
                     for (answer, event) in waiting {
                         if !answer.awaited() {
-                            kept.push(event);
+                            if !records_written {
+                                kept.push(event);
+                            }
                         } else if unwaited {
                             answer.send(Err(self.refusal()), &mut caller);
                         } else {
@@ -1626,7 +1659,16 @@ impl Writer {
                     self.failed(&failure, Vec::new());
                 }
             }
-            Err(failure) => {
+            Err(GroupFailure {
+                failure,
+                records_written: true,
+            }) => {
+                // What was kept is in the chain now, and so is the outage's
+                // record; the head names them at the next try.
+                self.publish(link, kept.len() + 1, lines.len());
+                self.failed(&failure, Vec::new());
+            }
+            Err(GroupFailure { failure, .. }) => {
                 self.failed(&failure, kept);
             }
         }
@@ -1639,33 +1681,51 @@ impl Writer {
     /// `Always` the sync is skipped for a group no one waits for (outcome
     /// records), unless the data was last synced [`HEAD_SYNC_INTERVAL`] ago:
     /// each sync costs the disk's latency and, on a VM, much CPU.
+    ///
+    /// A write or sync that fails is cut from the file again, as if never
+    /// made. A head write that fails is not: the records are whole by then,
+    /// and part of the head may have reached its file already, naming them
+    /// (one `pwrite` of both slots can stop halfway on a full disk). Cutting
+    /// them then would leave a head naming records that are not there, and
+    /// sluice would refuse to start again ("cut short"). They stay in the
+    /// chain instead, and the head names them at the next commit that
+    /// writes it; a crash before that finds records beyond the head, which
+    /// recovery adopts.
     fn write_group(
         &mut self,
         lines: &[u8],
         link: &Link,
         awaited: bool,
-    ) -> Result<(), WriteFailure> {
+    ) -> Result<(), GroupFailure> {
         let start = self.active.as_ref().map(|active| active.len);
-        let written = self.write_and_head(lines, link, awaited);
-        if written.is_err()
-            && let (Some(start), Some(active)) = (start, self.active.as_mut())
-        {
-            // Not written after all: the next commit writes from `start`.
-            active.forget_write(start).map_err(WriteFailure::new(
-                "cut a failed write from",
-                &self.settings.path,
-            ))?;
+        let head_due = match self.write_records(lines, awaited) {
+            Ok(head_due) => head_due,
+            Err(failure) => {
+                if let (Some(start), Some(active)) = (start, self.active.as_mut()) {
+                    // Not written after all: the next commit writes from
+                    // `start`.
+                    active.forget_write(start).map_err(|source| {
+                        GroupFailure::unwritten(WriteFailure::new(
+                            "cut a failed write from",
+                            &self.settings.path,
+                        )(source))
+                    })?;
+                }
+                return Err(GroupFailure::unwritten(failure));
+            }
+        };
+        if head_due {
+            self.write_head(link).map_err(|failure| GroupFailure {
+                failure,
+                records_written: true,
+            })?;
         }
-        written
+        Ok(())
     }
 
-    /// [`write_group`](Self::write_group)'s steps.
-    fn write_and_head(
-        &mut self,
-        lines: &[u8],
-        link: &Link,
-        awaited: bool,
-    ) -> Result<(), WriteFailure> {
+    /// [`write_group`](Self::write_group)'s write and sync of the records;
+    /// `true` when the head is to name them now.
+    fn write_records(&mut self, lines: &[u8], awaited: bool) -> Result<bool, WriteFailure> {
         let path = &self.settings.path;
         if self.active.is_none() && self.no_space.is_some() {
             // A rotation the full disk cut short: the file at the path is
@@ -1694,9 +1754,9 @@ impl Writer {
             // trail would read as cut short. It names these once they are
             // synced, by the next commit or within UNSYNCED_FLUSH.
             self.unsynced_since.get_or_insert_with(Instant::now);
-            return Ok(());
+            return Ok(false);
         }
-        self.write_head(link)
+        Ok(true)
     }
 
     /// Writes the head naming `link` (synced under `Always` at most every
@@ -2767,6 +2827,64 @@ mod tests {
         log.close().await;
         assert_eq!(chain_files(&settings.path).expect("lists").len(), 2);
         assert_eq!(assert_verifies(&settings).records, 3);
+    }
+
+    /// A head write that fails (a full disk under the head file) comes
+    /// after the records are whole, and part of the head may have landed
+    /// naming them: the records stay in the chain rather than being cut,
+    /// so a restart finds either the head naming them or records beyond
+    /// the head (adopted), never a head naming records that are gone. The
+    /// outcome held back with them is written once, not kept and written
+    /// again.
+    #[tokio::test]
+    async fn a_failed_head_write_keeps_its_records_and_a_restart_continues() {
+        for head_landed in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut settings = settings(dir.path());
+            settings.fsync = Fsync::Batch;
+            let log = AuditLog::open(settings.clone()).expect("opens");
+            log.record(statement(0)).await.expect("durable");
+            let head_before = log.head();
+
+            log.shared.files.lock().expect("not poisoned").head_file = HeadFile::on_a_full_device();
+            let mut outcome = statement(1);
+            outcome.insert("event".into(), json!("outcome"));
+            log.record_later(outcome);
+            match log.record(statement(2)).await {
+                Err(AuditError::Unavailable(cause)) => {
+                    assert!(cause.contains(WRITE_HEAD), "{cause}");
+                    assert!(cause.contains("No space left"), "{cause}");
+                }
+                other => panic!("expected the trail unavailable, got {other:?}"),
+            }
+            // The outcome and the statement are in the chain and the file.
+            let head_after = log.head();
+            assert_eq!(head_after.seq, head_before.seq + 2, "landed {head_landed}");
+            assert_eq!(lines_of(&settings.path).len(), 3);
+            // Closing tries once more (the outage's record is written, its
+            // head fails again) and gives up.
+            log.close().await;
+            let on_disk = lines_of(&settings.path);
+            assert_eq!(on_disk.len(), 4, "the outage's record follows");
+            let outcomes = on_disk
+                .iter()
+                .filter(|line| String::from_utf8_lossy(line).contains(r#""event":"outcome""#))
+                .count();
+            assert_eq!(outcomes, 1, "the outcome is written once");
+
+            if head_landed {
+                // The head reached its file after all, naming the records
+                // the failed commit wrote (the outage's came later).
+                let named = chain::head_line(&settings.key, &head_after);
+                fs::write(&settings.head_path, [named.as_slice(), &named].concat())
+                    .expect("writes the head");
+            }
+            let log = AuditLog::open(settings.clone()).expect("restarts");
+            assert_eq!(log.head().seq, head_before.seq + 3, "landed {head_landed}");
+            log.record(statement(3)).await.expect("durable again");
+            log.close().await;
+            assert_eq!(assert_verifies(&settings).records, 5);
+        }
     }
 
     /// Every head is copied into both slots of the head file, the first,
