@@ -999,9 +999,11 @@ impl AuditDatabase {
         let client = env.connect("analyst").await;
         client.simple_query("SELECT 1").await.unwrap();
         let outcome_written = eventually(Duration::from_secs(10), || async {
-            self.sql("SELECT count(*) FROM sluice_audit WHERE record_json->>'event' = 'outcome'")
-                .await
-                .trim()
+            self.sql(
+                "SELECT count(*) FROM public.sluice_audit WHERE record_json->>'event' = 'outcome'",
+            )
+            .await
+            .trim()
                 == "1"
         })
         .await;
@@ -1479,6 +1481,40 @@ async fn an_audit_database_that_drops_rows_refuses_statements() {
     assert_eq!(code, "58000", "{message}");
     let failure = env.gateway.shared.audit.failure().expect("the sink failed");
     assert!(failure.contains("did not store"), "{failure}");
+}
+
+/// The audit tables are named with their schema, and the audit
+/// connection's `search_path` is the catalog alone: a `sluice_audit` table
+/// in a schema earlier on the database's path (which another role could
+/// make and read) neither takes the records nor is read as the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_earlier_on_the_search_path_does_not_take_the_records() {
+    let db = AuditDatabase::create().await;
+    db.sql(
+        "CREATE SCHEMA shadow; \
+         CREATE TABLE shadow.sluice_audit (instance text, seq bigint, record text, record_json jsonb); \
+         CREATE TABLE shadow.sluice_audit_head (instance text PRIMARY KEY, seq bigint, head text); \
+         GRANT ALL ON SCHEMA shadow TO PUBLIC; GRANT ALL ON ALL TABLES IN SCHEMA shadow TO PUBLIC",
+    )
+    .await;
+    db.alter_database("SET search_path = shadow, public").await;
+
+    let env = TestEnv::start_with_config(&db.config("gw-path"), false)
+        .await
+        .unwrap();
+    db.one_statement_recorded(&env).await;
+    env.gateway.shutdown().await;
+
+    let shadowed = db
+        .sql("SELECT (SELECT count(*) FROM shadow.sluice_audit) + (SELECT count(*) FROM shadow.sluice_audit_head)")
+        .await;
+    assert_eq!(shadowed.trim(), "0", "records went to the shadowing tables");
+    let recorded = db
+        .sql("SELECT count(*) FROM public.sluice_audit WHERE record_json->>'event' = 'statement'")
+        .await;
+    assert_eq!(recorded.trim(), "1");
+    let report = db.verify("gw-path").await;
+    assert!(report.ok(), "{report}");
 }
 
 /// A Bind value with a NUL byte in it (PostgreSQL refuses it in text, but

@@ -53,10 +53,13 @@ use crate::protocol::backend;
 use crate::protocol::reply::encode;
 use crate::upstream::{self, StartupRequest, Upstream};
 
-/// The records' table.
-pub const RECORDS_TABLE: &str = "sluice_audit";
+/// The records' table. Named with its schema, and the audit connection's
+/// `search_path` is `pg_catalog` alone: a table or function of the same
+/// name in a schema earlier on the role's or database's path (one another
+/// role may create things in) is never taken for sluice's own.
+pub const RECORDS_TABLE: &str = "public.sluice_audit";
 /// The heads' table: one row per instance.
-pub const HEADS_TABLE: &str = "sluice_audit_head";
+pub const HEADS_TABLE: &str = "public.sluice_audit_head";
 
 /// Most records one group commit carries ...
 const MAX_BATCH: usize = 512;
@@ -193,6 +196,9 @@ impl Db {
             ("statement_timeout".to_owned(), "0".to_owned()),
             ("client_encoding".to_owned(), "UTF8".to_owned()),
             ("synchronous_commit".to_owned(), "on".to_owned()),
+            // Functions and operators from the catalog only, and the
+            // tables by their schema (see RECORDS_TABLE).
+            ("search_path".to_owned(), "pg_catalog".to_owned()),
         ];
         let connection = upstream
             .connect(StartupRequest {
