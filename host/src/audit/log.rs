@@ -125,7 +125,11 @@
 //!   them): the evidence is neither truncated nor overwritten. The active
 //!   file is renamed away like a rotated file after a warning that says
 //!   what was found, and a fresh file continues the chain from the last
-//!   complete record. `sluice audit verify` still reports the torn record.
+//!   complete record. Its first record (`trail_recovered`) says what was
+//!   found, the name the file is kept under and, for a torn record, the
+//!   torn bytes' length and SHA-256. `sluice audit verify` still reports
+//!   the torn record, as a note when that record accounts for it, and as
+//!   a problem otherwise: bytes added to a finished file by hand.
 //! - the last record does not open with the key (a wrong key or a changed
 //!   file), the head names records that are not there (cut short), the head
 //!   does not verify, the head is missing while records exist, or the
@@ -673,9 +677,19 @@ impl AuditLog {
         }
         let trail_lock = lock_trail(&settings.path)?;
         let recovered = recover(&settings)?;
-        if let Some(found) = &recovered.set_aside {
-            set_aside_active_file(&settings.path, found, recovered.link)?;
-        }
+        let recovery = match &recovered.set_aside {
+            Some(found) => {
+                let kept_as = set_aside_active_file(&settings.path, found, recovered.link)?;
+                let record = recovery_record(
+                    found,
+                    &settings.path,
+                    kept_as.as_deref(),
+                    recovered.torn.as_ref(),
+                )?;
+                Some(record)
+            }
+            None => None,
+        };
         let active = ActiveFile::open(&settings.path).map_err(|source| AuditError::Io {
             action: "open audit file",
             path: settings.path.clone(),
@@ -699,7 +713,7 @@ impl AuditLog {
         }
 
         let state = Arc::new(SinkState::new(recovered.link, &settings.instance));
-        let writer = Writer {
+        let mut writer = Writer {
             active: Some(active),
             head_file,
             link: recovered.link,
@@ -713,6 +727,16 @@ impl AuditLog {
             no_space: None,
             settings,
         };
+        if let Some(record) = recovery {
+            // The fresh file opens with what recovery found, before any
+            // record of this run.
+            let request = Request::Record {
+                event: record,
+                answer: Answer::Caller,
+            };
+            let (_, written) = writer.commit(vec![request]);
+            written.unwrap_or(Err(AuditError::Closed))?;
+        }
         let direct = writer.settings.fsync == Fsync::Batch;
         let held = Arc::clone(&writer.held);
         let files = Arc::new(Mutex::new(writer));
@@ -1904,6 +1928,9 @@ struct Recovered {
     /// What was found at the end of the active file that makes it be
     /// renamed away before the chain continues.
     set_aside: Option<String>,
+    /// The bytes after the last record, where the chain ends (a record a
+    /// crash tore), and the file they are in.
+    torn: Option<(PathBuf, Vec<u8>)>,
 }
 
 /// Finds where the chain on disk ends and checks it against the head.
@@ -1932,15 +1959,20 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     let hole = zeros_within_data(path).map_err(io("read", path))?;
     let mut last = Link::GENESIS;
     let mut torn = None;
+    let mut chain_end_seen = false;
     for file in files.iter().rev() {
         let tail = match hole {
             Some(at) if file == path => File::open(file).and_then(|f| tail_of(&f, at)),
             _ => read_tail(file),
         }
         .map_err(io("read", file))?;
-        if file == path && hole.is_none() && !tail.torn.is_empty() {
-            torn = Some(tail.torn.clone());
+        // Torn bytes where the data ends: in the active file, or in the
+        // newest rotated one when the active file is empty (a crash after
+        // an earlier start set it aside, before anything was written).
+        if !chain_end_seen && !tail.torn.is_empty() && (file != path || hole.is_none()) {
+            torn = Some((file.clone(), tail.torn.clone()));
         }
+        chain_end_seen |= tail.last_line.is_some() || !tail.torn.is_empty();
         if let Some(line) = tail.last_line {
             let record = chain::open_line(&settings.key, &line).map_err(|refused| {
                 untrusted(format!(
@@ -2019,8 +2051,8 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
              never reached the disk (a power loss?)"
         ));
     }
-    if let Some(torn) = torn {
-        let claims = chain::peek_seq(&torn)
+    if let Some((_, torn)) = &torn {
+        let claims = chain::peek_seq(torn)
             .map(|seq| format!(", claiming seq {seq}"))
             .unwrap_or_default();
         found.push(format!(
@@ -2032,12 +2064,60 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     Ok(Recovered {
         link: last,
         set_aside: (!found.is_empty()).then(|| found.join("; ")),
+        torn,
     })
 }
 
+/// The record that opens the fresh file after recovery set the last one
+/// aside: what was found, the file it is kept as, and — where a crash tore
+/// a record — the torn bytes' length and SHA-256. `sluice audit verify`
+/// takes torn bytes in the middle of the chain for a crash only when the
+/// record after them accounts for them so: bytes appended to a finished
+/// file by hand are a problem, not a note.
+fn recovery_record(
+    found: &str,
+    active: &Path,
+    kept_as: Option<&Path>,
+    torn: Option<&(PathBuf, Vec<u8>)>,
+) -> Result<EventBody, chain::SealError> {
+    let file_name = |path: &Path| {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    };
+    let mut body = EventBody::new(TRAIL_RECOVERED);
+    body.field("found", found)?;
+    if let Some(name) = kept_as.and_then(file_name) {
+        body.field("set_aside", &name)?;
+    }
+    if let Some((file, bytes)) = torn {
+        // Where the torn bytes lie now: the active file just set aside, or
+        // the rotated file they were in already.
+        let lies_in = match kept_as {
+            Some(kept_as) if file == active => kept_as,
+            _ => file.as_path(),
+        };
+        use sha2::Digest;
+        body.field("torn_file", &file_name(lies_in))?
+            .field("torn_bytes", &bytes.len())?
+            .field(
+                "torn_sha256",
+                &chain::encode_hex(&sha2::Sha256::digest(bytes)),
+            )?;
+    }
+    Ok(body)
+}
+
+/// The event of [`recovery_record`].
+pub(crate) const TRAIL_RECOVERED: &str = "trail_recovered";
+
 /// Renames the active file away (as the next rotated file) after a warning
-/// that says why, so that its evidence is kept as it is.
-fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), AuditError> {
+/// that says why, so that its evidence is kept as it is; returns the name
+/// it is kept under (`None` when it held nothing to keep).
+fn set_aside_active_file(
+    path: &Path,
+    found: &str,
+    last: Link,
+) -> Result<Option<PathBuf>, AuditError> {
     let io = |action| {
         move |source| AuditError::Io {
             action,
@@ -2058,7 +2138,7 @@ fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), Aud
             path.display(),
             last.seq,
         );
-        return Ok(());
+        return Ok(None);
     }
     let rotated = rotate_away(path).map_err(io("set aside"))?;
     sync_directory_of(path).map_err(io("sync the directory of"))?;
@@ -2072,7 +2152,7 @@ fn set_aside_active_file(path: &Path, found: &str, last: Link) -> Result<(), Aud
         rotated.display(),
         last.seq,
     );
-    Ok(())
+    Ok(Some(rotated))
 }
 
 /// Reads the head file: `None` when it is missing or empty (a crash before
@@ -2790,16 +2870,31 @@ mod tests {
         let torn_copy = fs::read(&settings.path).expect("readable");
 
         let log = AuditLog::open(settings.clone()).expect("recovers");
-        assert_eq!(log.head().seq, 3);
-        assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
+        // The fresh file opens with what recovery found.
+        assert_eq!(log.head().seq, 4);
+        assert_eq!(log.record(statement(3)).await.expect("durable"), 5);
         log.close().await;
 
         let set_aside = dir.path().join("audit.jsonl.000001");
         assert_eq!(fs::read(&set_aside).expect("kept"), torn_copy);
-        assert_eq!(lines_of(&settings.path).len(), 1);
+        let fresh = lines_of(&settings.path);
+        assert_eq!(fresh.len(), 2);
+        let recovery = chain::open_line(&settings.key, &fresh[0]).expect("opens");
+        assert_eq!(recovery.fields["event"], TRAIL_RECOVERED);
+        assert_eq!(recovery.fields["set_aside"], "audit.jsonl.000001");
+        assert_eq!(recovery.fields["torn_file"], "audit.jsonl.000001");
+        assert_eq!(recovery.fields["torn_bytes"], torn.len());
+        let found = recovery.fields["found"].as_str().expect("text");
+        assert!(found.contains("a torn record"), "{found}");
+        let tailed = crate::audit::read::one_line(&Value::Object(recovery.fields.clone()));
+        assert!(
+            tailed.contains("recovered after a crash: a torn record")
+                && tailed.contains("kept as audit.jsonl.000001"),
+            "{tailed}"
+        );
 
         let report = assert_verifies(&settings);
-        assert_eq!(report.records, 4);
+        assert_eq!(report.records, 5);
         let torn_finding = report
             .findings
             .iter()
@@ -2807,6 +2902,43 @@ mod tests {
             .expect("the torn record is still reported");
         assert_eq!(torn_finding.file.as_deref(), Some(set_aside.as_path()));
         assert_eq!(torn_finding.line, Some(4));
+
+        // Bytes added to the torn ones later are no crash's: the recovery
+        // record's digest no longer matches.
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&set_aside)
+            .expect("opens");
+        file.write_all(b"0").expect("appends");
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
+        assert_eq!(problems, [&FindingKind::TornUnaccounted], "{report}");
+    }
+
+    /// Bytes without a newline appended to a finished (rotated) file by
+    /// hand are a problem, not taken for a crash: no recovery record
+    /// follows them.
+    #[tokio::test]
+    async fn bytes_appended_to_a_rotated_file_are_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path());
+        settings.rotate_bytes = Some(1);
+        write_three_records(&settings).await;
+        let rotated = rotated_files(&settings.path).expect("lists");
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        assert_verifies(&settings);
+
+        let (_, first) = &rotated[0];
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(first)
+            .expect("opens");
+        file.write_all(br#"{"seq":2,"time":"2026"#)
+            .expect("appends");
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
+        assert_eq!(problems, [&FindingKind::TornUnaccounted], "{report}");
+        assert!(report.to_string().contains("added to the file"), "{report}");
     }
 
     #[tokio::test]
@@ -2822,11 +2954,15 @@ mod tests {
         fs::write(&settings.head_path, old_head).expect("writes");
 
         let log = AuditLog::open(settings.clone()).expect("recovers");
-        assert_eq!(log.head().seq, 2);
-        assert_eq!(log.record(statement(2)).await.expect("durable"), 3);
+        assert_eq!(log.head().seq, 3, "the recovery record follows");
+        assert_eq!(log.record(statement(2)).await.expect("durable"), 4);
         log.close().await;
         assert_eq!(chain_files(&settings.path).expect("lists").len(), 2);
-        assert_eq!(assert_verifies(&settings).records, 3);
+        assert_eq!(assert_verifies(&settings).records, 4);
+        let recovery =
+            chain::open_line(&settings.key, &lines_of(&settings.path)[0]).expect("opens");
+        assert_eq!(recovery.fields["event"], TRAIL_RECOVERED);
+        assert!(recovery.fields.get("torn_sha256").is_none());
     }
 
     /// A head write that fails (a full disk under the head file) comes
@@ -2880,10 +3016,11 @@ mod tests {
                     .expect("writes the head");
             }
             let log = AuditLog::open(settings.clone()).expect("restarts");
-            assert_eq!(log.head().seq, head_before.seq + 3, "landed {head_landed}");
+            // The records beyond the head, then the recovery's record.
+            assert_eq!(log.head().seq, head_before.seq + 4, "landed {head_landed}");
             log.record(statement(3)).await.expect("durable again");
             log.close().await;
-            assert_eq!(assert_verifies(&settings).records, 5);
+            assert_eq!(assert_verifies(&settings).records, 6);
         }
     }
 
@@ -2951,15 +3088,15 @@ mod tests {
         );
         for settings in [first, second] {
             let log = AuditLog::open(settings.clone()).expect("recovers from the torn copy");
-            assert_eq!(log.head().seq, 3);
-            assert_eq!(log.record(statement(3)).await.expect("durable"), 4);
+            assert_eq!(log.head().seq, 4, "the recovery record follows");
+            assert_eq!(log.record(statement(3)).await.expect("durable"), 5);
             log.close().await;
             assert_eq!(
                 chain_files(&settings.path).expect("lists").len(),
                 2,
                 "set aside"
             );
-            assert_eq!(assert_verifies(&settings).records, 4);
+            assert_eq!(assert_verifies(&settings).records, 5);
         }
 
         // The last record cut off, and a slot damaged or the head file cut

@@ -451,6 +451,14 @@ pub fn one_line(record: &Value) -> String {
             number(record, "sessions_refused").unwrap_or(0),
             number(record, "records_kept").unwrap_or(0),
         ),
+        "trail_recovered" => format!(
+            "the trail was recovered after a crash: {}{}",
+            shown(record, "found"),
+            match record.get("set_aside").and_then(Value::as_str) {
+                Some(file) => format!("; the file was kept as {file}"),
+                None => String::new(),
+            }
+        ),
         other => other.to_owned(),
     };
     format!("{time} #{seq}{session} {what}")

@@ -452,6 +452,10 @@ pub enum FindingKind {
         /// Whether records follow it (sluice recovered and went on).
         continued: bool,
     },
+    /// A line without its newline with records after it, which no
+    /// recovery record accounts for: bytes added to a finished file, not a
+    /// crash that sluice recovered from.
+    TornUnaccounted,
     /// A file cannot be read.
     Unreadable(String),
     /// There is no file of the trail at all.
@@ -547,6 +551,12 @@ impl fmt::Display for Finding {
                 "torn record{place}: a crash during a write, after which sluice set the file \
                  aside and continued the chain"
             ),
+            FindingKind::TornUnaccounted => write!(
+                f,
+                "bytes without a newline{place}, with records after them that do not account \
+                 for them as a crash sluice recovered from: added to the file after it was \
+                 finished"
+            ),
             FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
             FindingKind::NoFiles => write!(f, "no audit file{place}"),
             FindingKind::HeadMissing => write!(f, "the head file{place} is missing"),
@@ -594,6 +604,39 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// A torn record in a file, and what the recovery record after it must
+/// say of it to show it torn by a crash (see `recovery_record` in
+/// `log.rs`).
+struct OpenTorn {
+    /// Its finding's index in [`Check::findings`].
+    finding: usize,
+    file: Option<String>,
+    len: usize,
+    sha256: String,
+}
+
+impl OpenTorn {
+    fn new(finding: usize, path: &Path, bytes: &[u8]) -> OpenTorn {
+        use sha2::Digest;
+        OpenTorn {
+            finding,
+            file: path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned()),
+            len: bytes.len(),
+            sha256: chain::encode_hex(&sha2::Sha256::digest(bytes)),
+        }
+    }
+
+    /// Whether a record's fields are the recovery record for these bytes.
+    fn accounted_for_by(&self, fields: &serde_json::Map<String, Value>) -> bool {
+        fields.get("event").and_then(Value::as_str) == Some(super::log::TRAIL_RECOVERED)
+            && fields.get("torn_file").and_then(Value::as_str) == self.file.as_deref()
+            && fields.get("torn_bytes").and_then(Value::as_u64) == Some(self.len as u64)
+            && fields.get("torn_sha256").and_then(Value::as_str) == Some(self.sha256.as_str())
+    }
+}
+
 /// The state of one verification as it walks the files.
 struct Check {
     findings: Vec<Finding>,
@@ -610,7 +653,10 @@ struct Check {
     /// The MAC of the record whose seq the head names, once seen.
     mac_at_head_seq: Option<[u8; 32]>,
     /// A torn record not yet followed by another record.
-    open_torn: Option<usize>,
+    open_torn: Option<OpenTorn>,
+    /// Whether the record being counted is the recovery record that
+    /// accounts for [`Check::open_torn`].
+    torn_accounted: bool,
     /// The instance whose database rows these are (`None`: files). The
     /// database sink neither rotates nor tears a record, and each record
     /// must name this instance.
@@ -629,6 +675,7 @@ impl Check {
             last_place: (None, None),
             mac_at_head_seq: None,
             open_torn: None,
+            torn_accounted: false,
             rows_of: None,
         }
     }
@@ -720,6 +767,10 @@ impl Check {
                         };
                         self.problem(kind, Some(path), Some(number), Some(record.seq));
                     }
+                    self.torn_accounted = self
+                        .open_torn
+                        .as_ref()
+                        .is_some_and(|torn| torn.accounted_for_by(&record.fields));
                     self.follow(record.link(), record.prev, at);
                     if head_seq == Some(record.seq) {
                         self.mac_at_head_seq = Some(record.mac);
@@ -758,7 +809,7 @@ impl Check {
                     self.problem(kind, Some(path), Some(number), seq);
                 }
                 Err(LineError::Torn) => {
-                    self.open_torn = Some(self.findings.len());
+                    self.open_torn = Some(OpenTorn::new(self.findings.len(), path, &line));
                     let kind = FindingKind::Torn { continued: false };
                     let seq = chain::peek_seq(&line);
                     self.problem(kind, Some(path), Some(number), seq);
@@ -848,11 +899,18 @@ impl Check {
             self.first_seq = seq;
         }
         self.last_place = (Some(path.to_path_buf()), Some(number));
+        let accounted = std::mem::take(&mut self.torn_accounted);
         if let Some(torn) = self.open_torn.take()
-            && let Some(finding) = self.findings.get_mut(torn)
+            && let Some(finding) = self.findings.get_mut(torn.finding)
         {
-            finding.severity = Severity::Note;
-            finding.kind = FindingKind::Torn { continued: true };
+            // A crash sluice recovered from, if the record after the torn
+            // bytes says so; bytes added to a finished file otherwise.
+            if accounted {
+                finding.severity = Severity::Note;
+                finding.kind = FindingKind::Torn { continued: true };
+            } else {
+                finding.kind = FindingKind::TornUnaccounted;
+            }
         }
     }
 
