@@ -22,8 +22,8 @@
 //! beforehand can put it back, as with any head kept in a file they can
 //! write; the head sluice logs every minute is the anchor against that.)
 //!
-//! Where the file cannot be mapped (not a regular file, a copy-on-write
-//! filesystem; see `window.rs`), the slots are written with `pwrite`.
+//! Where the file cannot be mapped (not a regular file, not on ext4 or
+//! tmpfs; see `window.rs`), the slots are written with `pwrite`.
 //! Cutting the head file short while sluice runs stops sluice with
 //! `SIGBUS` at its next commit, as cutting the active file does: fail
 //! closed.

@@ -17,8 +17,9 @@
 //!   end of the file raises `SIGBUS`, and a page whose blocks had to be
 //!   found on a full disk would fail the same way, where the write returned
 //!   ENOSPC.
-//! - Only files on filesystems that write into the blocks reserved are
-//!   mapped ([`reserves_allocated_space`]): not a copy-on-write one.
+//! - Only files on filesystems that always write into the blocks reserved
+//!   are mapped ([`reserves_allocated_space`]: ext4 and tmpfs), never where
+//!   a block may be shared with a copy (btrfs, XFS with reflink).
 //! - The window is dropped (unmapped) before the file is cut shorter.
 //!
 //! Cutting the active file short from outside while sluice writes it —
@@ -114,10 +115,14 @@ impl Drop for Window {
 
 /// Whether the filesystem holding `file` writes a mapped page into the
 /// blocks `posix_fallocate` reserved for it, so that a copy into allocated
-/// space can never need space a full disk lacks: ext4, XFS and tmpfs do.
-/// A copy-on-write filesystem (btrfs) finds new blocks for every write, and
+/// space can never need space a full disk lacks: ext4 and tmpfs do. A
+/// copy-on-write filesystem (btrfs) finds new blocks for every write, and
 /// would stop sluice with SIGBUS on a full disk where the write returned
-/// ENOSPC; files anywhere but on these three are written, not mapped.
+/// ENOSPC. So would XFS, for all that it writes in place: with reflink (its
+/// default since xfsprogs 5.1), a copy of the file made by `cp` (which
+/// shares extents where it can) leaves every shared block to be copied on
+/// its next write, and that copy needs space. Files anywhere but on ext4
+/// and tmpfs are written, not mapped.
 pub(super) fn reserves_allocated_space(file: &File) -> bool {
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the buffer it is given, on a descriptor this
@@ -129,7 +134,7 @@ pub(super) fn reserves_allocated_space(file: &File) -> bool {
     let stat = unsafe { stat.assume_init() };
     matches!(
         stat.f_type,
-        libc::EXT4_SUPER_MAGIC | libc::XFS_SUPER_MAGIC | libc::TMPFS_MAGIC
+        libc::EXT4_SUPER_MAGIC | libc::TMPFS_MAGIC
     )
 }
 
