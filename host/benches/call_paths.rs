@@ -31,7 +31,7 @@ fn probe(c: &mut Criterion) {
     let component = Component::new(&engine, &bytes).unwrap();
     let mut linker: Linker<()> = Linker::new(&engine);
     linker
-        .instance("sluice:gateway/session@0.1.0")
+        .instance("sluice:gateway/session@0.2.0")
         .unwrap()
         .resource("session", ResourceType::host::<Session>(), |_, _| Ok(()))
         .unwrap();
@@ -41,7 +41,7 @@ fn probe(c: &mut Criterion) {
     store.set_epoch_deadline(1 << 40);
     let instance = pre.instantiate(&mut store).unwrap();
     let iface = instance
-        .get_export_index(&mut store, None, "sluice:gateway/masking@0.1.0")
+        .get_export_index(&mut store, None, "sluice:gateway/masking@0.2.0")
         .unwrap();
     let index = instance
         .get_export_index(&mut store, Some(&iface), "mask-batch")

@@ -290,7 +290,38 @@ async fn broken_plugins_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm\x0d\0\x01\0 and then nonsense").unwrap();
+    // The allow-all policy as the SDK of an older sluice built it: every
+    // `sluice:gateway/NAME@VERSION` it imports or exports names 0.1.0
+    // (a string of the same length, so the component stays well formed).
+    let older = dir.path().join("older.wasm");
+    let mut bytes = std::fs::read(guest::GUEST_ALLOW_ALL).unwrap();
+    let current = format!("@{}", sluice::plugin::runtime::CONTRACT_VERSION);
+    assert_eq!(current.len(), "@0.1.0".len());
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(found) = find(&bytes[at..], b"sluice:gateway/") {
+        let start = at + found;
+        let name_end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_graphic())
+                .count();
+        if let Some(version) = find(&bytes[start..name_end], current.as_bytes()) {
+            bytes[start + version..start + version + current.len()].copy_from_slice(b"@0.1.0");
+            renamed += 1;
+        }
+        at = name_end;
+    }
+    assert!(
+        renamed >= 2,
+        "the policy's imports and exports were renamed"
+    );
+    std::fs::write(&older, bytes).unwrap();
     let cases = [
+        (
+            plugin("p", "policy", &older.display().to_string(), ""),
+            "was built against sluice:gateway@0.1.0, and this sluice speaks sluice:gateway@0.2.0",
+        ),
         (
             plugin("p", "policy", guest::GUEST_PASS_THROUGH, ""),
             "is not a policy plugin",
@@ -1847,4 +1878,11 @@ async fn plugins_waiting_inside_wasi_fail_at_their_deadline() {
     assert!(error.to_string().contains("deadline"), "{error}");
     assert_eq!(plugins.generation(), before);
     client.simple_query("SELECT 1").await.unwrap();
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }

@@ -132,10 +132,7 @@ pub(super) fn reserves_allocated_space(file: &File) -> bool {
     }
     // SAFETY: fstatfs succeeded, so it filled the buffer.
     let stat = unsafe { stat.assume_init() };
-    matches!(
-        stat.f_type,
-        libc::EXT4_SUPER_MAGIC | libc::TMPFS_MAGIC
-    )
+    matches!(stat.f_type, libc::EXT4_SUPER_MAGIC | libc::TMPFS_MAGIC)
 }
 
 /// The system's page size, which a window's start must be a multiple of.

@@ -20,6 +20,32 @@ use crate::config::Hook;
 /// thread back within 5 ms.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// The version of the `sluice:gateway` WIT package this host speaks
+/// (`wit/`). A plugin built against another names it in its imports and
+/// exports, and is refused with both versions named (see
+/// [`foreign_contract_versions`]).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The versions of the `sluice:gateway` package that a component's
+/// imports and exports name, other than [`CONTRACT_VERSION`], without
+/// repeats: a plugin built with the SDK of another sluice. Read only to
+/// explain why a component did not link.
+pub fn foreign_contract_versions(engine: &Engine, component: &Component) -> Vec<String> {
+    let ty = component.component_type();
+    let mut versions: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name))
+        .filter_map(|name| name.strip_prefix("sluice:gateway/"))
+        .filter_map(|interface| interface.split_once('@').map(|(_, version)| version))
+        .filter(|version| *version != CONTRACT_VERSION)
+        .map(str::to_owned)
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
 /// The process-wide engine and what goes with it.
 pub struct Runtime {
     engine: Engine,

@@ -506,10 +506,21 @@ async fn load_one(
         Arc::default(),
     )
     .map_err(|e| {
-        fail(format!(
-            "{} is not a {} plugin (the {}-plugin world): {e:#}",
-            settings.source, settings.hook, settings.hook
-        ))
+        let foreign = super::runtime::foreign_contract_versions(runtime.engine(), &component);
+        if foreign.is_empty() {
+            fail(format!(
+                "{} is not a {} plugin (the {}-plugin world): {e:#}",
+                settings.source, settings.hook, settings.hook
+            ))
+        } else {
+            fail(format!(
+                "{} was built against sluice:gateway@{}, and this sluice speaks \
+                 sluice:gateway@{}: rebuild it with this sluice's plugin SDK",
+                settings.source,
+                foreign.join(", @"),
+                super::runtime::CONTRACT_VERSION
+            ))
+        }
     })?;
     plugin
         .check_config()
