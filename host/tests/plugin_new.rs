@@ -10,9 +10,10 @@ const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 /// The header of a WebAssembly component (not a core module).
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
-/// The plugin's name: distinct from every crate of `plugins/`, whose
-/// target directory the build below shares.
-const NAME: &str = "scaffolded-policy";
+/// The kinds of plugin, each made as `scaffolded-KIND`: names distinct
+/// from every crate of `plugins/`, whose target directory the builds
+/// below share.
+const KINDS: [&str; 4] = ["policy", "masking", "identity", "approval"];
 
 fn sluice(args: &[&str]) -> Output {
     Command::new(SLUICE)
@@ -70,50 +71,58 @@ impl Drop for RemoveBuilt {
     }
 }
 
-/// The promise of the template: a new plugin builds to a component and
-/// its unit test passes natively, with no edit.
+/// The promise of the template: a new plugin of every kind builds to a
+/// component and its unit tests pass natively, with no edit.
 #[test]
-fn new_plugin_builds_to_a_component_and_passes_its_tests() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir_arg = parent.path().to_str().unwrap();
-    let made = sluice(&["plugin", "new", NAME, "--dir", dir_arg]);
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let crate_dir = parent.path().join(NAME);
-    assert!(
-        text(&made.stdout).contains(&crate_dir.display().to_string()),
-        "{}",
-        text(&made.stdout)
-    );
+fn new_plugins_build_to_components_and_pass_their_tests() {
+    for kind in KINDS {
+        let name = format!("scaffolded-{kind}");
+        let parent = tempfile::tempdir().unwrap();
+        let dir_arg = parent.path().to_str().unwrap();
+        // The default kind is a policy.
+        let mut args = vec!["plugin", "new", &name, "--dir", dir_arg];
+        if kind != "policy" {
+            args.extend(["--kind", kind]);
+        }
+        let made = sluice(&args);
+        assert!(made.status.success(), "{kind}: {}", text(&made.stderr));
+        let crate_dir = parent.path().join(&name);
+        assert!(
+            text(&made.stdout).contains(&crate_dir.display().to_string()),
+            "{}",
+            text(&made.stdout)
+        );
 
-    let wasm = shared_target_dir().join(format!(
-        "wasm32-wasip2/release/{}.wasm",
-        NAME.replace('-', "_")
-    ));
-    let _remove = RemoveBuilt(wasm.clone());
-    let build = cargo(
-        &crate_dir,
-        &["build", "--release", "--target", "wasm32-wasip2"],
-    );
-    assert!(build.status.success(), "{}", text(&build.stderr));
-    let component = std::fs::read(&wasm).expect("the component was built");
-    assert!(
-        component.starts_with(&COMPONENT_HEADER),
-        "{} is not a component",
-        wasm.display()
-    );
+        let wasm = shared_target_dir().join(format!(
+            "wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ));
+        let _remove = RemoveBuilt(wasm.clone());
+        let build = cargo(
+            &crate_dir,
+            &["build", "--release", "--target", "wasm32-wasip2"],
+        );
+        assert!(build.status.success(), "{kind}: {}", text(&build.stderr));
+        let component = std::fs::read(&wasm).expect("the component was built");
+        assert!(
+            component.starts_with(&COMPONENT_HEADER),
+            "{} is not a component",
+            wasm.display()
+        );
 
-    let test = cargo(&crate_dir, &["test"]);
-    assert!(
-        test.status.success(),
-        "{}\n{}",
-        text(&test.stdout),
-        text(&test.stderr)
-    );
-    assert!(
-        text(&test.stdout).contains("test result: ok. 2 passed"),
-        "{}",
-        text(&test.stdout)
-    );
+        let test = cargo(&crate_dir, &["test"]);
+        assert!(
+            test.status.success(),
+            "{kind}: {}\n{}",
+            text(&test.stdout),
+            text(&test.stderr)
+        );
+        assert!(
+            text(&test.stdout).contains("test result: ok. 2 passed"),
+            "{kind}: {}",
+            text(&test.stdout)
+        );
+    }
 }
 
 /// A name cargo or sluice would refuse is refused up front, saying why.
