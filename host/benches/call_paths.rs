@@ -19,6 +19,7 @@ use sluice::plugin::bindings::masking::exports::sluice::gateway::masking::{
 };
 use sluice::plugin::bindings::session::Session;
 use sluice::plugin::builtin::test_guests;
+use sluice::plugin::runtime::CONTRACT_VERSION;
 use wasmtime::component::{Component, Linker, Resource, ResourceType};
 use wasmtime::{Config, Engine, Store};
 
@@ -31,7 +32,7 @@ fn probe(c: &mut Criterion) {
     let component = Component::new(&engine, &bytes).unwrap();
     let mut linker: Linker<()> = Linker::new(&engine);
     linker
-        .instance("sluice:gateway/session@0.2.0")
+        .instance(&format!("sluice:gateway/session@{CONTRACT_VERSION}"))
         .unwrap()
         .resource("session", ResourceType::host::<Session>(), |_, _| Ok(()))
         .unwrap();
@@ -41,7 +42,11 @@ fn probe(c: &mut Criterion) {
     store.set_epoch_deadline(1 << 40);
     let instance = pre.instantiate(&mut store).unwrap();
     let iface = instance
-        .get_export_index(&mut store, None, "sluice:gateway/masking@0.2.0")
+        .get_export_index(
+            &mut store,
+            None,
+            &format!("sluice:gateway/masking@{CONTRACT_VERSION}"),
+        )
         .unwrap();
     let index = instance
         .get_export_index(&mut store, Some(&iface), "mask-batch")

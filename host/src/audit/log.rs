@@ -729,13 +729,16 @@ impl AuditLog {
         };
         if let Some(record) = recovery {
             // The fresh file opens with what recovery found, before any
-            // record of this run.
+            // record of this run. A full disk keeps it, to be written first
+            // once there is room, as it keeps an outcome: sluice starts and
+            // waits the disk out (its statements refused meanwhile). Any
+            // other failure fails the trail, and sluice does not start.
             let request = Request::Record {
                 event: record,
-                answer: Answer::Caller,
+                answer: Answer::Nobody,
             };
-            let (_, written) = writer.commit(vec![request]);
-            written.unwrap_or(Err(AuditError::Closed))?;
+            let _ = writer.commit(vec![request]);
+            writer.state.refuse_if_stopped()?;
         }
         let direct = writer.settings.fsync == Fsync::Batch;
         let held = Arc::clone(&writer.held);
@@ -939,6 +942,11 @@ struct Writer {
 struct NoSpace {
     kept: VecDeque<(EventBody, SystemTime)>,
     kept_bytes: usize,
+    /// The outage's record is in the chain already: a try wrote it (and
+    /// what was kept) and only the head's write failed. The next try
+    /// writes what was kept since and the head, not a second record of
+    /// the same outage.
+    outage_recorded: bool,
     retry_at: Instant,
     alerted_at: Instant,
 }
@@ -1472,7 +1480,8 @@ impl Writer {
                     if records_written {
                         // In the chain for good (see `write_group`); the
                         // statements waiting on them are refused all the
-                        // same, as the head did not name them.
+                        // same, as the head did not name them (the outage's
+                        // record counts them with the refused).
                         self.publish(link, waiting.len(), lines.len());
                     }
                     let unwaited = self.failed(&failure, Vec::new());
@@ -1604,6 +1613,7 @@ impl Writer {
                 self.no_space = Some(NoSpace {
                     kept: kept.into(),
                     kept_bytes,
+                    outage_recorded: false,
                     retry_at: now + NO_SPACE_RETRY,
                     alerted_at: now,
                 });
@@ -1649,8 +1659,13 @@ impl Writer {
         }
         let kept: Vec<(EventBody, SystemTime)> = full.kept.drain(..).collect();
         full.kept_bytes = 0;
-        let Some(outage) = self.state.outage_record(kept.len()) else {
-            return;
+        let outage = if full.outage_recorded {
+            None
+        } else {
+            match self.state.outage_record(kept.len()) {
+                Some(outage) => Some(outage),
+                None => return,
+            }
         };
         if self.active.is_none() {
             // A rotation the full disk cut short left no active file: it is
@@ -1665,7 +1680,7 @@ impl Writer {
         let sealed = kept
             .iter()
             .map(|(event, at)| (event, *at))
-            .chain([(&outage, SystemTime::now())])
+            .chain(outage.as_ref().map(|outage| (outage, SystemTime::now())))
             .try_for_each(|(event, at)| {
                 let sealed = self.seal_into(&link, at, event, &mut lines);
                 sealed.map(|next| link = next)
@@ -1674,9 +1689,17 @@ impl Writer {
             self.fail_for_good(format!("a kept record could not be sealed: {refused}"));
             return;
         }
-        match self.write_group(&lines, &link, true) {
+        let records = kept.len() + usize::from(outage.is_some());
+        // Nothing to write but the head, when the outage's record is in
+        // already and nothing was kept since.
+        let written = if records == 0 {
+            self.write_head(&link).map_err(GroupFailure::unwritten)
+        } else {
+            self.write_group(&lines, &link, true)
+        };
+        match written {
             Ok(()) => {
-                self.publish(link, kept.len() + 1, lines.len());
+                self.publish(link, records, lines.len());
                 self.no_space = None;
                 self.state.recovered();
                 if let Err(failure) = self.rotate_if_due() {
@@ -1689,8 +1712,11 @@ impl Writer {
             }) => {
                 // What was kept is in the chain now, and so is the outage's
                 // record; the head names them at the next try.
-                self.publish(link, kept.len() + 1, lines.len());
+                self.publish(link, records, lines.len());
                 self.failed(&failure, Vec::new());
+                if let Some(full) = self.no_space.as_mut() {
+                    full.outage_recorded = true;
+                }
             }
             Err(GroupFailure { failure, .. }) => {
                 self.failed(&failure, kept);
@@ -1959,20 +1985,20 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     let hole = zeros_within_data(path).map_err(io("read", path))?;
     let mut last = Link::GENESIS;
     let mut torn = None;
-    let mut chain_end_seen = false;
     for file in files.iter().rev() {
         let tail = match hole {
             Some(at) if file == path => File::open(file).and_then(|f| tail_of(&f, at)),
             _ => read_tail(file),
         }
         .map_err(io("read", file))?;
-        // Torn bytes where the data ends: in the active file, or in the
-        // newest rotated one when the active file is empty (a crash after
-        // an earlier start set it aside, before anything was written).
-        if !chain_end_seen && !tail.torn.is_empty() && (file != path || hole.is_none()) {
+        // Only torn bytes in the active file are a crash's: a rotated file
+        // was finished whole. (Bytes at the end of one were added by hand,
+        // or a crash came between setting the active file aside and the
+        // recovery record; either way verify reports them for someone to
+        // look at, and sluice does not vouch for them.)
+        if file == path && hole.is_none() && !tail.torn.is_empty() {
             torn = Some((file.clone(), tail.torn.clone()));
         }
-        chain_end_seen |= tail.last_line.is_some() || !tail.torn.is_empty();
         if let Some(line) = tail.last_line {
             let record = chain::open_line(&settings.key, &line).map_err(|refused| {
                 untrusted(format!(
@@ -2481,6 +2507,18 @@ mod tests {
         log.close().await;
     }
 
+    /// Records two statements, then puts back the head from before the
+    /// second: as a crash after the records were written, before the head
+    /// was.
+    async fn write_a_record_beyond_the_head(settings: &LogSettings) {
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        log.record(statement(0)).await.expect("durable");
+        let old_head = fs::read(&settings.head_path).expect("head");
+        log.record(statement(1)).await.expect("durable");
+        log.close().await;
+        fs::write(&settings.head_path, old_head).expect("writes");
+    }
+
     fn lines_of(path: &Path) -> Vec<Vec<u8>> {
         let file = File::open(path).expect("audit file exists");
         RecordLines::new(file)
@@ -2888,7 +2926,7 @@ mod tests {
         assert!(found.contains("a torn record"), "{found}");
         let tailed = crate::audit::read::one_line(&Value::Object(recovery.fields.clone()));
         assert!(
-            tailed.contains("recovered after a crash: a torn record")
+            tailed.contains("recovered at start: a torn record")
                 && tailed.contains("kept as audit.jsonl.000001"),
             "{tailed}"
         );
@@ -2912,7 +2950,22 @@ mod tests {
         file.write_all(b"0").expect("appends");
         let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
         let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
-        assert_eq!(problems, [&FindingKind::TornUnaccounted], "{report}");
+        assert_eq!(
+            problems,
+            [
+                &FindingKind::TornUnaccounted,
+                &FindingKind::TornBytesMissing
+            ],
+            "{report}"
+        );
+
+        // Nor may the torn bytes be cut off: the recovery record names
+        // them.
+        let whole = torn_copy.len() - torn.len();
+        fs::write(&set_aside, &torn_copy[..whole]).expect("cuts the torn bytes");
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
+        assert_eq!(problems, [&FindingKind::TornBytesMissing], "{report}");
     }
 
     /// Bytes without a newline appended to a finished (rotated) file by
@@ -2945,13 +2998,7 @@ mod tests {
     async fn records_beyond_the_head_are_set_aside_and_kept_in_the_chain() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = settings(dir.path());
-        let log = AuditLog::open(settings.clone()).expect("opens");
-        log.record(statement(0)).await.expect("durable");
-        let old_head = fs::read(&settings.head_path).expect("head");
-        log.record(statement(1)).await.expect("durable");
-        log.close().await;
-        // A crash after the records were written, before the head was.
-        fs::write(&settings.head_path, old_head).expect("writes");
+        write_a_record_beyond_the_head(&settings).await;
 
         let log = AuditLog::open(settings.clone()).expect("recovers");
         assert_eq!(log.head().seq, 3, "the recovery record follows");
@@ -2994,24 +3041,43 @@ mod tests {
                 other => panic!("expected the trail unavailable, got {other:?}"),
             }
             // The outcome and the statement are in the chain and the file.
-            let head_after = log.head();
-            assert_eq!(head_after.seq, head_before.seq + 2, "landed {head_landed}");
+            let head_at_failure = log.head();
+            assert_eq!(
+                head_at_failure.seq,
+                head_before.seq + 2,
+                "landed {head_landed}"
+            );
             assert_eq!(lines_of(&settings.path).len(), 3);
-            // Closing tries once more (the outage's record is written, its
-            // head fails again) and gives up.
+            // The writer tries again, twice here: the first try writes the
+            // outage's record (its head fails again), the second only the
+            // head, not a second record of the same outage.
+            tokio::time::sleep(2 * NO_SPACE_RETRY + Duration::from_millis(500)).await;
+            let head_after = log.head();
             log.close().await;
             let on_disk = lines_of(&settings.path);
-            assert_eq!(on_disk.len(), 4, "the outage's record follows");
-            let outcomes = on_disk
+            let events: Vec<String> = on_disk
                 .iter()
-                .filter(|line| String::from_utf8_lossy(line).contains(r#""event":"outcome""#))
-                .count();
-            assert_eq!(outcomes, 1, "the outcome is written once");
+                .map(|line| {
+                    let record: Value = serde_json::from_slice(line).expect("json");
+                    record["event"].as_str().unwrap_or("").to_owned()
+                })
+                .collect();
+            assert_eq!(
+                events,
+                ["statement", "outcome", "statement", "audit_outage"],
+                "the outcome is written once, the outage's record once"
+            );
+            let outage: Value = serde_json::from_slice(&on_disk[3]).expect("json");
+            assert_eq!(
+                outage["records_refused"], 1,
+                "the refused statement is counted"
+            );
+            assert_eq!(head_after.seq, head_before.seq + 3);
 
             if head_landed {
                 // The head reached its file after all, naming the records
                 // the failed commit wrote (the outage's came later).
-                let named = chain::head_line(&settings.key, &head_after);
+                let named = chain::head_line(&settings.key, &head_at_failure);
                 fs::write(&settings.head_path, [named.as_slice(), &named].concat())
                     .expect("writes the head");
             }
@@ -3378,6 +3444,44 @@ mod tests {
             // SAFETY: a NUL-terminated path that lives through the call.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
         }
+    }
+
+    /// A start that finds records beyond the head on a full disk sets the
+    /// file aside and starts all the same: the recovery record is kept,
+    /// statements are refused while the disk is full, and once there is
+    /// room the fresh file opens with that record.
+    #[tokio::test]
+    async fn a_recovery_on_a_full_disk_waits_for_room() {
+        let Some(disk) = SmallDisk::mount(1 << 20) else {
+            return;
+        };
+        let settings = settings(disk.path());
+        write_a_record_beyond_the_head(&settings).await;
+        let filler = disk.fill();
+
+        let log = AuditLog::open(settings.clone()).expect("starts on a full disk");
+        assert!(matches!(
+            log.record(statement(2)).await,
+            Err(AuditError::Unavailable(_))
+        ));
+        fs::remove_file(&filler).expect("free the disk");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.state().failure().is_some() {
+            assert!(Instant::now() < deadline, "not back within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        log.record(statement(3)).await.expect("written again");
+        log.close().await;
+
+        assert_verifies(&settings);
+        let events: Vec<String> = lines_of(&settings.path)
+            .iter()
+            .map(|line| {
+                let record: Value = serde_json::from_slice(line).expect("json");
+                record["event"].as_str().unwrap_or("").to_owned()
+            })
+            .collect();
+        assert_eq!(events, [TRAIL_RECOVERED, "audit_outage", "statement"]);
     }
 
     /// One trail, one writer: while a log has the trail open, its lock is

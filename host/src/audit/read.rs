@@ -452,7 +452,7 @@ pub fn one_line(record: &Value) -> String {
             number(record, "records_kept").unwrap_or(0),
         ),
         "trail_recovered" => format!(
-            "the trail was recovered after a crash: {}{}",
+            "the trail was recovered at start: {}{}",
             shown(record, "found"),
             match record.get("set_aside").and_then(Value::as_str) {
                 Some(file) => format!("; the file was kept as {file}"),

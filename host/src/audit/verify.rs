@@ -456,6 +456,9 @@ pub enum FindingKind {
     /// recovery record accounts for: bytes added to a finished file, not a
     /// crash that sluice recovered from.
     TornUnaccounted,
+    /// A recovery record names torn bytes that are not (or no longer, or
+    /// not as they were) at the end of the file before it.
+    TornBytesMissing,
     /// A file cannot be read.
     Unreadable(String),
     /// There is no file of the trail at all.
@@ -557,6 +560,11 @@ impl fmt::Display for Finding {
                  for them as a crash sluice recovered from: added to the file after it was \
                  finished"
             ),
+            FindingKind::TornBytesMissing => write!(
+                f,
+                "{record}{place} says sluice found and kept a torn record before it, and \
+                 those bytes are not there as it describes them: they were cut off or changed"
+            ),
             FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
             FindingKind::NoFiles => write!(f, "no audit file{place}"),
             FindingKind::HeadMissing => write!(f, "the head file{place} is missing"),
@@ -635,6 +643,12 @@ impl OpenTorn {
             && fields.get("torn_bytes").and_then(Value::as_u64) == Some(self.len as u64)
             && fields.get("torn_sha256").and_then(Value::as_str) == Some(self.sha256.as_str())
     }
+}
+
+/// Whether a record is a recovery record that names torn bytes it found.
+fn names_torn_bytes(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.get("event").and_then(Value::as_str) == Some(super::log::TRAIL_RECOVERED)
+        && fields.contains_key("torn_sha256")
 }
 
 /// The state of one verification as it walks the files.
@@ -771,6 +785,12 @@ impl Check {
                         .open_torn
                         .as_ref()
                         .is_some_and(|torn| torn.accounted_for_by(&record.fields));
+                    if !self.torn_accounted && names_torn_bytes(&record.fields) {
+                        // The torn bytes recovery found and kept are gone
+                        // from before it, or changed.
+                        let kind = FindingKind::TornBytesMissing;
+                        self.problem(kind, Some(path), Some(number), Some(record.seq));
+                    }
                     self.follow(record.link(), record.prev, at);
                     if head_seq == Some(record.seq) {
                         self.mac_at_head_seq = Some(record.mac);

@@ -515,10 +515,12 @@ async fn load_one(
         } else {
             fail(format!(
                 "{} was built against sluice:gateway@{}, and this sluice speaks \
-                 sluice:gateway@{}: rebuild it with this sluice's plugin SDK",
+                 sluice:gateway@{}: rebuild it with this sluice's plugin SDK (linking it \
+                 as a {} plugin failed: {e:#})",
                 settings.source,
                 foreign.join(", @"),
-                super::runtime::CONTRACT_VERSION
+                super::runtime::CONTRACT_VERSION,
+                settings.hook
             ))
         }
     })?;
