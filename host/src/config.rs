@@ -257,6 +257,9 @@ pub struct UpstreamConfig {
     /// method in which the server proves it knows the password), `trust`
     /// when none is.
     pub auth_methods: Option<Vec<String>>,
+    /// `[audit.postgres]` only: the schema of the audit tables (default
+    /// `public`).
+    pub schema: Option<String>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -800,7 +803,13 @@ pub struct UpstreamSettings {
     pub tls_ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub auth_methods: AuthMethods,
+    /// The audit database's schema for sluice's tables (`[audit.postgres]`
+    /// only; `public` for the upstream, where it is not used).
+    pub schema: String,
 }
+
+/// The audit tables' schema when `[audit.postgres]` names none.
+pub const DEFAULT_AUDIT_SCHEMA: &str = "public";
 
 /// The ways sluice lets the server ask for its service password. Whoever
 /// answers at the server's address chooses the method, so a method left
@@ -871,6 +880,7 @@ impl std::fmt::Debug for UpstreamSettings {
             .field("databases", &self.databases)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("schema", &self.schema)
             .finish()
     }
 }
@@ -1267,6 +1277,7 @@ impl Config {
             tls_ca_file: security.tls_ca_file,
             connect_timeout: security.connect_timeout,
             auth_methods: security.auth_methods,
+            schema: check_schema(postgres.schema.as_deref())?,
         });
         Ok(settings)
     }
@@ -1449,6 +1460,11 @@ impl Config {
             return Err(invalid("[upstream] databases must name at least one"));
         }
 
+        if section.is_some_and(|s| s.schema.is_some()) {
+            return Err(invalid(
+                "[upstream] schema does not apply: it names the schema of the audit tables, under [audit.postgres]",
+            ));
+        }
         let security = connection_security("upstream", section, base_dir, password.is_some())?;
         Ok(UpstreamSettings {
             host: url.host,
@@ -1461,8 +1477,22 @@ impl Config {
             tls_ca_file: security.tls_ca_file,
             connect_timeout: security.connect_timeout,
             auth_methods: security.auth_methods,
+            schema: DEFAULT_AUDIT_SCHEMA.to_owned(),
         })
     }
+}
+
+/// `[audit.postgres] schema`: a name PostgreSQL takes as one identifier
+/// once quoted (not empty, no NUL, at most 63 bytes, which PostgreSQL would
+/// cut silently).
+fn check_schema(schema: Option<&str>) -> Result<String, Error> {
+    let schema = schema.unwrap_or(DEFAULT_AUDIT_SCHEMA);
+    if schema.is_empty() || schema.contains('\0') || schema.len() > 63 {
+        return Err(invalid(format!(
+            "[audit.postgres] schema {schema:?}: a schema name is 1 to 63 bytes, without NUL"
+        )));
+    }
+    Ok(schema.to_owned())
 }
 
 /// What `[upstream]` and `[audit.postgres]` say of how to connect.
@@ -1976,6 +2006,36 @@ mod tests {
         );
         assert_eq!(database.database, "audit");
         assert!(database.password.is_some());
+        assert_eq!(database.schema, DEFAULT_AUDIT_SCHEMA);
+
+        // The tables' schema: any one identifier, under [audit.postgres]
+        // only.
+        let audit = "[audit]\nkey_file = \"k\"\n";
+        let named = resolve_with(&format!(
+            "{base}{audit}{sink}schema = \"Audit \\\"trail\\\"\"\n"
+        ))
+        .unwrap()
+        .audit
+        .unwrap()
+        .postgres
+        .unwrap();
+        assert_eq!(named.schema, "Audit \"trail\"");
+        for schema in ["\"\"", &format!("\"{}\"", "s".repeat(64))] {
+            let error = resolve_with(&format!("{base}{audit}{sink}schema = {schema}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("a schema name is 1 to 63 bytes"),
+                "{schema}: {error}"
+            );
+        }
+        let error = resolve_with(&format!("{base}schema = \"x\"\n{audit}{sink}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[upstream] schema does not apply"),
+            "{error}"
+        );
 
         for (audit, expected) in [
             ("", "needs key_file"),

@@ -1515,6 +1515,41 @@ async fn a_table_earlier_on_the_search_path_does_not_take_the_records() {
     assert_eq!(recorded.trim(), "1");
     let report = db.verify("gw-path").await;
     assert!(report.ok(), "{report}");
+
+    // A schema of the operator's choosing, which the role owns (on
+    // PostgreSQL 15, `public` takes no CREATE but from its owner).
+    db.sql(&format!(
+        "CREATE SCHEMA trail AUTHORIZATION {}",
+        sluice_tests::SERVICE_ROLE
+    ))
+    .await;
+    let config = db.config("gw-trail").replace(
+        "[audit.postgres]\n",
+        "[audit.postgres]\nschema = \"trail\"\n",
+    );
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    env.gateway.shutdown().await;
+    let recorded = db
+        .sql("SELECT count(*) FROM trail.sluice_audit WHERE record_json->>'event' = 'statement'")
+        .await;
+    assert_eq!(recorded.trim(), "1");
+    let mut settings = db.settings();
+    settings.schema = "trail".to_owned();
+    let trail = sluice::audit::postgres::read_all(&settings).await.unwrap();
+    let chain = trail
+        .instances
+        .iter()
+        .find(|t| t.instance == "gw-trail")
+        .expect("the chain in the schema named");
+    let report = sluice::audit::verify::verify_rows(
+        "postgres:gw-trail",
+        &chain.lines,
+        chain.head.as_deref(),
+        &db.key(),
+    );
+    assert!(report.ok(), "{report}");
 }
 
 /// A Bind value with a NUL byte in it (PostgreSQL refuses it in text, but

@@ -53,13 +53,32 @@ use crate::protocol::backend;
 use crate::protocol::reply::encode;
 use crate::upstream::{self, StartupRequest, Upstream};
 
-/// The records' table. Named with its schema, and the audit connection's
-/// `search_path` is `pg_catalog` alone: a table or function of the same
-/// name in a schema earlier on the role's or database's path (one another
-/// role may create things in) is never taken for sluice's own.
-pub const RECORDS_TABLE: &str = "public.sluice_audit";
+/// The records' table, in the configured schema (`public` by default).
+pub const RECORDS_TABLE: &str = "sluice_audit";
 /// The heads' table: one row per instance.
-pub const HEADS_TABLE: &str = "public.sluice_audit_head";
+pub const HEADS_TABLE: &str = "sluice_audit_head";
+
+/// The audit tables' names as queries write them: with their schema,
+/// quoted. The audit connection's `search_path` is `pg_catalog` alone, so
+/// a table or function of the same name in a schema earlier on the role's
+/// or database's path (one another role may create things in) is never
+/// taken for sluice's own.
+#[derive(Debug, Clone)]
+struct Tables {
+    records: String,
+    heads: String,
+}
+
+impl Tables {
+    fn in_schema(schema: &str) -> Tables {
+        let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let schema = quoted(schema);
+        Tables {
+            records: format!("{schema}.{}", quoted(RECORDS_TABLE)),
+            heads: format!("{schema}.{}", quoted(HEADS_TABLE)),
+        }
+    }
+}
 
 /// Most records one group commit carries ...
 const MAX_BATCH: usize = 512;
@@ -158,15 +177,16 @@ impl TripError {
 
 /// The statements that make the tables, run when the records' table is
 /// missing (the role needs CREATE on its schema then, and only then).
-fn schema() -> String {
+fn create_tables(tables: &Tables) -> String {
+    let Tables { records, heads } = tables;
     format!(
-        "CREATE TABLE {RECORDS_TABLE} (\
+        "CREATE TABLE {records} (\
            instance text NOT NULL, \
            seq bigint NOT NULL CHECK (seq > 0), \
            record text NOT NULL, \
            record_json jsonb GENERATED ALWAYS AS (record::jsonb) STORED, \
            PRIMARY KEY (instance, seq)); \
-         CREATE TABLE {HEADS_TABLE} (\
+         CREATE TABLE {heads} (\
            instance text PRIMARY KEY, \
            seq bigint NOT NULL, \
            head text NOT NULL)"
@@ -176,6 +196,8 @@ fn schema() -> String {
 /// A connection to the audit database, speaking the extended protocol.
 struct Db {
     connection: upstream::Connection,
+    /// Where sluice's tables are.
+    tables: Tables,
 }
 
 impl Db {
@@ -197,7 +219,7 @@ impl Db {
             ("client_encoding".to_owned(), "UTF8".to_owned()),
             ("synchronous_commit".to_owned(), "on".to_owned()),
             // Functions and operators from the catalog only, and the
-            // tables by their schema (see RECORDS_TABLE).
+            // tables by their schema (see `Tables`).
             ("search_path".to_owned(), "pg_catalog".to_owned()),
         ];
         let connection = upstream
@@ -206,7 +228,10 @@ impl Db {
                 parameters: &parameters,
             })
             .await?;
-        let mut db = Db { connection };
+        let mut db = Db {
+            connection,
+            tables: Tables::in_schema(&upstream.settings.schema),
+        };
         // A managed database's idle timeout (PostgreSQL 14 and later; the
         // setting is unknown before) would close the connection between
         // quiet spells; `closed_by_server` copes, this saves the login.
@@ -442,22 +467,26 @@ impl PgLog {
 /// Makes the tables when the records' table is missing.
 async fn make_tables_if_missing(db: &mut Db) -> Result<(), PgError> {
     let exists = db
-        .query("SELECT to_regclass($1) IS NOT NULL", &[RECORDS_TABLE])
+        .query(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[db.tables.records.clone().as_str()],
+        )
         .await?;
     if first_value(&exists) == Some("t") {
         return Ok(());
     }
     let mut out = BytesMut::new();
     encode(
-        &pgwire::messages::simplequery::Query::new(schema()),
+        &pgwire::messages::simplequery::Query::new(create_tables(&db.tables)),
         &mut out,
     );
     db.round_trip(&out).await.map_err(|error| {
         PgError::Query(format!(
-            "creating the tables {RECORDS_TABLE} and {HEADS_TABLE}: {error}"
+            "creating the tables {} and {}: {error}",
+            db.tables.records, db.tables.heads
         ))
     })?;
-    tracing::info!(table = RECORDS_TABLE, "audit tables created");
+    tracing::info!(table = %db.tables.records, "audit tables created");
     Ok(())
 }
 
@@ -535,7 +564,8 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
             // RETURNING: the commit checks that every row was stored
             // (a rule or a trigger could drop it without an error).
             format!(
-                "INSERT INTO {RECORDS_TABLE} (instance, seq, record) VALUES ($1, $2, $3) RETURNING seq"
+                "INSERT INTO {} (instance, seq, record) VALUES ($1, $2, $3) RETURNING seq",
+                db.tables.records
             ),
             Vec::new(),
         ),
@@ -545,9 +575,10 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
         &Parse::new(
             Some(UPSERT_HEAD.to_owned()),
             format!(
-                "INSERT INTO {HEADS_TABLE} (instance, seq, head) VALUES ($1, $2, $3) \
+                "INSERT INTO {} (instance, seq, head) VALUES ($1, $2, $3) \
                  ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, head = excluded.head \
-                 RETURNING seq"
+                 RETURNING seq",
+                db.tables.heads
             ),
             Vec::new(),
         ),
@@ -593,14 +624,15 @@ async fn resume(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Link, PgE
             let last = db
                 .query(
                     &format!(
-                        "SELECT record FROM {RECORDS_TABLE} WHERE instance = $1 ORDER BY seq DESC LIMIT 1"
+                        "SELECT record FROM {} WHERE instance = $1 ORDER BY seq DESC LIMIT 1",
+                        db.tables.records
                     ),
                     &[instance],
                 )
                 .await?;
             let head = db
                 .query(
-                    &format!("SELECT head FROM {HEADS_TABLE} WHERE instance = $1"),
+                    &format!("SELECT head FROM {} WHERE instance = $1", db.tables.heads),
                     &[instance],
                 )
                 .await?;
@@ -1244,10 +1276,11 @@ async fn instances_with_rows(db: &mut Db) -> Result<Vec<String>, PgError> {
         .query(
             &format!(
                 "WITH RECURSIVE i(instance) AS (\
-                   SELECT min(instance) FROM {RECORDS_TABLE} \
-                   UNION ALL SELECT (SELECT min(instance) FROM {RECORDS_TABLE} \
+                   SELECT min(instance) FROM {records} \
+                   UNION ALL SELECT (SELECT min(instance) FROM {records} \
                      WHERE instance > i.instance) FROM i WHERE i.instance IS NOT NULL) \
-                 SELECT instance FROM i WHERE instance IS NOT NULL"
+                 SELECT instance FROM i WHERE instance IS NOT NULL",
+                records = db.tables.records
             ),
             &[],
         )
@@ -1270,8 +1303,9 @@ async fn each_page(
         let page = db
             .query(
                 &format!(
-                    "SELECT seq, record FROM {RECORDS_TABLE} \
-                     WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT {PAGE_ROWS}"
+                    "SELECT seq, record FROM {} \
+                     WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT {PAGE_ROWS}",
+                    db.tables.records
                 ),
                 &[instance, &after.to_string()],
             )
@@ -1312,7 +1346,10 @@ pub async fn verify_chains(
     let mut db = Db::connect(&upstream).await?;
     db.in_one_snapshot(async |db| {
         let heads: BTreeMap<String, String> = db
-            .query(&format!("SELECT instance, head FROM {HEADS_TABLE}"), &[])
+            .query(
+                &format!("SELECT instance, head FROM {}", db.tables.heads),
+                &[],
+            )
             .await?
             .into_iter()
             .filter_map(|row| Some((row.first()?.clone()?, row.get(1)?.clone()?)))
@@ -1418,12 +1455,18 @@ pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
         .in_one_snapshot(async |db| {
             let rows = db
                 .query(
-                    &format!("SELECT instance, record FROM {RECORDS_TABLE} ORDER BY instance, seq"),
+                    &format!(
+                        "SELECT instance, record FROM {} ORDER BY instance, seq",
+                        db.tables.records
+                    ),
                     &[],
                 )
                 .await?;
             let heads = db
-                .query(&format!("SELECT instance, head FROM {HEADS_TABLE}"), &[])
+                .query(
+                    &format!("SELECT instance, head FROM {}", db.tables.heads),
+                    &[],
+                )
                 .await?;
             Ok((rows, heads))
         })
@@ -1465,6 +1508,19 @@ pub async fn read_all(settings: &UpstreamSettings) -> Result<PgTrail, PgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema and the tables are quoted identifiers: a name with a
+    /// quote, a dot or capitals stays one name.
+    #[test]
+    fn tables_are_named_with_their_schema_quoted() {
+        let tables = Tables::in_schema("Audit \"trail\".x");
+        assert_eq!(tables.records, r#""Audit ""trail"".x"."sluice_audit""#);
+        assert_eq!(tables.heads, r#""Audit ""trail"".x"."sluice_audit_head""#);
+        assert!(
+            create_tables(&tables)
+                .contains(r#"CREATE TABLE "Audit ""trail"".x"."sluice_audit_head""#)
+        );
+    }
 
     /// A row's `instance` column is not under the MAC, the record's field
     /// is: a last record naming another instance is not continued.
