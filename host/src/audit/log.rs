@@ -171,8 +171,10 @@
 //! went. A failed head write is not forgotten that way: the records are
 //! whole by then and part of the head may already name them, so they stay
 //! in the chain (their waiters are refused all the same), and the next
-//! head written names them. A rotation the disk cut short (its rename, or the fresh file) is
-//! waited out the same way, the active file reopened from its path. Before
+//! head written names them; the outage's record is written once however
+//! often the head fails again. A rotation the disk cut short (its rename,
+//! or the fresh file) is waited out the same way, the active file reopened
+//! from its path. Before
 //! giving up on the space ahead, a write asks for its own space only, so a
 //! nearly full disk still takes records.
 

@@ -638,7 +638,7 @@ impl OpenTorn {
 
     /// Whether a record's fields are the recovery record for these bytes.
     fn accounted_for_by(&self, fields: &serde_json::Map<String, Value>) -> bool {
-        fields.get("event").and_then(Value::as_str) == Some(super::log::TRAIL_RECOVERED)
+        names_torn_bytes(fields)
             && fields.get("torn_file").and_then(Value::as_str) == self.file.as_deref()
             && fields.get("torn_bytes").and_then(Value::as_u64) == Some(self.len as u64)
             && fields.get("torn_sha256").and_then(Value::as_str) == Some(self.sha256.as_str())
