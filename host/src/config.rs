@@ -1492,6 +1492,14 @@ fn check_schema(schema: Option<&str>) -> Result<String, Error> {
             "[audit.postgres] schema {schema:?}: a schema name is 1 to 63 bytes, without NUL"
         )));
     }
+    // PostgreSQL's own: `pg_temp` would make the tables temporary, gone
+    // with the connection (and it refuses to make any other `pg_` schema).
+    if schema.starts_with("pg_") {
+        return Err(invalid(format!(
+            "[audit.postgres] schema {schema:?}: names starting with pg_ are PostgreSQL's \
+             (pg_temp would make the audit tables temporary)"
+        )));
+    }
     Ok(schema.to_owned())
 }
 
@@ -2020,14 +2028,21 @@ mod tests {
         .postgres
         .unwrap();
         assert_eq!(named.schema, "Audit \"trail\"");
-        for schema in ["\"\"", &format!("\"{}\"", "s".repeat(64))] {
+        for (schema, expected) in [
+            ("\"\"".to_owned(), "a schema name is 1 to 63 bytes"),
+            (
+                format!("\"{}\"", "s".repeat(64)),
+                "a schema name is 1 to 63 bytes",
+            ),
+            (
+                "\"pg_temp\"".to_owned(),
+                "names starting with pg_ are PostgreSQL's",
+            ),
+        ] {
             let error = resolve_with(&format!("{base}{audit}{sink}schema = {schema}\n"))
                 .unwrap_err()
                 .to_string();
-            assert!(
-                error.contains("a schema name is 1 to 63 bytes"),
-                "{schema}: {error}"
-            );
+            assert!(error.contains(expected), "{schema}: {error}");
         }
         let error = resolve_with(&format!("{base}schema = \"x\"\n{audit}{sink}"))
             .unwrap_err()

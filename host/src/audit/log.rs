@@ -526,6 +526,14 @@ impl SinkState {
         Some(body)
     }
 
+    /// The refusals counted since the outage began: records, sessions.
+    pub(crate) fn refusals(&self) -> (u64, u64) {
+        (
+            self.records_refused.load(Ordering::Relaxed),
+            self.sessions_refused.load(Ordering::Relaxed),
+        )
+    }
+
     /// The sink writes again (and has written what it kept, and the
     /// outage's record): records are taken again.
     pub(crate) fn recovered(&self) {
@@ -944,11 +952,12 @@ struct Writer {
 struct NoSpace {
     kept: VecDeque<(EventBody, SystemTime)>,
     kept_bytes: usize,
-    /// The outage's record is in the chain already: a try wrote it (and
-    /// what was kept) and only the head's write failed. The next try
-    /// writes what was kept since and the head, not a second record of
-    /// the same outage.
-    outage_recorded: bool,
+    /// The refusals (records, sessions) the outage's record in the chain
+    /// counted, once one is: a try wrote it (and what was kept) and only
+    /// the head's write failed. The next try writes what was kept since
+    /// and the head, and a record of the same outage again only if more
+    /// was refused meanwhile (its counts run on from the outage's start).
+    outage_recorded: Option<(u64, u64)>,
     retry_at: Instant,
     alerted_at: Instant,
 }
@@ -1615,7 +1624,7 @@ impl Writer {
                 self.no_space = Some(NoSpace {
                     kept: kept.into(),
                     kept_bytes,
-                    outage_recorded: false,
+                    outage_recorded: None,
                     retry_at: now + NO_SPACE_RETRY,
                     alerted_at: now,
                 });
@@ -1661,7 +1670,8 @@ impl Writer {
         }
         let kept: Vec<(EventBody, SystemTime)> = full.kept.drain(..).collect();
         full.kept_bytes = 0;
-        let outage = if full.outage_recorded {
+        let refusals = self.state.refusals();
+        let outage = if full.outage_recorded == Some(refusals) {
             None
         } else {
             match self.state.outage_record(kept.len()) {
@@ -1701,7 +1711,9 @@ impl Writer {
         };
         match written {
             Ok(()) => {
-                self.publish(link, records, lines.len());
+                if records > 0 {
+                    self.publish(link, records, lines.len());
+                }
                 self.no_space = None;
                 self.state.recovered();
                 if let Err(failure) = self.rotate_if_due() {
@@ -1716,8 +1728,10 @@ impl Writer {
                 // record; the head names them at the next try.
                 self.publish(link, records, lines.len());
                 self.failed(&failure, Vec::new());
-                if let Some(full) = self.no_space.as_mut() {
-                    full.outage_recorded = true;
+                if let Some(full) = self.no_space.as_mut()
+                    && outage.is_some()
+                {
+                    full.outage_recorded = Some(refusals);
                 }
             }
             Err(GroupFailure { failure, .. }) => {
@@ -1937,7 +1951,8 @@ pub(crate) fn drop_kept(why: &str, records: usize) {
         tracing::error!(
             alert = true,
             records,
-            "{why}: records kept for it (outcomes, session ends, failed logins) were dropped"
+            "{why}: records kept for it (outcomes, session ends, failed logins, what \
+             recovery found at start) were dropped"
         );
     }
 }
@@ -1987,20 +2002,20 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     let hole = zeros_within_data(path).map_err(io("read", path))?;
     let mut last = Link::GENESIS;
     let mut torn = None;
+    let mut newest_data = true;
     for file in files.iter().rev() {
         let tail = match hole {
             Some(at) if file == path => File::open(file).and_then(|f| tail_of(&f, at)),
             _ => read_tail(file),
         }
         .map_err(io("read", file))?;
-        // Only torn bytes in the active file are a crash's: a rotated file
-        // was finished whole. (Bytes at the end of one were added by hand,
-        // or a crash came between setting the active file aside and the
-        // recovery record; either way verify reports them for someone to
-        // look at, and sluice does not vouch for them.)
-        if file == path && hole.is_none() && !tail.torn.is_empty() {
-            torn = Some((file.clone(), tail.torn.clone()));
-        }
+        // Torn bytes where the data ends are a crash's: in the active file,
+        // or in the newest rotated file when the active file holds nothing
+        // (an earlier start set the torn file aside, and stopped or crashed
+        // before its recovery record could be written: a full disk).
+        let torn_here = (newest_data && !tail.torn.is_empty() && (file != path || hole.is_none()))
+            .then(|| (file.clone(), tail.torn.clone()));
+        newest_data &= tail.last_line.is_none() && tail.torn.is_empty();
         if let Some(line) = tail.last_line {
             let record = chain::open_line(&settings.key, &line).map_err(|refused| {
                 untrusted(format!(
@@ -2010,8 +2025,17 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
                 ))
             })?;
             last = record.link();
+            // Not after a clean stop, though: sluice finished that file
+            // whole, and bytes after its last record were added later,
+            // for verify to report and sluice not to vouch for.
+            let clean_stop =
+                record.fields.get("event").and_then(Value::as_str) == Some(GATEWAY_STOP);
+            if !(clean_stop && file != path) {
+                torn = torn.or(torn_here);
+            }
             break;
         }
+        torn = torn.or(torn_here);
     }
 
     let mut found = Vec::new();
@@ -2137,6 +2161,8 @@ fn recovery_record(
 
 /// The event of [`recovery_record`].
 pub(crate) const TRAIL_RECOVERED: &str = "trail_recovered";
+/// The event of a clean stop's record (see `audit::Event::GatewayStop`).
+const GATEWAY_STOP: &str = "gateway_stop";
 
 /// Renames the active file away (as the next rotated file) after a warning
 /// that says why, so that its evidence is kept as it is; returns the name
@@ -2968,6 +2994,18 @@ mod tests {
         let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
         let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
         assert_eq!(problems, [&FindingKind::TornBytesMissing], "{report}");
+
+        // The file archived away (the trail starts late): nothing to
+        // compare the recovery record with, and only a note.
+        fs::remove_file(&set_aside).expect("archives the set-aside file");
+        let report = assert_verifies(&settings);
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|finding| finding.kind == FindingKind::StartsLate),
+            "{report}"
+        );
     }
 
     /// Bytes without a newline appended to a finished (rotated) file by
@@ -3054,6 +3092,14 @@ mod tests {
             // outage's record (its head fails again), the second only the
             // head, not a second record of the same outage.
             tokio::time::sleep(2 * NO_SPACE_RETRY + Duration::from_millis(500)).await;
+            assert_eq!(log.head().seq, head_at_failure.seq + 1, "one outage record");
+            // A statement refused meanwhile: the next try records the
+            // outage again, its counts run on.
+            assert!(matches!(
+                log.record(statement(7)).await,
+                Err(AuditError::Unavailable(_))
+            ));
+            tokio::time::sleep(NO_SPACE_RETRY + Duration::from_millis(300)).await;
             let head_after = log.head();
             log.close().await;
             let on_disk = lines_of(&settings.path);
@@ -3066,15 +3112,24 @@ mod tests {
                 .collect();
             assert_eq!(
                 events,
-                ["statement", "outcome", "statement", "audit_outage"],
-                "the outcome is written once, the outage's record once"
+                [
+                    "statement",
+                    "outcome",
+                    "statement",
+                    "audit_outage",
+                    "audit_outage"
+                ],
+                "the outcome is written once, the outage's record once per change"
             );
-            let outage: Value = serde_json::from_slice(&on_disk[3]).expect("json");
-            assert_eq!(
-                outage["records_refused"], 1,
-                "the refused statement is counted"
-            );
-            assert_eq!(head_after.seq, head_before.seq + 3);
+            let counted = |line: &[u8]| {
+                let outage: Value = serde_json::from_slice(line).expect("json");
+                (outage["since"].clone(), outage["records_refused"].clone())
+            };
+            let (since, first) = counted(&on_disk[3]);
+            let (since_again, second) = counted(&on_disk[4]);
+            assert_eq!((first, second), (json!(1), json!(2)), "the refusals run on");
+            assert_eq!(since, since_again, "one outage");
+            assert_eq!(head_after.seq, head_before.seq + 4);
 
             if head_landed {
                 // The head reached its file after all, naming the records
@@ -3085,10 +3140,10 @@ mod tests {
             }
             let log = AuditLog::open(settings.clone()).expect("restarts");
             // The records beyond the head, then the recovery's record.
-            assert_eq!(log.head().seq, head_before.seq + 4, "landed {head_landed}");
+            assert_eq!(log.head().seq, head_before.seq + 5, "landed {head_landed}");
             log.record(statement(3)).await.expect("durable again");
             log.close().await;
-            assert_eq!(assert_verifies(&settings).records, 6);
+            assert_eq!(assert_verifies(&settings).records, 7);
         }
     }
 
@@ -3484,6 +3539,73 @@ mod tests {
             })
             .collect();
         assert_eq!(events, [TRAIL_RECOVERED, "audit_outage", "statement"]);
+    }
+
+    /// A torn record set aside on a full disk, and sluice stopped before
+    /// there was room for the recovery record: the next start finds the
+    /// torn bytes in the newest rotated file (the active file is empty)
+    /// and records them then, so verify still takes them for the crash
+    /// they were. Bytes after a clean stop's record are not vouched for.
+    #[tokio::test]
+    async fn torn_bytes_set_aside_before_a_stop_are_recorded_at_the_next_start() {
+        let Some(disk) = SmallDisk::mount(1 << 20) else {
+            return;
+        };
+        let settings = settings(disk.path());
+        write_three_records(&settings).await;
+        // A crash in the middle of writing record 4.
+        let torn = br#"{"seq":4,"time":"2026-12-01T03:00:00.1"#;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&settings.path)
+            .and_then(|mut file| file.write_all(torn))
+            .expect("appends");
+        let filler = disk.fill();
+
+        let log = AuditLog::open(settings.clone()).expect("starts on a full disk");
+        log.close().await; // before there is room: the record is dropped
+        fs::remove_file(&filler).expect("free the disk");
+        let log = AuditLog::open(settings.clone()).expect("starts again");
+        log.record(statement(9)).await.expect("durable");
+        log.close().await;
+        let report = assert_verifies(&settings);
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::Torn { continued: true }),
+            "{report}"
+        );
+    }
+
+    /// After a clean stop whose last commit rotated the file (the active
+    /// file empty), bytes appended to that rotated file are not taken for
+    /// a crash at the next start.
+    #[tokio::test]
+    async fn bytes_after_a_clean_stop_are_not_vouched_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        let log = AuditLog::open(settings.clone()).expect("opens");
+        log.record(statement(0)).await.expect("durable");
+        let mut stop = Map::new();
+        stop.insert("event".into(), json!(GATEWAY_STOP));
+        log.record(stop).await.expect("durable");
+        log.close().await;
+        // As a rotation on that last commit leaves it.
+        let rotated = rotate_away(&settings.path).expect("rotates");
+        File::create(&settings.path).expect("an empty active file");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&rotated)
+            .and_then(|mut file| file.write_all(br#"{"seq":3,"time":"20"#))
+            .expect("appends");
+
+        let log = AuditLog::open(settings.clone()).expect("starts");
+        log.record(statement(1)).await.expect("durable");
+        log.close().await;
+        let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        let problems: Vec<_> = report.problems().map(|finding| &finding.kind).collect();
+        assert_eq!(problems, [&FindingKind::TornUnaccounted], "{report}");
     }
 
     /// One trail, one writer: while a log has the trail open, its lock is

@@ -466,11 +466,9 @@ impl PgLog {
 
 /// Makes the tables when the records' table is missing.
 async fn make_tables_if_missing(db: &mut Db) -> Result<(), PgError> {
+    let records = db.tables.records.clone();
     let exists = db
-        .query(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[db.tables.records.clone().as_str()],
-        )
+        .query("SELECT to_regclass($1) IS NOT NULL", &[&records])
         .await?;
     if first_value(&exists) == Some("t") {
         return Ok(());
@@ -496,9 +494,11 @@ fn first_value(rows: &[Vec<Option<String>>]) -> Option<&str> {
 }
 
 /// The advisory lock's key for an instance's chain, as a query parameter
-/// (hashed by the server: `hashtextextended($1, 0)`).
-fn chain_lock_name(instance: &str) -> String {
-    format!("sluice audit instance {instance}")
+/// (hashed by the server: `hashtextextended($1, 0)`): the chain of that
+/// instance in these tables (the same instance name in another schema's
+/// tables is another chain).
+fn chain_lock_name(tables: &Tables, instance: &str) -> String {
+    format!("sluice audit {} instance {instance}", tables.records)
 }
 
 /// Makes `db` the one connection writing `instance`'s chain: claims it,
@@ -539,11 +539,9 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
     db.query("BEGIN", &[]).await?;
     db.query(&format!("SET LOCAL lock_timeout = {CLAIM_WAIT_MS}"), &[])
         .await?;
+    let lock = chain_lock_name(&db.tables, instance);
     let claimed = db
-        .query(
-            "SELECT pg_advisory_lock(hashtextextended($1, 0))",
-            &[&chain_lock_name(instance)],
-        )
+        .query("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&lock])
         .await;
     match claimed {
         Ok(_) => {}
@@ -597,6 +595,7 @@ async fn take_up_chain(db: &mut Db, key: &ChainKey, instance: &str) -> Result<Li
 /// synchronous standby (ending it would leave its commit on the primary
 /// alone, which `synchronous_commit = on` is there to prevent).
 async fn end_stale_connection(db: &mut Db, pid: i32, instance: &str) -> Result<bool, PgError> {
+    let lock = chain_lock_name(&db.tables, instance);
     let ended = db
         .query(
             "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, \
@@ -606,7 +605,7 @@ async fn end_stale_connection(db: &mut Db, pid: i32, instance: &str) -> Result<b
                AND l.objid = (chain.k & 4294967295)::oid \
                AND NOT EXISTS (SELECT FROM pg_stat_activity a \
                                WHERE a.pid = l.pid AND a.wait_event = 'SyncRep')",
-            &[&pid.to_string(), &chain_lock_name(instance)],
+            &[&pid.to_string(), &lock],
         )
         .await?;
     Ok(first_value(&ended) == Some("t"))
