@@ -62,6 +62,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+use crate::analysis::quote_identifier;
+
 /// Environment variable naming the directory that holds `initdb` and
 /// `postgres`; it overrides every other way of finding them.
 pub const BINDIR_ENV: &str = "SLUICE_PG_BINDIR";
@@ -428,7 +430,7 @@ impl PgClusterBuilder {
         let sql = format!(
             "SET password_encryption = {};\nALTER ROLE {} PASSWORD {};\n",
             quote_literal(self.auth.password_encryption()),
-            quote_ident(SUPERUSER),
+            quote_identifier(SUPERUSER),
             quote_literal(&cluster.password),
         );
         cluster.psql("postgres", &sql)?;
@@ -676,7 +678,7 @@ impl PgCluster {
     pub fn create_database(&self, name: &str) -> Result<(), Error> {
         self.psql(
             "postgres",
-            &format!("CREATE DATABASE {};", quote_ident(name)),
+            &format!("CREATE DATABASE {};", quote_identifier(name)),
         )
         .map(drop)
     }
@@ -1182,11 +1184,6 @@ fn io_err(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> 
 /// A SQL string literal (standard_conforming_strings is on by default).
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A SQL identifier, always quoted.
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// A libpq conninfo value, quoted.

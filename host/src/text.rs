@@ -2,6 +2,7 @@
 //! a line of sluice's own.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 /// `text` as one line: control characters escaped (`\n`, `\r`,
 /// `\u{1b}`), so that it cannot end the line it is shown in and start one
@@ -52,7 +53,8 @@ pub fn format_controls_shown(text: &str) -> Cow<'_, str> {
     let mut shown = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if is_invisible_format(c) {
-            shown.push_str(&format!("<U+{:04X}>", u32::from(c)));
+            // Writing to a String cannot fail.
+            let _ = write!(shown, "<U+{:04X}>", u32::from(c));
         } else {
             shown.push(c);
         }

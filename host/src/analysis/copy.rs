@@ -27,6 +27,7 @@
 //! whichever the direction (`COPY t FROM STDOUT` reads from the client).
 
 use super::lexer::{self, SpannedToken, Token, is_symbol, is_word};
+use super::quote_identifier;
 
 /// What a `COPY` reads from or writes to inside the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,13 +133,15 @@ pub fn copy_out(text: &str, standard_conforming_strings: bool) -> Option<CopyOut
             } else {
                 columns
                     .iter()
-                    .map(|c| quoted(c))
+                    .map(|c| quote_identifier(c))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             let table = match schema {
-                Some(schema) => format!("{}.{}", quoted(&schema), quoted(&name)),
-                None => quoted(&name),
+                Some(schema) => {
+                    format!("{}.{}", quote_identifier(&schema), quote_identifier(&name))
+                }
+                None => quote_identifier(&name),
             };
             format!("SELECT {columns} FROM {table}")
         }
@@ -181,11 +184,6 @@ pub fn unreadable_copy(text: &str, standard_conforming_strings: bool) -> bool {
     !reader.head().is_some_and(|head| {
         head.direction == CopyDirection::From || head.endpoint != CopyEndpoint::Stdio
     })
-}
-
-/// `name` as a quoted identifier: exactly this name, whatever its case.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Reads a COPY statement, or None when it is not one this reader is certain

@@ -117,6 +117,12 @@ impl Facts {
     }
 }
 
+/// `name` as a quoted SQL identifier: exactly this name, whatever its
+/// case or characters.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Whether `text` spells `word` (ASCII, any case) anywhere: a cheap test
 /// of whether a statement can be one that `word` begins or names, before
 /// anything is lexed; over-inclusive (a string or comment counts too).

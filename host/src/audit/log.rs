@@ -2148,19 +2148,22 @@ fn recovery_record(
             Some(kept_as) if file == active => kept_as,
             _ => file.as_path(),
         };
-        use sha2::Digest;
         body.field("torn_file", &file_name(lies_in))?
             .field("torn_bytes", &bytes.len())?
-            .field(
-                "torn_sha256",
-                &chain::encode_hex(&sha2::Sha256::digest(bytes)),
-            )?;
+            .field("torn_sha256", &torn_bytes_digest(bytes))?;
     }
     Ok(body)
 }
 
 /// The event of [`recovery_record`].
 pub(crate) const TRAIL_RECOVERED: &str = "trail_recovered";
+
+/// How a recovery record names torn bytes, and how verify checks them:
+/// their SHA-256, in hex.
+pub(crate) fn torn_bytes_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    chain::encode_hex(&sha2::Sha256::digest(bytes))
+}
 /// The event of a clean stop's record (see `audit::Event::GatewayStop`).
 const GATEWAY_STOP: &str = "gateway_stop";
 

@@ -71,11 +71,11 @@ struct Tables {
 
 impl Tables {
     fn in_schema(schema: &str) -> Tables {
-        let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-        let schema = quoted(schema);
+        use crate::analysis::quote_identifier;
+        let schema = quote_identifier(schema);
         Tables {
-            records: format!("{schema}.{}", quoted(RECORDS_TABLE)),
-            heads: format!("{schema}.{}", quoted(HEADS_TABLE)),
+            records: format!("{schema}.{}", quote_identifier(RECORDS_TABLE)),
+            heads: format!("{schema}.{}", quote_identifier(HEADS_TABLE)),
         }
     }
 }

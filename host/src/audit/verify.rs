@@ -625,14 +625,13 @@ struct OpenTorn {
 
 impl OpenTorn {
     fn new(finding: usize, path: &Path, bytes: &[u8]) -> OpenTorn {
-        use sha2::Digest;
         OpenTorn {
             finding,
             file: path
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned()),
             len: bytes.len(),
-            sha256: chain::encode_hex(&sha2::Sha256::digest(bytes)),
+            sha256: super::log::torn_bytes_digest(bytes),
         }
     }
 
