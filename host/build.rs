@@ -11,7 +11,12 @@ use std::process::Command;
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let plugins = manifest_dir.join("../plugins");
-    println!("cargo:rerun-if-changed={}", plugins.display());
+    // The plugins' sources, not the whole directory: its `target/` (from a
+    // `cargo test` there) would be walked at every build, and would rebuild
+    // sluice whenever those tests ran.
+    for source in ["sdk", "builtin", "guests", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", plugins.join(source).display());
+    }
     println!(
         "cargo:rerun-if-changed={}",
         manifest_dir.join("../wit").display()
@@ -55,16 +60,7 @@ fn main() {
     let component = |stem: &str| built.join(format!("{stem}.wasm")).display().to_string();
 
     // Shipped plugins: one per directory under plugins/builtin, embedded.
-    let mut builtins: Vec<String> = std::fs::read_dir(plugins.join("builtin"))
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .filter(|entry| entry.path().join("Cargo.toml").is_file())
-                .filter_map(|entry| entry.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    builtins.sort();
+    let builtins = crates_under(&plugins.join("builtin"));
     let mut table = String::from(
         "/// Builtin plugins: name and component bytes.\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
     );
@@ -77,16 +73,15 @@ fn main() {
     table.push_str("];\n");
     write_if_changed(&out_dir.join("builtin_plugins.rs"), &table);
 
-    // Test plugins (plugins/guests/guest-*): paths only, never embedded.
-    let mut guests: Vec<String> = std::fs::read_dir(&built)
-        .expect("the plugins' output directory")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|file| Some(file.strip_suffix(".wasm")?.to_owned()))
-        .filter(|stem| stem.starts_with("guest_"))
-        .collect();
-    guests.sort();
+    // Test plugins (plugins/guests/NAME, crates `guest-NAME`): paths only,
+    // never embedded. From the sources, not the output directory, which
+    // keeps the components of guests removed since.
+    let guests = crates_under(&plugins.join("guests"));
     let mut paths = String::new();
-    for stem in guests {
+    for stem in guests
+        .iter()
+        .map(|name| format!("guest_{}", name.replace('-', "_")))
+    {
         paths.push_str(&format!(
             "/// Path of the `{stem}` test component.\npub const {}: &str = {:?};\n",
             stem.to_ascii_uppercase(),
@@ -94,6 +89,21 @@ fn main() {
         ));
     }
     write_if_changed(&out_dir.join("test_guests.rs"), &paths);
+}
+
+/// The directories under `dir` that hold a crate, by name, sorted.
+fn crates_under(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .filter(|entry| entry.path().join("Cargo.toml").is_file())
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn env(name: &str) -> String {

@@ -981,6 +981,40 @@ pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A plugin's config table as the JSON it is handed: TOML's dates and
+/// times become their RFC 3339 text (serde would give them as an object of
+/// its own making), floats that JSON cannot hold (`nan`, `inf`) become
+/// `null`.
+fn toml_as_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        toml::Value::String(text) => Json::String(text.clone()),
+        toml::Value::Integer(number) => Json::from(*number),
+        toml::Value::Float(number) => {
+            serde_json::Number::from_f64(*number).map_or(Json::Null, Json::Number)
+        }
+        toml::Value::Boolean(flag) => Json::Bool(*flag),
+        toml::Value::Datetime(datetime) => Json::String(datetime.to_string()),
+        toml::Value::Array(items) => Json::Array(items.iter().map(toml_as_json).collect()),
+        toml::Value::Table(table) => Json::Object(
+            table
+                .iter()
+                .map(|(key, value)| (key.clone(), toml_as_json(value)))
+                .collect(),
+        ),
+    }
+}
+
+/// The directory a config file's relative paths start from: the file's
+/// own (`.` for a bare file name). Loading and every reload must agree:
+/// the plugins' directories are part of what a reload compares.
+pub fn base_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, Error> {
@@ -1328,11 +1362,7 @@ impl Config {
                     "[[plugins]] {name:?}: memory_mb {memory_mb} is not between 1 and 4096"
                 )));
             }
-            let config_json = serde_json::to_string(&plugin.config).map_err(|e| {
-                invalid(format!(
-                    "[[plugins]] {name:?}: config cannot be passed on: {e}"
-                ))
-            })?;
+            let config_json = toml_as_json(&toml::Value::Table(plugin.config.clone())).to_string();
             let mut granted_env = Vec::with_capacity(plugin.grants.env.len());
             for variable in &plugin.grants.env {
                 match env(variable) {
@@ -1787,6 +1817,30 @@ mod tests {
         );
         let none = methods("auth_methods = []\n").unwrap_err();
         assert!(none.to_string().contains("at least one"), "{none}");
+    }
+
+    /// A plugin's config reaches it as plain JSON: dates and times as
+    /// their text, tables nested, floats that JSON cannot hold as null.
+    #[test]
+    fn a_plugins_config_is_handed_over_as_plain_json() {
+        let settings = resolve(
+            "[upstream]\nurl = \"postgres://a@b/c\"\n\n[[plugins]]\nname = \"p\"\nhook = \"policy\"\npath = \"builtin:read-only\"\n\
+             [plugins.config]\nsince = 2026-12-01T05:00:00Z\nday = 2026-12-01\nratio = 0.5\nodd = nan\n\
+             [plugins.config.nested]\nwords = [\"a\", 1, true]\n",
+        )
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&settings.plugins[0].config_json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "since": "2026-12-01T05:00:00Z",
+                "day": "2026-12-01",
+                "ratio": 0.5,
+                "odd": null,
+                "nested": {"words": ["a", 1, true]},
+            })
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Gateway {
     phase: watch::Sender<Phase>,
     /// The config file to watch for plugin changes, if any.
     config_path: Option<std::path::PathBuf>,
+    /// SIGHUP, listened for since before the plugins were compiled: the
+    /// watcher takes it over, so that one sent meanwhile is not lost.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 /// A gateway serving in the background (tests, `sluice demo`).
@@ -230,6 +233,7 @@ impl Gateway {
             admin,
             phase,
             config_path: None,
+            hangups: None,
         })
     }
 
@@ -250,6 +254,14 @@ impl Gateway {
             }
         }
         self.config_path = Some(path);
+        self
+    }
+
+    /// Hands the watcher (see [`watch_config`](Self::watch_config)) the
+    /// SIGHUP listener taken before the gateway was built, so that a SIGHUP
+    /// sent while the plugins compiled still reloads them.
+    pub fn hangups_since(mut self, hangups: tokio::signal::unix::Signal) -> Gateway {
+        self.hangups = Some(hangups);
         self
     }
 
@@ -289,6 +301,7 @@ impl Gateway {
             admin,
             phase,
             config_path,
+            hangups,
         } = self;
         // Served through the drain, so that /readyz says it is draining.
         let _admin = admin.map(|listener| {
@@ -299,6 +312,7 @@ impl Gateway {
                 shared.plugins.clone(),
                 path,
                 shared.audit.clone(),
+                hangups,
             )))
         });
         tokio::select! {

@@ -513,11 +513,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, PathBuf)> {
     Ok(match path {
         Some(path) => {
             let config = Config::load(path)?;
-            let base = path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."));
-            (config, base)
+            (config, sluice::config::base_dir(path))
         }
         None => (Config::default(), PathBuf::from(".")),
     })
@@ -552,8 +548,14 @@ fn serve(
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut gateway = Gateway::bind(settings).await?;
         match config {
-            // The watcher listens for SIGHUP from here on.
-            Some(config) => gateway = gateway.watch_config(config),
+            // The watcher listens for SIGHUP from here on, on the same
+            // listener: one sent while the plugins compiled still counts.
+            Some(config) => {
+                gateway = gateway.watch_config(config);
+                if let Some(hangups) = hangups.take() {
+                    gateway = gateway.hangups_since(hangups);
+                }
+            }
             None => {
                 if let Some(mut hangups) = hangups.take() {
                     tokio::spawn(async move {
@@ -566,7 +568,6 @@ fn serve(
                 }
             }
         }
-        drop(hangups);
         tracing::info!(
             address = %gateway.local_addr(),
             workers = workers.handles.len(),

@@ -390,8 +390,12 @@ async fn reload_rejects_broken_replacements() {
     let client = env.connect("analyst").await;
     let plugins = &env.gateway.shared.plugins;
     let before = plugins.generation();
+    let scratch = tempfile::tempdir().unwrap();
+    let garbage = scratch.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm but not really a component").unwrap();
 
     for broken in [
+        plugin("rules", "policy", &garbage.display().to_string(), ""),
         plugin("rules", "policy", guest::GUEST_PASS_THROUGH, ""),
         plugin("rules", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
         deny_rule("[plugins.config]\nreject = true"),
@@ -409,7 +413,7 @@ async fn reload_rejects_broken_replacements() {
         assert_eq!(plugins.generation(), before);
         denial(client.simple_query("SELECT 'old'").await);
     }
-    assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 6);
+    assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 7);
     // The replacement that trapped on its config is no fault of the
     // version serving.
     let serving = plugins.current();
@@ -720,6 +724,7 @@ async fn identity_plugins_decide_who_logs_in() {
         guest::GUEST_IDENTITY,
         &format!(
             "[plugins.config.users.alice]\nverifier = \"{alice}\"\ngroups = [\"analysts\"]\n\
+             [plugins.config.users.mallory]\nverifier = \"not a verifier\"\n\
              [plugins.config.tokens.tok-bob]\nuser = \"bob\"\ngroups = [\"ops\"]\n"
         ),
     ))
@@ -752,6 +757,15 @@ async fn identity_plugins_decide_who_logs_in() {
         sqlstate(&login("agent", "agent-demo-token").await.unwrap_err()),
         Some("28P01")
     );
+    // An unusable verifier admits nobody, and is the plugin's fault,
+    // counted as an invalid answer.
+    assert_eq!(
+        sqlstate(&login("mallory", "anything").await.unwrap_err()),
+        Some("28P01")
+    );
+    let plugins = env.gateway.shared.plugins.current();
+    let idp = plugins.plugins().find(|p| p.name == "idp").unwrap();
+    assert_eq!(idp.stats.invalid_answers.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1299,6 +1313,74 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
         .unwrap()
         .get(0);
     assert_eq!(note, "same rules");
+}
+
+/// A statement already running when a reload swaps the masking plugin's
+/// config finishes under the version it was judged under; the next one
+/// sees the new version. (The statement is held on a table lock taken
+/// directly, so that the reload lands while it runs, before its rows come.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_statement_finishes_on_the_plugins_it_started_with() {
+    let needle = |mask: &str| {
+        plugin(
+            "needle",
+            "masking",
+            guest::GUEST_MASK_NEEDLE,
+            &format!("[plugins.config]\nneedle = \"4111111111111111\"\nmask = \"{mask}\""),
+        )
+    };
+    let env = start(&needle("#")).await;
+    let client = Arc::new(env.connect("analyst").await);
+    let mut direct = env.connect_direct().await;
+    let lock = direct.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let running = in_background(
+        &client,
+        "SELECT pan FROM cards WHERE pan = '4111111111111111'",
+    );
+    let watcher = &env.connect_direct().await;
+    let waiting_on_the_lock = eventually(Duration::from_secs(30), || async move {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT pan FROM cards%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        waiting == 1
+    })
+    .await;
+    assert!(
+        waiting_on_the_lock,
+        "the statement waits on the lock upstream"
+    );
+
+    env.rewrite_config(&needle("*"));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .expect("the new config loads");
+    lock.rollback().await.unwrap();
+    let rows = running.await.unwrap().expect("the statement runs");
+    let masked: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(masked, ["################"], "masked as when it was judged");
+    assert_eq!(
+        first_value(
+            &client,
+            "SELECT pan FROM cards WHERE pan = '4111111111111111'"
+        )
+        .await,
+        "****************",
+        "the next statement is masked under the new config"
+    );
 }
 
 /// Without an approval plugin, a statement that needs approval is refused.

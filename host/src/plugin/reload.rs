@@ -63,14 +63,9 @@ pub enum ReloadError {
 /// Reads the plugins' entries from the config file.
 pub fn plugin_settings(config_path: &Path) -> Result<Vec<PluginSettings>, crate::config::Error> {
     let config = Config::load(config_path)?;
-    config.resolve_plugins(&base_dir(config_path), &|name| std::env::var(name).ok())
-}
-
-fn base_dir(config_path: &Path) -> PathBuf {
-    match config_path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    }
+    config.resolve_plugins(&crate::config::base_dir(config_path), &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Reloads the plugins from the config file now.
@@ -125,10 +120,16 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// Watches the config and the plugins' files and listens for SIGHUP until
-/// the task is dropped, reloading on every change. Each reload that loads
-/// is put on `audit`'s record, with the plugins it put in force.
-pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::audit::Audit) {
+/// Watches the config and the plugins' files and listens for SIGHUP (on
+/// `hangups` when the caller listened already) until the task is dropped,
+/// reloading on every change. Each reload that loads is put on `audit`'s
+/// record, with the plugins it put in force.
+pub async fn watch(
+    plugins: Arc<Plugins>,
+    config_path: PathBuf,
+    audit: crate::audit::Audit,
+    hangups: Option<tokio::signal::unix::Signal>,
+) {
     let config_path = absolute(&config_path);
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
@@ -144,12 +145,15 @@ pub async fn watch(plugins: Arc<Plugins>, config_path: PathBuf, audit: crate::au
             None
         }
     };
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP");
-            None
-        }
+    let mut hangup = match hangups {
+        Some(hangups) => Some(hangups),
+        None => match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP");
+                None
+            }
+        },
     };
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

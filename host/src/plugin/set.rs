@@ -370,6 +370,20 @@ impl PluginSet {
                 .sluice_gateway_identity()
                 .call_scram_verifier(store, user, connection))?
             {
+                // Answers that admit nobody are the plugin's faults,
+                // counted as any invalid answer is.
+                if secret.principal.id != user {
+                    return Err(plugin
+                        .invalid_answer("scram-verifier answered with another user's principal"));
+                }
+                if let Err(error) = secret
+                    .scram_verifier
+                    .parse::<crate::auth::scram::Verifier>()
+                {
+                    return Err(plugin.invalid_answer(format!(
+                        "scram-verifier returned an unusable verifier: {error}"
+                    )));
+                }
                 return Ok(Some((plugin.name.clone(), secret)));
             }
         }
@@ -391,7 +405,10 @@ impl PluginSet {
                     .call_authenticate(store, user, token, connection)
             })? {
                 Err(AuthError::UnknownUser) => continue,
-                Ok(principal) if principal.id != user => return Ok(Err(AuthError::WrongUser)),
+                Ok(principal) if principal.id != user => {
+                    return Err(plugin
+                        .invalid_answer("authenticate answered with another user's principal"));
+                }
                 answer => return Ok(answer),
             }
         }

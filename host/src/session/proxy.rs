@@ -134,6 +134,10 @@ struct Cycle {
     /// The server ignored the cycle's Sync, which reached it while it read
     /// COPY data: the ReadyForQuery of the next cycle ends both.
     sync_ignored: bool,
+    /// The plugin set its statements were judged under, and its
+    /// generation: its replies are masked under the same one.
+    plugins: Arc<PluginSet>,
+    plugins_generation: u64,
 }
 
 /// Where a COPY FROM STDIN stands. While the server reads COPY data it
@@ -183,6 +187,9 @@ struct CycleOutcome {
     traces: Vec<Trace>,
     /// Time spent masking the cycle's results, for its masking span.
     masking: Option<MaskingTime>,
+    /// The plugin set the cycle was judged under, which masks its error
+    /// for the record.
+    plugins: Arc<PluginSet>,
 }
 
 /// When a cycle's masking began and last ended, and how long it ran in
@@ -196,7 +203,7 @@ struct MaskingTime {
 
 impl CycleOutcome {
     /// An outcome to gather, keeping up to `data_room` bytes of rows.
-    fn new(data_room: usize) -> CycleOutcome {
+    fn new(data_room: usize, plugins: Arc<PluginSet>) -> CycleOutcome {
         CycleOutcome {
             statements: Vec::new(),
             started: std::time::Instant::now(),
@@ -211,6 +218,7 @@ impl CycleOutcome {
             data_truncated: false,
             traces: Vec::new(),
             masking: None,
+            plugins,
         }
     }
 
@@ -634,11 +642,14 @@ struct Proxy<'a> {
     /// How the server reads a backslash in a plain string literal, as it
     /// last reported: the statement splitter must read text the same way.
     standard_conforming_strings: bool,
-    /// The plugin set this session last looked at, and its generation: the
-    /// session checks the generation (a plain read) instead of loading the
-    /// shared set for every message.
+    /// The plugin set the client's open cycle is judged under, and its
+    /// generation: the session checks the generation (a plain read) instead
+    /// of loading the shared set for every message.
     plugins: Arc<PluginSet>,
     plugins_generation: u64,
+    /// Whether the open cycle was judged under `plugins` already: a reload
+    /// then waits for the next cycle.
+    open_cycle_pinned: bool,
     /// The session's span, parent of its statements' spans.
     trace: Trace,
     /// The span of the statement being judged, until it is recorded.
@@ -804,6 +815,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
             .unwrap_or(true),
         plugins: current,
         plugins_generation: generation,
+        open_cycle_pinned: false,
         last_description: None,
         trace,
         statement_trace: Trace::none(),
@@ -1443,7 +1455,7 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
-                if just_described.as_deref() != Some(portal) && self.current_plugins().masks() {
+                if just_described.as_deref() != Some(portal) && self.client_plugins().masks() {
                     // Learn the columns the rows will have, for masking.
                     let name = (!portal.is_empty()).then(|| portal.to_owned());
                     reply::encode(&Describe::new(b'P', name), &mut self.to_server);
@@ -1600,6 +1612,9 @@ impl Proxy<'_> {
     }
 
     fn push_cycle(&mut self, simple: bool, refusal: Option<Fatal>) {
+        let plugins = Arc::clone(self.client_plugins());
+        let plugins_generation = self.plugins_generation;
+        self.open_cycle_pinned = false;
         let audit = self.pending_outcome.take();
         let ends_at_its_only_execute = simple || self.open_cycle_ends_at_its_only_execute();
         self.open_executes = 0;
@@ -1612,6 +1627,8 @@ impl Proxy<'_> {
             audit,
             ends_at_its_only_execute,
             sync_ignored: false,
+            plugins,
+            plugins_generation,
         });
         self.cycles_sent += 1;
     }
@@ -1621,7 +1638,7 @@ impl Proxy<'_> {
     fn copy_out_to_mask(&mut self, text: &str) -> CopyOutStatement {
         // A COPY spells its keyword out: text without the letters is not
         // one, and is not lexed again on its way.
-        if !crate::analysis::spells(text, b"copy") || !self.current_plugins().masks() {
+        if !crate::analysis::spells(text, b"copy") || !self.client_plugins().masks() {
             return CopyOutStatement::None;
         }
         let setting = self.standard_conforming_strings;
@@ -1665,6 +1682,9 @@ impl Proxy<'_> {
             format: copy.format,
             columns: std::sync::OnceLock::new(),
         });
+        // Between the client's cycles: the newest set, which the client's
+        // next cycle (the COPY's) is judged under too.
+        let plugins = Arc::clone(self.client_plugins());
         self.cycles.push_back(Cycle {
             simple: false,
             refusal: None,
@@ -1672,6 +1692,8 @@ impl Proxy<'_> {
             audit: None,
             ends_at_its_only_execute: false,
             sync_ignored: false,
+            plugins,
+            plugins_generation: self.plugins_generation,
         });
         self.cycles_sent += 1;
         source
@@ -1914,7 +1936,7 @@ impl Proxy<'_> {
         statements: Vec<Analysed>,
         bind: Option<&Frame>,
     ) -> Option<Fatal> {
-        let plugins = self.current_plugins().clone();
+        let plugins = self.client_plugins().clone();
         // The generation of the plugins that judge it, for an approval
         // given after a reload to be checked against those then in force.
         let judged_under = self.plugins_generation;
@@ -2002,7 +2024,10 @@ impl Proxy<'_> {
             // statement runs only if the policies in force now would let
             // it run on that same group's approval.
             if self.shared.plugins.generation() != judged_under {
-                let plugins = self.current_plugins().clone();
+                // The open cycle moves to the set in force now, which
+                // judges the statement again and masks what it returns.
+                self.open_cycle_pinned = false;
+                let plugins = self.client_plugins().clone();
                 match self.policy_verdicts(&plugins, text, &statements).await {
                     Ok(None) => {}
                     Ok(Some((_, _, group, _))) if group == approver_group => {}
@@ -2503,14 +2528,20 @@ impl Proxy<'_> {
 
     /// The outcome the client's open cycle gathers, begun if need be.
     fn pending_outcome(&mut self) -> &mut CycleOutcome {
-        // Returned rows are kept only as the masking plugins left them.
-        let data_room = if self.plugins.masks() {
-            self.shared.audit.result_bytes()
-        } else {
-            0
+        let outcome = match self.pending_outcome.take() {
+            Some(outcome) => outcome,
+            None => {
+                let plugins = Arc::clone(self.client_plugins());
+                // Returned rows are kept only as the masking plugins left them.
+                let data_room = if plugins.masks() {
+                    self.shared.audit.result_bytes()
+                } else {
+                    0
+                };
+                CycleOutcome::new(data_room, plugins)
+            }
         };
-        self.pending_outcome
-            .get_or_insert_with(|| CycleOutcome::new(data_room))
+        self.pending_outcome.insert(outcome)
     }
 
     /// The client bound `portal` from the recorded `statement`, in the
@@ -2587,7 +2618,7 @@ impl Proxy<'_> {
     async fn record_outcome(&mut self, mut outcome: CycleOutcome) {
         let error = match &outcome.error {
             Some((code, message)) => {
-                let message = crate::masking::for_log(&self.plugins, message).await;
+                let message = crate::masking::for_log(&outcome.plugins, message).await;
                 Some((code.clone(), message))
             }
             None => None,
@@ -2649,7 +2680,7 @@ impl Proxy<'_> {
     /// SQL while nothing judged, sluice no longer knows what any name holds
     /// (see [`Prepared::forget_every_name`]).
     fn judges(&mut self) -> bool {
-        let judges = !self.current_plugins().chain(Hook::Policy).is_empty();
+        let judges = !self.client_plugins().chain(Hook::Policy).is_empty();
         if judges && std::mem::take(&mut self.prepared_changed_unjudged) {
             tracing::info!(
                 session = self.session.session_id,
@@ -2671,15 +2702,42 @@ impl Proxy<'_> {
         }
     }
 
-    /// The plugin set in force, refreshed if a reload swapped it since this
-    /// session last looked.
-    fn current_plugins(&mut self) -> &Arc<PluginSet> {
+    /// The plugin set the client's open cycle is judged under: the one in
+    /// force when the cycle's first message was judged. A reload takes
+    /// effect between cycles, never within one, so that one version judges
+    /// all of a cycle's statements and masks every reply to them (see
+    /// [`replies_plugins`](Self::replies_plugins)).
+    fn client_plugins(&mut self) -> &Arc<PluginSet> {
+        self.refresh_plugins();
+        self.open_cycle_pinned = true;
+        &self.plugins
+    }
+
+    /// Takes the set in force if a reload swapped it since this session
+    /// last looked, unless the open cycle was judged under the one it has.
+    fn refresh_plugins(&mut self) {
+        if self.open_cycle_pinned {
+            return;
+        }
         let generation = self.shared.plugins.generation();
         if generation != self.plugins_generation {
             self.plugins = self.shared.plugins.current();
             self.plugins_generation = generation;
         }
-        &self.plugins
+    }
+
+    /// The plugin set that masks the replies arriving now, and its
+    /// generation: that of the cycle they answer, or, before any cycle was
+    /// sent whole (replies to a Flush) or between cycles (a notification),
+    /// the open cycle's.
+    fn replies_plugins(&mut self) -> (Arc<PluginSet>, u64) {
+        match self.cycles.front() {
+            Some(cycle) => (Arc::clone(&cycle.plugins), cycle.plugins_generation),
+            None => {
+                self.refresh_plugins();
+                (Arc::clone(&self.plugins), self.plugins_generation)
+            }
+        }
     }
 
     /// The refusal the server's next error is to be replaced with: the
@@ -2944,7 +3002,8 @@ impl Proxy<'_> {
             );
             at += header.total();
         }
-        let masked = crate::masking::mask_texts(&self.plugins, &rows)
+        let (plugins, _) = self.replies_plugins();
+        let masked = crate::masking::mask_texts(&plugins, &rows)
             .await
             .map_err(|fault| masking_failed("COPY data", &fault))?;
         match masked {
@@ -3003,7 +3062,8 @@ impl Proxy<'_> {
         &mut self,
         columns: Vec<crate::plugin::bindings::types::Column>,
     ) -> Result<Option<Arc<ResultMask>>, End> {
-        if !self.current_plugins().masks() {
+        let (plugins, _) = self.replies_plugins();
+        if !plugins.masks() {
             return Ok(None);
         }
         // Binary values of user-defined types are read through the
@@ -3017,7 +3077,7 @@ impl Proxy<'_> {
                 columns.iter().map(|column| column.type_oid),
             )
             .await;
-        ResultMask::for_columns(&self.plugins, &self.session, columns, types)
+        ResultMask::for_columns(&plugins, &self.session, columns, types)
             .await
             .map_err(|fault| masking_failed("a result", &fault))
     }
@@ -3040,14 +3100,15 @@ impl Proxy<'_> {
         };
         let injected = describe.as_ref().is_some_and(|d| d.injected);
         let of_statement = describe.as_ref().is_some_and(|d| !d.portal);
-        if frame.tag() != tag::ROW_DESCRIPTION || !self.current_plugins().masks() {
+        let (plugins, generation) = self.replies_plugins();
+        if frame.tag() != tag::ROW_DESCRIPTION || !plugins.masks() {
             if !of_statement {
                 // A portal described as returning nothing (NoData) sends
                 // no rows: PostgreSQL discards those of a rule's `DO ALSO
                 // SELECT` or of a FETCH bound before its cursor existed
                 // (`PortalRunMulti`). Should a server send some anyway,
                 // they come with no description, and are not streamed.
-                self.rows = if frame.tag() == tag::NO_DATA && self.current_plugins().masks() {
+                self.rows = if frame.tag() == tag::NO_DATA && plugins.masks() {
                     Rows::Undescribed
                 } else {
                     Rows::Described(None)
@@ -3059,7 +3120,6 @@ impl Proxy<'_> {
                 Description::Pass
             });
         }
-        let generation = self.plugins_generation;
         let seen = match &self.last_description {
             Some(seen) if seen.generation == generation && seen.body.as_ref() == frame.body() => {
                 (seen.mask.clone(), seen.renamed.clone())
@@ -3074,7 +3134,7 @@ impl Proxy<'_> {
                         )));
                     }
                 };
-                let renamed = messages::mask_column_names(&self.plugins, &description)
+                let renamed = messages::mask_column_names(&plugins, &description)
                     .await
                     .map_err(|fault| masking_failed("a result's column names", &fault))?
                     .map(BytesMut::freeze);
@@ -3177,7 +3237,8 @@ impl Proxy<'_> {
                     // transaction block, aborted it: the client is told
                     // what failed, as the COPY itself would have said.
                     let original = self.withhold_row_values(&original).unwrap_or(original);
-                    let masked = messages::mask_fields(&self.plugins, &original)
+                    let (plugins, _) = self.replies_plugins();
+                    let masked = messages::mask_fields(&plugins, &original)
                         .await
                         .map_err(|fault| masking_failed("a server message", &fault))?;
                     self.note_error(
@@ -3249,9 +3310,10 @@ impl Proxy<'_> {
                         "client_encoding was changed away from UTF8, which sluice does not support",
                     )));
                 }
-                if self.current_plugins().masks() {
+                let (plugins, _) = self.replies_plugins();
+                if plugins.masks() {
                     // `SET application_name = '4111...'` is reported back.
-                    let masked = messages::mask_parameter_status(&self.plugins, &status)
+                    let masked = messages::mask_parameter_status(&plugins, &status)
                         .await
                         .map_err(|fault| masking_failed("a reported parameter", &fault))?;
                     if let Some(masked) = masked {
@@ -3260,7 +3322,7 @@ impl Proxy<'_> {
                     }
                 }
             }
-            tag::COPY_OUT_RESPONSE if self.current_plugins().masks() => {
+            tag::COPY_OUT_RESPONSE if self.replies_plugins().0.masks() => {
                 // COPY data is read by the columns of the describe sent
                 // just ahead of the COPY, text and csv rows field by field.
                 // Without one it is not passed on: free text could hide a
@@ -3331,7 +3393,7 @@ impl Proxy<'_> {
                     }
                 };
             }
-            tag::NOTIFICATION_RESPONSE if self.current_plugins().masks() => {
+            tag::NOTIFICATION_RESPONSE if self.replies_plugins().0.masks() => {
                 let Some(backend::Message::NotificationResponse(notification)) =
                     backend::decode(&frame)
                 else {
@@ -3340,7 +3402,8 @@ impl Proxy<'_> {
                         "the upstream server sent a malformed NotificationResponse",
                     )));
                 };
-                let masked = messages::mask_notification(&self.plugins, &notification)
+                let (plugins, _) = self.replies_plugins();
+                let masked = messages::mask_notification(&plugins, &notification)
                     .await
                     .map_err(|fault| masking_failed("a notification", &fault))?;
                 if let Some(masked) = masked {
@@ -3416,10 +3479,11 @@ impl Proxy<'_> {
         &mut self,
         fields: &[(u8, String)],
     ) -> Result<Option<Vec<(u8, String)>>, End> {
-        if !self.current_plugins().masks() {
+        let (plugins, _) = self.replies_plugins();
+        if !plugins.masks() {
             return Ok(None);
         }
-        messages::mask_fields(&self.plugins, fields)
+        messages::mask_fields(&plugins, fields)
             .await
             .map_err(|fault| masking_failed("a server message", &fault))
     }
