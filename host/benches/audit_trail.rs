@@ -99,6 +99,7 @@ fn batch_trail(c: &mut Criterion) {
                 duration_us: 143,
                 error: None,
                 data: None,
+                trace: None,
             });
         })
     });

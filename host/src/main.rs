@@ -295,7 +295,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 // meanwhile is not read into this session.
                 filter.instance = names.pop();
             }
-            let filter = filter.into_filter(Some(session));
+            let filter = filter.into_filter(Some(session))?;
             let kept = source.pick(&filter, None)?;
             let picked: Vec<read::Picked<'_>> = kept
                 .records
@@ -315,7 +315,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             filter,
         } => {
             let settings = trail_settings(&trail)?;
-            let filter = filter.into_filter(None);
+            let filter = filter.into_filter(None)?;
             let kept = open_trail(&settings)?.pick(&filter, Some(lines))?;
             for (record, _) in &kept.records {
                 println!("{}", read::one_line(record));
@@ -467,15 +467,17 @@ fn verify_database(
 }
 
 impl FilterArgs {
-    fn into_filter(self, session: Option<u64>) -> sluice::audit::read::Filter {
-        sluice::audit::read::Filter {
+    fn into_filter(self, session: Option<u64>) -> anyhow::Result<sluice::audit::read::Filter> {
+        let filter = sluice::audit::read::Filter {
             instance: self.instance,
             session,
             principal: self.principal,
             since: self.since,
             until: self.until,
             verdict: self.verdict,
-        }
+        };
+        filter.check().map_err(anyhow::Error::msg)?;
+        Ok(filter)
     }
 }
 

@@ -6,16 +6,25 @@ use std::fmt::Write as _;
 
 /// `text` as one line: control characters escaped (`\n`, `\r`,
 /// `\u{1b}`), so that it cannot end the line it is shown in and start one
-/// that reads as sluice's own, nor drive the reader's terminal. Anything
-/// else is kept as it is.
+/// that reads as sluice's own, nor drive the reader's terminal; and
+/// invisible format characters shown as `<U+XXXX>` (see
+/// [`format_controls_shown`]), so that a log line or an audit replay reads
+/// in the order, and of the words, that the server ran. Anything else is
+/// kept as it is.
 pub fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Cow::Borrowed(text);
     }
     let mut line = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() {
             line.extend(c.escape_default());
+        } else if is_invisible_format(c) {
+            // Writing to a String cannot fail.
+            let _ = write!(line, "<U+{:04X}>", u32::from(c));
         } else {
             line.push(c);
         }
@@ -83,12 +92,17 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_escaped_and_nothing_else() {
+    fn control_and_invisible_characters_are_shown_and_nothing_else() {
         assert_eq!(one_line("plain text, é"), "plain text, é");
         assert!(matches!(one_line("plain"), Cow::Borrowed(_)));
         assert_eq!(
             one_line("ok\n2026-11-30T12:00:00Z  WARN sluice: approved\r\u{1b}[0m 'é'"),
             "ok\\n2026-11-30T12:00:00Z  WARN sluice: approved\\r\\u{1b}[0m 'é'"
+        );
+        // What a replay shows runs in the order the server read it.
+        assert_eq!(
+            one_line("SELECT 1 -- \u{202E}'1' ;x\u{200B}\n"),
+            "SELECT 1 -- <U+202E>'1' ;x<U+200B>\\n"
         );
     }
 }

@@ -407,6 +407,61 @@ async fn a_session_is_traced_as_one_tree_joined_to_its_audit_records() {
             attr(statement, "sluice.statement").unwrap()
         );
     }
+    // Every record of the session is joined to its trace: outcomes to
+    // their statement's span, the end to the session's.
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["session"] == start["session"])
+        .collect();
+    assert!(mine.len() >= 10, "{mine:#?}");
+    for record in &mine {
+        assert_eq!(
+            record["trace_id"],
+            Value::from(hex(&session.trace_id)),
+            "{record}"
+        );
+    }
+    let statement_spans: Vec<String> = statements.iter().map(|s| hex(&s.span_id)).collect();
+    let outcomes: Vec<&&Value> = mine.iter().filter(|r| r["event"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 4, "{outcomes:#?}");
+    for outcome in outcomes {
+        let span = outcome["span_id"].as_str().unwrap_or_default();
+        assert!(statement_spans.iter().any(|id| id == span), "{outcome}");
+    }
+    let end = mine.iter().find(|r| r["event"] == "session_end").unwrap();
+    assert_eq!(end["span_id"], Value::from(hex(&session.span_id)));
+}
+
+/// A refused login's record names the span of the session it would have
+/// been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_is_joined_to_its_trace() {
+    let receiver = Receiver::start().await;
+    let config = watched_config(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{}\"\n",
+        receiver.addr
+    ));
+    let env = TestEnv::start_with_config(&config, false).await.unwrap();
+    let mut wrong = env.config("analyst");
+    wrong.password("not the token");
+    sluice_tests::connect(&wrong)
+        .await
+        .expect_err("a wrong password is refused");
+    let trail = env.config_path.with_file_name("audit").join("audit.jsonl");
+    env.gateway.shutdown().await;
+
+    let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, span)| span).collect();
+    let session = spans
+        .iter()
+        .find(|s| s.name == "sluice session")
+        .expect("the refused session's span");
+    let records = sluice::audit::read::read(&trail).unwrap().records;
+    let failed = records
+        .iter()
+        .find(|r| r["event"] == "login_failed")
+        .expect("the failed login is on the record");
+    assert_eq!(failed["trace_id"], Value::from(hex(&session.trace_id)));
+    assert_eq!(failed["span_id"], Value::from(hex(&session.span_id)));
 }
 
 /// Sampling at 0 exports nothing and puts no trace ids in the trail.

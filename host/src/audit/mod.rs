@@ -394,6 +394,8 @@ pub enum Event<'a> {
         client: SocketAddr,
         via: Option<SocketAddr>,
         reason: &'a str,
+        /// The refused session's span, when traced.
+        trace: Option<&'a TraceIds>,
     },
     Statement {
         session: u64,
@@ -428,6 +430,8 @@ pub enum Event<'a> {
         /// Masked rows as text, up to the configured cap; whether more
         /// were returned than kept.
         data: Option<(&'a [Vec<Option<String>>], bool)>,
+        /// The span of its (first) statement, when traced.
+        trace: Option<&'a TraceIds>,
     },
     SessionEnd {
         session: u64,
@@ -435,15 +439,18 @@ pub enum Event<'a> {
         duration_ms: u64,
         /// How it ended, in a few words.
         reason: &'a str,
+        /// The session's span, when traced.
+        trace: Option<&'a TraceIds>,
     },
 }
 
 impl Event<'_> {
     /// The event's fields, in the order records show them, written
     /// straight into the body the chain seals (no intermediate map: this
-    /// runs for every statement). A session's and a statement's records
-    /// carry their span's W3C ids (`trace_id`, `span_id`), so that a trace
-    /// and the record can be joined.
+    /// runs for every statement). Every record of a traced session (its
+    /// start, a failed login, a statement, an outcome, its end) carries
+    /// its span's W3C ids (`trace_id`, `span_id`), so that a trace and the
+    /// record can be joined.
     fn encode(self) -> Result<EventBody, chain::SealError> {
         let body = match self {
             Event::SessionStart {
@@ -479,6 +486,7 @@ impl Event<'_> {
                 client,
                 via,
                 reason,
+                trace,
             } => {
                 let mut body = EventBody::new("login_failed");
                 body.field("user", user)?
@@ -487,7 +495,7 @@ impl Event<'_> {
                     body.field("via", &via.to_string())?;
                 }
                 body.field("reason", reason)?;
-                body
+                with_trace(body, trace)?
             }
             Event::Statement {
                 session,
@@ -525,6 +533,7 @@ impl Event<'_> {
                 duration_us,
                 error,
                 data,
+                trace,
             } => {
                 let mut body = EventBody::new("outcome");
                 body.field("session", &session)?
@@ -545,7 +554,7 @@ impl Event<'_> {
                     body.field("data", rows)?
                         .field("data_truncated", &truncated)?;
                 }
-                body
+                with_trace(body, trace)?
             }
             Event::GatewayStart { version, plugins } => {
                 let mut body = EventBody::new("gateway_start");
@@ -563,13 +572,14 @@ impl Event<'_> {
                 statements,
                 duration_ms,
                 reason,
+                trace,
             } => {
                 let mut body = EventBody::new("session_end");
                 body.field("session", &session)?
                     .field("statements", &statements)?
                     .field("duration_ms", &duration_ms)?
                     .field("reason", reason)?;
-                body
+                with_trace(body, trace)?
             }
         };
         Ok(body)
@@ -670,6 +680,7 @@ mod tests {
             duration_us: 5,
             error: Some(("22012", "division by zero")),
             data: Some((&rows, true)),
+            trace: Some(&trace),
         }
         .encode()
         .expect("encodes");
@@ -682,6 +693,6 @@ mod tests {
         assert_eq!(record["data"], json!([["a", null]]));
         assert_eq!(record["data_truncated"], true);
         assert!(record.get("suspended").is_none(), "written only when not 0");
-        assert!(record.get("trace_id").is_none());
+        assert_eq!(record["trace_id"], trace.trace_id.as_str());
     }
 }

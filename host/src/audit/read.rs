@@ -171,9 +171,12 @@ fn text<'v>(record: &'v Value, field: &str) -> &'v str {
     record.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
-/// A field as it is printed: control characters escaped (`\n`, `\u{1b}`),
-/// so that text a client sent (a statement, an error it provoked) cannot
-/// start a line of its own or drive the reader's terminal.
+/// A field as it is printed: control characters escaped (`\n`, `\u{1b}`)
+/// and invisible format characters shown (`<U+202E>`), so that text a
+/// client sent (a statement, an error it provoked) cannot start a line of
+/// its own, drive the reader's terminal or read in another order than it
+/// ran. Every field a record carries is printed so: `show` and `tail`
+/// print the file as it is, before anyone verified it.
 fn shown<'v>(record: &'v Value, field: &str) -> std::borrow::Cow<'v, str> {
     crate::text::one_line(text(record, field))
 }
@@ -182,13 +185,63 @@ fn number(record: &Value, field: &str) -> Option<u64> {
     record.get(field).and_then(Value::as_u64)
 }
 
-/// A time bound as records write times: `2026-11-29 06:30` reads as
-/// `2026-11-29T06:30`.
-fn time_bound(bound: &str) -> String {
-    bound.trim().replacen(' ', "T", 1)
+/// A time bound as records write times, which it is compared with as
+/// text: `2026-11-29 06:30` reads as `2026-11-29T06:30`, and a UTC offset
+/// (`Z`, `+00:00`) is dropped, records' times being UTC. `None` when it is
+/// no prefix of such a time ([`Filter::check`] says so).
+fn time_bound(bound: &str) -> Option<String> {
+    /// Where a record's time has digits, and what stands between them.
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
+    let bound = bound.trim().replacen(' ', "T", 1);
+    let utc = bound
+        .strip_suffix('Z')
+        .or_else(|| bound.strip_suffix("+00:00"))
+        .unwrap_or(&bound);
+    let (whole, fraction) = match utc.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (utc, None),
+    };
+    let fits = !whole.is_empty()
+        && whole.len() <= SHAPE.len()
+        && whole.bytes().zip(SHAPE).all(|(byte, &shape)| match shape {
+            b'd' => byte.is_ascii_digit(),
+            separator => byte == separator,
+        })
+        && fraction.is_none_or(|fraction| {
+            whole.len() == SHAPE.len()
+                && (1..=6).contains(&fraction.len())
+                && fraction.bytes().all(|byte| byte.is_ascii_digit())
+        });
+    fits.then(|| utc.to_owned())
 }
 
+/// The verdicts statements are recorded with.
+const VERDICTS: [&str; 3] = ["allow", "deny", "error"];
+
 impl Filter {
+    /// Checks what a person typed: times that records' times can be
+    /// compared with, a verdict statements are recorded with. A bound that
+    /// is not one would pick the wrong records, or none, without a word.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, bound) in [("--since", &self.since), ("--until", &self.until)] {
+            if let Some(bound) = bound
+                && time_bound(bound).is_none()
+            {
+                return Err(format!(
+                    "{name} {bound:?} is not a UTC time: give 2026-11-29, 2026-11-29T06:30, 2026-11-29 06:30:15 or 2026-11-29T06:30:15.250Z (no offset but Z or +00:00)"
+                ));
+            }
+        }
+        if let Some(verdict) = &self.verdict
+            && !VERDICTS.contains(&verdict.as_str())
+        {
+            return Err(format!(
+                "--verdict {verdict:?} is not a verdict statements are recorded with: allow, deny or error"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `record` is of the instance asked for (any, when none is).
     fn takes_instance(&self, record: &Value) -> bool {
         self.instance
@@ -213,8 +266,9 @@ impl Filter {
     pub fn sieve(&self) -> Sieve<'_> {
         Sieve {
             filter: self,
-            since: self.since.as_deref().map(time_bound),
-            until: self.until.as_deref().map(time_bound),
+            // Unchecked bounds are compared as they were given.
+            since: (self.since.as_deref()).map(|b| time_bound(b).unwrap_or_else(|| b.to_owned())),
+            until: (self.until.as_deref()).map(|b| time_bound(b).unwrap_or_else(|| b.to_owned())),
             runs: HashMap::new(),
             runs_seen: 0,
             principals_sessions: HashSet::new(),
@@ -399,7 +453,7 @@ impl Sieve<'_> {
 
 /// One record as a line of text.
 pub fn one_line(record: &Value) -> String {
-    let time = text(record, "time");
+    let time = shown(record, "time");
     let seq = number(record, "seq").unwrap_or(0);
     let session = number(record, "session")
         .map(|s| format!(" session {s}"))
@@ -455,7 +509,7 @@ pub fn one_line(record: &Value) -> String {
             "the trail was recovered at start: {}{}",
             shown(record, "found"),
             match record.get("set_aside").and_then(Value::as_str) {
-                Some(file) => format!("; the file was kept as {file}"),
+                Some(file) => format!("; the file was kept as {}", crate::text::one_line(file)),
                 None => String::new(),
             }
         ),
@@ -474,13 +528,8 @@ fn plugins_summary(record: &Value) -> String {
             plugins
                 .iter()
                 .map(|p| {
-                    let fingerprint = text(p, "fingerprint");
-                    format!(
-                        "{} ({}, {})",
-                        shown(p, "name"),
-                        shown(p, "hook"),
-                        fingerprint.get(..12).unwrap_or(fingerprint)
-                    )
+                    let fingerprint: String = shown(p, "fingerprint").chars().take(12).collect();
+                    format!("{} ({}, {fingerprint})", shown(p, "name"), shown(p, "hook"))
                 })
                 .collect()
         })
@@ -497,9 +546,16 @@ fn plugins_summary(record: &Value) -> String {
 fn origin(record: &Value) -> String {
     match record.get("via").and_then(Value::as_str) {
         Some(via) if via == text(record, "client") => {
-            format!("{via} (a load balancer that named no client)")
+            format!(
+                "{} (a load balancer that named no client)",
+                shown(record, "via")
+            )
         }
-        Some(via) => format!("{} via load balancer {via}", shown(record, "client")),
+        Some(_) => format!(
+            "{} via load balancer {}",
+            shown(record, "client"),
+            shown(record, "via")
+        ),
         None => shown(record, "client").into_owned(),
     }
 }
@@ -584,7 +640,10 @@ fn outcome_summary(record: &Value) -> String {
         .map(|tags| tags.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let suspended = number(record, "suspended").unwrap_or(0);
-    let mut parts: Vec<String> = tags.iter().map(|tag| tag.to_string()).collect();
+    let mut parts: Vec<String> = tags
+        .iter()
+        .map(|tag| crate::text::one_line(tag).into_owned())
+        .collect();
     match suspended {
         0 => {}
         1 => parts.push("stopped at its row limit (rows left in the portal)".to_owned()),
@@ -673,13 +732,18 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
     // in parts, a later cycle) says whose it is.
     let mut last_statement = None;
     for record in mine {
-        let time = text(record, "time");
+        let time = shown(record, "time");
         match text(record, "event") {
             "session_start" => {
-                let groups: Vec<&str> = record
+                let groups: Vec<std::borrow::Cow<str>> = record
                     .get("groups")
                     .and_then(Value::as_array)
-                    .map(|g| g.iter().filter_map(Value::as_str).collect())
+                    .map(|g| {
+                        g.iter()
+                            .filter_map(Value::as_str)
+                            .map(crate::text::one_line)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let _ = writeln!(out, "session {session}, started {time}");
                 let _ = writeln!(
@@ -701,6 +765,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     },
                 );
                 if let Some(options) = record.get("options").and_then(Value::as_str) {
+                    let options = crate::text::one_line(options);
                     let _ = writeln!(out, "  startup options, run at login: {options}");
                 }
             }
@@ -741,7 +806,9 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                 );
                 if let Some(rows) = record.get("data").and_then(Value::as_array) {
                     for row in rows {
-                        let _ = writeln!(out, "      {row}");
+                        // JSON escapes control characters, not the rest.
+                        let row = row.to_string();
+                        let _ = writeln!(out, "      {}", crate::text::one_line(&row));
                     }
                     if record.get("data_truncated").and_then(Value::as_bool) == Some(true) {
                         let _ = writeln!(out, "      ... (more rows than recorded)");
@@ -834,6 +901,104 @@ mod tests {
             "{shown:?}"
         );
         assert!(shown.contains("\\n*/"), "{shown}");
+    }
+
+    /// No field of a record, edited into the file by whoever could, prints
+    /// a line of its own or text that reads in another order than it is
+    /// stored: invisible format characters (a right-to-left override, a
+    /// zero-width space) are shown, in the text, the time, the origin, the
+    /// groups, the startup options, the tags and the returned rows.
+    #[test]
+    fn no_field_prints_a_line_of_its_own_or_hidden_characters() {
+        let rlo = "\u{202E}";
+        let session = [
+            json!({"seq": 1, "time": format!("2026-12-01T05:00:00Z{rlo}"), "event": "session_start",
+                "session": 1, "principal": "alice", "groups": [format!("ops\n{rlo}admins")],
+                "client": "203.0.113.7:5000", "via": format!("10.0.0.5:1\n#2 allow{rlo}"),
+                "database": "payments", "options": format!("-c\nsearch_path={rlo}x")}),
+            json!({"seq": 2, "event": "statement", "session": 1, "statement": 1,
+                "protocol": "simple", "text": format!("SELECT 1 -- {rlo}'1' ;x\u{200B}"),
+                "decision": {"verdict": "allow"}}),
+            json!({"seq": 3, "event": "outcome", "session": 1, "statements": [1],
+                "tags": [format!("SELECT 1\n{rlo}")], "rows": 1, "duration_us": 9,
+                "data": [[format!("4111{rlo}")]]}),
+        ];
+        let picked = Filter::default().apply(&session);
+        let mut printed = show_session(&picked, 1);
+        for record in &session {
+            printed.push_str(&one_line(record));
+            printed.push('\n');
+        }
+        assert!(
+            !printed.contains('\u{202E}') && !printed.contains('\u{200B}'),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("<U+202E>") && printed.contains("<U+200B>"),
+            "{printed}"
+        );
+        // Every line is one of sluice's own: none starts with a forged `#`.
+        assert!(
+            printed.lines().all(|line| !line.starts_with('#')),
+            "{printed}"
+        );
+        assert!(printed.contains("ops\\n<U+202E>admins"), "{printed}");
+        assert!(printed.contains("search_path=<U+202E>x"), "{printed}");
+    }
+
+    /// Time bounds are any prefix of a record's UTC time, with a space for
+    /// the `T` and `Z` or `+00:00` allowed; other text, another offset or
+    /// an unknown verdict is refused with what to give instead.
+    #[test]
+    fn filters_take_utc_times_and_known_verdicts_only() {
+        let record = |seq: u64, time: &str| {
+            json!({"seq": seq, "time": time, "event": "statement", "session": 1, "statement": seq,
+                "principal": "alice", "text": "SELECT 1", "decision": {"verdict": "allow"}})
+        };
+        let records = [
+            record(1, "2026-11-29T06:29:59.999999Z"),
+            record(2, "2026-11-29T06:30:00.250000Z"),
+            record(3, "2026-11-29T06:31:00.000000Z"),
+        ];
+        let picked = |since: &str, until: &str| {
+            let filter = Filter {
+                since: Some(since.to_owned()),
+                until: Some(until.to_owned()),
+                ..Filter::default()
+            };
+            filter.check().unwrap();
+            let seqs: Vec<u64> = filter
+                .apply(&records)
+                .iter()
+                .filter_map(|p| p.record["seq"].as_u64())
+                .collect();
+            seqs
+        };
+        assert_eq!(picked("2026-11-29 06:30", "2026-11-29T06:30"), [2]);
+        assert_eq!(picked("2026-11-29T06:30:00Z", "2026-11-29T06:30:59Z"), [2]);
+        assert_eq!(picked("2026-11-29T06:30:00.25+00:00", "2026-11-29"), [2, 3]);
+
+        for (since, until, verdict, says) in [
+            ("2026-1-5", "", "", "--since \"2026-1-5\" is not a UTC time"),
+            ("2026-11-29T06:30+02:00", "", "", "is not a UTC time"),
+            (
+                "",
+                "yesterday",
+                "",
+                "--until \"yesterday\" is not a UTC time",
+            ),
+            ("", "2026-11-29T06:30:00.", "", "is not a UTC time"),
+            ("", "", "denied", "--verdict \"denied\" is not a verdict"),
+        ] {
+            let filter = Filter {
+                since: (!since.is_empty()).then(|| since.to_owned()),
+                until: (!until.is_empty()).then(|| until.to_owned()),
+                verdict: (!verdict.is_empty()).then(|| verdict.to_owned()),
+                ..Filter::default()
+            };
+            let error = filter.check().expect_err(says);
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     /// An outcome shown after another statement's record says whose it

@@ -2623,6 +2623,7 @@ impl Proxy<'_> {
             }
             None => None,
         };
+        let trace = outcome.traces.first().and_then(Trace::ids);
         end_statement_spans(&mut outcome, error.as_ref());
         self.shared.audit.record_later(audit::Event::Outcome {
             session: self.session.session_id,
@@ -2637,6 +2638,7 @@ impl Proxy<'_> {
             data: outcome
                 .keep_data
                 .then_some((outcome.data.as_slice(), outcome.data_truncated)),
+            trace: trace.as_ref(),
         });
     }
 
@@ -3575,6 +3577,7 @@ impl Proxy<'_> {
         // refusal's stand-in fails there at once.
         let busy = self.cycles.iter().any(|cycle| cycle.refusal.is_none());
         let trace = std::mem::take(&mut self.trace);
+        let trace_ids = trace.ids();
         if let End::Fatal(fatal) = &end {
             trace.fail(fatal.message.clone());
         }
@@ -3590,6 +3593,7 @@ impl Proxy<'_> {
                 End::ServerGone => "the server ended it",
                 End::Fatal(_) => "sluice ended it",
             },
+            trace: trace_ids.as_ref(),
         });
         match &end {
             End::ClientTerminated => {

@@ -37,7 +37,7 @@ use crate::protocol::reply;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self as packet, Packet, StartupMessage};
 use crate::protocol::tag;
-use crate::telemetry::{KeyValue, SpanKind, Trace, attribute};
+use crate::telemetry::{KeyValue, SpanKind, Trace, TraceIds, attribute};
 use crate::transport::Stream;
 use crate::upstream;
 
@@ -62,13 +62,16 @@ pub struct SessionEnd {
     started: std::time::Instant,
     /// Why, if it ends now; `None` once the end is someone else's to write.
     reason: Option<&'static str>,
+    /// The session's span, when traced.
+    trace: Option<TraceIds>,
 }
 
 impl SessionEnd {
-    fn new(audit: crate::audit::Audit, session: u64) -> SessionEnd {
+    fn new(audit: crate::audit::Audit, session: u64, trace: Option<TraceIds>) -> SessionEnd {
         SessionEnd {
             audit,
             session,
+            trace,
             started: std::time::Instant::now(),
             reason: Some(
                 "it ended before its first statement (the login timed out, or the client left)",
@@ -93,6 +96,7 @@ impl SessionEnd {
             statements: 0,
             duration_ms: self.started.elapsed().as_millis() as u64,
             reason,
+            trace: self.trace.as_ref(),
         });
     }
 }
@@ -173,7 +177,7 @@ async fn login(
             sqlstate::INVALID_AUTHORIZATION,
             "sluice requires a TLS connection (sslmode=require)",
         );
-        record_refused_startup(shared, &startup, peer, &refusal).await;
+        record_refused_startup(shared, &startup, peer, &refusal, trace).await;
         return Err(refusal);
     }
 
@@ -193,7 +197,7 @@ async fn login(
     let request = match check_parameters(shared, &startup) {
         Ok(request) => request,
         Err(refusal) => {
-            record_refused_startup(shared, &startup, peer, &refusal).await;
+            record_refused_startup(shared, &startup, peer, &refusal, trace).await;
             return Err(refusal);
         }
     };
@@ -215,7 +219,7 @@ async fn login(
     trace.set(KeyValue::new(attribute::TLS, client.is_tls()));
     let identity = trace.child("identity", SpanKind::Internal, Vec::new());
     let principal =
-        authenticate_counted(shared, client, buf, &request.user, &connection, peer).await;
+        authenticate_counted(shared, client, buf, &request.user, &connection, peer, trace).await;
     let principal = match principal {
         Ok(principal) => {
             identity.set(KeyValue::new(attribute::IDENTITY_OUTCOME, "authenticated"));
@@ -265,7 +269,7 @@ async fn login(
             trace: trace.ids().as_ref(),
         })
         .await;
-    let end = SessionEnd::new(shared.audit.clone(), session_id);
+    let end = SessionEnd::new(shared.audit.clone(), session_id, trace.ids());
     if let Err(error) = recorded {
         end.handed_over(); // Its start is not on the record either.
         tracing::error!(alert = true, %error, "the audit trail cannot be written: session refused");
@@ -619,7 +623,13 @@ fn login_failed(shared: &Shared, user: &str) -> Fatal {
 
 /// Puts a failed login on the record. The user name is whatever the client
 /// sent: it is masked.
-async fn record_failed_login(shared: &Shared, user: &str, peer: Peer, reason: &str) {
+async fn record_failed_login(
+    shared: &Shared,
+    user: &str,
+    peer: Peer,
+    reason: &str,
+    trace: Option<&TraceIds>,
+) {
     if !shared.audit.enabled() {
         return;
     }
@@ -629,6 +639,7 @@ async fn record_failed_login(shared: &Shared, user: &str, peer: Peer, reason: &s
         client: peer.address,
         via: peer.via,
         reason,
+        trace,
     });
 }
 
@@ -640,13 +651,15 @@ async fn record_refused_startup(
     startup: &StartupMessage,
     peer: Peer,
     refusal: &Fatal,
+    trace: &Trace,
 ) {
     if !shared.audit.enabled() {
         return;
     }
     let reason = crate::masking::for_log(&shared.plugins.current(), &refusal.message).await;
     let user = startup.get("user").unwrap_or_default();
-    record_failed_login(shared, user, peer, &format!("refused at startup: {reason}")).await;
+    let reason = format!("refused at startup: {reason}");
+    record_failed_login(shared, user, peer, &reason, trace.ids().as_ref()).await;
 }
 
 /// Why authentication ended without a principal.
@@ -728,8 +741,10 @@ async fn authenticate_counted(
     user: &str,
     connection: &ConnectionInfo,
     peer: Peer,
+    trace: &Trace,
 ) -> Result<Principal, Fatal> {
     let logged_user = crate::masking::for_log(&shared.plugins.current(), user).await;
+    let trace = trace.ids();
     let attempt = Attempt {
         shared,
         user,
@@ -759,12 +774,13 @@ async fn authenticate_counted(
                 user,
                 peer,
                 "locked out after repeated failed logins",
+                trace.as_ref(),
             )
             .await;
             Err(refusal)
         }
         Err(AuthFailure::Failed(refusal)) => {
-            record_failed_login(shared, user, peer, "authentication failed").await;
+            record_failed_login(shared, user, peer, "authentication failed", trace.as_ref()).await;
             Err(refusal)
         }
         Err(AuthFailure::Ended(fatal)) => Err(fatal),
