@@ -1383,6 +1383,142 @@ async fn a_running_statement_finishes_on_the_plugins_it_started_with() {
     );
 }
 
+/// The statement record of the one whose text holds `needle`, once the
+/// trail in the config's directory has it.
+async fn statement_record(env: &TestEnv, needle: &str) -> serde_json::Value {
+    let trail = env.config_path.with_file_name("audit.jsonl");
+    let mut found = None;
+    let recorded = eventually(Duration::from_secs(10), || {
+        found = sluice::audit::read::read(&trail).ok().and_then(|trail| {
+            trail.records.into_iter().find(|r| {
+                r["event"] == "statement" && r["text"].as_str().is_some_and(|t| t.contains(needle))
+            })
+        });
+        std::future::ready(found.is_some())
+    })
+    .await;
+    assert!(recorded, "no statement record with {needle:?}");
+    found.unwrap()
+}
+
+/// `sluice audit show` of the session `record` is of.
+fn shown_session(env: &TestEnv, record: &serde_json::Value) -> String {
+    let trail = sluice::audit::read::read(&env.config_path.with_file_name("audit.jsonl")).unwrap();
+    let picked = sluice::audit::read::Filter::default().apply(&trail.records);
+    sluice::audit::read::show_session(&picked, record["session"].as_u64().unwrap())
+}
+
+/// Every statement that needed approval says so on the record: who was
+/// asked, who answered, how and when — or why nobody could answer (the
+/// approvers could not be told, no approval plugin is configured, two
+/// groups' approval was needed), never that it needed none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_on_the_record_whether_given_or_not() {
+    let audit = "[audit]\nfile = \"audit.jsonl\"\n";
+    // A masking plugin, so that the ticket's reason (masked as the trail
+    // records it) still says what the test approver refuses to deliver.
+    let env = start(&format!(
+        "{}{}{}[approvals]\ntimeout_ms = 5000\n\n{APPROVERS}\n{audit}",
+        deny_rule("[plugins.config]\napproval_words = [\"orders\", \"unreachable\"]"),
+        plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
+        plugin("noop", "masking", guest::GUEST_PASS_THROUGH, ""),
+    ))
+    .await;
+    let shared = env.gateway.shared.clone();
+    let client = Arc::new(env.connect("agent").await);
+    let held = in_background(&client, "UPDATE orders SET note = 'approved' WHERE id = 2");
+    let ticket = open_ticket(&shared).await;
+    answer_ticket(&shared, &format!("approve {} alice", ticket.id))
+        .await
+        .unwrap();
+    held.await.unwrap().expect("approved, it runs");
+    let (code, _) = denial(client.simple_query("SELECT 'unreachable'").await);
+    assert_eq!(code, "58000");
+
+    let approved = statement_record(&env, "'approved'").await;
+    let approval = &approved["decision"]["approval"];
+    assert_eq!(approved["decision"]["verdict"], "allow");
+    assert_eq!(approval["outcome"], "approved");
+    assert_eq!(approval["approver"], "alice");
+    assert_eq!(approval["approver_group"], "dba");
+    assert_eq!(approval["ticket"], ticket.id.as_str());
+    assert!(approval["answered_ms"].as_u64() >= approval["requested_ms"].as_u64());
+    let failed = statement_record(&env, "unreachable").await;
+    assert_eq!(failed["decision"]["verdict"], "error");
+    assert_eq!(failed["decision"]["approval"]["outcome"], "request-failed");
+    assert!(
+        !failed["decision"]["approval"]["ticket"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    // The request went on the record before the approvers saw it.
+    let trail = sluice::audit::read::read(&env.config_path.with_file_name("audit.jsonl")).unwrap();
+    let requested = trail
+        .records
+        .iter()
+        .find(|r| r["event"] == "approval_requested" && r["ticket"] == ticket.id.as_str())
+        .expect("the request is on the record");
+    assert_eq!(requested["statement"], approved["statement"]);
+    assert_eq!(requested["approver_group"], "dba");
+    assert!(requested["seq"].as_u64() < approved["seq"].as_u64());
+    assert!(requested["text"].as_str().unwrap().contains("'approved'"));
+    let shown = shown_session(&env, &approved);
+    assert!(
+        shown.contains(&format!("for approval from dba (ticket {})", ticket.id)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("approval from dba approved by alice"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("approval from dba required, none obtained: request-failed"),
+        "{shown}"
+    );
+    assert!(!shown.contains("approval: not required"), "{shown}");
+
+    // No approval plugin; two groups asked of one query.
+    let env = start(&format!(
+        "{}{}{}{audit}",
+        plugin("noop", "masking", guest::GUEST_PASS_THROUGH, ""),
+        plugin(
+            "dba-rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\napproval_words = [\"orders\"]",
+        ),
+        plugin(
+            "security-rules",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\napproval_words = [\"cards\"]\napproval_group = \"security\"",
+        ),
+    ))
+    .await;
+    let client = env.connect("agent").await;
+    denial(client.simple_query("SELECT 'lonely' FROM orders").await);
+    denial(
+        client
+            .simple_query("SELECT 'two' FROM orders; SELECT count(*) FROM cards")
+            .await,
+    );
+    let lonely = statement_record(&env, "'lonely'").await;
+    assert_eq!(lonely["decision"]["verdict"], "deny");
+    assert_eq!(
+        lonely["decision"]["approval"]["outcome"],
+        "no-approval-plugin"
+    );
+    assert_eq!(lonely["decision"]["approval"]["approver_group"], "dba");
+    let two = statement_record(&env, "'two'").await;
+    assert_eq!(two["decision"]["approval"]["outcome"], "two-groups");
+    assert_eq!(
+        two["decision"]["approval"]["approver_group"],
+        "dba, security"
+    );
+    assert_eq!(two["decision"]["rule"], "one-approver-group");
+}
+
 /// Without an approval plugin, a statement that needs approval is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_without_an_approval_plugin_is_refused() {

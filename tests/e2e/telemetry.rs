@@ -622,9 +622,10 @@ async fn the_admin_port_serves_metrics_health_and_readiness() {
         value("sluice_plugin_reloads_total{result=\"applied\"}"),
         0.0
     );
-    // The session's start and its four statements were awaited records.
-    assert_eq!(value("sluice_audit_write_duration_seconds_count"), 5.0);
-    assert!(value("sluice_audit_records_total") >= 5.0);
+    // The session's start, its four statements and the approval request
+    // of the one held were awaited records.
+    assert_eq!(value("sluice_audit_write_duration_seconds_count"), 6.0);
+    assert!(value("sluice_audit_records_total") >= 6.0);
     assert_eq!(value("sluice_audit_failed"), 0.0);
     assert!(text.ends_with("# EOF\n"));
 

@@ -323,14 +323,43 @@ impl Decision {
 /// A statement's approval: who was asked, who answered, how, and when.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApprovalRecord {
+    /// Empty where no ticket was opened.
     pub ticket: String,
     pub approver_group: String,
-    /// `approved`, `denied` or `expired`.
+    /// `approved`, `denied`, `expired` or `withdrawn`; where no approver
+    /// could answer, why ([`NOT_OBTAINED`]).
     pub outcome: &'static str,
     pub approver: Option<String>,
     /// Unix milliseconds.
     pub requested_ms: u64,
     pub answered_ms: u64,
+}
+
+/// The outcomes of an approval no approver could answer: no approval
+/// plugin is configured; the statements of one query need two groups'
+/// approval; asking for it failed (the approval plugin, or masking the
+/// ticket).
+pub const NOT_OBTAINED: [&str; 3] = ["no-approval-plugin", "two-groups", "request-failed"];
+
+impl ApprovalRecord {
+    /// An approval `approver_group` was to give and could not: `outcome`
+    /// is one of [`NOT_OBTAINED`]; `ticket` the one opened, if any.
+    pub fn not_obtained(
+        approver_group: String,
+        outcome: &'static str,
+        ticket: Option<String>,
+        now_ms: u64,
+    ) -> ApprovalRecord {
+        debug_assert!(NOT_OBTAINED.contains(&outcome));
+        ApprovalRecord {
+            ticket: ticket.unwrap_or_default(),
+            approver_group,
+            outcome,
+            approver: None,
+            requested_ms: now_ms,
+            answered_ms: now_ms,
+        }
+    }
 }
 
 /// How a statement came: a simple Query, a Bind of the extended protocol
@@ -410,6 +439,25 @@ pub enum Event<'a> {
         /// Masked; `None` for NULL or a value not in text form.
         params: &'a [Option<String>],
         decision: &'a Decision,
+        /// The statement's span, when traced.
+        trace: Option<&'a TraceIds>,
+    },
+    /// A statement was held for approval and the approvers are about to
+    /// be asked: on the record before they see the ticket, so that a
+    /// request an approver saw is there even if sluice stops during the
+    /// wait. The statement's own record (with the answer) follows.
+    ApprovalRequested {
+        session: u64,
+        /// The number the statement's record will have.
+        statement: u64,
+        ticket: &'a str,
+        approver_group: &'a str,
+        /// The policy that asked for the approval.
+        plugin: &'a str,
+        /// The statement as the approvers are shown it (masked).
+        text: &'a str,
+        /// Unix milliseconds.
+        expires_ms: u64,
         /// The statement's span, when traced.
         trace: Option<&'a TraceIds>,
     },
@@ -567,6 +615,26 @@ impl Event<'_> {
                 body
             }
             Event::GatewayStop => EventBody::new("gateway_stop"),
+            Event::ApprovalRequested {
+                session,
+                statement,
+                ticket,
+                approver_group,
+                plugin,
+                text,
+                expires_ms,
+                trace,
+            } => {
+                let mut body = EventBody::new("approval_requested");
+                body.field("session", &session)?
+                    .field("statement", &statement)?
+                    .field("ticket", ticket)?
+                    .field("approver_group", approver_group)?
+                    .field("plugin", plugin)?
+                    .field("text", text)?
+                    .field("expires_ms", &expires_ms)?;
+                with_trace(body, trace)?
+            }
             Event::SessionEnd {
                 session,
                 statements,

@@ -480,6 +480,14 @@ pub fn one_line(record: &Value) -> String {
             shown(record, "text")
         ),
         "outcome" => format!("-> {}", outcome_summary(record)),
+        "approval_requested" => format!(
+            "#{} held for approval from {} (ticket {}, asked by {}): {}",
+            number(record, "statement").unwrap_or(0),
+            shown(record, "approver_group"),
+            shown(record, "ticket"),
+            shown(record, "plugin"),
+            shown(record, "text")
+        ),
         "session_end" => format!(
             "session end: {} statements, {} ms, {}",
             number(record, "statements").unwrap_or(0),
@@ -589,7 +597,20 @@ fn decision_summary(decision: Option<&Value>) -> String {
     if !why.is_empty() {
         let _ = write!(out, " ({})", why.join(", "));
     }
-    if let Some(approval) = decision.get("approval") {
+    if let Some(approval) = decision.get("approval")
+        && super::NOT_OBTAINED.contains(&text(approval, "outcome"))
+    {
+        let ticket = match shown(approval, "ticket") {
+            ticket if ticket.is_empty() => String::new(),
+            ticket => format!(" (ticket {ticket})"),
+        };
+        let _ = write!(
+            out,
+            "; approval from {} required, none obtained: {}{ticket}",
+            shown(approval, "approver_group"),
+            shown(approval, "outcome"),
+        );
+    } else if let Some(approval) = decision.get("approval") {
         let approver = match shown(approval, "approver") {
             approver if approver.is_empty() => "nobody".into(),
             approver => approver,
@@ -796,6 +817,18 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                 if approval.is_none() {
                     let _ = writeln!(out, "    approval: not required");
                 }
+            }
+            "approval_requested" => {
+                // Before the statement's own record, which has the answer;
+                // alone when sluice stopped during the wait.
+                let _ = writeln!(
+                    out,
+                    "  statement {} held at {time} for approval from {} (ticket {}): {}",
+                    number(record, "statement").unwrap_or(0),
+                    shown(record, "approver_group"),
+                    shown(record, "ticket"),
+                    shown(record, "text")
+                );
             }
             "outcome" => {
                 let _ = writeln!(

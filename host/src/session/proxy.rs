@@ -1987,12 +1987,20 @@ impl Proxy<'_> {
             if !plugins.approves() {
                 let command = loggable_command(&command);
                 tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
-                return Some(self.denied_by(
-                    plugin,
+                let refusal = Fatal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
                     ),
-                ));
+                );
+                self.approval_not_obtained(
+                    plugin,
+                    approver_group,
+                    "no-approval-plugin",
+                    None,
+                    &refusal,
+                );
+                return Some(refusal);
             }
             let command = loggable_command(&command);
             tracing::info!(session, %plugin, command, "statement held for approval");
@@ -2098,10 +2106,18 @@ impl Proxy<'_> {
                     // groups' approval in one query would pass on the
                     // first group's word alone.
                     Some((_, _, first_group, _)) if *first_group != approver_group => {
-                        let message = format!(
-                            "the statements of this query need approval from different groups ({first_group}, {approver_group}): send them one at a time"
+                        let refusal = Fatal::new(
+                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                            format!(
+                                "the statements of this query need approval from different groups ({first_group}, {approver_group}): send them one at a time"
+                            ),
                         );
-                        return Err(self.denied_by(plugin, message));
+                        let both = format!("{first_group}, {approver_group}");
+                        self.approval_not_obtained(plugin, both, "two-groups", None, &refusal);
+                        if let Some(decision) = &mut self.decision {
+                            decision.rule = Some("one-approver-group".to_owned());
+                        }
+                        return Err(refusal);
                     }
                     Some(_) => {}
                 },
@@ -2115,11 +2131,44 @@ impl Proxy<'_> {
     /// to the client and on the record.
     fn denied_by(&mut self, plugin: String, message: String) -> Fatal {
         let refusal = Fatal::new(sqlstate::INSUFFICIENT_PRIVILEGE, message);
+        // An approval given before the denial (policies reloaded while the
+        // statement waited) stays on the record.
+        let approval = self.decision.take().and_then(|earlier| earlier.approval);
         self.decision = Some(Decision {
             plugin: Some(plugin),
+            approval,
             ..Decision::refused("deny", refusal.message.clone())
         });
         refusal
+    }
+
+    /// The statement being judged needed `approver_group`'s approval and
+    /// no approver could give it (`outcome`, one of
+    /// [`audit::NOT_OBTAINED`]): its record says so, rather than that it
+    /// needed none. `refusal` is what the client is told.
+    fn approval_not_obtained(
+        &mut self,
+        plugin: String,
+        approver_group: String,
+        outcome: &'static str,
+        ticket: Option<String>,
+        refusal: &Fatal,
+    ) {
+        let verdict = if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
+            "deny"
+        } else {
+            "error"
+        };
+        self.decision = Some(Decision {
+            plugin: Some(plugin),
+            approval: Some(ApprovalRecord::not_obtained(
+                approver_group,
+                outcome,
+                ticket,
+                approval::now_ms(),
+            )),
+            ..Decision::refused(verdict, refusal.message.clone())
+        });
     }
 
     /// The policies' verdict on one statement: asked, or — for a statement
@@ -2219,7 +2268,17 @@ impl Proxy<'_> {
         }
         let masked = match crate::masking::for_record(plugins, &texts).await {
             Ok(masked) => masked.into_iter(),
-            Err(fault) => return Some(plugin_failed("masking", &fault)),
+            Err(fault) => {
+                let refusal = plugin_failed("masking", &fault);
+                self.approval_not_obtained(
+                    plugin,
+                    approver_group,
+                    "request-failed",
+                    None,
+                    &refusal,
+                );
+                return Some(refusal);
+            }
         };
         // What the approver reads, in the order the server reads it: an
         // invisible bidi override or zero-width character shown as such.
@@ -2248,6 +2307,36 @@ impl Proxy<'_> {
             approver_group: approver_group.clone(),
             expires_at: approval::now_ms() + timeout.as_millis() as u64,
         };
+        // On the record before any approver sees it: a request they saw is
+        // there even if sluice stops during the wait. Like a statement's
+        // record, if it cannot be written, nothing is asked.
+        let trace_ids = self.statement_trace.ids();
+        let recorded = self
+            .shared
+            .audit
+            .record(audit::Event::ApprovalRequested {
+                session: self.session.session_id,
+                statement: self.statements_recorded + 1,
+                ticket: &ticket.id,
+                approver_group: &approver_group,
+                plugin: &plugin,
+                text: &ticket.statement_text,
+                expires_ms: ticket.expires_at,
+                trace: trace_ids.as_ref(),
+            })
+            .await;
+        if let Err(error) = recorded {
+            tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: approval not asked, statement refused");
+            let refusal = trail_unwritable();
+            self.approval_not_obtained(
+                plugin,
+                approver_group,
+                "request-failed",
+                Some(ticket.id),
+                &refusal,
+            );
+            return Some(refusal);
+        }
         // The wait, as the statement's child: how long a human took.
         let wait = self.statement_trace.child(
             "approval wait",
@@ -2265,16 +2354,32 @@ impl Proxy<'_> {
             Ok(Err(error)) => {
                 self.shared.approvals.close(&ticket.id);
                 tracing::warn!(ticket = %ticket.id, %error, "approval request failed");
-                return Some(Fatal::new(
+                let refusal = Fatal::new(
                     sqlstate::SYSTEM_ERROR,
                     format!(
                         "this statement needs approval from {approver_group}, and asking for it failed: refused"
                     ),
-                ));
+                );
+                self.approval_not_obtained(
+                    plugin,
+                    approver_group,
+                    "request-failed",
+                    Some(ticket.id),
+                    &refusal,
+                );
+                return Some(refusal);
             }
             Err(fault) => {
                 self.shared.approvals.close(&ticket.id);
-                return Some(plugin_failed("approval", &fault));
+                let refusal = plugin_failed("approval", &fault);
+                self.approval_not_obtained(
+                    plugin,
+                    approver_group,
+                    "request-failed",
+                    Some(ticket.id),
+                    &refusal,
+                );
+                return Some(refusal);
             }
         }
         let _ = self.flush().await;
@@ -2432,15 +2537,19 @@ impl Proxy<'_> {
             (Some(decision), None) => decision,
             (Some(decision), Some(_)) if decision.verdict != "allow" => decision,
             // Refused after the policies let it through (a limit, a
-            // prepared statement sluice does not know, a failed plugin).
-            (_, Some(refusal)) => Decision::refused(
-                if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
-                    "deny"
-                } else {
-                    "error"
-                },
-                refusal.message.clone(),
-            ),
+            // prepared statement sluice does not know, a failed plugin);
+            // an approval given first stays on the record.
+            (earlier, Some(refusal)) => Decision {
+                approval: earlier.and_then(|decision| decision.approval),
+                ..Decision::refused(
+                    if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
+                        "deny"
+                    } else {
+                        "error"
+                    },
+                    refusal.message.clone(),
+                )
+            },
             (None, None) => Decision::allowed(),
         };
         self.count_statement(&decision);
@@ -2510,10 +2619,7 @@ impl Proxy<'_> {
         if let Err(error) = recorded {
             trace.fail("the audit trail cannot be written");
             tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: statement refused");
-            return Err(Fatal::new(
-                sqlstate::SYSTEM_ERROR,
-                "sluice cannot write its audit trail, so it runs no statement: tell the operator",
-            ));
+            return Err(trail_unwritable());
         }
         let outcome = self.pending_outcome();
         outcome.statements.push(statement);
@@ -4051,6 +4157,15 @@ fn masking_failed(what: &str, error: &dyn MaskingFailure) -> End {
             error.for_client()
         ),
     ))
+}
+
+/// What the client is told when the audit trail cannot be written: the
+/// statement does not run (it would run unrecorded).
+fn trail_unwritable() -> Fatal {
+    Fatal::new(
+        sqlstate::SYSTEM_ERROR,
+        "sluice cannot write its audit trail, so it runs no statement: tell the operator",
+    )
 }
 
 /// The upstream server sent a `what` sluice cannot read, so cannot mask or
