@@ -2142,6 +2142,19 @@ impl Proxy<'_> {
         refusal
     }
 
+    /// Asking `approver_group` for approval failed (`refusal` says how):
+    /// on the record as such, and the statement refused.
+    fn approval_request_failed(
+        &mut self,
+        plugin: String,
+        approver_group: String,
+        ticket: Option<String>,
+        refusal: Fatal,
+    ) -> Option<Fatal> {
+        self.approval_not_obtained(plugin, approver_group, "request-failed", ticket, &refusal);
+        Some(refusal)
+    }
+
     /// The statement being judged needed `approver_group`'s approval and
     /// no approver could give it (`outcome`, one of
     /// [`audit::NOT_OBTAINED`]): its record says so, rather than that it
@@ -2270,14 +2283,7 @@ impl Proxy<'_> {
             Ok(masked) => masked.into_iter(),
             Err(fault) => {
                 let refusal = plugin_failed("masking", &fault);
-                self.approval_not_obtained(
-                    plugin,
-                    approver_group,
-                    "request-failed",
-                    None,
-                    &refusal,
-                );
-                return Some(refusal);
+                return self.approval_request_failed(plugin, approver_group, None, refusal);
             }
         };
         // What the approver reads, in the order the server reads it: an
@@ -2328,14 +2334,7 @@ impl Proxy<'_> {
         if let Err(error) = recorded {
             tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: approval not asked, statement refused");
             let refusal = trail_unwritable();
-            self.approval_not_obtained(
-                plugin,
-                approver_group,
-                "request-failed",
-                Some(ticket.id),
-                &refusal,
-            );
-            return Some(refusal);
+            return self.approval_request_failed(plugin, approver_group, Some(ticket.id), refusal);
         }
         // The wait, as the statement's child: how long a human took.
         let wait = self.statement_trace.child(
@@ -2360,26 +2359,22 @@ impl Proxy<'_> {
                         "this statement needs approval from {approver_group}, and asking for it failed: refused"
                     ),
                 );
-                self.approval_not_obtained(
+                return self.approval_request_failed(
                     plugin,
                     approver_group,
-                    "request-failed",
                     Some(ticket.id),
-                    &refusal,
+                    refusal,
                 );
-                return Some(refusal);
             }
             Err(fault) => {
                 self.shared.approvals.close(&ticket.id);
                 let refusal = plugin_failed("approval", &fault);
-                self.approval_not_obtained(
+                return self.approval_request_failed(
                     plugin,
                     approver_group,
-                    "request-failed",
                     Some(ticket.id),
-                    &refusal,
+                    refusal,
                 );
-                return Some(refusal);
             }
         }
         let _ = self.flush().await;
