@@ -27,8 +27,21 @@ fn psql(port: u16, sql: &str) -> std::process::Output {
     )
 }
 
+/// Under `fsync = "always"` a statement's record is on the disk before the
+/// statement runs.
 #[test]
 fn sigkill_mid_run_loses_no_record_of_an_answered_statement() {
+    sigkill_mid_run("always");
+}
+
+/// Under `fsync = "batch"` it is in the kernel's hands (the page cache of a
+/// mapped file), which a killed process cannot take back.
+#[test]
+fn sigkill_mid_run_loses_no_record_under_batch_either() {
+    sigkill_mid_run("batch");
+}
+
+fn sigkill_mid_run(fsync: &str) {
     let cluster = PgCluster::builder()
         .auth(HostAuth::Trust)
         .start()
@@ -45,7 +58,7 @@ fn sigkill_mid_run_loses_no_record_of_an_answered_statement() {
             port,
             &cluster.url("postgres"),
             TOKEN,
-            "[audit]\nfile = \"audit.jsonl\"\nfsync = \"always\"\n",
+            &format!("[audit]\nfile = \"audit.jsonl\"\nfsync = \"{fsync}\"\n"),
         ),
     )
     .unwrap();

@@ -21,9 +21,11 @@ use sluice_tests::{TestEnv, token_of};
 const LUHN_MASKER: &str =
     "[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n";
 
-/// The audit trail every masking test writes, in the config's directory:
-/// what sluice records about this traffic must hold no card number either.
-const AUDIT_TRAIL: &str = "[audit]\nfile = \"audit.jsonl\"\nfsync = \"batch\"\n";
+/// The audit trail every masking test writes, in the config's directory,
+/// with the rows returned: what sluice records about this traffic must
+/// hold no card number either.
+const AUDIT_TRAIL: &str =
+    "[audit]\nfile = \"audit.jsonl\"\nfsync = \"batch\"\nrecord_results = true\n";
 
 /// Test card numbers of every scheme and length; each passes the Luhn
 /// check.
@@ -237,12 +239,39 @@ async fn assert_trail_holds_no_card_number(env: &TestEnv) {
     let trail = std::fs::read_to_string(&path).expect("the audit trail");
     let statements = trail.matches("\"event\":\"statement\"").count();
     assert!(statements >= 2, "the trail holds the statements: {trail}");
+    assert!(
+        trail.contains("\"data\":"),
+        "the trail holds returned rows: {trail}"
+    );
+    // The search itself finds what it is for.
+    assert!(spells("x:\"4111 1111-1111 1111\"", "4111111111111111"));
+    assert!(!spells("4111 1111  1111 1111", "4111111111111111"));
     for (scheme, pan) in PANS {
         assert!(
-            !trail.contains(pan),
-            "{scheme} {pan} is in the audit trail:\n{trail}"
+            !spells(&trail, pan),
+            "{scheme} {pan} is in the audit trail, whole or grouped:\n{trail}"
         );
     }
+}
+
+/// Whether `text` holds the digits of `pan` in order, whole or grouped by
+/// single spaces or dashes (`4111 1111 1111 1111`, `4111-1111-...`).
+fn spells(text: &str, pan: &str) -> bool {
+    let text = text.as_bytes();
+    let digits = pan.as_bytes();
+    (0..text.len()).any(|start| {
+        let mut at = start;
+        for (n, &digit) in digits.iter().enumerate() {
+            if n > 0 && matches!(text.get(at), Some(b' ' | b'-')) {
+                at += 1;
+            }
+            if text.get(at) != Some(&digit) {
+                return false;
+            }
+            at += 1;
+        }
+        true
+    })
 }
 
 /// Every scheme in every column type, in binary format (tokio-postgres's
