@@ -1220,7 +1220,12 @@ impl Config {
         if let Some(key_file) = &audit.key_file {
             settings.key = AuditKey::File(base_dir.join(key_file));
         }
-        if let Some(head_file) = &audit.head_file {
+        // The configured head is the configured trail's: another file's
+        // head beside it (PATH.head) keeps the two from sharing one, which
+        // would read as a trail cut short. The key is the deployment's.
+        if let Some(head_file) = &audit.head_file
+            && overrides.audit_file.is_none()
+        {
             settings.head_file = base_dir.join(head_file);
         }
         settings.fsync = audit.fsync.unwrap_or_default();
@@ -2171,6 +2176,21 @@ mod tests {
         let audit = settings.audit.unwrap();
         assert!(audit.postgres.is_none());
         assert_eq!(audit.file, PathBuf::from("/tmp/elsewhere.jsonl"));
+
+        // A file trail's configured head stays with the configured file;
+        // the configured key stays the key.
+        let settings = Config::from_toml(
+            &format!(
+                "{base}[audit]\nfile = \"trail.jsonl\"\nkey_file = \"k\"\nhead_file = \"/var/lib/heads/trail.head\"\n"
+            ),
+            Path::new("sluice.toml"),
+        )
+        .unwrap()
+        .resolve(Path::new("/etc/sluice"), &overrides, &env)
+        .unwrap();
+        let audit = settings.audit.unwrap();
+        assert_eq!(audit.head_file, PathBuf::from("/tmp/elsewhere.jsonl.head"));
+        assert!(matches!(&audit.key, AuditKey::File(key) if key == Path::new("/etc/sluice/k")));
     }
 
     #[test]

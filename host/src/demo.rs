@@ -88,6 +88,15 @@ fn serve_in_front_of(
     })?;
 
     let files_path = files.path().to_owned();
+    // The trail and its key as sluice resolved them: the commands printed
+    // name the key, so that a SLUICE_AUDIT_KEY_FILE in the reader's shell
+    // does not make every record read as modified.
+    let trail = settings.audit.as_ref().map(|audit| {
+        (
+            audit.file.display().to_string(),
+            audit.key.path().display().to_string(),
+        )
+    });
     let announce = |_| {
         println!();
         println!(
@@ -122,17 +131,15 @@ fn serve_in_front_of(
         println!(
             "And as analyst:  SELECT pan || 'x' FROM cards;   (computing on a card number needs approval: it would unmask it)"
         );
-        let trail = files_path.join("audit").join("audit.jsonl");
-        println!(
-            "Every session and statement is on the record in {} (masked, hash-chained):",
-            trail.display()
-        );
-        println!("  sluice audit tail --audit-file {}", trail.display());
-        println!(
-            "  sluice audit show --audit-file {} --session N   (N from tail)",
-            trail.display()
-        );
-        println!("  sluice audit verify --audit-file {}", trail.display());
+        if let Some((trail, key)) = &trail {
+            println!(
+                "Every session and statement is on the record in {trail} (masked, hash-chained; kept until the demo stops):"
+            );
+            let audit = format!("SLUICE_AUDIT_KEY_FILE={key} sluice audit");
+            println!("  {audit} tail --audit-file {trail}");
+            println!("  {audit} show --audit-file {trail} --session N   (N from tail)");
+            println!("  {audit} verify --audit-file {trail}");
+        }
         println!("Metrics, health and readiness for operators:");
         println!("  curl -s http://127.0.0.1:{admin_port}/metrics   (also /healthz, /readyz)");
         println!();

@@ -37,7 +37,8 @@ enum Command {
         /// Front this server instead (postgres://user@host:port/database).
         #[arg(long, value_name = "URL")]
         upstream: Option<String>,
-        /// Record the audit trail in this file instead.
+        /// Record the audit trail in this file instead (its head in
+        /// PATH.head; the config's key_file, if any, stays the key).
         #[arg(long, value_name = "PATH")]
         audit_file: Option<PathBuf>,
         /// Serve the admin HTTP port (/metrics, /healthz, /readyz) here
@@ -82,8 +83,8 @@ struct TrailArgs {
     /// The config file whose `[audit]` names the trail.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The trail's active file instead (its key from SLUICE_AUDIT_KEY_FILE
-    /// or PATH.key, its head in PATH.head, unless the config says).
+    /// The trail's active file instead: its head in PATH.head, its key the
+    /// config's key_file, else SLUICE_AUDIT_KEY_FILE, else PATH.key.
     #[arg(long, value_name = "PATH")]
     audit_file: Option<PathBuf>,
 }

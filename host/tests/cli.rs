@@ -167,12 +167,22 @@ fn demo_serves_the_quickstart_and_cleans_up() {
 
     // The audit trail is on: the analyst's session is on the record, shown
     // and verified as the demo says.
-    let trail = printed
+    // `  SLUICE_AUDIT_KEY_FILE=KEY sluice audit verify --audit-file TRAIL`:
+    // the key named, so that one set in the reader's shell is not used.
+    let (key, trail) = printed
         .iter()
-        .find_map(|l| l.strip_prefix("  sluice audit verify --audit-file "))
-        .unwrap_or_else(|| panic!("no audit verify line in {printed:?}"))
-        .trim()
-        .to_owned();
+        .find_map(|l| {
+            let rest = l.strip_prefix("  SLUICE_AUDIT_KEY_FILE=")?;
+            let (key, trail) = rest.split_once(" sluice audit verify --audit-file ")?;
+            Some((key.to_owned(), trail.trim().to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no audit verify line in {printed:?}"));
+    assert_eq!(
+        key,
+        format!("{trail}.key"),
+        "the demo's key sits by its trail"
+    );
+    assert!(std::path::Path::new(&key).is_file(), "{key}");
     let (ok, tail, stderr) = run(&["audit", "tail", "--audit-file", &trail], "");
     assert!(ok, "{stderr}");
     assert!(
