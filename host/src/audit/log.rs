@@ -103,7 +103,8 @@
 //! # Rotation
 //!
 //! After a commit, when the active file is larger than `rotate_bytes` or
-//! older than `rotate_after`, it is synced, closed and renamed to
+//! older than `rotate_after` (or once it is that old, if nothing comes),
+//! it is synced, closed and renamed to
 //! `<path>.NNNNNN` (the next number after the highest there, six digits at
 //! least so names sort), and a fresh active file continues the same chain:
 //! its first record's `prev` is the last `mac` of the rotated file and `seq`
@@ -1392,16 +1393,36 @@ impl Writer {
             held,
             self.unsynced_deadline(),
             self.no_space.as_ref().map(|full| full.retry_at),
+            self.rotation_deadline(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
+    /// When the active file is due to rotate by age (`rotate_seconds`),
+    /// if it holds records: a file of a quiet gateway rotates on time too,
+    /// not at its next record. None while the disk is full (its retries
+    /// rotate too).
+    fn rotation_deadline(&self) -> Option<Instant> {
+        let limit = self.settings.rotate_after?;
+        let active = self.active.as_ref().filter(|active| active.len > 0)?;
+        if self.no_space.is_some() {
+            return None;
+        }
+        let age = SystemTime::now()
+            .duration_since(active.since)
+            .unwrap_or_default();
+        Some(Instant::now() + limit.saturating_sub(age))
+    }
+
     /// What [`next_due`](Self::next_due) was for.
     fn when_idle(&mut self) {
         if self.closed {
             return;
+        }
+        if let Err(failure) = self.rotate_if_due() {
+            self.failed(&failure, Vec::new());
         }
         self.resume_if_due(false);
         let group = self.take_held(false);
@@ -3375,6 +3396,31 @@ mod tests {
         assert_eq!(rotated_files(&settings.path).expect("lists").len(), 3);
         assert_eq!(fs::metadata(&settings.path).expect("exists").len(), 0);
         assert_verifies(&settings);
+    }
+
+    /// A quiet gateway's file rotates on time, not at its next record, and
+    /// an empty one is not rotated at all; the trail verifies.
+    #[tokio::test]
+    async fn rotate_after_rotates_a_quiet_file_on_time() {
+        for fsync in [Fsync::Always, Fsync::Batch] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut settings = settings(dir.path());
+            settings.fsync = fsync;
+            settings.rotate_after = Some(Duration::from_millis(300));
+            let log = AuditLog::open(settings.clone()).expect("opens");
+            log.record(statement(0)).await.expect("records");
+            let rotated = || rotated_files(&settings.path).expect("lists").len();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while rotated() == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(rotated(), 1, "{fsync:?}: rotated while nothing came");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert_eq!(rotated(), 1, "{fsync:?}: an empty file is not rotated");
+            log.record(statement(1)).await.expect("records");
+            log.close().await;
+            assert_verifies(&settings);
+        }
     }
 
     /// A planted file numbered u64::MAX: rotating must refuse, not wrap to
