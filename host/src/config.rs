@@ -1223,8 +1223,9 @@ impl Config {
         // The configured head is the configured trail's: another file's
         // head beside it (PATH.head) keeps the two from sharing one, which
         // would read as a trail cut short. The key is the deployment's.
+        let configured_file = audit.file.as_ref().map(|file| base_dir.join(file));
         if let Some(head_file) = &audit.head_file
-            && overrides.audit_file.is_none()
+            && (overrides.audit_file.is_none() || overrides.audit_file == configured_file)
         {
             settings.head_file = base_dir.join(head_file);
         }
@@ -2191,6 +2192,24 @@ mod tests {
         let audit = settings.audit.unwrap();
         assert_eq!(audit.head_file, PathBuf::from("/tmp/elsewhere.jsonl.head"));
         assert!(matches!(&audit.key, AuditKey::File(key) if key == Path::new("/etc/sluice/k")));
+        // Unless it names the configured file itself.
+        let same = Overrides {
+            audit_file: Some("/etc/sluice/trail.jsonl".into()),
+            ..Overrides::default()
+        };
+        let settings = Config::from_toml(
+            &format!(
+                "{base}[audit]\nfile = \"trail.jsonl\"\nhead_file = \"/var/lib/heads/trail.head\"\n"
+            ),
+            Path::new("sluice.toml"),
+        )
+        .unwrap()
+        .resolve(Path::new("/etc/sluice"), &same, &env)
+        .unwrap();
+        assert_eq!(
+            settings.audit.unwrap().head_file,
+            PathBuf::from("/var/lib/heads/trail.head")
+        );
     }
 
     #[test]

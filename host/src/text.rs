@@ -35,7 +35,8 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
 /// Whether `c` is an invisible format character: a bidirectional override
 /// or isolate that reorders the text around it (U+202E shows `'1' -- ;x`
 /// for what runs as `x; -- '1'`), a zero-width space or joiner that hides
-/// where one word ends, a soft hyphen.
+/// where one word ends, a soft hyphen, a tag character (invisible text);
+/// or a line or paragraph separator, which some viewers break the line at.
 fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
@@ -43,11 +44,12 @@ fn is_invisible_format(c: char) -> bool {
             | '\u{061C}'
             | '\u{180E}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
             | '\u{FEFF}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
     )
 }
 
@@ -99,10 +101,11 @@ mod tests {
             one_line("ok\n2026-11-30T12:00:00Z  WARN sluice: approved\r\u{1b}[0m 'é'"),
             "ok\\n2026-11-30T12:00:00Z  WARN sluice: approved\\r\\u{1b}[0m 'é'"
         );
-        // What a replay shows runs in the order the server read it.
+        // What a replay shows runs in the order the server read it, on
+        // one line, with no text hidden in tag characters.
         assert_eq!(
-            one_line("SELECT 1 -- \u{202E}'1' ;x\u{200B}\n"),
-            "SELECT 1 -- <U+202E>'1' ;x<U+200B>\\n"
+            one_line("SELECT 1 -- \u{202E}'1' ;x\u{200B}\n\u{2028}\u{E0041}"),
+            "SELECT 1 -- <U+202E>'1' ;x<U+200B>\\n<U+2028><U+E0041>"
         );
     }
 }

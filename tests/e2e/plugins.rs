@@ -1262,8 +1262,9 @@ async fn a_query_needing_two_groups_approval_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "");
+    let audit = "\n[audit]\nfile = \"audit.jsonl\"\n";
     let holding = format!(
-        "{}{approvers}{APPROVERS}",
+        "{}{approvers}{APPROVERS}{audit}",
         deny_rule("[plugins.config]\napproval_words = [\"orders\"]")
     );
     let env = start(&holding).await;
@@ -1285,7 +1286,7 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     );
     let ticket = open_ticket(&shared).await;
     let widened = deny_rule("[plugins.config]\napproval_words = [\"orders\", \"invoices\"]");
-    reload(format!("{widened}{approvers}{APPROVERS}"))
+    reload(format!("{widened}{approvers}{APPROVERS}{audit}"))
         .await
         .unwrap();
     approve(ticket.id).await.unwrap();
@@ -1299,13 +1300,35 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
         "UPDATE orders SET note = 'denied since' WHERE id = 1",
     );
     let ticket = open_ticket(&shared).await;
-    reload(format!("{}{approvers}{APPROVERS}", deny_words(&["orders"])))
-        .await
-        .unwrap();
-    approve(ticket.id).await.unwrap();
+    reload(format!(
+        "{}{approvers}{APPROVERS}{audit}",
+        deny_words(&["orders"])
+    ))
+    .await
+    .unwrap();
+    approve(ticket.id.clone()).await.unwrap();
     let (code, message) = denial(held.await.unwrap());
     assert_eq!(code, "42501");
     assert!(message.contains("orders"), "{message}");
+    // On the record: denied by the rules in force, with the approval that
+    // was given before them.
+    let trail = env.config_path.with_file_name("audit.jsonl");
+    let mut record = None;
+    let recorded = eventually(Duration::from_secs(10), || {
+        record = sluice::audit::read::read(&trail).ok().and_then(|trail| {
+            trail.records.into_iter().find(|r| {
+                r["event"] == "statement"
+                    && r["decision"]["approval"]["ticket"] == ticket.id.as_str()
+            })
+        });
+        std::future::ready(record.is_some())
+    })
+    .await;
+    assert!(recorded, "the statement is on the record with its approval");
+    let record = record.unwrap();
+    assert_eq!(record["decision"]["verdict"], "deny");
+    assert_eq!(record["decision"]["approval"]["outcome"], "approved");
+    assert_eq!(record["decision"]["approval"]["approver"], "alice");
     let direct = env.connect_direct().await;
     let note: String = direct
         .query_one("SELECT coalesce(note, '') FROM orders WHERE id = 1", &[])
@@ -1381,6 +1404,55 @@ async fn a_running_statement_finishes_on_the_plugins_it_started_with() {
         "****************",
         "the next statement is masked under the new config"
     );
+}
+
+/// A client that never ends its cycle does not keep the plugins it began
+/// under: after a reload, its next statement is refused until it sends
+/// Sync, and the one after is judged by the new rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_left_open_does_not_keep_reloaded_plugins() {
+    let env = start(&deny_words(&["old"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let statement = |text: &str| {
+        let mut bytes = parse("", text);
+        bytes.extend(bind("", ""));
+        bytes.extend(execute("", 0));
+        bytes.extend(sluice_tests::raw::flush());
+        bytes
+    };
+    // Replies up to the Execute's end (CommandComplete or an error).
+    async fn until_done(conn: &mut RawConn) -> Vec<sluice_tests::raw::Message> {
+        let mut replies = Vec::new();
+        while let Some(reply) = conn.recv().await {
+            let done = matches!(reply.tag, b'C' | b'E');
+            replies.push(reply);
+            if done {
+                break;
+            }
+        }
+        replies
+    }
+    conn.send(&statement("SELECT 'new'")).await;
+    let replies = until_done(&mut conn).await;
+    assert!(replies.iter().any(|m| m.tag == b'C'), "{replies:?}");
+
+    env.rewrite_config(&deny_words(&["new"]));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .unwrap();
+    // Still no Sync: the next statement is refused, not judged by the old
+    // rules (which allow 'new').
+    conn.send(&statement("SELECT 'new'")).await;
+    let replies = until_done(&mut conn).await;
+    let refused = replies.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(refused.code(), "55000", "{replies:?}");
+    conn.send(&sync()).await;
+    conn.until_ready().await;
+    // The next cycle is judged by the new rules.
+    conn.send(&statement("SELECT 'new'")).await;
+    let replies = until_done(&mut conn).await;
+    let denied = replies.iter().find(|m| m.tag == b'E').expect("denied");
+    assert_eq!(denied.code(), "42501", "{replies:?}");
 }
 
 /// The statement record of the one whose text holds `needle`, once the

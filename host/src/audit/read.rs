@@ -521,7 +521,7 @@ pub fn one_line(record: &Value) -> String {
                 None => String::new(),
             }
         ),
-        other => other.to_owned(),
+        other => crate::text::one_line(other).into_owned(),
     };
     format!("{time} #{seq}{session} {what}")
 }
@@ -730,6 +730,7 @@ pub fn show_session(records: &[Picked<'_>], session: u64) -> String {
             let _ = writeln!(out);
             match run.started {
                 Some((seq, time)) => {
+                    let time = crate::text::one_line(time);
                     let _ = writeln!(out, "== the gateway started {time} (record #{seq}) ==");
                 }
                 None => {

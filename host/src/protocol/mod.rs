@@ -82,6 +82,9 @@ pub mod sqlstate {
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     /// What the server answers the refusal stand-in with.
     pub const SYNTAX_ERROR: &str = "42601";
+    /// A statement refused until the client ends its cycle: here, the
+    /// plugins were reloaded in the middle of it.
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
 
 #[cfg(test)]

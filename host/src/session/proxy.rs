@@ -1936,6 +1936,17 @@ impl Proxy<'_> {
         statements: Vec<Analysed>,
         bind: Option<&Frame>,
     ) -> Option<Fatal> {
+        if self.open_cycle_pinned && self.shared.plugins.generation() != self.plugins_generation {
+            // One version judges a cycle's statements and masks their
+            // replies; a client that never ends its cycle must not keep the
+            // old one for good (an emergency deny rule would never reach
+            // it). The Sync that ends the cycle lets the next statement be
+            // judged by the new set.
+            return Some(Fatal::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "sluice's plugins were reloaded while this pipeline was open: send Sync, then run the statement again",
+            ));
+        }
         let plugins = self.client_plugins().clone();
         // The generation of the plugins that judge it, for an approval
         // given after a reload to be checked against those then in force.
@@ -2033,9 +2044,17 @@ impl Proxy<'_> {
             // it run on that same group's approval.
             if self.shared.plugins.generation() != judged_under {
                 // The open cycle moves to the set in force now, which
-                // judges the statement again and masks what it returns.
+                // judges the statement again and masks what it returns,
+                // and what the cycle's outcome keeps of it.
                 self.open_cycle_pinned = false;
                 let plugins = self.client_plugins().clone();
+                if let Some(outcome) = &mut self.pending_outcome {
+                    outcome.plugins = plugins.clone();
+                    if !plugins.masks() {
+                        outcome.keep_data = false;
+                        outcome.data_room = 0;
+                    }
+                }
                 match self.policy_verdicts(&plugins, text, &statements).await {
                     Ok(None) => {}
                     Ok(Some((_, _, group, _))) if group == approver_group => {}
@@ -2084,12 +2103,13 @@ impl Proxy<'_> {
                     let statement = crate::masking::for_log(plugins, text).await;
                     let command = loggable_command(command);
                     tracing::info!(session, %plugin, %rule, command, %statement, "statement denied");
+                    let approval = self.approval_given();
                     self.decision = Some(Decision {
                         verdict: "deny",
                         plugin: Some(plugin),
                         rule: Some(rule.clone()),
                         reason: Some(reason.clone()),
-                        approval: None,
+                        approval,
                     });
                     return Err(Fatal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -2129,11 +2149,16 @@ impl Proxy<'_> {
 
     /// Refuses the statement (42501) on `plugin`'s verdict, with `message`
     /// to the client and on the record.
+    /// The approval the statement being judged was given already (policies
+    /// reloaded while it waited judge it again): a refusal after it keeps
+    /// it on the record.
+    fn approval_given(&mut self) -> Option<ApprovalRecord> {
+        self.decision.take().and_then(|earlier| earlier.approval)
+    }
+
     fn denied_by(&mut self, plugin: String, message: String) -> Fatal {
         let refusal = Fatal::new(sqlstate::INSUFFICIENT_PRIVILEGE, message);
-        // An approval given before the denial (policies reloaded while the
-        // statement waited) stays on the record.
-        let approval = self.decision.take().and_then(|earlier| earlier.approval);
+        let approval = self.approval_given();
         self.decision = Some(Decision {
             plugin: Some(plugin),
             approval,
@@ -2172,14 +2197,12 @@ impl Proxy<'_> {
         } else {
             "error"
         };
+        let approval = self.approval_given().unwrap_or_else(|| {
+            ApprovalRecord::not_obtained(approver_group, outcome, ticket, approval::now_ms())
+        });
         self.decision = Some(Decision {
             plugin: Some(plugin),
-            approval: Some(ApprovalRecord::not_obtained(
-                approver_group,
-                outcome,
-                ticket,
-                approval::now_ms(),
-            )),
+            approval: Some(approval),
             ..Decision::refused(verdict, refusal.message.clone())
         });
     }
@@ -2588,10 +2611,13 @@ impl Proxy<'_> {
             decision.reason = masked.next();
         }
         if let Some(fault) = &masking_fault {
-            decision = Decision::refused(
-                "error",
-                format!("its text could not be masked ({})", fault.summary()),
-            );
+            decision = Decision {
+                approval: decision.approval.take(),
+                ..Decision::refused(
+                    "error",
+                    format!("its text could not be masked ({})", fault.summary()),
+                )
+            };
         }
         self.statements_recorded += 1;
         let statement = self.statements_recorded;
@@ -2783,7 +2809,10 @@ impl Proxy<'_> {
     /// SQL while nothing judged, sluice no longer knows what any name holds
     /// (see [`Prepared::forget_every_name`]).
     fn judges(&mut self) -> bool {
-        let judges = !self.client_plugins().chain(Hook::Policy).is_empty();
+        // Asked of every message (a Flush too): it looks, and leaves the
+        // open cycle's set to be fixed by what judges or masks.
+        self.refresh_plugins();
+        let judges = !self.plugins.chain(Hook::Policy).is_empty();
         if judges && std::mem::take(&mut self.prepared_changed_unjudged) {
             tracing::info!(
                 session = self.session.session_id,
