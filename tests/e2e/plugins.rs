@@ -1188,25 +1188,30 @@ async fn held_statements_wait_for_an_approver() {
     );
 }
 
+/// Two policies that ask for approval from different groups: `dba` for
+/// `orders`, `security` for `cards`.
+fn two_groups_policies() -> String {
+    plugin(
+        "dba-rules",
+        "policy",
+        guest::GUEST_DENY_RULE,
+        "[plugins.config]\napproval_words = [\"orders\"]",
+    ) + &plugin(
+        "security-rules",
+        "policy",
+        guest::GUEST_DENY_RULE,
+        "[plugins.config]\napproval_words = [\"cards\"]\napproval_group = \"security\"",
+    )
+}
+
 /// One ticket asks one group: a query whose statements need the approval
 /// of different groups is refused, rather than run on the first group's
 /// word; statements needing the same group share one ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_needing_two_groups_approval_is_refused() {
     let env = start(&format!(
-        "{}{}{}",
-        plugin(
-            "dba-rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\napproval_words = [\"orders\"]",
-        ),
-        plugin(
-            "security-rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\napproval_words = [\"cards\"]\napproval_group = \"security\"",
-        ),
+        "{}{}",
+        two_groups_policies(),
         plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
     ))
     .await;
@@ -1312,20 +1317,10 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     assert!(message.contains("orders"), "{message}");
     // On the record: denied by the rules in force, with the approval that
     // was given before them.
-    let trail = env.config_path.with_file_name("audit.jsonl");
-    let mut record = None;
-    let recorded = eventually(Duration::from_secs(10), || {
-        record = sluice::audit::read::read(&trail).ok().and_then(|trail| {
-            trail.records.into_iter().find(|r| {
-                r["event"] == "statement"
-                    && r["decision"]["approval"]["ticket"] == ticket.id.as_str()
-            })
-        });
-        std::future::ready(record.is_some())
+    let record = statement_record_where(&env, |r| {
+        r["decision"]["approval"]["ticket"] == ticket.id.as_str()
     })
     .await;
-    assert!(recorded, "the statement is on the record with its approval");
-    let record = record.unwrap();
     assert_eq!(record["decision"]["verdict"], "deny");
     assert_eq!(record["decision"]["approval"]["outcome"], "approved");
     assert_eq!(record["decision"]["approval"]["approver"], "alice");
@@ -1458,18 +1453,31 @@ async fn a_pipeline_left_open_does_not_keep_reloaded_plugins() {
 /// The statement record of the one whose text holds `needle`, once the
 /// trail in the config's directory has it.
 async fn statement_record(env: &TestEnv, needle: &str) -> serde_json::Value {
+    statement_record_where(env, |r| {
+        r["text"].as_str().is_some_and(|t| t.contains(needle))
+    })
+    .await
+}
+
+/// The first statement record `wanted` picks, once the trail in the
+/// config's directory has it.
+async fn statement_record_where(
+    env: &TestEnv,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let trail = env.config_path.with_file_name("audit.jsonl");
     let mut found = None;
     let recorded = eventually(Duration::from_secs(10), || {
         found = sluice::audit::read::read(&trail).ok().and_then(|trail| {
-            trail.records.into_iter().find(|r| {
-                r["event"] == "statement" && r["text"].as_str().is_some_and(|t| t.contains(needle))
-            })
+            trail
+                .records
+                .into_iter()
+                .find(|r| r["event"] == "statement" && wanted(r))
         });
         std::future::ready(found.is_some())
     })
     .await;
-    assert!(recorded, "no statement record with {needle:?}");
+    assert!(recorded, "no such statement record");
     found.unwrap()
 }
 
@@ -1552,20 +1560,9 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
 
     // No approval plugin; two groups asked of one query.
     let env = start(&format!(
-        "{}{}{}{audit}",
+        "{}{}{audit}",
         plugin("noop", "masking", guest::GUEST_PASS_THROUGH, ""),
-        plugin(
-            "dba-rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\napproval_words = [\"orders\"]",
-        ),
-        plugin(
-            "security-rules",
-            "policy",
-            guest::GUEST_DENY_RULE,
-            "[plugins.config]\napproval_words = [\"cards\"]\napproval_group = \"security\"",
-        ),
+        two_groups_policies(),
     ))
     .await;
     let client = env.connect("agent").await;

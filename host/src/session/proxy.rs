@@ -222,6 +222,17 @@ impl CycleOutcome {
         }
     }
 
+    /// The cycle is judged again under `plugins` (reloaded while a
+    /// statement of it waited for approval): they mask its error for the
+    /// record, and its rows are kept only if they mask them.
+    fn judged_again_under(&mut self, plugins: &Arc<PluginSet>) {
+        self.plugins = Arc::clone(plugins);
+        if !plugins.masks() {
+            self.keep_data = false;
+            self.data_room = 0;
+        }
+    }
+
     /// Whether any of the cycle's statements is traced.
     fn traced(&self) -> bool {
         !self.traces.is_empty()
@@ -2049,11 +2060,7 @@ impl Proxy<'_> {
                 self.open_cycle_pinned = false;
                 let plugins = self.client_plugins().clone();
                 if let Some(outcome) = &mut self.pending_outcome {
-                    outcome.plugins = plugins.clone();
-                    if !plugins.masks() {
-                        outcome.keep_data = false;
-                        outcome.data_room = 0;
-                    }
+                    outcome.judged_again_under(&plugins);
                 }
                 match self.policy_verdicts(&plugins, text, &statements).await {
                     Ok(None) => {}
@@ -2147,8 +2154,6 @@ impl Proxy<'_> {
         Ok(approval)
     }
 
-    /// Refuses the statement (42501) on `plugin`'s verdict, with `message`
-    /// to the client and on the record.
     /// The approval the statement being judged was given already (policies
     /// reloaded while it waited judge it again): a refusal after it keeps
     /// it on the record.
@@ -2156,6 +2161,8 @@ impl Proxy<'_> {
         self.decision.take().and_then(|earlier| earlier.approval)
     }
 
+    /// Refuses the statement (42501) on `plugin`'s verdict, with `message`
+    /// to the client and on the record.
     fn denied_by(&mut self, plugin: String, message: String) -> Fatal {
         let refusal = Fatal::new(sqlstate::INSUFFICIENT_PRIVILEGE, message);
         let approval = self.approval_given();
@@ -2192,11 +2199,7 @@ impl Proxy<'_> {
         ticket: Option<String>,
         refusal: &Fatal,
     ) {
-        let verdict = if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
-            "deny"
-        } else {
-            "error"
-        };
+        let verdict = refusal_verdict(refusal);
         let approval = self.approval_given().unwrap_or_else(|| {
             ApprovalRecord::not_obtained(approver_group, outcome, ticket, approval::now_ms())
         });
@@ -2559,14 +2562,7 @@ impl Proxy<'_> {
             // an approval given first stays on the record.
             (earlier, Some(refusal)) => Decision {
                 approval: earlier.and_then(|decision| decision.approval),
-                ..Decision::refused(
-                    if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
-                        "deny"
-                    } else {
-                        "error"
-                    },
-                    refusal.message.clone(),
-                )
+                ..Decision::refused(refusal_verdict(refusal), refusal.message.clone())
             },
             (None, None) => Decision::allowed(),
         };
@@ -4181,6 +4177,16 @@ fn masking_failed(what: &str, error: &dyn MaskingFailure) -> End {
             error.for_client()
         ),
     ))
+}
+
+/// The verdict a refusal is recorded under: `deny` where a policy or an
+/// approver said no (42501), `error` where something failed.
+fn refusal_verdict(refusal: &Fatal) -> &'static str {
+    if refusal.code == sqlstate::INSUFFICIENT_PRIVILEGE {
+        "deny"
+    } else {
+        "error"
+    }
 }
 
 /// What the client is told when the audit trail cannot be written: the
