@@ -124,7 +124,8 @@ enum AuditCommand {
         instance: Vec<String>,
     },
     /// Replay one session: who, each statement with its decision and
-    /// approval, what it returned.
+    /// approval, what it returned. The trail is verified first (when its
+    /// key can be read): exit 1, with what is wrong, when it is not intact.
     Show {
         #[command(flatten)]
         trail: TrailArgs,
@@ -134,7 +135,8 @@ enum AuditCommand {
         #[command(flatten)]
         filter: FilterArgs,
     },
-    /// The latest records, one a line.
+    /// The latest records, one a line (the trail verified first, as for
+    /// show).
     Tail {
         #[command(flatten)]
         trail: TrailArgs,
@@ -297,6 +299,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 filter.instance = names.pop();
             }
             let filter = filter.into_filter(Some(session))?;
+            let intact = source.check_before_reading(&settings, filter.instance.as_deref())?;
             let kept = source.pick(&filter, None)?;
             let picked: Vec<read::Picked<'_>> = kept
                 .records
@@ -308,6 +311,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 .collect();
             print!("{}", read::show_session(&picked, session));
             warn_unreadable(kept.unreadable);
+            intact.exit_if_broken();
             Ok(())
         }
         AuditCommand::Tail {
@@ -317,11 +321,14 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
         } => {
             let settings = trail_settings(&trail)?;
             let filter = filter.into_filter(None)?;
-            let kept = open_trail(&settings)?.pick(&filter, Some(lines))?;
+            let source = open_trail(&settings)?;
+            let intact = source.check_before_reading(&settings, filter.instance.as_deref())?;
+            let kept = source.pick(&filter, Some(lines))?;
             for (record, _) in &kept.records {
                 println!("{}", read::one_line(record));
             }
             warn_unreadable(kept.unreadable);
+            intact.exit_if_broken();
             Ok(())
         }
     }
@@ -356,7 +363,75 @@ fn open_trail(settings: &sluice::config::AuditSettings) -> anyhow::Result<Trail>
     })
 }
 
+/// What `show` and `tail` found when they checked the trail they print.
+#[must_use]
+enum Intact {
+    /// Verified, or not checkable (said on standard error).
+    Yes,
+    /// Not intact: said on standard error before the records.
+    No,
+}
+
+impl Intact {
+    /// Ends the command with status 1, after its output, when the trail it
+    /// printed is not intact — as `verify` would.
+    fn exit_if_broken(self) {
+        if let Intact::No = self {
+            eprintln!(
+                "warning: the records above come from a trail that failed verification (see the start)"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
 impl Trail {
+    /// Verifies the trail before `show` or `tail` prints from it: an edited
+    /// record would otherwise be read as what happened. A reader who cannot
+    /// read the key (it is kept from most people) is told that what follows
+    /// is unverified; a trail that is not intact is reported, its records
+    /// still shown, and the command will end with status 1.
+    fn check_before_reading(
+        &self,
+        settings: &sluice::config::AuditSettings,
+        instance: Option<&str>,
+    ) -> anyhow::Result<Intact> {
+        let key = match trail_key(settings) {
+            Ok(key) => key,
+            Err(error) => {
+                eprintln!(
+                    "note: the trail is shown unverified: {error:#}; \
+                     sluice audit verify with the key checks it"
+                );
+                return Ok(Intact::Yes);
+            }
+        };
+        let reports = match self {
+            Trail::Files(path) => vec![sluice::audit::verify::verify_live(
+                path,
+                Some(&settings.head_file),
+                &key,
+            )],
+            Trail::Database(database) => {
+                let named: Vec<String> = instance.map(str::to_owned).into_iter().collect();
+                on_audit_database(sluice::audit::postgres::verify_chains(
+                    database, &named, &key,
+                ))?
+            }
+        };
+        let broken: Vec<_> = reports.iter().filter(|report| !report.ok()).collect();
+        if broken.is_empty() {
+            return Ok(Intact::Yes);
+        }
+        eprintln!(
+            "warning: the audit trail failed verification: what follows may not be what was recorded"
+        );
+        for report in broken {
+            eprint!("{report}");
+        }
+        Ok(Intact::No)
+    }
+
     /// The records `filter` picks, a record at a time — a trail may be far
     /// larger than memory — keeping only the last `last` when given.
     fn pick(

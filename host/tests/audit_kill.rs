@@ -136,14 +136,18 @@ fn sigkill_mid_run(fsync: &str) {
         .find(|r| r["event"] == "statement")
         .and_then(|r| r["session"].as_u64())
         .unwrap();
-    let (ok, shown) = sluice(&[
-        "audit",
-        "show",
-        "--audit-file",
-        trail_arg,
-        "--session",
-        &session.to_string(),
-    ]);
+    let session = session.to_string();
+    let show = || {
+        sluice(&[
+            "audit",
+            "show",
+            "--audit-file",
+            trail_arg,
+            "--session",
+            &session,
+        ])
+    };
+    let (ok, shown) = show();
     assert!(ok, "{shown}");
     assert!(shown.contains("initiated by admin"), "{shown}");
     assert!(shown.contains("INSERT INTO marks"), "{shown}");
@@ -160,4 +164,22 @@ fn sigkill_mid_run(fsync: &str) {
     let (ok, report) = sluice(&["audit", "verify", "--audit-file", trail_arg]);
     assert!(!ok, "{report}");
     assert!(report.contains("modified"), "{report}");
+    // Replaying it says so too: the edited record is not taken for what
+    // happened, and the command fails.
+    let (ok, shown) = show();
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("the audit trail failed verification") && shown.contains("modified"),
+        "{shown}"
+    );
+    assert!(shown.contains("initiated by admin"), "{shown}");
+    // A reader who cannot read the key is told the replay is unverified.
+    let key = trail.with_file_name(format!(
+        "{}.key",
+        trail.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::rename(&key, key.with_extension("away")).unwrap();
+    let (ok, tail) = sluice(&["audit", "tail", "--audit-file", trail_arg, "-n", "1"]);
+    assert!(ok, "{tail}");
+    assert!(tail.contains("the trail is shown unverified"), "{tail}");
 }

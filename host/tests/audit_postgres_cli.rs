@@ -114,6 +114,13 @@ fn audit_commands_read_the_audit_database() {
             head.seq
         ));
     }
+    // Its head row, as that gateway's commit would leave it: the chain
+    // verifies, so show and tail read it without a warning.
+    let head_line = String::from_utf8(sluice::audit::chain::head_line(&key, &head)).unwrap();
+    rows.push_str(&format!(
+        "INSERT INTO sluice_audit_head (instance, seq, head) VALUES ('gw-a', {}, $h${head_line}$h$);\n",
+        head.seq
+    ));
     cluster.psql("audit", &rows).unwrap();
     let (ok, refused) = sluice(&["audit", "show", "-c", config, "--session", "1"]);
     assert!(!ok, "{refused}");
@@ -162,4 +169,39 @@ fn audit_commands_read_the_audit_database() {
     let (ok, verified) = sluice(&["audit", "verify", "-c", config]);
     assert!(!ok, "{verified}");
     assert!(verified.contains("postgres:gw-cli: FAILED"), "{verified}");
+    // show and tail verify what they read: the replay still comes, under
+    // a warning, and the command fails as verify does. The other
+    // instance's chain is whole, and its replay is not doubted.
+    let (ok, shown) = sluice(&[
+        "audit",
+        "show",
+        "-c",
+        config,
+        "--session",
+        "1",
+        "--instance",
+        "gw-cli",
+    ]);
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("the audit trail failed verification"),
+        "{shown}"
+    );
+    assert!(shown.contains("postgres:gw-cli: FAILED"), "{shown}");
+    assert!(shown.contains("marker-two"), "{shown}");
+    let (ok, tail) = sluice(&["audit", "tail", "-c", config]);
+    assert!(!ok, "{tail}");
+    assert!(tail.contains("failed verification"), "{tail}");
+    let (ok, shown) = sluice(&[
+        "audit",
+        "show",
+        "-c",
+        config,
+        "--session",
+        "1",
+        "--instance",
+        "gw-a",
+    ]);
+    assert!(ok, "{shown}");
+    assert!(!shown.contains("verification"), "{shown}");
 }
