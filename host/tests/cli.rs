@@ -367,12 +367,12 @@ fn a_token_an_identity_plugin_quotes_stays_out_of_the_log() {
         );
         wait_for_line(&lines, &mut log, logged);
     }
-    // The plugin's own line, its reason and its trap were all logged
-    // (the panic's message goes to the plugin's stderr, which sluice
-    // does not keep).
+    // The plugin's own line, its reason and its trap were all logged, the
+    // trap with the panic's message from the plugin's stderr.
     assert!(log.contains("no such token: [the token]"), "{log}");
     assert!(log.contains("unknown token [the token]"), "{log}");
     assert!(log.contains("plugin idp trapped"), "{log}");
+    assert!(log.contains("cannot parse token [the token]"), "{log}");
     assert!(!log.contains(&SECRET[..10]), "{log}");
     signal(&child.0, libc::SIGTERM);
     wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");

@@ -344,7 +344,8 @@ async fn broken_plugins_are_refused_at_load() {
         ),
         (
             plugin("p", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
-            "rejected its configuration",
+            // Why, in the plugin's own words: its panic's message.
+            "guest-trap-on-load: trapping while loading",
         ),
         (
             plugin(

@@ -3,8 +3,10 @@
 //! config, clock and (for approval plugins) slack.
 //!
 //! A plugin reaches nothing else. Its WASI context has no preopened
-//! directories, no environment, no arguments, closed stdio and no network
-//! unless the operator granted them in the plugin's `[plugins.grants]`.
+//! directories, no environment, no arguments, no standard input and no
+//! network unless the operator granted them in the plugin's
+//! `[plugins.grants]`; what it writes to its standard output and error is
+//! kept for sluice's log (see [`super::output`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use super::bindings::approval::sluice::gateway::slack;
 use super::bindings::types::{ConnectionInfo, Principal};
 use super::bindings::{clock, config, log, session, types};
+use super::output::GuestOutput;
 use crate::config::PluginSettings;
 
 /// Longest line a plugin may log; the rest is cut.
@@ -90,11 +93,15 @@ pub struct State {
     memory_bytes_in_use: usize,
     /// Table elements the instance's tables hold together.
     table_elements_in_use: usize,
+    /// What the instance writes to its standard output and error.
+    pub output: GuestOutput,
 }
 
 impl State {
     pub fn new(context: Arc<PluginContext>) -> Result<State, std::io::Error> {
+        let output = GuestOutput::default();
         let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.clone()).stderr(output.clone());
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -115,7 +122,34 @@ impl State {
             ticks_left: 0,
             memory_bytes_in_use: 0,
             table_elements_in_use: 0,
+            output,
         })
+    }
+
+    /// Text the plugin wrote (a log line, its standard streams) made fit
+    /// for sluice's log: cut to a line's length, anything like a card
+    /// number hidden, the running call's secret taken out, on one line.
+    pub fn clean(&self, text: &str) -> String {
+        let mut text = text;
+        let cut;
+        if text.len() > MAX_LOG_LINE {
+            let mut at = MAX_LOG_LINE;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            cut = format!("{}…", &text[..at]);
+            text = &cut;
+        }
+        let mut text = redact_long_digit_runs(text);
+        if let Some(secret) = &self.secret {
+            text = without_secret(&text, secret).into();
+        }
+        // One line, the plugin's: a line break cannot start one that
+        // reads as sluice's own.
+        match crate::text::one_line(&text) {
+            std::borrow::Cow::Owned(line) => line,
+            std::borrow::Cow::Borrowed(_) => text.into_owned(),
+        }
     }
 }
 
@@ -225,24 +259,7 @@ impl session::HostSession for State {
 
 impl log::Host for State {
     async fn write(&mut self, level: log::Level, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let mut message = redact_long_digit_runs(&message);
-        if let Some(secret) = &self.secret {
-            message = without_secret(&message, secret).into();
-        }
-        // One line, the plugin's: a line break cannot start one that
-        // reads as sluice's own.
-        if let std::borrow::Cow::Owned(line) = crate::text::one_line(&message) {
-            message = line.into();
-        }
+        let message = self.clean(&message);
         let plugin = self.context.name.as_str();
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),

@@ -334,8 +334,15 @@ impl Plugin {
         check: impl FnOnce(R) -> Result<T, String>,
     ) -> Result<T, Fault> {
         self.stats.latency.observe(warm.called_at.elapsed());
+        // Cleaned while the call's secret is still known.
+        let state = warm.store.data();
+        let wrote = state.output.take().map(|text| state.clean(&text));
         let secret = warm.store.data_mut().secret.take();
-        let answer = result.map_err(|error| self.fault_handed(error, secret.as_deref()))?;
+        let answer = result
+            .map_err(|error| self.fault_handed(error, secret.as_deref(), wrote.as_deref()))?;
+        if let Some(wrote) = &wrote {
+            tracing::debug!(plugin = %self.name, hook = %self.hook, "the plugin wrote: {wrote}");
+        }
         let value = check(answer).map_err(|detail| self.answer_refused(detail))?;
         warm.store.data_mut().session = None;
         if warm.generation == self.generation.load(Ordering::Acquire) {
@@ -367,12 +374,19 @@ impl Plugin {
     }
 
     fn fault(&self, error: wasmtime::Error) -> Fault {
-        self.fault_handed(error, None)
+        self.fault_handed(error, None, None)
     }
 
-    /// [`Plugin::fault`] of a call handed `secret`: a trap's detail (the
-    /// plugin's panic message) may quote it, and goes to the log.
-    fn fault_handed(&self, error: wasmtime::Error, secret: Option<&str>) -> Fault {
+    /// [`Plugin::fault`] of a call handed `secret`: a trap's detail may
+    /// quote it, and goes to the log. `wrote` is what the call wrote to
+    /// its standard streams, cleaned: a panic's message, which a trap's
+    /// detail starts with.
+    fn fault_handed(
+        &self,
+        error: wasmtime::Error,
+        secret: Option<&str>,
+        wrote: Option<&str>,
+    ) -> Fault {
         let plugin = self.name.clone();
         let fault = if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
             Fault::Memory {
@@ -387,7 +401,14 @@ impl Plugin {
                 deadline: self.deadline,
             }
         } else {
-            let detail = format!("{error:#}");
+            let detail = match wrote {
+                Some(wrote) => format!("{wrote}; {error:#}"),
+                None => format!("{error:#}"),
+            };
+            // wasmtime's backtrace names the plugin's functions as its
+            // name section spells them: on one line, a name cannot start
+            // one of sluice's own.
+            let detail = crate::text::one_line(&detail).into_owned();
             Fault::Trap {
                 plugin,
                 detail: match secret {
@@ -426,12 +447,29 @@ impl Plugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let exports = match &self.pre {
-            Pre::Identity(pre) => Exports::Identity(pre.instantiate_async(&mut store).await?),
-            Pre::Policy(pre) => Exports::Policy(pre.instantiate_async(&mut store).await?),
-            Pre::Masking(pre) => Exports::Masking(pre.instantiate_async(&mut store).await?),
-            Pre::Approval(pre) => Exports::Approval(pre.instantiate_async(&mut store).await?),
+        let instantiated = match &self.pre {
+            Pre::Identity(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Identity),
+            Pre::Policy(pre) => pre.instantiate_async(&mut store).await.map(Exports::Policy),
+            Pre::Masking(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Masking),
+            Pre::Approval(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Approval),
         };
+        // A component's start code that panics says why on its stderr.
+        let exports = instantiated.map_err(|error| {
+            let state = store.data();
+            match state.output.take() {
+                Some(wrote) => error.context(state.clean(&wrote)),
+                None => error,
+            }
+        })?;
         let now = Instant::now();
         Ok(Warm {
             store,

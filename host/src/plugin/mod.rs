@@ -9,6 +9,8 @@
 //! - [`cache`]: compiled components on disk, MAC-checked before loading.
 //! - [`host_api`]: what a plugin may import (log, config, clock, slack) and
 //!   the sandbox around it.
+//! - [`output`]: what a plugin writes to its standard streams, kept for
+//!   the log (a panic's message, say).
 //! - [`instance`]: one loaded plugin, its warm instances and the guarded call.
 //! - [`set`]: the chains per hook and how their answers combine.
 //! - [`reload`]: watching files and SIGHUP.
@@ -18,6 +20,7 @@ pub mod builtin;
 pub mod cache;
 pub mod host_api;
 pub mod instance;
+pub mod output;
 pub mod reload;
 pub mod runtime;
 pub mod set;

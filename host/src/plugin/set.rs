@@ -714,6 +714,16 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(fault.kind(), kind, "{fault} after {:?}", started.elapsed());
+            if kind == "trap" {
+                // The panic's message, which the plugin wrote to its
+                // stderr, says why.
+                assert!(
+                    fault
+                        .to_string()
+                        .contains("guest-trap: trapping as the statement asks"),
+                    "{fault}"
+                );
+            }
             let verdict = set.evaluate(&session(), &statement("fine")).await.unwrap();
             assert!(matches!(verdict, Verdict::Allow));
             let stats = &set.policy[0].stats;

@@ -48,7 +48,9 @@
 //! Every call runs under the limits the operator set for the plugin: a
 //! deadline per call and a memory cap. A panic, a deadline missed or the
 //! memory cap reached all *fail closed*: the login is refused, the
-//! statement denied, the result withheld. A plugin has no filesystem,
+//! statement denied, the result withheld, and sluice's log says why,
+//! quoting what the call wrote to standard error (a panic's message). A
+//! plugin has no filesystem,
 //! network or environment unless the operator grants it one; what it may
 //! use is in [`log`], [`config`] and [`clock`] (and [`slack`] for approval
 //! plugins).
