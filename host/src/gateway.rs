@@ -315,6 +315,10 @@ impl Gateway {
                 hangups,
             )))
         });
+        let _refusals = shared
+            .audit
+            .enabled()
+            .then(|| AbortOnDrop(tokio::spawn(record_refusals(shared.clone()))));
         tokio::select! {
             () = accept_loop(&shared, &listener, workers) => {}
             () = shutdown => {}
@@ -323,6 +327,7 @@ impl Gateway {
         drain(&shared, &phase).await;
         // The sessions' last outcomes are on the record, and their last
         // spans exported, before sluice exits.
+        shared.audit.record_refused_connections();
         shared.audit.record_later(crate::audit::Event::GatewayStop);
         shared.audit.clone().close().await;
         shared.telemetry.shutdown().await;
@@ -400,6 +405,9 @@ async fn accept_loop(
                 .counters
                 .sessions_refused
                 .fetch_add(1, Ordering::Relaxed);
+            shared
+                .audit
+                .connection_refused(peer.ip(), crate::audit::Refusal::TooManyClients);
             tokio::spawn(async move {
                 let _guard = guard;
                 refuse(tcp).await;
@@ -434,6 +442,17 @@ async fn accept_loop(
                 Err(error) => tracing::warn!(%peer, %error, "cannot adopt a connection"),
             }
         });
+    }
+}
+
+/// Puts the connections refused before a login on the trail, counted, at
+/// intervals (see [`crate::audit::refusals`]).
+async fn record_refusals(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(crate::audit::refusals::RECORD_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        shared.audit.record_refused_connections();
     }
 }
 

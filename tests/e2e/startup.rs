@@ -71,12 +71,18 @@ async fn a_setting_cannot_hide_behind_a_vertical_tab_in_options() {
 /// Connections from one address that are logging in are bounded: idle
 /// ones (a host that opens connections and sends nothing) do not hold
 /// every slot. Past the bound a new one is refused at once (53300), and a
-/// slot given back serves the next login.
+/// slot given back serves the next login. The refusals are access
+/// attempts, on the trail counted per address and reason — as is a client
+/// that does not speak the protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_login_slot() {
-    let env = TestEnv::start_with_config("[limits]\nmax_logins_per_address = 2\n", false)
-        .await
-        .unwrap();
+    let env = TestEnv::start_with_config(
+        "[audit]\nfile = \"audit/audit.jsonl\"\nfsync = \"batch\"\n\
+         [limits]\nmax_logins_per_address = 2\n",
+        false,
+    )
+    .await
+    .unwrap();
     let idle_one = RawConn::connect(env.addr()).await;
     let idle_two = RawConn::connect(env.addr()).await;
     let logins = &env.gateway.shared.logins;
@@ -95,6 +101,54 @@ async fn one_address_cannot_hold_every_login_slot() {
     .await;
     assert!(served, "the slot given back serves a login");
     drop(idle_two);
+    let mut not_postgres = RawConn::connect(env.addr()).await;
+    not_postgres
+        .send(b"GET / HTTP/1.1\r\nHost: sluice\r\n\r\n")
+        .await;
+    assert!(
+        not_postgres.closed().await,
+        "a client not speaking the protocol is let go"
+    );
+
+    // Counted as they come, recorded when the gateway stops (or every few
+    // seconds while it runs).
+    env.gateway.shutdown().await;
+    let trail = env.config_path.with_file_name("audit").join("audit.jsonl");
+    let records = sluice::audit::read::read(&trail).unwrap().records;
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "connections_refused")
+        .collect();
+    let reasons: Vec<_> = refused
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            sluice::audit::Refusal::TooManyLoginsFromAddress.reason(),
+            sluice::audit::Refusal::ProtocolBroken.reason(),
+        ],
+        "{refused:#?}"
+    );
+    for record in &refused {
+        assert_eq!(record["client"], "127.0.0.1", "{record}");
+        assert!(
+            record["first"].as_str() <= record["last"].as_str(),
+            "{record}"
+        );
+    }
+    assert!(refused[0]["count"].as_u64().unwrap() >= 1);
+    assert_eq!(refused[1]["count"], 1);
+    // Before the gateway's stop, which ends its records.
+    assert_eq!(records.last().unwrap()["event"], "gateway_stop");
+    let line = sluice::audit::read::one_line(refused[1]);
+    assert!(
+        line.contains(
+            "1 connection(s) refused before a login from 127.0.0.1: the client broke the protocol"
+        ),
+        "{line}"
+    );
 }
 
 /// A database the config does not route is 3D000.

@@ -18,7 +18,9 @@
 //!   kept apart from the trail, rotation, recovery after a crash;
 //! - [`verify`]: `sluice audit verify`, which says what is wrong and where;
 //! - [`read`]: `sluice audit show` and `tail`, the trail as people read
-//!   it.
+//!   it;
+//! - [`refusals`]: connections turned away before a login, counted and
+//!   recorded every few seconds.
 //!
 //! Nothing here masks: the text handed to an [`Event`] has been through
 //! the masking plugins already (see [`crate::masking::mask_texts`]).
@@ -28,11 +30,13 @@ mod head;
 pub mod log;
 pub mod postgres;
 pub mod read;
+pub mod refusals;
 pub mod verify;
 mod window;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_json::json;
 
@@ -41,6 +45,7 @@ use crate::telemetry::TraceIds;
 
 pub use chain::{ChainKey, EventBody};
 pub use log::{AuditError, AuditLog};
+pub use refusals::Refusal;
 
 /// The gateway's audit trail, or none when it is not configured.
 #[derive(Clone, Default)]
@@ -50,6 +55,9 @@ pub struct Audit {
     result_bytes: usize,
     /// Time from a record handed in to its durable commit.
     write_latency: Arc<crate::metrics::LatencyHistogram>,
+    /// Connections turned away before a login, counted until they are
+    /// recorded.
+    refused: Arc<refusals::RefusedConnections>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -134,6 +142,7 @@ impl Audit {
                 sink: Some(Sink::Postgres(log)),
                 result_bytes: settings.result_bytes,
                 write_latency: Default::default(),
+                refused: Default::default(),
             });
         }
         // The trail's own directory (`audit/audit.jsonl`) is made if
@@ -176,6 +185,7 @@ impl Audit {
             sink: Some(Sink::File(log)),
             result_bytes: settings.result_bytes,
             write_latency: Default::default(),
+            refused: Default::default(),
         })
     }
 
@@ -241,6 +251,28 @@ impl Audit {
             (Err(refused), sink) => sink
                 .state()
                 .fail(format!("a record was refused: {refused}")),
+        }
+    }
+
+    /// Counts a connection from `client` turned away before its login; the
+    /// count is recorded by [`Audit::record_refused_connections`].
+    pub fn connection_refused(&self, client: IpAddr, refusal: Refusal) {
+        if self.sink.is_some() {
+            self.refused.note(client.to_canonical(), refusal);
+        }
+    }
+
+    /// Puts the connections refused since the last call on the record, a
+    /// record per client address and reason (see [`refusals`]).
+    pub fn record_refused_connections(&self) {
+        for tally in self.refused.take() {
+            self.record_later(Event::ConnectionsRefused {
+                client: tally.client,
+                reason: tally.refusal.reason(),
+                count: tally.count,
+                first: tally.first,
+                last: tally.last,
+            });
         }
     }
 
@@ -425,6 +457,16 @@ pub enum Event<'a> {
         reason: &'a str,
         /// The refused session's span, when traced.
         trace: Option<&'a TraceIds>,
+    },
+    /// Connections from one client address turned away before a login,
+    /// for one reason, within a few seconds (see [`refusals`]).
+    ConnectionsRefused {
+        /// `None`: from addresses past the most counted apart.
+        client: Option<IpAddr>,
+        reason: &'a str,
+        count: u64,
+        first: SystemTime,
+        last: SystemTime,
     },
     Statement {
         session: u64,
@@ -615,6 +657,21 @@ impl Event<'_> {
                 body
             }
             Event::GatewayStop => EventBody::new("gateway_stop"),
+            Event::ConnectionsRefused {
+                client,
+                reason,
+                count,
+                first,
+                last,
+            } => {
+                let mut body = EventBody::new("connections_refused");
+                body.field("client", &client.map(|client| client.to_string()))?
+                    .field("reason", reason)?
+                    .field("count", &count)?
+                    .field("first", &chain::format_utc_micros(first))?
+                    .field("last", &chain::format_utc_micros(last))?;
+                body
+            }
             Event::ApprovalRequested {
                 session,
                 statement,

@@ -472,6 +472,17 @@ pub fn one_line(record: &Value) -> String {
             origin(record),
             shown(record, "reason")
         ),
+        "connections_refused" => format!(
+            "{} connection(s) refused before a login from {}: {} (first {}, last {})",
+            number(record, "count").unwrap_or(0),
+            match record.get("client").and_then(Value::as_str) {
+                Some(client) => crate::text::one_line(client).into_owned(),
+                None => "addresses past those counted apart".to_owned(),
+            },
+            shown(record, "reason"),
+            shown(record, "first"),
+            shown(record, "last"),
+        ),
         "statement" => format!(
             "#{} {} by {}: {}",
             number(record, "statement").unwrap_or(0),

@@ -20,6 +20,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::audit::Refusal;
 use crate::gateway::Shared;
 use crate::protocol::reply::{self, Severity};
 use crate::transport::Stream;
@@ -77,6 +78,9 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
             .sessions_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%peer, "connection refused: its address has too many logins in progress");
+        shared
+            .audit
+            .connection_refused(peer.address.ip(), Refusal::TooManyLoginsFromAddress);
         let fatal = Fatal::new(
             crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
             "too many connections from this address are logging in at once; try again shortly",
@@ -99,12 +103,18 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
             // that does not speak the protocol is logged here.
             if fatal.code == crate::protocol::sqlstate::PROTOCOL_VIOLATION {
                 tracing::info!(%peer, reason = %fatal.message, "connection refused at startup");
+                shared
+                    .audit
+                    .connection_refused(peer.address.ip(), Refusal::ProtocolBroken);
             }
             send_fatal(&mut client, &fatal).await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "client did not finish logging in within {login_timeout:?}");
+            shared
+                .audit
+                .connection_refused(peer.address.ip(), Refusal::LoginTimedOut);
             let fatal = Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 "login timed out",
@@ -200,6 +210,9 @@ async fn origin(
         Ok(Ok(None)) => return None,
         Ok(Err(error)) => {
             tracing::warn!(%connected_from, %error, "connection refused: [listen] proxy_protocol_from lists this address, and what it sent is not a usable PROXY protocol header");
+            shared
+                .audit
+                .connection_refused(connected_from.ip(), Refusal::ProxyHeaderRefused);
             Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 format!("{error}: sluice expects one from this address first"),
@@ -207,6 +220,9 @@ async fn origin(
         }
         Err(_) => {
             tracing::info!(%connected_from, "no PROXY protocol header within the login timeout");
+            shared
+                .audit
+                .connection_refused(connected_from.ip(), Refusal::LoginTimedOut);
             Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 "no PROXY protocol header arrived in time",
