@@ -767,6 +767,23 @@ async fn identity_plugins_decide_who_logs_in() {
     let plugins = env.gateway.shared.plugins.current();
     let idp = plugins.plugins().find(|p| p.name == "idp").unwrap();
     assert_eq!(idp.stats.invalid_answers.load(Ordering::Relaxed), 1);
+
+    // A reload that would drop the identity plugin (a config emptied by
+    // a bad deploy, say) is refused: logins would otherwise fall back to
+    // the static principals read at start, which the plugin had replaced.
+    env.rewrite_config("");
+    let refused = reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .expect_err("a reload never drops the identity plugin");
+    assert!(
+        refused.to_string().contains("no identity plugin"),
+        "{refused}"
+    );
+    assert_eq!(
+        sqlstate(&login("agent", "agent-demo-token").await.unwrap_err()),
+        Some("28P01")
+    );
+    login("bob", "tok-bob").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

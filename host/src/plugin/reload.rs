@@ -22,12 +22,14 @@
 //! right world, a plugin that rejects its configuration or traps loading it
 //! — changes nothing, and the log says why.
 //!
-//! A reload never turns a control off: one that would leave no policy or
-//! no masking plugin where one is in force is refused. A config file
-//! emptied or cut short by a bad deploy or an editor's half-save parses as
-//! a config without plugins, and taking it would let every statement run
-//! and every card number out unmasked; removing a control takes a
-//! restart, which reads the whole config again.
+//! A reload never turns a control off: one that would leave no identity,
+//! policy or masking plugin where one is in force is refused. A config
+//! file emptied or cut short by a bad deploy or an editor's half-save
+//! parses as a config without plugins, and taking it would let every
+//! statement run, every card number out unmasked, and logins be checked
+//! against the static principals read at start, which the identity plugin
+//! had replaced; removing a control takes a restart, which reads the whole
+//! config again.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,11 @@ async fn reload_settings(
     before_swap: impl FnOnce(&super::PluginSet),
 ) -> Result<u64, ReloadError> {
     let current = plugins.current();
-    for (hook, name) in [(Hook::Policy, "policy"), (Hook::Masking, "masking")] {
+    for (hook, name) in [
+        (Hook::Identity, "identity"),
+        (Hook::Policy, "policy"),
+        (Hook::Masking, "masking"),
+    ] {
         if !current.chain(hook).is_empty() && !settings.iter().any(|p| p.hook == hook) {
             return Err(rejected(plugins, ReloadError::TurnsOff(name)));
         }
