@@ -1536,6 +1536,9 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
     let approved = statement_record(&env, "'approved'").await;
     let approval = &approved["decision"]["approval"];
     assert_eq!(approved["decision"]["verdict"], "allow");
+    // The policy and its rule that asked, as a denial's are recorded.
+    assert_eq!(approved["decision"]["plugin"], "rules");
+    assert_eq!(approved["decision"]["rule"], "approval-words");
     assert_eq!(approval["outcome"], "approved");
     assert_eq!(approval["approver"], "alice");
     assert_eq!(approval["approver_group"], "dba");
@@ -1544,6 +1547,7 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
     let failed = statement_record(&env, "unreachable").await;
     assert_eq!(failed["decision"]["verdict"], "error");
     assert_eq!(failed["decision"]["approval"]["outcome"], "request-failed");
+    assert_eq!(failed["decision"]["rule"], "approval-words");
     assert!(
         !failed["decision"]["approval"]["ticket"]
             .as_str()
@@ -1559,11 +1563,15 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
         .expect("the request is on the record");
     assert_eq!(requested["statement"], approved["statement"]);
     assert_eq!(requested["approver_group"], "dba");
+    assert_eq!(requested["rule"], "approval-words");
     assert!(requested["seq"].as_u64() < approved["seq"].as_u64());
     assert!(requested["text"].as_str().unwrap().contains("'approved'"));
     let shown = shown_session(&env, &approved);
     assert!(
-        shown.contains(&format!("for approval from dba (ticket {})", ticket.id)),
+        shown.contains(&format!(
+            "for approval from dba (ticket {}, asked by rules, rule approval-words)",
+            ticket.id
+        )),
         "{shown}"
     );
     assert!(
@@ -1597,6 +1605,7 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
         "no-approval-plugin"
     );
     assert_eq!(lonely["decision"]["approval"]["approver_group"], "dba");
+    assert_eq!(lonely["decision"]["rule"], "approval-words");
     let two = statement_record(&env, "'two'").await;
     assert_eq!(two["decision"]["approval"]["outcome"], "two-groups");
     assert_eq!(

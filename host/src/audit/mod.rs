@@ -494,8 +494,9 @@ pub enum Event<'a> {
         statement: u64,
         ticket: &'a str,
         approver_group: &'a str,
-        /// The policy that asked for the approval.
+        /// The policy, and its rule, that asked for the approval.
         plugin: &'a str,
+        rule: &'a str,
         /// The statement as the approvers are shown it (masked).
         text: &'a str,
         /// Unix milliseconds.
@@ -678,6 +679,7 @@ impl Event<'_> {
                 ticket,
                 approver_group,
                 plugin,
+                rule,
                 text,
                 expires_ms,
                 trace,
@@ -688,6 +690,7 @@ impl Event<'_> {
                     .field("ticket", ticket)?
                     .field("approver_group", approver_group)?
                     .field("plugin", plugin)?
+                    .field("rule", rule)?
                     .field("text", text)?
                     .field("expires_ms", &expires_ms)?;
                 with_trace(body, trace)?

@@ -492,11 +492,12 @@ pub fn one_line(record: &Value) -> String {
         ),
         "outcome" => format!("-> {}", outcome_summary(record)),
         "approval_requested" => format!(
-            "#{} held for approval from {} (ticket {}, asked by {}): {}",
+            "#{} held for approval from {} (ticket {}, asked by {}{}): {}",
             number(record, "statement").unwrap_or(0),
             shown(record, "approver_group"),
             shown(record, "ticket"),
             shown(record, "plugin"),
+            rule_named(record),
             shown(record, "text")
         ),
         "session_end" => format!(
@@ -587,6 +588,15 @@ fn application(record: &Value) -> String {
 }
 
 /// `allow`, `deny (access-policy, rule no-pan: ...)`, with the approval.
+/// `, rule NAME` when the record names the rule (records of earlier
+/// versions did not for approvals).
+fn rule_named(record: &Value) -> String {
+    match shown(record, "rule") {
+        rule if rule.is_empty() => String::new(),
+        rule => format!(", rule {rule}"),
+    }
+}
+
 fn decision_summary(decision: Option<&Value>) -> String {
     let Some(decision) = decision else {
         return "no decision".to_owned();
@@ -835,10 +845,12 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                 // alone when sluice stopped during the wait.
                 let _ = writeln!(
                     out,
-                    "  statement {} held at {time} for approval from {} (ticket {}): {}",
+                    "  statement {} held at {time} for approval from {} (ticket {}, asked by {}{}): {}",
                     number(record, "statement").unwrap_or(0),
                     shown(record, "approver_group"),
                     shown(record, "ticket"),
+                    shown(record, "plugin"),
+                    rule_named(record),
                     shown(record, "text")
                 );
             }

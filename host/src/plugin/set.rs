@@ -89,6 +89,7 @@ pub enum Verdict {
     },
     RequireApproval {
         plugin: String,
+        rule: String,
         reason: String,
         approver_group: String,
     },
@@ -227,6 +228,7 @@ impl PluginSet {
                     _ => {
                         verdict = Verdict::RequireApproval {
                             plugin: plugin.name.clone(),
+                            rule: requirement.rule,
                             reason: requirement.reason,
                             approver_group: requirement.approver_group,
                         };

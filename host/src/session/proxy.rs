@@ -2005,27 +2005,23 @@ impl Proxy<'_> {
         ));
         policy.end();
         let session = self.session.session_id;
-        if let Some((plugin, reason, approver_group, command)) = approval {
+        if let Some((asked, command)) = approval {
+            let (plugin, rule) = (&asked.plugin, &asked.rule);
             if !plugins.approves() {
                 let command = loggable_command(&command);
-                tracing::info!(session, %plugin, command, "statement needs approval; no approval plugin is configured");
+                tracing::info!(session, %plugin, %rule, command, "statement needs approval; no approval plugin is configured");
                 let refusal = Fatal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
-                        "this statement needs approval from {approver_group} ({reason}), and this gateway has no approval plugin: refused"
+                        "this statement needs approval from {} ({}), and this gateway has no approval plugin: refused",
+                        asked.approver_group, asked.reason
                     ),
                 );
-                self.approval_not_obtained(
-                    plugin,
-                    approver_group,
-                    "no-approval-plugin",
-                    None,
-                    &refusal,
-                );
+                self.approval_not_obtained(&asked, "no-approval-plugin", None, &refusal);
                 return Some(refusal);
             }
             let command = loggable_command(&command);
-            tracing::info!(session, %plugin, command, "statement held for approval");
+            tracing::info!(session, %plugin, %rule, command, "statement held for approval");
             let mut tables: Vec<TableRef> = Vec::new();
             for access in statements.iter().flat_map(|a| &a.statement.tables) {
                 if !tables.contains(&access.table) {
@@ -2037,13 +2033,12 @@ impl Proxy<'_> {
             let params = bind
                 .and_then(frontend::bind_parameters_for_audit)
                 .unwrap_or_default();
+            let approver_group = asked.approver_group.clone();
             let held = Held {
                 text: with_executed_texts(text, &statements),
                 params,
                 tables,
-                plugin,
-                reason,
-                approver_group: approver_group.clone(),
+                asked,
             };
             if let Some(refusal) = self.hold_for_approval(&plugins, held).await {
                 return Some(refusal);
@@ -2064,8 +2059,14 @@ impl Proxy<'_> {
                 }
                 match self.policy_verdicts(&plugins, text, &statements).await {
                     Ok(None) => {}
-                    Ok(Some((_, _, group, _))) if group == approver_group => {}
-                    Ok(Some((plugin, reason, group, _))) => {
+                    Ok(Some((now, _))) if now.approver_group == approver_group => {}
+                    Ok(Some((now, _))) => {
+                        let Requirement {
+                            plugin,
+                            reason,
+                            approver_group: group,
+                            ..
+                        } = now;
                         return Some(self.denied_by(
                             plugin,
                             format!(
@@ -2087,14 +2088,14 @@ impl Proxy<'_> {
     }
 
     /// Asks the policies about each statement: a refusal, or whether one
-    /// of them needs approval (the first plugin, reason, approver group and
-    /// command that asked for it).
+    /// of them needs approval (the first requirement, and the command of
+    /// the statement it was for).
     async fn policy_verdicts(
         &mut self,
         plugins: &Arc<PluginSet>,
         text: &str,
         statements: &[Analysed],
-    ) -> Result<Option<(String, String, String, String)>, Fatal> {
+    ) -> Result<Option<(Requirement, String)>, Fatal> {
         let session = self.session.session_id;
         let mut approval = None;
         for analysed in statements {
@@ -2125,25 +2126,37 @@ impl Proxy<'_> {
                 }
                 Ok(Verdict::RequireApproval {
                     plugin,
+                    rule,
                     reason,
                     approver_group,
                 }) => match &approval {
-                    None => approval = Some((plugin, reason, approver_group, command.to_owned())),
+                    None => {
+                        let asked = Requirement {
+                            plugin,
+                            rule,
+                            reason,
+                            approver_group,
+                        };
+                        approval = Some((asked, command.to_owned()));
+                    }
                     // One ticket, one group: statements that need two
                     // groups' approval in one query would pass on the
                     // first group's word alone.
-                    Some((_, _, first_group, _)) if *first_group != approver_group => {
+                    Some((first, _)) if first.approver_group != approver_group => {
+                        let first_group = &first.approver_group;
                         let refusal = Fatal::new(
                             sqlstate::INSUFFICIENT_PRIVILEGE,
                             format!(
                                 "the statements of this query need approval from different groups ({first_group}, {approver_group}): send them one at a time"
                             ),
                         );
-                        let both = format!("{first_group}, {approver_group}");
-                        self.approval_not_obtained(plugin, both, "two-groups", None, &refusal);
-                        if let Some(decision) = &mut self.decision {
-                            decision.rule = Some("one-approver-group".to_owned());
-                        }
+                        let both = Requirement {
+                            plugin,
+                            rule: crate::plugin::set::ONE_APPROVER_GROUP.to_owned(),
+                            approver_group: format!("{first_group}, {approver_group}"),
+                            reason,
+                        };
+                        self.approval_not_obtained(&both, "two-groups", None, &refusal);
                         return Err(refusal);
                     }
                     Some(_) => {}
@@ -2174,37 +2187,41 @@ impl Proxy<'_> {
         refusal
     }
 
-    /// Asking `approver_group` for approval failed (`refusal` says how):
-    /// on the record as such, and the statement refused.
+    /// Asking for the approval `asked` failed (`refusal` says how): on the
+    /// record as such, and the statement refused.
     fn approval_request_failed(
         &mut self,
-        plugin: String,
-        approver_group: String,
+        asked: &Requirement,
         ticket: Option<String>,
         refusal: Fatal,
     ) -> Option<Fatal> {
-        self.approval_not_obtained(plugin, approver_group, "request-failed", ticket, &refusal);
+        self.approval_not_obtained(asked, "request-failed", ticket, &refusal);
         Some(refusal)
     }
 
-    /// The statement being judged needed `approver_group`'s approval and
-    /// no approver could give it (`outcome`, one of
-    /// [`audit::NOT_OBTAINED`]): its record says so, rather than that it
+    /// The statement being judged needed the approval `asked` and no
+    /// approver could give it (`outcome`, one of [`audit::NOT_OBTAINED`]):
+    /// its record says so, and which rule asked, rather than that it
     /// needed none. `refusal` is what the client is told.
     fn approval_not_obtained(
         &mut self,
-        plugin: String,
-        approver_group: String,
+        asked: &Requirement,
         outcome: &'static str,
         ticket: Option<String>,
         refusal: &Fatal,
     ) {
         let verdict = refusal_verdict(refusal);
         let approval = self.approval_given().unwrap_or_else(|| {
-            ApprovalRecord::not_obtained(approver_group, outcome, ticket, approval::now_ms())
+            ApprovalRecord::not_obtained(
+                asked.approver_group.clone(),
+                outcome,
+                ticket,
+                approval::now_ms(),
+            )
         });
         self.decision = Some(Decision {
-            plugin: Some(plugin),
+            plugin: Some(asked.plugin.clone()),
+            rule: Some(asked.rule.clone()),
             approval: Some(approval),
             ..Decision::refused(verdict, refusal.message.clone())
         });
@@ -2278,10 +2295,14 @@ impl Proxy<'_> {
             text,
             params,
             tables,
+            asked,
+        } = held;
+        let Requirement {
             plugin,
+            rule,
             reason,
             approver_group,
-        } = held;
+        } = &asked;
         // A cancel from now on withdraws the statement: the ticket is
         // visible to approvers (and the client may give up) before the
         // wait begins.
@@ -2299,7 +2320,7 @@ impl Proxy<'_> {
         // So are the tables' names: they are the client's text too.
         let mut texts = Vec::with_capacity(2 + params.len() + 2 * tables.len());
         texts.push(text.as_ref());
-        texts.push(&reason);
+        texts.push(reason);
         texts.extend(params.iter().flatten().map(String::as_str));
         for table in &tables {
             texts.extend(table.schema.as_deref());
@@ -2309,7 +2330,7 @@ impl Proxy<'_> {
             Ok(masked) => masked.into_iter(),
             Err(fault) => {
                 let refusal = plugin_failed("masking", &fault);
-                return self.approval_request_failed(plugin, approver_group, None, refusal);
+                return self.approval_request_failed(&asked, None, refusal);
             }
         };
         // What the approver reads, in the order the server reads it: an
@@ -2350,8 +2371,9 @@ impl Proxy<'_> {
                 session: self.session.session_id,
                 statement: self.statements_recorded + 1,
                 ticket: &ticket.id,
-                approver_group: &approver_group,
-                plugin: &plugin,
+                approver_group,
+                plugin,
+                rule,
                 text: &ticket.statement_text,
                 expires_ms: ticket.expires_at,
                 trace: trace_ids.as_ref(),
@@ -2360,7 +2382,7 @@ impl Proxy<'_> {
         if let Err(error) = recorded {
             tracing::error!(alert = true, session = self.session.session_id, %error, "the audit trail cannot be written: approval not asked, statement refused");
             let refusal = trail_unwritable();
-            return self.approval_request_failed(plugin, approver_group, Some(ticket.id), refusal);
+            return self.approval_request_failed(&asked, Some(ticket.id), refusal);
         }
         // The wait, as the statement's child: how long a human took.
         let wait = self.statement_trace.child(
@@ -2385,22 +2407,12 @@ impl Proxy<'_> {
                         "this statement needs approval from {approver_group}, and asking for it failed: refused"
                     ),
                 );
-                return self.approval_request_failed(
-                    plugin,
-                    approver_group,
-                    Some(ticket.id),
-                    refusal,
-                );
+                return self.approval_request_failed(&asked, Some(ticket.id), refusal);
             }
             Err(fault) => {
                 self.shared.approvals.close(&ticket.id);
                 let refusal = plugin_failed("approval", &fault);
-                return self.approval_request_failed(
-                    plugin,
-                    approver_group,
-                    Some(ticket.id),
-                    refusal,
-                );
+                return self.approval_request_failed(&asked, Some(ticket.id), refusal);
             }
         }
         let _ = self.flush().await;
@@ -2482,10 +2494,10 @@ impl Proxy<'_> {
         wait.end();
         self.decision = Some(Decision {
             verdict,
-            // The policy that asked for the approval.
-            plugin: Some(plugin),
-            rule: None,
-            reason: Some(reason),
+            // The policy and rule that asked for the approval.
+            plugin: Some(plugin.clone()),
+            rule: Some(rule.clone()),
+            reason: Some(reason.clone()),
             approval: Some(ApprovalRecord {
                 ticket: ticket.id.clone(),
                 approver_group: approver_group.clone(),
@@ -4137,8 +4149,16 @@ struct Held<'a> {
     /// unmasked; none for a simple query.
     params: Vec<Option<String>>,
     tables: Vec<TableRef>,
-    /// The policy that asked for approval, its reason and the group asked.
+    /// What the policy asked for.
+    asked: Requirement,
+}
+
+/// A policy's demand that a statement be approved: the plugin and rule
+/// that asked, why, and the group whose members may approve.
+#[derive(Debug, Clone)]
+struct Requirement {
     plugin: String,
+    rule: String,
     reason: String,
     approver_group: String,
 }

@@ -24,12 +24,19 @@ impl Decision {
         })
     }
 
-    /// Holds the statement until a member of `approver_group` approves it;
-    /// `reason` is shown to the approver.
-    pub fn require_approval(reason: impl Into<String>, approver_group: impl Into<String>) -> Self {
+    /// Holds the statement until a member of `approver_group` approves it.
+    /// `rule` names the rule that asks, for operators and the audit trail;
+    /// `reason` is shown to the approver. Neither may hold card numbers or
+    /// secrets.
+    pub fn require_approval(
+        rule: impl Into<String>,
+        reason: impl Into<String>,
+        approver_group: impl Into<String>,
+    ) -> Self {
         Decision::RequireApproval(ApprovalRequirement {
             reason: reason.into(),
             approver_group: approver_group.into(),
+            rule: rule.into(),
         })
     }
 }

@@ -64,6 +64,8 @@ pub const RULE_SEARCH_PATH: &str = "access-policy/search-path";
 pub const RULE_FUNCTION: &str = "access-policy/function";
 pub const RULE_TABLE: &str = "access-policy/table";
 pub const RULE_CONFIG: &str = "access-policy/config";
+/// The rule that holds a statement touching cardholder data for approval.
+pub const RULE_CARDHOLDER: &str = "access-policy/cardholder-data";
 
 /// Built-in functions that read tables the analysis never sees: they run
 /// SQL given as text (`query_to_xml('SELECT pan FROM cards', ...)`,
@@ -366,7 +368,7 @@ impl Rules {
                 through_functions.join(", ")
             ));
         }
-        Decision::require_approval(reason, self.approver_group.clone())
+        Decision::require_approval(RULE_CARDHOLDER, reason, self.approver_group.clone())
     }
 
     /// How the statement touches the tagged column, if it does: by a
@@ -680,7 +682,7 @@ unparsed = ["VACUUM", "ANALYZE"]
     }
 
     fn approval(reason: &str) -> Decision {
-        Decision::require_approval(reason, "security")
+        Decision::require_approval(RULE_CARDHOLDER, reason, "security")
     }
 
     /// The rule of a denial, or a panic naming what was decided instead.
@@ -1428,6 +1430,7 @@ cardholder = "as-stored"
                 vec![column(Some("vault"), Some("secret"))]
             )),
             Decision::require_approval(
+                RULE_CARDHOLDER,
                 computed.replace("cards.pan", "vault.*"),
                 "security".to_owned()
             )

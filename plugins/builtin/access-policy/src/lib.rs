@@ -48,7 +48,8 @@
 //!    included) must be covered by a grant of one of the principal's
 //!    groups with that action and a matching table pattern. Grants add
 //!    up across groups.
-//! 6. **cardholder data**: a statement that touches a tagged column —
+//! 6. **cardholder data** (`access-policy/cardholder-data`): a statement
+//!    that touches a tagged column —
 //!    names it, names every column of its table (`*`, a whole-row
 //!    reference), names an unresolved column of that name while the
 //!    table is among its tables, or calls a function sluice cannot see

@@ -25,6 +25,8 @@ use sluice_plugin::session::Session;
 use sluice_plugin::types::{Decision, Statement, StatementKind};
 
 const RULE: &str = "deny-rule";
+/// The rule that holds a statement for approval.
+const APPROVAL_RULE: &str = "approval-words";
 
 struct DenyRule;
 
@@ -142,6 +144,7 @@ impl Rules {
             .find(|word| text.contains(word.as_str()))
         {
             Some(word) => Decision::require_approval(
+                APPROVAL_RULE,
                 format!("the statement mentions {word:?}"),
                 &self.approval_group,
             ),
