@@ -124,6 +124,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
+impl AbortOnDrop {
+    /// Aborts the task and waits until it has stopped: nothing it does
+    /// happens after this returns.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
 impl Gateway {
     /// Checks what the settings name beyond the config text (certificate,
     /// key and CA files), as `sluice check` does, without binding anything.
@@ -315,7 +324,7 @@ impl Gateway {
                 hangups,
             )))
         });
-        let _refusals = shared
+        let refusals = shared
             .audit
             .enabled()
             .then(|| AbortOnDrop(tokio::spawn(record_refusals(shared.clone()))));
@@ -326,7 +335,11 @@ impl Gateway {
         drop(listener);
         drain(&shared, &phase).await;
         // The sessions' last outcomes are on the record, and their last
-        // spans exported, before sluice exits.
+        // spans exported, before sluice exits. The interval's counts are
+        // taken here, and its task's last turn cannot come after the stop.
+        if let Some(refusals) = refusals {
+            refusals.stop().await;
+        }
         shared.audit.record_refused_connections();
         shared.audit.record_later(crate::audit::Event::GatewayStop);
         shared.audit.clone().close().await;
@@ -407,7 +420,7 @@ async fn accept_loop(
                 .fetch_add(1, Ordering::Relaxed);
             shared
                 .audit
-                .connection_refused(peer.ip(), crate::audit::Refusal::TooManyClients);
+                .connection_refused(peer.ip(), None, crate::audit::Refusal::TooManyClients);
             tokio::spawn(async move {
                 let _guard = guard;
                 refuse(tcp).await;

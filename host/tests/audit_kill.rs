@@ -91,6 +91,11 @@ fn sigkill_mid_run(fsync: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Read while it is written: the records committed during the check
+    // are no tampering.
+    let trail_arg = trail.to_str().unwrap().to_owned();
+    let (ok, tail) = sluice(&["audit", "tail", "--audit-file", &trail_arg, "-n", "3"]);
+    assert!(ok && !tail.contains("failed verification"), "{tail}");
     // Mid-run: statements in flight, records being written.
     signal(&gateway.0, libc::SIGKILL);
     let _ = gateway.0.wait();
@@ -123,7 +128,7 @@ fn sigkill_mid_run(fsync: &str) {
     // This time it stops as an operator stops it, writing what is queued.
     signal(&gateway.0, libc::SIGTERM);
     assert!(gateway.0.wait().unwrap().success());
-    let trail_arg = trail.to_str().unwrap();
+    let trail_arg = trail_arg.as_str();
     let (ok, report) = sluice(&["audit", "verify", "--audit-file", trail_arg]);
     assert!(ok, "{report}");
     assert!(report.contains("demo-grade"), "{report}");

@@ -254,11 +254,14 @@ impl Audit {
         }
     }
 
-    /// Counts a connection from `client` turned away before its login; the
-    /// count is recorded by [`Audit::record_refused_connections`].
-    pub fn connection_refused(&self, client: IpAddr, refusal: Refusal) {
+    /// Counts a connection from `client` (through the load balancer `via`,
+    /// when its PROXY header named the client) turned away before its
+    /// login; the count is recorded by
+    /// [`Audit::record_refused_connections`].
+    pub fn connection_refused(&self, client: IpAddr, via: Option<IpAddr>, refusal: Refusal) {
         if self.sink.is_some() {
-            self.refused.note(client.to_canonical(), refusal);
+            let via = via.map(|via| via.to_canonical());
+            self.refused.note(client.to_canonical(), via, refusal);
         }
     }
 
@@ -268,6 +271,7 @@ impl Audit {
         for tally in self.refused.take() {
             self.record_later(Event::ConnectionsRefused {
                 client: tally.client,
+                via: tally.via,
                 reason: tally.refusal.reason(),
                 count: tally.count,
                 first: tally.first,
@@ -463,6 +467,9 @@ pub enum Event<'a> {
     ConnectionsRefused {
         /// `None`: from addresses past the most counted apart.
         client: Option<IpAddr>,
+        /// The load balancer the client came through, when its PROXY
+        /// header named the client.
+        via: Option<IpAddr>,
         reason: &'a str,
         count: u64,
         first: SystemTime,
@@ -660,14 +667,18 @@ impl Event<'_> {
             Event::GatewayStop => EventBody::new("gateway_stop"),
             Event::ConnectionsRefused {
                 client,
+                via,
                 reason,
                 count,
                 first,
                 last,
             } => {
                 let mut body = EventBody::new("connections_refused");
-                body.field("client", &client.map(|client| client.to_string()))?
-                    .field("reason", reason)?
+                body.field("client", &client.map(|client| client.to_string()))?;
+                if let Some(via) = via {
+                    body.field("via", &via.to_string())?;
+                }
+                body.field("reason", reason)?
                     .field("count", &count)?
                     .field("first", &chain::format_utc_micros(first))?
                     .field("last", &chain::format_utc_micros(last))?;

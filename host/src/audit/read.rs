@@ -476,7 +476,14 @@ pub fn one_line(record: &Value) -> String {
             "{} connection(s) refused before a login from {}: {} (first {}, last {})",
             number(record, "count").unwrap_or(0),
             match record.get("client").and_then(Value::as_str) {
-                Some(client) => crate::text::one_line(client).into_owned(),
+                Some(client) => match record.get("via").and_then(Value::as_str) {
+                    Some(via) => format!(
+                        "{} via load balancer {}",
+                        crate::text::one_line(client),
+                        crate::text::one_line(via)
+                    ),
+                    None => crate::text::one_line(client).into_owned(),
+                },
                 None => "addresses past those counted apart".to_owned(),
             },
             shown(record, "reason"),
@@ -587,7 +594,6 @@ fn application(record: &Value) -> String {
     }
 }
 
-/// `allow`, `deny (access-policy, rule no-pan: ...)`, with the approval.
 /// `, rule NAME` when the record names the rule (records of earlier
 /// versions did not for approvals).
 fn rule_named(record: &Value) -> String {
@@ -597,6 +603,7 @@ fn rule_named(record: &Value) -> String {
     }
 }
 
+/// `allow`, `deny (access-policy, rule no-pan: ...)`, with the approval.
 fn decision_summary(decision: Option<&Value>) -> String {
     let Some(decision) = decision else {
         return "no decision".to_owned();

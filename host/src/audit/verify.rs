@@ -83,9 +83,13 @@ const LIVE_ATTEMPTS: u32 = 5;
 /// [`verify`] for a trail sluice may be writing right now. A commit in
 /// flight has its records in the file a moment before the head names
 /// them (and a last line half-written), which a single look would report
-/// as records beyond the head or a torn record: when those are all it
-/// finds, it looks again, a little later, a few times, and reports what
-/// the last look saw. Anything else is reported at once.
+/// as records beyond the head or a torn record; and a rotation during the
+/// look moves records out of the file being read into one the look had
+/// not listed, which reads as a break in the chain. When only those can
+/// explain what it found — the problems are of the kinds a commit in
+/// flight leaves, or the trail's files are not those it started with — it
+/// looks again, a little later, a few times, and reports what the last
+/// look saw. Anything else is reported at once.
 pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
     let mut report = verify(path, head_path, key);
     for _ in 1..LIVE_ATTEMPTS {
@@ -99,7 +103,9 @@ pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Rep
                         | FindingKind::HeadSlotRefused(_)
                 )
             });
-        if !only_in_flight {
+        let rotated_meanwhile =
+            !report.ok() && chain_files(path).is_ok_and(|files| files != report.files);
+        if !only_in_flight && !rotated_meanwhile {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -127,30 +127,37 @@ impl State {
     }
 
     /// Text the plugin wrote (a log line, its standard streams) made fit
-    /// for sluice's log: cut to a line's length, anything like a card
-    /// number hidden, the running call's secret taken out, on one line.
+    /// for sluice's log: anything like a card number hidden, the running
+    /// call's secret taken out — both before the text is cut to a line's
+    /// length, so that the cut cannot leave part of either behind — on one
+    /// line.
     pub fn clean(&self, text: &str) -> String {
-        let mut text = text;
-        let cut;
-        if text.len() > MAX_LOG_LINE {
-            let mut at = MAX_LOG_LINE;
-            while !text.is_char_boundary(at) {
-                at -= 1;
-            }
-            cut = format!("{}…", &text[..at]);
-            text = &cut;
-        }
-        let mut text = redact_long_digit_runs(text);
+        // Bounded first, generously: the scans below are of what is kept.
+        let text = cut_to(text, 4 * MAX_LOG_LINE);
+        let mut text = redact_long_digit_runs(&text);
         if let Some(secret) = &self.secret {
             text = without_secret(&text, secret).into();
         }
+        let text = cut_to(&text, MAX_LOG_LINE);
         // One line, the plugin's: a line break cannot start one that
         // reads as sluice's own.
-        match crate::text::one_line(&text) {
-            std::borrow::Cow::Owned(line) => line,
-            std::borrow::Cow::Borrowed(_) => text.into_owned(),
-        }
+        crate::text::one_line(&text).into_owned()
     }
+}
+
+/// `text` cut to at most `max` bytes and an ellipsis. Digits (and the
+/// spaces and dashes between them) that reach the cut go too: they may be
+/// the start of a card number that the cut took the rest of.
+fn cut_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let kept = text[..at].trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '-');
+    std::borrow::Cow::Owned(format!("{kept}…"))
 }
 
 impl WasiView for State {
@@ -500,6 +507,39 @@ mod tests {
         assert!(state.table_growing(0, half, None).unwrap());
         assert!(!state.table_growing(0, 1, None).unwrap());
         assert!(!state.table_growing(half, half + 1, None).unwrap());
+    }
+
+    /// What a plugin wrote is cleaned before it is cut: a card number or
+    /// the client's token that the cut would split loses every digit and
+    /// character, not only those before the cut.
+    #[test]
+    fn the_cut_leaves_no_part_of_a_card_number_or_a_token() {
+        let mut state = state_capped_at(16 * MIB);
+        let pan = "4111111111111111";
+        let line = format!("{}{pan} and more", "x".repeat(MAX_LOG_LINE - 8));
+        let cleaned = state.clean(&line);
+        assert!(
+            cleaned.len() <= MAX_LOG_LINE + '…'.len_utf8(),
+            "{}",
+            cleaned.len()
+        );
+        assert!(!cleaned.contains("41111"), "{cleaned}");
+        assert!(
+            cleaned.ends_with("x…") || cleaned.ends_with("*…"),
+            "{cleaned}"
+        );
+        // Digits the cut reaches go, whatever they are.
+        let cleaned = state.clean(&format!("{}123456789012", "x".repeat(MAX_LOG_LINE - 6)));
+        assert!(cleaned.ends_with("x…"), "{cleaned}");
+
+        let token = "tok-Zq8xW3vK9mN2pL5rT7yB4cD6fG1hJ0";
+        state.secret = Some(token.into());
+        let line = format!("{}cannot parse {token}", "y".repeat(300));
+        let cleaned = state.clean(&line);
+        assert!(!cleaned.contains("Zq8xW3"), "{cleaned}");
+        assert!(!cleaned.contains("hJ0"), "{cleaned}");
+        // Line breaks are shown, not made.
+        assert_eq!(state.clean("a\nb"), "a\\nb");
     }
 
     #[test]

@@ -470,6 +470,12 @@ impl Plugin {
                 None => error,
             }
         })?;
+        // What it wrote starting is its own, not the first call's.
+        let state = store.data();
+        if let Some(wrote) = state.output.take() {
+            let wrote = state.clean(&wrote);
+            tracing::debug!(plugin = %self.name, hook = %self.hook, "the plugin wrote while starting: {wrote}");
+        }
         let now = Instant::now();
         Ok(Warm {
             store,

@@ -22,9 +22,10 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Most bytes of one call's output kept: enough for a panic message and a
-/// few lines of context, little enough to log.
-pub const MAX_KEPT_BYTES: usize = 4096;
+/// Most bytes of one call's output kept, its last: a panic's message comes
+/// last. Within a log line's length (2 KiB) with room for the note of
+/// what was dropped.
+pub const MAX_KEPT_BYTES: usize = 1536;
 
 /// How much a write may be at once, as the stream tells the plugin. Never
 /// zero: a stream that is never ready makes a blocking write trap.
@@ -64,28 +65,39 @@ impl GuestOutput {
         let written = String::from_utf8_lossy(&kept.bytes);
         // Rust's panic hook ends with advice the plugin cannot take (its
         // environment is the operator's to grant): left out.
-        let mut text = written
+        let text = written
             .lines()
             .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE=1`"))
             .collect::<Vec<_>>()
-            .join("\n")
-            .trim()
-            .to_owned();
-        if kept.dropped > 0 {
-            text.push_str(&format!(" … ({} more bytes dropped)", kept.dropped));
+            .join("\n");
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
         }
-        Some(text)
+        Some(match kept.dropped {
+            0 => text.to_owned(),
+            dropped => format!("({dropped} earlier bytes dropped) … {text}"),
+        })
     }
 
+    /// Keeps the last [`MAX_KEPT_BYTES`] of what was written.
     fn keep(&self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         let mut kept = self.0.kept.lock().unwrap_or_else(|p| p.into_inner());
-        let room = MAX_KEPT_BYTES.saturating_sub(kept.bytes.len());
-        let taken = bytes.len().min(room);
-        kept.bytes.extend_from_slice(&bytes[..taken]);
-        kept.dropped += bytes.len() - taken;
+        let bytes = match bytes.len().checked_sub(MAX_KEPT_BYTES) {
+            Some(over) => {
+                kept.dropped += over + kept.bytes.len();
+                kept.bytes.clear();
+                &bytes[over..]
+            }
+            None => bytes,
+        };
+        let over = (kept.bytes.len() + bytes.len()).saturating_sub(MAX_KEPT_BYTES);
+        kept.bytes.drain(..over);
+        kept.dropped += over;
+        kept.bytes.extend_from_slice(bytes);
         self.0.written.store(true, Ordering::Release);
     }
 }
@@ -179,13 +191,32 @@ mod tests {
         );
         assert_eq!(output.take(), None);
 
-        // Past the cap, writes still succeed; what is over is counted.
+        // Past the cap, writes still succeed; the last bytes are kept (a
+        // panic's message comes last), what was dropped is counted.
         let too_much = vec![b'x'; MAX_KEPT_BYTES + 10];
         stream.write(Bytes::from(too_much)).unwrap();
-        stream.write(Bytes::from_static(b"more")).unwrap();
+        stream.write(Bytes::from_static(b"panicked: boom")).unwrap();
         assert!(stream.check_write().unwrap() > 0);
         let text = output.take().unwrap();
-        assert!(text.starts_with(&"x".repeat(MAX_KEPT_BYTES)), "{text}");
-        assert!(text.ends_with(" … (14 more bytes dropped)"), "{text}");
+        assert!(
+            text.starts_with("(24 earlier bytes dropped) … xxx"),
+            "{text}"
+        );
+        assert!(text.ends_with("xpanicked: boom"), "{text}");
+        let kept = text.len() - "(24 earlier bytes dropped) … ".len();
+        assert_eq!(kept, MAX_KEPT_BYTES);
+        // Many small writes past the cap, the same.
+        for _ in 0..MAX_KEPT_BYTES {
+            stream.write(Bytes::from_static(b"ab")).unwrap();
+        }
+        let text = output.take().unwrap();
+        assert!(
+            text.starts_with(&format!("({MAX_KEPT_BYTES} earlier bytes dropped) … abab")),
+            "{text}"
+        );
+
+        // Nothing but whitespace and the backtrace advice is nothing.
+        stream.write(Bytes::from_static(b"\n  \n")).unwrap();
+        assert_eq!(output.take(), None);
     }
 }

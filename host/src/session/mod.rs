@@ -78,9 +78,11 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
             .sessions_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%peer, "connection refused: its address has too many logins in progress");
-        shared
-            .audit
-            .connection_refused(peer.address.ip(), Refusal::TooManyLoginsFromAddress);
+        shared.audit.connection_refused(
+            peer.address.ip(),
+            peer.via_ip(),
+            Refusal::TooManyLoginsFromAddress,
+        );
         let fatal = Fatal::new(
             crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
             "too many connections from this address are logging in at once; try again shortly",
@@ -89,9 +91,17 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
         return;
     };
     let trace = session_trace(&shared, peer);
+    let authenticated = std::sync::atomic::AtomicBool::new(false);
     let started = tokio::time::timeout_at(
         login_ends,
-        startup::establish(&shared, &mut client, &mut client_buf, peer, trace),
+        startup::establish(
+            &shared,
+            &mut client,
+            &mut client_buf,
+            peer,
+            trace,
+            &authenticated,
+        ),
     )
     .await;
     let established = match started {
@@ -103,18 +113,26 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, connected_from: SocketAddr
             // that does not speak the protocol is logged here.
             if fatal.code == crate::protocol::sqlstate::PROTOCOL_VIOLATION {
                 tracing::info!(%peer, reason = %fatal.message, "connection refused at startup");
-                shared
-                    .audit
-                    .connection_refused(peer.address.ip(), Refusal::ProtocolBroken);
+                shared.audit.connection_refused(
+                    peer.address.ip(),
+                    peer.via_ip(),
+                    Refusal::ProtocolBroken,
+                );
             }
             send_fatal(&mut client, &fatal).await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "client did not finish logging in within {login_timeout:?}");
-            shared
-                .audit
-                .connection_refused(peer.address.ip(), Refusal::LoginTimedOut);
+            // A session that started (on the record, with its end) and
+            // could not reach its database in time was no refused login.
+            if !authenticated.load(std::sync::atomic::Ordering::Relaxed) {
+                shared.audit.connection_refused(
+                    peer.address.ip(),
+                    peer.via_ip(),
+                    Refusal::LoginTimedOut,
+                );
+            }
             let fatal = Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 "login timed out",
@@ -142,6 +160,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The load balancer's address, without its port.
+    pub fn via_ip(&self) -> Option<std::net::IpAddr> {
+        self.via.map(|via| via.ip())
+    }
+
     /// The address a failed login counts against for lockouts: none for a
     /// balancer's connection that named no client, whose address stands
     /// for everyone behind the balancer.
@@ -212,7 +235,7 @@ async fn origin(
             tracing::warn!(%connected_from, %error, "connection refused: [listen] proxy_protocol_from lists this address, and what it sent is not a usable PROXY protocol header");
             shared
                 .audit
-                .connection_refused(connected_from.ip(), Refusal::ProxyHeaderRefused);
+                .connection_refused(connected_from.ip(), None, Refusal::ProxyHeaderRefused);
             Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 format!("{error}: sluice expects one from this address first"),
@@ -222,7 +245,7 @@ async fn origin(
             tracing::info!(%connected_from, "no PROXY protocol header within the login timeout");
             shared
                 .audit
-                .connection_refused(connected_from.ip(), Refusal::LoginTimedOut);
+                .connection_refused(connected_from.ip(), None, Refusal::LoginTimedOut);
             Fatal::new(
                 crate::protocol::sqlstate::PROTOCOL_VIOLATION,
                 "no PROXY protocol header arrived in time",

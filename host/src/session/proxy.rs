@@ -2063,12 +2063,13 @@ impl Proxy<'_> {
                     Ok(Some((now, _))) => {
                         let Requirement {
                             plugin,
+                            rule,
                             reason,
                             approver_group: group,
-                            ..
                         } = now;
                         return Some(self.denied_by(
                             plugin,
+                            rule,
                             format!(
                                 "the policies were reloaded while this statement waited for approval, and now it needs approval from {group} ({reason}): refused"
                             ),
@@ -2174,13 +2175,14 @@ impl Proxy<'_> {
         self.decision.take().and_then(|earlier| earlier.approval)
     }
 
-    /// Refuses the statement (42501) on `plugin`'s verdict, with `message`
-    /// to the client and on the record.
-    fn denied_by(&mut self, plugin: String, message: String) -> Fatal {
+    /// Refuses the statement (42501) on the verdict of `plugin`'s `rule`,
+    /// with `message` to the client and on the record.
+    fn denied_by(&mut self, plugin: String, rule: String, message: String) -> Fatal {
         let refusal = Fatal::new(sqlstate::INSUFFICIENT_PRIVILEGE, message);
         let approval = self.approval_given();
         self.decision = Some(Decision {
             plugin: Some(plugin),
+            rule: Some(rule),
             approval,
             ..Decision::refused("deny", refusal.message.clone())
         });

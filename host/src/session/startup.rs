@@ -15,6 +15,7 @@
 //! BackendKeyData and ReadyForQuery.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
@@ -123,18 +124,22 @@ pub struct LoggedIn {
 }
 
 /// Runs the startup phase. `Ok(None)` means the connection ended without a
-/// session (a cancel request, or a client that left).
+/// session (a cancel request, or a client that left). `authenticated` is
+/// set once the client has proven who it is: a caller that gives up on the
+/// phase (its time limit) knows whether a login was refused or a session,
+/// started and on the record, could not reach its database in time.
 pub async fn establish(
     shared: &Shared,
     client: &mut Stream,
     buf: &mut BytesMut,
     peer: Peer,
     trace: Trace,
+    authenticated: &AtomicBool,
 ) -> Result<Option<Established>, Fatal> {
     let Some(startup) = negotiate(shared, client, buf, peer).await? else {
         return Ok(None);
     };
-    match login(shared, client, buf, peer, startup, &trace).await {
+    match login(shared, client, buf, peer, startup, &trace, authenticated).await {
         Ok(login) => Ok(Some(Established { login, trace })),
         Err(fatal) => {
             // The message quotes what the client sent (its user name, a
@@ -163,6 +168,7 @@ async fn login(
     peer: Peer,
     startup: StartupMessage,
     trace: &Trace,
+    authenticated: &AtomicBool,
 ) -> Result<LoggedIn, Fatal> {
     // While the trail takes no records no session could start: the client
     // is told before it authenticates, and nothing piles up for the trail
@@ -222,6 +228,7 @@ async fn login(
         authenticate_counted(shared, client, buf, &request.user, &connection, peer, trace).await;
     let principal = match principal {
         Ok(principal) => {
+            authenticated.store(true, Ordering::Relaxed);
             identity.set(KeyValue::new(attribute::IDENTITY_OUTCOME, "authenticated"));
             identity.set(KeyValue::new(attribute::ENDUSER_ID, principal.id.clone()));
             identity.end();
@@ -553,8 +560,8 @@ async fn judge_options(
         Ok(Verdict::Allow) => return Ok(()),
         Ok(Verdict::Deny { rule, reason, .. }) => format!("{reason} (rule {rule})"),
         // Nobody can approve a login while it waits.
-        Ok(Verdict::RequireApproval { reason, .. }) => {
-            format!("it would need approval ({reason})")
+        Ok(Verdict::RequireApproval { rule, reason, .. }) => {
+            format!("it would need approval ({reason}) (rule {rule})")
         }
         // The fault's detail (a trap's wasm backtrace) is for the log.
         Err(fault) => {
@@ -970,8 +977,10 @@ async fn read_password_message(client: &mut Stream, buf: &mut BytesMut) -> Resul
         .await
         .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?
         .ok_or_else(|| {
+            // Not a broken protocol: psql does this at every login it has
+            // no password for (it hangs up, asks, and connects again).
             Fatal::new(
-                sqlstate::PROTOCOL_VIOLATION,
+                sqlstate::CONNECTION_FAILURE,
                 "client closed the connection during authentication",
             )
         })?;

@@ -137,33 +137,33 @@ pub mod wit {
 
                     /// The types and imports every kind of plugin shares.
                     world host {
-                        import sluice:gateway/types@0.2.0;
-                        import sluice:gateway/session@0.2.0;
-                        import sluice:gateway/log@0.2.0;
-                        import sluice:gateway/config@0.2.0;
-                        import sluice:gateway/clock@0.2.0;
+                        import sluice:gateway/types@0.3.0;
+                        import sluice:gateway/session@0.3.0;
+                        import sluice:gateway/log@0.3.0;
+                        import sluice:gateway/config@0.3.0;
+                        import sluice:gateway/clock@0.3.0;
                     }
 
                     /// What every kind of plugin exports.
                     world plugin {
-                        export sluice:gateway/plugin@0.2.0;
+                        export sluice:gateway/plugin@0.3.0;
                     }
 
                     world policy {
-                        export sluice:gateway/policy@0.2.0;
+                        export sluice:gateway/policy@0.3.0;
                     }
 
                     world masking {
-                        export sluice:gateway/masking@0.2.0;
+                        export sluice:gateway/masking@0.3.0;
                     }
 
                     world identity {
-                        export sluice:gateway/identity@0.2.0;
+                        export sluice:gateway/identity@0.3.0;
                     }
 
                     world approval {
-                        import sluice:gateway/slack@0.2.0;
-                        export sluice:gateway/approval@0.2.0;
+                        import sluice:gateway/slack@0.3.0;
+                        export sluice:gateway/approval@0.3.0;
                     }
                 ",
                 path: "../../wit",
@@ -177,11 +177,11 @@ pub mod wit {
     #[allow(missing_docs)]
     pub mod host {
         bindings!("host", generate_unused_types: true, with: {
-            "sluice:gateway/types@0.2.0": generate,
-            "sluice:gateway/session@0.2.0": generate,
-            "sluice:gateway/log@0.2.0": generate,
-            "sluice:gateway/config@0.2.0": generate,
-            "sluice:gateway/clock@0.2.0": generate,
+            "sluice:gateway/types@0.3.0": generate,
+            "sluice:gateway/session@0.3.0": generate,
+            "sluice:gateway/log@0.3.0": generate,
+            "sluice:gateway/config@0.3.0": generate,
+            "sluice:gateway/clock@0.3.0": generate,
         });
     }
 
@@ -200,8 +200,8 @@ pub mod wit {
         bindings!(
             "policy",
             with: {
-                "sluice:gateway/types@0.2.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/session@0.2.0": crate::wit::host::sluice::gateway::session,
+                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.3.0": crate::wit::host::sluice::gateway::session,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::policy",
@@ -214,8 +214,8 @@ pub mod wit {
         bindings!(
             "masking",
             with: {
-                "sluice:gateway/types@0.2.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/session@0.2.0": crate::wit::host::sluice::gateway::session,
+                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.3.0": crate::wit::host::sluice::gateway::session,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::masking",
@@ -227,7 +227,7 @@ pub mod wit {
     pub mod identity {
         bindings!(
             "identity",
-            with: { "sluice:gateway/types@0.2.0": crate::wit::host::sluice::gateway::types },
+            with: { "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::identity",
             export_macro_name: "__export_identity",
@@ -239,8 +239,8 @@ pub mod wit {
         bindings!(
             "approval",
             with: {
-                "sluice:gateway/types@0.2.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/slack@0.2.0": generate,
+                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/slack@0.3.0": generate,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::approval",
