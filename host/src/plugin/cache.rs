@@ -15,6 +15,12 @@
 //! wasmtime's compatibility hash (its version and every `Config` setting
 //! that changes the code), so an upgrade or a changed setting misses
 //! instead of loading incompatible code.
+//!
+//! So every plugin release and every sluice upgrade leaves entries nothing
+//! will load again, megabytes each. An entry's modification time is when
+//! it was last loaded or stored, and the cache is pruned when sluice opens
+//! it: entries not used for [`UNUSED_FOR`] go, and so do the temporary
+//! files of a write that a crash cut short.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -26,6 +32,14 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// How long an entry may go unloaded before it is removed: longer than any
+/// rollback to a previous plugin release is likely to wait.
+pub const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// How old a temporary file must be to be taken for a crash's leftover
+/// rather than a write in progress (of another sluice sharing the cache).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Why the cache cannot be used. sluice then compiles every plugin and
 /// says why once.
@@ -83,10 +97,50 @@ impl CompileCache {
             return Err(unsafe_because("others may write to it"));
         }
         let key = Self::mac_key(dir)?;
-        Ok(CompileCache {
+        let cache = CompileCache {
             dir: dir.to_owned(),
             key,
-        })
+        };
+        cache.prune(std::time::SystemTime::now());
+        Ok(cache)
+    }
+
+    /// Removes the entries not used for [`UNUSED_FOR`] before `now`, and
+    /// temporary files abandoned by a crash. Best effort: what cannot be
+    /// read or removed is left (and misses, at worst, cost a compile).
+    fn prune(&self, now: std::time::SystemTime) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let limit = if name.starts_with(".incoming-") {
+                ABANDONED_AFTER
+            } else if name.ends_with(".cwasm") {
+                UNUSED_FOR
+            } else {
+                continue;
+            };
+            let unused_for = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            if unused_for.is_none_or(|unused_for| unused_for < limit) {
+                continue;
+            }
+            if fs::remove_file(entry.path()).is_ok()
+                && let Some(key) = name.strip_suffix(".cwasm")
+            {
+                let _ = fs::remove_file(self.dir.join(format!("{key}.mac")));
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(dir = %self.dir.display(), removed, "removed compiled plugins not used for {} days", UNUSED_FOR.as_secs() / 86_400);
+        }
     }
 
     /// Reads the MAC key, creating it (random, mode 0600) on first use.
@@ -146,13 +200,21 @@ impl CompileCache {
 
     /// The compiled bytes stored under `key`, if present and authentic.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let bytes = fs::read(self.dir.join(format!("{key}.cwasm"))).ok()?;
+        let path = self.dir.join(format!("{key}.cwasm"));
+        let bytes = fs::read(&path).ok()?;
         let recorded = fs::read(self.dir.join(format!("{key}.mac"))).ok()?;
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(key.as_bytes());
         mac.update(&bytes);
         match mac.verify_slice(&recorded) {
-            Ok(()) => Some(bytes),
+            Ok(()) => {
+                // Used now: kept by the next prune.
+                let _ = fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                Some(bytes)
+            }
             Err(_) => {
                 tracing::warn!(
                     entry = key,
@@ -245,6 +307,43 @@ mod tests {
         // A second open reads the same key: entries survive restarts.
         let again = CompileCache::open(cache.dir()).unwrap();
         assert_eq!(again.get("k2").as_deref(), Some(&b"other"[..]));
+    }
+
+    /// Entries not loaded for a month go when the cache is opened, with
+    /// their MACs, and so do a crashed write's temporary files; an entry
+    /// loaded is kept however old it was when stored.
+    #[test]
+    fn entries_unused_for_a_month_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(&dir.path().join("c")).unwrap();
+        for key in ["old", "used", "new"] {
+            cache.put(key, key.as_bytes()).unwrap();
+        }
+        let leftover = cache.dir().join(".incoming-abc");
+        fs::write(&leftover, b"half a write").unwrap();
+        let long_ago =
+            std::time::SystemTime::now() - UNUSED_FOR - std::time::Duration::from_secs(60);
+        for name in ["old.cwasm", "used.cwasm", ".incoming-abc"] {
+            fs::File::options()
+                .write(true)
+                .open(cache.dir().join(name))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert!(cache.get("used").is_some(), "loaded now, so kept");
+
+        let again = CompileCache::open(cache.dir()).unwrap();
+        assert_eq!(again.get("old"), None);
+        assert!(!again.dir().join("old.cwasm").exists());
+        assert!(!again.dir().join("old.mac").exists());
+        assert!(!leftover.exists());
+        assert_eq!(again.get("used").as_deref(), Some(&b"used"[..]));
+        assert_eq!(again.get("new").as_deref(), Some(&b"new"[..]));
+        assert!(
+            again.dir().join("mac.key").exists(),
+            "the key is never pruned"
+        );
     }
 
     #[test]
