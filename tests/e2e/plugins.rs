@@ -767,6 +767,18 @@ async fn identity_plugins_decide_who_logs_in() {
     let plugins = env.gateway.shared.plugins.current();
     let idp = plugins.plugins().find(|p| p.name == "idp").unwrap();
     assert_eq!(idp.stats.invalid_answers.load(Ordering::Relaxed), 1);
+    // A plugin that faults refuses the login, but the fault is not held
+    // against the user or the address: past the lockout's count of
+    // failures, bob still logs in.
+    for attempt in 0..=sluice::auth::lockout::MAX_FAILURES {
+        assert_eq!(
+            sqlstate(&login("bob", "tok-panic-now").await.unwrap_err()),
+            Some("28P01"),
+            "attempt {attempt}"
+        );
+    }
+    assert!(idp.stats.traps.load(Ordering::Relaxed) > sluice::auth::lockout::MAX_FAILURES as u64);
+    login("bob", "tok-bob").await.unwrap();
 
     // A reload that would drop the identity plugin (a config emptied by
     // a bad deploy, say) is refused: logins would otherwise fall back to

@@ -23,6 +23,9 @@ use crate::config::PluginSettings;
 
 /// Longest line a plugin may log; the rest is cut.
 const MAX_LOG_LINE: usize = 2048;
+/// Most lines a plugin may log in one call; the rest are counted and
+/// dropped, so that a plugin looping over its log cannot flood sluice's.
+pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
 /// Most table elements an instance may have, all its tables together:
 /// generous for any plugin (function tables are small), a bound against a
 /// runaway one.
@@ -95,6 +98,10 @@ pub struct State {
     table_elements_in_use: usize,
     /// What the instance writes to its standard output and error.
     pub output: GuestOutput,
+    /// Lines the running call may still log, and those it logged past
+    /// that (reset for every call).
+    pub log_lines_left: u32,
+    pub log_lines_dropped: u32,
 }
 
 impl State {
@@ -123,6 +130,8 @@ impl State {
             memory_bytes_in_use: 0,
             table_elements_in_use: 0,
             output,
+            log_lines_left: MAX_LOG_LINES_PER_CALL,
+            log_lines_dropped: 0,
         })
     }
 
@@ -266,6 +275,11 @@ impl session::HostSession for State {
 
 impl log::Host for State {
     async fn write(&mut self, level: log::Level, message: String) {
+        if self.log_lines_left == 0 {
+            self.log_lines_dropped = self.log_lines_dropped.saturating_add(1);
+            return;
+        }
+        self.log_lines_left -= 1;
         let message = self.clean(&message);
         let plugin = self.context.name.as_str();
         match level {
@@ -540,6 +554,18 @@ mod tests {
         assert!(!cleaned.contains("hJ0"), "{cleaned}");
         // Line breaks are shown, not made.
         assert_eq!(state.clean("a\nb"), "a\\nb");
+    }
+
+    /// A call logs at most its budget of lines; the rest are counted, and
+    /// the next call has its budget again (the instance's `arm` resets it).
+    #[tokio::test]
+    async fn a_call_logs_at_most_its_budget_of_lines() {
+        let mut state = state_capped_at(16 * MIB);
+        for n in 0..MAX_LOG_LINES_PER_CALL + 6 {
+            log::Host::write(&mut state, log::Level::Trace, format!("line {n}")).await;
+        }
+        assert_eq!(state.log_lines_left, 0);
+        assert_eq!(state.log_lines_dropped, 6);
     }
 
     #[test]

@@ -310,9 +310,12 @@ impl Plugin {
         }
     }
 
-    /// Gives the next call its full time budget.
+    /// Gives the next call its full time budget, and its log lines.
     fn arm(&self, store: &mut Store<State>) {
-        store.data_mut().ticks_left = self.deadline_ticks();
+        let state = store.data_mut();
+        state.ticks_left = self.deadline_ticks();
+        state.log_lines_left = super::host_api::MAX_LOG_LINES_PER_CALL;
+        state.log_lines_dropped = 0;
         store.set_epoch_deadline(1);
     }
 
@@ -337,6 +340,10 @@ impl Plugin {
         // Cleaned while the call's secret is still known.
         let state = warm.store.data();
         let wrote = state.output.take().map(|text| state.clean(&text));
+        let dropped = state.log_lines_dropped;
+        if dropped > 0 {
+            tracing::warn!(plugin = %self.name, hook = %self.hook, dropped, "the plugin logged more than {} lines in one call; the rest were dropped", super::host_api::MAX_LOG_LINES_PER_CALL);
+        }
         let secret = warm.store.data_mut().secret.take();
         let answer = result
             .map_err(|error| self.fault_handed(error, secret.as_deref(), wrote.as_deref()))?;

@@ -15,6 +15,7 @@ use super::bindings::identity::exports::sluice::gateway::identity::{AuthError, S
 use super::bindings::masking::exports::sluice::gateway::masking::{
     TextEdit, ValueBatch, ValueEdits,
 };
+use super::bindings::policy::exports::sluice::gateway::policy::Judgement;
 use super::bindings::types::{Column, ConnectionInfo, Decision, Principal, Statement};
 use super::host_api::{PluginContext, SessionInfo, read_files};
 use super::instance::{Exports, Fault, Plugin, PluginStats, lend};
@@ -59,6 +60,66 @@ macro_rules! call {
 /// The rule named when policies ask different groups to approve one
 /// statement (sluice's own, not a plugin's).
 pub const ONE_APPROVER_GROUP: &str = "one-approver-group";
+
+/// Longest rule or approver group a policy may name, in characters.
+const MAX_NAME_CHARS: usize = 128;
+/// Longest reason a policy may give, in bytes.
+const MAX_REASON_BYTES: usize = 2048;
+
+/// A policy's judgement, if sluice can pass on its words. They reach the
+/// client's error message — a C string on the wire, where a NUL would end
+/// the message and start fields of the plugin's making — the log and the
+/// audit trail: a rule or approver group is a short name on one line, a
+/// reason a paragraph (line breaks and tabs allowed, no other control
+/// character). Anything else is an invalid answer: the statement is
+/// refused, as for any fault.
+fn usable_judgement(judgement: Judgement) -> Result<Judgement, String> {
+    match &judgement.decision {
+        Decision::Allow => {}
+        Decision::Deny(denial) => {
+            usable_name("rule", &denial.rule)?;
+            usable_reason(&denial.reason)?;
+        }
+        Decision::RequireApproval(requirement) => {
+            usable_name("rule", &requirement.rule)?;
+            usable_name("approver group", &requirement.approver_group)?;
+            usable_reason(&requirement.reason)?;
+        }
+    }
+    Ok(judgement)
+}
+
+fn usable_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("its {what} is empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "its {what} is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("its {what} holds a control character"));
+    }
+    Ok(())
+}
+
+fn usable_reason(reason: &str) -> Result<(), String> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(format!(
+            "its reason is longer than {MAX_REASON_BYTES} bytes"
+        ));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(
+            "its reason holds a control character other than a line break or a tab".to_owned(),
+        );
+    }
+    Ok(())
+}
 
 /// One consistent set of loaded plugins. Swapped whole on reload; a
 /// statement keeps the set it started with.
@@ -188,11 +249,16 @@ impl PluginSet {
         let mut verdict = Verdict::Allow;
         let mut same_for_shape = true;
         for plugin in &self.policy {
-            let judgement = call!(plugin, Policy, |e, store| {
-                let session = lend(store, session);
-                e.sluice_gateway_policy()
-                    .call_evaluate(store, session, statement)
-            })?;
+            let judgement = call!(
+                plugin,
+                Policy,
+                |e, store| {
+                    let session = lend(store, session);
+                    e.sluice_gateway_policy()
+                        .call_evaluate(store, session, statement)
+                },
+                usable_judgement
+            )?;
             same_for_shape &= judgement.same_for_shape;
             match judgement.decision {
                 Decision::Allow => {}
@@ -543,10 +609,15 @@ async fn load_one(
             ))
         }
     })?;
-    plugin
-        .check_config()
-        .await
-        .map_err(|reason| fail(format!("rejected its configuration: {reason}")))?;
+    plugin.check_config().await.map_err(|reason| {
+        // The plugin's words, for an operator's terminal and the log:
+        // on one line, and not the whole of a plugin's memory.
+        let reason: String = reason.chars().take(MAX_REASON_BYTES).collect();
+        fail(format!(
+            "rejected its configuration: {}",
+            crate::text::one_line(&reason)
+        ))
+    })?;
     if let Some(carried) = previous.and_then(|set| set.stats(&settings.name)) {
         plugin.stats = carried;
     }
@@ -693,6 +764,57 @@ mod tests {
 
     fn statement(text: &str) -> Statement {
         testing::statement(StatementKind::Select, text)
+    }
+
+    /// What a policy says reaches a client's error message, the log and
+    /// the trail: a NUL (which ends a C string on the wire and would start
+    /// error fields of the plugin's making), a line break in a name, or an
+    /// unbounded reason is an invalid answer.
+    #[test]
+    fn a_policy_s_words_must_be_fit_to_pass_on() {
+        use crate::plugin::bindings::types::{ApprovalRequirement, Denial};
+        let deny = |rule: &str, reason: &str| Judgement {
+            decision: Decision::Deny(Denial {
+                rule: rule.to_owned(),
+                reason: reason.to_owned(),
+            }),
+            same_for_shape: false,
+        };
+        let approve = |rule: &str, group: &str| Judgement {
+            decision: Decision::RequireApproval(ApprovalRequirement {
+                rule: rule.to_owned(),
+                reason: "why".to_owned(),
+                approver_group: group.to_owned(),
+            }),
+            same_for_shape: false,
+        };
+        for fine in [
+            deny("no-delete", "deletes are not allowed"),
+            deny("r", "two lines:\n\tindented"),
+            deny("ünïcode-rule", &"x".repeat(MAX_REASON_BYTES)),
+            approve("cardholder-data", "security"),
+        ] {
+            assert!(usable_judgement(fine).is_ok());
+        }
+        for (bad, why) in [
+            (deny("r", "no\0Cforged"), "control character"),
+            (
+                deny("r\n2099 INFO forged", "x"),
+                "rule holds a control character",
+            ),
+            (deny("", "x"), "rule is empty"),
+            (deny(&"r".repeat(MAX_NAME_CHARS + 1), "x"), "longer than"),
+            (deny("r", &"x".repeat(MAX_REASON_BYTES + 1)), "longer than"),
+            (deny("r", "bell\u{7}"), "control character"),
+            (
+                approve("r", "ops\r"),
+                "approver group holds a control character",
+            ),
+            (approve("", "ops"), "rule is empty"),
+        ] {
+            let error = usable_judgement(bad).unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
     }
 
     #[tokio::test]

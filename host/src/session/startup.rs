@@ -711,6 +711,16 @@ impl Attempt<'_> {
         self.failed_counted(why, started)
     }
 
+    /// A login the identity plugin could not judge (it faulted): refused,
+    /// on the record, and not held against the user or the address. The
+    /// fault is the plugin's; a slow or broken plugin must not lock real
+    /// users and whole application hosts out for the lockout's length,
+    /// beyond the reload that mends it. (A guess that makes the plugin
+    /// fault cannot succeed either, so nothing is learnt by sending them.)
+    fn unjudged(&self, why: &str) -> AuthFailure {
+        self.failed_counted(why, Vec::new())
+    }
+
     /// A failed login the ledger has already counted; `started` holds the
     /// lockouts its count started. The client is told in the same words
     /// whatever failed: which check it was is for the log.
@@ -827,7 +837,7 @@ async fn authenticate(
         Ok(stored) => stored,
         Err(fault) => {
             // Fail closed: run no exchange, admit nobody.
-            return Err(attempt.failed(&format!("identity plugin failed: {fault}")));
+            return Err(attempt.unjudged(&format!("identity plugin failed: {fault}")));
         }
     };
     if let Some((_, secret)) = stored {
@@ -874,7 +884,7 @@ async fn authenticate(
     match answer {
         Ok(Ok(principal)) => Ok(principal),
         Ok(Err(error)) => Err(attempt.failed(&without_secret(&describe_auth_error(&error), token))),
-        Err(fault) => Err(attempt.failed(&without_secret(
+        Err(fault) => Err(attempt.unjudged(&without_secret(
             &format!("identity plugin failed: {fault}"),
             token,
         ))),

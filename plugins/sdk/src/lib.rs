@@ -50,10 +50,9 @@
 //! memory cap reached all *fail closed*: the login is refused, the
 //! statement denied, the result withheld, and sluice's log says why,
 //! quoting what the call wrote to standard error (a panic's message). A
-//! plugin has no filesystem,
-//! network or environment unless the operator grants it one; what it may
-//! use is in [`log`], [`config`] and [`clock`] (and [`slack`] for approval
-//! plugins).
+//! plugin has no network, and no filesystem or environment unless the
+//! operator grants them; what it may use is in [`log`] (64 lines a call),
+//! [`config`] and [`clock`] (and [`slack`] for approval plugins).
 //!
 //! # Configuration
 //!
