@@ -125,6 +125,23 @@ pub struct ApprovalCounters {
     pub expired: AtomicU64,
     /// Cancelled by the client, or the client left, before an answer.
     pub withdrawn: AtomicU64,
+    /// Approvals no approver could give, by why (in the order of
+    /// [`crate::audit::NOT_OBTAINED`]): no approval plugin, two groups
+    /// asked of one query, the request failed.
+    pub not_obtained: [AtomicU64; crate::audit::NOT_OBTAINED.len()],
+}
+
+impl ApprovalCounters {
+    /// Counts an approval no approver could give, `outcome` one of
+    /// [`crate::audit::NOT_OBTAINED`].
+    pub fn count_not_obtained(&self, outcome: &str) {
+        if let Some(at) = crate::audit::NOT_OBTAINED
+            .iter()
+            .position(|o| *o == outcome)
+        {
+            self.not_obtained[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A registry that renders the gateway's state at each scrape.
@@ -242,14 +259,21 @@ impl Collector for GatewayCollector {
         counters(
             e,
             "sluice_approvals",
-            "Statements held for approval, by outcome",
+            "Statements that needed approval, by outcome (approved, denied, expired, withdrawn; where no approver could answer: no-approval-plugin, two-groups, request-failed)",
             "outcome",
             [
                 ("approved", load(&approvals.approved)),
                 ("denied", load(&approvals.denied)),
                 ("expired", load(&approvals.expired)),
                 ("withdrawn", load(&approvals.withdrawn)),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                crate::audit::NOT_OBTAINED
+                    .iter()
+                    .zip(&approvals.not_obtained)
+                    .map(|(outcome, count)| (*outcome, load(count))),
+            ),
         )?;
 
         let plugins = shared.plugins.current();

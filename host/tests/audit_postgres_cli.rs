@@ -77,6 +77,22 @@ fn audit_commands_read_the_audit_database() {
     assert!(ok, "{verified}");
     assert!(verified.contains("postgres:gw-cli: OK"), "{verified}");
     assert!(verified.contains("head: verified"), "{verified}");
+    // And at the stop: the head verify found is the one the log names last,
+    // so a chain and head put back together to an earlier state show.
+    let at_stop = logged
+        .lines()
+        .find(|line| line.contains("audit chain head at stop"))
+        .unwrap_or_else(|| panic!("no head at stop in the log:\n{logged}"));
+    let logged_mac = at_stop
+        .split("mac=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no mac in {at_stop}"));
+    assert_eq!(logged_mac.len(), 64, "{at_stop}");
+    assert!(
+        verified.contains(&format!("(mac {logged_mac};")),
+        "{verified}\n{at_stop}"
+    );
 
     let (ok, tail) = sluice(&["audit", "tail", "-c", config]);
     assert!(ok, "{tail}");

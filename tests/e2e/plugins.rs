@@ -1560,6 +1560,14 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
     assert_eq!(failed["decision"]["verdict"], "error");
     assert_eq!(failed["decision"]["approval"]["outcome"], "request-failed");
     assert_eq!(failed["decision"]["rule"], "approval-words");
+    let not_obtained = |env: &TestEnv, outcome: &str| {
+        let at = sluice::audit::NOT_OBTAINED
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap();
+        env.gateway.shared.counters.approvals.not_obtained[at].load(Ordering::Relaxed)
+    };
+    assert_eq!(not_obtained(&env, "request-failed"), 1);
     assert!(
         !failed["decision"]["approval"]["ticket"]
             .as_str()
@@ -1625,6 +1633,10 @@ async fn approvals_are_on_the_record_whether_given_or_not() {
         "dba, security"
     );
     assert_eq!(two["decision"]["rule"], "one-approver-group");
+    // Counted for the metrics, by why.
+    assert_eq!(not_obtained(&env, "no-approval-plugin"), 1);
+    assert_eq!(not_obtained(&env, "two-groups"), 1);
+    assert_eq!(not_obtained(&env, "request-failed"), 0);
 }
 
 /// Without an approval plugin, a statement that needs approval is refused.

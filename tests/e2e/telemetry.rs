@@ -603,6 +603,10 @@ async fn the_admin_port_serves_metrics_health_and_readiness() {
     assert_eq!(value("sluice_statements_total{verdict=\"allow\"}"), 3.0);
     assert_eq!(value("sluice_statements_total{verdict=\"deny\"}"), 1.0);
     assert_eq!(value("sluice_approvals_total{outcome=\"approved\"}"), 1.0);
+    for none_could_answer in sluice::audit::NOT_OBTAINED {
+        let series = format!("sluice_approvals_total{{outcome=\"{none_could_answer}\"}}");
+        assert_eq!(value(&series), 0.0, "{series}");
+    }
     assert_eq!(value("sluice_masked_values_total{plugin=\"pans\"}"), 2.0);
     assert!(value("sluice_plugin_calls_total{plugin=\"rules\",hook=\"policy\"}") >= 4.0);
     assert_eq!(

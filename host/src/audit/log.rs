@@ -614,13 +614,27 @@ impl SinkState {
             .unwrap_or_else(PoisonError::into_inner);
         if logged_at.is_none_or(|logged| logged.elapsed() >= HEAD_LOG_INTERVAL) {
             *logged_at = Some(Instant::now());
-            tracing::info!(
-                instance = %self.instance,
-                seq = head.seq,
-                mac = %chain::encode_hex(&head.mac),
-                "audit chain head"
-            );
+            self.log_head(&head, "audit chain head");
         }
+    }
+
+    /// Puts the head in sluice's log, apart from the trail and its head
+    /// file: `verify` prints the head it found, to be compared with the
+    /// last of these (a trail and head file put back together to an
+    /// earlier state show there).
+    fn log_head(&self, head: &Link, message: &str) {
+        tracing::info!(
+            instance = %self.instance,
+            seq = head.seq,
+            mac = %chain::encode_hex(&head.mac),
+            "{message}"
+        );
+    }
+
+    /// Logs the head the sink stopped at: the last seconds of a run, its
+    /// stop record among them, are anchored in the log too.
+    pub(crate) fn log_final_head(&self) {
+        self.log_head(&self.head(), "audit chain head at stop");
     }
 
     pub(crate) fn head(&self) -> Link {
@@ -904,6 +918,7 @@ impl AuditLog {
             // An error means the writer is gone already: nothing to wait for.
             let _ = finished.await;
         }
+        self.shared.state.log_final_head();
     }
 
     /// The head of the chain as of the last group commit.

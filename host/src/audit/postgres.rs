@@ -456,6 +456,7 @@ impl PgLog {
                  stopping without it"
             );
         }
+        self.state().log_final_head();
     }
 
     /// What the sink publishes: its head, counts and failure.

@@ -382,7 +382,12 @@ impl fmt::Display for HeadStatus {
             HeadStatus::Missing => f.write_str("missing"),
             HeadStatus::Unreadable(error) => write!(f, "unreadable: {error}"),
             HeadStatus::Refused(refused) => write!(f, "refused: {refused}"),
-            HeadStatus::Verified(link) => write!(f, "verified, names seq {}", link.seq),
+            HeadStatus::Verified(link) => write!(
+                f,
+                "verified, names seq {} (mac {}; sluice's log names its heads too: `audit chain head`)",
+                link.seq,
+                chain::encode_hex(&link.mac)
+            ),
         }
     }
 }

@@ -2212,6 +2212,7 @@ impl Proxy<'_> {
         ticket: Option<String>,
         refusal: &Fatal,
     ) {
+        self.shared.counters.approvals.count_not_obtained(outcome);
         let verdict = refusal_verdict(refusal);
         let approval = self.approval_given().unwrap_or_else(|| {
             ApprovalRecord::not_obtained(
