@@ -854,6 +854,12 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
         .unwrap();
     let all = client.simple_query("SELECT pan FROM cards").await.unwrap();
     assert!(all.len() > 20);
+    // Two statements in one query: the cap is each statement's, and the
+    // rows say whose they are.
+    client
+        .simple_query("SELECT pan FROM cards; SELECT 'after' AS tail")
+        .await
+        .unwrap();
     // COPY TO STDOUT: each row is recorded as the line the client got.
     let copied = sluice_tests::copy_out(
         &client,
@@ -891,20 +897,38 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
     let kept = outcomes[2]["data"].as_array().unwrap();
     assert!(!kept.is_empty() && kept.len() < all.len() - 1, "{kept:?}");
     assert_eq!(outcomes[2]["data_truncated"], true);
+    let pair = outcomes[3];
+    let first = pair["data_results"][0]["rows"].as_u64().unwrap() as usize;
+    assert_eq!(first, kept.len(), "{pair}");
     assert_eq!(
-        outcomes[3]["data"],
+        pair["data_results"],
+        serde_json::json!([{"rows": first, "truncated": true}, {"rows": 1, "truncated": false}])
+    );
+    let rows = pair["data"].as_array().unwrap();
+    assert_eq!(rows.len(), first + 1, "{pair}");
+    assert_eq!(rows[first], serde_json::json!(["after"]));
+    let shown = sluice::audit::read::show_session(
+        &sluice::audit::read::Filter::default().apply(&records),
+        pair["session"].as_u64().unwrap(),
+    );
+    assert!(
+        shown.contains("      result 2:\n      [\"after\"]"),
+        "{shown}"
+    );
+    assert_eq!(
+        outcomes[4]["data"],
         serde_json::json!([["card 411111******1111\t42"]])
     );
-    assert_eq!(outcomes[3]["data_truncated"], false);
-    assert_eq!(outcomes[3]["tags"], serde_json::json!(["COPY 1"]));
+    assert_eq!(outcomes[4]["data_truncated"], false);
+    assert_eq!(outcomes[4]["tags"], serde_json::json!(["COPY 1"]));
     // A COPY larger than the cap: its first lines, as sent, then cut.
-    let kept = outcomes[4]["data"].as_array().unwrap();
+    let kept = outcomes[5]["data"].as_array().unwrap();
     let sent: Vec<&str> = std::str::from_utf8(&csv).unwrap().lines().collect();
     assert!(!kept.is_empty() && kept.len() < sent.len(), "{kept:?}");
     for (row, line) in kept.iter().zip(&sent) {
         assert_eq!(row, &serde_json::json!([line]));
     }
-    assert_eq!(outcomes[4]["data_truncated"], true);
+    assert_eq!(outcomes[5]["data_truncated"], true);
     let text = std::fs::read_to_string(trail(&env)).unwrap();
     assert!(!text.contains(pan));
 }

@@ -398,6 +398,29 @@ impl ApprovalRecord {
     }
 }
 
+/// The rows a cycle returned, as its outcome keeps them.
+#[derive(Debug)]
+pub struct ReturnedData<'a> {
+    /// Masked rows as text: of each result, those that fit its cap.
+    pub rows: &'a [Vec<Option<String>>],
+    /// Whether any result returned more than was kept.
+    pub truncated: bool,
+    /// Each result's share of `rows`, in order: the first `results[0].rows`
+    /// rows are the first result's, and so on.
+    pub results: Vec<ResultData>,
+}
+
+/// One result's share of the rows an outcome keeps: a statement's (its
+/// CommandComplete ends it), or the part of one an Execute with a row
+/// limit returned (its PortalSuspended ends it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResultData {
+    /// Rows of the outcome's `data` that are this result's.
+    pub rows: u32,
+    /// Whether it returned more than were kept.
+    pub truncated: bool,
+}
+
 /// How a statement came: a simple Query, a Bind of the extended protocol
 /// (with parameters), or a fastpath FunctionCall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -525,9 +548,8 @@ pub enum Event<'a> {
         /// The error that ended it, if one did: SQLSTATE and masked
         /// message.
         error: Option<(&'a str, &'a str)>,
-        /// Masked rows as text, up to the configured cap; whether more
-        /// were returned than kept.
-        data: Option<(&'a [Vec<Option<String>>], bool)>,
+        /// Masked rows as text, up to the configured cap per result.
+        data: Option<ReturnedData<'a>>,
         /// The span of its (first) statement, when traced.
         trace: Option<&'a TraceIds>,
     },
@@ -648,9 +670,15 @@ impl Event<'_> {
                         &json!({ "sqlstate": sqlstate, "message": message }),
                     )?;
                 }
-                if let Some((rows, truncated)) = data {
+                if let Some(ReturnedData {
+                    rows,
+                    truncated,
+                    results,
+                }) = data
+                {
                     body.field("data", rows)?
-                        .field("data_truncated", &truncated)?;
+                        .field("data_truncated", &truncated)?
+                        .field("data_results", &results)?;
                 }
                 with_trace(body, trace)?
             }
@@ -818,7 +846,14 @@ mod tests {
             suspended: 0,
             duration_us: 5,
             error: Some(("22012", "division by zero")),
-            data: Some((&rows, true)),
+            data: Some(ReturnedData {
+                rows: &rows,
+                truncated: true,
+                results: vec![ResultData {
+                    rows: 1,
+                    truncated: true,
+                }],
+            }),
             trace: Some(&trace),
         }
         .encode()
@@ -831,6 +866,10 @@ mod tests {
         );
         assert_eq!(record["data"], json!([["a", null]]));
         assert_eq!(record["data_truncated"], true);
+        assert_eq!(
+            record["data_results"],
+            json!([{"rows": 1, "truncated": true}])
+        );
         assert!(record.get("suspended").is_none(), "written only when not 0");
         assert_eq!(record["trace_id"], trace.trace_id.as_str());
     }

@@ -594,6 +594,55 @@ fn application(record: &Value) -> String {
     }
 }
 
+/// The rows an outcome kept, under each result they belong to when the
+/// cycle had several (a query of several statements, a pipeline), each
+/// result's cut marked where it was cut. Records of versions before
+/// `data_results` show their rows as one list.
+fn show_returned(out: &mut String, record: &Value, rows: &[Value]) {
+    let show_row = |out: &mut String, row: &Value| {
+        // JSON escapes control characters, not the rest.
+        let row = row.to_string();
+        let _ = writeln!(out, "      {}", crate::text::one_line(&row));
+    };
+    const CUT: &str = "      ... (more rows than recorded)";
+    let results: Vec<(usize, bool)> = record
+        .get("data_results")
+        .and_then(Value::as_array)
+        .map(|results| {
+            results
+                .iter()
+                .map(|result| {
+                    (
+                        number(result, "rows").unwrap_or(0) as usize,
+                        result.get("truncated").and_then(Value::as_bool) == Some(true),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if results.len() < 2 {
+        for row in rows {
+            show_row(out, row);
+        }
+        if record.get("data_truncated").and_then(Value::as_bool) == Some(true) {
+            let _ = writeln!(out, "{CUT}");
+        }
+        return;
+    }
+    // A result is a statement's (in the order of the tags) or an
+    // Execute's part of one (which has no tag): numbered, not tagged.
+    let mut rows = rows.iter();
+    for (n, (count, truncated)) in results.into_iter().enumerate() {
+        let _ = writeln!(out, "      result {}:", n + 1);
+        for row in rows.by_ref().take(count) {
+            show_row(out, row);
+        }
+        if truncated {
+            let _ = writeln!(out, "{CUT}");
+        }
+    }
+}
+
 /// `, rule NAME` when the record names the rule (records of earlier
 /// versions did not for approvals).
 fn rule_named(record: &Value) -> String {
@@ -869,14 +918,7 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     outcome_summary(record)
                 );
                 if let Some(rows) = record.get("data").and_then(Value::as_array) {
-                    for row in rows {
-                        // JSON escapes control characters, not the rest.
-                        let row = row.to_string();
-                        let _ = writeln!(out, "      {}", crate::text::one_line(&row));
-                    }
-                    if record.get("data_truncated").and_then(Value::as_bool) == Some(true) {
-                        let _ = writeln!(out, "      ... (more rows than recorded)");
-                    }
+                    show_returned(out, record, rows);
                 }
             }
             "session_end" => {

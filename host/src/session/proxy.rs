@@ -176,12 +176,24 @@ struct CycleOutcome {
     /// The error that ended the cycle: SQLSTATE and message (not yet
     /// masked).
     error: Option<(String, String)>,
-    /// The rows returned, as the client got them (after masking), while
-    /// they fit in `data_room` bytes; whether more came. A row of a COPY TO
-    /// STDOUT is one value: its line (text, csv) or its bytes (binary).
+    /// The rows returned, as the client got them (after masking): of each
+    /// result (a statement's, or an Execute's part of one) those that fit
+    /// in `result_bytes`, as long as the cycle's [`MAX_CYCLE_DATA_BYTES`]
+    /// last; whether more came. A row of a COPY TO STDOUT is one value:
+    /// its line (text, csv) or its bytes (binary).
     data: Vec<Vec<Option<String>>>,
+    /// Of each result ended so far, in order (a CommandComplete or a
+    /// PortalSuspended ends one): how many rows of `data` are its, and
+    /// whether it returned more than were kept.
+    data_results: Vec<audit::ResultData>,
+    /// The result being returned: its rows kept, and whether it was cut.
+    current: audit::ResultData,
     keep_data: bool,
-    data_room: usize,
+    /// The cap on one result's rows, and the room left in the current
+    /// result and in the cycle.
+    result_bytes: usize,
+    result_room: usize,
+    cycle_room: usize,
     data_truncated: bool,
     /// The statements' spans (none when not traced), ended with the cycle.
     traces: Vec<Trace>,
@@ -202,8 +214,9 @@ struct MaskingTime {
 }
 
 impl CycleOutcome {
-    /// An outcome to gather, keeping up to `data_room` bytes of rows.
-    fn new(data_room: usize, plugins: Arc<PluginSet>) -> CycleOutcome {
+    /// An outcome to gather, keeping up to `result_bytes` bytes of rows of
+    /// each result.
+    fn new(result_bytes: usize, plugins: Arc<PluginSet>) -> CycleOutcome {
         CycleOutcome {
             statements: Vec::new(),
             started: std::time::Instant::now(),
@@ -213,8 +226,12 @@ impl CycleOutcome {
             suspended: 0,
             error: None,
             data: Vec::new(),
-            keep_data: data_room > 0,
-            data_room,
+            data_results: Vec::new(),
+            current: audit::ResultData::default(),
+            keep_data: result_bytes > 0,
+            result_bytes,
+            result_room: result_bytes,
+            cycle_room: MAX_CYCLE_DATA_BYTES.max(result_bytes),
             data_truncated: false,
             traces: Vec::new(),
             masking: None,
@@ -229,7 +246,6 @@ impl CycleOutcome {
         self.plugins = Arc::clone(plugins);
         if !plugins.masks() {
             self.keep_data = false;
-            self.data_room = 0;
         }
     }
 
@@ -270,24 +286,28 @@ impl CycleOutcome {
                     self.rows += rows_of(&text);
                     self.rows_unreported = 0;
                     self.tags.push(text.into_owned());
+                    self.result_over();
                 }
                 tag::PORTAL_SUSPENDED => {
                     self.rows += std::mem::take(&mut self.rows_unreported);
                     self.suspended += 1;
+                    self.result_over();
                 }
-                tag::DATA_ROW | tag::COPY_DATA if self.keep_data && !self.data_truncated => {
+                tag::DATA_ROW | tag::COPY_DATA if self.keep_data && !self.current.truncated => {
                     let row = if header.tag == tag::DATA_ROW {
                         row_as_text(body)
                     } else {
                         Some(copy_row_as_text(body))
                     };
                     match row {
-                        Some((row, size)) if size <= self.data_room => {
-                            self.data_room -= size;
+                        Some((row, size)) if size <= self.result_room.min(self.cycle_room) => {
+                            self.result_room -= size;
+                            self.cycle_room -= size;
                             self.data.push(row);
+                            self.current.rows += 1;
                         }
                         _ => {
-                            self.data_room = 0;
+                            self.current.truncated = true;
                             self.data_truncated = true;
                         }
                     }
@@ -298,6 +318,32 @@ impl CycleOutcome {
         }
     }
 }
+
+impl CycleOutcome {
+    /// A result is over: the rows that come next are another's, with room
+    /// of their own.
+    fn result_over(&mut self) {
+        if self.keep_data {
+            self.data_results.push(std::mem::take(&mut self.current));
+        }
+        self.result_room = self.result_bytes;
+    }
+
+    /// The results' shares of the kept rows, the one an error cut short
+    /// included.
+    fn data_results(&self) -> Vec<audit::ResultData> {
+        let mut results = self.data_results.clone();
+        if self.current.rows > 0 || self.current.truncated {
+            results.push(self.current);
+        }
+        results
+    }
+}
+
+/// Most bytes of returned rows one cycle's record keeps, whatever the cap
+/// per result: a pipeline of thousands of statements must not hold
+/// thousands of caps in memory until its outcome is written.
+const MAX_CYCLE_DATA_BYTES: usize = 1 << 20;
 
 /// A DataRow body's values as text (see [`value_as_text`]), and their size
 /// in bytes.
@@ -2671,12 +2717,12 @@ impl Proxy<'_> {
             None => {
                 let plugins = Arc::clone(self.client_plugins());
                 // Returned rows are kept only as the masking plugins left them.
-                let data_room = if plugins.masks() {
+                let result_bytes = if plugins.masks() {
                     self.shared.audit.result_bytes()
                 } else {
                     0
                 };
-                CycleOutcome::new(data_room, plugins)
+                CycleOutcome::new(result_bytes, plugins)
             }
         };
         self.pending_outcome.insert(outcome)
@@ -2773,9 +2819,11 @@ impl Proxy<'_> {
             error: error
                 .as_ref()
                 .map(|(code, message)| (code.as_str(), message.as_str())),
-            data: outcome
-                .keep_data
-                .then_some((outcome.data.as_slice(), outcome.data_truncated)),
+            data: outcome.keep_data.then(|| audit::ReturnedData {
+                rows: &outcome.data,
+                truncated: outcome.data_truncated,
+                results: outcome.data_results(),
+            }),
             trace: trace.as_ref(),
         });
     }
