@@ -1367,6 +1367,44 @@ async fn allowed_startup_options_are_on_the_record() {
         shown.contains("startup options, run at login: SET statement_timeout TO '5s'"),
         "{shown}"
     );
+
+    // The other parameters the server gets are on the record too: they
+    // change how what follows runs.
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&raw::startup_message(
+        0,
+        &[
+            ("user", "analyst"),
+            ("database", env.database.as_str()),
+            ("TimeZone", "Pacific/Auckland"),
+            ("DateStyle", "SQL, DMY"),
+        ],
+    ))
+    .await;
+    conn.authenticate(sluice_tests::token_of("analyst")).await;
+    conn.until_ready().await;
+    drop(conn);
+    until_recorded(&env, |r| {
+        r["event"] == "session_start" && r.get("parameters").is_some()
+    })
+    .await;
+    let now = self::records(&env);
+    let start = now
+        .iter()
+        .find(|r| r["event"] == "session_start" && r.get("parameters").is_some())
+        .unwrap();
+    assert_eq!(
+        start["parameters"],
+        serde_json::json!({"TimeZone": "Pacific/Auckland", "DateStyle": "SQL, DMY"})
+    );
+    let shown = sluice::audit::read::show_session(
+        &sluice::audit::read::Filter::default().apply(&now),
+        start["session"].as_u64().unwrap(),
+    );
+    assert!(
+        shown.contains("startup parameters, passed to the server: DateStyle=SQL, DMY, TimeZone=Pacific/Auckland"),
+        "{shown}"
+    );
 }
 
 /// A session whose start is on the record has an end there, however it

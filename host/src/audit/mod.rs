@@ -474,6 +474,10 @@ pub enum Event<'a> {
         /// The client's startup `options` as the SET statements they
         /// amount to (masked), which the server runs at login.
         options: Option<&'a str>,
+        /// The other startup parameters passed to the server (those the
+        /// config allows: `DateStyle`, `TimeZone`, an operator's
+        /// `search_path`, ...), values masked; `application_name` is above.
+        parameters: &'a [(String, String)],
         /// The session's span, when traced: its trace holds the session.
         trace: Option<&'a TraceIds>,
     },
@@ -583,6 +587,7 @@ impl Event<'_> {
                 database,
                 tls,
                 options,
+                parameters,
                 trace,
             } => {
                 let mut body = EventBody::new("session_start");
@@ -598,6 +603,13 @@ impl Event<'_> {
                     .field("tls", &tls)?;
                 if let Some(options) = options {
                     body.field("options", options)?;
+                }
+                if !parameters.is_empty() {
+                    let parameters: serde_json::Map<String, serde_json::Value> = parameters
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone().into()))
+                        .collect();
+                    body.field("parameters", &parameters)?;
                 }
                 with_trace(body, trace)?
             }

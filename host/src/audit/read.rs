@@ -867,6 +867,23 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                     let options = crate::text::one_line(options);
                     let _ = writeln!(out, "  startup options, run at login: {options}");
                 }
+                if let Some(parameters) = record.get("parameters").and_then(Value::as_object) {
+                    let parameters: Vec<String> = parameters
+                        .iter()
+                        .map(|(name, value)| {
+                            format!(
+                                "{}={}",
+                                crate::text::one_line(name),
+                                crate::text::one_line(value.as_str().unwrap_or_default())
+                            )
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  startup parameters, passed to the server: {}",
+                        parameters.join(", ")
+                    );
+                }
             }
             "statement" => {
                 last_statement = number(record, "statement");

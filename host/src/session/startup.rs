@@ -261,6 +261,18 @@ async fn login(
     } else {
         None
     };
+    // The other parameters the server gets (application_name is above):
+    // they change how what follows runs. The client chose them: masked.
+    let mut passed_parameters = Vec::new();
+    if shared.audit.enabled() {
+        let plugins = shared.plugins.current();
+        for (name, value) in &request.forwarded {
+            if !name.eq_ignore_ascii_case("application_name") {
+                let value = crate::masking::for_log(&plugins, value).await;
+                passed_parameters.push((crate::masking::for_log(&plugins, name).await, value));
+            }
+        }
+    }
     let recorded = shared
         .audit
         .record(Event::SessionStart {
@@ -273,6 +285,7 @@ async fn login(
             database: &request.database,
             tls: client.is_tls(),
             options: startup_options.as_deref(),
+            parameters: &passed_parameters,
             trace: trace.ids().as_ref(),
         })
         .await;
