@@ -16,12 +16,14 @@
 //!   column names, reported parameters, notifications;
 //! - [`for_log`] and [`mask_texts`]: the text sluice itself writes about
 //!   traffic (query text and parameters in logs, and later the audit trail
-//!   and traces) goes through the same plugins.
+//!   and traces) goes through the same plugins, its backslash escapes
+//!   shown to them as [`escapes`] says.
 
 pub mod batch;
 pub mod codec;
 pub mod copy;
 pub mod copy_text;
+pub mod escapes;
 pub mod messages;
 pub mod rows;
 pub mod types;

@@ -360,12 +360,32 @@ impl PluginSet {
         let mut current: Option<String> = None;
         for plugin in &self.masking {
             let input = current.as_deref().unwrap_or(text);
+            // Its backslash escapes shown as spaces (see
+            // `masking::escapes`); the edits are made to the text itself.
+            let blanked = crate::masking::escapes::blanked(input);
+            let (shown, escapes) = match &blanked {
+                Some((view, escapes)) => (view.as_str(), escapes.as_slice()),
+                None => (input, &[][..]),
+            };
             let masked = call!(
                 plugin,
                 Masking,
-                |e, store| e.sluice_gateway_masking().call_mask_text(store, input),
-                |edits: Vec<TextEdit>| apply_text_edits(input, &edits)
-                    .map_err(|detail| format!("mask-text: {detail}"))
+                |e, store| e.sluice_gateway_masking().call_mask_text(store, shown),
+                |edits: Vec<TextEdit>| {
+                    if let Some(edit) = edits.iter().find(|edit| {
+                        crate::masking::escapes::cuts_an_escape(
+                            escapes,
+                            edit.start as usize,
+                            edit.end as usize,
+                        )
+                    }) {
+                        return Err(format!(
+                            "mask-text: edit {}..{} begins or ends inside a backslash escape",
+                            edit.start, edit.end
+                        ));
+                    }
+                    apply_text_edits(input, &edits).map_err(|detail| format!("mask-text: {detail}"))
+                }
             )?;
             if let Some(masked) = masked {
                 current = Some(masked);
