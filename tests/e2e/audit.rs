@@ -929,6 +929,26 @@ async fn returned_data_is_recorded_masked_up_to_the_cap() {
         assert_eq!(row, &serde_json::json!([line]));
     }
     assert_eq!(outcomes[5]["data_truncated"], true);
+    // Rows of nothing still cost room: a result of empty values is cut
+    // like any other, not kept whole.
+    let client = env.connect("admin").await;
+    client
+        .simple_query("SELECT '' AS empty FROM generate_series(1, 5000)")
+        .await
+        .unwrap();
+    drop(client);
+    until_recorded(&env, |r| {
+        r["event"] == "outcome" && r["tags"] == serde_json::json!(["SELECT 5000"])
+    })
+    .await;
+    let records = self::records(&env);
+    let empties = records
+        .iter()
+        .find(|r| r["event"] == "outcome" && r["tags"] == serde_json::json!(["SELECT 5000"]))
+        .unwrap();
+    let kept = empties["data"].as_array().unwrap().len();
+    assert!(kept > 0 && kept <= 300 / 6, "{kept} rows kept");
+    assert_eq!(empties["data_truncated"], true);
     let text = std::fs::read_to_string(trail(&env)).unwrap();
     assert!(!text.contains(pan));
 }

@@ -63,62 +63,76 @@ pub const ONE_APPROVER_GROUP: &str = "one-approver-group";
 
 /// Longest rule or approver group a policy may name, in characters.
 const MAX_NAME_CHARS: usize = 128;
-/// Longest reason a policy may give, in bytes.
+/// Longest reason a policy may give, in bytes; a longer one is cut.
 const MAX_REASON_BYTES: usize = 2048;
 
-/// A policy's judgement, if sluice can pass on its words. They reach the
+/// A policy's judgement with its words made fit to pass on. They reach the
 /// client's error message — a C string on the wire, where a NUL would end
 /// the message and start fields of the plugin's making — the log and the
-/// audit trail: a rule or approver group is a short name on one line, a
-/// reason a paragraph (line breaks and tabs allowed, no other control
-/// character). Anything else is an invalid answer: the statement is
-/// refused, as for any fault.
-fn usable_judgement(judgement: Judgement) -> Result<Judgement, String> {
-    match &judgement.decision {
+/// audit trail. A reason longer than [`MAX_REASON_BYTES`] is cut, and its
+/// control characters other than line breaks and tabs are shown escaped
+/// (a quoted identifier the policy quotes may hold one); a rule is cut to
+/// [`MAX_NAME_CHARS`] and shown on one line, invisible characters named.
+/// The approver group names who may approve, so it is taken as it is or
+/// not at all: an empty one, a longer one, or one with a control or
+/// invisible character is an invalid answer (the statement is refused), as
+/// is an empty rule.
+fn usable_judgement(mut judgement: Judgement) -> Result<Judgement, String> {
+    match &mut judgement.decision {
         Decision::Allow => {}
         Decision::Deny(denial) => {
-            usable_name("rule", &denial.rule)?;
-            usable_reason(&denial.reason)?;
+            denial.rule = usable_rule(&denial.rule)?;
+            denial.reason = usable_reason(&denial.reason);
         }
         Decision::RequireApproval(requirement) => {
-            usable_name("rule", &requirement.rule)?;
-            usable_name("approver group", &requirement.approver_group)?;
-            usable_reason(&requirement.reason)?;
+            requirement.rule = usable_rule(&requirement.rule)?;
+            usable_group(&requirement.approver_group)?;
+            requirement.reason = usable_reason(&requirement.reason);
         }
     }
     Ok(judgement)
 }
 
-fn usable_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("its {what} is empty"));
+fn usable_rule(rule: &str) -> Result<String, String> {
+    if rule.is_empty() {
+        return Err("its rule is empty".to_owned());
     }
-    if name.chars().count() > MAX_NAME_CHARS {
+    let rule: String = rule.chars().take(MAX_NAME_CHARS).collect();
+    Ok(crate::text::one_line(&rule).into_owned())
+}
+
+fn usable_group(group: &str) -> Result<(), String> {
+    if group.is_empty() {
+        return Err("its approver group is empty".to_owned());
+    }
+    if group.chars().count() > MAX_NAME_CHARS {
         return Err(format!(
-            "its {what} is longer than {MAX_NAME_CHARS} characters"
+            "its approver group is longer than {MAX_NAME_CHARS} characters"
         ));
     }
-    if name.chars().any(char::is_control) {
-        return Err(format!("its {what} holds a control character"));
+    if crate::text::one_line(group) != group {
+        return Err("its approver group holds a control or invisible character".to_owned());
     }
     Ok(())
 }
 
-fn usable_reason(reason: &str) -> Result<(), String> {
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(format!(
-            "its reason is longer than {MAX_REASON_BYTES} bytes"
-        ));
+fn usable_reason(reason: &str) -> String {
+    let mut cut = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
     }
-    if reason
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(
-            "its reason holds a control character other than a line break or a tab".to_owned(),
-        );
+    let mut usable = String::with_capacity(cut + 8);
+    for c in reason[..cut].chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            usable.extend(c.escape_default());
+        } else {
+            usable.push(c);
+        }
     }
-    Ok(())
+    if cut < reason.len() {
+        usable.push('…');
+    }
+    usable
 }
 
 /// One consistent set of loaded plugins. Swapped whole on reload; a
@@ -371,18 +385,17 @@ impl PluginSet {
                 plugin,
                 Masking,
                 |e, store| e.sluice_gateway_masking().call_mask_text(store, shown),
-                |edits: Vec<TextEdit>| {
-                    if let Some(edit) = edits.iter().find(|edit| {
-                        crate::masking::escapes::cuts_an_escape(
-                            escapes,
-                            edit.start as usize,
-                            edit.end as usize,
-                        )
-                    }) {
-                        return Err(format!(
-                            "mask-text: edit {}..{} begins or ends inside a backslash escape",
-                            edit.start, edit.end
-                        ));
+                |mut edits: Vec<TextEdit>| {
+                    for edit in &mut edits {
+                        let (start, end) = (edit.start as usize, edit.end as usize);
+                        let Some((start, _)) =
+                            crate::masking::escapes::edit_of_text(escapes, start, end)
+                        else {
+                            return Err(format!(
+                                "mask-text: edit {start}..{end} begins or ends inside a backslash escape"
+                            ));
+                        };
+                        edit.start = start as u32;
                     }
                     apply_text_edits(input, &edits).map_err(|detail| format!("mask-text: {detail}"))
                 }
@@ -788,10 +801,11 @@ mod tests {
 
     /// What a policy says reaches a client's error message, the log and
     /// the trail: a NUL (which ends a C string on the wire and would start
-    /// error fields of the plugin's making), a line break in a name, or an
-    /// unbounded reason is an invalid answer.
+    /// error fields of the plugin's making) or another control character is
+    /// shown escaped, a long reason cut, a rule put on one line; an
+    /// approver group that is not a plain name is an invalid answer.
     #[test]
-    fn a_policy_s_words_must_be_fit_to_pass_on() {
+    fn a_policy_s_words_are_made_fit_to_pass_on() {
         use crate::plugin::bindings::types::{ApprovalRequirement, Denial};
         let deny = |rule: &str, reason: &str| Judgement {
             decision: Decision::Deny(Denial {
@@ -808,29 +822,38 @@ mod tests {
             }),
             same_for_shape: false,
         };
-        for fine in [
-            deny("no-delete", "deletes are not allowed"),
-            deny("r", "two lines:\n\tindented"),
-            deny("ünïcode-rule", &"x".repeat(MAX_REASON_BYTES)),
-            approve("cardholder-data", "security"),
-        ] {
-            assert!(usable_judgement(fine).is_ok());
-        }
+        let words = |judgement: Judgement| match usable_judgement(judgement).unwrap().decision {
+            Decision::Deny(denial) => (denial.rule, denial.reason),
+            Decision::RequireApproval(requirement) => (requirement.rule, requirement.reason),
+            Decision::Allow => unreachable!("a denial or a requirement"),
+        };
+        assert_eq!(
+            words(deny("no-delete", "two lines:\n\tindented")),
+            ("no-delete".to_owned(), "two lines:\n\tindented".to_owned())
+        );
+        let (_, reason) = words(deny("r", "no\0Cforged \u{1b}[2J \"tab\x01le\""));
+        assert_eq!(reason, "no\\u{0}Cforged \\u{1b}[2J \"tab\\u{1}le\"");
+        let (rule, _) = words(deny("r\n2099 INFO forged\u{202e}", "x"));
+        assert_eq!(rule, "r\\n2099 INFO forged<U+202E>");
+        let (rule, reason) = words(deny(&"r".repeat(500), &"é".repeat(MAX_REASON_BYTES)));
+        assert_eq!(rule.chars().count(), MAX_NAME_CHARS);
+        assert!(
+            reason.len() <= MAX_REASON_BYTES + '…'.len_utf8(),
+            "{}",
+            reason.len()
+        );
+        assert!(reason.ends_with("é…"), "{reason}");
+        assert_eq!(
+            words(approve("cardholder-data", "security")).0,
+            "cardholder-data"
+        );
         for (bad, why) in [
-            (deny("r", "no\0Cforged"), "control character"),
-            (
-                deny("r\n2099 INFO forged", "x"),
-                "rule holds a control character",
-            ),
             (deny("", "x"), "rule is empty"),
-            (deny(&"r".repeat(MAX_NAME_CHARS + 1), "x"), "longer than"),
-            (deny("r", &"x".repeat(MAX_REASON_BYTES + 1)), "longer than"),
-            (deny("r", "bell\u{7}"), "control character"),
-            (
-                approve("r", "ops\r"),
-                "approver group holds a control character",
-            ),
             (approve("", "ops"), "rule is empty"),
+            (approve("r", ""), "approver group is empty"),
+            (approve("r", "ops\r"), "control or invisible"),
+            (approve("r", "ops\u{200b}"), "control or invisible"),
+            (approve("r", &"g".repeat(MAX_NAME_CHARS + 1)), "longer than"),
         ] {
             let error = usable_judgement(bad).unwrap_err();
             assert!(error.contains(why), "{error}");

@@ -346,15 +346,17 @@ impl CycleOutcome {
 const MAX_CYCLE_DATA_BYTES: usize = 1 << 20;
 
 /// A DataRow body's values as text (see [`value_as_text`]), and their size
-/// in bytes.
+/// in bytes, counted as the wire counts them (a row's column count, each
+/// value's length): a row of empty values, or of none, still costs room,
+/// or a result of millions of them would all be kept.
 fn row_as_text(body: &[u8]) -> Option<(Vec<Option<String>>, usize)> {
     let values = backend::data_row_values(body)?;
-    let mut size = 0;
+    let mut size = 2;
     let row = values
         .into_iter()
         .map(|value| {
             let text = value.map(value_as_text);
-            size += text.as_ref().map_or(4, String::len);
+            size += 4 + text.as_ref().map_or(0, String::len);
             text
         })
         .collect();
@@ -365,7 +367,8 @@ fn row_as_text(body: &[u8]) -> Option<(Vec<Option<String>>, usize)> {
 /// line without its newline, binary data as hex; and its size in bytes.
 fn copy_row_as_text(body: &[u8]) -> (Vec<Option<String>>, usize) {
     let line = value_as_text(body.strip_suffix(b"\n").unwrap_or(body));
-    let size = line.len();
+    // Its newline: an empty line costs room too.
+    let size = line.len() + 1;
     (vec![Some(line)], size)
 }
 
@@ -2258,9 +2261,11 @@ impl Proxy<'_> {
         ticket: Option<String>,
         refusal: &Fatal,
     ) {
-        self.shared.counters.approvals.count_not_obtained(outcome);
         let verdict = refusal_verdict(refusal);
         let approval = self.approval_given().unwrap_or_else(|| {
+            // An approval given before (policies reloaded while it waited)
+            // was counted as given; this one is counted as not obtained.
+            self.shared.counters.approvals.count_not_obtained(outcome);
             ApprovalRecord::not_obtained(
                 asked.approver_group.clone(),
                 outcome,

@@ -267,9 +267,11 @@ async fn login(
     if shared.audit.enabled() {
         let plugins = shared.plugins.current();
         for (name, value) in &request.forwarded {
+            // The names are the config's allowlist's; the values the
+            // client's.
             if !name.eq_ignore_ascii_case("application_name") {
                 let value = crate::masking::for_log(&plugins, value).await;
-                passed_parameters.push((crate::masking::for_log(&plugins, name).await, value));
+                passed_parameters.push((name.clone(), value));
             }
         }
     }
