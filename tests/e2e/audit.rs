@@ -831,6 +831,30 @@ async fn the_plugins_in_force_are_on_the_record() {
     assert_eq!(records.last().unwrap()["event"], "gateway_stop");
 }
 
+/// A session sluice ends has why on the record, as its client was told it
+/// (SQLSTATE and message): here an idle one, which has no outcome to say
+/// it, ended at a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_sluice_ends_has_its_reason_on_the_record() {
+    let env = TestEnv::start_with_config(&audited_config(), false)
+        .await
+        .unwrap();
+    let client = env.connect("analyst").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let path = trail(&env);
+    env.gateway.shutdown().await;
+    drop(client);
+    let records = sluice::audit::read::read(&path).unwrap().records;
+    let end = records
+        .iter()
+        .rfind(|r| r["event"] == "session_end")
+        .expect("the session's end");
+    assert_eq!(
+        end["reason"],
+        "sluice ended it (57P01): terminating connection: sluice is shutting down"
+    );
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.

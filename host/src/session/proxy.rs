@@ -3777,16 +3777,24 @@ impl Proxy<'_> {
         }
         trace.end();
         self.record_unfinished(&end).await;
+        let reason = match &end {
+            End::ClientTerminated => "the client ended it".to_owned(),
+            End::ClientGone => "the client left".to_owned(),
+            End::ServerGone => "the server ended it".to_owned(),
+            // Why, as the client was told: its SQLSTATE and message (which
+            // may quote what the client sent, so masked). An idle session
+            // ended at a shutdown has no outcome to say it.
+            End::Fatal(fatal) => {
+                let plugins = self.shared.plugins.current();
+                let message = crate::masking::for_log(&plugins, &fatal.message).await;
+                format!("sluice ended it ({}): {message}", fatal.code)
+            }
+        };
         self.shared.audit.record_later(audit::Event::SessionEnd {
             session: self.session.session_id,
             statements: self.statements_recorded,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            reason: match &end {
-                End::ClientTerminated => "the client ended it",
-                End::ClientGone => "the client left",
-                End::ServerGone => "the server ended it",
-                End::Fatal(_) => "sluice ended it",
-            },
+            reason: &reason,
             trace: trace_ids.as_ref(),
         });
         match &end {
