@@ -140,6 +140,46 @@ async fn policies_chain_in_config_order_and_any_deny_wins() {
     client.simple_query("SELECT 1").await.unwrap();
     let (code, _) = denial(client.simple_query("SELECT 'forbidden'").await);
     assert_eq!(code, "42501");
+
+    // Two that deny: the first in config order answers, and the chain
+    // stops there — the second is not asked. Either order.
+    let denier = |name: &str, word: &str| {
+        plugin(
+            name,
+            "policy",
+            guest::GUEST_DENY_RULE,
+            &format!("[plugins.config]\ndeny_words = [\"{word}\"]\ndeny_kinds = []"),
+        )
+    };
+    for (first, second, first_word) in [("one", "two", "one"), ("two", "one", "two")] {
+        let env = start(&format!(
+            "{}{}",
+            denier(first, first),
+            denier(second, second)
+        ))
+        .await;
+        let client = env.connect("agent").await;
+        let calls = |name: &str| {
+            let plugins = env.gateway.shared.plugins.current();
+            plugins
+                .plugins()
+                .find(|p| p.name == name)
+                .unwrap()
+                .stats
+                .calls()
+        };
+        let second_asked = calls(second);
+        let (_, message) = denial(client.simple_query("SELECT 'one', 'two'").await);
+        assert!(
+            message.contains(&format!("mentions \"{first_word}\"")),
+            "{message}"
+        );
+        assert_eq!(
+            calls(second),
+            second_asked,
+            "{second} was asked after a deny"
+        );
+    }
 }
 
 /// A policy reads who asks through its session handle, and each call's
@@ -395,22 +435,38 @@ async fn reload_rejects_broken_replacements() {
     let garbage = scratch.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm but not really a component").unwrap();
 
-    for broken in [
-        plugin("rules", "policy", &garbage.display().to_string(), ""),
-        plugin("rules", "policy", guest::GUEST_PASS_THROUGH, ""),
-        plugin("rules", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
-        deny_rule("[plugins.config]\nreject = true"),
-        "[[plugins]]\nname = \"rules\"\nhook = \"policy\"\n".to_owned(),
-        "this is not toml".to_owned(),
+    // Each with the reason the log is given.
+    for (broken, why) in [
+        (
+            plugin("rules", "policy", &garbage.display().to_string(), ""),
+            "not a loadable WebAssembly component",
+        ),
+        (
+            plugin("rules", "policy", guest::GUEST_PASS_THROUGH, ""),
+            "is not a policy plugin",
+        ),
+        (
+            plugin("rules", "policy", guest::GUEST_TRAP_ON_LOAD, ""),
+            "guest-trap-on-load: trapping while loading",
+        ),
+        (
+            deny_rule("[plugins.config]\nreject = true"),
+            "\"reject\": true",
+        ),
+        (
+            "[[plugins]]\nname = \"rules\"\nhook = \"policy\"\n".to_owned(),
+            "path",
+        ),
+        ("this is not toml".to_owned(), "key with no value"),
         // A config without plugins (emptied by a bad deploy, say): the
         // policy in force is not turned off by a reload.
-        String::new(),
+        (String::new(), "no policy plugin where one is in force"),
     ] {
         env.rewrite_config(&broken);
         let error = reload::reload_from(plugins, &env.config_path)
             .await
             .expect_err("a broken replacement is rejected");
-        assert!(!error.to_string().is_empty());
+        assert!(error.to_string().contains(why), "{broken:?}: {error}");
         assert_eq!(plugins.generation(), before);
         denial(client.simple_query("SELECT 'old'").await);
     }
@@ -516,6 +572,49 @@ async fn a_changed_data_file_reloads_the_plugin() {
     })
     .await;
     assert!(reloaded, "the config change was not picked up");
+}
+
+/// A plugin's own file overwritten, as a deploy copies a new build over
+/// the old: garbage is refused and the loaded version keeps serving (the
+/// watcher counts the rejection); a good build takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_copied_over_reloads_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("rules.wasm");
+    std::fs::copy(guest::GUEST_DENY_RULE, &wasm).unwrap();
+    let env = TestEnv::start_with_config(
+        &plugin(
+            "rules",
+            "policy",
+            &wasm.display().to_string(),
+            "[plugins.config]\ndeny_words = [\"alpha\"]\ndeny_kinds = []",
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    let client = env.connect("analyst").await;
+    denial(client.simple_query("SELECT 'alpha'").await);
+    let plugins = &env.gateway.shared.plugins;
+    let before = plugins.generation();
+
+    std::fs::write(&wasm, b"\0asm and then a torn copy").unwrap();
+    let rejected = eventually(Duration::from_secs(10), || async {
+        plugins.reloads_rejected.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(rejected, "the broken file was not looked at");
+    assert_eq!(plugins.generation(), before);
+    denial(client.simple_query("SELECT 'alpha'").await);
+
+    // The allow-all build copied over it: 'alpha' runs.
+    std::fs::copy(guest::GUEST_ALLOW_ALL, &wasm).unwrap();
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        client.simple_query("SELECT 'alpha'").await.is_ok()
+    })
+    .await;
+    assert!(reloaded, "the new build was not picked up");
+    assert!(plugins.generation() > before);
 }
 
 /// Starts the deny-rule policy with its words read from `words`, and
