@@ -109,6 +109,35 @@ fn new_plugins_build_to_components_and_pass_their_tests() {
             "{} is not a component",
             wasm.display()
         );
+        // And sluice loads it as the kind it was made for (the identity
+        // template reads its users from a data file, as its README says).
+        let config = parent.path().join("sluice.toml");
+        let files = if kind == "identity" {
+            std::fs::write(
+                parent.path().join("users.txt"),
+                "alice SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy analysts\n",
+            )
+            .unwrap();
+            "[plugins.files]\nusers = \"users.txt\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[upstream]\nurl = \"postgres://svc@127.0.0.1:9/payments\"\n\
+                 [[plugins]]\nname = \"mine\"\nhook = \"{kind}\"\npath = \"{}\"\n{files}",
+                wasm.display()
+            ),
+        )
+        .unwrap();
+        let checked = sluice(&["check", "-c", config.to_str().unwrap()]);
+        assert!(
+            checked.status.success(),
+            "{kind}: {}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
 
         let test = cargo(&crate_dir, &["test"]);
         assert!(
