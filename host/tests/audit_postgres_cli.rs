@@ -144,16 +144,20 @@ fn audit_commands_read_the_audit_database() {
         refused.contains("several instances (gw-a, gw-cli)"),
         "{refused}"
     );
-    let (ok, shown) = sluice(&[
-        "audit",
-        "show",
-        "-c",
-        config,
-        "--session",
-        "1",
-        "--instance",
-        "gw-a",
-    ]);
+    // Session 1 of one instance's chain, read and verified.
+    let show_session_1_of = |instance: &str| {
+        sluice(&[
+            "audit",
+            "show",
+            "-c",
+            config,
+            "--session",
+            "1",
+            "--instance",
+            instance,
+        ])
+    };
+    let (ok, shown) = show_session_1_of("gw-a");
     assert!(ok, "{shown}");
     assert!(shown.contains("other-gateway-user"), "{shown}");
     assert!(!shown.contains("initiated by admin"), "{shown}");
@@ -188,16 +192,7 @@ fn audit_commands_read_the_audit_database() {
     // show and tail verify what they read: the replay still comes, under
     // a warning, and the command fails as verify does. The other
     // instance's chain is whole, and its replay is not doubted.
-    let (ok, shown) = sluice(&[
-        "audit",
-        "show",
-        "-c",
-        config,
-        "--session",
-        "1",
-        "--instance",
-        "gw-cli",
-    ]);
+    let (ok, shown) = show_session_1_of("gw-cli");
     assert!(!ok, "{shown}");
     assert!(
         shown.contains("the audit trail failed verification"),
@@ -208,16 +203,7 @@ fn audit_commands_read_the_audit_database() {
     let (ok, tail) = sluice(&["audit", "tail", "-c", config]);
     assert!(!ok, "{tail}");
     assert!(tail.contains("failed verification"), "{tail}");
-    let (ok, shown) = sluice(&[
-        "audit",
-        "show",
-        "-c",
-        config,
-        "--session",
-        "1",
-        "--instance",
-        "gw-a",
-    ]);
+    let (ok, shown) = show_session_1_of("gw-a");
     assert!(ok, "{shown}");
     assert!(!shown.contains("verification"), "{shown}");
 }

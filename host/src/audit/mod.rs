@@ -403,8 +403,6 @@ impl ApprovalRecord {
 pub struct ReturnedData<'a> {
     /// Masked rows as text: of each result, those that fit its cap.
     pub rows: &'a [Vec<Option<String>>],
-    /// Whether any result returned more than was kept.
-    pub truncated: bool,
     /// Each result's share of `rows`, in order: the first `results[0].rows`
     /// rows are the first result's, and so on.
     pub results: Vec<ResultData>,
@@ -682,12 +680,9 @@ impl Event<'_> {
                         &json!({ "sqlstate": sqlstate, "message": message }),
                     )?;
                 }
-                if let Some(ReturnedData {
-                    rows,
-                    truncated,
-                    results,
-                }) = data
-                {
+                if let Some(ReturnedData { rows, results }) = data {
+                    // Whether any result returned more than was kept.
+                    let truncated = results.iter().any(|result| result.truncated);
                     body.field("data", rows)?
                         .field("data_truncated", &truncated)?
                         .field("data_results", &results)?;
@@ -860,7 +855,6 @@ mod tests {
             error: Some(("22012", "division by zero")),
             data: Some(ReturnedData {
                 rows: &rows,
-                truncated: true,
                 results: vec![ResultData {
                     rows: 1,
                     truncated: true,

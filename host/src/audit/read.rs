@@ -499,13 +499,9 @@ pub fn one_line(record: &Value) -> String {
         ),
         "outcome" => format!("-> {}", outcome_summary(record)),
         "approval_requested" => format!(
-            "#{} held for approval from {} (ticket {}, asked by {}{}): {}",
+            "#{} held {}",
             number(record, "statement").unwrap_or(0),
-            shown(record, "approver_group"),
-            shown(record, "ticket"),
-            shown(record, "plugin"),
-            rule_named(record),
-            shown(record, "text")
+            approval_asked(record)
         ),
         "session_end" => format!(
             "session end: {} statements, {} ms, {}",
@@ -643,13 +639,21 @@ fn show_returned(out: &mut String, record: &Value, rows: &[Value]) {
     }
 }
 
-/// `, rule NAME` when the record names the rule (records of earlier
-/// versions did not for approvals).
-fn rule_named(record: &Value) -> String {
-    match shown(record, "rule") {
+/// What an `approval_requested` record says was asked: `for approval
+/// from GROUP (ticket T, asked by PLUGIN, rule R): TEXT` — the rule when
+/// the record names it (records of earlier versions did not).
+fn approval_asked(record: &Value) -> String {
+    let rule = match shown(record, "rule") {
         rule if rule.is_empty() => String::new(),
         rule => format!(", rule {rule}"),
-    }
+    };
+    format!(
+        "for approval from {} (ticket {}, asked by {}{rule}): {}",
+        shown(record, "approver_group"),
+        shown(record, "ticket"),
+        shown(record, "plugin"),
+        shown(record, "text")
+    )
 }
 
 /// `allow`, `deny (access-policy, rule no-pan: ...)`, with the approval.
@@ -918,13 +922,9 @@ fn show_one_session(out: &mut String, mine: &[&Value], session: u64) {
                 // alone when sluice stopped during the wait.
                 let _ = writeln!(
                     out,
-                    "  statement {} held at {time} for approval from {} (ticket {}, asked by {}{}): {}",
+                    "  statement {} held at {time} {}",
                     number(record, "statement").unwrap_or(0),
-                    shown(record, "approver_group"),
-                    shown(record, "ticket"),
-                    shown(record, "plugin"),
-                    rule_named(record),
-                    shown(record, "text")
+                    approval_asked(record)
                 );
             }
             "outcome" => {

@@ -179,7 +179,7 @@ struct CycleOutcome {
     /// The rows returned, as the client got them (after masking): of each
     /// result (a statement's, or an Execute's part of one) those that fit
     /// in `result_bytes`, as long as the cycle's [`MAX_CYCLE_DATA_BYTES`]
-    /// last; whether more came. A row of a COPY TO STDOUT is one value:
+    /// last. A row of a COPY TO STDOUT is one value:
     /// its line (text, csv) or its bytes (binary).
     data: Vec<Vec<Option<String>>>,
     /// Of each result ended so far, in order (a CommandComplete or a
@@ -194,7 +194,6 @@ struct CycleOutcome {
     result_bytes: usize,
     result_room: usize,
     cycle_room: usize,
-    data_truncated: bool,
     /// The statements' spans (none when not traced), ended with the cycle.
     traces: Vec<Trace>,
     /// Time spent masking the cycle's results, for its masking span.
@@ -232,7 +231,6 @@ impl CycleOutcome {
             result_bytes,
             result_room: result_bytes,
             cycle_room: MAX_CYCLE_DATA_BYTES.max(result_bytes),
-            data_truncated: false,
             traces: Vec::new(),
             masking: None,
             plugins,
@@ -308,7 +306,6 @@ impl CycleOutcome {
                         }
                         _ => {
                             self.current.truncated = true;
-                            self.data_truncated = true;
                         }
                     }
                 }
@@ -2826,7 +2823,6 @@ impl Proxy<'_> {
                 .map(|(code, message)| (code.as_str(), message.as_str())),
             data: outcome.keep_data.then(|| audit::ReturnedData {
                 rows: &outcome.data,
-                truncated: outcome.data_truncated,
                 results: outcome.data_results(),
             }),
             trace: trace.as_ref(),
@@ -3782,13 +3778,15 @@ impl Proxy<'_> {
             End::ClientGone => "the client left".to_owned(),
             End::ServerGone => "the server ended it".to_owned(),
             // Why, as the client was told: its SQLSTATE and message (which
-            // may quote what the client sent, so masked). An idle session
-            // ended at a shutdown has no outcome to say it.
-            End::Fatal(fatal) => {
+            // may quote what the client sent, so masked — for a trail, the
+            // only reader). An idle session ended at a shutdown has no
+            // outcome to say it.
+            End::Fatal(fatal) if self.shared.audit.enabled() => {
                 let plugins = self.shared.plugins.current();
                 let message = crate::masking::for_log(&plugins, &fatal.message).await;
                 format!("sluice ended it ({}): {message}", fatal.code)
             }
+            End::Fatal(_) => String::new(),
         };
         self.shared.audit.record_later(audit::Event::SessionEnd {
             session: self.session.session_id,
