@@ -2380,13 +2380,31 @@ impl RecordLines {
                 return Ok(());
             }
             if piece.iter().any(|&byte| byte != 0) {
-                return Err(io::Error::other(
-                    "bytes other than zeros follow the end of the records",
-                ));
+                return Err(io::Error::other(DataAfterEnd));
             }
             let read = piece.len();
             self.reader.consume(read);
         }
+    }
+}
+
+/// What [`RecordLines`] finds when bytes other than zeros follow the end
+/// of the data (its first NUL). In a finished file that is bytes added
+/// where no record may be. In a file sluice is writing it is also what a
+/// reader sees in the middle of a write: the record is copied into the
+/// mapped file while the reader copies the same pages out, and it may see
+/// a later part of the record before an earlier one. So a reader of a live
+/// trail tells this apart from a file it cannot read, and looks again.
+#[derive(Debug, thiserror::Error)]
+#[error("bytes other than zeros follow the end of the records")]
+pub struct DataAfterEnd;
+
+impl DataAfterEnd {
+    /// Whether `error`, from [`RecordLines`], is this.
+    pub fn is(error: &io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<DataAfterEnd>())
     }
 }
 
@@ -2726,6 +2744,16 @@ mod tests {
         file.write_all_at(&[0; 100], end).expect("writes");
         file.write_all_at(b"x", end + 100).expect("writes");
         let report = verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        assert!(!report.ok(), "{report}");
+        assert!(
+            report
+                .problems()
+                .any(|finding| finding.kind == verify::FindingKind::DataAfterEnd),
+            "{report}"
+        );
+        // A reader of a live trail looks again, and still reports it: the
+        // bytes stay where no record may be.
+        let report = verify::verify_live(&settings.path, Some(&settings.head_path), &settings.key);
         assert!(!report.ok(), "{report}");
     }
 

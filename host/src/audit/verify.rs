@@ -65,7 +65,7 @@ use serde_json::Value;
 
 use super::chain::{self, ChainKey, GENESIS_MAC, HeadError, HeadSlots, LineError, Link};
 use super::head::read_head_file;
-use super::log::{RecordLines, chain_files};
+use super::log::{DataAfterEnd, RecordLines, chain_files};
 use super::postgres::PgTrail;
 
 /// How many findings the human summary lists before it counts the rest.
@@ -82,8 +82,10 @@ const LIVE_ATTEMPTS: u32 = 5;
 
 /// [`verify`] for a trail sluice may be writing right now. A commit in
 /// flight has its records in the file a moment before the head names
-/// them (and a last line half-written), which a single look would report
-/// as records beyond the head or a torn record; and a rotation during the
+/// them (and a last line half-written, or caught half-copied into the
+/// mapped file: its later bytes seen before its earlier ones), which a
+/// single look would report as records beyond the head, a torn record or
+/// bytes after the end of the data; and a rotation during the
 /// look moves records out of the file being read into one the look had
 /// not listed, which reads as a break in the chain. When only those can
 /// explain what it found — the problems are of the kinds a commit in
@@ -91,6 +93,18 @@ const LIVE_ATTEMPTS: u32 = 5;
 /// looks again, a little later, a few times, and reports what the last
 /// look saw. Anything else is reported at once.
 pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
+    verify_looking_again(path, head_path, key, || {
+        std::thread::sleep(std::time::Duration::from_millis(100))
+    })
+}
+
+/// [`verify_live`], calling `wait` between one look and the next.
+fn verify_looking_again(
+    path: &Path,
+    head_path: Option<&Path>,
+    key: &ChainKey,
+    mut wait: impl FnMut(),
+) -> Report {
     let mut report = verify(path, head_path, key);
     for _ in 1..LIVE_ATTEMPTS {
         let only_in_flight = report.problems().next().is_some()
@@ -100,6 +114,7 @@ pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Rep
                     FindingKind::BeyondHead { .. }
                         | FindingKind::CutShort { .. }
                         | FindingKind::Torn { continued: false }
+                        | FindingKind::DataAfterEnd
                         | FindingKind::HeadSlotRefused(_)
                 )
             });
@@ -108,7 +123,7 @@ pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Rep
         if !only_in_flight && !rotated_meanwhile {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        wait();
         report = verify(path, head_path, key);
     }
     report
@@ -472,6 +487,10 @@ pub enum FindingKind {
     TornBytesMissing,
     /// A file cannot be read.
     Unreadable(String),
+    /// Bytes other than zeros follow the end of a file's records (its
+    /// first NUL): bytes put where no record may be, or — in a file being
+    /// written — a record caught half-copied.
+    DataAfterEnd,
     /// There is no file of the trail at all.
     NoFiles,
     /// A head file was named, but is missing.
@@ -577,6 +596,10 @@ impl fmt::Display for Finding {
                  those bytes are not there as it describes them: they were cut off or changed"
             ),
             FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
+            FindingKind::DataAfterEnd => write!(
+                f,
+                "bytes other than zeros follow the end of the records{place}"
+            ),
             FindingKind::NoFiles => write!(f, "no audit file{place}"),
             FindingKind::HeadMissing => write!(f, "the head file{place} is missing"),
             FindingKind::HeadRefused(refused) => {
@@ -775,7 +798,11 @@ impl Check {
             let line = match line {
                 Ok(line) => line,
                 Err(error) => {
-                    let kind = FindingKind::Unreadable(error.to_string());
+                    let kind = if DataAfterEnd::is(&error) {
+                        FindingKind::DataAfterEnd
+                    } else {
+                        FindingKind::Unreadable(error.to_string())
+                    };
                     self.problem(kind, Some(path), Some(number), None);
                     return;
                 }
@@ -1409,6 +1436,38 @@ mod tests {
             kinds(&report).contains(&&FindingKind::FileStartLost),
             "{report}"
         );
+    }
+
+    /// A reader of a live trail can catch a record half-copied into the
+    /// mapped file, its later bytes there before its earlier ones: bytes
+    /// after the end of the data. A live look takes it for a write in
+    /// flight, looks again once the write is done, and finds the trail
+    /// whole. (Bytes that stay there are reported: the log's tests.)
+    #[tokio::test]
+    async fn a_live_look_waits_out_a_record_caught_half_copied() {
+        let copy = write_trail(None).await.copy();
+        let lines = copy.lines();
+        let whole = lines.concat();
+        let (last, before) = lines.split_last().expect("records");
+        let mut caught = before.concat();
+        caught.extend(std::iter::repeat_n(0u8, last.len() / 2));
+        caught.extend_from_slice(&last[last.len() / 2..]);
+        caught.extend([0u8; 4096]);
+        fs::write(&copy.settings.path, &caught).expect("writes");
+        let first = copy.verify();
+        assert!(
+            kinds(&first).contains(&&FindingKind::DataAfterEnd),
+            "{first}"
+        );
+
+        let mut waits = 0;
+        let path = &copy.settings.path;
+        let report = verify_looking_again(path, Some(&copy.settings.head_path), &key(), || {
+            waits += 1;
+            fs::write(path, &whole).expect("the write ends");
+        });
+        assert!(report.ok(), "{report}");
+        assert_eq!(waits, 1);
     }
 
     /// A hostile file in the trail's place neither hangs the check nor
