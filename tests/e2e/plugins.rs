@@ -421,6 +421,19 @@ async fn broken_plugins_are_refused_at_load() {
             "deadline_ms 0 is not between",
         ),
         (
+            plugin("p", "policy", guest::GUEST_ALLOW_ALL, "max_instances = 0"),
+            "max_instances 0 is not between 1 and 1024",
+        ),
+        (
+            plugin(
+                "p",
+                "policy",
+                guest::GUEST_ALLOW_ALL,
+                "max_instances = 5000",
+            ),
+            "max_instances 5000 is not between 1 and 1024",
+        ),
+        (
             plugin("p", "firewall", guest::GUEST_ALLOW_ALL, ""),
             "unknown variant",
         ),
@@ -496,17 +509,36 @@ async fn reload_rejects_broken_replacements() {
     denial(client.simple_query("SELECT 'new'").await);
 }
 
+/// The deny-rule policy denying the quoted words `'w0'` to `'w{last}'`:
+/// quoted, so that `'w1'` is no part of `'w10'`.
+fn deny_rounds_up_to(last: u64) -> String {
+    let words: Vec<String> = (0..=last).map(|round| format!("'w{round}'")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    deny_words(&words)
+}
+
 /// 50 reloads while clients run statements back to back: no statement is
 /// lost or fails, and every statement after a reload sees the new rules.
+/// Reload `r` denies the words of rounds 0 to `r`, so a word once denied
+/// stays denied: a worker that reads the round published after a reload
+/// returned sends that round's word, and whichever version judges it must
+/// refuse it — an older one would let it through. Each round waits until a
+/// worker has been refused under it, so the workers meet every change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_reloads_under_load_lose_no_statement() {
-    let env = start(&deny_words(&["w0"])).await;
+    const ROUNDS: u64 = 50;
+    let env = start(&deny_rounds_up_to(0)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
+    // The round whose reload has returned, and the latest round a worker
+    // was refused under.
+    let published = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..4 {
         let client = env.connect("analyst").await;
         let (stop, served) = (stop.clone(), served.clone());
+        let (published, refused) = (published.clone(), refused.clone());
         workers.push(tokio::spawn(async move {
             let mut i = 0i64;
             while !stop.load(Ordering::Relaxed) {
@@ -525,6 +557,25 @@ async fn fifty_reloads_under_load_lose_no_statement() {
                 };
                 assert_eq!(value, i * 2);
                 served.fetch_add(1, Ordering::Relaxed);
+
+                // The word of the round published last: refused by it and
+                // every later one.
+                let round = published.load(Ordering::SeqCst);
+                let refusal = if i % 2 == 0 {
+                    client
+                        .query_one(&format!("SELECT 'w{round}' || $1::text"), &[&"x"])
+                        .await
+                        .map(|_| ())
+                } else {
+                    client
+                        .simple_query(&format!("SELECT 'w{round}'"))
+                        .await
+                        .map(|_| ())
+                };
+                let (code, message) = denial(refusal);
+                assert_eq!(code, "42501", "worker {worker}, round {round}: {message}");
+                assert!(message.contains(&format!("'w{round}'")), "{message}");
+                refused.fetch_max(round, Ordering::SeqCst);
                 i += 1;
             }
         }));
@@ -532,24 +583,32 @@ async fn fifty_reloads_under_load_lose_no_statement() {
 
     let checker = env.connect("agent").await;
     let plugins = &env.gateway.shared.plugins;
-    for round in 1..=50 {
-        env.rewrite_config(&deny_words(&[&format!("w{round}")]));
+    for round in 1..=ROUNDS {
+        env.rewrite_config(&deny_rounds_up_to(round));
         let generation = reload::reload_from(plugins, &env.config_path)
             .await
             .unwrap();
         assert_eq!(generation, 1 + round);
+        published.store(round, Ordering::SeqCst);
         denial(checker.simple_query(&format!("SELECT 'w{round}'")).await);
+        // The next round's word is not denied yet.
         checker
-            .simple_query(&format!("SELECT 'w{}'", round - 1))
+            .simple_query(&format!("SELECT 'w{}'", round + 1))
             .await
             .unwrap();
+        let met = eventually(Duration::from_secs(10), || async {
+            refused.load(Ordering::SeqCst) >= round
+        })
+        .await;
+        assert!(met, "no worker met round {round}'s rules");
     }
 
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.expect("no worker statement failed");
     }
-    assert!(served.load(Ordering::Relaxed) >= 50);
+    assert!(served.load(Ordering::Relaxed) >= ROUNDS);
+    assert_eq!(refused.load(Ordering::SeqCst), ROUNDS);
 }
 
 /// Editing a data file the plugin's config names reloads it.
