@@ -365,6 +365,9 @@ pub struct PluginConfig {
     pub deadline_ms: Option<u64>,
     /// Most linear memory one instance may grow to (MiB).
     pub memory_mb: Option<u64>,
+    /// Most instances that may exist at once; a call that finds them all
+    /// busy waits for one within its time, then fails closed.
+    pub max_instances: Option<u64>,
     /// The plugin's own settings, handed to it as JSON by `config.get`.
     #[serde(default)]
     pub config: toml::Table,
@@ -446,6 +449,9 @@ pub struct PluginSettings {
     pub source: PluginSource,
     pub deadline: Duration,
     pub memory_bytes: usize,
+    /// Most instances of the plugin that may exist at once (in calls and
+    /// kept warm): its memory is at most this many times `memory_bytes`.
+    pub max_instances: usize,
     /// The plugin's config table as JSON text.
     pub config_json: String,
     pub files: std::collections::BTreeMap<String, PathBuf>,
@@ -465,6 +471,7 @@ impl std::fmt::Debug for PluginSettings {
             .field("source", &self.source)
             .field("deadline", &self.deadline)
             .field("memory_bytes", &self.memory_bytes)
+            .field("max_instances", &self.max_instances)
             .field("config_json", &self.config_json)
             .field("files", &self.files)
             .field("env", &env)
@@ -478,6 +485,11 @@ impl std::fmt::Debug for PluginSettings {
 pub const DEFAULT_PLUGIN_DEADLINE: Duration = Duration::from_millis(50);
 /// Default memory cap per plugin instance.
 pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
+/// Default bound on a plugin's instances. A call holds one for microseconds
+/// (an approval plugin's, for a Slack round trip), so a few dozen serve far
+/// more sessions; the bound keeps a flood of slow calls from growing the
+/// plugin's memory past this many times its cap.
+pub const DEFAULT_PLUGIN_MAX_INSTANCES: usize = 32;
 
 /// Command-line values that replace what the file says.
 #[derive(Debug, Default, Clone)]
@@ -1368,6 +1380,15 @@ impl Config {
                     "[[plugins]] {name:?}: memory_mb {memory_mb} is not between 1 and 4096"
                 )));
             }
+            let max_instances = match plugin.max_instances {
+                None => DEFAULT_PLUGIN_MAX_INSTANCES,
+                Some(n @ 1..=1024) => n as usize,
+                Some(n) => {
+                    return Err(invalid(format!(
+                        "[[plugins]] {name:?}: max_instances {n} is not between 1 and 1024"
+                    )));
+                }
+            };
             let config_json = toml_as_json(&toml::Value::Table(plugin.config.clone())).to_string();
             let mut granted_env = Vec::with_capacity(plugin.grants.env.len());
             for variable in &plugin.grants.env {
@@ -1386,6 +1407,7 @@ impl Config {
                 source,
                 deadline,
                 memory_bytes: (memory_mb as usize) << 20,
+                max_instances,
                 config_json,
                 files: plugin
                     .files
@@ -2327,6 +2349,7 @@ mod tests {
             source: PluginSource::Builtin("x".to_owned()),
             deadline: DEFAULT_PLUGIN_DEADLINE,
             memory_bytes: 1 << 20,
+            max_instances: 1,
             config_json: "{}".to_owned(),
             files: Default::default(),
             env: vec![("SLACK_TOKEN".to_owned(), "xoxb-hunter2".to_owned())],

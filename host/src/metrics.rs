@@ -307,6 +307,7 @@ impl Collector for GatewayCollector {
                     ("deadline", &stats.deadlines),
                     ("memory", &stats.memory),
                     ("invalid-answer", &stats.invalid_answers),
+                    ("busy", &stats.busy),
                 ] {
                     let labels = [("plugin", plugin.name.as_str()), ("kind", kind)];
                     ConstCounter::new(load(count)).encode(metric.encode_family(&labels)?)?;

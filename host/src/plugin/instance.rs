@@ -7,9 +7,16 @@
 //! than returned, and the next call gets a fresh one. So is an instance
 //! whose call was abandoned at the wall-clock bound (its store stopped
 //! mid-call) and one that gave an invalid answer (its state is suspect).
+//!
+//! A plugin's instances are bounded (`max_instances`): each may grow to the
+//! memory cap, and calls that wait inside the host (or are suspended at a
+//! tick) hold theirs, so without a bound a flood of them would make as
+//! many instances. A call that finds the bound reached takes an idle
+//! instance from another thread's pool, or waits for one to come free
+//! within its own time, and fails closed (`busy`) when none does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Resource};
@@ -54,6 +61,10 @@ pub enum Fault {
     Memory { plugin: String, detail: String },
     #[error("plugin {plugin} gave an answer sluice cannot use: {detail}")]
     InvalidAnswer { plugin: String, detail: String },
+    #[error(
+        "plugin {plugin} had all {instances} of its instances busy until the call's time ran out"
+    )]
+    Busy { plugin: String, instances: usize },
 }
 
 impl Fault {
@@ -63,7 +74,8 @@ impl Fault {
             Fault::Trap { plugin, .. }
             | Fault::Deadline { plugin, .. }
             | Fault::Memory { plugin, .. }
-            | Fault::InvalidAnswer { plugin, .. } => plugin,
+            | Fault::InvalidAnswer { plugin, .. }
+            | Fault::Busy { plugin, .. } => plugin,
         }
     }
 
@@ -74,6 +86,7 @@ impl Fault {
             Fault::Deadline { .. } => "deadline",
             Fault::Memory { .. } => "memory",
             Fault::InvalidAnswer { .. } => "invalid-answer",
+            Fault::Busy { .. } => "busy",
         }
     }
 
@@ -97,6 +110,8 @@ pub struct PluginStats {
     pub deadlines: AtomicU64,
     pub memory: AtomicU64,
     pub invalid_answers: AtomicU64,
+    /// Calls that found every instance busy for as long as they could wait.
+    pub busy: AtomicU64,
     pub instances_created: AtomicU64,
     /// Time per call, checkout to checkin (faults included).
     pub latency: crate::metrics::LatencyHistogram,
@@ -123,6 +138,7 @@ impl PluginStats {
             + self.deadlines.load(Ordering::Relaxed)
             + self.memory.load(Ordering::Relaxed)
             + self.invalid_answers.load(Ordering::Relaxed)
+            + self.busy.load(Ordering::Relaxed)
     }
 
     fn count(&self, fault: &Fault) {
@@ -131,6 +147,7 @@ impl PluginStats {
             Fault::Deadline { .. } => &self.deadlines,
             Fault::Memory { .. } => &self.memory,
             Fault::InvalidAnswer { .. } => &self.invalid_answers,
+            Fault::Busy { .. } => &self.busy,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -164,6 +181,9 @@ pub struct Warm {
     /// The plugin's pool generation when it was made: an instance of an
     /// older generation was retired and is dropped when next seen.
     generation: u64,
+    /// Its place among the plugin's instances, given back when it is
+    /// dropped.
+    _slot: Slot,
 }
 
 impl Warm {
@@ -172,6 +192,75 @@ impl Warm {
     pub fn ends_by(&self) -> Instant {
         self.ends_by
     }
+}
+
+/// The instances of one plugin version that exist, against their bound.
+#[derive(Debug)]
+struct Instances {
+    /// Instances made and not yet dropped: in calls, or kept warm.
+    live: AtomicUsize,
+    max: usize,
+    /// Calls waiting for an instance to come free.
+    waiting: AtomicUsize,
+    /// Told when an instance comes back to a pool or is dropped while a
+    /// call waits.
+    freed: tokio::sync::Notify,
+}
+
+impl Instances {
+    /// Takes a place for a new instance, if the bound leaves one.
+    fn reserve(self: &Arc<Self>) -> Option<Slot> {
+        self.live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |live| {
+                (live < self.max).then_some(live + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// Wakes a waiting call, if there is one, to look again. (Sequentially
+    /// consistent with the waiter's count and look: either it sees what
+    /// came free, or this sees it waiting.)
+    fn came_free(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// A place among a plugin's [`Instances`], held by the instance made in
+/// it.
+struct Slot(Arc<Instances>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+        self.0.came_free();
+    }
+}
+
+/// Counts a call among those waiting for an instance while it lives.
+struct Waiting<'a>(&'a Instances);
+
+impl<'a> Waiting<'a> {
+    fn new(instances: &'a Instances) -> Waiting<'a> {
+        instances.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(instances)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How a call gets its instance when its own pool shard has none.
+enum Found {
+    /// An idle one from another thread's shard.
+    Idle(Warm),
+    /// A place to make a new one in.
+    Place(Slot),
 }
 
 /// Lends the plugin a handle on `session` for the next call. The handle's
@@ -193,6 +282,7 @@ pub struct Plugin {
     engine: wasmtime::Engine,
     pre: Pre,
     pool: [std::sync::Mutex<Vec<Warm>>; SHARDS],
+    instances: Arc<Instances>,
     /// Bumped to retire every instance made before (see
     /// [`Plugin::invalid_answer`]).
     generation: AtomicU64,
@@ -236,6 +326,12 @@ impl Plugin {
             engine: runtime.engine().clone(),
             pre,
             pool: Default::default(),
+            instances: Arc::new(Instances {
+                live: AtomicUsize::new(0),
+                max: settings.max_instances.max(1),
+                waiting: AtomicUsize::new(0),
+                freed: tokio::sync::Notify::new(),
+            }),
             generation: AtomicU64::new(0),
             stats,
         })
@@ -247,14 +343,17 @@ impl Plugin {
         let called_at = Instant::now();
         let ends_by = called_at + self.wall_clock_limit();
         self.stats.calls[shard()].0.fetch_add(1, Ordering::Relaxed);
-        let mut warm = match self.pooled() {
+        let mut warm = match self.pooled(shard()) {
             Some(warm) => warm,
-            None => {
-                let instantiated = self.bounded(ends_by, self.instantiate_inner()).await;
-                let warm = instantiated.map_err(|error| self.fault(error))?;
-                self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-                warm
-            }
+            None => match self.idle_or_place(ends_by).await? {
+                Found::Idle(warm) => warm,
+                Found::Place(slot) => {
+                    let instantiated = self.bounded(ends_by, self.instantiate_inner(slot)).await;
+                    let warm = instantiated.map_err(|error| self.fault(error))?;
+                    self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+                    warm
+                }
+            },
         };
         warm.called_at = called_at;
         warm.ends_by = ends_by;
@@ -262,17 +361,55 @@ impl Plugin {
         Ok(warm)
     }
 
-    /// A current instance from this thread's pool shard; retired ones met
-    /// on the way are dropped.
-    fn pooled(&self) -> Option<Warm> {
+    /// A current instance from pool shard `shard`; retired ones met on the
+    /// way are dropped.
+    fn pooled(&self, shard: usize) -> Option<Warm> {
         let generation = self.generation.load(Ordering::Acquire);
-        let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.pool[shard].lock().unwrap_or_else(|p| p.into_inner());
         while let Some(warm) = pool.pop() {
             if warm.generation == generation {
                 return Some(warm);
             }
         }
         None
+    }
+
+    /// For a call its own pool shard had no instance for: a place to make
+    /// one in, while the bound leaves one; else an idle instance from
+    /// another shard; else the first of either to come free before
+    /// `ends_by`, when the call fails closed as [`Fault::Busy`].
+    async fn idle_or_place(&self, ends_by: Instant) -> Result<Found, Fault> {
+        let look = || {
+            if let Some(slot) = self.instances.reserve() {
+                return Some(Found::Place(slot));
+            }
+            (0..SHARDS).find_map(|shard| self.pooled(shard).map(Found::Idle))
+        };
+        if let Some(found) = look() {
+            return Ok(found);
+        }
+        let _waiting = Waiting::new(&self.instances);
+        loop {
+            // Registered before the look, so that an instance freed after
+            // the look wakes it.
+            let freed = self.instances.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(found) = look() {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(ends_by.into(), freed)
+                .await
+                .is_err()
+            {
+                let fault = Fault::Busy {
+                    plugin: self.name.clone(),
+                    instances: self.instances.max,
+                };
+                self.record(&fault);
+                return Err(fault);
+            }
+        }
     }
 
     /// How long a call may take by the wall clock, instantiation included:
@@ -356,6 +493,8 @@ impl Plugin {
             let mut pool = self.pool[shard()].lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < SHARD_SIZE {
                 pool.push(warm);
+                drop(pool);
+                self.instances.came_free();
             }
         }
         Ok(value)
@@ -433,7 +572,8 @@ impl Plugin {
         tracing::error!(plugin = %self.name, hook = %self.hook, kind = fault.kind(), "{fault}; failing closed");
     }
 
-    async fn instantiate_inner(&self) -> wasmtime::Result<Warm> {
+    /// Makes an instance in `slot`.
+    async fn instantiate_inner(&self, slot: Slot) -> wasmtime::Result<Warm> {
         // Read before instantiating: an instance made while its generation
         // is retired is retired with it.
         let generation = self.generation.load(Ordering::Acquire);
@@ -490,6 +630,7 @@ impl Plugin {
             called_at: now,
             ends_by: now,
             generation,
+            _slot: slot,
         })
     }
 

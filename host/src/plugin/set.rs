@@ -687,6 +687,7 @@ fn fingerprint(
     field(settings.config_json.as_bytes());
     field(&settings.deadline.as_nanos().to_le_bytes());
     field(&settings.memory_bytes.to_le_bytes());
+    field(&settings.max_instances.to_le_bytes());
     for (key, contents) in files {
         field(key.as_bytes());
         field(contents);
@@ -765,6 +766,7 @@ mod tests {
     use crate::plugin::bindings::types::StatementKind;
     use crate::plugin::builtin::test_guests;
     use crate::plugin::testing;
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     /// A granted variable's value changes the fingerprint (a changed
@@ -951,6 +953,102 @@ mod tests {
         );
         // One at load, one after the abandoned call: never the same store.
         assert_eq!(instances_created(plugin), 2);
+    }
+
+    /// A plugin's instances are bounded: a call that finds the only one
+    /// in use (here a call waiting inside WASI) waits for it, and gets a
+    /// place once that call is cut short and its instance dropped — never
+    /// a second instance beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_waits_for_an_instance_when_the_bound_is_reached() {
+        let set = PluginSet::load(
+            Runtime::shared(),
+            &[PluginSettings {
+                max_instances: 1,
+                ..settings("one", test_guests::GUEST_SLEEP, 100, 64)
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+        let set = Arc::new(set);
+        let started = Instant::now();
+        let sleeper = tokio::spawn({
+            let set = set.clone();
+            async move { set.evaluate(&session(), &statement("sleep")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let verdict = set.evaluate(&session(), &statement("fine")).await;
+        let waited = started.elapsed();
+        assert!(matches!(verdict, Ok(Verdict::Allow)), "{verdict:?}");
+        let fault = sleeper.await.unwrap().unwrap_err();
+        assert_eq!(fault.kind(), "deadline", "{fault}");
+        // It ran only once the sleeper's wall-clock bound (300 ms) ended it.
+        let plugin = &set.policy[0];
+        assert!(waited >= plugin.wall_clock_limit(), "{waited:?}");
+        // The load's instance, dropped with the sleeper's call; then one.
+        assert_eq!(instances_created(plugin), 2);
+    }
+
+    /// A call that finds every instance busy for as long as it may wait
+    /// fails closed, counted as `busy`; one waiting is woken by an instance
+    /// coming back to a pool, and takes it (none is made); and an idle
+    /// instance in another thread's pool is taken rather than a new one
+    /// made past the bound.
+    #[tokio::test]
+    async fn a_call_that_finds_every_instance_busy_fails_closed() {
+        let set = PluginSet::load(
+            Runtime::shared(),
+            &[PluginSettings {
+                max_instances: 1,
+                ..settings("one", test_guests::GUEST_ALLOW_ALL, 20, 64)
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+        let plugin = set.policy[0].clone();
+        let check_in = |warm| plugin.checkin(warm, Ok(()), Ok::<(), String>);
+
+        let held = plugin.checkout().await.unwrap();
+        let started = Instant::now();
+        let Err(fault) = plugin.checkout().await else {
+            panic!("a second instance was made past the bound");
+        };
+        assert_eq!(fault.kind(), "busy", "{fault}");
+        assert!(fault.to_string().contains("all 1 of its instances busy"));
+        assert!(started.elapsed() >= plugin.wall_clock_limit());
+        assert_eq!(plugin.stats.busy.load(Ordering::Relaxed), 1);
+
+        // Woken by the instance coming back.
+        let waiter = tokio::spawn({
+            let plugin = plugin.clone();
+            async move { plugin.checkout().await }
+        });
+        tokio::task::yield_now().await;
+        check_in(held).unwrap();
+        let Ok(warm) = waiter.await.unwrap() else {
+            panic!("the waiter did not take the instance");
+        };
+        assert_eq!(instances_created(&plugin), 1);
+
+        // Given back on a thread whose pool shard is not ours: taken from
+        // there.
+        let ours = crate::metrics::shard();
+        let mut warm = Some(warm);
+        while warm.is_some() {
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    if crate::metrics::shard() != ours {
+                        check_in(warm.take().expect("held")).unwrap();
+                    }
+                });
+            });
+        }
+        let warm = plugin.checkout().await.expect("the idle instance");
+        check_in(warm).unwrap();
+        assert_eq!(instances_created(&plugin), 1);
+        assert_eq!(plugin.stats.busy.load(Ordering::Relaxed), 1);
     }
 
     /// An instance that gave an answer sluice cannot use is dropped (its

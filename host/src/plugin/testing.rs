@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::bindings::types::{ConnectionInfo, Principal, Statement, StatementKind};
 use super::host_api::SessionInfo;
 use crate::config::{
-    DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_MEMORY_MB, Hook, PluginSettings, PluginSource,
+    DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_MAX_INSTANCES, DEFAULT_PLUGIN_MEMORY_MB, Hook,
+    PluginSettings, PluginSource,
 };
 
 /// Settings for the component at `path` with the default limits.
@@ -17,6 +18,7 @@ pub fn plugin_settings(name: &str, hook: Hook, path: &str, config_json: &str) ->
         source: PluginSource::File(path.into()),
         deadline: DEFAULT_PLUGIN_DEADLINE,
         memory_bytes: (DEFAULT_PLUGIN_MEMORY_MB as usize) << 20,
+        max_instances: DEFAULT_PLUGIN_MAX_INSTANCES,
         config_json: config_json.to_owned(),
         files: Default::default(),
         env: Vec::new(),
