@@ -122,6 +122,13 @@ enum AuditCommand {
         /// be there (repeat for several). Without it, every chain there.
         #[arg(long, value_name = "NAME")]
         instance: Vec<String>,
+        /// A head sluice logged (`audit chain head ... seq=SEQ mac=MAC`),
+        /// kept apart from the trail: the trail must hold that record with
+        /// that MAC, which a trail cut short or put back to an earlier
+        /// copy, head file and all, does not (repeat for several; with an
+        /// audit database, name the one instance they are of).
+        #[arg(long, value_name = "SEQ:MAC", value_parser = sluice::audit::chain::Link::parse)]
+        anchor: Vec<sluice::audit::chain::Link>,
     },
     /// Replay one session: who, each statement with its decision and
     /// approval, what it returned. The trail is verified first (when its
@@ -248,10 +255,19 @@ fn trail_settings(trail: &TrailArgs) -> anyhow::Result<sluice::config::AuditSett
 fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
     use sluice::audit::read;
     match command {
-        AuditCommand::Verify { trail, instance } => {
+        AuditCommand::Verify {
+            trail,
+            instance,
+            anchor,
+        } => {
             let settings = trail_settings(&trail)?;
             if let Some(database) = &settings.postgres {
-                return verify_database(&settings, database, &instance);
+                if !anchor.is_empty() && instance.len() != 1 {
+                    bail!(
+                        "an anchor names a record of one gateway instance's chain:                          name that instance with --instance"
+                    );
+                }
+                return verify_database(&settings, database, &instance, &anchor);
             }
             if !instance.is_empty() {
                 bail!(
@@ -260,8 +276,12 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 );
             }
             let key = trail_key(&settings)?;
-            let report =
-                sluice::audit::verify::verify_live(&settings.file, Some(&settings.head_file), &key);
+            let report = sluice::audit::verify::verify_live(
+                &settings.file,
+                Some(&settings.head_file),
+                &key,
+                &anchor,
+            );
             println!("{report}");
             if let sluice::config::AuditKey::NextToTrail(path) = &settings.key {
                 println!(
@@ -428,11 +448,15 @@ impl Trail {
                 path,
                 Some(&settings.head_file),
                 &key,
+                &[],
             )],
             Trail::Database(database) => {
                 let named: Vec<String> = instance.map(str::to_owned).into_iter().collect();
                 on_audit_database(sluice::audit::postgres::verify_chains(
-                    database, &named, &key,
+                    database,
+                    &named,
+                    &key,
+                    &[],
                 ))?
             }
         };
@@ -536,15 +560,17 @@ fn on_audit_database<T>(
 }
 
 /// `sluice audit verify` for the PostgreSQL sink: each instance's chain
-/// (or each of those `named`, which must be there) against its head row.
+/// (or each of those `named`, which must be there) against its head row,
+/// and `anchors`.
 fn verify_database(
     settings: &sluice::config::AuditSettings,
     database: &sluice::config::UpstreamSettings,
     named: &[String],
+    anchors: &[sluice::audit::chain::Link],
 ) -> anyhow::Result<()> {
     let key = trail_key(settings)?;
     let reports = on_audit_database(sluice::audit::postgres::verify_chains(
-        database, named, &key,
+        database, named, &key, anchors,
     ))?;
     // Only when nothing was named: a named instance always has a report.
     if reports.is_empty() {

@@ -93,6 +93,61 @@ fn audit_commands_read_the_audit_database() {
         verified.contains(&format!("(mac {logged_mac};")),
         "{verified}\n{at_stop}"
     );
+    // The logged heads, given back as anchors, are checked by the tool:
+    // both are held with their MACs. One the chain does not hold (the seq
+    // past its end, or another MAC) fails verification.
+    let seq_and_mac = |line: &str| {
+        let field = |name: &str| {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        (field("seq"), field("mac"))
+    };
+    let (first_seq, first_mac) = seq_and_mac(head_line);
+    let (stop_seq, stop_mac) = seq_and_mac(at_stop);
+    let first = format!("{first_seq}:{first_mac}");
+    let stop = format!("{stop_seq}:{stop_mac}");
+    let verify_anchored = |anchors: &[&str]| {
+        let mut args = vec!["audit", "verify", "-c", config, "--instance", "gw-cli"];
+        for anchor in anchors {
+            args.extend(["--anchor", anchor]);
+        }
+        sluice(&args)
+    };
+    let (ok, anchored) = verify_anchored(&[&first, &stop]);
+    assert!(ok, "{anchored}");
+    assert_eq!(
+        anchored
+            .matches("has the MAC the anchor given names")
+            .count(),
+        2,
+        "{anchored}"
+    );
+    let beyond = format!("{}:{stop_mac}", stop_seq.parse::<u64>().unwrap() + 1);
+    let (ok, report) = verify_anchored(&[&beyond]);
+    assert!(!ok, "{report}");
+    assert!(report.contains("is not in the trail"), "{report}");
+    let other = format!("{stop_seq}:{}", "0".repeat(64));
+    let (ok, report) = verify_anchored(&[&other]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("has another MAC than the anchor"),
+        "{report}"
+    );
+    // An anchor needs its instance named, and must be SEQ:MAC.
+    let (ok, refused) = sluice(&["audit", "verify", "-c", config, "--anchor", &stop]);
+    assert!(
+        !ok && refused.contains("name that instance with --instance"),
+        "{refused}"
+    );
+    let (ok, refused) = verify_anchored(&["12:not-hex"]);
+    assert!(
+        !ok && refused.contains("is not a MAC (64 hex digits)"),
+        "{refused}"
+    );
 
     let (ok, tail) = sluice(&["audit", "tail", "-c", config]);
     assert!(ok, "{tail}");

@@ -212,6 +212,39 @@ fn demo_serves_the_quickstart_and_cleans_up() {
     let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", &trail], "");
     assert!(ok, "{verified}{stderr}");
     assert!(!verified.contains("4111111111111111"), "{verified}");
+    // The head it names, given back as an anchor (as an operator gives a
+    // head from the log), is held; one past the trail's end is not.
+    let (seq, mac) = verified
+        .split("names seq ")
+        .nth(1)
+        .and_then(|rest| rest.split_once(" (mac "))
+        .and_then(|(seq, rest)| Some((seq.parse::<u64>().ok()?, rest.split(';').next()?)))
+        .unwrap_or_else(|| panic!("no head in {verified}"));
+    let verify_anchored = |seq: u64| {
+        let anchor = format!("{seq}:{mac}");
+        run(
+            &[
+                "audit",
+                "verify",
+                "--audit-file",
+                &trail,
+                "--anchor",
+                &anchor,
+            ],
+            "",
+        )
+    };
+    let (ok, anchored, stderr) = verify_anchored(seq);
+    assert!(ok, "{anchored}{stderr}");
+    assert!(
+        anchored.contains("has the MAC the anchor given names"),
+        "{anchored}"
+    );
+    let (ok, anchored, _) = verify_anchored(seq + 1_000_000);
+    assert!(
+        !ok && anchored.contains("is not in the trail"),
+        "{anchored}"
+    );
 
     // The admin port answers where the demo says: ready, and counting.
     let metrics_url = printed

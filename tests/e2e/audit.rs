@@ -175,7 +175,7 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     // Intact, with the key sluice made next to it, and no card number.
     let key = sluice::audit::ChainKey::load(&trail(&env).with_extension("jsonl.key")).unwrap();
     let head = trail(&env).with_extension("jsonl.head");
-    let report = sluice::audit::verify::verify_live(&trail(&env), Some(&head), &key);
+    let report = sluice::audit::verify::verify_live(&trail(&env), Some(&head), &key, &[]);
     assert!(report.ok(), "{report}");
     let text = std::fs::read_to_string(trail(&env)).unwrap();
     assert!(!text.contains(pan), "a card number in the trail:\n{text}");
@@ -2107,7 +2107,7 @@ async fn a_long_chain_is_verified_a_page_at_a_time() {
         let named: Vec<String> = named.iter().map(|n| n.to_string()).collect();
         let (settings, key) = (db.settings(), db.key());
         async move {
-            sluice::audit::postgres::verify_chains(&settings, &named, &key)
+            sluice::audit::postgres::verify_chains(&settings, &named, &key, &[])
                 .await
                 .unwrap()
         }

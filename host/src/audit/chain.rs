@@ -275,6 +275,22 @@ impl Link {
         seq: 0,
         mac: GENESIS_MAC,
     };
+
+    /// Reads `SEQ:MAC` — a head as sluice's log gives it (`seq=` and
+    /// `mac=` of an `audit chain head` line), the MAC in hex.
+    pub fn parse(text: &str) -> Result<Link, String> {
+        let (seq, mac) = text.trim().split_once(':').ok_or_else(|| {
+            format!("{text:?} is not SEQ:MAC (a record's seq, a colon, its MAC in hex)")
+        })?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|&seq| seq > 0)
+            .ok_or_else(|| format!("{seq:?} is not a record's seq (a number from 1)"))?;
+        let mac = decode_hex(mac.as_bytes())
+            .ok_or_else(|| format!("{mac:?} is not a MAC (64 hex digits)"))?;
+        Ok(Link { seq, mac })
+    }
 }
 
 /// Why an event cannot be sealed into a record.

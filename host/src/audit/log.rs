@@ -2753,7 +2753,12 @@ mod tests {
         );
         // A reader of a live trail looks again, and still reports it: the
         // bytes stay where no record may be.
-        let report = verify::verify_live(&settings.path, Some(&settings.head_path), &settings.key);
+        let report = verify::verify_live(
+            &settings.path,
+            Some(&settings.head_path),
+            &settings.key,
+            &[],
+        );
         assert!(!report.ok(), "{report}");
     }
 

@@ -1336,11 +1336,14 @@ async fn each_page(
 /// `sluice audit verify` of the audit database: checks every instance's
 /// chain (or, when `named` is not empty, those, each of which must be
 /// there), one report each, reading a page of rows at a time — all from
-/// one snapshot, so gateways may write meanwhile.
+/// one snapshot, so gateways may write meanwhile. Each chain is checked
+/// against `anchors` too (see [`verify::verify_anchored`]): give them with
+/// one instance named.
 pub async fn verify_chains(
     settings: &UpstreamSettings,
     named: &[String],
     key: &ChainKey,
+    anchors: &[Link],
 ) -> Result<Vec<Report>, PgError> {
     let upstream = Upstream::new(settings.clone())?;
     let mut db = Db::connect(&upstream).await?;
@@ -1372,7 +1375,8 @@ pub async fn verify_chains(
                 &verify::database_place(&instance),
                 head.map(String::as_bytes),
                 key,
-            );
+            )
+            .anchored(anchors);
             each_page(db, &instance, |lines| chain.check(lines.into_iter(), key)).await?;
             reports.push(chain.finish());
         }

@@ -92,8 +92,14 @@ const LIVE_ATTEMPTS: u32 = 5;
 /// flight leaves, or the trail's files are not those it started with — it
 /// looks again, a little later, a few times, and reports what the last
 /// look saw. Anything else is reported at once.
-pub fn verify_live(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
-    verify_looking_again(path, head_path, key, || {
+/// `anchors`, as for [`verify_anchored`], are checked at every look.
+pub fn verify_live(
+    path: &Path,
+    head_path: Option<&Path>,
+    key: &ChainKey,
+    anchors: &[Link],
+) -> Report {
+    verify_looking_again(path, head_path, key, anchors, || {
         std::thread::sleep(std::time::Duration::from_millis(100))
     })
 }
@@ -103,9 +109,10 @@ fn verify_looking_again(
     path: &Path,
     head_path: Option<&Path>,
     key: &ChainKey,
+    anchors: &[Link],
     mut wait: impl FnMut(),
 ) -> Report {
-    let mut report = verify(path, head_path, key);
+    let mut report = verify_anchored(path, head_path, key, anchors);
     for _ in 1..LIVE_ATTEMPTS {
         let only_in_flight = report.problems().next().is_some()
             && report.problems().all(|finding| {
@@ -124,7 +131,7 @@ fn verify_looking_again(
             break;
         }
         wait();
-        report = verify(path, head_path, key);
+        report = verify_anchored(path, head_path, key, anchors);
     }
     report
 }
@@ -132,7 +139,22 @@ fn verify_looking_again(
 /// Checks the trail whose active file is `path` (with its rotated files)
 /// and, if `head_path` is given, its head file.
 pub fn verify(path: &Path, head_path: Option<&Path>, key: &ChainKey) -> Report {
-    let mut check = Check::new();
+    verify_anchored(path, head_path, key, &[])
+}
+
+/// [`verify`], and each of `anchors` — heads sluice put in its log (`audit
+/// chain head`), kept apart from the trail — must name a record the trail
+/// holds, with that MAC. The head file only says where the trail ends now:
+/// whoever holds the key can cut the trail and write a head to match, or
+/// put trail and head back to an earlier copy, and both verify. An anchor
+/// kept where they cannot reach catches that.
+pub fn verify_anchored(
+    path: &Path,
+    head_path: Option<&Path>,
+    key: &ChainKey,
+    anchors: &[Link],
+) -> Report {
+    let mut check = Check::new().anchored(anchors);
     let head = read_head(head_path, key, &mut check);
     let head_seq = head.link().map(|head| head.seq);
 
@@ -219,6 +241,12 @@ pub struct RowsVerifier {
 }
 
 impl RowsVerifier {
+    /// Checks the rows against `anchors` too, as [`verify_anchored`] does.
+    pub fn anchored(mut self, anchors: &[Link]) -> RowsVerifier {
+        self.check = self.check.anchored(anchors);
+        self
+    }
+
     pub fn new(place: &str, head: Option<&[u8]>, key: &ChainKey) -> RowsVerifier {
         let path = PathBuf::from(place);
         let instance = place.strip_prefix(DATABASE_PLACE).unwrap_or(place);
@@ -399,7 +427,7 @@ impl fmt::Display for HeadStatus {
             HeadStatus::Refused(refused) => write!(f, "refused: {refused}"),
             HeadStatus::Verified(link) => write!(
                 f,
-                "verified, names seq {} (mac {}; sluice's log names its heads too: `audit chain head`)",
+                "verified, names seq {} (mac {}; the heads sluice logs, `audit chain head`, are checked with --anchor SEQ:MAC)",
                 link.seq,
                 chain::encode_hex(&link.mac)
             ),
@@ -515,6 +543,14 @@ pub enum FindingKind {
     },
     /// The record the head names has another MAC.
     HeadMismatch,
+    /// The record an anchor names is there, with the anchor's MAC: the
+    /// trail up to it is the one sluice logged.
+    AnchorMatched,
+    /// The record an anchor names has another MAC: it, or a record before
+    /// it, is not what sluice wrote when it logged the anchor.
+    AnchorMismatch,
+    /// The trail holds no record of the seq an anchor names.
+    AnchorMissing,
 }
 
 impl fmt::Display for Finding {
@@ -596,6 +632,18 @@ impl fmt::Display for Finding {
                  those bytes are not there as it describes them: they were cut off or changed"
             ),
             FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
+            FindingKind::AnchorMatched => write!(
+                f,
+                "{record}{place} has the MAC the anchor given names: the trail up to it is the one sluice logged"
+            ),
+            FindingKind::AnchorMismatch => write!(
+                f,
+                "{record}{place} has another MAC than the anchor given names: it or a record before it is not what sluice wrote (rewritten by a holder of the key?), or the anchor is another trail's"
+            ),
+            FindingKind::AnchorMissing => write!(
+                f,
+                "{record}, which the anchor given names, is not in the trail: cut off, deleted or archived, or the anchor is another trail's"
+            ),
             FindingKind::DataAfterEnd => write!(
                 f,
                 "bytes other than zeros follow the end of the records{place}"
@@ -708,6 +756,23 @@ struct Check {
     /// database sink neither rotates nor tears a record, and each record
     /// must name this instance.
     rows_of: Option<String>,
+    /// The anchors to check, by the seq they name.
+    anchors: std::collections::BTreeMap<u64, Anchor>,
+}
+
+/// An anchor and what the check found at its seq.
+struct Anchor {
+    mac: [u8; 32],
+    /// The record there, once met.
+    met: Option<AnchorMet>,
+}
+
+/// The record at an anchor's seq.
+struct AnchorMet {
+    /// Its MAC, if it verified (a changed record is reported as such).
+    verified_mac: Option<[u8; 32]>,
+    file: PathBuf,
+    line: u64,
 }
 
 impl Check {
@@ -724,6 +789,55 @@ impl Check {
             open_torn: None,
             torn_accounted: false,
             rows_of: None,
+            anchors: Default::default(),
+        }
+    }
+
+    /// Checks `anchors` too (see [`verify_anchored`]).
+    fn anchored(mut self, anchors: &[Link]) -> Check {
+        self.anchors = anchors
+            .iter()
+            .map(|anchor| {
+                let mac = anchor.mac;
+                (anchor.seq, Anchor { mac, met: None })
+            })
+            .collect();
+        self
+    }
+
+    /// Notes the record at `seq`, if an anchor names it.
+    fn meet_anchor(&mut self, seq: u64, verified_mac: Option<[u8; 32]>, path: &Path, line: u64) {
+        if let Some(anchor) = self.anchors.get_mut(&seq) {
+            anchor.met = Some(AnchorMet {
+                verified_mac,
+                file: path.to_path_buf(),
+                line,
+            });
+        }
+    }
+
+    /// What became of each anchor, at the end of the check.
+    fn report_anchors(&mut self) {
+        for (seq, anchor) in std::mem::take(&mut self.anchors) {
+            match anchor.met {
+                None => self.problem(FindingKind::AnchorMissing, None, None, Some(seq)),
+                // Reported as modified already.
+                Some(AnchorMet {
+                    verified_mac: None, ..
+                }) => {}
+                Some(AnchorMet {
+                    verified_mac: Some(mac),
+                    file,
+                    line,
+                }) => {
+                    let (severity, kind) = if mac == anchor.mac {
+                        (Severity::Note, FindingKind::AnchorMatched)
+                    } else {
+                        (Severity::Problem, FindingKind::AnchorMismatch)
+                    };
+                    self.add(severity, kind, Some(&file), Some(line), Some(seq));
+                }
+            }
         }
     }
 
@@ -835,6 +949,7 @@ impl Check {
                     if head_seq == Some(record.seq) {
                         self.mac_at_head_seq = Some(record.mac);
                     }
+                    self.meet_anchor(record.seq, Some(record.mac), path, number);
                 }
                 Err(LineError::BadMac {
                     claimed_seq,
@@ -857,6 +972,7 @@ impl Check {
                         if head_seq == Some(seq) {
                             self.mac_at_head_seq = Some(claimed_mac);
                         }
+                        self.meet_anchor(seq, None, path, number);
                     }
                 }
                 // A transaction commits whole rows: a torn one was made
@@ -980,6 +1096,7 @@ impl Check {
         if let Some(link) = head.link() {
             self.compare_head(&link);
         }
+        self.report_anchors();
         Report {
             path,
             files,
@@ -1438,6 +1555,103 @@ mod tests {
         );
     }
 
+    /// Anchors — heads sluice logged, kept apart from the trail — catch
+    /// what the head file cannot: a trail cut short with a head re-sealed
+    /// to match (by a holder of the key) verifies, and fails against the
+    /// anchor of its old end; an anchor of another MAC fails too.
+    #[tokio::test]
+    async fn anchors_catch_a_trail_cut_short_and_re_headed() {
+        let trail = write_trail(None).await;
+        let lines = trail.lines();
+        let links: Vec<Link> = lines
+            .iter()
+            .map(|line| chain::open_line(&key(), line).expect("opens").link())
+            .collect();
+        let (middle, last) = (links[40], links[links.len() - 1]);
+        let anchored = |trail: &Trail, anchors: &[Link]| {
+            verify_anchored(
+                &trail.settings.path,
+                Some(&trail.settings.head_path),
+                &key(),
+                anchors,
+            )
+        };
+        let report = anchored(&trail, &[middle, last]);
+        assert!(report.ok(), "{report}");
+        let matched = |report: &Report| {
+            kinds(report)
+                .into_iter()
+                .filter(|kind| **kind == FindingKind::AnchorMatched)
+                .count()
+        };
+        assert_eq!(matched(&report), 2, "{report}");
+
+        let cut = trail.copy();
+        cut.write_lines(&lines[..60]);
+        fs::write(
+            &cut.settings.head_path,
+            chain::head_line(&key(), &links[59]),
+        )
+        .expect("re-seals the head");
+        assert!(cut.verify().ok(), "{}", cut.verify());
+        let report = anchored(&cut, &[middle, last]);
+        assert!(!report.ok(), "{report}");
+        assert_eq!(matched(&report), 1, "{report}");
+        let missing: Vec<_> = report.problems().collect();
+        assert_eq!(missing.len(), 1, "{report}");
+        assert_eq!(missing[0].kind, FindingKind::AnchorMissing);
+        assert_eq!(missing[0].seq, Some(last.seq));
+        assert!(
+            report.to_string().contains("is not in the trail"),
+            "{report}"
+        );
+
+        let other = Link {
+            seq: middle.seq,
+            mac: [7; 32],
+        };
+        let report = anchored(&trail, &[other]);
+        assert!(
+            kinds(&report).contains(&&FindingKind::AnchorMismatch),
+            "{report}"
+        );
+        // An anchor at a changed record: the change is the finding.
+        let changed = trail.copy();
+        let mut edited = lines.clone();
+        edited[40] = String::from_utf8(edited[40].clone())
+            .expect("text")
+            .replacen("select", "SELECT", 1)
+            .into_bytes();
+        changed.write_lines(&edited);
+        let report = anchored(&changed, &[middle]);
+        assert!(kinds(&report).contains(&&FindingKind::Modified), "{report}");
+        assert!(!kinds(&report).contains(&&FindingKind::AnchorMismatch));
+        assert!(!kinds(&report).contains(&&FindingKind::AnchorMatched));
+    }
+
+    /// `SEQ:MAC` as the log gives a head; anything else is refused, saying
+    /// what is wrong.
+    #[test]
+    fn an_anchor_is_read_as_the_log_gives_it() {
+        let mac = "ab".repeat(32);
+        let link = Link::parse(&format!("742:{mac}")).expect("reads");
+        assert_eq!((link.seq, link.mac), (742, [0xab; 32]));
+        assert_eq!(
+            Link::parse(&format!("742:{}", mac.to_uppercase())).expect("reads"),
+            link
+        );
+        for (bad, why) in [
+            ("742", "is not SEQ:MAC"),
+            (&format!("0:{mac}") as &str, "is not a record's seq"),
+            (&format!("-1:{mac}"), "is not a record's seq"),
+            ("742:abc", "is not a MAC"),
+            (&format!("742:{}", "zz".repeat(32)), "is not a MAC"),
+        ] {
+            let error = Link::parse(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
+
     /// A reader of a live trail can catch a record half-copied into the
     /// mapped file, its later bytes there before its earlier ones: bytes
     /// after the end of the data. A live look takes it for a write in
@@ -1462,10 +1676,11 @@ mod tests {
 
         let mut waits = 0;
         let path = &copy.settings.path;
-        let report = verify_looking_again(path, Some(&copy.settings.head_path), &key(), || {
-            waits += 1;
-            fs::write(path, &whole).expect("the write ends");
-        });
+        let report =
+            verify_looking_again(path, Some(&copy.settings.head_path), &key(), &[], || {
+                waits += 1;
+                fs::write(path, &whole).expect("the write ends");
+            });
         assert!(report.ok(), "{report}");
         assert_eq!(waits, 1);
     }
