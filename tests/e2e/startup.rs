@@ -341,14 +341,18 @@ async fn tls_is_terminated_and_can_be_required() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let (cert_for_env, key_for_env) = (cert_path.clone(), key_path.clone());
-    let env = TestEnv::start_with(move |settings| {
-        settings.tls = Some(sluice::config::ListenTls {
-            cert: cert_for_env,
-            key: key_for_env,
-        });
-        settings.require_tls = true;
-    })
-    .await;
+    let env = TestEnv::start_with_config_and(
+        "[audit]\nfile = \"audit/audit.jsonl\"\nfsync = \"batch\"\n",
+        move |settings| {
+            settings.tls = Some(sluice::config::ListenTls {
+                cert: cert_for_env,
+                key: key_for_env,
+            });
+            settings.require_tls = true;
+        },
+    )
+    .await
+    .unwrap();
 
     let conninfo = env
         .conninfo("agent")
@@ -372,6 +376,34 @@ async fn tls_is_terminated_and_can_be_required() {
     .await;
     assert!(!ok);
     assert!(stderr.contains("requires a TLS connection"), "{stderr}");
+
+    // A client that asks for TLS and then sends no hello fails the
+    // handshake: an access attempt, on the trail with the refusals.
+    let mut not_tls = RawConn::connect(env.addr()).await;
+    not_tls.send(&[0, 0, 0, 8, 4, 210, 22, 47]).await; // SSLRequest
+    assert_eq!(not_tls.recv_byte().await, Some(b'S'));
+    not_tls
+        .send(b"GET / HTTP/1.1\r\nHost: sluice\r\n\r\n")
+        .await;
+    assert!(not_tls.closed().await, "the failed handshake is let go");
+    env.gateway.shutdown().await;
+    let trail = env.config_path.with_file_name("audit").join("audit.jsonl");
+    let records = sluice::audit::read::read(&trail).unwrap().records;
+    let handshakes: u64 = records
+        .iter()
+        .filter(|r| r["event"] == "connections_refused")
+        .filter(|r| r["reason"] == sluice::audit::Refusal::TlsHandshakeFailed.reason())
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(handshakes, 1, "{records:#?}");
+    // psql's refused plaintext login is a failed login of its own.
+    assert!(
+        records.iter().any(|r| r["event"] == "login_failed"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with("refused at startup"))),
+        "{records:#?}"
+    );
 }
 
 /// Ten failed logins lock the principal and the address out (PCI DSS

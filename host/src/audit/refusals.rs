@@ -1,6 +1,7 @@
 //! Connections turned away before anyone logged in: too many clients, too
 //! many logins at once from one address, a login that never finished, a
-//! client that broke the protocol, an unusable PROXY header.
+//! client that broke the protocol, a TLS handshake that failed, an
+//! unusable PROXY header.
 //!
 //! Each is an access attempt that failed, and goes on the trail (PCI DSS
 //! 10.2.1.4) — but these are what a flood is made of, and a record per
@@ -46,6 +47,10 @@ pub enum Refusal {
     /// A load balancer `[listen] proxy_protocol_from` lists sent no usable
     /// PROXY protocol header.
     ProxyHeaderRefused,
+    /// The client asked for TLS and the handshake failed: it sent no
+    /// usable hello, offered nothing sluice accepts, or would not trust
+    /// sluice's certificate.
+    TlsHandshakeFailed,
 }
 
 impl Refusal {
@@ -57,6 +62,7 @@ impl Refusal {
             Refusal::LoginTimedOut => "login timed out",
             Refusal::ProtocolBroken => "the client broke the protocol before logging in",
             Refusal::ProxyHeaderRefused => "no usable PROXY protocol header",
+            Refusal::TlsHandshakeFailed => "the TLS handshake failed",
         }
     }
 }

@@ -389,7 +389,14 @@ async fn negotiate(
                 match acceptor.accept(tcp).await {
                     Ok(tls) => *client = Stream::ServerTls(Box::new(tls)),
                     Err(error) => {
+                        // An access attempt that failed, on the trail with
+                        // the other refusals before a login.
                         tracing::info!(%peer, %error, "tls handshake failed");
+                        shared.audit.connection_refused(
+                            peer.address.ip(),
+                            peer.via_ip(),
+                            crate::audit::Refusal::TlsHandshakeFailed,
+                        );
                         return Ok(None);
                     }
                 }
