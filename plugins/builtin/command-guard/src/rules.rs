@@ -124,6 +124,24 @@ struct SettingsEntry {
 /// FROM STDIN` from `COPY ... TO PROGRAM`, nor see inside a DO block.
 const NEVER_UNPARSED: &[&str] = &["COPY", "DO", "ALTER SYSTEM"];
 
+/// Longest rule name: a rule sluice shows whole (it cuts longer ones).
+const MAX_NAME_CHARS: usize = 128;
+/// Longest custom reason: well within what sluice passes on whole.
+const MAX_REASON_CHARS: usize = 1024;
+
+/// Whether `text` is shown as written: not too long, and no control
+/// character (which sluice would show escaped, or a line break that would
+/// split a log line).
+fn fit_to_show(text: &str, most_chars: usize) -> Result<(), String> {
+    if text.chars().count() > most_chars {
+        return Err(format!("is longer than {most_chars} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{text:?} holds a control character"));
+    }
+    Ok(())
+}
+
 impl Rules {
     pub fn parse(text: &str) -> Result<Rules, String> {
         let file: File = toml::from_str(text).map_err(|e| format!("rules file: {e}"))?;
@@ -158,6 +176,14 @@ impl Rules {
             let name = entry.name.unwrap_or_else(|| blocks[0].name().to_owned());
             if name.trim().is_empty() {
                 return Err(format!("rule {}: empty name", index + 1));
+            }
+            // What a client, the log and the trail are shown: sluice would
+            // cut and escape it, so say so here, where it can be fixed.
+            fit_to_show(&name, MAX_NAME_CHARS)
+                .map_err(|why| format!("rule {}: name {why}", index + 1))?;
+            if let Some(reason) = &entry.reason {
+                fit_to_show(reason, MAX_REASON_CHARS)
+                    .map_err(|why| format!("rule {}: reason {why}", index + 1))?;
             }
             rules.push(Rule {
                 name,

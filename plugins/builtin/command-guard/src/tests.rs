@@ -356,6 +356,25 @@ fn rules_that_would_open_a_hole_are_refused() {
         ),
         ("[[rule]]\nblock = \"drop\"\nsurprise = 1", "unknown field"),
         ("[[rule]\nblock = \"drop\"", "rules file"),
+        (
+            "[[rule]]\nblock = \"drop\"\nname = \"no-drop\\n2099 INFO forged\"",
+            "name \"no-drop\\n2099 INFO forged\" holds a control character",
+        ),
+        (
+            "[[rule]]\nblock = \"drop\"\nreason = \"no\\u0000\"",
+            "reason \"no\\0\" holds a control character",
+        ),
+        (
+            &format!("[[rule]]\nblock = \"drop\"\nname = \"{}\"", "n".repeat(129)),
+            "name is longer than 128 characters",
+        ),
+        (
+            &format!(
+                "[[rule]]\nblock = \"drop\"\nreason = \"{}\"",
+                "r".repeat(1025)
+            ),
+            "reason is longer than 1024 characters",
+        ),
     ] {
         let error = Rules::parse(text).expect_err(text);
         assert!(error.contains(why), "{text}: {error}");
