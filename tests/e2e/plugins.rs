@@ -967,6 +967,12 @@ async fn identity_plugins_decide_who_logs_in() {
     login("bob", "tok-bob").await.unwrap();
 }
 
+/// A plugin reaches no file, no environment and no network unless
+/// granted: ungranted, it can read no file (not even one in a directory
+/// another plugin may read) and sees no environment variable; granted a
+/// directory, it reads files in it but writes none there, and a link or a
+/// `..` out of it leads nowhere; granted a variable, it sees that one
+/// alone; and it never opens a connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_cannot_read_host_files_unless_granted() {
     let granted = tempfile::tempdir().unwrap();
@@ -974,41 +980,84 @@ async fn plugins_cannot_read_host_files_unless_granted() {
     std::fs::write(&secret, "twelve bytes").unwrap();
     let outside = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(outside.path(), "not for plugins").unwrap();
+    let link_out = granted.path().join("link-out");
+    std::os::unix::fs::symlink(outside.path(), &link_out).unwrap();
+    let dot_dot_out = granted
+        .path()
+        .join("..")
+        .join(outside.path().file_name().unwrap());
+    std::fs::copy(outside.path(), &dot_dot_out).unwrap();
+    let _remove_copy = tempfile::TempPath::from_path(&dot_dot_out);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listening = listener.local_addr().unwrap();
+
+    /// What the probe plugin says of `probe`.
+    async fn probe(client: &tokio_postgres::Client, probe: String) -> String {
+        denial(client.simple_query(&probe).await).1
+    }
 
     let ungranted = start(&plugin("reader", "policy", guest::GUEST_READ_FILE, "")).await;
     let client = ungranted.connect("agent").await;
     for path in [secret.as_path(), outside.path()] {
-        let (_, message) = denial(
-            client
-                .simple_query(&format!("read {}", path.display()))
-                .await,
-        );
+        let message = probe(&client, format!("read {}", path.display())).await;
         assert!(message.contains("cannot read"), "{message}");
     }
+    // The one variable the test gateway's environment holds.
+    const VARIABLE: &str = "SLUICE_TEST_UPSTREAM_PASSWORD";
+    let message = probe(&client, format!("env {VARIABLE}")).await;
+    assert!(
+        message.contains(&format!("no env {VARIABLE} of 0")),
+        "{message}"
+    );
+    // Refused by sluice's WASI (no network granted, none grantable), not
+    // merely unsupported by the plugin's standard library.
+    let message = probe(&client, format!("connect {listening}")).await;
+    assert!(
+        message.contains("cannot connect: Permission denied"),
+        "{message}"
+    );
 
     let env = start(&plugin(
         "reader",
         "policy",
         guest::GUEST_READ_FILE,
         &format!(
-            "[plugins.grants]\nread_dirs = [\"{}\"]",
+            "[plugins.grants]\nread_dirs = [\"{}\"]\nenv = [\"{VARIABLE}\"]",
             granted.path().display()
         ),
     ))
     .await;
     let client = env.connect("agent").await;
-    let (_, message) = denial(
-        client
-            .simple_query(&format!("read {}", secret.display()))
-            .await,
-    );
+    let message = probe(&client, format!("read {}", secret.display())).await;
     assert!(message.contains("read 12 bytes"), "{message}");
-    let (_, message) = denial(
-        client
-            .simple_query(&format!("read {}", outside.path().display()))
-            .await,
+    for path in [outside.path(), link_out.as_path(), dot_dot_out.as_path()] {
+        let message = probe(&client, format!("read {}", path.display())).await;
+        assert!(message.contains("cannot read"), "{path:?}: {message}");
+    }
+    let written = granted.path().join("written.txt");
+    let message = probe(&client, format!("write {}", written.display())).await;
+    assert!(message.contains("cannot write"), "{message}");
+    assert!(!written.exists());
+    let message = probe(&client, format!("env {VARIABLE}")).await;
+    let value = sluice_tests::SERVICE_PASSWORD;
+    assert!(
+        message.contains(&format!("env {VARIABLE}={value} of 1")),
+        "{message}"
     );
-    assert!(message.contains("cannot read"), "{message}");
+    let message = probe(&client, "env HOME".to_owned()).await;
+    assert!(message.contains("no env HOME of 1"), "{message}");
+    // Refused by sluice's WASI (no network granted, none grantable), not
+    // merely unsupported by the plugin's standard library.
+    let message = probe(&client, format!("connect {listening}")).await;
+    assert!(
+        message.contains("cannot connect: Permission denied"),
+        "{message}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a plugin's connection reached the listener"
+    );
 }
 
 /// A statement prepared while the policy allowed it is judged again at

@@ -1,7 +1,14 @@
-//! Test plugin (policy): on a statement `read PATH`, tries to read the file
-//! at PATH and denies the statement saying how that went (`read N bytes`
-//! or `cannot read: ERROR`), so a test can check that plugins have no
-//! filesystem unless granted one. Allows every other statement.
+//! Test plugin (policy): probes what WASI lets it reach, and denies the
+//! statement saying how that went, so a test can check that plugins reach
+//! nothing they were not granted. Allows every other statement.
+//!
+//! - `read PATH`: reads the file (`read N bytes` or `cannot read: ERROR`);
+//! - `write PATH`: creates and writes the file (`wrote` or `cannot write:
+//!   ERROR`);
+//! - `env NAME`: reads the environment variable (`env NAME=VALUE` or `no
+//!   env NAME`), and counts the variables it sees (`of N`);
+//! - `connect ADDR`: opens a TCP connection (`connected` or `cannot
+//!   connect: ERROR`).
 
 use sluice_plugin::policy::Policy;
 use sluice_plugin::session::Session;
@@ -11,12 +18,31 @@ struct ReadFile;
 
 impl Policy for ReadFile {
     fn evaluate(_session: &Session, statement: &Statement) -> Decision {
-        let Some(path) = statement.text.strip_prefix("read ") else {
+        let Some((probe, argument)) = statement.text.split_once(' ') else {
             return Decision::Allow;
         };
-        let reason = match std::fs::read(path.trim()) {
-            Ok(bytes) => format!("read {} bytes", bytes.len()),
-            Err(error) => format!("cannot read: {error}"),
+        let argument = argument.trim();
+        let reason = match probe {
+            "read" => match std::fs::read(argument) {
+                Ok(bytes) => format!("read {} bytes", bytes.len()),
+                Err(error) => format!("cannot read: {error}"),
+            },
+            "write" => match std::fs::write(argument, b"from a plugin") {
+                Ok(()) => "wrote".to_owned(),
+                Err(error) => format!("cannot write: {error}"),
+            },
+            "env" => {
+                let seen = std::env::vars().count();
+                match std::env::var(argument) {
+                    Ok(value) => format!("env {argument}={value} of {seen}"),
+                    Err(_) => format!("no env {argument} of {seen}"),
+                }
+            }
+            "connect" => match std::net::TcpStream::connect(argument) {
+                Ok(_) => "connected".to_owned(),
+                Err(error) => format!("cannot connect: {error}"),
+            },
+            _ => return Decision::Allow,
         };
         Decision::deny("read-file", reason)
     }
