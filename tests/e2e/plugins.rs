@@ -769,6 +769,47 @@ async fn a_directory_moved_into_place_is_watched() {
     client.simple_query("SELECT 'beta'").await.unwrap();
 }
 
+/// Masking plugins chain in config order, each seeing what the one before
+/// it made: `hide` turns `secret` into `xxxxxx`, and `rehide` turns
+/// `xxxxxx` into `######` — so after `hide` it masks what `hide` masked,
+/// and before it finds nothing yet. Rows (both protocols) and error text
+/// go through the same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_plugins_chain_in_config_order() {
+    let hide = plugin(
+        "hide",
+        "masking",
+        guest::GUEST_MASK_NEEDLE,
+        "[plugins.config]\nneedle = \"secret\"\nmask = \"x\"",
+    );
+    let rehide = plugin(
+        "rehide",
+        "masking",
+        guest::GUEST_MASK_NEEDLE,
+        "[plugins.config]\nneedle = \"xxxxxx\"\nmask = \"#\"",
+    );
+    for (config, seen) in [
+        (format!("{hide}{rehide}"), "a ###### b"),
+        (format!("{rehide}{hide}"), "a xxxxxx b"),
+    ] {
+        let env = start(&config).await;
+        let client = env.connect("analyst").await;
+        assert_eq!(first_value(&client, "SELECT 'a secret b'").await, seen);
+        let row = client
+            .query_one("SELECT $1::text", &[&"a secret b"])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), seen);
+        let error = client
+            .simple_query("SELECT * FROM \"a secret b\"")
+            .await
+            .expect_err("no such table");
+        let (_, message) = code_and_message(&error);
+        assert!(message.contains(seen), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+}
+
 /// Masking plugins edit rows (text and binary format), error and notice
 /// text; everything else arrives as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
