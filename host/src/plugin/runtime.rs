@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -50,6 +51,10 @@ pub fn foreign_contract_versions(engine: &Engine, component: &Component) -> Vec<
 pub struct Runtime {
     engine: Engine,
     cache: Option<CompileCache>,
+    /// Components compiled, and loaded compiled from the cache, since the
+    /// runtime was built.
+    compiled: AtomicU64,
+    loaded_from_cache: AtomicU64,
     identity: Linker<State>,
     policy: Linker<State>,
     masking: Linker<State>,
@@ -99,7 +104,18 @@ impl Runtime {
             })?,
             engine,
             cache,
+            compiled: AtomicU64::new(0),
+            loaded_from_cache: AtomicU64::new(0),
         })
+    }
+
+    /// Components compiled and components loaded from the compile cache,
+    /// so far.
+    pub fn compile_counts(&self) -> (u64, u64) {
+        (
+            self.compiled.load(Ordering::Relaxed),
+            self.loaded_from_cache.load(Ordering::Relaxed),
+        )
     }
 
     pub fn engine(&self) -> &Engine {
@@ -121,6 +137,7 @@ impl Runtime {
     /// CPU-heavy on a miss: call it off the data path.
     pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         let Some(cache) = &self.cache else {
+            self.compiled.fetch_add(1, Ordering::Relaxed);
             return Component::new(&self.engine, wasm);
         };
         let key = CompileCache::key_for(&self.engine, wasm);
@@ -130,13 +147,17 @@ impl Runtime {
             // under a key only this user may read verified just now (see
             // the cache module); wasmtime checks they fit this engine.
             match unsafe { Component::deserialize(&self.engine, &compiled) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    self.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
+                    return Ok(component);
+                }
                 Err(error) => {
                     tracing::warn!(%error, "plugin cache entry not loadable; compiling afresh");
                 }
             }
         }
         let component = Component::new(&self.engine, wasm)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         match component.serialize() {
             Ok(bytes) => {
                 if let Err(error) = cache.put(&key, &bytes) {
@@ -173,4 +194,53 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawn the epoch ticker thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::builtin::test_guests;
+
+    /// A plugin compiled once is loaded compiled from then on, by this
+    /// runtime and by the next one on the same directory (a restart); an
+    /// entry changed on disk fails its check and the plugin is compiled
+    /// afresh, and stored again.
+    #[test]
+    fn compiled_plugins_are_cached_and_a_changed_entry_is_compiled_afresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache_dir = dir.path().join("cache");
+        let wasm = std::fs::read(test_guests::GUEST_ALLOW_ALL).expect("the test plugin");
+        let runtime = Runtime::new(Some(&cache_dir)).expect("a runtime");
+        let links = |runtime: &Runtime, component: &Component| {
+            runtime
+                .linker(Hook::Policy)
+                .instantiate_pre(component)
+                .map(|_| ())
+        };
+        let compiled = runtime.compile(&wasm).expect("compiles");
+        links(&runtime, &compiled).expect("a policy plugin");
+        assert_eq!(runtime.compile_counts(), (1, 0));
+        let loaded = runtime.compile(&wasm).expect("loads");
+        links(&runtime, &loaded).expect("the same plugin");
+        assert_eq!(runtime.compile_counts(), (1, 1));
+
+        let restarted = Runtime::new(Some(&cache_dir)).expect("a runtime");
+        restarted.compile(&wasm).expect("loads");
+        assert_eq!(restarted.compile_counts(), (0, 1));
+
+        let entry = std::fs::read_dir(&cache_dir)
+            .expect("lists")
+            .map(|entry| entry.expect("entry").path())
+            .find(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+            .expect("an entry");
+        let mut bytes = std::fs::read(&entry).expect("reads");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&entry, &bytes).expect("changes the entry");
+        let recompiled = restarted.compile(&wasm).expect("compiles afresh");
+        links(&restarted, &recompiled).expect("a policy plugin");
+        assert_eq!(restarted.compile_counts(), (1, 1));
+        restarted.compile(&wasm).expect("loads");
+        assert_eq!(restarted.compile_counts(), (1, 2));
+    }
 }
