@@ -1,5 +1,6 @@
 //! `sluice plugin new` as a plugin author runs it: the crate it makes
-//! builds to a component and its unit tests pass natively; bad names and
+//! builds to a component (inside another workspace too) and its unit tests
+//! pass natively; bad names and
 //! existing directories are refused with a clear message.
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,14 @@ fn new_plugins_build_to_components_and_pass_their_tests() {
     for kind in KINDS {
         let name = format!("scaffolded-{kind}");
         let parent = tempfile::tempdir().unwrap();
+        // Made inside another project's workspace, as an author with a
+        // monorepo would: the crate's own `[workspace]` keeps it out of
+        // that one (else cargo refuses to build it there).
+        std::fs::write(
+            parent.path().join("Cargo.toml"),
+            "[workspace]\nmembers = []\nresolver = \"3\"\n",
+        )
+        .unwrap();
         let dir_arg = parent.path().to_str().unwrap();
         // The default kind is a policy.
         let mut args = vec!["plugin", "new", &name, "--dir", dir_arg];
