@@ -1028,7 +1028,7 @@ async fn plugins_cannot_read_host_files_unless_granted() {
         .join("..")
         .join(outside.path().file_name().unwrap());
     std::fs::copy(outside.path(), &dot_dot_out).unwrap();
-    let _remove_copy = tempfile::TempPath::from_path(&dot_dot_out);
+    let _remove_copy = tempfile::TempPath::try_from_path(&dot_dot_out).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let listening = listener.local_addr().unwrap();
