@@ -153,6 +153,20 @@ enum AuditCommand {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Move the trail's oldest rotated files to DIR (never the file being
+    /// written), recording each in FILE.archived so that verify tells
+    /// them from deleted records. The trail is verified first, and must
+    /// be intact.
+    Archive {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// Where the files go (made if missing, mode 0700).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// How many of the newest rotated files to leave in place.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +307,41 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             if !report.ok() {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        AuditCommand::Archive { trail, to, keep } => {
+            let settings = trail_settings(&trail)?;
+            if settings.postgres.is_some() {
+                bail!(
+                    "archive moves a file trail's rotated files; an audit database keeps its rows \
+                     (archive them with the database's own tools, oldest first: verify reports \
+                     rows missing at an instance's start)"
+                );
+            }
+            let key = trail_key(&settings)?;
+            let head = Some(settings.head_file.as_path());
+            let report = sluice::audit::verify::verify_live(&settings.file, head, &key, &[]);
+            if !report.ok() && !written_while_checked(&report) {
+                eprint!("{report}");
+                bail!("the trail failed verification: nothing was archived");
+            }
+            let moved = sluice::audit::archive::archive(&settings.file, &key, &to, keep)?;
+            if moved.is_empty() {
+                println!("nothing to archive: no rotated file beyond the {keep} kept");
+                return Ok(());
+            }
+            for file in &moved {
+                println!(
+                    "archived {} -> {} (records through seq {})",
+                    file.from.display(),
+                    file.to.display(),
+                    file.last.seq
+                );
+            }
+            println!(
+                "recorded in {}: keep it with the trail",
+                sluice::audit::archive::lines_path(&settings.file).display()
+            );
             Ok(())
         }
         AuditCommand::Show {

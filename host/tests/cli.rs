@@ -496,3 +496,99 @@ fn http_get(addr: &str, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
 }
+
+/// `sluice audit archive` moves a trail's oldest rotated files away and
+/// records them, so that `verify` takes the trail that starts after them
+/// as archived; a trail that fails verification is not archived, and the
+/// files stay where they were.
+#[test]
+fn audit_archive_moves_old_files_and_verify_knows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit.jsonl");
+    let key_path = dir.path().join("audit.jsonl.key");
+    std::fs::write(&key_path, format!("{}\n", "a7".repeat(32))).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let settings = sluice::audit::log::LogSettings {
+        path: trail.clone(),
+        head_path: dir.path().join("audit.jsonl.head"),
+        key: sluice::audit::ChainKey::load(&key_path).unwrap(),
+        instance: "gw-archive".to_owned(),
+        fsync: sluice::audit::log::Fsync::Always,
+        rotate_bytes: Some(600),
+        rotate_after: None,
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let log = sluice::audit::log::AuditLog::open(settings).unwrap();
+        for n in 0..20 {
+            let event = serde_json::json!({"event": "statement", "text": format!("select {n}")});
+            let serde_json::Value::Object(event) = event else {
+                unreachable!("an object literal")
+            };
+            log.record(event).await.unwrap();
+        }
+        log.close().await;
+    });
+    let rotated = sluice::audit::log::rotated_files(&trail).unwrap();
+    assert!(rotated.len() > 3, "{rotated:?}");
+    let trail_arg = trail.to_str().unwrap();
+    let cold = dir.path().join("cold");
+    let cold_arg = cold.to_str().unwrap();
+    let archive = |keep: &str| {
+        run(
+            &[
+                "audit",
+                "archive",
+                "--audit-file",
+                trail_arg,
+                "--to",
+                cold_arg,
+                "--keep",
+                keep,
+            ],
+            "",
+        )
+    };
+
+    // A changed record: verified first, nothing moved.
+    let newest = &rotated.last().unwrap().1;
+    let intact = std::fs::read_to_string(newest).unwrap();
+    std::fs::write(newest, intact.replacen("select", "SELECT", 1)).unwrap();
+    let (ok, _, stderr) = archive("1");
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("nothing was archived"), "{stderr}");
+    assert!(stderr.contains("modified"), "{stderr}");
+    assert_eq!(sluice::audit::log::rotated_files(&trail).unwrap(), rotated);
+    std::fs::write(newest, intact).unwrap();
+
+    let (ok, stdout, stderr) = archive("1");
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.matches("archived ").count(),
+        rotated.len() - 1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("audit.jsonl.archived"), "{stdout}");
+    let left = sluice::audit::log::rotated_files(&trail).unwrap();
+    assert_eq!(left, rotated[rotated.len() - 1..]);
+    for (_, file) in &rotated[..rotated.len() - 1] {
+        assert!(cold.join(file.file_name().unwrap()).is_file(), "{file:?}");
+    }
+    let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", trail_arg], "");
+    assert!(ok, "{verified}{stderr}");
+    assert!(verified.contains("were archived"), "{verified}");
+
+    // The rest archived too: the active file alone, and it verifies.
+    let (ok, _, stderr) = archive("0");
+    assert!(ok, "{stderr}");
+    assert!(
+        sluice::audit::log::rotated_files(&trail)
+            .unwrap()
+            .is_empty()
+    );
+    let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", trail_arg], "");
+    assert!(ok, "{verified}{stderr}");
+}

@@ -598,16 +598,52 @@ pub fn peek_seq(line: &[u8]) -> Option<u64> {
 /// where `hmac` is HMAC-SHA256 of `"head"`, the seq as 8 big-endian bytes and
 /// the mac — so a head cannot be made without the key.
 pub fn head_line(key: &ChainKey, link: &Link) -> Vec<u8> {
-    let mut line = Vec::with_capacity(HEAD_LEN);
-    line.extend_from_slice(HEAD_MAGIC);
-    line.extend_from_slice(b"seq=");
+    let line = sealed_line(key, &HEAD_SEAL, link);
+    debug_assert_eq!(line.len(), HEAD_LEN);
+    line
+}
+
+/// The archive line for `link`, the last record of a file moved away
+/// (see [`super::archive`]): as a head line, but
+/// `sluice-audit-archived v1 ...`, its MAC over `"archived"` — so that no
+/// head passes for one, nor one for a head.
+pub fn archive_line(key: &ChainKey, link: &Link) -> Vec<u8> {
+    sealed_line(key, &ARCHIVE_SEAL, link)
+}
+
+/// Reads an archive line written by [`archive_line`] and checks its MAC.
+pub fn parse_archive_line(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadError> {
+    parse_sealed(key, &ARCHIVE_SEAL, bytes)
+}
+
+/// What tells one kind of sealed link line from another: the words it
+/// starts with, and what its MAC covers first.
+struct Seal {
+    magic: &'static str,
+    domain: &'static [u8],
+}
+
+const HEAD_SEAL: Seal = Seal {
+    magic: "sluice-audit-head",
+    domain: HEAD_MAC_DOMAIN,
+};
+
+const ARCHIVE_SEAL: Seal = Seal {
+    magic: "sluice-audit-archived",
+    domain: b"archived",
+};
+
+/// `MAGIC v1 seq=<20 digits> mac=<64 hex> hmac=<64 hex>\n` for `link`.
+fn sealed_line(key: &ChainKey, seal: &Seal, link: &Link) -> Vec<u8> {
+    let mut line = Vec::with_capacity(seal.magic.len() + HEAD_LEN - HEAD_MAGIC.len() + 4);
+    line.extend_from_slice(seal.magic.as_bytes());
+    line.extend_from_slice(b" v1 seq=");
     push_decimal(&mut line, link.seq, 20);
     line.extend_from_slice(b" mac=");
     push_hex(&mut line, &link.mac);
     line.extend_from_slice(b" hmac=");
-    push_hex(&mut line, &head_mac(key, link));
+    push_hex(&mut line, &sealed_mac(key, seal, link));
     line.push(b'\n');
-    debug_assert_eq!(line.len(), HEAD_LEN);
     line
 }
 
@@ -671,10 +707,15 @@ pub fn parse_head_file(key: &ChainKey, bytes: &[u8]) -> Result<HeadSlots, HeadEr
 
 /// Reads a head line written by [`head_line`] and checks its MAC.
 pub fn parse_head(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadError> {
+    parse_sealed(key, &HEAD_SEAL, bytes)
+}
+
+/// Reads a line written by [`sealed_line`] with `seal` and checks its MAC.
+fn parse_sealed(key: &ChainKey, seal: &Seal, bytes: &[u8]) -> Result<Link, HeadError> {
     let text = bytes.strip_suffix(b"\n").ok_or(HeadError::Malformed)?;
     let text = std::str::from_utf8(text).map_err(|_| HeadError::Malformed)?;
     let mut words = text.split(' ');
-    let (Some("sluice-audit-head"), Some("v1"), Some(seq), Some(mac), Some(hmac), None) = (
+    let (Some(magic), Some("v1"), Some(seq), Some(mac), Some(hmac), None) = (
         words.next(),
         words.next(),
         words.next(),
@@ -684,6 +725,9 @@ pub fn parse_head(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadError> {
     ) else {
         return Err(HeadError::Malformed);
     };
+    if magic != seal.magic {
+        return Err(HeadError::Malformed);
+    }
     let seq = seq
         .strip_prefix("seq=")
         .filter(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
@@ -699,21 +743,21 @@ pub fn parse_head(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadError> {
         .ok_or(HeadError::Malformed)?;
     let link = Link { seq, mac };
     let mut check = key.mac();
-    head_mac_input(&mut check, &link);
+    sealed_mac_input(&mut check, seal, &link);
     check
         .verify_slice(&claimed)
         .map_err(|_| HeadError::BadMac)?;
     Ok(link)
 }
 
-fn head_mac(key: &ChainKey, link: &Link) -> [u8; 32] {
+fn sealed_mac(key: &ChainKey, seal: &Seal, link: &Link) -> [u8; 32] {
     let mut mac = key.mac();
-    head_mac_input(&mut mac, link);
+    sealed_mac_input(&mut mac, seal, link);
     mac.finalize().into_bytes().into()
 }
 
-fn head_mac_input(mac: &mut HmacSha256, link: &Link) {
-    mac.update(HEAD_MAC_DOMAIN);
+fn sealed_mac_input(mac: &mut HmacSha256, seal: &Seal, link: &Link) {
+    mac.update(seal.domain);
     mac.update(&link.seq.to_be_bytes());
     mac.update(&link.mac);
 }

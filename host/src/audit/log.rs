@@ -3068,14 +3068,20 @@ mod tests {
         assert_eq!(problems, [&FindingKind::TornBytesMissing], "{report}");
 
         // The file archived away (the trail starts late): nothing to
-        // compare the recovery record with, and only a note.
-        fs::remove_file(&set_aside).expect("archives the set-aside file");
+        // compare the recovery record with, and only a note. Put back as it
+        // was, with its torn bytes, first: archiving takes an intact file.
+        fs::write(&set_aside, &torn_copy).expect("puts the file back");
+        let cold = tempfile::tempdir().expect("tempdir");
+        let moved = crate::audit::archive::archive(&settings.path, &settings.key, cold.path(), 0)
+            .expect("archives the set-aside file");
+        assert_eq!(moved.len(), 1);
+        assert!(!set_aside.exists());
         let report = assert_verifies(&settings);
         assert!(
             report
                 .findings
                 .iter()
-                .any(|finding| finding.kind == FindingKind::StartsLate),
+                .any(|finding| finding.kind == FindingKind::ArchivedBefore),
             "{report}"
         );
     }

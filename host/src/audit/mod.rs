@@ -25,6 +25,7 @@
 //! Nothing here masks: the text handed to an [`Event`] has been through
 //! the masking plugins already (see [`crate::masking::mask_texts`]).
 
+pub mod archive;
 pub mod chain;
 mod head;
 pub mod log;

@@ -157,6 +157,7 @@ pub fn verify_anchored(
     let mut check = Check::new().anchored(anchors);
     let head = read_head(head_path, key, &mut check);
     let head_seq = head.link().map(|head| head.seq);
+    check.read_archive_lines(path, key);
 
     let files = match chain_files(path) {
         Ok(files) => files,
@@ -479,8 +480,14 @@ pub enum FindingKind {
     },
     /// The first record is not seq 1: older records are not here (whole
     /// files of them: each file that is here starts with the record that
-    /// opened it).
+    /// opened it), and no archive line names the record before it.
     StartsLate,
+    /// The first record is not seq 1, and the records before it were
+    /// archived: an archive line names the record before it.
+    ArchivedBefore,
+    /// A line of the archive lines' file is not one, or does not verify
+    /// under the key.
+    ArchiveLineRefused,
     /// A file's first record is not the one sluice opened it with: its
     /// first records were cut off.
     FileStartLost,
@@ -584,8 +591,19 @@ impl fmt::Display for Finding {
             }
             FindingKind::StartsLate => write!(
                 f,
-                "the trail starts at seq {seq}{place}: the records before it are not here \
-                 (archived or removed)"
+                "the trail starts at seq {seq}{place}: the records before it are not here, and \
+                 no archive line names the record before it (sluice audit archive writes one \
+                 for each file it moves): deleted, or moved away by hand"
+            ),
+            FindingKind::ArchivedBefore => write!(
+                f,
+                "the trail starts at seq {seq}{place}: the records before it were archived \
+                 (an archive line names record {})",
+                seq.saturating_sub(1)
+            ),
+            FindingKind::ArchiveLineRefused => write!(
+                f,
+                "a line{place} is not an archive line, or does not verify under the key"
             ),
             FindingKind::FileStartLost => write!(
                 f,
@@ -758,6 +776,9 @@ struct Check {
     rows_of: Option<String>,
     /// The anchors to check, by the seq they name.
     anchors: std::collections::BTreeMap<u64, Anchor>,
+    /// The last records of files archived away, as the archive lines name
+    /// them.
+    archived: Vec<Link>,
 }
 
 /// An anchor and what the check found at its seq.
@@ -790,6 +811,26 @@ impl Check {
             torn_accounted: false,
             rows_of: None,
             anchors: Default::default(),
+            archived: Vec::new(),
+        }
+    }
+
+    /// Reads the archive lines of the trail whose active file is `path`
+    /// (see [`super::archive`]): a line that does not verify is a problem.
+    fn read_archive_lines(&mut self, path: &Path, key: &ChainKey) {
+        let lines_path = super::archive::lines_path(path);
+        match super::archive::read_lines(path, key) {
+            Ok(lines) => {
+                for line in lines.refused {
+                    let kind = FindingKind::ArchiveLineRefused;
+                    self.problem(kind, Some(&lines_path), Some(line), None);
+                }
+                self.archived = lines.archived;
+            }
+            Err(error) => {
+                let kind = FindingKind::Unreadable(error.to_string());
+                self.problem(kind, Some(&lines_path), None, None);
+            }
         }
     }
 
@@ -1044,14 +1085,16 @@ impl Check {
                 self.problem(kind, Some(path), Some(number), Some(link.seq));
             }
             None => {
-                let kind = FindingKind::StartsLate;
-                self.add(
-                    Severity::Note,
-                    kind,
-                    Some(path),
-                    Some(number),
-                    Some(link.seq),
-                );
+                let before = Link {
+                    seq: link.seq.saturating_sub(1),
+                    mac: prev,
+                };
+                let (severity, kind) = if self.archived.contains(&before) {
+                    (Severity::Note, FindingKind::ArchivedBefore)
+                } else {
+                    (Severity::Problem, FindingKind::StartsLate)
+                };
+                self.add(severity, kind, Some(path), Some(number), Some(link.seq));
             }
             // Checked: nothing follows seq u64::MAX.
             Some(last) if last.seq.checked_add(1) == Some(link.seq) && prev == last.mac => {}
@@ -1515,23 +1558,26 @@ mod tests {
         );
         copy.write_lines(&lines[5..]);
         let report = copy.verify();
-        let finding = only_problem(&report);
+        // The file's start lost, and with it the chain's.
+        let problems: Vec<_> = report.problems().collect();
+        assert_eq!(problems.len(), 2, "{report}");
+        let finding = problems[0];
         assert_eq!(
             (&finding.kind, finding.line, finding.seq),
             (&FindingKind::FileStartLost, Some(1), Some(6)),
             "{report}"
         );
         assert!(finding.to_string().contains("first records were cut off"));
+        assert_eq!(problems[1].kind, FindingKind::StartsLate, "{report}");
 
         let rotated = write_trail(Some(600)).await;
         let files = crate::audit::log::chain_files(&rotated.settings.path).expect("lists");
         assert!(files.len() > 2, "{files:?}");
         let copy = rotated.copy();
         let copied = crate::audit::log::chain_files(&copy.settings.path).expect("lists");
-        fs::remove_file(&copied[0]).expect("archives the oldest file");
+        fs::remove_file(&copied[0]).expect("deletes the oldest file");
         let report = copy.verify();
-        assert!(report.ok(), "{report}");
-        assert!(kinds(&report).contains(&&FindingKind::StartsLate));
+        assert_eq!(only_problem(&report).kind, FindingKind::StartsLate);
         // The second file's opening record moved to the end of the first.
         let copy = rotated.copy();
         let copied = crate::audit::log::chain_files(&copy.settings.path).expect("lists");
@@ -1776,20 +1822,118 @@ mod tests {
             Some(copy.dir.path().join("audit.jsonl.000003").as_path())
         );
 
-        // The oldest file archived away: a note, not a problem.
+        // The oldest file deleted: the records before the first one here
+        // are gone, and nothing says they were archived.
         let copy = trail.copy();
         fs::remove_file(copy.dir.path().join("audit.jsonl.000001")).expect("removes");
+        let report = copy.verify();
+        let finding = only_problem(&report);
+        assert_eq!(finding.kind, FindingKind::StartsLate);
+        assert!(
+            finding.to_string().starts_with(&format!(
+                "the trail starts at seq {}",
+                report.first_seq.unwrap_or(0)
+            )),
+            "{finding}"
+        );
+        assert!(finding.to_string().contains("no archive line"), "{finding}");
+    }
+
+    /// Files moved away by `sluice audit archive` are told from deleted
+    /// ones: the trail starting after the last record an archive line
+    /// names is a note; one more file deleted after them, an archive line
+    /// not sealed with the key, or the lines' file deleted, a problem.
+    #[tokio::test]
+    async fn archived_files_are_told_from_deleted_ones() {
+        use crate::audit::archive;
+        let rotated = write_trail(Some(600)).await;
+        let files = crate::audit::log::chain_files(&rotated.settings.path).expect("lists");
+        assert!(files.len() > 3, "{files:?}");
+        let copy = rotated.copy();
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let cold = elsewhere.path().join("cold");
+        let moved = archive::archive(&copy.settings.path, &key(), &cold, files.len() - 3)
+            .expect("archives");
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        for file in &moved {
+            assert!(!file.from.exists() && file.to.exists(), "{file:?}");
+        }
         let report = copy.verify();
         assert!(report.ok(), "{report}");
         let note = &report.findings[0];
         assert_eq!(
             (note.severity, &note.kind),
-            (Severity::Note, &FindingKind::StartsLate)
+            (Severity::Note, &FindingKind::ArchivedBefore)
         );
-        assert!(note.to_string().starts_with(&format!(
-            "the trail starts at seq {}",
-            report.first_seq.unwrap_or(0)
-        )));
+        assert_eq!(note.seq, Some(moved[1].last.seq + 1));
+        assert!(note.to_string().contains("were archived"), "{note}");
+        // Archiving again moves nothing more than asked.
+        let again = archive::archive(&copy.settings.path, &key(), &cold, files.len() - 3);
+        assert!(again.expect("archives").is_empty());
+
+        // A file deleted past the archived ones.
+        let deleted = copy.copy();
+        let left = crate::audit::log::chain_files(&deleted.settings.path).expect("lists");
+        fs::remove_file(&left[0]).expect("deletes");
+        assert_eq!(
+            only_problem(&deleted.verify()).kind,
+            FindingKind::StartsLate
+        );
+        // The archive lines' file gone.
+        let unrecorded = copy.copy();
+        fs::remove_file(archive::lines_path(&unrecorded.settings.path)).expect("deletes");
+        assert_eq!(
+            only_problem(&unrecorded.verify()).kind,
+            FindingKind::StartsLate
+        );
+        // A line written without the key (another key's), beside the
+        // real ones: refused, and it accounts for nothing.
+        let forged = copy.copy();
+        let other = ChainKey::from_bytes(&[8u8; 32]).expect("a key");
+        let lines_path = archive::lines_path(&forged.settings.path);
+        let mut text = fs::read_to_string(&lines_path).expect("reads");
+        text.push_str(
+            std::str::from_utf8(&chain::archive_line(&other, &moved[1].last)).expect("text"),
+        );
+        fs::write(&lines_path, text).expect("writes");
+        let report = forged.verify();
+        let problem = only_problem(&report);
+        assert_eq!(
+            (&problem.kind, problem.line),
+            (&FindingKind::ArchiveLineRefused, Some(3))
+        );
+    }
+
+    /// An archive cut short by a crash is finished by the next run: a copy
+    /// already in the archive with the same bytes is taken; one with other
+    /// bytes stops it, moving nothing.
+    #[tokio::test]
+    async fn an_interrupted_archive_is_finished_and_a_conflict_refused() {
+        use crate::audit::archive;
+        let rotated = write_trail(Some(600)).await;
+        let copy = rotated.copy();
+        let files = crate::audit::log::rotated_files(&copy.settings.path).expect("lists");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let cold = elsewhere.path().join("cold");
+        fs::create_dir(&cold).expect("makes the archive");
+        // Copied, not yet recorded nor removed: the crash.
+        let (_, oldest) = &files[0];
+        let name = oldest.file_name().expect("a name");
+        fs::copy(oldest, cold.join(name)).expect("copies");
+        let moved = archive::archive(&copy.settings.path, &key(), &cold, files.len() - 1)
+            .expect("archives");
+        assert_eq!(moved.len(), 1);
+        assert!(copy.verify().ok(), "{}", copy.verify());
+
+        let (_, next) = &files[1];
+        fs::write(cold.join(next.file_name().expect("a name")), b"other").expect("writes");
+        let refused = archive::archive(&copy.settings.path, &key(), &cold, 0);
+        assert!(
+            matches!(refused, Err(archive::ArchiveError::Conflict { .. })),
+            "{refused:?}"
+        );
+        assert!(next.exists(), "the conflicting file stays in the trail");
+        assert!(copy.verify().ok(), "{}", copy.verify());
     }
 
     #[test]
@@ -2034,7 +2178,11 @@ mod tests {
         let report = verify(&path, None, &key());
         assert!(!report.ok(), "{report}");
         assert_eq!(report.first_seq, Some(u64::MAX));
-        let finding = only_problem(&report);
+        // The records before it are not here, and the next was changed.
+        let problems: Vec<_> = report.problems().collect();
+        assert_eq!(problems.len(), 2, "{report}");
+        assert_eq!(problems[0].kind, FindingKind::StartsLate, "{report}");
+        let finding = problems[1];
         assert_eq!(
             (&finding.kind, finding.line),
             (&FindingKind::Modified, Some(2))
