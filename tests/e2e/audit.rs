@@ -855,6 +855,35 @@ async fn a_session_sluice_ends_has_its_reason_on_the_record() {
     );
 }
 
+/// A session the upstream server refuses has why on the record: the
+/// server's SQLSTATE, and what the client was told. Here a database the
+/// config routes but the server does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_upstream_refuses_has_its_reason_on_the_record() {
+    let env = TestEnv::start_with_config_and(&audited_config(), |settings| {
+        settings.upstream.databases.insert("not_there".to_owned());
+    })
+    .await
+    .unwrap();
+    let mut config = env.config("analyst");
+    config.dbname("not_there");
+    let error = sluice_tests::connect(&config).await.expect_err("refused");
+    assert_eq!(sluice_tests::sqlstate(&error), Some("3D000"), "{error}");
+    let path = trail(&env);
+    env.gateway.shutdown().await;
+    let records = sluice::audit::read::read(&path).unwrap().records;
+    let end = records
+        .iter()
+        .rfind(|r| r["event"] == "session_end")
+        .expect("the session's end");
+    let reason = end["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the upstream server refused it (3D000): the client was told (3D000) ")
+            && reason.contains("not_there"),
+        "{reason}"
+    );
+}
+
 /// With `record_results`, what each statement returned is on the record as
 /// the client got it — card numbers masked — up to the byte cap, and a
 /// result larger than the cap is marked cut; COPY TO STDOUT data too.

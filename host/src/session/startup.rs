@@ -325,9 +325,21 @@ async fn login(
     {
         Ok(server) => server,
         Err(error) => {
-            end.now("the upstream server refused it");
+            // The trail says which: the server refused the session (with
+            // its SQLSTATE), or sluice could not log in there at all; and
+            // what the client was told (masked, as the server's words are).
+            let refused_with = match &error {
+                upstream::Error::Refused { code, .. } => Some(code.clone()),
+                _ => None,
+            };
             let plugins = shared.plugins.current();
-            return Err(upstream_refusal(&plugins, error, &request.database).await);
+            let fatal = upstream_refusal(&plugins, error, &request.database).await;
+            let told = format!("the client was told ({}) {}", fatal.code, fatal.message);
+            end.now(&match refused_with {
+                Some(code) => format!("the upstream server refused it ({code}): {told}"),
+                None => format!("sluice could not open an upstream session: {told}"),
+            });
+            return Err(fatal);
         }
     };
 
