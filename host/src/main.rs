@@ -161,11 +161,23 @@ enum AuditCommand {
         #[command(flatten)]
         trail: TrailArgs,
         /// Where the files go (made if missing, mode 0700).
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
-        /// How many of the newest rotated files to leave in place.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "acknowledge_start"
+        )]
+        to: Option<PathBuf>,
+        /// How many of the newest rotated files to leave in place (at least
+        /// one always stays: the newest holds the chain's last record while
+        /// the file being written has none yet).
+        #[arg(long, value_name = "N", default_value_t = 1)]
         keep: usize,
+        /// Move nothing: record that the records before the trail's first
+        /// were moved away by other means (by hand, before sluice audit
+        /// archive existed), so that verify takes its start as archived.
+        /// Refused unless that late start is all verify finds wrong.
+        #[arg(long, conflicts_with_all = ["to", "keep"])]
+        acknowledge_start: bool,
     },
 }
 
@@ -309,25 +321,62 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AuditCommand::Archive { trail, to, keep } => {
+        AuditCommand::Archive {
+            trail,
+            to,
+            keep,
+            acknowledge_start,
+        } => {
             let settings = trail_settings(&trail)?;
             if settings.postgres.is_some() {
                 bail!(
-                    "archive moves a file trail's rotated files; an audit database keeps its rows \
-                     (archive them with the database's own tools, oldest first: verify reports \
-                     rows missing at an instance's start)"
+                    "archive moves a file trail's rotated files; an audit database's rows cannot be \
+                     archived: verify reports rows missing at an instance's start as a problem"
                 );
             }
             let key = trail_key(&settings)?;
             let head = Some(settings.head_file.as_path());
             let report = sluice::audit::verify::verify_live(&settings.file, head, &key, &[]);
+            use sluice::audit::verify::FindingKind;
+            if acknowledge_start {
+                let only_late = report.problems_left_out == 0
+                    && report.problems().next().is_some()
+                    && report.problems().all(|finding| {
+                        matches!(
+                            finding.kind,
+                            FindingKind::StartsLate | FindingKind::BeyondHead { .. }
+                        )
+                    })
+                    && report
+                        .problems()
+                        .any(|finding| finding.kind == FindingKind::StartsLate);
+                if !only_late {
+                    eprint!("{report}");
+                    bail!(
+                        "nothing recorded: --acknowledge-start is for a trail whose only problem \
+                         is a start moved away"
+                    );
+                }
+                let before = sluice::audit::archive::acknowledge_start(&settings.file, &key)?;
+                println!(
+                    "recorded in {}: the records up to seq {} were moved away (your word for it, \
+                     sealed with the key)",
+                    sluice::audit::archive::lines_path(&settings.file).display(),
+                    before.seq
+                );
+                return Ok(());
+            }
             if !report.ok() && !written_while_checked(&report) {
                 eprint!("{report}");
                 bail!("the trail failed verification: nothing was archived");
             }
+            let to = to.context("--to DIR names where the files go")?;
             let moved = sluice::audit::archive::archive(&settings.file, &key, &to, keep)?;
             if moved.is_empty() {
-                println!("nothing to archive: no rotated file beyond the {keep} kept");
+                println!(
+                    "nothing to archive: no rotated file beyond the {} kept",
+                    keep.max(1)
+                );
                 return Ok(());
             }
             for file in &moved {

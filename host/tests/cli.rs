@@ -581,14 +581,61 @@ fn audit_archive_moves_old_files_and_verify_knows_them() {
     assert!(ok, "{verified}{stderr}");
     assert!(verified.contains("were archived"), "{verified}");
 
-    // The rest archived too: the active file alone, and it verifies.
-    let (ok, _, stderr) = archive("0");
+    // Asked to keep none, it keeps the newest: it holds the chain's last
+    // record while the active file has none yet.
+    let (ok, stdout, stderr) = archive("0");
     assert!(ok, "{stderr}");
-    assert!(
-        sluice::audit::log::rotated_files(&trail)
-            .unwrap()
-            .is_empty()
+    assert!(stdout.contains("nothing to archive"), "{stdout}");
+    assert_eq!(sluice::audit::log::rotated_files(&trail).unwrap(), left);
+    // Into the trail's own directory: refused, nothing lost.
+    let (ok, _, stderr) = run(
+        &[
+            "audit",
+            "archive",
+            "--audit-file",
+            trail_arg,
+            "--to",
+            dir.path().to_str().unwrap(),
+        ],
+        "",
     );
+    assert!(
+        !ok && stderr.contains("the trail's own directory"),
+        "{stderr}"
+    );
+
+    // A file moved away by hand: verify fails until a holder of the key
+    // acknowledges the start; refused when more than that is wrong.
+    let (_, newest) = &left[0];
+    let by_hand = dir.path().join("moved-by-hand");
+    std::fs::rename(newest, &by_hand).unwrap();
+    let (ok, verified, _) = run(&["audit", "verify", "--audit-file", trail_arg], "");
+    assert!(!ok && verified.contains("no archive line"), "{verified}");
+    let acknowledge = || {
+        run(
+            &[
+                "audit",
+                "archive",
+                "--audit-file",
+                trail_arg,
+                "--acknowledge-start",
+            ],
+            "",
+        )
+    };
+    let lines_path = dir.path().join("audit.jsonl.archived");
+    let lines_before = std::fs::read(&lines_path).unwrap();
+    let head = dir.path().join("audit.jsonl.head");
+    let head_bytes = std::fs::read(&head).unwrap();
+    std::fs::write(&head, b"not a head").unwrap();
+    let (ok, _, stderr) = acknowledge();
+    assert!(!ok && stderr.contains("nothing recorded"), "{stderr}");
+    assert_eq!(std::fs::read(&lines_path).unwrap(), lines_before);
+    std::fs::write(&head, head_bytes).unwrap();
+    let (ok, stdout, stderr) = acknowledge();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("were moved away"), "{stdout}");
     let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", trail_arg], "");
     assert!(ok, "{verified}{stderr}");
+    assert!(verified.contains("were archived"), "{verified}");
 }

@@ -10,14 +10,22 @@
 //! only right after a record so named: records gone from the start
 //! without one, or any other cut, are a problem.
 //!
-//! Each file is copied (and synced) before its line is written, and its
-//! line written (and synced) before the file is removed, so a crash at
-//! any point leaves every record in the trail or in the archive, and a
-//! second run finishes what the first began.
+//! Each file is copied (written under a temporary name, synced, renamed,
+//! its directory synced) before its line is written, and its line written
+//! (and synced) before the file is removed, so a crash at any point leaves
+//! every record in the trail or in the archive, and a second run finishes
+//! what the first began. The newest rotated file always stays: it holds
+//! the chain's last record while the file being written has none yet, and
+//! sluice numbers the next rotated file after it.
+//!
+//! A trail whose oldest files were moved away by hand (before this
+//! existed) can have its start acknowledged by a holder of the key
+//! ([`acknowledge_start`]): an archive line for the record its first
+//! record follows.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, ChainKey, Link};
@@ -37,6 +45,12 @@ pub enum ArchiveError {
     NoLastRecord { path: PathBuf },
     #[error("{path} is already in the archive with other contents: nothing of it was moved")]
     Conflict { path: PathBuf },
+    #[error(
+        "{to} is the trail's own directory (or leads there): archiving there would delete the files it moves"
+    )]
+    IntoTheTrail { to: PathBuf },
+    #[error("the trail has no record to acknowledge its start at")]
+    NoRecords,
 }
 
 /// Makes the error of an I/O `action` on `path` that failed.
@@ -57,6 +71,10 @@ pub fn lines_path(trail: &Path) -> PathBuf {
     trail.with_file_name(name)
 }
 
+/// Longest archive line read: they are 191 bytes, so anything longer is
+/// no archive line (and is not gathered into memory whole).
+const MAX_LINE: u64 = 1024;
+
 /// What the archive lines of a trail say.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchiveLines {
@@ -67,29 +85,63 @@ pub struct ArchiveLines {
     pub refused: Vec<u64>,
 }
 
-/// Reads the archive lines of the trail whose active file is `trail`;
-/// none when there is no such file.
+/// Reads the archive lines of the trail whose active file is `trail`, a
+/// line at a time however many there are; none when there is no such
+/// file.
 pub fn read_lines(trail: &Path, key: &ChainKey) -> io::Result<ArchiveLines> {
-    let path = lines_path(trail);
-    let mut text = String::new();
-    match open_trail_file(&path) {
-        Ok(file) => {
-            // A handful of lines; a file far larger is no archive's.
-            file.take(1 << 20).read_to_string(&mut text)?;
-        }
+    let file = match open_trail_file(&lines_path(trail)) {
+        Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             return Ok(ArchiveLines::default());
         }
         Err(error) => return Err(error),
-    }
+    };
+    let mut reader = BufReader::new(file);
     let mut lines = ArchiveLines::default();
-    for (number, line) in (1..).zip(text.split_inclusive('\n')) {
-        match chain::parse_archive_line(key, line.as_bytes()) {
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        if !line.ends_with(b"\n") {
+            if read as u64 == MAX_LINE {
+                skip_line(&mut reader)?;
+            } else {
+                // The end of the file, torn: a line a crash cut short,
+                // whose file was never removed (its line comes first). It
+                // accounts for nothing, and the next append drops it.
+                break;
+            }
+        }
+        match chain::parse_archive_line(key, &line) {
             Ok(link) => lines.archived.push(link),
             Err(_) => lines.refused.push(number),
         }
     }
     Ok(lines)
+}
+
+/// Reads past the rest of a line, a piece at a time: a hostile line may be
+/// endless.
+fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let piece = reader.fill_buf()?;
+        if piece.is_empty() {
+            return Ok(());
+        }
+        match piece.iter().position(|&byte| byte == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let len = piece.len();
+                reader.consume(len);
+            }
+        }
+    }
 }
 
 /// A file moved into the archive.
@@ -102,9 +154,11 @@ pub struct Moved {
 }
 
 /// Moves the rotated files of the trail whose active file is `trail` into
-/// the directory `to`, oldest first, all but the newest `keep` of them,
-/// recording each (see the module's doc). The caller verifies the trail
-/// first: what is archived should be known whole.
+/// the directory `to`, oldest first, all but the newest `keep` of them —
+/// and never the newest: it holds the chain's last record while the
+/// active file has none yet, and sluice numbers the next rotated file
+/// after it. Each is recorded (see the module's doc). The caller verifies
+/// the trail first: what is archived should be known whole.
 pub fn archive(
     trail: &Path,
     key: &ChainKey,
@@ -112,29 +166,38 @@ pub fn archive(
     keep: usize,
 ) -> Result<Vec<Moved>, ArchiveError> {
     let rotated = rotated_files(trail).map_err(failed("list the files of", trail))?;
-    let chosen = rotated.len().saturating_sub(keep);
+    let chosen = rotated.len().saturating_sub(keep.max(1));
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(to)
         .map_err(failed("create", to))?;
-    let lines_path = lines_path(trail);
+    let trail_dir = directory_of(trail);
+    let same_dir = |a: &Path, b: &Path| -> Result<bool, ArchiveError> {
+        let (a, b) = (
+            fs::metadata(a).map_err(failed("look at", a))?,
+            fs::metadata(b).map_err(failed("look at", b))?,
+        );
+        Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
+    };
+    if same_dir(to, trail_dir)? {
+        return Err(ArchiveError::IntoTheTrail { to: to.to_owned() });
+    }
     let mut moved = Vec::new();
     for (_, from) in rotated.into_iter().take(chosen) {
         let last = last_record(&from, key)?;
-        let name = from.file_name().unwrap_or_default();
-        let copy = to.join(name);
-        copy_synced(&from, &copy)?;
-        let mut lines = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&lines_path)
-            .map_err(failed("open", &lines_path))?;
-        lines
-            .write_all(&chain::archive_line(key, &last))
-            .and_then(|()| lines.sync_data())
-            .map_err(failed("write", &lines_path))?;
+        let copy = to.join(from.file_name().unwrap_or_default());
+        copy_synced(&from, &copy, to)?;
+        // The copy is another file, whatever links or mounts lie between:
+        // removing the original must not remove the only one.
+        let (original, copied) = (
+            fs::metadata(&from).map_err(failed("look at", &from))?,
+            fs::metadata(&copy).map_err(failed("look at", &copy))?,
+        );
+        if (original.dev(), original.ino()) == (copied.dev(), copied.ino()) {
+            return Err(ArchiveError::IntoTheTrail { to: to.to_owned() });
+        }
+        append_line(trail, &chain::archive_line(key, &last))?;
         fs::remove_file(&from).map_err(failed("remove", &from))?;
         moved.push(Moved {
             from,
@@ -143,10 +206,77 @@ pub fn archive(
         });
     }
     if !moved.is_empty() {
-        sync_directory(trail).map_err(failed("sync the directory of", trail))?;
-        sync_directory(&to.join("x")).map_err(failed("sync", to))?;
+        sync_directory(trail_dir).map_err(failed("sync", trail_dir))?;
     }
     Ok(moved)
+}
+
+/// Records that the trail's records before its first one were moved away
+/// by other means (by hand, before `archive` existed): the line names the
+/// record its first record follows. Only a holder of the key can write it,
+/// and it says nothing about what those records held: an operator's word.
+pub fn acknowledge_start(trail: &Path, key: &ChainKey) -> Result<Link, ArchiveError> {
+    let files = super::log::chain_files(trail).map_err(failed("list the files of", trail))?;
+    let first = files
+        .iter()
+        .find_map(|file| {
+            let opened = open_trail_file(file).ok()?;
+            let line = RecordLines::new(opened).next()?.ok()?;
+            chain::open_line(key, &line).ok()
+        })
+        .ok_or(ArchiveError::NoRecords)?;
+    let before = Link {
+        seq: first.seq.saturating_sub(1),
+        mac: first.prev,
+    };
+    append_line(trail, &chain::archive_line(key, &before))?;
+    Ok(before)
+}
+
+/// Appends `line` to the trail's archive lines, synced (and the file's
+/// directory entry with it, the first time). A line a crash left without
+/// its newline is cut off first: its file was not removed, so it named
+/// nothing moved, and glued to the new line it would spoil that one too.
+fn append_line(trail: &Path, line: &[u8]) -> Result<(), ArchiveError> {
+    let path = lines_path(trail);
+    let created = !path.exists();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(failed("open", &path))?;
+    let len = file.metadata().map_err(failed("look at", &path))?.len();
+    let whole = whole_lines_len(&file, len).map_err(failed("read", &path))?;
+    if whole < len {
+        file.set_len(whole)
+            .map_err(failed("cut the torn line of", &path))?;
+    }
+    file.write_all(line)
+        .and_then(|()| file.sync_data())
+        .map_err(failed("write", &path))?;
+    if created {
+        sync_directory(directory_of(trail)).map_err(failed("sync the directory of", trail))?;
+    }
+    Ok(())
+}
+
+/// How many of the first `len` bytes of `file` are whole lines: up to and
+/// including its last newline (the last [`MAX_LINE`] bytes looked at; a
+/// longer torn line is no archive line's, and is cut whole).
+fn whole_lines_len(file: &fs::File, len: u64) -> io::Result<u64> {
+    let from = len.saturating_sub(MAX_LINE);
+    let mut tail = vec![0u8; (len - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    Ok(match tail.iter().rposition(|&byte| byte == b'\n') {
+        Some(at) => from + at as u64 + 1,
+        None if from == 0 => 0,
+        // No newline in the last MAX_LINE bytes of a longer file: keep
+        // what cannot be judged from here; the reader refuses it.
+        None => len,
+    })
 }
 
 /// The last record of a finished file that verifies: the one the next
@@ -168,39 +298,46 @@ fn last_record(path: &Path, key: &ChainKey) -> Result<Link, ArchiveError> {
     })
 }
 
-/// Copies `from` to `to` and syncs the copy. A copy already there with the
-/// same bytes (a run a crash cut short) is taken; another is a conflict.
-fn copy_synced(from: &Path, to: &Path) -> Result<(), ArchiveError> {
+/// Copies `from` to `to` in the directory `dir`: written under a temporary
+/// name, synced, renamed into place and the directory synced, so that the
+/// copy is whole and on the disk before its original may go. A copy
+/// already there with the same bytes (a run a crash cut short) is taken;
+/// another is a conflict.
+fn copy_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), ArchiveError> {
     let bytes = fs::read(from).map_err(failed("read", from))?;
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-    {
-        Ok(mut copy) => copy
-            .write_all(&bytes)
-            .and_then(|()| copy.sync_all())
-            .map_err(failed("write", to)),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::read(to).map_err(failed("read", to))? == bytes {
-                Ok(())
-            } else {
-                Err(ArchiveError::Conflict {
-                    path: to.to_owned(),
-                })
-            }
+    match fs::read(to) {
+        Ok(there) if there == bytes => return Ok(()),
+        Ok(_) => {
+            return Err(ArchiveError::Conflict {
+                path: to.to_owned(),
+            });
         }
-        Err(error) => Err(failed("create", to)(error)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(failed("read", to)(error)),
+    }
+    let mut temp = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(dir)
+        .map_err(failed("create a file in", dir))?;
+    temp.write_all(&bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(failed("write", temp.path()))?;
+    // Not over a file that appeared meanwhile.
+    temp.persist_noclobber(to)
+        .map_err(|error| failed("rename into", to)(error.error))?;
+    sync_directory(dir).map_err(failed("sync", dir))
+}
+
+/// The directory holding `path`.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 
-/// Syncs the directory holding `path`, so that a rename or removal in it
+/// Syncs the directory `dir`, so that a rename, creation or removal in it
 /// survives a crash.
-fn sync_directory(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+fn sync_directory(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
