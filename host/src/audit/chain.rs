@@ -15,7 +15,7 @@
 //!   the trail (and in no other): the end of a file is kept by the head and
 //!   the next file's first record, and its start by this. Cutting a file's
 //!   first records off is seen; whole oldest files archived away are not
-//!   a fault.
+//!   a fault when archive lines (see [`super::archive`]) account for them.
 //! - the event's fields follow in the order the caller's map yields them
 //!   (with serde_json's default `Map`, sorted by name).
 //! - `mac` is HMAC-SHA256, under the chain's key, of the line as it would

@@ -9,8 +9,9 @@
 //!   each `prev` is the MAC of the record before it (a record inserted,
 //!   deleted or moved breaks this at the place it happened);
 //! - the first record is seq 1 with a `prev` of zeros — or, when the oldest
-//!   rotated files were archived away, that the trail starts later, which
-//!   is reported as a note;
+//!   rotated files were archived away, the record right after one an
+//!   archive line names (see [`super::archive`]), which is reported as a
+//!   note; a trail starting late otherwise lost its first records;
 //! - the head file verifies with the key and names exactly the last record
 //!   (a file cut short at a record boundary leaves a valid chain, and only
 //!   the head shows that records are missing). The head is the newer of the
@@ -220,7 +221,8 @@ pub fn verify_database(trail: &PgTrail, named: &[String], key: &ChainKey) -> Vec
 /// that order.
 ///
 /// The database sink does not rotate, so a chain that starts after seq 1
-/// lost rows (a problem, where a file trail's is a note); nor does it tear
+/// lost rows (a problem; a file trail's is a note when archive lines
+/// account for it); nor does it tear
 /// a record, so a torn row is a problem even when rows follow it.
 pub fn verify_rows(place: &str, lines: &[Vec<u8>], head: Option<&[u8]>, key: &ChainKey) -> Report {
     let mut rows = RowsVerifier::new(place, head, key);
@@ -774,8 +776,9 @@ struct Check {
     /// database sink neither rotates nor tears a record, and each record
     /// must name this instance.
     rows_of: Option<String>,
-    /// The anchors to check, by the seq they name.
-    anchors: std::collections::BTreeMap<u64, Anchor>,
+    /// The anchors to check. Two may name one seq with different MACs (a
+    /// log that saw the chain fork): each is checked, so one fails.
+    anchors: Vec<Anchor>,
     /// The last records of files archived away, as the archive lines name
     /// them.
     archived: Vec<Link>,
@@ -783,6 +786,7 @@ struct Check {
 
 /// An anchor and what the check found at its seq.
 struct Anchor {
+    seq: u64,
     mac: [u8; 32],
     /// The record there, once met.
     met: Option<AnchorMet>,
@@ -838,9 +842,10 @@ impl Check {
     fn anchored(mut self, anchors: &[Link]) -> Check {
         self.anchors = anchors
             .iter()
-            .map(|anchor| {
-                let mac = anchor.mac;
-                (anchor.seq, Anchor { mac, met: None })
+            .map(|anchor| Anchor {
+                seq: anchor.seq,
+                mac: anchor.mac,
+                met: None,
             })
             .collect();
         self
@@ -848,7 +853,7 @@ impl Check {
 
     /// Notes the record at `seq`, if an anchor names it.
     fn meet_anchor(&mut self, seq: u64, verified_mac: Option<[u8; 32]>, path: &Path, line: u64) {
-        if let Some(anchor) = self.anchors.get_mut(&seq) {
+        for anchor in self.anchors.iter_mut().filter(|anchor| anchor.seq == seq) {
             anchor.met = Some(AnchorMet {
                 verified_mac,
                 file: path.to_path_buf(),
@@ -859,7 +864,8 @@ impl Check {
 
     /// What became of each anchor, at the end of the check.
     fn report_anchors(&mut self) {
-        for (seq, anchor) in std::mem::take(&mut self.anchors) {
+        for anchor in std::mem::take(&mut self.anchors) {
+            let seq = anchor.seq;
             match anchor.met {
                 None => self.problem(FindingKind::AnchorMissing, None, None, Some(seq)),
                 // Reported as modified already.
@@ -1661,6 +1667,13 @@ mod tests {
             kinds(&report).contains(&&FindingKind::AnchorMismatch),
             "{report}"
         );
+        // Two anchors for one seq (a log that saw the chain fork): each is
+        // checked, whichever comes last.
+        for anchors in [[middle, other], [other, middle]] {
+            let report = anchored(&trail, &anchors);
+            assert_eq!(matched(&report), 1, "{report}");
+            assert_eq!(only_problem(&report).kind, FindingKind::AnchorMismatch);
+        }
         // An anchor at a changed record: the change is the finding.
         let changed = trail.copy();
         let mut edited = lines.clone();
@@ -1870,6 +1883,18 @@ mod tests {
         // Archiving again moves nothing more than asked.
         let again = archive::archive(&copy.settings.path, &key(), &cold, files.len() - 3);
         assert!(again.expect("archives").is_empty());
+        // Never into the trail's own directory, by its name or a link to
+        // it: the copy would be the file, and removing it lose it.
+        let link = elsewhere.path().join("link-to-the-trail");
+        std::os::unix::fs::symlink(copy.dir.path(), &link).expect("links");
+        for into in [copy.dir.path(), link.as_path()] {
+            let refused = archive::archive(&copy.settings.path, &key(), into, 1);
+            assert!(
+                matches!(refused, Err(archive::ArchiveError::IntoTheTrail { .. })),
+                "{refused:?}"
+            );
+        }
+        assert!(copy.verify().ok(), "{}", copy.verify());
 
         // A file deleted past the archived ones.
         let deleted = copy.copy();
@@ -1902,6 +1927,60 @@ mod tests {
             (&problem.kind, problem.line),
             (&FindingKind::ArchiveLineRefused, Some(3))
         );
+    }
+
+    /// The newest rotated file always stays (it holds the chain's last
+    /// record while the active file has none, and sluice numbers the next
+    /// rotated file after it), even asked to keep none.
+    #[tokio::test]
+    async fn the_newest_rotated_file_always_stays() {
+        use crate::audit::archive;
+        let copy = write_trail(Some(600)).await.copy();
+        let files = crate::audit::log::rotated_files(&copy.settings.path).expect("lists");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let moved =
+            archive::archive(&copy.settings.path, &key(), elsewhere.path(), 0).expect("archives");
+        assert_eq!(moved.len(), files.len() - 1);
+        let left = crate::audit::log::rotated_files(&copy.settings.path).expect("lists");
+        assert_eq!(left, files[files.len() - 1..]);
+        assert!(copy.verify().ok(), "{}", copy.verify());
+    }
+
+    /// A line a crash left torn at the end of the archive lines' file
+    /// accounts for nothing and spoils nothing: verify passes over it, and
+    /// the next archive run cuts it before writing its own.
+    #[tokio::test]
+    async fn a_torn_archive_line_is_passed_over_and_cut() {
+        use crate::audit::archive;
+        let copy = write_trail(Some(600)).await.copy();
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let files = crate::audit::log::rotated_files(&copy.settings.path).expect("lists");
+        archive::archive(
+            &copy.settings.path,
+            &key(),
+            elsewhere.path(),
+            files.len() - 1,
+        )
+        .expect("archives the oldest");
+        let lines_path = archive::lines_path(&copy.settings.path);
+        let whole = fs::read(&lines_path).expect("reads");
+        let torn = &whole[..40];
+        fs::write(&lines_path, [whole.as_slice(), torn].concat()).expect("tears a line");
+        assert!(copy.verify().ok(), "{}", copy.verify());
+        archive::archive(
+            &copy.settings.path,
+            &key(),
+            elsewhere.path(),
+            files.len() - 2,
+        )
+        .expect("archives the next");
+        let lines = archive::read_lines(&copy.settings.path, &key()).expect("reads");
+        assert_eq!((lines.archived.len(), lines.refused.len()), (2, 0));
+        // The torn bytes are gone: two whole lines, each the size of one.
+        let text = fs::read_to_string(&lines_path).expect("reads");
+        assert_eq!(text.len(), 2 * whole.len(), "{text}");
+        assert!(text.ends_with('\n'));
+        assert!(copy.verify().ok(), "{}", copy.verify());
     }
 
     /// An archive cut short by a crash is finished by the next run: a copy
@@ -2006,8 +2085,9 @@ mod tests {
     }
 
     /// The database sink never rotates: rows missing before the first one
-    /// were deleted, and that is a problem (for files it is a note, see
-    /// above) — as is an instance whose rows and head are all gone, when
+    /// were deleted, and that is a problem (for files too, unless archive
+    /// lines account for them) — as is an instance whose rows and head are
+    /// all gone, when
     /// the operator names it.
     #[test]
     fn rows_deleted_from_the_start_of_a_database_chain_are_a_problem() {
