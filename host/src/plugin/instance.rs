@@ -341,19 +341,32 @@ impl Plugin {
     /// call's wall-clock bound, which starts now).
     pub async fn checkout(&self) -> Result<Warm, Fault> {
         let called_at = Instant::now();
-        let ends_by = called_at + self.wall_clock_limit();
+        let mut ends_by = called_at + self.wall_clock_limit();
         self.stats.calls[shard()].0.fetch_add(1, Ordering::Relaxed);
-        let mut warm = match self.pooled(shard()) {
-            Some(warm) => warm,
-            None => match self.idle_or_place(ends_by).await? {
-                Found::Idle(warm) => warm,
-                Found::Place(slot) => {
-                    let instantiated = self.bounded(ends_by, self.instantiate_inner(slot)).await;
-                    let warm = instantiated.map_err(|error| self.fault(error))?;
-                    self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-                    warm
+        // While calls wait for an instance, one coming back goes to them
+        // first: a new call queues behind them rather than take it here.
+        let queued = self.instances.waiting.load(Ordering::SeqCst) > 0;
+        let pooled = if queued { None } else { self.pooled(shard()) };
+        let found = match pooled {
+            Some(warm) => Found::Idle(warm),
+            None => match self.idle_or_place(ends_by, queued).await? {
+                (found, true) => {
+                    // The wait was the bound's doing, not the plugin's: the
+                    // call gets its whole time from here.
+                    ends_by = Instant::now() + self.wall_clock_limit();
+                    found
                 }
+                (found, false) => found,
             },
+        };
+        let mut warm = match found {
+            Found::Idle(warm) => warm,
+            Found::Place(slot) => {
+                let instantiated = self.bounded(ends_by, self.instantiate_inner(slot)).await;
+                let warm = instantiated.map_err(|error| self.fault(error))?;
+                self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+                warm
+            }
         };
         warm.called_at = called_at;
         warm.ends_by = ends_by;
@@ -361,43 +374,46 @@ impl Plugin {
         Ok(warm)
     }
 
-    /// A current instance from pool shard `shard`; retired ones met on the
-    /// way are dropped.
+    /// A current instance from pool shard `shard`. Retired ones there are
+    /// dropped, all of them: each holds a place among the instances.
     fn pooled(&self, shard: usize) -> Option<Warm> {
         let generation = self.generation.load(Ordering::Acquire);
         let mut pool = self.pool[shard].lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(warm) = pool.pop() {
-            if warm.generation == generation {
-                return Some(warm);
-            }
+        if pool.iter().any(|warm| warm.generation != generation) {
+            pool.retain(|warm| warm.generation == generation);
         }
-        None
+        pool.pop()
     }
 
     /// For a call its own pool shard had no instance for: a place to make
     /// one in, while the bound leaves one; else an idle instance from
     /// another shard; else the first of either to come free before
-    /// `ends_by`, when the call fails closed as [`Fault::Busy`].
-    async fn idle_or_place(&self, ends_by: Instant) -> Result<Found, Fault> {
+    /// `ends_by`, when the call fails closed as [`Fault::Busy`]. A call
+    /// `queued` behind others waiting does not look before its turn (the
+    /// wake-ups come in the order the calls began to wait). Says whether
+    /// the call waited.
+    async fn idle_or_place(&self, ends_by: Instant, queued: bool) -> Result<(Found, bool), Fault> {
         let look = || {
             if let Some(slot) = self.instances.reserve() {
                 return Some(Found::Place(slot));
             }
             (0..SHARDS).find_map(|shard| self.pooled(shard).map(Found::Idle))
         };
-        if let Some(found) = look() {
-            return Ok(found);
+        if !queued && let Some(found) = look() {
+            return Ok((found, false));
         }
         let _waiting = Waiting::new(&self.instances);
+        let mut turn = !queued;
         loop {
             // Registered before the look, so that an instance freed after
             // the look wakes it.
             let freed = self.instances.freed.notified();
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
-            if let Some(found) = look() {
-                return Ok(found);
+            if turn && let Some(found) = look() {
+                return Ok((found, true));
             }
+            turn = true;
             if tokio::time::timeout_at(ends_by.into(), freed)
                 .await
                 .is_err()

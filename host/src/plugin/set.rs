@@ -977,14 +977,18 @@ mod tests {
             let set = set.clone();
             async move { set.evaluate(&session(), &statement("sleep")).await }
         });
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The sleeper has begun its call (the load's check was the first).
+        let plugin = &set.policy[0];
+        while plugin.stats.calls() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let verdict = set.evaluate(&session(), &statement("fine")).await;
         let waited = started.elapsed();
         assert!(matches!(verdict, Ok(Verdict::Allow)), "{verdict:?}");
         let fault = sleeper.await.unwrap().unwrap_err();
         assert_eq!(fault.kind(), "deadline", "{fault}");
         // It ran only once the sleeper's wall-clock bound (300 ms) ended it.
-        let plugin = &set.policy[0];
         assert!(waited >= plugin.wall_clock_limit(), "{waited:?}");
         // The load's instance, dropped with the sleeper's call; then one.
         assert_eq!(instances_created(plugin), 2);

@@ -126,20 +126,46 @@ const NEVER_UNPARSED: &[&str] = &["COPY", "DO", "ALTER SYSTEM"];
 
 /// Longest rule name: a rule sluice shows whole (it cuts longer ones).
 const MAX_NAME_CHARS: usize = 128;
-/// Longest custom reason: well within what sluice passes on whole.
-const MAX_REASON_CHARS: usize = 1024;
+/// Longest custom reason, in bytes: what sluice passes on whole.
+const MAX_REASON_BYTES: usize = 2048;
 
-/// Whether `text` is shown as written: not too long, and no control
-/// character (which sluice would show escaped, or a line break that would
-/// split a log line).
-fn fit_to_show(text: &str, most_chars: usize) -> Result<(), String> {
-    if text.chars().count() > most_chars {
-        return Err(format!("is longer than {most_chars} characters"));
+/// Whether `text` is shown as written: a name on one line, a reason with
+/// line breaks and tabs at most. sluice would show any other control
+/// character escaped, and an invisible format character (a zero-width
+/// space, a direction override that reorders what a reader sees) by its
+/// code point.
+fn fit_to_show(text: &str, what: Shown) -> Result<(), String> {
+    let too_long = match what {
+        Shown::Name => text.chars().count() > MAX_NAME_CHARS,
+        Shown::Reason => text.len() > MAX_REASON_BYTES,
+    };
+    if too_long {
+        return Err(match what {
+            Shown::Name => format!("is longer than {MAX_NAME_CHARS} characters"),
+            Shown::Reason => format!("is longer than {MAX_REASON_BYTES} bytes"),
+        });
     }
-    if text.chars().any(char::is_control) {
-        return Err(format!("{text:?} holds a control character"));
+    let allowed = |c: char| what == Shown::Reason && (c == '\n' || c == '\t');
+    let hidden = |c: char| {
+        matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+        )
+    };
+    if text
+        .chars()
+        .any(|c| (c.is_control() && !allowed(c)) || hidden(c))
+    {
+        return Err(format!("{text:?} holds a control or invisible character"));
     }
     Ok(())
+}
+
+/// What a text of a rule is shown as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Name,
+    Reason,
 }
 
 impl Rules {
@@ -179,10 +205,10 @@ impl Rules {
             }
             // What a client, the log and the trail are shown: sluice would
             // cut and escape it, so say so here, where it can be fixed.
-            fit_to_show(&name, MAX_NAME_CHARS)
+            fit_to_show(&name, Shown::Name)
                 .map_err(|why| format!("rule {}: name {why}", index + 1))?;
             if let Some(reason) = &entry.reason {
-                fit_to_show(reason, MAX_REASON_CHARS)
+                fit_to_show(reason, Shown::Reason)
                     .map_err(|why| format!("rule {}: reason {why}", index + 1))?;
             }
             rules.push(Rule {

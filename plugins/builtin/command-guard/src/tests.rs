@@ -358,11 +358,15 @@ fn rules_that_would_open_a_hole_are_refused() {
         ("[[rule]\nblock = \"drop\"", "rules file"),
         (
             "[[rule]]\nblock = \"drop\"\nname = \"no-drop\\n2099 INFO forged\"",
-            "name \"no-drop\\n2099 INFO forged\" holds a control character",
+            "name \"no-drop\\n2099 INFO forged\" holds a control or invisible character",
+        ),
+        (
+            "[[rule]]\nblock = \"drop\"\nname = \"no-\\u202edrop\"",
+            "holds a control or invisible character",
         ),
         (
             "[[rule]]\nblock = \"drop\"\nreason = \"no\\u0000\"",
-            "reason \"no\\0\" holds a control character",
+            "reason \"no\\0\" holds a control or invisible character",
         ),
         (
             &format!("[[rule]]\nblock = \"drop\"\nname = \"{}\"", "n".repeat(129)),
@@ -371,14 +375,21 @@ fn rules_that_would_open_a_hole_are_refused() {
         (
             &format!(
                 "[[rule]]\nblock = \"drop\"\nreason = \"{}\"",
-                "r".repeat(1025)
+                "é".repeat(1025)
             ),
-            "reason is longer than 1024 characters",
+            "reason is longer than 2048 bytes",
         ),
     ] {
         let error = Rules::parse(text).expect_err(text);
         assert!(error.contains(why), "{text}: {error}");
     }
+}
+
+/// A reason may run over lines, and be indented: sluice shows it so.
+#[test]
+fn a_reason_may_hold_line_breaks_and_tabs() {
+    let rules = Rules::parse("[[rule]]\nblock = \"drop\"\nreason = \"first\\n\\tsecond\"");
+    assert!(rules.is_ok(), "{:?}", rules.err());
 }
 
 #[test]
