@@ -44,6 +44,10 @@ use crate::metrics::{SHARDS, shard};
 /// leaving a call its deadline again (at least this much) for suspension.
 const WALL_CLOCK_GRACE: Duration = Duration::from_millis(200);
 
+/// Longest a call that found others waiting for an instance waits for its
+/// wake-up before it looks for one itself.
+const QUEUED_LOOK_AFTER: Duration = Duration::from_millis(5);
+
 /// A call (or the instantiation for it) was abandoned at its wall-clock
 /// bound: classified as the deadline fault.
 #[derive(Debug, thiserror::Error)]
@@ -402,7 +406,7 @@ impl Plugin {
         if !queued && let Some(found) = look() {
             return Ok((found, false));
         }
-        let _waiting = Waiting::new(&self.instances);
+        let waiting = Waiting::new(&self.instances);
         let mut turn = !queued;
         loop {
             // Registered before the look, so that an instance freed after
@@ -411,12 +415,24 @@ impl Plugin {
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
             if turn && let Some(found) = look() {
+                // More may have come free than wake-ups were given (freed
+                // while no call was counted waiting yet): the next waiter
+                // looks too.
+                drop(waiting);
+                self.instances.came_free();
                 return Ok((found, true));
             }
+            // A call queued behind others looks when woken, or after a
+            // moment in any case: it is owed no wake-up of its own.
+            let look_by = match turn {
+                true => ends_by,
+                false => ends_by.min(Instant::now() + QUEUED_LOOK_AFTER),
+            };
             turn = true;
-            if tokio::time::timeout_at(ends_by.into(), freed)
+            if tokio::time::timeout_at(look_by.into(), freed)
                 .await
                 .is_err()
+                && Instant::now() >= ends_by
             {
                 let fault = Fault::Busy {
                     plugin: self.name.clone(),
@@ -683,5 +699,49 @@ impl Plugin {
         let result = self.bounded(ends_by, call).await;
         // The plugin's own `Err` is its verdict, not an invalid answer.
         self.checkin(warm, result, Ok).map_err(|f| f.to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Hook, PluginSettings};
+    use crate::plugin::builtin::test_guests;
+    use crate::plugin::set::PluginSet;
+    use crate::plugin::testing;
+
+    /// A call that arrives while another is counted waiting queues behind
+    /// it, but is owed no wake-up: an instance that came free while no one
+    /// was counted waiting (so none was given) is found after a moment,
+    /// not when the call's time runs out.
+    #[tokio::test]
+    async fn a_queued_call_looks_for_itself_after_a_moment() {
+        let set = PluginSet::load(
+            super::super::runtime::Runtime::shared(),
+            &[PluginSettings {
+                max_instances: 1,
+                ..testing::plugin_settings("one", Hook::Policy, test_guests::GUEST_ALLOW_ALL, "{}")
+            }],
+            None,
+        )
+        .await
+        .expect("loads");
+        let plugin = set.plugins().next().expect("the plugin").clone();
+        let held = plugin.checkout().await.expect("the instance");
+        // Another call counted waiting (it never wakes); the instance back
+        // in its pool with no wake-up given.
+        let _ghost = Waiting::new(&plugin.instances);
+        plugin.pool[shard()].lock().expect("the pool").push(held);
+        let started = Instant::now();
+        let warm = plugin.checkout().await.expect("found, not busy");
+        assert!(
+            started.elapsed() < plugin.wall_clock_limit(),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(plugin.stats.instances_created.load(Ordering::Relaxed), 1);
+        plugin
+            .checkin(warm, Ok(()), Ok::<(), String>)
+            .expect("back");
     }
 }
