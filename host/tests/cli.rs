@@ -504,34 +504,7 @@ fn http_get(addr: &str, path: &str) -> String {
 #[test]
 fn audit_archive_moves_old_files_and_verify_knows_them() {
     let dir = tempfile::tempdir().unwrap();
-    let trail = dir.path().join("audit.jsonl");
-    let key_path = dir.path().join("audit.jsonl.key");
-    std::fs::write(&key_path, format!("{}\n", "a7".repeat(32))).unwrap();
-    std::fs::set_permissions(
-        &key_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let settings = sluice::audit::log::LogSettings {
-        path: trail.clone(),
-        head_path: dir.path().join("audit.jsonl.head"),
-        key: sluice::audit::ChainKey::load(&key_path).unwrap(),
-        instance: "gw-archive".to_owned(),
-        fsync: sluice::audit::log::Fsync::Always,
-        rotate_bytes: Some(600),
-        rotate_after: None,
-    };
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let log = sluice::audit::log::AuditLog::open(settings).unwrap();
-        for n in 0..20 {
-            let event = serde_json::json!({"event": "statement", "text": format!("select {n}")});
-            let serde_json::Value::Object(event) = event else {
-                unreachable!("an object literal")
-            };
-            log.record(event).await.unwrap();
-        }
-        log.close().await;
-    });
+    let trail = rotated_trail(dir.path());
     let rotated = sluice::audit::log::rotated_files(&trail).unwrap();
     assert!(rotated.len() > 3, "{rotated:?}");
     let trail_arg = trail.to_str().unwrap();
@@ -604,38 +577,96 @@ fn audit_archive_moves_old_files_and_verify_knows_them() {
         "{stderr}"
     );
 
-    // A file moved away by hand: verify fails until a holder of the key
-    // acknowledges the start; refused when more than that is wrong.
+    // A file moved by hand once the trail has archive lines: deleted, as
+    // far as anyone can tell, and no acknowledgement blesses it.
     let (_, newest) = &left[0];
-    let by_hand = dir.path().join("moved-by-hand");
-    std::fs::rename(newest, &by_hand).unwrap();
+    std::fs::rename(newest, dir.path().join("moved-by-hand")).unwrap();
     let (ok, verified, _) = run(&["audit", "verify", "--audit-file", trail_arg], "");
     assert!(!ok && verified.contains("no archive line"), "{verified}");
-    let acknowledge = || {
-        run(
-            &[
-                "audit",
-                "archive",
-                "--audit-file",
-                trail_arg,
-                "--acknowledge-start",
-            ],
-            "",
-        )
-    };
+    let (ok, _, stderr) = acknowledge_start(trail_arg);
+    assert!(!ok && stderr.contains("archive lines already"), "{stderr}");
+}
+
+/// `sluice audit archive --acknowledge-start` of the trail at `trail`.
+fn acknowledge_start(trail: &str) -> (bool, String, String) {
+    run(
+        &[
+            "audit",
+            "archive",
+            "--audit-file",
+            trail,
+            "--acknowledge-start",
+        ],
+        "",
+    )
+}
+
+/// A trail whose oldest files were moved away by hand before `archive`
+/// existed fails verify until a holder of the key acknowledges its start
+/// — recorded and shown as an acknowledgement, not an archive; refused
+/// while anything else is wrong, and once done.
+#[test]
+fn audit_archive_acknowledges_a_start_moved_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = rotated_trail(dir.path());
+    let trail_arg = trail.to_str().unwrap();
+    let rotated = sluice::audit::log::rotated_files(&trail).unwrap();
+    std::fs::rename(&rotated[0].1, dir.path().join("moved-by-hand")).unwrap();
+    let (ok, verified, _) = run(&["audit", "verify", "--audit-file", trail_arg], "");
+    assert!(!ok && verified.contains("no archive line"), "{verified}");
+    let acknowledge = || acknowledge_start(trail_arg);
     let lines_path = dir.path().join("audit.jsonl.archived");
-    let lines_before = std::fs::read(&lines_path).unwrap();
     let head = dir.path().join("audit.jsonl.head");
     let head_bytes = std::fs::read(&head).unwrap();
     std::fs::write(&head, b"not a head").unwrap();
     let (ok, _, stderr) = acknowledge();
     assert!(!ok && stderr.contains("nothing recorded"), "{stderr}");
-    assert_eq!(std::fs::read(&lines_path).unwrap(), lines_before);
+    assert!(!lines_path.exists());
     std::fs::write(&head, head_bytes).unwrap();
     let (ok, stdout, stderr) = acknowledge();
     assert!(ok, "{stderr}");
     assert!(stdout.contains("were moved away"), "{stdout}");
     let (ok, verified, stderr) = run(&["audit", "verify", "--audit-file", trail_arg], "");
     assert!(ok, "{verified}{stderr}");
-    assert!(verified.contains("were archived"), "{verified}");
+    assert!(
+        verified.contains("as a holder of the key acknowledged"),
+        "{verified}"
+    );
+    assert!(!verified.contains("were archived"), "{verified}");
+    let (ok, _, stderr) = acknowledge();
+    assert!(!ok && stderr.contains("nothing recorded"), "{stderr}");
+}
+
+/// A trail of 20 records in `dir`, rotated every 600 bytes, with its key
+/// and head beside it as `--audit-file` finds them.
+fn rotated_trail(dir: &std::path::Path) -> std::path::PathBuf {
+    let trail = dir.join("audit.jsonl");
+    let key_path = dir.join("audit.jsonl.key");
+    std::fs::write(&key_path, format!("{}\n", "a7".repeat(32))).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let settings = sluice::audit::log::LogSettings {
+        path: trail.clone(),
+        head_path: dir.join("audit.jsonl.head"),
+        key: sluice::audit::ChainKey::load(&key_path).unwrap(),
+        instance: "gw-archive".to_owned(),
+        fsync: sluice::audit::log::Fsync::Always,
+        rotate_bytes: Some(600),
+        rotate_after: None,
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let log = sluice::audit::log::AuditLog::open(settings).unwrap();
+        for n in 0..20 {
+            let event = serde_json::json!({"event": "statement", "text": format!("select {n}")});
+            let serde_json::Value::Object(event) = event else {
+                unreachable!("an object literal")
+            };
+            log.record(event).await.unwrap();
+        }
+        log.close().await;
+    });
+    trail
 }

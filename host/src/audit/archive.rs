@@ -51,6 +51,10 @@ pub enum ArchiveError {
     IntoTheTrail { to: PathBuf },
     #[error("the trail has no record to acknowledge its start at")]
     NoRecords,
+    #[error(
+        "the trail has archive lines already: its start is acknowledged only before the first archive"
+    )]
+    AlreadyRecorded,
 }
 
 /// Makes the error of an I/O `action` on `path` that failed.
@@ -81,6 +85,9 @@ pub struct ArchiveLines {
     /// The last records of the files moved away, as the lines that verify
     /// name them.
     pub archived: Vec<Link>,
+    /// Records a holder of the key acknowledged the trail starting after
+    /// ([`acknowledge_start`]).
+    pub acknowledged: Vec<Link>,
     /// Lines (counted from 1) that are not archive lines or do not verify.
     pub refused: Vec<u64>,
 }
@@ -115,9 +122,12 @@ pub fn read_lines(trail: &Path, key: &ChainKey) -> io::Result<ArchiveLines> {
                 break;
             }
         }
-        match chain::parse_archive_line(key, &line) {
-            Ok(link) => lines.archived.push(link),
-            Err(_) => lines.refused.push(number),
+        if let Ok(link) = chain::parse_archive_line(key, &line) {
+            lines.archived.push(link);
+        } else if let Ok(link) = chain::parse_acknowledgement_line(key, &line) {
+            lines.acknowledged.push(link);
+        } else {
+            lines.refused.push(number);
         }
     }
     Ok(lines)
@@ -167,11 +177,7 @@ pub fn archive(
 ) -> Result<Vec<Moved>, ArchiveError> {
     let rotated = rotated_files(trail).map_err(failed("list the files of", trail))?;
     let chosen = rotated.len().saturating_sub(keep.max(1));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(to)
-        .map_err(failed("create", to))?;
+    create_synced(to)?;
     let trail_dir = directory_of(trail);
     let same_dir = |a: &Path, b: &Path| -> Result<bool, ArchiveError> {
         let (a, b) = (
@@ -214,8 +220,15 @@ pub fn archive(
 /// Records that the trail's records before its first one were moved away
 /// by other means (by hand, before `archive` existed): the line names the
 /// record its first record follows. Only a holder of the key can write it,
-/// and it says nothing about what those records held: an operator's word.
+/// and it says nothing about what those records held: an operator's word,
+/// recorded (and shown by verify) as such, not as an archive. Refused once
+/// the trail has archive lines: from then on `archive` moves its files,
+/// and a start gone past them was deleted.
 pub fn acknowledge_start(trail: &Path, key: &ChainKey) -> Result<Link, ArchiveError> {
+    let recorded = read_lines(trail, key).map_err(failed("read", &lines_path(trail)))?;
+    if recorded != ArchiveLines::default() {
+        return Err(ArchiveError::AlreadyRecorded);
+    }
     let files = super::log::chain_files(trail).map_err(failed("list the files of", trail))?;
     let first = files
         .iter()
@@ -229,7 +242,7 @@ pub fn acknowledge_start(trail: &Path, key: &ChainKey) -> Result<Link, ArchiveEr
         seq: first.seq.saturating_sub(1),
         mac: first.prev,
     };
-    append_line(trail, &chain::archive_line(key, &before))?;
+    append_line(trail, &chain::acknowledgement_line(key, &before))?;
     Ok(before)
 }
 
@@ -245,16 +258,30 @@ fn append_line(trail: &Path, line: &[u8]) -> Result<(), ArchiveError> {
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(failed("open", &path))?;
-    let len = file.metadata().map_err(failed("look at", &path))?.len();
+    let metadata = file.metadata().map_err(failed("look at", &path))?;
+    if !metadata.is_file() {
+        let error = io::Error::other("not a regular file");
+        return Err(failed("append to", &path)(error));
+    }
+    let len = metadata.len();
     let whole = whole_lines_len(&file, len).map_err(failed("read", &path))?;
     if whole < len {
         file.set_len(whole)
             .map_err(failed("cut the torn line of", &path))?;
     }
-    file.write_all(line)
+    // After bytes that are no line of ours (see whole_lines_len): on a
+    // line of its own.
+    let after_foreign_bytes =
+        whole == len && len > 0 && !ends_in_newline(&file, len).map_err(failed("read", &path))?;
+    let mut text = Vec::with_capacity(line.len() + 1);
+    if after_foreign_bytes {
+        text.push(b'\n');
+    }
+    text.extend_from_slice(line);
+    file.write_all(&text)
         .and_then(|()| file.sync_data())
         .map_err(failed("write", &path))?;
     if created {
@@ -279,6 +306,13 @@ fn whole_lines_len(file: &fs::File, len: u64) -> io::Result<u64> {
     })
 }
 
+/// Whether the `len` bytes of `file` end in a newline.
+fn ends_in_newline(file: &fs::File, len: u64) -> io::Result<bool> {
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
 /// The last record of a finished file that verifies: the one the next
 /// file's first record follows. A torn last line (a crash's, which sluice
 /// set aside with the file) is no record, and passed over.
@@ -301,31 +335,83 @@ fn last_record(path: &Path, key: &ChainKey) -> Result<Link, ArchiveError> {
 /// Copies `from` to `to` in the directory `dir`: written under a temporary
 /// name, synced, renamed into place and the directory synced, so that the
 /// copy is whole and on the disk before its original may go. A copy
-/// already there with the same bytes (a run a crash cut short) is taken;
-/// another is a conflict.
+/// already there with the same bytes (a run a crash cut short) is taken,
+/// and synced again (that run may not have); another is a conflict. Read
+/// a piece at a time: a rotated file may be large.
 fn copy_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), ArchiveError> {
-    let bytes = fs::read(from).map_err(failed("read", from))?;
-    match fs::read(to) {
-        Ok(there) if there == bytes => return Ok(()),
-        Ok(_) => {
-            return Err(ArchiveError::Conflict {
-                path: to.to_owned(),
-            });
+    match fs::File::open(to) {
+        Ok(there) => {
+            let original = fs::File::open(from).map_err(failed("open", from))?;
+            if !same_contents(original, &there).map_err(failed("compare", to))? {
+                return Err(ArchiveError::Conflict {
+                    path: to.to_owned(),
+                });
+            }
+            there.sync_all().map_err(failed("sync", to))?;
+            return sync_directory(dir).map_err(failed("sync", dir));
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(failed("read", to)(error)),
+        Err(error) => return Err(failed("open", to)(error)),
     }
+    let mut original = fs::File::open(from).map_err(failed("open", from))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".incoming-")
         .tempfile_in(dir)
         .map_err(failed("create a file in", dir))?;
-    temp.write_all(&bytes)
-        .and_then(|()| temp.as_file().sync_all())
+    io::copy(&mut original, &mut temp)
+        .and_then(|_| temp.as_file().sync_all())
         .map_err(failed("write", temp.path()))?;
     // Not over a file that appeared meanwhile.
     temp.persist_noclobber(to)
         .map_err(|error| failed("rename into", to)(error.error))?;
     sync_directory(dir).map_err(failed("sync", dir))
+}
+
+/// Whether two files hold the same bytes, compared a piece at a time.
+fn same_contents(a: fs::File, b: &fs::File) -> io::Result<bool> {
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (BufReader::new(a), BufReader::new(b));
+    loop {
+        let (pa, pb) = (a.fill_buf()?, b.fill_buf()?);
+        if pa.is_empty() || pb.is_empty() {
+            return Ok(pa.is_empty() && pb.is_empty());
+        }
+        let n = pa.len().min(pb.len());
+        if pa[..n] != pb[..n] {
+            return Ok(false);
+        }
+        a.consume(n);
+        b.consume(n);
+    }
+}
+
+/// Makes the directory `dir` (and any missing above it, mode 0700), each
+/// new one's name synced into its parent, so that a crash cannot take the
+/// archive away once its files are there.
+fn create_synced(dir: &Path) -> Result<(), ArchiveError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_owned());
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    for new in missing.iter().rev() {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(new)
+            .or_else(|error| match error.kind() {
+                io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(error),
+            })
+            .map_err(failed("create", new))?;
+        sync_directory(directory_of(new)).map_err(failed("sync the directory of", new))?;
+    }
+    Ok(())
 }
 
 /// The directory holding `path`.

@@ -616,6 +616,20 @@ pub fn parse_archive_line(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadErro
     parse_sealed(key, &ARCHIVE_SEAL, bytes)
 }
 
+/// The line acknowledging that the records up to `link` were moved away
+/// by other means than [`archive_line`]'s (see
+/// [`super::archive::acknowledge_start`]): `sluice-audit-start-acknowledged
+/// v1 ...`, its MAC over `"acknowledged"`, so that an operator's word is
+/// never shown as an archive.
+pub fn acknowledgement_line(key: &ChainKey, link: &Link) -> Vec<u8> {
+    sealed_line(key, &ACKNOWLEDGEMENT_SEAL, link)
+}
+
+/// Reads a line written by [`acknowledgement_line`] and checks its MAC.
+pub fn parse_acknowledgement_line(key: &ChainKey, bytes: &[u8]) -> Result<Link, HeadError> {
+    parse_sealed(key, &ACKNOWLEDGEMENT_SEAL, bytes)
+}
+
 /// What tells one kind of sealed link line from another: the words it
 /// starts with, and what its MAC covers first.
 struct Seal {
@@ -631,6 +645,11 @@ const HEAD_SEAL: Seal = Seal {
 const ARCHIVE_SEAL: Seal = Seal {
     magic: "sluice-audit-archived",
     domain: b"archived",
+};
+
+const ACKNOWLEDGEMENT_SEAL: Seal = Seal {
+    magic: "sluice-audit-start-acknowledged",
+    domain: b"acknowledged",
 };
 
 /// `MAGIC v1 seq=<20 digits> mac=<64 hex> hmac=<64 hex>\n` for `link`.

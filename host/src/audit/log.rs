@@ -3078,7 +3078,7 @@ mod tests {
             report
                 .findings
                 .iter()
-                .any(|finding| finding.kind == FindingKind::ArchivedBefore),
+                .any(|finding| finding.kind == FindingKind::StartAcknowledged),
             "{report}"
         );
     }

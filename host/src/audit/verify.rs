@@ -115,17 +115,22 @@ fn verify_looking_again(
 ) -> Report {
     let mut report = verify_anchored(path, head_path, key, anchors);
     for _ in 1..LIVE_ATTEMPTS {
-        let only_in_flight = report.problems().next().is_some()
-            && report.problems().all(|finding| {
-                matches!(
-                    finding.kind,
-                    FindingKind::BeyondHead { .. }
-                        | FindingKind::CutShort { .. }
-                        | FindingKind::Torn { continued: false }
-                        | FindingKind::DataAfterEnd
-                        | FindingKind::HeadSlotRefused(_)
-                )
-            });
+        let in_flight = |kind: &FindingKind| {
+            matches!(
+                kind,
+                FindingKind::BeyondHead { .. }
+                    | FindingKind::CutShort { .. }
+                    | FindingKind::Torn { continued: false }
+                    | FindingKind::DataAfterEnd
+                    | FindingKind::HeadSlotRefused(_)
+            )
+        };
+        // A late start does not change between looks: beside it, what a
+        // commit in flight leaves is still worth a second look.
+        let only_in_flight = report.problems().any(|finding| in_flight(&finding.kind))
+            && report
+                .problems()
+                .all(|finding| in_flight(&finding.kind) || finding.kind == FindingKind::StartsLate);
         let rotated_meanwhile =
             !report.ok() && chain_files(path).is_ok_and(|files| files != report.files);
         if !only_in_flight && !rotated_meanwhile {
@@ -487,6 +492,9 @@ pub enum FindingKind {
     /// The first record is not seq 1, and the records before it were
     /// archived: an archive line names the record before it.
     ArchivedBefore,
+    /// The first record is not seq 1, and a holder of the key acknowledged
+    /// the records before it moved away by other means.
+    StartAcknowledged,
     /// A line of the archive lines' file is not one, or does not verify
     /// under the key.
     ArchiveLineRefused,
@@ -602,6 +610,11 @@ impl fmt::Display for Finding {
                 "the trail starts at seq {seq}{place}: the records before it were archived \
                  (an archive line names record {})",
                 seq.saturating_sub(1)
+            ),
+            FindingKind::StartAcknowledged => write!(
+                f,
+                "the trail starts at seq {seq}{place}: the records before it were moved away \
+                 by other means than sluice audit archive, as a holder of the key acknowledged"
             ),
             FindingKind::ArchiveLineRefused => write!(
                 f,
@@ -779,9 +792,9 @@ struct Check {
     /// The anchors to check. Two may name one seq with different MACs (a
     /// log that saw the chain fork): each is checked, so one fails.
     anchors: Vec<Anchor>,
-    /// The last records of files archived away, as the archive lines name
-    /// them.
-    archived: Vec<Link>,
+    /// The last records of files archived away (and of starts
+    /// acknowledged), as the archive lines name them.
+    archived: super::archive::ArchiveLines,
 }
 
 /// An anchor and what the check found at its seq.
@@ -815,7 +828,7 @@ impl Check {
             torn_accounted: false,
             rows_of: None,
             anchors: Default::default(),
-            archived: Vec::new(),
+            archived: Default::default(),
         }
     }
 
@@ -825,11 +838,11 @@ impl Check {
         let lines_path = super::archive::lines_path(path);
         match super::archive::read_lines(path, key) {
             Ok(lines) => {
-                for line in lines.refused {
+                for &line in &lines.refused {
                     let kind = FindingKind::ArchiveLineRefused;
                     self.problem(kind, Some(&lines_path), Some(line), None);
                 }
-                self.archived = lines.archived;
+                self.archived = lines;
             }
             Err(error) => {
                 let kind = FindingKind::Unreadable(error.to_string());
@@ -848,12 +861,18 @@ impl Check {
                 met: None,
             })
             .collect();
+        // By seq, for the lookup at every record.
+        self.anchors.sort_by_key(|anchor| anchor.seq);
         self
     }
 
     /// Notes the record at `seq`, if an anchor names it.
     fn meet_anchor(&mut self, seq: u64, verified_mac: Option<[u8; 32]>, path: &Path, line: u64) {
-        for anchor in self.anchors.iter_mut().filter(|anchor| anchor.seq == seq) {
+        let from = self.anchors.partition_point(|anchor| anchor.seq < seq);
+        let at_seq = self.anchors[from..]
+            .iter_mut()
+            .take_while(|anchor| anchor.seq == seq);
+        for anchor in at_seq {
             anchor.met = Some(AnchorMet {
                 verified_mac,
                 file: path.to_path_buf(),
@@ -1095,8 +1114,10 @@ impl Check {
                     seq: link.seq.saturating_sub(1),
                     mac: prev,
                 };
-                let (severity, kind) = if self.archived.contains(&before) {
+                let (severity, kind) = if self.archived.archived.contains(&before) {
                     (Severity::Note, FindingKind::ArchivedBefore)
+                } else if self.archived.acknowledged.contains(&before) {
+                    (Severity::Note, FindingKind::StartAcknowledged)
                 } else {
                     (Severity::Problem, FindingKind::StartsLate)
                 };
