@@ -393,9 +393,10 @@ impl Plugin {
     /// one in, while the bound leaves one; else an idle instance from
     /// another shard; else the first of either to come free before
     /// `ends_by`, when the call fails closed as [`Fault::Busy`]. A call
-    /// `queued` behind others waiting does not look before its turn (the
-    /// wake-ups come in the order the calls began to wait). Says whether
-    /// the call waited.
+    /// `queued` behind others waiting does not look before it is woken or
+    /// a moment has passed: instances coming back go to the calls that
+    /// waited first, by and large (a call that wakes and loses a race
+    /// waits again behind the rest). Says whether the call waited.
     async fn idle_or_place(&self, ends_by: Instant, queued: bool) -> Result<(Found, bool), Fault> {
         let look = || {
             if let Some(slot) = self.instances.reserve() {
@@ -434,6 +435,10 @@ impl Plugin {
                 .is_err()
                 && Instant::now() >= ends_by
             {
+                // A wake-up it may hold goes on with its `Notified`; and
+                // its turn passes on to the next waiter.
+                drop(waiting);
+                self.instances.came_free();
                 let fault = Fault::Busy {
                     plugin: self.name.clone(),
                     instances: self.instances.max,

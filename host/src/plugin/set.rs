@@ -467,24 +467,32 @@ impl PluginSet {
         connection: &ConnectionInfo,
     ) -> Result<Option<(String, StoredSecret)>, Fault> {
         for plugin in &self.identity {
-            if let Some(secret) = call!(plugin, Identity, |e, store| e
-                .sluice_gateway_identity()
-                .call_scram_verifier(store, user, connection))?
-            {
-                // Answers that admit nobody are the plugin's faults,
-                // counted as any invalid answer is.
-                if secret.principal.id != user {
-                    return Err(plugin
-                        .invalid_answer("scram-verifier answered with another user's principal"));
+            // Answers that admit nobody are the plugin's faults, counted as
+            // any invalid answer is — judged before the instance serves
+            // again, which then does not.
+            let answer = call!(
+                plugin,
+                Identity,
+                |e, store| e
+                    .sluice_gateway_identity()
+                    .call_scram_verifier(store, user, connection),
+                |secret: Option<StoredSecret>| match secret {
+                    Some(secret) if secret.principal.id != user => {
+                        Err("scram-verifier answered with another user's principal".to_owned())
+                    }
+                    Some(secret) => match secret
+                        .scram_verifier
+                        .parse::<crate::auth::scram::Verifier>()
+                    {
+                        Ok(_) => Ok(Some(secret)),
+                        Err(error) => Err(format!(
+                            "scram-verifier returned an unusable verifier: {error}"
+                        )),
+                    },
+                    None => Ok(None),
                 }
-                if let Err(error) = secret
-                    .scram_verifier
-                    .parse::<crate::auth::scram::Verifier>()
-                {
-                    return Err(plugin.invalid_answer(format!(
-                        "scram-verifier returned an unusable verifier: {error}"
-                    )));
-                }
+            )?;
+            if let Some(secret) = answer {
                 return Ok(Some((plugin.name.clone(), secret)));
             }
         }
@@ -500,16 +508,23 @@ impl PluginSet {
         connection: &ConnectionInfo,
     ) -> Result<Result<Principal, AuthError>, Fault> {
         for plugin in &self.identity {
-            match call!(plugin, Identity, |e, store| {
-                store.data_mut().secret = Some(token.into());
-                e.sluice_gateway_identity()
-                    .call_authenticate(store, user, token, connection)
-            })? {
-                Err(AuthError::UnknownUser) => continue,
-                Ok(principal) if principal.id != user => {
-                    return Err(plugin
-                        .invalid_answer("authenticate answered with another user's principal"));
+            // Judged before the instance serves again (see scram_verifier).
+            match call!(
+                plugin,
+                Identity,
+                |e, store| {
+                    store.data_mut().secret = Some(token.into());
+                    e.sluice_gateway_identity()
+                        .call_authenticate(store, user, token, connection)
+                },
+                |answer: Result<Principal, AuthError>| match answer {
+                    Ok(principal) if principal.id != user => {
+                        Err("authenticate answered with another user's principal".to_owned())
+                    }
+                    answer => Ok(answer),
                 }
+            )? {
+                Err(AuthError::UnknownUser) => continue,
                 answer => return Ok(answer),
             }
         }
@@ -979,9 +994,12 @@ mod tests {
         });
         // The sleeper has begun its call (the load's check was the first).
         let plugin = &set.policy[0];
-        while plugin.stats.calls() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let began = tokio::time::timeout(Duration::from_secs(30), async {
+            while plugin.stats.calls() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        began.await.expect("the sleeper's call began");
         tokio::time::sleep(Duration::from_millis(50)).await;
         let verdict = set.evaluate(&session(), &statement("fine")).await;
         let waited = started.elapsed();

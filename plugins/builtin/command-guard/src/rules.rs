@@ -146,10 +146,22 @@ fn fit_to_show(text: &str, what: Shown) -> Result<(), String> {
         });
     }
     let allowed = |c: char| what == Shown::Reason && (c == '\n' || c == '\t');
+    // The invisible format characters sluice names rather than shows: the
+    // host's list (`text::is_invisible_format`), kept in step by hand, as
+    // a plugin cannot depend on the host.
     let hidden = |c: char| {
         matches!(
             c,
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
         )
     };
     if text

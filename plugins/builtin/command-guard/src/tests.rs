@@ -365,6 +365,10 @@ fn rules_that_would_open_a_hole_are_refused() {
             "holds a control or invisible character",
         ),
         (
+            "[[rule]]\nblock = \"drop\"\nreason = \"one\\u2028two\"",
+            "holds a control or invisible character",
+        ),
+        (
             "[[rule]]\nblock = \"drop\"\nreason = \"no\\u0000\"",
             "reason \"no\\0\" holds a control or invisible character",
         ),
