@@ -20,8 +20,9 @@
 //!
 //! A trail whose oldest files were moved away by hand (before this
 //! existed) can have its start acknowledged by a holder of the key
-//! ([`acknowledge_start`]): an archive line for the record its first
-//! record follows.
+//! ([`acknowledge_start`]): a line of its own kind, naming the record its
+//! first record follows, which verify shows as an acknowledgement, not an
+//! archive.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -75,8 +76,8 @@ pub fn lines_path(trail: &Path) -> PathBuf {
     trail.with_file_name(name)
 }
 
-/// Longest archive line read: they are 191 bytes, so anything longer is
-/// no archive line (and is not gathered into memory whole).
+/// Longest line read: sluice's are about 200 bytes, so anything longer is
+/// none of them (and is not gathered into memory whole).
 const MAX_LINE: u64 = 1024;
 
 /// What the archive lines of a trail say.
