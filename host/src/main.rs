@@ -174,7 +174,7 @@ enum AuditCommand {
         keep: usize,
         /// Move nothing: record that the records before the trail's first
         /// were moved away by other means (by hand, before sluice audit
-        /// archive existed), so that verify takes its start as archived.
+        /// archive existed), so that verify takes its start as acknowledged.
         /// Refused unless that late start is all verify finds wrong.
         #[arg(long, conflicts_with_all = ["to", "keep"])]
         acknowledge_start: bool,
@@ -290,7 +290,8 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             if let Some(database) = &settings.postgres {
                 if !anchor.is_empty() && instance.len() != 1 {
                     bail!(
-                        "an anchor names a record of one gateway instance's chain:                          name that instance with --instance"
+                        "an anchor names a record of one gateway instance's chain: \
+                         name that instance with --instance"
                     );
                 }
                 return verify_database(&settings, database, &instance, &anchor);
