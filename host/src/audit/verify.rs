@@ -1904,6 +1904,14 @@ mod tests {
         // Archiving again moves nothing more than asked.
         let again = archive::archive(&copy.settings.path, &key(), &cold, files.len() - 3);
         assert!(again.expect("archives").is_empty());
+        // sluice starts again on the archived trail and writes on: the
+        // chain goes on, and still verifies.
+        let log = AuditLog::open(copy.settings.clone()).expect("reopens the archived trail");
+        log.record(statement(9, 9)).await.expect("durable");
+        log.close().await;
+        let report = copy.verify();
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.findings[0].kind, FindingKind::ArchivedBefore);
         // Never into the trail's own directory, by its name or a link to
         // it: the copy would be the file, and removing it lose it.
         let link = elsewhere.path().join("link-to-the-trail");
