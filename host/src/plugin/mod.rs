@@ -167,6 +167,13 @@ mod tests {
         let changed = plugins.reload(&[allow(r#"{"note": 1}"#)]).await.unwrap();
         assert_eq!(changed, generation + 1);
         assert!(!Arc::ptr_eq(&before, &plugins.current()));
+        // So does a change of its limits: the bound on its instances.
+        let bounded = PluginSettings {
+            max_instances: 2,
+            ..allow(r#"{"note": 1}"#)
+        };
+        let changed = plugins.reload(&[bounded]).await.unwrap();
+        assert_eq!(changed, generation + 2);
     }
 
     /// A plugin whose configuration check waits inside WASI is refused, at
