@@ -2329,6 +2329,11 @@ impl Proxy<'_> {
         {
             return false;
         }
+        // A reload while the cycle is open: its verdicts are the old set's,
+        // and `judge` refuses the statement (the cycle must end first).
+        if self.open_cycle_pinned && self.shared.plugins.generation() != self.plugins_generation {
+            return false;
+        }
         statements.iter().all(|analysed| {
             analysed.effect == crate::analysis::Effect::None
                 && matches!(self.remembered_verdict(analysed), Some(Verdict::Allow))
