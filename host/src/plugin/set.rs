@@ -98,7 +98,11 @@ fn usable_rule(rule: &str) -> Result<String, String> {
         return Err("its rule is empty".to_owned());
     }
     let rule: String = rule.chars().take(MAX_NAME_CHARS).collect();
-    Ok(crate::text::one_line(&rule).into_owned())
+    let rule = crate::text::one_line(&rule);
+    // A rule is a name, shown unmasked in the log, on spans and on the
+    // trail: a plugin that puts statement data in it (a card number from
+    // a literal) has its digits hidden, as in its log lines.
+    Ok(super::host_api::redact_long_digit_runs(&rule).into_owned())
 }
 
 fn usable_group(group: &str) -> Result<(), String> {
@@ -112,6 +116,9 @@ fn usable_group(group: &str) -> Result<(), String> {
     }
     if crate::text::one_line(group) != group {
         return Err("its approver group holds a control or invisible character".to_owned());
+    }
+    if super::host_api::redact_long_digit_runs(group) != group {
+        return Err("its approver group holds a run of 13 or more digits".to_owned());
     }
     Ok(())
 }
@@ -852,6 +859,9 @@ mod tests {
         assert_eq!(reason, "no\\u{0}Cforged \\u{1b}[2J \"tab\\u{1}le\"");
         let (rule, _) = words(deny("r\n2099 INFO forged\u{202e}", "x"));
         assert_eq!(rule, "r\\n2099 INFO forged<U+202E>");
+        // Statement data in a rule: no card number goes on unmasked.
+        let (rule, _) = words(deny("no-card-4111111111111111", "x"));
+        assert_eq!(rule, "no-card-****************");
         let (rule, reason) = words(deny(&"r".repeat(500), &"é".repeat(MAX_REASON_BYTES)));
         assert_eq!(rule.chars().count(), MAX_NAME_CHARS);
         assert!(
@@ -871,6 +881,7 @@ mod tests {
             (approve("r", "ops\r"), "control or invisible"),
             (approve("r", "ops\u{200b}"), "control or invisible"),
             (approve("r", &"g".repeat(MAX_NAME_CHARS + 1)), "longer than"),
+            (approve("r", "ops-4111111111111111"), "13 or more digits"),
         ] {
             let error = usable_judgement(bad).unwrap_err();
             assert!(error.contains(why), "{error}");
