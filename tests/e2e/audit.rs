@@ -69,7 +69,10 @@ async fn a_scripted_session_is_on_the_record_in_order() {
         .await
         .unwrap();
     let pan = "4111111111111111";
-    let client = env.connect("analyst").await;
+    // Its application named, with a card number in the name.
+    let mut config = env.config("analyst");
+    config.application_name(&format!("etl-{pan}"));
+    let client = sluice_tests::connect(&config).await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
     let rows = client
         .query("SELECT $1::text AS card", &[&pan])
@@ -100,6 +103,7 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     assert_eq!(start["database"], env.database.as_str());
     assert_eq!(start["tls"], false);
     assert!(start["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(start["application"], "etl-411111******1111", "{start:#}");
     let session = start["session"].as_u64().unwrap();
 
     // Every statement, in order, after the session's start.
@@ -185,6 +189,7 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     let shown = sluice::audit::read::show_session(&all, session);
     for needle in [
         "initiated by analyst (groups: analysts)",
+        "etl-411111******1111",
         "statement 3",
         "SELECT 'forbidden'",
         "decision: deny (plugin rules",
