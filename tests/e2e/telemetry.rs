@@ -643,4 +643,24 @@ async fn the_admin_port_serves_metrics_health_and_readiness() {
     );
     assert_eq!(http_request(admin, "GET", "/nothing").await.0, 404);
     assert_eq!(http_request(admin, "POST", "/metrics").await.0, 405);
+
+    // Reloads are counted by result: one refused (a plugin that does not
+    // exist), one applied (a changed rule).
+    let extra = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let plugins = &env.gateway.shared.plugins;
+    env.rewrite_config(&watched_config(extra).replace("builtin:luhn-masker", "builtin:nothing"));
+    assert!(
+        sluice::plugin::reload::reload_from(plugins, &env.config_path)
+            .await
+            .is_err()
+    );
+    env.rewrite_config(&watched_config(extra).replace("\"forbidden\"", "\"forbidden\", \"other\""));
+    sluice::plugin::reload::reload_from(plugins, &env.config_path)
+        .await
+        .expect("a changed rule loads");
+    let (_, text) = http_request(admin, "GET", "/metrics").await;
+    for (result, count) in [("applied", 1.0), ("rejected", 1.0)] {
+        let series = format!("sluice_plugin_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&text, &series), Some(count), "{series} in:\n{text}");
+    }
 }
