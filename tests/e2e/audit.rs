@@ -71,7 +71,7 @@ async fn a_scripted_session_is_on_the_record_in_order() {
     let pan = "4111111111111111";
     // Its application named, with a card number in the name.
     let mut config = env.config("analyst");
-    config.application_name(&format!("etl-{pan}"));
+    config.application_name(format!("etl-{pan}"));
     let client = sluice_tests::connect(&config).await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
     let rows = client
