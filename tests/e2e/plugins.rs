@@ -1755,6 +1755,57 @@ async fn a_pipeline_left_open_under(first: &str) {
     assert_eq!(denied.code(), "42501", "{replies:?}");
 }
 
+/// A portal bound before a reload, in a transaction that keeps it open,
+/// is not run after it under the old verdict: its Execute is refused
+/// (55000) and binding it again judges it by the new rules. Portals of a
+/// transaction begun after the reload run as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_bound_before_a_reload_is_not_run_after_it() {
+    let env = start(&deny_words(&["old"])).await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let cycle = |parts: &[Vec<u8>]| {
+        let mut bytes: Vec<u8> = parts.concat();
+        bytes.extend(sync());
+        bytes
+    };
+    let code = |replies: &[sluice_tests::raw::Message]| {
+        replies
+            .iter()
+            .find(|m| m.tag == b'E')
+            .map(|m| m.code().to_owned())
+    };
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+    conn.send(&cycle(&[parse("s", "SELECT 'new'"), bind("p", "s")]))
+        .await;
+    assert_eq!(code(&conn.until_ready().await), None);
+
+    env.rewrite_config(&deny_words(&["new"]));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .unwrap();
+    conn.send(&cycle(&[execute("p", 0)])).await;
+    let replies = conn.until_ready().await;
+    assert_eq!(code(&replies).as_deref(), Some("55000"), "{replies:?}");
+    assert!(!replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
+    conn.send(&query("ROLLBACK")).await;
+    conn.until_ready().await;
+    // Bound again, it is judged by the new rules.
+    conn.send(&cycle(&[bind("p", "s"), execute("p", 0)])).await;
+    assert_eq!(code(&conn.until_ready().await).as_deref(), Some("42501"));
+
+    // A transaction begun after the reload keeps its portals as ever.
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+    conn.send(&cycle(&[parse("t", "SELECT 'fine'"), bind("q", "t")]))
+        .await;
+    assert_eq!(code(&conn.until_ready().await), None);
+    conn.send(&cycle(&[execute("q", 0)])).await;
+    let replies = conn.until_ready().await;
+    assert_eq!(code(&replies), None, "{replies:?}");
+    assert!(replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
+}
+
 /// The statement record of the one whose text holds `needle`, once the
 /// trail in the config's directory has it.
 async fn statement_record(env: &TestEnv, needle: &str) -> serde_json::Value {

@@ -673,6 +673,13 @@ struct Proxy<'a> {
     /// Open portals whose statements name prepared statements (see
     /// [`NamingPortal`]), forgotten as `portal_statements` are.
     naming_portals: std::collections::HashMap<String, NamingPortal>,
+    /// For the cycles that bound portals which may still be open (their
+    /// transaction has not ended): the plugin generation they were judged
+    /// under, each with the last such cycle. A portal bound under an older
+    /// set than the one in force is not run (see `portal_bound_before_reload`).
+    portal_generations: VecDeque<(u64, u64)>,
+    /// The portals bound in the open cycle: judged under the set it runs.
+    open_cycle_portals: Vec<String>,
     /// While no policy judged, the client sent a statement that may have
     /// changed its prepared statements in SQL (see `judges`).
     prepared_changed_unjudged: bool,
@@ -842,6 +849,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         binds_answered: 0,
         copy_describe: None,
         portal_statements: std::collections::HashMap::new(),
+        portal_generations: VecDeque::new(),
+        open_cycle_portals: Vec::new(),
         naming_portals: std::collections::HashMap::new(),
         allowed_changes: Vec::new(),
         prepared_changed_unjudged: false,
@@ -1423,6 +1432,13 @@ impl Proxy<'_> {
                     self.refuse_extended(refusal);
                     return Ok(());
                 }
+                // Past the bound, a portal of this cycle may be taken for
+                // an older one after a reload: refused, never let through.
+                if self.open_cycle_portals.len() < MAX_AUDITED_PORTALS
+                    && !self.open_cycle_portals.iter().any(|bound| bound == portal)
+                {
+                    self.open_cycle_portals.push(portal.to_owned());
+                }
                 // A naming portal is one at once (should the Bind fail, a
                 // portal of that name run in a later cycle is refused all
                 // the same); it stops being one, and a portal is a COPY's,
@@ -1490,6 +1506,10 @@ impl Proxy<'_> {
                 // A COPY's data is read by a describe sent just ahead of
                 // its cycle (sent now, if this Execute starts one).
                 let refusal = match self.portal_copy(portal) {
+                    _ if self.portal_bound_before_reload(portal) => Some(Fatal::new(
+                        sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "sluice's plugins were reloaded since this portal was bound: bind it again",
+                    )),
                     Some(Some(copy)) => match self.copy_source_for(copy, cycle_was_open) {
                         Some(source) => {
                             self.copy_executes
@@ -1674,6 +1694,17 @@ impl Proxy<'_> {
         self.open_cycle_pinned = false;
         let audit = self.pending_outcome.take();
         let ends_at_its_only_execute = simple || self.open_cycle_ends_at_its_only_execute();
+        if !self.open_cycle_portals.is_empty() {
+            self.open_cycle_portals.clear();
+            match self.portal_generations.back_mut() {
+                Some((cycle, generation)) if *generation == plugins_generation => {
+                    *cycle = self.cycles_sent;
+                }
+                _ => self
+                    .portal_generations
+                    .push_back((self.cycles_sent, plugins_generation)),
+            }
+        }
         self.open_executes = 0;
         self.binds_sent = 0;
         self.open_ends_at_execute = false;
@@ -1974,6 +2005,7 @@ impl Proxy<'_> {
             let done = self.cycles_done;
             self.portal_statements
                 .retain(|_, bound| bound.cycle >= done);
+            self.portal_generations.retain(|&(cycle, _)| cycle >= done);
             self.naming_portals.retain(|_, naming| naming.cycle >= done);
             if self.cycles.is_empty() && !self.extended_open {
                 self.copy_portals.clear();
@@ -2312,6 +2344,25 @@ impl Proxy<'_> {
             self.verdicts_generation = self.plugins_generation;
         }
         self.verdicts.get(&verdict_key(analysed)?)
+    }
+
+    /// Whether `portal`, run by an Execute now, may have been bound (and
+    /// judged) under an older plugin set than the one in force: it was not
+    /// bound in the open cycle, and a cycle of the open transaction bound
+    /// portals under an older set. Such a portal is not run — a reload
+    /// (an emergency deny rule) reaches a transaction that keeps portals
+    /// open — and the client binds it again, to be judged anew. (A portal
+    /// bound after the reload in a transaction that also holds one from
+    /// before it is refused too: the portals are not told apart.)
+    fn portal_bound_before_reload(&self, portal: &str) -> bool {
+        !self.portal_generations.is_empty()
+            && !self.open_cycle_portals.iter().any(|bound| bound == portal)
+            && {
+                let in_force = self.shared.plugins.generation();
+                self.portal_generations
+                    .iter()
+                    .any(|&(_, generation)| generation != in_force)
+            }
     }
 
     /// Whether the statements a Bind runs are allowed already: each of a
