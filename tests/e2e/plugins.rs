@@ -258,13 +258,14 @@ async fn shipped_read_only_policy_is_builtin() {
     assert_eq!(role, login_role, "the session's role is unchanged");
 }
 
-/// Trap, endless loop and memory blow-up each deny only their statement,
-/// while other sessions keep working throughout — during the loop too,
-/// which runs its whole 1.5 s deadline yielding to them at every tick.
+/// Trap, endless loop, memory blow-up and an answer sluice cannot use each
+/// deny only their statement, while other sessions keep working throughout
+/// — during the loop too, which runs its whole 1.5 s deadline yielding to
+/// them at every tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_plugins_deny_only_that_statement() {
     let env = start(&format!(
-        "{}{}{}",
+        "{}{}{}{}",
         plugin("trap", "policy", guest::GUEST_TRAP, ""),
         plugin("loop", "policy", guest::GUEST_LOOP, "deadline_ms = 1500"),
         // A long deadline, so the memory cap is what stops it even on a
@@ -274,6 +275,14 @@ async fn faulty_plugins_deny_only_that_statement() {
             "policy",
             guest::GUEST_ALLOC,
             "memory_mb = 16\ndeadline_ms = 10000"
+        ),
+        // Asks an approver group of no name: an answer sluice cannot use.
+        plugin(
+            "nameless",
+            "policy",
+            guest::GUEST_DENY_RULE,
+            "[plugins.config]\ndeny_words = []\ndeny_kinds = []\n\
+             approval_words = [\"nogroup\"]\napproval_group = \"\""
         ),
     ))
     .await;
@@ -301,6 +310,7 @@ async fn faulty_plugins_deny_only_that_statement() {
         ("SELECT 'trap'", "trap in plugin trap"),
         ("SELECT 'loop'", "deadline in plugin loop"),
         ("SELECT 'alloc'", "memory in plugin alloc"),
+        ("SELECT 'nogroup'", "invalid-answer in plugin nameless"),
     ] {
         let served_before = served_in_all.load(Ordering::Relaxed);
         let (code, message) = denial(client.simple_query(text).await);
@@ -333,6 +343,7 @@ async fn faulty_plugins_deny_only_that_statement() {
     assert_eq!(stats("trap").traps.load(Ordering::Relaxed), 1);
     assert_eq!(stats("loop").deadlines.load(Ordering::Relaxed), 1);
     assert_eq!(stats("alloc").memory.load(Ordering::Relaxed), 1);
+    assert_eq!(stats("nameless").invalid_answers.load(Ordering::Relaxed), 1);
 }
 
 /// What cannot be loaded stops the gateway from starting, with the reason.
