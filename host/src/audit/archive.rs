@@ -30,7 +30,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, ChainKey, Link};
-use super::log::{RecordLines, open_trail_file, rotated_files};
+use super::log::{RecordLines, directory_of, open_trail_file, rotated_files, sync_directory_of};
 
 /// Why archiving stopped. What was moved before it stays moved, each file
 /// with its line.
@@ -213,7 +213,7 @@ pub fn archive(
         });
     }
     if !moved.is_empty() {
-        sync_directory(trail_dir).map_err(failed("sync", trail_dir))?;
+        sync_directory_of(trail).map_err(failed("sync the directory of", trail))?;
     }
     Ok(moved)
 }
@@ -286,7 +286,7 @@ fn append_line(trail: &Path, line: &[u8]) -> Result<(), ArchiveError> {
         .and_then(|()| file.sync_data())
         .map_err(failed("write", &path))?;
     if created {
-        sync_directory(directory_of(trail)).map_err(failed("sync the directory of", trail))?;
+        sync_directory_of(trail).map_err(failed("sync the directory of", trail))?;
     }
     Ok(())
 }
@@ -349,7 +349,7 @@ fn copy_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), ArchiveError> {
                 });
             }
             there.sync_all().map_err(failed("sync", to))?;
-            return sync_directory(dir).map_err(failed("sync", dir));
+            return sync_directory_of(to).map_err(failed("sync", dir));
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(failed("open", to)(error)),
@@ -365,7 +365,7 @@ fn copy_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), ArchiveError> {
     // Not over a file that appeared meanwhile.
     temp.persist_noclobber(to)
         .map_err(|error| failed("rename into", to)(error.error))?;
-    sync_directory(dir).map_err(failed("sync", dir))
+    sync_directory_of(to).map_err(failed("sync", dir))
 }
 
 /// Whether two files hold the same bytes, compared a piece at a time.
@@ -410,21 +410,7 @@ fn create_synced(dir: &Path) -> Result<(), ArchiveError> {
                 _ => Err(error),
             })
             .map_err(failed("create", new))?;
-        sync_directory(directory_of(new)).map_err(failed("sync the directory of", new))?;
+        sync_directory_of(new).map_err(failed("sync the directory of", new))?;
     }
     Ok(())
-}
-
-/// The directory holding `path`.
-fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// Syncs the directory `dir`, so that a rename, creation or removal in it
-/// survives a crash.
-fn sync_directory(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }

@@ -2539,7 +2539,7 @@ fn rotate_away(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// The directory a path's file lives in (`.` for a bare file name).
-fn directory_of(path: &Path) -> &Path {
+pub(super) fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -2548,7 +2548,7 @@ fn directory_of(path: &Path) -> &Path {
 
 /// Syncs a file's directory, so that a created or renamed name survives a
 /// power loss.
-fn sync_directory_of(path: &Path) -> io::Result<()> {
+pub(super) fn sync_directory_of(path: &Path) -> io::Result<()> {
     File::open(directory_of(path))?.sync_all()
 }
 
