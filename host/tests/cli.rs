@@ -429,6 +429,35 @@ fn serve_without_a_config_survives_sighup() {
     assert!(status.success());
 }
 
+/// A trail that cannot be written raises the alert an operator's log
+/// pipeline pages on: an ERROR line marked `alert=true` that says what
+/// failed and what it means, and the gateway keeps running.
+#[test]
+fn an_audit_trail_that_cannot_be_written_raises_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &trail).unwrap();
+    let port = free_port();
+    let mut child = serve_logged(&["--audit-file", trail.to_str().unwrap()], port);
+    let lines = log_lines(&mut child);
+    let mut log = String::new();
+    wait_for_line(&lines, &mut log, "alert=true");
+    let alert = log
+        .lines()
+        .find(|line| line.contains("alert=true"))
+        .expect("the alert line");
+    assert!(alert.contains("ERROR"), "{alert}");
+    // A full disk is waited out: refused while sluice retries.
+    assert!(
+        alert.contains("audit trail cannot be written for now: statements are refused"),
+        "{alert}"
+    );
+    assert!(alert.contains("No space left on device"), "{alert}");
+    assert!(child.0.try_wait().unwrap().is_none(), "sluice exited");
+    signal(&child.0, libc::SIGTERM);
+    wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits on SIGTERM");
+}
+
 /// `sluice serve ARGS` on `port` in front of an upstream nothing answers
 /// on, its log piped; returns once it listens.
 fn serve_logged(args: &[&str], port: u16) -> Reaped {

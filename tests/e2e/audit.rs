@@ -353,19 +353,43 @@ async fn a_full_audit_disk_is_waited_out() {
     let leaving = env.connect("admin").await;
     leaving.simple_query("SELECT 'leaving'").await.unwrap();
 
+    client
+        .batch_execute("CREATE TABLE filling (n int)")
+        .await
+        .unwrap();
+    let direct = env.connect_direct().await;
+
     let filler = disk.fill();
-    // The file's last page may hold a few more records.
+    // The file's last page may hold a few more records. Writes, so that
+    // what a refused statement did not do can be seen.
     let mut refused = None;
+    let mut inserted = Vec::new();
     for n in 0..200 {
-        if let Err(error) = client.simple_query(&format!("SELECT {n} AS filling")).await {
-            refused = Some(error);
-            break;
+        match client
+            .simple_query(&format!("INSERT INTO filling VALUES ({n})"))
+            .await
+        {
+            Ok(_) => inserted.push(n),
+            Err(error) => {
+                refused = Some((n, error));
+                break;
+            }
         }
     }
-    let refused = refused.expect("a statement refused on a full disk");
+    let (refused_n, refused) = refused.expect("a statement refused on a full disk");
     let (code, message) = code_and_message(&refused);
     assert_eq!(code, "58000", "{message}");
     assert!(message.contains("audit trail"), "{message}");
+    // Exactly the inserts the client was told of ran: the refused one
+    // never reached the database.
+    let in_table: Vec<i32> = direct
+        .query("SELECT n FROM filling ORDER BY n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(in_table, inserted, "refused: {refused_n}");
     let error = sluice_tests::connect(&env.config("admin"))
         .await
         .expect_err("no session while the trail cannot be written");
@@ -423,6 +447,13 @@ async fn a_full_audit_disk_is_waited_out() {
         .unwrap_or_else(|| panic!("{texts:?}"));
     assert_eq!(texts[after + 1], "SELECT 'a new session'", "{texts:?}");
     assert!(texts.contains(&"SELECT 'before'"), "{texts:?}");
+    // Every insert that ran is on the trail; the refused one is not.
+    for n in &inserted {
+        let text = format!("INSERT INTO filling VALUES ({n})");
+        assert!(texts.contains(&text.as_str()), "{text} {texts:?}");
+    }
+    let refused_text = format!("INSERT INTO filling VALUES ({refused_n})");
+    assert!(!texts.contains(&refused_text.as_str()), "{texts:?}");
     // The end of the session that left while the disk was full was kept
     // through the outage and written before the outage's record, which
     // precedes the statements after it.

@@ -177,14 +177,19 @@ async fn oversized_server_messages_are_replaced() {
 
 /// SIGTERM-style shutdown: new connections are refused, idle sessions close
 /// at once with 57P01, a session in a transaction may finish it and then
-/// closes.
+/// closes; all the while the admin port says the gateway is not ready
+/// (a load balancer sends new clients elsewhere) but alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_sessions() {
     let env = TestEnv::start_with(|settings| {
         settings.limits.shutdown_grace = Duration::from_secs(20);
+        settings.admin = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let addr = env.addr();
+    let admin = env.gateway.admin_addr.expect("the admin port");
+    let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
+    assert_eq!(status, 200, "{body}");
     let mut idle = RawConn::login(addr, &env.database, "agent", "agent-demo-token").await;
     let mut busy = RawConn::login(addr, &env.database, "analyst", "analyst-demo-token").await;
     busy.send(&query("BEGIN; SELECT 1")).await;
@@ -202,6 +207,15 @@ async fn graceful_shutdown_drains_sessions() {
         })
         .await,
         "no new connections while draining"
+    );
+    let (status, body) = sluice_tests::http_request(admin, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    let (_, metrics) = sluice_tests::http_request(admin, "GET", "/metrics").await;
+    assert!(metrics.contains("\nsluice_ready 0\n"), "{metrics}");
+    assert_eq!(
+        sluice_tests::http_request(admin, "GET", "/healthz").await.0,
+        200
     );
 
     // The transaction finishes undisturbed.
