@@ -686,6 +686,117 @@ async fn rules_hot_reload_under_traffic() {
     assert!(ran > 0);
 }
 
+/// A SQL cursor's FETCH is judged as reading what the cursor reads, by
+/// the rules in force when it comes: a cursor declared while the rules
+/// allowed a table (held across transactions, or open in one) yields no
+/// more of its rows once the rules take that table away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_fetch_obeys_the_rules_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = dir.path().join("guard.toml");
+    let access = dir.path().join("access.toml");
+    std::fs::copy(quickstart("guard.toml"), &guard).unwrap();
+    std::fs::copy(quickstart("access.toml"), &access).unwrap();
+    let env = TestEnv::start_with_config(&policies(&guard, &access), false)
+        .await
+        .expect("the gateway starts");
+    let agent = env.connect("agent").await;
+    agent
+        .batch_execute(
+            "DECLARE held CURSOR WITH HOLD FOR SELECT id, name FROM customers ORDER BY id",
+        )
+        .await
+        .expect("agents read customers");
+    agent
+        .batch_execute("BEGIN; DECLARE open_one CURSOR FOR SELECT id FROM customers ORDER BY id")
+        .await
+        .expect("agents read customers");
+    // Both protocols, while the rules allow it.
+    assert_eq!(
+        agent
+            .query("FETCH NEXT FROM held", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        agent
+            .simple_query("FETCH 1 FROM open_one")
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "a row, its description and its completion"
+    );
+    // A cursor of a table agents may not read is refused at its DECLARE.
+    assert_refused(
+        &agent,
+        "agent",
+        "DECLARE secret CURSOR FOR SELECT rolname, rolpassword FROM pg_authid",
+    )
+    .await;
+    agent.batch_execute("ROLLBACK").await.ok();
+    agent
+        .batch_execute("BEGIN; DECLARE open_one CURSOR FOR SELECT id FROM customers ORDER BY id")
+        .await
+        .unwrap();
+
+    // Take customers away from agents.
+    let rules = std::fs::read_to_string(&access).unwrap().replace(
+        "tables = [\"customers\", \"orders\", \"cards\"]",
+        "tables = [\"orders\", \"cards\"]",
+    );
+    write_atomically(&access, &rules);
+    sluice::plugin::reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .expect("the new rules load");
+    for fetch in ["FETCH 1 FROM open_one", "FETCH ALL FROM open_one"] {
+        let error = agent.simple_query(fetch).await.expect_err(fetch);
+        let (code, message) = code_and_message(&error);
+        assert_eq!(code, "42501", "{fetch}: {message}");
+        assert!(message.contains("customers"), "{message}");
+    }
+    agent.batch_execute("ROLLBACK").await.unwrap();
+    for fetch in ["FETCH NEXT FROM held", "FETCH FORWARD 10 FROM \"held\""] {
+        let error = agent.query(fetch, &[]).await.expect_err(fetch);
+        assert_eq!(code_and_message(&error).0, "42501", "{fetch}");
+        let error = agent.simple_query(fetch).await.expect_err(fetch);
+        assert_eq!(code_and_message(&error).0, "42501", "{fetch}");
+    }
+    // Another cursor, of what agents still read, is fetched as ever.
+    agent
+        .batch_execute("DECLARE fine CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        agent
+            .query("FETCH NEXT FROM fine", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The rules given back, the held cursor goes on where it stopped: the
+    // refused FETCHes did not run.
+    write_atomically(
+        &access,
+        &std::fs::read_to_string(quickstart("access.toml")).unwrap(),
+    );
+    sluice::plugin::reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .expect("the old rules load");
+    let direct = env.connect_direct().await;
+    let second: i64 = direct
+        .query_one("SELECT id FROM customers ORDER BY id OFFSET 1 LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let next = agent.query("FETCH NEXT FROM held", &[]).await.unwrap();
+    assert_eq!(next[0].get::<_, i64>(0), second);
+}
+
 fn write_atomically(path: &std::path::Path, text: &str) {
     let temp = path.with_extension("toml.new");
     std::fs::write(&temp, text).unwrap();

@@ -56,6 +56,20 @@ pub enum Effect {
     Deallocate(Option<String>),
 }
 
+/// What a statement does with a SQL cursor, which sluice follows so that
+/// a FETCH is judged with what its cursor reads: the cursor's query runs
+/// FETCH by FETCH, maybe long after the DECLARE was judged (a `WITH HOLD`
+/// cursor outlives its transaction, and a policy reload meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CursorUse {
+    #[default]
+    None,
+    /// `DECLARE name CURSOR [WITH HOLD] FOR query`.
+    Declare { name: String, hold: bool },
+    /// `FETCH ... FROM name`: reads rows of `name`'s query.
+    Fetch { name: String },
+}
+
 /// One statement of a query string, analysed.
 #[derive(Debug, Clone)]
 pub struct Analysed {
@@ -63,6 +77,8 @@ pub struct Analysed {
     pub statement: Statement,
     /// What it does to the session's prepared statements, if it runs.
     pub effect: Effect,
+    /// What it does with a SQL cursor.
+    pub cursor: CursorUse,
     /// The statement's shape, when its analysis holds for every statement
     /// of that shape (see [`Analyser`]): a policy decision that follows
     /// from the analysis alone may be reused for them.
@@ -82,6 +98,7 @@ pub struct Facts {
     pub copy_endpoint: Option<CopyEndpoint>,
     pub wrappers: Vec<Wrapper>,
     pub effect: Effect,
+    pub cursor: CursorUse,
 }
 
 impl Facts {
@@ -96,6 +113,7 @@ impl Facts {
             copy_endpoint: None,
             wrappers: Vec::new(),
             effect: Effect::None,
+            cursor: CursorUse::None,
         }
     }
 
@@ -195,6 +213,7 @@ impl Analyser {
                 return vec![Analysed {
                     statement: facts.into_statement(text, true),
                     effect: Effect::None,
+                    cursor: CursorUse::None,
                     shape: None,
                 }];
             }
@@ -228,6 +247,7 @@ impl Analyser {
         Some(Analysed {
             statement,
             effect: Effect::None,
+            cursor: CursorUse::None,
             shape: Some(template.shape.clone()),
         })
     }
@@ -269,14 +289,19 @@ impl Analyser {
             return Analysed {
                 statement,
                 effect: Effect::None,
+                cursor: CursorUse::None,
                 shape: Some(shape.clone()),
             };
         }
         let mut facts = one(text, tokens, scs);
         let effect = std::mem::replace(&mut facts.effect, Effect::None);
+        let cursor = std::mem::take(&mut facts.cursor);
         let statement = facts.into_statement(text, is_multi);
+        // A cursor's DECLARE and FETCH are followed (see `CursorUse`):
+        // judged every time, never by a remembered shape.
         let shape = shape.filter(|_| {
             effect == Effect::None
+                && cursor == CursorUse::None
                 && statement.wrappers.is_empty()
                 // `set_config()`'s arguments are values.
                 && statement.settings.is_empty()
@@ -317,6 +342,7 @@ impl Analyser {
         Analysed {
             statement,
             effect,
+            cursor,
             shape,
         }
     }

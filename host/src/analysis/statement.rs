@@ -10,7 +10,7 @@ use sqlparser::ast::{
 use super::lexer::Token;
 use super::walk::{Copied, SetConfigCall, Walker, fold, table_ref};
 use super::where_clause::{self, Target};
-use super::{Effect, Facts};
+use super::{CursorUse, Effect, Facts};
 use crate::plugin::bindings::types::{
     CopyEndpoint, SettingChange, StatementKind, TableAction, TableRef, Wrapper,
 };
@@ -220,11 +220,22 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
         Ast::Declare { stmts, .. } => {
             mark(facts, K::Select, "DECLARE CURSOR");
             // A cursor's rows go to the client, FETCH by FETCH.
-            for query in stmts.iter().filter_map(|d| d.for_query.as_deref()) {
-                walker.output_query(query);
+            for declare in stmts {
+                if let Some(query) = declare.for_query.as_deref() {
+                    walker.output_query(query);
+                }
+                if let Some(name) = declare.names.first() {
+                    facts.cursor = CursorUse::Declare {
+                        name: fold(name),
+                        hold: declare.hold == Some(true),
+                    };
+                }
             }
         }
-        Ast::Fetch { .. } => mark(facts, K::Select, "FETCH"),
+        Ast::Fetch { name, .. } => {
+            mark(facts, K::Select, "FETCH");
+            facts.cursor = CursorUse::Fetch { name: fold(name) };
+        }
         Ast::Close { .. } => mark(facts, K::Other, "CLOSE CURSOR"),
         Ast::Grant(_)
         | Ast::Revoke(_)

@@ -562,6 +562,41 @@ fn wrappers_describe_the_statement_inside() {
     );
 }
 
+/// A cursor's DECLARE names it (folded) and says whether it is held; a
+/// FETCH names the cursor it reads. Neither is remembered by shape: what
+/// a FETCH reads depends on the cursor, not on its text.
+#[test]
+fn cursors_are_named_and_never_remembered_by_shape() {
+    let mut analyser = Analyser::default();
+    for _ in 0..2 {
+        let all = analyser.analyse(
+            "DECLARE Big NO SCROLL CURSOR WITH HOLD FOR SELECT pan FROM cards",
+            true,
+        );
+        assert_eq!(
+            all[0].cursor,
+            CursorUse::Declare {
+                name: "big".into(),
+                hold: true
+            }
+        );
+        assert_eq!(tables(&all[0].statement), ["read:cards"]);
+        assert!(all[0].shape.is_none());
+        let all = analyser.analyse("FETCH FORWARD 100 FROM \"Big\"", true);
+        assert_eq!(all[0].cursor, CursorUse::Fetch { name: "Big".into() });
+        assert_eq!(all[0].statement.command, "FETCH");
+        assert!(all[0].shape.is_none());
+    }
+    let all = analyser.analyse("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", true);
+    assert_eq!(
+        all[0].cursor,
+        CursorUse::Declare {
+            name: "c".into(),
+            hold: false
+        }
+    );
+}
+
 #[test]
 fn several_statements_are_judged_one_by_one() {
     let all = analyse("SELECT 1; DELETE FROM orders", true);

@@ -8,6 +8,7 @@
 pub mod cancel;
 pub mod logins;
 
+mod cursors;
 mod options;
 mod prepared;
 mod proxy;

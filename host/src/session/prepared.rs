@@ -556,6 +556,9 @@ impl Prepared {
                     // What it runs changes no prepared statement; an
                     // EXECUTE of a stored PREPARE is refused by PostgreSQL.
                     effect: Effect::None,
+                    // PostgreSQL prepares no DECLARE or FETCH; were one
+                    // read so, it is followed all the same.
+                    cursor: stored.cursor.clone(),
                     // Wrapped in EXECUTE: judged afresh every time.
                     shape: None,
                 });

@@ -68,6 +68,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Fatal;
 use super::cancel::UpstreamKey;
+use super::cursors::Cursors;
 use super::prepared::Prepared;
 use super::startup::{Established, LoggedIn};
 use crate::analysis::{Analysed, Analyser, Effect};
@@ -683,9 +684,15 @@ struct Proxy<'a> {
     /// While no policy judged, the client sent a statement that may have
     /// changed its prepared statements in SQL (see `judges`).
     prepared_changed_unjudged: bool,
+    /// While no policy judged, the client sent a statement that may have
+    /// declared a SQL cursor.
+    cursors_declared_unjudged: bool,
     /// What the statements allowed last change among prepared statements,
     /// to follow once they run (see `judge`).
     allowed_changes: Vec<Analysed>,
+    /// What the session's SQL cursors read, for their FETCHes to be
+    /// judged with (see [`Cursors`]).
+    cursors: Cursors,
     /// The client has sent extended-protocol messages not yet ended by a
     /// Sync.
     extended_open: bool,
@@ -853,7 +860,9 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         open_cycle_portals: Vec::new(),
         naming_portals: std::collections::HashMap::new(),
         allowed_changes: Vec::new(),
+        cursors: Cursors::default(),
         prepared_changed_unjudged: false,
+        cursors_declared_unjudged: false,
         copy_executes: VecDeque::new(),
         extended_open: false,
         open_executes: 0,
@@ -2006,6 +2015,7 @@ impl Proxy<'_> {
             self.portal_statements
                 .retain(|_, bound| bound.cycle >= done);
             self.portal_generations.retain(|&(cycle, _)| cycle >= done);
+            self.cursors.transaction_ended(done);
             self.naming_portals.retain(|_, naming| naming.cycle >= done);
             if self.cycles.is_empty() && !self.extended_open {
                 self.copy_portals.clear();
@@ -2052,7 +2062,11 @@ impl Proxy<'_> {
             .prepared
             .resolve(statements, &mut self.analyser)
             .and_then(|statements| self.prepared.check(&statements).map(|()| statements))
-        {
+            .and_then(|mut statements| {
+                self.cursors
+                    .resolve(&mut statements, self.cycles_sent)
+                    .map(|()| statements)
+            }) {
             Ok(statements) => statements,
             Err(refusal) => return Some(refusal),
         };
@@ -2929,6 +2943,13 @@ impl Proxy<'_> {
         // open cycle's set to be fixed by what judges or masks.
         self.refresh_plugins();
         let judges = !self.plugins.chain(Hook::Policy).is_empty();
+        if judges && std::mem::take(&mut self.cursors_declared_unjudged) {
+            tracing::info!(
+                session = self.session.session_id,
+                "policies now judge this session: its cursors from before must be declared again"
+            );
+            self.cursors.refuse_unknown_fetches();
+        }
         if judges && std::mem::take(&mut self.prepared_changed_unjudged) {
             tracing::info!(
                 session = self.session.session_id,
@@ -2947,6 +2968,9 @@ impl Proxy<'_> {
             .any(|word| crate::analysis::spells(text, word))
         {
             self.prepared_changed_unjudged = true;
+        }
+        if crate::analysis::spells(text, b"declare") {
+            self.cursors_declared_unjudged = true;
         }
     }
 
