@@ -63,6 +63,10 @@ impl GuestOutput {
         let mut kept = self.0.kept.lock().unwrap_or_else(|p| p.into_inner());
         let kept = std::mem::take(&mut *kept);
         let written = String::from_utf8_lossy(&kept.bytes);
+        let written = match kept.dropped {
+            0 => &*written,
+            _ => from_first_whole_word(&written),
+        };
         // Rust's panic hook ends with advice the plugin cannot take (its
         // environment is the operator's to grant): left out.
         let text = written
@@ -100,6 +104,18 @@ impl GuestOutput {
         kept.bytes.extend_from_slice(bytes);
         self.0.written.store(true, Ordering::Release);
     }
+}
+
+/// What was kept of a text whose front was cut off, from its first whole
+/// word: the cut may have left the last digits of a card number, or the
+/// last characters of a token, too few to be recognised as either — so the
+/// fragment before the first whitespace goes, and any digits (and the
+/// spaces and dashes between them) right after it.
+fn from_first_whole_word(text: &str) -> &str {
+    let Some(at) = text.find(char::is_whitespace) else {
+        return "";
+    };
+    text[at..].trim_start_matches(|c: char| c.is_whitespace() || c.is_ascii_digit() || c == '-')
 }
 
 impl IsTerminal for GuestOutput {
@@ -192,28 +208,54 @@ mod tests {
         assert_eq!(output.take(), None);
 
         // Past the cap, writes still succeed; the last bytes are kept (a
-        // panic's message comes last), what was dropped is counted.
-        let too_much = vec![b'x'; MAX_KEPT_BYTES + 10];
+        // panic's message comes last), from the first whole word, and
+        // what was dropped is counted.
+        let too_much = "word ".repeat(MAX_KEPT_BYTES / 5 + 2);
         stream.write(Bytes::from(too_much)).unwrap();
         stream.write(Bytes::from_static(b"panicked: boom")).unwrap();
         assert!(stream.check_write().unwrap() > 0);
         let text = output.take().unwrap();
         assert!(
-            text.starts_with("(24 earlier bytes dropped) … xxx"),
+            text.starts_with("(23 earlier bytes dropped) … word word"),
             "{text}"
         );
-        assert!(text.ends_with("xpanicked: boom"), "{text}");
-        let kept = text.len() - "(24 earlier bytes dropped) … ".len();
-        assert_eq!(kept, MAX_KEPT_BYTES);
+        assert!(text.ends_with("word panicked: boom"), "{text}");
         // Many small writes past the cap, the same.
         for _ in 0..MAX_KEPT_BYTES {
-            stream.write(Bytes::from_static(b"ab")).unwrap();
+            stream.write(Bytes::from_static(b"ab ")).unwrap();
         }
         let text = output.take().unwrap();
         assert!(
-            text.starts_with(&format!("({MAX_KEPT_BYTES} earlier bytes dropped) … abab")),
+            text.starts_with(&format!(
+                "({} earlier bytes dropped) … ab ab",
+                2 * MAX_KEPT_BYTES
+            )),
             "{text}"
         );
+
+        // The cut lands inside a card number, or a token: what is left of
+        // either is not shown, however few characters.
+        for (secret, kept_of_it) in [
+            ("4111111111111111", 12),
+            ("4111 1111 1111 1111", 14),
+            ("tok-s3cr3t-b34r3r-t0k3n", 15),
+        ] {
+            let after = " failed here ".to_owned() + &"z".repeat(MAX_KEPT_BYTES);
+            let after = &after[..MAX_KEPT_BYTES - kept_of_it];
+            stream
+                .write(Bytes::from(format!("value {secret}{after}")))
+                .unwrap();
+            let text = output.take().unwrap();
+            let tail = &secret[secret.len() - kept_of_it..];
+            assert!(!text.contains(tail.trim()), "{text}");
+            assert!(!text.contains("1111"), "{text}");
+            assert!(text.contains("… failed here zzz"), "{text}");
+        }
+        // A kept text with no whole word at all is nothing.
+        stream
+            .write(Bytes::from(vec![b'7'; MAX_KEPT_BYTES + 1]))
+            .unwrap();
+        assert_eq!(output.take(), None);
 
         // Nothing but whitespace and the backtrace advice is nothing.
         stream.write(Bytes::from_static(b"\n  \n")).unwrap();

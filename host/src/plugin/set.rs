@@ -97,12 +97,13 @@ fn usable_rule(rule: &str) -> Result<String, String> {
     if rule.is_empty() {
         return Err("its rule is empty".to_owned());
     }
-    let rule: String = rule.chars().take(MAX_NAME_CHARS).collect();
-    let rule = crate::text::one_line(&rule);
     // A rule is a name, shown unmasked in the log, on spans and on the
     // trail: a plugin that puts statement data in it (a card number from
-    // a literal) has its digits hidden, as in its log lines.
-    Ok(super::host_api::redact_long_digit_runs(&rule).into_owned())
+    // a literal) has its digits hidden, as in its log lines — before it is
+    // cut, so that the cut cannot leave too few of them to be seen.
+    let rule = super::host_api::redact_long_digit_runs(rule);
+    let rule: String = rule.chars().take(MAX_NAME_CHARS).collect();
+    Ok(crate::text::one_line(&rule).into_owned())
 }
 
 fn usable_group(group: &str) -> Result<(), String> {
@@ -128,8 +129,15 @@ fn usable_reason(reason: &str) -> String {
     while !reason.is_char_boundary(cut) {
         cut -= 1;
     }
+    // The reason is masked where it is shown; a card number the cut
+    // shortened would no longer look like one, so its digits go too.
+    let kept = if cut < reason.len() {
+        reason[..cut].trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '-')
+    } else {
+        reason
+    };
     let mut usable = String::with_capacity(cut + 8);
-    for c in reason[..cut].chars() {
+    for c in kept.chars() {
         if c.is_control() && c != '\n' && c != '\t' {
             usable.extend(c.escape_default());
         } else {
@@ -870,6 +878,14 @@ mod tests {
             reason.len()
         );
         assert!(reason.ends_with("é…"), "{reason}");
+        // A card number the cut reaches: hidden before a rule is cut, gone
+        // from a reason (masked where shown, but not once shortened).
+        let long = format!("{}4111111111111111", "r".repeat(MAX_NAME_CHARS - 4));
+        let (rule, _) = words(deny(&long, "x"));
+        assert!(rule.ends_with("r****"), "{rule}");
+        let long = format!("{} 4111 1111 1111 1111", "r".repeat(MAX_REASON_BYTES - 12));
+        let (_, reason) = words(deny("r", &long));
+        assert!(reason.ends_with("r…"), "{reason}");
         assert_eq!(
             words(approve("cardholder-data", "security")).0,
             "cardholder-data"
