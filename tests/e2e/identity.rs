@@ -100,6 +100,9 @@ async fn start_with(
 ) -> TestEnv {
     let jwks_path = dir.join("jwks.json");
     jwks(&jwks_path, idp);
+    // A copy, for a test to revoke principals in.
+    let principals = dir.join("principals.toml");
+    std::fs::copy(quickstart("principals.toml"), &principals).unwrap();
     let extra = format!(
         "[[plugins]]\nname = \"tokens\"\nhook = \"identity\"\npath = \"builtin:static-tokens\"\n\
          [plugins.files]\ntokens = {principals:?}\n\n\
@@ -110,7 +113,6 @@ async fn start_with(
          [plugins.files]\nrules = {guard:?}\n\n\
          [[plugins]]\nname = \"access\"\nhook = \"policy\"\npath = \"builtin:access-policy\"\n\
          [plugins.files]\nrules = {access:?}\n\n",
-        principals = quickstart("principals.toml"),
         guard = quickstart("guard.toml"),
         access = quickstart("access.toml"),
     );
@@ -135,6 +137,76 @@ fn refused_login(result: Result<tokio_postgres::Client, tokio_postgres::Error>, 
         Ok(_) => panic!("{what}: logged in, and should not have"),
         Err(error) => assert_eq!(sqlstate(&error), Some("28P01"), "{what}: {error}"),
     }
+}
+
+/// The SQLSTATE of the error a login ends with; fails if it logs in.
+async fn login_refusal(conn: &mut sluice_tests::raw::RawConn) -> String {
+    loop {
+        let reply = conn.recv().await.expect("an answer");
+        if reply.tag == b'E' {
+            return reply.code();
+        }
+        assert_ne!(reply.tag, b'Z', "logged in: {reply:?}");
+    }
+}
+
+/// A login is judged by the identity plugins in force when the client
+/// sends its proof, not those of when it began: a user or a signing key
+/// revoked by a reload while the client took its time logs in no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_login_judges_its_proof() {
+    use sluice_tests::raw::{RawConn, message, startup_message};
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start(dir.path(), &idp).await;
+    let begin = |user: &'static str| {
+        let addr = env.addr();
+        let database = env.database.clone();
+        async move {
+            let mut conn = RawConn::connect(addr).await;
+            conn.send(&startup_message(
+                0,
+                &[("user", user), ("database", &database)],
+            ))
+            .await;
+            conn
+        }
+    };
+    // Both logins begun, each up to where its proof is due.
+    let mut agent = begin("agent").await;
+    let proof = agent.scram_until_proof("agent-demo-token").await;
+    let mut carol = begin("carol").await;
+    let asked = carol.recv().await.expect("asked for the token");
+    assert_eq!(
+        (asked.tag, &asked.body[..]),
+        (b'R', &3i32.to_be_bytes()[..])
+    );
+    let old_token = token(&idp, serde_json::json!({}));
+
+    // agent revoked; the IdP's key rotated.
+    let principals = dir.path().join("principals.toml");
+    let kept: String = std::fs::read_to_string(&principals)
+        .unwrap()
+        .split("[[principal]]")
+        .filter(|entry| !entry.contains("name = \"agent\""))
+        .collect::<Vec<_>>()
+        .join("[[principal]]");
+    std::fs::write(&principals, kept).unwrap();
+    jwks(&dir.path().join("jwks.json"), &key());
+    sluice::plugin::reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .expect("the new identities load");
+
+    agent.send(&proof).await;
+    assert_eq!(login_refusal(&mut agent).await, "28P01");
+    let mut password = old_token.into_bytes();
+    password.push(0);
+    carol.send(&message(b'p', &password)).await;
+    assert_eq!(login_refusal(&mut carol).await, "28P01");
+    // Those still vouched for log in as ever.
+    login(&env, "analyst", "analyst-demo-token")
+        .await
+        .expect("a user the reload kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -852,6 +852,7 @@ async fn authenticate(
     let Attempt {
         shared, user, peer, ..
     } = attempt;
+    let generation = shared.plugins.generation();
     let plugins = shared.plugins.current();
     if !plugins.identifies() {
         let principal = shared.principals.get(user);
@@ -881,6 +882,25 @@ async fn authenticate(
         // its end and fails, like an unknown user's.
         let verifier = secret.scram_verifier.parse::<Verifier>().ok();
         scram_exchange(attempt, client, buf, verifier).await?;
+        // The client chose how long to take: a reload meanwhile (a
+        // revoked user, a changed secret) is asked whether it still
+        // vouches for the same secret and principal.
+        if shared.plugins.generation() != generation {
+            let now = shared.plugins.current();
+            match now.scram_verifier(user, connection).await {
+                Ok(Some((_, still)))
+                    if still.scram_verifier == secret.scram_verifier
+                        && still.principal == secret.principal => {}
+                Ok(_) => {
+                    return Err(attempt.failed(
+                        "the identity plugins were reloaded during this login and no longer vouch for this user's secret",
+                    ));
+                }
+                Err(fault) => {
+                    return Err(attempt.unjudged(&format!("identity plugin failed: {fault}")));
+                }
+            }
+        }
         return Ok(secret.principal);
     }
 
@@ -910,6 +930,9 @@ async fn authenticate(
     if let Some(lockout) = shared.lockouts.check(user, peer.lockout_address()) {
         return Err(AuthFailure::LockedOut(lockout));
     }
+    // By the identity plugins in force now, likewise: a token revoked by
+    // a reload while the client waited is not taken.
+    let plugins = shared.plugins.current();
     let answer = plugins.authenticate(user, token, connection).await;
     // Nothing awaits between the answer and the count of a failure.
     // What the plugin says goes to the log: a careless one may quote the
