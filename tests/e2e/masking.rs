@@ -1167,6 +1167,28 @@ async fn card_numbers_after_json_escapes_are_masked() {
         assert_eq!(shown, text_values(&direct, &sql(&masked(pan))).await);
         assert!(!shown[0].as_deref().unwrap().contains(pan), "{shown:?}");
     }
+    // JSON kept as text (or jsonb cast to it), whose escapes a client
+    // that parses it reads: masked as in json, in both formats.
+    let as_text = |pan: &str| {
+        format!(
+            "SELECT jsonb_build_object('memo', E'Card:\\n{pan}')::text AS a, \
+             E'log line\\\\t{pan}'::varchar AS b"
+        )
+    };
+    let shown = text_values(&client, &as_text(pan)).await;
+    assert_eq!(shown, text_values(&direct, &as_text(&masked(pan))).await);
+    assert!(
+        shown[0].as_deref().unwrap().contains("\\n411111*"),
+        "{shown:?}"
+    );
+    assert!(
+        shown[1].as_deref().unwrap().contains("\\t411111*"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        binary_values(&client, &as_text(pan)).await,
+        binary_values(&direct, &as_text(&masked(pan))).await
+    );
     assert_trail_clean(&env).await;
 }
 

@@ -177,10 +177,14 @@ impl Batch {
     /// letter or hex digits would otherwise run into one beside it (a
     /// masker reads `"Card:\n4111..."` as digits glued to an `n`). Edits
     /// come back against the same offsets, and none may begin or end
-    /// inside an escape (see `json_spans`).
+    /// inside an escape (see `json_spans`). A text value's backslash
+    /// escapes are shown as free text's are (see [`escapes`]): JSON or a
+    /// log kept in a `text` column writes its line breaks as `\n` too, and
+    /// a client that reads it as such reads the card number after one.
     pub fn as_wit(&self) -> std::borrow::Cow<'_, ValueBatch> {
         let escaped = |index: usize| {
-            self.kinds[index] == PieceKind::Json && self.value(index).contains(&b'\\')
+            matches!(self.kinds[index], PieceKind::Json | PieceKind::Text)
+                && self.value(index).contains(&b'\\')
         };
         if !(0..self.len()).any(escaped) {
             return std::borrow::Cow::Borrowed(&self.values);
@@ -190,7 +194,15 @@ impl Batch {
         for (index, &end) in self.values.ends.iter().enumerate() {
             let end = end as usize;
             if escaped(index) {
-                blank_json_escapes(&mut view.data[start..end]);
+                let value = &mut view.data[start..end];
+                match self.kinds[index] {
+                    PieceKind::Json => blank_json_escapes(value),
+                    _ => {
+                        if let Some((shown, _)) = text_escapes(value) {
+                            value.copy_from_slice(shown.as_bytes());
+                        }
+                    }
+                }
             }
             start = end;
         }
@@ -231,7 +243,11 @@ impl Batch {
                 match self.kinds[index] {
                     PieceKind::Number => zero_spans(value, &spans, data)?,
                     PieceKind::Json => json_spans(value, &spans, data)?,
-                    PieceKind::Text | PieceKind::Bytes => apply_spans(value, &spans, data)?,
+                    PieceKind::Text => match text_escapes(value) {
+                        Some((_, escapes)) => text_spans(value, &escapes, &spans, data)?,
+                        None => apply_spans(value, &spans, data)?,
+                    },
+                    PieceKind::Bytes => apply_spans(value, &spans, data)?,
                 }
                 let edited = &data[start..];
                 // Text that was UTF-8 stays so; JSON is text whatever it
@@ -527,6 +543,34 @@ fn check_span(start: usize, end: usize, after: usize, len: usize) -> Result<(), 
 
 /// `input` with its spans replaced, appended to `out`. Spans must be in
 /// order, must not overlap and must lie within the input.
+/// A text value as plugins are shown it, and where its backslash escapes
+/// are; `None` when it has none (or is not UTF-8, and so shown as it is).
+fn text_escapes(value: &[u8]) -> Option<(String, Vec<super::escapes::Escape>)> {
+    if !value.contains(&b'\\') {
+        return None;
+    }
+    super::escapes::blanked(std::str::from_utf8(value).ok()?)
+}
+
+/// Applies edits made against a text value's view (see
+/// [`Batch::as_wit`]): one that begins on an escape's digit covers the
+/// whole escape; one that begins or ends anywhere else inside an escape
+/// is refused.
+fn text_spans(
+    value: &[u8],
+    escapes: &[super::escapes::Escape],
+    spans: &Spans,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut mapped = Vec::with_capacity(spans.len());
+    for &(start, end, replacement) in spans {
+        let (start, end) = super::escapes::edit_of_text(escapes, start, end)
+            .ok_or("an edit begins or ends inside a backslash escape of a text value")?;
+        mapped.push((start, end, replacement));
+    }
+    apply_spans(value, &mapped, out)
+}
+
 pub fn apply_spans(input: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut at = 0usize;
     for &(start, end, replacement) in spans {
@@ -668,17 +712,59 @@ mod tests {
         let view = b.as_wit();
         let seen = std::str::from_utf8(&view.data[..json.len()]).unwrap();
         assert_eq!(seen, r#"{"m": "Card:  4111        x  ", "n": 4111}"#);
-        assert_eq!(&view.data[json.len()..], br"a\n4111");
+        // A text value's escapes too, as free text's are.
+        assert_eq!(&view.data[json.len()..], b"a  4111");
         assert_eq!(b.value(0), json.as_bytes());
         // An escaped digit is the digit, on the escape's last byte.
         let mut digits = Batch::default();
         digits.push(0, PieceKind::Json, br#"{"c": "\u0034111 \u004a"}"#);
         assert_eq!(&digits.as_wit().data[..], br#"{"c": "     4111       "}"#);
-        // Without an escape in JSON, the batch itself is lent.
+        // Without a backslash, the batch itself is lent.
         let mut plain = Batch::default();
         plain.push(0, PieceKind::Json, br#"{"a": "4111"}"#);
-        plain.push(1, PieceKind::Text, br"a\n");
+        plain.push(1, PieceKind::Text, br"a/n");
         assert!(matches!(plain.as_wit(), std::borrow::Cow::Borrowed(_)));
+    }
+
+    /// JSON or a log kept in a text column: its escapes are shown as free
+    /// text's are, so the card number after a `\n` is found, and edits
+    /// come back to the value as it is.
+    #[test]
+    fn a_text_value_s_escapes_are_shown_as_free_text_s() {
+        let mut b = Batch::default();
+        let text = r#"{"note":"Card:\n4111111111111111", "d": "\u00341111"} C:\\new"#;
+        b.push(0, PieceKind::Text, text.as_bytes());
+        let view = b.as_wit();
+        assert_eq!(
+            std::str::from_utf8(&view.data).unwrap(),
+            r#"{"note":"Card:  4111111111111111", "d": "     41111"} C:   ew"#
+        );
+        // A masker's edit of the card number; one that begins on the
+        // escaped digit covers its escape.
+        let at = text.find("4111").unwrap() as u32;
+        let escaped = text.find(r"\u0034").unwrap() as u32;
+        let edited = b
+            .apply(
+                answer(&[
+                    (0, at + 6, at + 12, b"******"),
+                    (0, escaped + 5, escaped + 8, b"#"),
+                ]),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(edited.value(0)).unwrap(),
+            r##"{"note":"Card:\n411111******1111", "d": "#11"} C:\\new"##
+        );
+        // An edit that begins or ends inside an escape is refused.
+        for (start, end) in [(at - 1, at + 4), (escaped + 2, escaped + 8), (0, at - 1)] {
+            let error = b.apply(answer(&[(0, start, end, b"*")]), None).unwrap_err();
+            assert!(error.contains("inside a backslash escape"), "{error}");
+        }
+        // Text that is not UTF-8 is shown as it is.
+        let mut raw = Batch::default();
+        raw.push(0, PieceKind::Text, b"\xff\n4111");
+        assert_eq!(&raw.as_wit().data[..], b"\xff\n4111");
     }
 
     /// `json` as one JSON value, after one edit.

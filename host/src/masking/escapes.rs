@@ -14,6 +14,10 @@
 //! come back against the same offsets, and none may begin or end inside an
 //! escape (the answer is refused: masking fails closed).
 //!
+//! Text escaped twice is read the same: an escape after an escaped
+//! backslash (`\\n`, as JSON in an `E'...'` string writes a line break) is
+//! one escape, shown as spaces from its first backslash.
+//!
 //! Escapes that stand for a digit and begin with one are read too: a
 //! `E'...'` string's octal `\064` and a `U&'...'` string's `\0034` and
 //! `\+000034` are `4`. Other escapes a digit begins (`\4111...`, a
@@ -52,12 +56,16 @@ pub fn blanked(text: &str) -> Option<(String, Vec<Escape>)> {
         let Some(&next) = bytes.get(at + 1) else {
             break;
         };
-        if next == b'\\' {
-            // An escaped backslash: itself, and no escape after it.
-            at += 2;
-            continue;
-        }
-        let Some((end, digit)) = escape_at(bytes, at) else {
+        // An escaped backslash is itself — unless an escape follows it:
+        // text escaped twice (JSON in an `E'...'` string writes a line
+        // break as `\\n`) reads as one escape once unescaped, and is shown
+        // as one, its first backslash included.
+        let begins = if next == b'\\' { at + 1 } else { at };
+        let Some((end, digit)) = escape_at(bytes, begins) else {
+            if next == b'\\' {
+                at += 2;
+                continue;
+            }
             at += 1;
             continue;
         };
@@ -176,7 +184,12 @@ mod tests {
             "a    4111 b      c           d   z"
         );
         // An escaped backslash, a digit after a backslash, a short escape.
-        assert_eq!(blanked(r"C:\\new \4111 \"), None);
+        assert_eq!(blanked(r"C:\\ \4111 \"), None);
+        // Escaped twice: one escape, from its first backslash.
+        assert_eq!(
+            view(r#"E'{"m": "Card:\\n4111"}' \\\\t \\x34111"#),
+            r#"E'{"m": "Card:   4111"}' \\        4111"#
+        );
         assert_eq!(view(r"\xZ \u12"), "  Z     ");
         assert_eq!(view("no escapes"), "no escapes");
         // Multibyte text around an escape stays whole.
