@@ -315,3 +315,49 @@ async fn a_server_that_skips_its_scram_proof_is_refused() {
         );
     }
 }
+
+/// A server whose ParameterStatus at login cannot be read (its value runs
+/// to the end of the message) is not passed on unread while values are
+/// masked: the session ends, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_server_parameter_at_login_is_not_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = fake.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = fake.accept().await {
+            let length = stream.read_i32().await.unwrap();
+            let mut startup = vec![0; usize::try_from(length - 4).unwrap()];
+            stream.read_exact(&mut startup).await.unwrap();
+            let mut reply = message(b'R', &0i32.to_be_bytes());
+            reply.extend(message(b'S', b"application_name\04111111111111111"));
+            reply.extend(message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
+            reply.extend(message(b'Z', b"I"));
+            let _ = stream.write_all(&reply).await;
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        }
+    });
+    let env = sluice_tests::TestEnv::start_with_config_and(
+        "[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+        |settings| {
+            settings.upstream.port = port;
+            settings.upstream.auth_methods.trust = true;
+        },
+    )
+    .await
+    .unwrap();
+    let refused = sluice_tests::connect(&env.config("agent"))
+        .await
+        .expect_err("a session on a parameter nobody read");
+    let (code, message) = sluice_tests::code_and_message(&refused);
+    assert_eq!(code, "XX000", "{message}");
+    assert!(message.contains("malformed ParameterStatus"), "{message}");
+    assert!(!message.contains("4111111111111111"), "{message}");
+}

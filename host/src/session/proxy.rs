@@ -772,12 +772,9 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         match masked_parameter_status(&plugins, status).await {
             Ok(Some(masked)) => to_client.extend_from_slice(&masked),
             Ok(None) => to_client.extend_from_slice(status.as_bytes()),
-            Err(fault) => {
-                tracing::error!(%fault, "a server parameter could not be masked; ending the session");
-                let message = format!(
-                    "sluice could not mask a server parameter ({})",
-                    fault.summary()
-                );
+            Err(why) => {
+                tracing::error!(%why, "a server parameter could not be masked; ending the session");
+                let message = format!("sluice could not mask a server parameter ({why})");
                 reply::error(
                     &mut to_client,
                     Severity::Fatal,
@@ -4096,19 +4093,22 @@ fn end_statement_spans(outcome: &mut CycleOutcome, error: Option<&(String, Strin
 }
 
 /// A ParameterStatus from the server with its text masked, when a masking
-/// plugin changed it.
+/// plugin changed it; why not, when it cannot be masked (one that cannot
+/// be read is not passed on unread).
 async fn masked_parameter_status(
     plugins: &PluginSet,
     frame: &Frame,
-) -> Result<Option<BytesMut>, Fault> {
+) -> Result<Option<BytesMut>, String> {
     if !plugins.masks() {
         return Ok(None);
     }
     match backend::decode(frame) {
         Some(backend::Message::ParameterStatus(status)) => {
-            messages::mask_parameter_status(plugins, &status).await
+            messages::mask_parameter_status(plugins, &status)
+                .await
+                .map_err(|fault| fault.summary())
         }
-        _ => Ok(None),
+        _ => Err("the upstream server sent a malformed ParameterStatus".to_owned()),
     }
 }
 
