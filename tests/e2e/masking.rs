@@ -412,6 +412,27 @@ async fn card_numbers_stored_as_floats_are_masked_in_text_format() {
     assert_trail_holds_no_card_number(&env).await;
 }
 
+/// A card number in a geometric value's coordinates, or money's cents,
+/// read in binary format: masked as the number it is, the value as the
+/// server would send the masked number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_in_geometry_and_money_are_masked_in_binary() {
+    let env = start_masked().await;
+    let direct = env.connect_direct().await;
+    let client = env.connect("admin").await;
+    let select = |n: &str| {
+        format!(
+            "SELECT point({n}::float8, 0) AS a, polygon(box(point(1, {n}::float8), point(0, 0))) AS b, \
+             circle(point(0, 0), {n}::float8) AS c, ({n}::numeric / 100)::money AS d"
+        )
+    };
+    let pan = "4111111111111111";
+    let shown = binary_values(&client, &select(pan)).await;
+    assert_eq!(shown, binary_values(&direct, &select(&zeroed(pan))).await);
+    assert_ne!(shown, binary_values(&direct, &select(pan)).await);
+    assert_trail_holds_no_card_number(&env).await;
+}
+
 /// Near misses come back exactly as the server sent them, in both formats.
 /// (Its trail is not searched: a near miss such as `41111111111111111111`
 /// spells a test card number inside it, and is rightly left alone.)

@@ -640,6 +640,13 @@ enum BinaryType {
     /// Raw bytes, one [`PieceKind::Bytes`] piece.
     Bytea,
     Number(Number),
+    /// The geometric types: a header of `header` bytes (a path's closed
+    /// flag and point count, a polygon's count), then float8s, each a
+    /// number piece of its own — `point(pan::float8, 0)` holds a card
+    /// number exactly.
+    Floats {
+        header: usize,
+    },
     Array {
         element: u32,
     },
@@ -692,14 +699,19 @@ impl BinaryType {
             // record; a named composite has its own OID, known only from
             // the catalog (UserType::Composite).
             2249 => BinaryType::Record,
+            // money: an int8 count of cents.
+            790 => BinaryType::Number(Number::Int8),
+            // point, lseg, box, line, circle: float8s only.
+            600 | 601 | 603 | 628 | 718 => BinaryType::Floats { header: 0 },
+            // path: closed flag (1 byte), point count (int4), points.
+            602 => BinaryType::Floats { header: 5 },
+            // polygon: point count (int4), points.
+            604 => BinaryType::Floats { header: 4 },
             // bool; date, time, timetz, timestamp, timestamptz, interval;
-            // uuid, inet, cidr, macaddr, macaddr8; bit, varbit; money;
-            // point, lseg, path, box, polygon, line, circle; pg_lsn, tid,
-            // xid, cid
+            // uuid, inet, cidr, macaddr, macaddr8; bit, varbit; pg_lsn,
+            // tid, xid, cid
             16 | 1082 | 1083 | 1266 | 1114 | 1184 | 1186 | 2950 | 869 | 650 | 829 | 774 | 1560
-            | 1562 | 790 | 600 | 601 | 602 | 603 | 604 | 628 | 718 | 3220 | 27 | 28 | 29 => {
-                BinaryType::Opaque
-            }
+            | 1562 | 3220 | 27 | 28 | 29 => BinaryType::Opaque,
             _ => BinaryType::Undecodable,
         }
     }
@@ -963,6 +975,13 @@ where
                 sink.take(PieceKind::Number, text.as_bytes())?;
             }
         }
+        BinaryType::Floats { header } => {
+            for float in floats(type_oid, header, value)? {
+                if let Some(text) = Number::Float8.render(type_oid, float, sink.room())? {
+                    sink.take(PieceKind::Number, text.as_bytes())?;
+                }
+            }
+        }
         BinaryType::Array { element } => {
             check_depth(type_oid, depth)?;
             Array::read(type_oid, element, value)?.for_each(|item| match item {
@@ -1009,6 +1028,12 @@ fn reassemble_binary(
             put_text(kind, text, next_piece(pieces, type_oid)?, out)?;
         }
         BinaryType::Number(number) => number.reassemble(type_oid, original, pieces, out)?,
+        BinaryType::Floats { header } => {
+            out.extend_from_slice(&original[..header.min(original.len())]);
+            for float in floats(type_oid, header, original)? {
+                Number::Float8.reassemble(type_oid, float, pieces, out)?;
+            }
+        }
         BinaryType::Array { element } => {
             check_depth(type_oid, depth)?;
             let array = Array::read(type_oid, element, original)?;
@@ -1034,6 +1059,28 @@ fn reassemble_binary(
         BinaryType::Undecodable => return Err(CodecError::Undecodable { type_oid }),
     }
     Ok(())
+}
+
+/// The float8s of a geometric value, after its `header` bytes: whole ones,
+/// as many as a path's or polygon's count says.
+fn floats(type_oid: u32, header: usize, value: &[u8]) -> Result<std::slice::ChunksExact<'_, u8>> {
+    let Some(body) = value.get(header..) else {
+        return Err(malformed(type_oid, "it is shorter than its header"));
+    };
+    if body.len() % 8 != 0 {
+        return Err(malformed(type_oid, "its coordinates are not whole float8s"));
+    }
+    if header >= 4 {
+        let count = &value[header - 4..header];
+        let points = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+        if points.checked_mul(16) != Some(body.len()) {
+            return Err(malformed(
+                type_oid,
+                "its point count does not match its points",
+            ));
+        }
+    }
+    Ok(body.chunks_exact(8))
 }
 
 /// Writes an element or field: -1 for NULL, or its length and what
@@ -1966,6 +2013,55 @@ mod tests {
         );
     }
 
+    /// Geometric values are float8s, and money an int8 of cents: each
+    /// number a piece, edits written back in place, the rest as it was.
+    #[test]
+    fn geometric_and_money_values_are_numbers() {
+        const PAN: &str = "42f580bb2ea88750"; // 378282246310005 as float8
+        const ZERO: &str = "0000000000000000";
+        let point = hex(&format!("{PAN}{ZERO}"));
+        assert_eq!(
+            texts(&pieces(binary(600), &point)),
+            [(Num, "378282246310005"), (Num, "0")]
+        );
+        let out = edited(binary(600), &point, |p| p[0] = zeroed(&p[0], 4, 14));
+        assert_eq!(out, hex(&format!("42f57f88ca770050{ZERO}")));
+        // A closed path of two points, and a polygon of one.
+        let path = hex(&format!("0100000002{PAN}{ZERO}{ZERO}{PAN}"));
+        assert_eq!(texts(&pieces(binary(602), &path)).len(), 4);
+        let out = edited(binary(602), &path, |p| p[3] = zeroed(&p[3], 4, 14));
+        assert_eq!(
+            out,
+            hex(&format!("0100000002{PAN}{ZERO}{ZERO}42f57f88ca770050"))
+        );
+        let polygon = hex(&format!("00000001{ZERO}{PAN}"));
+        assert_eq!(
+            texts(&pieces(binary(604), &polygon)),
+            [(Num, "0"), (Num, "378282246310005")]
+        );
+        // Counts that do not match the points, and torn coordinates.
+        for (type_oid, bad) in [
+            (604, format!("00000002{ZERO}{PAN}")),
+            (602, format!("0100000001{PAN}")),
+            (600, PAN.to_owned()[..14].to_owned()),
+            (602, "01".to_owned()),
+        ] {
+            assert!(
+                matches!(
+                    explode(binary(type_oid), &hex(&bad)),
+                    Err(CodecError::Malformed { .. })
+                ),
+                "{type_oid} {bad}"
+            );
+        }
+        // money: 41,111,111,111,111.11 as cents.
+        let cents = 4_111_111_111_111_111i64.to_be_bytes();
+        assert_eq!(
+            texts(&pieces(binary(790), &cents)),
+            [(Num, "4111111111111111")]
+        );
+    }
+
     #[test]
     fn zeroed_binary_floats_are_what_postgresql_sends() {
         // 378282246310005 -> 378200000000005
@@ -2680,12 +2776,12 @@ mod tests {
 
     #[test]
     fn opaque_types_are_not_sent() {
-        for type_oid in [
-            16, 1082, 1114, 1184, 1186, 2950, 869, 829, 790, 600, 3220, 27,
-        ] {
+        for type_oid in [16, 1082, 1114, 1184, 1186, 2950, 869, 829, 3220, 27] {
             assert!(!binary(type_oid).is_sent(), "{type_oid}");
         }
-        for type_oid in [TEXT, INT8, NUMERIC, BYTEA, JSONB, RECORD, 1009, MOOD] {
+        for type_oid in [
+            TEXT, INT8, NUMERIC, BYTEA, JSONB, RECORD, 1009, MOOD, 790, 600, 604,
+        ] {
             assert!(binary(type_oid).is_sent(), "{type_oid}");
         }
     }
