@@ -128,10 +128,12 @@ impl HeadFile {
 pub(super) const WRITE_HEAD: &str = "write head file";
 
 /// Reads a head file's bytes (at most one more than a head file holds, so
-/// that a longer file is seen to be one); `None` when it is missing.
+/// that a longer file is seen to be one); `None` when it is missing. Only
+/// a regular file, not through a symlink, as the trail's own files are
+/// read: a FIFO put in its place must not hang `verify` or a start.
 pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::with_capacity(HEAD_FILE_LEN + 1);
-    match File::open(path) {
+    match super::log::open_trail_file(path) {
         Ok(file) => {
             file.take(HEAD_FILE_LEN as u64 + 1)
                 .read_to_end(&mut bytes)?;
@@ -139,5 +141,34 @@ pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO or a symlink where the head file belongs is refused at once:
+    /// reading one would hang, or read what the link points at.
+    #[test]
+    fn a_head_file_is_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.head");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo reads nothing else.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let error = read_head_file(&fifo).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+
+        let real = dir.path().join("real.head");
+        std::fs::write(&real, b"x").unwrap();
+        let link = dir.path().join("link.head");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(
+            read_head_file(&link).unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(read_head_file(&real).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(read_head_file(&dir.path().join("none")).unwrap(), None);
     }
 }
