@@ -1817,6 +1817,58 @@ async fn a_portal_bound_before_a_reload_is_not_run_after_it() {
     assert!(replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
 }
 
+/// With no policy plugin to judge them, SQL that replaces a prepared
+/// statement is still followed: a Bind's record names what the server
+/// runs, not what the name held before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_s_record_follows_sql_prepare_with_no_policy() {
+    let env = start(
+        "[audit]\nfile = \"audit.jsonl\"\n\n[[plugins]]\nname = \"pans\"\nhook = \"masking\"\npath = \"builtin:luhn-masker\"\n",
+    )
+    .await;
+    let mut conn = RawConn::login(env.addr(), &env.database, "admin", "admin-demo-token").await;
+    let mut cycle = parse("s1", "SELECT 'what s1 held first'");
+    cycle.extend(sync());
+    conn.send(&cycle).await;
+    conn.until_ready().await;
+    conn.send(&query(
+        "DEALLOCATE s1; PREPARE s1 AS SELECT 'what s1 holds now'",
+    ))
+    .await;
+    let replies = conn.until_ready().await;
+    assert!(!replies.iter().any(|m| m.tag == b'E'), "{replies:?}");
+    conn.send(&bind_execute_sync("s1")).await;
+    let replies = conn.until_ready().await;
+    assert!(
+        replies
+            .iter()
+            .any(|m| m.tag == b'D' && String::from_utf8_lossy(&m.body).contains("holds now")),
+        "{replies:?}"
+    );
+    conn.send(&query("SELECT 'a marker after the Bind'")).await;
+    conn.until_ready().await;
+    // The Bind's record: the last statement of the extended protocol.
+    statement_record(&env, "a marker after the Bind").await;
+    let trail = sluice::audit::read::read(&env.config_path.with_file_name("audit.jsonl")).unwrap();
+    let bound = trail
+        .records
+        .iter()
+        .rfind(|r| r["event"] == "statement" && r["protocol"] == "extended")
+        .expect("the Bind's record");
+    assert!(
+        bound["text"]
+            .as_str()
+            .unwrap()
+            .contains("what s1 holds now"),
+        "{bound}"
+    );
+    // A PREPARE of a name in use is refused, as the server would.
+    conn.send(&query("PREPARE s1 AS SELECT 'a third'")).await;
+    let replies = conn.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(error.code(), "42P05");
+}
+
 /// The statement record of the one whose text holds `needle`, once the
 /// trail in the config's directory has it.
 async fn statement_record(env: &TestEnv, needle: &str) -> serde_json::Value {

@@ -571,14 +571,36 @@ impl Prepared {
     /// server would refuse it too, and sluice must not forget what the
     /// name really holds.
     pub fn check(&self, statements: &[Analysed]) -> Result<(), Fatal> {
+        // A name let go earlier in the same string may be prepared again
+        // (`DEALLOCATE p; PREPARE p AS ...`); one prepared earlier in it
+        // may not.
+        let mut let_go: Vec<&str> = Vec::new();
+        let mut all_let_go = false;
+        let mut prepared: Vec<&str> = Vec::new();
         for analysed in statements {
-            if let Effect::Prepare { name } = &analysed.effect
-                && self.entries.contains_key(name)
-            {
-                return Err(Fatal::new(
-                    sqlstate::DUPLICATE_PREPARED_STATEMENT,
-                    format!("prepared statement \"{name}\" already exists"),
-                ));
+            match &analysed.effect {
+                Effect::Deallocate(Some(name)) => {
+                    let_go.push(name);
+                    prepared.retain(|p| p != name);
+                }
+                Effect::Deallocate(None) => {
+                    all_let_go = true;
+                    prepared.clear();
+                }
+                Effect::Prepare { name } => {
+                    let in_use = prepared.contains(&name.as_str())
+                        || (self.entries.contains_key(name)
+                            && !all_let_go
+                            && !let_go.contains(&name.as_str()));
+                    if in_use {
+                        return Err(Fatal::new(
+                            sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                            format!("prepared statement \"{name}\" already exists"),
+                        ));
+                    }
+                    prepared.push(name);
+                }
+                Effect::None | Effect::Execute { .. } => {}
             }
         }
         if self.entries.len() >= MAX_PREPARED_STATEMENTS
@@ -696,6 +718,29 @@ mod tests {
             .analysis(name, &mut Analyser::default())
             .expect("the statement is known")
             .expect("read one way")
+    }
+
+    /// A PREPARE of a name in use is refused before it runs, unless the
+    /// same string lets the name go first; two PREPAREs of one name in a
+    /// string are refused too.
+    #[test]
+    fn a_prepare_of_a_name_in_use_is_refused_unless_let_go_first() {
+        let prepared = defined("p", "SELECT 1");
+        let check = |text: &str| {
+            prepared
+                .check(&Analyser::default().analyse(text, true))
+                .map_err(|refusal| refusal.code)
+        };
+        let taken = Err(sqlstate::DUPLICATE_PREPARED_STATEMENT);
+        assert_eq!(check("PREPARE p AS SELECT 2"), taken);
+        assert_eq!(check("DEALLOCATE p; PREPARE p AS SELECT 2"), Ok(()));
+        assert_eq!(check("DEALLOCATE ALL; PREPARE p AS SELECT 2"), Ok(()));
+        assert_eq!(check("DEALLOCATE q; PREPARE p AS SELECT 2"), taken);
+        assert_eq!(check("PREPARE q AS SELECT 1; PREPARE q AS SELECT 2"), taken);
+        assert_eq!(
+            check("PREPARE q AS SELECT 1; DEALLOCATE q; PREPARE q AS SELECT 2"),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1241,7 +1241,7 @@ impl Proxy<'_> {
                         .analyse(text, self.standard_conforming_strings);
                     self.judge(text, statements, None).await
                 } else {
-                    self.note_unjudged(text);
+                    let names_prepared = self.note_unjudged(text);
                     if self.statement_trace.is_recording() {
                         let statements = self
                             .analyser
@@ -1250,7 +1250,14 @@ impl Proxy<'_> {
                             .await;
                     }
                     self.decision = Some(Decision::unjudged());
-                    None
+                    // With nothing to judge them, what it does to prepared
+                    // statements is followed all the same: a later Bind's
+                    // record names the statement the server runs.
+                    if names_prepared {
+                        self.unjudged_changes(text)
+                    } else {
+                        None
+                    }
                 };
                 // On the record before it can run, refused or not.
                 let refusal = match self
@@ -2958,17 +2965,36 @@ impl Proxy<'_> {
     }
 
     /// While nothing judges, notes a statement about to run that may
-    /// change the session's prepared statements in SQL.
-    fn note_unjudged(&mut self, text: &str) {
+    /// change the session's prepared statements in SQL (and says so).
+    fn note_unjudged(&mut self, text: &str) -> bool {
+        if crate::analysis::spells(text, b"declare") {
+            self.cursors_declared_unjudged = true;
+        }
         if [&b"prepare"[..], b"deallocate", b"discard"]
             .iter()
             .any(|word| crate::analysis::spells(text, word))
         {
             self.prepared_changed_unjudged = true;
+            return true;
         }
-        if crate::analysis::spells(text, b"declare") {
-            self.cursors_declared_unjudged = true;
+        false
+    }
+
+    /// What a query string nothing judges does to prepared statements, to
+    /// follow once it runs, as `judge` does for the statements it allows;
+    /// a PREPARE of a name in use is refused, as the server would.
+    fn unjudged_changes(&mut self, text: &str) -> Option<Fatal> {
+        let changes: Vec<Analysed> = self
+            .analyser
+            .analyse(text, self.standard_conforming_strings)
+            .into_iter()
+            .filter(|analysed| analysed.effect != Effect::None)
+            .collect();
+        if let Err(refusal) = self.prepared.check(&changes) {
+            return Some(refusal);
         }
+        self.allowed_changes = changes;
+        None
     }
 
     /// The plugin set the client's open cycle is judged under: the one in
