@@ -496,6 +496,11 @@ async fn reload_rejects_broken_replacements() {
         // A config without plugins (emptied by a bad deploy, say): the
         // policy in force is not turned off by a reload.
         (String::new(), "no policy plugin where one is in force"),
+        // Nor is it replaced by another (or a chain cut short at an entry).
+        (
+            plugin("other", "policy", guest::GUEST_ALLOW_ALL, ""),
+            "no policy plugin named \"rules\"",
+        ),
     ] {
         env.rewrite_config(&broken);
         let error = reload::reload_from(plugins, &env.config_path)
@@ -505,7 +510,7 @@ async fn reload_rejects_broken_replacements() {
         assert_eq!(plugins.generation(), before);
         denial(client.simple_query("SELECT 'old'").await);
     }
-    assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 7);
+    assert_eq!(plugins.reloads_rejected.load(Ordering::Relaxed), 8);
     // The replacement that trapped on its config is no fault of the
     // version serving.
     let serving = plugins.current();

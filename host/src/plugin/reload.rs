@@ -23,7 +23,8 @@
 //! — changes nothing, and the log says why.
 //!
 //! A reload never turns a control off: one that would leave no identity,
-//! policy or masking plugin where one is in force is refused. A config
+//! policy or masking plugin where one is in force, or that leaves out any
+//! of them by name, is refused. A config
 //! file emptied or cut short by a bad deploy or an editor's half-save
 //! parses as a config without plugins, and taking it would let every
 //! statement run, every card number out unmasked, and logins be checked
@@ -60,6 +61,10 @@ pub enum ReloadError {
         "the new config has no {0} plugin where one is in force; a reload never turns a control off (restart sluice to remove it)"
     )]
     TurnsOff(&'static str),
+    #[error(
+        "the new config has no {hook} plugin named {name:?}, which is in force; a reload never removes a control (restart sluice to remove it)"
+    )]
+    Removes { hook: &'static str, name: String },
 }
 
 /// Reads the plugins' entries from the config file.
@@ -93,6 +98,23 @@ async fn reload_settings(
     ] {
         if !current.chain(hook).is_empty() && !settings.iter().any(|p| p.hook == hook) {
             return Err(rejected(plugins, ReloadError::TurnsOff(name)));
+        }
+        // Nor one of several: a config cut short at an entry's end still
+        // parses, one plugin of a chain (the access policy behind the
+        // command guard) gone.
+        for in_force in current.chain(hook) {
+            if !settings
+                .iter()
+                .any(|p| p.hook == hook && p.name == in_force.name)
+            {
+                return Err(rejected(
+                    plugins,
+                    ReloadError::Removes {
+                        hook: name,
+                        name: in_force.name.clone(),
+                    },
+                ));
+            }
         }
     }
     Ok(plugins.reload_then(settings, before_swap).await?)
