@@ -3040,6 +3040,20 @@ mod tests {
             .expect("the torn record is still reported");
         assert_eq!(torn_finding.file.as_deref(), Some(set_aside.as_path()));
         assert_eq!(torn_finding.line, Some(4));
+        // And the recovery itself, as a note of what sluice found.
+        let recovered = report
+            .findings
+            .iter()
+            .find_map(|finding| match &finding.kind {
+                FindingKind::Recovered(found) => Some((found, finding.severity)),
+                _ => None,
+            })
+            .expect("the recovery is reported");
+        assert!(
+            recovered.0.contains("a torn record") && recovered.0.contains("audit.jsonl.000001"),
+            "{recovered:?}"
+        );
+        assert_eq!(recovered.1, crate::audit::verify::Severity::Note);
 
         // Bytes added to the torn ones later are no crash's: the recovery
         // record's digest no longer matches.

@@ -530,6 +530,11 @@ pub enum FindingKind {
     /// A recovery record names torn bytes that are not (or no longer, or
     /// not as they were) at the end of the file before it.
     TornBytesMissing,
+    /// sluice found the trail's end not as its last run left it, and
+    /// recovered (what it found, and the file it set aside): after a crash,
+    /// expected; otherwise worth a look, since the records it took at the
+    /// end were never named by a head before.
+    Recovered(String),
     /// A file cannot be read.
     Unreadable(String),
     /// Bytes other than zeros follow the end of a file's records (its
@@ -663,6 +668,10 @@ impl fmt::Display for Finding {
                 f,
                 "{record}{place} says sluice found and kept a torn record before it, and \
                  those bytes are not there as it describes them: they were cut off or changed"
+            ),
+            FindingKind::Recovered(found) => write!(
+                f,
+                "{record}{place} says sluice recovered the trail when it started: it found {found}"
             ),
             FindingKind::Unreadable(error) => write!(f, "cannot read{place}: {error}"),
             FindingKind::AnchorMatched => write!(
@@ -1010,6 +1019,25 @@ impl Check {
                         // from before it, or changed.
                         let kind = FindingKind::TornBytesMissing;
                         self.problem(kind, Some(path), Some(number), Some(record.seq));
+                    }
+                    if record.fields.get("event").and_then(Value::as_str)
+                        == Some(super::log::TRAIL_RECOVERED)
+                    {
+                        let said = |name: &str| record.fields.get(name).and_then(Value::as_str);
+                        let found = match (said("found"), said("set_aside")) {
+                            (Some(found), Some(kept)) => format!("{found} (set aside as {kept})"),
+                            (Some(found), None) => found.to_owned(),
+                            (None, _) => "what it found is not said".to_owned(),
+                        };
+                        let kind =
+                            FindingKind::Recovered(crate::text::one_line(&found).into_owned());
+                        self.add(
+                            Severity::Note,
+                            kind,
+                            Some(path),
+                            Some(number),
+                            Some(record.seq),
+                        );
                     }
                     self.follow(record.link(), record.prev, at);
                     if head_seq == Some(record.seq) {
