@@ -336,7 +336,7 @@ async fn a_malformed_server_parameter_at_login_is_not_passed_on() {
             let mut startup = vec![0; usize::try_from(length - 4).unwrap()];
             stream.read_exact(&mut startup).await.unwrap();
             let mut reply = message(b'R', &0i32.to_be_bytes());
-            reply.extend(message(b'S', b"application_name\04111111111111111"));
+            reply.extend(message(b'S', b"application_name\x004111111111111111"));
             reply.extend(message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
             reply.extend(message(b'Z', b"I"));
             let _ = stream.write_all(&reply).await;

@@ -710,6 +710,7 @@ impl AuditLog {
                     &settings.path,
                     kept_as.as_deref(),
                     recovered.torn.as_ref(),
+                    recovered.hole.as_ref(),
                 )?;
                 Some(record)
             }
@@ -1217,15 +1218,10 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     }
 }
 
-/// The offset of the first zero byte before the end of the data of the
-/// trail file at `path` (none there is the healthy case), if it exists.
-fn zeros_within_data(path: &Path) -> io::Result<Option<u64>> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    let end = data_len(&file)?;
+/// The offset of the first zero byte before the end of the data of a trail
+/// file (none there is the healthy case).
+fn first_zero_within_data(file: &File) -> io::Result<Option<u64>> {
+    let end = data_len(file)?;
     let mut chunk = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < end {
@@ -1239,6 +1235,64 @@ fn zeros_within_data(path: &Path) -> io::Result<Option<u64>> {
         at += len as u64;
     }
     Ok(None)
+}
+
+/// Bytes where a file's records break off at a zero byte: from the start
+/// of the line the first zero is in to the end of the data. A power loss
+/// leaves them when a later page of the file reached the disk and an
+/// earlier one did not. The recovery record that sets such a file aside
+/// names them (where, how many, their SHA-256), so that `verify` takes them
+/// for that crash's and not for bytes put there later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hole {
+    /// The first zero byte.
+    pub zero_at: u64,
+    /// Where the line it breaks begins.
+    pub from: u64,
+    /// How many bytes from `from` to the end of the data.
+    pub len: u64,
+    /// Their SHA-256, in hex.
+    pub sha256: String,
+}
+
+/// The [`Hole`] in `file`, if its data holds a zero byte.
+pub(crate) fn hole_in(file: &File) -> io::Result<Option<Hole>> {
+    use sha2::Digest;
+    let Some(zero_at) = first_zero_within_data(file)? else {
+        return Ok(None);
+    };
+    // Back to the newline before it, a window at a time.
+    let mut from = 0;
+    let mut end = zero_at;
+    let mut window = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(window.len() as u64);
+        let chunk = &mut window[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(newline) = chunk.iter().rposition(|&byte| byte == b'\n') {
+            from = start + newline as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    let data_end = data_len(file)?;
+    let mut digest = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < data_end {
+        let len = chunk
+            .len()
+            .min(usize::try_from(data_end - at).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut chunk[..len], at)?;
+        digest.update(&chunk[..len]);
+        at += len as u64;
+    }
+    Ok(Some(Hole {
+        zero_at,
+        from,
+        len: data_end - from,
+        sha256: chain::encode_hex(&digest.finalize()),
+    }))
 }
 
 /// Where the data of a trail file ends: its length without the zeros of
@@ -2010,6 +2064,8 @@ struct Recovered {
     /// The bytes after the last record, where the chain ends (a record a
     /// crash tore), and the file they are in.
     torn: Option<(PathBuf, Vec<u8>)>,
+    /// Zeros inside the newest data, and the file they are in.
+    hole: Option<(PathBuf, Hole)>,
 }
 
 /// Finds where the chain on disk ends and checks it against the head.
@@ -2034,22 +2090,29 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
     // Zeros inside the data: writes that never reached the disk while
     // later ones did (a power loss), or records wiped by hand. Either way
     // the chain is broken there, and writing on would bury the break.
-    // The records before the hole are the ones to go on from.
-    let hole = zeros_within_data(path).map_err(io("read", path))?;
+    // The records before the hole are the ones to go on from. Looked for
+    // in the newest file that holds data: the active file, or the file an
+    // earlier start set aside and could not write its recovery record
+    // after (it stopped on a full disk, or was killed).
+    let hole = newest_hole(&files).map_err(io("read the files of", path))?;
     let mut last = Link::GENESIS;
     let mut torn = None;
     let mut newest_data = true;
     for file in files.iter().rev() {
-        let tail = match hole {
-            Some(at) if file == path => File::open(file).and_then(|f| tail_of(&f, at)),
+        let in_hole_file = hole.as_ref().is_some_and(|(holed, _)| holed == file);
+        let tail = match &hole {
+            Some((_, hole)) if in_hole_file => {
+                File::open(file).and_then(|f| tail_of(&f, hole.zero_at))
+            }
             _ => read_tail(file),
         }
         .map_err(io("read", file))?;
         // Torn bytes where the data ends are a crash's: in the active file,
         // or in the newest rotated file when the active file holds nothing
         // (an earlier start set the torn file aside, and stopped or crashed
-        // before its recovery record could be written: a full disk).
-        let torn_here = (newest_data && !tail.torn.is_empty() && (file != path || hole.is_none()))
+        // before its recovery record could be written: a full disk). Those
+        // before a hole are the hole's.
+        let torn_here = (newest_data && !tail.torn.is_empty() && !in_hole_file)
             .then(|| (file.clone(), tail.torn.clone()));
         newest_data &= tail.last_line.is_none() && tail.torn.is_empty();
         if let Some(line) = tail.last_line {
@@ -2087,10 +2150,12 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
         Some(head) if head == last => {}
         Some(head) if head.seq > last.seq => {
             let lost = hole
-                .map(|at| {
+                .as_ref()
+                .map(|(_, hole)| {
                     format!(
-                        ", before zero bytes at offset {at} (records lost there: a power loss \
-                         under fsync = \"batch\"?, or wiped)"
+                        ", before zero bytes at offset {} (records lost there: a power loss \
+                         under fsync = \"batch\"?, or wiped)",
+                        hole.zero_at
                     )
                 })
                 .unwrap_or_default();
@@ -2133,10 +2198,15 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
             "a torn slot in the head file ({refused}): a crash while the head was written"
         ));
     }
-    if let Some(at) = hole {
+    if let Some((holed, hole)) = &hole {
+        let place = match holed == path {
+            true => String::new(),
+            false => format!(" of {}", holed.display()),
+        };
         found.push(format!(
-            "zero bytes at offset {at}, after the records the head names: writes that \
-             never reached the disk (a power loss?)"
+            "zero bytes at offset {}{place}, after the records the head names: writes that \
+             never reached the disk (a power loss?)",
+            hole.zero_at
         ));
     }
     if let Some((_, torn)) = &torn {
@@ -2153,7 +2223,24 @@ fn recover(settings: &LogSettings) -> Result<Recovered, AuditError> {
         link: last,
         set_aside: (!found.is_empty()).then(|| found.join("; ")),
         torn,
+        hole,
     })
+}
+
+/// The [`Hole`] in the newest of `files` that holds any data, and that
+/// file.
+fn newest_hole(files: &[PathBuf]) -> io::Result<Option<(PathBuf, Hole)>> {
+    for path in files.iter().rev() {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        if data_len(&file)? > 0 {
+            return Ok(hole_in(&file)?.map(|hole| (path.clone(), hole)));
+        }
+    }
+    Ok(None)
 }
 
 /// The record that opens the fresh file after recovery set the last one
@@ -2167,6 +2254,7 @@ fn recovery_record(
     active: &Path,
     kept_as: Option<&Path>,
     torn: Option<&(PathBuf, Vec<u8>)>,
+    hole: Option<&(PathBuf, Hole)>,
 ) -> Result<EventBody, chain::SealError> {
     let file_name = |path: &Path| {
         path.file_name()
@@ -2187,6 +2275,16 @@ fn recovery_record(
         body.field("torn_file", &file_name(lies_in))?
             .field("torn_bytes", &bytes.len())?
             .field("torn_sha256", &torn_bytes_digest(bytes))?;
+    }
+    if let Some((file, hole)) = hole {
+        let lies_in = match kept_as {
+            Some(kept_as) if file == active => kept_as,
+            _ => file.as_path(),
+        };
+        body.field("hole_file", &file_name(lies_in))?
+            .field("hole_from", &hole.from)?
+            .field("hole_bytes", &hole.len)?
+            .field("hole_sha256", &hole.sha256)?;
     }
     Ok(body)
 }
@@ -3412,10 +3510,73 @@ mod tests {
         let log = AuditLog::open(settings.clone()).expect("set aside, not refused");
         log.record(statement(9)).await.expect("durable");
         log.close().await;
-        assert_eq!(
-            rotated_files(&settings.path).expect("lists").len(),
-            1,
-            "set aside"
+        let rotated = rotated_files(&settings.path).expect("lists");
+        assert_eq!(rotated.len(), 1, "set aside");
+        // verify takes the zeros for the crash the recovery record names,
+        // as a note; the same bytes changed afterwards are a problem.
+        let report = assert_verifies(&settings);
+        let at = (lines[0].len() + lines[1].len()) as u64;
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::HoleRecovered { at }),
+            "{report}"
+        );
+        let set_aside = &rotated[0].1;
+        let mut bytes = fs::read(set_aside).expect("reads");
+        let last = bytes.iter().rposition(|&b| b != 0).expect("data");
+        bytes[last - 1] ^= 1;
+        fs::write(set_aside, &bytes).expect("changes a byte after the zeros");
+        let report =
+            crate::audit::verify::verify(&settings.path, Some(&settings.head_path), &settings.key);
+        assert!(!report.ok(), "{report}");
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::HoleBytesMissing),
+            "{report}"
+        );
+    }
+
+    /// A file with zeros inside its data that an earlier start set aside
+    /// without writing its recovery record (it stopped on a full disk, or
+    /// was killed): the next start finds the zeros there, goes on from the
+    /// record before them, and its recovery record accounts for them.
+    #[tokio::test]
+    async fn zeros_in_a_file_set_aside_before_a_stop_are_recorded_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        write_three_records(&settings).await;
+        let lines = lines_of(&settings.path);
+        let head = chain::open_line(&settings.key, &lines[1])
+            .expect("opens")
+            .link();
+        fs::write(&settings.head_path, chain::head_line(&settings.key, &head))
+            .expect("head names the second record");
+        let mut unsynced = vec![0u8; 40];
+        unsynced.extend_from_slice(&lines[2][40..]);
+        // Set aside as a start would, and the active file begun empty.
+        let set_aside = settings.path.with_file_name("audit.jsonl.000001");
+        fs::write(
+            &set_aside,
+            [lines[0].clone(), lines[1].clone(), unsynced].concat(),
+        )
+        .expect("the set-aside file");
+        fs::write(&settings.path, b"").expect("an empty active file");
+
+        let log = AuditLog::open(settings.clone()).expect("opens, not refused");
+        log.record(statement(9)).await.expect("durable");
+        log.close().await;
+        let report = assert_verifies(&settings);
+        let at = (lines[0].len() + lines[1].len()) as u64;
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::HoleRecovered { at }),
+            "{report}"
         );
     }
 

@@ -530,6 +530,17 @@ pub enum FindingKind {
     /// A recovery record names torn bytes that are not (or no longer, or
     /// not as they were) at the end of the file before it.
     TornBytesMissing,
+    /// Zero bytes inside a file's data, with bytes after them, which the
+    /// recovery record after the file accounts for: writes that never
+    /// reached the disk while later ones did (a power loss), which sluice
+    /// found and set aside when it restarted.
+    HoleRecovered {
+        /// The first zero byte's offset.
+        at: u64,
+    },
+    /// A recovery record names zero bytes inside the data of a file that
+    /// are not (or no longer, or not as they were) there.
+    HoleBytesMissing,
     /// sluice found the trail's end not as its last run left it, and
     /// recovered (what it found, and the file it set aside): after a crash,
     /// expected; otherwise worth a look, since the records it took at the
@@ -669,6 +680,17 @@ impl fmt::Display for Finding {
                 "{record}{place} says sluice found and kept a torn record before it, and \
                  those bytes are not there as it describes them: they were cut off or changed"
             ),
+            FindingKind::HoleRecovered { at } => write!(
+                f,
+                "zero bytes at offset {at}{place} with bytes after them: writes that never \
+                 reached the disk (a power loss?), which sluice set aside when it restarted \
+                 (the record after them says so)"
+            ),
+            FindingKind::HoleBytesMissing => write!(
+                f,
+                "{record}{place} says sluice found and kept zero bytes inside the file before \
+                 it, and those bytes are not there as it describes them: they were changed"
+            ),
             FindingKind::Recovered(found) => write!(
                 f,
                 "{record}{place} says sluice recovered the trail when it started: it found {found}"
@@ -768,6 +790,32 @@ impl OpenTorn {
     }
 }
 
+/// Zero bytes inside a file's data (see `Hole` in `log.rs`), and what the
+/// recovery record after it must say of them to show them a crash's.
+struct OpenHole {
+    /// Its finding's index in [`Check::findings`].
+    finding: usize,
+    file: Option<String>,
+    hole: super::log::Hole,
+}
+
+impl OpenHole {
+    /// Whether a record's fields are the recovery record for this hole.
+    fn accounted_for_by(&self, fields: &serde_json::Map<String, Value>) -> bool {
+        names_hole(fields)
+            && fields.get("hole_file").and_then(Value::as_str) == self.file.as_deref()
+            && fields.get("hole_from").and_then(Value::as_u64) == Some(self.hole.from)
+            && fields.get("hole_bytes").and_then(Value::as_u64) == Some(self.hole.len)
+            && fields.get("hole_sha256").and_then(Value::as_str) == Some(self.hole.sha256.as_str())
+    }
+}
+
+/// Whether a record is a recovery record that names a hole it found.
+fn names_hole(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.get("event").and_then(Value::as_str) == Some(super::log::TRAIL_RECOVERED)
+        && fields.contains_key("hole_sha256")
+}
+
 /// Whether a record is a recovery record that names torn bytes it found.
 fn names_torn_bytes(fields: &serde_json::Map<String, Value>) -> bool {
     fields.get("event").and_then(Value::as_str) == Some(super::log::TRAIL_RECOVERED)
@@ -791,6 +839,11 @@ struct Check {
     mac_at_head_seq: Option<[u8; 32]>,
     /// A torn record not yet followed by another record.
     open_torn: Option<OpenTorn>,
+    /// Zeros inside a file's data, not yet followed by another record.
+    open_hole: Option<OpenHole>,
+    /// Whether the record being counted is the recovery record that
+    /// accounts for [`Check::open_hole`].
+    hole_accounted: bool,
     /// Whether the record being counted is the recovery record that
     /// accounts for [`Check::open_torn`].
     torn_accounted: bool,
@@ -834,6 +887,8 @@ impl Check {
             last_place: (None, None),
             mac_at_head_seq: None,
             open_torn: None,
+            open_hole: None,
+            hole_accounted: false,
             torn_accounted: false,
             rows_of: None,
             anchors: Default::default(),
@@ -987,7 +1042,20 @@ impl Check {
             let line = match line {
                 Ok(line) => line,
                 Err(error) => {
+                    let finding = self.findings.len();
                     let kind = if DataAfterEnd::is(&error) {
+                        // A crash's, if the record after the file says so.
+                        let hole = super::log::open_trail_file(path)
+                            .and_then(|file| super::log::hole_in(&file))
+                            .ok()
+                            .flatten();
+                        self.open_hole = hole.map(|hole| OpenHole {
+                            finding,
+                            file: path
+                                .file_name()
+                                .map(|name| name.to_string_lossy().into_owned()),
+                            hole,
+                        });
                         FindingKind::DataAfterEnd
                     } else {
                         FindingKind::Unreadable(error.to_string())
@@ -1018,6 +1086,14 @@ impl Check {
                         // The torn bytes recovery found and kept are gone
                         // from before it, or changed.
                         let kind = FindingKind::TornBytesMissing;
+                        self.problem(kind, Some(path), Some(number), Some(record.seq));
+                    }
+                    self.hole_accounted = self
+                        .open_hole
+                        .as_ref()
+                        .is_some_and(|hole| hole.accounted_for_by(&record.fields));
+                    if !self.hole_accounted && !starts_late && names_hole(&record.fields) {
+                        let kind = FindingKind::HoleBytesMissing;
                         self.problem(kind, Some(path), Some(number), Some(record.seq));
                     }
                     if record.fields.get("event").and_then(Value::as_str)
@@ -1173,6 +1249,16 @@ impl Check {
             self.first_seq = seq;
         }
         self.last_place = (Some(path.to_path_buf()), Some(number));
+        let hole_accounted = std::mem::take(&mut self.hole_accounted);
+        if let Some(hole) = self.open_hole.take()
+            && hole_accounted
+            && let Some(finding) = self.findings.get_mut(hole.finding)
+        {
+            finding.severity = Severity::Note;
+            finding.kind = FindingKind::HoleRecovered {
+                at: hole.hole.zero_at,
+            };
+        }
         let accounted = std::mem::take(&mut self.torn_accounted);
         if let Some(torn) = self.open_torn.take()
             && let Some(finding) = self.findings.get_mut(torn.finding)
