@@ -631,6 +631,30 @@ async fn reported_parameters_are_masked() {
     assert_trail_holds_no_card_number(&env).await;
 }
 
+/// A COPY of many rows of many empty fields (a byte a field, the most
+/// values per byte there can be) is masked a bounded run at a time, and
+/// arrives whole, a card number among them masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_many_empty_fields_is_masked_in_bounded_runs() {
+    let env = start_masked().await;
+    let client = env.connect("admin").await;
+    let direct = env.connect_direct().await;
+    let empties = vec!["''"; 200].join(", ");
+    let sql = |pan: &str| {
+        format!(
+            "COPY (SELECT {empties}, CASE WHEN n = 7000 THEN '{pan}' END \
+             FROM generate_series(1, 12000) AS n) TO STDOUT"
+        )
+    };
+    let pan = "4111111111111111";
+    let through = sluice_tests::copy_out(&client, &sql(pan)).await.unwrap();
+    assert!(through.len() > 2 << 20, "{} bytes", through.len());
+    let expected = sluice_tests::copy_out(&direct, &sql(&masked(pan)))
+        .await
+        .unwrap();
+    assert!(through == expected, "the COPY differs from the masked one");
+}
+
 /// COPY TO STDOUT through tokio-postgres (the extended protocol) is masked
 /// in every format; a binary COPY sluice could not describe first is
 /// refused rather than passed on.

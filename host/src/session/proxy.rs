@@ -3126,7 +3126,7 @@ impl Proxy<'_> {
                                 ),
                             )));
                         }
-                        let len = run_of(&self.server_in, header.tag);
+                        let len = run_of(&self.server_in, header.tag, MASKED_RUN_BYTES);
                         if len == 0 {
                             self.server_in
                                 .reserve(header.total() - self.server_in.len());
@@ -4255,11 +4255,22 @@ fn streamed_run(
     (at, result_ended, binds_completed)
 }
 
-/// Length of the run of whole DataRows at the start of `buf`.
-fn run_of(buf: &[u8], message_tag: u8) -> usize {
+/// Most bytes of rows masked in one go (one row larger than this is
+/// masked alone). What masking a run takes grows with its values, not its
+/// bytes: a COPY row of empty fields is a byte a field, and each field is
+/// tens of bytes of bookkeeping — without a bound, a server's buffer of such
+/// rows would take many times its size.
+const MASKED_RUN_BYTES: usize = 1 << 20;
+
+/// Length of the run of whole `message_tag` messages at the start of
+/// `buf`: at most `most` bytes, unless the first message alone is more.
+fn run_of(buf: &[u8], message_tag: u8, most: usize) -> usize {
     let mut at = 0;
     while let Ok(Some(header)) = frame::peek_header(&buf[at..], usize::MAX) {
-        if header.tag != message_tag || buf.len() - at < header.total() {
+        if header.tag != message_tag
+            || buf.len() - at < header.total()
+            || (at > 0 && at + header.total() > most)
+        {
             break;
         }
         at += header.total();
@@ -4510,9 +4521,14 @@ mod tests {
         let both = binds.len();
         binds.extend_from_slice(&buf);
         assert_eq!(streamed_run(&binds, true, true, false), (both, true, 2));
-        assert_eq!(run_of(&buf, tag::DATA_ROW), two_rows);
+        assert_eq!(run_of(&buf, tag::DATA_ROW, usize::MAX), two_rows);
+        // Bounded in bytes, but never less than one message.
+        let first_row = Frame::new(b'D', b"\x00\x00").as_bytes().len();
+        assert_eq!(run_of(&buf, tag::DATA_ROW, two_rows - 1), first_row);
+        assert_eq!(run_of(&buf, tag::DATA_ROW, 1), first_row);
+        assert_eq!(run_of(&buf, tag::DATA_ROW, two_rows), two_rows);
         assert_eq!(
-            run_of(&buf[..two_rows - 1], tag::DATA_ROW),
+            run_of(&buf[..two_rows - 1], tag::DATA_ROW, usize::MAX),
             two_rows
                 - Frame::new(b'D', b"\x00\x01\x00\x00\x00\x01x")
                     .as_bytes()
