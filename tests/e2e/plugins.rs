@@ -1075,6 +1075,16 @@ async fn plugins_cannot_read_host_files_unless_granted() {
         message.contains("cannot connect: Permission denied"),
         "{message}"
     );
+    // Clocks to the millisecond, not finer: nothing to time the host by.
+    // (A reading that happens to fall on a whole millisecond would pass
+    // by chance; three of them in a row would not.)
+    for rounds in [1_000, 100_000, 1_000_000] {
+        let message = probe(&client, format!("clock {rounds}")).await;
+        assert!(
+            message.contains("below a millisecond: wall 0, monotonic 0"),
+            "{message}"
+        );
+    }
 
     let env = start(&plugin(
         "reader",

@@ -104,6 +104,39 @@ pub struct State {
     pub log_lines_dropped: u32,
 }
 
+/// How fine the clocks a plugin reads through WASI are.
+const CLOCK_RESOLUTION: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The time of day, to the millisecond.
+struct CoarseWallClock;
+
+impl wasmtime_wasi::HostWallClock for CoarseWallClock {
+    fn resolution(&self) -> std::time::Duration {
+        CLOCK_RESOLUTION
+    }
+
+    fn now(&self) -> std::time::Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        std::time::Duration::from_millis(now.as_millis() as u64)
+    }
+}
+
+/// Time since the instance was made, to the millisecond.
+struct CoarseMonotonicClock(std::time::Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for CoarseMonotonicClock {
+    fn resolution(&self) -> u64 {
+        CLOCK_RESOLUTION.as_nanos() as u64
+    }
+
+    fn now(&self) -> u64 {
+        let nanos = self.0.elapsed().as_nanos() as u64;
+        nanos - nanos % self.resolution()
+    }
+}
+
 impl State {
     pub fn new(context: Arc<PluginContext>) -> Result<State, std::io::Error> {
         let output = GuestOutput::default();
@@ -112,6 +145,11 @@ impl State {
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // Clocks as coarse as sluice's own `clock` import: a plugin has no
+        // use for nanoseconds, and with them could time what the host and
+        // other sessions do.
+        wasi.wall_clock(CoarseWallClock)
+            .monotonic_clock(CoarseMonotonicClock(std::time::Instant::now()));
         for (name, value) in &context.env {
             wasi.env(name, value);
         }

@@ -8,7 +8,10 @@
 //! - `env NAME`: reads the environment variable (`env NAME=VALUE` or `no
 //!   env NAME`), and counts the variables it sees (`of N`);
 //! - `connect ADDR`: opens a TCP connection (`connected` or `cannot
-//!   connect: ERROR`).
+//!   connect: ERROR`);
+//! - `clock N`: reads the clocks, with N rounds of work in between, and
+//!   says what they showed below the millisecond (`below a millisecond:
+//!   wall W, monotonic M`, in nanoseconds).
 
 use sluice_plugin::policy::Policy;
 use sluice_plugin::session::Session;
@@ -42,6 +45,19 @@ impl Policy for ReadFile {
                 Ok(_) => "connected".to_owned(),
                 Err(error) => format!("cannot connect: {error}"),
             },
+            "clock" => {
+                let rounds: u64 = argument.parse().unwrap_or(0);
+                let started = std::time::Instant::now();
+                let mut work = 0u64;
+                for round in 0..rounds {
+                    work = std::hint::black_box(work.wrapping_mul(31).wrapping_add(round));
+                }
+                let monotonic = started.elapsed().as_nanos() % 1_000_000;
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() % 1_000_000);
+                format!("below a millisecond: wall {wall}, monotonic {monotonic}")
+            }
             _ => return Decision::Allow,
         };
         Decision::deny("read-file", reason)
