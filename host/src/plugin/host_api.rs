@@ -26,6 +26,13 @@ const MAX_LOG_LINE: usize = 2048;
 /// Most lines a plugin may log in one call; the rest are counted and
 /// dropped, so that a plugin looping over its log cannot flood sluice's.
 pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
+/// Lines a plugin may log a second, all its instances together, over
+/// time; and how many at once after a quiet spell. A plugin called for
+/// every row batch, logging on each, would otherwise write its 64 lines
+/// thousands of times a second — enough to fill the disk the audit trail
+/// is on, which stops every statement.
+const LOG_LINES_PER_SECOND: f64 = 200.0;
+const LOG_LINES_BURST: f64 = 2000.0;
 /// Most table elements an instance may have, all its tables together:
 /// generous for any plugin (function tables are small), a bound against a
 /// runaway one.
@@ -54,6 +61,49 @@ pub struct PluginContext {
     pub memory_bytes: usize,
     pub env: Vec<(String, String)>,
     pub read_dirs: Vec<std::path::PathBuf>,
+    /// How many more lines the plugin may log now (see
+    /// [`LOG_LINES_PER_SECOND`]).
+    pub log_budget: LogBudget,
+}
+
+/// A plugin's lines to log, refilled with time: a token bucket.
+#[derive(Debug)]
+pub struct LogBudget(std::sync::Mutex<LogBucket>);
+
+#[derive(Debug)]
+struct LogBucket {
+    lines: f64,
+    filled_at: std::time::Instant,
+    /// Lines dropped since the last one logged.
+    dropped: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget(std::sync::Mutex::new(LogBucket {
+            lines: LOG_LINES_BURST,
+            filled_at: std::time::Instant::now(),
+            dropped: 0,
+        }))
+    }
+}
+
+impl LogBudget {
+    /// Takes a line: `Some(n)` when it may be logged (`n` lines dropped
+    /// before it, to say so), `None` when it is dropped.
+    fn take(&self) -> Option<u64> {
+        let mut bucket = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(bucket.filled_at).as_secs_f64() * LOG_LINES_PER_SECOND;
+        bucket.lines = (bucket.lines + refill).min(LOG_LINES_BURST);
+        bucket.filled_at = now;
+        if bucket.lines < 1.0 {
+            bucket.dropped = bucket.dropped.saturating_add(1);
+            return None;
+        }
+        bucket.lines -= 1.0;
+        Some(std::mem::take(&mut bucket.dropped))
+    }
 }
 
 /// The memory cap was hit: the call traps and fails closed.
@@ -318,8 +368,18 @@ impl log::Host for State {
             return;
         }
         self.log_lines_left -= 1;
-        let message = self.clean(&message);
         let plugin = self.context.name.as_str();
+        let Some(dropped) = self.context.log_budget.take() else {
+            return;
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                plugin,
+                dropped,
+                "the plugin logged more than {LOG_LINES_PER_SECOND} lines a second; {dropped} were dropped"
+            );
+        }
+        let message = self.clean(&message);
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -494,6 +554,21 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// A plugin logs its burst at once, then as fast as the budget
+    /// refills; the lines dropped meanwhile are counted for the next line
+    /// that goes out to say so.
+    #[test]
+    fn a_plugin_s_log_is_bounded_over_time() {
+        let budget = LogBudget::default();
+        for _ in 0..LOG_LINES_BURST as usize {
+            assert_eq!(budget.take(), Some(0));
+        }
+        let dropped = (0..50).filter(|_| budget.take().is_none()).count();
+        assert!(dropped >= 45, "{dropped}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(budget.take(), Some(dropped as u64));
+    }
+
     fn state_capped_at(memory_bytes: usize) -> State {
         State::new(Arc::new(PluginContext {
             name: "limits".to_owned(),
@@ -502,6 +577,7 @@ mod tests {
             memory_bytes,
             env: Vec::new(),
             read_dirs: Vec::new(),
+            log_budget: LogBudget::default(),
         }))
         .expect("a sandbox with no grants")
     }

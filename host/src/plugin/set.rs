@@ -641,6 +641,7 @@ async fn load_one(
         memory_bytes: settings.memory_bytes,
         env: settings.env.clone(),
         read_dirs: settings.read_dirs.clone(),
+        log_budget: Default::default(),
     });
     // A candidate is checked with counters of its own: a replacement that
     // traps on its config is no fault of the version serving. Once taken,
