@@ -632,8 +632,9 @@ async fn reported_parameters_are_masked() {
 }
 
 /// A COPY of many rows of many empty fields (a byte a field, the most
-/// values per byte there can be) is masked a bounded run at a time, and
-/// arrives whole, a card number among them masked.
+/// values per byte there can be), longer than one masked run (the bound
+/// itself is `run_of`'s unit test), arrives whole, the card number among
+/// them masked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_many_empty_fields_is_masked_in_bounded_runs() {
     let env = start_masked().await;

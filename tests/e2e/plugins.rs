@@ -1877,7 +1877,8 @@ async fn a_bind_s_record_follows_sql_prepare_with_no_policy() {
             .contains("what s1 holds now"),
         "{bound}"
     );
-    // A PREPARE of a name in use is refused, as the server would.
+    // A PREPARE of a name in use is the server's to refuse (no policy:
+    // sluice refuses nothing), and what the name holds stays followed.
     conn.send(&query("PREPARE s1 AS SELECT 'a third'")).await;
     let replies = conn.until_ready().await;
     let error = replies.iter().find(|m| m.tag == b'E').expect("refused");

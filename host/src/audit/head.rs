@@ -129,11 +129,21 @@ pub(super) const WRITE_HEAD: &str = "write head file";
 
 /// Reads a head file's bytes (at most one more than a head file holds, so
 /// that a longer file is seen to be one); `None` when it is missing. Only
-/// a regular file, not through a symlink, as the trail's own files are
-/// read: a FIFO put in its place must not hang `verify` or a start.
+/// a regular file (a symlink to one is followed, as the writer follows
+/// it: an operator may keep the head elsewhere), opened without blocking:
+/// a FIFO put in its place must not hang `verify` or a start.
 pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = Vec::with_capacity(HEAD_FILE_LEN + 1);
-    match super::log::open_trail_file(path) {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|file| match file.metadata()?.file_type().is_file() {
+            true => Ok(file),
+            false => Err(io::Error::other("not a regular file")),
+        });
+    match opened {
         Ok(file) => {
             file.take(HEAD_FILE_LEN as u64 + 1)
                 .read_to_end(&mut bytes)?;
@@ -148,8 +158,9 @@ pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    /// A FIFO or a symlink where the head file belongs is refused at once:
-    /// reading one would hang, or read what the link points at.
+    /// A FIFO where the head file belongs is refused at once (reading it
+    /// would hang); a symlink to a regular file is followed, as the writer
+    /// follows it.
     #[test]
     fn a_head_file_is_a_regular_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -164,10 +175,10 @@ mod tests {
         std::fs::write(&real, b"x").unwrap();
         let link = dir.path().join("link.head");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        assert_eq!(
-            read_head_file(&link).unwrap_err().raw_os_error(),
-            Some(libc::ELOOP)
-        );
+        assert_eq!(read_head_file(&link).unwrap(), Some(b"x".to_vec()));
+        let to_fifo = dir.path().join("to-fifo.head");
+        std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+        assert!(read_head_file(&to_fifo).is_err());
         assert_eq!(read_head_file(&real).unwrap(), Some(b"x".to_vec()));
         assert_eq!(read_head_file(&dir.path().join("none")).unwrap(), None);
     }

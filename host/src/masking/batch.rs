@@ -541,8 +541,6 @@ fn check_span(start: usize, end: usize, after: usize, len: usize) -> Result<(), 
     Ok(())
 }
 
-/// `input` with its spans replaced, appended to `out`. Spans must be in
-/// order, must not overlap and must lie within the input.
 /// A text value as plugins are shown it, and where its backslash escapes
 /// are; `None` when it has none (or is not UTF-8, and so shown as it is).
 fn text_escapes(value: &[u8]) -> Option<(String, Vec<super::escapes::Escape>)> {
@@ -571,6 +569,8 @@ fn text_spans(
     apply_spans(value, &mapped, out)
 }
 
+/// `input` with its spans replaced, appended to `out`. Spans must be in
+/// order, must not overlap and must lie within the input.
 pub fn apply_spans(input: &[u8], spans: &Spans, out: &mut Vec<u8>) -> Result<(), String> {
     let mut at = 0usize;
     for &(start, end, replacement) in spans {

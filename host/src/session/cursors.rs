@@ -2,23 +2,33 @@
 //! reads. A cursor's query runs FETCH by FETCH, maybe long after its
 //! DECLARE was judged — a `WITH HOLD` cursor outlives its transaction, and
 //! a policy reload (an incident's deny rule) may come in between. So a
-//! FETCH from a cursor this session declared is judged as a FETCH of what
-//! that cursor reads: its tables, columns, functions and settings, under
-//! the policies in force when the FETCH comes.
+//! FETCH from a cursor declared under plugins no longer in force is judged
+//! as a FETCH of what that cursor reads: its tables, columns, functions
+//! and settings, under the policies in force when the FETCH comes. A FETCH
+//! from a cursor declared under the plugins in force is judged as FETCH
+//! alone, as the DECLARE's verdict (its approval, say) holds for it: a
+//! client paging through a cursor is not asked again for every page.
 //!
 //! Followed from what the client sends, and on the safe side of what the
-//! server did: a DECLARE counts once judged (whether or not the server
-//! then made the cursor), and a second DECLARE of a name adds what it reads
-//! to what the name read before rather than replace it — a DECLARE the
-//! server refuses (the name is taken) must not make a FETCH of the real
-//! cursor look harmless. CLOSE is not followed (it may fail, or not run at
-//! all behind an error in the same string); a cursor declared without
-//! hold is forgotten when a transaction is seen to end after it. A name
-//! that outlived its cursor only makes a later FETCH of that name (a
-//! cursor made by a function, say) be judged with more than it reads. A
-//! FETCH of a cursor sluice did not see declared (a function's refcursor)
-//! is judged as FETCH alone, as before: the function that made it was
-//! judged when it was called.
+//! server did: a DECLARE counts once the policies allowed it (whether or
+//! not the server then made the cursor), and a second DECLARE of a name
+//! adds what it reads to what the name read before rather than replace it
+//! — a DECLARE the server refuses (the name is taken) must not make a
+//! FETCH of the real cursor look harmless. CLOSE is not followed (it may
+//! fail, or not run at all behind an error in the same string); a cursor
+//! declared without hold is forgotten when a transaction is seen to end
+//! after it. A name that outlived its cursor only makes a later FETCH of
+//! that name (a cursor made by a function, say) be judged with more than
+//! it reads. A FETCH of a cursor sluice did not see declared (a function's
+//! refcursor) is judged as FETCH alone: the function that made it was
+//! judged when it was called — unless cursors went unfollowed (declared
+//! while no policy judged, or forgotten past the session's bound), and
+//! then it is refused.
+//!
+//! FETCH forms sluice's parser does not read (`FETCH c`, `FETCH NEXT c`,
+//! with no FROM or IN) are unparsed statements, which policies refuse
+//! unless told otherwise; a policy that allows an unparsed FETCH allows it
+//! without its cursor's tables.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,25 +38,33 @@ use crate::protocol::sqlstate;
 
 use super::Fatal;
 
-/// Most cursor names a session's cursors are followed under.
-pub const MAX_CURSORS: usize = 10_000;
-
 /// Most tables, columns, functions and settings one cursor name reads,
-/// all its DECLAREs together.
+/// all its DECLAREs together: past it, the DECLARE is refused.
 pub const MAX_READS_PER_CURSOR: usize = 10_000;
+
+/// Most cursor names followed in a session, and most things they read
+/// together. Past either, the cursors declared longest ago are forgotten,
+/// and from then on a FETCH of a cursor sluice does not know is refused.
+pub const MAX_CURSORS: usize = 10_000;
+pub const MAX_READS: usize = 100_000;
 
 /// The cursors a session declared, by name (folded as PostgreSQL folds
 /// it).
 #[derive(Default)]
 pub struct Cursors {
     by_name: HashMap<String, Cursor>,
-    /// Cursors may have been declared that sluice did not follow (no
-    /// policy judged then): a FETCH from one it does not know is refused.
+    /// What `by_name` reads, all cursors together.
+    reads: usize,
+    /// Cursors were declared that sluice does not follow (no policy judged
+    /// then, or they were forgotten past the bounds): a FETCH from one it
+    /// does not know is refused.
     unknown_refused: bool,
+    /// Counts DECLAREs, to forget the oldest first.
+    declared: u64,
 }
 
 /// What a cursor name's DECLAREs read.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Cursor {
     tables: Vec<TableAccess>,
     columns: Vec<ColumnRef>,
@@ -60,6 +78,10 @@ struct Cursor {
     hold: bool,
     /// The cycle of its last DECLARE.
     cycle: u64,
+    /// The plugin generation its last DECLARE was judged under.
+    generation: u64,
+    /// When it was last declared, in [`Cursors::declared`]'s count.
+    order: u64,
 }
 
 impl Cursor {
@@ -90,26 +112,31 @@ fn reads_of(analysed: &Analysed) -> usize {
         + statement.settings.len()
 }
 
+/// The DECLAREs of one query string (or Bind), as they would leave their
+/// cursors: followed once the policies allow the statements
+/// ([`Cursors::commit`]).
+#[derive(Default)]
+pub struct Declared(Vec<(String, Cursor)>);
+
 impl Cursors {
-    /// Follows the DECLAREs among `statements` (sent in cycle `cycle`),
-    /// and gives each FETCH from a cursor declared in this session what
-    /// that cursor reads — a DECLARE earlier in the same string included.
-    /// Refuses a DECLARE past the session's bounds.
-    pub fn resolve(&mut self, statements: &mut [Analysed], cycle: u64) -> Result<(), Fatal> {
+    /// Gives each FETCH among `statements` what its cursor reads, where
+    /// that cursor was declared under plugins other than those in force
+    /// (`generation`) — a DECLARE earlier in the same string counts, under
+    /// these. Returns the string's DECLAREs, to follow once allowed; refuses
+    /// one past a cursor's bound, and a FETCH of an unknown cursor once
+    /// cursors went unfollowed.
+    pub fn resolve(&self, statements: &mut [Analysed], generation: u64) -> Result<Declared, Fatal> {
+        let mut declared: Vec<(String, Cursor)> = Vec::new();
         for analysed in statements {
             match &analysed.cursor {
                 CursorUse::None => {}
                 CursorUse::Declare { name, hold } => {
-                    let known = self.by_name.get(name);
-                    if known.is_none() && self.by_name.len() >= MAX_CURSORS {
-                        return Err(Fatal::new(
-                            sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                            format!(
-                                "more than {MAX_CURSORS} cursor names in one session: reconnect"
-                            ),
-                        ));
-                    }
-                    if known.map_or(0, |cursor| cursor.seen.len()) + reads_of(analysed)
+                    let at = declared.iter().position(|(declared, _)| declared == name);
+                    let before = match at {
+                        Some(at) => Some(&declared[at].1),
+                        None => self.by_name.get(name),
+                    };
+                    if before.map_or(0, |cursor| cursor.seen.len()) + reads_of(analysed)
                         > MAX_READS_PER_CURSOR
                     {
                         return Err(Fatal::new(
@@ -119,23 +146,36 @@ impl Cursors {
                             ),
                         ));
                     }
-                    let cursor = self.by_name.entry(name.clone()).or_default();
+                    let mut cursor = before.cloned().unwrap_or_default();
                     cursor.add(analysed);
                     cursor.hold |= *hold;
-                    cursor.cycle = cycle;
+                    cursor.generation = generation;
+                    match at {
+                        Some(at) => declared[at].1 = cursor,
+                        None => declared.push((name.clone(), cursor)),
+                    }
                 }
                 CursorUse::Fetch { name } => {
-                    let Some(cursor) = self.by_name.get(name) else {
+                    let cursor = declared
+                        .iter()
+                        .find(|(declared, _)| declared == name)
+                        .map(|(_, cursor)| cursor)
+                        .or_else(|| self.by_name.get(name));
+                    let Some(cursor) = cursor else {
                         if self.unknown_refused {
                             return Err(Fatal::new(
                                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                                 format!(
-                                    "cursor \"{name}\" may have been declared before sluice's policies judged this session: declare it again"
+                                    "sluice does not follow cursor \"{name}\" (declared before sluice's policies judged this session, or among more cursors than it follows in one): declare it again"
                                 ),
                             ));
                         }
                         continue;
                     };
+                    if cursor.generation == generation {
+                        // Its DECLARE was judged by the rules in force.
+                        continue;
+                    }
                     // A FETCH names no table of its own: what its cursor
                     // reads, each thing once already, is all it reads.
                     let statement = &mut analysed.statement;
@@ -146,7 +186,46 @@ impl Cursors {
                 }
             }
         }
-        Ok(())
+        Ok(Declared(declared))
+    }
+
+    /// Follows the DECLAREs of statements the policies in force
+    /// (`generation`) allowed, sent in cycle `cycle`; past the session's
+    /// bounds, forgets the cursors declared longest ago.
+    pub fn commit(&mut self, declared: Declared, cycle: u64, generation: u64) {
+        for (name, mut cursor) in declared.0 {
+            self.declared += 1;
+            cursor.cycle = cycle;
+            cursor.generation = generation;
+            cursor.order = self.declared;
+            self.reads += cursor.seen.len();
+            if let Some(before) = self.by_name.insert(name, cursor) {
+                self.reads -= before.seen.len();
+            }
+        }
+        if self.by_name.len() > MAX_CURSORS || self.reads > MAX_READS {
+            // Oldest first, to a tenth below both bounds, so that this is
+            // rare.
+            let mut by_age: Vec<(u64, usize)> = self
+                .by_name
+                .values()
+                .map(|cursor| (cursor.order, cursor.seen.len()))
+                .collect();
+            by_age.sort_unstable();
+            let (mut names, mut reads) = (by_age.len(), self.reads);
+            let mut oldest_kept = 0;
+            for (order, len) in by_age {
+                if names <= MAX_CURSORS - MAX_CURSORS / 10 && reads <= MAX_READS - MAX_READS / 10 {
+                    break;
+                }
+                names -= 1;
+                reads -= len;
+                oldest_kept = order + 1;
+            }
+            self.by_name.retain(|_, cursor| cursor.order >= oldest_kept);
+            self.reads = self.by_name.values().map(|cursor| cursor.seen.len()).sum();
+            self.unknown_refused = true;
+        }
     }
 
     /// Policies judge the session from now on, and cursors may have been
@@ -163,6 +242,7 @@ impl Cursors {
         if !self.by_name.is_empty() {
             self.by_name
                 .retain(|_, cursor| cursor.hold || cursor.cycle >= done);
+            self.reads = self.by_name.values().map(|c| c.seen.len()).sum();
         }
     }
 }
@@ -185,13 +265,34 @@ mod tests {
             .collect()
     }
 
+    /// Declares `text` under plugin generation `generation`, allowed.
+    fn declare(cursors: &mut Cursors, text: &str, cycle: u64, generation: u64) {
+        let declared = cursors
+            .resolve(&mut analysed(text), generation)
+            .expect("within bounds");
+        cursors.commit(declared, cycle, generation);
+    }
+
+    /// What a FETCH under `generation` is judged as reading.
+    fn fetched(cursors: &Cursors, text: &str, generation: u64) -> Vec<String> {
+        let mut fetch = analysed(text);
+        cursors.resolve(&mut fetch, generation).expect("resolves");
+        tables(&fetch[0])
+    }
+
     #[test]
-    fn a_fetch_reads_what_its_cursor_declared() {
+    fn a_fetch_after_a_reload_reads_what_its_cursor_declared() {
         let mut cursors = Cursors::default();
-        let mut declare = analysed("DECLARE C CURSOR WITH HOLD FOR SELECT pan FROM cards");
-        cursors.resolve(&mut declare, 1).unwrap();
+        declare(
+            &mut cursors,
+            "DECLARE C CURSOR WITH HOLD FOR SELECT pan FROM cards",
+            1,
+            1,
+        );
+        // Under the rules that allowed its DECLARE: a FETCH alone.
+        assert!(fetched(&cursors, "FETCH 10 FROM c", 1).is_empty());
+        // After a reload: what the cursor reads, columns too.
         let mut fetch = analysed("FETCH 10 FROM c");
-        assert!(tables(&fetch[0]).is_empty());
         cursors.resolve(&mut fetch, 2).unwrap();
         assert_eq!(tables(&fetch[0]), ["cards"]);
         assert_eq!(fetch[0].statement.command, "FETCH");
@@ -206,24 +307,47 @@ mod tests {
         );
         // Another cursor's name, or a quoted one that folds otherwise, is
         // not this one.
-        let mut other = analysed("FETCH 10 FROM \"C\"");
+        let other = analysed("FETCH 10 FROM \"C\"");
         assert_eq!(
             other[0].cursor,
             CursorUse::Fetch {
                 name: "C".to_owned()
             }
         );
-        cursors.resolve(&mut other, 3).unwrap();
-        assert!(tables(&other[0]).is_empty());
+        assert!(fetched(&cursors, "FETCH 10 FROM \"C\"", 2).is_empty());
+    }
+
+    /// A DECLARE the policies refused is not followed: what it would have
+    /// read never counts for the name.
+    #[test]
+    fn only_allowed_declarations_are_followed() {
+        let cursors = Cursors::default();
+        let mut refused = analysed("DECLARE c CURSOR FOR SELECT * FROM cards");
+        let _not_committed = cursors.resolve(&mut refused, 1).unwrap();
+        assert!(fetched(&cursors, "FETCH NEXT FROM c", 2).is_empty());
+        assert!(cursors.by_name.is_empty());
     }
 
     #[test]
     fn a_declare_and_its_fetch_in_one_string() {
         let mut cursors = Cursors::default();
+        // An older cursor of the name, under other rules: the DECLARE in
+        // the string is the one its FETCH reads, judged with it.
+        declare(
+            &mut cursors,
+            "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM merchants",
+            1,
+            1,
+        );
         let mut both =
             analysed("BEGIN; DECLARE c CURSOR FOR SELECT * FROM cards; FETCH ALL FROM c; COMMIT");
-        cursors.resolve(&mut both, 1).unwrap();
-        assert_eq!(tables(&both[2]), ["cards"]);
+        let declared = cursors.resolve(&mut both, 2).unwrap();
+        assert!(tables(&both[2]).is_empty());
+        cursors.commit(declared, 2, 2);
+        assert_eq!(
+            fetched(&cursors, "FETCH ALL FROM c", 3),
+            ["merchants", "cards"]
+        );
     }
 
     /// A second DECLARE of a name the server may refuse (the cursor
@@ -231,59 +355,52 @@ mod tests {
     #[test]
     fn a_name_declared_again_reads_both() {
         let mut cursors = Cursors::default();
-        cursors
-            .resolve(
-                &mut analysed("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM cards"),
+        for (cycle, table) in [(1, "cards"), (2, "merchants"), (4, "cards")] {
+            declare(
+                &mut cursors,
+                &format!("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM {table}"),
+                cycle,
                 1,
-            )
-            .unwrap();
-        cursors
-            .resolve(
-                &mut analysed("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM merchants"),
-                2,
-            )
-            .unwrap();
-        let mut fetch = analysed("FETCH NEXT FROM c");
-        cursors.resolve(&mut fetch, 3).unwrap();
-        assert_eq!(tables(&fetch[0]), ["cards", "merchants"]);
+            );
+        }
+        assert_eq!(
+            fetched(&cursors, "FETCH NEXT FROM c", 2),
+            ["cards", "merchants"]
+        );
         // Declared again alike: nothing new to add.
-        cursors
-            .resolve(
-                &mut analysed("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM cards"),
-                4,
-            )
-            .unwrap();
         assert_eq!(cursors.by_name["c"].tables.len(), 2);
         assert_eq!(cursors.by_name["c"].seen.len(), 2 + 2);
+        assert_eq!(cursors.reads, 4);
     }
 
     #[test]
     fn a_cursor_without_hold_ends_with_its_transaction() {
         let mut cursors = Cursors::default();
-        cursors
-            .resolve(
-                &mut analysed("DECLARE plain CURSOR FOR SELECT * FROM cards"),
-                1,
-            )
-            .unwrap();
-        cursors
-            .resolve(
-                &mut analysed("DECLARE held CURSOR WITH HOLD FOR SELECT * FROM cards"),
-                1,
-            )
-            .unwrap();
+        declare(
+            &mut cursors,
+            "DECLARE plain CURSOR FOR SELECT * FROM cards",
+            1,
+            1,
+        );
+        declare(
+            &mut cursors,
+            "DECLARE held CURSOR WITH HOLD FOR SELECT * FROM cards",
+            1,
+            1,
+        );
         // Declared in a cycle not answered yet: a transaction that ended
         // before it does not end it.
-        cursors
-            .resolve(
-                &mut analysed("DECLARE later CURSOR FOR SELECT * FROM cards"),
-                3,
-            )
-            .unwrap();
+        declare(
+            &mut cursors,
+            "DECLARE later CURSOR FOR SELECT * FROM cards",
+            3,
+            1,
+        );
         cursors.transaction_ended(2);
         let mut names: Vec<&str> = cursors.by_name.keys().map(String::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["held", "later"]);
+        assert_eq!(cursors.reads, 4);
     }
 
     /// Once cursors may have been declared unseen, a FETCH from one
@@ -291,54 +408,60 @@ mod tests {
     #[test]
     fn unknown_cursors_are_refused_once_some_went_unseen() {
         let mut cursors = Cursors::default();
-        cursors
-            .resolve(&mut analysed("FETCH NEXT FROM unseen"), 1)
-            .expect("a function's refcursor, say");
+        assert!(fetched(&cursors, "FETCH NEXT FROM unseen", 1).is_empty());
         cursors.refuse_unknown_fetches();
         let refused = cursors
-            .resolve(&mut analysed("FETCH NEXT FROM unseen"), 2)
-            .unwrap_err();
+            .resolve(&mut analysed("FETCH NEXT FROM unseen"), 1)
+            .err()
+            .expect("refused");
         assert_eq!(refused.code, sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
         assert!(
             refused.message.contains("declare it again"),
             "{}",
             refused.message
         );
-        let mut both =
-            analysed("DECLARE seen CURSOR FOR SELECT * FROM cards; FETCH NEXT FROM seen");
-        cursors.resolve(&mut both, 3).unwrap();
-        assert_eq!(tables(&both[1]), ["cards"]);
+        declare(
+            &mut cursors,
+            "DECLARE seen CURSOR FOR SELECT * FROM cards",
+            3,
+            1,
+        );
+        assert_eq!(fetched(&cursors, "FETCH NEXT FROM seen", 2), ["cards"]);
     }
 
+    /// Past the session's bounds the cursors declared longest ago are
+    /// forgotten (and unknown ones refused from then on); one cursor past
+    /// its own bound is refused.
     #[test]
-    fn declarations_past_the_bounds_are_refused() {
+    fn bounds_forget_the_oldest_and_refuse_the_widest() {
         let mut cursors = Cursors::default();
-        for n in 0..MAX_CURSORS {
-            cursors.by_name.insert(format!("c{n}"), Cursor::default());
+        for n in 0..=MAX_CURSORS {
+            declare(
+                &mut cursors,
+                &format!("DECLARE c{n} CURSOR WITH HOLD FOR SELECT 1"),
+                1,
+                1,
+            );
         }
-        let refused = cursors
-            .resolve(&mut analysed("DECLARE one_more CURSOR FOR SELECT 1"), 1)
-            .unwrap_err();
-        assert_eq!(refused.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
-        // A name already followed may be declared again.
-        cursors
-            .resolve(&mut analysed("DECLARE c1 CURSOR FOR SELECT 1"), 1)
-            .unwrap();
+        assert!(cursors.by_name.len() <= MAX_CURSORS - MAX_CURSORS / 10);
+        assert!(cursors.by_name.contains_key(&format!("c{MAX_CURSORS}")));
+        assert!(!cursors.by_name.contains_key("c0"));
+        assert!(
+            cursors
+                .resolve(&mut analysed("FETCH NEXT FROM c0"), 1)
+                .is_err()
+        );
 
         let mut cursors = Cursors::default();
         let wide: Vec<String> = (0..MAX_READS_PER_CURSOR / 2 + 1)
             .map(|n| format!("t{n}"))
             .collect();
         let text = format!("DECLARE wide CURSOR FOR SELECT 1 FROM {}", wide.join(", "));
-        let refused = cursors.resolve(&mut analysed(&text), 1);
-        let refused = match refused {
-            Err(refused) => refused,
-            // One DECLARE under the bound: a second one past it.
-            Ok(()) => {
-                let text = text.replace(" t", " u");
-                cursors.resolve(&mut analysed(&text), 2).unwrap_err()
-            }
-        };
+        declare(&mut cursors, &text, 1, 1);
+        let refused = cursors
+            .resolve(&mut analysed(&text.replace(" t", " u")), 1)
+            .err()
+            .expect("refused");
         assert_eq!(refused.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
         assert!(refused.message.contains("wide"), "{}", refused.message);
     }

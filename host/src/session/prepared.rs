@@ -569,21 +569,23 @@ impl Prepared {
 
     /// Refuses a `PREPARE` of a name already in use, before it runs: the
     /// server would refuse it too, and sluice must not forget what the
-    /// name really holds.
-    pub fn check(&self, statements: &[Analysed]) -> Result<(), Fatal> {
-        // A name let go earlier in the same string may be prepared again
-        // (`DEALLOCATE p; PREPARE p AS ...`); one prepared earlier in it
-        // may not.
+    /// name really holds. Also one of a name prepared earlier in the same
+    /// string. `let_go_first`: a name a `DEALLOCATE` earlier in the same
+    /// string lets go may be prepared again — only where nothing is judged
+    /// by what a name holds (no policy: the statements are followed for
+    /// the trail alone), since an `EXECUTE` after it would be judged as
+    /// the name's old statement.
+    pub fn check(&self, statements: &[Analysed], let_go_first: bool) -> Result<(), Fatal> {
         let mut let_go: Vec<&str> = Vec::new();
         let mut all_let_go = false;
         let mut prepared: Vec<&str> = Vec::new();
         for analysed in statements {
             match &analysed.effect {
-                Effect::Deallocate(Some(name)) => {
+                Effect::Deallocate(Some(name)) if let_go_first => {
                     let_go.push(name);
                     prepared.retain(|p| p != name);
                 }
-                Effect::Deallocate(None) => {
+                Effect::Deallocate(None) if let_go_first => {
                     all_let_go = true;
                     prepared.clear();
                 }
@@ -600,7 +602,7 @@ impl Prepared {
                     }
                     prepared.push(name);
                 }
-                Effect::None | Effect::Execute { .. } => {}
+                Effect::None | Effect::Execute { .. } | Effect::Deallocate(_) => {}
             }
         }
         if self.entries.len() >= MAX_PREPARED_STATEMENTS
@@ -720,18 +722,28 @@ mod tests {
             .expect("read one way")
     }
 
-    /// A PREPARE of a name in use is refused before it runs, unless the
-    /// same string lets the name go first; two PREPAREs of one name in a
-    /// string are refused too.
+    /// A PREPARE of a name in use is refused before it runs — followed for
+    /// the trail alone, unless the same string lets the name go first; two
+    /// PREPAREs of one name in a string are refused too.
     #[test]
     fn a_prepare_of_a_name_in_use_is_refused_unless_let_go_first() {
         let prepared = defined("p", "SELECT 1");
         let check = |text: &str| {
             prepared
-                .check(&Analyser::default().analyse(text, true))
+                .check(&Analyser::default().analyse(text, true), true)
                 .map_err(|refusal| refusal.code)
         };
         let taken = Err(sqlstate::DUPLICATE_PREPARED_STATEMENT);
+        // Judged, a name in use is refused whatever comes before: an
+        // EXECUTE after it would be judged as the old statement.
+        for text in [
+            "PREPARE p AS SELECT 2",
+            "DEALLOCATE p; PREPARE p AS SELECT 2; EXECUTE p",
+            "DEALLOCATE ALL; PREPARE p AS SELECT 2",
+        ] {
+            let judged = prepared.check(&Analyser::default().analyse(text, true), false);
+            assert_eq!(judged.map_err(|r| r.code), taken, "{text}");
+        }
         assert_eq!(check("PREPARE p AS SELECT 2"), taken);
         assert_eq!(check("DEALLOCATE p; PREPARE p AS SELECT 2"), Ok(()));
         assert_eq!(check("DEALLOCATE ALL; PREPARE p AS SELECT 2"), Ok(()));

@@ -1254,10 +1254,9 @@ impl Proxy<'_> {
                     // statements is followed all the same: a later Bind's
                     // record names the statement the server runs.
                     if names_prepared {
-                        self.unjudged_changes(text)
-                    } else {
-                        None
+                        self.follow_unjudged_changes(text);
                     }
+                    None
                 };
                 // On the record before it can run, refused or not.
                 let refusal = match self
@@ -1827,7 +1826,7 @@ impl Proxy<'_> {
         }
         let changes = std::mem::take(&mut naming.changes);
         let setting = naming.standard_conforming_strings;
-        if let Err(refusal) = self.prepared.check(&changes) {
+        if let Err(refusal) = self.prepared.check(&changes, false) {
             return Some(refusal);
         }
         self.prepared.apply(&changes, setting, self.cycles_sent);
@@ -2062,16 +2061,16 @@ impl Proxy<'_> {
             self.decision = Some(Decision::unjudged());
             return None;
         }
-        let statements = match self
+        let (statements, declared) = match self
             .prepared
             .resolve(statements, &mut self.analyser)
-            .and_then(|statements| self.prepared.check(&statements).map(|()| statements))
+            .and_then(|statements| self.prepared.check(&statements, false).map(|()| statements))
             .and_then(|mut statements| {
                 self.cursors
-                    .resolve(&mut statements, self.cycles_sent)
-                    .map(|()| statements)
+                    .resolve(&mut statements, self.plugins_generation)
+                    .map(|declared| (statements, declared))
             }) {
-            Ok(statements) => statements,
+            Ok(resolved) => resolved,
             Err(refusal) => return Some(refusal),
         };
         describe_statement_span(&self.plugins, &self.statement_trace, &statements).await;
@@ -2175,6 +2174,9 @@ impl Proxy<'_> {
                 }
             }
         }
+        // Allowed: its cursors are followed from now on.
+        self.cursors
+            .commit(declared, self.cycles_sent, self.plugins_generation);
         // Followed once they run: at once for a simple Query, at its
         // Execute for a Bind (see `NamingPortal`).
         self.allowed_changes = statements
@@ -2981,20 +2983,20 @@ impl Proxy<'_> {
     }
 
     /// What a query string nothing judges does to prepared statements, to
-    /// follow once it runs, as `judge` does for the statements it allows;
-    /// a PREPARE of a name in use is refused, as the server would.
-    fn unjudged_changes(&mut self, text: &str) -> Option<Fatal> {
+    /// follow once it runs, as `judge` does for the statements it allows.
+    fn follow_unjudged_changes(&mut self, text: &str) {
         let changes: Vec<Analysed> = self
             .analyser
             .analyse(text, self.standard_conforming_strings)
             .into_iter()
             .filter(|analysed| analysed.effect != Effect::None)
             .collect();
-        if let Err(refusal) = self.prepared.check(&changes) {
-            return Some(refusal);
+        // Nothing is refused here (no policy is in force): changes the
+        // server will refuse are not followed, and the names stay as they
+        // are.
+        if self.prepared.check(&changes, true).is_ok() {
+            self.allowed_changes = changes;
         }
-        self.allowed_changes = changes;
-        None
     }
 
     /// The plugin set the client's open cycle is judged under: the one in
