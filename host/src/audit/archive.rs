@@ -58,6 +58,16 @@ pub enum ArchiveError {
     AlreadyRecorded,
 }
 
+/// Whether two paths are one file (or directory), whatever links or
+/// mounts lie between them: the same device and inode.
+fn same_file(a: &Path, b: &Path) -> Result<bool, ArchiveError> {
+    let (a_seen, b_seen) = (
+        fs::metadata(a).map_err(failed("look at", a))?,
+        fs::metadata(b).map_err(failed("look at", b))?,
+    );
+    Ok((a_seen.dev(), a_seen.ino()) == (b_seen.dev(), b_seen.ino()))
+}
+
 /// Makes the error of an I/O `action` on `path` that failed.
 fn failed(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
     let path = path.to_owned();
@@ -179,15 +189,7 @@ pub fn archive(
     let rotated = rotated_files(trail).map_err(failed("list the files of", trail))?;
     let chosen = rotated.len().saturating_sub(keep.max(1));
     create_synced(to)?;
-    let trail_dir = directory_of(trail);
-    let same_dir = |a: &Path, b: &Path| -> Result<bool, ArchiveError> {
-        let (a, b) = (
-            fs::metadata(a).map_err(failed("look at", a))?,
-            fs::metadata(b).map_err(failed("look at", b))?,
-        );
-        Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
-    };
-    if same_dir(to, trail_dir)? {
+    if same_file(to, directory_of(trail))? {
         return Err(ArchiveError::IntoTheTrail { to: to.to_owned() });
     }
     let mut moved = Vec::new();
@@ -197,11 +199,7 @@ pub fn archive(
         copy_synced(&from, &copy, to)?;
         // The copy is another file, whatever links or mounts lie between:
         // removing the original must not remove the only one.
-        let (original, copied) = (
-            fs::metadata(&from).map_err(failed("look at", &from))?,
-            fs::metadata(&copy).map_err(failed("look at", &copy))?,
-        );
-        if (original.dev(), original.ino()) == (copied.dev(), copied.ino()) {
+        if same_file(&from, &copy)? {
             return Err(ArchiveError::IntoTheTrail { to: to.to_owned() });
         }
         append_line(trail, &chain::archive_line(key, &last))?;
