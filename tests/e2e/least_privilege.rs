@@ -764,6 +764,19 @@ async fn a_cursor_fetch_obeys_the_rules_in_force() {
         let error = agent.simple_query(fetch).await.expect_err(fetch);
         assert_eq!(code_and_message(&error).0, "42501", "{fetch}");
     }
+    // Declaring the name again, over something agents still read, does
+    // not launder it: the server keeps the cursor of customers (the name
+    // is taken), and its FETCH is judged with what both read.
+    let error = agent
+        .batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT id FROM orders")
+        .await
+        .expect_err("the server refuses a second cursor of the name");
+    assert_eq!(code_and_message(&error).0, "42P03");
+    let error = agent
+        .query("FETCH NEXT FROM held", &[])
+        .await
+        .expect_err("still refused");
+    assert_eq!(code_and_message(&error).0, "42501");
     // Another cursor, of what agents still read, is fetched as ever.
     agent
         .batch_execute("DECLARE fine CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id")

@@ -146,10 +146,17 @@ impl Cursors {
                             ),
                         ));
                     }
-                    let mut cursor = before.cloned().unwrap_or_default();
+                    // A name declared before, under plugins no longer in
+                    // force, keeps its older generation: what its earlier
+                    // DECLAREs read was not judged by these, and a FETCH
+                    // of it must be (the server may have refused this
+                    // DECLARE, the name being taken).
+                    let mut cursor = before.cloned().unwrap_or_else(|| Cursor {
+                        generation,
+                        ..Cursor::default()
+                    });
                     cursor.add(analysed);
                     cursor.hold |= *hold;
-                    cursor.generation = generation;
                     match at {
                         Some(at) => declared[at].1 = cursor,
                         None => declared.push((name.clone(), cursor)),
@@ -189,14 +196,13 @@ impl Cursors {
         Ok(Declared(declared))
     }
 
-    /// Follows the DECLAREs of statements the policies in force
-    /// (`generation`) allowed, sent in cycle `cycle`; past the session's
-    /// bounds, forgets the cursors declared longest ago.
-    pub fn commit(&mut self, declared: Declared, cycle: u64, generation: u64) {
+    /// Follows the DECLAREs of statements the policies allowed, sent in
+    /// cycle `cycle`; past the session's bounds, forgets the cursors
+    /// declared longest ago.
+    pub fn commit(&mut self, declared: Declared, cycle: u64) {
         for (name, mut cursor) in declared.0 {
             self.declared += 1;
             cursor.cycle = cycle;
-            cursor.generation = generation;
             cursor.order = self.declared;
             self.reads += cursor.seen.len();
             if let Some(before) = self.by_name.insert(name, cursor) {
@@ -270,7 +276,7 @@ mod tests {
         let declared = cursors
             .resolve(&mut analysed(text), generation)
             .expect("within bounds");
-        cursors.commit(declared, cycle, generation);
+        cursors.commit(declared, cycle);
     }
 
     /// What a FETCH under `generation` is judged as reading.
@@ -330,22 +336,35 @@ mod tests {
 
     #[test]
     fn a_declare_and_its_fetch_in_one_string() {
+        // A new name: its FETCH in the same string is judged alone, the
+        // DECLARE before it judged by the same rules.
         let mut cursors = Cursors::default();
-        // An older cursor of the name, under other rules: the DECLARE in
-        // the string is the one its FETCH reads, judged with it.
+        let text = "BEGIN; DECLARE c CURSOR FOR SELECT * FROM cards; FETCH ALL FROM c; COMMIT";
+        let mut both = analysed(text);
+        cursors.resolve(&mut both, 2).unwrap();
+        assert!(tables(&both[2]).is_empty());
+        // An older cursor of the name, declared under other rules (the
+        // server may refuse the new DECLARE and keep it): the FETCH is
+        // judged with what both read.
         declare(
             &mut cursors,
             "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM merchants",
             1,
             1,
         );
-        let mut both =
-            analysed("BEGIN; DECLARE c CURSOR FOR SELECT * FROM cards; FETCH ALL FROM c; COMMIT");
+        let mut both = analysed(text);
         let declared = cursors.resolve(&mut both, 2).unwrap();
-        assert!(tables(&both[2]).is_empty());
-        cursors.commit(declared, 2, 2);
+        assert_eq!(tables(&both[2]), ["merchants", "cards"]);
+        cursors.commit(declared, 2);
         assert_eq!(
             fetched(&cursors, "FETCH ALL FROM c", 3),
+            ["merchants", "cards"]
+        );
+        // Declared again under the plugins in force, it still reads what it
+        // read under the older ones, which these did not judge: a FETCH is
+        // judged with it all (the server may have kept the older cursor).
+        assert_eq!(
+            fetched(&cursors, "FETCH ALL FROM c", 2),
             ["merchants", "cards"]
         );
     }

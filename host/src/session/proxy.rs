@@ -2175,8 +2175,7 @@ impl Proxy<'_> {
             }
         }
         // Allowed: its cursors are followed from now on.
-        self.cursors
-            .commit(declared, self.cycles_sent, self.plugins_generation);
+        self.cursors.commit(declared, self.cycles_sent);
         // Followed once they run: at once for a simple Query, at its
         // Execute for a Bind (see `NamingPortal`).
         self.allowed_changes = statements
