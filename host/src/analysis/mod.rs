@@ -405,7 +405,20 @@ fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts
         statement::privilege_by_function(&mut facts);
         return facts;
     }
-    Facts::new(StatementKind::Unparsed, command)
+    let fetches = matches!(command.as_str(), "FETCH" | "MOVE");
+    let mut facts = Facts::new(StatementKind::Unparsed, command);
+    if fetches {
+        // A form sluice's parser does not read (`FETCH c`, `MOVE NEXT c`):
+        // PostgreSQL's grammar ends it with the cursor's name, which is
+        // followed as a parsed FETCH's is, should a policy let it run.
+        facts.cursor = match tokens.last() {
+            Some(Token::Word(name) | Token::QuotedIdentifier(name)) if tokens.len() > 1 => {
+                CursorUse::Fetch { name: name.clone() }
+            }
+            _ => CursorUse::None,
+        };
+    }
+    facts
 }
 
 /// The statement as sqlparser should read it: the tokens PostgreSQL's own

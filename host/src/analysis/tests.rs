@@ -587,6 +587,24 @@ fn cursors_are_named_and_never_remembered_by_shape() {
         assert_eq!(all[0].statement.command, "FETCH");
         assert!(all[0].shape.is_none());
     }
+    // Forms the parser does not read are unparsed, their cursor named all
+    // the same.
+    for (text, name) in [
+        ("FETCH c", "c"),
+        ("FETCH NEXT Big", "big"),
+        ("FETCH 10 \"Big\"", "Big"),
+        ("MOVE LAST IN c", "c"),
+        ("FETCH RELATIVE -1 FROM c", "c"),
+    ] {
+        let all = analyser.analyse(text, true);
+        assert_eq!(all[0].statement.kind, StatementKind::Unparsed, "{text}");
+        assert_eq!(
+            all[0].cursor,
+            CursorUse::Fetch { name: name.into() },
+            "{text}"
+        );
+    }
+    assert_eq!(analyser.analyse("FETCH", true)[0].cursor, CursorUse::None);
     let all = analyser.analyse("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", true);
     assert_eq!(
         all[0].cursor,

@@ -25,10 +25,11 @@
 //! while no policy judged, or forgotten past the session's bound), and
 //! then it is refused.
 //!
-//! FETCH forms sluice's parser does not read (`FETCH c`, `FETCH NEXT c`,
-//! with no FROM or IN) are unparsed statements, which policies refuse
-//! unless told otherwise; a policy that allows an unparsed FETCH allows it
-//! without its cursor's tables.
+//! FETCH and MOVE forms sluice's parser does not read (`FETCH c`, `FETCH
+//! NEXT c`, with no FROM or IN) are unparsed statements, which policies
+//! refuse unless told otherwise; their cursor is named all the same (the
+//! grammar ends them with it), so one a policy lets run carries its
+//! cursor's reads as a parsed FETCH does.
 
 use std::collections::{HashMap, HashSet};
 
