@@ -5,9 +5,10 @@
 //! FETCH from a cursor declared under plugins no longer in force is judged
 //! as a FETCH of what that cursor reads: its tables, columns, functions
 //! and settings, under the policies in force when the FETCH comes. A FETCH
-//! from a cursor declared under the plugins in force is judged as FETCH
-//! alone, as the DECLARE's verdict (its approval, say) holds for it: a
-//! client paging through a cursor is not asked again for every page.
+//! from a cursor declared under the plugins in force (and under no older
+//! ones) is judged as FETCH alone, as the DECLARE's verdict (its approval,
+//! say) holds for it: a client paging through a cursor is not asked again
+//! for every page.
 //!
 //! Followed from what the client sends, and on the safe side of what the
 //! server did: a DECLARE counts once the policies allowed it (whether or
