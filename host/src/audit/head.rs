@@ -133,17 +133,8 @@ pub(super) const WRITE_HEAD: &str = "write head file";
 /// it: an operator may keep the head elsewhere), opened without blocking:
 /// a FIFO put in its place must not hang `verify` or a start.
 pub(super) fn read_head_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = Vec::with_capacity(HEAD_FILE_LEN + 1);
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .and_then(|file| match file.metadata()?.file_type().is_file() {
-            true => Ok(file),
-            false => Err(io::Error::other("not a regular file")),
-        });
-    match opened {
+    match crate::config::open_regular_file(path) {
         Ok(file) => {
             file.take(HEAD_FILE_LEN as u64 + 1)
                 .read_to_end(&mut bytes)?;

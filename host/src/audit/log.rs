@@ -1218,10 +1218,9 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     }
 }
 
-/// The offset of the first zero byte before the end of the data of a trail
-/// file (none there is the healthy case).
-fn first_zero_within_data(file: &File) -> io::Result<Option<u64>> {
-    let end = data_len(file)?;
+/// The offset of the first zero byte before `end`, the end of the data of
+/// a trail file (none there is the healthy case).
+fn first_zero_within_data(file: &File, end: u64) -> io::Result<Option<u64>> {
     let mut chunk = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < end {
@@ -1258,7 +1257,8 @@ pub(crate) struct Hole {
 /// The [`Hole`] in `file`, if its data holds a zero byte.
 pub(crate) fn hole_in(file: &File) -> io::Result<Option<Hole>> {
     use sha2::Digest;
-    let Some(zero_at) = first_zero_within_data(file)? else {
+    let data_end = data_len(file)?;
+    let Some(zero_at) = first_zero_within_data(file, data_end)? else {
         return Ok(None);
     };
     // Back to the newline before it, a window at a time.
@@ -1275,7 +1275,6 @@ pub(crate) fn hole_in(file: &File) -> io::Result<Option<Hole>> {
         }
         end = start;
     }
-    let data_end = data_len(file)?;
     let mut digest = sha2::Sha256::new();
     let mut chunk = vec![0u8; 1 << 20];
     let mut at = from;

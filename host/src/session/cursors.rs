@@ -57,6 +57,9 @@ pub struct Cursors {
     by_name: HashMap<String, Cursor>,
     /// What `by_name` reads, all cursors together.
     reads: usize,
+    /// How many of `by_name` were declared without hold: what the end of
+    /// a transaction may forget (none, and there is nothing to look at).
+    not_held: usize,
     /// Cursors were declared that sluice does not follow (no policy judged
     /// then, or they were forgotten past the bounds): a FETCH from one it
     /// does not know is refused.
@@ -207,8 +210,10 @@ impl Cursors {
             cursor.cycle = cycle;
             cursor.order = self.declared;
             self.reads += cursor.seen.len();
+            self.not_held += usize::from(!cursor.hold);
             if let Some(before) = self.by_name.insert(name, cursor) {
                 self.reads -= before.seen.len();
+                self.not_held -= usize::from(!before.hold);
             }
         }
         if self.by_name.len() > MAX_CURSORS || self.reads > MAX_READS {
@@ -232,6 +237,7 @@ impl Cursors {
             }
             self.by_name.retain(|_, cursor| cursor.order >= oldest_kept);
             self.reads = self.by_name.values().map(|cursor| cursor.seen.len()).sum();
+            self.not_held = self.by_name.values().filter(|cursor| !cursor.hold).count();
             self.unknown_refused = true;
         }
     }
@@ -247,11 +253,20 @@ impl Cursors {
     /// A transaction ended, as the answer to cycle `done - 1` says: the
     /// cursors declared without hold up to then are gone.
     pub fn transaction_ended(&mut self, done: u64) {
-        if !self.by_name.is_empty() {
-            self.by_name
-                .retain(|_, cursor| cursor.hold || cursor.cycle >= done);
-            self.reads = self.by_name.values().map(|c| c.seen.len()).sum();
+        if self.not_held == 0 {
+            return;
         }
+        let (mut gone, mut gone_reads) = (0, 0);
+        self.by_name.retain(|_, cursor| {
+            let kept = cursor.hold || cursor.cycle >= done;
+            if !kept {
+                gone += 1;
+                gone_reads += cursor.seen.len();
+            }
+            kept
+        });
+        self.not_held -= gone;
+        self.reads -= gone_reads;
     }
 }
 
@@ -422,6 +437,10 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["held", "later"]);
         assert_eq!(cursors.reads, 4);
+        assert_eq!(cursors.not_held, 1);
+        cursors.transaction_ended(4);
+        assert_eq!(cursors.not_held, 0);
+        assert_eq!(cursors.reads, 2);
     }
 
     /// Once cursors may have been declared unseen, a FETCH from one

@@ -1242,20 +1242,27 @@ impl Proxy<'_> {
                     self.judge(text, statements, None).await
                 } else {
                     let names_prepared = self.note_unjudged(text);
-                    if self.statement_trace.is_recording() {
+                    if self.statement_trace.is_recording() || names_prepared {
                         let statements = self
                             .analyser
                             .analyse(text, self.standard_conforming_strings);
-                        describe_statement_span(&self.plugins, &self.statement_trace, &statements)
+                        if self.statement_trace.is_recording() {
+                            describe_statement_span(
+                                &self.plugins,
+                                &self.statement_trace,
+                                &statements,
+                            )
                             .await;
+                        }
+                        // With nothing to judge them, what it does to
+                        // prepared statements is followed all the same: a
+                        // later Bind's record names the statement the
+                        // server runs.
+                        if names_prepared {
+                            self.follow_unjudged_changes(statements);
+                        }
                     }
                     self.decision = Some(Decision::unjudged());
-                    // With nothing to judge them, what it does to prepared
-                    // statements is followed all the same: a later Bind's
-                    // record names the statement the server runs.
-                    if names_prepared {
-                        self.follow_unjudged_changes(text);
-                    }
                     None
                 };
                 // On the record before it can run, refused or not.
@@ -2981,12 +2988,11 @@ impl Proxy<'_> {
         false
     }
 
-    /// What a query string nothing judges does to prepared statements, to
-    /// follow once it runs, as `judge` does for the statements it allows.
-    fn follow_unjudged_changes(&mut self, text: &str) {
-        let changes: Vec<Analysed> = self
-            .analyser
-            .analyse(text, self.standard_conforming_strings)
+    /// What the statements of a query string nothing judges do to
+    /// prepared statements, to follow once they run, as `judge` does for
+    /// the statements it allows.
+    fn follow_unjudged_changes(&mut self, statements: Vec<Analysed>) {
+        let changes: Vec<Analysed> = statements
             .into_iter()
             .filter(|analysed| analysed.effect != Effect::None)
             .collect();
