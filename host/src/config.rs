@@ -629,6 +629,9 @@ pub struct AuditSettings {
     /// are recorded; 0 records none.
     pub result_bytes: usize,
     pub instance: String,
+    /// Whether `[audit] instance` named `instance`; else it is this host's
+    /// name, which on the machine that verifies need not be the gateway's.
+    pub instance_named: bool,
     /// Record into this PostgreSQL database rather than `file` (whose
     /// other settings then do not apply).
     pub postgres: Option<UpstreamSettings>,
@@ -675,6 +678,7 @@ impl AuditSettings {
             rotate_after: None,
             result_bytes: 0,
             instance: default_instance(),
+            instance_named: false,
             postgres: None,
         }
     }
@@ -1264,6 +1268,7 @@ impl Config {
         settings.result_bytes = resolve_result_bytes(audit)?;
         if let Some(instance) = &audit.instance {
             settings.instance = check_instance(instance)?;
+            settings.instance_named = true;
         }
         Ok(Some(settings))
     }
@@ -1324,6 +1329,7 @@ impl Config {
         settings.result_bytes = resolve_result_bytes(audit)?;
         if let Some(instance) = &audit.instance {
             settings.instance = check_instance(instance)?;
+            settings.instance_named = true;
         }
         settings.postgres = Some(UpstreamSettings {
             host: url.host,
@@ -2092,6 +2098,7 @@ mod tests {
         let audit = settings.audit.unwrap();
         assert_eq!(audit.key, AuditKey::File("/etc/sluice/audit.key".into()));
         assert_eq!(audit.instance, "gw-1");
+        assert!(audit.instance_named, "verify expects its chain");
         let database = audit.postgres.unwrap();
         assert_eq!(
             (
@@ -2108,14 +2115,14 @@ mod tests {
         // The tables' schema: any one identifier, under [audit.postgres]
         // only.
         let audit = "[audit]\nkey_file = \"k\"\n";
-        let named = resolve_with(&format!(
+        let unnamed = resolve_with(&format!(
             "{base}{audit}{sink}schema = \"Audit \\\"trail\\\"\"\n"
         ))
         .unwrap()
         .audit
-        .unwrap()
-        .postgres
         .unwrap();
+        assert!(!unnamed.instance_named, "the host name is not expected");
+        let named = unnamed.postgres.unwrap();
         assert_eq!(named.schema, "Audit \"trail\"");
         for (schema, expected) in [
             ("\"\"".to_owned(), "a schema name is 1 to 63 bytes"),

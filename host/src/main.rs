@@ -551,9 +551,10 @@ impl Trail {
             )],
             Trail::Database(database) => {
                 let named: Vec<String> = instance.map(str::to_owned).into_iter().collect();
+                let own = own_instance(settings);
                 on_audit_database(sluice::audit::postgres::verify_chains(
                     database,
-                    &named,
+                    chains(&named, &own),
                     &key,
                     &[],
                 ))?
@@ -658,9 +659,31 @@ fn on_audit_database<T>(
         .context("reading the audit database")
 }
 
+/// The instance an audit database must hold a chain of: the gateway's
+/// own, when its config names it (`[audit] instance`). Its rows and head
+/// row deleted together would leave nothing else to find.
+fn own_instance(settings: &sluice::config::AuditSettings) -> Vec<String> {
+    settings
+        .instance_named
+        .then(|| settings.instance.clone())
+        .into_iter()
+        .collect()
+}
+
+/// The chains a check of an audit database covers: those `named` on the
+/// command line, else every one there and the gateway's `own`.
+fn chains<'a>(named: &'a [String], own: &'a [String]) -> sluice::audit::verify::Chains<'a> {
+    use sluice::audit::verify::Chains;
+    if named.is_empty() {
+        Chains::Found { expected: own }
+    } else {
+        Chains::Named(named)
+    }
+}
+
 /// `sluice audit verify` for the PostgreSQL sink: each instance's chain
-/// (or each of those `named`, which must be there) against its head row,
-/// and `anchors`.
+/// (each of those `named`, else each there and the gateway's own, which
+/// must be there) against its head row, and `anchors`.
 fn verify_database(
     settings: &sluice::config::AuditSettings,
     database: &sluice::config::UpstreamSettings,
@@ -668,10 +691,15 @@ fn verify_database(
     anchors: &[sluice::audit::chain::Link],
 ) -> anyhow::Result<()> {
     let key = trail_key(settings)?;
+    let own = own_instance(settings);
     let reports = on_audit_database(sluice::audit::postgres::verify_chains(
-        database, named, &key, anchors,
+        database,
+        chains(named, &own),
+        &key,
+        anchors,
     ))?;
-    // Only when nothing was named: a named instance always has a report.
+    // Only when nothing was named or configured: an instance expected
+    // always has a report.
     if reports.is_empty() {
         println!("audit database {}: no records yet", database.database);
         return Ok(());

@@ -1551,7 +1551,7 @@ async fn a_login_timed_out_after_its_start_was_recorded_has_an_end() {
 /// continue the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_deleted_or_relabelled_in_an_audit_database_fail_verification() {
-    use sluice::audit::verify::{FindingKind, verify_database};
+    use sluice::audit::verify::{Chains, FindingKind, verify_database};
     let db = AuditDatabase::create().await;
     for instance in ["gw-a", "gw-b", "gw-c"] {
         let env = TestEnv::start_with_config(&db.config(instance), false)
@@ -1564,7 +1564,7 @@ async fn rows_deleted_or_relabelled_in_an_audit_database_fail_verification() {
             .unwrap();
         env.gateway.shutdown().await;
     }
-    let reports = verify_database(&db.read().await, &[], &db.key());
+    let reports = verify_database(&db.read().await, Chains::Found { expected: &[] }, &db.key());
     assert_eq!(reports.len(), 3);
     for report in &reports {
         assert!(report.ok(), "{report}");
@@ -1589,11 +1589,11 @@ async fn rows_deleted_or_relabelled_in_an_audit_database_fail_verification() {
     )
     .await;
     let trail = db.read().await;
-    let named = verify_database(&trail, &["gw-c".to_owned()], &db.key());
+    let named = verify_database(&trail, Chains::Named(&["gw-c".to_owned()]), &db.key());
     assert_eq!(named.len(), 1);
     assert!(!named[0].ok(), "{}", named[0]);
     assert_eq!(named[0].findings[0].kind, FindingKind::InstanceMissing);
-    let all = verify_database(&trail, &[], &db.key());
+    let all = verify_database(&trail, Chains::Found { expected: &[] }, &db.key());
     let places: Vec<_> = all.iter().map(|r| r.path.display().to_string()).collect();
     assert_eq!(places, ["postgres:gw-a", "postgres:gw-b"]);
 
@@ -2154,7 +2154,7 @@ async fn an_audit_database_out_of_disk_is_waited_for() {
 /// instance with nothing there is reported missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_chain_is_verified_a_page_at_a_time() {
-    use sluice::audit::verify::FindingKind;
+    use sluice::audit::verify::{Chains, FindingKind};
     let db = AuditDatabase::create().await;
     let env = TestEnv::start_with_config(&db.config("gw-p"), false)
         .await
@@ -2168,15 +2168,26 @@ async fn a_long_chain_is_verified_a_page_at_a_time() {
     drop(client);
     env.gateway.shutdown().await;
 
-    let verify = |named: &[&str]| {
+    // `named` as `--instance` gives them; none: every instance there,
+    // and `expected` (the gateway's own, from its config).
+    let verify_expecting = |named: &[&str], expected: &[&str]| {
         let named: Vec<String> = named.iter().map(|n| n.to_string()).collect();
+        let expected: Vec<String> = expected.iter().map(|n| n.to_string()).collect();
         let (settings, key) = (db.settings(), db.key());
         async move {
-            sluice::audit::postgres::verify_chains(&settings, &named, &key, &[])
+            let chains = if named.is_empty() {
+                Chains::Found {
+                    expected: &expected,
+                }
+            } else {
+                Chains::Named(&named)
+            };
+            sluice::audit::postgres::verify_chains(&settings, chains, &key, &[])
                 .await
                 .unwrap()
         }
     };
+    let verify = |named: &[&str]| verify_expecting(named, &[]);
     let reports = verify(&[]).await;
     assert_eq!(reports.len(), 1);
     assert!(reports[0].ok(), "{}", reports[0]);
@@ -2211,6 +2222,16 @@ async fn a_long_chain_is_verified_a_page_at_a_time() {
     );
     let missing: Vec<_> = reports[1].problems().map(|f| &f.kind).collect();
     assert_eq!(missing, [&FindingKind::InstanceMissing], "{}", reports[1]);
+    // Nothing named: every instance there, and the gateway's own from its
+    // config, which an instance deleted whole no longer is.
+    let reports = verify_expecting(&[], &["gw-gone"]).await;
+    let places: Vec<_> = reports
+        .iter()
+        .map(|r| r.path.display().to_string())
+        .collect();
+    assert_eq!(places, ["postgres:gw-gone", "postgres:gw-p"]);
+    let missing: Vec<_> = reports[0].problems().map(|f| &f.kind).collect();
+    assert_eq!(missing, [&FindingKind::InstanceMissing], "{}", reports[0]);
 }
 
 /// A commit that gets no answer (a partition: the connection stays open,

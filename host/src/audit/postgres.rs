@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use super::chain::{self, ChainKey, EventBody, Link};
 use super::log::{self, AuditError, MAX_KEPT_BYTES, SinkState};
-use super::verify::{self, Report, RowsVerifier};
+use super::verify::{self, Chains, Report, RowsVerifier};
 use crate::config::UpstreamSettings;
 use crate::protocol::backend;
 use crate::protocol::reply::encode;
@@ -1333,15 +1333,15 @@ async fn each_page(
     }
 }
 
-/// `sluice audit verify` of the audit database: checks every instance's
-/// chain (or, when `named` is not empty, those, each of which must be
-/// there), one report each, reading a page of rows at a time — all from
+/// `sluice audit verify` of the audit database: checks the chains
+/// `chains` picks (see [`verify::verify_database`]), one report each,
+/// reading a page of rows at a time — all from
 /// one snapshot, so gateways may write meanwhile. Each chain is checked
 /// against `anchors` too (see [`verify::verify_anchored`]): give them with
 /// one instance named.
 pub async fn verify_chains(
     settings: &UpstreamSettings,
-    named: &[String],
+    chains: Chains<'_>,
     key: &ChainKey,
     anchors: &[Link],
 ) -> Result<Vec<Report>, PgError> {
@@ -1357,17 +1357,13 @@ pub async fn verify_chains(
             .into_iter()
             .filter_map(|row| Some((row.first()?.clone()?, row.get(1)?.clone()?)))
             .collect();
-        let instances: Vec<String> = if named.is_empty() {
-            // Those with a head row and those with rows (a head row can be
-            // deleted alone).
-            let mut all: Vec<String> = heads.keys().cloned().collect();
-            all.extend(instances_with_rows(db).await?);
-            all.sort();
-            all.dedup();
-            all
-        } else {
-            named.to_vec()
-        };
+        // Those with a head row and those with rows (a head row can be
+        // deleted alone).
+        let mut found: Vec<String> = heads.keys().cloned().collect();
+        if matches!(chains, Chains::Found { .. }) {
+            found.extend(instances_with_rows(db).await?);
+        }
+        let instances = chains.pick(found);
         let mut reports = Vec::with_capacity(instances.len());
         for instance in instances {
             let head = heads.get(&instance);

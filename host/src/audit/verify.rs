@@ -54,9 +54,11 @@
 //! before the first one were deleted), its transactions never leave a
 //! torn record, and each record names the instance whose chain it is in
 //! (a record relabelled into another instance's rows is found by that).
-//! [`verify_database`] checks every instance there, or those the operator
-//! names: a named instance with no rows and no head row is a problem, not
-//! an empty trail.
+//! [`verify_database`] checks every instance there and the gateway's own
+//! (from its config), or those the operator names: an instance expected or
+//! named with no rows and no head row is a problem, not an empty trail.
+//! An instance deleted whole that no one expects cannot be found: a fleet's
+//! auditor names every gateway with `--instance`.
 
 use std::fmt;
 use std::io;
@@ -195,27 +197,55 @@ pub fn database_place(instance: &str) -> String {
     format!("{DATABASE_PLACE}{instance}")
 }
 
-/// Checks an audit database's chains: every instance's, or when `named`
-/// is not empty only those, one report each in that order. A named
-/// instance that has neither rows nor a head row gets a report with a
-/// problem: it never wrote, or all of it was deleted — an operator who
-/// names it expects it there. No reports: nothing named, and the database
-/// holds no chain yet.
-pub fn verify_database(trail: &PgTrail, named: &[String], key: &ChainKey) -> Vec<Report> {
-    let check = |instance: &str| {
-        let found = trail.instances.iter().find(|t| t.instance == instance);
-        verify_rows(
-            &database_place(instance),
-            found.map_or(&[][..], |t| t.lines.as_slice()),
-            found.and_then(|t| t.head.as_deref()),
-            key,
-        )
-    };
-    if named.is_empty() {
-        trail.instances.iter().map(|t| check(&t.instance)).collect()
-    } else {
-        named.iter().map(|instance| check(instance)).collect()
+/// Which chains of an audit database a check covers. Deleting an
+/// instance's rows together with its head row leaves nothing of it to
+/// find: only an instance the check expects can be missed.
+#[derive(Debug, Clone, Copy)]
+pub enum Chains<'a> {
+    /// Every instance the database holds, and these whether it holds them
+    /// or not: the gateway's own instance, from its `[audit] instance`.
+    Found { expected: &'a [String] },
+    /// Only these, each of which must be there (`--instance`).
+    Named(&'a [String]),
+}
+
+impl Chains<'_> {
+    /// The instances to check, given those the database holds: those
+    /// named in their order, else those found and expected, sorted.
+    pub fn pick(self, found: impl IntoIterator<Item = String>) -> Vec<String> {
+        match self {
+            Chains::Found { expected } => {
+                let mut instances: Vec<String> =
+                    found.into_iter().chain(expected.iter().cloned()).collect();
+                instances.sort();
+                instances.dedup();
+                instances
+            }
+            Chains::Named(named) => named.to_vec(),
+        }
     }
+}
+
+/// Checks an audit database's chains, those `chains` picks, one report
+/// each in [`Chains::pick`]'s order. An instance expected or named that has
+/// neither rows nor a head row gets a report with a problem: it never
+/// wrote, or all of it was deleted. No reports: nothing expected, and the
+/// database holds no chain yet.
+pub fn verify_database(trail: &PgTrail, chains: Chains<'_>, key: &ChainKey) -> Vec<Report> {
+    let found = trail.instances.iter().map(|t| t.instance.clone());
+    chains
+        .pick(found)
+        .iter()
+        .map(|instance| {
+            let found = trail.instances.iter().find(|t| &t.instance == instance);
+            verify_rows(
+                &database_place(instance),
+                found.map_or(&[][..], |t| t.lines.as_slice()),
+                found.and_then(|t| t.head.as_deref()),
+                key,
+            )
+        })
+        .collect()
 }
 
 /// Checks one instance's chain as the PostgreSQL sink keeps it: its record
@@ -2263,10 +2293,11 @@ mod tests {
                 head: Some(head.clone()),
             }],
         };
-        let reports = verify_database(&trail, &[], &key());
+        let reports = verify_database(&trail, Chains::Found { expected: &[] }, &key());
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].path, PathBuf::from("postgres:gw-2"));
-        let reports = verify_database(&trail, &["gw-1".to_owned()], &key());
+        let gw_1 = ["gw-1".to_owned()];
+        let reports = verify_database(&trail, Chains::Named(&gw_1), &key());
         assert_eq!(reports.len(), 1, "only the instance named");
         let finding = only_problem(&reports[0]);
         assert_eq!(finding.kind, FindingKind::InstanceMissing);
@@ -2276,11 +2307,24 @@ mod tests {
              audit database, or all its rows and its head row were deleted"
         );
         assert!(reports[0].to_string().contains("FAILED"), "{}", reports[0]);
+        // The gateway's own instance (its config names it) is expected
+        // beside every instance there, whether named or not.
+        let reports = verify_database(&trail, Chains::Found { expected: &gw_1 }, &key());
+        let places: Vec<_> = reports.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(
+            places,
+            [
+                PathBuf::from("postgres:gw-1"),
+                PathBuf::from("postgres:gw-2")
+            ]
+        );
+        assert_eq!(only_problem(&reports[0]).kind, FindingKind::InstanceMissing);
+        assert_eq!(reports[1].records, 10, "{}", reports[1]);
         // Nothing named and nothing there: no chain to report on.
         let empty = PgTrail {
             instances: Vec::new(),
         };
-        assert!(verify_database(&empty, &[], &key()).is_empty());
+        assert!(verify_database(&empty, Chains::Found { expected: &[] }, &key()).is_empty());
     }
 
     /// A record's MAC covers the instance it names, the row's `instance`
@@ -2296,7 +2340,7 @@ mod tests {
                 head: Some(head.clone()),
             }],
         };
-        let reports = verify_database(&trail, &[], &key());
+        let reports = verify_database(&trail, Chains::Found { expected: &[] }, &key());
         assert_eq!(reports.len(), 1);
         let report = &reports[0];
         assert!(!report.ok(), "{report}");
