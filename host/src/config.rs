@@ -1436,6 +1436,16 @@ impl Config {
                     .collect(),
             });
         }
+        // An approver is shown the statement, its parameters and the
+        // tables it reads as masking plugins mask them: with none, every
+        // one is withheld (it may hold a card number), and an approval
+        // would be given to a statement no one saw.
+        let has = |hook| plugins.iter().any(|p| p.hook == hook);
+        if has(Hook::Approval) && !has(Hook::Masking) {
+            return Err(invalid(
+                "an approval plugin needs a masking plugin: approvers are shown statements as masking plugins mask them, and with none every statement would be withheld from them",
+            ));
+        }
         Ok(plugins)
     }
 
@@ -2489,6 +2499,10 @@ mod tests {
             (
                 "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = { principal = \"alice\", groups = [\"dba\"], plugin = \"slack\" }\n[[plugins]]\nname = \"slack\"\nhook = \"policy\"\npath = \"builtin:read-only\"",
                 "[approvals.approvers] \"U1\": plugin \"slack\" is not an approval plugin of this config",
+            ),
+            (
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[[plugins]]\nname = \"slack\"\nhook = \"approval\"\npath = \"slack.wasm\"",
+                "an approval plugin needs a masking plugin",
             ),
         ] {
             let error = resolve(text).unwrap_err().to_string();

@@ -1520,15 +1520,71 @@ fn two_groups_policies() -> String {
     )
 }
 
+/// An approval counts only before its ticket expires: a client that
+/// stops reading while the gateway writes it earlier replies holds the
+/// session up, but cannot choose to run its approved statement long
+/// after the approvers' answer stopped counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_counts_only_until_its_ticket_expires() {
+    let env = start(&format!(
+        "{}{}{}[approvals]\ntimeout_ms = 1000\n\n{APPROVERS}",
+        deny_rule("[plugins.config]\napproval_words = [\"orders\"]"),
+        plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
+        plugin("pans", "masking", "builtin:luhn-masker", ""),
+    ))
+    .await;
+    let shared = env.gateway.shared.clone();
+    let mut conn = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    // A reply far larger than the sockets hold, left unread; once the
+    // gateway holds as much of it as it takes, a statement held for
+    // approval.
+    conn.send(&query(
+        "SELECT repeat('x', 1000) FROM generate_series(1, 50000)",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    conn.send(&query("UPDATE orders SET note = 'too late' WHERE id = 1"))
+        .await;
+    let ticket = open_ticket(&shared).await;
+    answer_ticket(&shared, &format!("approve {} alice", ticket.id))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let big = conn.until_ready().await;
+    assert!(big.iter().any(|m| m.tag == b'C'), "the SELECT ran");
+    let held = conn.until_ready().await;
+    let refused = held.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(refused.code(), "57014", "{held:?}");
+    let direct = env.connect_direct().await;
+    let note: String = direct
+        .query_one("SELECT coalesce(note, '') FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(note, "too late");
+}
+
 /// One ticket asks one group: a query whose statements need the approval
 /// of different groups is refused, rather than run on the first group's
 /// word; statements needing the same group share one ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_needing_two_groups_approval_is_refused() {
+    let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "");
+    // Approvers without a masking plugin would be shown every statement
+    // withheld, and approve what they did not see: no such gateway starts.
+    let unseen =
+        TestEnv::start_with_config(&format!("{}{approvers}", two_groups_policies()), false)
+            .await
+            .err()
+            .expect("approval without masking is refused");
+    assert!(
+        format!("{unseen:#}").contains("an approval plugin needs a masking plugin"),
+        "{unseen:#}"
+    );
     let env = start(&format!(
-        "{}{}",
+        "{}{approvers}{}",
         two_groups_policies(),
-        plugin("approvers", "approval", guest::GUEST_APPROVAL, ""),
+        plugin("pans", "masking", "builtin:luhn-masker", ""),
     ))
     .await;
     let client = Arc::new(env.connect("agent").await);
@@ -1548,29 +1604,23 @@ async fn a_query_needing_two_groups_approval_is_refused() {
     let shared = env.gateway.shared.clone();
     assert!(shared.approvals.pending().is_empty());
 
-    // One group: held. Without a masking plugin the approver is shown the
-    // statement withheld, as the audit trail records it, never raw.
+    // One group: held. The approver is shown the statement masked, as
+    // the audit trail records it, never raw.
     let held = in_background(
         &client,
         "UPDATE orders SET note = 'card 4111111111111111' WHERE id = 1",
     );
     let ticket = open_ticket(&shared).await;
-    assert_eq!(
-        ticket.statement_text,
-        "[withheld: no masking plugin is loaded]"
-    );
-    // So is the policy's reason, which may quote the statement, and so
-    // are the names of the tables it reads, the client's text too.
-    assert_eq!(ticket.reason, "[withheld: no masking plugin is loaded]");
-    assert!(!ticket.tables.is_empty());
     assert!(
         ticket
-            .tables
-            .iter()
-            .all(|table| table.name == "[withheld: no masking plugin is loaded]"),
-        "{:?}",
-        ticket.tables
+            .statement_text
+            .starts_with("UPDATE orders SET note = 'card ")
+            && !ticket.statement_text.contains("4111111111111111"),
+        "{}",
+        ticket.statement_text
     );
+    let tables: Vec<&str> = ticket.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(tables, ["orders"]);
     cancel(&client).await;
     let (code, _) = denial(held.await.unwrap());
     assert_eq!(code, "57014");
@@ -1582,7 +1632,8 @@ async fn a_query_needing_two_groups_approval_is_refused() {
 /// group lets the approval stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
-    let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "");
+    let approvers = plugin("approvers", "approval", guest::GUEST_APPROVAL, "")
+        + &plugin("pans", "masking", "builtin:luhn-masker", "");
     let audit = "\n[audit]\nfile = \"audit.jsonl\"\n";
     let holding = format!(
         "{}{approvers}{APPROVERS}{audit}",

@@ -2483,6 +2483,10 @@ impl Proxy<'_> {
             })
             .collect();
         let timeout = self.shared.settings.approval_timeout;
+        // The ticket's expiry on the session's clock: an answer counts
+        // only before it, however long the client keeps the session
+        // writing what it does not read.
+        let waits_until = tokio::time::Instant::now() + timeout;
         let ticket = Ticket {
             id: Approvals::new_ticket_id(),
             requester: self.session.principal.clone(),
@@ -2550,7 +2554,7 @@ impl Proxy<'_> {
         }
         let _ = self.flush().await;
         let mut outcome = self
-            .await_approval(answer, cancel.as_mut().map(|c| c.as_mut()), timeout)
+            .await_approval(answer, cancel.as_mut().map(|c| c.as_mut()), waits_until)
             .await;
         // A cancel that arrived while the hold ended (its notice still on
         // its way upstream) withdraws the statement all the same.
@@ -2643,15 +2647,17 @@ impl Proxy<'_> {
         refusal
     }
 
-    /// Waits for the held statement's answer. Reads what the client sends
-    /// meanwhile into its buffer (up to a bound) only to notice that it
-    /// left; a CancelRequest with the session's key withdraws the
-    /// statement.
+    /// Waits for the held statement's answer until `waits_until`, the
+    /// ticket's expiry: an answer found after it (the session was held up
+    /// writing to a client that did not read) is too late. Reads what the
+    /// client sends meanwhile into its buffer (up to a bound) only to
+    /// notice that it left; a CancelRequest with the session's key
+    /// withdraws the statement.
     async fn await_approval(
         &mut self,
         answer: tokio::sync::oneshot::Receiver<Resolution>,
         cancel: Option<Pin<&mut tokio::sync::futures::Notified<'_>>>,
-        timeout: std::time::Duration,
+        waits_until: tokio::time::Instant,
     ) -> HoldEnd {
         let mut phase = self.shared.phase.clone();
         let withdrawn = async {
@@ -2660,15 +2666,18 @@ impl Proxy<'_> {
                 None => std::future::pending().await,
             }
         };
-        let expiry = tokio::time::sleep(timeout);
+        let expiry = tokio::time::sleep_until(waits_until);
         tokio::pin!(answer, withdrawn, expiry);
         let read_limit = self.shared.settings.limits.max_message_bytes;
         loop {
             tokio::select! {
+                // Looked at first: an expiry passed while the session
+                // could not look is not lost to an answer waiting since.
+                biased;
+                () = &mut expiry => break HoldEnd::Expired,
                 answer = &mut answer => {
                     break answer.map_or(HoldEnd::Expired, HoldEnd::Answered);
                 }
-                () = &mut expiry => break HoldEnd::Expired,
                 _ = phase.wait_for(|p| *p == Phase::Closing) => break HoldEnd::Expired,
                 () = &mut withdrawn => break HoldEnd::Withdrawn("a cancel request"),
                 read = self.client.read_buf(&mut self.client_in), if self.client_in.len() < read_limit => {
