@@ -1171,6 +1171,19 @@ async fn answer_ticket(
     shared.approvals.interaction(&plugins, payload).await
 }
 
+/// The note of order `id`, read directly from the database.
+async fn order_note(env: &TestEnv, id: i64) -> String {
+    env.connect_direct()
+        .await
+        .query_one(
+            "SELECT coalesce(note, '') FROM orders WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The first approval ticket open, once one is.
 async fn open_ticket(
     shared: &sluice::gateway::Shared,
@@ -1555,13 +1568,7 @@ async fn an_approval_counts_only_until_its_ticket_expires() {
     let held = conn.until_ready().await;
     let refused = held.iter().find(|m| m.tag == b'E').expect("refused");
     assert_eq!(refused.code(), "57014", "{held:?}");
-    let direct = env.connect_direct().await;
-    let note: String = direct
-        .query_one("SELECT coalesce(note, '') FROM orders WHERE id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_ne!(note, "too late");
+    assert_ne!(order_note(&env, 1).await, "too late");
 }
 
 /// One ticket asks one group: a query whose statements need the approval
@@ -1691,13 +1698,7 @@ async fn a_reload_while_a_statement_is_held_is_applied_before_it_runs() {
     assert_eq!(record["decision"]["verdict"], "deny");
     assert_eq!(record["decision"]["approval"]["outcome"], "approved");
     assert_eq!(record["decision"]["approval"]["approver"], "alice");
-    let direct = env.connect_direct().await;
-    let note: String = direct
-        .query_one("SELECT coalesce(note, '') FROM orders WHERE id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(note, "same rules");
+    assert_eq!(order_note(&env, 1).await, "same rules");
 }
 
 /// A statement already running when a reload swaps the masking plugin's
