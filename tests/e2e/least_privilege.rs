@@ -126,6 +126,17 @@ const AGENT_ATTEMPTS: &[&str] = &[
     "copy orders to /* stdout */ program 'id'",
     "SELECT pg_read_file('/etc/passwd')",
     "SELECT lo_import('/etc/passwd')",
+    // Built-in functions that act on other sessions, the server,
+    // notifications, sequences and large objects (every session shares the
+    // gateway's upstream role: a backend it may end is any client's).
+    "SELECT pg_terminate_backend(0)",
+    "SELECT pg_cancel_backend(p) FROM generate_series(0, 0) p",
+    "SELECT pg_reload_conf()",
+    "SELECT pg_advisory_lock(1)",
+    "SELECT pg_notify('card_events', 'x')",
+    "SELECT setval('orders_id_seq', 1, false)",
+    "SELECT nextval($$orders_id_seq$$)",
+    "SELECT lo_from_bytea(0, 'x')",
     // Code the analysis cannot see into, and code that runs later.
     "DO $$ BEGIN DELETE FROM orders; END $$",
     "do language plpgsql $x$begin truncate orders; end$x$",
@@ -211,6 +222,7 @@ async fn evasion_attempts_are_refused_and_change_nothing() {
         "EXECUTE echo(query_to_xml('SELECT translate(pan, ''0123456789'', ''abcdefghij'') AS p \
          FROM cards', true, false, '')::text)",
         "EXECUTE echo(set_config('search_path', 'pg_temp, other', false))",
+        "EXECUTE echo(pg_terminate_backend(0)::text)",
         "EXPLAIN ANALYZE EXECUTE echo(cursor_to_xml('c', 1, false, true, '')::text)",
     ] {
         assert_refused(&agent, "agent", sql).await;

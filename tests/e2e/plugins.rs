@@ -237,6 +237,13 @@ async fn shipped_read_only_policy_is_builtin() {
         "SET role = 'postgres'",
         "SELECT set_config('role', 'postgres', false)",
         "SELECT * FROM pg_catalog.set_config('role', 'postgres', false)",
+        // Writes and acts through built-in functions.
+        "SELECT setval('orders_id_seq', 1, false)",
+        "SELECT nextval('orders_id_seq')",
+        "SELECT lo_from_bytea(0, 'x')",
+        "SELECT pg_notify('card_events', 'x')",
+        "SELECT pg_terminate_backend(0)",
+        "SELECT pg_advisory_lock(1)",
     ] {
         let (code, message) = denial(client.simple_query(text).await);
         assert_eq!(code, "42501", "{text}");
@@ -256,6 +263,17 @@ async fn shipped_read_only_policy_is_builtin() {
         .unwrap()
         .get(0);
     assert_eq!(role, login_role, "the session's role is unchanged");
+    // Reading a sequence, the clock or random numbers is reading.
+    client
+        .simple_query("SELECT currval('orders_id_seq') IS NULL, random() < 2, clock_timestamp()")
+        .await
+        .map(|_| ())
+        .or_else(|e| match code_and_message(&e).0.as_str() {
+            // The server's: no nextval in this session yet.
+            "55000" => Ok(()),
+            _ => Err(e),
+        })
+        .expect("a read is allowed");
 }
 
 /// Trap, endless loop, memory blow-up and an answer sluice cannot use each

@@ -20,6 +20,8 @@
 
 use std::sync::LazyLock;
 
+use crate::plugin::bindings::types::TableAction;
+
 static BUILTIN_FUNCTIONS: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| sorted_names(include_str!("builtin_functions.txt")));
 
@@ -37,6 +39,125 @@ pub fn is_builtin(name: &str) -> bool {
 /// volatile when any of its overloads is.
 pub fn is_volatile(name: &str) -> bool {
     VOLATILE_FUNCTIONS.binary_search(&name).is_ok()
+}
+
+/// What a built-in function does besides computing a value from its
+/// arguments and the rows the statement reads: the acts a policy must see
+/// as what they amount to. (Volatility alone does not say it: `random()`
+/// is volatile and harmless, `pg_terminate_backend()` ends another
+/// client's session.) A hand-kept list, by what each function of
+/// PostgreSQL 15's `volatile_functions.txt` does; a test checks that every
+/// name in it is a volatile built-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Acts on other sessions or on the server: ends or cancels a backend,
+    /// reloads the configuration, switches or marks the WAL, resets
+    /// statistics, makes, drops or reads out replication slots and
+    /// origins, takes advisory locks, summarises indexes. Judged as the
+    /// utility statement it amounts to (every session shares the gateway's
+    /// one upstream role, so a backend it may signal is any client's).
+    Utility,
+    /// Sends a notification, as NOTIFY does.
+    Notification,
+    /// Changes the sequence its first argument names (`nextval`, `setval`).
+    WritesSequence,
+    /// Reads the sequence its first argument names (`currval`).
+    ReadsSequence,
+    /// Reads, adds, changes or removes large objects: rows of
+    /// `pg_catalog.pg_largeobject`.
+    LargeObjects(TableAction),
+}
+
+/// The large objects' table, which every `lo_*` function reads or writes.
+pub const LARGE_OBJECTS: &str = "pg_largeobject";
+
+/// Every built-in function that acts (see [`Act`]), sorted by name.
+const ACTS: &[(&str, Act)] = &[
+    ("brin_desummarize_range", Act::Utility),
+    ("brin_summarize_new_values", Act::Utility),
+    ("brin_summarize_range", Act::Utility),
+    ("currval", Act::ReadsSequence),
+    ("gin_clean_pending_list", Act::Utility),
+    ("lo_close", Act::LargeObjects(TableAction::Read)),
+    ("lo_creat", Act::LargeObjects(TableAction::Insert)),
+    ("lo_create", Act::LargeObjects(TableAction::Insert)),
+    ("lo_export", Act::LargeObjects(TableAction::Read)),
+    ("lo_from_bytea", Act::LargeObjects(TableAction::Insert)),
+    ("lo_get", Act::LargeObjects(TableAction::Read)),
+    ("lo_import", Act::LargeObjects(TableAction::Insert)),
+    ("lo_lseek", Act::LargeObjects(TableAction::Read)),
+    ("lo_lseek64", Act::LargeObjects(TableAction::Read)),
+    ("lo_open", Act::LargeObjects(TableAction::Read)),
+    ("lo_put", Act::LargeObjects(TableAction::Update)),
+    ("lo_tell", Act::LargeObjects(TableAction::Read)),
+    ("lo_tell64", Act::LargeObjects(TableAction::Read)),
+    ("lo_truncate", Act::LargeObjects(TableAction::Update)),
+    ("lo_truncate64", Act::LargeObjects(TableAction::Update)),
+    ("lo_unlink", Act::LargeObjects(TableAction::Delete)),
+    ("loread", Act::LargeObjects(TableAction::Read)),
+    ("lowrite", Act::LargeObjects(TableAction::Update)),
+    ("nextval", Act::WritesSequence),
+    ("pg_advisory_lock", Act::Utility),
+    ("pg_advisory_lock_shared", Act::Utility),
+    ("pg_advisory_unlock", Act::Utility),
+    ("pg_advisory_unlock_all", Act::Utility),
+    ("pg_advisory_unlock_shared", Act::Utility),
+    ("pg_advisory_xact_lock", Act::Utility),
+    ("pg_advisory_xact_lock_shared", Act::Utility),
+    ("pg_backup_start", Act::Utility),
+    ("pg_backup_stop", Act::Utility),
+    ("pg_cancel_backend", Act::Utility),
+    ("pg_copy_logical_replication_slot", Act::Utility),
+    ("pg_copy_physical_replication_slot", Act::Utility),
+    ("pg_create_logical_replication_slot", Act::Utility),
+    ("pg_create_physical_replication_slot", Act::Utility),
+    ("pg_create_restore_point", Act::Utility),
+    ("pg_drop_replication_slot", Act::Utility),
+    ("pg_export_snapshot", Act::Utility),
+    ("pg_import_system_collations", Act::Utility),
+    ("pg_log_backend_memory_contexts", Act::Utility),
+    ("pg_logical_emit_message", Act::Utility),
+    // Decoded changes of every table: values no table grant covers.
+    ("pg_logical_slot_get_binary_changes", Act::Utility),
+    ("pg_logical_slot_get_changes", Act::Utility),
+    ("pg_logical_slot_peek_binary_changes", Act::Utility),
+    ("pg_logical_slot_peek_changes", Act::Utility),
+    ("pg_notify", Act::Notification),
+    ("pg_promote", Act::Utility),
+    ("pg_reload_conf", Act::Utility),
+    ("pg_replication_origin_advance", Act::Utility),
+    ("pg_replication_origin_create", Act::Utility),
+    ("pg_replication_origin_drop", Act::Utility),
+    ("pg_replication_origin_session_reset", Act::Utility),
+    ("pg_replication_origin_session_setup", Act::Utility),
+    ("pg_replication_origin_xact_reset", Act::Utility),
+    ("pg_replication_origin_xact_setup", Act::Utility),
+    ("pg_replication_slot_advance", Act::Utility),
+    ("pg_rotate_logfile", Act::Utility),
+    ("pg_rotate_logfile_old", Act::Utility),
+    ("pg_stat_reset", Act::Utility),
+    ("pg_stat_reset_replication_slot", Act::Utility),
+    ("pg_stat_reset_shared", Act::Utility),
+    ("pg_stat_reset_single_function_counters", Act::Utility),
+    ("pg_stat_reset_single_table_counters", Act::Utility),
+    ("pg_stat_reset_slru", Act::Utility),
+    ("pg_stat_reset_subscription_stats", Act::Utility),
+    ("pg_switch_wal", Act::Utility),
+    ("pg_terminate_backend", Act::Utility),
+    ("pg_try_advisory_lock", Act::Utility),
+    ("pg_try_advisory_lock_shared", Act::Utility),
+    ("pg_try_advisory_xact_lock", Act::Utility),
+    ("pg_try_advisory_xact_lock_shared", Act::Utility),
+    ("pg_wal_replay_pause", Act::Utility),
+    ("pg_wal_replay_resume", Act::Utility),
+    ("setval", Act::WritesSequence),
+];
+
+/// What calling the built-in `name` does beyond its value, if anything.
+pub fn act_of(name: &str) -> Option<Act> {
+    ACTS.binary_search_by(|(listed, _)| listed.cmp(&name))
+        .ok()
+        .map(|at| ACTS[at].1)
 }
 
 /// The names listed in `list`, one a line, skipping blank lines and `#`
@@ -106,6 +227,48 @@ mod tests {
         for name in ["lower", "now", "abs", "my_func"] {
             assert!(!is_volatile(name), "{name} should not be volatile");
         }
+    }
+
+    /// Every function listed as acting is a volatile built-in (a typo
+    /// would leave the real name unjudged), and the utility list is sorted
+    /// for its binary search.
+    #[test]
+    fn acts_are_of_volatile_builtins() {
+        for name in [
+            "pg_terminate_backend",
+            "pg_cancel_backend",
+            "pg_reload_conf",
+            "pg_advisory_lock",
+            "pg_notify",
+            "nextval",
+            "setval",
+            "currval",
+            "lo_import",
+            "lo_unlink",
+            "lo_get",
+            "pg_logical_slot_peek_changes",
+        ] {
+            assert!(act_of(name).is_some(), "{name} acts");
+        }
+        for name in [
+            "random",
+            "clock_timestamp",
+            "pg_sleep",
+            "set_config",
+            "lower",
+        ] {
+            assert_eq!(act_of(name), None, "{name}");
+        }
+        // Sorted for the binary search, and each a volatile built-in: a
+        // typo would leave the real name unjudged.
+        assert!(ACTS.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        for (name, _) in ACTS {
+            assert!(is_volatile(name), "{name} is not a volatile built-in");
+        }
+        assert_eq!(
+            act_of("lo_unlink"),
+            Some(Act::LargeObjects(TableAction::Delete))
+        );
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub struct Facts {
     pub wrappers: Vec<Wrapper>,
     pub effect: Effect,
     pub cursor: CursorUse,
+    /// Calls of built-in functions that make the statement another kind.
+    pub acting: Vec<walk::ActingCall>,
+    /// Whether a table it touches is named by a literal's value: its
+    /// analysis is not its shape's.
+    pub names_from_values: bool,
 }
 
 impl Facts {
@@ -114,6 +119,8 @@ impl Facts {
             wrappers: Vec::new(),
             effect: Effect::None,
             cursor: CursorUse::None,
+            acting: Vec::new(),
+            names_from_values: false,
         }
     }
 
@@ -296,12 +303,14 @@ impl Analyser {
         let mut facts = one(text, tokens, scs);
         let effect = std::mem::replace(&mut facts.effect, Effect::None);
         let cursor = std::mem::take(&mut facts.cursor);
+        let names_from_values = facts.names_from_values;
         let statement = facts.into_statement(text, is_multi);
         // A cursor's DECLARE and FETCH are followed (see `CursorUse`):
         // judged every time, never by a remembered shape.
         let shape = shape.filter(|_| {
             effect == Effect::None
                 && cursor == CursorUse::None
+                && !names_from_values
                 && statement.wrappers.is_empty()
                 // `set_config()`'s arguments are values.
                 && statement.settings.is_empty()
@@ -391,7 +400,7 @@ fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts
             _ => None,
         };
         if agrees(first, &facts) {
-            statement::privilege_by_function(&mut facts);
+            statement::kind_by_function(&mut facts);
             return facts;
         }
         return Facts::new(StatementKind::Unparsed, leading_command(tokens));
@@ -401,8 +410,9 @@ fn one(text: &str, tokens: &[Token], standard_conforming_strings: bool) -> Facts
         && let Some(copy) = copy::read(text, standard_conforming_strings)
         && let Some(mut facts) = copy_facts(text, &copy, standard_conforming_strings)
     {
-        // Its query may call set_config() as any other may.
-        statement::privilege_by_function(&mut facts);
+        // Its query may call set_config() or pg_terminate_backend() as
+        // any other may.
+        statement::kind_by_function(&mut facts);
         return facts;
     }
     let fetches = matches!(command.as_str(), "FETCH" | "MOVE");

@@ -23,6 +23,8 @@ pub fn summarise(ast: &Ast, tokens: &[Token]) -> Facts {
     describe(ast, tokens, &mut facts, &mut walker);
     facts.has_where = !walker.bulk_write;
     facts.touched = walker.touched;
+    facts.acting = walker.acting;
+    facts.names_from_values = walker.names_from_values;
     settings_by_function(&mut facts, walker.set_config);
     facts
 }
@@ -36,12 +38,43 @@ fn settings_by_function(facts: &mut Facts, calls: Vec<SetConfigCall>) {
     }
 }
 
+/// A statement that reads or writes data is judged as what the built-in
+/// functions it calls amount to: a privilege change (`set_config('role',
+/// ...)`, see [`privilege_by_function`]) before a utility
+/// (`pg_terminate_backend()`) before a notification (`pg_notify()`). A
+/// statement of a kind no data grant covers (DDL, procedural code) keeps
+/// its kind: it is granted apart already. (Applied once the statement's
+/// own command is known to agree with its first keyword: see
+/// `analysis::one`.)
+pub fn kind_by_function(facts: &mut Facts) {
+    use StatementKind as K;
+    // An EXECUTE runs a prepared query (PostgreSQL prepares nothing
+    // else) with arguments it evaluates first.
+    let data = matches!(
+        facts.kind,
+        K::Select
+            | K::Insert
+            | K::Update
+            | K::Delete
+            | K::Merge
+            | K::CopyIn
+            | K::CopyOut
+            | K::Explain
+    ) || matches!(facts.effect, Effect::Execute { .. });
+    let strongest = [K::Utility, K::Notification]
+        .into_iter()
+        .find_map(|kind| facts.acting.iter().find(|call| call.kind == kind));
+    if data && let Some(call) = strongest {
+        facts.kind = call.kind;
+        facts.command = call.command.clone();
+    }
+    privilege_by_function(facts);
+}
+
 /// A statement that calls `set_config()` to set the role or session
 /// authorization, or a setting whose name is only known when it runs, is
 /// judged as the privilege change it is or may be, whatever else it does.
-/// (Applied once the statement's own command is known to agree with its
-/// first keyword: see `analysis::one`.)
-pub fn privilege_by_function(facts: &mut Facts) {
+fn privilege_by_function(facts: &mut Facts) {
     if facts.kind == StatementKind::Privilege {
         return;
     }

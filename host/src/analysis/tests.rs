@@ -478,6 +478,145 @@ fn set_config_calls_are_not_remembered_by_shape() {
     assert_eq!(role[0].statement.settings[0].name, "role");
 }
 
+/// Built-in functions that act beyond their value are judged as what
+/// they do: signalling other sessions or the server as a utility, a
+/// notification as NOTIFY, large objects and sequences as the tables
+/// they read or write — wherever the call is.
+#[test]
+fn acting_builtins_are_judged_as_what_they_do() {
+    for (sql, kind, command) in [
+        (
+            "SELECT pg_terminate_backend(p) FROM generate_series(1, 100) p WHERE p <> pg_backend_pid()",
+            StatementKind::Utility,
+            "pg_terminate_backend()",
+        ),
+        (
+            "SELECT * FROM pg_catalog.pg_cancel_backend(42)",
+            StatementKind::Utility,
+            "pg_cancel_backend()",
+        ),
+        (
+            "SELECT id FROM orders WHERE pg_advisory_lock(1) IS NOT NULL",
+            StatementKind::Utility,
+            "pg_advisory_lock()",
+        ),
+        (
+            "UPDATE orders SET note = pg_reload_conf()::text WHERE id = 1",
+            StatementKind::Utility,
+            "pg_reload_conf()",
+        ),
+        (
+            "COPY (SELECT pg_switch_wal()) TO STDOUT",
+            StatementKind::Utility,
+            "pg_switch_wal()",
+        ),
+        (
+            "SELECT pg_notify('jobs', 'x')",
+            StatementKind::Notification,
+            "pg_notify()",
+        ),
+        // Both: judged as the stronger.
+        (
+            "SELECT pg_notify('jobs', 'x'), pg_terminate_backend(1)",
+            StatementKind::Utility,
+            "pg_terminate_backend()",
+        ),
+        // A role set with it is a privilege change above all.
+        (
+            "SELECT pg_terminate_backend(1), set_config('role', 'admin', false)",
+            StatementKind::Privilege,
+            "SET ROLE",
+        ),
+        // An EXECUTE's arguments run before its query.
+        (
+            "EXECUTE echo(pg_terminate_backend(1))",
+            StatementKind::Utility,
+            "pg_terminate_backend()",
+        ),
+        // A sequence named only when it runs.
+        ("SELECT nextval($1)", StatementKind::Utility, "nextval()"),
+    ] {
+        let s = one(sql);
+        assert_eq!((s.kind, s.command.as_str()), (kind, command), "{sql}");
+    }
+    // A user's function of the same name is not the built-in.
+    assert_eq!(
+        one("SELECT app.pg_terminate_backend(1)").kind,
+        StatementKind::Select
+    );
+    // A kind granted apart keeps its kind.
+    assert_eq!(
+        one("CREATE TABLE x AS SELECT pg_terminate_backend(1)").kind,
+        StatementKind::Ddl
+    );
+
+    let s = one("SELECT lo_get(16400)");
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(tables(&s), ["read:pg_catalog.pg_largeobject"]);
+    assert_eq!(
+        tables(&one("SELECT lo_from_bytea(0, '\\x41'), lo_unlink(16400)")),
+        [
+            "delete:pg_catalog.pg_largeobject",
+            "insert:pg_catalog.pg_largeobject"
+        ]
+    );
+    assert_eq!(
+        tables(&one("SELECT nextval('orders_id_seq')")),
+        ["update:orders_id_seq"]
+    );
+    assert_eq!(
+        tables(&one(
+            "INSERT INTO orders (id) VALUES (setval('Billing.\"Seq\"'::regclass, 5))"
+        )),
+        ["insert:orders", "update:billing.Seq"]
+    );
+    assert_eq!(
+        tables(&one("SELECT currval('public.orders_id_seq')")),
+        ["read:public.orders_id_seq"]
+    );
+}
+
+/// The sequence a call names is the literal's value: two statements of
+/// one shape touch different sequences, and are analysed each.
+#[test]
+fn sequences_named_by_value_are_not_remembered_by_shape() {
+    let mut analyser = Analyser::default();
+    for sequence in ["a_seq", "b_seq", "cards_id_seq"] {
+        let analysed = analyser.analyse(&format!("SELECT nextval('{sequence}')"), true);
+        assert_eq!(analysed[0].shape, None);
+        assert_eq!(
+            tables(&analysed[0].statement),
+            [format!("update:{sequence}")]
+        );
+    }
+}
+
+#[test]
+fn relations_are_read_from_regclass_text_as_postgresql_reads_them() {
+    let named = |text: &str| {
+        walk::relation_named(text).map(|t| match t.schema {
+            Some(schema) => format!("{schema}.{}", t.name),
+            None => t.name,
+        })
+    };
+    assert_eq!(named("orders_id_seq").as_deref(), Some("orders_id_seq"));
+    assert_eq!(named(" Public . Orders ").as_deref(), Some("public.orders"));
+    assert_eq!(named("\"My \"\"Seq\"\"\"").as_deref(), Some("My \"Seq\""));
+    assert_eq!(named("db.s.t").as_deref(), Some("s.t"));
+    for bad in [
+        "",
+        "a.",
+        ".a",
+        "a b",
+        "a.b.c.d",
+        "\"unterminated",
+        "a;b",
+        "\"\"",
+    ] {
+        assert_eq!(named(bad), None, "{bad:?}");
+    }
+}
+
 #[test]
 fn copy_directions_and_endpoints() {
     let s = one("COPY cards TO STDOUT");

@@ -23,7 +23,8 @@ use sqlparser::ast::{
 
 use super::builtins;
 use crate::plugin::bindings::types::{
-    ColumnAccess, ColumnRef, FunctionRef, SettingChange, TableAccess, TableAction, TableRef,
+    ColumnAccess, ColumnRef, FunctionRef, SettingChange, StatementKind, TableAccess, TableAction,
+    TableRef,
 };
 
 /// An identifier as PostgreSQL reads it: unquoted ones fold to lower
@@ -223,11 +224,29 @@ pub struct Walker {
     pub bulk_write: bool,
     /// The settings changed by calls of the built-in `set_config()`.
     pub set_config: Vec<SetConfigCall>,
+    /// Calls of built-in functions that act on other sessions, the server
+    /// or notifications (see [`builtins::Act`]): the statement is judged as
+    /// the kind of statement they amount to.
+    pub acting: Vec<ActingCall>,
+    /// Whether a table the statement touches is named by a literal's value
+    /// (`nextval('orders_id_seq')`): another statement of the same shape
+    /// touches another table.
+    pub names_from_values: bool,
     /// The SELECTs whose rows are the statement's output (by address), and
     /// the expressions that pass a column's values into that output as
     /// they are stored: see [`Walker::output_query`].
     output_selects: HashSet<usize>,
     output_exprs: HashSet<usize>,
+}
+
+/// A call of a built-in function judged as another kind of statement:
+/// `SELECT pg_terminate_backend(pid)` as a utility, `SELECT pg_notify(...)`
+/// as the NOTIFY it is.
+#[derive(Debug)]
+pub struct ActingCall {
+    pub kind: StatementKind,
+    /// The function, as the statement's command: `pg_terminate_backend()`.
+    pub command: String,
 }
 
 /// A call of the built-in `set_config(name, value, is_local)`: the SET it
@@ -252,6 +271,8 @@ impl Default for Walker {
             unclaimed: TableAction::Read,
             bulk_write: false,
             set_config: Vec::new(),
+            acting: Vec::new(),
+            names_from_values: false,
             output_selects: HashSet::new(),
             output_exprs: HashSet::new(),
         }
@@ -890,29 +911,23 @@ impl Walker {
         }
     }
 
-    /// A function called with `args`: named, and if it is the built-in
-    /// `set_config()`, the setting it changes noted.
+    /// A function called with `args`: named, and if it is a built-in one
+    /// that acts beyond its value, or `set_config()`, what it does noted.
     fn called(&mut self, name: &ObjectName, args: &[FunctionArg]) {
         self.touched.function(name);
         let function = table_ref(name);
         let builtin = matches!(function.schema.as_deref(), None | Some("pg_catalog"));
-        if !(builtin && function.name == "set_config") {
+        if !builtin {
             return;
         }
-        let text = |index: usize| -> Option<Result<String, String>> {
-            let arg = match args.get(index)? {
-                FunctionArg::Named { arg, .. }
-                | FunctionArg::ExprNamed { arg, .. }
-                | FunctionArg::Unnamed(arg) => arg,
-            };
-            Some(match arg {
-                FunctionArgExpr::Expr(Expr::Value(value)) => match &value.value {
-                    Value::SingleQuotedString(text) => Ok(text.clone()),
-                    other => Err(other.to_string()),
-                },
-                other => Err(other.to_string()),
-            })
-        };
+        if let Some(act) = builtins::act_of(&function.name) {
+            self.acts(&function.name, act, args);
+            return;
+        }
+        if function.name != "set_config" {
+            return;
+        }
+        let text = |index: usize| plain_string(args, index);
         let (name, name_known) = match text(0) {
             Some(Ok(name)) => (name.to_ascii_lowercase(), true),
             Some(Err(written)) => (written, false),
@@ -923,6 +938,48 @@ impl Walker {
             change: SettingChange { name, value },
             name_known,
         });
+    }
+
+    /// Notes what the built-in `function` called with `args` does: the
+    /// large objects or the sequence it reads or writes as a table touched,
+    /// anything else as the kind of statement it amounts to. A sequence
+    /// named by anything but a plain string is known only when the call
+    /// runs: the call is judged as a utility, which no reading policy lets
+    /// through unseen.
+    fn acts(&mut self, function: &str, act: builtins::Act, args: &[FunctionArg]) {
+        use builtins::Act;
+        let acting = |kind| ActingCall {
+            kind,
+            command: format!("{function}()"),
+        };
+        match act {
+            Act::Utility => self.acting.push(acting(StatementKind::Utility)),
+            Act::Notification => self.acting.push(acting(StatementKind::Notification)),
+            Act::LargeObjects(action) => self.touched.table(
+                TableRef {
+                    schema: Some("pg_catalog".to_owned()),
+                    name: builtins::LARGE_OBJECTS.to_owned(),
+                },
+                action,
+            ),
+            Act::WritesSequence | Act::ReadsSequence => {
+                let action = match act {
+                    Act::WritesSequence => TableAction::Update,
+                    _ => TableAction::Read,
+                };
+                match plain_string(args, 0)
+                    .and_then(Result::ok)
+                    .as_deref()
+                    .and_then(relation_named)
+                {
+                    Some(sequence) => {
+                        self.names_from_values = true;
+                        self.touched.table(sequence, action);
+                    }
+                    None => self.acting.push(acting(StatementKind::Utility)),
+                }
+            }
+        }
     }
 
     /// Runs sqlparser's visitor from inside the current scopes: every
@@ -936,6 +993,82 @@ impl Walker {
         };
         visit(&mut generic);
     }
+}
+
+/// Argument `index` of a call: the text of a plain string (`'x'`, or
+/// `'x'::regclass` and the like: a cast of one), or as written when it is
+/// anything else; `None` when there is no such argument.
+fn plain_string(args: &[FunctionArg], index: usize) -> Option<Result<String, String>> {
+    let arg = match args.get(index)? {
+        FunctionArg::Named { arg, .. }
+        | FunctionArg::ExprNamed { arg, .. }
+        | FunctionArg::Unnamed(arg) => arg,
+    };
+    let mut expr = match arg {
+        FunctionArgExpr::Expr(expr) => expr,
+        other => return Some(Err(other.to_string())),
+    };
+    while let Expr::Cast { expr: inner, .. } | Expr::Nested(inner) = expr {
+        expr = inner;
+    }
+    Some(match expr {
+        Expr::Value(value) => match &value.value {
+            Value::SingleQuotedString(text) => Ok(text.clone()),
+            other => Err(other.to_string()),
+        },
+        other => Err(other.to_string()),
+    })
+}
+
+/// The relation a `regclass` text names, read as PostgreSQL reads it:
+/// `name`, `schema.name` or `database.schema.name`, each part a plain
+/// identifier (folded to lower case) or a quoted one (`"Orders"`, `""`
+/// for a quote inside). `None` for text that is no such name.
+pub fn relation_named(text: &str) -> Option<TableRef> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    loop {
+        let (part, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut part = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (at, '"') if quoted[at + 1..].starts_with('"') => {
+                        part.push('"');
+                        chars.next();
+                    }
+                    (at, '"') => break at + 1,
+                    (_, c) => part.push(c),
+                }
+            };
+            (part, &quoted[end..])
+        } else {
+            let end = rest.find(['.', '"']).unwrap_or(rest.len());
+            let word = rest[..end].trim();
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+            if !plain {
+                return None;
+            }
+            (fold(&Ident::new(word)), &rest[end..])
+        };
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        rest = after.trim_start();
+        match rest.strip_prefix('.') {
+            Some(next) => rest = next.trim_start(),
+            None if rest.is_empty() => break,
+            None => return None,
+        }
+    }
+    let name = parts.pop()?;
+    let schema = parts.pop();
+    // A database name, if given, can only be the current one.
+    (parts.len() <= 1).then_some(TableRef { schema, name })
 }
 
 /// The constraint of a join, for the operators that have one.

@@ -50,7 +50,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::analysis::{Analysed, Analyser, Effect};
-use crate::plugin::bindings::types::Wrapper;
+use crate::plugin::bindings::types::{StatementKind, Wrapper};
 use crate::protocol::sqlstate;
 
 use super::Fatal;
@@ -551,6 +551,14 @@ impl Prepared {
                 statement
                     .settings
                     .extend(arguments.settings.iter().cloned());
+                // And so is what they amount to: an argument that sets the
+                // role or ends a backend makes the EXECUTE a privilege
+                // change or a utility (see `kind_by_function`), whatever
+                // query it runs.
+                if arguments.kind != StatementKind::Prepared {
+                    statement.kind = arguments.kind;
+                    statement.command = arguments.command.clone();
+                }
                 resolved.push(Analysed {
                     statement,
                     // What it runs changes no prepared statement; an

@@ -29,7 +29,8 @@ enum Touch {
 /// Catalog views that show values of any table's columns: the planner's
 /// statistics (a column's most common values and histogram bounds) and
 /// the text of other sessions' statements. Reading one may touch every
-/// tagged column.
+/// tagged column. They are pg_catalog's, so only a name there (or without
+/// a schema, searched there first) is one of them.
 const SHOWS_OTHER_TABLES_VALUES: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
@@ -37,8 +38,13 @@ const SHOWS_OTHER_TABLES_VALUES: &[&str] = &[
     "pg_statistic",
     "pg_statistic_ext_data",
     "pg_stat_activity",
-    "pg_stat_statements",
 ];
+
+/// Extensions' views that show other sessions' statements, values and
+/// all: an extension makes its objects in whatever schema it is created
+/// in (`public`, by default), so a name in any schema counts. Another
+/// table that happens to share the name is held for approval with them.
+const EXTENSION_SHOWS_OTHER_TABLES_VALUES: &[&str] = &["pg_stat_statements"];
 
 /// Built-in functions that return values read elsewhere, which the
 /// statement calling them does not name: the rows of a cursor declared
@@ -243,15 +249,19 @@ impl Rules {
             }
         }
 
-        // Catalog views that show values of other tables' columns: the
-        // planner's statistics (`histogram_bounds`, `most_common_vals` of
-        // cards.pan are card numbers) and other sessions' statement text.
+        // Views that show values of other tables' columns: the planner's
+        // statistics (`histogram_bounds`, `most_common_vals` of cards.pan
+        // are card numbers) and other sessions' statement text, the
+        // catalog's or an extension's in whatever schema it went.
         let views = statement
             .tables
             .iter()
             .filter(|access| {
-                matches!(access.table.schema.as_deref(), None | Some(CATALOG_SCHEMA))
-                    && SHOWS_OTHER_TABLES_VALUES.contains(&access.table.name.as_str())
+                let name = access.table.name.as_str();
+                let in_catalog =
+                    matches!(access.table.schema.as_deref(), None | Some(CATALOG_SCHEMA));
+                (in_catalog && SHOWS_OTHER_TABLES_VALUES.contains(&name))
+                    || EXTENSION_SHOWS_OTHER_TABLES_VALUES.contains(&name)
             })
             .map(|access| Cow::Borrowed(access.table.name.as_str()));
         let functions = statement
@@ -1476,13 +1486,7 @@ cardholder = "as-stored"
             }],
             ..select(&[], vec![stored(None, Some("histogram_bounds"))])
         };
-        let everything = Rules::parse(
-            vec!["public".into()],
-            "[cardholder]\ncolumns = [\"cards.pan\"]\napprover_group = \"security\"\n\
-             [[grant]]\ngroups = [\"support\"]\ntables = [\"*\"]\nactions = [\"read\"]\n\
-             cardholder = \"as-stored\"\n",
-        )
-        .expect("valid rules");
+        let everything = support_reads_everything_as_stored();
         assert_eq!(
             judge_with(&everything, &["support"], &stats),
             approval(
@@ -1515,5 +1519,49 @@ cardholder = "as-stored"
             ),
             approval("touches cardholder data: cards.pan")
         );
+    }
+
+    /// Rules where `support` reads every table, cardholder data as stored.
+    fn support_reads_everything_as_stored() -> Rules {
+        Rules::parse(
+            vec!["public".into()],
+            "[cardholder]\ncolumns = [\"cards.pan\"]\napprover_group = \"security\"\n\
+             [[grant]]\ngroups = [\"support\"]\ntables = [\"*\"]\nactions = [\"read\"]\n\
+             cardholder = \"as-stored\"\n",
+        )
+        .expect("valid rules")
+    }
+
+    /// pg_stat_statements is an extension's view, made in whatever schema
+    /// the extension was created in: read from any, it shows other
+    /// sessions' statements, the values in them included.
+    #[test]
+    fn pg_stat_statements_in_any_schema_may_touch_cardholder_data() {
+        let everything = support_reads_everything_as_stored();
+        // SELECT translate(query, '0123456789', 'abcdefghij') FROM
+        // public.pg_stat_statements, and the like.
+        for view in [
+            "pg_stat_statements",
+            "pg_catalog.pg_stat_statements",
+            "public.pg_stat_statements",
+            "extensions.pg_stat_statements",
+        ] {
+            let statement = select(&[view], vec![column(Some(view), Some("query"))]);
+            assert_eq!(
+                judge_with(&everything, &["support"], &statement),
+                approval(
+                    "reads pg_stat_statements, which shows values of other tables, so it may \
+                     touch cardholder data: cards.pan"
+                ),
+                "{view}"
+            );
+        }
+        // The catalog's own views live in pg_catalog alone: an
+        // application's table named pg_stats elsewhere is just a table.
+        let own = select(
+            &["public.pg_stats"],
+            vec![stored(Some("public.pg_stats"), Some("note"))],
+        );
+        assert_eq!(judge_with(&everything, &["support"], &own), Decision::Allow);
     }
 }

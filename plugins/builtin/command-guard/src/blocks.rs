@@ -1,7 +1,7 @@
 //! The kinds of dangerous statement the guard knows, and how each is
 //! recognised in sluice's analysis of a statement.
 
-use sluice_plugin::types::{CopyEndpoint, Statement, StatementKind, TableAction};
+use sluice_plugin::types::{CopyEndpoint, FunctionRef, Statement, StatementKind, TableAction};
 
 use crate::rules::SettingsPolicy;
 
@@ -26,7 +26,9 @@ pub enum Block {
     /// DO blocks: procedural code the analysis cannot see into.
     Do,
     /// Creating or altering code that runs later or as someone else:
-    /// functions, procedures, aggregates, rules, triggers, languages.
+    /// functions, procedures, aggregates, rules, triggers, languages;
+    /// extensions, and foreign tables with what they need (servers,
+    /// wrappers, user mappings).
     CodeDefinition,
     /// SET ROLE, SET/RESET SESSION AUTHORIZATION.
     SetRole,
@@ -35,8 +37,9 @@ pub enum Block {
     DangerousSetting,
     /// `set_config()`: SET in a function call.
     SetConfig,
-    /// Server-side file functions (`pg_read_file`, `pg_ls_dir`, ...) and
-    /// large-object functions (`lo_import`, `lo_export`, ...).
+    /// Server-side file functions (`pg_read_file`, `pg_ls_dir`, adminpack's
+    /// `pg_file_write`, ...) and large-object functions (`lo_import`,
+    /// `lo_export`, ...).
     ServerFiles,
 }
 
@@ -108,8 +111,9 @@ impl Block {
             Block::CopyProgram => matches!(statement.copy_endpoint, Some(CopyEndpoint::Program(_)))
                 .then(|| "COPY to or from a program is not allowed".to_owned()),
             Block::Do => (command == "DO").then(|| "DO blocks are not allowed".to_owned()),
-            Block::CodeDefinition => is_code_definition(command)
-                .then(|| format!("{command} is not allowed: it defines code that runs later")),
+            Block::CodeDefinition => {
+                code_definition(command).map(|why| format!("{command} is not allowed: {why}"))
+            }
             Block::SetRole => (matches!(
                 command,
                 "SET ROLE" | "SET SESSION AUTHORIZATION" | "RESET SESSION AUTHORIZATION"
@@ -131,44 +135,71 @@ impl Block {
             Block::ServerFiles => statement
                 .functions
                 .iter()
-                .find(|f| f.builtin && is_server_file_function(&f.name))
+                .find(|f| may_be_catalog_function(f) && is_server_file_function(&f.name))
                 .map(|f| format!("{}() reaches the server's files and is not allowed", f.name)),
         }
     }
 }
 
-/// Commands that create or change code run later or with another's
-/// rights.
-fn is_code_definition(command: &str) -> bool {
-    let Some(object) = command
+/// Why a foreign table, and what makes one, is refused: what it does is
+/// decided when it is made and runs unseen each time it is read, where a
+/// plain SELECT is all the guard sees.
+const FOREIGN_DATA: &str = "a foreign table runs a program, reads a server file or queries \
+     another server each time it is read (file_fdw's `program` is COPY ... FROM PROGRAM by \
+     another name)";
+
+/// Why `command` creates or changes code that runs later or with
+/// another's rights, if it does.
+///
+/// Extensions and foreign data are here rather than under `server-files`
+/// or `copy-program`: like a function's body, what they do runs later,
+/// out of the guard's sight, and whoever may define code can already
+/// reach the server's files and programs through a function. `command` is
+/// the analysis's name for the statement, its leading keywords: CREATE
+/// FOREIGN DATA WRAPPER arrives as `CREATE FOREIGN DATA`, IMPORT FOREIGN
+/// SCHEMA as `IMPORT` (PostgreSQL's only IMPORT); the whole spellings are
+/// matched too, should the analysis name them so.
+fn code_definition(command: &str) -> Option<&'static str> {
+    if matches!(command, "IMPORT" | "IMPORT FOREIGN SCHEMA") {
+        return Some(FOREIGN_DATA);
+    }
+    let object = command
         .strip_prefix("CREATE ")
-        .or_else(|| command.strip_prefix("ALTER "))
-    else {
-        return false;
-    };
-    matches!(
-        object,
-        "FUNCTION"
-            | "PROCEDURE"
-            | "ROUTINE"
-            | "AGGREGATE"
-            | "RULE"
-            | "TRIGGER"
-            | "EVENT TRIGGER"
-            | "LANGUAGE"
-            | "OPERATOR"
-            | "CAST"
-            | "TRANSFORM"
-    )
+        .or_else(|| command.strip_prefix("ALTER "))?;
+    match object {
+        "FUNCTION" | "PROCEDURE" | "ROUTINE" | "AGGREGATE" | "RULE" | "TRIGGER"
+        | "EVENT TRIGGER" | "LANGUAGE" | "OPERATOR" | "CAST" | "TRANSFORM" => {
+            Some("it defines code that runs later")
+        }
+        // An extension's script defines functions, some in C and some
+        // reaching the server's files, programs or other servers (file_fdw,
+        // adminpack, dblink), none of which the guard sees defined.
+        "EXTENSION" => Some("an extension's script defines code that runs later"),
+        // A user mapping holds the credentials foreign tables use.
+        "SERVER" | "FOREIGN TABLE" | "FOREIGN DATA" | "FOREIGN DATA WRAPPER" | "USER MAPPING" => {
+            Some(FOREIGN_DATA)
+        }
+        _ => None,
+    }
 }
 
-/// PostgreSQL's functions that read, write or list files on the server,
+/// Whether a call may be of PostgreSQL's function of that name, in
+/// pg_catalog: built in, or named there or unqualified (PostgreSQL searches
+/// pg_catalog first). The host marks built in only the functions a fresh
+/// cluster has; extensions such as adminpack add more to pg_catalog.
+fn may_be_catalog_function(function: &FunctionRef) -> bool {
+    function.builtin || matches!(function.schema.as_deref(), None | Some("pg_catalog"))
+}
+
+/// PostgreSQL's functions that read, write or list files on the server
+/// (adminpack's among them, and the older names pg_read_file kept for it),
 /// and its large-object functions (which move data between the server's
 /// files and the database, or hold data outside any table's rules).
 fn is_server_file_function(name: &str) -> bool {
     matches!(
         name,
         "pg_read_file"
+            | "pg_read_file_old"
             | "pg_read_binary_file"
             | "pg_stat_file"
             | "pg_ls_dir"
@@ -184,6 +215,8 @@ fn is_server_file_function(name: &str) -> bool {
             | "pg_file_unlink"
             | "pg_file_sync"
             | "pg_logdir_ls"
+            | "pg_file_read"
+            | "pg_file_length"
     ) || name.starts_with("lo_")
         || matches!(name, "loread" | "lowrite")
 }

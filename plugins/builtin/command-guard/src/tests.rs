@@ -185,6 +185,106 @@ fn server_files_and_programs_are_refused_for_everyone() {
     assert_eq!(refused_by(&lookalike, "agents"), None);
 }
 
+/// adminpack installs its file functions in pg_catalog, but a fresh
+/// cluster has none of them, so sluice does not mark them built in: named
+/// in pg_catalog or unqualified (PostgreSQL looks in pg_catalog first),
+/// they are the server's file functions all the same.
+#[test]
+fn adminpack_file_functions_are_refused_though_not_marked_builtin() {
+    for (schema, name) in [
+        (None, "pg_file_write"),
+        (Some("pg_catalog"), "pg_file_write"),
+        (None, "pg_file_rename"),
+        (None, "pg_file_unlink"),
+        (None, "pg_file_sync"),
+        (Some("pg_catalog"), "pg_logdir_ls"),
+        (None, "pg_read_file_old"),
+    ] {
+        let statement = Statement {
+            functions: vec![FunctionRef {
+                schema: schema.map(str::to_owned),
+                name: name.to_owned(),
+                builtin: false,
+            }],
+            ..kind(
+                StatementKind::Select,
+                "SELECT pg_file_write('/tmp/x', 'y', false)",
+            )
+        };
+        for group in ["agents", "analysts", "admins"] {
+            assert_eq!(
+                refused_by(&statement, group).as_deref(),
+                Some("no-server-files"),
+                "{schema:?}.{name}"
+            );
+        }
+    }
+}
+
+/// file_fdw's `program` and `filename` options are COPY ... FROM PROGRAM
+/// and COPY ... FROM a server file by another name, run each time the
+/// foreign table is read: making one, or what it needs, is refused as code.
+#[test]
+fn extensions_and_foreign_data_are_refused_as_code() {
+    // The commands as sluice's analysis names them, by their leading
+    // keywords: CREATE FOREIGN DATA WRAPPER arrives as `CREATE FOREIGN
+    // DATA` and IMPORT FOREIGN SCHEMA as `IMPORT` (the longer spellings are
+    // matched too, should the analysis ever name them whole).
+    for (kind_, command) in [
+        (StatementKind::Ddl, "CREATE EXTENSION"),
+        (StatementKind::Ddl, "ALTER EXTENSION"),
+        (StatementKind::Ddl, "CREATE SERVER"),
+        (StatementKind::Ddl, "ALTER SERVER"),
+        (StatementKind::Ddl, "CREATE FOREIGN TABLE"),
+        (StatementKind::Ddl, "ALTER FOREIGN TABLE"),
+        (StatementKind::Ddl, "CREATE FOREIGN DATA"),
+        (StatementKind::Ddl, "ALTER FOREIGN DATA"),
+        (StatementKind::Ddl, "CREATE FOREIGN DATA WRAPPER"),
+        (StatementKind::Ddl, "CREATE USER MAPPING"),
+        (StatementKind::Privilege, "CREATE USER MAPPING"),
+        (StatementKind::Ddl, "ALTER USER MAPPING"),
+        (StatementKind::Other, "IMPORT"),
+        (StatementKind::Other, "IMPORT FOREIGN SCHEMA"),
+    ] {
+        let statement = with_command(kind_, command);
+        for group in ["agents", "analysts", "admins"] {
+            assert_eq!(
+                refused_by(&statement, group).as_deref(),
+                Some("no-code"),
+                "{command}"
+            );
+        }
+    }
+    let Decision::Deny(denial) = judge(
+        &rules(),
+        &with_command(StatementKind::Ddl, "CREATE FOREIGN TABLE"),
+        Vec::new,
+    ) else {
+        panic!("CREATE FOREIGN TABLE was not refused")
+    };
+    assert!(
+        denial
+            .reason
+            .starts_with("CREATE FOREIGN TABLE is not allowed: ")
+            && denial.reason.contains("program"),
+        "{}",
+        denial.reason
+    );
+    // Neighbours that define no code: a table, a role, a schema.
+    for command in [
+        "CREATE TABLE",
+        "ALTER TABLE",
+        "CREATE USER",
+        "CREATE SCHEMA",
+    ] {
+        assert_eq!(
+            refused_by(&with_command(StatementKind::Ddl, command), "admins"),
+            None,
+            "{command}"
+        );
+    }
+}
+
 #[test]
 fn code_role_and_settings_changes_are_refused() {
     for (statement, rule) in [

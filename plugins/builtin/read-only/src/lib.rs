@@ -6,8 +6,13 @@
 //! statement it explains), SET/RESET/SHOW of settings, and transaction
 //! control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) — provided the statement
 //! only reads the tables it touches (a data-modifying CTE inside a SELECT
-//! is a write) and calls no function that is not built in (its body could
-//! write). Everything else is denied — writes, COPY in either direction,
+//! is a write; so is `nextval()` of a sequence or `lo_create()`, which the
+//! host reports as writes of the sequence and of `pg_largeobject`) and
+//! calls no function that is not built in (its body could write). A
+//! SELECT calling a built-in that acts on other sessions or the server
+//! (`pg_terminate_backend()`) or notifies (`pg_notify()`) comes as the
+//! utility or notification it amounts to, and is denied as such.
+//! Everything else is denied — writes, COPY in either direction,
 //! DDL, privileges, SET ROLE, procedural code, LISTEN/NOTIFY, utilities,
 //! and statements the parser could not read. It takes no configuration.
 
