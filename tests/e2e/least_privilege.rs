@@ -137,6 +137,10 @@ const AGENT_ATTEMPTS: &[&str] = &[
     "SELECT setval('orders_id_seq', 1, false)",
     "SELECT nextval($$orders_id_seq$$)",
     "SELECT lo_from_bytea(0, 'x')",
+    // A setting changed through the catalog's view, and rows locked by a
+    // read (which takes the right to update them).
+    "UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
+    "SELECT id FROM cards FOR UPDATE",
     // Code the analysis cannot see into, and code that runs later.
     "DO $$ BEGIN DELETE FROM orders; END $$",
     "do language plpgsql $x$begin truncate orders; end$x$",

@@ -23,6 +23,16 @@ pub fn summarise(ast: &Ast, tokens: &[Token]) -> Facts {
     describe(ast, tokens, &mut facts, &mut walker);
     facts.has_where = !walker.bulk_write;
     facts.touched = walker.touched;
+    // `UPDATE pg_settings SET setting = ... WHERE name = ...` is
+    // set_config() by PostgreSQL's rewrite rule: a setting whose name is
+    // known only when it runs, judged as the privilege change it may be.
+    if facts.touched.tables.iter().any(|access| {
+        access.action != TableAction::Read
+            && access.table.name == "pg_settings"
+            && matches!(access.table.schema.as_deref(), None | Some("pg_catalog"))
+    }) {
+        facts.setting_name_unknown = true;
+    }
     facts.acting = walker.acting;
     facts.names_from_values = walker.names_from_values;
     settings_by_function(&mut facts, walker.set_config);
@@ -238,8 +248,12 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
             unclaimed = TableAction::Truncate;
         }
         Ast::Call(_) => mark(facts, K::Procedural, "CALL"),
-        Ast::Vacuum(_) => {
+        Ast::Vacuum(vacuum) => {
             mark(facts, K::Utility, "VACUUM");
+            // sqlparser's visitor does not take this name for a relation.
+            if let Some(name) = &vacuum.table_name {
+                walker.relation(name, TableAction::Maintain);
+            }
             unclaimed = TableAction::Maintain;
         }
         Ast::Analyze(_) => {
@@ -321,6 +335,15 @@ fn describe(ast: &Ast, tokens: &[Token], facts: &mut Facts, walker: &mut Walker)
         }
         Ast::CreateTrigger(_) => {
             mark(facts, K::Ddl, "CREATE TRIGGER");
+            unclaimed = TableAction::Define;
+        }
+        // Dropping a table's trigger (an audit trigger, say) defines that
+        // table; sqlparser's visitor does not take its name for a relation.
+        Ast::DropTrigger(drop) => {
+            mark(facts, K::Ddl, "DROP TRIGGER");
+            if let Some(name) = &drop.table_name {
+                walker.relation(name, TableAction::Define);
+            }
             unclaimed = TableAction::Define;
         }
         Ast::CreateRule(_) => {

@@ -576,6 +576,95 @@ fn acting_builtins_are_judged_as_what_they_do() {
     );
 }
 
+/// A locking clause locks the rows it reads, which takes the right to
+/// update them.
+#[test]
+fn locking_reads_update_what_they_lock() {
+    for sql in [
+        "SELECT id FROM orders FOR UPDATE",
+        "SELECT id FROM orders FOR SHARE NOWAIT",
+        "SELECT o.id FROM orders o FOR UPDATE OF o SKIP LOCKED",
+    ] {
+        assert_eq!(tables(&one(sql)), ["read:orders", "update:orders"], "{sql}");
+    }
+    assert_eq!(
+        tables(&one(
+            "SELECT 1 FROM orders o JOIN customers c ON c.id = o.customer_id FOR SHARE"
+        )),
+        [
+            "read:customers",
+            "read:orders",
+            "update:customers",
+            "update:orders"
+        ]
+    );
+    // Lock strengths sqlparser does not read leave the statement unread,
+    // which policies refuse unless a rule allows its command.
+    for sql in [
+        "SELECT id FROM orders FOR KEY SHARE",
+        "SELECT id FROM orders FOR NO KEY UPDATE",
+    ] {
+        assert_eq!(one(sql).kind, StatementKind::Unparsed, "{sql}");
+    }
+    // In a subquery, its own FROM list.
+    assert_eq!(
+        tables(&one(
+            "SELECT * FROM customers WHERE id IN (SELECT customer_id FROM orders FOR UPDATE)"
+        )),
+        ["read:customers", "read:orders", "update:orders"]
+    );
+    assert_eq!(tables(&one("SELECT id FROM orders")), ["read:orders"]);
+}
+
+/// Maintenance and trigger removal name the table they act on.
+#[test]
+fn vacuum_and_drop_trigger_name_their_table() {
+    let s = one("VACUUM FULL cards");
+    assert_eq!(
+        (s.kind, s.command.as_str()),
+        (StatementKind::Utility, "VACUUM")
+    );
+    assert_eq!(tables(&s), ["maintain:cards"]);
+    assert_eq!(tables(&one("VACUUM cards")), ["maintain:cards"]);
+    // PostgreSQL's other forms sqlparser does not read: unread, and
+    // refused unless a rule allows an unread VACUUM.
+    for sql in [
+        "VACUUM ANALYZE cards",
+        "VACUUM (FULL, VERBOSE) cards",
+        "VACUUM cards, orders",
+    ] {
+        assert_eq!(one(sql).kind, StatementKind::Unparsed, "{sql}");
+    }
+    let s = one("DROP TRIGGER audit_cards ON public.cards");
+    assert_eq!(
+        (s.kind, s.command.as_str()),
+        (StatementKind::Ddl, "DROP TRIGGER")
+    );
+    assert_eq!(tables(&s), ["define:public.cards"]);
+}
+
+/// `UPDATE pg_settings` changes a setting through PostgreSQL's rewrite
+/// rule, whichever one its WHERE names when it runs.
+#[test]
+fn updating_pg_settings_is_a_setting_change_of_unknown_name() {
+    for sql in [
+        "UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
+        "UPDATE pg_catalog.pg_settings SET setting = 'evil' WHERE name = 'search_path'",
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (s.kind, s.command.as_str()),
+            (StatementKind::Privilege, "SET ROLE"),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        one("UPDATE app.pg_settings SET setting = 'x' WHERE name = 'y'").kind,
+        StatementKind::Update
+    );
+    assert_eq!(one("SELECT * FROM pg_settings").kind, StatementKind::Select);
+}
+
 /// The sequence a call names is the literal's value: two statements of
 /// one shape touch different sequences, and are analysed each.
 #[test]

@@ -441,6 +441,17 @@ impl Walker {
                 let _ = query.fetch.visit(walker);
             })
         };
+        // `FOR UPDATE`, `FOR SHARE` and the like lock the rows they read,
+        // which PostgreSQL lets only a role that may update them do: each
+        // table of the SELECT's FROM list (every one, whatever `OF` names)
+        // is updated as well as read.
+        let locks = !query.locks.is_empty();
+        let tail = |walker: &mut Walker| {
+            if locks {
+                walker.lock_scope_tables();
+            }
+            tail(walker);
+        };
         match query.body.as_ref() {
             SetExpr::Select(select) => self.select_then(select, tail),
             body => {
@@ -680,6 +691,25 @@ impl Walker {
                     self.add_source(alias, None);
                 }
             }
+        }
+    }
+
+    /// The tables of the innermost scope, rows of which a locking clause
+    /// locks: an update of each.
+    fn lock_scope_tables(&mut self) {
+        let tables: Vec<TableRef> = self
+            .scopes
+            .last()
+            .map(|scope| {
+                scope
+                    .sources
+                    .iter()
+                    .flat_map(|source| source.table.iter().chain(&source.joined).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for table in tables {
+            self.touched.table(table, TableAction::Update);
         }
     }
 
