@@ -1884,6 +1884,22 @@ async fn a_portal_bound_before_a_reload_is_not_run_after_it() {
     let replies = conn.until_ready().await;
     assert_eq!(code(&replies).as_deref(), Some("55000"), "{replies:?}");
     assert!(!replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
+    // Nor read by SQL FETCH, which reads a Bind's portal as a cursor.
+    conn.send(&query("ROLLBACK")).await;
+    conn.until_ready().await;
+    conn.send(&query("BEGIN")).await;
+    conn.until_ready().await;
+    conn.send(&cycle(&[parse("s2", "SELECT 'old'"), bind("p2", "s2")]))
+        .await;
+    assert_eq!(code(&conn.until_ready().await), None);
+    env.rewrite_config(&deny_words(&["old", "new"]));
+    reload::reload_from(&env.gateway.shared.plugins, &env.config_path)
+        .await
+        .unwrap();
+    conn.send(&query("FETCH ALL FROM p2")).await;
+    let replies = conn.until_ready().await;
+    assert_eq!(code(&replies).as_deref(), Some("55000"), "{replies:?}");
+    assert!(!replies.iter().any(|m| m.tag == b'D'), "{replies:?}");
     conn.send(&query("ROLLBACK")).await;
     conn.until_ready().await;
     // Bound again, it is judged by the new rules.

@@ -128,9 +128,17 @@ impl Cursors {
     /// that cursor was declared under plugins other than those in force
     /// (`generation`) — a DECLARE earlier in the same string counts, under
     /// these. Returns the string's DECLAREs, to follow once allowed; refuses
-    /// one past a cursor's bound, and a FETCH of an unknown cursor once
-    /// cursors went unfollowed.
-    pub fn resolve(&self, statements: &mut [Analysed], generation: u64) -> Result<Declared, Fatal> {
+    /// one past a cursor's bound, a FETCH of an unknown cursor once
+    /// cursors went unfollowed, and one of a name that is no SQL cursor
+    /// sluice follows but may be a protocol portal bound under plugins no
+    /// longer in force (`stale_portal`): SQL FETCH reads a Bind's portal
+    /// too, whose statement those plugins judged.
+    pub fn resolve(
+        &self,
+        statements: &mut [Analysed],
+        generation: u64,
+        stale_portal: impl Fn(&str) -> bool,
+    ) -> Result<Declared, Fatal> {
         let mut declared: Vec<(String, Cursor)> = Vec::new();
         for analysed in statements {
             match &analysed.cursor {
@@ -174,6 +182,14 @@ impl Cursors {
                         .map(|(_, cursor)| cursor)
                         .or_else(|| self.by_name.get(name));
                     let Some(cursor) = cursor else {
+                        if stale_portal(name) {
+                            return Err(Fatal::new(
+                                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                format!(
+                                    "\"{name}\" may be a portal bound before sluice's policies were reloaded: bind it again to be judged by the policies in force"
+                                ),
+                            ));
+                        }
                         if self.unknown_refused {
                             return Err(Fatal::new(
                                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -279,6 +295,11 @@ mod tests {
         Analyser::default().analyse(text, true)
     }
 
+    /// No protocol portal of the session was bound under older plugins.
+    fn no_portals(_: &str) -> bool {
+        false
+    }
+
     fn tables(analysed: &Analysed) -> Vec<String> {
         analysed
             .statement
@@ -291,7 +312,7 @@ mod tests {
     /// Declares `text` under plugin generation `generation`, allowed.
     fn declare(cursors: &mut Cursors, text: &str, cycle: u64, generation: u64) {
         let declared = cursors
-            .resolve(&mut analysed(text), generation)
+            .resolve(&mut analysed(text), generation, no_portals)
             .expect("within bounds");
         cursors.commit(declared, cycle);
     }
@@ -299,7 +320,9 @@ mod tests {
     /// What a FETCH under `generation` is judged as reading.
     fn fetched(cursors: &Cursors, text: &str, generation: u64) -> Vec<String> {
         let mut fetch = analysed(text);
-        cursors.resolve(&mut fetch, generation).expect("resolves");
+        cursors
+            .resolve(&mut fetch, generation, no_portals)
+            .expect("resolves");
         tables(&fetch[0])
     }
 
@@ -316,7 +339,7 @@ mod tests {
         assert!(fetched(&cursors, "FETCH 10 FROM c", 1).is_empty());
         // After a reload: what the cursor reads, columns too.
         let mut fetch = analysed("FETCH 10 FROM c");
-        cursors.resolve(&mut fetch, 2).unwrap();
+        cursors.resolve(&mut fetch, 2, no_portals).unwrap();
         assert_eq!(tables(&fetch[0]), ["cards"]);
         assert_eq!(fetch[0].statement.command, "FETCH");
         assert!(
@@ -346,7 +369,7 @@ mod tests {
     fn only_allowed_declarations_are_followed() {
         let cursors = Cursors::default();
         let mut refused = analysed("DECLARE c CURSOR FOR SELECT * FROM cards");
-        let _not_committed = cursors.resolve(&mut refused, 1).unwrap();
+        let _not_committed = cursors.resolve(&mut refused, 1, no_portals).unwrap();
         assert!(fetched(&cursors, "FETCH NEXT FROM c", 2).is_empty());
         assert!(cursors.by_name.is_empty());
     }
@@ -358,7 +381,7 @@ mod tests {
         let mut cursors = Cursors::default();
         let text = "BEGIN; DECLARE c CURSOR FOR SELECT * FROM cards; FETCH ALL FROM c; COMMIT";
         let mut both = analysed(text);
-        cursors.resolve(&mut both, 2).unwrap();
+        cursors.resolve(&mut both, 2, no_portals).unwrap();
         assert!(tables(&both[2]).is_empty());
         // An older cursor of the name, declared under other rules (the
         // server may refuse the new DECLARE and keep it): the FETCH is
@@ -370,7 +393,7 @@ mod tests {
             1,
         );
         let mut both = analysed(text);
-        let declared = cursors.resolve(&mut both, 2).unwrap();
+        let declared = cursors.resolve(&mut both, 2, no_portals).unwrap();
         assert_eq!(tables(&both[2]), ["merchants", "cards"]);
         cursors.commit(declared, 2);
         assert_eq!(
@@ -443,6 +466,41 @@ mod tests {
         assert_eq!(cursors.reads, 2);
     }
 
+    /// SQL FETCH reads a protocol portal as well as a cursor: one bound
+    /// under older plugins is refused, a cursor of that name sluice
+    /// follows is judged as a cursor.
+    #[test]
+    fn a_fetch_of_a_portal_bound_under_older_plugins_is_refused() {
+        let mut cursors = Cursors::default();
+        let stale = |name: &str| name == "p";
+        let refused = cursors
+            .resolve(&mut analysed("FETCH ALL FROM p"), 2, stale)
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code, sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
+        assert!(
+            refused.message.contains("bind it again"),
+            "{}",
+            refused.message
+        );
+        // Another name is no such portal.
+        cursors
+            .resolve(&mut analysed("FETCH ALL FROM q"), 2, stale)
+            .expect("an unknown name, no portal");
+        // A cursor of the name, followed: judged as the cursor.
+        let declared = cursors
+            .resolve(
+                &mut analysed("DECLARE p CURSOR FOR SELECT id FROM t"),
+                2,
+                stale,
+            )
+            .unwrap();
+        cursors.commit(declared, 1);
+        cursors
+            .resolve(&mut analysed("FETCH ALL FROM p"), 2, stale)
+            .expect("the cursor");
+    }
+
     /// Once cursors may have been declared unseen, a FETCH from one
     /// sluice does not know is refused; one it followed is judged as ever.
     #[test]
@@ -451,7 +509,7 @@ mod tests {
         assert!(fetched(&cursors, "FETCH NEXT FROM unseen", 1).is_empty());
         cursors.refuse_unknown_fetches();
         let refused = cursors
-            .resolve(&mut analysed("FETCH NEXT FROM unseen"), 1)
+            .resolve(&mut analysed("FETCH NEXT FROM unseen"), 1, no_portals)
             .err()
             .expect("refused");
         assert_eq!(refused.code, sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
@@ -488,7 +546,7 @@ mod tests {
         assert!(!cursors.by_name.contains_key("c0"));
         assert!(
             cursors
-                .resolve(&mut analysed("FETCH NEXT FROM c0"), 1)
+                .resolve(&mut analysed("FETCH NEXT FROM c0"), 1, no_portals)
                 .is_err()
         );
 
@@ -499,7 +557,7 @@ mod tests {
         let text = format!("DECLARE wide CURSOR FOR SELECT 1 FROM {}", wide.join(", "));
         declare(&mut cursors, &text, 1, 1);
         let refused = cursors
-            .resolve(&mut analysed(&text.replace(" t", " u")), 1)
+            .resolve(&mut analysed(&text.replace(" t", " u")), 1, no_portals)
             .err()
             .expect("refused");
         assert_eq!(refused.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);

@@ -2074,7 +2074,9 @@ impl Proxy<'_> {
             .and_then(|statements| self.prepared.check(&statements, false).map(|()| statements))
             .and_then(|mut statements| {
                 self.cursors
-                    .resolve(&mut statements, self.plugins_generation)
+                    .resolve(&mut statements, self.plugins_generation, |name| {
+                        self.portal_bound_before_reload(name)
+                    })
                     .map(|declared| (statements, declared))
             }) {
             Ok(resolved) => resolved,
