@@ -49,6 +49,16 @@ impl PluginKind {
             PluginKind::Approval => include_str!("../../plugins/template/src/approval.rs.tmpl"),
         }
     }
+
+    /// Lines for `[dependencies]` that this kind's template needs beyond
+    /// the SDK, each ending in a newline.
+    fn dependencies(self) -> &'static str {
+        match self {
+            PluginKind::Policy | PluginKind::Masking | PluginKind::Identity => "",
+            // Slack's interaction payloads in, Block Kit blocks out.
+            PluginKind::Approval => "serde_json = \"1\"\n",
+        }
+    }
 }
 
 impl std::fmt::Display for PluginKind {
@@ -274,6 +284,7 @@ fn fill(template: &str, name: &str, kind: PluginKind, sdk: &Path) -> String {
         .replace("{{crate_name}}", &name.replace('-', "_"))
         .replace("{{type_name}}", &type_name(name))
         .replace("{{kind}}", kind.name())
+        .replace("{{kind_dependencies}}", kind.dependencies())
         .replace("{{sdk_path}}", &toml_escape(sdk))
 }
 
@@ -377,6 +388,12 @@ mod tests {
             let manifest = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
             assert!(
                 manifest.contains(&format!("name = \"{name}\"")),
+                "{manifest}"
+            );
+            assert!(manifest.contains(kind.dependencies()), "{manifest}");
+            assert_eq!(
+                manifest.contains("serde_json"),
+                kind == PluginKind::Approval,
                 "{manifest}"
             );
             let lib = std::fs::read_to_string(made.join("src/lib.rs")).unwrap();
