@@ -22,6 +22,11 @@ use crate::auth::scram::Verifier;
 /// Port sluice listens on when the config names none.
 pub const DEFAULT_PORT: u16 = 6432;
 
+/// Longest name PostgreSQL keeps, in bytes (NAMEDATALEN - 1): of a schema,
+/// and of a principal, whose name is the startup `user` it logs in as
+/// (startup refuses a longer one: it could be no principal's).
+pub const MAX_NAME_BYTES: usize = 63;
+
 /// Startup parameters a client may pass upstream without asking anyone:
 /// presentation settings that change how values are rendered, nothing that
 /// changes what a statement is allowed to do.
@@ -325,6 +330,10 @@ pub struct LimitsConfig {
     pub message_stall_timeout_ms: Option<u64>,
     /// On SIGTERM, how long busy sessions may run before they are closed.
     pub shutdown_grace_ms: Option<u64>,
+    /// A session whose client sends nothing for this long while nothing
+    /// runs for it is ended (PCI DSS 8.2.8: an idle session needs a new
+    /// login); 0 turns it off.
+    pub idle_session_timeout_ms: Option<u64>,
 }
 
 /// `[startup]`: what a client may set when it connects.
@@ -930,6 +939,8 @@ pub struct Limits {
     pub max_logins_per_address: Option<usize>,
     pub message_stall_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `None`: sessions are never ended for being idle.
+    pub idle_session_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -941,6 +952,8 @@ impl Default for Limits {
             max_logins_per_address: None,
             message_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            // PCI DSS 8.2.8's fifteen minutes.
+            idle_session_timeout: Some(Duration::from_secs(15 * 60)),
         }
     }
 }
@@ -1129,6 +1142,12 @@ impl Config {
         for principal in &self.principals {
             if principal.name.is_empty() {
                 return Err(invalid("[[principals]] name must not be empty"));
+            }
+            if principal.name.len() > MAX_NAME_BYTES {
+                return Err(invalid(format!(
+                    "[[principals]] {:?}: a principal's name is at most {MAX_NAME_BYTES} bytes (it is the user name clients log in as)",
+                    principal.name
+                )));
             }
             if !names.insert(principal.name.clone()) {
                 return Err(invalid(format!(
@@ -1461,6 +1480,11 @@ impl Config {
             if entry.principal.trim().is_empty() {
                 return Err(at("principal must not be empty"));
             }
+            if entry.principal.len() > MAX_NAME_BYTES {
+                return Err(at(&format!(
+                    "principal is longer than {MAX_NAME_BYTES} bytes, which no principal's name is"
+                )));
+            }
             if entry.groups.is_empty() {
                 return Err(at(
                     "groups is empty: name the approver groups it answers for",
@@ -1568,7 +1592,7 @@ impl Config {
 /// cut silently).
 fn check_schema(schema: Option<&str>) -> Result<String, Error> {
     let schema = schema.unwrap_or(DEFAULT_AUDIT_SCHEMA);
-    if schema.is_empty() || schema.contains('\0') || schema.len() > 63 {
+    if schema.is_empty() || schema.contains('\0') || schema.len() > MAX_NAME_BYTES {
         return Err(invalid(format!(
             "[audit.postgres] schema {schema:?}: a schema name is 1 to 63 bytes, without NUL"
         )));
@@ -1718,6 +1742,11 @@ impl LimitsConfig {
                 defaults.shutdown_grace,
                 "shutdown_grace_ms",
             )?,
+            idle_session_timeout: match self.idle_session_timeout_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => defaults.idle_session_timeout,
+            },
         })
     }
 }
@@ -2349,6 +2378,48 @@ mod tests {
         .resolve(dir.path(), &Overrides::default(), &no_env)
         .unwrap_err();
         assert!(both.to_string().contains("not both"), "{both}");
+    }
+
+    #[test]
+    fn idle_sessions_end_after_fifteen_minutes_unless_configured() {
+        let idle = |limits: &str| {
+            resolve(&format!(
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[limits]\n{limits}"
+            ))
+            .unwrap()
+            .limits
+            .idle_session_timeout
+        };
+        assert_eq!(idle(""), Some(Duration::from_secs(900)));
+        assert_eq!(
+            idle("idle_session_timeout_ms = 60000"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(idle("idle_session_timeout_ms = 0"), None, "0 turns it off");
+    }
+
+    /// A principal's name is the startup `user`, which startup refuses past
+    /// 63 bytes: a longer one in the config could never log in, so it is
+    /// refused there too, as an approver's principal is.
+    #[test]
+    fn principal_names_are_at_most_63_bytes() {
+        let verifier = crate::auth::scram::make_verifier("t", 4096).to_string();
+        let principal = |name: &str| {
+            resolve(&format!(
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[[principals]]\nname=\"{name}\"\ntoken_verifier=\"{verifier}\""
+            ))
+        };
+        assert!(principal(&"n".repeat(63)).is_ok());
+        let error = principal(&"n".repeat(64)).unwrap_err().to_string();
+        assert!(error.contains("at most 63 bytes"), "{error}");
+        let approver = |name: &str| {
+            resolve(&format!(
+                "[upstream]\nurl=\"postgres://a@b/c\"\n[approvals.approvers]\nU1 = {{ principal = \"{name}\", groups = [\"dba\"] }}"
+            ))
+        };
+        assert!(approver(&"n".repeat(63)).is_ok());
+        let error = approver(&"n".repeat(64)).unwrap_err().to_string();
+        assert!(error.contains("longer than 63 bytes"), "{error}");
     }
 
     #[test]

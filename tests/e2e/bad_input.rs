@@ -228,6 +228,43 @@ async fn client_stalling_mid_message_is_dropped() {
     idle.until_ready().await;
 }
 
+/// A session whose client sends nothing for the idle timeout, with
+/// nothing running for it, is ended (PCI DSS 8.2.8: an idle session needs
+/// a new login), in or out of a transaction, with PostgreSQL's codes for
+/// its own idle timeouts; a statement that runs longer than the timeout
+/// is not idle time, and a client that keeps talking keeps its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_ended() {
+    let env = TestEnv::start_with(|settings| {
+        settings.limits.idle_session_timeout = Some(Duration::from_millis(600));
+    })
+    .await;
+    let mut busy = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let mut idle = RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    let mut in_transaction =
+        RawConn::login(env.addr(), &env.database, "agent", "agent-demo-token").await;
+    in_transaction.send(&query("BEGIN")).await;
+    in_transaction.until_ready().await;
+    // Longer than the timeout, then at once another: not idle.
+    busy.send(&query("SELECT pg_sleep(1)")).await;
+    let slept = busy.until_ready().await;
+    assert!(!slept.iter().any(|m| m.tag == b'E'), "{slept:?}");
+    for _ in 0..3 {
+        busy.send(&query("SELECT 1")).await;
+        busy.until_ready().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let error = idle.expect_error().await;
+    assert_eq!(error.code(), "57P05");
+    assert!(error.fields()[&b'M'].contains("log in again"), "{error:?}");
+    assert!(idle.closed().await);
+    let error = in_transaction.expect_error().await;
+    assert_eq!(error.code(), "25P03");
+    assert!(in_transaction.closed().await);
+    busy.send(&query("SELECT 1")).await;
+    busy.until_ready().await;
+}
+
 /// A client that never finishes logging in is dropped after the login
 /// timeout, at any step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

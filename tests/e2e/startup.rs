@@ -406,15 +406,11 @@ async fn tls_is_terminated_and_can_be_required() {
     );
 }
 
-/// Ten failed logins lock the principal and the address out (PCI DSS
-/// 8.3.4): even the right token is refused, with the same 28P01, and the
-/// gateway says why in its log. Other gateways' ledgers are their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_out() {
-    let env = TestEnv::start().await;
+/// Ten logins as `user` with the wrong `guess`, each refused with 28P01.
+async fn fail_logins(env: &TestEnv, user: &str, guess: &str) {
     for attempt in 0..10 {
-        let mut config = env.config("agent");
-        config.password("a wrong guess");
+        let mut config = env.config(user);
+        config.password(guess);
         let error = connect(&config).await.unwrap_err();
         assert_eq!(
             sqlstate(&error),
@@ -422,6 +418,15 @@ async fn repeated_failures_lock_out() {
             "attempt {attempt}: {error}"
         );
     }
+}
+
+/// Ten failed logins lock the principal and the address out (PCI DSS
+/// 8.3.4): even the right token is refused, with the same 28P01, and the
+/// gateway says why in its log. Other gateways' ledgers are their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_out() {
+    let env = TestEnv::start().await;
+    fail_logins(&env, "agent", "a wrong guess").await;
     // The right token no longer helps the agent ...
     let error = connect(&env.config("agent")).await.unwrap_err();
     assert_eq!(sqlstate(&error), Some("28P01"), "{error}");
@@ -442,6 +447,70 @@ async fn repeated_failures_lock_out() {
         .await
         .expect("nine failures or fewer lock nothing");
     assert!(env.gateway.shared.lockouts.active().is_empty());
+}
+
+/// A user name longer than PostgreSQL's 63 bytes is no principal's: it is
+/// refused at startup (28000, the name not quoted) before any
+/// authentication, so it neither runs an exchange nor fills the lockout
+/// ledger. 63 bytes start authentication as any name does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_name_longer_than_63_bytes_is_refused_at_startup() {
+    let env = TestEnv::start().await;
+    let database = env.database.as_str();
+    for long in ["a".repeat(64), "b".repeat(9_000)] {
+        let mut conn = RawConn::connect(env.addr()).await;
+        conn.send(&startup_message(
+            0,
+            &[("user", &long), ("database", database)],
+        ))
+        .await;
+        let error = conn.expect_error().await;
+        assert_eq!(error.code(), "28000", "{:?}", error.fields());
+        let message = &error.fields()[&b'M'];
+        assert!(message.contains("at most 63 bytes"), "{message}");
+        assert!(!message.contains(&long[..40]), "{message}");
+        assert!(conn.closed().await);
+    }
+    let failed = env
+        .gateway
+        .shared
+        .counters
+        .failed_logins
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failed, 0, "no authentication was tried");
+
+    let longest = "c".repeat(63);
+    let mut conn = RawConn::connect(env.addr()).await;
+    conn.send(&startup_message(
+        0,
+        &[("user", &longest), ("database", database)],
+    ))
+    .await;
+    let sasl = conn.recv().await.expect("an authentication request");
+    assert_eq!(sasl.tag, b'R', "{sasl:?}");
+}
+
+/// Failed logins under names no principal has are counted apart from
+/// principals' (a flood of them cannot push a principal's count out of the
+/// ledger), and still against the address; the client is told the same
+/// 28P01 either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_are_counted_apart_and_against_the_address() {
+    let env = TestEnv::start().await;
+    fail_logins(&env, "mallory", "a guess").await;
+    let mut locked = locked_subjects(&env);
+    locked.sort();
+    assert_eq!(
+        locked,
+        ["address 127.0.0.1", "unknown user \"mallory\""],
+        "{locked:?}"
+    );
+    let error = connect(&env.config("agent")).await.unwrap_err();
+    assert_eq!(
+        sqlstate(&error),
+        Some("28P01"),
+        "the address is locked: {error}"
+    );
 }
 
 /// The lockout judges each proof when it arrives, not when its login

@@ -71,6 +71,8 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const INTERNAL_ERROR: &str = "XX000";

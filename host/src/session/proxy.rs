@@ -558,6 +558,8 @@ enum Event {
     ClientClosed,
     ServerClosed,
     ClientStalled,
+    /// The client sent nothing for the idle timeout while nothing ran.
+    ClientIdle,
     PhaseChanged,
 }
 
@@ -605,6 +607,10 @@ struct Proxy<'a> {
     /// Set while the client has sent part of a message: it must finish it
     /// before this deadline.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Ends a session idle too long (see [`Proxy::poll_idle`]); armed
+    /// (`idle_armed`) each time the session starts waiting on its client.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_armed: bool,
     /// The gateway's phase, as of the last change seen.
     phase: Phase,
     /// Resolves when the gateway's phase changes. Kept across turns of the
@@ -824,6 +830,8 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
         cycles: VecDeque::new(),
         transaction: upstream.ready_status,
         stall: None,
+        idle: None,
+        idle_armed: false,
         phase: *shared.phase.borrow(),
         phase_changed: watch_phase(shared.phase.clone()),
         client_first: true,
@@ -924,7 +932,10 @@ impl Proxy<'_> {
                 Err(end) => return end,
             };
             let handled = match event {
-                Event::ClientData => self.on_client_data().await,
+                Event::ClientData => {
+                    self.idle_armed = false;
+                    self.on_client_data().await
+                }
                 Event::ServerData => match self.on_server_data().await {
                     // The answer a held message waited for came.
                     Ok(()) if self.deferred.is_some() && self.cycles_done > self.waiting_for => {
@@ -944,6 +955,7 @@ impl Proxy<'_> {
                     sqlstate::PROTOCOL_VIOLATION,
                     "client stalled in the middle of a message",
                 ))),
+                Event::ClientIdle => Err(End::Fatal(self.idle_refusal())),
                 Event::PhaseChanged => Ok(()),
             };
             if let Err(end) = handled {
@@ -1002,6 +1014,9 @@ impl Proxy<'_> {
                 && stall.as_mut().poll(cx).is_ready()
             {
                 return Poll::Ready(Ok(Event::ClientStalled));
+            }
+            if self.poll_idle(cx) {
+                return Poll::Ready(Ok(Event::ClientIdle));
             }
             if let Poll::Ready(receiver) = self.phase_changed.as_mut().poll(cx) {
                 self.phase = *receiver.borrow();
@@ -1166,6 +1181,61 @@ impl Proxy<'_> {
     /// ParameterStatus, which comes before that cycle's ReadyForQuery.
     fn wait_for_the_setting(&self, text: &str) -> Option<u64> {
         (self.cycles_done < self.cycles_sent && text.contains('\\')).then(|| self.cycles_sent - 1)
+    }
+
+    /// Whether the session has sat idle for the idle timeout: its client
+    /// sent nothing since the session last began to wait on it, with no
+    /// statement running, nothing held and nothing half-read. The clock
+    /// starts when the session starts waiting (a long statement's time is
+    /// not idle time), once per wait: a timer reset per transaction.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.shared.settings.limits.idle_session_timeout else {
+            return false;
+        };
+        let waits_on_client = self.cycles.is_empty()
+            && self.deferred.is_none()
+            && self.client_in.is_empty()
+            && matches!(self.reader, ServerReader::Boundary);
+        if !waits_on_client {
+            self.idle_armed = false;
+            return false;
+        }
+        if !self.idle_armed {
+            let deadline = tokio::time::Instant::now() + timeout;
+            match &mut self.idle {
+                Some(idle) => idle.as_mut().reset(deadline),
+                None => self.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.idle_armed = true;
+        }
+        self.idle
+            .as_mut()
+            .is_some_and(|idle| idle.as_mut().poll(cx).is_ready())
+    }
+
+    /// Why an idle session ends, in PostgreSQL's own codes for its idle
+    /// timeouts: a new login is what the client needs (PCI DSS 8.2.8).
+    fn idle_refusal(&self) -> Fatal {
+        let timeout = self
+            .shared
+            .settings
+            .limits
+            .idle_session_timeout
+            .unwrap_or_default();
+        let (code, what) = match self.transaction {
+            b'I' => (sqlstate::IDLE_SESSION_TIMEOUT, "idle-session"),
+            _ => (
+                sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                "idle-in-transaction",
+            ),
+        };
+        Fatal::new(
+            code,
+            format!(
+                "terminating connection due to {what} timeout: the client sent nothing for {}s; log in again",
+                timeout.as_secs_f64()
+            ),
+        )
     }
 
     /// A client that leaves half a message in the buffer must make progress

@@ -25,9 +25,9 @@ use super::cancel::UpstreamKey;
 use super::options;
 use super::{Fatal, Peer};
 use crate::audit::Event;
-use crate::auth::lockout::{Checked, LOCKOUT, Lockout, Subject};
+use crate::auth::lockout::{Checked, Claim, LOCKOUT, Lockout, Subject};
 use crate::auth::scram::{self, ScramServer, Verifier};
-use crate::config::Hook;
+use crate::config::{Hook, MAX_NAME_BYTES};
 use crate::gateway::Shared;
 use crate::plugin::bindings::identity::exports::sluice::gateway::identity::AuthError;
 use crate::plugin::bindings::types::{ConnectionInfo, Principal};
@@ -494,16 +494,7 @@ struct Request {
 }
 
 fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request, Fatal> {
-    let user = startup
-        .get("user")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            Fatal::new(
-                sqlstate::INVALID_AUTHORIZATION,
-                "no PostgreSQL user name specified in startup packet",
-            )
-        })?
-        .to_owned();
+    let user = check_user(startup)?;
     let database = startup
         .get("database")
         .filter(|d| !d.is_empty())
@@ -575,6 +566,35 @@ fn check_parameters(shared: &Shared, startup: &StartupMessage) -> Result<Request
         forwarded,
         options,
     })
+}
+
+/// The startup `user`: present, and no longer than a principal's name can
+/// be. PostgreSQL cuts a longer name to its 63 bytes; sluice's principals
+/// are its own names, none longer ([`MAX_NAME_BYTES`]), so a longer one
+/// can never log in and is refused before any authentication: no SCRAM
+/// exchange, no count in the lockout ledger, whose records it would
+/// otherwise make up to 10 KB each.
+fn check_user(startup: &StartupMessage) -> Result<String, Fatal> {
+    let user = startup
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?;
+    if user.len() > MAX_NAME_BYTES {
+        // Not quoted: it is long, and whatever the client sent.
+        return Err(Fatal::new(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "user name is {} bytes: a sluice principal's name is at most {MAX_NAME_BYTES} bytes, as PostgreSQL's are",
+                user.len()
+            ),
+        ));
+    }
+    Ok(user.to_owned())
 }
 
 /// Judges the settings of the client's startup `options` as the SET
@@ -734,14 +754,14 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// A failed login, counted toward lockouts right here: no await between
-    /// the failure and its count, so a login timeout that drops the future
-    /// cannot lose it.
-    fn failed(&self, why: &str) -> AuthFailure {
+    /// A failed login, counted toward lockouts right here (against the
+    /// user name as `claim` says it is): no await between the failure and
+    /// its count, so a login timeout that drops the future cannot lose it.
+    fn failed(&self, why: &str, claim: Claim) -> AuthFailure {
         let started = self
             .shared
             .lockouts
-            .failed(self.user, self.peer.lockout_address());
+            .failed(self.user, claim, self.peer.lockout_address());
         self.failed_counted(why, started)
     }
 
@@ -776,6 +796,7 @@ impl Attempt<'_> {
     fn locked_for_log(&self, subject: &Subject) -> String {
         match subject {
             Subject::Principal(_) => format!("principal {:?}", self.logged_user),
+            Subject::UnknownUser(_) => format!("unknown user {:?}", self.logged_user),
             address => address.to_string(),
         }
     }
@@ -857,14 +878,18 @@ async fn authenticate(
     if !plugins.identifies() {
         let principal = shared.principals.get(user);
         let verifier = principal.map(|p| p.verifier.clone());
-        scram_exchange(attempt, client, buf, verifier).await?;
+        let claim = match principal {
+            Some(_) => Claim::Principal,
+            None => Claim::Unknown,
+        };
+        scram_exchange(attempt, client, buf, verifier, claim).await?;
         return match principal {
             Some(p) => Ok(Principal {
                 id: p.name.clone(),
                 groups: p.groups.clone(),
                 attributes: Vec::new(),
             }),
-            None => Err(attempt.failed("unknown user")),
+            None => Err(attempt.failed("unknown user", Claim::Unknown)),
         };
     }
 
@@ -881,7 +906,8 @@ async fn authenticate(
         // above); should it not parse all the same, the exchange runs to
         // its end and fails, like an unknown user's.
         let verifier = secret.scram_verifier.parse::<Verifier>().ok();
-        scram_exchange(attempt, client, buf, verifier).await?;
+        // A plugin vouched for the name: its failures are a principal's.
+        scram_exchange(attempt, client, buf, verifier, Claim::Principal).await?;
         // The client chose how long to take: a reload meanwhile (a
         // revoked user, a changed secret) is asked whether it still
         // vouches for the same secret and principal.
@@ -894,6 +920,7 @@ async fn authenticate(
                 Ok(_) => {
                     return Err(attempt.failed(
                         "the identity plugins were reloaded during this login and no longer vouch for this user's secret",
+                        Claim::Principal,
                     ));
                 }
                 Err(fault) => {
@@ -911,9 +938,12 @@ async fn authenticate(
         // Refused as an unknown user is, after a SCRAM exchange that
         // fails: refused at once, a name no plugin knows could be told
         // from one it knows by the method asked for.
-        scram_exchange(attempt, client, buf, None).await?;
+        // No credential is checked here, and the mock verifier fails
+        // whatever is sent: counted as a name no principal has.
+        scram_exchange(attempt, client, buf, None, Claim::Unknown).await?;
         return Err(attempt.failed(
             "no verifier for this user, and bearer tokens are accepted only over TLS or loopback",
+            Claim::Unknown,
         ));
     }
     let mut out = BytesMut::new();
@@ -940,7 +970,16 @@ async fn authenticate(
     // log must not hold.
     match answer {
         Ok(Ok(principal)) => Ok(principal),
-        Ok(Err(error)) => Err(attempt.failed(&without_secret(&describe_auth_error(&error), token))),
+        Ok(Err(error)) => {
+            // Only a name every plugin said it does not know is counted
+            // apart; a token judged wrong counts against the principal.
+            let claim = match error {
+                AuthError::UnknownUser => Claim::Unknown,
+                _ => Claim::Principal,
+            };
+            let why = without_secret(&describe_auth_error(&error), token);
+            Err(attempt.failed(&why, claim))
+        }
         Err(fault) => Err(attempt.unjudged(&without_secret(
             &format!("identity plugin failed: {fault}"),
             token,
@@ -959,12 +998,16 @@ fn describe_auth_error(error: &AuthError) -> String {
 
 /// Runs a SCRAM-SHA-256 exchange with the client. Without a verifier (an
 /// unknown user) it runs against a made-up one and fails at the end, so the
-/// two failures look alike on the wire.
+/// two failures look alike on the wire. A wrong proof is counted against
+/// the user name as `claim` says it is: a name no principal has is counted
+/// apart, so a flood of made-up names cannot push principals' counts out
+/// of the ledger (see [`crate::auth::lockout`]).
 async fn scram_exchange(
     attempt: Attempt<'_>,
     client: &mut Stream,
     buf: &mut BytesMut,
     verifier: Option<Verifier>,
+    claim: Claim,
 ) -> Result<(), AuthFailure> {
     let known = verifier.is_some();
     let mut server = match verifier {
@@ -1009,6 +1052,7 @@ async fn scram_exchange(
     // is counted under the same lock, before anything awaits.
     let checked = attempt.shared.lockouts.check_proof(
         attempt.user,
+        claim,
         attempt.peer.lockout_address(),
         || server.server_final(response.body()),
         |error| matches!(error, scram::Error::WrongProof),
@@ -1135,6 +1179,40 @@ mod tests {
         let long = without_secret(&"x".repeat(5000), token);
         assert!(long.len() < 500, "{}", long.len());
         assert_eq!(without_secret("token expired", token), "token expired");
+    }
+
+    /// A user name longer than any principal's (63 bytes, PostgreSQL's
+    /// limit) is refused before authentication, without being quoted; 63
+    /// bytes pass.
+    #[test]
+    fn a_user_name_longer_than_63_bytes_is_refused() {
+        let startup = |user: &str| StartupMessage {
+            minor_version: 0,
+            parameters: vec![("user".to_owned(), user.to_owned())],
+        };
+        let longest = "é".repeat(31) + "a";
+        assert_eq!(longest.len(), 63);
+        assert_eq!(check_user(&startup(&longest)).ok(), Some(longest));
+        for long in ["a".repeat(64), "é".repeat(32), "x".repeat(9_000)] {
+            let refusal = check_user(&startup(&long)).unwrap_err();
+            assert_eq!(refusal.code, sqlstate::INVALID_AUTHORIZATION);
+            assert!(
+                refusal.message.contains("at most 63 bytes"),
+                "{}",
+                refusal.message
+            );
+            assert!(
+                !refusal.message.contains(&long[..32]),
+                "{}",
+                refusal.message
+            );
+        }
+        let none = check_user(&startup("")).unwrap_err();
+        assert!(
+            none.message.contains("no PostgreSQL user name"),
+            "{}",
+            none.message
+        );
     }
 
     #[test]
