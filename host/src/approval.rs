@@ -246,6 +246,7 @@ mod tests {
                 id: "agent".into(),
                 groups: vec![],
                 attributes: vec![],
+                expires_at: None,
             },
             statement_text: "DELETE FROM orders WHERE id = 1".into(),
             parameters: Vec::new(),

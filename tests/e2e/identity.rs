@@ -5,7 +5,7 @@
 //! may read.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -265,6 +265,43 @@ async fn static_tokens_and_idp_tokens_decide_who_logs_in() {
     ] {
         refused_login(login(&env, "carol", &bad).await, what);
     }
+}
+
+/// A session lasts no longer than the token it logged in with: its first
+/// message after the token's expiry (and the plugin's leeway) ends it,
+/// and a fresh token logs in again. A static token's session is not
+/// timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = key();
+    let env = start(dir.path(), &idp).await;
+    // Expired 57 s ago: three seconds left of the default 60 s leeway.
+    let short = login(
+        &env,
+        "carol",
+        &token(&idp, serde_json::json!({"exp": now() - 57})),
+    )
+    .await
+    .expect("logs in within the leeway");
+    let lasting = login(&env, "carol", &token(&idp, serde_json::json!({})))
+        .await
+        .expect("logs in");
+    let agent = login(&env, "agent", "agent-demo-token")
+        .await
+        .expect("a static token logs in");
+    short.simple_query("SELECT id FROM orders").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let error = short
+        .simple_query("SELECT id FROM orders")
+        .await
+        .expect_err("the token expired");
+    assert_eq!(sqlstate(&error), Some("28000"), "{error}");
+    let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains("log in again"), "{message}");
+    assert!(short.is_closed());
+    lasting.simple_query("SELECT id FROM orders").await.unwrap();
+    agent.simple_query("SELECT id FROM orders").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

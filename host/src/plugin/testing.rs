@@ -34,6 +34,7 @@ pub fn session() -> Arc<SessionInfo> {
             id: "agent".into(),
             groups: vec!["agents".into()],
             attributes: vec![],
+            expires_at: None,
         },
         connection: ConnectionInfo {
             client_address: "127.0.0.1:50000".into(),

@@ -611,6 +611,10 @@ struct Proxy<'a> {
     /// (`idle_armed`) each time the session starts waiting on its client.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_armed: bool,
+    /// When the proof the client logged in with stops being good (a bearer
+    /// token's expiry, as the identity plugin gave it): its first message
+    /// after that ends the session.
+    credentials_expire: Option<tokio::time::Instant>,
     /// The gateway's phase, as of the last change seen.
     phase: Phase,
     /// Resolves when the gateway's phase changes. Kept across turns of the
@@ -747,6 +751,19 @@ struct Proxy<'a> {
     last_description: Option<SeenDescription>,
 }
 
+/// The moment on the session's clock that `expires_at` (Unix
+/// milliseconds, from the identity plugin) names.
+fn credentials_deadline(expires_at: u64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    // Ten years ahead is as good as never, and the clock holds it.
+    let left = expires_at
+        .saturating_sub(now_ms)
+        .min(10 * 365 * 86_400 * 1000);
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+}
+
 /// Runs the session's statement loop until it ends.
 pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, session: Established) {
     let Established {
@@ -764,6 +781,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
     } = session;
     let database = connection.database.clone();
     tracing::debug!(%database, "statement loop starts");
+    let credentials_expire = principal.expires_at.map(credentials_deadline);
     let registration = upstream_key.map(|key| shared.cancel.register(key));
 
     let mut to_client = BytesMut::with_capacity(1024);
@@ -845,6 +863,7 @@ pub async fn run(shared: &Shared, mut client: Stream, client_buf: BytesMut, sess
             principal,
             connection,
         }),
+        credentials_expire,
         cycles_sent: 0,
         cycles_done: 0,
         refusing: None,
@@ -1213,6 +1232,19 @@ impl Proxy<'_> {
             .is_some_and(|idle| idle.as_mut().poll(cx).is_ready())
     }
 
+    /// Why the session ends now, if the credentials it logged in with
+    /// have expired: a token's holder must show a fresh one, not ride an
+    /// old login for as long as the connection lasts.
+    fn credentials_expired(&self) -> Option<Fatal> {
+        let expire = self.credentials_expire?;
+        (tokio::time::Instant::now() >= expire).then(|| {
+            Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                "terminating connection: the credentials this session logged in with have expired; log in again",
+            )
+        })
+    }
+
     /// Why an idle session ends, in PostgreSQL's own codes for its idle
     /// timeouts: a new login is what the client needs (PCI DSS 8.2.8).
     fn idle_refusal(&self) -> Fatal {
@@ -1255,6 +1287,9 @@ impl Proxy<'_> {
     }
 
     async fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
+        if let Some(expired) = self.credentials_expired() {
+            return Err(End::Fatal(expired));
+        }
         if let Err(error) = frontend::check(&frame) {
             return Err(End::Fatal(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,

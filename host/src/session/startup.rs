@@ -888,6 +888,7 @@ async fn authenticate(
                 id: p.name.clone(),
                 groups: p.groups.clone(),
                 attributes: Vec::new(),
+                expires_at: None,
             }),
             None => Err(attempt.failed("unknown user", Claim::Unknown)),
         };

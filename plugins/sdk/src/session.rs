@@ -118,6 +118,7 @@ mod tests {
                 id: "ana".into(),
                 groups: vec!["analysts".into()],
                 attributes: vec![],
+                expires_at: None,
             },
             connection: ConnectionInfo {
                 database: "payments".into(),

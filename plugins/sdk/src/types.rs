@@ -220,12 +220,14 @@ impl StatementKind {
 }
 
 impl Default for Principal {
-    /// A principal with an empty id, no groups and no attributes.
+    /// A principal with an empty id, no groups and no attributes, whose
+    /// identity does not expire.
     fn default() -> Self {
         Principal {
             id: String::new(),
             groups: Vec::new(),
             attributes: Vec::new(),
+            expires_at: None,
         }
     }
 }

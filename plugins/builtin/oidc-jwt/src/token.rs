@@ -145,7 +145,7 @@ impl Verifier {
 
         // Signed by the IdP: the claims can be believed from here on.
         self.check_audience(&claims)?;
-        self.check_time(&claims, now_ms)?;
+        let expires_at = self.check_time(&claims, now_ms)?;
         let id = match claims.get(&self.settings.user_claim) {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             _ => {
@@ -172,6 +172,8 @@ impl Verifier {
             id,
             groups,
             attributes: attributes.into_iter().collect(),
+            // The session ends when the token would no longer be taken.
+            expires_at: Some(expires_at),
         })
     }
 
@@ -229,8 +231,9 @@ impl Verifier {
     }
 
     /// `exp` is required and must be in the future, `nbf` (if there) must
-    /// not be, each give or take the leeway.
-    fn check_time(&self, claims: &Map<String, Value>, now_ms: u64) -> Result<(), AuthError> {
+    /// not be, each give or take the leeway. Returns when the token stops
+    /// being taken (its `exp` and the leeway), in Unix milliseconds.
+    fn check_time(&self, claims: &Map<String, Value>, now_ms: u64) -> Result<u64, AuthError> {
         // Seconds as f64: NumericDate may have a fraction (RFC 7519 2), and
         // f64 holds Unix milliseconds exactly for millennia.
         let now = now_ms as f64 / 1000.0;
@@ -247,7 +250,8 @@ impl Verifier {
         {
             return Err(AuthError::Expired);
         }
-        Ok(())
+        // Past `now`, so positive; `as` saturates a date beyond u64's.
+        Ok(((exp + leeway) * 1000.0) as u64)
     }
 
     /// The groups claim: an array of strings, or one string; absent (or
@@ -426,6 +430,9 @@ mod tests {
             principal.attributes,
             [pair("iss", ISSUER), pair("sub", "agent")]
         );
+        // Its session lasts as long as the token is taken: exp and the
+        // default 60 s leeway.
+        assert_eq!(principal.expires_at, Some((NOW as u64 + 300 + 60) * 1000));
     }
 
     #[test]

@@ -200,6 +200,8 @@ impl Directory {
                 // BTreeMap: sorted by name, so policies and the audit trail
                 // see the same order whatever order the file used.
                 attributes: entry.attributes.into_iter().collect(),
+                // A token in this file is good until the file changes.
+                expires_at: None,
             };
             principals.insert(
                 name,

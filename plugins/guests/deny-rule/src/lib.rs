@@ -175,6 +175,7 @@ mod tests {
                     id: "kim".into(),
                     groups: groups.iter().map(|g| g.to_string()).collect(),
                     attributes: vec![],
+                    expires_at: None,
                 },
                 ..SessionInfo::default()
             })

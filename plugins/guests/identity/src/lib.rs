@@ -104,6 +104,7 @@ fn principal(id: &str, groups: &[String], attributes: &BTreeMap<String, String>)
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect(),
+        expires_at: None,
     }
 }
 
