@@ -400,7 +400,7 @@ async fn broken_plugins_are_refused_at_load() {
     let cases = [
         (
             plugin("p", "policy", &older.display().to_string(), ""),
-            "was built against sluice:gateway@0.1.0, and this sluice speaks sluice:gateway@0.3.0",
+            "was built against sluice:gateway@0.1.0, and this sluice speaks sluice:gateway@0.4.0",
         ),
         (
             plugin("p", "policy", guest::GUEST_PASS_THROUGH, ""),

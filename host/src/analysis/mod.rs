@@ -34,7 +34,7 @@ use crate::plugin::bindings::types::{
     CopyEndpoint, SettingChange, Statement, StatementKind, TableAction, TableRef, Wrapper,
 };
 use lexer::Token;
-pub use statement::{leading_command, privilege_setting};
+pub use statement::{leading_command, privilege_setting, stronger_kind};
 use walk::{Copied, Touched};
 
 /// What running a statement does to the session's own state that sluice

@@ -81,6 +81,24 @@ pub fn kind_by_function(facts: &mut Facts) {
     privilege_by_function(facts);
 }
 
+/// Of two kinds a statement may be judged as, the one a policy must see:
+/// a privilege change before a utility before a notification before any
+/// other (which the statement's own kind stays). `a` wins a tie.
+pub fn stronger_kind(
+    a: (StatementKind, String),
+    b: (StatementKind, String),
+) -> (StatementKind, String) {
+    fn rank(kind: StatementKind) -> u8 {
+        match kind {
+            StatementKind::Privilege => 3,
+            StatementKind::Utility => 2,
+            StatementKind::Notification => 1,
+            _ => 0,
+        }
+    }
+    if rank(b.0) > rank(a.0) { b } else { a }
+}
+
 /// A statement that calls `set_config()` to set the role or session
 /// authorization, or a setting whose name is only known when it runs, is
 /// judged as the privilege change it is or may be, whatever else it does.

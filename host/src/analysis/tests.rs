@@ -533,8 +533,13 @@ fn acting_builtins_are_judged_as_what_they_do() {
             StatementKind::Utility,
             "pg_terminate_backend()",
         ),
-        // A sequence named only when it runs.
+        // A sequence named only when it runs, or by its OID.
         ("SELECT nextval($1)", StatementKind::Utility, "nextval()"),
+        (
+            "SELECT setval('16400', 1)",
+            StatementKind::Utility,
+            "setval()",
+        ),
     ] {
         let s = one(sql);
         assert_eq!((s.kind, s.command.as_str()), (kind, command), "{sql}");
@@ -603,8 +608,17 @@ fn locking_reads_update_what_they_lock() {
     for sql in [
         "SELECT id FROM orders FOR KEY SHARE",
         "SELECT id FROM orders FOR NO KEY UPDATE",
+        "TABLE orders FOR UPDATE",
     ] {
         assert_eq!(one(sql).kind, StatementKind::Unparsed, "{sql}");
+    }
+    // A parenthesised query, and a subquery in FROM: PostgreSQL locks
+    // the rows each reads.
+    for sql in [
+        "(SELECT id FROM orders) FOR UPDATE",
+        "SELECT 1 FROM (SELECT id FROM orders) s FOR UPDATE",
+    ] {
+        assert_eq!(tables(&one(sql)), ["read:orders", "update:orders"], "{sql}");
     }
     // In a subquery, its own FROM list.
     assert_eq!(
@@ -701,6 +715,10 @@ fn relations_are_read_from_regclass_text_as_postgresql_reads_them() {
         "\"unterminated",
         "a;b",
         "\"\"",
+        // An OID, and none: which relation is the catalog's to say.
+        "16400",
+        " 42 ",
+        "-",
     ] {
         assert_eq!(named(bad), None, "{bad:?}");
     }

@@ -115,10 +115,24 @@ pub struct Touched {
     pub tables: Vec<TableAccess>,
     pub columns: Vec<ColumnRef>,
     pub functions: Vec<FunctionRef>,
+    /// Inside a query with a locking clause (`FOR UPDATE`, `FOR SHARE`):
+    /// the rows it reads are locked, which PostgreSQL lets only a role
+    /// that may update them do, so every table read there is updated
+    /// too. (PostgreSQL locks the tables of the FROM list and of
+    /// subqueries in it; a subquery elsewhere counts here as well, which
+    /// errs on the side of asking more.)
+    pub locking: bool,
 }
 
 impl Touched {
     pub fn table(&mut self, table: TableRef, action: TableAction) {
+        if self.locking && action == TableAction::Read {
+            self.add_table(table.clone(), TableAction::Update);
+        }
+        self.add_table(table, action);
+    }
+
+    fn add_table(&mut self, table: TableRef, action: TableAction) {
         let seen = self
             .tables
             .iter()
@@ -441,17 +455,10 @@ impl Walker {
                 let _ = query.fetch.visit(walker);
             })
         };
-        // `FOR UPDATE`, `FOR SHARE` and the like lock the rows they read,
-        // which PostgreSQL lets only a role that may update them do: each
-        // table of the SELECT's FROM list (every one, whatever `OF` names)
-        // is updated as well as read.
-        let locks = !query.locks.is_empty();
-        let tail = |walker: &mut Walker| {
-            if locks {
-                walker.lock_scope_tables();
-            }
-            tail(walker);
-        };
+        // `FOR UPDATE`, `FOR SHARE` and the like lock the rows they read
+        // (see `Touched::locking`), whatever `OF` names.
+        let locking_before = self.touched.locking;
+        self.touched.locking |= !query.locks.is_empty();
         match query.body.as_ref() {
             SetExpr::Select(select) => self.select_then(select, tail),
             body => {
@@ -459,6 +466,7 @@ impl Walker {
                 tail(self);
             }
         }
+        self.touched.locking = locking_before;
         self.ctes.truncate(visible_before);
     }
 
@@ -691,25 +699,6 @@ impl Walker {
                     self.add_source(alias, None);
                 }
             }
-        }
-    }
-
-    /// The tables of the innermost scope, rows of which a locking clause
-    /// locks: an update of each.
-    fn lock_scope_tables(&mut self) {
-        let tables: Vec<TableRef> = self
-            .scopes
-            .last()
-            .map(|scope| {
-                scope
-                    .sources
-                    .iter()
-                    .flat_map(|source| source.table.iter().chain(&source.joined).cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for table in tables {
-            self.touched.table(table, TableAction::Update);
         }
     }
 
@@ -1053,10 +1042,16 @@ fn plain_string(args: &[FunctionArg], index: usize) -> Option<Result<String, Str
 /// The relation a `regclass` text names, read as PostgreSQL reads it:
 /// `name`, `schema.name` or `database.schema.name`, each part a plain
 /// identifier (folded to lower case) or a quoted one (`"Orders"`, `""`
-/// for a quote inside). `None` for text that is no such name.
+/// for a quote inside). `None` for text that is no such name, and for an
+/// OID (`'16400'`).
 pub fn relation_named(text: &str) -> Option<TableRef> {
     let mut parts = Vec::new();
     let mut rest = text.trim();
+    // Digits are an OID, and `-` none: which relation is the catalog's to
+    // say.
+    if rest == "-" || (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
     loop {
         let (part, after) = if let Some(quoted) = rest.strip_prefix('"') {
             let mut part = String::new();

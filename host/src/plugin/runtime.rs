@@ -25,7 +25,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// (`wit/`). A plugin built against another names it in its imports and
 /// exports, and is refused with both versions named (see
 /// [`foreign_contract_versions`]).
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 /// The versions of the `sluice:gateway` package that a component's
 /// imports and exports name, other than [`CONTRACT_VERSION`], without

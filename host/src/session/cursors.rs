@@ -34,8 +34,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::analysis::{Analysed, CursorUse};
-use crate::plugin::bindings::types::{ColumnRef, FunctionRef, SettingChange, TableAccess};
+use crate::analysis::{Analysed, CursorUse, stronger_kind};
+use crate::plugin::bindings::types::{
+    ColumnRef, FunctionRef, SettingChange, StatementKind, TableAccess,
+};
 use crate::protocol::sqlstate;
 
 use super::Fatal;
@@ -75,6 +77,10 @@ struct Cursor {
     columns: Vec<ColumnRef>,
     functions: Vec<FunctionRef>,
     settings: Vec<SettingChange>,
+    /// What its DECLAREs were judged as, the strongest of them (see
+    /// [`stronger_kind`]): a cursor over `pg_terminate_backend()` is a
+    /// utility at each FETCH, which runs it.
+    kind: Option<(StatementKind, String)>,
     /// Each of the above as printed, to add each thing once in constant
     /// time (a hostile DECLARE may name thousands).
     seen: HashSet<String>,
@@ -97,6 +103,11 @@ impl Cursor {
         add_new(&mut self.seen, &mut self.columns, &statement.columns);
         add_new(&mut self.seen, &mut self.functions, &statement.functions);
         add_new(&mut self.seen, &mut self.settings, &statement.settings);
+        let declared_as = (statement.kind, statement.command.clone());
+        self.kind = Some(match self.kind.take() {
+            Some(kind) => stronger_kind(kind, declared_as),
+            None => declared_as,
+        });
     }
 }
 
@@ -176,20 +187,23 @@ impl Cursors {
                     }
                 }
                 CursorUse::Fetch { name } => {
+                    // Checked first: a cursor sluice follows may share the
+                    // name (closed since, unseen), and the server reads
+                    // the portal.
+                    if stale_portal(name) {
+                        return Err(Fatal::new(
+                            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                            format!(
+                                "\"{name}\" may be a portal bound before sluice's policies were reloaded: bind it again to be judged by the policies in force"
+                            ),
+                        ));
+                    }
                     let cursor = declared
                         .iter()
                         .find(|(declared, _)| declared == name)
                         .map(|(_, cursor)| cursor)
                         .or_else(|| self.by_name.get(name));
                     let Some(cursor) = cursor else {
-                        if stale_portal(name) {
-                            return Err(Fatal::new(
-                                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                format!(
-                                    "\"{name}\" may be a portal bound before sluice's policies were reloaded: bind it again to be judged by the policies in force"
-                                ),
-                            ));
-                        }
                         if self.unknown_refused {
                             return Err(Fatal::new(
                                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -211,6 +225,13 @@ impl Cursors {
                     statement.columns.extend(cursor.columns.iter().cloned());
                     statement.functions.extend(cursor.functions.iter().cloned());
                     statement.settings.extend(cursor.settings.iter().cloned());
+                    // And what it amounts to: each FETCH runs its query.
+                    if let Some(kind) = &cursor.kind {
+                        (statement.kind, statement.command) = stronger_kind(
+                            (statement.kind, std::mem::take(&mut statement.command)),
+                            kind.clone(),
+                        );
+                    }
                 }
             }
         }
@@ -466,9 +487,10 @@ mod tests {
         assert_eq!(cursors.reads, 2);
     }
 
-    /// SQL FETCH reads a protocol portal as well as a cursor: one bound
-    /// under older plugins is refused, a cursor of that name sluice
-    /// follows is judged as a cursor.
+    /// SQL FETCH reads a protocol portal as well as a cursor: a name that
+    /// may be one bound under older plugins is refused, even where a
+    /// cursor of that name is followed (closed since, unseen: the server
+    /// reads the portal).
     #[test]
     fn a_fetch_of_a_portal_bound_under_older_plugins_is_refused() {
         let mut cursors = Cursors::default();
@@ -487,18 +509,49 @@ mod tests {
         cursors
             .resolve(&mut analysed("FETCH ALL FROM q"), 2, stale)
             .expect("an unknown name, no portal");
-        // A cursor of the name, followed: judged as the cursor.
+        // A cursor of the name, followed: refused all the same.
         let declared = cursors
             .resolve(
                 &mut analysed("DECLARE p CURSOR FOR SELECT id FROM t"),
                 2,
-                stale,
+                no_portals,
             )
             .unwrap();
         cursors.commit(declared, 1);
-        cursors
-            .resolve(&mut analysed("FETCH ALL FROM p"), 2, stale)
-            .expect("the cursor");
+        assert!(
+            cursors
+                .resolve(&mut analysed("FETCH ALL FROM p"), 2, stale)
+                .is_err()
+        );
+    }
+
+    /// A FETCH from a cursor declared under older plugins is judged as
+    /// what its DECLARE was: one over `pg_terminate_backend()` is a
+    /// utility, since each FETCH runs the function again.
+    #[test]
+    fn a_stale_cursor_s_fetch_is_judged_as_its_declare_s_kind() {
+        let mut cursors = Cursors::default();
+        let declared = cursors
+            .resolve(
+                &mut analysed(
+                    "DECLARE c CURSOR WITH HOLD FOR SELECT pg_terminate_backend(p) FROM generate_series(1, 9) p",
+                ),
+                1,
+                no_portals,
+            )
+            .unwrap();
+        cursors.commit(declared, 1);
+        let mut fetch = analysed("FETCH NEXT FROM c");
+        cursors.resolve(&mut fetch, 2, no_portals).unwrap();
+        let statement = &fetch[0].statement;
+        assert_eq!(
+            (statement.kind, statement.command.as_str()),
+            (StatementKind::Utility, "pg_terminate_backend()")
+        );
+        // Under the plugins that judged it, the FETCH is judged alone.
+        let mut fetch = analysed("FETCH NEXT FROM c");
+        cursors.resolve(&mut fetch, 1, no_portals).unwrap();
+        assert_eq!(fetch[0].statement.kind, StatementKind::Select);
     }
 
     /// Once cursors may have been declared unseen, a FETCH from one

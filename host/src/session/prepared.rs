@@ -50,7 +50,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::analysis::{Analysed, Analyser, Effect};
-use crate::plugin::bindings::types::{StatementKind, Wrapper};
+use crate::plugin::bindings::types::Wrapper;
 use crate::protocol::sqlstate;
 
 use super::Fatal;
@@ -553,12 +553,12 @@ impl Prepared {
                     .extend(arguments.settings.iter().cloned());
                 // And so is what they amount to: an argument that sets the
                 // role or ends a backend makes the EXECUTE a privilege
-                // change or a utility (see `kind_by_function`), whatever
-                // query it runs.
-                if arguments.kind != StatementKind::Prepared {
-                    statement.kind = arguments.kind;
-                    statement.command = arguments.command.clone();
-                }
+                // change or a utility (see `kind_by_function`) — unless
+                // the query it runs is judged as something stronger still.
+                (statement.kind, statement.command) = crate::analysis::stronger_kind(
+                    (statement.kind, std::mem::take(&mut statement.command)),
+                    (arguments.kind, arguments.command.clone()),
+                );
                 resolved.push(Analysed {
                     statement,
                     // What it runs changes no prepared statement; an
@@ -712,6 +712,7 @@ pub fn setting_unsure() -> Fatal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::bindings::types::StatementKind;
 
     /// A session's statements holding `name`, parsed and confirmed in
     /// cycle 0.
@@ -760,6 +761,45 @@ mod tests {
         assert_eq!(
             check("PREPARE q AS SELECT 1; DEALLOCATE q; PREPARE q AS SELECT 2"),
             Ok(())
+        );
+    }
+
+    /// An EXECUTE is judged as the stronger of what it runs and what its
+    /// arguments do: an argument that notifies neither hides a prepared
+    /// `pg_terminate_backend()` nor is lost on a plain query.
+    #[test]
+    fn an_execute_is_judged_as_the_stronger_of_its_query_and_its_arguments() {
+        let mut analyser = Analyser::default();
+        let mut judged = |prepared: &mut Prepared, text: &str| {
+            let resolved = prepared
+                .resolve(analyser.analyse(text, true), &mut analyser)
+                .unwrap();
+            let statement = &resolved[0].statement;
+            (statement.kind, statement.command.clone())
+        };
+        let mut terminating = defined("s", "SELECT pg_terminate_backend($1::int)");
+        assert_eq!(
+            judged(
+                &mut terminating,
+                "EXECUTE s(length(pg_notify('c', 'x')::text))"
+            ),
+            (StatementKind::Utility, "pg_terminate_backend()".to_owned())
+        );
+        let mut plain = defined("s", "SELECT $1::int");
+        assert_eq!(
+            judged(&mut plain, "EXECUTE s(length(pg_notify('c', 'x')::text))"),
+            (StatementKind::Notification, "pg_notify()".to_owned())
+        );
+        assert_eq!(
+            judged(
+                &mut plain,
+                "EXECUTE s(length(set_config('role', 'x', false)))"
+            ),
+            (StatementKind::Privilege, "SET ROLE".to_owned())
+        );
+        assert_eq!(
+            judged(&mut plain, "EXECUTE s(1)"),
+            (StatementKind::Select, "SELECT".to_owned())
         );
     }
 

@@ -1211,7 +1211,10 @@ impl Proxy<'_> {
         let Some(timeout) = self.shared.settings.limits.idle_session_timeout else {
             return false;
         };
+        // An extended-protocol cycle not yet closed by a Sync (pipelined
+        // Executes, a COPY begun before it) may be running.
         let waits_on_client = self.cycles.is_empty()
+            && !self.extended_open
             && self.deferred.is_none()
             && self.client_in.is_empty()
             && matches!(self.reader, ServerReader::Boundary);

@@ -136,33 +136,33 @@ pub mod wit {
 
                     /// The types and imports every kind of plugin shares.
                     world host {
-                        import sluice:gateway/types@0.3.0;
-                        import sluice:gateway/session@0.3.0;
-                        import sluice:gateway/log@0.3.0;
-                        import sluice:gateway/config@0.3.0;
-                        import sluice:gateway/clock@0.3.0;
+                        import sluice:gateway/types@0.4.0;
+                        import sluice:gateway/session@0.4.0;
+                        import sluice:gateway/log@0.4.0;
+                        import sluice:gateway/config@0.4.0;
+                        import sluice:gateway/clock@0.4.0;
                     }
 
                     /// What every kind of plugin exports.
                     world plugin {
-                        export sluice:gateway/plugin@0.3.0;
+                        export sluice:gateway/plugin@0.4.0;
                     }
 
                     world policy {
-                        export sluice:gateway/policy@0.3.0;
+                        export sluice:gateway/policy@0.4.0;
                     }
 
                     world masking {
-                        export sluice:gateway/masking@0.3.0;
+                        export sluice:gateway/masking@0.4.0;
                     }
 
                     world identity {
-                        export sluice:gateway/identity@0.3.0;
+                        export sluice:gateway/identity@0.4.0;
                     }
 
                     world approval {
-                        import sluice:gateway/slack@0.3.0;
-                        export sluice:gateway/approval@0.3.0;
+                        import sluice:gateway/slack@0.4.0;
+                        export sluice:gateway/approval@0.4.0;
                     }
                 ",
                 path: "../../wit",
@@ -176,11 +176,11 @@ pub mod wit {
     #[allow(missing_docs)]
     pub mod host {
         bindings!("host", generate_unused_types: true, with: {
-            "sluice:gateway/types@0.3.0": generate,
-            "sluice:gateway/session@0.3.0": generate,
-            "sluice:gateway/log@0.3.0": generate,
-            "sluice:gateway/config@0.3.0": generate,
-            "sluice:gateway/clock@0.3.0": generate,
+            "sluice:gateway/types@0.4.0": generate,
+            "sluice:gateway/session@0.4.0": generate,
+            "sluice:gateway/log@0.4.0": generate,
+            "sluice:gateway/config@0.4.0": generate,
+            "sluice:gateway/clock@0.4.0": generate,
         });
     }
 
@@ -199,8 +199,8 @@ pub mod wit {
         bindings!(
             "policy",
             with: {
-                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/session@0.3.0": crate::wit::host::sluice::gateway::session,
+                "sluice:gateway/types@0.4.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.4.0": crate::wit::host::sluice::gateway::session,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::policy",
@@ -213,8 +213,8 @@ pub mod wit {
         bindings!(
             "masking",
             with: {
-                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/session@0.3.0": crate::wit::host::sluice::gateway::session,
+                "sluice:gateway/types@0.4.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/session@0.4.0": crate::wit::host::sluice::gateway::session,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::masking",
@@ -226,7 +226,7 @@ pub mod wit {
     pub mod identity {
         bindings!(
             "identity",
-            with: { "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types },
+            with: { "sluice:gateway/types@0.4.0": crate::wit::host::sluice::gateway::types },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::identity",
             export_macro_name: "__export_identity",
@@ -238,8 +238,8 @@ pub mod wit {
         bindings!(
             "approval",
             with: {
-                "sluice:gateway/types@0.3.0": crate::wit::host::sluice::gateway::types,
-                "sluice:gateway/slack@0.3.0": generate,
+                "sluice:gateway/types@0.4.0": crate::wit::host::sluice::gateway::types,
+                "sluice:gateway/slack@0.4.0": generate,
             },
             pub_export_macro: true,
             default_bindings_module: "sluice_plugin::wit::approval",

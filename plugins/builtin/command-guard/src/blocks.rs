@@ -103,7 +103,11 @@ impl Block {
             Block::AlterSystem => {
                 (command == "ALTER SYSTEM").then(|| "ALTER SYSTEM is not allowed".to_owned())
             }
-            Block::CopyToStdout => (statement.kind == StatementKind::CopyOut
+            // By the endpoint, not the kind: a COPY whose query calls a
+            // function that acts (an advisory lock, say) comes as the
+            // utility it also is, and exports all the same. (A COPY FROM
+            // STDIN raised so is refused too: fail closed.)
+            Block::CopyToStdout => (statement.kind != StatementKind::CopyIn
                 && statement.copy_endpoint == Some(CopyEndpoint::Stdio))
             .then(|| "COPY ... TO STDOUT exports data in bulk and is not allowed".to_owned()),
             Block::CopyFile => matches!(statement.copy_endpoint, Some(CopyEndpoint::File(_)))

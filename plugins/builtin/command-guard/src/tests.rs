@@ -136,6 +136,10 @@ fn exports_are_refused_to_agents_only() {
     assert_eq!(refused_by(&export, "analysts"), None);
     let import = copy(StatementKind::CopyIn, CopyEndpoint::Stdio);
     assert_eq!(refused_by(&import, "agents"), None);
+    // An export whose query takes an advisory lock comes as a utility: it
+    // exports all the same.
+    let raised = copy(StatementKind::Utility, CopyEndpoint::Stdio);
+    assert_eq!(refused_by(&raised, "agents").as_deref(), Some("no-export"));
 }
 
 #[test]
