@@ -254,6 +254,10 @@ pub struct UpstreamConfig {
     pub tls: UpstreamTlsMode,
     /// CA bundle (PEM) for `verify-full`.
     pub tls_ca_file: Option<PathBuf>,
+    /// SCRAM channel binding to the server's certificate: `prefer`
+    /// (default), `require` or `disable`, as libpq's `channel_binding`.
+    #[serde(default)]
+    pub channel_binding: ChannelBindingMode,
     /// How long to wait for the server to accept and log in.
     pub connect_timeout_ms: Option<u64>,
     /// The ways the server may ask for the service password:
@@ -293,6 +297,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("databases", &self.databases)
             .field("tls", &self.tls)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("channel_binding", &self.channel_binding)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("auth_methods", &self.auth_methods)
             .finish()
@@ -310,6 +315,24 @@ pub enum UpstreamTlsMode {
     Require,
     /// TLS, certificate chain and host name checked against `tls_ca_file`.
     VerifyFull,
+}
+
+/// Whether sluice binds its SCRAM login to the server's TLS certificate
+/// (`tls-server-end-point`), as libpq's `channel_binding` setting: a
+/// relay that answers with a certificate of its own and passes the SCRAM
+/// exchange on to the real server is caught by the server.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelBindingMode {
+    /// Never bind (and send `n`: the client does not bind).
+    Disable,
+    /// Over TLS, bind when the server offers SCRAM-SHA-256-PLUS, and send
+    /// `y` otherwise, so a server that can bind sees the downgrade.
+    #[default]
+    Prefer,
+    /// Log in only with SCRAM-SHA-256-PLUS over TLS: any other method, or
+    /// a server that does not offer -PLUS, is refused.
+    Require,
 }
 
 /// `[limits]`: bounds that keep one session from hurting the others.
@@ -826,6 +849,7 @@ pub struct UpstreamSettings {
     pub password: Option<Secret>,
     pub tls: UpstreamTlsMode,
     pub tls_ca_file: Option<PathBuf>,
+    pub channel_binding: ChannelBindingMode,
     pub connect_timeout: Duration,
     pub auth_methods: AuthMethods,
     /// The audit database's schema for sluice's tables (`[audit.postgres]`
@@ -905,6 +929,7 @@ impl std::fmt::Debug for UpstreamSettings {
             .field("databases", &self.databases)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("channel_binding", &self.channel_binding)
             .field("schema", &self.schema)
             .finish()
     }
@@ -1359,6 +1384,7 @@ impl Config {
             password,
             tls: security.tls,
             tls_ca_file: security.tls_ca_file,
+            channel_binding: security.channel_binding,
             connect_timeout: security.connect_timeout,
             auth_methods: security.auth_methods,
             schema: check_schema(postgres.schema.as_deref())?,
@@ -1580,6 +1606,7 @@ impl Config {
             password,
             tls: security.tls,
             tls_ca_file: security.tls_ca_file,
+            channel_binding: security.channel_binding,
             connect_timeout: security.connect_timeout,
             auth_methods: security.auth_methods,
             schema: DEFAULT_AUDIT_SCHEMA.to_owned(),
@@ -1612,14 +1639,16 @@ fn check_schema(schema: Option<&str>) -> Result<String, Error> {
 struct ConnectionSecurity {
     tls: UpstreamTlsMode,
     tls_ca_file: Option<PathBuf>,
+    channel_binding: ChannelBindingMode,
     connect_timeout: Duration,
     auth_methods: AuthMethods,
 }
 
 /// What `[upstream]` and `[audit.postgres]` say of how to connect: TLS
 /// (`verify-full` needs the CA to verify against), the CA file relative to
-/// the config file, the connect timeout (5 s by default) and the ways the
-/// server may ask for the password.
+/// the config file, channel binding (`require` needs TLS and a SCRAM login),
+/// the connect timeout (5 s by default) and the ways the server may ask for
+/// the password.
 fn connection_security(
     table: &str,
     section: Option<&UpstreamConfig>,
@@ -1641,6 +1670,19 @@ fn connection_security(
         Some(names) => AuthMethods::from_names(table, names)?,
         None => AuthMethods::default_for(has_password),
     };
+    let channel_binding = section.map(|s| s.channel_binding).unwrap_or_default();
+    if channel_binding == ChannelBindingMode::Require {
+        if tls == UpstreamTlsMode::Disable {
+            return Err(invalid(format!(
+                "[{table}] channel_binding = \"require\" needs tls = \"require\" or \"verify-full\": channel binding binds to the server's TLS certificate"
+            )));
+        }
+        if !auth_methods.scram_sha_256 {
+            return Err(invalid(format!(
+                "[{table}] channel_binding = \"require\" needs scram-sha-256 in auth_methods: only SCRAM-SHA-256-PLUS binds"
+            )));
+        }
+    }
     if tls != UpstreamTlsMode::VerifyFull && has_password {
         if auth_methods.password {
             tracing::warn!(
@@ -1661,6 +1703,7 @@ fn connection_security(
     Ok(ConnectionSecurity {
         tls,
         tls_ca_file,
+        channel_binding,
         connect_timeout,
         auth_methods,
     })
@@ -1973,6 +2016,47 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn upstream_channel_binding_is_prefer_unless_configured() {
+        let base = "[upstream]\nurl = \"postgres://a@b/c\"\npassword_env = \"P\"\n";
+        let with = |extra: &str| {
+            Config::from_toml(&format!("{base}{extra}"), Path::new("sluice.toml"))?.resolve(
+                Path::new("."),
+                &Overrides::default(),
+                &|name| (name == "P").then(|| "pw".to_owned()),
+            )
+        };
+        let mode = |extra: &str| with(extra).map(|s| s.upstream.channel_binding);
+        assert_eq!(mode("").unwrap(), ChannelBindingMode::Prefer);
+        assert_eq!(
+            mode("channel_binding = \"disable\"\n").unwrap(),
+            ChannelBindingMode::Disable
+        );
+        assert_eq!(
+            mode("channel_binding = \"prefer\"\n").unwrap(),
+            ChannelBindingMode::Prefer
+        );
+        assert_eq!(
+            mode("tls = \"require\"\nchannel_binding = \"require\"\n").unwrap(),
+            ChannelBindingMode::Require
+        );
+        assert!(mode("channel_binding = \"maybe\"\n").is_err());
+
+        // `require` without TLS, or without SCRAM, could never log in.
+        let error = mode("channel_binding = \"require\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[upstream] channel_binding = \"require\" needs tls"),
+            "{error}"
+        );
+        let error =
+            mode("tls = \"require\"\nchannel_binding = \"require\"\nauth_methods = [\"md5\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("needs scram-sha-256"), "{error}");
     }
 
     #[test]

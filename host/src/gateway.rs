@@ -70,7 +70,7 @@ pub struct Counters {
 pub struct Shared {
     pub settings: Settings,
     pub principals: HashMap<String, Principal>,
-    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub server_tls: Option<transport::ServerTls>,
     pub upstream: Upstream,
     pub plugins: Arc<Plugins>,
     pub approvals: crate::approval::Approvals,
@@ -138,14 +138,14 @@ impl Gateway {
     /// key and CA files), as `sluice check` does, without binding anything.
     /// Plugins are loaded and their configuration checked too.
     pub async fn check(settings: &Settings) -> Result<(), Error> {
-        Self::tls_acceptor(settings)?;
+        Self::server_tls(settings)?;
         // Fail at startup, not at the first session, on a bad CA file.
         Upstream::new(settings.upstream.clone())?;
         Plugins::load(&settings.plugins).await?;
         Ok(())
     }
 
-    fn tls_acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, Error> {
+    fn server_tls(settings: &Settings) -> Result<Option<transport::ServerTls>, Error> {
         Ok(match &settings.tls {
             Some(files) => Some(transport::server_acceptor(files)?),
             None => None,
@@ -154,7 +154,7 @@ impl Gateway {
 
     /// Checks the settings and binds the listening socket.
     pub async fn bind(settings: Settings) -> Result<Gateway, Error> {
-        let tls_acceptor = Self::tls_acceptor(&settings)?;
+        let server_tls = Self::server_tls(&settings)?;
         let upstream = Upstream::new(settings.upstream.clone())?;
         let plugins = Arc::new(Plugins::load(&settings.plugins).await?);
         if plugins.current().approves() && settings.approvers.is_empty() {
@@ -225,7 +225,7 @@ impl Gateway {
                 ),
                 settings,
                 principals,
-                tls_acceptor,
+                server_tls,
                 upstream,
                 plugins,
                 approvals,

@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::auth::scram;
 use crate::config::{ListenTls, UpstreamTlsMode};
 
 /// A connection to a client or to PostgreSQL.
@@ -127,18 +128,66 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// The acceptor for clients that ask for TLS.
-pub fn server_acceptor(files: &ListenTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+/// What sluice serves clients that ask for TLS: the acceptor, and the
+/// `tls-server-end-point` channel-binding data of its certificate (`None`
+/// when RFC 5929 gives no hash for it, Ed25519: then SCRAM-SHA-256-PLUS is
+/// not offered).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub end_point: Option<Vec<u8>>,
+}
+
+/// The acceptor for clients that ask for TLS, and its certificate's
+/// channel-binding data, computed once here.
+pub fn server_acceptor(files: &ListenTls) -> Result<ServerTls, TlsError> {
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
         path: files.key.clone(),
         source,
     })?;
+    // The first certificate in the file is the one sent first: the
+    // server's own, the one clients hash.
+    let end_point = match certs
+        .first()
+        .map(|cert| scram::tls_server_end_point(cert.as_ref()))
+    {
+        Some(Ok(end_point)) => Some(end_point),
+        Some(Err(error)) => {
+            tracing::warn!(
+                path = %files.cert.display(),
+                %error,
+                "clients cannot use SCRAM channel binding: SCRAM-SHA-256-PLUS is not offered"
+            );
+            None
+        }
+        None => None,
+    };
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(ServerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        end_point,
+    })
+}
+
+/// The `tls-server-end-point` channel-binding data of the certificate
+/// the server presented on `stream`, a TLS connection to PostgreSQL.
+pub fn peer_end_point(stream: &Stream) -> Result<Vec<u8>, scram::Error> {
+    let Stream::ClientTls(tls) = stream else {
+        return Err(scram::Error::Certificate("the connection is not tls"));
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or(scram::Error::Certificate(
+            "the server presented no certificate",
+        ))?;
+    scram::tls_server_end_point(certificate.as_ref())
 }
 
 /// The connector for the upstream link, or `None` when TLS is disabled.

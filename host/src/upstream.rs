@@ -8,6 +8,15 @@
 //! SCRAM-SHA-256 alone when a password is configured, where the server
 //! proves it knows the password; the server, or whoever answers at its
 //! address, chooses the method).
+//!
+//! Over TLS the SCRAM login is bound to the server's certificate
+//! (SCRAM-SHA-256-PLUS with `tls-server-end-point`) when the server offers
+//! it, as libpq's `channel_binding=prefer` does: a relay that answers the
+//! SSLRequest with a certificate of its own (accepted by `tls = "require"`)
+//! and passes the exchange on to the real server is caught by the server.
+//! When TLS is used and -PLUS is not offered, sluice says `y` ("I could
+//! bind"), so a server that can bind sees the offer was stripped.
+//! `channel_binding = "require"` refuses every login but a bound one.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,7 +29,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::{AuthMethods, Secret, UpstreamSettings};
+use crate::auth::scram;
+use crate::config::{AuthMethods, ChannelBindingMode, Secret, UpstreamSettings};
 use crate::protocol::frame::{Frame, read_frame};
 use crate::protocol::reply::encode;
 use crate::protocol::{backend, tag};
@@ -52,6 +62,8 @@ pub enum Error {
     MethodNotAllowed(&'static str),
     #[error("upstream scram exchange failed: {0}")]
     Scram(io::Error),
+    #[error("upstream channel binding: {0}")]
+    ChannelBinding(String),
     #[error("unexpected message {0:?} from the upstream server during login")]
     Unexpected(char),
     /// The server refused the login; the fields are its ErrorResponse.
@@ -274,7 +286,7 @@ async fn login(
     stream.write_all(&out).await?;
 
     let mut buf = BytesMut::with_capacity(8192);
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram = Scram::default();
     // Whether the server said the login succeeded: nothing else counts.
     let mut authenticated = false;
     let mut password_asked = false;
@@ -354,13 +366,65 @@ fn decode_authentication(frame: &Frame) -> Result<Authentication, Error> {
         .ok_or_else(|| Error::UnsupportedAuthentication(format!("code {code}")))
 }
 
+/// sluice's side of the SCRAM login upstream.
+#[derive(Default)]
+struct Scram {
+    /// The exchange under way, between the server's offer and its proof.
+    client: Option<ScramSha256>,
+    /// Whether the exchange under way is bound to the TLS certificate.
+    plus: bool,
+    /// Whether the server proved itself in a bound exchange.
+    bound: bool,
+}
+
+/// The SCRAM mechanism to select from the server's `mechanisms`, and the
+/// channel binding to run it with, as libpq chooses them.
+fn choose_scram(
+    mechanisms: &[String],
+    mode: ChannelBindingMode,
+    stream: &Stream,
+) -> Result<(&'static str, ChannelBinding), Error> {
+    let offers = |name: &str| mechanisms.iter().any(|m| m == name);
+    let plain = |binding: ChannelBinding| {
+        if offers(scram::MECHANISM) {
+            Ok((scram::MECHANISM, binding))
+        } else {
+            Err(Error::UnsupportedAuthentication(mechanisms.join(", ")))
+        }
+    };
+    match mode {
+        // 'n': honest about not binding.
+        ChannelBindingMode::Disable => plain(ChannelBinding::unsupported()),
+        ChannelBindingMode::Require if !stream.is_tls() => Err(Error::ChannelBinding(
+            "channel_binding = \"require\", but the connection to the server is not tls".to_owned(),
+        )),
+        ChannelBindingMode::Prefer if !stream.is_tls() => plain(ChannelBinding::unsupported()),
+        _ if offers(scram::MECHANISM_PLUS) => {
+            // The certificate the server sent on this connection: a relay's
+            // own, if one sits in between, which the server then refuses.
+            let end_point = transport::peer_end_point(stream)
+                .map_err(|error| Error::ChannelBinding(error.to_string()))?;
+            Ok((
+                scram::MECHANISM_PLUS,
+                ChannelBinding::tls_server_end_point(end_point),
+            ))
+        }
+        ChannelBindingMode::Require => Err(Error::ChannelBinding(
+            "channel_binding = \"require\", but the server does not offer SCRAM-SHA-256-PLUS"
+                .to_owned(),
+        )),
+        // 'y': sluice could bind; a server that can sees the downgrade.
+        ChannelBindingMode::Prefer => plain(ChannelBinding::unrequested()),
+    }
+}
+
 /// Answers one Authentication request. `password_asked`: whether the
 /// server asked for the password in some form before this request.
 async fn authenticate(
     stream: &mut Stream,
     settings: &UpstreamSettings,
     auth: Authentication,
-    scram: &mut Option<ScramSha256>,
+    scram: &mut Scram,
     password_asked: bool,
 ) -> Result<(), Error> {
     let password = || settings.password.as_ref().ok_or(Error::PasswordRequired);
@@ -369,7 +433,7 @@ async fn authenticate(
     // proof may come: an "ok", or a request for the password in a weaker
     // form, before the server proved it knows the verifier is what a
     // server in the middle would send.
-    if scram.is_some()
+    if scram.client.is_some()
         && !matches!(
             auth,
             Authentication::SASLContinue(_) | Authentication::SASLFinal(_)
@@ -381,6 +445,24 @@ async fn authenticate(
     }
     if let Some(method) = disallowed(&auth, settings.auth_methods, password_asked) {
         return Err(Error::MethodNotAllowed(method));
+    }
+    // With `require`, only a bound SCRAM exchange logs sluice in: an "ok"
+    // before the server proved itself in one, or any other method, is
+    // what a server in the middle would answer.
+    if settings.channel_binding == ChannelBindingMode::Require {
+        let unbound = match &auth {
+            Authentication::SASL(_)
+            | Authentication::SASLContinue(_)
+            | Authentication::SASLFinal(_) => false,
+            Authentication::Ok => !scram.bound,
+            _ => true,
+        };
+        if unbound {
+            return Err(Error::ChannelBinding(
+                "channel_binding = \"require\", but the server authenticated sluice without channel binding"
+                    .to_owned(),
+            ));
+        }
     }
     match auth {
         Authentication::Ok => return Ok(()),
@@ -397,23 +479,19 @@ async fn authenticate(
             encode(&Password::new(hashed), &mut out);
         }
         Authentication::SASL(mechanisms) => {
-            if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
-                return Err(Error::UnsupportedAuthentication(mechanisms.join(", ")));
-            }
+            let (mechanism, binding) = choose_scram(&mechanisms, settings.channel_binding, stream)?;
             let secret: &Secret = password()?;
-            // No channel binding: sluice checks the server with TLS itself,
-            // and 'n' is honest about not binding.
-            let client =
-                ScramSha256::new(secret.expose().as_bytes(), ChannelBinding::unsupported());
+            let client = ScramSha256::new(secret.expose().as_bytes(), binding);
             let initial = SASLInitialResponse::new(
-                "SCRAM-SHA-256".to_owned(),
+                mechanism.to_owned(),
                 Some(Bytes::copy_from_slice(client.message())),
             );
             encode(&initial, &mut out);
-            *scram = Some(client);
+            scram.client = Some(client);
+            scram.plus = mechanism == scram::MECHANISM_PLUS;
         }
         Authentication::SASLContinue(data) => {
-            let client = scram.as_mut().ok_or(Error::Unexpected('R'))?;
+            let client = scram.client.as_mut().ok_or(Error::Unexpected('R'))?;
             client.update(&data).map_err(Error::Scram)?;
             encode(
                 &SASLResponse::new(Bytes::copy_from_slice(client.message())),
@@ -421,12 +499,13 @@ async fn authenticate(
             );
         }
         Authentication::SASLFinal(data) => {
-            let client = scram.as_mut().ok_or(Error::Unexpected('R'))?;
+            let client = scram.client.as_mut().ok_or(Error::Unexpected('R'))?;
             // Proves the server knew the verifier: a server that merely
             // says "ok" without it is refused.
             client.finish(&data).map_err(Error::Scram)?;
             // Done: the "ok" that follows is now the server's to send.
-            *scram = None;
+            scram.client = None;
+            scram.bound = scram.plus;
             return Ok(());
         }
         Authentication::KerberosV5 => {
@@ -438,4 +517,40 @@ async fn authenticate(
     }
     stream.write_all(&out).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    /// Without TLS there is no certificate to bind to: `prefer` and
+    /// `disable` say `n`, `require` refuses, whatever the server offers.
+    #[test]
+    fn without_tls_nothing_is_bound() {
+        let both = offer(&[scram::MECHANISM_PLUS, scram::MECHANISM]);
+        for mode in [ChannelBindingMode::Disable, ChannelBindingMode::Prefer] {
+            let (mechanism, _) = choose_scram(&both, mode, &Stream::Detached).expect("plain");
+            assert_eq!(mechanism, scram::MECHANISM);
+        }
+        let error = choose_scram(&both, ChannelBindingMode::Require, &Stream::Detached)
+            .err()
+            .expect("refused");
+        assert!(matches!(error, Error::ChannelBinding(_)), "{error:?}");
+        assert!(error.to_string().contains("not tls"), "{error}");
+
+        // A server offering only -PLUS (or nothing known) over plain TCP.
+        for offered in [offer(&[scram::MECHANISM_PLUS]), offer(&["SCRAM-SHA-1"])] {
+            let error = choose_scram(&offered, ChannelBindingMode::Prefer, &Stream::Detached)
+                .err()
+                .expect("refused");
+            assert!(
+                matches!(error, Error::UnsupportedAuthentication(_)),
+                "{error:?}"
+            );
+        }
+    }
 }

@@ -328,6 +328,74 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
     conn.until_ready().await;
 }
 
+/// Over TLS sluice offers SCRAM-SHA-256-PLUS bound to its own
+/// certificate: libpq with `channel_binding=require` logs in, with a
+/// certificate hashed with SHA-256 and one hashed with SHA-384 (RFC 5929
+/// follows the signature's hash), and a wrong token still fails as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_channel_binding_required_logs_in_over_tls() {
+    for algorithm in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let env = TestEnv::start_with_config_and("", move |settings| {
+            settings.tls = Some(sluice::config::ListenTls {
+                cert: cert_path,
+                key: key_path,
+            });
+        })
+        .await
+        .unwrap();
+
+        let conninfo = env
+            .conninfo("agent")
+            .replace("sslmode=disable", "sslmode=require channel_binding=require");
+        let (ok, stdout, stderr) = run_with_password(
+            "psql",
+            &[&conninfo, "-XAtc", "SELECT count(*) FROM cards"],
+            "agent-demo-token",
+            None,
+        )
+        .await;
+        assert!(ok, "{algorithm:?}: {stderr}");
+        assert_eq!(stdout.trim(), "26");
+
+        let (ok, _, stderr) = run_with_password(
+            "psql",
+            &[&conninfo, "-XAtc", "SELECT 1"],
+            "not-the-token",
+            None,
+        )
+        .await;
+        assert!(!ok);
+        assert!(stderr.contains("authentication failed"), "{stderr}");
+
+        // Without TLS -PLUS is not offered, and libpq refuses to go on.
+        let plain = env
+            .conninfo("agent")
+            .replace("sslmode=disable", "sslmode=disable channel_binding=require");
+        let (ok, _, stderr) = run_with_password(
+            "psql",
+            &[&plain, "-XAtc", "SELECT 1"],
+            "agent-demo-token",
+            None,
+        )
+        .await;
+        assert!(!ok);
+        assert!(stderr.contains("channel binding"), "{stderr}");
+    }
+}
+
 /// TLS with a configured certificate: psql negotiates it, and
 /// `require_tls` refuses plaintext clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

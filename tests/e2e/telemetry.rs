@@ -43,7 +43,8 @@ impl Receiver {
             cert: certs.cert.clone(),
             key: certs.key.clone(),
         })
-        .unwrap();
+        .unwrap()
+        .acceptor;
         Receiver::start_with(Some(acceptor)).await
     }
 

@@ -217,6 +217,151 @@ async fn upstream_tls_require_and_verify_full() {
     assert_eq!(sqlstate(&error), Some("08006"));
 }
 
+/// `config` with `lines` added to its `[upstream]` table.
+fn with_upstream(config: &str, lines: &str) -> String {
+    config.replacen("password_env", &format!("{lines}\npassword_env"), 1)
+}
+
+/// Connects straight through sluice's upstream module, for its error.
+async fn upstream_login(
+    settings: sluice::config::UpstreamSettings,
+) -> Result<(), sluice::upstream::Error> {
+    let upstream = sluice::upstream::Upstream::new(settings).unwrap();
+    upstream
+        .connect(sluice::upstream::StartupRequest {
+            database: SEEDED_DB,
+            parameters: &[],
+        })
+        .await
+        .map(drop)
+}
+
+/// An active attacker on the sluice-to-PostgreSQL path: answers the
+/// SSLRequest with its own certificate (`certs`), opens its own TLS
+/// session to the real server on `upstream_port`, and relays the bytes,
+/// SCRAM exchange and all, unchanged. Returns the port it listens on.
+async fn tls_relay(upstream_port: u16, certs: &TestCerts) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = sluice::transport::server_acceptor(&sluice::config::ListenTls {
+        cert: certs.cert.clone(),
+        key: certs.key.clone(),
+    })
+    .unwrap()
+    .acceptor;
+    let connector =
+        sluice::transport::upstream_connector(sluice::config::UpstreamTlsMode::Require, None)
+            .unwrap()
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, connector) = (acceptor.clone(), connector.clone());
+            tokio::spawn(async move {
+                let mut ssl_request = [0u8; 8];
+                client.read_exact(&mut ssl_request).await?;
+                client.write_all(b"S").await?;
+                let mut client = acceptor.accept(client).await?;
+                let mut server =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+                server.write_all(&ssl_request).await?;
+                let mut answer = [0u8; 1];
+                server.read_exact(&mut answer).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut server = connector.connect(name, server).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// SCRAM channel binding upstream: with `channel_binding = "require"`
+/// sluice logs in with SCRAM-SHA-256-PLUS over TLS, and fails closed,
+/// saying why, without TLS. A relay with a certificate of its own, which
+/// `tls = "require"` accepts, is caught by the server under the default
+/// `prefer`; with `disable` it would not be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_channel_binding_catches_a_tls_relay() {
+    let certs = TestCerts::generate();
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
+    let pg = cluster(move |b| b.auth(HostAuth::ScramSha256).ssl(cert, key)).await;
+    let base = config_text(pg.port(), SEEDED_DB, "");
+
+    let verify_full = format!(
+        "tls = \"verify-full\"\ntls_ca_file = \"{}\"",
+        certs.ca.display()
+    );
+    for tls in ["tls = \"require\"", verify_full.as_str()] {
+        let config = with_upstream(&base, &format!("{tls}\nchannel_binding = \"require\""));
+        let settings = settings_from(&config);
+        assert_eq!(
+            settings.upstream.channel_binding,
+            sluice::config::ChannelBindingMode::Require
+        );
+        upstream_login(settings.upstream.clone())
+            .await
+            .expect("a bound login");
+        let gateway = Gateway::bind(settings).await.unwrap().spawn();
+        assert_eq!(select_one(&gateway).await.unwrap(), 1, "{tls}");
+    }
+
+    // Without TLS: refused by the config check, and by the login itself
+    // should settings say so anyway; the client is told 08006.
+    let plain = with_upstream(&base, "channel_binding = \"require\"");
+    let error = Config::from_toml(&plain, Path::new("test.toml"))
+        .unwrap()
+        .resolve(Path::new("."), &Overrides::default(), &|_| {
+            Some(SERVICE_PASSWORD.to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("channel_binding = \"require\" needs tls"),
+        "{error}"
+    );
+    let mut settings = settings_from(&with_upstream(
+        &base,
+        "tls = \"require\"\nchannel_binding = \"require\"",
+    ));
+    settings.upstream.tls = sluice::config::UpstreamTlsMode::Disable;
+    let error = upstream_login(settings.upstream.clone()).await.unwrap_err();
+    assert!(
+        matches!(error, sluice::upstream::Error::ChannelBinding(_)),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("not tls"), "{error}");
+    let gateway = Gateway::bind(settings).await.unwrap().spawn();
+    let error = select_one(&gateway).await.unwrap_err();
+    assert_eq!(sqlstate(&error), Some("08006"));
+
+    // The relay: its own certificate, the real server's SCRAM exchange.
+    let strangers = TestCerts::generate();
+    let relay = tls_relay(pg.port(), &strangers).await;
+    let relayed = config_text(relay, SEEDED_DB, "");
+    for mode in ["", "channel_binding = \"prefer\"\n"] {
+        let config = with_upstream(&relayed, &format!("{mode}tls = \"require\""));
+        let error = upstream_login(settings_from(&config).upstream)
+            .await
+            .unwrap_err();
+        let sluice::upstream::Error::Refused { fields, .. } = &error else {
+            panic!("the server refuses the relayed exchange: {error:?}");
+        };
+        assert!(
+            fields
+                .iter()
+                .any(|(_, text)| text.contains("channel binding")),
+            "{fields:?}"
+        );
+    }
+    // What the relay gets away with when sluice does not bind.
+    let config = with_upstream(&relayed, "tls = \"require\"\nchannel_binding = \"disable\"");
+    upstream_login(settings_from(&config).upstream)
+        .await
+        .expect("unbound, the relay is not noticed");
+}
+
 /// An upstream that is down gives a clean error, not a hang; sessions open
 /// during a restart end with an error; later sessions work again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

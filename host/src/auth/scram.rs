@@ -22,13 +22,24 @@
 //! - [`ScramServer::for_unknown_user`], which runs the same exchange against a
 //!   made-up verifier and always fails, so a probe cannot tell "no such user"
 //!   from "wrong token" by the message flow, the salt, or the time taken.
+//! - [`tls_server_end_point`], the RFC 5929 channel-binding data of a
+//!   certificate, for this exchange over TLS and for sluice's own login
+//!   upstream.
 //!
 //! Deliberate choices, mostly PostgreSQL's own:
 //!
-//! - Only `SCRAM-SHA-256` is offered, never `-PLUS`, so a client asking for
-//!   channel binding (`p=`) is refused and `y` ("I could bind, the server
-//!   cannot") is accepted. Should sluice ever offer `-PLUS`, `y` must be
-//!   refused as a downgrade, as PostgreSQL does.
+//! - Over TLS, `SCRAM-SHA-256-PLUS` is offered first and `SCRAM-SHA-256`
+//!   second, binding to sluice's own certificate with
+//!   `tls-server-end-point`, the one binding type PostgreSQL and libpq know
+//!   (any other type is refused). A client that chose `-PLUS` must send
+//!   `p=tls-server-end-point` and the certificate's hash in `c=`, so a relay
+//!   that terminates TLS with its own certificate is caught. A `y` ("I could
+//!   bind, but the server cannot") while `-PLUS` is offered is refused as a
+//!   downgrade: someone stripped the `-PLUS` from the offer. `n` (the
+//!   client does not bind) is accepted, as PostgreSQL accepts it.
+//! - Over plain TCP (or when sluice's certificate has a signature
+//!   algorithm RFC 5929 gives no hash for, such as Ed25519) only
+//!   `SCRAM-SHA-256` is offered: `p=` is refused and `y` is accepted.
 //! - An authorization identity (`a=`) is refused, and the `n=` user name is
 //!   ignored: libpq sends it empty, and the user that counts is the one in
 //!   the startup packet.
@@ -64,6 +75,13 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 /// The SASL mechanism name to offer in `AuthenticationSASL`.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 
+/// The SASL mechanism with channel binding, offered over TLS only.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The one channel-binding type PostgreSQL, libpq and sluice support
+/// (RFC 5929 section 4).
+pub const CHANNEL_BINDING_TYPE: &str = "tls-server-end-point";
+
 const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
 /// PostgreSQL's salt length; unknown users get the same so they look alike.
 const SALT_LEN: usize = 16;
@@ -96,8 +114,24 @@ pub enum Error {
     MessageTooLong,
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
+    #[error("client selected an invalid SASL authentication mechanism")]
+    InvalidMechanism,
     #[error("client requested channel binding, but SCRAM-SHA-256-PLUS is not offered")]
     ChannelBindingNotOffered,
+    #[error(
+        "client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data"
+    )]
+    ChannelBindingNotSelected,
+    #[error(
+        "client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data"
+    )]
+    ChannelBindingMissing,
+    #[error(
+        "client supports SCRAM channel binding but thinks the server does not, while SCRAM-SHA-256-PLUS is offered"
+    )]
+    ChannelBindingDowngrade,
+    #[error("unsupported SCRAM channel-binding type")]
+    UnsupportedChannelBindingType,
     #[error("client uses authorization identity, but it is not supported")]
     AuthzidNotSupported,
     #[error("client requires an unsupported SCRAM extension")]
@@ -110,6 +144,9 @@ pub enum Error {
     WrongProof,
     #[error("out-of-order step in SCRAM exchange")]
     OutOfOrder,
+
+    #[error("cannot compute tls-server-end-point channel binding: {0}")]
+    Certificate(&'static str),
 }
 
 /// A stored SCRAM-SHA-256 secret: enough to check a client's proof and to
@@ -247,14 +284,39 @@ pub struct ScramServer {
     verifier: Verifier,
     /// Set for unknown users: the exchange runs in full and then fails.
     doomed: bool,
+    /// sluice's own `tls-server-end-point` data when the client came over
+    /// TLS: `-PLUS` is offered, and a bound exchange must carry it.
+    end_point: Option<Vec<u8>>,
     state: State,
+}
+
+/// The client's gs2 channel-binding flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gs2Flag {
+    /// `n`: the client does not bind.
+    No,
+    /// `y`: the client could bind but thinks the server cannot.
+    ClientOnly,
+    /// `p=tls-server-end-point`: the client binds.
+    Bound,
+}
+
+impl Gs2Flag {
+    /// The gs2 header the flag stands for (no authzid is ever accepted).
+    fn header(self) -> &'static [u8] {
+        match self {
+            Gs2Flag::No => b"n,,",
+            Gs2Flag::ClientOnly => b"y,,",
+            Gs2Flag::Bound => b"p=tls-server-end-point,,",
+        }
+    }
 }
 
 enum State {
     Initial,
     SentFirst {
-        /// The gs2 header the client sent, which `c=` must echo.
-        gs2_header: &'static [u8],
+        /// The gs2 flag the client sent, whose header `c=` must echo.
+        flag: Gs2Flag,
         client_first_bare: Vec<u8>,
         server_first: Vec<u8>,
         nonce: Vec<u8>,
@@ -282,6 +344,7 @@ impl ScramServer {
         ScramServer {
             verifier,
             doomed: false,
+            end_point: None,
             state: State::Initial,
         }
     }
@@ -299,21 +362,43 @@ impl ScramServer {
         ScramServer {
             verifier: mock_verifier(username),
             doomed: true,
+            end_point: None,
             state: State::Initial,
         }
     }
 
-    /// Reads the client-first-message and returns the server-first-message.
-    pub fn server_first(&mut self, client_first: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Binds the exchange to the TLS session the client came over:
+    /// `end_point` is the [`tls_server_end_point`] data of sluice's own
+    /// certificate, `None` over plain TCP (or for a certificate RFC 5929
+    /// gives no hash for). With it, `-PLUS` is offered and `y` refused.
+    pub fn with_channel_binding(mut self, end_point: Option<Vec<u8>>) -> Self {
+        self.end_point = end_point;
+        self
+    }
+
+    /// The mechanisms to offer in `AuthenticationSASL`, in order of
+    /// preference: `-PLUS` first when the exchange can be bound.
+    pub fn mechanisms(&self) -> Vec<String> {
+        if self.end_point.is_some() {
+            vec![MECHANISM_PLUS.to_owned(), MECHANISM.to_owned()]
+        } else {
+            vec![MECHANISM.to_owned()]
+        }
+    }
+
+    /// Reads the client-first-message sent with the `mechanism` the
+    /// client selected, and returns the server-first-message.
+    pub fn server_first(&mut self, mechanism: &str, client_first: &[u8]) -> Result<Vec<u8>, Error> {
         let mut raw = [0u8; SERVER_NONCE_LEN];
         rand::rng().fill_bytes(&mut raw);
-        self.server_first_with_nonce(client_first, STANDARD.encode(raw).as_bytes())
+        self.server_first_with_nonce(mechanism, client_first, STANDARD.encode(raw).as_bytes())
     }
 
     /// [`server_first`](Self::server_first) with a given server nonce, so
     /// tests can replay recorded exchanges.
     fn server_first_with_nonce(
         &mut self,
+        mechanism: &str,
         client_first: &[u8],
         server_nonce: &[u8],
     ) -> Result<Vec<u8>, Error> {
@@ -323,7 +408,27 @@ impl ScramServer {
         ) {
             return Err(Error::OutOfOrder);
         }
+        let offered_plus = self.end_point.is_some();
+        let selected_plus = match mechanism {
+            MECHANISM => false,
+            MECHANISM_PLUS if offered_plus => true,
+            _ => return Err(Error::InvalidMechanism),
+        };
         let parsed = parse_client_first(client_first)?;
+        // PostgreSQL's checks, in its order: the flag must fit the
+        // mechanism chosen, and `y` is a downgrade when -PLUS was offered.
+        match parsed.flag {
+            Gs2Flag::No | Gs2Flag::ClientOnly if selected_plus => {
+                return Err(Error::ChannelBindingMissing);
+            }
+            Gs2Flag::ClientOnly if offered_plus => return Err(Error::ChannelBindingDowngrade),
+            Gs2Flag::Bound if !offered_plus => return Err(Error::ChannelBindingNotOffered),
+            Gs2Flag::Bound if !selected_plus => return Err(Error::ChannelBindingNotSelected),
+            _ => {}
+        }
+        if parsed.flag == Gs2Flag::Bound && parsed.cbind_type != CHANNEL_BINDING_TYPE.as_bytes() {
+            return Err(Error::UnsupportedChannelBindingType);
+        }
 
         let mut nonce = Vec::with_capacity(parsed.nonce.len() + server_nonce.len());
         nonce.extend_from_slice(parsed.nonce);
@@ -338,7 +443,7 @@ impl ScramServer {
         server_first.extend_from_slice(self.verifier.iterations.to_string().as_bytes());
 
         self.state = State::SentFirst {
-            gs2_header: parsed.gs2_header,
+            flag: parsed.flag,
             client_first_bare: parsed.bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -350,7 +455,7 @@ impl ScramServer {
     /// server-final-message (`v=<ServerSignature>`) for the client to check.
     pub fn server_final(&mut self, client_final: &[u8]) -> Result<Vec<u8>, Error> {
         let State::SentFirst {
-            gs2_header,
+            flag,
             client_first_bare,
             server_first,
             nonce,
@@ -360,9 +465,24 @@ impl ScramServer {
         };
         let parsed = parse_client_final(client_final)?;
 
-        // Without channel binding the client must echo its gs2 header, so a
-        // man in the middle cannot strip a `p=` or turn `n` into `y`.
-        if parsed.channel_binding != STANDARD.encode(gs2_header).as_bytes() {
+        // The client echoes its gs2 header, so a man in the middle cannot
+        // strip a `p=` or turn `n` into `y`; a bound client adds the hash of
+        // the certificate it saw, which is sluice's own unless someone
+        // else's TLS session sits in between.
+        let mut expected = flag.header().to_vec();
+        if flag == Gs2Flag::Bound {
+            // Never reached without one: server_first refused `p=` then.
+            let end_point = self
+                .end_point
+                .as_deref()
+                .ok_or(Error::ChannelBindingNotOffered)?;
+            expected.extend_from_slice(end_point);
+        }
+        if !bool::from(
+            parsed
+                .channel_binding
+                .ct_eq(STANDARD.encode(&expected).as_bytes()),
+        ) {
             return Err(Error::ChannelBindingMismatch);
         }
         if parsed.nonce != nonce.as_slice() {
@@ -420,7 +540,9 @@ fn mock_verifier(username: &str) -> Verifier {
 }
 
 struct ClientFirst<'a> {
-    gs2_header: &'static [u8],
+    flag: Gs2Flag,
+    /// The binding type after `p=`; empty for `n` and `y`.
+    cbind_type: &'a [u8],
     bare: &'a [u8],
     nonce: &'a [u8],
 }
@@ -448,14 +570,19 @@ fn check_message(message: &[u8]) -> Result<(), Error> {
 }
 
 /// `gs2-header client-first-message-bare`, where the header is
-/// `gs2-cbind-flag "," [authzid] ","` and the bare part is
+/// `gs2-cbind-flag "," [authzid] ","` (the flag `n`, `y` or
+/// `p=cb-name`) and the bare part is
 /// `[reserved-mext ","] username "," nonce ["," extensions]`.
 fn parse_client_first(message: &[u8]) -> Result<ClientFirst<'_>, Error> {
     check_message(message)?;
-    let (gs2_header, rest): (&'static [u8], &[u8]) = match message {
-        [b'n', rest @ ..] => (b"n,,", rest),
-        [b'y', rest @ ..] => (b"y,,", rest),
-        [b'p', ..] => return Err(Error::ChannelBindingNotOffered),
+    let (flag, cbind_type, rest): (Gs2Flag, &[u8], &[u8]) = match message {
+        [b'n', rest @ ..] => (Gs2Flag::No, b"", rest),
+        [b'y', rest @ ..] => (Gs2Flag::ClientOnly, b"", rest),
+        [b'p', b'=', rest @ ..] => {
+            let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+            let (name, rest) = rest.split_at(end);
+            (Gs2Flag::Bound, name, rest)
+        }
         _ => return Err(Error::Malformed("unexpected channel-binding flag")),
     };
     let [b',', rest @ ..] = rest else {
@@ -489,7 +616,8 @@ fn parse_client_first(message: &[u8]) -> Result<ClientFirst<'_>, Error> {
         any_attr(field).ok_or(Error::Malformed("malformed extension attribute"))?;
     }
     Ok(ClientFirst {
-        gs2_header,
+        flag,
+        cbind_type,
         bare,
         nonce,
     })
@@ -597,6 +725,152 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; KEY_LEN] {
     out
 }
 
+/// The `tls-server-end-point` channel-binding data of a certificate (RFC
+/// 5929 section 4.1): the hash of its DER with the hash function of its
+/// signature algorithm, SHA-256 when that is MD5 or SHA-1.
+///
+/// The algorithm is the certificate's outer `signatureAlgorithm`, as
+/// OpenSSL reads it for PostgreSQL and libpq; for RSASSA-PSS the hash is in
+/// its parameters (SHA-1 when they name none). A certificate whose
+/// algorithm has no single hash (Ed25519, Ed448) or is unknown gives an
+/// error, as it does in PostgreSQL: there is nothing to bind to. `der` may
+/// come from a hostile server; it is read with bounds checks only.
+pub fn tls_server_end_point(der: &[u8]) -> Result<Vec<u8>, Error> {
+    let hash = end_point_hash(der)?;
+    Ok(match hash {
+        EndPointHash::Sha224 => sha2::Sha224::digest(der).to_vec(),
+        EndPointHash::Sha256 => Sha256::digest(der).to_vec(),
+        EndPointHash::Sha384 => sha2::Sha384::digest(der).to_vec(),
+        EndPointHash::Sha512 => sha2::Sha512::digest(der).to_vec(),
+    })
+}
+
+/// The hash RFC 5929 picks for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndPointHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// Reads `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm,
+/// signature }` just far enough to find the signature algorithm.
+fn end_point_hash(der: &[u8]) -> Result<EndPointHash, Error> {
+    let not_der = || Error::Certificate("the certificate is not DER");
+    let (certificate, rest) = der_take(der, 0x30).ok_or_else(not_der)?;
+    if !rest.is_empty() {
+        return Err(not_der());
+    }
+    let (_tbs, rest) = der_take(certificate, 0x30).ok_or_else(not_der)?;
+    let (algorithm, _) = der_take(rest, 0x30).ok_or_else(not_der)?;
+    let (oid, parameters) = der_take(algorithm, 0x06).ok_or_else(not_der)?;
+    // 1.2.840.113549.1.1.10, RSASSA-PSS: the hash is a parameter.
+    if oid == RSASSA_PSS {
+        return pss_hash(parameters);
+    }
+    signature_hash(oid).ok_or(Error::Certificate(
+        "the certificate's signature algorithm has no hash to bind with",
+    ))
+}
+
+const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+
+/// The hash of a signature algorithm, RFC 5929's way (MD5 and SHA-1 become
+/// SHA-256).
+fn signature_hash(oid: &[u8]) -> Option<EndPointHash> {
+    use EndPointHash::*;
+    Some(match oid {
+        // PKCS #1, 1.2.840.113549.1.1.*: md5, sha1, sha256, sha384,
+        // sha512 and sha224 with RSA.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last] => match last {
+            0x04 | 0x05 | 0x0b => Sha256,
+            0x0c => Sha384,
+            0x0d => Sha512,
+            0x0e => Sha224,
+            _ => return None,
+        },
+        // ecdsa-with-SHA1, 1.2.840.10045.4.1.
+        [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01] => Sha256,
+        // ecdsa-with-SHA224 to SHA512, 1.2.840.10045.4.3.1 to 4.
+        [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, last] => match last {
+            0x01 => Sha224,
+            0x02 => Sha256,
+            0x03 => Sha384,
+            0x04 => Sha512,
+            _ => return None,
+        },
+        // dsa-with-sha1, 1.2.840.10040.4.3.
+        [0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03] => Sha256,
+        // dsa-with-sha224 and sha256, 2.16.840.1.101.3.4.3.1 and 2.
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x01] => Sha224,
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02] => Sha256,
+        _ => return None,
+    })
+}
+
+/// The hash named by RSASSA-PSS parameters:
+/// `SEQUENCE { hashAlgorithm [0] EXPLICIT AlgorithmIdentifier DEFAULT sha1, ... }`.
+fn pss_hash(parameters: &[u8]) -> Result<EndPointHash, Error> {
+    let malformed = || Error::Certificate("malformed RSASSA-PSS parameters");
+    let (fields, _) = der_take(parameters, 0x30).ok_or_else(malformed)?;
+    let Some((explicit, _)) = der_take(fields, 0xa0) else {
+        // The default, SHA-1, bound with SHA-256.
+        return Ok(EndPointHash::Sha256);
+    };
+    let (algorithm, _) = der_take(explicit, 0x30).ok_or_else(malformed)?;
+    let (oid, _) = der_take(algorithm, 0x06).ok_or_else(malformed)?;
+    match oid {
+        // md5 1.2.840.113549.2.5, sha1 1.3.14.3.2.26.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05] | [0x2b, 0x0e, 0x03, 0x02, 0x1a] => {
+            Ok(EndPointHash::Sha256)
+        }
+        // sha256, sha384, sha512, sha224: 2.16.840.1.101.3.4.2.1 to 4.
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, last] => match last {
+            0x01 => Ok(EndPointHash::Sha256),
+            0x02 => Ok(EndPointHash::Sha384),
+            0x03 => Ok(EndPointHash::Sha512),
+            0x04 => Ok(EndPointHash::Sha224),
+            _ => Err(Error::Certificate(
+                "the certificate's RSASSA-PSS hash is not supported",
+            )),
+        },
+        _ => Err(Error::Certificate(
+            "the certificate's RSASSA-PSS hash is not supported",
+        )),
+    }
+}
+
+/// One DER element with tag `tag` at the start of `input`: its contents
+/// and what follows. `None` for another tag, an indefinite or oversized
+/// length, or contents running past the end.
+fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let [first, length, rest @ ..] = input else {
+        return None;
+    };
+    if *first != tag {
+        return None;
+    }
+    let (length, rest) = match *length {
+        short @ 0..=0x7f => (usize::from(short), rest),
+        // Long form, at most 4 length bytes: certificates are far smaller.
+        long @ 0x81..=0x84 => {
+            let count = usize::from(long & 0x7f);
+            if rest.len() < count {
+                return None;
+            }
+            let (bytes, rest) = rest.split_at(count);
+            let length = bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
+            (length, rest)
+        }
+        _ => return None,
+    };
+    if rest.len() < length {
+        return None;
+    }
+    Some(rest.split_at(length))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,7 +887,7 @@ mod tests {
         cb: ChannelBinding,
     ) -> Result<(), Error> {
         let mut client = ScramSha256::new(password, cb);
-        let server_first = server.server_first(client.message())?;
+        let server_first = server.server_first(MECHANISM, client.message())?;
         client
             .update(&server_first)
             .expect("client accepts server-first-message");
@@ -629,7 +903,9 @@ mod tests {
         let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
         let first = client.message().to_vec();
         let mut server = ScramServer::new(verifier.clone());
-        let server_first = server.server_first(&first).expect("server-first");
+        let server_first = server
+            .server_first(MECHANISM, &first)
+            .expect("server-first");
         client.update(&server_first).expect("client update");
         (first, server_first, client.message().to_vec())
     }
@@ -647,7 +923,9 @@ mod tests {
     fn server_first_shape() {
         let verifier = make_verifier("secret", DEFAULT_ITERATIONS);
         let mut server = ScramServer::new(verifier.clone());
-        let first = server.server_first(b"n,,n=,r=abc").expect("server-first");
+        let first = server
+            .server_first(MECHANISM, b"n,,n=,r=abc")
+            .expect("server-first");
         let text = String::from_utf8(first).expect("ascii");
         let nonce = text
             .strip_prefix("r=abc")
@@ -716,6 +994,7 @@ mod tests {
         let mut server = ScramServer::new(verifier);
         let first = server
             .server_first_with_nonce(
+                MECHANISM,
                 b"n,,n=,r=9IZ2O01zb9IgiIZ1WJ/zgpJB",
                 b"jx/oIRLs02gGSHcw1KEty3eY",
             )
@@ -740,6 +1019,7 @@ mod tests {
         let mut server = ScramServer::new(Verifier::from_password(b"pencil", salt, 4096));
         let first = server
             .server_first_with_nonce(
+                MECHANISM,
                 b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
                 b"%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
             )
@@ -851,7 +1131,9 @@ mod tests {
         ];
         for (input, expected) in cases {
             let mut server = ScramServer::new(make_verifier("secret", 1));
-            let err = server.server_first(input).expect_err("must fail");
+            let err = server
+                .server_first(MECHANISM, input)
+                .expect_err("must fail");
             assert!(
                 expected(&err),
                 "{:?} gave {err:?}",
@@ -859,7 +1141,7 @@ mod tests {
             );
             // A failed step ends the exchange.
             assert!(matches!(
-                server.server_first(b"n,,n=,r=abc"),
+                server.server_first(MECHANISM, b"n,,n=,r=abc"),
                 Err(Error::OutOfOrder)
             ));
         }
@@ -868,14 +1150,14 @@ mod tests {
         long.resize(MAX_MESSAGE_LEN + 1, b'a');
         let mut server = ScramServer::new(make_verifier("secret", 1));
         assert!(matches!(
-            server.server_first(&long),
+            server.server_first(MECHANISM, &long),
             Err(Error::MessageTooLong)
         ));
 
         // Extensions after the nonce and a non-empty user name are accepted.
         let mut server = ScramServer::new(make_verifier("secret", 1));
         server
-            .server_first(b"y,,n=someone=2Celse,r=abc,x=ext")
+            .server_first(MECHANISM, b"y,,n=someone=2Celse,r=abc,x=ext")
             .expect("accepted");
     }
 
@@ -958,7 +1240,7 @@ mod tests {
             // Replays the recorded server nonce so `good` and its variants fit.
             let mut replay = ScramServer::new(verifier.clone());
             replay
-                .server_first_with_nonce(&first, server_nonce(&first, &server_first))
+                .server_first_with_nonce(MECHANISM, &first, server_nonce(&first, &server_first))
                 .expect("server-first");
             let err = replay.server_final(input.as_bytes()).expect_err(&input);
             assert!(expected(&err), "{input:?} gave {err:?}");
@@ -971,7 +1253,7 @@ mod tests {
         // The untampered message still works against the same nonce.
         let mut replay = ScramServer::new(verifier);
         replay
-            .server_first_with_nonce(&first, server_nonce(&first, &server_first))
+            .server_first_with_nonce(MECHANISM, &first, server_nonce(&first, &server_first))
             .expect("server-first");
         replay.server_final(good.as_bytes()).expect("good proof");
     }
@@ -999,16 +1281,18 @@ mod tests {
         ));
 
         let mut server = ScramServer::new(verifier.clone());
-        server.server_first(b"n,,n=,r=abc").expect("server-first");
+        server
+            .server_first(MECHANISM, b"n,,n=,r=abc")
+            .expect("server-first");
         assert!(matches!(
-            server.server_first(b"n,,n=,r=abc"),
+            server.server_first(MECHANISM, b"n,,n=,r=abc"),
             Err(Error::OutOfOrder)
         ));
 
         let mut server = ScramServer::new(verifier);
         exchange(&mut server, b"secret", ChannelBinding::unsupported()).expect("succeeds");
         assert!(matches!(
-            server.server_first(b"n,,n=,r=abc"),
+            server.server_first(MECHANISM, b"n,,n=,r=abc"),
             Err(Error::OutOfOrder)
         ));
         assert!(matches!(
@@ -1044,10 +1328,10 @@ mod tests {
         for (is_first, msg) in variants {
             let mut server = ScramServer::new(verifier.clone());
             if is_first {
-                let _ = server.server_first(&msg);
+                let _ = server.server_first(MECHANISM, &msg);
             } else {
                 server
-                    .server_first_with_nonce(&first, &nonce)
+                    .server_first_with_nonce(MECHANISM, &first, &nonce)
                     .expect("server-first");
                 if msg != last {
                     assert!(server.server_final(&msg).is_err());
@@ -1061,7 +1345,9 @@ mod tests {
         for password in [&b"secret"[..], b"", b"anything"] {
             let mut server = ScramServer::for_unknown_user("mallory");
             let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
-            let server_first = server.server_first(client.message()).expect("server-first");
+            let server_first = server
+                .server_first(MECHANISM, client.message())
+                .expect("server-first");
             client
                 .update(&server_first)
                 .expect("client accepts the fake salt");
@@ -1073,7 +1359,9 @@ mod tests {
         // names differ; shaped like make_verifier's defaults.
         let salt_of = |name: &str| {
             let mut server = ScramServer::for_unknown_user(name);
-            let first = server.server_first(b"n,,n=,r=abc").expect("server-first");
+            let first = server
+                .server_first(MECHANISM, b"n,,n=,r=abc")
+                .expect("server-first");
             let text = String::from_utf8(first).expect("ascii");
             let (_, salt) = text.split_once(",s=").expect("salt");
             salt.to_owned()
@@ -1088,9 +1376,340 @@ mod tests {
         // Malformed input fails the same way as for a real user.
         let mut server = ScramServer::for_unknown_user("mallory");
         assert!(matches!(
-            server.server_first(b"p=tls-server-end-point,,n=,r=abc"),
+            server.server_first(MECHANISM, b"p=tls-server-end-point,,n=,r=abc"),
             Err(Error::ChannelBindingNotOffered)
         ));
+    }
+
+    /// Runs an exchange the way a client that selected `mechanism` would.
+    fn exchange_as(
+        server: &mut ScramServer,
+        mechanism: &str,
+        password: &[u8],
+        cb: ChannelBinding,
+    ) -> Result<(), Error> {
+        let mut client = ScramSha256::new(password, cb);
+        let server_first = server.server_first(mechanism, client.message())?;
+        client
+            .update(&server_first)
+            .expect("client accepts server-first-message");
+        let server_final = server.server_final(client.message())?;
+        client
+            .finish(&server_final)
+            .expect("client verifies the server signature");
+        Ok(())
+    }
+
+    /// Made-up `tls-server-end-point` data: what it hashes does not matter
+    /// to the exchange, only that both ends agree.
+    fn end_point(byte: u8) -> Vec<u8> {
+        vec![byte; 32]
+    }
+
+    #[test]
+    fn plus_is_offered_first_only_with_an_end_point() {
+        let verifier = make_verifier("secret", 1);
+        assert_eq!(ScramServer::new(verifier.clone()).mechanisms(), [MECHANISM]);
+        let bound = ScramServer::new(verifier).with_channel_binding(Some(end_point(1)));
+        assert_eq!(bound.mechanisms(), [MECHANISM_PLUS, MECHANISM]);
+        let unknown =
+            ScramServer::for_unknown_user("mallory").with_channel_binding(Some(end_point(1)));
+        assert_eq!(unknown.mechanisms(), [MECHANISM_PLUS, MECHANISM]);
+    }
+
+    #[test]
+    fn plus_exchange_with_the_right_end_point_is_accepted() {
+        let verifier = make_verifier("secret", 1);
+        let mut server = ScramServer::new(verifier).with_channel_binding(Some(end_point(1)));
+        exchange_as(
+            &mut server,
+            MECHANISM_PLUS,
+            b"secret",
+            ChannelBinding::tls_server_end_point(end_point(1)),
+        )
+        .expect("bound exchange succeeds");
+    }
+
+    #[test]
+    fn plus_exchange_with_another_certificates_end_point_is_refused() {
+        // A relay's TLS session: the client hashed the relay's certificate.
+        for known in [true, false] {
+            let mut server = if known {
+                ScramServer::new(make_verifier("secret", 1))
+            } else {
+                ScramServer::for_unknown_user("mallory")
+            }
+            .with_channel_binding(Some(end_point(1)));
+            let err = exchange_as(
+                &mut server,
+                MECHANISM_PLUS,
+                b"secret",
+                ChannelBinding::tls_server_end_point(end_point(2)),
+            )
+            .unwrap_err();
+            // The same error for an unknown user: checked before the proof.
+            assert!(matches!(err, Error::ChannelBindingMismatch), "{err:?}");
+        }
+
+        // A client-final whose c= drops the binding data, or claims `n`.
+        let verifier = make_verifier("secret", 1);
+        for c in [
+            STANDARD.encode("p=tls-server-end-point,,"),
+            STANDARD.encode("n,,"),
+            "biws".to_owned(),
+        ] {
+            let mut client = ScramSha256::new(
+                b"secret",
+                ChannelBinding::tls_server_end_point(end_point(1)),
+            );
+            let mut server =
+                ScramServer::new(verifier.clone()).with_channel_binding(Some(end_point(1)));
+            let server_first = server
+                .server_first(MECHANISM_PLUS, client.message())
+                .expect("server-first");
+            client.update(&server_first).expect("client update");
+            let last = String::from_utf8(client.message().to_vec()).expect("ascii");
+            let (_, rest) = last.split_once(',').expect("c= first");
+            let tampered = format!("c={c},{rest}");
+            let err = server.server_final(tampered.as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::ChannelBindingMismatch), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn y_is_a_downgrade_when_plus_is_offered() {
+        for known in [true, false] {
+            let mut server = if known {
+                ScramServer::new(make_verifier("secret", 1))
+            } else {
+                ScramServer::for_unknown_user("mallory")
+            }
+            .with_channel_binding(Some(end_point(1)));
+            let err = exchange_as(
+                &mut server,
+                MECHANISM,
+                b"secret",
+                ChannelBinding::unrequested(),
+            )
+            .unwrap_err();
+            assert!(matches!(err, Error::ChannelBindingDowngrade), "{err:?}");
+        }
+        // `n`, a client that does not bind at all, is still accepted over
+        // TLS, as PostgreSQL accepts it; over plain TCP so is `y`.
+        let verifier = make_verifier("secret", 1);
+        let mut server =
+            ScramServer::new(verifier.clone()).with_channel_binding(Some(end_point(1)));
+        exchange_as(
+            &mut server,
+            MECHANISM,
+            b"secret",
+            ChannelBinding::unsupported(),
+        )
+        .expect("n over TLS");
+        let mut server = ScramServer::new(verifier);
+        exchange_as(
+            &mut server,
+            MECHANISM,
+            b"secret",
+            ChannelBinding::unrequested(),
+        )
+        .expect("y over plain TCP");
+    }
+
+    #[test]
+    fn binding_over_plain_tcp_is_refused() {
+        for known in [true, false] {
+            let server = || {
+                if known {
+                    ScramServer::new(make_verifier("secret", 1))
+                } else {
+                    ScramServer::for_unknown_user("mallory")
+                }
+            };
+            let bound = || ChannelBinding::tls_server_end_point(end_point(1));
+            let err = exchange_as(&mut server(), MECHANISM, b"secret", bound()).unwrap_err();
+            assert!(matches!(err, Error::ChannelBindingNotOffered), "{err:?}");
+            let err = exchange_as(&mut server(), MECHANISM_PLUS, b"secret", bound()).unwrap_err();
+            assert!(matches!(err, Error::InvalidMechanism), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn flag_and_mechanism_must_agree() {
+        let server = || {
+            ScramServer::new(make_verifier("secret", 1)).with_channel_binding(Some(end_point(1)))
+        };
+        let cases: &[(&str, &[u8], Expect)] = &[
+            (MECHANISM_PLUS, b"n,,n=,r=abc", |e| {
+                matches!(e, Error::ChannelBindingMissing)
+            }),
+            (MECHANISM_PLUS, b"y,,n=,r=abc", |e| {
+                matches!(e, Error::ChannelBindingMissing)
+            }),
+            (MECHANISM, b"p=tls-server-end-point,,n=,r=abc", |e| {
+                matches!(e, Error::ChannelBindingNotSelected)
+            }),
+            (MECHANISM_PLUS, b"p=tls-unique,,n=,r=abc", |e| {
+                matches!(e, Error::UnsupportedChannelBindingType)
+            }),
+            (MECHANISM_PLUS, b"p=tls-server-end-point-x,,n=,r=abc", |e| {
+                matches!(e, Error::UnsupportedChannelBindingType)
+            }),
+            (MECHANISM_PLUS, b"p=,,n=,r=abc", |e| {
+                matches!(e, Error::UnsupportedChannelBindingType)
+            }),
+            (MECHANISM_PLUS, b"p,,n=,r=abc", |e| {
+                matches!(e, Error::Malformed(_))
+            }),
+            (MECHANISM_PLUS, b"p=tls-server-end-point", |e| {
+                matches!(e, Error::Malformed(_))
+            }),
+            ("SCRAM-SHA-1", b"n,,n=,r=abc", |e| {
+                matches!(e, Error::InvalidMechanism)
+            }),
+            ("scram-sha-256-plus", b"n,,n=,r=abc", |e| {
+                matches!(e, Error::InvalidMechanism)
+            }),
+        ];
+        for (mechanism, input, expected) in cases {
+            let err = server()
+                .server_first(mechanism, input)
+                .expect_err("must fail");
+            assert!(
+                expected(&err),
+                "{mechanism} {:?} gave {err:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        server()
+            .server_first(MECHANISM_PLUS, b"p=tls-server-end-point,,n=,r=abc")
+            .expect("accepted");
+    }
+
+    /// A DER certificate skeleton with the signature algorithm `algorithm`
+    /// (an AlgorithmIdentifier's contents): all the hash choice reads.
+    fn certificate_with(algorithm: &[u8]) -> Vec<u8> {
+        let mut algorithm_id = vec![0x30, u8::try_from(algorithm.len()).expect("short")];
+        algorithm_id.extend_from_slice(algorithm);
+        let mut body = vec![0x30, 0x03, 0x02, 0x01, 0x02]; // tbsCertificate
+        body.extend_from_slice(&algorithm_id);
+        body.extend_from_slice(&[0x03, 0x02, 0x00, 0xff]); // signature
+        let mut der = vec![0x30, 0x81, u8::try_from(body.len()).expect("short")];
+        der.extend_from_slice(&body);
+        der
+    }
+
+    fn oid(bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x06, u8::try_from(bytes.len()).expect("short")];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn end_point_hash_follows_rfc5929() {
+        use EndPointHash::*;
+        let pkcs1 = |last: u8| oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last]);
+        let ecdsa = |last: u8| oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, last]);
+        let null = [0x05, 0x00];
+        let with_null = |mut o: Vec<u8>| {
+            o.extend_from_slice(&null);
+            o
+        };
+        let cases: Vec<(Vec<u8>, EndPointHash)> = vec![
+            (with_null(pkcs1(0x04)), Sha256), // md5WithRSAEncryption
+            (with_null(pkcs1(0x05)), Sha256), // sha1WithRSAEncryption
+            (with_null(pkcs1(0x0b)), Sha256),
+            (with_null(pkcs1(0x0c)), Sha384),
+            (with_null(pkcs1(0x0d)), Sha512),
+            (with_null(pkcs1(0x0e)), Sha224),
+            (oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]), Sha256), // ecdsa-with-SHA1
+            (ecdsa(0x02), Sha256),
+            (ecdsa(0x03), Sha384),
+            (ecdsa(0x04), Sha512),
+        ];
+        for (algorithm, expected) in cases {
+            let der = certificate_with(&algorithm);
+            assert_eq!(
+                end_point_hash(&der).expect("mapped"),
+                expected,
+                "{algorithm:02x?}"
+            );
+            let data = tls_server_end_point(&der).expect("hashed");
+            let want = match expected {
+                Sha224 => sha2::Sha224::digest(&der).to_vec(),
+                Sha256 => sha2::Sha256::digest(&der).to_vec(),
+                Sha384 => sha2::Sha384::digest(&der).to_vec(),
+                Sha512 => sha2::Sha512::digest(&der).to_vec(),
+            };
+            assert_eq!(data, want);
+        }
+
+        // RSASSA-PSS: the hash from its parameters, SHA-1 (so SHA-256) by
+        // default.
+        let pss_with = |params: &[u8]| {
+            let mut algorithm = oid(RSASSA_PSS);
+            algorithm.push(0x30);
+            algorithm.push(u8::try_from(params.len()).expect("short"));
+            algorithm.extend_from_slice(params);
+            certificate_with(&algorithm)
+        };
+        let hash_param = |last: u8| {
+            let hash = oid(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, last]);
+            let mut id = vec![0x30, u8::try_from(hash.len()).expect("short")];
+            id.extend_from_slice(&hash);
+            let mut explicit = vec![0xa0, u8::try_from(id.len()).expect("short")];
+            explicit.extend_from_slice(&id);
+            explicit
+        };
+        assert_eq!(end_point_hash(&pss_with(&[])).unwrap(), Sha256);
+        assert_eq!(
+            end_point_hash(&pss_with(&hash_param(0x01))).unwrap(),
+            Sha256
+        );
+        assert_eq!(
+            end_point_hash(&pss_with(&hash_param(0x02))).unwrap(),
+            Sha384
+        );
+        assert_eq!(
+            end_point_hash(&pss_with(&hash_param(0x03))).unwrap(),
+            Sha512
+        );
+        assert!(end_point_hash(&pss_with(&hash_param(0x09))).is_err());
+
+        // No single hash (Ed25519, 1.3.101.112), or unknown: nothing to
+        // bind with, as in PostgreSQL.
+        for algorithm in [oid(&[0x2b, 0x65, 0x70]), oid(&[0x2a, 0x03]), pkcs1(0x01)] {
+            let err = tls_server_end_point(&certificate_with(&algorithm)).unwrap_err();
+            assert!(matches!(err, Error::Certificate(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn end_point_of_malformed_certificates_is_an_error() {
+        let good = certificate_with(&oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]));
+        tls_server_end_point(&good).expect("good");
+        for end in 0..good.len() {
+            assert!(tls_server_end_point(good.get(..end).unwrap_or_default()).is_err());
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(tls_server_end_point(&trailing).is_err());
+        // Indefinite and huge lengths.
+        assert!(tls_server_end_point(&[0x30, 0x80, 0x00, 0x00]).is_err());
+        assert!(tls_server_end_point(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(
+            tls_server_end_point(&[0x30, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
+        for i in 0..good.len() {
+            for b in [0x00, 0x30, 0x80, 0x84, 0xff] {
+                let mut m = good.clone();
+                if let Some(slot) = m.get_mut(i) {
+                    *slot = b;
+                }
+                let _ = tls_server_end_point(&m);
+            }
+        }
     }
 
     #[test]
@@ -1118,13 +1737,19 @@ mod tests {
             Error::VerifierKeyLength("stored key"),
             Error::MessageTooLong,
             Error::Malformed("x"),
+            Error::InvalidMechanism,
             Error::ChannelBindingNotOffered,
+            Error::ChannelBindingNotSelected,
+            Error::ChannelBindingMissing,
+            Error::ChannelBindingDowngrade,
+            Error::UnsupportedChannelBindingType,
             Error::AuthzidNotSupported,
             Error::UnsupportedExtension,
             Error::ChannelBindingMismatch,
             Error::NonceMismatch,
             Error::WrongProof,
             Error::OutOfOrder,
+            Error::Certificate("x"),
         ];
         for e in errors {
             let msg = e.to_string();

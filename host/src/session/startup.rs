@@ -381,7 +381,7 @@ async fn negotiate(
         match packet {
             Packet::SslRequest if !asked_tls => {
                 asked_tls = true;
-                let Some(acceptor) = shared.tls_acceptor.as_ref() else {
+                let Some(tls) = shared.server_tls.as_ref() else {
                     write(client, b"N").await?;
                     continue;
                 };
@@ -398,7 +398,7 @@ async fn negotiate(
                     // Only a plain stream reaches here: `asked_tls` is set.
                     return Ok(None);
                 };
-                match acceptor.accept(tcp).await {
+                match tls.acceptor.accept(tcp).await {
                     Ok(tls) => *client = Stream::ServerTls(Box::new(tls)),
                     Err(error) => {
                         // An access attempt that failed, on the trail with
@@ -1011,16 +1011,21 @@ async fn scram_exchange(
     claim: Claim,
 ) -> Result<(), AuthFailure> {
     let known = verifier.is_some();
+    // Over TLS the exchange is bound to sluice's own certificate: -PLUS is
+    // offered first, and `y` is then a downgrade. The same for unknown
+    // users, so the offer and the checks do not tell them apart.
+    let end_point = match (&*client, attempt.shared.server_tls.as_ref()) {
+        (Stream::ServerTls(_), Some(tls)) => tls.end_point.clone(),
+        _ => None,
+    };
     let mut server = match verifier {
         Some(verifier) => ScramServer::new(verifier),
         None => ScramServer::for_unknown_user(attempt.user),
-    };
+    }
+    .with_channel_binding(end_point);
 
     let mut out = BytesMut::new();
-    reply::authentication(
-        &mut out,
-        Authentication::SASL(vec!["SCRAM-SHA-256".to_owned()]),
-    );
+    reply::authentication(&mut out, Authentication::SASL(server.mechanisms()));
     write(client, &out).await?;
 
     let initial = read_password_message(client, buf).await?;
@@ -1030,15 +1035,10 @@ async fn scram_exchange(
             "malformed SASLInitialResponse message",
         )
     })?;
-    if mechanism != "SCRAM-SHA-256" {
-        return Err(Fatal::new(
-            sqlstate::PROTOCOL_VIOLATION,
-            "client selected an invalid SASL authentication mechanism",
-        )
-        .into());
-    }
     // No proof is checked here: whatever fails is the protocol's.
-    let server_first = server.server_first(data).map_err(scram_violation)?;
+    let server_first = server
+        .server_first(mechanism, data)
+        .map_err(scram_violation)?;
     out.clear();
     reply::authentication(
         &mut out,
