@@ -299,7 +299,8 @@ async fn a_session_ends_when_its_token_expires() {
     assert_eq!(sqlstate(&error), Some("28000"), "{error}");
     let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
     assert!(message.contains("log in again"), "{message}");
-    assert!(short.is_closed());
+    // Ended, not just refused.
+    assert!(short.simple_query("SELECT 1").await.is_err());
     lasting.simple_query("SELECT id FROM orders").await.unwrap();
     agent.simple_query("SELECT id FROM orders").await.unwrap();
 }
