@@ -81,7 +81,10 @@ pub fn judge(
             && !statement.command.is_empty()
             && rules.unparsed_allowed(&statement.command, &groups);
         if allowed {
-            return Decision::Allow;
+            // Allowed unread, and still refused by any rule its command
+            // alone meets (`ALTER EXTENSION`, which the parser does not
+            // read, is code all the same): only the command is known.
+            return blocked(rules, statement, &groups).unwrap_or(Decision::Allow);
         }
         let what = if statement.command.is_empty() {
             "this text".to_owned()
@@ -95,6 +98,16 @@ pub fn judge(
             ),
         );
     }
+    blocked(rules, statement, &groups).unwrap_or(Decision::Allow)
+}
+
+/// The refusal of the first rule that blocks `statement` for the
+/// principal's groups, if one does.
+fn blocked(
+    rules: &Rules,
+    statement: &Statement,
+    groups: &LazyCell<Vec<String>, impl FnOnce() -> Vec<String>>,
+) -> Option<Decision> {
     for rule in &rules.rules {
         let Some(found) = rule
             .blocks
@@ -103,12 +116,12 @@ pub fn judge(
         else {
             continue;
         };
-        if rule.applies_to(&groups) {
+        if rule.applies_to(groups) {
             let reason = rule.reason.clone().unwrap_or(found);
-            return Decision::deny(rule.name.clone(), reason);
+            return Some(Decision::deny(rule.name.clone(), reason));
         }
     }
-    Decision::Allow
+    None
 }
 
 #[cfg(test)]

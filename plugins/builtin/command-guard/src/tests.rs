@@ -430,6 +430,29 @@ fn unparsed_statements_pass_only_where_allowed() {
     }
 }
 
+/// A command allowed to run unread still meets every rule its command
+/// alone matches: `ALTER EXTENSION` (which the parser does not read) is
+/// code all the same.
+#[test]
+fn an_allowed_unparsed_command_still_meets_the_rules() {
+    let text = QUICKSTART.replace(
+        "admins = [\"VACUUM\", \"ANALYZE\"]",
+        "admins = [\"VACUUM\", \"ANALYZE\", \"ALTER EXTENSION\"]",
+    );
+    let rules = Rules::parse(&text).expect("the rules parse");
+    let judged = |command: &str| match judge(
+        &rules,
+        &with_command(StatementKind::Unparsed, command),
+        || vec!["admins".to_owned()],
+    ) {
+        Decision::Allow => None,
+        Decision::Deny(denial) => Some(denial.rule),
+        Decision::RequireApproval(_) => panic!("the guard never asks for approval"),
+    };
+    assert_eq!(judged("ALTER EXTENSION").as_deref(), Some("no-code"));
+    assert_eq!(judged("VACUUM"), None);
+}
+
 #[test]
 fn the_principal_is_fetched_only_when_a_rule_might_refuse() {
     let fetched = std::cell::Cell::new(false);
