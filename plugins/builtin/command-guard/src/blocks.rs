@@ -164,8 +164,11 @@ const FOREIGN_DATA: &str = "a foreign table runs a program, reads a server file 
 /// SCHEMA as `IMPORT` (PostgreSQL's only IMPORT); the whole spellings are
 /// matched too, should the analysis name them so.
 fn code_definition(command: &str) -> Option<&'static str> {
-    if matches!(command, "IMPORT" | "IMPORT FOREIGN SCHEMA") {
-        return Some(FOREIGN_DATA);
+    match command {
+        "IMPORT" | "IMPORT FOREIGN SCHEMA" => return Some(FOREIGN_DATA),
+        // A shared library's initialisation runs in the server process.
+        "LOAD" => return Some("it loads a shared library into the server, code sluice never sees"),
+        _ => {}
     }
     let object = command
         .strip_prefix("CREATE ")
@@ -183,6 +186,13 @@ fn code_definition(command: &str) -> Option<&'static str> {
         "SERVER" | "FOREIGN TABLE" | "FOREIGN DATA" | "FOREIGN DATA WRAPPER" | "USER MAPPING" => {
             Some(FOREIGN_DATA)
         }
+        // It connects to another server with the connection string it
+        // names, and writes what that server publishes into tables here,
+        // in the background, unjudged.
+        "SUBSCRIPTION" => Some(
+            "a subscription connects to another server and writes what it sends into tables, \
+             unseen by sluice",
+        ),
         _ => None,
     }
 }

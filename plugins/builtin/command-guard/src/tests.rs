@@ -249,6 +249,10 @@ fn extensions_and_foreign_data_are_refused_as_code() {
         (StatementKind::Ddl, "ALTER USER MAPPING"),
         (StatementKind::Other, "IMPORT"),
         (StatementKind::Other, "IMPORT FOREIGN SCHEMA"),
+        // A shared library loaded, another server subscribed to.
+        (StatementKind::Other, "LOAD"),
+        (StatementKind::Ddl, "CREATE SUBSCRIPTION"),
+        (StatementKind::Ddl, "ALTER SUBSCRIPTION"),
     ] {
         let statement = with_command(kind_, command);
         for group in ["agents", "analysts", "admins"] {
