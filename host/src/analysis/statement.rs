@@ -71,12 +71,13 @@ pub fn kind_by_function(facts: &mut Facts) {
             | K::CopyOut
             | K::Explain
     ) || matches!(facts.effect, Effect::Execute { .. });
-    let strongest = [K::Utility, K::Notification]
-        .into_iter()
-        .find_map(|kind| facts.acting.iter().find(|call| call.kind == kind));
-    if data && let Some(call) = strongest {
-        facts.kind = call.kind;
-        facts.command = call.command.clone();
+    if data {
+        for call in &facts.acting {
+            (facts.kind, facts.command) = stronger_kind(
+                (facts.kind, std::mem::take(&mut facts.command)),
+                (call.kind, call.command.clone()),
+            );
+        }
     }
     privilege_by_function(facts);
 }

@@ -177,8 +177,9 @@ impl Record {
             .map(|until| until - now)
     }
 
-    /// Counts one failure at `now`; true when it starts a lockout.
-    fn count(&mut self, now: Instant) -> bool {
+    /// Counts one failure at `now`, and says whether it started a
+    /// lockout.
+    fn count(&mut self, now: Instant) -> Count {
         if !self.live(now) {
             // The earlier failures are too old to count, or their
             // lockout is over.
@@ -187,9 +188,9 @@ impl Record {
         self.failures = self.failures.saturating_add(1);
         if self.failures >= MAX_FAILURES && self.locked_until.is_none() {
             self.locked_until = Some(now + LOCKOUT);
-            return true;
+            return Count::Started(self.failures);
         }
-        false
+        Count::Counted
     }
 }
 
@@ -420,28 +421,20 @@ impl Ledger {
         now: Instant,
     ) -> Vec<Lockout> {
         let mut started = Vec::new();
-        match claim {
-            Claim::Principal => started.extend(self.count_principal(user, now)),
-            Claim::Unknown => {
-                let counted = self.unknown.count(user, now, Full::Evict);
-                if let Count::Started(failures) = counted {
-                    started.push(Lockout {
-                        subject: Subject::UnknownUser(user.to_owned()),
-                        failures,
-                        remaining: LOCKOUT,
-                    });
-                }
-            }
-        }
+        started.extend(match claim {
+            Claim::Principal => self.count_principal(user, now),
+            Claim::Unknown => self
+                .unknown
+                .count(user, now, Full::Evict)
+                .lockout(|| Subject::UnknownUser(user.to_owned())),
+        });
         if let Some(address) = address {
             let network = client_network(address);
-            if let Count::Started(failures) = self.addresses.count(&network, now, Full::Evict) {
-                started.push(Lockout {
-                    subject: Subject::Address(network),
-                    failures,
-                    remaining: LOCKOUT,
-                });
-            }
+            started.extend(
+                self.addresses
+                    .count(&network, now, Full::Evict)
+                    .lockout(|| Subject::Address(network)),
+            );
         }
         started
     }
@@ -457,12 +450,6 @@ impl Ledger {
             return self.count_others(now);
         }
         match self.principals.count(user, now, Full::Refuse) {
-            Count::Started(failures) => Some(Lockout {
-                subject: Subject::Principal(user.to_owned()),
-                failures,
-                remaining: LOCKOUT,
-            }),
-            Count::Counted => None,
             Count::NoRoom => {
                 tracing::warn!(
                     alert = true,
@@ -471,19 +458,15 @@ impl Ledger {
                 );
                 self.count_others(now)
             }
+            counted => counted.lockout(|| Subject::Principal(user.to_owned())),
         }
     }
 
     fn count_others(&mut self, now: Instant) -> Option<Lockout> {
-        let record = self.others.get_or_insert_with(|| Record::new(now));
-        if !record.count(now) {
-            return None;
-        }
-        Some(Lockout {
-            subject: Subject::OtherPrincipals,
-            failures: record.failures,
-            remaining: LOCKOUT,
-        })
+        self.others
+            .get_or_insert_with(|| Record::new(now))
+            .count(now)
+            .lockout(|| Subject::OtherPrincipals)
     }
 }
 
@@ -507,6 +490,20 @@ enum Count {
     Started(u32),
     /// Not counted: the table is full and refuses new records.
     NoRoom,
+}
+
+impl Count {
+    /// The lockout of `subject` this count started, if it started one.
+    fn lockout(self, subject: impl FnOnce() -> Subject) -> Option<Lockout> {
+        match self {
+            Count::Started(failures) => Some(Lockout {
+                subject: subject(),
+                failures,
+                remaining: LOCKOUT,
+            }),
+            Count::Counted | Count::NoRoom => None,
+        }
+    }
 }
 
 /// Records of a table by an instant (with the record's ticket, which tells
@@ -651,11 +648,7 @@ impl<K: Clone + Eq + Hash> Table<K> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         self.forget_stale(now);
-        let started = |record: &mut Record| match record.count(now) {
-            true => Count::Started(record.failures),
-            false => Count::Counted,
-        };
-        if let Some(counted) = self.update(key, started) {
+        if let Some(counted) = self.update(key, |record| record.count(now)) {
             return counted;
         }
         if self.records.len() >= self.cap {
@@ -680,7 +673,7 @@ impl<K: Clone + Eq + Hash> Table<K> {
             self.records.remove::<K>(&victim);
         }
         let mut record = Record::new(now);
-        let counted = started(&mut record);
+        let counted = record.count(now);
         let ticket = self.next;
         self.next += 1;
         let owned = key.to_owned();

@@ -1408,13 +1408,28 @@ mod tests {
 
     #[test]
     fn plus_is_offered_first_only_with_an_end_point() {
-        let verifier = make_verifier("secret", 1);
-        assert_eq!(ScramServer::new(verifier.clone()).mechanisms(), [MECHANISM]);
-        let bound = ScramServer::new(verifier).with_channel_binding(Some(end_point(1)));
-        assert_eq!(bound.mechanisms(), [MECHANISM_PLUS, MECHANISM]);
-        let unknown =
-            ScramServer::for_unknown_user("mallory").with_channel_binding(Some(end_point(1)));
-        assert_eq!(unknown.mechanisms(), [MECHANISM_PLUS, MECHANISM]);
+        for known in [true, false] {
+            assert_eq!(server_for(known).mechanisms(), [MECHANISM]);
+            assert_eq!(
+                bound_server(known).mechanisms(),
+                [MECHANISM_PLUS, MECHANISM]
+            );
+        }
+    }
+
+    /// A server for the principal's verifier (`known`) or an unknown
+    /// user's made-up one.
+    fn server_for(known: bool) -> ScramServer {
+        if known {
+            ScramServer::new(make_verifier("secret", 1))
+        } else {
+            ScramServer::for_unknown_user("mallory")
+        }
+    }
+
+    /// [`server_for`] over TLS, offering -PLUS bound to certificate 1.
+    fn bound_server(known: bool) -> ScramServer {
+        server_for(known).with_channel_binding(Some(end_point(1)))
     }
 
     #[test]
@@ -1434,12 +1449,7 @@ mod tests {
     fn plus_exchange_with_another_certificates_end_point_is_refused() {
         // A relay's TLS session: the client hashed the relay's certificate.
         for known in [true, false] {
-            let mut server = if known {
-                ScramServer::new(make_verifier("secret", 1))
-            } else {
-                ScramServer::for_unknown_user("mallory")
-            }
-            .with_channel_binding(Some(end_point(1)));
+            let mut server = bound_server(known);
             let err = exchange_as(
                 &mut server,
                 MECHANISM_PLUS,
@@ -1479,12 +1489,7 @@ mod tests {
     #[test]
     fn y_is_a_downgrade_when_plus_is_offered() {
         for known in [true, false] {
-            let mut server = if known {
-                ScramServer::new(make_verifier("secret", 1))
-            } else {
-                ScramServer::for_unknown_user("mallory")
-            }
-            .with_channel_binding(Some(end_point(1)));
+            let mut server = bound_server(known);
             let err = exchange_as(
                 &mut server,
                 MECHANISM,
@@ -1519,17 +1524,12 @@ mod tests {
     #[test]
     fn binding_over_plain_tcp_is_refused() {
         for known in [true, false] {
-            let server = || {
-                if known {
-                    ScramServer::new(make_verifier("secret", 1))
-                } else {
-                    ScramServer::for_unknown_user("mallory")
-                }
-            };
             let bound = || ChannelBinding::tls_server_end_point(end_point(1));
-            let err = exchange_as(&mut server(), MECHANISM, b"secret", bound()).unwrap_err();
+            let err =
+                exchange_as(&mut server_for(known), MECHANISM, b"secret", bound()).unwrap_err();
             assert!(matches!(err, Error::ChannelBindingNotOffered), "{err:?}");
-            let err = exchange_as(&mut server(), MECHANISM_PLUS, b"secret", bound()).unwrap_err();
+            let err = exchange_as(&mut server_for(known), MECHANISM_PLUS, b"secret", bound())
+                .unwrap_err();
             assert!(matches!(err, Error::InvalidMechanism), "{err:?}");
         }
     }
